@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+// The test command behind `npm test` (after build and lint): starts the real servers the tests
+// need (OpenSSH sshd, Ceph RGW; installing them with apt-get when missing), runs every compiled
+// test file with node's test runner, stops the servers by PID, and ends with the plain line
+// `N passed, N failed, N skipped`.
+//
+// A server that cannot start does not make its tests pass: the reason is passed to them in
+// OFFSITE_TEST_<NAME>_ERROR and they fail with it (or skip loudly when OFFSITE_TEST_ALLOW_SKIP=1
+// outside CI).
+import { spawn } from 'node:child_process';
+import { readdirSync, statSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+const root = resolve(new URL('..', import.meta.url).pathname);
+const dist = join(root, 'dist', 'test');
+const outDir = join(root, '.test-output');
+mkdirSync(outDir, { recursive: true });
+
+function findTests(dir) {
+  const found = [];
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) found.push(...findTests(path));
+    else if (name.endsWith('.test.js')) found.push(path);
+  }
+  return found.sort();
+}
+
+const only = process.argv.slice(2);
+let files = findTests(dist);
+if (only.length > 0) files = files.filter((f) => only.some((o) => f.includes(o)));
+
+// Servers are described in dist/test/servers/index.js: each has a name, an env variable its
+// tests read, and start() -> { env, stop() }.
+const { servers } = await import(join(dist, 'servers', 'index.js'));
+const running = [];
+const env = { ...process.env };
+const wanted = servers.filter((s) => files.some((f) => s.neededBy(f)));
+for (const server of wanted) {
+  const started = Date.now();
+  try {
+    const handle = await server.start(join(outDir, 'servers', server.name));
+    running.push(handle);
+    Object.assign(env, handle.env);
+    console.log(`# started ${server.name} in ${Date.now() - started} ms`);
+  } catch (err) {
+    const reason = err && err.message ? err.message : String(err);
+    env[server.errorEnv] = reason;
+    console.log(`# could not start ${server.name}: ${reason}`);
+  }
+}
+
+const tapFile = join(outDir, 'results.tap');
+rmSync(tapFile, { force: true });
+const child = spawn(process.execPath, [
+  '--test', '--test-concurrency=1',
+  '--test-reporter=spec', '--test-reporter-destination=stdout',
+  '--test-reporter=tap', `--test-reporter-destination=${tapFile}`,
+  ...files,
+], { stdio: ['ignore', 'inherit', 'inherit'], env });
+const code = await new Promise((resolveExit) => child.on('exit', (c, sig) => resolveExit(c ?? (sig ? 1 : 0))));
+
+for (const handle of running.reverse()) {
+  try { await handle.stop(); } catch (err) { console.log(`# stopping a server failed: ${err.message}`); }
+}
+
+const tap = readFileSync(tapFile, 'utf8');
+const count = (name) => Number((tap.match(new RegExp(`^# ${name} (\\d+)$`, 'm')) ?? [])[1] ?? 0);
+const passed = count('pass'), failed = count('fail'), skipped = count('skipped');
+const cancelled = count('cancelled');
+console.log(`${passed} passed, ${failed + cancelled} failed, ${skipped} skipped`);
+process.exit(code !== 0 || failed + cancelled > 0 || passed === 0 ? 1 : 0);

@@ -1,0 +1,167 @@
+/**
+ * The driver contract: the only way the engine touches storage. Every driver (local, sftp, s3,
+ * minio) implements `Driver` and can act as a source and as a destination. The engine never
+ * knows which driver it talks to: it reads `capabilities` (data) and error `kind`s
+ * (src/errors.ts), never a driver's name.
+ *
+ * Keys are relative to the driver's root, `/`-separated, without a leading `/`, without empty,
+ * `.` or `..` segments and without NUL or `\` (see `checkKey` in ./keys.ts). A driver refuses
+ * any other key with a `KeyError` (kind `permanent`) before doing any IO, so no key can leave
+ * the root.
+ *
+ * Failure behaviour common to all methods:
+ * - Errors are `DriverError`s (or subclasses) whose `kind` the driver chose by classifying its
+ *   SDK's error: `retryable` for resets/timeouts/5xx/throttling, `auth` for refused
+ *   credentials or host keys, `permanent` for everything retrying cannot fix (no bucket,
+ *   permission denied, disk full), `integrity` for bytes that do not match.
+ * - Messages name the driver instance and the key, and never contain secrets.
+ * - Every method honours `signal`: once it fires the call rejects with `AbortedError` soon.
+ */
+
+import type { Readable } from 'node:stream';
+
+/** What a driver can do. Plain data: the engine branches on it, tests skip by it. */
+export interface Capabilities {
+  /** `openRead` honours `offset`/`length` without reading the skipped bytes. */
+  readonly rangeReads: boolean;
+  /**
+   * `openWrite` finds what an earlier, interrupted run left for the same key (a partial temp
+   * file, an open multipart upload) and reports it in `WriteSession.resumableParts`.
+   */
+  readonly resumableWrites: boolean;
+  /** Nothing is visible under the final key before `commit` resolves. */
+  readonly atomicCommit: boolean;
+  /** `commit({hash})` stores our whole-file hash with the object, and `stat`/`list` return it. */
+  readonly storedHash: boolean;
+  /** `copyWithin` is implemented (server-side copy, hardlink, copy-data...). */
+  readonly serverSideCopy: boolean;
+  /** Smallest part the driver accepts (all but the last part). 1 when there is no limit. */
+  readonly minPartBytes: number;
+  /** Largest part the driver accepts. */
+  readonly maxPartBytes: number;
+  /** Most parts one object may have (S3: 10,000). `Infinity` when there is no limit. */
+  readonly maxParts: number;
+  /** Parts of one session may be written concurrently and out of order. */
+  readonly parallelPartWrites: boolean;
+  /** A sensible number of concurrent operations (files or parts) against this driver. */
+  readonly maxConcurrency: number;
+}
+
+/** One stored object (a file, never a folder). */
+export interface Entry {
+  /** Relative to the driver root, `/`-separated. */
+  readonly key: string;
+  /** Bytes. */
+  readonly size: number;
+  /** Last modification, milliseconds since the epoch. */
+  readonly mtimeMs: number;
+  /** Our whole-file hash (`xxh64:<16 hex>`), when the driver stores one (`storedHash`). */
+  readonly hash?: string;
+}
+
+export interface SignalOptions {
+  readonly signal?: AbortSignal;
+}
+
+export interface ReadOptions extends SignalOptions {
+  /** First byte to read. @default 0 */
+  readonly offset?: number;
+  /** Bytes to read from `offset`; to the end when omitted. */
+  readonly length?: number;
+}
+
+export interface WriteOptions extends SignalOptions {
+  /** Exact size of the finished object in bytes; `commit` fails when the parts do not add up. */
+  readonly size: number;
+  /**
+   * Bytes per part: every part but the last has exactly this size, the last has the rest. A
+   * zero-byte object has no parts. The engine picks it from `capabilities` (min/max part
+   * size, max parts).
+   */
+  readonly partBytes: number;
+}
+
+/** Hash recorded at commit time. */
+export interface CommitOptions extends SignalOptions {
+  /** Whole-file hash, `xxh64:<16 hex>`. Drivers with `storedHash` keep it with the object. */
+  readonly hash: string;
+}
+
+/**
+ * One object being written. Parts are numbered from 0; part `i` covers bytes
+ * `[i * partBytes, min(size, (i + 1) * partBytes))`.
+ *
+ * Nothing is visible under `key` until `commit` resolves (when `atomicCommit`). If the process
+ * dies at any moment, the final key either does not exist or holds the whole, committed object;
+ * what was written so far stays as resumable state (temp file, open multipart upload) that a
+ * later `openWrite` of the same key reports in `resumableParts`.
+ */
+export interface WriteSession {
+  readonly key: string;
+  readonly size: number;
+  readonly partBytes: number;
+  /**
+   * Parts that an earlier, interrupted run may already have stored for this key, as found at
+   * the destination itself (never from a local journal). They are candidates, not promises:
+   * the engine confirms each with `matches` before skipping it. Empty when nothing was found
+   * or the driver cannot resume.
+   */
+  readonly resumableParts: ReadonlySet<number>;
+  /**
+   * True when part `index` is already stored with exactly `bytes` (compared by reading it
+   * back or by a stored checksum such as an S3 part ETag). False when it is missing or
+   * differs; a driver may then discard later resumable parts that depend on it.
+   */
+  matches(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<boolean>;
+  /**
+   * Stores part `index`. Writing the same part twice is harmless (the last write wins).
+   * Only when `capabilities.parallelPartWrites` may several `write` calls be in flight.
+   * Failure leaves the session usable for another `write` of the same part (a retry).
+   */
+  write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void>;
+  /**
+   * Makes the object appear under `key`, atomically, with all parts `0..n-1`. Rejects (and
+   * leaves no final object) when parts are missing or the stored size is not `size`.
+   * Durable when it resolves (fsync / server acknowledgement).
+   */
+  commit(options: CommitOptions): Promise<void>;
+  /**
+   * Stops writing and releases handles, but keeps what was stored so that a later run can
+   * resume it. Never throws; idempotent.
+   */
+  suspend(): Promise<void>;
+  /** Stops writing and removes everything this session (or an earlier one) stored. Idempotent. */
+  abort(): Promise<void>;
+}
+
+export interface Driver {
+  /** The instance name from the config (`nas`, `cloud`, `source`...): used in messages. */
+  readonly name: string;
+  /** Where this driver points, for humans and manifests; never contains secrets. */
+  readonly description: string;
+  readonly capabilities: Capabilities;
+  /**
+   * Every object whose key starts with `prefix` (a folder prefix ending in `/`, or `''` for
+   * all), recursively, in no particular order. Folders, folder markers and our own temp/partial
+   * objects are not listed. A missing prefix yields nothing (not an error).
+   */
+  list(prefix: string, options?: SignalOptions): AsyncIterable<Entry>;
+  /** The entry for `key`, or `undefined` when it does not exist (never a not-found error). */
+  stat(key: string, options?: SignalOptions): Promise<Entry | undefined>;
+  /**
+   * A stream of the object's bytes from `offset` (for `length` bytes). A missing key rejects
+   * with kind `not-found`. A stream error mid-way carries a `kind` like any other error.
+   */
+  openRead(key: string, options?: ReadOptions): Promise<Readable>;
+  /** Starts (or resumes) writing `key`. See `WriteSession`. */
+  openWrite(key: string, options: WriteOptions): Promise<WriteSession>;
+  /** Removes `key`; resolves when it is already gone. Also removes resumable state for it. */
+  delete(key: string, options?: SignalOptions): Promise<void>;
+  /** Server-side copy inside the same driver; only when `capabilities.serverSideCopy`. */
+  copyWithin?(fromKey: string, toKey: string, options?: SignalOptions): Promise<void>;
+  /** Releases connections. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Builds a driver from its (already validated) config section. */
+export type DriverFactory = (name: string, section: Readonly<Record<string, unknown>>) => Promise<Driver>;
