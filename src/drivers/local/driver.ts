@@ -1,0 +1,640 @@
+/**
+ * The `local` driver: a folder on a local disk or a mounted NAS share (NFS/SMB), on
+ * node:fs/promises.
+ *
+ * Layout: key `a/b/c.bin` is the file `<root>/a/b/c.bin`. While it is being written, its bytes
+ * live in `<root>/a/b/.c.bin.offsite-partial` (a deterministic name, so a later run on any
+ * machine finds it and resumes); `commit` checks the size, fsyncs, renames it onto the final
+ * name and fsyncs the folder. Keys can never leave the root: `checkKey` refuses `..`, absolute
+ * paths and the like before any IO, and every path is resolved with realpath so that a symlink
+ * inside the root that points outside it is refused (reads, lists and writes). Symlinks that
+ * stay inside the root are followed for files; `list` does not descend into symlinked folders
+ * (their contents are listed under their real path already, and loops are impossible).
+ *
+ * Races with other processes changing the tree at the same moment (a symlink swapped in
+ * between the check and the use) are not defended against: the root belongs to offsite.
+ */
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { copyFile, lstat, mkdir, open, opendir, realpath, rename, rmdir, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
+import { join, sep } from 'node:path';
+import { Readable } from 'node:stream';
+import { AbortedError, DriverError, KeyError, OffsiteError, throwIfAborted } from '../../errors.js';
+import { checkKey, checkPrefix, partCount, partRange } from '../keys.js';
+import type { Capabilities, CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
+import { classifyFsError, errnoOf, isMissing, notFoundError, type ErrorContext } from './errors.js';
+import type { LocalOptions } from './options.js';
+
+/** Suffix of the temp file that holds an unfinished write: `.<basename>.offsite-partial`. */
+const PARTIAL_SUFFIX = '.offsite-partial';
+/** Our temp files: partial writes and in-progress `copyWithin` copies. Never listed. */
+const TEMP_NAME = /^\..+\.offsite-(?:partial|copy-[0-9a-f]{16})$/;
+/** Bytes per read when streaming a file. */
+const READ_CHUNK_BYTES = 256 * 1024;
+/** Temp files are opened without following a symlink planted under their name. */
+const TEMP_OPEN_FLAGS = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW;
+
+export function partialName(basename: string): string {
+  return `.${basename}${PARTIAL_SUFFIX}`;
+}
+
+export function isTempName(name: string): boolean {
+  return TEMP_NAME.test(name);
+}
+
+function splitKey(key: string): { folders: string[]; basename: string } {
+  const segments = key.split('/');
+  const basename = segments.pop() as string;
+  return { folders: segments, basename };
+}
+
+function isInside(path: string, realRoot: string): boolean {
+  return path === realRoot || path.startsWith(realRoot.endsWith(sep) ? realRoot : realRoot + sep);
+}
+
+function checkByteCount(value: unknown, what: string, driver: string, key: string): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw new DriverError('E_BAD_ARGUMENT', `${driver}: ${key}: ${what} must be a non-negative integer, got ${String(value)}`, { kind: 'fatal' });
+  }
+  return value;
+}
+
+/** fsync of a folder, so that a rename in it survives a power cut. Shares that refuse it are tolerated. */
+async function syncFolder(path: string): Promise<void> {
+  const handle = await open(path, constants.O_RDONLY);
+  try {
+    await handle.sync();
+  } catch (err) {
+    // SMB/CIFS and some FUSE mounts cannot fsync a folder; the rename is then as durable as they make it.
+    if (!['EINVAL', 'ENOTSUP', 'EOPNOTSUPP', 'EISDIR', 'EBADF', 'EPERM', 'EACCES'].includes(errnoOf(err) ?? '')) throw err;
+  } finally {
+    await handle.close();
+  }
+}
+
+export class LocalDriver implements Driver {
+  readonly description: string;
+  readonly capabilities: Capabilities;
+  #realRoot: string | undefined;
+  #closed = false;
+
+  constructor(readonly name: string, readonly options: LocalOptions) {
+    this.description = `local:${options.root}`;
+    this.capabilities = {
+      rangeReads: true,
+      resumableWrites: true,
+      atomicCommit: true,
+      storedHash: false,
+      serverSideCopy: true,
+      minPartBytes: 1,
+      maxPartBytes: 2 ** 31 - 1,
+      maxParts: Infinity,
+      parallelPartWrites: true,
+      maxConcurrency: options.maxConcurrency,
+    };
+  }
+
+  /**
+   * Walks the folder tree under `prefix` with `opendir`, one folder handle per level, yielding
+   * files as they are found (no whole-tree array). Skips folders, our temp files, and anything
+   * that is neither a file nor a folder. Fails with a `KeyError` (before any IO) for a bad
+   * prefix, and with a `permanent` `DriverError` when it meets a symlink that points outside
+   * the root. A missing prefix yields nothing; a folder that vanishes mid-walk is skipped.
+   */
+  async *list(prefix: string, options: SignalOptions = {}): AsyncIterable<Entry> {
+    const context = { driver: this.name, action: 'list', key: prefix };
+    try {
+      this.#checkPrefix(prefix);
+      this.#checkOpen(options.signal, context);
+      const realRoot = await this.#findRealRoot(context);
+      if (realRoot === undefined) return;
+      const folderKey = prefix.slice(0, prefix.lastIndexOf('/') + 1);
+      const start = await this.#resolve(folderKey === '' ? [] : folderKey.slice(0, -1).split('/'), realRoot, context);
+      if (start === undefined) return;
+      yield* this.#walk(start, folderKey, prefix, realRoot, options.signal);
+    } catch (err) {
+      throw classifyFsError(err, context);
+    }
+  }
+
+  async *#walk(folder: string, folderKey: string, prefix: string, realRoot: string, signal: AbortSignal | undefined): AsyncGenerator<Entry> {
+    let dir;
+    try {
+      dir = await opendir(folder);
+    } catch (err) {
+      if (isMissing(err)) return;
+      throw err;
+    }
+    for await (const dirent of dir) {
+      throwIfAborted(signal, `${this.name}: list ${prefix}`);
+      if (isTempName(dirent.name)) continue;
+      const key = folderKey + dirent.name;
+      let path = join(folder, dirent.name);
+      if (dirent.isDirectory()) {
+        const childKey = `${key}/`;
+        if (childKey.startsWith(prefix) || prefix.startsWith(childKey)) yield* this.#walk(path, childKey, prefix, realRoot, signal);
+        continue;
+      }
+      if (!key.startsWith(prefix)) continue;
+      if (dirent.isSymbolicLink()) {
+        const real = await realpath(path).catch((err: unknown) => (isMissing(err) ? undefined : Promise.reject(err)));
+        if (real === undefined) continue; // dangling
+        this.#checkInside(key, real, realRoot);
+        path = real;
+      } else if (!dirent.isFile()) {
+        continue;
+      }
+      const info = await stat(path).catch((err: unknown) => (isMissing(err) ? undefined : Promise.reject(err)));
+      if (info?.isFile()) yield { key, size: info.size, mtimeMs: Math.floor(info.mtimeMs) };
+    }
+  }
+
+  /**
+   * Size and mtime of the file at `key`; `undefined` when it does not exist, is a folder, or a
+   * parent is a file. Rejects with a `KeyError` for a bad key or a symlink leaving the root.
+   */
+  async stat(key: string, options: SignalOptions = {}): Promise<Entry | undefined> {
+    const context = { driver: this.name, action: 'stat', key };
+    try {
+      this.#checkKey(key);
+      this.#checkOpen(options.signal, context);
+      const path = await this.#resolveKey(key, context);
+      if (path === undefined) return undefined;
+      const info = await stat(path).catch((err: unknown) => (isMissing(err) ? undefined : Promise.reject(err)));
+      if (!info?.isFile()) return undefined;
+      return { key, size: info.size, mtimeMs: Math.floor(info.mtimeMs) };
+    } catch (err) {
+      throw classifyFsError(err, context);
+    }
+  }
+
+  /**
+   * Streams `length` bytes (or to the end) from `offset`, with positional reads: the skipped
+   * bytes are never read. An offset at or past the end gives an empty stream. Rejects with kind
+   * `not-found` when the file (or a parent) is missing or is a folder. Read errors mid-way
+   * destroy the stream with a classified `DriverError`; the signal destroys it with `AbortedError`.
+   */
+  async openRead(key: string, options: ReadOptions = {}): Promise<Readable> {
+    const context = { driver: this.name, action: 'read', key };
+    const { signal } = options;
+    try {
+      this.#checkKey(key);
+      const offset = checkByteCount(options.offset ?? 0, 'offset', this.name, key);
+      const length = options.length === undefined ? undefined : checkByteCount(options.length, 'length', this.name, key);
+      this.#checkOpen(signal, context);
+      const path = await this.#resolveKey(key, context);
+      if (path === undefined) throw notFoundError(context);
+      const handle = await open(path, constants.O_RDONLY);
+      try {
+        if (!(await handle.stat()).isFile()) throw notFoundError(context);
+        throwIfAborted(signal, `${this.name}: read ${key}`);
+      } catch (err) {
+        await handle.close();
+        throw err;
+      }
+      const end = length === undefined ? Infinity : offset + length;
+      const stream = Readable.from(readRange(handle, offset, end, context), { objectMode: false, highWaterMark: READ_CHUNK_BYTES });
+      const onAbort = (): void => { stream.destroy(new AbortedError(`${this.name}: read ${key}`)); };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      stream.once('close', () => {
+        signal?.removeEventListener('abort', onAbort);
+        handle.close().catch(() => undefined);
+      });
+      return stream;
+    } catch (err) {
+      throw classifyFsError(err, context);
+    }
+  }
+
+  /**
+   * Prepares writing `key`: creates the root (one level) and parent folders, and looks for a
+   * partial file of an earlier run. Parts fully inside that file's size are reported as
+   * resumable (a partial file longer than `size` is first cut to `size`). Nothing is written
+   * under the final name until `commit`; an existing final file stays untouched until then.
+   * Rejects with `permanent` when the root's parent is missing (unmounted share?), when a file
+   * is in the way of a folder, or when a symlink leads outside the root.
+   */
+  async openWrite(key: string, options: WriteOptions): Promise<WriteSession> {
+    const context = { driver: this.name, action: 'open for writing', key };
+    try {
+      this.#checkKey(key);
+      const size = checkByteCount(options.size, 'size', this.name, key);
+      const partBytes = checkByteCount(options.partBytes, 'partBytes', this.name, key);
+      if (partBytes < 1 || partBytes > this.capabilities.maxPartBytes) {
+        throw new DriverError('E_BAD_ARGUMENT', `${this.name}: ${key}: partBytes must be 1..${this.capabilities.maxPartBytes}, got ${partBytes}`, { kind: 'fatal' });
+      }
+      this.#checkOpen(options.signal, context);
+      const folder = await this.#prepareFolder(key, context);
+      const { basename } = splitKey(key);
+      const temp = join(folder, partialName(basename));
+      let found = 0;
+      const info = await lstat(temp).catch((err: unknown) => (isMissing(err) ? undefined : Promise.reject(err)));
+      if (info !== undefined) {
+        if (!info.isFile()) {
+          throw new DriverError('E_FS', `${this.name}: ${key}: the temp name ${partialName(basename)} is taken by something that is not a file; remove it`, { kind: 'permanent' });
+        }
+        if (info.size > size) await truncate(temp, size);
+        found = Math.min(info.size, size);
+      }
+      const resumable = new Set<number>();
+      for (let index = 0; index < partCount(size, partBytes) && partRange(index, size, partBytes).end <= found; index++) resumable.add(index);
+      return new LocalWriteSession({ ...context, key, folder, temp, final: join(folder, basename), size, partBytes, resumable, prepareFolder: () => this.#prepareFolder(key, context) });
+    } catch (err) {
+      throw classifyFsError(err, context);
+    }
+  }
+
+  /**
+   * Removes the file at `key` and its partial file, then the folders this left empty (never the
+   * root). Resolves when they are already gone, or when `key` is a folder (no object there).
+   * Rejects (`permanent`) on permission errors or a symlink leaving the root.
+   */
+  async delete(key: string, options: SignalOptions = {}): Promise<void> {
+    const context = { driver: this.name, action: 'delete', key };
+    try {
+      this.#checkKey(key);
+      this.#checkOpen(options.signal, context);
+      const realRoot = await this.#findRealRoot(context);
+      if (realRoot === undefined) return;
+      const { folders, basename } = splitKey(key);
+      const folder = await this.#resolve(folders, realRoot, context);
+      if (folder === undefined) return;
+      let removed = false;
+      for (const name of [basename, partialName(basename)]) {
+        try {
+          await unlink(join(folder, name));
+          removed = true;
+        } catch (err) {
+          if (!isMissing(err) && errnoOf(err) !== 'EISDIR' && !(errnoOf(err) === 'EPERM' && (await lstat(join(folder, name))).isDirectory())) throw err;
+        }
+      }
+      if (removed) await removeEmptyFolders(folder, realRoot);
+    } catch (err) {
+      throw classifyFsError(err, context);
+    }
+  }
+
+  /**
+   * Copies `fromKey` to `toKey` with `copyFile` (a reflink where the file system supports it)
+   * into a temp name, fsyncs, renames onto `toKey` and fsyncs the folder: `toKey` is never seen
+   * half-copied. A missing source rejects with `not-found`; a failed copy removes its temp file.
+   */
+  async copyWithin(fromKey: string, toKey: string, options: SignalOptions = {}): Promise<void> {
+    const context = { driver: this.name, action: `copy to ${toKey}`, key: fromKey };
+    try {
+      this.#checkKey(fromKey);
+      this.#checkKey(toKey);
+      this.#checkOpen(options.signal, context);
+      const source = await this.#resolveKey(fromKey, context);
+      const info = source === undefined ? undefined : await stat(source).catch((err: unknown) => (isMissing(err) ? undefined : Promise.reject(err)));
+      if (source === undefined || !info?.isFile()) throw notFoundError(context);
+      const folder = await this.#prepareFolder(toKey, context);
+      const { basename } = splitKey(toKey);
+      const temp = join(folder, `.${basename}.offsite-copy-${randomBytes(8).toString('hex')}`);
+      try {
+        await copyFile(source, temp, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
+        const handle = await open(temp, constants.O_RDONLY);
+        try { await handle.sync(); } finally { await handle.close(); }
+        throwIfAborted(options.signal, `${this.name}: copy ${fromKey}`);
+        await rename(temp, join(folder, basename));
+      } catch (err) {
+        await unlink(temp).catch(() => undefined);
+        throw err;
+      }
+      await syncFolder(folder);
+    } catch (err) {
+      throw classifyFsError(err, context);
+    }
+  }
+
+  /** Nothing to release; later calls reject with `fatal`. Idempotent. */
+  async close(): Promise<void> {
+    this.#closed = true;
+  }
+
+  #checkOpen(signal: AbortSignal | undefined, context: ErrorContext): void {
+    throwIfAborted(signal, `${this.name}: ${context.action} ${context.key ?? ''}`.trimEnd());
+    if (this.#closed) throw new DriverError('E_CLOSED', `${this.name}: ${context.action}: driver already closed`, { kind: 'fatal' });
+  }
+
+  #checkKey(key: string): void {
+    try {
+      checkKey(key);
+    } catch (err) {
+      if (err instanceof OffsiteError) err.message = `${this.name}: ${err.message}`;
+      throw err;
+    }
+    if (isTempName(splitKey(key).basename)) throw this.#keyError(key, `names like ".x${PARTIAL_SUFFIX}" are reserved for offsite's temp files`);
+  }
+
+  /** A `KeyError` whose message starts with the driver name, like every other driver error. */
+  #keyError(key: string, why: string): KeyError {
+    const err = new KeyError(key, why);
+    err.message = `${this.name}: ${err.message}`;
+    return err;
+  }
+
+  #checkPrefix(prefix: string): void {
+    try {
+      checkPrefix(prefix);
+    } catch (err) {
+      if (err instanceof OffsiteError) err.message = `${this.name}: ${err.message}`;
+      throw err;
+    }
+  }
+
+  #checkInside(key: string, real: string, realRoot: string): void {
+    if (!isInside(real, realRoot)) {
+      throw this.#keyError(key, `a symlink on its path points outside the root (to ${real})`);
+    }
+  }
+
+  /** realpath of the root, or `undefined` while it does not exist. */
+  async #findRealRoot(context: ErrorContext): Promise<string | undefined> {
+    if (this.#realRoot !== undefined) return this.#realRoot;
+    try {
+      this.#realRoot = await realpath(this.options.root);
+      return this.#realRoot;
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') return undefined;
+      throw classifyFsError(err, { ...context, key: undefined, action: `${context.action}: root ${this.options.root}` });
+    }
+  }
+
+  /** The real path of `<root>/<segments>`, checked to be inside the root; `undefined` when missing. */
+  async #resolve(segments: readonly string[], realRoot: string, context: ErrorContext): Promise<string | undefined> {
+    if (segments.length === 0) return realRoot;
+    let real: string;
+    try {
+      real = await realpath(join(realRoot, ...segments));
+    } catch (err) {
+      if (isMissing(err)) return undefined;
+      throw err;
+    }
+    this.#checkInside(context.key ?? segments.join('/'), real, realRoot);
+    return real;
+  }
+
+  async #resolveKey(key: string, context: ErrorContext): Promise<string | undefined> {
+    const realRoot = await this.#findRealRoot(context);
+    return realRoot === undefined ? undefined : this.#resolve(key.split('/'), realRoot, context);
+  }
+
+  /**
+   * Creates the root (one level; its parent must exist) and the folders of `key`, and returns
+   * the real path of the key's folder. Checks the deepest existing ancestor before creating
+   * anything, so no folder is ever created through a symlink leading outside the root.
+   */
+  async #prepareFolder(key: string, context: ErrorContext): Promise<string> {
+    let realRoot = await this.#findRealRoot(context);
+    if (realRoot === undefined) {
+      try {
+        await mkdir(this.options.root);
+      } catch (err) {
+        if (errnoOf(err) === 'ENOENT') {
+          throw new DriverError('E_NO_ROOT', `${this.name}: the parent folder of root ${this.options.root} does not exist (is the share mounted?)`, { kind: 'permanent', cause: err });
+        }
+        if (errnoOf(err) !== 'EEXIST') throw err;
+      }
+      realRoot = await this.#findRealRoot(context);
+      if (realRoot === undefined) throw notFoundError({ ...context, action: `root ${this.options.root}` });
+    }
+    const { folders } = splitKey(key);
+    let depth = folders.length;
+    let existing: string | undefined;
+    for (; existing === undefined; depth--) existing = await this.#resolve(folders.slice(0, depth), realRoot, context);
+    const inTheWay = (cause?: unknown): DriverError =>
+      new DriverError('E_FS', `${this.name}: ${key}: a file is in the way of one of its folders`, { kind: 'permanent', cause });
+    const missing = folders.slice(depth + 1);
+    if (missing.length > 0) {
+      try {
+        await mkdir(join(existing, ...missing), { recursive: true });
+      } catch (err) {
+        throw ['ENOTDIR', 'EEXIST'].includes(errnoOf(err) ?? '') ? inTheWay(err) : err;
+      }
+    }
+    const folder = await this.#resolve(folders, realRoot, context);
+    if (folder === undefined) throw notFoundError(context);
+    if (!(await stat(folder)).isDirectory()) throw inTheWay();
+    return folder;
+  }
+}
+
+/** Positional reads of `[start, end)` (to EOF when `end` is Infinity) in bounded chunks. */
+async function* readRange(handle: FileHandle, start: number, end: number, context: ErrorContext): AsyncGenerator<Buffer> {
+  let position = start;
+  while (position < end) {
+    const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, end - position));
+    let bytesRead: number;
+    try {
+      ({ bytesRead } = await handle.read(buffer, 0, buffer.length, position));
+    } catch (err) {
+      throw classifyFsError(err, context);
+    }
+    if (bytesRead === 0) return;
+    position += bytesRead;
+    yield buffer.subarray(0, bytesRead);
+  }
+}
+
+/** rmdir from `folder` up to (not including) the root, stopping at the first non-empty folder. */
+async function removeEmptyFolders(folder: string, realRoot: string): Promise<void> {
+  let current = folder;
+  while (current !== realRoot && isInside(current, realRoot)) {
+    try {
+      await rmdir(current);
+    } catch {
+      return;
+    }
+    current = current.slice(0, current.lastIndexOf(sep)) || sep;
+  }
+}
+
+interface SessionSetup extends ErrorContext {
+  readonly key: string;
+  readonly folder: string;
+  readonly temp: string;
+  readonly final: string;
+  readonly size: number;
+  readonly partBytes: number;
+  readonly resumable: ReadonlySet<number>;
+  /** Re-creates the key's folders (a concurrent `delete` may have removed them as empty). */
+  readonly prepareFolder: () => Promise<string>;
+}
+
+/**
+ * A write into `.<basename>.offsite-partial` with positional writes: parts may be written in any
+ * order and concurrently. `commit` requires every part to have been written in this session or
+ * confirmed by `matches`; resumable parts that were never confirmed do not count.
+ */
+class LocalWriteSession implements WriteSession {
+  readonly key: string;
+  readonly size: number;
+  readonly partBytes: number;
+  readonly resumableParts: ReadonlySet<number>;
+  readonly #setup: SessionSetup;
+  readonly #parts: number;
+  readonly #stored = new Set<number>();
+  #handle: Promise<FileHandle> | undefined;
+  #state: 'open' | 'suspended' | 'aborted' | 'committed' = 'open';
+
+  constructor(setup: SessionSetup) {
+    this.#setup = setup;
+    this.key = setup.key;
+    this.size = setup.size;
+    this.partBytes = setup.partBytes;
+    this.resumableParts = setup.resumable;
+    this.#parts = partCount(setup.size, setup.partBytes);
+  }
+
+  /**
+   * Reads part `index` back from the partial file and compares it byte for byte. False when the
+   * file is shorter, the bytes differ, or `bytes` has the wrong length. Rejects only on IO
+   * errors, a bad index, or a session that is no longer open.
+   */
+  async matches(index: number, bytes: Uint8Array, options: SignalOptions = {}): Promise<boolean> {
+    const context = this.#context(`check part ${index}`);
+    try {
+      this.#checkUsable(index, options.signal, context);
+      const { start, end } = partRange(index, this.size, this.partBytes);
+      this.#stored.delete(index);
+      if (bytes.byteLength !== end - start) return false;
+      const handle = await this.#open();
+      const stored = Buffer.alloc(end - start);
+      let filled = 0;
+      while (filled < stored.length) {
+        const { bytesRead } = await handle.read(stored, filled, stored.length - filled, start + filled);
+        if (bytesRead === 0) return false;
+        filled += bytesRead;
+      }
+      const same = stored.equals(bytes);
+      if (same) this.#stored.add(index);
+      return same;
+    } catch (err) {
+      throw classifyFsError(err, context);
+    }
+  }
+
+  /**
+   * Writes part `index` at its offset (positional write; parts may be written concurrently).
+   * A part of the wrong length rejects with `fatal` before any IO. A failed write leaves the
+   * part unconfirmed, so writing it again is a retry.
+   */
+  async write(index: number, bytes: Uint8Array, options: SignalOptions = {}): Promise<void> {
+    const context = this.#context(`write part ${index}`);
+    try {
+      this.#checkUsable(index, options.signal, context);
+      const { start, end } = partRange(index, this.size, this.partBytes);
+      if (bytes.byteLength !== end - start) {
+        throw new DriverError('E_PART_SIZE', `${context.driver}: ${this.key}: part ${index} has ${bytes.byteLength} bytes, expected ${end - start}`, { kind: 'fatal' });
+      }
+      this.#stored.delete(index);
+      const handle = await this.#open();
+      for (let written = 0; written < bytes.byteLength;) {
+        throwIfAborted(options.signal, `${context.driver}: ${this.key}: write part ${index}`);
+        const result = await handle.write(bytes, written, bytes.byteLength - written, start + written);
+        written += result.bytesWritten;
+      }
+      this.#stored.add(index);
+    } catch (err) {
+      throw classifyFsError(err, context);
+    }
+  }
+
+  /**
+   * Checks that every part is there and the file has exactly `size` bytes, fsyncs it, renames it
+   * onto the final name (replacing an older file atomically) and fsyncs the folder. A missing
+   * part rejects with `fatal` and a size mismatch with `integrity`; both leave the partial file
+   * and the session open (write the missing part and commit again). The hash is not stored
+   * (`storedHash` is false: the manifest keeps it).
+   */
+  async commit(options: CommitOptions): Promise<void> {
+    const context = this.#context('commit');
+    try {
+      this.#checkUsable(undefined, options.signal, context);
+      for (let index = 0; index < this.#parts; index++) {
+        if (!this.#stored.has(index)) {
+          throw new DriverError('E_MISSING_PART', `${context.driver}: ${this.key}: cannot commit: part ${index} of ${this.#parts} was neither written nor confirmed`, { kind: 'fatal' });
+        }
+      }
+      const handle = await this.#open();
+      const { size } = await handle.stat();
+      if (size !== this.size) {
+        throw new DriverError('E_SIZE_MISMATCH', `${context.driver}: ${this.key}: cannot commit: the partial file has ${size} bytes, expected ${this.size}`, { kind: 'integrity' });
+      }
+      await handle.sync();
+      await this.#closeHandle();
+      throwIfAborted(options.signal, `${context.driver}: ${this.key}: commit`);
+      await rename(this.#setup.temp, this.#setup.final);
+      this.#state = 'committed';
+      await syncFolder(this.#setup.folder);
+    } catch (err) {
+      throw classifyFsError(err, context);
+    }
+  }
+
+  /** Closes the file handle and keeps the partial file for a later run. Never throws; idempotent. */
+  async suspend(): Promise<void> {
+    if (this.#state === 'open') this.#state = 'suspended';
+    await this.#closeHandle().catch(() => undefined);
+  }
+
+  /**
+   * Closes the handle and removes the partial file (also one left by an earlier run). Resolves
+   * when it is already gone; rejects only when it cannot be removed (e.g. permission denied).
+   * Never touches the final name. Idempotent.
+   */
+  async abort(): Promise<void> {
+    if (this.#state !== 'committed') this.#state = 'aborted';
+    await this.#closeHandle().catch(() => undefined);
+    try {
+      await unlink(this.#setup.temp);
+    } catch (err) {
+      if (!isMissing(err)) throw classifyFsError(err, this.#context('abort'));
+    }
+  }
+
+  #context(action: string): ErrorContext {
+    return { driver: this.#setup.driver, key: this.key, action };
+  }
+
+  #checkUsable(index: number | undefined, signal: AbortSignal | undefined, context: ErrorContext): void {
+    throwIfAborted(signal, `${context.driver}: ${this.key}: ${context.action}`);
+    if (this.#state !== 'open') {
+      throw new DriverError('E_SESSION_CLOSED', `${context.driver}: ${this.key}: ${context.action}: the write session is already ${this.#state}`, { kind: 'fatal' });
+    }
+    if (index !== undefined && !(Number.isInteger(index) && index >= 0 && index < this.#parts)) {
+      throw new DriverError('E_BAD_ARGUMENT', `${context.driver}: ${this.key}: part index ${index} is outside 0..${this.#parts - 1}`, { kind: 'fatal' });
+    }
+  }
+
+  /** Opens (creating when missing, never truncating, never through a symlink) the partial file once. */
+  #open(): Promise<FileHandle> {
+    this.#handle ??= (async () => {
+      let handle: FileHandle;
+      try {
+        handle = await open(this.#setup.temp, TEMP_OPEN_FLAGS, 0o644);
+      } catch (err) {
+        if (errnoOf(err) !== 'ENOENT') throw err;
+        await this.#setup.prepareFolder();
+        handle = await open(this.#setup.temp, TEMP_OPEN_FLAGS, 0o644);
+      }
+      if (this.#state !== 'open') {
+        await handle.close();
+        throw new DriverError('E_SESSION_CLOSED', `${this.#setup.driver}: ${this.key}: the write session is already ${this.#state}`, { kind: 'fatal' });
+      }
+      return handle;
+    })();
+    const opening = this.#handle;
+    opening.catch(() => { if (this.#handle === opening) this.#handle = undefined; });
+    return opening;
+  }
+
+  async #closeHandle(): Promise<void> {
+    const opening = this.#handle;
+    this.#handle = undefined;
+    if (opening === undefined) return;
+    const handle = await opening.catch(() => undefined);
+    await handle?.close();
+  }
+}

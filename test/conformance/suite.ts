@@ -1,0 +1,620 @@
+/**
+ * The ONE conformance suite every driver must pass, written against the contract in
+ * src/drivers/types.ts only (never a driver's name or internals). A driver's test file calls
+ * `runConformance(label, target)`; optional behaviour is skipped by capability, with the reason
+ * in the skip message.
+ *
+ * A target that cannot be created (server down) makes every test FAIL with the reason; only an
+ * explicit `skipReason` skips, loudly.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, it, type TestContext } from 'node:test';
+import type { Readable } from 'node:stream';
+import { AbortedError, DriverError, OffsiteError, errorMessage } from '../../src/errors.js';
+import { getHasher } from '../../src/hash/xxh64.js';
+import { partCount, partRange } from '../../src/drivers/keys.js';
+import type { Capabilities, Driver, Entry, WriteSession } from '../../src/drivers/types.js';
+
+export interface ConformanceTarget {
+  /** A fresh, empty driver instance rooted at a unique empty location; called once per test. */
+  create(): Promise<Driver>;
+  /** Optional: removes everything the target created (temp folders, buckets); called once after all tests. */
+  cleanup?(): Promise<void>;
+}
+
+export interface ConformanceOptions {
+  /** Skip the whole suite, loudly, with this reason (e.g. an explicitly allowed missing server). */
+  readonly skipReason?: string;
+  /** Per-test timeout. @default 60000 */
+  readonly timeoutMs?: number;
+}
+
+const KiB = 1024;
+/** Keys that must be refused by every method, before any IO. */
+export const ESCAPING_KEYS: readonly string[] = ['../x', 'a/../../x', '..', '/abs', '/etc/passwd', 'a//b', 'a/./b', './a', 'a/', '', 'a\0b', 'a\\..\\..\\x'];
+/** Bound for "rejects promptly" after an abort. */
+const PROMPT_MS = 5000;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers (exported so that driver-specific tests can reuse them)
+
+/** Deterministic pseudo-random bytes (xorshift32) so that failures are reproducible. */
+export function seededBytes(length: number, seed: number): Buffer {
+  const out = Buffer.allocUnsafe(length);
+  let state = (seed | 0) || 0x9e3779b9;
+  for (let i = 0; i < length; i++) {
+    state ^= state << 13; state ^= state >>> 17; state ^= state << 5;
+    out[i] = state & 0xff;
+  }
+  return out;
+}
+
+/** Reads a whole stream into one buffer. */
+export async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
+  return Buffer.concat(chunks);
+}
+
+export async function readKey(driver: Driver, key: string, offset?: number, length?: number): Promise<Buffer> {
+  return readAll(await driver.openRead(key, { offset, length }));
+}
+
+export async function listAll(driver: Driver, prefix: string): Promise<Entry[]> {
+  const entries: Entry[] = [];
+  for await (const entry of driver.list(prefix)) entries.push(entry);
+  return entries.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+export async function hashOf(bytes: Uint8Array): Promise<string> {
+  return (await getHasher()).hash(bytes);
+}
+
+/** Part `index` of `data` for a session with `partBytes`. */
+export function partOf(data: Buffer, index: number, partBytes: number): Buffer {
+  const { start, end } = partRange(index, data.length, partBytes);
+  return data.subarray(start, end);
+}
+
+/** Writes `data` as one object in parts (concurrently when the driver allows) and commits it. */
+export async function putObject(driver: Driver, key: string, data: Buffer, partBytes = Math.max(1, data.length)): Promise<void> {
+  const session = await driver.openWrite(key, { size: data.length, partBytes });
+  try {
+    await writeParts(driver.capabilities, session, data, [...Array(partCount(data.length, partBytes)).keys()]);
+    await session.commit({ hash: await hashOf(data) });
+  } catch (err) {
+    await session.abort().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Writes the listed parts, concurrently (bounded) when `parallelPartWrites`, else in order. */
+export async function writeParts(capabilities: Capabilities, session: WriteSession, data: Buffer, indexes: readonly number[]): Promise<void> {
+  if (!capabilities.parallelPartWrites) {
+    for (const index of indexes) await session.write(index, partOf(data, index, session.partBytes));
+    return;
+  }
+  const queue = [...indexes];
+  const width = Math.max(1, Math.min(capabilities.maxConcurrency, 8));
+  await Promise.all(Array.from({ length: width }, async () => {
+    for (let index = queue.shift(); index !== undefined; index = queue.shift()) await session.write(index, partOf(data, index, session.partBytes));
+  }));
+}
+
+/** Asserts that `action` rejects with an `OffsiteError` of `kind` (and optionally a class/code). */
+export async function rejectsWithKind(action: () => Promise<unknown>, kind: string, what: string, code?: string): Promise<OffsiteError> {
+  let caught: unknown;
+  try {
+    await action();
+  } catch (err) {
+    caught = err;
+  }
+  assert.ok(caught !== undefined, `${what}: expected a rejection with kind "${kind}", but it resolved`);
+  assert.ok(caught instanceof OffsiteError, `${what}: expected an OffsiteError, got ${caught instanceof Error ? caught.constructor.name : typeof caught}: ${errorMessage(caught)}`);
+  assert.equal(caught.kind, kind, `${what}: expected kind "${kind}", got "${caught.kind}" (${caught.message})`);
+  if (code !== undefined) assert.equal(caught.code, code, `${what}: expected code ${code}, got ${caught.code} (${caught.message})`);
+  return caught;
+}
+
+/** Asserts a prompt rejection with `AbortedError` (kind `fatal`, code `E_ABORTED`). */
+async function rejectsAborted(action: () => Promise<unknown>, what: string): Promise<void> {
+  const started = Date.now();
+  const err = await rejectsWithKind(action, 'fatal', what);
+  assert.ok(err instanceof AbortedError || err.code === 'E_ABORTED', `${what}: expected AbortedError (E_ABORTED), got ${err.code}: ${err.message}`);
+  assert.ok(Date.now() - started < PROMPT_MS, `${what}: took ${Date.now() - started} ms to honour the aborted signal`);
+}
+
+async function drain(iterable: AsyncIterable<unknown>): Promise<number> {
+  let count = 0;
+  for await (const _ of iterable) count++;
+  return count;
+}
+
+/** A part size the driver accepts for multi-part tests: at least its minimum, at least `floor`. */
+function partSizeFor(capabilities: Capabilities, floor: number): number {
+  const bytes = Math.max(capabilities.minPartBytes, floor);
+  assert.ok(bytes <= capabilities.maxPartBytes, `minPartBytes ${capabilities.minPartBytes} > maxPartBytes ${capabilities.maxPartBytes}`);
+  return bytes;
+}
+
+/** Skips (with the reason) unless the capability is set; returns whether the test should go on. */
+function requires(t: TestContext, driver: Driver, capability: keyof Capabilities): boolean {
+  if (driver.capabilities[capability]) return true;
+  t.skip(`driver "${driver.name}" does not declare capabilities.${capability}`);
+  return false;
+}
+
+async function assertAbsent(driver: Driver, key: string, when: string): Promise<void> {
+  assert.equal(await driver.stat(key), undefined, `${when}: stat(${key}) should be undefined`);
+  await rejectsWithKind(() => driver.openRead(key), 'not-found', `${when}: openRead(${key})`);
+  const listed = (await listAll(driver, '')).map((e) => e.key);
+  assert.ok(!listed.includes(key), `${when}: list('') should not contain ${key}, got ${JSON.stringify(listed)}`);
+}
+
+async function assertObject(driver: Driver, key: string, data: Buffer): Promise<void> {
+  const entry = await driver.stat(key);
+  assert.ok(entry, `stat(${key}) should find the committed object`);
+  assert.equal(entry.key, key);
+  assert.equal(entry.size, data.length, `stat(${key}).size`);
+  const read = await readKey(driver, key);
+  assert.equal(read.length, data.length, `read ${key}: length`);
+  assert.ok(read.equals(data), `read ${key}: bytes differ from what was written`);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+type TargetSource = ConformanceTarget | (() => ConformanceTarget | Promise<ConformanceTarget>);
+type Case = (driver: Driver, t: TestContext) => Promise<void>;
+
+/** Registers the conformance tests for one driver as a `describe` block. */
+export function runConformance(label: string, target: TargetSource, options: ConformanceOptions = {}): void {
+  const title = `conformance: ${label}`;
+  if (options.skipReason !== undefined) {
+    console.error(`# SKIPPING the conformance suite for ${label}: ${options.skipReason}`);
+    describe(title, { skip: `SKIPPED: ${options.skipReason}` }, () => {});
+    return;
+  }
+  let resolved: Promise<ConformanceTarget> | undefined;
+  const getTarget = (): Promise<ConformanceTarget> => {
+    resolved ??= (async () => (typeof target === 'function' ? target() : target))();
+    return resolved;
+  };
+  const timeout = options.timeoutMs ?? 60_000;
+
+  const test = (name: string, body: Case): void => {
+    it(name, { timeout }, async (t) => {
+      let targetValue: ConformanceTarget;
+      try {
+        targetValue = await getTarget();
+      } catch (err) {
+        throw new Error(`${label}: the test target could not be set up: ${errorMessage(err)}`, { cause: err });
+      }
+      let driver: Driver;
+      try {
+        driver = await targetValue.create();
+      } catch (err) {
+        throw new Error(`${label}: could not create a driver: ${errorMessage(err)}`, { cause: err });
+      }
+      try {
+        await body(driver, t);
+      } finally {
+        await driver.close();
+      }
+    });
+  };
+
+  describe(title, () => {
+    after(async () => {
+      if (resolved === undefined) return;
+      const value = await resolved.catch(() => undefined);
+      await value?.cleanup?.();
+    });
+
+    test('declares a name, a description and sane capabilities', async (driver) => {
+      assert.equal(typeof driver.name, 'string');
+      assert.ok(driver.name.length > 0, 'name must not be empty');
+      assert.equal(typeof driver.description, 'string');
+      assert.ok(driver.description.length > 0, 'description must not be empty');
+      assert.doesNotMatch(driver.description, /secret|password|:[^/@:]+@/i, 'description must not carry credentials');
+      const c = driver.capabilities;
+      for (const flag of ['rangeReads', 'resumableWrites', 'atomicCommit', 'storedHash', 'serverSideCopy', 'parallelPartWrites'] as const) {
+        assert.equal(typeof c[flag], 'boolean', `capabilities.${flag} must be a boolean`);
+      }
+      assert.ok(Number.isInteger(c.minPartBytes) && c.minPartBytes >= 1, 'minPartBytes >= 1');
+      assert.ok(c.maxPartBytes >= c.minPartBytes, 'maxPartBytes >= minPartBytes');
+      assert.ok(c.maxParts >= 1, 'maxParts >= 1');
+      assert.ok(Number.isInteger(c.maxConcurrency) && c.maxConcurrency >= 1, 'maxConcurrency >= 1');
+      if (c.serverSideCopy) assert.equal(typeof driver.copyWithin, 'function', 'serverSideCopy is set, so copyWithin must be implemented');
+    });
+
+    test('a fresh driver is empty and close() is idempotent', async (driver) => {
+      assert.deepEqual(await listAll(driver, ''), []);
+      await driver.close();
+      await driver.close();
+    });
+
+    test('write + commit + stat + list + read round trip', async (driver) => {
+      const data = seededBytes(10_000, 1);
+      const before = Date.now();
+      await putObject(driver, 'dir/file.bin', data);
+      await assertObject(driver, 'dir/file.bin', data);
+      const entry = await driver.stat('dir/file.bin');
+      assert.ok(entry && Number.isFinite(entry.mtimeMs), 'mtimeMs must be a number');
+      assert.ok(Math.abs(entry.mtimeMs - before) < 24 * 3600_000, `mtimeMs ${entry.mtimeMs} should be close to now (${before})`);
+      const listed = await listAll(driver, '');
+      assert.deepEqual(listed.map((e) => [e.key, e.size]), [['dir/file.bin', data.length]]);
+    });
+
+    test('zero-length object: no parts, commit, stat size 0, empty read, listed', async (driver) => {
+      const session = await driver.openWrite('empty', { size: 0, partBytes: partSizeFor(driver.capabilities, 1) });
+      await session.commit({ hash: await hashOf(Buffer.alloc(0)) });
+      await assertObject(driver, 'empty', Buffer.alloc(0));
+      assert.deepEqual((await listAll(driver, '')).map((e) => [e.key, e.size]), [['empty', 0]]);
+      assert.equal((await readKey(driver, 'empty', 0)).length, 0);
+    });
+
+    test('unicode, spaces, punctuation and 12-level nested keys', async (driver) => {
+      const keys = [
+        'a/ü/日本/語/ñ/ø/π/й/ع/한/🙂/deep/leaf.bin',
+        'names/with space and+plus=equals,comma;semi@at#hash%percent&amp~tilde!bang(paren)\'quote',
+        'names/Ünïcödé 文件.json',
+        '1/2/3/4/5/6/7/8/9/10/11/12',
+      ];
+      for (const [i, key] of keys.entries()) await putObject(driver, key, seededBytes(100 + i, 10 + i));
+      for (const [i, key] of keys.entries()) await assertObject(driver, key, seededBytes(100 + i, 10 + i));
+      assert.deepEqual((await listAll(driver, '')).map((e) => e.key), [...keys].sort());
+      assert.deepEqual((await listAll(driver, 'a/ü/日本/')).map((e) => e.key), [keys[0]]);
+      assert.deepEqual((await listAll(driver, 'names/')).map((e) => e.key), [keys[1], keys[2]].sort());
+      await driver.delete(keys[0] as string);
+      assert.equal(await driver.stat(keys[0] as string), undefined);
+    });
+
+    test('keys escaping the root are refused by every method, before any IO', async (driver) => {
+      await putObject(driver, 'a/x', seededBytes(10, 2)); // something real next to the traps
+      const hash = await hashOf(Buffer.alloc(0));
+      for (const key of ESCAPING_KEYS) {
+        const shown = JSON.stringify(key);
+        const checks: Array<[string, () => Promise<unknown>]> = [
+          ['stat', () => driver.stat(key)],
+          ['openRead', () => driver.openRead(key)],
+          ['openWrite', async () => { const s = await driver.openWrite(key, { size: 0, partBytes: 1 }); await s.commit({ hash }); }],
+          ['delete', () => driver.delete(key)],
+        ];
+        if (key !== '' && key !== 'a/') checks.push(['list', () => drain(driver.list(key.endsWith('/') ? key : `${key}/`))]);
+        if (driver.capabilities.serverSideCopy && driver.copyWithin) {
+          const copy = driver.copyWithin.bind(driver);
+          checks.push(['copyWithin(from)', () => copy(key, 'copy-target')], ['copyWithin(to)', () => copy('a/x', key)]);
+        }
+        for (const [method, call] of checks) {
+          const err = await rejectsWithKind(call, 'permanent', `${method}(${shown})`);
+          assert.ok(err instanceof DriverError, `${method}(${shown}): expected a DriverError (KeyError), got ${err.constructor.name}`);
+          assert.equal(err.code, 'E_BAD_KEY', `${method}(${shown}): expected code E_BAD_KEY, got ${err.code}: ${err.message}`);
+        }
+      }
+      assert.deepEqual((await listAll(driver, '')).map((e) => e.key), ['a/x'], 'refused keys must leave no trace');
+      await assertObject(driver, 'a/x', seededBytes(10, 2));
+    });
+
+    test('range reads: offset, offset + length, across parts, at the end, length 0', async (driver) => {
+      const data = seededBytes(5000, 3);
+      await putObject(driver, 'r', data);
+      const cases: Array<[number, number | undefined]> = [[0, undefined], [1, undefined], [1234, undefined], [4999, undefined], [5000, undefined], [0, 1], [0, 5000], [100, 200], [4990, 10], [2500, 0], [5000, 0]];
+      for (const [offset, length] of cases) {
+        const got = await readKey(driver, 'r', offset, length);
+        const want = data.subarray(offset, length === undefined ? undefined : offset + length);
+        assert.ok(got.equals(want), `openRead offset ${offset} length ${length}: got ${got.length} bytes, want ${want.length}${got.length === want.length ? ' (bytes differ)' : ''}`);
+      }
+    });
+
+    test('the same part written twice: the last write wins', async (driver) => {
+      const partBytes = partSizeFor(driver.capabilities, 4 * KiB);
+      const data = seededBytes(partBytes * 2 + 100, 4);
+      const session = await driver.openWrite('twice', { size: data.length, partBytes });
+      await session.write(0, seededBytes(partBytes, 99));
+      await session.write(0, partOf(data, 0, partBytes));
+      await session.write(1, partOf(data, 1, partBytes));
+      await session.write(2, partOf(data, 2, partBytes));
+      await session.write(2, partOf(data, 2, partBytes));
+      await session.commit({ hash: await hashOf(data) });
+      await assertObject(driver, 'twice', data);
+    });
+
+    test('parts written out of order and concurrently', async (driver, t) => {
+      if (!requires(t, driver, 'parallelPartWrites')) return;
+      const partBytes = partSizeFor(driver.capabilities, 4 * KiB);
+      const data = seededBytes(partBytes * 5 + 7, 5);
+      const session = await driver.openWrite('parallel', { size: data.length, partBytes });
+      await session.write(5, partOf(data, 5, partBytes));
+      await session.write(3, partOf(data, 3, partBytes));
+      await Promise.all([4, 0, 2, 1].map((i) => session.write(i, partOf(data, i, partBytes))));
+      await session.commit({ hash: await hashOf(data) });
+      await assertObject(driver, 'parallel', data);
+    });
+
+    test('nothing is visible under the key before commit', async (driver, t) => {
+      if (!requires(t, driver, 'atomicCommit')) return;
+      const partBytes = partSizeFor(driver.capabilities, 4 * KiB);
+      const data = seededBytes(partBytes * 2 + 1, 6);
+      const session = await driver.openWrite('pending/obj', { size: data.length, partBytes });
+      await assertAbsent(driver, 'pending/obj', 'after openWrite');
+      await writeParts(driver.capabilities, session, data, [0, 1, 2]);
+      await assertAbsent(driver, 'pending/obj', 'after writing every part');
+      assert.deepEqual(await listAll(driver, 'pending/'), [], 'list(pending/) before commit');
+      await session.commit({ hash: await hashOf(data) });
+      await assertObject(driver, 'pending/obj', data);
+      assert.deepEqual((await listAll(driver, '')).map((e) => e.key), ['pending/obj'], 'no temp objects listed after commit');
+    });
+
+    test('an existing object stays untouched until a new commit replaces it', async (driver) => {
+      const old = seededBytes(3000, 7);
+      const next = seededBytes(7000, 8);
+      await putObject(driver, 'over', old);
+      const partBytes = partSizeFor(driver.capabilities, 4 * KiB);
+      const session = await driver.openWrite('over', { size: next.length, partBytes });
+      await writeParts(driver.capabilities, session, next, [...Array(partCount(next.length, partBytes)).keys()]);
+      if (driver.capabilities.atomicCommit) await assertObject(driver, 'over', old);
+      await session.commit({ hash: await hashOf(next) });
+      await assertObject(driver, 'over', next);
+      assert.deepEqual((await listAll(driver, '')).map((e) => [e.key, e.size]), [['over', next.length]]);
+      await putObject(driver, 'over', Buffer.alloc(0));
+      await assertObject(driver, 'over', Buffer.alloc(0));
+    });
+
+    test('commit with a missing part rejects and leaves no final object', async (driver) => {
+      const partBytes = partSizeFor(driver.capabilities, 4 * KiB);
+      const data = seededBytes(partBytes * 3, 9);
+      const session = await driver.openWrite('missing-part', { size: data.length, partBytes });
+      await session.write(0, partOf(data, 0, partBytes));
+      await session.write(2, partOf(data, 2, partBytes));
+      await assert.rejects(session.commit({ hash: await hashOf(data) }), OffsiteError, 'commit without part 1 must reject');
+      await session.abort();
+      await assertAbsent(driver, 'missing-part', 'after a refused commit');
+    });
+
+    test('commit with the last part missing (short object) rejects and leaves no final object', async (driver) => {
+      const partBytes = partSizeFor(driver.capabilities, 4 * KiB);
+      const data = seededBytes(partBytes * 2 + 10, 10);
+      const session = await driver.openWrite('short', { size: data.length, partBytes });
+      await session.write(0, partOf(data, 0, partBytes));
+      await session.write(1, partOf(data, 1, partBytes));
+      await assert.rejects(session.commit({ hash: await hashOf(data) }), OffsiteError, 'commit without the last part must reject');
+      await session.abort();
+      await assertAbsent(driver, 'short', 'after a refused commit');
+    });
+
+    test('a part of the wrong length is refused (at write or at commit) and leaves no final object', async (driver) => {
+      const partBytes = partSizeFor(driver.capabilities, 4 * KiB);
+      const data = seededBytes(partBytes + 500, 11);
+      const session = await driver.openWrite('wrong-size', { size: data.length, partBytes });
+      let refused = false;
+      try {
+        await session.write(0, partOf(data, 0, partBytes));
+        await session.write(1, data.subarray(partBytes, partBytes + 400)); // 100 bytes short
+      } catch (err) {
+        assert.ok(err instanceof OffsiteError, `write of a short part: expected an OffsiteError, got ${errorMessage(err)}`);
+        refused = true;
+      }
+      if (!refused) await assert.rejects(session.commit({ hash: await hashOf(data) }), OffsiteError, 'commit with a total size below `size` must reject');
+      await session.abort();
+      await assertAbsent(driver, 'wrong-size', 'after a wrong-size write');
+    });
+
+    test('part indexes outside 0..n-1 are refused', async (driver) => {
+      const session = await driver.openWrite('bad-index', { size: 10, partBytes: 10 });
+      try {
+        await assert.rejects(session.write(1, Buffer.alloc(10)), OffsiteError, 'write(1) of a 1-part object');
+        await assert.rejects(session.write(-1, Buffer.alloc(10)), OffsiteError, 'write(-1)');
+      } finally {
+        await session.abort();
+      }
+      await assertAbsent(driver, 'bad-index', 'after refused writes');
+    });
+
+    test('abort leaves nothing, removes the resumable state, and is idempotent', async (driver) => {
+      const partBytes = partSizeFor(driver.capabilities, 4 * KiB);
+      const data = seededBytes(partBytes * 3, 12);
+      const session = await driver.openWrite('aborted/obj', { size: data.length, partBytes });
+      await session.write(0, partOf(data, 0, partBytes));
+      await session.write(1, partOf(data, 1, partBytes));
+      await session.abort();
+      await session.abort();
+      await assertAbsent(driver, 'aborted/obj', 'after abort');
+      assert.deepEqual(await listAll(driver, ''), [], 'abort leaves nothing listed');
+      const again = await driver.openWrite('aborted/obj', { size: data.length, partBytes });
+      assert.deepEqual([...again.resumableParts], [], 'resumableParts after abort');
+      await again.abort();
+    });
+
+    test('suspend, then a new openWrite resumes: matches() confirms right bytes, refuses wrong ones', async (driver, t) => {
+      if (!requires(t, driver, 'resumableWrites')) return;
+      const partBytes = partSizeFor(driver.capabilities, 4 * KiB);
+      const data = seededBytes(partBytes * 3 + 333, 13);
+      const first = await driver.openWrite('resume/obj', { size: data.length, partBytes });
+      await first.write(0, partOf(data, 0, partBytes));
+      await first.write(1, partOf(data, 1, partBytes));
+      await first.suspend();
+      await first.suspend();
+      if (driver.capabilities.atomicCommit) await assertAbsent(driver, 'resume/obj', 'while suspended');
+      assert.deepEqual(await listAll(driver, ''), [], 'a suspended write is not listed');
+
+      const second = await driver.openWrite('resume/obj', { size: data.length, partBytes });
+      const found = [...second.resumableParts].sort((a, b) => a - b);
+      assert.ok(found.includes(0) && found.includes(1), `resumableParts should include 0 and 1, got ${JSON.stringify(found)}`);
+      assert.ok(found.every((i) => Number.isInteger(i) && i >= 0 && i < 4), `resumableParts out of range: ${JSON.stringify(found)}`);
+      assert.equal(await second.matches(0, partOf(data, 0, partBytes)), true, 'matches(0, right bytes)');
+      assert.equal(await second.matches(3, partOf(data, 3, partBytes)), false, 'matches(3) for a part never written');
+      const wrong = Buffer.from(partOf(data, 1, partBytes));
+      wrong[wrong.length - 1] = (wrong[wrong.length - 1] as number) ^ 0xff;
+      assert.equal(await second.matches(1, wrong), false, 'matches(1, wrong bytes)');
+      // A false answer may discard part 1 (and later parts): write everything that is not confirmed.
+      await writeParts(driver.capabilities, second, data, [1, 2, 3]);
+      await second.commit({ hash: await hashOf(data) });
+      await assertObject(driver, 'resume/obj', data);
+      const third = await driver.openWrite('resume/obj', { size: data.length, partBytes });
+      assert.deepEqual([...third.resumableParts], [], 'no resumable state remains after commit');
+      await third.abort();
+      await assertObject(driver, 'resume/obj', data);
+    });
+
+    test('resuming with every part confirmed by matches() commits without rewriting', async (driver, t) => {
+      if (!requires(t, driver, 'resumableWrites')) return;
+      const partBytes = partSizeFor(driver.capabilities, 4 * KiB);
+      const data = seededBytes(partBytes * 2 + 1, 14);
+      const first = await driver.openWrite('resume-all', { size: data.length, partBytes });
+      await writeParts(driver.capabilities, first, data, [0, 1, 2]);
+      await first.suspend();
+      const second = await driver.openWrite('resume-all', { size: data.length, partBytes });
+      for (const index of [0, 1, 2]) {
+        if (!second.resumableParts.has(index)) await second.write(index, partOf(data, index, partBytes));
+        else assert.equal(await second.matches(index, partOf(data, index, partBytes)), true, `matches(${index})`);
+      }
+      await second.commit({ hash: await hashOf(data) });
+      await assertObject(driver, 'resume-all', data);
+    });
+
+    test('missing key: stat undefined, openRead not-found, delete resolves', async (driver) => {
+      await putObject(driver, 'present/file', seededBytes(5, 15));
+      for (const key of ['nope', 'no/such/folder/file', 'present/nope', 'present/file/below-a-file']) {
+        assert.equal(await driver.stat(key), undefined, `stat(${key})`);
+        await rejectsWithKind(() => driver.openRead(key), 'not-found', `openRead(${key})`);
+        await rejectsWithKind(() => driver.openRead(key, { offset: 1, length: 2 }), 'not-found', `openRead(${key}, range)`);
+        await driver.delete(key);
+      }
+      assert.equal(await driver.stat('present'), undefined, 'a folder-like prefix is not an object');
+      await assertObject(driver, 'present/file', seededBytes(5, 15));
+    });
+
+    test('delete removes the object, twice is fine, siblings stay, resumable state goes too', async (driver) => {
+      await putObject(driver, 'del/a', seededBytes(10, 16));
+      await putObject(driver, 'del/b', seededBytes(10, 17));
+      await driver.delete('del/a');
+      await driver.delete('del/a');
+      await assertAbsent(driver, 'del/a', 'after delete');
+      await assertObject(driver, 'del/b', seededBytes(10, 17));
+      const partBytes = partSizeFor(driver.capabilities, 4 * KiB);
+      const data = seededBytes(partBytes * 2, 18);
+      const session = await driver.openWrite('del/partial', { size: data.length, partBytes });
+      await session.write(0, partOf(data, 0, partBytes));
+      await session.suspend();
+      await driver.delete('del/partial');
+      const again = await driver.openWrite('del/partial', { size: data.length, partBytes });
+      assert.deepEqual([...again.resumableParts], [], 'delete must remove resumable state');
+      await again.abort();
+      assert.deepEqual((await listAll(driver, '')).map((e) => e.key), ['del/b']);
+    });
+
+    test('list(prefix) returns exactly that subtree, never temp/partial objects', async (driver) => {
+      const keys = ['p/a', 'p/b/c', 'p/b/d/e', 'pq/x', 'q/p/y', 'top'];
+      for (const [i, key] of keys.entries()) await putObject(driver, key, seededBytes(i + 1, 20 + i));
+      const partBytes = partSizeFor(driver.capabilities, 4 * KiB);
+      const pending = await driver.openWrite('p/b/pending', { size: partBytes * 2, partBytes });
+      await pending.write(0, seededBytes(partBytes, 30));
+      await pending.suspend();
+      const open = await driver.openWrite('p/open', { size: partBytes * 2, partBytes });
+      await open.write(1, seededBytes(partBytes, 31));
+      const entries = await listAll(driver, '');
+      assert.deepEqual(entries.map((e) => [e.key, e.size]), keys.map((k, i) => [k, i + 1]), 'list(\'\')');
+      assert.deepEqual((await listAll(driver, 'p/')).map((e) => e.key), ['p/a', 'p/b/c', 'p/b/d/e']);
+      assert.deepEqual((await listAll(driver, 'p/b/')).map((e) => e.key), ['p/b/c', 'p/b/d/e']);
+      assert.deepEqual((await listAll(driver, 'p/b/d/')).map((e) => e.key), ['p/b/d/e']);
+      assert.deepEqual(await listAll(driver, 'nothing/'), [], 'a missing prefix yields nothing');
+      assert.deepEqual(await listAll(driver, 'p/a/'), [], 'a file used as a folder prefix yields nothing');
+      for (const entry of entries) assert.ok(Number.isFinite(entry.mtimeMs), `${entry.key}: mtimeMs`);
+      await open.abort();
+      await pending.abort();
+    });
+
+    test('a multi-part object (3 parts of max(minPartBytes, 64 KiB)) round-trips byte for byte', async (driver) => {
+      const partBytes = partSizeFor(driver.capabilities, 64 * KiB);
+      const data = seededBytes(partBytes * 2 + Math.floor(partBytes / 2) + 3, 40);
+      const hash = await hashOf(data);
+      const session = await driver.openWrite('big/object.bin', { size: data.length, partBytes });
+      assert.equal(session.key, 'big/object.bin');
+      assert.equal(session.size, data.length);
+      assert.equal(session.partBytes, partBytes);
+      await writeParts(driver.capabilities, session, data, [0, 1, 2]);
+      await session.commit({ hash });
+      await assertObject(driver, 'big/object.bin', data);
+      assert.equal(await hashOf(await readKey(driver, 'big/object.bin')), hash, 'whole-object hash of the read-back bytes');
+      const across = await readKey(driver, 'big/object.bin', partBytes - 10, 20);
+      assert.ok(across.equals(data.subarray(partBytes - 10, partBytes + 10)), 'range read across a part boundary');
+      const tail = await readKey(driver, 'big/object.bin', partBytes * 2);
+      assert.ok(tail.equals(data.subarray(partBytes * 2)), 'range read of the last part');
+    });
+
+    test('an aborted signal makes every method reject promptly with AbortedError', async (driver) => {
+      await putObject(driver, 'sig/file', seededBytes(1000, 50));
+      const signal = AbortSignal.abort();
+      await rejectsAborted(() => driver.stat('sig/file', { signal }), 'stat');
+      await rejectsAborted(() => driver.openRead('sig/file', { signal }), 'openRead');
+      await rejectsAborted(() => driver.openWrite('sig/new', { size: 1, partBytes: 1, signal }), 'openWrite');
+      await rejectsAborted(() => driver.delete('sig/file', { signal }), 'delete');
+      await rejectsAborted(() => drain(driver.list('', { signal })), 'list');
+      if (driver.capabilities.serverSideCopy && driver.copyWithin) {
+        const copy = driver.copyWithin.bind(driver);
+        await rejectsAborted(() => copy('sig/file', 'sig/copy', { signal }), 'copyWithin');
+      }
+      const session = await driver.openWrite('sig/new', { size: 1, partBytes: 1 });
+      await rejectsAborted(() => session.write(0, Buffer.from('x'), { signal }), 'session.write');
+      await session.write(0, Buffer.from('x'));
+      await rejectsAborted(() => session.matches(0, Buffer.from('x'), { signal }), 'session.matches');
+      const hash = await hashOf(Buffer.from('x'));
+      await rejectsAborted(() => session.commit({ hash, signal }), 'session.commit');
+      await session.abort();
+      await assertObject(driver, 'sig/file', seededBytes(1000, 50));
+      assert.equal(await driver.stat('sig/new'), undefined, 'an aborted commit leaves no object');
+    });
+
+    test('a signal fired while a read stream is open destroys it with AbortedError', async (driver) => {
+      const partBytes = partSizeFor(driver.capabilities, 64 * KiB);
+      const data = seededBytes(partBytes * 3, 51);
+      await putObject(driver, 'sig/big', data, partBytes);
+      const controller = new AbortController();
+      const stream = await driver.openRead('sig/big', { signal: controller.signal });
+      const started = Date.now();
+      controller.abort();
+      await rejectsAborted(() => readAll(stream), 'reading a stream after its signal fired');
+      assert.ok(Date.now() - started < PROMPT_MS);
+    });
+
+    test('stat and list return the hash given to commit (storedHash)', async (driver, t) => {
+      if (!requires(t, driver, 'storedHash')) return;
+      const data = seededBytes(2000, 60);
+      const hash = await hashOf(data);
+      await putObject(driver, 'hashed/obj', data);
+      assert.equal((await driver.stat('hashed/obj'))?.hash, hash, 'stat().hash');
+      const listed = await listAll(driver, 'hashed/');
+      assert.equal(listed[0]?.hash, hash, 'list().hash');
+      const empty = Buffer.alloc(0);
+      await putObject(driver, 'hashed/empty', empty);
+      assert.equal((await driver.stat('hashed/empty'))?.hash, await hashOf(empty), 'stat().hash of a zero-length object');
+    });
+
+    test('copyWithin copies an object (serverSideCopy)', async (driver, t) => {
+      if (!requires(t, driver, 'serverSideCopy')) return;
+      const copy = driver.copyWithin?.bind(driver);
+      assert.ok(copy, 'serverSideCopy is set but copyWithin is missing');
+      const data = seededBytes(20_000, 70);
+      await putObject(driver, 'src/one', data);
+      await copy('src/one', 'dst/deeper/one');
+      await assertObject(driver, 'dst/deeper/one', data);
+      await assertObject(driver, 'src/one', data);
+      await putObject(driver, 'dst/two', seededBytes(5, 71));
+      await copy('src/one', 'dst/two');
+      await assertObject(driver, 'dst/two', data);
+      await rejectsWithKind(() => copy('src/missing', 'dst/three'), 'not-found', 'copyWithin from a missing key');
+      assert.equal(await driver.stat('dst/three'), undefined);
+      assert.deepEqual((await listAll(driver, '')).map((e) => e.key), ['dst/deeper/one', 'dst/two', 'src/one']);
+    });
+
+    test('invalid write options are refused', async (driver) => {
+      for (const [size, partBytes] of [[10, 0], [10, -1], [-1, 10], [1.5, 10], [10, 2.5]] as const) {
+        await assert.rejects(async () => {
+          const session = await driver.openWrite('bad-options', { size, partBytes });
+          await session.abort();
+        }, OffsiteError, `openWrite size ${size} partBytes ${partBytes}`);
+      }
+      assert.equal(await driver.stat('bad-options'), undefined);
+    });
+  });
+}
