@@ -274,6 +274,23 @@ describe('local driver', () => {
       assert.deepEqual(await readdir(join(root, 'a')), []);
     });
 
+    it('leaves no temp files on disk after commits, copies, aborts and deletes', async () => {
+      const root = join(await scratchDir(), 'root');
+      const driver = await driverAt(root) as LocalDriver;
+      await putObject(driver, 'x/a', data, partBytes);
+      await driver.copyWithin('x/a', 'x/b');
+      await driver.copyWithin('x/a', 'y/c');
+      const aborted = await driver.openWrite('x/d', { size: data.length, partBytes });
+      await aborted.write(2, partOf(data, 2, partBytes));
+      await aborted.abort();
+      const deleted = await driver.openWrite('y/e', { size: data.length, partBytes });
+      await deleted.write(0, partOf(data, 0, partBytes));
+      await deleted.suspend();
+      await driver.delete('y/e');
+      assert.deepEqual((await readdir(root, { recursive: true })).sort(), ['x', 'x/a', 'x/b', 'y', 'y/c']);
+      assert.ok((await readKey(driver, 'y/c')).equals(data));
+    });
+
     it.skip('commit fsyncs the file and its folder (not observable from a test without a power cut)');
   });
 

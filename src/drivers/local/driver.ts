@@ -260,12 +260,14 @@ export class LocalDriver implements Driver {
       const folder = await this.#resolve(folders, realRoot, context);
       if (folder === undefined) return;
       let removed = false;
-      for (const name of [basename, partialName(basename)]) {
+      for (const path of [join(folder, basename), join(folder, partialName(basename))]) {
         try {
-          await unlink(join(folder, name));
+          await unlink(path);
           removed = true;
         } catch (err) {
-          if (!isMissing(err) && errnoOf(err) !== 'EISDIR' && !(errnoOf(err) === 'EPERM' && (await lstat(join(folder, name))).isDirectory())) throw err;
+          // A folder at the key is no object (unlink says EISDIR on Linux, EPERM on macOS).
+          const isFolder = await lstat(path).then((info) => info.isDirectory(), () => false);
+          if (!isMissing(err) && !isFolder) throw err;
         }
       }
       if (removed) await removeEmptyFolders(folder, realRoot);
