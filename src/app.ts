@@ -1,0 +1,164 @@
+/**
+ * The commands as library functions: what `offsite list | replicate | verify` do, with typed
+ * options and plain-data results. The CLI (src/cli/) only parses arguments, renders results and
+ * maps errors to exit codes; everything else is here so that other programs can call it.
+ */
+import { inspectBackup, isValidBackupName, listBackups, type BackupInspection } from './backup/index.js';
+import type { OffsiteConfig } from './config/config.js';
+import { replicate, type ReplicateEvent, type ReplicateResult } from './core/replicate.js';
+import { verifyCopy, type VerifyLevel, type VerifyResult } from './core/verify.js';
+import { createDriver } from './drivers/index.js';
+import type { Driver } from './drivers/types.js';
+import { BackupError, UsageError } from './errors.js';
+import { manifestKey, readManifestAt } from './manifest/manifest.js';
+
+/** Opens the configured source. */
+export function openSource(config: OffsiteConfig): Promise<Driver> {
+  return createDriver('source', config.source);
+}
+
+/**
+ * Opens the named destinations (all configured ones when `names` is empty). An unknown name is
+ * a UsageError listing the known ones. Closes what it opened when one fails.
+ */
+export async function openDestinations(config: OffsiteConfig, names: readonly string[]): Promise<Driver[]> {
+  const known = Object.keys(config.destinations);
+  const wanted = names.length > 0 ? names : known;
+  for (const name of wanted) {
+    if (!config.destinations[name]) throw new UsageError(`unknown destination "${name}" (configured in ${config.path}: ${known.join(', ')})`);
+  }
+  if (new Set(wanted).size !== wanted.length) throw new UsageError(`a destination is named twice in "${wanted.join(',')}"`);
+  const opened: Driver[] = [];
+  try {
+    for (const name of wanted) opened.push(await createDriver(name, config.destinations[name] as Record<string, unknown>));
+  } catch (err) {
+    await closeAll(opened);
+    throw err;
+  }
+  return opened;
+}
+
+export async function closeAll(drivers: readonly (Driver | undefined)[]): Promise<void> {
+  await Promise.all(drivers.map((d) => d?.close().catch(() => undefined)));
+}
+
+/** Picks the newest complete backup (by name order of milvus-backup's timestamped names, then last change). */
+export function pickLatest(backups: readonly BackupInspection[]): BackupInspection | undefined {
+  const complete = backups.filter((b) => b.state === 'complete');
+  return [...complete].sort((a, b) => a.lastChangeMs - b.lastChangeMs || (a.name < b.name ? -1 : 1)).at(-1);
+}
+
+export interface ListResult {
+  readonly source: string;
+  readonly backups: readonly {
+    readonly name: string;
+    readonly state: BackupInspection['state'];
+    readonly reason?: string;
+    readonly files: number;
+    readonly bytes: number;
+    readonly lastChange: string;
+    /** Destination name -> `complete` (valid manifest), `absent`, or an error message. */
+    readonly copies: Readonly<Record<string, string>>;
+  }[];
+}
+
+/** `offsite list`: backups at the source with their state and where complete copies exist. */
+export async function listCommand(config: OffsiteConfig, options: { destinations?: readonly string[]; signal?: AbortSignal } = {}): Promise<ListResult> {
+  const source = await openSource(config);
+  let destinations: Driver[] = [];
+  try {
+    destinations = await openDestinations(config, options.destinations ?? []);
+    const backups = await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal });
+    const rows = [];
+    for (const b of backups) {
+      const copies: Record<string, string> = {};
+      await Promise.all(destinations.map(async (d) => {
+        try {
+          copies[d.name] = (await readManifestAt(d, manifestKey(b.name), { signal: options.signal })) ? 'complete' : 'absent';
+        } catch (err) {
+          copies[d.name] = `error: ${(err as Error).message}`;
+        }
+      }));
+      rows.push({ name: b.name, state: b.state, reason: b.reason, files: b.files.length, bytes: b.totalBytes, lastChange: new Date(b.lastChangeMs).toISOString(), copies });
+    }
+    return { source: source.description, backups: rows };
+  } finally {
+    await closeAll([source, ...destinations]);
+  }
+}
+
+export interface ReplicateCommandOptions {
+  /** A backup name, or undefined with `latest`. */
+  readonly backup?: string;
+  readonly latest?: boolean;
+  readonly to?: readonly string[];
+  readonly dryRun?: boolean;
+  readonly concurrency?: number;
+  readonly chunkBytes?: number;
+  readonly signal?: AbortSignal;
+  readonly onEvent?: (event: ReplicateEvent) => void;
+}
+
+function checkBackupName(name: string): void {
+  if (!isValidBackupName(name)) throw new UsageError(`"${name}" is not a milvus-backup backup name (letters, digits and _, not starting with a digit)`);
+}
+
+/** `offsite replicate`. */
+export async function replicateCommand(config: OffsiteConfig, options: ReplicateCommandOptions): Promise<ReplicateResult> {
+  if (options.backup && options.latest) throw new UsageError('give a backup NAME or --latest, not both');
+  if (!options.backup && !options.latest) throw new UsageError('which backup? give its NAME or --latest (see offsite list)');
+  if (options.backup) checkBackupName(options.backup);
+  const source = await openSource(config);
+  let destinations: Driver[] = [];
+  try {
+    destinations = await openDestinations(config, options.to ?? []);
+    let backup = options.backup;
+    if (!backup) {
+      const latest = pickLatest(await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal }));
+      if (!latest) throw new BackupError('E_NO_BACKUP', `no complete backup at the source (${source.description}); see offsite list`);
+      backup = latest.name;
+    }
+    return await replicate({
+      source, backup, destinations,
+      chunkBytes: options.chunkBytes ?? config.settings.chunkBytes,
+      fileConcurrency: options.concurrency ?? config.settings.concurrency,
+      quietPeriodMs: config.settings.quietPeriodMs,
+      dryRun: options.dryRun, signal: options.signal, onEvent: options.onEvent,
+    });
+  } finally {
+    await closeAll([source, ...destinations]);
+  }
+}
+
+export interface VerifyCommandOptions {
+  readonly backup: string;
+  readonly at?: readonly string[];
+  readonly level: VerifyLevel;
+  readonly signal?: AbortSignal;
+  readonly onBytes?: (destination: string, bytes: number) => void;
+}
+
+/** `offsite verify`: checks each named destination's copy, concurrently. */
+export async function verifyCommand(config: OffsiteConfig, options: VerifyCommandOptions): Promise<VerifyResult[]> {
+  checkBackupName(options.backup);
+  const destinations = await openDestinations(config, options.at ?? []);
+  try {
+    return await Promise.all(destinations.map((driver) => verifyCopy({
+      driver, backup: options.backup, level: options.level, concurrency: config.settings.concurrency,
+      signal: options.signal, onBytes: (n) => options.onBytes?.(driver.name, n),
+    })));
+  } finally {
+    await closeAll(destinations);
+  }
+}
+
+/** Inspects one backup at the source (used by `list NAME` style callers and tests). */
+export async function inspectCommand(config: OffsiteConfig, backup: string): Promise<BackupInspection> {
+  checkBackupName(backup);
+  const source = await openSource(config);
+  try {
+    return await inspectBackup(source, backup, { quietPeriodMs: config.settings.quietPeriodMs });
+  } finally {
+    await closeAll([source]);
+  }
+}

@@ -1,0 +1,336 @@
+/**
+ * Is this milvus-backup backup finished, and what does it hold?
+ *
+ * milvus-backup gives no reliable signal: `state_code` on disk is 2, 1 or 0 for *successful*
+ * backups depending on the version, a failed backup leaves its partial `binlogs/` tree behind
+ * with no meta, and local-storage writes are not atomic. So the state is derived from the
+ * objects themselves (DESIGN.md §1):
+ *
+ * A backup `NAME` is **complete** when
+ *   1. `meta/backup_meta.json`, `meta/collection_meta.json` and `meta/full_meta.json` exist,
+ *      plus `meta/partition_meta.json` and `meta/segment_meta.json` unless the format is
+ *      `snapshot`, and every meta file present parses (losslessly) with the expected shape;
+ *   2. nothing under `NAME/` changed for the quiet period (default 60 s): this covers the
+ *      trailing `channel_cp_meta.json` of 0.4.13..0.5.8, the `l0compact` order (full_meta
+ *      first) and files still being written in place on local storage;
+ *   3. every binlog that `full_meta.json` lists (each collection's partitions' segments and its
+ *      `l0_segments`) exists at the path rebuilt from its IDs (./meta.ts) with exactly its
+ *      `log_size`; for the snapshot format, each collection's `snapshot_backup.metadata_path`
+ *      exists (the rest of `bundle/` is opaque and copied verbatim).
+ *
+ * Otherwise it is:
+ * - **incomplete** ("may still become complete"): something under `NAME/` changed within the
+ *   quiet period. Whatever else looks wrong, a backup that is still moving is not judged yet:
+ *   meta may be half-written, binlogs may still be arriving. The reason says how long ago the
+ *   last change was (and what is missing so far).
+ * - **failed** ("will not become complete by waiting"): quiet for the whole quiet period and
+ *   still a required meta file missing (binlogs without meta = a failed or abandoned backup;
+ *   a meta write that stopped half-way), a meta file malformed, or a listed binlog missing or
+ *   of the wrong size. Also a name with nothing under it at all (no such backup).
+ *
+ * The state is recomputed from scratch on every call; nothing is remembered. A "failed" backup
+ * that was in fact only slow (a single huge object copying for longer than the quiet period)
+ * simply inspects as complete once milvus-backup finishes it.
+ *
+ * Bounded work: `NAME/` is listed exactly once and only the meta files are read (never a
+ * binlog). Memory is the listing of that one backup plus its parsed meta.
+ *
+ * `inspectBackup` does not throw for a bad backup: it returns the state and a one-line reason
+ * that names the file. It throws only when the source itself fails (IO errors, keeping their
+ * `kind`), when aborted, or for a name that cannot be a folder (`E_BACKUP_NAME`).
+ */
+import { BackupError, throwIfAborted } from '../errors.js';
+import type { Driver, Entry } from '../drivers/types.js';
+import { readMetaJson } from './json.js';
+import { checkMetaShape, declaredFormat, summarizeFullMeta, type FullMetaSummary } from './meta.js';
+import { CHECK_PROBE_PREFIX, META_DIR, META_FILES, isNoiseInBackup, isSafeFolderName } from './names.js';
+
+export type BackupState = 'complete' | 'incomplete' | 'failed';
+
+export interface BackupFile {
+  /** Relative to the source driver root, e.g. `nightly_1/meta/full_meta.json`. */
+  readonly key: string;
+  readonly size: number;
+  readonly mtimeMs: number;
+}
+
+export interface BackupInspection {
+  readonly name: string;
+  readonly state: BackupState;
+  /** Set unless complete: one line, names the file (relative to `NAME/`). */
+  readonly reason?: string;
+  /** `unknown` when no meta says and there is no `binlogs/` or `bundle/` to go by. */
+  readonly format: 'binlog' | 'snapshot' | 'unknown';
+  /**
+   * Best-effort guess of the milvus-backup version range that wrote it: `<=0.4.3`,
+   * `0.4.4..0.4.12`, `0.4.13..0.5.3`, `0.5.4..0.5.9`, `0.5.10+`, or `snapshot`, with
+   * `, storage v2` appended for Milvus 2.6 column-group segments. Undefined when unknown.
+   */
+  readonly layout?: string;
+  /** Every object under `NAME/` sorted by key, without `NAME/.offsite/**` and folder markers. */
+  readonly files: BackupFile[];
+  /** Sum of `files` sizes. */
+  readonly totalBytes: number;
+  /** Newest mtime among `files` (0 when there are none). */
+  readonly lastChangeMs: number;
+  /**
+   * Distinct binlogs (insert + delta, L0 included) listed in `full_meta.json`; 0 when it is
+   * missing or malformed, and for the snapshot format.
+   */
+  readonly binlogCount: number;
+  /** Collections in `full_meta.json`, when it could be read. */
+  readonly collections?: number;
+  /** Segments (L0 included) in `full_meta.json`, when it could be read. */
+  readonly segments?: number;
+}
+
+export interface InspectOptions {
+  /** Nothing under `NAME/` may have changed for this long. @default 60_000 */
+  readonly quietPeriodMs?: number;
+  /** "Now", for tests. @default Date.now() after the listing */
+  readonly nowMs?: number;
+  readonly signal?: AbortSignal;
+}
+
+export const DEFAULT_QUIET_PERIOD_MS = 60_000;
+
+/** Inspections run concurrently by `listBackups` (each reads a few small meta files). */
+const LIST_CONCURRENCY = 4;
+
+/** Meta files in milvus-backup's write order, with whether they are `{"infos":[...]}` files. */
+const META_ORDER = [
+  { file: META_FILES.backup, level: false },
+  { file: META_FILES.collection, level: true },
+  { file: META_FILES.partition, level: true },
+  { file: META_FILES.segment, level: true },
+  { file: META_FILES.full, level: false },
+  { file: META_FILES.channelCheckpoint, level: false },
+] as const;
+
+/**
+ * Inspects the backup `name` at the root of `source` (see the module comment for the rules).
+ * Lists `name/` once, reads only its meta files.
+ */
+export async function inspectBackup(source: Driver, name: string, options: InspectOptions = {}): Promise<BackupInspection> {
+  if (!isSafeFolderName(name)) {
+    throw new BackupError('E_BACKUP_NAME', `${JSON.stringify(name)} cannot be a backup name (milvus-backup names use letters, digits and _)`);
+  }
+  const entries: Entry[] = [];
+  for await (const entry of source.list(`${name}/`, { signal: options.signal })) entries.push(entry);
+  return inspectListing(source, name, entries, options);
+}
+
+/**
+ * Every backup at the root of `source`, sorted by name. One listing of the whole root, then
+ * one inspection per top-level folder.
+ *
+ * Skipped: objects directly under the root (the `milvus_backup_check_*` probes of
+ * `milvus-backup check`, zero-byte markers, anything else), folders named like a probe, and
+ * folders that are not backups at all: nothing under `meta/`, `binlogs/` or `bundle/` (for
+ * example a folder holding only our `.offsite/`). Such folders are omitted rather than reported
+ * as failed, as milvus-backup's own `list` does, so that unrelated folders next to the backups
+ * do not look like broken backups. A partial tree of binlogs without meta *is* listed (failed
+ * or incomplete): it is what a failed or running backup looks like.
+ */
+export async function listBackups(source: Driver, options: InspectOptions = {}): Promise<BackupInspection[]> {
+  const groups = new Map<string, Entry[]>();
+  for await (const entry of source.list('', { signal: options.signal })) {
+    const slash = entry.key.indexOf('/');
+    if (slash <= 0) continue;
+    const name = entry.key.slice(0, slash);
+    if (name.startsWith(CHECK_PROBE_PREFIX) || !isSafeFolderName(name)) continue;
+    let group = groups.get(name);
+    if (group === undefined) { group = []; groups.set(name, group); }
+    group.push(entry);
+  }
+  const nowMs = options.nowMs ?? Date.now();
+  const names = [...groups.keys()].filter((name) => looksLikeBackup(name, groups.get(name) ?? [])).sort(byCodeUnits);
+  const results: BackupInspection[] = new Array<BackupInspection>(names.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < names.length) {
+      const index = next++;
+      const name = names[index] as string;
+      results[index] = await inspectListing(source, name, groups.get(name) ?? [], { ...options, nowMs });
+      groups.delete(name);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, names.length) }, worker));
+  return results;
+}
+
+function looksLikeBackup(name: string, entries: readonly Entry[]): boolean {
+  const prefix = `${name}/`;
+  return entries.some((e) => {
+    const rel = e.key.slice(prefix.length);
+    return rel.startsWith(`${META_DIR}/`) || rel.startsWith('binlogs/') || rel.startsWith('bundle/');
+  });
+}
+
+function byCodeUnits(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * Inspects `name` from a listing the caller already has (every entry whose key starts with
+ * `name/`; others are ignored). Reads only the meta files. For callers that list anyway.
+ */
+export async function inspectListing(
+  source: Driver, name: string, entries: Iterable<Entry>, options: InspectOptions = {},
+): Promise<BackupInspection> {
+  const prefix = `${name}/`;
+  const quietPeriodMs = options.quietPeriodMs ?? DEFAULT_QUIET_PERIOD_MS;
+  const files: BackupFile[] = [];
+  const sizes = new Map<string, number>();
+  let totalBytes = 0;
+  let lastChangeMs = 0;
+  for (const entry of entries) {
+    if (!entry.key.startsWith(prefix)) continue;
+    const rel = entry.key.slice(prefix.length);
+    if (isNoiseInBackup(rel)) continue;
+    files.push({ key: entry.key, size: entry.size, mtimeMs: entry.mtimeMs });
+    sizes.set(rel, entry.size);
+    totalBytes += entry.size;
+    if (entry.mtimeMs > lastChangeMs) lastChangeMs = entry.mtimeMs;
+  }
+  files.sort((a, b) => byCodeUnits(a.key, b.key));
+  const nowMs = options.nowMs ?? Date.now();
+  const base = { name, files, totalBytes, lastChangeMs };
+
+  if (files.length === 0) {
+    return { ...base, state: 'failed', reason: `no objects under ${prefix} (no such backup)`, format: 'unknown', binlogCount: 0 };
+  }
+
+  // 1. Meta: which files exist, and do they parse?
+  const problems: string[] = [];
+  const parsed = new Map<string, unknown>();
+  const present = (file: string): boolean => sizes.has(`${META_DIR}/${file}`);
+  for (const { file, level } of META_ORDER) {
+    if (!present(file)) continue;
+    throwIfAborted(options.signal, `inspecting ${name}`);
+    const label = `${META_DIR}/${file}`;
+    try {
+      const value = await readMetaJson(source, `${prefix}${label}`, { label, signal: options.signal });
+      if (file !== META_FILES.full) checkMetaShape(value, label, level);
+      parsed.set(file, value);
+    } catch (err) {
+      if (!(err instanceof BackupError)) throw err;
+      if (err.code === 'E_META_MISSING') sizes.delete(label); // deleted since the listing
+      else problems.push(err.message);
+    }
+  }
+
+  let summary: FullMetaSummary | undefined;
+  const fullMeta = parsed.get(META_FILES.full);
+  const backupFormat = declaredFormat(parsed.get(META_FILES.backup));
+  if (fullMeta !== undefined) {
+    try {
+      summary = summarizeFullMeta(fullMeta, `${META_DIR}/${META_FILES.full}`, backupFormat);
+    } catch (err) {
+      if (!(err instanceof BackupError)) throw err;
+      problems.push(err.message);
+    }
+  }
+
+  let format: BackupInspection['format'];
+  if (summary) format = summary.format;
+  else if (declaredFormat(fullMeta) ?? backupFormat) format = (declaredFormat(fullMeta) ?? backupFormat) as 'binlog' | 'snapshot';
+  else if (hasPrefix(sizes, 'bundle/')) format = 'snapshot';
+  else if (hasPrefix(sizes, 'binlogs/')) format = 'binlog';
+  else format = present(META_FILES.full) ? 'binlog' : 'unknown';
+
+  // 2. Required meta files.
+  const required: string[] = [META_FILES.backup, META_FILES.collection, META_FILES.full];
+  if (format !== 'snapshot') required.splice(2, 0, META_FILES.partition, META_FILES.segment);
+  const missing = required.filter((file) => !present(file)).map((file) => `${META_DIR}/${file}`);
+  if (missing.length > 0) {
+    const anyMeta = META_ORDER.some(({ file }) => present(file));
+    problems.unshift(anyMeta
+      ? `${joinNames(missing)} missing`
+      : `${META_DIR}/${META_FILES.full} missing, and no other meta: ${files.length} objects without meta are a failed or abandoned backup`);
+  }
+
+  // 3. Every listed object at its rebuilt path, with its exact size.
+  if (summary) {
+    for (const object of summary.expected) {
+      const size = sizes.get(object.rel);
+      const what = object.kind === 'snapshot-metadata' ? 'snapshot metadata' : 'binlog';
+      if (size === undefined) {
+        problems.push(`${what} ${object.rel} missing${object.size === undefined ? '' : ` (meta says ${object.size} bytes)`}`);
+      } else if (object.size !== undefined && size !== object.size) {
+        problems.push(`${what} ${object.rel} is ${size} bytes, meta says ${object.size}`);
+      }
+    }
+  }
+
+  const binlogCount = summary && summary.format === 'binlog' ? summary.expected.length : 0;
+  const layout = guessLayout(summary, parsed.get(META_FILES.backup), present(META_FILES.channelCheckpoint));
+  const result = {
+    ...base, format, binlogCount,
+    ...(layout === undefined ? {} : { layout }),
+    ...(summary ? { collections: summary.collections, segments: summary.segments } : {}),
+  };
+
+  const firstProblem = problems.length === 0 ? undefined
+    : problems.length === 1 ? problems[0] as string
+      : `${problems[0] as string} (and ${problems.length - 1} more problem${problems.length === 2 ? '' : 's'})`;
+
+  const ageMs = nowMs - lastChangeMs;
+  if (ageMs < quietPeriodMs) {
+    const when = ageMs < 0 ? `last change is ${seconds(-ageMs)} in the future (clock skew?)` : `last change ${seconds(ageMs)} ago`;
+    const reason = `${when}, quiet period is ${seconds(quietPeriodMs, true)}${firstProblem ? `; so far: ${firstProblem}` : ''}`;
+    return { ...result, state: 'incomplete', reason };
+  }
+  if (firstProblem !== undefined) return { ...result, state: 'failed', reason: firstProblem };
+  return { ...result, state: 'complete' };
+}
+
+/**
+ * Throws unless the inspection is complete: `BackupError` `E_BACKUP_INCOMPLETE` or
+ * `E_BACKUP_FAILED` with "backup NAME is not complete: REASON", or `E_BACKUP_NOT_FOUND`
+ * (kind `not-found`) "backup NAME not found: no objects under NAME/" when there is nothing there.
+ */
+export function assertComplete(inspection: BackupInspection): void {
+  if (inspection.state === 'complete') return;
+  if (inspection.files.length === 0) {
+    throw new BackupError('E_BACKUP_NOT_FOUND', `backup ${inspection.name} not found: no objects under ${inspection.name}/`, { kind: 'not-found' });
+  }
+  const code = inspection.state === 'incomplete' ? 'E_BACKUP_INCOMPLETE' : 'E_BACKUP_FAILED';
+  throw new BackupError(code, `backup ${inspection.name} is not complete: ${inspection.reason ?? inspection.state}`);
+}
+
+function hasPrefix(sizes: Map<string, number>, prefix: string): boolean {
+  for (const rel of sizes.keys()) if (rel.startsWith(prefix)) return true;
+  return false;
+}
+
+function joinNames(names: string[]): string {
+  if (names.length <= 1) return names.join('');
+  return `${names.slice(0, -1).join(', ')} and ${names[names.length - 1] as string}`;
+}
+
+/** Whole seconds for ages ("12 s"); the quiet period keeps one decimal when it has one. */
+function seconds(ms: number, exact = false): string {
+  if (exact && ms % 1000 !== 0) return `${(ms / 1000).toFixed(1)} s`;
+  return `${Math.floor(ms / 1000)} s`;
+}
+
+/** Best-effort version range from what the meta shows (see BackupInspection.layout). */
+function guessLayout(summary: FullMetaSummary | undefined, backupMeta: unknown, channelCheckpoints: boolean): string | undefined {
+  if (summary?.format === 'snapshot') return 'snapshot';
+  if (summary === undefined) return undefined;
+  let layout: string | undefined;
+  if (summary.groupStyle === 'none' || summary.groupStyle === 'numbered') {
+    layout = '<=0.4.3';
+  } else if (channelCheckpoints) {
+    layout = summary.hasLogId ? '0.5.4..0.5.9' : '0.4.13..0.5.3';
+  } else if (summary.hasLogId) {
+    layout = '0.5.10+';
+  } else if (summary.groupStyle === 'segment-id') {
+    const meta = backupMeta !== null && typeof backupMeta === 'object' ? backupMeta as Record<string, unknown> : {};
+    // 0.5.10 dropped start_time/end_time/progress from the meta.
+    layout = 'start_time' in meta || 'end_time' in meta || 'progress' in meta ? '0.4.4..0.4.12' : '0.5.10+';
+  }
+  if (layout !== undefined && summary.storageV2) layout += ', storage v2';
+  return layout;
+}

@@ -1,0 +1,116 @@
+/**
+ * Lossless reading of milvus-backup meta JSON.
+ *
+ * Why not `JSON.parse`: milvus-backup writes int64 values (collection, partition, segment and
+ * log IDs, TSO timestamps, sizes) as bare JSON numbers, and the IDs are 18-digit values above
+ * 2^53 that `JSON.parse` silently rounds (458930418862440449 becomes ...448). A rounded ID
+ * names a different file, so every integer is kept as its exact decimal text.
+ *
+ * Representation: every JSON integer literal (no fraction, no exponent) comes back as a
+ * `string` holding exactly the digits written in the file (`-1`, `0`, `458930418862440448`);
+ * numbers with a fraction or exponent come back as JS `number`s (milvus-backup writes none that
+ * matter). Since Go's `encoding/json` writes int64 as numbers and `protojson` would write them
+ * as strings, this also makes both spellings look the same to the code that reads them.
+ */
+import { parse } from 'lossless-json';
+import { BackupError, errorKind, throwIfAborted } from '../errors.js';
+import type { Driver, SignalOptions } from '../drivers/types.js';
+
+/** Meta files larger than this are refused rather than read into memory (E_META_TOO_LARGE). */
+export const MAX_META_BYTES = 512 * 1024 * 1024;
+
+const INTEGER = /^-?\d+$/;
+
+function parseNumber(text: string): unknown {
+  return INTEGER.test(text) ? text : Number(text);
+}
+
+/** 1-based line and column of a 0-based character position in `text`. */
+function lineColumn(text: string, position: number): { line: number; column: number } {
+  let line = 1;
+  let lineStart = 0;
+  const end = Math.min(position, text.length);
+  for (let i = 0; i < end; i++) {
+    if (text.charCodeAt(i) === 10) { line++; lineStart = i + 1; }
+  }
+  return { line, column: end - lineStart + 1 };
+}
+
+/**
+ * Parses meta JSON text losslessly (see the module comment). `file` names the file in the
+ * error. Malformed JSON throws `BackupError` `E_META_MALFORMED`: "FILE is malformed JSON at
+ * line L, column C (position P): what was expected".
+ */
+export function parseMetaText(text: string, file: string): unknown {
+  try {
+    return parse(text, null, parseNumber);
+  } catch (err) {
+    const raw = err instanceof Error ? err.message : String(err);
+    const match = / at position (\d+)\s*$/.exec(raw);
+    if (match) {
+      const position = Number(match[1]);
+      const { line, column } = lineColumn(text, position);
+      const what = raw.slice(0, match.index);
+      throw new BackupError('E_META_MALFORMED',
+        `${file} is malformed JSON at line ${line}, column ${column} (position ${position}): ${what}`, { cause: err });
+    }
+    throw new BackupError('E_META_MALFORMED', `${file} is malformed JSON: ${raw}`, { cause: err });
+  }
+}
+
+/**
+ * Reads the object `key` through `source` and parses it losslessly (integers as strings, see
+ * the module comment).
+ *
+ * Errors:
+ * - missing object: `BackupError` `E_META_MISSING` (kind `not-found`);
+ * - bigger than `MAX_META_BYTES`: `E_META_TOO_LARGE`;
+ * - not UTF-8, or not JSON: `E_META_MALFORMED` naming the file and the position;
+ * - any other driver error (network, permissions, abort) is rethrown unchanged, so that its
+ *   `kind` (retryable...) still reaches the engine.
+ */
+export async function readMetaJson(source: Driver, key: string, options: ReadMetaOptions = {}): Promise<unknown> {
+  const label = options.label ?? key;
+  const bytes = await readMetaBytes(source, key, label, options);
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch (err) {
+    throw new BackupError('E_META_MALFORMED', `${label} is malformed: not valid UTF-8`, { cause: err });
+  }
+  return parseMetaText(text, label);
+}
+
+export interface ReadMetaOptions extends SignalOptions {
+  /** How errors name the file (default: the key), e.g. `meta/full_meta.json` relative to `NAME/`. */
+  readonly label?: string;
+}
+
+/** Reads a whole meta object (bounded by MAX_META_BYTES). */
+async function readMetaBytes(source: Driver, key: string, label: string, options: SignalOptions): Promise<Buffer> {
+  throwIfAborted(options.signal, `reading ${key}`);
+  let stream;
+  try {
+    stream = await source.openRead(key, { signal: options.signal });
+  } catch (err) {
+    if (errorKind(err) === 'not-found') {
+      throw new BackupError('E_META_MISSING', `${label} missing`, { kind: 'not-found', cause: err });
+    }
+    throw err;
+  }
+  const parts: Buffer[] = [];
+  let total = 0;
+  try {
+    for await (const part of stream) {
+      const buf = Buffer.isBuffer(part) ? part : Buffer.from(part as Uint8Array);
+      total += buf.length;
+      if (total > MAX_META_BYTES) {
+        throw new BackupError('E_META_TOO_LARGE', `${label} is larger than ${MAX_META_BYTES} bytes: not a meta file`);
+      }
+      parts.push(buf);
+    }
+  } finally {
+    stream.destroy();
+  }
+  return Buffer.concat(parts, total);
+}

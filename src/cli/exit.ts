@@ -1,0 +1,36 @@
+/**
+ * Exit codes: part of the interface, documented in `--help` and the README. This file and
+ * main.ts are the only places that turn errors into exit codes and messages.
+ */
+import { ConfigError, errorMessage, OffsiteError, UsageError } from '../errors.js';
+
+export const ExitCode = {
+  /** Everything asked for was done (or was already true). */
+  ok: 0,
+  /** An error: nothing (or nothing more) could be done, e.g. the backup is incomplete. */
+  error: 1,
+  /** Bad command line or config file. */
+  usage: 2,
+  /** Verification found damage (a missing, short or changed file, or no valid manifest). */
+  damage: 3,
+  /** Partial success: some destinations were done, others failed. */
+  partial: 4,
+} as const;
+
+export const EXIT_CODE_HELP = `Exit codes:
+  0  success
+  1  error (incomplete backup, unreachable source, every destination failed, ...)
+  2  usage or configuration error
+  3  verification found damage
+  4  partial success: some destinations failed, the others are complete`;
+
+export function exitCodeFor(err: unknown): number {
+  if (err instanceof UsageError || err instanceof ConfigError) return ExitCode.usage;
+  return ExitCode.error;
+}
+
+/** The one line printed for an error: message only, never a stack trace. */
+export function describeError(err: unknown): string {
+  if (err instanceof OffsiteError) return err.message;
+  return `internal error: ${errorMessage(err)} (please report it)`;
+}

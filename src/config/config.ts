@@ -1,0 +1,137 @@
+/**
+ * The offsite config file (YAML). Found via `--config FILE`, else `$OFFSITE_CONFIG`, else
+ * `./offsite.yaml`. See config/offsite.example.yaml for every key.
+ *
+ * `${NAME}` in any string value is replaced by the environment variable NAME (after YAML
+ * parsing, so a value can never inject YAML); `${NAME:-default}` gives a default; `$${` is a
+ * literal `${`. An unset variable without a default is an error naming the key and the variable,
+ * never a value: config values may be secrets.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { ConfigError, errorMessage } from '../errors.js';
+import { expandPath } from './paths.js';
+import { parseBytes, parseDuration } from './units.js';
+
+export type Section = Readonly<Record<string, unknown>>;
+
+export interface Settings {
+  /** @default 8 MiB */
+  readonly chunkBytes: number;
+  /** Files transferred at once. @default 4 */
+  readonly concurrency: number;
+  /** Quiet period of the completion rule. @default 60 s */
+  readonly quietPeriodMs: number;
+}
+
+export interface OffsiteConfig {
+  /** Absolute path of the file it came from. */
+  readonly path: string;
+  readonly source: Section;
+  /** Destination name -> driver section (`type` plus the driver's options). */
+  readonly destinations: Readonly<Record<string, Section>>;
+  readonly settings: Settings;
+}
+
+export const DEFAULT_SETTINGS: Settings = { chunkBytes: 8 * 1024 * 1024, concurrency: 4, quietPeriodMs: 60_000 };
+
+/** Where the config file is, by the documented precedence; `undefined` when none is given or found. */
+export function findConfigPath(explicit: string | undefined, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): string {
+  if (explicit) return resolve(cwd, explicit);
+  if (env['OFFSITE_CONFIG']) return resolve(cwd, env['OFFSITE_CONFIG']);
+  return resolve(cwd, 'offsite.yaml');
+}
+
+function substitute(value: unknown, path: string, env: NodeJS.ProcessEnv, file: string): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (match, name: string | undefined, fallback: string | undefined) => {
+      if (match === '$${') return '${';
+      const found = env[name as string];
+      if (found !== undefined && found !== '') return found;
+      if (fallback !== undefined) return fallback;
+      throw new ConfigError(`${file}: ${path} refers to \${${name}}, which is not set in the environment; export ${name} or give a default with \${${name}:-value}`);
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => substitute(v, `${path}[${i}]`, env, file));
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substitute(v, path ? `${path}.${k}` : k, env, file)]));
+  }
+  return value;
+}
+
+function isSection(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+/** Parses config text (already read from `file`). */
+export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv = process.env): OffsiteConfig {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text, { prettyErrors: true, uniqueKeys: true });
+  } catch (err) {
+    const pos = (err as { linePos?: { line: number; col: number }[] }).linePos?.[0];
+    const where = pos ? ` at line ${pos.line}, column ${pos.col}` : '';
+    const reason = errorMessage(err).replace(/ at line \d+, column \d+.*$/, '');
+    throw new ConfigError(`${file}: not valid YAML${where}: ${reason}`);
+  }
+  if (!isSection(raw)) throw new ConfigError(`${file}: expected a mapping with "source" and "destinations"`);
+  const config = substitute(raw, '', env, file) as Record<string, unknown>;
+  const baseDir = dirname(file);
+  const source = config['source'];
+  if (!isSection(source)) throw new ConfigError(`${file}: "source" is missing or not a mapping (e.g. source: { type: local, root: /var/lib/milvus-backup })`);
+  const destinations = config['destinations'];
+  if (!isSection(destinations) || Object.keys(destinations).length === 0) {
+    throw new ConfigError(`${file}: "destinations" is missing or empty (e.g. destinations: { disk: { type: local, root: /mnt/backup } })`);
+  }
+  for (const [name, section] of Object.entries(destinations)) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) throw new ConfigError(`${file}: destination name "${name}" must be letters, digits, '.', '_' or '-'`);
+    if (!isSection(section)) throw new ConfigError(`${file}: destinations.${name} must be a mapping with a "type"`);
+  }
+  const known = new Set(['source', 'destinations', 'options']);
+  for (const key of Object.keys(config)) if (!known.has(key)) throw new ConfigError(`${file}: unknown top-level key "${key}" (expected source, destinations, options)`);
+  const options = config['options'] ?? {};
+  if (!isSection(options)) throw new ConfigError(`${file}: "options" must be a mapping`);
+  let settings: Settings;
+  try {
+    settings = {
+      chunkBytes: options['chunkSize'] === undefined ? DEFAULT_SETTINGS.chunkBytes : parseBytes(options['chunkSize'], 'options.chunkSize'),
+      concurrency: options['concurrency'] === undefined ? DEFAULT_SETTINGS.concurrency : Number(options['concurrency']),
+      quietPeriodMs: options['quietPeriod'] === undefined ? DEFAULT_SETTINGS.quietPeriodMs : parseDuration(options['quietPeriod'], 'options.quietPeriod'),
+    };
+  } catch (err) {
+    throw new ConfigError(`${file}: ${errorMessage(err)}`);
+  }
+  if (!Number.isInteger(settings.concurrency) || settings.concurrency < 1) throw new ConfigError(`${file}: options.concurrency must be a whole number >= 1`);
+  // Paths on this machine are relative to the config file's folder (cron runs from anywhere).
+  const withBase = (s: Record<string, unknown>): Section => {
+    const out: Record<string, unknown> = { ...s };
+    const localKeys = ['privateKey', 'knownHosts', 'milvusBackupConfig', ...(s['type'] === 'local' ? ['root'] : [])];
+    for (const key of localKeys) if (typeof out[key] === 'string' && out[key] !== '') out[key] = expandPath(out[key] as string, baseDir);
+    return out;
+  };
+  return {
+    path: file,
+    source: withBase(source),
+    destinations: Object.fromEntries(Object.entries(destinations).map(([n, s]) => [n, withBase(s as Record<string, unknown>)])),
+    settings,
+  };
+}
+
+/** Reads and parses the config file found by `findConfigPath`. */
+export function loadConfig(explicit?: string, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): OffsiteConfig {
+  const file = findConfigPath(explicit, env, cwd);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      throw new ConfigError(explicit || env['OFFSITE_CONFIG']
+        ? `config file ${file} does not exist`
+        : `no config file: pass --config FILE, set OFFSITE_CONFIG, or create ./offsite.yaml (see config/offsite.example.yaml)`);
+    }
+    throw new ConfigError(`cannot read config file ${file}: ${code ?? errorMessage(err)}`);
+  }
+  return parseConfig(text, file, env);
+}

@@ -1,0 +1,129 @@
+/**
+ * The replication plan: pure data, no IO. Given the files of a complete backup at the source
+ * and what each destination holds, decide per destination and file whether to copy it or skip
+ * it. `--dry-run` prints this plan; tests compare it against tables.
+ *
+ * A file is skipped at a destination only when both hold:
+ * - the destination lists it under its final name with the source's size, and
+ * - the destination's own records (its manifest, or its in-progress checkpoint) name it with
+ *   that size and the run's chunk size, so its hashes are known without reading it.
+ * Anything else is copied. A copy in progress (partial temp file, open multipart upload) is
+ * found by the driver when the engine opens the file for writing, and resumed there.
+ */
+import type { Manifest, ManifestFile } from '../manifest/manifest.js';
+
+export interface SourceFile {
+  /** Path relative to the backup folder. */
+  readonly path: string;
+  readonly size: number;
+}
+
+/** What one destination holds for the backup, as read by the engine. */
+export interface DestinationState {
+  readonly name: string;
+  /** The valid manifest of an earlier complete copy, if any. */
+  readonly manifest?: Manifest;
+  /** Why an existing manifest was rejected (damaged, unreadable). */
+  readonly manifestProblem?: string;
+  /** The in-progress checkpoint of an interrupted run, if any. */
+  readonly progress?: Manifest;
+  /** Files present under their final names: path relative to the backup folder -> size. */
+  readonly present: ReadonlyMap<string, number>;
+}
+
+/**
+ * - `copy`: send the file (resuming what the driver finds of an interrupted write);
+ * - `skip`: already whole and recorded;
+ * - `adopt`: present with the right size but not recorded (committed just before a crash,
+ *   after the last checkpoint): hash it where it is and compare with the source instead of
+ *   sending it again; copy only if it differs.
+ */
+export type FileActionKind = 'copy' | 'skip' | 'adopt';
+
+export interface FileAction {
+  readonly path: string;
+  readonly size: number;
+  readonly action: FileActionKind;
+  /** For `skip`: the destination's own record of the file (its hashes). */
+  readonly record?: ManifestFile;
+  /** Why this action, for `--dry-run` and logs. */
+  readonly reason: string;
+}
+
+export interface DestinationPlan {
+  readonly destination: string;
+  /** Nothing to do: the existing manifest already proves this exact copy. */
+  readonly upToDate: boolean;
+  /** An existing manifest must be removed before anything is written (it would lie meanwhile). */
+  readonly removeManifestFirst: boolean;
+  readonly actions: readonly FileAction[];
+  readonly copyFiles: number;
+  readonly copyBytes: number;
+  readonly skipFiles: number;
+  readonly skipBytes: number;
+  readonly adoptFiles: number;
+}
+
+export interface ReplicationPlan {
+  readonly backup: string;
+  readonly chunkBytes: number;
+  readonly sourceFiles: number;
+  readonly sourceBytes: number;
+  readonly destinations: readonly DestinationPlan[];
+}
+
+function recordsOf(state: DestinationState, chunkBytes: number): Map<string, ManifestFile> {
+  const records = new Map<string, ManifestFile>();
+  for (const m of [state.progress, state.manifest]) {
+    if (!m || m.chunkBytes !== chunkBytes) continue;
+    for (const f of m.files) records.set(f.path, f);
+  }
+  return records;
+}
+
+function planDestination(files: readonly SourceFile[], state: DestinationState, chunkBytes: number): DestinationPlan {
+  const records = recordsOf(state, chunkBytes);
+  const actions: FileAction[] = [];
+  let copyFiles = 0, copyBytes = 0, skipFiles = 0, skipBytes = 0, adoptFiles = 0;
+  for (const file of files) {
+    const presentSize = state.present.get(file.path);
+    const record = records.get(file.path);
+    let action: FileAction;
+    if (presentSize === undefined) {
+      action = { path: file.path, size: file.size, action: 'copy', reason: 'missing at destination' };
+    } else if (presentSize !== file.size) {
+      action = { path: file.path, size: file.size, action: 'copy', reason: `destination has ${presentSize} bytes, source ${file.size}` };
+    } else if (!record || record.size !== file.size) {
+      action = { path: file.path, size: file.size, action: 'adopt', reason: 'present but not recorded: compare hashes' };
+    } else {
+      action = { path: file.path, size: file.size, action: 'skip', record, reason: 'already whole at destination' };
+    }
+    actions.push(action);
+    if (action.action === 'copy') { copyFiles++; copyBytes += file.size; }
+    else if (action.action === 'adopt') adoptFiles++;
+    else { skipFiles++; skipBytes += file.size; }
+  }
+  const manifest = state.manifest;
+  const manifestSizes = new Map(manifest?.files.map((f) => [f.path, f.size]));
+  const upToDate = manifest !== undefined && copyFiles === 0 && adoptFiles === 0 && manifest.chunkBytes === chunkBytes &&
+    manifest.files.length === files.length && files.every((f) => manifestSizes.get(f.path) === f.size);
+  return {
+    destination: state.name,
+    upToDate,
+    removeManifestFirst: !upToDate && (manifest !== undefined || state.manifestProblem !== undefined),
+    actions,
+    copyFiles, copyBytes, skipFiles, skipBytes, adoptFiles,
+  };
+}
+
+/** Plans one backup's replication to every destination. Pure. */
+export function planReplication(backup: string, files: readonly SourceFile[], destinations: readonly DestinationState[], chunkBytes: number): ReplicationPlan {
+  const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  return {
+    backup,
+    chunkBytes,
+    sourceFiles: sorted.length,
+    sourceBytes: sorted.reduce((sum, f) => sum + f.size, 0),
+    destinations: destinations.map((d) => planDestination(sorted, d, chunkBytes)),
+  };
+}

@@ -1,0 +1,470 @@
+/**
+ * The fan-out engine: copies one complete backup from a source to N destinations at once.
+ *
+ * Each file is read from the source once, cut into `chunkBytes` chunks, hashed once (XXH64 per
+ * chunk and per file), and each chunk is handed to every destination that still needs the file.
+ * Every destination writes through its own bounded queue (at most `partConcurrency` parts in
+ * flight plus one waiting), so memory is bounded by
+ * `fileConcurrency x destinations x (partConcurrency + 1) x partBytes`, whatever the backup's size.
+ * A destination that fails is dropped from the fan-out and the others carry on; it gets no
+ * manifest, and the next run copies only what it lacks. A destination gets
+ * `NAME/.offsite/manifest.json` only after every file is committed there.
+ *
+ * Resume comes from the destinations themselves: files recorded in their manifest or progress
+ * checkpoint are skipped; files present but unrecorded are hashed in place ("adopted"); partial
+ * writes (temp files, open multipart uploads) are found by the driver and only the parts that
+ * do not already match are sent.
+ */
+import PQueue from 'p-queue';
+import { assertComplete, inspectBackup } from '../backup/index.js';
+import type { Driver, WriteSession } from '../drivers/types.js';
+import { errorKind, errorMessage, OffsiteError, type ErrorKind, UsageError } from '../errors.js';
+import { getHasher } from '../hash/xxh64.js';
+import {
+  buildManifestBody, manifestKey, OFFSITE_DIR, progressKey, readManifestAt, writeManifestAt,
+  type Manifest, type ManifestFile,
+} from '../manifest/manifest.js';
+import { chunksOf, hashObject, type ObjectHashes } from './chunks.js';
+import { planReplication, type DestinationPlan, type DestinationState, type FileAction, type ReplicationPlan, type SourceFile } from './plan.js';
+
+export const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;
+
+export interface ReplicateOptions {
+  readonly source: Driver;
+  readonly backup: string;
+  readonly destinations: readonly Driver[];
+  /** @default 8 MiB */
+  readonly chunkBytes?: number;
+  /** Files transferred at once. @default 4 */
+  readonly fileConcurrency?: number;
+  /** Parts of one file in flight per destination (when the driver allows parallel parts). @default 2 */
+  readonly partConcurrency?: number;
+  /** Quiet period of the completion rule. @default 60 s */
+  readonly quietPeriodMs?: number;
+  /** Plan only: read the source and destinations, write nothing. */
+  readonly dryRun?: boolean;
+  /** How often the in-progress checkpoint is written. @default 1000 ms */
+  readonly checkpointIntervalMs?: number;
+  readonly signal?: AbortSignal;
+  readonly onEvent?: (event: ReplicateEvent) => void;
+}
+
+export type ReplicateEvent =
+  | { readonly type: 'plan'; readonly plan: ReplicationPlan }
+  | { readonly type: 'bytes'; readonly destination: string; readonly bytes: number }
+  | { readonly type: 'file-done'; readonly destination: string; readonly path: string; readonly how: 'copied' | 'adopted' }
+  | { readonly type: 'destination-failed'; readonly destination: string; readonly message: string };
+
+export interface ProblemReport {
+  readonly path?: string;
+  readonly kind: ErrorKind;
+  readonly code: string;
+  readonly message: string;
+}
+
+export type DestinationStatus = 'complete' | 'up-to-date' | 'failed' | 'planned';
+
+export interface DestinationResult {
+  readonly name: string;
+  readonly description: string;
+  readonly status: DestinationStatus;
+  readonly filesCopied: number;
+  readonly filesAdopted: number;
+  readonly filesSkipped: number;
+  /** Bytes actually sent to the destination. */
+  readonly bytesWritten: number;
+  /** Bytes of interrupted writes found intact at the destination and not sent again. */
+  readonly bytesResumed: number;
+  /** Bytes of files that were already whole there. */
+  readonly bytesSkipped: number;
+  readonly manifestKey?: string;
+  readonly errors: readonly ProblemReport[];
+  readonly plan?: DestinationPlan;
+}
+
+export interface ReplicateResult {
+  readonly backup: string;
+  readonly source: string;
+  readonly dryRun: boolean;
+  readonly files: number;
+  readonly bytes: number;
+  /** Bytes read from the source (each file once per pass, not once per destination). */
+  readonly bytesRead: number;
+  readonly durationMs: number;
+  readonly destinations: readonly DestinationResult[];
+}
+
+function problem(err: unknown, path?: string): ProblemReport {
+  return { path, kind: errorKind(err), code: err instanceof OffsiteError ? err.code : 'E_INTERNAL', message: errorMessage(err) };
+}
+
+/** Reads what a destination holds for `backup`. */
+export async function readDestinationState(driver: Driver, backup: string, signal?: AbortSignal): Promise<DestinationState> {
+  const present = new Map<string, number>();
+  const prefix = `${backup}/`;
+  for await (const entry of driver.list(prefix, { signal })) {
+    const path = entry.key.slice(prefix.length);
+    if (path.startsWith(`${OFFSITE_DIR}/`)) continue;
+    present.set(path, entry.size);
+  }
+  let manifest: Manifest | undefined;
+  let manifestProblem: string | undefined;
+  try {
+    manifest = await readManifestAt(driver, manifestKey(backup), { signal });
+  } catch (err) {
+    if (errorKind(err) !== 'integrity') throw err;
+    manifestProblem = errorMessage(err);
+  }
+  let progress: Manifest | undefined;
+  try {
+    progress = await readManifestAt(driver, progressKey(backup), { signal });
+  } catch (err) {
+    if (errorKind(err) !== 'integrity') throw err; // a damaged checkpoint only costs re-reading
+  }
+  return { name: driver.name, manifest, manifestProblem, progress, present };
+}
+
+/** One destination during a run. */
+class DestinationRun {
+  readonly records = new Map<string, ManifestFile>();
+  readonly errors: ProblemReport[] = [];
+  readonly actions: Map<string, FileAction>;
+  dead = false;
+  filesCopied = 0;
+  filesAdopted = 0;
+  bytesWritten = 0;
+  bytesResumed = 0;
+  private checkpointTimer: NodeJS.Timeout | undefined;
+  private checkpointChain: Promise<void> = Promise.resolve();
+  private dirty = false;
+
+  constructor(
+    readonly driver: Driver,
+    readonly plan: DestinationPlan,
+    private readonly context: { backup: string; source: string; chunkBytes: number; checkpointIntervalMs: number; emit: (e: ReplicateEvent) => void },
+  ) {
+    this.actions = new Map(plan.actions.map((a) => [a.path, a]));
+    for (const action of plan.actions) if (action.record) this.records.set(action.path, action.record);
+  }
+
+  get name(): string { return this.driver.name; }
+
+  needs(path: string): FileAction | undefined {
+    const action = this.actions.get(path);
+    return !this.dead && action && action.action !== 'skip' ? action : undefined;
+  }
+
+  /** Records a failure; errors other than a file's own integrity problem end this destination's run. */
+  fail(err: unknown, path?: string): void {
+    this.errors.push(problem(err, path));
+    if (errorKind(err) !== 'integrity' && !this.dead) {
+      this.dead = true;
+      this.context.emit({ type: 'destination-failed', destination: this.name, message: errorMessage(err) });
+    }
+  }
+
+  countBytes(bytes: number, written: boolean): void {
+    if (written) this.bytesWritten += bytes; else this.bytesResumed += bytes;
+    this.context.emit({ type: 'bytes', destination: this.name, bytes });
+  }
+
+  record(file: ManifestFile, how: 'copied' | 'adopted'): void {
+    this.records.set(file.path, file);
+    if (how === 'copied') this.filesCopied++; else this.filesAdopted++;
+    this.context.emit({ type: 'file-done', destination: this.name, path: file.path, how });
+    this.scheduleCheckpoint();
+  }
+
+  private scheduleCheckpoint(): void {
+    this.dirty = true;
+    if (this.checkpointTimer) return;
+    this.checkpointTimer = setTimeout(() => {
+      this.checkpointTimer = undefined;
+      void this.writeCheckpoint();
+    }, this.context.checkpointIntervalMs);
+  }
+
+  /** Writes the progress checkpoint (serialized; a failure only costs re-hashing later). */
+  writeCheckpoint(): Promise<void> {
+    this.checkpointChain = this.checkpointChain.then(async () => {
+      if (!this.dirty) return;
+      this.dirty = false;
+      const body = buildManifestBody({ kind: 'progress', backup: this.context.backup, source: this.context.source, chunkBytes: this.context.chunkBytes, files: this.records.values() });
+      try {
+        await writeManifestAt(this.driver, progressKey(this.context.backup), body);
+      } catch {
+        this.dirty = true;
+      }
+    });
+    return this.checkpointChain;
+  }
+
+  stopCheckpoints(): Promise<void> {
+    if (this.checkpointTimer) clearTimeout(this.checkpointTimer);
+    this.checkpointTimer = undefined;
+    return this.checkpointChain;
+  }
+}
+
+/** Part size for a file at a destination: a whole number of chunks that the driver accepts. */
+export function partBytesFor(size: number, chunkBytes: number, driver: Driver): number {
+  const caps = driver.capabilities;
+  let chunksPerPart = Math.max(1, Math.ceil(caps.minPartBytes / chunkBytes));
+  if (Number.isFinite(caps.maxParts)) chunksPerPart = Math.max(chunksPerPart, Math.ceil(size / (chunkBytes * caps.maxParts)));
+  const partBytes = chunksPerPart * chunkBytes;
+  if (partBytes > caps.maxPartBytes) {
+    throw new OffsiteError('E_TOO_LARGE', `${driver.name}: a ${size}-byte file needs ${partBytes}-byte parts, more than the ${caps.maxPartBytes} this destination accepts`, { kind: 'permanent' });
+  }
+  return partBytes;
+}
+
+/** Feeds one destination's write session with chunks, a bounded number of parts at a time. */
+class FileSink {
+  private readonly queue: PQueue;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private nextPart = 0;
+  error: unknown;
+
+  constructor(readonly run: DestinationRun, readonly session: WriteSession, partConcurrency: number, private readonly signal?: AbortSignal) {
+    const parallel = run.driver.capabilities.parallelPartWrites;
+    this.queue = new PQueue({ concurrency: parallel ? partConcurrency : 1 });
+  }
+
+  get alive(): boolean { return this.error === undefined && !this.run.dead; }
+
+  /** Takes the next chunk; resolves when there is room for more. */
+  async push(chunk: Buffer, last: boolean): Promise<void> {
+    if (!this.alive) return;
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.pendingBytes < this.session.partBytes && !last) return;
+    const bytes = this.pending.length === 1 ? chunk : Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    const index = this.nextPart++;
+    void this.queue.add(() => this.writePart(index, bytes));
+    if (this.queue.size > 0) await this.queue.onSizeLessThan(1);
+  }
+
+  private async writePart(index: number, bytes: Buffer): Promise<void> {
+    if (!this.alive) return;
+    try {
+      if (this.session.resumableParts.has(index) && await this.session.matches(index, bytes, { signal: this.signal })) {
+        this.run.countBytes(bytes.length, false);
+        return;
+      }
+      await this.session.write(index, bytes, { signal: this.signal });
+      this.run.countBytes(bytes.length, true);
+    } catch (err) {
+      this.error ??= err;
+    }
+  }
+
+  /** Waits for the parts in flight and commits; throws the first error. */
+  async finish(hash: string): Promise<void> {
+    await this.queue.onIdle();
+    if (this.error !== undefined) throw this.error;
+    if (this.run.dead) throw new OffsiteError('E_DESTINATION_FAILED', `${this.run.name}: destination failed earlier in this run`, { kind: 'permanent' });
+    await this.session.commit({ hash, signal: this.signal });
+  }
+
+  /** Releases the session after a failure: keep resumable state unless the data was wrong. */
+  async release(err: unknown): Promise<void> {
+    await this.queue.onIdle();
+    if (errorKind(err) === 'integrity') await this.session.abort();
+    else await this.session.suspend();
+  }
+}
+
+interface EngineContext {
+  readonly source: Driver;
+  readonly backup: string;
+  readonly chunkBytes: number;
+  readonly partConcurrency: number;
+  readonly signal?: AbortSignal;
+  bytesRead: number;
+}
+
+/** Checks a present-but-unrecorded file against the source hashes without rewriting it. */
+async function adopt(ctx: EngineContext, run: DestinationRun, file: SourceFile, hashes: ObjectHashes): Promise<boolean> {
+  const key = `${ctx.backup}/${file.path}`;
+  try {
+    let same: boolean;
+    if (run.driver.capabilities.storedHash) {
+      same = (await run.driver.stat(key, { signal: ctx.signal }))?.hash === hashes.hash;
+    } else {
+      const there = await hashObject(run.driver, key, file.size, ctx.chunkBytes, ctx.signal);
+      same = there.hash === hashes.hash;
+    }
+    if (same) run.record({ path: file.path, size: file.size, hash: hashes.hash, chunks: hashes.chunks }, 'adopted');
+    return same;
+  } catch (err) {
+    if (errorKind(err) === 'integrity' || errorKind(err) === 'not-found') return false;
+    run.fail(err, file.path);
+    return true; // handled: do not also try to copy to a failed destination
+  }
+}
+
+/** Transfers one file to every destination that needs it. Never throws: failures are recorded per destination. */
+async function transferFile(ctx: EngineContext, runs: readonly DestinationRun[], file: SourceFile & { mtimeMs: number }): Promise<void> {
+  let targets = runs.filter((r) => r.needs(file.path));
+  if (targets.length === 0) return;
+  const sourceKey = `${ctx.backup}/${file.path}`;
+  let firstPass: ObjectHashes | undefined;
+  try {
+    const adopters = targets.filter((r) => r.needs(file.path)?.action === 'adopt');
+    if (adopters.length > 0) {
+      firstPass = await hashObject(ctx.source, sourceKey, file.size, ctx.chunkBytes, ctx.signal);
+      ctx.bytesRead += file.size;
+      const adopted = await Promise.all(adopters.map((r) => adopt(ctx, r, file, firstPass as ObjectHashes)));
+      targets = targets.filter((r) => !adopters.includes(r) || !adopted[adopters.indexOf(r)]);
+      if (targets.length === 0) return;
+    }
+  } catch (err) {
+    for (const r of targets) r.fail(err, file.path);
+    return;
+  }
+
+  const sinks: FileSink[] = [];
+  await Promise.all(targets.map(async (run) => {
+    try {
+      const partBytes = partBytesFor(file.size, ctx.chunkBytes, run.driver);
+      const session = await run.driver.openWrite(`${ctx.backup}/${file.path}`, { size: file.size, partBytes, signal: ctx.signal });
+      sinks.push(new FileSink(run, session, ctx.partConcurrency, ctx.signal));
+    } catch (err) {
+      run.fail(err, file.path);
+    }
+  }));
+  if (sinks.length === 0) return;
+
+  const hasher = await getHasher();
+  const fileHash = hasher.create();
+  const chunkHashes: string[] = [];
+  try {
+    const stream = await ctx.source.openRead(sourceKey, { signal: ctx.signal });
+    let offset = 0;
+    for await (const chunk of chunksOf(stream, file.size, ctx.chunkBytes, `source: ${sourceKey}`, ctx.signal)) {
+      fileHash.update(chunk);
+      chunkHashes.push(hasher.hash(chunk));
+      offset += chunk.length;
+      ctx.bytesRead += chunk.length;
+      const live = sinks.filter((s) => s.alive);
+      if (live.length === 0) break;
+      await Promise.all(live.map((s) => s.push(chunk, offset === file.size)));
+    }
+    if (sinks.some((s) => s.alive)) {
+      const after = await ctx.source.stat(sourceKey, { signal: ctx.signal });
+      const hash = fileHash.digest();
+      if (!after || after.size !== file.size || after.mtimeMs !== file.mtimeMs || (firstPass && firstPass.hash !== hash)) {
+        throw new OffsiteError('E_SOURCE_CHANGED', `source: ${sourceKey} changed while it was being copied; it is not recorded anywhere: run replicate again once the backup is stable`, { kind: 'integrity' });
+      }
+      await Promise.all(sinks.map(async (sink) => {
+        if (!sink.alive) return;
+        try {
+          await sink.finish(hash);
+          sink.run.record({ path: file.path, size: file.size, hash, chunks: chunkHashes }, 'copied');
+        } catch (err) {
+          sink.error ??= err;
+        }
+      }));
+    }
+  } catch (err) {
+    for (const sink of sinks) sink.error ??= err;
+  }
+  await Promise.all(sinks.map(async (sink) => {
+    if (sink.error === undefined) return;
+    sink.run.fail(sink.error, file.path);
+    await sink.release(sink.error).catch(() => undefined);
+  }));
+}
+
+/** Replicates one complete backup to every destination. See the file comment. */
+export async function replicate(options: ReplicateOptions): Promise<ReplicateResult> {
+  const started = Date.now();
+  const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+  if (!Number.isInteger(chunkBytes) || chunkBytes < 1024 || chunkBytes > 1024 ** 3) {
+    throw new UsageError(`chunk size must be between 1 KiB and 1 GiB, got ${chunkBytes} bytes`);
+  }
+  const emit = options.onEvent ?? (() => undefined);
+  const { source, backup, signal } = options;
+
+  const inspection = await inspectBackup(source, backup, { quietPeriodMs: options.quietPeriodMs, signal });
+  assertComplete(inspection);
+  const prefixLength = backup.length + 1;
+  const files = inspection.files.map((f) => ({ path: f.key.slice(prefixLength), size: f.size, mtimeMs: f.mtimeMs }));
+
+  const failedEarly = new Map<string, ProblemReport>();
+  const states: DestinationState[] = [];
+  await Promise.all(options.destinations.map(async (d) => {
+    try {
+      states.push(await readDestinationState(d, backup, signal));
+    } catch (err) {
+      failedEarly.set(d.name, problem(err));
+      emit({ type: 'destination-failed', destination: d.name, message: errorMessage(err) });
+    }
+  }));
+  states.sort((a, b) => options.destinations.findIndex((d) => d.name === a.name) - options.destinations.findIndex((d) => d.name === b.name));
+  const plan = planReplication(backup, files, states, chunkBytes);
+  emit({ type: 'plan', plan });
+
+  const context = { backup, source: source.description, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit };
+  const runs = plan.destinations.map((p) => new DestinationRun(options.destinations.find((d) => d.name === p.destination) as Driver, p, context));
+  const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, signal, bytesRead: 0 };
+
+  if (!options.dryRun) {
+    await Promise.all(runs.map(async (run) => {
+      if (!run.plan.removeManifestFirst) return;
+      try {
+        await run.driver.delete(manifestKey(backup), { signal });
+      } catch (err) {
+        run.fail(err);
+      }
+    }));
+    const queue = new PQueue({ concurrency: options.fileConcurrency ?? 4 });
+    for (const file of files) {
+      if (!runs.some((r) => r.needs(file.path))) continue;
+      await queue.onSizeLessThan(queue.concurrency);
+      void queue.add(() => transferFile(ctx, runs, file));
+    }
+    await queue.onIdle();
+  }
+
+  const results: DestinationResult[] = [];
+  for (const d of options.destinations) {
+    const early = failedEarly.get(d.name);
+    const run = runs.find((r) => r.name === d.name);
+    const base = { name: d.name, description: d.description, filesCopied: 0, filesAdopted: 0, filesSkipped: 0, bytesWritten: 0, bytesResumed: 0, bytesSkipped: 0 };
+    if (early || !run) {
+      results.push({ ...base, status: 'failed', errors: early ? [early] : [] });
+      continue;
+    }
+    const counts = {
+      ...base, plan: run.plan, filesCopied: run.filesCopied, filesAdopted: run.filesAdopted, filesSkipped: run.plan.skipFiles,
+      bytesWritten: run.bytesWritten, bytesResumed: run.bytesResumed, bytesSkipped: run.plan.skipBytes,
+    };
+    if (options.dryRun) { results.push({ ...counts, status: 'planned', errors: [] }); continue; }
+    if (run.plan.upToDate) { results.push({ ...counts, status: 'up-to-date', manifestKey: manifestKey(backup), errors: [] }); continue; }
+    await run.stopCheckpoints();
+    const whole = !run.dead && run.errors.length === 0 && files.every((f) => run.records.has(f.path));
+    if (whole) {
+      try {
+        const body = buildManifestBody({ kind: 'complete', backup, source: source.description, chunkBytes, files: files.map((f) => run.records.get(f.path) as ManifestFile) });
+        await writeManifestAt(run.driver, manifestKey(backup), body, { signal });
+        await run.driver.delete(progressKey(backup), { signal }).catch(() => undefined);
+        results.push({ ...counts, status: 'complete', manifestKey: manifestKey(backup), errors: [] });
+        continue;
+      } catch (err) {
+        run.fail(err);
+      }
+    } else {
+      await run.writeCheckpoint();
+      if (run.errors.length === 0) run.fail(new OffsiteError('E_INCOMPLETE', `${run.name}: not every file was copied`, { kind: 'fatal' }));
+    }
+    results.push({ ...counts, status: 'failed', errors: run.errors });
+  }
+  return {
+    backup, source: source.description, dryRun: options.dryRun ?? false, files: files.length, bytes: inspection.totalBytes,
+    bytesRead: ctx.bytesRead, durationMs: Date.now() - started, destinations: results,
+  };
+}

@@ -1,0 +1,140 @@
+/**
+ * Verification of one destination copy against its own manifest.
+ *
+ * - quick: the manifest exists and its digest is valid; every file it lists exists with the
+ *   listed size, and where the driver keeps our hash with the object (`storedHash`), that hash
+ *   matches too. No data is read (one listing, plus a HEAD per file on stored-hash drivers).
+ * - deep: additionally reads every byte back and compares each chunk's hash; a difference is
+ *   reported with the file, the chunk number and its byte range.
+ */
+import PQueue from 'p-queue';
+import type { Driver } from '../drivers/types.js';
+import { errorKind, errorMessage, OffsiteError } from '../errors.js';
+import { getHasher } from '../hash/xxh64.js';
+import { manifestKey, OFFSITE_DIR, readManifestAt, type Manifest, type ManifestFile } from '../manifest/manifest.js';
+import { chunksOf } from './chunks.js';
+
+export type VerifyLevel = 'quick' | 'deep';
+
+export interface Damage {
+  readonly path: string;
+  /** missing | size | hash (stored hash differs) | chunk (bytes differ) | unreadable */
+  readonly problem: 'missing' | 'size' | 'hash' | 'chunk' | 'unreadable';
+  /** For `chunk`: the first chunk that differs (0-based) and its byte range. */
+  readonly chunk?: number;
+  readonly offset?: number;
+  readonly length?: number;
+  readonly message: string;
+}
+
+export interface VerifyResult {
+  readonly destination: string;
+  readonly description: string;
+  readonly backup: string;
+  readonly level: VerifyLevel;
+  /** ok: intact; damaged: see `damage`; incomplete: no valid manifest; error: could not check. */
+  readonly status: 'ok' | 'damaged' | 'incomplete' | 'error';
+  readonly filesChecked: number;
+  readonly bytesChecked: number;
+  readonly damage: readonly Damage[];
+  readonly message?: string;
+}
+
+export interface VerifyOptions {
+  readonly driver: Driver;
+  readonly backup: string;
+  readonly level: VerifyLevel;
+  /** Files checked at once. @default 4 */
+  readonly concurrency?: number;
+  /** Only these manifest paths (audits check samples); all when omitted. */
+  readonly only?: (file: ManifestFile) => boolean;
+  readonly signal?: AbortSignal;
+  readonly onBytes?: (bytes: number) => void;
+}
+
+/** Reads one file back and compares its chunk hashes with the manifest. */
+async function deepCheck(driver: Driver, key: string, file: ManifestFile, chunkBytes: number, options: VerifyOptions): Promise<Damage | undefined> {
+  const hasher = await getHasher();
+  const whole = hasher.create();
+  let index = 0;
+  const stream = await driver.openRead(key, { signal: options.signal });
+  for await (const chunk of chunksOf(stream, file.size, chunkBytes, `${driver.name}: ${key}`, options.signal)) {
+    whole.update(chunk);
+    const actual = hasher.hash(chunk);
+    if (actual !== file.chunks[index]) {
+      const offset = index * chunkBytes;
+      return {
+        path: file.path, problem: 'chunk', chunk: index, offset, length: chunk.length,
+        message: `${file.path}: chunk ${index} (bytes ${offset}..${offset + chunk.length - 1}) differs: expected ${file.chunks[index]}, found ${actual}`,
+      };
+    }
+    options.onBytes?.(chunk.length);
+    index++;
+  }
+  const actual = whole.digest();
+  if (actual !== file.hash) return { path: file.path, problem: 'hash', message: `${file.path}: file hash ${actual}, manifest says ${file.hash}` };
+  return undefined;
+}
+
+/** Verifies one destination copy. Never throws for damage; throws only when aborted. */
+export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> {
+  const { driver, backup, level } = options;
+  const base = { destination: driver.name, description: driver.description, backup, level };
+  let manifest: Manifest | undefined;
+  try {
+    manifest = await readManifestAt(driver, manifestKey(backup), { signal: options.signal });
+  } catch (err) {
+    if (errorKind(err) === 'integrity') {
+      return { ...base, status: 'damaged', filesChecked: 0, bytesChecked: 0, damage: [{ path: `${OFFSITE_DIR}/manifest.json`, problem: 'hash', message: errorMessage(err) }] };
+    }
+    return { ...base, status: 'error', filesChecked: 0, bytesChecked: 0, damage: [], message: errorMessage(err) };
+  }
+  if (!manifest) {
+    return { ...base, status: 'incomplete', filesChecked: 0, bytesChecked: 0, damage: [], message: `${driver.name}: no manifest for ${backup}: the copy is absent or incomplete; run offsite replicate ${backup} --to ${driver.name}` };
+  }
+  const files = options.only ? manifest.files.filter(options.only) : manifest.files;
+  const present = new Map<string, { size: number; hash?: string }>();
+  try {
+    for await (const entry of driver.list(`${backup}/`, { signal: options.signal })) present.set(entry.key, { size: entry.size, hash: entry.hash });
+  } catch (err) {
+    return { ...base, status: 'error', filesChecked: 0, bytesChecked: 0, damage: [], message: errorMessage(err) };
+  }
+  const damage: Damage[] = [];
+  let bytesChecked = 0;
+  let failure: unknown;
+  const queue = new PQueue({ concurrency: options.concurrency ?? 4 });
+  for (const file of files) {
+    await queue.onSizeLessThan(queue.concurrency);
+    void queue.add(async () => {
+      if (failure !== undefined) return;
+      const key = `${backup}/${file.path}`;
+      const there = present.get(key);
+      if (!there) { damage.push({ path: file.path, problem: 'missing', message: `${file.path}: missing` }); return; }
+      if (there.size !== file.size) { damage.push({ path: file.path, problem: 'size', message: `${file.path}: ${there.size} bytes, manifest says ${file.size}` }); return; }
+      try {
+        if (driver.capabilities.storedHash) {
+          const stored = there.hash ?? (await driver.stat(key, { signal: options.signal }))?.hash;
+          if (stored !== undefined && stored !== file.hash) {
+            damage.push({ path: file.path, problem: 'hash', message: `${file.path}: stored hash ${stored}, manifest says ${file.hash}` });
+            return;
+          }
+        }
+        if (level === 'deep') {
+          const found = await deepCheck(driver, key, file, manifest.chunkBytes, options);
+          if (found) damage.push(found);
+          else bytesChecked += file.size;
+        }
+      } catch (err) {
+        if (errorKind(err) === 'integrity' || errorKind(err) === 'not-found') damage.push({ path: file.path, problem: 'unreadable', message: `${file.path}: ${errorMessage(err)}` });
+        else failure ??= err;
+      }
+    });
+  }
+  await queue.onIdle();
+  damage.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  if (failure !== undefined) {
+    if (errorKind(failure) === 'fatal' && failure instanceof OffsiteError && failure.code === 'E_ABORTED') throw failure;
+    return { ...base, status: 'error', filesChecked: files.length, bytesChecked, damage, message: errorMessage(failure) };
+  }
+  return { ...base, status: damage.length > 0 ? 'damaged' : 'ok', filesChecked: files.length, bytesChecked, damage };
+}
