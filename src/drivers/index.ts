@@ -7,6 +7,7 @@ import type { Driver, DriverFactory } from './types.js';
 
 const factories: Record<string, () => Promise<DriverFactory>> = {
   local: async () => (await import('./local/index.js')).createLocalDriver,
+  s3: async () => (await import('./s3/index.js')).createS3Driver,
   sftp: async () => (await import('./sftp/index.js')).createSftpDriver,
 };
 

@@ -3,6 +3,8 @@
  * starts its server on 127.0.0.1, returns the environment variables its tests read, and stops
  * exactly the processes it started, by PID.
  */
+import { rgwServer } from './rgw.js';
+
 export interface ServerHandle {
   /** Variables handed to the test processes (connection facts, never printed secrets). */
   readonly env: Record<string, string>;
@@ -19,3 +21,4 @@ export interface ServerSpec {
 }
 
 export const servers: ServerSpec[] = [];
+servers.push(rgwServer);

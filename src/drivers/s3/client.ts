@@ -1,0 +1,243 @@
+/**
+ * `ObjectStore` on the AWS SDK v3 (@aws-sdk/client-s3): the requests of the `s3` driver.
+ *
+ * - No retries here (`maxAttempts: 1`): retry is a wrapper around drivers, driven by error kinds.
+ * - Timeouts that really fire: NodeHttpHandler with `throwOnRequestTimeout` (without it a
+ *   blackholed request only logs a warning and hangs for about a minute).
+ * - Flexible checksums only where the vendor table says the server supports them; every upload
+ *   still carries `Content-MD5`, which every S3 implementation verifies.
+ * - Storage class is applied to final objects (PutObject, CopyObject) but never to multipart
+ *   uploads: those are completed under a temp key and then copied, and a GLACIER/DEEP_ARCHIVE
+ *   temp object could not be copied without a restore.
+ */
+import {
+  AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CopyObjectCommand, CreateMultipartUploadCommand, DeleteObjectCommand,
+  GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand,
+  PutObjectCommand, S3Client, UploadPartCommand, UploadPartCopyCommand, type ServerSideEncryption, type StorageClass,
+} from '@aws-sdk/client-s3';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import { Readable } from 'node:stream';
+import { describeAwsError, type S3Failure } from './errors.js';
+import type { S3Options } from './options.js';
+import type { ObjectStore, OpenUpload, StoredObject, StoredPart } from './store.js';
+
+/** Strips quotes and lower-cases an ETag (`"ABC"` -> `abc`). */
+export function cleanEtag(etag: string | undefined): string {
+  return (etag ?? '').replace(/"/g, '').toLowerCase();
+}
+
+/** Bytes per UploadPartCopy request in a multipart copy: big, but under 5 GiB and 10,000 parts. */
+export function copyPartBytes(size: number, maxParts: number): number {
+  return Math.max(512 * 1024 * 1024, Math.ceil(size / maxParts));
+}
+
+/** What an AWS SDK client needs from the options; the `minio` driver builds the same from milvus-backup's keys. */
+export type AwsStoreOptions = Pick<S3Options, 'endpoint' | 'region' | 'bucket' | 'forcePathStyle' | 'credentials' | 'storageClass' | 'sse' | 'sseKmsKeyId'
+  | 'requestChecksumCalculation' | 'responseChecksumValidation' | 'connectTimeoutMs' | 'requestTimeoutMs' | 'maxConcurrency' | 'multipartCopyThresholdBytes' | 'maxParts'>;
+
+export class AwsStore implements ObjectStore {
+  readonly endpoint: string;
+  readonly bucket: string;
+  readonly #client: S3Client;
+  readonly #options: AwsStoreOptions;
+
+  constructor(options: AwsStoreOptions) {
+    this.#options = options;
+    this.bucket = options.bucket;
+    this.endpoint = options.endpoint ?? `AWS S3 (${options.region})`;
+    const agentOptions = { keepAlive: true, maxSockets: Math.max(options.maxConcurrency * 2, 16) };
+    this.#client = new S3Client({
+      ...(options.endpoint !== undefined ? { endpoint: options.endpoint } : {}),
+      region: options.region,
+      forcePathStyle: options.forcePathStyle,
+      ...(options.credentials !== undefined ? { credentials: options.credentials } : {}),
+      requestChecksumCalculation: options.requestChecksumCalculation,
+      responseChecksumValidation: options.responseChecksumValidation,
+      maxAttempts: 1,
+      requestHandler: new NodeHttpHandler({
+        connectionTimeout: options.connectTimeoutMs,
+        requestTimeout: options.requestTimeoutMs,
+        socketTimeout: options.requestTimeoutMs,
+        throwOnRequestTimeout: true,
+        httpAgent: new HttpAgent(agentOptions),
+        httpsAgent: new HttpsAgent(agentOptions),
+      }),
+    });
+  }
+
+  #encryption(): { ServerSideEncryption?: ServerSideEncryption; SSEKMSKeyId?: string } {
+    const { sse, sseKmsKeyId } = this.#options;
+    return {
+      ...(sse !== undefined ? { ServerSideEncryption: sse as ServerSideEncryption } : {}),
+      ...(sseKmsKeyId !== undefined ? { SSEKMSKeyId: sseKmsKeyId } : {}),
+    };
+  }
+
+  #storageClass(): { StorageClass?: StorageClass } {
+    return this.#options.storageClass !== undefined ? { StorageClass: this.#options.storageClass as StorageClass } : {};
+  }
+
+  async head(key: string, signal?: AbortSignal): Promise<StoredObject | undefined> {
+    try {
+      const out = await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
+      return { key, size: out.ContentLength ?? 0, mtimeMs: out.LastModified?.getTime() ?? 0, metadata: out.Metadata ?? {} };
+    } catch (err) {
+      const failure = describeAwsError(err);
+      if (failure.status === 404 || failure.code === 'NotFound' || failure.code === 'NoSuchKey') return undefined;
+      throw err;
+    }
+  }
+
+  async bucketExists(signal?: AbortSignal): Promise<boolean> {
+    try {
+      await this.#client.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: signal });
+      return true;
+    } catch (err) {
+      const failure = describeAwsError(err);
+      if (failure.status === 404 || failure.code === 'NotFound' || failure.code === 'NoSuchBucket') return false;
+      throw err;
+    }
+  }
+
+  async get(key: string, start: number, end: number | undefined, signal?: AbortSignal): Promise<Readable> {
+    const range = start === 0 && end === undefined ? undefined : `bytes=${start}-${end === undefined ? '' : end - 1}`;
+    const out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(range ? { Range: range } : {}) }), { abortSignal: signal });
+    const body = out.Body;
+    if (body instanceof Readable) return body;
+    if (body === undefined) return Readable.from([]);
+    return Readable.fromWeb((body as { transformToWebStream(): ReadableStream }).transformToWebStream() as never);
+  }
+
+  async *list(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject> {
+    let token: string | undefined;
+    do {
+      const out = await this.#client.send(new ListObjectsV2Command({
+        Bucket: this.bucket, Prefix: prefix, MaxKeys: pageSize, ...(token ? { ContinuationToken: token } : {}),
+      }), { abortSignal: signal });
+      for (const item of out.Contents ?? []) {
+        if (item.Key === undefined) continue;
+        yield { key: item.Key, size: item.Size ?? 0, mtimeMs: item.LastModified?.getTime() ?? 0 };
+      }
+      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    await this.#client.send(new PutObjectCommand({
+      Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ContentMD5: md5Base64, Metadata: metadata,
+      ...this.#storageClass(), ...this.#encryption(),
+    }), { abortSignal: signal });
+  }
+
+  async createUpload(key: string, signal?: AbortSignal): Promise<string> {
+    const out = await this.#client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ...this.#encryption() }), { abortSignal: signal });
+    if (!out.UploadId) throw Object.assign(new Error('CreateMultipartUpload returned no UploadId'), { $metadata: { httpStatusCode: 500 } });
+    return out.UploadId;
+  }
+
+  async *listUploads(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<OpenUpload> {
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      const out = await this.#client.send(new ListMultipartUploadsCommand({
+        Bucket: this.bucket, Prefix: prefix, MaxUploads: pageSize,
+        ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}), ...(uploadIdMarker !== undefined ? { UploadIdMarker: uploadIdMarker } : {}),
+      }), { abortSignal: signal });
+      for (const upload of out.Uploads ?? []) {
+        if (upload.Key === undefined || upload.UploadId === undefined) continue;
+        yield { key: upload.Key, uploadId: upload.UploadId, initiatedMs: upload.Initiated?.getTime() ?? 0 };
+      }
+      if (!out.IsTruncated) break;
+      keyMarker = out.NextKeyMarker;
+      uploadIdMarker = out.NextUploadIdMarker;
+    } while (keyMarker !== undefined);
+  }
+
+  async *listParts(key: string, uploadId: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredPart> {
+    let marker: string | undefined;
+    do {
+      const out = await this.#client.send(new ListPartsCommand({
+        Bucket: this.bucket, Key: key, UploadId: uploadId, MaxParts: pageSize, ...(marker !== undefined ? { PartNumberMarker: marker } : {}),
+      }), { abortSignal: signal });
+      for (const part of out.Parts ?? []) {
+        if (part.PartNumber === undefined) continue;
+        yield { partNumber: part.PartNumber, size: part.Size ?? 0, etag: cleanEtag(part.ETag) };
+      }
+      marker = out.IsTruncated ? out.NextPartNumberMarker : undefined;
+    } while (marker !== undefined);
+  }
+
+  async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, md5Base64: string, signal?: AbortSignal): Promise<string> {
+    const out = await this.#client.send(new UploadPartCommand({
+      Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length, ContentMD5: md5Base64,
+    }), { abortSignal: signal });
+    return cleanEtag(out.ETag);
+  }
+
+  async completeUpload(key: string, uploadId: string, parts: ReadonlyArray<{ partNumber: number; etag: string }>, signal?: AbortSignal): Promise<void> {
+    await this.#client.send(new CompleteMultipartUploadCommand({
+      Bucket: this.bucket, Key: key, UploadId: uploadId,
+      MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: `"${p.etag}"` })) },
+    }), { abortSignal: signal });
+  }
+
+  async abortUpload(key: string, uploadId: string, signal?: AbortSignal): Promise<void> {
+    try {
+      await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }), { abortSignal: signal });
+    } catch (err) {
+      const failure = describeAwsError(err);
+      if (failure.code === 'NoSuchUpload' || failure.status === 404) return;
+      throw err;
+    }
+  }
+
+  async copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    const source = `${this.bucket}/${encodeURIComponent(fromKey).replace(/%2F/g, '/')}`;
+    if (size <= this.#options.multipartCopyThresholdBytes) {
+      await this.#client.send(new CopyObjectCommand({
+        Bucket: this.bucket, Key: toKey, CopySource: source, MetadataDirective: 'REPLACE', Metadata: metadata,
+        ...this.#storageClass(), ...this.#encryption(),
+      }), { abortSignal: signal });
+      return;
+    }
+    const created = await this.#client.send(new CreateMultipartUploadCommand({
+      Bucket: this.bucket, Key: toKey, Metadata: metadata, ...this.#storageClass(), ...this.#encryption(),
+    }), { abortSignal: signal });
+    const uploadId = created.UploadId as string;
+    try {
+      const step = copyPartBytes(size, this.#options.maxParts);
+      const count = Math.ceil(size / step);
+      const etags: string[] = new Array<string>(count);
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        for (let index = next++; index < count; index = next++) {
+          const first = index * step;
+          const last = Math.min(size, first + step) - 1;
+          const out = await this.#client.send(new UploadPartCopyCommand({
+            Bucket: this.bucket, Key: toKey, UploadId: uploadId, PartNumber: index + 1, CopySource: source, CopySourceRange: `bytes=${first}-${last}`,
+          }), { abortSignal: signal });
+          etags[index] = cleanEtag(out.CopyPartResult?.ETag);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(4, count) }, worker));
+      await this.completeUpload(toKey, uploadId, etags.map((etag, i) => ({ partNumber: i + 1, etag })), signal);
+    } catch (err) {
+      await this.abortUpload(toKey, uploadId).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async delete(key: string, signal?: AbortSignal): Promise<void> {
+    await this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
+  }
+
+  describeError(err: unknown): S3Failure {
+    return describeAwsError(err);
+  }
+
+  close(): void {
+    this.#client.destroy();
+  }
+}

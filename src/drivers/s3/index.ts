@@ -1,0 +1,28 @@
+/** The `s3` driver's factory: AWS S3 or any S3-compatible service, on the AWS SDK v3. */
+import type { DriverFactory } from '../types.js';
+import { AwsStore } from './client.js';
+import { ObjectDriver } from './driver.js';
+import { parseS3Options, type S3Options } from './options.js';
+
+export { ObjectDriver, HASH_METADATA, tempKeyOf } from './driver.js';
+export { parseS3Options, type S3Options } from './options.js';
+export { AwsStore } from './client.js';
+
+/** `s3://bucket/prefix @ endpoint`: where the driver points, without credentials. */
+export function describeS3(options: Pick<S3Options, 'bucket' | 'prefix' | 'endpoint' | 'region'>): string {
+  return `s3://${options.bucket}/${options.prefix} @ ${options.endpoint ?? `AWS S3 (${options.region})`}`;
+}
+
+/** Builds an `s3` driver from its options. No IO. */
+export function createS3DriverFromOptions(name: string, options: S3Options): ObjectDriver {
+  return new ObjectDriver(name, new AwsStore(options), {
+    prefix: options.prefix,
+    description: describeS3(options),
+    maxConcurrency: options.maxConcurrency,
+    maxParts: options.maxParts,
+    listPageSize: options.listPageSize,
+  });
+}
+
+/** Validates the section and builds the driver. No IO: a missing bucket shows at the first request. */
+export const createS3Driver: DriverFactory = async (name, section) => createS3DriverFromOptions(name, parseS3Options(name, section));

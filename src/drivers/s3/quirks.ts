@@ -1,0 +1,55 @@
+/**
+ * What differs between S3 implementations, as data (like rclone's backend/s3/provider table).
+ * The driver picks the first row whose `host` matches the endpoint's host name; explicit options
+ * in the config always win over a row.
+ */
+
+export type ChecksumMode = 'WHEN_REQUIRED' | 'WHEN_SUPPORTED';
+
+export interface Vendor {
+  readonly name: string;
+  /** Matched against the endpoint's host name; `undefined` matches "no endpoint" (AWS). */
+  readonly host?: RegExp;
+  /**
+   * The SDK's flexible checksums (CRC32 headers, aws-chunked bodies). Only AWS supports them
+   * everywhere; Ceph RGW (streamed PutObject gets 411), R2, B2, older MinIO, OSS, COS refuse or
+   * mishandle them. Integrity is still checked on every upload with Content-MD5.
+   */
+  readonly checksums: ChecksumMode;
+  /** Path-style URLs (`endpoint/bucket/key`): what self-hosted servers expect. */
+  readonly forcePathStyle: boolean;
+  /** Most parts in one multipart upload. */
+  readonly maxParts: number;
+  /** Region to sign with when the config gives none. */
+  readonly region?: string;
+}
+
+const S3_MAX_PARTS = 10_000;
+
+export const VENDORS: readonly Vendor[] = [
+  { name: 'AWS', host: /(^|\.)amazonaws\.com(\.cn)?$/i, checksums: 'WHEN_SUPPORTED', forcePathStyle: false, maxParts: S3_MAX_PARTS },
+  // Scaleway accepts only 1000 parts per upload (tus-node-server #711).
+  { name: 'Scaleway', host: /\.scw\.cloud$/i, checksums: 'WHEN_REQUIRED', forcePathStyle: false, maxParts: 1000 },
+  { name: 'Cloudflare R2', host: /\.r2\.cloudflarestorage\.com$/i, checksums: 'WHEN_REQUIRED', forcePathStyle: true, maxParts: S3_MAX_PARTS, region: 'auto' },
+  { name: 'Backblaze B2', host: /\.backblazeb2\.com$/i, checksums: 'WHEN_REQUIRED', forcePathStyle: false, maxParts: S3_MAX_PARTS },
+  { name: 'Wasabi', host: /\.wasabisys\.com$/i, checksums: 'WHEN_REQUIRED', forcePathStyle: false, maxParts: S3_MAX_PARTS },
+  // Anything else (Ceph RGW, MinIO, on-premises appliances): the conservative settings.
+  { name: 'S3-compatible', checksums: 'WHEN_REQUIRED', forcePathStyle: true, maxParts: S3_MAX_PARTS },
+];
+
+/** The vendor row for an endpoint URL (`undefined` = AWS's own default endpoint). */
+export function vendorFor(endpoint: string | undefined): Vendor {
+  if (endpoint === undefined) return VENDORS[0] as Vendor;
+  const host = new URL(endpoint).hostname;
+  return VENDORS.find((v) => v.host?.test(host)) ?? (VENDORS[VENDORS.length - 1] as Vendor);
+}
+
+/**
+ * Facts that hold for every implementation we support, kept here so that the numbers are in
+ * one place: parts of 5 MiB .. 5 GiB (the last part may be smaller), 5 GiB per CopyObject.
+ */
+export const S3_LIMITS = {
+  minPartBytes: 5 * 1024 * 1024,
+  maxPartBytes: 5 * 1024 * 1024 * 1024,
+  maxCopyObjectBytes: 5 * 1024 * 1024 * 1024,
+} as const;

@@ -1,0 +1,76 @@
+/**
+ * The few S3 operations the object driver (./driver.ts) needs, as a small interface with two
+ * implementations: ./client.ts on the AWS SDK (the `s3` driver) and ../minio/client.ts on the
+ * `minio` client (the `minio` driver). Keys here are full object keys inside the bucket (the
+ * driver adds its prefix). Methods throw their SDK's raw errors; the driver classifies them
+ * with `describeError` + the shared table in ./errors.ts, so that both drivers report the same
+ * kinds and messages.
+ */
+import type { Readable } from 'node:stream';
+import type { S3Failure } from './errors.js';
+
+/** An object as listed or HEADed. */
+export interface StoredObject {
+  readonly key: string;
+  readonly size: number;
+  readonly mtimeMs: number;
+  /** User metadata (lower-case names without `x-amz-meta-`); only from `head`. */
+  readonly metadata?: Readonly<Record<string, string>>;
+}
+
+/** An open (not completed, not aborted) multipart upload. */
+export interface OpenUpload {
+  readonly key: string;
+  readonly uploadId: string;
+  /** When it was created, ms since the epoch (0 when the server does not say). */
+  readonly initiatedMs: number;
+}
+
+/** One part already stored in an open multipart upload. */
+export interface StoredPart {
+  /** 1-based, as in S3. */
+  readonly partNumber: number;
+  readonly size: number;
+  /** The part's ETag without quotes, lower case: the hex MD5 of its bytes on every S3 we know. */
+  readonly etag: string;
+}
+
+export interface ObjectStore {
+  /** Where requests go, for messages (`http://127.0.0.1:7480`, `AWS S3 (eu-central-1)`). No secrets. */
+  readonly endpoint: string;
+  readonly bucket: string;
+  /** The object's size, mtime and metadata, or `undefined` when there is no such key (404). */
+  head(key: string, signal?: AbortSignal): Promise<StoredObject | undefined>;
+  /** Whether the bucket exists (HeadBucket). Throws for auth/network errors. */
+  bucketExists(signal?: AbortSignal): Promise<boolean>;
+  /** The bytes of `key` from `start` to `end` (exclusive; to the end when omitted). */
+  get(key: string, start: number, end: number | undefined, signal?: AbortSignal): Promise<Readable>;
+  /** Every object whose key starts with `prefix`, page by page (`pageSize` keys per request). */
+  list(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject>;
+  /**
+   * One PutObject with `Content-MD5` (base64) so the server rejects corrupted bytes, user
+   * `metadata`, and the configured storage class and encryption.
+   */
+  put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal): Promise<void>;
+  /** CreateMultipartUpload with the configured encryption (never a storage class: see driver.ts). */
+  createUpload(key: string, signal?: AbortSignal): Promise<string>;
+  /** Open multipart uploads whose key starts with `prefix`, all pages. */
+  listUploads(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<OpenUpload>;
+  /** The parts of one open upload, all pages, in part-number order. */
+  listParts(key: string, uploadId: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredPart>;
+  /** UploadPart with `Content-MD5`; returns the part's ETag (unquoted, lower case). */
+  uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, md5Base64: string, signal?: AbortSignal): Promise<string>;
+  completeUpload(key: string, uploadId: string, parts: ReadonlyArray<{ partNumber: number; etag: string }>, signal?: AbortSignal): Promise<void>;
+  /** Resolves when the upload is already gone (NoSuchUpload). */
+  abortUpload(key: string, uploadId: string, signal?: AbortSignal): Promise<void>;
+  /**
+   * Server-side copy of `fromKey` (of `size` bytes) onto `toKey` with exactly `metadata` and the
+   * configured storage class and encryption; multipart copy above the single-copy limit.
+   */
+  copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal): Promise<void>;
+  /** DeleteObject; resolves when the key is already gone. */
+  delete(key: string, signal?: AbortSignal): Promise<void>;
+  /** Extracts what the shared classification needs from one of this SDK's errors. */
+  describeError(err: unknown): S3Failure;
+  close(): void;
+}

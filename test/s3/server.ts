@@ -1,0 +1,111 @@
+/**
+ * How the S3 and MinIO tests find the Ceph RGW that scripts/run-tests.mjs started
+ * (test/servers/rgw.ts): `OFFSITE_TEST_S3` holds its endpoint and keys. When it is missing the
+ * tests FAIL with the reason from `OFFSITE_TEST_RGW_ERROR`; they skip (loudly) only when
+ * OFFSITE_TEST_ALLOW_SKIP=1 and CI is not set.
+ *
+ * Every test works in a bucket of its own (`freshBucket`), removed with all its objects and open
+ * uploads by `removeFreshBuckets` (the gateway keeps data in RAM, capped at 2 GiB).
+ */
+import {
+  AbortMultipartUploadCommand, CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, ListMultipartUploadsCommand,
+  ListObjectsV2Command, S3Client,
+} from '@aws-sdk/client-s3';
+import { randomUUID } from 'node:crypto';
+import type { S3TestServer } from '../servers/rgw.js';
+
+export type { S3TestServer };
+
+/** The running server, or why there is none (`skip` = allowed to skip). */
+export function testServer(): { server: S3TestServer } | { error: string; skip: boolean } {
+  const raw = process.env['OFFSITE_TEST_S3'];
+  if (raw) return { server: JSON.parse(raw) as S3TestServer };
+  const reason = process.env['OFFSITE_TEST_RGW_ERROR'] ?? 'OFFSITE_TEST_S3 is not set: run the tests through scripts/run-tests.mjs, which starts Ceph RGW';
+  const skip = process.env['OFFSITE_TEST_ALLOW_SKIP'] === '1' && !process.env['CI'];
+  if (skip) console.error(`# SKIPPING S3 tests: no RGW: ${reason}`);
+  return { error: `no Ceph RGW for the S3 tests: ${reason}`, skip };
+}
+
+/** The server, or throws the reason (so that the calling test fails with it). */
+export function requireServer(): S3TestServer {
+  const found = testServer();
+  if ('server' in found) return found.server;
+  throw new Error(found.error);
+}
+
+/** `{ skipReason }` for runConformance when skipping is allowed, else `{}`. */
+export function skipOptions(): { skipReason?: string } {
+  const found = testServer();
+  return 'skip' in found && found.skip ? { skipReason: found.error } : {};
+}
+
+/** A plain SDK client for test set-up and for looking behind the driver's back. */
+export function adminClient(server: S3TestServer): S3Client {
+  return new S3Client({
+    endpoint: server.endpoint,
+    region: server.region,
+    forcePathStyle: true,
+    credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+}
+
+/** A `type: s3` section for the test server; `overrides` replace or (with `undefined`) drop keys. */
+export function s3Section(server: S3TestServer, bucket: string, overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  const section: Record<string, unknown> = {
+    type: 's3',
+    endpoint: server.endpoint,
+    region: server.region,
+    bucket,
+    accessKeyId: server.accessKeyId,
+    secretAccessKey: server.secretAccessKey,
+    connectTimeoutMs: 5000,
+    requestTimeoutMs: 30_000,
+    ...overrides,
+  };
+  for (const [key, value] of Object.entries(section)) if (value === undefined) delete section[key];
+  return section;
+}
+
+const made = new Set<string>();
+
+/** Creates a new, empty bucket and remembers it for `removeFreshBuckets`. */
+export async function freshBucket(server: S3TestServer, label: string): Promise<string> {
+  const bucket = `${label}-${randomUUID()}`.toLowerCase().slice(0, 63);
+  const client = adminClient(server);
+  try {
+    await client.send(new CreateBucketCommand({ Bucket: bucket }));
+  } finally {
+    client.destroy();
+  }
+  made.add(bucket);
+  return bucket;
+}
+
+/** Empties (objects and open uploads) and deletes one bucket. */
+export async function removeBucket(client: S3Client, bucket: string): Promise<void> {
+  for (;;) {
+    const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+    for (const u of uploads.Uploads ?? []) await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }));
+    const objects = await client.send(new ListObjectsV2Command({ Bucket: bucket }));
+    await Promise.all((objects.Contents ?? []).map((o) => client.send(new DeleteObjectCommand({ Bucket: bucket, Key: o.Key }))));
+    if (!uploads.IsTruncated && !objects.IsTruncated) break;
+  }
+  await client.send(new DeleteBucketCommand({ Bucket: bucket }));
+}
+
+/** Removes every bucket `freshBucket` made. Never throws (cleanup must not hide a test's failure). */
+export async function removeFreshBuckets(): Promise<void> {
+  const found = testServer();
+  if (!('server' in found)) return;
+  const client = adminClient(found.server);
+  try {
+    for (const bucket of [...made]) {
+      made.delete(bucket);
+      await removeBucket(client, bucket).catch((err: unknown) => console.error(`# could not remove test bucket ${bucket}: ${String(err)}`));
+    }
+  } finally {
+    client.destroy();
+  }
+}
