@@ -66,7 +66,7 @@ export interface GenerateOptions {
   maxSegmentGroupBytes?: number;
   /** Remove an existing `root/name/` first instead of refusing. @default false */
   overwrite?: boolean;
-  /** Files written concurrently. @default 8 */
+  /** Files written concurrently. @default 16 */
   concurrency?: number;
 }
 
@@ -97,7 +97,7 @@ export interface GenerateResult {
     segments: string[];
     /** L0 segments (partition -1 and, for head, one on a real partition). */
     l0Segments: string[];
-    /** Log IDs of the first binlog written, e.g. to find it in meta. */
+    /** Log ID of the first insert binlog of the first segment, e.g. to find it in meta. */
     firstLogId: string;
     /** The backup task UUID (`id` in backup_meta.json). */
     backup: string;
@@ -720,6 +720,7 @@ class ContentSource {
   }
 }
 
+/** Writes one planned file (streamed in WRITE_BUFFER pieces) and sets its mtime. */
 async function writeFilePlan(dir: string, file: FilePlan, source: ContentSource, mtime: Date, dirs: Set<string>): Promise<void> {
   const path = join(dir, ...file.rel.split('/'));
   const parent = dirname(path);
@@ -806,7 +807,7 @@ export async function generateBackup(options: GenerateOptions): Promise<Generate
   let bytes = 0;
 
   // Data first, meta last (in the version's write order), as milvus-backup does.
-  await pool(plan.files, options.concurrency ?? 8, async (file) => {
+  await pool(plan.files, options.concurrency ?? 16, async (file) => {
     await writeFilePlan(dir, file, source, mtime, dirs);
     files++;
     bytes += file.size;

@@ -112,6 +112,7 @@ const META_ORDER = [
  * Lists `name/` once, reads only its meta files.
  */
 export async function inspectBackup(source: Driver, name: string, options: InspectOptions = {}): Promise<BackupInspection> {
+  throwIfAborted(options.signal, `inspecting ${name}`);
   if (!isSafeFolderName(name)) {
     throw new BackupError('E_BACKUP_NAME', `${JSON.stringify(name)} cannot be a backup name (milvus-backup names use letters, digits and _)`);
   }
@@ -133,6 +134,7 @@ export async function inspectBackup(source: Driver, name: string, options: Inspe
  * or incomplete): it is what a failed or running backup looks like.
  */
 export async function listBackups(source: Driver, options: InspectOptions = {}): Promise<BackupInspection[]> {
+  throwIfAborted(options.signal, 'listing backups');
   const groups = new Map<string, Entry[]>();
   for await (const entry of source.list('', { signal: options.signal })) {
     const slash = entry.key.indexOf('/');
@@ -178,6 +180,7 @@ function byCodeUnits(a: string, b: string): number {
 export async function inspectListing(
   source: Driver, name: string, entries: Iterable<Entry>, options: InspectOptions = {},
 ): Promise<BackupInspection> {
+  throwIfAborted(options.signal, `inspecting ${name}`);
   const prefix = `${name}/`;
   const quietPeriodMs = options.quietPeriodMs ?? DEFAULT_QUIET_PERIOD_MS;
   const files: BackupFile[] = [];
