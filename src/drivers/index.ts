@@ -8,6 +8,7 @@ import type { Driver, DriverFactory } from './types.js';
 const factories: Record<string, () => Promise<DriverFactory>> = {
   local: async () => (await import('./local/index.js')).createLocalDriver,
   s3: async () => (await import('./s3/index.js')).createS3Driver,
+  minio: async () => (await import('./minio/index.js')).createMinioDriver,
   sftp: async () => (await import('./sftp/index.js')).createSftpDriver,
 };
 

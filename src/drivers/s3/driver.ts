@@ -39,7 +39,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { AbortedError, DriverError, KeyError, OffsiteError, throwIfAborted } from '../../errors.js';
 import { checkKey, checkPrefix, partCount, partRange } from '../keys.js';
 import type { Capabilities, CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
-import { classifyS3Error } from './errors.js';
+import { classifyS3Error, type S3Failure } from './errors.js';
 import { S3_LIMITS } from './quirks.js';
 import type { ObjectStore, StoredObject, StoredPart } from './store.js';
 
@@ -115,10 +115,15 @@ export class ObjectDriver implements Driver {
   }
 
   /** Classifies an SDK error with this driver's name, bucket and endpoint. */
-  fail(err: unknown, action: string, fullKey?: string): OffsiteError {
-    return classifyS3Error(err, this.#store.describeError(err), {
+  fail(err: unknown, action: string, fullKey?: string, failure: S3Failure = this.#store.describeError(err)): OffsiteError {
+    return classifyS3Error(err, failure, {
       driver: this.name, action, bucket: this.#store.bucket, endpoint: this.#store.endpoint, ...(fullKey !== undefined ? { key: fullKey } : {}),
     });
+  }
+
+  /** An error of the S3 code `code` that no SDK raised (e.g. a HEAD that found nothing). */
+  #failWith(code: 'NoSuchKey' | 'NoSuchBucket', action: string, fullKey: string): OffsiteError {
+    return this.fail(undefined, action, fullKey, { code, status: 404, message: code });
   }
 
   #checkOpen(signal: AbortSignal | undefined, what: string): void {
@@ -130,7 +135,7 @@ export class ObjectDriver implements Driver {
   async #checkBucket(signal: AbortSignal | undefined, fullKey: string): Promise<void> {
     if (this.#bucketChecked) return;
     if (!(await this.#store.bucketExists(signal))) {
-      throw this.fail(Object.assign(new Error('NoSuchBucket'), { name: 'NoSuchBucket', $metadata: { httpStatusCode: 404 } }), 'check bucket', fullKey);
+      throw this.#failWith('NoSuchBucket', 'check bucket', fullKey);
     }
     this.#bucketChecked = true;
   }
@@ -233,7 +238,7 @@ export class ObjectDriver implements Driver {
   }
 
   #notFound(full: string, action: string): OffsiteError {
-    return this.fail(Object.assign(new Error('NoSuchKey'), { name: 'NoSuchKey', $metadata: { httpStatusCode: 404 } }), action, full);
+    return this.#failWith('NoSuchKey', action, full);
   }
 
   #guard(body: Readable, full: string, signal: AbortSignal | undefined): Readable {

@@ -1,0 +1,204 @@
+/**
+ * `ObjectStore` on the `minio` client: the requests of the `minio` driver. The shared object
+ * driver (../s3/driver.ts) does the rest, so `minio` and `s3` behave the same.
+ *
+ * The minio client has no AbortSignal and no request timeout that fails a request (its
+ * `timeout` request option only emits an event), so every call here races the signal and a
+ * `requestTimeoutMs` deadline (`#guard`): the caller gets a prompt `AbortedError` or a
+ * `retryable` timeout, while the abandoned request dies with its socket. PutObject goes through
+ * `makeRequestAsync` so that it carries `Content-MD5` and our metadata exactly as we set them.
+ */
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import type { Readable } from 'node:stream';
+import { Client, CopyDestinationOptions, CopySourceOptions } from 'minio';
+import { cleanEtag } from '../s3/client.js';
+import type { S3Failure } from '../s3/errors.js';
+import { describeMinioError } from './errors.js';
+import type { ObjectStore, OpenUpload, StoredObject, StoredPart } from '../s3/store.js';
+import type { MinioOptions } from './options.js';
+
+/** The client, with its (protected) complete ListParts made reachable. */
+class PartsClient extends Client {
+  async allParts(bucket: string, key: string, uploadId: string): Promise<Array<{ part: number; size: number; etag: string }>> {
+    return this.listParts(bucket, key, uploadId);
+  }
+}
+
+interface Deadline {
+  readonly promise: Promise<never>;
+  clear(): void;
+}
+
+export class MinioStore implements ObjectStore {
+  readonly endpoint: string;
+  readonly bucket: string;
+  readonly #client: PartsClient;
+  readonly #options: MinioOptions;
+
+  constructor(options: MinioOptions) {
+    this.#options = options;
+    this.bucket = options.bucketName;
+    this.endpoint = `${options.useSSL ? 'https' : 'http'}://${options.address.includes(':') ? `[${options.address}]` : options.address}:${options.port}`;
+    const agentOptions = { keepAlive: true, maxSockets: Math.max(options.maxConcurrency * 2, 16) };
+    this.#client = new PartsClient({
+      endPoint: options.address,
+      port: options.port,
+      useSSL: options.useSSL,
+      accessKey: options.accessKeyID ?? '',
+      secretKey: options.secretAccessKey ?? '',
+      ...(options.sessionToken !== undefined ? { sessionToken: options.sessionToken } : {}),
+      region: options.region ?? 'us-east-1',
+      pathStyle: true,
+      transportAgent: options.useSSL ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions),
+    });
+  }
+
+  #deadline(ms: number): Deadline {
+    let timer: NodeJS.Timeout | undefined;
+    const promise = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(Object.assign(new Error(`no answer within ${ms} ms`), { timeout: true })), ms);
+    });
+    promise.catch(() => undefined);
+    return { promise, clear: () => clearTimeout(timer) };
+  }
+
+  /** Runs one request against the signal and the request deadline. */
+  async #guard<T>(signal: AbortSignal | undefined, run: () => Promise<T>): Promise<T> {
+    if (signal?.aborted) throw Object.assign(new Error('aborted'), { aborted: true });
+    const deadline = this.#deadline(this.#options.requestTimeoutMs);
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(Object.assign(new Error('aborted'), { aborted: true }));
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+    aborted.catch(() => undefined);
+    const work = run();
+    work.catch(() => undefined);
+    try {
+      return await Promise.race([work, deadline.promise, aborted]);
+    } finally {
+      deadline.clear();
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  async head(key: string, signal?: AbortSignal): Promise<StoredObject | undefined> {
+    try {
+      const stat = await this.#guard(signal, () => this.#client.statObject(this.bucket, key));
+      const metadata: Record<string, string> = {};
+      for (const [name, value] of Object.entries(stat.metaData ?? {})) {
+        if (typeof value === 'string') metadata[name.toLowerCase()] = value;
+      }
+      return { key, size: stat.size, mtimeMs: stat.lastModified.getTime(), metadata };
+    } catch (err) {
+      const failure = describeMinioError(err);
+      if (failure.status === 404 || failure.code === 'NoSuchKey') return undefined;
+      throw err;
+    }
+  }
+
+  async bucketExists(signal?: AbortSignal): Promise<boolean> {
+    return this.#guard(signal, () => this.#client.bucketExists(this.bucket));
+  }
+
+  async get(key: string, start: number, end: number | undefined, signal?: AbortSignal): Promise<Readable> {
+    return this.#guard(signal, () => (start === 0 && end === undefined
+      ? this.#client.getObject(this.bucket, key)
+      : this.#client.getPartialObject(this.bucket, key, start, end === undefined ? undefined : end - start)));
+  }
+
+  async *list(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject> {
+    let token = '';
+    for (;;) {
+      const page = await this.#guard(signal, () => this.#client.listObjectsV2Query(this.bucket, prefix, token, '', pageSize, ''));
+      for (const item of page.objects) {
+        if (!item.name) continue;
+        yield { key: item.name, size: item.size ?? 0, mtimeMs: item.lastModified ? new Date(item.lastModified).getTime() : 0 };
+      }
+      if (!page.isTruncated || !page.nextContinuationToken) return;
+      token = page.nextContinuationToken;
+    }
+  }
+
+  async put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    const headers: Record<string, string> = { 'Content-MD5': md5Base64, 'Content-Length': String(body.length) };
+    for (const [name, value] of Object.entries(metadata)) headers[`x-amz-meta-${name}`] = value;
+    await this.#guard(signal, async () => {
+      const response = await this.#client.makeRequestAsync({ method: 'PUT', bucketName: this.bucket, objectName: key, headers }, Buffer.from(body.buffer, body.byteOffset, body.length), [200]);
+      response.resume();
+    });
+  }
+
+  async createUpload(key: string, signal?: AbortSignal): Promise<string> {
+    return this.#guard(signal, () => this.#client.initiateNewMultipartUpload(this.bucket, key, {}));
+  }
+
+  async *listUploads(prefix: string, _pageSize: number, signal?: AbortSignal): AsyncIterable<OpenUpload> {
+    // The client always asks for pages of 1000 uploads.
+    let keyMarker = '';
+    let uploadIdMarker = '';
+    for (;;) {
+      const page = await this.#guard(signal, () => this.#client.listIncompleteUploadsQuery(this.bucket, prefix, keyMarker, uploadIdMarker, ''));
+      for (const upload of page.uploads) {
+        const initiated = (upload as { initiated?: unknown }).initiated;
+        yield { key: upload.key, uploadId: upload.uploadId, initiatedMs: initiated ? new Date(initiated as string).getTime() : 0 };
+      }
+      if (!page.isTruncated) return;
+      keyMarker = page.nextKeyMarker ?? '';
+      uploadIdMarker = page.nextUploadIdMarker ?? '';
+      if (keyMarker === '' && uploadIdMarker === '') return;
+    }
+  }
+
+  async *listParts(key: string, uploadId: string, _pageSize: number, signal?: AbortSignal): AsyncIterable<StoredPart> {
+    // The client pages through ListParts itself (at most 10,000 small records).
+    const parts = await this.#guard(signal, () => this.#client.allParts(this.bucket, key, uploadId));
+    for (const part of parts.sort((a, b) => a.part - b.part)) yield { partNumber: part.part, size: part.size, etag: cleanEtag(part.etag) };
+  }
+
+  async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, md5Base64: string, signal?: AbortSignal): Promise<string> {
+    const out = await this.#guard(signal, () => this.#client.uploadPart({
+      bucketName: this.bucket, objectName: key, uploadID: uploadId, partNumber, headers: { 'Content-MD5': md5Base64, 'Content-Length': String(body.length) },
+    }, Buffer.from(body.buffer, body.byteOffset, body.length)));
+    return cleanEtag(out.etag);
+  }
+
+  async completeUpload(key: string, uploadId: string, parts: ReadonlyArray<{ partNumber: number; etag: string }>, signal?: AbortSignal): Promise<void> {
+    await this.#guard(signal, () => this.#client.completeMultipartUpload(this.bucket, key, uploadId, parts.map((p) => ({ part: p.partNumber, etag: p.etag }))));
+  }
+
+  async abortUpload(key: string, uploadId: string, signal?: AbortSignal): Promise<void> {
+    try {
+      await this.#guard(signal, () => this.#client.abortMultipartUpload(this.bucket, key, uploadId));
+    } catch (err) {
+      const failure = describeMinioError(err);
+      if (failure.code === 'NoSuchUpload' || failure.status === 404) return;
+      throw err;
+    }
+  }
+
+  async copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    const source = new CopySourceOptions({ Bucket: this.bucket, Object: fromKey });
+    const target = new CopyDestinationOptions({ Bucket: this.bucket, Object: toKey, UserMetadata: metadata, MetadataDirective: 'REPLACE' });
+    // composeObject splits big sources into UploadPartCopy requests.
+    await this.#guard(signal, async () => {
+      if (size <= this.#options.multipartCopyThresholdBytes) await this.#client.copyObject(source, target);
+      else await this.#client.composeObject(target, [source]);
+    });
+  }
+
+  async delete(key: string, signal?: AbortSignal): Promise<void> {
+    await this.#guard(signal, () => this.#client.removeObject(this.bucket, key));
+  }
+
+  describeError(err: unknown): S3Failure {
+    return describeMinioError(err);
+  }
+
+  close(): void {
+    // The keep-alive agent's idle sockets must not keep the process alive.
+    const agent = (this.#client as unknown as { transportAgent?: { destroy?: () => void } }).transportAgent;
+    agent?.destroy?.();
+  }
+}
