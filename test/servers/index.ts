@@ -4,6 +4,7 @@
  * exactly the processes it started, by PID.
  */
 import { rgwServer } from './rgw.js';
+import { sshdServer } from './sshd.js';
 
 export interface ServerHandle {
   /** Variables handed to the test processes (connection facts, never printed secrets). */
@@ -21,4 +22,5 @@ export interface ServerSpec {
 }
 
 export const servers: ServerSpec[] = [];
+servers.push(sshdServer);
 servers.push(rgwServer);

@@ -1,0 +1,250 @@
+/**
+ * SSH connections of the sftp driver: connecting with ssh2-sftp-client (host key checked on
+ * every connect, TCP no-delay set before the handshake), promise wrappers around the raw ssh2
+ * SFTP calls (which keep the numeric SFTP status codes the error classification needs), and a
+ * small lazily-filled pool.
+ */
+import { readFile } from 'node:fs/promises';
+import { connect as netConnect } from 'node:net';
+import SftpClient from 'ssh2-sftp-client';
+import type { ConnectConfig, SFTPWrapper } from 'ssh2';
+import { ConfigError, DriverError, OffsiteError } from '../../errors.js';
+import { classifySftpError, where, type ErrorContext } from './errors.js';
+import { fingerprintOf, judgeHostKey, keyTypeOf, parseKnownHosts, preferredHostKeyAlgorithms, type HostKeyPolicy, type HostKeyVerdict } from './hostkeys.js';
+import type { SftpOptions } from './options.js';
+
+/** Things tests and benchmarks may observe or replace. */
+export interface SftpHooks {
+  /** Receives one-line warnings (insecure host key acceptance). @default writes to stderr */
+  readonly warn?: (line: string) => void;
+}
+
+/** One SSH connection with its SFTP channel. */
+export class SftpConnection {
+  /** False once the connection or its channel closed or failed; then every call rejects. */
+  alive = true;
+  /** Sessions, streams and calls using this connection now (the pool balances on it). */
+  users = 0;
+
+  private constructor(
+    private readonly client: SftpClient,
+    readonly sftp: SFTPWrapper,
+    private readonly driverName: string,
+    private readonly secrets: readonly (string | undefined)[],
+  ) {}
+
+  /**
+   * Connects, checks the host key, authenticates and opens the SFTP channel. Rejects with kind
+   * `auth` for a refused host key or credentials, `retryable` for timeouts and network errors,
+   * and `ConfigError` for an unreadable key or known_hosts file.
+   */
+  static async open(name: string, options: SftpOptions, hooks: SftpHooks = {}): Promise<SftpConnection> {
+    const context: ErrorContext = { driver: name, action: `connect to ${options.host}:${options.port}` };
+    const secrets = [options.password, options.passphrase];
+    const policy = await hostKeyPolicy(name, options);
+    const privateKey = options.privateKey === undefined ? undefined : await readConfigFile(name, 'privateKey', options.privateKey);
+
+    let verdict: HostKeyVerdict | undefined;
+    let offered: Buffer | undefined;
+    let rawError: unknown;
+    const holder: { connection?: SftpConnection } = {};
+    const markDead = (): void => {
+      if (holder.connection) holder.connection.alive = false;
+    };
+    const client = new SftpClient(name, { error: markDead, end: markDead, close: markDead });
+    client.on('error', (err: unknown) => {
+      rawError ??= err;
+    });
+
+    // Our own socket so that Nagle is off before the first byte: ssh2 leaves it on, which
+    // stalls every small SFTP request by ~40 ms.
+    const sock = netConnect({ host: options.host, port: options.port, noDelay: true });
+    sock.on('error', () => {
+      /* reported through ssh2's 'error' event */
+    });
+    const algorithms = preferredHostKeyAlgorithms(policy);
+    const config: ConnectConfig = {
+      sock,
+      host: options.host,
+      port: options.port,
+      username: options.username,
+      readyTimeout: options.readyTimeoutMs,
+      keepaliveInterval: 15_000,
+      keepaliveCountMax: 4,
+      ...(algorithms ? { algorithms: { serverHostKey: algorithms as NonNullable<ConnectConfig['algorithms']>['serverHostKey'] } } : {}),
+      ...(privateKey ? { privateKey } : {}),
+      ...(options.passphrase ? { passphrase: options.passphrase } : {}),
+      ...(options.agent ? { agent: options.agent } : {}),
+      ...(options.password ? { password: options.password } : {}),
+      hostVerifier: (key: Buffer): boolean => {
+        offered = key;
+        if (options.insecureAcceptAnyHostKey) {
+          (hooks.warn ?? warnOnStderr)(
+            `offsite: WARNING: ${name}: accepting the SSH host key of ${options.host}:${options.port} (${keyTypeOf(key)} ${fingerprintOf(key)}) without checking it, because insecureAcceptAnyHostKey is true; anyone on the network path could impersonate this server`,
+          );
+          return true;
+        }
+        verdict = judgeHostKey(key, policy);
+        return verdict.trusted;
+      },
+    };
+
+    let sftp: SFTPWrapper;
+    try {
+      sftp = await client.connect(config);
+    } catch (err) {
+      sock.destroy();
+      void client.end().catch(() => undefined);
+      if (verdict && !verdict.trusted && offered) throw hostKeyError(name, options, offered, verdict);
+      const classified = classifySftpError(rawError ?? err, context, secrets);
+      if (classified.code === 'E_BAD_KEY_FILE') {
+        const reason = classified.message.slice(classified.message.indexOf('(') + 1, -1);
+        throw new DriverError('E_BAD_KEY_FILE', `${name}: cannot use the private key ${options.privateKey ?? ''} (${reason})`, { kind: 'auth', cause: err });
+      }
+      throw classified;
+    }
+    const conn = new SftpConnection(client, sftp, name, secrets);
+    holder.connection = conn;
+    sftp.on('close', () => {
+      conn.alive = false;
+    });
+    sftp.on('error', () => {
+      conn.alive = false;
+    });
+    return conn;
+  }
+
+  /**
+   * Runs one raw ssh2 SFTP call as a promise; errors are classified (kind from the SFTP status,
+   * errno or ssh2 level) and name `context`. Rejects at once when the connection is gone (ssh2
+   * would otherwise queue the request on a dead channel forever).
+   */
+  call<T>(context: ErrorContext, run: (sftp: SFTPWrapper, done: (err: Error | undefined | null, value?: T) => void) => void): Promise<T> {
+    if (!this.alive) return Promise.reject(new DriverError('E_TRANSIENT', `${where(context)}: connection closed`, { kind: 'retryable' }));
+    return new Promise<T>((resolve, reject) => {
+      try {
+        run(this.sftp, (err, value) => {
+          if (err) reject(this.classify(err, context));
+          else resolve(value as T);
+        });
+      } catch (err) {
+        reject(this.classify(err, context));
+      }
+    });
+  }
+
+  classify(err: unknown, context: ErrorContext): OffsiteError {
+    if (!this.alive && !(err instanceof OffsiteError) && typeof (err as { code?: unknown })?.code !== 'number') {
+      // Whatever ssh2 says after the connection died, it is a lost connection.
+      return new DriverError('E_TRANSIENT', `${where(context)}: connection lost (${(err as Error)?.message ?? String(err)})`, { kind: 'retryable', cause: err });
+    }
+    return classifySftpError(err, context, this.secrets);
+  }
+
+  /** Closes the connection; never throws. */
+  async close(): Promise<void> {
+    this.alive = false;
+    try {
+      await this.client.end();
+    } catch {
+      /* already gone */
+    }
+  }
+
+  get driver(): string {
+    return this.driverName;
+  }
+}
+
+/**
+ * Up to `size` connections, opened on demand: `acquire` hands out an idle live connection, or
+ * opens a new one while below `size`, or shares the least used one. Dead connections are
+ * dropped and replaced on the next `acquire`.
+ */
+export class ConnectionPool {
+  private readonly connections: SftpConnection[] = [];
+  private opening: Promise<SftpConnection> | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly name: string,
+    private readonly options: SftpOptions,
+    private readonly hooks: SftpHooks = {},
+  ) {}
+
+  /** A live connection with `users` already counted; give it back with `release`. */
+  async acquire(): Promise<SftpConnection> {
+    if (this.closed) throw new DriverError('E_CLOSED', `${this.name}: driver is closed`, { kind: 'fatal' });
+    for (let i = this.connections.length - 1; i >= 0; i--) {
+      if (!this.connections[i]?.alive) this.connections.splice(i, 1);
+    }
+    const idle = this.connections.find((conn) => conn.users === 0);
+    if (idle || (this.connections.length >= this.options.connections && this.connections.length > 0)) {
+      const conn = idle ?? this.connections.reduce((a, b) => (b.users < a.users ? b : a));
+      conn.users++;
+      return conn;
+    }
+    // One connect at a time: concurrent callers share it instead of opening a burst.
+    if (!this.opening) {
+      this.opening = SftpConnection.open(this.name, this.options, this.hooks).finally(() => {
+        this.opening = undefined;
+      });
+    }
+    const conn = await this.opening;
+    if (this.closed) {
+      await conn.close();
+      throw new DriverError('E_CLOSED', `${this.name}: driver is closed`, { kind: 'fatal' });
+    }
+    if (!this.connections.includes(conn)) this.connections.push(conn);
+    conn.users++;
+    return conn;
+  }
+
+  release(conn: SftpConnection): void {
+    conn.users = Math.max(0, conn.users - 1);
+  }
+
+  /** Closes every connection. Idempotent; never throws. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = this.connections.splice(0);
+    await Promise.all(all.map((conn) => conn.close()));
+  }
+}
+
+function warnOnStderr(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+async function readConfigFile(name: string, option: string, path: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    const code = (err as { code?: string }).code ?? 'unreadable';
+    throw new ConfigError(`${name}: cannot read ${option} file ${path} (${code})`, { cause: err });
+  }
+}
+
+async function hostKeyPolicy(name: string, options: SftpOptions): Promise<HostKeyPolicy> {
+  if (options.knownHosts === undefined) return { host: options.host, port: options.port, hostKeys: options.hostKeys };
+  const text = (await readConfigFile(name, 'knownHosts', options.knownHosts)).toString('utf8');
+  return {
+    host: options.host,
+    port: options.port,
+    hostKeys: options.hostKeys,
+    knownHosts: { path: options.knownHosts, lines: parseKnownHosts(text) },
+  };
+}
+
+function hostKeyError(name: string, options: SftpOptions, offered: Buffer, verdict: Exclude<HostKeyVerdict, { trusted: true }>): DriverError {
+  const fingerprint = fingerprintOf(offered);
+  const server = `${options.host}:${options.port}`;
+  const fix = `if this really is your server, set hostKey: "${fingerprint}" (check it on the server with "ssh-keygen -lf /etc/ssh/ssh_host_${keyTypeOf(offered).replace(/^ssh-|-sha2-nistp\d+$/g, '')}_key.pub")`;
+  const message =
+    verdict.reason === 'changed'
+      ? `${name}: the SSH host key of ${server} has CHANGED: the server offered ${keyTypeOf(offered)} ${fingerprint} but ${verdict.detail}; this can be a man-in-the-middle attack; ${fix}`
+      : verdict.reason === 'revoked'
+        ? `${name}: the SSH host key of ${server} (${keyTypeOf(offered)} ${fingerprint}) is revoked: ${verdict.detail}`
+        : `${name}: the SSH host key of ${server} is unknown: the server offered ${keyTypeOf(offered)} ${fingerprint} and ${verdict.detail}; ${fix}, or add it to knownHosts`;
+  return new DriverError('E_HOST_KEY', message, { kind: 'auth' });
+}

@@ -1,0 +1,690 @@
+/**
+ * The `sftp` driver: objects are files under `root` on an SSH server (a NAS, a Linux host).
+ *
+ * - Writes go to a temp file next to the final one, named from the final name
+ *   (`.<name>.offsite-partial`), so a later run on any machine finds it and resumes it. Parts
+ *   are written at their offsets with pipelined SFTP WRITE requests; `commit` checks the size,
+ *   fsyncs (`fsync@openssh.com` when offered) and renames atomically onto the final name
+ *   (`posix-rename@openssh.com`; plain SFTP rename after removing the old file otherwise).
+ * - Reads are pipelined SFTP READ requests at any offset.
+ * - Host keys are checked on every connect (see ./connection.ts and ./hostkeys.ts).
+ *
+ * Listing hides our temp files; keys whose last segment looks like one are refused.
+ */
+import { createHash } from 'node:crypto';
+import { posix } from 'node:path';
+import { Readable } from 'node:stream';
+import type { SFTPWrapper, Stats } from 'ssh2';
+import { AbortedError, DriverError, KeyError, throwIfAborted } from '../../errors.js';
+import { checkKey, checkPrefix, partCount, partRange } from '../keys.js';
+import type {
+  Capabilities, CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession,
+} from '../types.js';
+import { ConnectionPool, type SftpConnection, type SftpHooks } from './connection.js';
+import { isNoSuchFile, notFoundError, SFTP_STATUS, sftpStatusOf, type ErrorContext } from './errors.js';
+import type { SftpOptions } from './options.js';
+
+const TEMP_SUFFIX = '.offsite-partial';
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
+const S_IFLNK = 0o120000;
+
+/** Byte counters, for tests and benchmarks (what actually went over the wire as file data). */
+export interface SftpTransferCounters {
+  /** Bytes sent in SFTP WRITE requests that the server acknowledged. */
+  bytesWritten: number;
+  /** Bytes received in SFTP READ replies (reads and `matches` checks). */
+  bytesRead: number;
+}
+
+/** True for names the driver uses for partial uploads (`.<name>.offsite-partial`). */
+export function isTempName(name: string): boolean {
+  return name.startsWith('.') && name.endsWith(TEMP_SUFFIX) && name.length > TEMP_SUFFIX.length + 1;
+}
+
+/**
+ * The temp file name for a final file name: deterministic, so that an interrupted upload is
+ * found again. Long names are shortened with a hash to stay under the usual 255-byte limit.
+ */
+export function tempNameFor(name: string): string {
+  if (Buffer.byteLength(name) <= 200) return `.${name}${TEMP_SUFFIX}`;
+  const digest = createHash('sha256').update(name).digest('hex').slice(0, 16);
+  return `.${name.slice(0, 80)}~${digest}${TEMP_SUFFIX}`;
+}
+
+export class SftpDriver implements Driver {
+  readonly name: string;
+  readonly description: string;
+  readonly capabilities: Capabilities;
+  readonly counters: SftpTransferCounters = { bytesWritten: 0, bytesRead: 0 };
+  private readonly pool: ConnectionPool;
+
+  /** No IO here: connections are opened by the first call that needs one. */
+  constructor(name: string, readonly options: SftpOptions, hooks: SftpHooks = {}) {
+    this.name = name;
+    this.description = `sftp://${options.username}@${options.host}${options.port === 22 ? '' : `:${options.port}`}${options.root.startsWith('/') ? '' : '/~/'}${options.root}`;
+    this.capabilities = {
+      rangeReads: true,
+      resumableWrites: true,
+      atomicCommit: true,
+      storedHash: false,
+      serverSideCopy: false,
+      minPartBytes: 1,
+      maxPartBytes: 1024 * 1024 * 1024,
+      maxParts: Infinity,
+      parallelPartWrites: options.concurrencyPerFile > 1,
+      maxConcurrency: options.maxConcurrency,
+    };
+    this.pool = new ConnectionPool(name, options, hooks);
+  }
+
+  /** Remote path of a key; refuses unsafe keys and names reserved for temp files. */
+  remotePath(key: string): string {
+    checkKey(key);
+    if (isTempName(posix.basename(key))) throw new KeyError(key, `names like ".x${TEMP_SUFFIX}" are reserved for partial uploads`);
+    return this.join(key);
+  }
+
+  private join(relative: string): string {
+    if (relative === '') return this.options.root;
+    return this.options.root === '/' ? `/${relative}` : `${this.options.root}/${relative}`;
+  }
+
+  private context(action: string, key?: string): ErrorContext {
+    return key === undefined ? { driver: this.name, action } : { driver: this.name, action, key };
+  }
+
+  /** Runs `body` with a pooled connection. */
+  private async withConnection<T>(body: (conn: SftpConnection) => Promise<T>): Promise<T> {
+    const conn = await this.pool.acquire();
+    try {
+      return await body(conn);
+    } finally {
+      this.pool.release(conn);
+    }
+  }
+
+  /**
+   * Every file under `prefix`, recursively, one folder at a time (bounded memory: one
+   * directory batch plus the folders still to visit). Temp files, folders, symlinks to folders
+   * and names that are not valid keys are skipped; symlinks to files are listed with the
+   * target's size. A missing prefix yields nothing. Errors other than a missing folder reject
+   * the iteration (permission denied: `permanent`; a lost connection: `retryable`).
+   */
+  async *list(prefix: string, options: SignalOptions = {}): AsyncIterable<Entry> {
+    checkPrefix(prefix);
+    const slash = prefix.lastIndexOf('/');
+    const pending: string[] = [slash === -1 ? '' : prefix.slice(0, slash)];
+    const conn = await this.pool.acquire();
+    try {
+      while (pending.length > 0) {
+        throwIfAborted(options.signal, `${this.name}: list ${prefix}`);
+        const dirKey = pending.pop() as string;
+        for await (const batch of this.readDirectory(conn, dirKey)) {
+          for (const item of batch) {
+            const name = item.filename;
+            if (name === '.' || name === '..') continue;
+            const key = dirKey === '' ? name : `${dirKey}/${name}`;
+            if (!isValidKey(key)) continue;
+            const type = item.attrs.mode & S_IFMT;
+            if (type === S_IFDIR) {
+              const folder = `${key}/`;
+              if (folder.startsWith(prefix) || prefix.startsWith(folder)) pending.push(key);
+              continue;
+            }
+            if (!key.startsWith(prefix) || isTempName(name)) continue;
+            if (type === S_IFREG) {
+              yield { key, size: item.attrs.size, mtimeMs: item.attrs.mtime * 1000 };
+            } else if (type === S_IFLNK) {
+              const target = await this.statPath(conn, this.join(key), key);
+              if (target?.isFile()) yield { key, size: target.size, mtimeMs: target.mtime * 1000 };
+            }
+          }
+        }
+      }
+    } finally {
+      this.pool.release(conn);
+    }
+  }
+
+  /** Directory entries in server-sized batches; nothing when the folder does not exist. */
+  private async *readDirectory(conn: SftpConnection, dirKey: string): AsyncGenerator<{ filename: string; attrs: Stats }[]> {
+    const context = this.context('list', dirKey === '' ? '(root)' : `${dirKey}/`);
+    let handle: Buffer;
+    try {
+      handle = await conn.call<Buffer>(context, (sftp, done) => sftp.opendir(this.join(dirKey), done));
+    } catch (err) {
+      if ((err as { kind?: string }).kind === 'not-found') return;
+      throw err;
+    }
+    try {
+      while (true) {
+        const batch = await conn.call<{ filename: string; attrs: Stats }[] | false>(context, (sftp, done) =>
+          sftp.readdir(handle, (err, list) => {
+            // ssh2 reports the end of a directory as `false` or as an EOF status.
+            if (err && sftpStatusOf(err) === SFTP_STATUS.EOF) done(undefined, false);
+            else done(err, list);
+          }),
+        );
+        if (!batch || batch.length === 0) break;
+        yield batch;
+      }
+    } finally {
+      closeQuietly(conn, handle);
+    }
+  }
+
+  /** `stat` of a path (following symlinks); `undefined` when it does not exist. */
+  private async statPath(conn: SftpConnection, path: string, key: string): Promise<Stats | undefined> {
+    try {
+      return await conn.call<Stats>(this.context('stat', key), (sftp, done) => sftp.stat(path, done));
+    } catch (err) {
+      if ((err as { kind?: string }).kind === 'not-found') return undefined;
+      throw err;
+    }
+  }
+
+  /** The file's entry, or `undefined` when nothing (or a folder) is there. */
+  async stat(key: string, options: SignalOptions = {}): Promise<Entry | undefined> {
+    const path = this.remotePath(key);
+    throwIfAborted(options.signal, `${this.name}: stat ${key}`);
+    return this.withConnection(async (conn) => {
+      const stats = await this.statPath(conn, path, key);
+      if (!stats?.isFile()) return undefined;
+      return { key, size: stats.size, mtimeMs: stats.mtime * 1000 };
+    });
+  }
+
+  /**
+   * Streams `[offset, offset + length)` (to the end when `length` is omitted, clipped to the
+   * file's size at open time). Up to `concurrencyPerFile` READ requests are in flight; memory
+   * stays below that many `requestBytes`. A missing key (or a folder) rejects with `not-found`;
+   * a file that shrinks while being read fails the stream with kind `integrity`.
+   */
+  async openRead(key: string, options: ReadOptions = {}): Promise<Readable> {
+    const path = this.remotePath(key);
+    const offset = options.offset ?? 0;
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new DriverError('E_BAD_RANGE', `${this.name}: ${key}: read: bad offset ${offset}`, { kind: 'fatal' });
+    if (options.length !== undefined && (!Number.isSafeInteger(options.length) || options.length < 0)) {
+      throw new DriverError('E_BAD_RANGE', `${this.name}: ${key}: read: bad length ${options.length}`, { kind: 'fatal' });
+    }
+    throwIfAborted(options.signal, `${this.name}: read ${key}`);
+    const context = this.context('read', key);
+    const conn = await this.pool.acquire();
+    let handle: Buffer | undefined;
+    try {
+      handle = await conn.call<Buffer>(context, (sftp, done) => sftp.open(path, 'r', done));
+      const openHandle = handle;
+      const stats = await conn.call<Stats>(context, (sftp, done) => sftp.fstat(openHandle, done));
+      if (!stats.isFile()) throw notFoundError(context);
+      const end = options.length === undefined ? stats.size : Math.min(stats.size, offset + options.length);
+      const chunks = readRange(conn, openHandle, offset, Math.max(offset, end), this.options, context, this.counters, options.signal);
+      const stream = Readable.from(releasing(chunks, () => {
+        closeQuietly(conn, openHandle);
+        this.pool.release(conn);
+      }), { objectMode: false, highWaterMark: this.options.requestBytes });
+      if (options.signal) {
+        const signal = options.signal;
+        const onAbort = (): void => {
+          stream.destroy(new AbortedError(`${this.name}: read ${key}`));
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        stream.once('close', () => signal.removeEventListener('abort', onAbort));
+      }
+      return stream;
+    } catch (err) {
+      if (handle) closeQuietly(conn, handle);
+      this.pool.release(conn);
+      throw conn.classify(err, context);
+    }
+  }
+
+  /**
+   * Opens (or resumes) the temp file of `key`. When a temp file from an earlier run exists and
+   * is not longer than `size`, it is kept and the parts lying wholly inside it are reported in
+   * `resumableParts` (to be confirmed with `matches`); otherwise it is created empty, with any
+   * missing folders. Rejects with `permanent` for permission problems, `retryable` for a lost
+   * connection, `auth` for a refused host key or login.
+   */
+  async openWrite(key: string, options: WriteOptions): Promise<WriteSession> {
+    const path = this.remotePath(key);
+    const { size, partBytes } = options;
+    if (!Number.isSafeInteger(size) || size < 0) throw new DriverError('E_BAD_SIZE', `${this.name}: ${key}: write: bad size ${size}`, { kind: 'fatal' });
+    if (!Number.isSafeInteger(partBytes) || partBytes < 1 || partBytes > this.capabilities.maxPartBytes) {
+      throw new DriverError('E_BAD_SIZE', `${this.name}: ${key}: write: bad part size ${partBytes}`, { kind: 'fatal' });
+    }
+    throwIfAborted(options.signal, `${this.name}: write ${key}`);
+    const session = new SftpWriteSession(this, this.pool, key, path, posix.join(posix.dirname(path), tempNameFor(posix.basename(path))), size, partBytes);
+    await session.start();
+    return session;
+  }
+
+  /** Removes the file and any temp file of `key`; resolves when neither exists. */
+  async delete(key: string, options: SignalOptions = {}): Promise<void> {
+    const path = this.remotePath(key);
+    throwIfAborted(options.signal, `${this.name}: delete ${key}`);
+    const temp = posix.join(posix.dirname(path), tempNameFor(posix.basename(path)));
+    await this.withConnection(async (conn) => {
+      for (const target of [path, temp]) {
+        try {
+          await conn.call<void>(this.context('delete', key), (sftp, done) => sftp.unlink(target, done));
+        } catch (err) {
+          if ((err as { kind?: string }).kind !== 'not-found') throw err;
+        }
+      }
+    });
+  }
+
+  /** Removes a temp file; best effort, never throws (a later run overwrites or removes it). */
+  async removeTemp(tempPath: string, key: string): Promise<void> {
+    try {
+      await this.withConnection((conn) => conn.call<void>(this.context('abort', key), (sftp, done) => sftp.unlink(tempPath, done)));
+    } catch {
+      /* already gone, or unreachable now */
+    }
+  }
+
+  /** Closes every connection. Idempotent. */
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+
+  /** Creates `dir` and its missing parents (like `mkdir -p`). */
+  async makeDirectories(conn: SftpConnection, dir: string, key: string): Promise<void> {
+    if (dir === '/' || dir === '.' || dir === '') return;
+    const context = this.context('create folder', key);
+    try {
+      await conn.call<void>(context, (sftp, done) => sftp.mkdir(dir, done));
+      return;
+    } catch (err) {
+      if ((err as { kind?: string }).kind === 'not-found') {
+        await this.makeDirectories(conn, posix.dirname(dir), key);
+        try {
+          await conn.call<void>(context, (sftp, done) => sftp.mkdir(dir, done));
+          return;
+        } catch (again) {
+          if (!(await this.isDirectory(conn, dir, key))) throw again;
+          return;
+        }
+      }
+      // OpenSSH answers FAILURE for "already exists": fine when it is a folder.
+      if (!(await this.isDirectory(conn, dir, key))) throw err;
+    }
+  }
+
+  private async isDirectory(conn: SftpConnection, path: string, key: string): Promise<boolean> {
+    return (await this.statPath(conn, path, key))?.isDirectory() ?? false;
+  }
+}
+
+/**
+ * A write in progress. Parts go into the temp file at their offsets; a set records which parts
+ * this session wrote or confirmed (`matches`), so that `commit` refuses a file with holes.
+ * Pinned to one connection (SFTP handles belong to one channel); when that connection dies the
+ * next call reopens the temp file on a fresh one.
+ */
+class SftpWriteSession implements WriteSession {
+  readonly resumableParts: ReadonlySet<number>;
+  private readonly stored = new Set<number>();
+  private readonly parts: number;
+  private readonly slots: Semaphore;
+  private conn: SftpConnection | undefined;
+  private handle: Buffer | undefined;
+  /** Bytes in the temp file when it was opened: `matches` cannot succeed beyond it. */
+  private existingBytes = 0;
+  private state: 'open' | 'committed' | 'suspended' | 'aborted' = 'open';
+  private resumable = new Set<number>();
+
+  constructor(
+    private readonly driver: SftpDriver,
+    private readonly pool: ConnectionPool,
+    readonly key: string,
+    private readonly finalPath: string,
+    private readonly tempPath: string,
+    readonly size: number,
+    readonly partBytes: number,
+  ) {
+    this.parts = partCount(size, partBytes);
+    this.slots = new Semaphore(driver.options.concurrencyPerFile);
+    this.resumableParts = this.resumable;
+  }
+
+  private context(action: string): ErrorContext {
+    return { driver: this.driver.name, action, key: this.key };
+  }
+
+  /** Finds or creates the temp file. */
+  async start(): Promise<void> {
+    const conn = await this.pool.acquire();
+    this.conn = conn;
+    try {
+      const existing = await this.statTemp(conn);
+      if (existing?.isFile() && existing.size <= this.size && existing.size > 0) {
+        this.handle = await this.openTemp(conn, 'r+');
+        this.existingBytes = existing.size;
+        for (let index = 0; index < this.parts; index++) {
+          if (partRange(index, this.size, this.partBytes).end <= existing.size) this.resumable.add(index);
+        }
+      } else {
+        this.handle = await this.openTemp(conn, 'w');
+      }
+    } catch (err) {
+      this.release();
+      throw err;
+    }
+  }
+
+  private async statTemp(conn: SftpConnection): Promise<Stats | undefined> {
+    try {
+      return await conn.call<Stats>(this.context('write'), (sftp, done) => sftp.lstat(this.tempPath, done));
+    } catch (err) {
+      if ((err as { kind?: string }).kind === 'not-found') return undefined;
+      throw err;
+    }
+  }
+
+  /** Opens the temp file; `w` also creates missing folders. */
+  private async openTemp(conn: SftpConnection, flags: 'r+' | 'w'): Promise<Buffer> {
+    const open = (): Promise<Buffer> => conn.call<Buffer>(this.context('write'), (sftp, done) => sftp.open(this.tempPath, flags, done));
+    try {
+      return await open();
+    } catch (err) {
+      if (flags !== 'w' || (err as { kind?: string }).kind !== 'not-found') throw err;
+      await this.driver.makeDirectories(conn, posix.dirname(this.tempPath), this.key);
+      return open();
+    }
+  }
+
+  /** The live connection and handle, reopening the temp file after a lost connection. */
+  private async ready(action: string): Promise<{ conn: SftpConnection; handle: Buffer }> {
+    if (this.state !== 'open') {
+      throw new DriverError('E_SESSION_CLOSED', `${this.driver.name}: ${this.key}: ${action}: the write session is already ${this.state}`, { kind: 'fatal' });
+    }
+    if (this.conn?.alive && this.handle) return { conn: this.conn, handle: this.handle };
+    this.release();
+    const conn = await this.pool.acquire();
+    this.conn = conn;
+    try {
+      const existing = await this.statTemp(conn);
+      if (existing?.isFile()) {
+        this.handle = await this.openTemp(conn, 'r+');
+      } else {
+        // The temp file vanished: everything stored so far is gone with it.
+        this.stored.clear();
+        this.existingBytes = 0;
+        this.handle = await this.openTemp(conn, 'w');
+      }
+      return { conn, handle: this.handle };
+    } catch (err) {
+      this.release();
+      throw err;
+    }
+  }
+
+  private checkPart(index: number, bytes: Uint8Array, action: string): { start: number; end: number } {
+    if (!Number.isInteger(index) || index < 0 || index >= this.parts) {
+      throw new DriverError('E_BAD_PART', `${this.driver.name}: ${this.key}: ${action}: part ${index} does not exist (${this.parts} parts)`, { kind: 'fatal' });
+    }
+    const range = partRange(index, this.size, this.partBytes);
+    if (bytes.length !== range.end - range.start) {
+      throw new DriverError(
+        'E_BAD_PART',
+        `${this.driver.name}: ${this.key}: ${action}: part ${index} must have ${range.end - range.start} bytes, got ${bytes.length}`,
+        { kind: 'fatal' },
+      );
+    }
+    return range;
+  }
+
+  /**
+   * True when the temp file already holds exactly `bytes` for part `index` (read back and
+   * compared). A mismatch returns false and changes nothing; the part is then written again.
+   */
+  async matches(index: number, bytes: Uint8Array, options: SignalOptions = {}): Promise<boolean> {
+    const range = this.checkPart(index, bytes, 'check part');
+    throwIfAborted(options.signal, `${this.driver.name}: ${this.key}: check part`);
+    if (range.end > this.existingBytes && !this.stored.has(index)) return false;
+    const { conn, handle } = await this.ready('check part');
+    const context = this.context(`check part ${index}`);
+    let position = 0;
+    for await (const chunk of readRange(conn, handle, range.start, range.end, this.driver.options, context, this.driver.counters, options.signal)) {
+      if (!Buffer.from(bytes.buffer, bytes.byteOffset + position, chunk.length).equals(chunk)) return false;
+      position += chunk.length;
+    }
+    if (position !== bytes.length) return false;
+    this.stored.add(index);
+    return true;
+  }
+
+  /**
+   * Writes part `index` at its offset with up to `concurrencyPerFile` WRITE requests in flight
+   * (shared by all parts of this file). A failure (or an abort) waits for the requests already
+   * sent, then rejects; the part can simply be written again.
+   */
+  async write(index: number, bytes: Uint8Array, options: SignalOptions = {}): Promise<void> {
+    const range = this.checkPart(index, bytes, 'write');
+    const what = `${this.driver.name}: ${this.key}: write part ${index}`;
+    throwIfAborted(options.signal, what);
+    const { conn, handle } = await this.ready('write');
+    this.stored.delete(index);
+    const data = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const context = this.context(`write part ${index}`);
+    const requestBytes = this.driver.options.requestBytes;
+    const inFlight: Promise<void>[] = [];
+    let failure: unknown;
+    for (let offset = 0; offset < data.length && failure === undefined; offset += requestBytes) {
+      await this.slots.acquire();
+      if (failure !== undefined || options.signal?.aborted) {
+        this.slots.release();
+        break;
+      }
+      const length = Math.min(requestBytes, data.length - offset);
+      const sent = conn
+        .call<void>(context, (sftp: SFTPWrapper, done) => sftp.write(handle, data, offset, length, range.start + offset, (err) => done(err)))
+        .then(
+          () => {
+            this.driver.counters.bytesWritten += length;
+          },
+          (err: unknown) => {
+            failure ??= err;
+          },
+        )
+        .finally(() => this.slots.release());
+      inFlight.push(sent);
+    }
+    await Promise.all(inFlight);
+    if (failure !== undefined) throw failure;
+    throwIfAborted(options.signal, what);
+    this.stored.add(index);
+  }
+
+  /**
+   * Checks that every part was written or confirmed and that the temp file has exactly `size`
+   * bytes, makes it durable (`fsync@openssh.com` when offered) and renames it onto the key
+   * (atomic with `posix-rename@openssh.com`; otherwise the old file is removed first, so the
+   * key is briefly missing but never partial). On failure nothing appears under the key.
+   */
+  async commit(options: CommitOptions): Promise<void> {
+    const what = `${this.driver.name}: ${this.key}: commit`;
+    throwIfAborted(options.signal, what);
+    const missing: number[] = [];
+    for (let index = 0; index < this.parts; index++) if (!this.stored.has(index)) missing.push(index);
+    if (missing.length > 0) {
+      const list = missing.length > 5 ? `${missing.slice(0, 5).join(', ')}... (${missing.length} in all)` : missing.join(', ');
+      throw new DriverError('E_INCOMPLETE', `${what}: part(s) ${list} were never written`, { kind: 'integrity' });
+    }
+    const { conn, handle } = await this.ready('commit');
+    const context = this.context('commit');
+    const stats = await conn.call<Stats>(context, (sftp, done) => sftp.fstat(handle, done));
+    if (stats.size !== this.size) {
+      throw new DriverError('E_SIZE_MISMATCH', `${what}: the temp file has ${stats.size} bytes, expected ${this.size}`, { kind: 'integrity' });
+    }
+    await this.fsync(conn, handle, context);
+    await conn.call<void>(context, (sftp, done) => sftp.close(handle, done));
+    this.handle = undefined;
+    throwIfAborted(options.signal, what);
+    await this.rename(conn, context);
+    this.state = 'committed';
+    this.release();
+  }
+
+  private async fsync(conn: SftpConnection, handle: Buffer, context: ErrorContext): Promise<void> {
+    try {
+      await conn.call<void>(context, (sftp, done) => sftp.ext_openssh_fsync(handle, (err) => done(err)));
+    } catch (err) {
+      // Servers without the extension (ssh2 throws before sending) still get the file closed.
+      if (!/does not support/i.test((err as Error).message)) throw err;
+    }
+  }
+
+  private async rename(conn: SftpConnection, context: ErrorContext): Promise<void> {
+    try {
+      await conn.call<void>(context, (sftp, done) => sftp.ext_openssh_rename(this.tempPath, this.finalPath, done));
+      return;
+    } catch (err) {
+      if (!/does not support/i.test((err as Error).message)) throw err;
+    }
+    // Plain SFTP v3 rename refuses to replace an existing file.
+    try {
+      await conn.call<void>(context, (sftp, done) => sftp.rename(this.tempPath, this.finalPath, done));
+    } catch (err) {
+      if (sftpStatusOf((err as { cause?: unknown }).cause) === SFTP_STATUS.NO_SUCH_FILE) throw err;
+      try {
+        await conn.call<void>(context, (sftp, done) => sftp.unlink(this.finalPath, done));
+      } catch (unlinkError) {
+        if (!isNoSuchFile((unlinkError as { cause?: unknown }).cause)) throw unlinkError;
+      }
+      await conn.call<void>(context, (sftp, done) => sftp.rename(this.tempPath, this.finalPath, done));
+    }
+  }
+
+  /** Closes the temp file and keeps it for a later run. Never throws; idempotent. */
+  async suspend(): Promise<void> {
+    if (this.state !== 'open') return;
+    this.state = 'suspended';
+    if (this.conn && this.handle) await closeQuietlyAndWait(this.conn, this.handle);
+    this.handle = undefined;
+    this.release();
+  }
+
+  /**
+   * Closes and removes the temp file (best effort: never throws). An object committed earlier
+   * under the key is left alone. Idempotent.
+   */
+  async abort(): Promise<void> {
+    if (this.state === 'aborted' || this.state === 'committed') return;
+    this.state = 'aborted';
+    if (this.conn && this.handle) await closeQuietlyAndWait(this.conn, this.handle);
+    this.handle = undefined;
+    await this.driver.removeTemp(this.tempPath, this.key);
+    this.release();
+  }
+
+  private release(): void {
+    if (this.conn) this.pool.release(this.conn);
+    this.conn = undefined;
+  }
+}
+
+/**
+ * Reads `[start, end)` of an open file as ordered chunks, keeping up to `concurrencyPerFile`
+ * READ requests of `requestBytes` in flight. Short replies are completed with follow-up reads;
+ * an early end of file rejects with kind `integrity`.
+ */
+async function* readRange(
+  conn: SftpConnection,
+  handle: Buffer,
+  start: number,
+  end: number,
+  options: Pick<SftpOptions, 'concurrencyPerFile' | 'requestBytes'>,
+  context: ErrorContext,
+  counters: SftpTransferCounters,
+  signal?: AbortSignal,
+): AsyncGenerator<Buffer> {
+  interface Pending {
+    readonly position: number;
+    readonly length: number;
+    readonly result: Promise<Buffer>;
+  }
+  const request = (position: number, length: number): Pending => {
+    const result = conn.call<Buffer>(context, (sftp, done) =>
+      sftp.read(handle, Buffer.allocUnsafe(length), 0, length, position, (err, bytesRead, buffer) => (err ? done(err) : done(undefined, buffer.subarray(0, bytesRead)))),
+    );
+    result.catch(() => undefined); // awaited later, in order; avoid an unhandled rejection meanwhile
+    return { position, length, result };
+  };
+  const queue: Pending[] = [];
+  let next = start;
+  while (true) {
+    throwIfAborted(signal, `${context.driver}: ${context.key}: ${context.action}`);
+    while (queue.length < options.concurrencyPerFile && next < end) {
+      const length = Math.min(options.requestBytes, end - next);
+      queue.push(request(next, length));
+      next += length;
+    }
+    const head = queue.shift();
+    if (!head) return;
+    const chunk = await head.result;
+    if (chunk.length === 0) {
+      throw new DriverError('E_SHORT_READ', `${context.driver}: ${context.key}: ${context.action}: the file ended at byte ${head.position}, expected ${end}`, {
+        kind: 'integrity',
+      });
+    }
+    counters.bytesRead += chunk.length;
+    if (chunk.length < head.length) queue.unshift(request(head.position + chunk.length, head.length - chunk.length));
+    yield chunk;
+  }
+}
+
+/** Wraps an async iterator so that `onDone` runs exactly once however iteration ends. */
+async function* releasing<T>(source: AsyncGenerator<T>, onDone: () => void): AsyncGenerator<T> {
+  try {
+    yield* source;
+  } finally {
+    onDone();
+  }
+}
+
+function closeQuietly(conn: SftpConnection, handle: Buffer): void {
+  void closeQuietlyAndWait(conn, handle);
+}
+
+async function closeQuietlyAndWait(conn: SftpConnection, handle: Buffer): Promise<void> {
+  if (!conn.alive) return;
+  try {
+    await conn.call<void>({ driver: conn.driver, action: 'close' }, (sftp, done) => sftp.close(handle, done));
+  } catch {
+    /* the handle dies with the connection anyway */
+  }
+}
+
+function isValidKey(key: string): boolean {
+  try {
+    checkKey(key);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A counting semaphore: at most `size` holders. */
+class Semaphore {
+  private available: number;
+  private readonly waiting: (() => void)[] = [];
+  constructor(size: number) {
+    this.available = size;
+  }
+  async acquire(): Promise<void> {
+    if (this.available > 0) {
+      this.available--;
+      return;
+    }
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+  release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.available++;
+  }
+}
