@@ -1,0 +1,256 @@
+/**
+ * Multipart behaviour of the object driver against Ceph RGW, beyond the conformance suite:
+ * resume uploads only the missing parts, ListParts/ListMultipartUploads pagination, stale
+ * uploads aborted, Content-MD5 catching corrupted bytes, the stored hash and the temp key.
+ * The driver is built on a store wrapper that counts (and can corrupt) requests.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { CreateMultipartUploadCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand, UploadPartCommand } from '@aws-sdk/client-s3';
+import { AwsStore } from '../../src/drivers/s3/client.js';
+import { ObjectDriver, tempKeyOf } from '../../src/drivers/s3/driver.js';
+import { parseS3Options } from '../../src/drivers/s3/options.js';
+import type { ObjectStore } from '../../src/drivers/s3/store.js';
+import type { Driver, WriteSession } from '../../src/drivers/types.js';
+import { hashOf, partOf, readKey, rejectsWithKind, seededBytes } from '../conformance/suite.js';
+import { adminClient, freshBucket, removeFreshBuckets, requireServer, s3Section, testServer } from './server.js';
+
+const MiB = 1024 * 1024;
+const PART = 5 * MiB;
+
+interface Counters {
+  uploadPart: number;
+  uploadedBytes: number;
+  listPartsCalls: number;
+  createUpload: number;
+  /** When set, the next UploadPart/PutObject sends these bytes with the MD5 of the real ones. */
+  corruptNext: boolean;
+}
+
+/** A store that counts requests and can damage a body after its MD5 was computed. */
+function countingStore(inner: ObjectStore, counters: Counters): ObjectStore {
+  const damage = (body: Uint8Array): Uint8Array => {
+    if (!counters.corruptNext) return body;
+    counters.corruptNext = false;
+    const copy = Buffer.from(body);
+    copy[0] = (copy[0] as number) ^ 0xff;
+    return copy;
+  };
+  const overrides: Partial<ObjectStore> = {
+    uploadPart: (key: string, id: string, n: number, body: Uint8Array, md5: string, signal?: AbortSignal) => {
+      counters.uploadPart++;
+      counters.uploadedBytes += body.length;
+      return inner.uploadPart(key, id, n, damage(body), md5, signal);
+    },
+    put: (key: string, body: Uint8Array, md5: string, metadata: Record<string, string>, signal?: AbortSignal) => inner.put(key, damage(body), md5, metadata, signal),
+    listParts: (key: string, id: string, pageSize: number, signal?: AbortSignal) => {
+      counters.listPartsCalls++;
+      return inner.listParts(key, id, pageSize, signal);
+    },
+    createUpload: (key: string, signal?: AbortSignal) => {
+      counters.createUpload++;
+      return inner.createUpload(key, signal);
+    },
+  };
+  return new Proxy(inner, {
+    get: (target, name: keyof ObjectStore) => {
+      const value = overrides[name] ?? target[name];
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}
+
+async function countedDriver(bucket: string, overrides: Record<string, unknown> = {}): Promise<{ driver: ObjectDriver; counters: Counters; store: AwsStore }> {
+  const server = requireServer();
+  const options = parseS3Options('cloud', s3Section(server, bucket, overrides));
+  const counters: Counters = { uploadPart: 0, uploadedBytes: 0, listPartsCalls: 0, createUpload: 0, corruptNext: false };
+  const store = new AwsStore(options);
+  const driver = new ObjectDriver('cloud', countingStore(store, counters), {
+    prefix: options.prefix, description: 'test', maxConcurrency: 4, maxParts: 10_000, listPageSize: options.listPageSize,
+  });
+  return { driver, counters, store };
+}
+
+/** What the engine does: skip parts confirmed by matches(), write the others. */
+async function resumeAndCommit(session: WriteSession, data: Buffer): Promise<number[]> {
+  const written: number[] = [];
+  const count = Math.ceil(data.length / session.partBytes);
+  for (let index = 0; index < count; index++) {
+    const bytes = partOf(data, index, session.partBytes);
+    if (session.resumableParts.has(index) && (await session.matches(index, bytes))) continue;
+    await session.write(index, bytes);
+    written.push(index);
+  }
+  await session.commit({ hash: await hashOf(data) });
+  return written;
+}
+
+const found = testServer();
+const skip = 'skip' in found && found.skip ? found.error : undefined;
+
+describe('s3 multipart against Ceph RGW', { skip }, () => {
+  after(removeFreshBuckets);
+  const drivers: Driver[] = [];
+  after(async () => {
+    for (const d of drivers) await d.close();
+  });
+
+  it('a resumed upload sends only the missing parts (counted UploadPart calls and bytes)', async () => {
+    const bucket = await freshBucket(requireServer(), 's3-resume');
+    const data = seededBytes(PART * 4 + 1234, 1);
+    const first = await countedDriver(bucket);
+    drivers.push(first.driver);
+    const session = await first.driver.openWrite('big/file.bin', { size: data.length, partBytes: PART });
+    await session.write(0, partOf(data, 0, PART));
+    await session.write(2, partOf(data, 2, PART));
+    await session.suspend(); // the process "dies" here
+
+    const second = await countedDriver(bucket);
+    drivers.push(second.driver);
+    const resumed = await second.driver.openWrite('big/file.bin', { size: data.length, partBytes: PART });
+    assert.deepEqual([...resumed.resumableParts].sort(), [0, 2]);
+    const written = await resumeAndCommit(resumed, data);
+    assert.deepEqual(written, [1, 3, 4]);
+    assert.equal(second.counters.uploadPart, 3, 'UploadPart calls in the resumed run');
+    assert.equal(second.counters.uploadedBytes, PART * 2 + 1234, 'bytes sent in the resumed run');
+    assert.equal(second.counters.createUpload, 0, 'the open upload was reused');
+    assert.ok((await readKey(second.driver, 'big/file.bin')).equals(data));
+  });
+
+  it('a part whose stored bytes differ is not confirmed and is sent again', async () => {
+    const bucket = await freshBucket(requireServer(), 's3-resume-wrong');
+    const data = seededBytes(PART * 2 + 10, 2);
+    const { driver, counters } = await countedDriver(bucket);
+    drivers.push(driver);
+    const session = await driver.openWrite('f', { size: data.length, partBytes: PART });
+    await session.write(0, seededBytes(PART, 99)); // right size, wrong bytes
+    await session.write(1, partOf(data, 1, PART));
+    await session.suspend();
+    counters.uploadPart = 0;
+    const resumed = await driver.openWrite('f', { size: data.length, partBytes: PART });
+    assert.deepEqual(await resumeAndCommit(resumed, data), [0, 2]);
+    assert.equal(counters.uploadPart, 2);
+    assert.ok((await readKey(driver, 'f')).equals(data));
+  });
+
+  it('ListParts is paginated: with pages of 2 parts all 5 parts are found', async () => {
+    const server = requireServer();
+    const bucket = await freshBucket(server, 's3-listparts');
+    const data = seededBytes(PART * 5, 3);
+    const { driver } = await countedDriver(bucket, { listPageSize: 2 });
+    drivers.push(driver);
+    const session = await driver.openWrite('paged', { size: data.length, partBytes: PART });
+    for (let i = 0; i < 5; i++) await session.write(i, partOf(data, i, PART));
+    await session.suspend();
+
+    // The server really cuts the list into pages of 2 (so the driver must follow the markers).
+    const admin = adminClient(server);
+    const uploads = await admin.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+    const upload = uploads.Uploads?.[0];
+    assert.ok(upload?.UploadId);
+    const page = await admin.send(new ListPartsCommand({ Bucket: bucket, Key: upload.Key, UploadId: upload.UploadId, MaxParts: 2 }));
+    assert.equal(page.Parts?.length, 2);
+    assert.equal(page.IsTruncated, true);
+    admin.destroy();
+
+    const resumed = await driver.openWrite('paged', { size: data.length, partBytes: PART });
+    assert.deepEqual([...resumed.resumableParts].sort(), [0, 1, 2, 3, 4]);
+    assert.deepEqual(await resumeAndCommit(resumed, data), [], 'nothing to send again');
+    assert.equal((await driver.stat('paged'))?.hash, await hashOf(data));
+  });
+
+  it('stale uploads of the same key are aborted; the newest fitting one is resumed (uploads listed in pages of 1)', async () => {
+    const server = requireServer();
+    const bucket = await freshBucket(server, 's3-stale');
+    const data = seededBytes(PART * 2 + 5, 4);
+    const admin = adminClient(server);
+    const temp = tempKeyOf('obj');
+    // An old run with another part size (8 MiB parts: does not fit this layout).
+    const old = await admin.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: temp }));
+    await admin.send(new UploadPartCommand({ Bucket: bucket, Key: temp, UploadId: old.UploadId, PartNumber: 1, Body: seededBytes(8 * MiB, 5) }));
+    await new Promise((resolve) => setTimeout(resolve, 1100)); // Initiated has 1 s resolution on some servers
+    // A newer run with the same layout: part 1 stored.
+    const { driver, counters } = await countedDriver(bucket, { listPageSize: 1 });
+    drivers.push(driver);
+    const session = await driver.openWrite('obj', { size: data.length, partBytes: PART });
+    await session.write(1, partOf(data, 1, PART));
+    await session.suspend();
+    const newest = (await admin.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads?.find((u) => u.UploadId !== old.UploadId);
+    assert.ok(newest);
+    // And a third, even newer, empty one (a run that died right after creating it): no parts, fits trivially.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const empty = await admin.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: temp }));
+
+    const resumed = await driver.openWrite('obj', { size: data.length, partBytes: PART });
+    const left = (await admin.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? [];
+    assert.deepEqual(left.map((u) => u.UploadId), [empty.UploadId], 'only the newest fitting upload is kept; the others were aborted');
+    assert.deepEqual([...resumed.resumableParts], [], 'the newest upload has no parts');
+    counters.uploadPart = 0;
+    assert.deepEqual(await resumeAndCommit(resumed, data), [0, 1, 2]);
+    assert.equal(counters.uploadPart, 3);
+    assert.ok((await readKey(driver, 'obj')).equals(data));
+    assert.deepEqual((await admin.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? [], [], 'no upload left after commit');
+    admin.destroy();
+  });
+
+  it('a part damaged on the way is refused by the server (Content-MD5): kind integrity, and a retry succeeds', async () => {
+    const bucket = await freshBucket(requireServer(), 's3-md5');
+    const data = seededBytes(PART * 2 + 1, 6);
+    const { driver, counters } = await countedDriver(bucket);
+    drivers.push(driver);
+    const session = await driver.openWrite('damaged', { size: data.length, partBytes: PART });
+    counters.corruptNext = true;
+    const err = await rejectsWithKind(() => session.write(0, partOf(data, 0, PART)), 'integrity', 'UploadPart with damaged bytes');
+    assert.match(err.message, /^cloud: s3:\/\/[^ ]+\/damaged: write part 0: the server refused the bytes: their MD5 does not match Content-MD5 \(BadDigest\)$/);
+    await session.write(0, partOf(data, 0, PART)); // the session is still usable
+    await session.write(1, partOf(data, 1, PART));
+    await session.write(2, partOf(data, 2, PART));
+    await session.commit({ hash: await hashOf(data) });
+    assert.ok((await readKey(driver, 'damaged')).equals(data));
+
+    const small = await driver.openWrite('small', { size: 100, partBytes: 100 });
+    await small.write(0, data.subarray(0, 100));
+    counters.corruptNext = true;
+    const smallHash = await hashOf(data.subarray(0, 100));
+    await rejectsWithKind(() => small.commit({ hash: smallHash }), 'integrity', 'PutObject with damaged bytes');
+    assert.equal(await driver.stat('small'), undefined, 'nothing stored');
+  });
+
+  it('the hash is stored as x-amz-meta-offsite-hash; no temp object or upload is left after commit', async () => {
+    const server = requireServer();
+    const bucket = await freshBucket(server, 's3-hash');
+    const data = seededBytes(PART + 7, 7);
+    const { driver } = await countedDriver(bucket, { prefix: 'pre/fix' });
+    drivers.push(driver);
+    const session = await driver.openWrite('a/b.bin', { size: data.length, partBytes: PART });
+    await session.write(0, partOf(data, 0, PART));
+    await session.write(1, partOf(data, 1, PART));
+    const admin = adminClient(server);
+    const during = await admin.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+    assert.deepEqual(during.Uploads?.map((u) => u.Key), ['pre/fix/a/.b.bin.offsite-partial'], 'the upload is for the temp key');
+    const hash = await hashOf(data);
+    await session.commit({ hash });
+    const head = await admin.send(new HeadObjectCommand({ Bucket: bucket, Key: 'pre/fix/a/b.bin' }));
+    assert.equal(head.Metadata?.['offsite-hash'], hash);
+    assert.equal(head.ContentLength, data.length);
+    const listed = await admin.send(new ListObjectsV2Command({ Bucket: bucket }));
+    assert.deepEqual(listed.Contents?.map((o) => o.Key), ['pre/fix/a/b.bin']);
+    assert.deepEqual((await admin.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? [], []);
+    assert.equal((await driver.stat('a/b.bin'))?.hash, hash);
+    admin.destroy();
+  });
+
+  it('copyWithin above the multipart-copy threshold uses UploadPartCopy and keeps the hash', async () => {
+    const bucket = await freshBucket(requireServer(), 's3-bigcopy');
+    const { driver } = await countedDriver(bucket, { multipartCopyThresholdBytes: 1024 });
+    drivers.push(driver);
+    const data = seededBytes(PART + 3, 8);
+    const session = await driver.openWrite('src', { size: data.length, partBytes: PART });
+    await session.write(0, partOf(data, 0, PART));
+    await session.write(1, partOf(data, 1, PART));
+    await session.commit({ hash: await hashOf(data) });
+    await driver.copyWithin('src', 'dst/copy');
+    assert.ok((await readKey(driver, 'dst/copy')).equals(data));
+    assert.equal((await driver.stat('dst/copy'))?.hash, await hashOf(data));
+  });
+});
