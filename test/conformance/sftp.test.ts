@@ -28,3 +28,14 @@ runConformance('sftp, one request in flight per file (concurrencyPerFile: 1)', (
     cleanup: removeFreshRoots,
   };
 }, 'skip' in found && found.skip ? { skipReason: found.error } : {});
+
+runConformance('sftp, SFTP-only account on a server without copy-data, posix-rename and fsync', () => {
+  const server = requireServer();
+  const username = server.sftpOnlyUsername;
+  const base = server.sftpOnlyRoot;
+  if (!username || !base) throw new Error('the test sshd has no SFTP-only account (it must run as root to create one)');
+  return {
+    create: async () => createSftpDriver('old', sectionFor(server, await freshRoot(server, 'conformance-limited', base), { username })),
+    cleanup: removeFreshRoots,
+  };
+}, 'skip' in found && found.skip ? { skipReason: found.error } : {});

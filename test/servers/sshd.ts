@@ -17,6 +17,8 @@ import type { ServerHandle, ServerSpec } from './index.js';
 const run = promisify(execFile);
 const SSHD = '/usr/sbin/sshd';
 const SFTP_ONLY_USER = 'offsite-sftp';
+/** SFTP requests the SFTP-only account is refused (`sftp-server -P`). */
+const SFTP_ONLY_DENIED = 'copy-data,posix-rename,fsync';
 
 /** What the SFTP tests receive in `OFFSITE_TEST_SFTP`. */
 export interface SftpTestServer {
@@ -36,8 +38,12 @@ export interface SftpTestServer {
   readonly hostPublicKey: string;
   /** A folder on the server that `username` may write to. */
   readonly root: string;
-  /** An account restricted to internal-sftp (no shell), when it could be created. */
+  /**
+   * An account restricted to internal-sftp (no shell), when it could be created. Its server is
+   * refused `sftpOnlyDeniedRequests` (OpenSSH's `sftp-server -P`), like an older server.
+   */
   readonly sftpOnlyUsername?: string;
+  readonly sftpOnlyDeniedRequests?: string;
   /** A folder that `sftpOnlyUsername` may write to. */
   readonly sftpOnlyRoot?: string;
 }
@@ -185,7 +191,9 @@ async function start(workDir: string): Promise<ServerHandle> {
       'LogLevel VERBOSE',
       'Subsystem sftp internal-sftp',
     ];
-    if (sftpOnly) lines.push(`Match User ${SFTP_ONLY_USER}`, '  ForceCommand internal-sftp', '  PermitTTY no');
+    // The SFTP-only account also stands for an older or stricter server: it is refused the
+    // copy-data, posix-rename and fsync extensions, so the drivers' fallbacks get tested.
+    if (sftpOnly) lines.push(`Match User ${SFTP_ONLY_USER}`, `  ForceCommand internal-sftp -P ${SFTP_ONLY_DENIED}`, '  PermitTTY no');
     writeFileSync(configFile, `${lines.join('\n')}\n`);
     await sh(SSHD, ['-t', '-f', configFile]);
 
@@ -226,7 +234,7 @@ async function start(workDir: string): Promise<ServerHandle> {
       knownHostsFile,
       hostPublicKey,
       root,
-      ...(sftpOnly ? { sftpOnlyUsername: SFTP_ONLY_USER, sftpOnlyRoot } : {}),
+      ...(sftpOnly ? { sftpOnlyUsername: SFTP_ONLY_USER, sftpOnlyRoot, sftpOnlyDeniedRequests: SFTP_ONLY_DENIED } : {}),
     };
     return {
       env: { OFFSITE_TEST_SFTP: JSON.stringify(server) },

@@ -20,6 +20,8 @@ export interface ProxyOptions {
   readonly resetFirstAfterBytes?: number;
   /** Accept connections but never forward or answer anything. */
   readonly blackhole?: boolean;
+  /** Delay every forwarded chunk by this many milliseconds, each way (RTT = 2x). */
+  readonly delayMs?: number;
 }
 
 export async function startProxy(targetPort: number, options: ProxyOptions = {}): Promise<Proxy> {
@@ -43,6 +45,10 @@ export async function startProxy(targetPort: number, options: ProxyOptions = {})
     upstream.on('error', () => client.destroy());
     client.on('close', () => upstream.destroy());
     let sent = 0;
+    const later = (send: () => void): void => {
+      if (options.delayMs) setTimeout(send, options.delayMs);
+      else send();
+    };
     client.on('data', (data: Buffer) => {
       sent += data.length;
       forwarded += data.length;
@@ -51,16 +57,20 @@ export async function startProxy(targetPort: number, options: ProxyOptions = {})
         upstream.destroy();
         return;
       }
-      if (!upstream.write(data)) {
-        client.pause();
-        upstream.once('drain', () => client.resume());
-      }
+      later(() => {
+        if (!upstream.destroyed && !upstream.write(data)) {
+          client.pause();
+          upstream.once('drain', () => client.resume());
+        }
+      });
     });
     upstream.on('data', (data: Buffer) => {
-      if (!client.write(data)) {
-        upstream.pause();
-        client.once('drain', () => upstream.resume());
-      }
+      later(() => {
+        if (!client.destroyed && !client.write(data)) {
+          upstream.pause();
+          client.once('drain', () => upstream.resume());
+        }
+      });
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -50,9 +50,12 @@ export function sectionFor(server: SftpTestServer, root: string, overrides: Reco
 
 const made: string[] = [];
 
-/** A fresh folder under the server's writable root (the server is on this machine). */
-export async function freshRoot(server: SftpTestServer, label: string): Promise<string> {
-  const root = join(server.root, `${label}-${randomUUID()}`);
+/**
+ * A fresh (not yet existing) folder under the server's writable root, or under `base` (the
+ * server is on this machine, so tests may look at it directly).
+ */
+export async function freshRoot(server: SftpTestServer, label: string, base = server.root): Promise<string> {
+  const root = join(base, `${label}-${randomUUID()}`);
   made.push(root);
   return root;
 }

@@ -157,13 +157,13 @@ export class SftpConnection {
 }
 
 /**
- * Up to `size` connections, opened on demand: `acquire` hands out an idle live connection, or
- * opens a new one while below `size`, or shares the least used one. Dead connections are
- * dropped and replaced on the next `acquire`.
+ * Up to `options.connections` connections, opened on demand: `acquire` hands out an idle live
+ * connection, or opens a new one while below the limit, or shares the least used one. Dead
+ * connections are dropped and replaced on the next `acquire`.
  */
 export class ConnectionPool {
   private readonly connections: SftpConnection[] = [];
-  private opening: Promise<SftpConnection> | undefined;
+  private readonly opening = new Set<Promise<SftpConnection>>();
   private closed = false;
 
   constructor(
@@ -174,30 +174,42 @@ export class ConnectionPool {
 
   /** A live connection with `users` already counted; give it back with `release`. */
   async acquire(): Promise<SftpConnection> {
-    if (this.closed) throw new DriverError('E_CLOSED', `${this.name}: driver is closed`, { kind: 'fatal' });
+    this.checkOpen();
     for (let i = this.connections.length - 1; i >= 0; i--) {
       if (!this.connections[i]?.alive) this.connections.splice(i, 1);
     }
     const idle = this.connections.find((conn) => conn.users === 0);
-    if (idle || (this.connections.length >= this.options.connections && this.connections.length > 0)) {
-      const conn = idle ?? this.connections.reduce((a, b) => (b.users < a.users ? b : a));
-      conn.users++;
+    if (idle) return this.take(idle);
+    if (this.connections.length + this.opening.size < this.options.connections) return this.take(await this.openOne());
+    if (this.connections.length > 0) return this.take(this.connections.reduce((a, b) => (b.users < a.users ? b : a)));
+    // Everything is still connecting: share whichever connection comes up first.
+    return this.take(await Promise.race(this.opening));
+  }
+
+  private async openOne(): Promise<SftpConnection> {
+    const opening = SftpConnection.open(this.name, this.options, this.hooks);
+    this.opening.add(opening);
+    try {
+      const conn = await opening;
+      if (this.closed) {
+        await conn.close();
+        this.checkOpen();
+      }
+      this.connections.push(conn);
       return conn;
+    } finally {
+      this.opening.delete(opening);
     }
-    // One connect at a time: concurrent callers share it instead of opening a burst.
-    if (!this.opening) {
-      this.opening = SftpConnection.open(this.name, this.options, this.hooks).finally(() => {
-        this.opening = undefined;
-      });
-    }
-    const conn = await this.opening;
-    if (this.closed) {
-      await conn.close();
-      throw new DriverError('E_CLOSED', `${this.name}: driver is closed`, { kind: 'fatal' });
-    }
-    if (!this.connections.includes(conn)) this.connections.push(conn);
+  }
+
+  private take(conn: SftpConnection): SftpConnection {
+    this.checkOpen();
     conn.users++;
     return conn;
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new DriverError('E_CLOSED', `${this.name}: driver is closed`, { kind: 'fatal' });
   }
 
   release(conn: SftpConnection): void {

@@ -21,7 +21,7 @@ import type {
   Capabilities, CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession,
 } from '../types.js';
 import { ConnectionPool, type SftpConnection, type SftpHooks } from './connection.js';
-import { isNoSuchFile, notFoundError, SFTP_STATUS, sftpStatusOf, type ErrorContext } from './errors.js';
+import { isNoSuchFile, notFoundError, SFTP_STATUS, sftpStatusOf, where, type ErrorContext } from './errors.js';
 import type { SftpOptions } from './options.js';
 
 const TEMP_SUFFIX = '.offsite-partial';
@@ -69,7 +69,7 @@ export class SftpDriver implements Driver {
       resumableWrites: true,
       atomicCommit: true,
       storedHash: false,
-      serverSideCopy: false,
+      serverSideCopy: options.serverSideCopy !== false,
       minPartBytes: 1,
       maxPartBytes: 1024 * 1024 * 1024,
       maxParts: Infinity,
@@ -219,11 +219,18 @@ export class SftpDriver implements Driver {
       const stats = await conn.call<Stats>(context, (sftp, done) => sftp.fstat(openHandle, done));
       if (!stats.isFile()) throw notFoundError(context);
       const end = options.length === undefined ? stats.size : Math.min(stats.size, offset + options.length);
-      const chunks = readRange(conn, openHandle, offset, Math.max(offset, end), this.options, context, this.counters, options.signal);
+      const pieceBytes = Math.min(Math.max(options.pieceBytes ?? this.options.requestBytes, MIN_PIECE_BYTES), MAX_PIECE_BYTES);
+      const shape: ReadShape = {
+        concurrency: this.options.concurrencyPerFile,
+        requestBytes: this.options.requestBytes,
+        pieceBytes,
+        allocate: options.allocate ?? Buffer.allocUnsafe,
+      };
+      const chunks = readRange(conn, openHandle, offset, Math.max(offset, end), shape, context, this.counters, options.signal);
       const stream = Readable.from(releasing(chunks, () => {
         closeQuietly(conn, openHandle);
         this.pool.release(conn);
-      }), { objectMode: false, highWaterMark: this.options.requestBytes });
+      }), { objectMode: false, highWaterMark: 1 });
       if (options.signal) {
         const signal = options.signal;
         const onAbort = (): void => {
@@ -255,7 +262,7 @@ export class SftpDriver implements Driver {
       throw new DriverError('E_BAD_SIZE', `${this.name}: ${key}: write: bad part size ${partBytes}`, { kind: 'fatal' });
     }
     throwIfAborted(options.signal, `${this.name}: write ${key}`);
-    const session = new SftpWriteSession(this, this.pool, key, path, posix.join(posix.dirname(path), tempNameFor(posix.basename(path))), size, partBytes);
+    const session = new SftpWriteSession(this, this.pool, key, path, tempPathFor(path), size, partBytes);
     await session.start();
     return session;
   }
@@ -264,7 +271,7 @@ export class SftpDriver implements Driver {
   async delete(key: string, options: SignalOptions = {}): Promise<void> {
     const path = this.remotePath(key);
     throwIfAborted(options.signal, `${this.name}: delete ${key}`);
-    const temp = posix.join(posix.dirname(path), tempNameFor(posix.basename(path)));
+    const temp = tempPathFor(path);
     await this.withConnection(async (conn) => {
       for (const target of [path, temp]) {
         try {
@@ -274,6 +281,151 @@ export class SftpDriver implements Driver {
         }
       }
     });
+  }
+
+  /**
+   * Copies `fromKey` to `toKey` on the server, through a temp file and an atomic rename like any
+   * write. Tries, in order: OpenSSH's `copy-data` extension (a real copy, no bytes over the
+   * network); with `serverSideCopy: auto`, a hard link (`hardlink@openssh.com`: instant, and safe
+   * because offsite never modifies a committed file in place, it only replaces it by rename);
+   * last, reading and writing through this machine. A missing source rejects with `not-found`.
+   */
+  async copyWithin(fromKey: string, toKey: string, options: SignalOptions = {}): Promise<void> {
+    const from = this.remotePath(fromKey);
+    const to = this.remotePath(toKey);
+    const what = `${this.name}: copy ${fromKey} to ${toKey}`;
+    throwIfAborted(options.signal, what);
+    const context = this.context(`copy from ${fromKey}`, toKey);
+    const done = await this.withConnection(async (conn) => {
+      const source = await this.statPath(conn, from, fromKey);
+      if (!source?.isFile()) throw notFoundError(this.context('copy', fromKey));
+      if (from === to) return true;
+      const temp = tempPathFor(to);
+      const copied = (await this.copyData(conn, from, temp, source.size, context)) ||
+        (this.options.serverSideCopy === 'auto' && (await this.hardLink(conn, from, temp, context)));
+      if (!copied) return false;
+      throwIfAborted(options.signal, what);
+      await this.replace(conn, temp, to, context);
+      return true;
+    });
+    if (!done) await this.copyThroughClient(fromKey, toKey, options.signal);
+  }
+
+  /** `copy-data` into `temp`; false when the server does not offer (or refuses) it. */
+  private async copyData(conn: SftpConnection, from: string, temp: string, size: number, context: ErrorContext): Promise<boolean> {
+    let source: Buffer | undefined;
+    let target: Buffer | undefined;
+    try {
+      source = await conn.call<Buffer>(context, (sftp, done) => sftp.open(from, 'r', done));
+      target = await this.openCreating(conn, temp, context);
+      const [readHandle, writeHandle] = [source, target];
+      try {
+        await conn.call<void>(context, (sftp, done) => sftp.ext_copy_data(readHandle, 0, 0, writeHandle, 0, done));
+      } catch (err) {
+        if (extensionRefused(err)) return false;
+        throw err;
+      }
+      const copied = await conn.call<Stats>(context, (sftp, done) => sftp.fstat(writeHandle, done));
+      if (copied.size !== size) {
+        throw new DriverError('E_SIZE_MISMATCH', `${where(context)}: the copy has ${copied.size} bytes, expected ${size}`, { kind: 'integrity' });
+      }
+      await this.fsync(conn, writeHandle, context);
+      return true;
+    } finally {
+      if (source) await closeQuietlyAndWait(conn, source);
+      if (target) await closeQuietlyAndWait(conn, target);
+    }
+  }
+
+  /** Hard-links `from` as `temp`; false when the server or its file system cannot. */
+  private async hardLink(conn: SftpConnection, from: string, temp: string, context: ErrorContext): Promise<boolean> {
+    try {
+      await conn.call<void>(context, (sftp, done) => sftp.unlink(temp, done));
+    } catch (err) {
+      if ((err as { kind?: string }).kind !== 'not-found') throw err;
+    }
+    const link = (): Promise<void> => conn.call<void>(context, (sftp, done) => sftp.ext_openssh_hardlink(from, temp, done));
+    try {
+      await link();
+      return true;
+    } catch (err) {
+      if ((err as { kind?: string }).kind === 'not-found') {
+        await this.makeDirectories(conn, posix.dirname(temp), context.key ?? '');
+        try {
+          await link();
+          return true;
+        } catch (again) {
+          if (extensionRefused(again) || sftpStatusOf((again as { cause?: unknown }).cause) === SFTP_STATUS.FAILURE) return false;
+          throw again;
+        }
+      }
+      // FAILURE: no hard links on this file system (FAT, exFAT, some FUSE mounts).
+      if (extensionRefused(err) || sftpStatusOf((err as { cause?: unknown }).cause) === SFTP_STATUS.FAILURE) return false;
+      throw err;
+    }
+  }
+
+  /** The last resort: read from the server and write back, as any upload. */
+  private async copyThroughClient(fromKey: string, toKey: string, signal?: AbortSignal): Promise<void> {
+    const entry = await this.stat(fromKey, { signal });
+    if (!entry) throw notFoundError(this.context('copy', fromKey));
+    const partBytes = 8 * 1024 * 1024;
+    const session = await this.openWrite(toKey, { size: entry.size, partBytes, signal });
+    try {
+      const stream = await this.openRead(fromKey, { pieceBytes: partBytes, length: entry.size, signal });
+      let index = 0;
+      for await (const piece of stream) await session.write(index++, piece as Buffer, { signal });
+      await session.commit({ hash: '', signal });
+    } catch (err) {
+      await session.suspend();
+      throw err;
+    }
+  }
+
+  /** Opens `path` for writing (create/truncate), creating missing folders. */
+  async openCreating(conn: SftpConnection, path: string, context: ErrorContext): Promise<Buffer> {
+    const open = (): Promise<Buffer> => conn.call<Buffer>(context, (sftp, done) => sftp.open(path, 'w', done));
+    try {
+      return await open();
+    } catch (err) {
+      if ((err as { kind?: string }).kind !== 'not-found') throw err;
+      await this.makeDirectories(conn, posix.dirname(path), context.key ?? '');
+      return open();
+    }
+  }
+
+  /** `fsync@openssh.com` on an open file; skipped where the server lacks or refuses it. */
+  async fsync(conn: SftpConnection, handle: Buffer, context: ErrorContext): Promise<void> {
+    try {
+      await conn.call<void>(context, (sftp, done) => sftp.ext_openssh_fsync(handle, (err) => done(err)));
+    } catch (err) {
+      if (!extensionRefused(err)) throw err;
+    }
+  }
+
+  /**
+   * Renames `temp` onto `final`: atomically with `posix-rename@openssh.com`; otherwise with a
+   * plain SFTP rename, which refuses to replace a file, so an existing `final` is removed first
+   * (the key is then briefly missing, but never partial).
+   */
+  async replace(conn: SftpConnection, temp: string, final: string, context: ErrorContext): Promise<void> {
+    try {
+      await conn.call<void>(context, (sftp, done) => sftp.ext_openssh_rename(temp, final, done));
+      return;
+    } catch (err) {
+      if (!extensionRefused(err)) throw err;
+    }
+    try {
+      await conn.call<void>(context, (sftp, done) => sftp.rename(temp, final, done));
+    } catch (err) {
+      if (sftpStatusOf((err as { cause?: unknown }).cause) === SFTP_STATUS.NO_SUCH_FILE) throw err;
+      try {
+        await conn.call<void>(context, (sftp, done) => sftp.unlink(final, done));
+      } catch (unlinkError) {
+        if (!isNoSuchFile((unlinkError as { cause?: unknown }).cause)) throw unlinkError;
+      }
+      await conn.call<void>(context, (sftp, done) => sftp.rename(temp, final, done));
+    }
   }
 
   /** Removes a temp file; best effort, never throws (a later run overwrites or removes it). */
@@ -386,14 +538,8 @@ class SftpWriteSession implements WriteSession {
 
   /** Opens the temp file; `w` also creates missing folders. */
   private async openTemp(conn: SftpConnection, flags: 'r+' | 'w'): Promise<Buffer> {
-    const open = (): Promise<Buffer> => conn.call<Buffer>(this.context('write'), (sftp, done) => sftp.open(this.tempPath, flags, done));
-    try {
-      return await open();
-    } catch (err) {
-      if (flags !== 'w' || (err as { kind?: string }).kind !== 'not-found') throw err;
-      await this.driver.makeDirectories(conn, posix.dirname(this.tempPath), this.key);
-      return open();
-    }
+    if (flags === 'w') return this.driver.openCreating(conn, this.tempPath, this.context('write'));
+    return conn.call<Buffer>(this.context('write'), (sftp, done) => sftp.open(this.tempPath, flags, done));
   }
 
   /** The live connection and handle, reopening the temp file after a lost connection. */
@@ -448,7 +594,9 @@ class SftpWriteSession implements WriteSession {
     const { conn, handle } = await this.ready('check part');
     const context = this.context(`check part ${index}`);
     let position = 0;
-    for await (const chunk of readRange(conn, handle, range.start, range.end, this.driver.options, context, this.driver.counters, options.signal)) {
+    const { concurrencyPerFile, requestBytes } = this.driver.options;
+    const shape: ReadShape = { concurrency: concurrencyPerFile, requestBytes, pieceBytes: requestBytes, allocate: Buffer.allocUnsafe };
+    for await (const chunk of readRange(conn, handle, range.start, range.end, shape, context, this.driver.counters, options.signal)) {
       if (!Buffer.from(bytes.buffer, bytes.byteOffset + position, chunk.length).equals(chunk)) return false;
       position += chunk.length;
     }
@@ -520,43 +668,13 @@ class SftpWriteSession implements WriteSession {
     if (stats.size !== this.size) {
       throw new DriverError('E_SIZE_MISMATCH', `${what}: the temp file has ${stats.size} bytes, expected ${this.size}`, { kind: 'integrity' });
     }
-    await this.fsync(conn, handle, context);
+    await this.driver.fsync(conn, handle, context);
     await conn.call<void>(context, (sftp, done) => sftp.close(handle, done));
     this.handle = undefined;
     throwIfAborted(options.signal, what);
-    await this.rename(conn, context);
+    await this.driver.replace(conn, this.tempPath, this.finalPath, context);
     this.state = 'committed';
     this.release();
-  }
-
-  private async fsync(conn: SftpConnection, handle: Buffer, context: ErrorContext): Promise<void> {
-    try {
-      await conn.call<void>(context, (sftp, done) => sftp.ext_openssh_fsync(handle, (err) => done(err)));
-    } catch (err) {
-      // Servers without the extension (ssh2 throws before sending) still get the file closed.
-      if (!/does not support/i.test((err as Error).message)) throw err;
-    }
-  }
-
-  private async rename(conn: SftpConnection, context: ErrorContext): Promise<void> {
-    try {
-      await conn.call<void>(context, (sftp, done) => sftp.ext_openssh_rename(this.tempPath, this.finalPath, done));
-      return;
-    } catch (err) {
-      if (!/does not support/i.test((err as Error).message)) throw err;
-    }
-    // Plain SFTP v3 rename refuses to replace an existing file.
-    try {
-      await conn.call<void>(context, (sftp, done) => sftp.rename(this.tempPath, this.finalPath, done));
-    } catch (err) {
-      if (sftpStatusOf((err as { cause?: unknown }).cause) === SFTP_STATUS.NO_SUCH_FILE) throw err;
-      try {
-        await conn.call<void>(context, (sftp, done) => sftp.unlink(this.finalPath, done));
-      } catch (unlinkError) {
-        if (!isNoSuchFile((unlinkError as { cause?: unknown }).cause)) throw unlinkError;
-      }
-      await conn.call<void>(context, (sftp, done) => sftp.rename(this.tempPath, this.finalPath, done));
-    }
   }
 
   /** Closes the temp file and keeps it for a later run. Never throws; idempotent. */
@@ -587,53 +705,128 @@ class SftpWriteSession implements WriteSession {
   }
 }
 
+/** How `readRange` cuts and buffers what it reads. */
+interface ReadShape {
+  /** Most READ requests in flight. */
+  readonly concurrency: number;
+  /** Bytes per READ request. */
+  readonly requestBytes: number;
+  /** Bytes per yielded piece (the last one may be shorter). */
+  readonly pieceBytes: number;
+  /** Where piece buffers come from. */
+  readonly allocate: (size: number) => Buffer;
+}
+
+/** Smallest and largest piece `openRead` yields when the caller asks for a `pieceBytes`. */
+const MIN_PIECE_BYTES = 4096;
+const MAX_PIECE_BYTES = 64 * 1024 * 1024;
+
 /**
- * Reads `[start, end)` of an open file as ordered chunks, keeping up to `concurrencyPerFile`
- * READ requests of `requestBytes` in flight. Short replies are completed with follow-up reads;
- * an early end of file rejects with kind `integrity`.
+ * Reads `[start, end)` of an open file as ordered pieces of `pieceBytes`, with up to
+ * `concurrency` READ requests in flight; the server's replies land directly in the piece
+ * buffers. Read-ahead stops at about two pieces plus the requests in flight, so a slow consumer
+ * bounds memory. Short replies are completed with follow-up reads; an early end of file
+ * rejects with kind `integrity`.
  */
 async function* readRange(
   conn: SftpConnection,
   handle: Buffer,
   start: number,
   end: number,
-  options: Pick<SftpOptions, 'concurrencyPerFile' | 'requestBytes'>,
+  shape: ReadShape,
   context: ErrorContext,
   counters: SftpTransferCounters,
   signal?: AbortSignal,
 ): AsyncGenerator<Buffer> {
-  interface Pending {
+  interface Piece {
+    readonly buffer: Buffer;
     readonly position: number;
-    readonly length: number;
-    readonly result: Promise<Buffer>;
+    filled: number;
+    failure?: unknown;
+    wake?: () => void;
   }
-  const request = (position: number, length: number): Pending => {
-    const result = conn.call<Buffer>(context, (sftp, done) =>
-      sftp.read(handle, Buffer.allocUnsafe(length), 0, length, position, (err, bytesRead, buffer) => (err ? done(err) : done(undefined, buffer.subarray(0, bytesRead)))),
-    );
-    result.catch(() => undefined); // awaited later, in order; avoid an unhandled rejection meanwhile
-    return { position, length, result };
+  const pieces: Piece[] = []; // allocated, not yet yielded, in file order
+  let queuedBytes = 0;
+  let nextPiece = start;
+  let issuing: Piece | undefined;
+  let issued = 0; // bytes of `issuing` already requested
+  let inFlight = 0;
+  let stopped = false;
+  const readAhead = shape.concurrency * shape.requestBytes + shape.pieceBytes;
+
+  /** Reads `[offset, offset + length)` of a piece, following up on short replies. */
+  const readInto = (piece: Piece, offset: number, length: number): void => {
+    inFlight++;
+    conn
+      .call<number>(context, (sftp, done) => sftp.read(handle, piece.buffer, offset, length, piece.position + offset, (err, bytesRead) => done(err, bytesRead)))
+      .then(
+        (bytesRead) => {
+          inFlight--;
+          if (stopped) return;
+          counters.bytesRead += bytesRead;
+          if (bytesRead === 0) {
+            piece.failure ??= new DriverError(
+              'E_SHORT_READ',
+              `${context.driver}: ${context.key}: ${context.action}: the file ended at byte ${piece.position + offset}, expected ${end}`,
+              { kind: 'integrity' },
+            );
+          } else if (bytesRead < length) {
+            readInto(piece, offset + bytesRead, length - bytesRead);
+          }
+          piece.filled += bytesRead;
+          piece.wake?.();
+          pump();
+        },
+        (err: unknown) => {
+          inFlight--;
+          piece.failure ??= err;
+          piece.wake?.();
+        },
+      );
   };
-  const queue: Pending[] = [];
-  let next = start;
-  while (true) {
-    throwIfAborted(signal, `${context.driver}: ${context.key}: ${context.action}`);
-    while (queue.length < options.concurrencyPerFile && next < end) {
-      const length = Math.min(options.requestBytes, end - next);
-      queue.push(request(next, length));
-      next += length;
+
+  const pump = (): void => {
+    while (!stopped && inFlight < shape.concurrency) {
+      if (!issuing || issued >= issuing.buffer.length) {
+        if (nextPiece >= end || queuedBytes >= readAhead) return;
+        const length = Math.min(shape.pieceBytes, end - nextPiece);
+        issuing = { buffer: shape.allocate(length), position: nextPiece, filled: 0 };
+        pieces.push(issuing);
+        queuedBytes += length;
+        nextPiece += length;
+        issued = 0;
+      }
+      const length = Math.min(shape.requestBytes, issuing.buffer.length - issued);
+      readInto(issuing, issued, length);
+      issued += length;
     }
-    const head = queue.shift();
-    if (!head) return;
-    const chunk = await head.result;
-    if (chunk.length === 0) {
-      throw new DriverError('E_SHORT_READ', `${context.driver}: ${context.key}: ${context.action}: the file ended at byte ${head.position}, expected ${end}`, {
-        kind: 'integrity',
-      });
+  };
+
+  const onAbort = (): void => {
+    for (const piece of pieces) piece.wake?.();
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    pump();
+    while (pieces.length > 0) {
+      const head = pieces[0] as Piece;
+      while (head.failure === undefined && head.filled < head.buffer.length) {
+        throwIfAborted(signal, `${context.driver}: ${context.key}: ${context.action}`);
+        await new Promise<void>((resolve) => {
+          head.wake = resolve;
+        });
+        head.wake = undefined;
+      }
+      if (head.failure !== undefined) throw head.failure;
+      pieces.shift();
+      queuedBytes -= head.buffer.length;
+      pump();
+      throwIfAborted(signal, `${context.driver}: ${context.key}: ${context.action}`);
+      yield head.buffer;
     }
-    counters.bytesRead += chunk.length;
-    if (chunk.length < head.length) queue.unshift(request(head.position + chunk.length, head.length - chunk.length));
-    yield chunk;
+  } finally {
+    stopped = true;
+    signal?.removeEventListener('abort', onAbort);
   }
 }
 
@@ -657,6 +850,22 @@ async function closeQuietlyAndWait(conn: SftpConnection, handle: Buffer): Promis
   } catch {
     /* the handle dies with the connection anyway */
   }
+}
+
+/** The temp path of a final path (same folder). */
+function tempPathFor(path: string): string {
+  return posix.join(posix.dirname(path), tempNameFor(posix.basename(path)));
+}
+
+/**
+ * True when an extension request was not possible: ssh2 refuses to send it (the server did not
+ * announce it), or the server answers "unsupported" or "permission denied" (OpenSSH's
+ * `sftp-server -P` bans requests that way).
+ */
+function extensionRefused(err: unknown): boolean {
+  if (/does not support this extended request/i.test((err as Error)?.message ?? '')) return true;
+  const status = sftpStatusOf((err as { cause?: unknown })?.cause);
+  return status === SFTP_STATUS.OP_UNSUPPORTED || status === SFTP_STATUS.PERMISSION_DENIED;
 }
 
 function isValidKey(key: string): boolean {

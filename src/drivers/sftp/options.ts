@@ -52,12 +52,18 @@ export interface SftpOptions {
   readonly connections: number;
   /** Files (or other operations) the engine should run at once against this host. @default 8 */
   readonly maxConcurrency: number;
+  /**
+   * How `copyWithin` copies inside the server: `auto` = OpenSSH's `copy-data`, else a hard link,
+   * else through this machine; `copy` = never a hard link (copies only); `false` = no
+   * server-side copy at all (capability off). @default 'auto'
+   */
+  readonly serverSideCopy: 'auto' | 'copy' | false;
 }
 
 const KNOWN_KEYS = new Set([
   'type', 'host', 'port', 'username', 'privateKey', 'passphrase', 'agent', 'password', 'root',
   'hostKey', 'knownHosts', 'insecureAcceptAnyHostKey', 'readyTimeoutMs', 'concurrencyPerFile',
-  'requestBytes', 'connections', 'maxConcurrency',
+  'requestBytes', 'connections', 'maxConcurrency', 'serverSideCopy',
 ]);
 
 /** `SHA256:` + unpadded base64 of a 32-byte digest (43 characters). */
@@ -129,6 +135,10 @@ export function parseSftpOptions(
   }
 
   const concurrencyPerFile = integer(name, section, 'concurrencyPerFile', 16, 1, 256);
+  const serverSideCopy = section['serverSideCopy'] ?? 'auto';
+  if (serverSideCopy !== 'auto' && serverSideCopy !== 'copy' && serverSideCopy !== false) {
+    throw new ConfigError(`${name}: "serverSideCopy" must be auto, copy or false, got ${describe(serverSideCopy)}`);
+  }
   return {
     host,
     port,
@@ -146,6 +156,7 @@ export function parseSftpOptions(
     requestBytes: integer(name, section, 'requestBytes', 261_120, 1024, 4 * 1024 * 1024),
     connections: integer(name, section, 'connections', 2, 1, 16),
     maxConcurrency: integer(name, section, 'maxConcurrency', 8, 1, 256),
+    serverSideCopy,
   };
 }
 
