@@ -135,7 +135,7 @@ export function buildProgram(setExit: (code: number) => void, signal: AbortSigna
     .option('--latest', 'the newest complete backup at the source')
     .option('--to <names>', 'destination names, comma-separated (default: all configured)', parseList)
     .option('--dry-run', 'print what would be copied, skipped or checked; write nothing')
-    .option('--concurrency <n>', 'files transferred at once (default: options.concurrency, 4)', parsePositiveInt)
+    .option('--concurrency <n>', 'files transferred at once (default: options.concurrency, 8)', parsePositiveInt)
     .addOption(new Option('--chunk-size <size>', 'chunk and part size, e.g. 8MiB (default: options.chunkSize)').argParser(parseSizeOption))
     .addHelpText('after', `\nA backup that is not complete (meta missing, a binlog short, changed within the quiet period) is refused with the reason.\nEach destination gets NAME/.offsite/manifest.json only once every file is there.\n\n${EXIT_CODE_HELP}`)
     .action(async (name: string | undefined, opts: { latest?: boolean; to?: string[]; dryRun?: boolean; concurrency?: number; chunkSize?: number }) => {

@@ -19,7 +19,7 @@ export type Section = Readonly<Record<string, unknown>>;
 export interface Settings {
   /** @default 8 MiB */
   readonly chunkBytes: number;
-  /** Files transferred at once. @default 4 */
+  /** Files transferred at once. @default 8 */
   readonly concurrency: number;
   /** Quiet period of the completion rule. @default 60 s */
   readonly quietPeriodMs: number;
@@ -34,7 +34,7 @@ export interface OffsiteConfig {
   readonly settings: Settings;
 }
 
-export const DEFAULT_SETTINGS: Settings = { chunkBytes: 8 * 1024 * 1024, concurrency: 4, quietPeriodMs: 60_000 };
+export const DEFAULT_SETTINGS: Settings = { chunkBytes: 8 * 1024 * 1024, concurrency: 8, quietPeriodMs: 60_000 };
 
 /** Where the config file is, by the documented precedence; `undefined` when none is given or found. */
 export function findConfigPath(explicit: string | undefined, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): string {

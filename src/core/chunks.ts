@@ -6,39 +6,62 @@ import type { Readable } from 'node:stream';
 import { OffsiteError, throwIfAborted } from '../errors.js';
 import type { Driver } from '../drivers/types.js';
 import { getHasher } from '../hash/xxh64.js';
+import type { ChunkPool } from './buffers.js';
 
 /**
  * Cuts a stream into chunks of exactly `chunkBytes` (the last one shorter). Rejects with kind
  * `integrity` when the stream ends before `size` bytes or runs past them: the object changed
  * while it was read.
  */
-export async function* chunksOf(stream: Readable, size: number, chunkBytes: number, what: string, signal?: AbortSignal): AsyncGenerator<Buffer> {
-  let chunk = Buffer.allocUnsafe(Math.min(chunkBytes, size));
+export async function* chunksOf(stream: Readable, size: number, chunkBytes: number, what: string, pool: ChunkPool, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  let chunk: Buffer | undefined;
   let filled = 0;
   let total = 0;
+  const iterator = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   try {
-    for await (const piece of stream) {
+    while (true) {
+      await pool.room();
+      const next = await iterator.next();
+      if (next.done) break;
       throwIfAborted(signal, what);
-      let data = piece as Buffer;
+      let data = next.value;
       total += data.length;
-      if (total > size) throw sizeChanged(what, size, `more than ${size}`);
+      if (total > size) {
+        pool.release(data);
+        throw sizeChanged(what, size, `more than ${size}`);
+      }
+      if (!chunk && data.length === Math.min(chunkBytes, size - total + data.length)) {
+        // A piece that is exactly the next chunk (drivers honour `pieceBytes`): no copy.
+        yield data;
+        continue;
+      }
+      const piece = data;
       while (data.length > 0) {
+        chunk ??= pool.allocate(Math.min(chunkBytes, size - (total - data.length)));
         const take = Math.min(chunk.length - filled, data.length);
         data.copy(chunk, filled, 0, take);
         filled += take;
         data = data.subarray(take);
         if (filled === chunk.length) {
-          yield chunk;
-          const remaining = size - (total - data.length);
-          chunk = Buffer.allocUnsafe(Math.min(chunkBytes, Math.max(remaining, 0)));
+          const full = chunk;
+          chunk = undefined;
           filled = 0;
+          yield full;
         }
       }
+      pool.release(piece);
     }
   } finally {
+    if (chunk) pool.release(chunk);
     stream.destroy();
   }
   if (total !== size) throw sizeChanged(what, size, String(total));
+}
+
+/** Opens `key` and yields its chunks from `pool` (see `chunksOf`); the caller releases each. */
+export async function* readChunks(driver: Driver, key: string, size: number, pool: ChunkPool, what: string, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  const stream = await driver.openRead(key, { signal, length: size, pieceBytes: pool.chunkBytes, allocate: pool.allocate });
+  yield* chunksOf(stream, size, pool.chunkBytes, what, pool, signal);
 }
 
 function sizeChanged(what: string, expected: number, actual: string): OffsiteError {
@@ -51,14 +74,14 @@ export interface ObjectHashes {
 }
 
 /** Reads a whole object and returns its file hash and chunk hashes. */
-export async function hashObject(driver: Driver, key: string, size: number, chunkBytes: number, signal?: AbortSignal): Promise<ObjectHashes> {
+export async function hashObject(driver: Driver, key: string, size: number, pool: ChunkPool, signal?: AbortSignal): Promise<ObjectHashes> {
   const hasher = await getHasher();
   const file = hasher.create();
   const chunks: string[] = [];
-  const stream = await driver.openRead(key, { signal });
-  for await (const chunk of chunksOf(stream, size, chunkBytes, `${driver.name}: ${key}`, signal)) {
+  for await (const chunk of readChunks(driver, key, size, pool, `${driver.name}: ${key}`, signal)) {
     file.update(chunk);
     chunks.push(hasher.hash(chunk));
+    pool.release(chunk);
   }
   return { hash: file.digest(), chunks };
 }

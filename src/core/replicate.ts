@@ -24,7 +24,8 @@ import {
   buildManifestBody, manifestKey, OFFSITE_DIR, progressKey, readManifestAt, writeManifestAt,
   type Manifest, type ManifestFile,
 } from '../manifest/manifest.js';
-import { chunksOf, hashObject, type ObjectHashes } from './chunks.js';
+import { ChunkPool } from './buffers.js';
+import { hashObject, readChunks, type ObjectHashes } from './chunks.js';
 import { planReplication, type DestinationPlan, type DestinationState, type FileAction, type ReplicationPlan, type SourceFile } from './plan.js';
 
 export const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;
@@ -35,10 +36,12 @@ export interface ReplicateOptions {
   readonly destinations: readonly Driver[];
   /** @default 8 MiB */
   readonly chunkBytes?: number;
-  /** Files transferred at once. @default 4 */
+  /** Files transferred at once. @default 8 */
   readonly fileConcurrency?: number;
   /** Parts of one file in flight per destination (when the driver allows parallel parts). @default 2 */
   readonly partConcurrency?: number;
+  /** Bytes of chunk buffers in flight, all files and destinations together. @default 96 MiB */
+  readonly memoryBudgetBytes?: number;
   /** Quiet period of the completion rule. @default 60 s */
   readonly quietPeriodMs?: number;
   /** Plan only: read the source and destinations, write nothing. */
@@ -137,12 +140,14 @@ class DestinationRun {
   private checkpointTimer: NodeJS.Timeout | undefined;
   private checkpointChain: Promise<void> = Promise.resolve();
   private dirty = false;
+  private checkpointIntervalMs: number;
 
   constructor(
     readonly driver: Driver,
     readonly plan: DestinationPlan,
     private readonly context: { backup: string; source: string; chunkBytes: number; checkpointIntervalMs: number; emit: (e: ReplicateEvent) => void },
   ) {
+    this.checkpointIntervalMs = context.checkpointIntervalMs;
     this.actions = new Map(plan.actions.map((a) => [a.path, a]));
     for (const action of plan.actions) if (action.record) this.records.set(action.path, action.record);
   }
@@ -181,7 +186,7 @@ class DestinationRun {
     this.checkpointTimer = setTimeout(() => {
       this.checkpointTimer = undefined;
       void this.writeCheckpoint();
-    }, this.context.checkpointIntervalMs);
+    }, this.checkpointIntervalMs);
   }
 
   /** Writes the progress checkpoint (serialized; a failure only costs re-hashing later). */
@@ -189,12 +194,18 @@ class DestinationRun {
     this.checkpointChain = this.checkpointChain.then(async () => {
       if (!this.dirty) return;
       this.dirty = false;
-      const body = buildManifestBody({ kind: 'progress', backup: this.context.backup, source: this.context.source, chunkBytes: this.context.chunkBytes, files: this.records.values() });
+      const started = Date.now();
+      // Only files made durable by this sync may be recorded as done.
+      const files = [...this.records.values()];
       try {
+        await this.driver.sync?.();
+        const body = buildManifestBody({ kind: 'progress', backup: this.context.backup, source: this.context.source, chunkBytes: this.context.chunkBytes, files });
         await writeManifestAt(this.driver, progressKey(this.context.backup), body);
       } catch {
         this.dirty = true;
       }
+      // The checkpoint grows with the file count: keep its cost under ~10% of the run.
+      this.checkpointIntervalMs = Math.max(this.context.checkpointIntervalMs, 10 * (Date.now() - started));
     });
     return this.checkpointChain;
   }
@@ -226,24 +237,37 @@ class FileSink {
   private nextPart = 0;
   error: unknown;
 
-  constructor(readonly run: DestinationRun, readonly session: WriteSession, partConcurrency: number, private readonly signal?: AbortSignal) {
+  constructor(readonly run: DestinationRun, readonly session: WriteSession, partConcurrency: number, private readonly pool: ChunkPool, private readonly signal?: AbortSignal) {
     const parallel = run.driver.capabilities.parallelPartWrites;
     this.queue = new PQueue({ concurrency: parallel ? partConcurrency : 1 });
   }
 
   get alive(): boolean { return this.error === undefined && !this.run.dead; }
 
-  /** Takes the next chunk; resolves when there is room for more. */
+  /**
+   * Takes the next chunk, and one reference to it, which this sink releases once the chunk is
+   * written (or dropped). Resolves when there is room for more.
+   */
   async push(chunk: Buffer, last: boolean): Promise<void> {
-    if (!this.alive) return;
-    this.pending.push(chunk);
+    if (!this.alive) { this.pool.release(chunk); return; }
+    if (this.session.partBytes === chunk.length || (last && this.pending.length === 0)) {
+      return this.enqueue(chunk);
+    }
+    // Parts of several chunks (files too big for 10,000 parts of one chunk): copy into a part
+    // buffer so the pooled chunk goes back at once and cannot hold up the readers.
+    this.pending.push(Buffer.from(chunk));
     this.pendingBytes += chunk.length;
+    this.pool.release(chunk);
     if (this.pendingBytes < this.session.partBytes && !last) return;
-    const bytes = this.pending.length === 1 ? chunk : Buffer.concat(this.pending, this.pendingBytes);
+    const bytes = Buffer.concat(this.pending, this.pendingBytes);
     this.pending = [];
     this.pendingBytes = 0;
+    return this.enqueue(bytes);
+  }
+
+  private async enqueue(bytes: Buffer): Promise<void> {
     const index = this.nextPart++;
-    void this.queue.add(() => this.writePart(index, bytes));
+    void this.queue.add(() => this.writePart(index, bytes).finally(() => this.pool.release(bytes)));
     if (this.queue.size > 0) await this.queue.onSizeLessThan(1);
   }
 
@@ -282,6 +306,7 @@ interface EngineContext {
   readonly backup: string;
   readonly chunkBytes: number;
   readonly partConcurrency: number;
+  readonly pool: ChunkPool;
   readonly signal?: AbortSignal;
   bytesRead: number;
 }
@@ -294,7 +319,7 @@ async function adopt(ctx: EngineContext, run: DestinationRun, file: SourceFile, 
     if (run.driver.capabilities.storedHash) {
       same = (await run.driver.stat(key, { signal: ctx.signal }))?.hash === hashes.hash;
     } else {
-      const there = await hashObject(run.driver, key, file.size, ctx.chunkBytes, ctx.signal);
+      const there = await hashObject(run.driver, key, file.size, ctx.pool, ctx.signal);
       same = there.hash === hashes.hash;
     }
     if (same) run.record({ path: file.path, size: file.size, hash: hashes.hash, chunks: hashes.chunks }, 'adopted');
@@ -315,7 +340,7 @@ async function transferFile(ctx: EngineContext, runs: readonly DestinationRun[],
   try {
     const adopters = targets.filter((r) => r.needs(file.path)?.action === 'adopt');
     if (adopters.length > 0) {
-      firstPass = await hashObject(ctx.source, sourceKey, file.size, ctx.chunkBytes, ctx.signal);
+      firstPass = await hashObject(ctx.source, sourceKey, file.size, ctx.pool, ctx.signal);
       ctx.bytesRead += file.size;
       const adopted = await Promise.all(adopters.map((r) => adopt(ctx, r, file, firstPass as ObjectHashes)));
       targets = targets.filter((r) => !adopters.includes(r) || !adopted[adopters.indexOf(r)]);
@@ -331,7 +356,7 @@ async function transferFile(ctx: EngineContext, runs: readonly DestinationRun[],
     try {
       const partBytes = partBytesFor(file.size, ctx.chunkBytes, run.driver);
       const session = await run.driver.openWrite(`${ctx.backup}/${file.path}`, { size: file.size, partBytes, signal: ctx.signal });
-      sinks.push(new FileSink(run, session, ctx.partConcurrency, ctx.signal));
+      sinks.push(new FileSink(run, session, ctx.partConcurrency, ctx.pool, ctx.signal));
     } catch (err) {
       run.fail(err, file.path);
     }
@@ -342,15 +367,15 @@ async function transferFile(ctx: EngineContext, runs: readonly DestinationRun[],
   const fileHash = hasher.create();
   const chunkHashes: string[] = [];
   try {
-    const stream = await ctx.source.openRead(sourceKey, { signal: ctx.signal });
     let offset = 0;
-    for await (const chunk of chunksOf(stream, file.size, ctx.chunkBytes, `source: ${sourceKey}`, ctx.signal)) {
+    for await (const chunk of readChunks(ctx.source, sourceKey, file.size, ctx.pool, `source: ${sourceKey}`, ctx.signal)) {
       fileHash.update(chunk);
       chunkHashes.push(hasher.hash(chunk));
       offset += chunk.length;
       ctx.bytesRead += chunk.length;
       const live = sinks.filter((s) => s.alive);
-      if (live.length === 0) break;
+      if (live.length === 0) { ctx.pool.release(chunk); break; }
+      ctx.pool.retain(chunk, live.length - 1); // the reader's reference goes to the first sink
       await Promise.all(live.map((s) => s.push(chunk, offset === file.size)));
     }
     if (sinks.some((s) => s.alive)) {
@@ -410,7 +435,8 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
 
   const context = { backup, source: source.description, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit };
   const runs = plan.destinations.map((p) => new DestinationRun(options.destinations.find((d) => d.name === p.destination) as Driver, p, context));
-  const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, signal, bytesRead: 0 };
+  const pool = new ChunkPool(chunkBytes, Math.max(options.memoryBudgetBytes ?? 96 * 1024 * 1024, 2 * chunkBytes));
+  const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, signal, bytesRead: 0 };
 
   if (!options.dryRun) {
     await Promise.all(runs.map(async (run) => {
@@ -421,7 +447,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
         run.fail(err);
       }
     }));
-    const queue = new PQueue({ concurrency: options.fileConcurrency ?? 4 });
+    const queue = new PQueue({ concurrency: options.fileConcurrency ?? 8 });
     for (const file of files) {
       if (!runs.some((r) => r.needs(file.path))) continue;
       await queue.onSizeLessThan(queue.concurrency);
@@ -450,7 +476,9 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
     if (whole) {
       try {
         const body = buildManifestBody({ kind: 'complete', backup, source: source.description, chunkBytes, files: files.map((f) => run.records.get(f.path) as ManifestFile) });
+        await run.driver.sync?.({ signal });
         await writeManifestAt(run.driver, manifestKey(backup), body, { signal });
+        await run.driver.sync?.({ signal });
         await run.driver.delete(progressKey(backup), { signal }).catch(() => undefined);
         results.push({ ...counts, status: 'complete', manifestKey: manifestKey(backup), errors: [] });
         continue;

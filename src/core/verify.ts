@@ -12,7 +12,8 @@ import type { Driver } from '../drivers/types.js';
 import { errorKind, errorMessage, OffsiteError } from '../errors.js';
 import { getHasher } from '../hash/xxh64.js';
 import { manifestKey, OFFSITE_DIR, readManifestAt, type Manifest, type ManifestFile } from '../manifest/manifest.js';
-import { chunksOf } from './chunks.js';
+import { ChunkPool } from './buffers.js';
+import { readChunks } from './chunks.js';
 
 export type VerifyLevel = 'quick' | 'deep';
 
@@ -53,22 +54,24 @@ export interface VerifyOptions {
 }
 
 /** Reads one file back and compares its chunk hashes with the manifest. */
-async function deepCheck(driver: Driver, key: string, file: ManifestFile, chunkBytes: number, options: VerifyOptions): Promise<Damage | undefined> {
+async function deepCheck(driver: Driver, key: string, file: ManifestFile, pool: ChunkPool, options: VerifyOptions): Promise<Damage | undefined> {
+  const chunkBytes = pool.chunkBytes;
   const hasher = await getHasher();
   const whole = hasher.create();
   let index = 0;
-  const stream = await driver.openRead(key, { signal: options.signal });
-  for await (const chunk of chunksOf(stream, file.size, chunkBytes, `${driver.name}: ${key}`, options.signal)) {
+  for await (const chunk of readChunks(driver, key, file.size, pool, `${driver.name}: ${key}`, options.signal)) {
     whole.update(chunk);
     const actual = hasher.hash(chunk);
+    const length = chunk.length;
+    pool.release(chunk);
     if (actual !== file.chunks[index]) {
       const offset = index * chunkBytes;
       return {
-        path: file.path, problem: 'chunk', chunk: index, offset, length: chunk.length,
-        message: `${file.path}: chunk ${index} (bytes ${offset}..${offset + chunk.length - 1}) differs: expected ${file.chunks[index]}, found ${actual}`,
+        path: file.path, problem: 'chunk', chunk: index, offset, length,
+        message: `${file.path}: chunk ${index} (bytes ${offset}..${offset + length - 1}) differs: expected ${file.chunks[index]}, found ${actual}`,
       };
     }
-    options.onBytes?.(chunk.length);
+    options.onBytes?.(length);
     index++;
   }
   const actual = whole.digest();
@@ -100,6 +103,7 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
     return { ...base, status: 'error', filesChecked: 0, bytesChecked: 0, damage: [], message: errorMessage(err) };
   }
   const damage: Damage[] = [];
+  const pool = new ChunkPool(manifest.chunkBytes);
   let bytesChecked = 0;
   let failure: unknown;
   const queue = new PQueue({ concurrency: options.concurrency ?? 4 });
@@ -120,7 +124,7 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
           }
         }
         if (level === 'deep') {
-          const found = await deepCheck(driver, key, file, manifest.chunkBytes, options);
+          const found = await deepCheck(driver, key, file, pool, options);
           if (found) damage.push(found);
           else bytesChecked += file.size;
         }

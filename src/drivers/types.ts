@@ -68,6 +68,16 @@ export interface ReadOptions extends SignalOptions {
   readonly offset?: number;
   /** Bytes to read from `offset`; to the end when omitted. */
   readonly length?: number;
+  /**
+   * Preferred size of the pieces the stream yields (a hint: the engine reads in chunks of this
+   * size, and pieces of exactly that size are passed on without copying). Drivers may ignore it.
+   */
+  readonly pieceBytes?: number;
+  /**
+   * Where to get the buffers the stream yields (a hint, for buffer reuse: the caller releases
+   * them). Drivers that read into buffers of their own choosing use it instead of allocating.
+   */
+  readonly allocate?: (size: number) => Buffer;
 }
 
 export interface WriteOptions extends SignalOptions {
@@ -117,12 +127,16 @@ export interface WriteSession {
    * Stores part `index`. Writing the same part twice is harmless (the last write wins).
    * Only when `capabilities.parallelPartWrites` may several `write` calls be in flight.
    * Failure leaves the session usable for another `write` of the same part (a retry).
+   * The driver must not keep or touch `bytes` once the returned promise settles (the engine
+   * reuses the buffer); the same holds for `matches`.
    */
   write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void>;
   /**
    * Makes the object appear under `key`, atomically, with all parts `0..n-1`. Rejects (and
-   * leaves no final object) when parts are missing or the stored size is not `size`.
-   * Durable when it resolves (fsync / server acknowledgement).
+   * leaves no final object) when parts are missing or the stored size is not `size`. Only parts
+   * written or confirmed with `matches` in this session count.
+   * Durable when it resolves (server acknowledgement), except on drivers that implement
+   * `Driver.sync`: there the object is durable after the next `sync()` resolves.
    */
   commit(options: CommitOptions): Promise<void>;
   /**
@@ -157,6 +171,13 @@ export interface Driver {
   openWrite(key: string, options: WriteOptions): Promise<WriteSession>;
   /** Removes `key`; resolves when it is already gone. Also removes resumable state for it. */
   delete(key: string, options?: SignalOptions): Promise<void>;
+  /**
+   * Makes every commit that resolved before this call durable (one filesystem-wide flush instead
+   * of one fsync per file, which costs a device cache flush each). Only drivers whose commits
+   * are not durable on their own implement it; the engine calls it before it records files as
+   * done (progress checkpoint) and before it writes a manifest.
+   */
+  sync?(options?: SignalOptions): Promise<void>;
   /** Server-side copy inside the same driver; only when `capabilities.serverSideCopy`. */
   copyWithin?(fromKey: string, toKey: string, options?: SignalOptions): Promise<void>;
   /** Releases connections. Idempotent. */

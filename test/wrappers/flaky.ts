@@ -156,7 +156,8 @@ export class FlakyDriver implements Driver {
         }
         if (room > 0) out.push(chunk.subarray(0, room));
         passed += Math.max(0, room);
-        callback();
+        // No callback: the transform stalls here, so no later data (nor the end) can follow the
+        // fault point before the stream breaks.
         setImmediate(breakNow); // let the partial chunk reach the reader first
       },
       flush(callback) {

@@ -14,6 +14,7 @@
  * Races with other processes changing the tree at the same moment (a symlink swapped in
  * between the check and the use) are not defended against: the root belongs to offsite.
  */
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { copyFile, lstat, mkdir, open, opendir, realpath, rename, rmdir, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
@@ -31,6 +32,8 @@ const PARTIAL_SUFFIX = '.offsite-partial';
 const TEMP_NAME = /^\..+\.offsite-(?:partial|copy-[0-9a-f]{16})$/;
 /** Bytes per read when streaming a file. */
 const READ_CHUNK_BYTES = 256 * 1024;
+/** Largest read piece a caller may ask for (`ReadOptions.pieceBytes`). */
+const MAX_READ_PIECE_BYTES = 64 * 1024 * 1024;
 /** Temp files are opened without following a symlink planted under their name. */
 const TEMP_OPEN_FLAGS = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW;
 
@@ -59,6 +62,13 @@ function checkByteCount(value: unknown, what: string, driver: string, key: strin
   return value;
 }
 
+/** `syncfs(2)` of the filesystem holding `path`, through coreutils' `sync -f`; false when unavailable. */
+function syncFilesystem(path: string): Promise<boolean> {
+  return new Promise((resolvePromise) => {
+    execFile('sync', ['-f', path], { timeout: 600_000 }, (err) => resolvePromise(!err));
+  });
+}
+
 /** fsync of a folder, so that a rename in it survives a power cut. Shares that refuse it are tolerated. */
 async function syncFolder(path: string): Promise<void> {
   const handle = await open(path, constants.O_RDONLY);
@@ -77,6 +87,8 @@ export class LocalDriver implements Driver {
   readonly capabilities: Capabilities;
   #realRoot: string | undefined;
   #closed = false;
+  /** Committed since the last `sync()`: renamed into place but maybe not yet on disk. */
+  #unsynced = { files: new Set<string>(), folders: new Set<string>() };
 
   constructor(readonly name: string, readonly options: LocalOptions) {
     this.description = `local:${options.root}`;
@@ -185,15 +197,22 @@ export class LocalDriver implements Driver {
       const path = await this.#resolveKey(key, context);
       if (path === undefined) throw notFoundError(context);
       const handle = await open(path, constants.O_RDONLY);
+      let fileSize: number;
       try {
-        if (!(await handle.stat()).isFile()) throw notFoundError(context);
+        const info = await handle.stat();
+        if (!info.isFile()) throw notFoundError(context);
+        fileSize = info.size;
         throwIfAborted(signal, `${this.name}: read ${key}`);
       } catch (err) {
         await handle.close();
         throw err;
       }
-      const end = length === undefined ? Infinity : offset + length;
-      const stream = Readable.from(readRange(handle, offset, end, context), { objectMode: false, highWaterMark: READ_CHUNK_BYTES });
+      // Bounded by the size at open, so no buffer is taken for a read that would find nothing;
+      // a file that grows meanwhile is read up to that size (callers compare sizes anyway).
+      const end = Math.min(length === undefined ? Infinity : offset + length, Math.max(fileSize, offset));
+      const pieceBytes = Math.min(Math.max(options.pieceBytes ?? READ_CHUNK_BYTES, 4096), MAX_READ_PIECE_BYTES);
+      const allocate = options.allocate ?? Buffer.allocUnsafe;
+      const stream = Readable.from(readRange(handle, offset, end, pieceBytes, allocate, context), { objectMode: false, highWaterMark: 1 });
       const onAbort = (): void => { stream.destroy(new AbortedError(`${this.name}: read ${key}`)); };
       signal?.addEventListener('abort', onAbort, { once: true });
       stream.once('close', () => {
@@ -238,7 +257,11 @@ export class LocalDriver implements Driver {
       }
       const resumable = new Set<number>();
       for (let index = 0; index < partCount(size, partBytes) && partRange(index, size, partBytes).end <= found; index++) resumable.add(index);
-      return new LocalWriteSession({ ...context, key, folder, temp, final: join(folder, basename), size, partBytes, resumable, prepareFolder: () => this.#prepareFolder(key, context) });
+      return new LocalWriteSession({
+        ...context, key, folder, temp, final: join(folder, basename), size, partBytes, resumable,
+        prepareFolder: () => this.#prepareFolder(key, context),
+        committed: (file, parent) => { this.#unsynced.files.add(file); this.#unsynced.folders.add(parent); },
+      });
     } catch (err) {
       throw classifyFsError(err, context);
     }
@@ -310,6 +333,33 @@ export class LocalDriver implements Driver {
   }
 
   /** Nothing to release; later calls reject with `fatal`. Idempotent. */
+  /**
+   * Makes every commit so far durable. On Linux one `syncfs(2)` of the root's filesystem
+   * (`sync -f`, coreutils) flushes them all at once: fsync per file costs a device cache flush
+   * each and made a 1 GiB / 1,300-file copy twice as slow. Elsewhere, or when that fails, each
+   * committed file and its folder is fsynced. Rejects with the classified error of a failed fsync.
+   */
+  async sync(options: SignalOptions = {}): Promise<void> {
+    const context: ErrorContext = { driver: this.name, action: 'sync', key: undefined };
+    const { files, folders } = this.#unsynced;
+    if (files.size === 0) return;
+    this.#unsynced = { files: new Set(), folders: new Set() };
+    try {
+      throwIfAborted(options.signal, `${this.name}: sync`);
+      const root = await this.#findRealRoot(context);
+      if (root !== undefined && process.platform === 'linux' && await syncFilesystem(root)) return;
+      for (const file of files) {
+        const handle = await open(file, constants.O_RDONLY);
+        try { await handle.sync(); } finally { await handle.close(); }
+      }
+      for (const folder of folders) await syncFolder(folder);
+    } catch (err) {
+      for (const file of files) this.#unsynced.files.add(file);
+      for (const folder of folders) this.#unsynced.folders.add(folder);
+      throw classifyFsError(err, context);
+    }
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
   }
@@ -423,10 +473,10 @@ export class LocalDriver implements Driver {
 }
 
 /** Positional reads of `[start, end)` (to EOF when `end` is Infinity) in bounded chunks. */
-async function* readRange(handle: FileHandle, start: number, end: number, context: ErrorContext): AsyncGenerator<Buffer> {
+async function* readRange(handle: FileHandle, start: number, end: number, pieceBytes: number, allocate: (size: number) => Buffer, context: ErrorContext): AsyncGenerator<Buffer> {
   let position = start;
   while (position < end) {
-    const buffer = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, end - position));
+    const buffer = allocate(Math.min(pieceBytes, end - position));
     let bytesRead: number;
     try {
       ({ bytesRead } = await handle.read(buffer, 0, buffer.length, position));
@@ -462,6 +512,8 @@ interface SessionSetup extends ErrorContext {
   readonly resumable: ReadonlySet<number>;
   /** Re-creates the key's folders (a concurrent `delete` may have removed them as empty). */
   readonly prepareFolder: () => Promise<string>;
+  /** Called after the rename: the file and its folder still need `sync()` to be durable. */
+  readonly committed: (file: string, folder: string) => void;
 }
 
 /**
@@ -564,12 +616,11 @@ class LocalWriteSession implements WriteSession {
       if (size !== this.size) {
         throw new DriverError('E_SIZE_MISMATCH', `${context.driver}: ${this.key}: cannot commit: the partial file has ${size} bytes, expected ${this.size}`, { kind: 'integrity' });
       }
-      await handle.sync();
       await this.#closeHandle();
       throwIfAborted(options.signal, `${context.driver}: ${this.key}: commit`);
       await rename(this.#setup.temp, this.#setup.final);
       this.#state = 'committed';
-      await syncFolder(this.#setup.folder);
+      this.#setup.committed(this.#setup.final, this.#setup.folder);
     } catch (err) {
       throw classifyFsError(err, context);
     }

@@ -317,7 +317,7 @@ class RetryingDriver implements Driver {
     const first = await this.#retrier.run({ op: 'openRead', key }, options.signal, () => this.inner.openRead(key, options));
     if (this.#retrier.retries === 0) return first;
     const reopen = (offset: number, length: number | undefined, signal: AbortSignal | undefined): Promise<Readable> =>
-      this.inner.openRead(key, { offset, length, signal });
+      this.inner.openRead(key, { ...options, offset, length, signal });
     return new ResumingReadStream(first, this.#retrier, key, options.offset ?? 0, options.length, reopen, options.signal);
   }
 
