@@ -9,19 +9,52 @@ import { replicate, type ReplicateEvent, type ReplicateResult } from './core/rep
 import { verifyCopy, type VerifyLevel, type VerifyResult } from './core/verify.js';
 import { createDriver } from './drivers/index.js';
 import type { Driver } from './drivers/types.js';
-import { BackupError, UsageError } from './errors.js';
+import { createRateLimiter, withBandwidthLimit, withRetry, type RateLimiter, type RetryInfo } from './drivers/wrappers/index.js';
+import { BackupError, ConfigError, errorMessage, UsageError } from './errors.js';
+import { parseBytes } from './config/units.js';
 import { manifestKey, readManifestAt } from './manifest/manifest.js';
 
-/** Opens the configured source. */
-export function openSource(config: OffsiteConfig): Promise<Driver> {
-  return createDriver('source', config.source);
+/** How drivers are wrapped for a run: retries and bandwidth limits (see src/drivers/wrappers). */
+export interface TransferOptions {
+  /** Retries of a retryable error, per operation. @default config options.retries, else 5 */
+  readonly retries?: number;
+  /** Total bytes per second written, all destinations together; 0 or undefined: no limit. */
+  readonly bwlimitBytesPerSecond?: number;
+  /** Told about every retry (the CLI prints them). */
+  readonly onRetry?: (driver: string, info: RetryInfo) => void;
+}
+
+/** Keys of a driver section that belong to the engine, not to the driver. */
+const ENGINE_KEYS = ['bwlimit'] as const;
+
+/** Builds one driver wrapped in the retry and bandwidth layers. */
+async function openWrapped(name: string, section: Readonly<Record<string, unknown>>, config: OffsiteConfig, options: TransferOptions, total?: RateLimiter): Promise<Driver> {
+  const driverSection = Object.fromEntries(Object.entries(section).filter(([k]) => !(ENGINE_KEYS as readonly string[]).includes(k)));
+  const limiters: RateLimiter[] = total ? [total] : [];
+  if (section['bwlimit'] !== undefined && section['bwlimit'] !== 0 && section['bwlimit'] !== '0') {
+    try {
+      limiters.push(createRateLimiter(parseBytes(section['bwlimit'], `${name}.bwlimit`)));
+    } catch (err) {
+      throw new ConfigError(`${config.path}: ${errorMessage(err)}`);
+    }
+  }
+  const driver = await createDriver(name, driverSection);
+  return withRetry(withBandwidthLimit(driver, limiters), {
+    retries: options.retries ?? config.settings.retries,
+    onRetry: options.onRetry ? (info) => options.onRetry?.(name, info) : undefined,
+  });
+}
+
+/** Opens the configured source (with retries). */
+export function openSource(config: OffsiteConfig, options: TransferOptions = {}): Promise<Driver> {
+  return openWrapped('source', config.source, config, options);
 }
 
 /**
  * Opens the named destinations (all configured ones when `names` is empty). An unknown name is
  * a UsageError listing the known ones. Closes what it opened when one fails.
  */
-export async function openDestinations(config: OffsiteConfig, names: readonly string[]): Promise<Driver[]> {
+export async function openDestinations(config: OffsiteConfig, names: readonly string[], options: TransferOptions = {}): Promise<Driver[]> {
   const known = Object.keys(config.destinations);
   const wanted = names.length > 0 ? names : known;
   for (const name of wanted) {
@@ -29,8 +62,9 @@ export async function openDestinations(config: OffsiteConfig, names: readonly st
   }
   if (new Set(wanted).size !== wanted.length) throw new UsageError(`a destination is named twice in "${wanted.join(',')}"`);
   const opened: Driver[] = [];
+  const total = options.bwlimitBytesPerSecond ? createRateLimiter(options.bwlimitBytesPerSecond) : undefined;
   try {
-    for (const name of wanted) opened.push(await createDriver(name, config.destinations[name] as Record<string, unknown>));
+    for (const name of wanted) opened.push(await openWrapped(name, config.destinations[name] as Record<string, unknown>, config, options, total));
   } catch (err) {
     await closeAll(opened);
     throw err;
@@ -87,7 +121,7 @@ export async function listCommand(config: OffsiteConfig, options: { destinations
   }
 }
 
-export interface ReplicateCommandOptions {
+export interface ReplicateCommandOptions extends TransferOptions {
   /** A backup name, or undefined with `latest`. */
   readonly backup?: string;
   readonly latest?: boolean;
@@ -108,10 +142,10 @@ export async function replicateCommand(config: OffsiteConfig, options: Replicate
   if (options.backup && options.latest) throw new UsageError('give a backup NAME or --latest, not both');
   if (!options.backup && !options.latest) throw new UsageError('which backup? give its NAME or --latest (see offsite list)');
   if (options.backup) checkBackupName(options.backup);
-  const source = await openSource(config);
+  const source = await openSource(config, options);
   let destinations: Driver[] = [];
   try {
-    destinations = await openDestinations(config, options.to ?? []);
+    destinations = await openDestinations(config, options.to ?? [], options);
     let backup = options.backup;
     if (!backup) {
       const latest = pickLatest(await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal }));
@@ -130,7 +164,7 @@ export async function replicateCommand(config: OffsiteConfig, options: Replicate
   }
 }
 
-export interface VerifyCommandOptions {
+export interface VerifyCommandOptions extends TransferOptions {
   readonly backup: string;
   readonly at?: readonly string[];
   readonly level: VerifyLevel;
@@ -141,7 +175,7 @@ export interface VerifyCommandOptions {
 /** `offsite verify`: checks each named destination's copy, concurrently. */
 export async function verifyCommand(config: OffsiteConfig, options: VerifyCommandOptions): Promise<VerifyResult[]> {
   checkBackupName(options.backup);
-  const destinations = await openDestinations(config, options.at ?? []);
+  const destinations = await openDestinations(config, options.at ?? [], options);
   try {
     return await Promise.all(destinations.map((driver) => verifyCopy({
       driver, backup: options.backup, level: options.level, concurrency: config.settings.concurrency,

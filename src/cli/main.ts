@@ -10,7 +10,8 @@ import { loadConfig } from '../config/config.js';
 import { formatBytes, parseBytes } from '../config/units.js';
 import type { ReplicateResult } from '../core/replicate.js';
 import type { VerifyResult } from '../core/verify.js';
-import { errorKind, OffsiteError } from '../errors.js';
+import type { RetryInfo } from '../drivers/wrappers/index.js';
+import { errorKind, errorMessage, OffsiteError } from '../errors.js';
 import { describeError, EXIT_CODE_HELP, ExitCode, exitCodeFor } from './exit.js';
 import { createProgress } from './progress.js';
 
@@ -38,6 +39,21 @@ function parsePositiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number >= 1');
   return n;
+}
+
+function parseRetries(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a whole number >= 0');
+  return n;
+}
+
+/** One stderr line per retry (not with --quiet or --json), so a stalled link is visible. */
+function reportRetry(globals: GlobalOptions): ((driver: string, info: RetryInfo) => void) | undefined {
+  if (globals.quiet || globals.json) return undefined;
+  return (driver, info) => {
+    const what = `${info.op}${info.part === undefined ? '' : ` part ${info.part}`}${info.key ? ` ${info.key}` : ''}`;
+    process.stderr.write(`offsite: ${driver}: ${what}: ${errorMessage(info.error)}; retry ${info.attempt} in ${(info.delayMs / 1000).toFixed(1)} s\n`);
+  };
 }
 
 function parseSizeOption(value: string): number {
@@ -137,14 +153,17 @@ export function buildProgram(setExit: (code: number) => void, signal: AbortSigna
     .option('--dry-run', 'print what would be copied, skipped or checked; write nothing')
     .option('--concurrency <n>', 'files transferred at once (default: options.concurrency, 8)', parsePositiveInt)
     .addOption(new Option('--chunk-size <size>', 'chunk and part size, e.g. 8MiB (default: options.chunkSize)').argParser(parseSizeOption))
+    .option('--retries <n>', 'retries of a transient error (reset, timeout, 5xx) per operation; a retry resends only the failed part (default: options.retries, 5)', parseRetries)
+    .addOption(new Option('--bwlimit <rate>', 'total write rate over all destinations, bytes per second, e.g. 20MiB (default: options.bwlimit; per destination: bwlimit in its config)').argParser(parseSizeOption))
     .addHelpText('after', `\nA backup that is not complete (meta missing, a binlog short, changed within the quiet period) is refused with the reason.\nEach destination gets NAME/.offsite/manifest.json only once every file is there.\n\n${EXIT_CODE_HELP}`)
-    .action(async (name: string | undefined, opts: { latest?: boolean; to?: string[]; dryRun?: boolean; concurrency?: number; chunkSize?: number }) => {
+    .action(async (name: string | undefined, opts: { latest?: boolean; to?: string[]; dryRun?: boolean; concurrency?: number; chunkSize?: number; retries?: number; bwlimit?: number }) => {
       const config = loadConfig(globals().config);
       const bars = createProgress(!globals().quiet && !globals().json);
       let result: ReplicateResult;
       try {
         result = await replicateCommand(config, {
           backup: name, latest: opts.latest, to: opts.to, dryRun: opts.dryRun, concurrency: opts.concurrency, chunkBytes: opts.chunkSize, signal,
+          retries: opts.retries, bwlimitBytesPerSecond: opts.bwlimit ?? config.settings.bwlimitBytesPerSecond, onRetry: reportRetry(globals()),
           onEvent: (event) => {
             if (event.type === 'plan' && !opts.dryRun) {
               for (const d of event.plan.destinations) if (!d.upToDate) bars.start(d.destination, d.copyBytes + d.actions.filter((a) => a.action === 'adopt').reduce((s, a) => s + a.size, 0));
@@ -164,8 +183,9 @@ export function buildProgram(setExit: (code: number) => void, signal: AbortSigna
     .argument('<name>', 'backup name')
     .option('--at <names>', 'destination names, comma-separated (default: all configured)', parseList)
     .option('--deep', 'read every byte back and compare chunk hashes; names the file and chunk that differ')
+    .option('--retries <n>', 'retries of a transient error per operation (default: options.retries, 5)', parseRetries)
     .addHelpText('after', `\n${EXIT_CODE_HELP}`)
-    .action(async (name: string, opts: { at?: string[]; deep?: boolean }) => {
+    .action(async (name: string, opts: { at?: string[]; deep?: boolean; retries?: number }) => {
       const config = loadConfig(globals().config);
       const level = opts.deep ? 'deep' : 'quick';
       const bars = createProgress(!globals().quiet && !globals().json && level === 'deep');
@@ -173,7 +193,7 @@ export function buildProgram(setExit: (code: number) => void, signal: AbortSigna
       const started = new Set<string>();
       try {
         results = await verifyCommand(config, {
-          backup: name, at: opts.at, level, signal,
+          backup: name, at: opts.at, level, signal, retries: opts.retries, onRetry: reportRetry(globals()),
           onBytes: (d, n) => { if (!started.has(d)) { started.add(d); bars.start(d, 0); } bars.add(d, n); },
         });
       } finally {
