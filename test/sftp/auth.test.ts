@@ -3,7 +3,8 @@
  * keys, password refusal without leaking the secret, the SFTP-only account, permission denied.
  */
 import assert from 'node:assert/strict';
-import { chmod, mkdir } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { access, chmod, mkdir } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -11,7 +12,7 @@ import { createDriver } from '../../src/drivers/index.js';
 import { createSftpDriver, parseSftpOptions } from '../../src/drivers/sftp/index.js';
 import { ConfigError } from '../../src/errors.js';
 import { putObject, readKey, rejectsWithKind, seededBytes } from '../conformance/suite.js';
-import { describeWithServer, freshRoot, generateKey, removeFreshRoots, removeScratch, scratchDir, sectionFor, type SftpTestServer } from './server.js';
+import { describeWithServer, freshRoot, generateKey, removeFreshRoots, removeScratch, runProgram, scratchDir, sectionFor, type SftpTestServer } from './server.js';
 
 const FINGERPRINT = `SHA256:${'x'.repeat(43)}`;
 const base = { type: 'sftp', host: 'nas.lan', username: 'backup', privateKey: '~/.ssh/id_ed25519', hostKey: FINGERPRINT, root: '/volume1/milvus/' };
@@ -109,6 +110,36 @@ describeWithServer('sftp authentication', (server: SftpTestServer) => {
       await rejectsWithKind(() => none.stat('hello'), 'auth', 'encrypted key without passphrase');
     } finally {
       await none.close();
+    }
+  });
+
+  it('ssh-agent: agent: true (SSH_AUTH_SOCK) and an explicit socket path both authenticate', async () => {
+    const socket = join(await scratchDir(), 'agent.sock');
+    const agent = spawn('ssh-agent', ['-D', '-a', socket], { stdio: 'ignore' });
+    try {
+      for (let i = 0; i < 100; i++) {
+        if (await access(socket).then(() => true, () => false)) break;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const previous = process.env['SSH_AUTH_SOCK'];
+      process.env['SSH_AUTH_SOCK'] = socket;
+      try {
+        await runProgram('ssh-add', ['-q', server.privateKey]);
+        for (const agentOption of [true, socket]) {
+          const driver = await createSftpDriver('nas', sectionFor(server, await freshRoot(server, 'agent'), { privateKey: undefined, agent: agentOption }));
+          try {
+            await putObject(driver, 'via-agent', Buffer.from('agent'));
+            assert.equal((await readKey(driver, 'via-agent')).toString(), 'agent');
+          } finally {
+            await driver.close();
+          }
+        }
+      } finally {
+        if (previous === undefined) delete process.env['SSH_AUTH_SOCK'];
+        else process.env['SSH_AUTH_SOCK'] = previous;
+      }
+    } finally {
+      agent.kill();
     }
   });
 

@@ -4,7 +4,10 @@
  * `retryable` error, and a write session must be usable again for a retry of the same part.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdir, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { promisify } from 'node:util';
 import { after, it } from 'node:test';
 import { createSftpDriver } from '../../src/drivers/sftp/index.js';
 import { hashOf, partOf, readAll, readKey, putObject, rejectsWithKind, seededBytes } from '../conformance/suite.js';
@@ -64,6 +67,28 @@ describeWithServer('sftp faults', (server: SftpTestServer) => {
     } finally {
       await driver.close();
       await proxy.close();
+    }
+  });
+
+  it('a full disk on the server is permanent (SFTP FAILURE), and leaves no final object', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root to mount a tiny tmpfs');
+    const root = await freshRoot(server, 'full');
+    await mkdir(root, { recursive: true });
+    const run = promisify(execFile);
+    try {
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'offsite-test-full', root]);
+    } catch (err) {
+      return t.skip(`cannot mount a tmpfs here: ${(err as Error).message.split('\n')[0]}`);
+    }
+    const driver = await createSftpDriver('nas', sectionFor(server, root));
+    try {
+      const err = await rejectsWithKind(() => putObject(driver, 'big.bin', seededBytes(3 * 1024 * 1024, 9), 1024 * 1024), 'permanent', 'write to a full disk', 'E_SFTP_FAILURE');
+      assert.match(err.message, /^nas: big\.bin: write part \d: .*disk full/);
+      assert.equal(await driver.stat('big.bin'), undefined);
+    } finally {
+      await driver.close();
+      await run('umount', [root]);
+      await rm(root, { recursive: true, force: true });
     }
   });
 

@@ -50,7 +50,7 @@ export function isTempName(name: string): boolean {
 export function tempNameFor(name: string): string {
   if (Buffer.byteLength(name) <= 200) return `.${name}${TEMP_SUFFIX}`;
   const digest = createHash('sha256').update(name).digest('hex').slice(0, 16);
-  return `.${name.slice(0, 80)}~${digest}${TEMP_SUFFIX}`;
+  return `.${Array.from(name).slice(0, 60).join('')}~${digest}${TEMP_SUFFIX}`;
 }
 
 export class SftpDriver implements Driver {
@@ -114,6 +114,7 @@ export class SftpDriver implements Driver {
    */
   async *list(prefix: string, options: SignalOptions = {}): AsyncIterable<Entry> {
     checkPrefix(prefix);
+    throwIfAborted(options.signal, `${this.name}: list ${prefix}`);
     const slash = prefix.lastIndexOf('/');
     const pending: string[] = [slash === -1 ? '' : prefix.slice(0, slash)];
     const conn = await this.pool.acquire();
@@ -127,7 +128,9 @@ export class SftpDriver implements Driver {
             if (name === '.' || name === '..') continue;
             const key = dirKey === '' ? name : `${dirKey}/${name}`;
             if (!isValidKey(key)) continue;
-            const type = item.attrs.mode & S_IFMT;
+            // Servers may leave out the permissions (and so the type): ask for them.
+            const mode = item.attrs.mode ?? (await this.lstatPath(conn, this.join(key), key))?.mode ?? 0;
+            const type = mode & S_IFMT;
             if (type === S_IFDIR) {
               const folder = `${key}/`;
               if (folder.startsWith(prefix) || prefix.startsWith(folder)) pending.push(key);
@@ -175,6 +178,16 @@ export class SftpDriver implements Driver {
     }
   }
 
+  /** `lstat` of a path (not following symlinks); `undefined` when it does not exist. */
+  private async lstatPath(conn: SftpConnection, path: string, key: string): Promise<Stats | undefined> {
+    try {
+      return await conn.call<Stats>(this.context('list', key), (sftp, done) => sftp.lstat(path, done));
+    } catch (err) {
+      if ((err as { kind?: string }).kind === 'not-found') return undefined;
+      throw err;
+    }
+  }
+
   /** `stat` of a path (following symlinks); `undefined` when it does not exist. */
   private async statPath(conn: SftpConnection, path: string, key: string): Promise<Stats | undefined> {
     try {
@@ -198,9 +211,11 @@ export class SftpDriver implements Driver {
 
   /**
    * Streams `[offset, offset + length)` (to the end when `length` is omitted, clipped to the
-   * file's size at open time). Up to `concurrencyPerFile` READ requests are in flight; memory
-   * stays below that many `requestBytes`. A missing key (or a folder) rejects with `not-found`;
-   * a file that shrinks while being read fails the stream with kind `integrity`.
+   * file's size at open time) in pieces of `pieceBytes` (default `requestBytes`) taken from
+   * `allocate` when given. Up to `concurrencyPerFile` READ requests are in flight and read-ahead
+   * stops at about two pieces, so memory is bounded whatever the file's size. A missing key (or
+   * a folder) rejects with `not-found`; a file that shrinks while being read fails the stream
+   * with kind `integrity`; a lost connection fails it with kind `retryable`.
    */
   async openRead(key: string, options: ReadOptions = {}): Promise<Readable> {
     const path = this.remotePath(key);
@@ -227,10 +242,16 @@ export class SftpDriver implements Driver {
         allocate: options.allocate ?? Buffer.allocUnsafe,
       };
       const chunks = readRange(conn, openHandle, offset, Math.max(offset, end), shape, context, this.counters, options.signal);
-      const stream = Readable.from(releasing(chunks, () => {
+      let released = false;
+      const release = (): void => {
+        if (released) return;
+        released = true;
         closeQuietly(conn, openHandle);
         this.pool.release(conn);
-      }), { objectMode: false, highWaterMark: 1 });
+      };
+      const stream = Readable.from(releasing(chunks, release), { objectMode: false, highWaterMark: 1 });
+      // A stream destroyed before its first read never runs the generator's `finally`.
+      stream.once('close', release);
       if (options.signal) {
         const signal = options.signal;
         const onAbort = (): void => {
@@ -315,6 +336,7 @@ export class SftpDriver implements Driver {
   private async copyData(conn: SftpConnection, from: string, temp: string, size: number, context: ErrorContext): Promise<boolean> {
     let source: Buffer | undefined;
     let target: Buffer | undefined;
+    let copied = false;
     try {
       source = await conn.call<Buffer>(context, (sftp, done) => sftp.open(from, 'r', done));
       target = await this.openCreating(conn, temp, context);
@@ -325,15 +347,17 @@ export class SftpDriver implements Driver {
         if (extensionRefused(err)) return false;
         throw err;
       }
-      const copied = await conn.call<Stats>(context, (sftp, done) => sftp.fstat(writeHandle, done));
-      if (copied.size !== size) {
-        throw new DriverError('E_SIZE_MISMATCH', `${where(context)}: the copy has ${copied.size} bytes, expected ${size}`, { kind: 'integrity' });
+      const stats = await conn.call<Stats>(context, (sftp, done) => sftp.fstat(writeHandle, done));
+      if (stats.size !== size) {
+        throw new DriverError('E_SIZE_MISMATCH', `${where(context)}: the copy has ${stats.size} bytes, expected ${size}`, { kind: 'integrity' });
       }
       await this.fsync(conn, writeHandle, context);
+      copied = true;
       return true;
     } finally {
       if (source) await closeQuietlyAndWait(conn, source);
       if (target) await closeQuietlyAndWait(conn, target);
+      if (target && !copied) await this.removeTemp(temp, context.key ?? '');
     }
   }
 
