@@ -25,6 +25,7 @@ import {
   type Manifest, type ManifestFile,
 } from '../manifest/manifest.js';
 import { ChunkPool } from './buffers.js';
+import { acquireLock, type HeldLock, type LockOptions } from './lock.js';
 import { hashObject, readChunks, type ObjectHashes } from './chunks.js';
 import { planReplication, type DestinationPlan, type DestinationState, type FileAction, type ReplicationPlan, type SourceFile } from './plan.js';
 
@@ -48,6 +49,8 @@ export interface ReplicateOptions {
   readonly dryRun?: boolean;
   /** How often the in-progress checkpoint is written. @default 1000 ms */
   readonly checkpointIntervalMs?: number;
+  /** The per-destination lock (see ./lock.ts). */
+  readonly lock?: Omit<LockOptions, 'signal'>;
   readonly signal?: AbortSignal;
   readonly onEvent?: (event: ReplicateEvent) => void;
 }
@@ -420,79 +423,94 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   const files = inspection.files.map((f) => ({ path: f.key.slice(prefixLength), size: f.size, mtimeMs: f.mtimeMs }));
 
   const failedEarly = new Map<string, ProblemReport>();
-  const states: DestinationState[] = [];
-  await Promise.all(options.destinations.map(async (d) => {
+  const locks: HeldLock[] = [];
+  const order = (a: DestinationState, b: DestinationState) =>
+    options.destinations.findIndex((d) => d.name === a.name) - options.destinations.findIndex((d) => d.name === b.name);
+  const states = new Map<string, DestinationState>();
+  const readState = async (d: Driver, lock: boolean): Promise<void> => {
     try {
-      states.push(await readDestinationState(d, backup, signal));
+      if (lock) locks.push(await acquireLock(d, backup, { ...options.lock, signal }));
+      states.set(d.name, await readDestinationState(d, backup, signal));
     } catch (err) {
+      states.delete(d.name);
       failedEarly.set(d.name, problem(err));
       emit({ type: 'destination-failed', destination: d.name, message: errorMessage(err) });
     }
-  }));
-  states.sort((a, b) => options.destinations.findIndex((d) => d.name === a.name) - options.destinations.findIndex((d) => d.name === b.name));
-  const plan = planReplication(backup, files, states, chunkBytes);
+  };
+  await Promise.all(options.destinations.map((d) => readState(d, false)));
+  let plan = planReplication(backup, files, [...states.values()].sort(order), chunkBytes);
+  if (!options.dryRun) {
+    // Destinations with work to do are locked, then read again: what another run did meanwhile counts.
+    const busy = plan.destinations.filter((p) => !p.upToDate).map((p) => options.destinations.find((d) => d.name === p.destination) as Driver);
+    await Promise.all(busy.map((d) => readState(d, true)));
+    plan = planReplication(backup, files, [...states.values()].sort(order), chunkBytes);
+  }
   emit({ type: 'plan', plan });
 
-  const context = { backup, source: source.description, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit };
-  const runs = plan.destinations.map((p) => new DestinationRun(options.destinations.find((d) => d.name === p.destination) as Driver, p, context));
-  const pool = new ChunkPool(chunkBytes, Math.max(options.memoryBudgetBytes ?? 96 * 1024 * 1024, 2 * chunkBytes));
-  const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, signal, bytesRead: 0 };
+  try {
+    const context = { backup, source: source.description, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit };
+    const runs = plan.destinations.map((p) => new DestinationRun(options.destinations.find((d) => d.name === p.destination) as Driver, p, context));
+    const pool = new ChunkPool(chunkBytes, Math.max(options.memoryBudgetBytes ?? 96 * 1024 * 1024, 2 * chunkBytes));
+    const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, signal, bytesRead: 0 };
 
-  if (!options.dryRun) {
-    await Promise.all(runs.map(async (run) => {
-      if (!run.plan.removeManifestFirst) return;
-      try {
-        await run.driver.delete(manifestKey(backup), { signal });
-      } catch (err) {
-        run.fail(err);
+    if (!options.dryRun) {
+      await Promise.all(runs.map(async (run) => {
+        if (!run.plan.removeManifestFirst) return;
+        try {
+          await run.driver.delete(manifestKey(backup), { signal });
+        } catch (err) {
+          run.fail(err);
+        }
+      }));
+      const queue = new PQueue({ concurrency: options.fileConcurrency ?? 8 });
+      for (const file of files) {
+        if (!runs.some((r) => r.needs(file.path))) continue;
+        await queue.onSizeLessThan(queue.concurrency);
+        void queue.add(() => transferFile(ctx, runs, file));
       }
-    }));
-    const queue = new PQueue({ concurrency: options.fileConcurrency ?? 8 });
-    for (const file of files) {
-      if (!runs.some((r) => r.needs(file.path))) continue;
-      await queue.onSizeLessThan(queue.concurrency);
-      void queue.add(() => transferFile(ctx, runs, file));
+      await queue.onIdle();
     }
-    await queue.onIdle();
-  }
 
-  const results: DestinationResult[] = [];
-  for (const d of options.destinations) {
-    const early = failedEarly.get(d.name);
-    const run = runs.find((r) => r.name === d.name);
-    const base = { name: d.name, description: d.description, filesCopied: 0, filesAdopted: 0, filesSkipped: 0, bytesWritten: 0, bytesResumed: 0, bytesSkipped: 0 };
-    if (early || !run) {
-      results.push({ ...base, status: 'failed', errors: early ? [early] : [] });
-      continue;
-    }
-    const counts = {
-      ...base, plan: run.plan, filesCopied: run.filesCopied, filesAdopted: run.filesAdopted, filesSkipped: run.plan.skipFiles,
-      bytesWritten: run.bytesWritten, bytesResumed: run.bytesResumed, bytesSkipped: run.plan.skipBytes,
-    };
-    if (options.dryRun) { results.push({ ...counts, status: 'planned', errors: [] }); continue; }
-    if (run.plan.upToDate) { results.push({ ...counts, status: 'up-to-date', manifestKey: manifestKey(backup), errors: [] }); continue; }
-    await run.stopCheckpoints();
-    const whole = !run.dead && run.errors.length === 0 && files.every((f) => run.records.has(f.path));
-    if (whole) {
-      try {
-        const body = buildManifestBody({ kind: 'complete', backup, source: source.description, chunkBytes, files: files.map((f) => run.records.get(f.path) as ManifestFile) });
-        await run.driver.sync?.({ signal });
-        await writeManifestAt(run.driver, manifestKey(backup), body, { signal });
-        await run.driver.sync?.({ signal });
-        await run.driver.delete(progressKey(backup), { signal }).catch(() => undefined);
-        results.push({ ...counts, status: 'complete', manifestKey: manifestKey(backup), errors: [] });
+    const results: DestinationResult[] = [];
+    for (const d of options.destinations) {
+      const early = failedEarly.get(d.name);
+      const run = runs.find((r) => r.name === d.name);
+      const base = { name: d.name, description: d.description, filesCopied: 0, filesAdopted: 0, filesSkipped: 0, bytesWritten: 0, bytesResumed: 0, bytesSkipped: 0 };
+      if (early || !run) {
+        results.push({ ...base, status: 'failed', errors: early ? [early] : [] });
         continue;
-      } catch (err) {
-        run.fail(err);
       }
-    } else {
-      await run.writeCheckpoint();
-      if (run.errors.length === 0) run.fail(new OffsiteError('E_INCOMPLETE', `${run.name}: not every file was copied`, { kind: 'fatal' }));
+      const counts = {
+        ...base, plan: run.plan, filesCopied: run.filesCopied, filesAdopted: run.filesAdopted, filesSkipped: run.plan.skipFiles,
+        bytesWritten: run.bytesWritten, bytesResumed: run.bytesResumed, bytesSkipped: run.plan.skipBytes,
+      };
+      if (options.dryRun) { results.push({ ...counts, status: 'planned', errors: [] }); continue; }
+      if (run.plan.upToDate) { results.push({ ...counts, status: 'up-to-date', manifestKey: manifestKey(backup), errors: [] }); continue; }
+      await run.stopCheckpoints();
+      const whole = !run.dead && run.errors.length === 0 && files.every((f) => run.records.has(f.path));
+      if (whole) {
+        try {
+          const body = buildManifestBody({ kind: 'complete', backup, source: source.description, chunkBytes, files: files.map((f) => run.records.get(f.path) as ManifestFile) });
+          await run.driver.sync?.({ signal });
+          await writeManifestAt(run.driver, manifestKey(backup), body, { signal });
+          await run.driver.sync?.({ signal });
+          await run.driver.delete(progressKey(backup), { signal }).catch(() => undefined);
+          results.push({ ...counts, status: 'complete', manifestKey: manifestKey(backup), errors: [] });
+          continue;
+        } catch (err) {
+          run.fail(err);
+        }
+      } else {
+        await run.writeCheckpoint();
+        if (run.errors.length === 0) run.fail(new OffsiteError('E_INCOMPLETE', `${run.name}: not every file was copied`, { kind: 'fatal' }));
+      }
+      results.push({ ...counts, status: 'failed', errors: run.errors });
     }
-    results.push({ ...counts, status: 'failed', errors: run.errors });
+    return {
+      backup, source: source.description, dryRun: options.dryRun ?? false, files: files.length, bytes: inspection.totalBytes,
+      bytesRead: ctx.bytesRead, durationMs: Date.now() - started, destinations: results,
+    };
+  } finally {
+    await Promise.all(locks.map((l) => l.release()));
   }
-  return {
-    backup, source: source.description, dryRun: options.dryRun ?? false, files: files.length, bytes: inspection.totalBytes,
-    bytesRead: ctx.bytesRead, durationMs: Date.now() - started, destinations: results,
-  };
 }

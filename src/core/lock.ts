@@ -1,0 +1,105 @@
+/**
+ * A lock per destination copy, `NAME/.offsite/lock.json`, so that two runs writing the same
+ * backup to the same destination at once do not trip over each other (both would write the same
+ * temp names and multipart uploads; nothing would be corrupted, since every final object is
+ * committed whole and hash-checked, but one run would fail at random).
+ *
+ * The lock records owner, host, pid, time and a random token. A run takes it by writing it and
+ * reading it back after a short settle delay (two racing writers: the last write wins and the
+ * other sees a foreign token and backs off). The holder rewrites it every `refreshMs`; a lock
+ * not refreshed for `staleMs` (a crashed run) is taken over. It lives at the destination, so it
+ * works across machines; it is advisory (a run that ignores it is not stopped).
+ */
+import { randomUUID } from 'node:crypto';
+import { hostname, userInfo } from 'node:os';
+import type { Driver } from '../drivers/types.js';
+import { readBytes, writeBytes } from '../drivers/io.js';
+import { errorKind, OffsiteError } from '../errors.js';
+import { getHasher } from '../hash/xxh64.js';
+import { OFFSITE_DIR } from '../manifest/manifest.js';
+
+export interface LockInfo {
+  readonly token: string;
+  readonly owner: string;
+  readonly host: string;
+  readonly pid: number;
+  /** When it was last written (ISO). */
+  readonly time: string;
+}
+
+export interface LockOptions {
+  /** A lock older than this is taken over. @default 10 min */
+  readonly staleMs?: number;
+  /** How often the holder rewrites it. @default 60 s */
+  readonly refreshMs?: number;
+  /** Wait between writing and reading back. @default 200 ms */
+  readonly settleMs?: number;
+  readonly signal?: AbortSignal;
+}
+
+export interface HeldLock {
+  readonly info: LockInfo;
+  release(): Promise<void>;
+}
+
+export function lockKey(backup: string): string {
+  return `${backup}/${OFFSITE_DIR}/lock.json`;
+}
+
+async function readLock(driver: Driver, key: string, signal?: AbortSignal): Promise<LockInfo | undefined> {
+  try {
+    const parsed = JSON.parse((await readBytes(driver, key, { signal })).toString('utf8')) as LockInfo;
+    return typeof parsed?.token === 'string' ? parsed : undefined;
+  } catch (err) {
+    if (errorKind(err) === 'not-found' || err instanceof SyntaxError) return undefined;
+    throw err;
+  }
+}
+
+async function writeLock(driver: Driver, key: string, info: LockInfo, signal?: AbortSignal): Promise<void> {
+  const bytes = Buffer.from(`${JSON.stringify(info)}\n`);
+  await writeBytes(driver, key, bytes, (await getHasher()).hash(bytes), { signal });
+}
+
+/** Takes the lock of `backup` at `driver`, or throws `E_LOCKED` naming the holder. */
+export async function acquireLock(driver: Driver, backup: string, options: LockOptions = {}): Promise<HeldLock> {
+  const key = lockKey(backup);
+  const staleMs = options.staleMs ?? 10 * 60_000;
+  const existing = await readLock(driver, key, options.signal);
+  if (existing) {
+    const age = Date.now() - Date.parse(existing.time);
+    if (!(age > staleMs)) {
+      throw new OffsiteError('E_LOCKED', `${driver.name}: ${backup} is being written by another offsite run (${existing.owner}@${existing.host}, pid ${existing.pid}, lock refreshed ${Math.round(age / 1000)} s ago); try again later, or remove ${key} if that run is gone (it expires after ${Math.round(staleMs / 1000)} s)`, { kind: 'permanent' });
+    }
+  }
+  const info = (): LockInfo => ({ token, owner: safeUser(), host: hostname(), pid: process.pid, time: new Date().toISOString() });
+  const token = randomUUID();
+  await writeLock(driver, key, info(), options.signal);
+  await new Promise((resolve) => setTimeout(resolve, options.settleMs ?? 200));
+  const after = await readLock(driver, key, options.signal);
+  if (after?.token !== token) {
+    throw new OffsiteError('E_LOCKED', `${driver.name}: ${backup} is being written by another offsite run that started at the same moment (${after ? `${after.owner}@${after.host}, pid ${after.pid}` : 'unknown'}); try again later`, { kind: 'permanent' });
+  }
+  let refreshing: Promise<void> = Promise.resolve();
+  const timer = setInterval(() => {
+    refreshing = refreshing.then(() => writeLock(driver, key, info())).catch(() => undefined);
+  }, options.refreshMs ?? 60_000);
+  timer.unref();
+  return {
+    info: info(),
+    async release() {
+      clearInterval(timer);
+      await refreshing;
+      const current = await readLock(driver, key).catch(() => undefined);
+      if (current?.token === token) await driver.delete(key).catch(() => undefined);
+    },
+  };
+}
+
+function safeUser(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return 'unknown';
+  }
+}
