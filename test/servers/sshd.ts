@@ -7,7 +7,7 @@
  * SFTP-only account without a shell (`offsite-sftp`, `ForceCommand internal-sftp`).
  */
 import { spawn, execFile } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync, readFileSync, writeFileSync, rmSync, chownSync, chmodSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, writeFileSync, rmSync, chownSync, chmodSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { join } from 'node:path';
 import { userInfo } from 'node:os';
@@ -134,8 +134,49 @@ function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
   });
 }
 
-async function start(workDir: string): Promise<ServerHandle> {
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Stops the sshd of earlier test runs whose runner died without stopping it (killed, timed
+ * out), and removes their folders. A run's folder is `run-<runner pid>`; only runs whose runner
+ * is gone are touched (several people may run the tests in one checkout at once), and only a
+ * process whose command line names that run's own config is signalled.
+ */
+function reapOrphans(baseDir: string): void {
+  let entries: string[];
+  try {
+    entries = readdirSync(baseDir);
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    const runner = /^run-(\d+)$/.exec(entry);
+    if (!runner || isAlive(Number(runner[1]))) continue;
+    const runDir = join(baseDir, entry);
+    try {
+      const pid = Number(readFileSync(join(runDir, 'sshd.child-pid'), 'utf8').trim());
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (pid > 1 && cmdline.includes(join(runDir, 'sshd_config'))) process.kill(pid, 'SIGKILL');
+    } catch {
+      /* no pid file, or that process is gone */
+    }
+    rmSync(runDir, { recursive: true, force: true });
+  }
+}
+
+async function start(baseDir: string): Promise<ServerHandle> {
   await ensureSshdInstalled();
+  mkdirSync(baseDir, { recursive: true });
+  reapOrphans(baseDir);
+  // One folder per runner process: concurrent runs in the same checkout must not share keys.
+  const workDir = join(baseDir, `run-${process.pid}`);
   rmSync(workDir, { recursive: true, force: true });
   mkdirSync(workDir, { recursive: true });
   mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
@@ -205,6 +246,7 @@ async function start(workDir: string): Promise<ServerHandle> {
     child.unref();
     const pid = child.pid;
     if (pid === undefined) throw new Error('could not spawn sshd');
+    writeFileSync(join(workDir, 'sshd.child-pid'), `${pid}\n`);
     let exited = false;
     child.once('exit', () => { exited = true; });
 
@@ -239,14 +281,13 @@ async function start(workDir: string): Promise<ServerHandle> {
     return {
       env: { OFFSITE_TEST_SFTP: JSON.stringify(server) },
       async stop(): Promise<void> {
-        try {
-          process.kill(pid, 'SIGTERM');
-        } catch {
-          return; // already gone
+        if (isAlive(pid)) {
+          try { process.kill(pid, 'SIGTERM'); } catch { /* gone meanwhile */ }
+          if (!(await waitForExit(pid, 3000))) {
+            try { process.kill(pid, 'SIGKILL'); } catch { /* gone meanwhile */ }
+          }
         }
-        if (!(await waitForExit(pid, 3000))) {
-          try { process.kill(pid, 'SIGKILL'); } catch { /* gone meanwhile */ }
-        }
+        rmSync(workDir, { recursive: true, force: true });
       },
     };
   }
