@@ -3,6 +3,14 @@
 // File IO runs on libuv's thread pool (4 threads by default), which capped a many-file copy;
 // it must be sized before the first asynchronous fs call.
 process.env.UV_THREADPOOL_SIZE ??= '16';
+// The AWS SDK warns on every start under Node 20 that its 2027 releases will need Node 22. offsite
+// supports Node 20 (see README); keep that notice out of users' cron mail and our one-line errors.
+const emitWarning = process.emitWarning.bind(process);
+process.emitWarning = (warning, ...rest) => {
+  const type = typeof rest[0] === 'string' ? rest[0] : rest[0] && rest[0].type;
+  if (type === 'NodeVersionSupportWarning' || String(warning).includes('NodeVersionSupportWarning')) return;
+  emitWarning(warning, ...rest);
+};
 import('../dist/src/cli/main.js').then((m) => m.main(process.argv)).catch((err) => {
   process.stderr.write(`offsite: cannot start: ${err && err.message ? err.message : err}\n` +
     'Run `npm install && npm run build` in the offsite checkout first.\n');

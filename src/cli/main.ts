@@ -4,6 +4,7 @@
  * outcomes and errors to exit codes (src/cli/exit.ts). Errors are one line on stderr, never a
  * stack trace.
  */
+import { setMaxListeners } from 'node:events';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { listCommand, replicateCommand, verifyCommand } from '../app.js';
 import { loadConfig } from '../config/config.js';
@@ -211,6 +212,9 @@ export function buildProgram(setExit: (code: number) => void, signal: AbortSigna
 /** Entry point used by bin/offsite.js. */
 export async function main(argv: readonly string[]): Promise<void> {
   const controller = new AbortController();
+  // Every concurrent read, write and retry sleep listens on this one signal: far more than the
+  // default 10 listeners in a normal run, and all of them removed when they finish.
+  setMaxListeners(0, controller.signal);
   let interrupted = false;
   process.on('SIGINT', () => {
     if (interrupted) process.exit(130);

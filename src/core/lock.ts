@@ -7,7 +7,8 @@
  * The lock records owner, host, pid, time and a random token. A run takes it by writing it and
  * reading it back after a short settle delay (two racing writers: the last write wins and the
  * other sees a foreign token and backs off). The holder rewrites it every `refreshMs`; a lock
- * not refreshed for `staleMs` (a crashed run) is taken over. It lives at the destination, so it
+ * not refreshed for `staleMs` (a crashed run elsewhere), or taken on this host by a process that
+ * no longer exists (a run killed here), is taken over. It lives at the destination, so it
  * works across machines; it is advisory (a run that ignores it is not stopped).
  */
 import { randomUUID } from 'node:crypto';
@@ -68,7 +69,7 @@ export async function acquireLock(driver: Driver, backup: string, options: LockO
   const existing = await readLock(driver, key, options.signal);
   if (existing) {
     const age = Date.now() - Date.parse(existing.time);
-    if (!(age > staleMs)) {
+    if (!(age > staleMs) && !deadHere(existing)) {
       throw new OffsiteError('E_LOCKED', `${driver.name}: ${backup} is being written by another offsite run (${existing.owner}@${existing.host}, pid ${existing.pid}, lock refreshed ${Math.round(age / 1000)} s ago); try again later, or remove ${key} if that run is gone (it expires after ${Math.round(staleMs / 1000)} s)`, { kind: 'permanent' });
     }
   }
@@ -94,6 +95,17 @@ export async function acquireLock(driver: Driver, backup: string, options: LockO
       if (current?.token === token) await driver.delete(key).catch(() => undefined);
     },
   };
+}
+
+/** A lock taken on this host by a process that no longer exists (a crashed or killed run). */
+function deadHere(lock: LockInfo): boolean {
+  if (lock.host !== hostname() || !Number.isInteger(lock.pid) || lock.pid <= 0) return false;
+  try {
+    process.kill(lock.pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
 }
 
 function safeUser(): string {

@@ -180,7 +180,8 @@ class ResumingReadStream extends ReadableStream {
   /** Consecutive failures since the last byte was delivered. */
   #failures = 0;
   readonly #stop = new AbortController();
-  readonly #waitSignal: AbortSignal;
+  /** Aborts a backoff sleep when the reader's signal fires or the stream is destroyed. Made only when a retry happens: AbortSignal.any listens on the run's signal until collected. */
+  #waitSignal: AbortSignal | undefined;
   readonly #onAbort: () => void;
 
   constructor(
@@ -193,7 +194,6 @@ class ResumingReadStream extends ReadableStream {
     readonly signal: AbortSignal | undefined,
   ) {
     super({ highWaterMark: first.readableHighWaterMark });
-    this.#waitSignal = signal === undefined ? this.#stop.signal : AbortSignal.any([signal, this.#stop.signal]);
     this.#onAbort = () => { this.destroy(new AbortedError(`${retrier.driverName}: read ${key}`)); };
     signal?.addEventListener('abort', this.#onAbort, { once: true });
     this.#attach(first);
@@ -253,6 +253,7 @@ class ResumingReadStream extends ReadableStream {
       for (;;) {
         this.#failures++;
         const offset = this.start + this.#delivered;
+        this.#waitSignal ??= this.signal === undefined ? this.#stop.signal : AbortSignal.any([this.signal, this.#stop.signal]);
         await this.retrier.backoff(err, this.#failures, { op: 'read', key: this.key, offset }, this.#waitSignal);
         if (this.destroyed) return;
         try {
