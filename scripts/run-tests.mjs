@@ -50,7 +50,7 @@ for (const server of wanted) {
   }
 }
 
-const tapFile = join(outDir, 'results.tap');
+const tapFile = join(outDir, `results-${process.pid}.tap`); // one per runner: runs may overlap in one checkout
 rmSync(tapFile, { force: true });
 const child = spawn(process.execPath, [
   '--test', '--test-concurrency=1',
