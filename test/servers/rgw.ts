@@ -5,7 +5,8 @@
  *
  * The settings follow shared/TEST-SERVERS.md (each was found the hard way): no cephx plus all
  * six `ms_*_mode = crc` (or radosgw waits for auth forever), pool size 1, small PG counts, fast
- * paxos intervals (12-15 s to start without them), memstore capped at 2 GiB of RAM. Steps:
+ * paxos intervals (12-15 s to start without them), memstore capped at 4 GiB of RAM, and a garbage
+ * collector that frees deleted data within seconds (an OSD that fills up makes writes hang). Steps:
  * monmaptool, ceph-mon --mkfs + start, `ceph osd new`, ceph-osd --mkfs (with the same uuid, or
  * the mon refuses the OSD's boot: "different fsid") + start, radosgw, then a user with known
  * keys. Tests create their own buckets.
@@ -34,7 +35,11 @@ export interface S3TestServer {
 
 const PACKAGES = ['radosgw', 'ceph-mon', 'ceph-osd', 'ceph-common'];
 const BINARIES = ['/usr/bin/radosgw', '/usr/bin/ceph-mon', '/usr/bin/ceph-osd', '/usr/bin/ceph', '/usr/bin/monmaptool', '/usr/bin/radosgw-admin'];
-const MEMSTORE_BYTES = 2 * 1024 ** 3;
+/**
+ * RAM the OSD may fill (memstore). A full OSD makes every write hang (not fail), so deleted data
+ * must really go: see the `rgw_gc_*` settings. Override with OFFSITE_TEST_RGW_MEMSTORE_MIB.
+ */
+const MEMSTORE_BYTES = Number(process.env['OFFSITE_TEST_RGW_MEMSTORE_MIB'] ?? 4096) * 1024 ** 2;
 const START_TIMEOUT_MS = 60_000;
 
 async function sh(file: string, args: string[], env: NodeJS.ProcessEnv = process.env, timeoutMs = 120_000): Promise<string> {
@@ -166,6 +171,11 @@ osd_data = ${dir}/osd/$name
 [client.rgw.a]
 rgw_data = ${dir}/rgw
 rgw_frontends = beast endpoint=127.0.0.1:${rgwPort}
+# Deleted objects and aborted uploads leave their data to the garbage collector, which by
+# default waits 2 h and runs hourly: in RAM that fills the OSD within a few test runs.
+rgw_gc_obj_min_wait = 1
+rgw_gc_processor_period = 2
+rgw_gc_processor_max_time = 2
 `;
 }
 

@@ -59,7 +59,7 @@ export class AwsStore implements ObjectStore {
       requestHandler: new NodeHttpHandler({
         connectionTimeout: options.connectTimeoutMs,
         requestTimeout: options.requestTimeoutMs,
-        socketTimeout: options.requestTimeoutMs,
+        socketTimeout: Math.min(options.requestTimeoutMs, 60_000),
         throwOnRequestTimeout: true,
         httpAgent: new HttpAgent(agentOptions),
         httpsAgent: new HttpsAgent(agentOptions),

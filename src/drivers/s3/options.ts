@@ -16,8 +16,10 @@ export interface ObjectStoreTuning {
   /** Connection set-up limit per request, in ms. @default 10000 */
   readonly connectTimeoutMs: number;
   /**
-   * Socket inactivity limit per request, in ms: a request during which no byte moves for this
-   * long fails (kind `retryable`). @default 60000
+   * Longest time one request may take until the server answers, in ms, sending the body
+   * included (so it must allow for one part at the slowest expected upload rate); a request that
+   * exceeds it fails with kind `retryable`. The `s3` driver also fails a request whose socket
+   * stays silent for min(requestTimeoutMs, 60 s). @default 300000
    */
   readonly requestTimeoutMs: number;
   /** Concurrent requests the engine should run against this destination. @default 16 */
@@ -130,7 +132,7 @@ export class SectionReader {
 export function parseTuning(reader: SectionReader): ObjectStoreTuning {
   return {
     connectTimeoutMs: reader.integer('connectTimeoutMs', 1, 3_600_000) ?? 10_000,
-    requestTimeoutMs: reader.integer('requestTimeoutMs', 1, 3_600_000) ?? 60_000,
+    requestTimeoutMs: reader.integer('requestTimeoutMs', 1, 3_600_000) ?? 300_000,
     maxConcurrency: reader.integer('maxConcurrency', 1, 256) ?? 16,
     listPageSize: reader.integer('listPageSize', 1, 1000) ?? 1000,
     multipartCopyThresholdBytes: reader.integer('multipartCopyThresholdBytes', 1, 5 * 1024 ** 3) ?? 5 * 1024 ** 3,
