@@ -56,11 +56,14 @@ async function sh(file: string, args: string[], env: NodeJS.ProcessEnv = process
 async function ensureCephInstalled(): Promise<void> {
   if (BINARIES.every((b) => existsSync(b))) return;
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  const install = ['install', '-y', '--no-install-recommends', ...PACKAGES];
+  // Wait for the dpkg lock instead of failing when another install runs at the same moment.
+  const lock = ['-o', 'DPkg::Lock::Timeout=300'];
+  const install = [...lock, 'install', '-y', '--no-install-recommends', ...PACKAGES];
   try {
     await sh('apt-get', install, env, 600_000);
   } catch {
-    await sh('apt-get', ['update'], env, 600_000);
+    // A fresh machine has no package lists yet.
+    await sh('apt-get', [...lock, 'update'], env, 600_000);
     await sh('apt-get', install, env, 600_000);
   }
   const missing = BINARIES.filter((b) => !existsSync(b));
