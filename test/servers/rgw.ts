@@ -100,12 +100,17 @@ async function waitFor(what: string, check: () => Promise<boolean> | boolean, ti
   }
 }
 
+/** Running (a zombie that PID 1 has not reaped yet counts as gone: it holds no port or memory). */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch {
     return false;
+  }
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true;
   }
 }
 
