@@ -11,8 +11,8 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { Readable } from 'node:stream';
-import { Client, CopyDestinationOptions, CopySourceOptions } from 'minio';
-import { cleanEtag } from '../s3/client.js';
+import { Client } from 'minio';
+import { cleanEtag, copyPartBytes } from '../s3/client.js';
 import type { S3Failure } from '../s3/errors.js';
 import { describeMinioError } from './errors.js';
 import type { ObjectStore, OpenUpload, StoredObject, StoredPart } from '../s3/store.js';
@@ -28,6 +28,11 @@ class PartsClient extends Client {
 interface Deadline {
   readonly promise: Promise<never>;
   clear(): void;
+}
+
+/** A key for `x-amz-copy-source`: percent-encoded like a URI path (`/` kept). */
+function escapeKey(key: string): string {
+  return encodeURIComponent(key).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`).replace(/%2F/g, '/');
 }
 
 export class MinioStore implements ObjectStore {
@@ -178,14 +183,46 @@ export class MinioStore implements ObjectStore {
     }
   }
 
+  /**
+   * CopyObject (or UploadPartCopy above the threshold) through `makeRequestAsync`: the client's
+   * own copy helpers escape the source with `encodeURI`, which breaks keys with `?`, `#`, `&`...
+   */
   async copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal): Promise<void> {
-    const source = new CopySourceOptions({ Bucket: this.bucket, Object: fromKey });
-    const target = new CopyDestinationOptions({ Bucket: this.bucket, Object: toKey, UserMetadata: metadata, MetadataDirective: 'REPLACE' });
-    // composeObject splits big sources into UploadPartCopy requests.
-    await this.#guard(signal, async () => {
-      if (size <= this.#options.multipartCopyThresholdBytes) await this.#client.copyObject(source, target);
-      else await this.#client.composeObject(target, [source]);
-    });
+    const source = `/${this.bucket}/${escapeKey(fromKey)}`;
+    const meta: Record<string, string> = {};
+    for (const [name, value] of Object.entries(metadata)) meta[`x-amz-meta-${name}`] = value;
+    if (size <= this.#options.multipartCopyThresholdBytes) {
+      await this.#guard(signal, () => this.#request('PUT', toKey, '', { 'x-amz-copy-source': source, 'x-amz-metadata-directive': 'REPLACE', ...meta }));
+      return;
+    }
+    const uploadId = await this.#guard(signal, () => this.#client.initiateNewMultipartUpload(this.bucket, toKey, meta));
+    try {
+      const step = copyPartBytes(size, 10_000);
+      const parts: Array<{ partNumber: number; etag: string }> = [];
+      for (let first = 0, partNumber = 1; first < size; first += step, partNumber++) {
+        const range = `bytes=${first}-${Math.min(size, first + step) - 1}`;
+        const body = await this.#guard(signal, () => this.#request('PUT', toKey, `partNumber=${partNumber}&uploadId=${encodeURIComponent(uploadId)}`,
+          { 'x-amz-copy-source': source, 'x-amz-copy-source-range': range }));
+        parts.push({ partNumber, etag: cleanEtag(/<ETag>([^<]*)<\/ETag>/.exec(body)?.[1]?.replace(/&quot;|&#34;/g, '')) });
+      }
+      await this.completeUpload(toKey, uploadId, parts, signal);
+    } catch (err) {
+      await this.abortUpload(toKey, uploadId).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** One request; S3 may answer a copy with 200 and an <Error> body, which is thrown like the client does. */
+  async #request(method: string, key: string, query: string, headers: Record<string, string>): Promise<string> {
+    const response = await this.#client.makeRequestAsync({ method, bucketName: this.bucket, objectName: key, query, headers }, '', [200]);
+    const chunks: Buffer[] = [];
+    for await (const chunk of response) chunks.push(chunk as Buffer);
+    const body = Buffer.concat(chunks).toString('utf8');
+    if (body.includes('<Error>')) {
+      const code = /<Code>([^<]*)<\/Code>/.exec(body)?.[1] ?? 'InternalError';
+      throw Object.assign(new Error(/<Message>([^<]*)<\/Message>/.exec(body)?.[1] ?? code), { name: 'S3Error', code });
+    }
+    return body;
   }
 
   async delete(key: string, signal?: AbortSignal): Promise<void> {

@@ -45,6 +45,18 @@ export function vendorFor(endpoint: string | undefined): Vendor {
 }
 
 /**
+ * Known server bugs, for the record (no code path avoids them):
+ * - Ceph RGW 16.2 (pacific) aborts the whole radosgw process (SIGABRT in
+ *   RGWPutObj::verify_permission) on an UploadPartCopy whose source key contains `%`. The
+ *   driver uses UploadPartCopy only for objects above `multipartCopyThresholdBytes` (5 GiB), and
+ *   milvus-backup's keys are made of digits, letters, `_`, `-`, `.` and `/`.
+ * - Ceph RGW returns an empty ETag from CompleteMultipartUpload (the commit checks the size
+ *   with a HEAD instead).
+ * - With SSE-KMS (AWS), part ETags are not the MD5 of the bytes, so `matches()` never confirms
+ *   a stored part and a resumed upload sends every part again (correct, only slower).
+ */
+
+/**
  * Facts that hold for every implementation we support, kept here so that the numbers are in
  * one place: parts of 5 MiB .. 5 GiB (the last part may be smaller), 5 GiB per CopyObject.
  */
