@@ -150,6 +150,35 @@ describe('s3/minio faults against Ceph RGW', { skip }, () => {
   }
 });
 
+describe('s3 credentials from the SDK default chain', { skip }, () => {
+  after(removeFreshBuckets);
+
+  it('without accessKeyId/secretAccessKey in the section, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are used', async () => {
+    const server = requireServer();
+    const bucket = await freshBucket(server, 'env-creds');
+    const saved = { id: process.env['AWS_ACCESS_KEY_ID'], secret: process.env['AWS_SECRET_ACCESS_KEY'], profile: process.env['AWS_PROFILE'] };
+    process.env['AWS_ACCESS_KEY_ID'] = server.accessKeyId;
+    process.env['AWS_SECRET_ACCESS_KEY'] = server.secretAccessKey;
+    delete process.env['AWS_PROFILE'];
+    const driver = await createS3Driver('cloud', s3Section(server, bucket, { accessKeyId: undefined, secretAccessKey: undefined }));
+    try {
+      await putObject(driver, 'from-env', seededBytes(10, 3));
+      assert.equal((await driver.stat('from-env'))?.size, 10);
+      process.env['AWS_SECRET_ACCESS_KEY'] = 'wrong-secret-value-123';
+      const other = await createS3Driver('cloud', s3Section(server, bucket, { accessKeyId: undefined, secretAccessKey: undefined }));
+      const err = await rejectsWithKind(async () => { for await (const _ of other.list('')) { /* drain */ } }, 'auth', 'wrong secret from the environment');
+      oneLine(err.message, 'wrong-secret-value-123');
+      await other.close();
+    } finally {
+      await driver.close();
+      for (const [name, value] of [['AWS_ACCESS_KEY_ID', saved.id], ['AWS_SECRET_ACCESS_KEY', saved.secret], ['AWS_PROFILE', saved.profile]] as const) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+  });
+});
+
 describe('s3 error classification table', () => {
   const context = { driver: 'cloud', action: 'write part 2', bucket: 'bkt', endpoint: 'https://s3.example.com', key: 'pre/a.bin' };
   const aws = (name: string, status?: number, extra: Record<string, unknown> = {}): unknown =>

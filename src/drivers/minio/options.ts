@@ -27,6 +27,11 @@
  *   `auth.accessKeyID`/`auth.secretAccessKey`/`auth.sessionToken`, or milvus-backup's
  *   environment variables `BACKUP_STORAGE_AUTH_*` / `MILVUS_STORAGE_AUTH_*`). Keys given directly
  *   in our section override the file.
+ *
+ * Also the tuning keys of the s3 driver (`requestTimeoutMs`, `maxConcurrency`...). The minio
+ * client cannot bound the connection phase on its own, so for this driver `requestTimeoutMs`
+ * bounds every request as a whole, connection included, and `connectTimeoutMs` is accepted but
+ * has no separate effect.
  */
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
