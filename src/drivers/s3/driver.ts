@@ -31,7 +31,9 @@
  *
  * What a crash leaves: an open multipart upload (resumed by the next run, removed by `abort` or
  * `delete`), or, between CompleteMultipartUpload and the copy, a completed temp object that is
- * never listed and is overwritten by the next commit or removed by `abort`/`delete`. A bucket
+ * never listed and is overwritten by the next commit or removed by `abort`/`delete`. When the
+ * answer to CompleteMultipartUpload is lost, a retried `commit` recognizes the completed temp
+ * object by its size and multipart ETag (MD5 of the part MD5s) and goes on with the copy. A bucket
  * lifecycle rule `AbortIncompleteMultipartUpload` cleans up uploads that no run comes back for.
  */
 import { createHash } from 'node:crypto';
@@ -70,6 +72,12 @@ export function tempKeyOf(key: string): string {
 
 export function isTempKey(key: string): boolean {
   return TEMP_NAME.test(key);
+}
+
+/** The ETag S3 gives a completed multipart object: MD5 of the parts' binary MD5s, `-`, part count. */
+export function multipartEtag(partEtags: readonly string[]): string {
+  const digests = Buffer.concat(partEtags.map((etag) => Buffer.from(etag, 'hex')));
+  return `${createHash('md5').update(digests).digest('hex')}-${partEtags.length}`;
 }
 
 export function md5(bytes: Uint8Array): { hex: string; base64: string } {
@@ -478,6 +486,8 @@ class MultipartSession extends Session {
   #creating: Promise<string> | undefined;
   /** Set once CompleteMultipartUpload succeeded: a retried commit only redoes the copy. */
   #completed = false;
+  /** The parts of the last CompleteMultipartUpload sent (it may have succeeded even if its answer was lost). */
+  #sentParts: ReadonlyArray<{ partNumber: number; etag: string }> | undefined;
   /** Parts found at open time (candidates). */
   readonly #found: Map<number, StoredPart>;
   /** ETag of every part written or confirmed in this session: the only parts `commit` uses. */
@@ -538,7 +548,20 @@ class MultipartSession extends Session {
     this.checkCommit(options);
     const signal = options.signal;
     try {
-      if (!this.#completed) await this.#complete(signal);
+      if (!this.#completed) {
+        try {
+          await this.#complete(signal);
+        } catch (err) {
+          // A retry after a CompleteMultipartUpload whose answer was lost: the upload is gone
+          // because it was completed. A temp object of exactly `size` bytes whose ETag is the
+          // multipart ETag of the parts we sent proves it (a stale temp object of an earlier
+          // run has other parts, so another ETag).
+          if (this.#sentParts === undefined) throw err;
+          const head = await this.store.head(this.temp, signal);
+          if (head?.size !== this.size || head.etag !== multipartEtag(this.#sentParts.map((p) => p.etag))) throw err;
+          this.#completed = true;
+        }
+      }
       await this.store.copy(this.temp, this.full, this.size, { [HASH_METADATA]: options.hash }, signal);
       await this.store.delete(this.temp);
       this.done = true;
@@ -566,6 +589,7 @@ class MultipartSession extends Session {
       parts.push({ partNumber: index + 1, etag: part.etag });
     }
     throwIfAborted(signal, `${this.driver.name}: ${this.key}: commit`);
+    this.#sentParts = parts;
     await this.store.completeUpload(this.temp, uploadId, parts, signal);
     this.#uploadId = undefined;
     const head = await this.store.head(this.temp);

@@ -509,6 +509,8 @@ class SftpWriteSession implements WriteSession {
   private handle: Buffer | undefined;
   /** Bytes in the temp file when it was opened: `matches` cannot succeed beyond it. */
   private existingBytes = 0;
+  /** The rename of a commit was sent: a failed commit may have happened all the same. */
+  private renameSent = false;
   private state: 'open' | 'committed' | 'suspended' | 'aborted' = 'open';
   private resumable = new Set<number>();
 
@@ -680,6 +682,12 @@ class SftpWriteSession implements WriteSession {
   async commit(options: CommitOptions): Promise<void> {
     const what = `${this.driver.name}: ${this.key}: commit`;
     throwIfAborted(options.signal, what);
+    if (this.renameSent && await this.renamedEarlier()) {
+      // A retry after a commit whose rename went through but whose answer was lost.
+      this.state = 'committed';
+      this.release();
+      return;
+    }
     const missing: number[] = [];
     for (let index = 0; index < this.parts; index++) if (!this.stored.has(index)) missing.push(index);
     if (missing.length > 0) {
@@ -696,9 +704,31 @@ class SftpWriteSession implements WriteSession {
     await conn.call<void>(context, (sftp, done) => sftp.close(handle, done));
     this.handle = undefined;
     throwIfAborted(options.signal, what);
+    this.renameSent = true;
     await this.driver.replace(conn, this.tempPath, this.finalPath, context);
     this.state = 'committed';
     this.release();
+  }
+
+  /**
+   * After a commit that failed once its rename was sent: true when the rename did happen (no
+   * temp file any more, the key holds exactly `size` bytes), so that the retry must not recreate
+   * an empty temp file and report it as damage.
+   */
+  private async renamedEarlier(): Promise<boolean> {
+    if (!this.conn?.alive) {
+      this.release();
+      this.conn = await this.pool.acquire();
+    }
+    const conn = this.conn;
+    if (await this.statTemp(conn)) return false;
+    try {
+      const final = await conn.call<Stats>(this.context('commit'), (sftp, done) => sftp.stat(this.finalPath, done));
+      return final.isFile() && final.size === this.size;
+    } catch (err) {
+      if ((err as { kind?: string }).kind === 'not-found') return false;
+      throw err;
+    }
   }
 
   /** Closes the temp file and keeps it for a later run. Never throws; idempotent. */
