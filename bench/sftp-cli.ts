@@ -1,0 +1,182 @@
+/**
+ * SFTP benchmark through the CLI (`npm run bench:sftp`): the same generated backup (a realistic
+ * mix of file sizes from scripts/gen-backup.ts, 1 GiB by default) uploaded to the same
+ * throwaway sshd (test/servers/sshd.ts: 127.0.0.1, its own port and keys), in the same run, by
+ *
+ *   (a) `offsite replicate NAME --to nas` (one sftp destination, default options),
+ *   (b) OpenSSH's own client: `sftp -b BATCH` with `put -r` (default buffer and request count),
+ *   (c) `rclone copy` to an `:sftp:` remote configured on the command line, with
+ *       `--sftp-disable-hashcheck` (rclone would otherwise run `md5sum` on the server over a new
+ *       SSH session for every file, which measures something else; `--rclone-hashcheck` adds
+ *       that variant too).
+ *
+ * Every contender is a child process timed from spawn to exit (connect and authentication
+ * included, CPU seconds of the client process from GNU time; sshd's own CPU is not counted), run once per round in a rotating order (the machine's load drifts), into a
+ * cleaned folder; after every run the uploaded tree is checked (same files, same sizes). Prints
+ * the median time, MiB/s and peak RSS of each, and the throughput ratios offsite/OpenSSH (target
+ * >= 0.80x) and offsite/rclone.
+ *
+ *   npm run bench:sftp
+ *   npm run bench:sftp -- --size 256MiB --repeat 5
+ */
+import { Command } from 'commander';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { parseBytes } from '../src/config/units.js';
+import { generateBackup } from '../scripts/gen-backup.js';
+import { sshdServer, type SftpTestServer } from '../test/servers/sshd.js';
+import { median, projectRoot } from './lib.js';
+
+const program = new Command('bench-sftp-cli')
+  .option('--size <size>', 'backup size', '1GiB')
+  .option('--repeat <n>', 'runs of each contender (the median is reported)', '3')
+  .option('--seed <n>', 'generator seed', '42')
+  .option('--rclone-hashcheck', "also time rclone with its default hash check (md5sum on the server per file)")
+  .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-sftp-cli'))
+  .parse(process.argv);
+const opts = program.opts<{ size: string; repeat: string; seed: string; rcloneHashcheck?: boolean; dir: string }>();
+const MiB = 1024 * 1024;
+const repeat = Number(opts.repeat);
+if (!Number.isInteger(repeat) || repeat < 1) throw new Error('--repeat must be a positive integer');
+const BACKUP = 'bench_backup';
+const bin = join(projectRoot, 'bin', 'offsite.js');
+
+interface Timed {
+  readonly seconds: number;
+  /** User + system CPU seconds of the process and its children (the machine has 2 cores). */
+  readonly cpuSeconds: number;
+  readonly maxRssMb: number;
+}
+
+/** Runs a command under GNU time (wall clock from spawn to exit, CPU, peak RSS); throws when it fails. */
+function timed(command: string, args: readonly string[]): Timed {
+  const statsFile = join(opts.dir, 'time-stats');
+  const started = process.hrtime.bigint();
+  const run = spawnSync('/usr/bin/time', ['-f', '%U %S %M', '-o', statsFile, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  if (run.status !== 0) throw new Error(`${command} ${args.join(' ')} failed (${run.status}): ${run.stderr.toString().slice(-2000)}`);
+  const [user = 0, system = 0, rssKb = 0] = (readFileSync(statsFile, 'utf8').trim().split('\n').pop() ?? '').split(' ').map(Number);
+  return { seconds, cpuSeconds: user + system, maxRssMb: rssKb / 1024 };
+}
+
+/** Relative path -> size of every file under `dir`, skipping `skip` (a first-level folder). */
+function sizesUnder(dir: string, skip?: string): Map<string, number> {
+  const sizes = new Map<string, number>();
+  const walk = (folder: string): void => {
+    for (const entry of readdirSync(folder, { withFileTypes: true })) {
+      const path = join(folder, entry.name);
+      if (entry.isDirectory()) {
+        if (folder === dir && entry.name === skip) continue;
+        walk(path);
+      } else {
+        sizes.set(relative(dir, path), statSync(path).size);
+      }
+    }
+  };
+  walk(dir);
+  return sizes;
+}
+
+function sameTree(expected: Map<string, number>, actual: Map<string, number>): string | undefined {
+  if (actual.size !== expected.size) return `${actual.size} files instead of ${expected.size}`;
+  for (const [path, size] of expected) {
+    if (actual.get(path) !== size) return `${path}: ${actual.get(path) ?? 'missing'} bytes instead of ${size}`;
+  }
+  return undefined;
+}
+
+/** The 1/5/15-minute load averages: other work on this 2-core machine skews every figure. */
+function loadAverage(): string {
+  return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+}
+
+interface Contender {
+  readonly label: string;
+  /** Where the backup's files land on the server (this machine). */
+  readonly uploaded: string;
+  readonly run: () => Timed;
+}
+
+async function main(): Promise<void> {
+  const dir = opts.dir;
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const totalBytes = parseBytes(opts.size, '--size');
+  const made = await generateBackup({ root: join(dir, 'source'), name: BACKUP, totalBytes, seed: Number(opts.seed) });
+  const local = join(dir, 'source', BACKUP);
+  const expected = sizesUnder(local);
+  const bytes = [...expected.values()].reduce((a, b) => a + b, 0);
+  const largest = Math.max(...expected.values());
+
+  const handle = await sshdServer.start(join(dir, 'sshd'));
+  try {
+    const server = JSON.parse(handle.env['OFFSITE_TEST_SFTP'] as string) as SftpTestServer;
+    const remote = join(server.root, 'bench');
+    const target = (name: string): string => join(remote, name);
+
+    const config = join(dir, 'offsite.yaml');
+    writeFileSync(config, [
+      `source: { type: local, root: ${JSON.stringify(join(dir, 'source'))} }`,
+      'destinations:',
+      `  nas: { type: sftp, host: ${server.host}, port: ${server.port}, username: ${JSON.stringify(server.username)}, ` +
+        `privateKey: ${JSON.stringify(server.privateKey)}, hostKey: ${JSON.stringify(server.hostKeyFingerprint)}, root: ${JSON.stringify(target('offsite'))} }`,
+      'options: { quietPeriod: 0s }',
+      '',
+    ].join('\n'));
+
+    const batch = join(dir, 'sftp-batch');
+    // `-mkdir`: a batch line starting with '-' may fail (the folder may exist) without ending the batch.
+    writeFileSync(batch, `-mkdir ${target('openssh')}\nput -r ${local} ${target('openssh')}/${BACKUP}\n`);
+    const sshOptions = ['-q', '-i', server.privateKey, '-o', `UserKnownHostsFile=${server.knownHostsFile}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes'];
+
+    const rclone = (folder: string, extra: readonly string[]): Timed =>
+      // The environment may export AWS_CA_BUNDLE, which breaks only rclone's S3 backend: drop it.
+      timed('env', ['-u', 'AWS_CA_BUNDLE', 'rclone', 'copy', '--config', '/dev/null', local, `:sftp:${target(folder)}/${BACKUP}`,
+        '--sftp-host', server.host, '--sftp-port', String(server.port), '--sftp-user', server.username,
+        '--sftp-key-file', server.privateKey, '--sftp-known-hosts-file', server.knownHostsFile, ...extra]);
+
+    const contenders: Contender[] = [
+      { label: 'offsite replicate --to nas (sftp)', uploaded: join(target('offsite'), BACKUP), run: () => timed(process.execPath, [bin, '--config', config, '--quiet', 'replicate', BACKUP, '--to', 'nas']) },
+      { label: 'OpenSSH sftp -b (put -r)', uploaded: join(target('openssh'), BACKUP), run: () => timed('sftp', [...sshOptions, '-P', String(server.port), '-b', batch, `${server.username}@${server.host}`]) },
+      { label: 'rclone copy --sftp-disable-hashcheck', uploaded: join(target('rclone'), BACKUP), run: () => rclone('rclone', ['--sftp-disable-hashcheck']) },
+    ];
+    if (opts.rcloneHashcheck) contenders.push({ label: 'rclone copy (md5sum check per file)', uploaded: join(target('rclone-hash'), BACKUP), run: () => rclone('rclone-hash', []) });
+
+    console.log(`\nload average before: ${loadAverage()}`);
+    console.log(`${made.files} files, ${(bytes / MiB).toFixed(0)} MiB (largest ${(largest / MiB).toFixed(1)} MiB), to sshd on 127.0.0.1:${server.port}; median of ${repeat}, rotating order`);
+    const runs: Timed[][] = contenders.map(() => []);
+    for (let round = 0; round < repeat; round++) {
+      for (let k = 0; k < contenders.length; k++) {
+        const i = (round + k) % contenders.length;
+        const contender = contenders[i] as Contender;
+        rmSync(remote, { recursive: true, force: true });
+        mkdirSync(remote, { recursive: true });
+        const result = contender.run();
+        const problem = sameTree(expected, sizesUnder(contender.uploaded, '.offsite'));
+        if (problem) throw new Error(`${contender.label}: the uploaded tree differs from the source: ${problem}`);
+        runs[i]?.push(result);
+      }
+    }
+    rmSync(remote, { recursive: true, force: true });
+
+    const seconds = runs.map((r) => median(r.map((t) => t.seconds)));
+    for (const [i, contender] of contenders.entries()) {
+      const s = seconds[i] as number;
+      const rss = Math.max(...(runs[i] ?? []).map((t) => t.maxRssMb));
+      const cpu = median((runs[i] ?? []).map((t) => t.cpuSeconds));
+      console.log(`  ${contender.label.padEnd(40)} ${s.toFixed(2).padStart(7)} s  ${(bytes / MiB / s).toFixed(0).padStart(5)} MiB/s  CPU ${cpu.toFixed(1).padStart(5)} s  peak RSS ${rss.toFixed(0).padStart(4)} MB  (runs: ${(runs[i] ?? []).map((t) => t.seconds.toFixed(2)).join(', ')} s)`);
+    }
+    const [ours = 1, openssh = 1, rcloneSeconds = 1] = seconds;
+    const speedRatio = (theirs: number): string => `${(theirs / ours).toFixed(2)}x`;
+    console.log(`  throughput ratio offsite / OpenSSH sftp = ${speedRatio(openssh)} (target >= 0.80x); offsite / rclone = ${speedRatio(rcloneSeconds)}` +
+      (opts.rcloneHashcheck ? `; offsite / rclone with hash check = ${speedRatio(seconds[3] as number)}` : ''));
+    console.log(`load average after: ${loadAverage()}`);
+  } finally {
+    await handle.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
