@@ -8,7 +8,7 @@
  */
 import { spawn, execFile } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, writeFileSync, rmSync, chownSync, chmodSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
+import { freePort, portOpen } from './net.js';
 import { join } from 'node:path';
 import { userInfo } from 'node:os';
 import { promisify } from 'node:util';
@@ -72,26 +72,6 @@ async function ensureSshdInstalled(): Promise<void> {
   if (!existsSync(SSHD)) throw new Error(`openssh-server installed but ${SSHD} is missing`);
 }
 
-/** A port that was free a moment ago (the OS picks it for port 0). */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function portOpen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => { socket.destroy(); resolve(true); });
-    socket.once('error', () => resolve(false));
-  });
-}
 
 /** Creates the shell-less SFTP-only account once; needs root. Returns false when it cannot. */
 async function ensureSftpOnlyUser(): Promise<boolean> {
