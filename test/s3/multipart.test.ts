@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { CreateMultipartUploadCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand, UploadPartCommand } from '@aws-sdk/client-s3';
+import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { AwsStore } from '../../src/drivers/s3/client.js';
 import { ObjectDriver, tempKeyOf } from '../../src/drivers/s3/driver.js';
 import { parseS3Options } from '../../src/drivers/s3/options.js';
@@ -25,6 +25,8 @@ interface Counters {
   createUpload: number;
   /** When set, the next UploadPart/PutObject sends these bytes with the MD5 of the real ones. */
   corruptNext: boolean;
+  /** The next CompleteMultipartUpload: its answer is lost (it happens), or it never reaches the server. */
+  completeFault?: 'lose-answer' | 'not-sent';
 }
 
 /** A store that counts requests and can damage a body after its MD5 was computed. */
@@ -46,6 +48,12 @@ function countingStore(inner: ObjectStore, counters: Counters): ObjectStore {
     listParts: (key: string, id: string, pageSize: number, signal?: AbortSignal) => {
       counters.listPartsCalls++;
       return inner.listParts(key, id, pageSize, signal);
+    },
+    completeUpload: async (key: string, id: string, parts: ReadonlyArray<{ partNumber: number; etag: string }>, signal?: AbortSignal) => {
+      const fault = counters.completeFault;
+      counters.completeFault = undefined;
+      if (fault !== 'not-sent') await inner.completeUpload(key, id, parts, signal);
+      if (fault !== undefined) throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
     },
     createUpload: (key: string, signal?: AbortSignal) => {
       counters.createUpload++;
@@ -238,6 +246,48 @@ describe('s3 multipart against Ceph RGW', { skip }, () => {
     assert.deepEqual((await admin.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? [], []);
     assert.equal((await driver.stat('a/b.bin'))?.hash, hash);
     admin.destroy();
+  });
+
+  it('a commit whose CompleteMultipartUpload answer is lost still succeeds (the completed temp object is recognized)', async () => {
+    const bucket = await freshBucket(requireServer(), 's3-lost-complete');
+    const data = seededBytes(PART * 2 + 3, 10);
+    const { driver, counters } = await countedDriver(bucket);
+    drivers.push(driver);
+    const session = await driver.openWrite('lost', { size: data.length, partBytes: PART });
+    for (const i of [0, 1, 2]) await session.write(i, partOf(data, i, PART));
+    counters.completeFault = 'lose-answer';
+    await session.commit({ hash: await hashOf(data) });
+    assert.equal(counters.completeFault, undefined, 'the fault was injected');
+    assert.ok((await readKey(driver, 'lost')).equals(data));
+    assert.equal((await driver.stat('lost'))?.hash, await hashOf(data));
+  });
+
+  it('a failed CompleteMultipartUpload never publishes a stale temp object of the same size', async () => {
+    const server = requireServer();
+    const bucket = await freshBucket(server, 's3-stale-temp');
+    const data = seededBytes(PART * 2 + 3, 11);
+    const stale = seededBytes(data.length, 12);
+    // An earlier run completed the temp object with other bytes of the same size, then died.
+    const admin = adminClient(server);
+    const temp = tempKeyOf('obj');
+    const upload = await admin.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: temp }));
+    const parts = [];
+    for (const i of [0, 1, 2]) {
+      const out = await admin.send(new UploadPartCommand({ Bucket: bucket, Key: temp, UploadId: upload.UploadId, PartNumber: i + 1, Body: partOf(stale, i, PART) }));
+      parts.push({ PartNumber: i + 1, ETag: out.ETag });
+    }
+    await admin.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: temp, UploadId: upload.UploadId, MultipartUpload: { Parts: parts } }));
+    admin.destroy();
+
+    const { driver, counters } = await countedDriver(bucket);
+    drivers.push(driver);
+    const session = await driver.openWrite('obj', { size: data.length, partBytes: PART });
+    for (const i of [0, 1, 2]) await session.write(i, partOf(data, i, PART));
+    counters.completeFault = 'not-sent'; // this run's CompleteMultipartUpload never reaches the server
+    await rejectsWithKind(() => hashOf(data).then((hash) => session.commit({ hash })), 'retryable', 'commit whose Complete failed');
+    assert.equal(await driver.stat('obj'), undefined, 'the stale temp object was not published');
+    await session.commit({ hash: await hashOf(data) }); // the upload is still open: the retry completes it
+    assert.ok((await readKey(driver, 'obj')).equals(data), 'the committed bytes are this run\'s');
   });
 
   it('copyWithin above the multipart-copy threshold uses UploadPartCopy and keeps the hash', async () => {

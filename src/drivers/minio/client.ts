@@ -95,7 +95,7 @@ export class MinioStore implements ObjectStore {
       for (const [name, value] of Object.entries(stat.metaData ?? {})) {
         if (typeof value === 'string') metadata[name.toLowerCase()] = value;
       }
-      return { key, size: stat.size, mtimeMs: stat.lastModified.getTime(), metadata };
+      return { key, size: stat.size, mtimeMs: stat.lastModified.getTime(), etag: cleanEtag(stat.etag), metadata };
     } catch (err) {
       const failure = describeMinioError(err);
       if (failure.status === 404 || failure.code === 'NoSuchKey') return undefined;

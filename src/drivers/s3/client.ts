@@ -82,7 +82,7 @@ export class AwsStore implements ObjectStore {
   async head(key: string, signal?: AbortSignal): Promise<StoredObject | undefined> {
     try {
       const out = await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
-      return { key, size: out.ContentLength ?? 0, mtimeMs: out.LastModified?.getTime() ?? 0, metadata: out.Metadata ?? {} };
+      return { key, size: out.ContentLength ?? 0, mtimeMs: out.LastModified?.getTime() ?? 0, etag: cleanEtag(out.ETag), metadata: out.Metadata ?? {} };
     } catch (err) {
       const failure = describeAwsError(err);
       if (failure.status === 404 || failure.code === 'NotFound' || failure.code === 'NoSuchKey') return undefined;

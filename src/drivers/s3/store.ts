@@ -14,6 +14,8 @@ export interface StoredObject {
   readonly key: string;
   readonly size: number;
   readonly mtimeMs: number;
+  /** ETag without quotes, lower case; only from `head`. */
+  readonly etag?: string;
   /** User metadata (lower-case names without `x-amz-meta-`); only from `head`. */
   readonly metadata?: Readonly<Record<string, string>>;
 }
