@@ -18,6 +18,8 @@ import { manifestKey, readManifestAt } from './manifest/manifest.js';
 export interface TransferOptions {
   /** Retries of a retryable error, per operation. @default config options.retries, else 5 */
   readonly retries?: number;
+  /** Stop retrying an operation that has kept failing this long. @default config options.timeout, else 10 min */
+  readonly retryTimeoutMs?: number;
   /** Total bytes per second written, all destinations together; 0 or undefined: no limit. */
   readonly bwlimitBytesPerSecond?: number;
   /** Told about every retry (the CLI prints them). */
@@ -41,6 +43,7 @@ async function openWrapped(name: string, section: Readonly<Record<string, unknow
   const driver = await createDriver(name, driverSection);
   return withRetry(withBandwidthLimit(driver, limiters), {
     retries: options.retries ?? config.settings.retries,
+    maxRetryMs: options.retryTimeoutMs ?? config.settings.retryTimeoutMs,
     onRetry: options.onRetry ? (info) => options.onRetry?.(name, info) : undefined,
   });
 }

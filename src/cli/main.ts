@@ -8,7 +8,7 @@ import { setMaxListeners } from 'node:events';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { listCommand, replicateCommand, verifyCommand } from '../app.js';
 import { loadConfig } from '../config/config.js';
-import { formatBytes, parseBytes } from '../config/units.js';
+import { formatBytes, parseBytes, parseDuration } from '../config/units.js';
 import type { ReplicateResult } from '../core/replicate.js';
 import type { VerifyResult } from '../core/verify.js';
 import type { RetryInfo } from '../drivers/wrappers/index.js';
@@ -55,6 +55,14 @@ function reportRetry(globals: GlobalOptions): ((driver: string, info: RetryInfo)
     const what = `${info.op}${info.part === undefined ? '' : ` part ${info.part}`}${info.key ? ` ${info.key}` : ''}`;
     process.stderr.write(`offsite: ${driver}: ${what}: ${errorMessage(info.error)}; retry ${info.attempt} in ${(info.delayMs / 1000).toFixed(1)} s\n`);
   };
+}
+
+function parseDurationOption(value: string): number {
+  try {
+    return parseDuration(value, 'duration');
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
 }
 
 function parseSizeOption(value: string): number {
@@ -155,16 +163,17 @@ export function buildProgram(setExit: (code: number) => void, signal: AbortSigna
     .option('--concurrency <n>', 'files transferred at once (default: options.concurrency, 8)', parsePositiveInt)
     .addOption(new Option('--chunk-size <size>', 'chunk and part size, e.g. 8MiB (default: options.chunkSize)').argParser(parseSizeOption))
     .option('--retries <n>', 'retries of a transient error (reset, timeout, 5xx) per operation; a retry resends only the failed part (default: options.retries, 5)', parseRetries)
+    .addOption(new Option('--timeout <duration>', 'stop retrying an operation that has kept failing this long, e.g. 5m (default: options.timeout, 10m); one request\'s own limit is the destination\'s connectTimeoutMs/requestTimeoutMs/readyTimeoutMs').argParser(parseDurationOption))
     .addOption(new Option('--bwlimit <rate>', 'total write rate over all destinations, bytes per second, e.g. 20MiB (default: options.bwlimit; per destination: bwlimit in its config)').argParser(parseSizeOption))
     .addHelpText('after', `\nA backup that is not complete (meta missing, a binlog short, changed within the quiet period) is refused with the reason.\nEach destination gets NAME/.offsite/manifest.json only once every file is there.\n\n${EXIT_CODE_HELP}`)
-    .action(async (name: string | undefined, opts: { latest?: boolean; to?: string[]; dryRun?: boolean; concurrency?: number; chunkSize?: number; retries?: number; bwlimit?: number }) => {
+    .action(async (name: string | undefined, opts: { latest?: boolean; to?: string[]; dryRun?: boolean; concurrency?: number; chunkSize?: number; retries?: number; timeout?: number; bwlimit?: number }) => {
       const config = loadConfig(globals().config);
       const bars = createProgress(!globals().quiet && !globals().json);
       let result: ReplicateResult;
       try {
         result = await replicateCommand(config, {
           backup: name, latest: opts.latest, to: opts.to, dryRun: opts.dryRun, concurrency: opts.concurrency, chunkBytes: opts.chunkSize, signal,
-          retries: opts.retries, bwlimitBytesPerSecond: opts.bwlimit ?? config.settings.bwlimitBytesPerSecond, onRetry: reportRetry(globals()),
+          retries: opts.retries, retryTimeoutMs: opts.timeout, bwlimitBytesPerSecond: opts.bwlimit ?? config.settings.bwlimitBytesPerSecond, onRetry: reportRetry(globals()),
           onEvent: (event) => {
             if (event.type === 'plan' && !opts.dryRun) {
               for (const d of event.plan.destinations) if (!d.upToDate) bars.start(d.destination, d.copyBytes + d.actions.filter((a) => a.action === 'adopt').reduce((s, a) => s + a.size, 0));

@@ -25,6 +25,8 @@ export interface Settings {
   readonly quietPeriodMs: number;
   /** Retries of a retryable error (reset, timeout, 5xx), per operation. @default 5 */
   readonly retries: number;
+  /** Stop retrying an operation that has kept failing for this long. @default 10 min */
+  readonly retryTimeoutMs: number;
   /** Total write rate limit in bytes per second; 0 = none. @default 0 */
   readonly bwlimitBytesPerSecond: number;
 }
@@ -38,7 +40,7 @@ export interface OffsiteConfig {
   readonly settings: Settings;
 }
 
-export const DEFAULT_SETTINGS: Settings = { chunkBytes: 8 * 1024 * 1024, concurrency: 8, quietPeriodMs: 60_000, retries: 5, bwlimitBytesPerSecond: 0 };
+export const DEFAULT_SETTINGS: Settings = { chunkBytes: 8 * 1024 * 1024, concurrency: 8, quietPeriodMs: 60_000, retries: 5, retryTimeoutMs: 600_000, bwlimitBytesPerSecond: 0 };
 
 /** Where the config file is, by the documented precedence; `undefined` when none is given or found. */
 export function findConfigPath(explicit: string | undefined, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): string {
@@ -103,6 +105,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
       concurrency: options['concurrency'] === undefined ? DEFAULT_SETTINGS.concurrency : Number(options['concurrency']),
       quietPeriodMs: options['quietPeriod'] === undefined ? DEFAULT_SETTINGS.quietPeriodMs : parseDuration(options['quietPeriod'], 'options.quietPeriod'),
       retries: options['retries'] === undefined ? DEFAULT_SETTINGS.retries : Number(options['retries']),
+      retryTimeoutMs: options['timeout'] === undefined ? DEFAULT_SETTINGS.retryTimeoutMs : parseDuration(options['timeout'], 'options.timeout'),
       bwlimitBytesPerSecond: options['bwlimit'] === undefined ? 0 : parseBytes(options['bwlimit'], 'options.bwlimit'),
     };
   } catch (err) {
@@ -110,7 +113,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   }
   if (!Number.isInteger(settings.concurrency) || settings.concurrency < 1) throw new ConfigError(`${file}: options.concurrency must be a whole number >= 1`);
   if (!Number.isInteger(settings.retries) || settings.retries < 0) throw new ConfigError(`${file}: options.retries must be a whole number >= 0`);
-  const knownOptions = new Set(['chunkSize', 'concurrency', 'quietPeriod', 'retries', 'bwlimit']);
+  const knownOptions = new Set(['chunkSize', 'concurrency', 'quietPeriod', 'retries', 'timeout', 'bwlimit']);
   for (const key of Object.keys(options)) if (!knownOptions.has(key)) throw new ConfigError(`${file}: unknown key options.${key} (expected ${[...knownOptions].join(', ')})`);
   // Paths on this machine are relative to the config file's folder (cron runs from anywhere).
   const withBase = (s: Record<string, unknown>): Section => {

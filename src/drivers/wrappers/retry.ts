@@ -57,6 +57,11 @@ export interface RetryPolicy {
   readonly baseDelayMs?: number;
   /** Largest backoff cap. @default 10000 */
   readonly maxDelayMs?: number;
+  /**
+   * Stop retrying an operation that has kept failing for this long (ms since its first failure,
+   * or, for a read stream, since it last delivered a byte), even with retries left. @default Infinity
+   */
+  readonly maxRetryMs?: number;
   /** Called before each backoff sleep (for logs/progress). Its exceptions are ignored. */
   readonly onRetry?: (info: RetryInfo) => void;
   /** Injectable sleep for tests. Must reject when `signal` fires. @default a setTimeout that rejects with AbortedError */
@@ -99,8 +104,10 @@ class Retrier {
   readonly #onRetry: RetryPolicy['onRetry'];
   readonly #sleep: (ms: number, signal: AbortSignal | undefined) => Promise<void>;
   readonly #random: () => number;
+  readonly #maxRetryMs: number;
 
   constructor(readonly driverName: string, policy: RetryPolicy) {
+    this.#maxRetryMs = policy.maxRetryMs === undefined ? Infinity : checkPolicyNumber('maxRetryMs', policy.maxRetryMs, false);
     this.retries = checkPolicyNumber('retries', policy.retries ?? DEFAULT_RETRY_POLICY.retries, true);
     this.#baseDelayMs = checkPolicyNumber('baseDelayMs', policy.baseDelayMs ?? DEFAULT_RETRY_POLICY.baseDelayMs, false);
     this.#maxDelayMs = checkPolicyNumber('maxDelayMs', policy.maxDelayMs ?? DEFAULT_RETRY_POLICY.maxDelayMs, false);
@@ -113,9 +120,10 @@ class Retrier {
    * Called after the `failures`-th consecutive failure: throws `err` when it must not be retried
    * (wrong kind, budget used up, signal fired), otherwise reports and sleeps the backoff.
    */
-  async backoff(err: unknown, failures: number, where: Where, signal: AbortSignal | undefined): Promise<void> {
+  async backoff(err: unknown, failures: number, where: Where, signal: AbortSignal | undefined, failingSinceMs = Date.now()): Promise<void> {
     if (errorKind(err) !== 'retryable') throw err;
     if (failures > this.retries) throw this.#exhausted(err);
+    if (Date.now() - failingSinceMs > this.#maxRetryMs) throw this.#exhausted(err, failures - 1, Date.now() - failingSinceMs);
     if (signal?.aborted) throw new AbortedError(`${this.driverName}: ${where.op}${where.key === undefined ? '' : ` ${where.key}`}`);
     const delayMs = backoffDelayMs(failures, this.#baseDelayMs, this.#maxDelayMs, this.#random);
     try {
@@ -128,18 +136,21 @@ class Retrier {
 
   /** Runs `action`, retrying it while it fails with retryable errors. */
   async run<T>(where: Where, signal: AbortSignal | undefined, action: () => Promise<T>): Promise<T> {
+    let failingSince: number | undefined;
     for (let failures = 1; ; failures++) {
       try {
         return await action();
       } catch (err) {
-        await this.backoff(err, failures, where, signal);
+        failingSince ??= Date.now();
+        await this.backoff(err, failures, where, signal, failingSince);
       }
     }
   }
 
-  #exhausted(err: unknown): unknown {
-    if (this.retries > 0 && err instanceof Error) {
-      err.message = `${err.message} (after ${this.retries} ${this.retries === 1 ? 'retry' : 'retries'})`;
+  #exhausted(err: unknown, retries = this.retries, elapsedMs?: number): unknown {
+    if (retries > 0 && err instanceof Error) {
+      const over = elapsedMs === undefined ? '' : ` over ${Math.round(elapsedMs / 1000)} s`;
+      err.message = `${err.message} (after ${retries} ${retries === 1 ? 'retry' : 'retries'}${over})`;
     }
     return err;
   }
@@ -179,6 +190,8 @@ class ResumingReadStream extends ReadableStream {
   #delivered = 0;
   /** Consecutive failures since the last byte was delivered. */
   #failures = 0;
+  /** When the first of those failures happened. */
+  #failingSince: number | undefined;
   readonly #stop = new AbortController();
   /** Aborts a backoff sleep when the reader's signal fires or the stream is destroyed. Made only when a retry happens: AbortSignal.any listens on the run's signal until collected. */
   #waitSignal: AbortSignal | undefined;
@@ -220,7 +233,7 @@ class ResumingReadStream extends ReadableStream {
     inner.on('data', (chunk: Uint8Array) => {
       if (inner !== this.#inner) return;
       this.#delivered += chunk.length;
-      if (chunk.length > 0) this.#failures = 0;
+      if (chunk.length > 0) { this.#failures = 0; this.#failingSince = undefined; }
       if (!this.push(chunk)) inner.pause();
     });
     inner.once('end', () => {
@@ -254,7 +267,8 @@ class ResumingReadStream extends ReadableStream {
         this.#failures++;
         const offset = this.start + this.#delivered;
         this.#waitSignal ??= this.signal === undefined ? this.#stop.signal : AbortSignal.any([this.signal, this.#stop.signal]);
-        await this.retrier.backoff(err, this.#failures, { op: 'read', key: this.key, offset }, this.#waitSignal);
+        this.#failingSince ??= Date.now();
+        await this.retrier.backoff(err, this.#failures, { op: 'read', key: this.key, offset }, this.#waitSignal, this.#failingSince);
         if (this.destroyed) return;
         try {
           const remaining = this.length === undefined ? undefined : this.length - this.#delivered;
