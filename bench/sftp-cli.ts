@@ -18,6 +18,7 @@
  *
  *   npm run bench:sftp
  *   npm run bench:sftp -- --size 256MiB --repeat 5
+ *   npm run bench:sftp -- --files 40          # fewer, larger files (per-file costs matter less)
  */
 import { Command } from 'commander';
 import { spawnSync } from 'node:child_process';
@@ -32,11 +33,13 @@ import { median, projectRoot } from './lib.js';
 const program = new Command('bench-sftp-cli')
   .option('--size <size>', 'backup size', '1GiB')
   .option('--repeat <n>', 'runs of each contender (the median is reported)', '3')
+  .option('--files <n>', 'approximate number of files (default: the generator\'s realistic mix for the size)')
+  .option('--largest <size>', 'no file larger than this')
   .option('--seed <n>', 'generator seed', '42')
   .option('--rclone-hashcheck', "also time rclone with its default hash check (md5sum on the server per file)")
   .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-sftp-cli'))
   .parse(process.argv);
-const opts = program.opts<{ size: string; repeat: string; seed: string; rcloneHashcheck?: boolean; dir: string }>();
+const opts = program.opts<{ size: string; repeat: string; files?: string; largest?: string; seed: string; rcloneHashcheck?: boolean; dir: string }>();
 const MiB = 1024 * 1024;
 const repeat = Number(opts.repeat);
 if (!Number.isInteger(repeat) || repeat < 1) throw new Error('--repeat must be a positive integer');
@@ -104,7 +107,11 @@ async function main(): Promise<void> {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const totalBytes = parseBytes(opts.size, '--size');
-  const made = await generateBackup({ root: join(dir, 'source'), name: BACKUP, totalBytes, seed: Number(opts.seed) });
+  const made = await generateBackup({
+    root: join(dir, 'source'), name: BACKUP, totalBytes, seed: Number(opts.seed),
+    ...(opts.files === undefined ? {} : { files: Number(opts.files) }),
+    ...(opts.largest === undefined ? {} : { largestFileBytes: parseBytes(opts.largest, '--largest') }),
+  });
   const local = join(dir, 'source', BACKUP);
   const expected = sizesUnder(local);
   const bytes = [...expected.values()].reduce((a, b) => a + b, 0);
