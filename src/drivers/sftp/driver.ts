@@ -511,6 +511,8 @@ class SftpWriteSession implements WriteSession {
   private existingBytes = 0;
   /** The rename of a commit was sent: a failed commit may have happened all the same. */
   private renameSent = false;
+  /** A reopen after a lost connection, shared by the parts that noticed it. */
+  private reopening: Promise<{ conn: SftpConnection; handle: Buffer }> | undefined;
   private state: 'open' | 'committed' | 'suspended' | 'aborted' = 'open';
   private resumable = new Set<number>();
 
@@ -574,22 +576,32 @@ class SftpWriteSession implements WriteSession {
       throw new DriverError('E_SESSION_CLOSED', `${this.driver.name}: ${this.key}: ${action}: the write session is already ${this.state}`, { kind: 'fatal' });
     }
     if (this.conn?.alive && this.handle) return { conn: this.conn, handle: this.handle };
+    // Parts written in parallel all notice the lost connection: one reopens, the others wait for
+    // it (else one could pair the new connection with the old handle, which the server refuses).
+    this.reopening ??= this.reopen().finally(() => { this.reopening = undefined; });
+    return this.reopening;
+  }
+
+  private async reopen(): Promise<{ conn: SftpConnection; handle: Buffer }> {
     this.release();
+    this.handle = undefined;
     const conn = await this.pool.acquire();
-    this.conn = conn;
     try {
       const existing = await this.statTemp(conn);
+      let handle: Buffer;
       if (existing?.isFile()) {
-        this.handle = await this.openTemp(conn, 'r+');
+        handle = await this.openTemp(conn, 'r+');
       } else {
         // The temp file vanished: everything stored so far is gone with it.
         this.stored.clear();
         this.existingBytes = 0;
-        this.handle = await this.openTemp(conn, 'w');
+        handle = await this.openTemp(conn, 'w');
       }
-      return { conn, handle: this.handle };
+      this.conn = conn;
+      this.handle = handle;
+      return { conn, handle };
     } catch (err) {
-      this.release();
+      this.pool.release(conn);
       throw err;
     }
   }
@@ -695,17 +707,17 @@ class SftpWriteSession implements WriteSession {
       throw new DriverError('E_INCOMPLETE', `${what}: part(s) ${list} were never written`, { kind: 'integrity' });
     }
     const { conn, handle } = await this.ready('commit');
-    const context = this.context('commit');
-    const stats = await conn.call<Stats>(context, (sftp, done) => sftp.fstat(handle, done));
+    const stats = await conn.call<Stats>(this.context('commit: size check'), (sftp, done) => sftp.fstat(handle, done));
     if (stats.size !== this.size) {
       throw new DriverError('E_SIZE_MISMATCH', `${what}: the temp file has ${stats.size} bytes, expected ${this.size}`, { kind: 'integrity' });
     }
-    await this.driver.fsync(conn, handle, context);
-    await conn.call<void>(context, (sftp, done) => sftp.close(handle, done));
+    await this.driver.fsync(conn, handle, this.context('commit: fsync'));
+    // The handle is spent once CLOSE is sent, even if its answer is lost: a retry reopens.
     this.handle = undefined;
+    await conn.call<void>(this.context('commit: close'), (sftp, done) => sftp.close(handle, done));
     throwIfAborted(options.signal, what);
     this.renameSent = true;
-    await this.driver.replace(conn, this.tempPath, this.finalPath, context);
+    await this.driver.replace(conn, this.tempPath, this.finalPath, this.context('commit: rename'));
     this.state = 'committed';
     this.release();
   }
