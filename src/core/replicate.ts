@@ -41,7 +41,7 @@ export interface ReplicateOptions {
   readonly fileConcurrency?: number;
   /** Parts of one file in flight per destination (when the driver allows parallel parts). @default 2 */
   readonly partConcurrency?: number;
-  /** Bytes of chunk buffers in flight, all files and destinations together. @default 96 MiB */
+  /** Bytes of chunk buffers in flight, all files and destinations together. @default 64 MiB */
   readonly memoryBudgetBytes?: number;
   /** Quiet period of the completion rule. @default 60 s */
   readonly quietPeriodMs?: number;
@@ -450,7 +450,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   try {
     const context = { backup, source: source.description, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit };
     const runs = plan.destinations.map((p) => new DestinationRun(options.destinations.find((d) => d.name === p.destination) as Driver, p, context));
-    const pool = new ChunkPool(chunkBytes, Math.max(options.memoryBudgetBytes ?? 96 * 1024 * 1024, 2 * chunkBytes));
+    const pool = new ChunkPool(chunkBytes, Math.max(options.memoryBudgetBytes ?? 64 * 1024 * 1024, 2 * chunkBytes));
     const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, signal, bytesRead: 0 };
 
     if (!options.dryRun) {
