@@ -1,0 +1,364 @@
+/**
+ * S3 benchmark through the CLI (`npm run bench:s3`): the same generated backup (a realistic mix
+ * of file sizes from scripts/gen-backup.ts, 1 GiB by default) uploaded to the same throwaway Ceph
+ * RADOS Gateway (test/servers/rgw.ts: single node, memstore, 127.0.0.1), in the same run, by
+ *
+ *   (a) `offsite replicate NAME --to cloud` (one `s3` destination, local source), once per
+ *       setting tried: `--concurrency` x `options.chunkSize` (default 4,8,16 x 8MiB,16MiB);
+ *   (b) `env -u AWS_CA_BUNDLE rclone copy DIR rgw:BUCKET/NAME`, the remote configured through
+ *       RCLONE_CONFIG_RGW_* variables (type s3, provider Ceph, path style), with rclone's
+ *       default transfer settings written out explicitly (see RCLONE_SETTINGS) so that the figure
+ *       does not move with the rclone version; `--rclone-transfers 4,8` adds variants.
+ *
+ * Every run gets a fresh, empty bucket, and is a child process timed from spawn to exit (start-up
+ * and connection included) under GNU time (client CPU, peak RSS). The gateway's own CPU (radosgw +
+ * OSD + mon, from /proc) is reported too: on this 2-core machine client and server share the
+ * cores. After each run the bucket is listed and compared with the source tree (same keys, same
+ * sizes, no temp objects, no open multipart uploads; offsite's manifest present), then emptied and
+ * deleted, and the next run waits until the OSD has freed the data (memstore keeps it in RAM, and
+ * a garbage collection running during the next run would skew it). Contenders run once per round
+ * in a rotating order (the machine's load drifts); the median of `--repeat` rounds is reported.
+ *
+ *   npm run bench:s3
+ *   npm run bench:s3 -- --size 256MiB --repeat 3 --concurrency 8 --chunk-sizes 8MiB
+ */
+import {
+  AbortMultipartUploadCommand, CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { Command } from 'commander';
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { DEFAULT_SETTINGS } from '../src/config/config.js';
+import { parseBytes } from '../src/config/units.js';
+import { generateBackup } from '../scripts/gen-backup.js';
+import { adminClient, type S3TestServer } from '../test/s3/server.js';
+import { projectRoot } from './lib.js';
+
+const program = new Command('bench-s3-cli')
+  .option('--size <size>', 'backup size', '1GiB')
+  .option('--repeat <n>', 'runs of each contender (the median is reported)', '2')
+  .option('--seed <n>', 'generator seed', '42')
+  .option('--concurrency <list>', 'offsite --concurrency values to try, comma-separated', '4,8,16')
+  .option('--chunk-sizes <list>', 'offsite options.chunkSize values to try, comma-separated', '8MiB,16MiB')
+  .option('--rclone-transfers <list>', 'rclone --transfers values to try (4 is its default)', '4')
+  .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-s3-cli'))
+  .parse(process.argv);
+const opts = program.opts<{ size: string; repeat: string; seed: string; concurrency: string; chunkSizes: string; rcloneTransfers: string; dir: string }>();
+
+// The AWS SDK's notice about future Node versions is noise in a benchmark's output.
+const emitWarning = process.emitWarning.bind(process);
+process.emitWarning = ((warning: string | Error, ...rest: never[]) => {
+  if (String(typeof warning === 'string' ? warning : warning.name).includes('NodeVersionSupport') || (rest[0] as unknown) === 'NodeVersionSupportWarning') return;
+  emitWarning(warning, ...rest);
+}) as typeof process.emitWarning;
+
+const MiB = 1024 * 1024;
+const BACKUP = 'bench_backup';
+const bin = join(projectRoot, 'bin', 'offsite.js');
+const repeat = Number(opts.repeat);
+if (!Number.isInteger(repeat) || repeat < 1) throw new Error('--repeat must be a positive integer');
+const positiveList = (text: string, what: string): number[] => text.split(',').map((s) => {
+  const n = Number(s.trim());
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${what}: "${s}" is not a positive integer`);
+  return n;
+});
+const concurrencies = positiveList(opts.concurrency, '--concurrency');
+const chunkSizes = opts.chunkSizes.split(',').map((s) => ({ text: s.trim(), bytes: parseBytes(s.trim(), '--chunk-sizes') }));
+const rcloneTransfers = positiveList(opts.rcloneTransfers, '--rclone-transfers');
+const totalBytes = parseBytes(opts.size, '--size');
+
+/**
+ * rclone 1.60's defaults for an S3 upload, passed explicitly: 4 files at once, 8 checkers,
+ * single PUT up to 200 MiB, above that multipart in 5 MiB parts with 4 parts in flight per file.
+ * It also hashes each file with MD5 before sending it (Content-MD5 of a single PUT, metadata of a
+ * multipart upload); offsite sends Content-MD5 with every object and part.
+ */
+const RCLONE_SETTINGS = ['--checkers', '8', '--s3-upload-cutoff', '200Mi', '--s3-chunk-size', '5Mi', '--s3-upload-concurrency', '4'];
+
+// The gateway holds every object in RAM: give it room for a run plus what is still being freed.
+process.env['OFFSITE_TEST_RGW_MEMSTORE_MIB'] ??= String(Math.max(4096, Math.ceil((3 * totalBytes) / MiB)));
+const { rgwServer } = await import('../test/servers/rgw.js');
+
+interface Timed {
+  readonly seconds: number;
+  /** User + system CPU seconds of the client process tree. */
+  readonly cpuSeconds: number;
+  /** CPU seconds of radosgw + ceph-osd + ceph-mon during the run. */
+  readonly serverCpuSeconds: number;
+  readonly maxRssMb: number;
+}
+
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100;
+
+/** CPU seconds used so far by the given processes (utime + stime from /proc). */
+function cpuOf(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]); // fields 14 and 15 of proc(5)
+    } catch {
+      // gone: counts nothing more
+    }
+  }
+  return ticks / CLOCK_TICKS;
+}
+
+/** Runs a command under GNU time; throws with the end of its stderr when it fails. */
+function timed(command: string, args: readonly string[], env: NodeJS.ProcessEnv, serverPids: readonly number[]): Timed {
+  const statsFile = join(opts.dir, 'time-stats');
+  const serverBefore = cpuOf(serverPids);
+  const started = process.hrtime.bigint();
+  const run = spawnSync('/usr/bin/time', ['-f', '%U %S %M', '-o', statsFile, command, ...args], {
+    env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * MiB,
+  });
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const serverCpuSeconds = cpuOf(serverPids) - serverBefore;
+  if (run.status !== 0) throw new Error(`${command} ${args.join(' ')} failed (${run.status}): ${run.stderr.toString().slice(-2000)}`);
+  const [user = 0, system = 0, rssKb = 0] = (readFileSync(statsFile, 'utf8').trim().split('\n').pop() ?? '').split(' ').map(Number);
+  return { seconds, cpuSeconds: user + system, serverCpuSeconds, maxRssMb: rssKb / 1024 };
+}
+
+/** Relative path -> size of every file under `dir`. */
+function localTree(dir: string): Map<string, number> {
+  const sizes = new Map<string, number>();
+  const walk = (folder: string): void => {
+    for (const entry of readdirSync(folder, { withFileTypes: true })) {
+      const path = join(folder, entry.name);
+      if (entry.isDirectory()) walk(path);
+      else sizes.set(relative(dir, path), statSync(path).size);
+    }
+  };
+  walk(dir);
+  return sizes;
+}
+
+/** Key (relative to `prefix`) -> size of every object under `prefix`. */
+async function bucketTree(client: S3Client, bucket: string, prefix: string): Promise<Map<string, number>> {
+  const sizes = new Map<string, number>();
+  let token: string | undefined;
+  do {
+    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }));
+    for (const item of page.Contents ?? []) if (item.Key !== undefined) sizes.set(item.Key.slice(prefix.length), item.Size ?? 0);
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return sizes;
+}
+
+/** Why the uploaded tree differs from the source, or undefined. */
+function difference(expected: Map<string, number>, actual: Map<string, number>): string | undefined {
+  for (const [path, size] of expected) {
+    if (actual.get(path) !== size) return `${path}: ${actual.get(path) ?? 'missing'} bytes instead of ${size}`;
+  }
+  for (const path of actual.keys()) if (!expected.has(path)) return `unexpected object ${path}`;
+  return undefined;
+}
+
+/** Aborts open uploads, deletes every object (16 requests at a time) and the bucket. */
+async function dropBucket(client: S3Client, bucket: string): Promise<void> {
+  const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+  for (const u of uploads.Uploads ?? []) await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }));
+  const keys = [...(await bucketTree(client, bucket, '')).keys()];
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < keys.length; i = next++) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: keys[i] }));
+  };
+  await Promise.all(Array.from({ length: 16 }, worker));
+  await client.send(new DeleteBucketCommand({ Bucket: bucket }));
+}
+
+function loadAverage(): string {
+  return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+}
+
+/** The median; for an even count the mean of the two middle values (with --repeat 2, not the slower run). */
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const half = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[half] as number) : ((sorted[half - 1] as number) + (sorted[half] as number)) / 2;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Bytes the OSD holds, from its admin socket (`ceph df` needs a ceph-mgr, which this cluster lacks). */
+function osdBytesUsed(rgwDir: string): number | undefined {
+  const run = spawnSync('ceph', ['-c', join(rgwDir, 'ceph.conf'), '--admin-daemon', join(rgwDir, 'run', 'osd.0.asok'), 'perf', 'dump', 'osd'], { timeout: 10_000 });
+  if (run.status !== 0) return undefined;
+  try {
+    const used = (JSON.parse(run.stdout.toString()) as { osd?: { stat_bytes_used?: number } }).osd?.stat_bytes_used;
+    return typeof used === 'number' ? used : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Waits (at most 120 s) until the OSD is back to `baseline` + 64 MiB: the last run's data is gone. */
+async function waitForFreedData(rgwDir: string, baseline: number): Promise<void> {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const used = osdBytesUsed(rgwDir);
+    if (used === undefined || used <= baseline + 64 * MiB) return;
+    if (Date.now() > deadline) {
+      console.log(`  (warning: the OSD still holds ${(used / MiB).toFixed(0)} MiB after 120 s; going on)`);
+      return;
+    }
+    await sleep(1000);
+  }
+}
+
+interface Contender {
+  readonly label: string;
+  readonly kind: 'offsite' | 'rclone';
+  readonly concurrency?: number;
+  readonly chunk?: string;
+  /** Uploads the backup into `bucket` (keys `BACKUP/...`). */
+  readonly run: (bucket: string) => Timed;
+}
+
+async function main(): Promise<void> {
+  const dir = opts.dir;
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const made = await generateBackup({ root: join(dir, 'source'), name: BACKUP, totalBytes, seed: Number(opts.seed) });
+  const local = join(dir, 'source', BACKUP);
+  const expected = localTree(local);
+  const bytes = [...expected.values()].reduce((a, b) => a + b, 0);
+  const largest = Math.max(...expected.values());
+
+  const rgwDir = join(dir, 'rgw');
+  const handle = await rgwServer.start(rgwDir);
+  const client = adminClient(JSON.parse(handle.env['OFFSITE_TEST_S3'] as string) as S3TestServer);
+  try {
+    const server = JSON.parse(handle.env['OFFSITE_TEST_S3'] as string) as S3TestServer;
+    const serverPids = ['client.rgw.a', 'osd.0', 'mon.a'].map((n) => Number(readFileSync(join(rgwDir, 'run', `${n}.pid`), 'utf8').trim()));
+    const rcloneVersion = spawnSync('env', ['-u', 'AWS_CA_BUNDLE', 'rclone', 'version']).stdout?.toString().split('\n')[0] ?? 'rclone (version unknown)';
+
+    // Secrets and the bucket reach the children through the environment, never a file.
+    const secrets = {
+      OFFSITE_BENCH_S3_ACCESS_KEY: server.accessKeyId,
+      OFFSITE_BENCH_S3_SECRET_KEY: server.secretAccessKey,
+    };
+    const configs = new Map<string, string>();
+    for (const chunk of chunkSizes) {
+      const file = join(dir, `offsite-${chunk.text}.yaml`);
+      writeFileSync(file, [
+        `source: { type: local, root: ${JSON.stringify(join(dir, 'source'))} }`,
+        'destinations:',
+        `  cloud: { type: s3, endpoint: ${JSON.stringify(server.endpoint)}, region: ${server.region}, bucket: "\${OFFSITE_BENCH_BUCKET}", ` +
+          'accessKeyId: "${OFFSITE_BENCH_S3_ACCESS_KEY}", secretAccessKey: "${OFFSITE_BENCH_S3_SECRET_KEY}" }',
+        `options: { quietPeriod: 0s, chunkSize: ${chunk.text} }`,
+        '',
+      ].join('\n'));
+      configs.set(chunk.text, file);
+    }
+
+    const contenders: Contender[] = [];
+    for (const transfers of rcloneTransfers) {
+      contenders.push({
+        label: `rclone copy --transfers ${transfers}${transfers === 4 ? ' (default)' : ''}`,
+        kind: 'rclone',
+        run: (bucket) => timed('env', ['-u', 'AWS_CA_BUNDLE', 'rclone', 'copy', '--config', '/dev/null', '--s3-force-path-style',
+          '--transfers', String(transfers), ...RCLONE_SETTINGS, local, `rgw:${bucket}/${BACKUP}`], {
+          RCLONE_CONFIG_RGW_TYPE: 's3', RCLONE_CONFIG_RGW_PROVIDER: 'Ceph', RCLONE_CONFIG_RGW_ENDPOINT: server.endpoint,
+          RCLONE_CONFIG_RGW_REGION: server.region, RCLONE_CONFIG_RGW_ACCESS_KEY_ID: server.accessKeyId,
+          RCLONE_CONFIG_RGW_SECRET_ACCESS_KEY: server.secretAccessKey,
+        }, serverPids),
+      });
+    }
+    for (const chunk of chunkSizes) {
+      for (const concurrency of concurrencies) {
+        const isDefault = concurrency === DEFAULT_SETTINGS.concurrency && chunk.bytes === DEFAULT_SETTINGS.chunkBytes;
+        contenders.push({
+          label: `offsite --concurrency ${concurrency}, chunkSize ${chunk.text}${isDefault ? ' (default)' : ''}`,
+          kind: 'offsite',
+          concurrency,
+          chunk: chunk.text,
+          run: (bucket) => timed(process.execPath, [bin, '--config', configs.get(chunk.text) as string, '--quiet', 'replicate', BACKUP, '--to', 'cloud',
+            '--concurrency', String(concurrency)], { ...secrets, OFFSITE_BENCH_BUCKET: bucket }, serverPids),
+        });
+      }
+    }
+
+    console.log(`\nload average before: ${loadAverage()}`);
+    console.log(`${made.files} files, ${(bytes / MiB).toFixed(0)} MiB (largest ${(largest / MiB).toFixed(1)} MiB, ` +
+      `${[...expected.values()].filter((s) => s > 8 * MiB).length} above 8 MiB), to Ceph RGW (memstore) at ${server.endpoint}; ` +
+      `${contenders.length} contenders, median of ${repeat}, rotating order, a fresh bucket per run`);
+    console.log(`${rcloneVersion}: RCLONE_CONFIG_RGW_TYPE=s3 PROVIDER=Ceph, --s3-force-path-style ${RCLONE_SETTINGS.join(' ')} (its defaults), --transfers as labelled`);
+    console.log(`offsite: local source, one s3 destination (defaults: forcePathStyle, WHEN_REQUIRED checksums, Content-MD5 on every request), quietPeriod 0s`);
+
+    const baseline = osdBytesUsed(rgwDir) ?? 0;
+    const runs: Timed[][] = contenders.map(() => []);
+    for (let round = 0; round < repeat; round++) {
+      for (let k = 0; k < contenders.length; k++) {
+        const i = (round + k) % contenders.length;
+        const contender = contenders[i] as Contender;
+        await waitForFreedData(rgwDir, baseline);
+        const bucket = `bench-${contender.kind}-${round}-${i}-${randomBytes(4).toString('hex')}`;
+        await client.send(new CreateBucketCommand({ Bucket: bucket }));
+        try {
+          const result = contender.run(bucket);
+          const there = await bucketTree(client, bucket, `${BACKUP}/`);
+          if (contender.kind === 'offsite') {
+            if (!there.has('.offsite/manifest.json')) throw new Error(`${contender.label}: no manifest after the run`);
+            for (const key of [...there.keys()]) if (key.startsWith('.offsite/')) there.delete(key);
+          }
+          const problem = difference(expected, there);
+          if (problem) throw new Error(`${contender.label}: the uploaded tree differs from the source: ${problem}`);
+          const open = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+          if ((open.Uploads ?? []).length > 0) throw new Error(`${contender.label}: ${open.Uploads?.length} multipart uploads left open`);
+          runs[i]?.push(result);
+          console.log(`  round ${round + 1}: ${contender.label.padEnd(48)} ${result.seconds.toFixed(2).padStart(6)} s`);
+        } finally {
+          await dropBucket(client, bucket);
+        }
+      }
+    }
+
+    console.log(`\nresults (${(bytes / MiB).toFixed(0)} MiB, median of ${repeat}; CPU = client process tree / ceph daemons, median):`);
+    const seconds = runs.map((r) => median(r.map((t) => t.seconds)));
+    for (const [i, contender] of contenders.entries()) {
+      const s = seconds[i] as number;
+      const list = runs[i] ?? [];
+      console.log(`  ${contender.label.padEnd(48)} ${s.toFixed(2).padStart(6)} s ${(bytes / MiB / s).toFixed(0).padStart(5)} MiB/s  ` +
+        `CPU ${median(list.map((t) => t.cpuSeconds)).toFixed(1).padStart(5)} s / ${median(list.map((t) => t.serverCpuSeconds)).toFixed(1).padStart(5)} s  ` +
+        `peak RSS ${Math.max(...list.map((t) => t.maxRssMb)).toFixed(0).padStart(4)} MB  (runs: ${list.map((t) => t.seconds.toFixed(2)).join(', ')} s)`);
+    }
+
+    const rcloneIndex = contenders.findIndex((c) => c.kind === 'rclone' && c.label.includes('(default)'));
+    const reference = rcloneIndex >= 0 ? rcloneIndex : contenders.findIndex((c) => c.kind === 'rclone');
+    const rcloneSeconds = seconds[reference] as number;
+    const offsiteIndexes = contenders.flatMap((c, i) => (c.kind === 'offsite' ? [i] : []));
+    const best = offsiteIndexes.reduce((a, b) => ((seconds[b] as number) < (seconds[a] as number) ? b : a));
+    const defaultIndex = offsiteIndexes.find((i) => contenders[i]?.label.includes('(default)'));
+    const cpu = runs.map((r) => median(r.map((t) => t.cpuSeconds)));
+    const compare = (i: number): string => {
+      const s = seconds[i] as number;
+      return `${contenders[i]?.label}: time offsite/rclone = ${(s / rcloneSeconds).toFixed(2)}x (target <= 1.00x), throughput ${(rcloneSeconds / s).toFixed(2)}x rclone's, ` +
+        `client CPU ${((cpu[i] as number) / (cpu[reference] as number)).toFixed(2)}x rclone's`;
+    };
+    console.log(`\nagainst ${contenders[reference]?.label} (${rcloneSeconds.toFixed(2)} s):`);
+    if (defaultIndex !== undefined) console.log(`  ${compare(defaultIndex)}`);
+    console.log(`  best setting: ${compare(best)}`);
+    if (chunkSizes.length > 1) {
+      for (const concurrency of concurrencies) {
+        const row = chunkSizes.map((chunk) => {
+          const i = contenders.findIndex((c) => c.kind === 'offsite' && c.concurrency === concurrency && c.chunk === chunk.text);
+          return `${chunk.text} ${(seconds[i] as number).toFixed(2)} s`;
+        });
+        console.log(`  --concurrency ${concurrency}: ${row.join(' vs ')}`);
+      }
+    }
+    console.log(`load average after: ${loadAverage()}`);
+  } finally {
+    client.destroy();
+    await handle.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
