@@ -511,6 +511,8 @@ class SftpWriteSession implements WriteSession {
   private existingBytes = 0;
   /** The rename of a commit was sent: a failed commit may have happened all the same. */
   private renameSent = false;
+  /** Reopens after lost connections so far. */
+  private reopens = 0;
   /** A reopen after a lost connection, shared by the parts that noticed it. */
   private reopening: Promise<{ conn: SftpConnection; handle: Buffer }> | undefined;
   private state: 'open' | 'committed' | 'suspended' | 'aborted' = 'open';
@@ -582,7 +584,21 @@ class SftpWriteSession implements WriteSession {
     return this.reopening;
   }
 
+  /**
+   * OpenSSH answers FAILURE for a handle it does not know. After this session reopened its temp
+   * file on a new connection, a FAILURE on a handle call can be a handle that went stale in the
+   * switch (seen under heavy load with resets): drop it so that the retry reopens, and let the
+   * retry layer try again. A real refusal fails again and is reported after the retries.
+   */
+  private staleHandle(err: unknown): unknown {
+    if (this.reopens === 0 || sftpStatusOf((err as { cause?: unknown }).cause) !== SFTP_STATUS.FAILURE) return err;
+    this.handle = undefined;
+    this.release();
+    return new DriverError('E_STALE_HANDLE', `${(err as Error).message} (after a reconnect: retrying with a fresh handle)`, { kind: 'retryable', cause: err });
+  }
+
   private async reopen(): Promise<{ conn: SftpConnection; handle: Buffer }> {
+    this.reopens++;
     this.release();
     this.handle = undefined;
     const conn = await this.pool.acquire();
@@ -673,7 +689,7 @@ class SftpWriteSession implements WriteSession {
             this.driver.counters.bytesWritten += length;
           },
           (err: unknown) => {
-            failure ??= err;
+            failure ??= this.staleHandle(err);
           },
         )
         .finally(() => this.slots.release());
@@ -707,7 +723,9 @@ class SftpWriteSession implements WriteSession {
       throw new DriverError('E_INCOMPLETE', `${what}: part(s) ${list} were never written`, { kind: 'integrity' });
     }
     const { conn, handle } = await this.ready('commit');
-    const stats = await conn.call<Stats>(this.context('commit: size check'), (sftp, done) => sftp.fstat(handle, done));
+    const stats = await conn.call<Stats>(this.context('commit: size check'), (sftp, done) => sftp.fstat(handle, done)).catch((err: unknown) => {
+      throw this.staleHandle(err);
+    });
     if (stats.size !== this.size) {
       throw new DriverError('E_SIZE_MISMATCH', `${what}: the temp file has ${stats.size} bytes, expected ${this.size}`, { kind: 'integrity' });
     }
