@@ -39,9 +39,11 @@ export function ensureCommand(command: string, aptPackage: string): boolean {
   return run.status === 0 && existsSync(`/usr/bin/${command}`);
 }
 
+/** The median; for an even count the mean of the two middle values (with --repeat 2, not the slower run). */
 export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] as number;
+  const half = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[half] as number) : ((sorted[half - 1] as number) + (sorted[half] as number)) / 2;
 }
 
 export function ratio(ours: number, theirs: number): string {

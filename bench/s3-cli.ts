@@ -36,7 +36,7 @@ import { DEFAULT_SETTINGS } from '../src/config/config.js';
 import { parseBytes } from '../src/config/units.js';
 import { generateBackup } from '../scripts/gen-backup.js';
 import { adminClient, type S3TestServer } from '../test/s3/server.js';
-import { projectRoot } from './lib.js';
+import { median, projectRoot } from './lib.js';
 
 const program = new Command('bench-s3-cli')
   .option('--size <size>', 'backup size', '1GiB')
@@ -174,13 +174,6 @@ async function dropBucket(client: S3Client, bucket: string): Promise<void> {
 
 function loadAverage(): string {
   return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-}
-
-/** The median; for an even count the mean of the two middle values (with --repeat 2, not the slower run). */
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const half = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[half] as number) : ((sorted[half - 1] as number) + (sorted[half] as number)) / 2;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
