@@ -11,6 +11,8 @@ process.emitWarning = (warning, ...rest) => {
   if (type === 'NodeVersionSupportWarning' || String(warning).includes('NodeVersionSupportWarning')) return;
   emitWarning(warning, ...rest);
 };
+// `offsite list | head`: a reader that closes the pipe early is not an error.
+process.stdout.on('error', (err) => { if (err && err.code === 'EPIPE') process.exit(process.exitCode ?? 0); throw err; });
 import('../dist/src/cli/main.js').then((m) => m.main(process.argv)).catch((err) => {
   process.stderr.write(`offsite: cannot start: ${err && err.message ? err.message : err}\n` +
     'Run `npm install && npm run build` in the offsite checkout first.\n');

@@ -1,0 +1,74 @@
+/** `offsite replicate`. */
+import { Option } from 'commander';
+import { replicateCommand } from '../../app.js';
+import { loadConfig } from '../../config/config.js';
+import { formatBytes } from '../../config/units.js';
+import type { ReplicateResult } from '../../core/replicate.js';
+import { EXIT_CODE_HELP, ExitCode } from '../exit.js';
+import { createProgress } from '../progress.js';
+import { out, parseDurationOption, parseList, parsePositiveInt, parseRetries, parseSizeOption, printJson, reportRetry, type CommandContext } from '../common.js';
+
+/** Exit code of a replicate run: 0 all done, 4 some destinations failed, 1 all failed. */
+export function replicateExitCode(result: ReplicateResult): number {
+  const failed = result.destinations.filter((d) => d.status === 'failed').length;
+  if (failed === 0) return ExitCode.ok;
+  return failed < result.destinations.length ? ExitCode.partial : ExitCode.error;
+}
+
+function renderReplicate(result: ReplicateResult): void {
+  out(`${result.dryRun ? 'plan for' : 'replicated'} ${result.backup} from ${result.source}: ${result.files} files, ${formatBytes(result.bytes)}`);
+  const width = Math.max(...result.destinations.map((d) => d.name.length));
+  for (const d of result.destinations) {
+    const name = d.name.padEnd(width);
+    if (d.status === 'planned' && d.plan) {
+      const p = d.plan;
+      out(`  ${name}  ${p.upToDate ? 'up to date' : `would copy ${p.copyFiles} files (${formatBytes(p.copyBytes)}), check ${p.adoptFiles} present files, skip ${p.skipFiles}`}${p.removeManifestFirst ? ', remove its manifest first' : ''}`);
+      for (const a of p.actions) if (a.action !== 'skip') out(`      ${a.action} ${a.path} (${a.size} bytes): ${a.reason}`);
+    } else if (d.status === 'up-to-date') {
+      out(`  ${name}  up to date: nothing to copy (${d.filesSkipped} files already verified by its manifest)`);
+    } else if (d.status === 'complete') {
+      out(`  ${name}  complete: ${d.filesCopied} copied, ${d.filesAdopted} checked in place, ${d.filesSkipped} already there; ${formatBytes(d.bytesWritten)} written, ${formatBytes(d.bytesResumed)} resumed; manifest ${d.manifestKey}`);
+    } else {
+      out(`  ${name}  FAILED: ${d.errors[0] ? `${d.errors[0].path ? `${d.errors[0].path}: ` : ''}${d.errors[0].message}` : 'unknown error'}`);
+      for (const e of d.errors.slice(1, 5)) out(`  ${' '.repeat(width)}          ${e.path ? `${e.path}: ` : ''}${e.message}`);
+      if (d.errors.length > 5) out(`  ${' '.repeat(width)}          ... and ${d.errors.length - 5} more errors (see --json)`);
+    }
+  }
+}
+
+export function registerReplicate(ctx: CommandContext): void {
+  ctx.program.command('replicate')
+    .description('copy one complete backup to the destinations, reading it once; resumes whatever an earlier run left')
+    .argument('[name]', 'backup name (see offsite list)')
+    .option('--latest', 'the newest complete backup at the source')
+    .option('--to <names>', 'destination names, comma-separated (default: all configured)', parseList)
+    .option('--dry-run', 'print what would be copied, skipped or checked; write nothing')
+    .option('--concurrency <n>', 'files transferred at once (default: options.concurrency, 8)', parsePositiveInt)
+    .addOption(new Option('--chunk-size <size>', 'chunk and part size, e.g. 8MiB (default: options.chunkSize)').argParser(parseSizeOption))
+    .option('--retries <n>', 'retries of a transient error (reset, timeout, 5xx) per operation; a retry resends only the failed part (default: options.retries, 5)', parseRetries)
+    .addOption(new Option('--timeout <duration>', 'stop retrying an operation that has kept failing this long, e.g. 5m (default: options.timeout, 10m); one request\'s own limit is the destination\'s connectTimeoutMs/requestTimeoutMs/readyTimeoutMs').argParser(parseDurationOption))
+    .addOption(new Option('--bwlimit <rate>', 'total write rate over all destinations, bytes per second, e.g. 20MiB (default: options.bwlimit; per destination: bwlimit in its config)').argParser(parseSizeOption))
+    .addHelpText('after', `\nA backup that is not complete (meta missing, a binlog short, changed within the quiet period) is refused with the reason.\nEach destination gets NAME/.offsite/manifest.json only once every file is there.\n\n${EXIT_CODE_HELP}`)
+    .action(async (name: string | undefined, opts: { latest?: boolean; to?: string[]; dryRun?: boolean; concurrency?: number; chunkSize?: number; retries?: number; timeout?: number; bwlimit?: number }) => {
+      const config = loadConfig(ctx.globals().config);
+      const bars = createProgress(!ctx.globals().quiet && !ctx.globals().json);
+      let result: ReplicateResult;
+      try {
+        result = await replicateCommand(config, {
+          backup: name, latest: opts.latest, to: opts.to, dryRun: opts.dryRun, concurrency: opts.concurrency, chunkBytes: opts.chunkSize, signal: ctx.signal,
+          retries: opts.retries, retryTimeoutMs: opts.timeout, bwlimitBytesPerSecond: opts.bwlimit ?? config.settings.bwlimitBytesPerSecond, onRetry: reportRetry(ctx.globals()),
+          onEvent: (event) => {
+            if (event.type === 'plan' && !opts.dryRun) {
+              for (const d of event.plan.destinations) if (!d.upToDate) bars.start(d.destination, d.copyBytes + d.actions.filter((a) => a.action === 'adopt').reduce((s, a) => s + a.size, 0));
+            } else if (event.type === 'bytes') bars.add(event.destination, event.bytes);
+          },
+        });
+      } finally {
+        bars.stop();
+      }
+      if (ctx.globals().json) printJson({ ...result, destinations: result.destinations.map(({ plan: _plan, ...d }) => (opts.dryRun ? { ...d, plan: _plan } : d)) });
+      else renderReplicate(result);
+      ctx.setExit(replicateExitCode(result));
+    });
+
+}

@@ -1,0 +1,78 @@
+/**
+ * What every command module under ./commands shares: the global options, output helpers,
+ * argument parsers and the context a command registers itself with.
+ */
+import type { Command } from 'commander';
+import { InvalidArgumentError } from 'commander';
+import { parseBytes, parseDuration } from '../config/units.js';
+import type { RetryInfo } from '../drivers/wrappers/index.js';
+import { errorMessage } from '../errors.js';
+
+/** Passed to each command's `register` function. */
+export interface CommandContext {
+  readonly program: Command;
+  /** The global options (--config, --json, --quiet) as parsed. */
+  globals(): GlobalOptions;
+  /** Sets the process exit code for this run (see ./exit.ts). */
+  setExit(code: number): void;
+  /** Aborted on the first Ctrl-C / SIGTERM. */
+  readonly signal: AbortSignal;
+}
+
+export interface GlobalOptions {
+  config?: string;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+export function out(text: string): void {
+  process.stdout.write(`${text}\n`);
+}
+
+export function printJson(value: unknown): void {
+  out(JSON.stringify(value, null, 2));
+}
+
+export function parseList(value: string): string[] {
+  const names = value.split(',').map((s) => s.trim()).filter(Boolean);
+  if (names.length === 0) throw new InvalidArgumentError('expected a comma-separated list of destination names');
+  return names;
+}
+
+export function parsePositiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number >= 1');
+  return n;
+}
+
+export function parseRetries(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a whole number >= 0');
+  return n;
+}
+
+/** One stderr line per retry (not with --quiet or --json), so a stalled link is visible. */
+export function reportRetry(globals: GlobalOptions): ((driver: string, info: RetryInfo) => void) | undefined {
+  if (globals.quiet || globals.json) return undefined;
+  return (driver, info) => {
+    const what = `${info.op}${info.part === undefined ? '' : ` part ${info.part}`}${info.key ? ` ${info.key}` : ''}`;
+    process.stderr.write(`offsite: ${driver}: ${what}: ${errorMessage(info.error)}; retry ${info.attempt} in ${(info.delayMs / 1000).toFixed(1)} s\n`);
+  };
+}
+
+export function parseDurationOption(value: string): number {
+  try {
+    return parseDuration(value, 'duration');
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+export function parseSizeOption(value: string): number {
+  try {
+    return parseBytes(value, 'size');
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
