@@ -13,5 +13,5 @@ export {
   type BinlogKind, type BinlogLocation, type ExpectedObject, type FullMetaSummary, type GroupStyle,
 } from './meta.js';
 export {
-  isValidBackupName, isSafeFolderName, META_DIR, META_FILES, OFFSITE_DIR, CHECK_PROBE_PREFIX,
+  backupTimeFromName, isValidBackupName, isSafeFolderName, META_DIR, META_FILES, OFFSITE_DIR, CHECK_PROBE_PREFIX,
 } from './names.js';

@@ -49,3 +49,16 @@ export function isSafeFolderName(name: string): boolean {
 export function isNoiseInBackup(rel: string): boolean {
   return rel === '' || rel.endsWith('/') || rel === OFFSITE_DIR || rel.startsWith(`${OFFSITE_DIR}/`);
 }
+
+/**
+ * The creation time in milvus-backup's default name `backup_YYYY_MM_DD_HH_MM_SS_<nanos>` (UTC,
+ * `core/backup/func.go`), or `undefined` for any other name or an impossible date.
+ */
+export function backupTimeFromName(name: string): Date | undefined {
+  const m = /^backup_(\d{4})_(\d{2})_(\d{2})_(\d{2})_(\d{2})_(\d{2})(?:_\d+)?$/.exec(name);
+  if (!m) return undefined;
+  const [year, month, day, hour, minute, second] = m.slice(1).map(Number) as [number, number, number, number, number, number];
+  const date = new Date(Date.UTC(year, month - 1, day, hour, minute, second));
+  if (date.getUTCMonth() !== month - 1 || date.getUTCDate() !== day || hour > 23 || minute > 59 || second > 59) return undefined;
+  return date;
+}

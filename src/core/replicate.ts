@@ -16,7 +16,7 @@
  * do not already match are sent.
  */
 import PQueue from 'p-queue';
-import { assertComplete, inspectBackup } from '../backup/index.js';
+import { assertComplete, backupTimeFromName, inspectBackup } from '../backup/index.js';
 import type { Driver, WriteSession } from '../drivers/types.js';
 import { errorKind, errorMessage, OffsiteError, type ErrorKind, UsageError } from '../errors.js';
 import { getHasher } from '../hash/xxh64.js';
@@ -421,6 +421,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   assertComplete(inspection);
   const prefixLength = backup.length + 1;
   const files = inspection.files.map((f) => ({ path: f.key.slice(prefixLength), size: f.size, mtimeMs: f.mtimeMs }));
+  const backupTime = (backupTimeFromName(backup) ?? new Date(inspection.lastChangeMs)).toISOString();
 
   const failedEarly = new Map<string, ProblemReport>();
   const locks: HeldLock[] = [];
@@ -490,7 +491,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
       const whole = !run.dead && run.errors.length === 0 && files.every((f) => run.records.has(f.path));
       if (whole) {
         try {
-          const body = buildManifestBody({ kind: 'complete', backup, source: source.description, chunkBytes, files: files.map((f) => run.records.get(f.path) as ManifestFile) });
+          const body = buildManifestBody({ kind: 'complete', backup, source: source.description, chunkBytes, backupTime, files: files.map((f) => run.records.get(f.path) as ManifestFile) });
           await run.driver.sync?.({ signal });
           await writeManifestAt(run.driver, manifestKey(backup), body, { signal });
           await run.driver.sync?.({ signal });

@@ -39,6 +39,12 @@ export interface ManifestBody {
   /** Where the copy came from (driver description, never secrets). */
   readonly source: string;
   readonly createdAt: string;
+  /**
+   * When the backup itself was made (ISO): the UTC time in milvus-backup's default name
+   * (`backup_YYYY_MM_DD_HH_MM_SS_…`), else the newest change among its files at the source.
+   * Retention (`offsite prune`) goes by it. Absent in manifests written before it existed.
+   */
+  readonly backupTime?: string;
   readonly chunkBytes: number;
   readonly hashAlgorithm: typeof HASH_ALGORITHM;
   readonly fileCount: number;
@@ -88,6 +94,7 @@ export function buildManifestBody(input: {
   chunkBytes: number;
   files: Iterable<ManifestFile>;
   createdAt?: Date;
+  backupTime?: string;
 }): ManifestBody {
   const files = [...input.files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   return {
@@ -97,6 +104,7 @@ export function buildManifestBody(input: {
     backup: input.backup,
     source: input.source,
     createdAt: (input.createdAt ?? new Date()).toISOString(),
+    ...(input.backupTime ? { backupTime: input.backupTime } : {}),
     chunkBytes: input.chunkBytes,
     hashAlgorithm: HASH_ALGORITHM,
     fileCount: files.length,

@@ -1,0 +1,79 @@
+/**
+ * The result of `offsite audit`, as plain data: what `--json` prints, and what the HTML report
+ * (./report.ts) and the Prometheus metrics (./metrics.ts) are rendered from.
+ */
+import type { Damage } from '../core/verify.js';
+
+/**
+ * The state of one backup copy at one destination after the audit:
+ * - `ok`: manifest valid, every file present with its size; the sampled files read back intact;
+ * - `repaired`: damage was found and fixed (`--repair`), and the fixed files read back intact;
+ * - `damaged`: a file is missing, short, or its bytes differ (see `damage`), or the manifest is bad;
+ * - `incomplete`: files without a manifest and no run holding the lock (an interrupted or
+ *   tampered copy): nothing proves it whole;
+ * - `in-progress`: a replicate run holds the copy's lock right now; not judged;
+ * - `absent`: the destination has nothing for this backup (not damage: replicate copies it);
+ * - `error`: the copy could not be checked (see `message`).
+ */
+export type CopyState = 'ok' | 'repaired' | 'damaged' | 'incomplete' | 'in-progress' | 'absent' | 'error';
+
+export interface AuditCopy {
+  readonly backup: string;
+  readonly destination: string;
+  readonly state: CopyState;
+  /** Files and bytes the copy's manifest lists (0 without a manifest). */
+  readonly files: number;
+  readonly bytes: number;
+  /** Files and bytes read back and hash-checked by this audit (the deep sample, and repairs). */
+  readonly filesRead: number;
+  readonly bytesRead: number;
+  /** What was found wrong (before any repair). */
+  readonly damage: readonly Damage[];
+  /** Paths copied again by `--repair` and verified after. */
+  readonly repaired: readonly string[];
+  /** Where the repair read from: `source` or a destination name. */
+  readonly repairedFrom?: string;
+  /** When every file of this copy was last read back intact (ISO), as far as the audit state knows. */
+  readonly lastFullRead?: string;
+  /** One line on an error, an incomplete copy, or a repair that did not work. */
+  readonly message?: string;
+}
+
+export interface AuditDestination {
+  readonly name: string;
+  readonly description: string;
+  /** `ok`: every copy ok or repaired; `damaged`: some copy damaged or incomplete; `error`: could not be checked (or partly). */
+  readonly status: 'ok' | 'damaged' | 'error';
+  readonly copies: number;
+  /** Files whose presence and size were checked (quick checks: every file of every copy). */
+  readonly filesChecked: number;
+  /** Files and bytes read back and hash-checked. */
+  readonly filesRead: number;
+  readonly bytesRead: number;
+  /** The slice of the rotation this run read here (rotating or --slice mode). */
+  readonly slice?: { readonly n: number; readonly t: number };
+  /** The last audit of this destination that found every copy intact (ISO), this one included. */
+  readonly lastSuccess?: string;
+  readonly message?: string;
+}
+
+/** How files were chosen for reading back. */
+export type AuditMode =
+  | { readonly kind: 'rotate'; readonly t: number }
+  | { readonly kind: 'slice'; readonly n: number; readonly t: number }
+  | { readonly kind: 'sample'; readonly percent: number };
+
+export interface AuditResult {
+  readonly startedAt: string;
+  readonly finishedAt: string;
+  readonly source: string;
+  readonly mode: AuditMode;
+  readonly repair: boolean;
+  /** Backup names, sorted: the rows of the matrix. */
+  readonly backups: readonly string[];
+  readonly destinations: readonly AuditDestination[];
+  /** One per backup x destination. */
+  readonly copies: readonly AuditCopy[];
+  /** 0 all intact (repaired counts as intact), 3 damage left, 4 a destination could not be checked. */
+  readonly exitCode: 0 | 3 | 4;
+}

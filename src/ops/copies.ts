@@ -1,0 +1,38 @@
+/**
+ * What a destination holds: the backup copies found under its root, from one listing. A copy is
+ * the folder `NAME/` for a valid backup name; offsite's own files inside it (`NAME/.offsite/`)
+ * tell its state: a manifest (complete, if it verifies), a progress checkpoint or lock (a run
+ * in progress or interrupted), or neither (files without a manifest: incomplete).
+ */
+import { isValidBackupName } from '../backup/index.js';
+import type { Driver } from '../drivers/types.js';
+import { OFFSITE_DIR } from '../manifest/manifest.js';
+
+export interface CopyListing {
+  readonly name: string;
+  /** Data files (not counting `.offsite/`). */
+  readonly files: number;
+  readonly bytes: number;
+  readonly hasManifest: boolean;
+  readonly hasProgress: boolean;
+  readonly hasLock: boolean;
+}
+
+/** Every backup copy at the destination, sorted by name. */
+export async function listCopies(driver: Driver, signal?: AbortSignal): Promise<CopyListing[]> {
+  const copies = new Map<string, { files: number; bytes: number; hasManifest: boolean; hasProgress: boolean; hasLock: boolean }>();
+  for await (const entry of driver.list('', { signal })) {
+    const slash = entry.key.indexOf('/');
+    if (slash <= 0) continue;
+    const name = entry.key.slice(0, slash);
+    if (!isValidBackupName(name)) continue;
+    let copy = copies.get(name);
+    if (!copy) copies.set(name, copy = { files: 0, bytes: 0, hasManifest: false, hasProgress: false, hasLock: false });
+    const rest = entry.key.slice(slash + 1);
+    if (rest === `${OFFSITE_DIR}/manifest.json`) copy.hasManifest = true;
+    else if (rest === `${OFFSITE_DIR}/progress.json`) copy.hasProgress = true;
+    else if (rest === `${OFFSITE_DIR}/lock.json`) copy.hasLock = true;
+    else if (!rest.startsWith(`${OFFSITE_DIR}/`)) { copy.files++; copy.bytes += entry.size; }
+  }
+  return [...copies].map(([name, c]) => ({ name, ...c })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
