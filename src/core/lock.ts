@@ -97,6 +97,14 @@ export async function acquireLock(driver: Driver, backup: string, options: LockO
   };
 }
 
+/** The live holder of `backup`'s lock at `driver` (not stale, not dead here), if any. */
+export async function lockHolder(driver: Driver, backup: string, options: { staleMs?: number; signal?: AbortSignal } = {}): Promise<LockInfo | undefined> {
+  const existing = await readLock(driver, lockKey(backup), options.signal);
+  if (!existing) return undefined;
+  const age = Date.now() - Date.parse(existing.time);
+  return age > (options.staleMs ?? 10 * 60_000) || deadHere(existing) ? undefined : existing;
+}
+
 /** A lock taken on this host by a process that no longer exists (a crashed or killed run). */
 function deadHere(lock: LockInfo): boolean {
   if (lock.host !== hostname() || !Number.isInteger(lock.pid) || lock.pid <= 0) return false;

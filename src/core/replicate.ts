@@ -49,10 +49,26 @@ export interface ReplicateOptions {
   readonly dryRun?: boolean;
   /** How often the in-progress checkpoint is written. @default 1000 ms */
   readonly checkpointIntervalMs?: number;
+  /**
+   * Copy exactly the files of a verified copy instead of inspecting the source as a milvus-backup
+   * backup: `source` is then a destination holding a copy (repair from another destination, pull
+   * back for restore) or the source checked against a manifest (repair). Every file must read back
+   * to its recorded hash or it is not committed (E_ORIGIN_DAMAGED); the run uses the origin's
+   * chunk size, and the manifest it writes keeps the origin's `source` and `backupTime`.
+   */
+  readonly origin?: ReplicateOrigin;
   /** The per-destination lock (see ./lock.ts). */
   readonly lock?: Omit<LockOptions, 'signal'>;
   readonly signal?: AbortSignal;
   readonly onEvent?: (event: ReplicateEvent) => void;
+}
+
+export interface ReplicateOrigin {
+  readonly files: readonly ManifestFile[];
+  readonly chunkBytes: number;
+  /** The `source` recorded in the origin manifest. */
+  readonly source: string;
+  readonly backupTime?: string;
 }
 
 export type ReplicateEvent =
@@ -314,6 +330,16 @@ interface EngineContext {
   bytesRead: number;
 }
 
+/** A file to copy: its size and mtime at the source, and in origin mode the hash it must have. */
+interface EngineFile extends SourceFile {
+  readonly mtimeMs: number;
+  readonly expected?: string;
+}
+
+function originDamaged(ctx: EngineContext, file: EngineFile, found: string): OffsiteError {
+  return new OffsiteError('E_ORIGIN_DAMAGED', `${ctx.source.name}: ${ctx.backup}/${file.path} reads back as ${found}, its manifest says ${file.expected}: that copy is damaged; take the file from elsewhere`, { kind: 'integrity' });
+}
+
 /** Checks a present-but-unrecorded file against the source hashes without rewriting it. */
 async function adopt(ctx: EngineContext, run: DestinationRun, file: SourceFile, hashes: ObjectHashes): Promise<boolean> {
   const key = `${ctx.backup}/${file.path}`;
@@ -335,7 +361,7 @@ async function adopt(ctx: EngineContext, run: DestinationRun, file: SourceFile, 
 }
 
 /** Transfers one file to every destination that needs it. Never throws: failures are recorded per destination. */
-async function transferFile(ctx: EngineContext, runs: readonly DestinationRun[], file: SourceFile & { mtimeMs: number }): Promise<void> {
+async function transferFile(ctx: EngineContext, runs: readonly DestinationRun[], file: EngineFile): Promise<void> {
   let targets = runs.filter((r) => r.needs(file.path));
   if (targets.length === 0) return;
   const sourceKey = `${ctx.backup}/${file.path}`;
@@ -345,6 +371,7 @@ async function transferFile(ctx: EngineContext, runs: readonly DestinationRun[],
     if (adopters.length > 0) {
       firstPass = await hashObject(ctx.source, sourceKey, file.size, ctx.pool, ctx.signal);
       ctx.bytesRead += file.size;
+      if (file.expected !== undefined && firstPass.hash !== file.expected) throw originDamaged(ctx, file, firstPass.hash);
       const adopted = await Promise.all(adopters.map((r) => adopt(ctx, r, file, firstPass as ObjectHashes)));
       targets = targets.filter((r) => !adopters.includes(r) || !adopted[adopters.indexOf(r)]);
       if (targets.length === 0) return;
@@ -387,6 +414,7 @@ async function transferFile(ctx: EngineContext, runs: readonly DestinationRun[],
       if (!after || after.size !== file.size || after.mtimeMs !== file.mtimeMs || (firstPass && firstPass.hash !== hash)) {
         throw new OffsiteError('E_SOURCE_CHANGED', `source: ${sourceKey} changed while it was being copied; it is not recorded anywhere: run replicate again once the backup is stable`, { kind: 'integrity' });
       }
+      if (file.expected !== undefined && hash !== file.expected) throw originDamaged(ctx, file, hash);
       await Promise.all(sinks.map(async (sink) => {
         if (!sink.alive) return;
         try {
@@ -407,21 +435,57 @@ async function transferFile(ctx: EngineContext, runs: readonly DestinationRun[],
   }));
 }
 
+interface RunFiles {
+  readonly files: readonly EngineFile[];
+  readonly backupTime: string;
+  /** Recorded as the manifest's `source`. */
+  readonly sourceDescription: string;
+  /** Origin files the source does not have (or has with another size): they fail, the rest is copied. */
+  readonly missing: readonly { readonly path: string; readonly error: OffsiteError }[];
+}
+
+/** The files of a complete backup at the source (the completion rule must hold). */
+async function backupFiles(source: Driver, backup: string, quietPeriodMs: number | undefined, signal?: AbortSignal): Promise<RunFiles> {
+  const inspection = await inspectBackup(source, backup, { quietPeriodMs, signal });
+  assertComplete(inspection);
+  const prefixLength = backup.length + 1;
+  return {
+    files: inspection.files.map((f) => ({ path: f.key.slice(prefixLength), size: f.size, mtimeMs: f.mtimeMs })),
+    backupTime: (backupTimeFromName(backup) ?? new Date(inspection.lastChangeMs)).toISOString(),
+    sourceDescription: source.description,
+    missing: [],
+  };
+}
+
+/** The files an origin manifest lists, matched against what `source` holds. */
+async function originFiles(source: Driver, backup: string, origin: ReplicateOrigin, signal?: AbortSignal): Promise<RunFiles> {
+  const present = new Map<string, { size: number; mtimeMs: number }>();
+  for await (const entry of source.list(`${backup}/`, { signal })) present.set(entry.key.slice(backup.length + 1), entry);
+  const missing: { path: string; error: OffsiteError }[] = [];
+  const files = origin.files.map((f) => {
+    const there = present.get(f.path);
+    if (!there || there.size !== f.size) {
+      missing.push({ path: f.path, error: new OffsiteError('E_ORIGIN_DAMAGED', `${source.name}: ${backup}/${f.path} is ${there ? `${there.size} bytes, its manifest says ${f.size}` : 'missing'}; take the file from elsewhere`, { kind: 'integrity' }) });
+    }
+    return { path: f.path, size: f.size, mtimeMs: there?.mtimeMs ?? 0, expected: f.hash };
+  });
+  return { files, backupTime: origin.backupTime ?? new Date().toISOString(), sourceDescription: origin.source, missing };
+}
+
 /** Replicates one complete backup to every destination. See the file comment. */
 export async function replicate(options: ReplicateOptions): Promise<ReplicateResult> {
   const started = Date.now();
-  const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+  const chunkBytes = options.origin?.chunkBytes ?? options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
   if (!Number.isInteger(chunkBytes) || chunkBytes < 1024 || chunkBytes > 1024 ** 3) {
     throw new UsageError(`chunk size must be between 1 KiB and 1 GiB, got ${chunkBytes} bytes`);
   }
   const emit = options.onEvent ?? (() => undefined);
   const { source, backup, signal } = options;
 
-  const inspection = await inspectBackup(source, backup, { quietPeriodMs: options.quietPeriodMs, signal });
-  assertComplete(inspection);
-  const prefixLength = backup.length + 1;
-  const files = inspection.files.map((f) => ({ path: f.key.slice(prefixLength), size: f.size, mtimeMs: f.mtimeMs }));
-  const backupTime = (backupTimeFromName(backup) ?? new Date(inspection.lastChangeMs)).toISOString();
+  const { files, backupTime, sourceDescription, missing } = options.origin
+    ? await originFiles(source, backup, options.origin, signal)
+    : await backupFiles(source, backup, options.quietPeriodMs, signal);
+  const totalBytes = files.reduce((sum, f) => sum + f.size, 0);
 
   const failedEarly = new Map<string, ProblemReport>();
   const locks: HeldLock[] = [];
@@ -449,10 +513,11 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   emit({ type: 'plan', plan });
 
   try {
-    const context = { backup, source: source.description, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit };
+    const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit };
     const runs = plan.destinations.map((p) => new DestinationRun(options.destinations.find((d) => d.name === p.destination) as Driver, p, context));
     const pool = new ChunkPool(chunkBytes, Math.max(options.memoryBudgetBytes ?? 64 * 1024 * 1024, 2 * chunkBytes));
     const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, signal, bytesRead: 0 };
+    for (const run of runs) for (const m of missing) if (run.needs(m.path)) run.fail(m.error, m.path);
 
     if (!options.dryRun) {
       await Promise.all(runs.map(async (run) => {
@@ -464,8 +529,9 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
         }
       }));
       const queue = new PQueue({ concurrency: options.fileConcurrency ?? 8 });
+      const unavailable = new Set(missing.map((m) => m.path));
       for (const file of files) {
-        if (!runs.some((r) => r.needs(file.path))) continue;
+        if (unavailable.has(file.path) || !runs.some((r) => r.needs(file.path))) continue;
         await queue.onSizeLessThan(queue.concurrency);
         void queue.add(() => transferFile(ctx, runs, file));
       }
@@ -491,7 +557,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
       const whole = !run.dead && run.errors.length === 0 && files.every((f) => run.records.has(f.path));
       if (whole) {
         try {
-          const body = buildManifestBody({ kind: 'complete', backup, source: source.description, chunkBytes, backupTime, files: files.map((f) => run.records.get(f.path) as ManifestFile) });
+          const body = buildManifestBody({ kind: 'complete', backup, source: sourceDescription, chunkBytes, backupTime, files: files.map((f) => run.records.get(f.path) as ManifestFile) });
           await run.driver.sync?.({ signal });
           await writeManifestAt(run.driver, manifestKey(backup), body, { signal });
           await run.driver.sync?.({ signal });
@@ -508,7 +574,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
       results.push({ ...counts, status: 'failed', errors: run.errors });
     }
     return {
-      backup, source: source.description, dryRun: options.dryRun ?? false, files: files.length, bytes: inspection.totalBytes,
+      backup, source: source.description, dryRun: options.dryRun ?? false, files: files.length, bytes: totalBytes,
       bytesRead: ctx.bytesRead, durationMs: Date.now() - started, destinations: results,
     };
   } finally {

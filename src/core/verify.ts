@@ -6,6 +6,8 @@
  *   matches too. No data is read (one listing, plus a HEAD per file on stored-hash drivers).
  * - deep: additionally reads every byte back and compares each chunk's hash; a difference is
  *   reported with the file, the chunk number and its byte range.
+ * - quick plus a deep sample (`readBack`): quick checks for every file, deep for those chosen
+ *   (audits: a random sample or a slice of the rotation).
  */
 import PQueue from 'p-queue';
 import type { Driver } from '../drivers/types.js';
@@ -37,6 +39,8 @@ export interface VerifyResult {
   readonly status: 'ok' | 'damaged' | 'incomplete' | 'error';
   readonly filesChecked: number;
   readonly bytesChecked: number;
+  /** Files read back in full (deep checks that completed, intact or not). */
+  readonly filesRead: number;
   readonly damage: readonly Damage[];
   readonly message?: string;
 }
@@ -47,8 +51,10 @@ export interface VerifyOptions {
   readonly level: VerifyLevel;
   /** Files checked at once. @default 4 */
   readonly concurrency?: number;
-  /** Only these manifest paths (audits check samples); all when omitted. */
+  /** Only these manifest paths; all when omitted. */
   readonly only?: (file: ManifestFile) => boolean;
+  /** With level `quick`: also read back the files it accepts (the audit's sample or slice). */
+  readonly readBack?: (file: ManifestFile) => boolean;
   readonly signal?: AbortSignal;
   readonly onBytes?: (bytes: number) => void;
 }
@@ -88,23 +94,24 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
     manifest = await readManifestAt(driver, manifestKey(backup), { signal: options.signal });
   } catch (err) {
     if (errorKind(err) === 'integrity') {
-      return { ...base, status: 'damaged', filesChecked: 0, bytesChecked: 0, damage: [{ path: `${OFFSITE_DIR}/manifest.json`, problem: 'hash', message: errorMessage(err) }] };
+      return { ...base, status: 'damaged', filesChecked: 0, bytesChecked: 0, filesRead: 0, damage: [{ path: `${OFFSITE_DIR}/manifest.json`, problem: 'hash', message: errorMessage(err) }] };
     }
-    return { ...base, status: 'error', filesChecked: 0, bytesChecked: 0, damage: [], message: errorMessage(err) };
+    return { ...base, status: 'error', filesChecked: 0, bytesChecked: 0, filesRead: 0, damage: [], message: errorMessage(err) };
   }
   if (!manifest) {
-    return { ...base, status: 'incomplete', filesChecked: 0, bytesChecked: 0, damage: [], message: `${driver.name}: no manifest for ${backup}: the copy is absent or incomplete; run offsite replicate ${backup} --to ${driver.name}` };
+    return { ...base, status: 'incomplete', filesChecked: 0, bytesChecked: 0, filesRead: 0, damage: [], message: `${driver.name}: no manifest for ${backup}: the copy is absent or incomplete; run offsite replicate ${backup} --to ${driver.name}` };
   }
   const files = options.only ? manifest.files.filter(options.only) : manifest.files;
   const present = new Map<string, { size: number; hash?: string }>();
   try {
     for await (const entry of driver.list(`${backup}/`, { signal: options.signal })) present.set(entry.key, { size: entry.size, hash: entry.hash });
   } catch (err) {
-    return { ...base, status: 'error', filesChecked: 0, bytesChecked: 0, damage: [], message: errorMessage(err) };
+    return { ...base, status: 'error', filesChecked: 0, bytesChecked: 0, filesRead: 0, damage: [], message: errorMessage(err) };
   }
   const damage: Damage[] = [];
   const pool = new ChunkPool(manifest.chunkBytes);
   let bytesChecked = 0;
+  let filesRead = 0;
   let failure: unknown;
   const queue = new PQueue({ concurrency: options.concurrency ?? 4 });
   for (const file of files) {
@@ -123,8 +130,9 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
             return;
           }
         }
-        if (level === 'deep') {
+        if (level === 'deep' || options.readBack?.(file)) {
           const found = await deepCheck(driver, key, file, pool, options);
+          filesRead++;
           if (found) damage.push(found);
           else bytesChecked += file.size;
         }
@@ -138,7 +146,7 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
   damage.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   if (failure !== undefined) {
     if (errorKind(failure) === 'fatal' && failure instanceof OffsiteError && failure.code === 'E_ABORTED') throw failure;
-    return { ...base, status: 'error', filesChecked: files.length, bytesChecked, damage, message: errorMessage(failure) };
+    return { ...base, status: 'error', filesChecked: files.length, bytesChecked, filesRead, damage, message: errorMessage(failure) };
   }
-  return { ...base, status: damage.length > 0 ? 'damaged' : 'ok', filesChecked: files.length, bytesChecked, damage };
+  return { ...base, status: damage.length > 0 ? 'damaged' : 'ok', filesChecked: files.length, bytesChecked, filesRead, damage };
 }

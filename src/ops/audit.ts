@@ -1,0 +1,496 @@
+/**
+ * `offsite audit`: checks every backup copy at every destination, cheaply enough for cron.
+ *
+ * - **Quick checks for every copy:** the manifest is valid and every file it lists is present
+ *   with its size (and its stored hash, where the driver keeps one). One listing per destination.
+ * - **Deep checks for some files:** their bytes are read back and every chunk hash compared.
+ *   Which files:
+ *   - `--sample P%`: a random P% of each copy's files (at least one);
+ *   - `--slice n/t`: slice n of t. Each copy's files are dealt into t slices of about equal
+ *     bytes (largest first, each into the lightest slice, ties by path: deterministic, so the
+ *     t slices of a copy cover every file exactly once);
+ *   - neither: the rotation. Each destination remembers in `.offsite/audit.json` (at the
+ *     destination, so any machine can continue it) which slice comes next; each run reads that
+ *     slice and moves on, so t daily runs read every byte once (t = `--slices`, default 7).
+ *   A copy whose t slices have all been read intact since its manifest last changed gets a
+ *   "last fully read" time (the oldest of those reads), shown in the report and the metrics.
+ * - **`--repair`:** a damaged copy (missing, short or changed files, a bad manifest) or an
+ *   incomplete one (files, no manifest, no run holding its lock) is fixed from the source when
+ *   it still has the backup, else from other destinations whose copies read back to the
+ *   manifest's hashes (a file that does not is never used). The good files are kept, recorded
+ *   in a progress checkpoint; the bad ones are removed and copied again through the replication
+ *   engine; the manifest is written only once the copy is whole; then the copied files are read
+ *   back once more before the copy counts as repaired.
+ *
+ * Copies of a backup that a destination lacks are `absent`, which is not damage (replicate copies
+ * them; prune removes copies on purpose). The exit code is 0 when every copy is intact (repaired
+ * counts as intact), 3 when damage is left, else 4 when a destination (or a copy) could not be
+ * checked.
+ */
+import { randomInt } from 'node:crypto';
+import { listBackups } from '../backup/index.js';
+import type { OffsiteConfig } from '../config/config.js';
+import { lockHolder } from '../core/lock.js';
+import { replicate, type ReplicateOrigin } from '../core/replicate.js';
+import { verifyCopy, type Damage, type VerifyResult } from '../core/verify.js';
+import type { Driver } from '../drivers/types.js';
+import { closeAll, openDestinations, openSource, type TransferOptions } from '../app.js';
+import { errorKind, errorMessage, OffsiteError, UsageError } from '../errors.js';
+import {
+  buildManifestBody, manifestKey, progressKey, readManifestAt, writeManifestAt, type Manifest, type ManifestFile,
+} from '../manifest/manifest.js';
+import type { AuditCopy, AuditDestination, AuditMode, AuditResult, CopyState } from './audit-result.js';
+import { listCopies, type CopyListing } from './copies.js';
+import { AUDIT_STATE_KEY, readRecord, writeRecord } from './state.js';
+
+export const DEFAULT_SLICES = 7;
+
+export interface AuditOptions extends TransferOptions {
+  /** Destinations to audit; all configured ones when empty. */
+  readonly at?: readonly string[];
+  /** Read back a random share of each copy's files, in percent (0 < p <= 100). */
+  readonly samplePercent?: number;
+  /** Read back slice n of t (1 <= n <= t). */
+  readonly slice?: { readonly n: number; readonly t: number };
+  /** Length of the rotation (rotating mode). @default 7 */
+  readonly slices?: number;
+  readonly repair?: boolean;
+  readonly signal?: AbortSignal;
+  /** Bytes read back, per destination (progress bars). */
+  readonly onBytes?: (destination: string, bytes: number) => void;
+  /** One line per notable step (repairs), for the CLI. */
+  readonly onLog?: (line: string) => void;
+  /** Only for tests: the clock. */
+  readonly now?: () => Date;
+}
+
+/** What `.offsite/audit.json` holds at a destination. */
+export interface AuditState {
+  readonly version: 1;
+  /** Length of the rotation the slice records refer to. */
+  readonly slices: number;
+  /** The slice the next rotating run reads (1-based). */
+  readonly next: number;
+  /** The last audit that found every copy here intact. */
+  readonly lastSuccess?: string;
+  readonly copies: Readonly<Record<string, CopyRecord>>;
+}
+
+interface CopyRecord {
+  /** The manifest digest the slice reads refer to: a new manifest starts over. */
+  readonly digest: string;
+  /** Slice number (1-based) -> when it was last read back intact. */
+  readonly slicesRead: Readonly<Record<string, string>>;
+  readonly lastFullRead?: string;
+}
+
+/**
+ * Deals files into `t` slices of about equal bytes: largest first, each into the slice with the
+ * fewest bytes so far (the lowest number on a tie). Deterministic for a given file list.
+ * Returns path -> slice number (1-based).
+ */
+export function assignSlices(files: readonly Pick<ManifestFile, 'path' | 'size'>[], t: number): Map<string, number> {
+  const order = [...files].sort((a, b) => b.size - a.size || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  const loads = new Array<number>(t).fill(0);
+  const counts = new Array<number>(t).fill(0);
+  const slices = new Map<string, number>();
+  for (const file of order) {
+    let best = 0;
+    for (let i = 1; i < t; i++) {
+      if (loads[i]! < loads[best]! || (loads[i] === loads[best] && counts[i]! < counts[best]!)) best = i;
+    }
+    loads[best]! += file.size;
+    counts[best]!++;
+    slices.set(file.path, best + 1);
+  }
+  return slices;
+}
+
+/** A random `percent` of the files (at least one when there are any). */
+function sampleFiles(files: readonly ManifestFile[], percent: number): Set<string> {
+  const k = Math.min(files.length, Math.max(1, Math.ceil((files.length * percent) / 100)));
+  const paths = files.map((f) => f.path);
+  for (let i = 0; i < k; i++) {
+    const j = i + randomInt(paths.length - i);
+    [paths[i], paths[j]] = [paths[j]!, paths[i]!];
+  }
+  return new Set(paths.slice(0, k));
+}
+
+function validateOptions(options: AuditOptions): AuditMode {
+  if (options.samplePercent !== undefined && options.slice) throw new UsageError('give --sample or --slice, not both');
+  if (options.samplePercent !== undefined) {
+    if (!(options.samplePercent > 0 && options.samplePercent <= 100)) throw new UsageError(`--sample must be a percentage above 0 and at most 100, got ${options.samplePercent}`);
+    return { kind: 'sample', percent: options.samplePercent };
+  }
+  if (options.slice) {
+    const { n, t } = options.slice;
+    if (!Number.isInteger(n) || !Number.isInteger(t) || t < 1 || n < 1 || n > t) throw new UsageError(`--slice must be n/t with 1 <= n <= t, e.g. 3/7; got ${n}/${t}`);
+    return { kind: 'slice', n, t };
+  }
+  const t = options.slices ?? DEFAULT_SLICES;
+  if (!Number.isInteger(t) || t < 1 || t > 366) throw new UsageError(`--slices must be a whole number from 1 to 366, got ${t}`);
+  return { kind: 'rotate', t };
+}
+
+/** A manifest that another destination (or the audited one) holds, for repairs. */
+interface Reference {
+  readonly manifest: Manifest;
+  readonly from: string;
+}
+
+interface Context {
+  readonly options: AuditOptions;
+  readonly mode: AuditMode;
+  readonly concurrency: number;
+  readonly chunkBytes: number;
+  readonly quietPeriodMs: number;
+  readonly source?: Driver;
+  /** Backups complete at the source. */
+  readonly atSource: ReadonlySet<string>;
+  readonly destinations: readonly Driver[];
+  /** Destination -> its copies (undefined when it could not be listed). */
+  readonly listings: ReadonlyMap<string, ReadonlyMap<string, CopyListing> | undefined>;
+  readonly now: () => Date;
+  /** Valid manifests found so far, by backup and destination (filled while auditing). */
+  readonly manifests: Map<string, Map<string, Manifest>>;
+}
+
+/** Runs the audit (see the file comment). */
+export async function auditCommand(config: OffsiteConfig, options: AuditOptions = {}): Promise<AuditResult> {
+  const mode = validateOptions(options);
+  const now = options.now ?? (() => new Date());
+  const startedAt = now();
+  const destinations = await openDestinations(config, options.at ?? [], options);
+  let source: Driver | undefined;
+  let sourceProblem: string | undefined;
+  try {
+    const atSource = new Set<string>();
+    try {
+      source = await openSource(config, options);
+      for (const b of await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal })) {
+        if (b.state === 'complete') atSource.add(b.name);
+      }
+    } catch (err) {
+      if (errorKind(err) === 'fatal' && err instanceof OffsiteError && err.code === 'E_ABORTED') throw err;
+      sourceProblem = errorMessage(err);
+      options.onLog?.(`source unavailable (${sourceProblem}); auditing the destinations without it${options.repair ? ', repairs only from other destinations' : ''}`);
+    }
+    const listings = new Map<string, Map<string, CopyListing> | undefined>();
+    const listProblems = new Map<string, string>();
+    await Promise.all(destinations.map(async (d) => {
+      try {
+        listings.set(d.name, new Map((await listCopies(d, options.signal)).map((c) => [c.name, c])));
+      } catch (err) {
+        listings.set(d.name, undefined);
+        listProblems.set(d.name, errorMessage(err));
+      }
+    }));
+    const names = new Set(atSource);
+    for (const listing of listings.values()) for (const name of listing?.keys() ?? []) names.add(name);
+    const backups = [...names].sort();
+    const ctx: Context = {
+      options, mode, now, source, atSource, destinations, listings,
+      concurrency: config.settings.concurrency, chunkBytes: config.settings.chunkBytes, quietPeriodMs: config.settings.quietPeriodMs,
+      manifests: new Map(),
+    };
+    // Every valid manifest first: a repair needs to know which other copies it can read from.
+    await preloadManifests(ctx, backups);
+    const results = await Promise.all(destinations.map((d) => auditDestination(ctx, d, backups, listProblems.get(d.name))));
+    const copies = results.flatMap((r) => r.copies);
+    const destinationResults = results.map((r) => r.destination);
+    const damaged = copies.some((c) => c.state === 'damaged' || c.state === 'incomplete');
+    const unchecked = destinationResults.some((d) => d.status === 'error') || copies.some((c) => c.state === 'error');
+    return {
+      startedAt: startedAt.toISOString(), finishedAt: now().toISOString(),
+      source: source?.description ?? `unavailable: ${sourceProblem ?? 'not opened'}`,
+      mode, repair: options.repair ?? false, backups, destinations: destinationResults, copies,
+      exitCode: damaged ? 3 : unchecked ? 4 : 0,
+    };
+  } finally {
+    await closeAll([source, ...destinations]);
+  }
+}
+
+async function preloadManifests(ctx: Context, backups: readonly string[]): Promise<void> {
+  await Promise.all(ctx.destinations.map(async (d) => {
+    const listing = ctx.listings.get(d.name);
+    if (!listing) return;
+    for (const backup of backups) {
+      if (!listing.get(backup)?.hasManifest) continue;
+      try {
+        const manifest = await readManifestAt(d, manifestKey(backup), { signal: ctx.options.signal });
+        if (manifest) rememberManifest(ctx, backup, d.name, manifest);
+      } catch {
+        // a damaged or unreadable manifest is reported by the copy's own audit below
+      }
+    }
+  }));
+}
+
+function rememberManifest(ctx: Context, backup: string, destination: string, manifest: Manifest): void {
+  let byDestination = ctx.manifests.get(backup);
+  if (!byDestination) ctx.manifests.set(backup, byDestination = new Map());
+  byDestination.set(destination, manifest);
+}
+
+async function readState(driver: Driver, signal?: AbortSignal): Promise<AuditState | undefined> {
+  const state = await readRecord<AuditState>(driver, AUDIT_STATE_KEY, signal);
+  if (!state) return undefined;
+  if (state.version !== 1 || !Number.isInteger(state.slices) || !Number.isInteger(state.next) || typeof state.copies !== 'object' || state.copies === null) {
+    throw new OffsiteError('E_RECORD', `${driver.name}: ${AUDIT_STATE_KEY} is not an audit state this offsite understands; delete it to restart the rotation`, { kind: 'integrity' });
+  }
+  return state;
+}
+
+async function auditDestination(ctx: Context, driver: Driver, backups: readonly string[], listProblem?: string): Promise<{ destination: AuditDestination; copies: AuditCopy[] }> {
+  const base = { name: driver.name, description: driver.description };
+  const listing = ctx.listings.get(driver.name);
+  const { signal } = ctx.options;
+  let state: AuditState | undefined;
+  let stateProblem: string | undefined;
+  try {
+    if (listing) state = await readState(driver, signal);
+  } catch (err) {
+    stateProblem = errorMessage(err);
+  }
+  if (!listing) {
+    const message = `could not list ${driver.description}: ${listProblem ?? 'unknown error'}`;
+    return {
+      destination: { ...base, status: 'error', copies: 0, filesChecked: 0, filesRead: 0, bytesRead: 0, lastSuccess: undefined, message },
+      copies: backups.map((backup) => emptyCopy(backup, driver.name, 'error', message)),
+    };
+  }
+  // Which slice this run reads here.
+  let slice: { n: number; t: number } | undefined;
+  if (ctx.mode.kind === 'rotate') {
+    const t = ctx.mode.t;
+    slice = { n: state && state.slices === t && state.next >= 1 && state.next <= t ? state.next : 1, t };
+  } else if (ctx.mode.kind === 'slice') {
+    slice = { n: ctx.mode.n, t: ctx.mode.t };
+  }
+  const records = new Map<string, CopyRecord>(state && slice && state.slices === slice.t ? Object.entries(state.copies) : []);
+  const copies: AuditCopy[] = [];
+  for (const backup of backups) {
+    const copy = await auditCopy(ctx, driver, backup, listing.get(backup), slice, records);
+    copies.push(copy);
+  }
+  const present = copies.filter((c) => c.state !== 'absent');
+  const bad = copies.some((c) => c.state === 'damaged' || c.state === 'incomplete');
+  const errored = copies.some((c) => c.state === 'error');
+  const finished = ctx.now().toISOString();
+  const lastSuccess = !bad && !errored ? finished : state?.lastSuccess;
+  let message = stateProblem;
+  if (!stateProblem) {
+    const next: AuditState = {
+      version: 1,
+      slices: slice?.t ?? state?.slices ?? DEFAULT_SLICES,
+      next: ctx.mode.kind === 'rotate' && slice ? (slice.n % slice.t) + 1 : state?.next ?? 1,
+      ...(lastSuccess ? { lastSuccess } : {}),
+      copies: Object.fromEntries([...records].filter(([name]) => listing.has(name)).sort(([a], [b]) => (a < b ? -1 : 1))),
+    };
+    try {
+      await writeRecord(driver, AUDIT_STATE_KEY, next, signal);
+    } catch (err) {
+      message = `audit state not saved (${errorMessage(err)}): the next run repeats this slice`;
+    }
+  }
+  const destination: AuditDestination = {
+    ...base,
+    status: bad ? 'damaged' : errored || stateProblem ? 'error' : 'ok',
+    copies: present.length,
+    filesChecked: copies.reduce((s, c) => s + (c.state === 'absent' ? 0 : c.files), 0),
+    filesRead: copies.reduce((s, c) => s + c.filesRead, 0),
+    bytesRead: copies.reduce((s, c) => s + c.bytesRead, 0),
+    ...(slice ? { slice } : {}),
+    ...(lastSuccess ? { lastSuccess } : {}),
+    ...(message ? { message } : {}),
+  };
+  return { destination, copies };
+}
+
+function emptyCopy(backup: string, destination: string, state: CopyState, message?: string): AuditCopy {
+  return { backup, destination, state, files: 0, bytes: 0, filesRead: 0, bytesRead: 0, damage: [], repaired: [], ...(message ? { message } : {}) };
+}
+
+async function auditCopy(
+  ctx: Context, driver: Driver, backup: string, listing: CopyListing | undefined,
+  slice: { n: number; t: number } | undefined, records: Map<string, CopyRecord>,
+): Promise<AuditCopy> {
+  const { signal } = ctx.options;
+  if (!listing) { records.delete(backup); return emptyCopy(backup, driver.name, 'absent'); }
+  try {
+    if (!listing.hasManifest) {
+      records.delete(backup);
+      if (listing.hasLock && await lockHolder(driver, backup, { signal })) {
+        return emptyCopy(backup, driver.name, 'in-progress', 'a replicate run holds this copy\'s lock; not judged');
+      }
+      const found = emptyCopy(backup, driver.name, 'incomplete',
+        `${listing.files} files and no manifest: an interrupted or altered copy${listing.hasProgress ? ' (a progress checkpoint is there)' : ''}; run offsite replicate ${backup} --to ${driver.name}, or audit --repair`);
+      return ctx.options.repair ? await repairCopy(ctx, driver, backup, found, undefined) : found;
+    }
+    // Quick checks for all files, deep for the chosen ones.
+    const manifest = ctx.manifests.get(backup)?.get(driver.name);
+    const chosen = manifest ? chooseFiles(ctx.mode, manifest, slice) : undefined;
+    const result = await verifyCopy({
+      driver, backup, level: 'quick', concurrency: ctx.concurrency, signal,
+      ...(chosen ? { readBack: (f) => chosen.has(f.path) } : {}),
+      onBytes: (n) => ctx.options.onBytes?.(driver.name, n),
+    });
+    const copy = copyFromVerify(result, manifest);
+    if (result.status === 'ok' && manifest) {
+      updateRecord(records, backup, manifest, slice, ctx.mode, ctx.now());
+      return { ...copy, ...lastFullRead(records.get(backup)) };
+    }
+    if (result.status === 'error' || !ctx.options.repair) return { ...copy, ...lastFullRead(records.get(backup)) };
+    records.delete(backup);
+    return await repairCopy(ctx, driver, backup, copy, result.damage);
+  } catch (err) {
+    if (err instanceof OffsiteError && err.code === 'E_ABORTED') throw err;
+    return emptyCopy(backup, driver.name, 'error', errorMessage(err));
+  }
+}
+
+function chooseFiles(mode: AuditMode, manifest: Manifest, slice: { n: number; t: number } | undefined): Set<string> {
+  if (mode.kind === 'sample') return sampleFiles(manifest.files, mode.percent);
+  const n = (slice as { n: number; t: number }).n;
+  const slices = assignSlices(manifest.files, (slice as { n: number; t: number }).t);
+  return new Set(manifest.files.filter((f) => slices.get(f.path) === n).map((f) => f.path));
+}
+
+function copyFromVerify(result: VerifyResult, manifest: Manifest | undefined): AuditCopy {
+  const state: CopyState = result.status === 'ok' ? 'ok' : result.status === 'error' ? 'error' : 'damaged';
+  return {
+    backup: result.backup, destination: result.destination, state,
+    files: manifest?.fileCount ?? 0, bytes: manifest?.totalBytes ?? 0,
+    filesRead: result.filesRead, bytesRead: result.bytesChecked,
+    damage: result.damage, repaired: [],
+    ...(result.message ? { message: result.message } : {}),
+  };
+}
+
+/** Records this run's intact reads in the copy's rotation record. */
+function updateRecord(records: Map<string, CopyRecord>, backup: string, manifest: Manifest, slice: { n: number; t: number } | undefined, mode: AuditMode, now: Date): void {
+  const old = records.get(backup);
+  const slicesRead: Record<string, string> = old && old.digest === manifest.digest ? { ...old.slicesRead } : {};
+  let full = old && old.digest === manifest.digest ? old.lastFullRead : undefined;
+  if (slice) {
+    slicesRead[String(slice.n)] = now.toISOString();
+    const times = Array.from({ length: slice.t }, (_, i) => slicesRead[String(i + 1)]);
+    if (times.every((t) => t !== undefined)) full = (times as string[]).sort()[0];
+  } else if (mode.kind === 'sample' && mode.percent >= 100) {
+    full = now.toISOString();
+  }
+  records.set(backup, { digest: manifest.digest, slicesRead, ...(full ? { lastFullRead: full } : {}) });
+}
+
+function lastFullRead(record: CopyRecord | undefined): { lastFullRead?: string } {
+  return record?.lastFullRead ? { lastFullRead: record.lastFullRead } : {};
+}
+
+/** The manifest to repair against: the copy's own when valid, else another destination's. */
+function referenceFor(ctx: Context, backup: string, driver: Driver): Reference | undefined {
+  const byDestination = ctx.manifests.get(backup);
+  const own = byDestination?.get(driver.name);
+  if (own) return { manifest: own, from: driver.name };
+  for (const d of ctx.destinations) {
+    const m = byDestination?.get(d.name);
+    if (m) return { manifest: m, from: d.name };
+  }
+  return undefined;
+}
+
+/**
+ * Repairs one copy (see the file comment). `damage` is what the quick/deep checks found; for an
+ * incomplete copy it is undefined (which files are good is not known: all are checked).
+ */
+async function repairCopy(ctx: Context, driver: Driver, backup: string, found: AuditCopy, damage: readonly Damage[] | undefined): Promise<AuditCopy> {
+  const { signal } = ctx.options;
+  const log = (line: string) => ctx.options.onLog?.(`${driver.name}: ${backup}: ${line}`);
+  const reference = referenceFor(ctx, backup, driver);
+  const manifestBad = damage?.some((d) => d.path.startsWith('.offsite/')) ?? false;
+  const ownManifestValid = reference?.from === driver.name && !manifestBad;
+  const badPaths = new Set((damage ?? []).filter((d) => !d.path.startsWith('.offsite/')).map((d) => d.path));
+  const fail = (message: string): AuditCopy => ({ ...found, message: `repair failed: ${message}` });
+
+  // The origins to read from, in order: the source, then the other destinations holding a valid manifest.
+  const origins: Driver[] = [];
+  if (ctx.source && ctx.atSource.has(backup)) origins.push(ctx.source);
+  for (const d of ctx.destinations) if (d !== driver && ctx.manifests.get(backup)?.has(d.name)) origins.push(d);
+  if (!reference && !(ctx.source && ctx.atSource.has(backup))) {
+    return fail('no valid manifest at any destination and the source does not have the backup: nothing to repair from');
+  }
+  if (origins.length === 0) return fail('the source does not have the backup and no other destination holds a valid copy');
+
+  try {
+    if (reference && ownManifestValid) {
+      // Keep the good files, recorded, so only the bad ones are copied; then drop the manifest.
+      const good = reference.manifest.files.filter((f) => !badPaths.has(f.path));
+      const body = buildManifestBody({ kind: 'progress', backup, source: reference.manifest.source, chunkBytes: reference.manifest.chunkBytes, files: good, backupTime: reference.manifest.backupTime });
+      await writeManifestAt(driver, progressKey(backup), body, { signal });
+    }
+    await driver.delete(manifestKey(backup), { signal });
+    for (const path of badPaths) await driver.delete(`${backup}/${path}`, { signal });
+  } catch (err) {
+    return fail(`could not prepare the copy (${errorMessage(err)})`);
+  }
+  log(`repairing ${badPaths.size > 0 ? `${badPaths.size} file(s)` : 'the copy'}${reference ? ` against the manifest of ${reference.from}` : ''}`);
+
+  const copied = new Set<string>();
+  const usedFrom: string[] = [];
+  let lastProblem = 'no origin could provide the missing files';
+  let whole = false;
+  for (const origin of origins) {
+    const originSpec: ReplicateOrigin | undefined = reference
+      ? { files: reference.manifest.files, chunkBytes: reference.manifest.chunkBytes, source: reference.manifest.source, ...(reference.manifest.backupTime ? { backupTime: reference.manifest.backupTime } : {}) }
+      : undefined;
+    try {
+      const result = await replicate({
+        source: origin, backup, destinations: [driver],
+        chunkBytes: originSpec?.chunkBytes ?? ctx.chunkBytes, fileConcurrency: ctx.concurrency, quietPeriodMs: ctx.quietPeriodMs,
+        ...(originSpec ? { origin: originSpec } : {}),
+        signal,
+        onEvent: (e) => {
+          if (e.type === 'file-done' && e.how === 'copied') copied.add(e.path);
+          if (e.type === 'bytes') ctx.options.onBytes?.(driver.name, e.bytes);
+        },
+      });
+      const r = result.destinations[0];
+      if (r && (r.filesCopied > 0 || r.filesAdopted > 0)) usedFrom.push(origin === ctx.source ? 'source' : origin.name);
+      if (r && (r.status === 'complete' || r.status === 'up-to-date')) { whole = true; break; }
+      lastProblem = r?.errors[0]?.message ?? 'unknown error';
+      log(`from ${origin === ctx.source ? 'the source' : origin.name}: ${lastProblem}`);
+    } catch (err) {
+      if (err instanceof OffsiteError && err.code === 'E_ABORTED') throw err;
+      lastProblem = errorMessage(err);
+      log(`from ${origin === ctx.source ? 'the source' : origin.name}: ${lastProblem}`);
+    }
+  }
+  if (!whole) return fail(lastProblem);
+
+  // Read the copied files back once more before calling the copy repaired.
+  const check = await verifyCopy({
+    driver, backup, level: 'quick', concurrency: ctx.concurrency, signal,
+    readBack: (f) => copied.has(f.path),
+    onBytes: (n) => ctx.options.onBytes?.(driver.name, n),
+  });
+  const manifest = await readManifestAt(driver, manifestKey(backup), { signal });
+  if (check.status !== 'ok' || !manifest) {
+    return { ...found, message: `repair copied the files but the check after it failed: ${check.message ?? check.damage[0]?.message ?? check.status}` };
+  }
+  if (reference) {
+    const expected = new Map(reference.manifest.files.map((f) => [f.path, f.hash]));
+    const differs = manifest.files.find((f) => expected.get(f.path) !== f.hash);
+    if (differs || manifest.files.length !== expected.size) {
+      return { ...found, message: `repair produced a copy that differs from the manifest of ${reference.from} (${differs?.path ?? 'file list'}): the source changed since it was copied` };
+    }
+  }
+  rememberManifest(ctx, backup, driver.name, manifest);
+  log(`repaired: ${copied.size} file(s) copied from ${usedFrom.join(' and ') || 'nowhere (the files in place were intact)'}, read back intact`);
+  return {
+    ...found, state: 'repaired', files: manifest.fileCount, bytes: manifest.totalBytes,
+    filesRead: found.filesRead + check.filesRead, bytesRead: found.bytesRead + check.bytesChecked,
+    repaired: [...copied].sort(), ...(usedFrom.length > 0 ? { repairedFrom: usedFrom.join('+') } : {}),
+    message: undefined,
+  };
+}
