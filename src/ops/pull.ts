@@ -1,0 +1,155 @@
+/**
+ * `offsite pull NAME --from DEST --to TARGET`: brings a copy back so that `milvus-backup restore`
+ * can use it.
+ *
+ * 1. DEST's manifest for NAME must be valid (else: no complete copy there, nothing is written).
+ * 2. The files are copied through the replication engine in origin mode: each must read back to
+ *    the manifest's hash or it is not committed, so a damaged copy is never restored from (try
+ *    another `--from`). Interrupted pulls resume like replicate runs.
+ * 3. TARGET is then checked twice: every byte is read back against the manifest, and the result
+ *    must pass milvus-backup's completion rule (meta present and parseable, every binlog that
+ *    full_meta.json lists present with its size).
+ * 4. When TARGET is the source or a plain folder, offsite's own `NAME/.offsite/` is removed at
+ *    the end, so the layout is exactly what milvus-backup wrote (`ROOT/NAME/...`). When TARGET is
+ *    a configured destination, the manifest stays: it is then a complete copy like any other.
+ *
+ * TARGET is `source` (the configured source: usually the MinIO bucket milvus-backup reads), the
+ * name of a destination, or a folder path (starting with `/`, `./`, `../` or `~`). Pull never
+ * overwrites: a TARGET that already holds files under `NAME/` that a pull did not put there is
+ * refused.
+ */
+import { inspectBackup } from '../backup/index.js';
+import type { OffsiteConfig } from '../config/config.js';
+import { expandPath } from '../config/paths.js';
+import { replicate, type DestinationResult } from '../core/replicate.js';
+import { verifyCopy, type VerifyResult } from '../core/verify.js';
+import { createDriver } from '../drivers/index.js';
+import type { Driver } from '../drivers/types.js';
+import { withRetry } from '../drivers/wrappers/index.js';
+import { closeAll, openDestinations, openSource, type TransferOptions } from '../app.js';
+import { BackupError, OffsiteError, UsageError } from '../errors.js';
+import { manifestKey, OFFSITE_DIR, progressKey, readManifestAt } from '../manifest/manifest.js';
+import { readRecord, writeRecord } from './state.js';
+
+export interface PullOptions extends TransferOptions {
+  readonly backup: string;
+  readonly from: string;
+  readonly to: string;
+  readonly concurrency?: number;
+  readonly signal?: AbortSignal;
+  readonly onBytes?: (phase: 'copy' | 'verify', bytes: number) => void;
+}
+
+export interface PullResult {
+  readonly backup: string;
+  readonly from: string;
+  readonly fromDescription: string;
+  readonly to: string;
+  readonly toDescription: string;
+  readonly files: number;
+  readonly bytes: number;
+  readonly bytesWritten: number;
+  /** Bytes found already in place (a resumed pull) and not sent again. */
+  readonly bytesResumed: number;
+  /** The read-back at the target. */
+  readonly verify: VerifyResult;
+  /** milvus-backup's completion rule at the target. */
+  readonly completion: 'complete';
+  /** Whether offsite's manifest was left at the target (targets that are destinations). */
+  readonly keptManifest: boolean;
+  /** The command to run next, and where milvus-backup must look. */
+  readonly restoreCommand: string;
+  readonly restoreHint: string;
+}
+
+/** Marks `NAME/` at a target as being filled by a pull, so a resumed pull may continue it. */
+function pullMarkerKey(backup: string): string {
+  return `${backup}/${OFFSITE_DIR}/pull.json`;
+}
+
+function isPath(spec: string): boolean {
+  return /^(\/|\.\.?\/|~)/.test(spec);
+}
+
+/** Opens TARGET: `source`, a destination name, or a folder path. */
+async function openTarget(config: OffsiteConfig, spec: string, options: TransferOptions): Promise<{ driver: Driver; isDestination: boolean }> {
+  if (spec === 'source') return { driver: await openSource(config, options), isDestination: false };
+  if (isPath(spec)) {
+    const driver = await createDriver('target', { type: 'local', root: expandPath(spec, process.cwd()) });
+    return { driver: withRetry(driver, { retries: options.retries ?? config.settings.retries, maxRetryMs: options.retryTimeoutMs ?? config.settings.retryTimeoutMs }), isDestination: false };
+  }
+  if (!config.destinations[spec]) {
+    throw new UsageError(`unknown target "${spec}": give source, a destination name (${Object.keys(config.destinations).join(', ')}) or a folder path like ./restore`);
+  }
+  const [driver] = await openDestinations(config, [spec], options);
+  return { driver: driver as Driver, isDestination: true };
+}
+
+/** Where milvus-backup must read backups from to see what was pulled, in its own config terms. */
+function restoreHintFor(target: Driver, config: OffsiteConfig, spec: string): string {
+  const section = spec === 'source' ? config.source : spec in config.destinations ? config.destinations[spec] : { type: 'local' };
+  const type = String(section?.['type'] ?? 'local');
+  if (type === 'local') {
+    return `milvus-backup must use local backup storage rooted at the folder that holds ${target.description.replace(/^local:/, '')}/<name> (backup.yaml: minio.backupStorageType: local, minio.backupRootPath; or backup.storage.provider: local, rootPath in the v2 schema)`;
+  }
+  return `milvus-backup must read backups from ${target.description} (backup.yaml: minio.backupBucketName and minio.backupRootPath; or backup.storage.bucketName and rootPath in the v2 schema)`;
+}
+
+export async function pullCommand(config: OffsiteConfig, options: PullOptions): Promise<PullResult> {
+  const { backup, signal } = options;
+  if (options.from === options.to) throw new UsageError(`--from and --to are both "${options.from}"; pull copies from a destination to another place`);
+  const [from] = await openDestinations(config, [options.from], options);
+  let target: { driver: Driver; isDestination: boolean } | undefined;
+  try {
+    const origin = from as Driver;
+    target = await openTarget(config, options.to, options);
+    const to = target.driver;
+    const manifest = await readManifestAt(origin, manifestKey(backup), { signal });
+    if (!manifest) {
+      throw new BackupError('E_NO_COPY', `${origin.name} has no complete copy of ${backup} (no manifest at ${manifestKey(backup)}); see offsite list, or pull from another destination`);
+    }
+    // Never overwrite a backup that a pull did not start.
+    const marker = await readRecord<{ from: string }>(to, pullMarkerKey(backup), signal);
+    if (!marker) {
+      let existing = 0;
+      for await (const entry of to.list(`${backup}/`, { signal })) if (!entry.key.startsWith(`${backup}/${OFFSITE_DIR}/`)) existing++;
+      if (existing > 0) {
+        throw new BackupError('E_TARGET_EXISTS', `${to.description} already has ${existing} file(s) under ${backup}/ that a pull did not put there; pull never overwrites a backup: remove it first, or pull into another target (e.g. --to ./restore)`);
+      }
+      await writeRecord(to, pullMarkerKey(backup), { from: origin.description, started: new Date().toISOString() }, signal);
+    }
+
+    const result = await replicate({
+      source: origin, backup, destinations: [to],
+      origin: { files: manifest.files, chunkBytes: manifest.chunkBytes, source: manifest.source, ...(manifest.backupTime ? { backupTime: manifest.backupTime } : {}) },
+      fileConcurrency: options.concurrency ?? config.settings.concurrency, signal,
+      onEvent: (e) => { if (e.type === 'bytes') options.onBytes?.('copy', e.bytes); },
+    });
+    const copied = result.destinations[0] as DestinationResult;
+    if (copied.status !== 'complete' && copied.status !== 'up-to-date') {
+      const first = copied.errors[0];
+      throw new OffsiteError('E_PULL_FAILED', `pull of ${backup} from ${origin.name} to ${options.to} did not complete: ${first ? `${first.path ? `${first.path}: ` : ''}${first.message}` : 'unknown error'}${copied.errors.length > 1 ? ` (and ${copied.errors.length - 1} more)` : ''}; run the same pull again to resume, or pull from another destination`, { kind: first?.kind ?? 'fatal' });
+    }
+
+    const verify = await verifyCopy({ driver: to, backup, level: 'deep', concurrency: config.settings.concurrency, signal, onBytes: (n) => options.onBytes?.('verify', n) });
+    if (verify.status !== 'ok') {
+      throw new OffsiteError('E_PULL_VERIFY', `the pulled copy at ${to.description} does not read back intact: ${verify.message ?? verify.damage[0]?.message ?? verify.status}; run the pull again`, { kind: 'integrity' });
+    }
+    const inspection = await inspectBackup(to, backup, { quietPeriodMs: 0, signal });
+    if (inspection.state !== 'complete') {
+      throw new OffsiteError('E_PULL_INCOMPLETE', `the pulled copy at ${to.description} reads back intact but is not a complete milvus-backup backup: ${inspection.reason ?? inspection.state}. The copy at ${origin.name} was made from an incomplete backup`, { kind: 'integrity' });
+    }
+    await to.delete(pullMarkerKey(backup), { signal });
+    await to.delete(progressKey(backup), { signal });
+    if (!target.isDestination) await to.delete(manifestKey(backup), { signal });
+    return {
+      backup, from: origin.name, fromDescription: origin.description, to: options.to, toDescription: to.description,
+      files: manifest.fileCount, bytes: manifest.totalBytes, bytesWritten: copied.bytesWritten, bytesResumed: copied.bytesResumed,
+      verify, completion: 'complete', keptManifest: target.isDestination,
+      restoreCommand: `milvus-backup restore -n ${backup}`,
+      restoreHint: restoreHintFor(to, config, options.to),
+    };
+  } finally {
+    await closeAll([from, target?.driver]);
+  }
+}
