@@ -8,7 +8,9 @@ import { setMaxListeners } from 'node:events';
 import { Command, CommanderError } from 'commander';
 import { errorKind, OffsiteError } from '../errors.js';
 import { printJson, type CommandContext, type GlobalOptions } from './common.js';
+import { registerAudit } from './commands/audit.js';
 import { registerList } from './commands/list.js';
+import { registerPull } from './commands/pull.js';
 import { registerReplicate } from './commands/replicate.js';
 import { registerVerify } from './commands/verify.js';
 import { describeError, EXIT_CODE_HELP, ExitCode, exitCodeFor } from './exit.js';
@@ -17,7 +19,7 @@ export { replicateExitCode } from './commands/replicate.js';
 export { verifyExitCode } from './commands/verify.js';
 
 /** The commands, in the order `--help` lists them. */
-const COMMANDS: readonly ((ctx: CommandContext) => void)[] = [registerList, registerReplicate, registerVerify];
+const COMMANDS: readonly ((ctx: CommandContext) => void)[] = [registerList, registerReplicate, registerVerify, registerAudit, registerPull];
 
 export function buildProgram(setExit: (code: number) => void, signal: AbortSignal): Command {
   const program = new Command('offsite');
@@ -43,12 +45,15 @@ export async function main(argv: readonly string[]): Promise<void> {
   // default 10 listeners in a normal run, and all of them removed when they finish.
   setMaxListeners(0, controller.signal);
   let interrupted = false;
-  process.on('SIGINT', () => {
+  // SIGINT (Ctrl-C) and SIGTERM (systemd stop, kill) both stop cleanly; a second one quits at once.
+  const stop = (): void => {
     if (interrupted) process.exit(130);
     interrupted = true;
     process.stderr.write('offsite: interrupted; stopping (what was copied stays resumable). Press Ctrl-C again to quit at once.\n');
     controller.abort();
-  });
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
   let exitCode: number = ExitCode.ok;
   const program = buildProgram((code) => { exitCode = code; }, controller.signal);
   try {

@@ -1,0 +1,125 @@
+/** `offsite audit`: see src/ops/audit.ts. */
+import { InvalidArgumentError, Option } from 'commander';
+import { loadConfig } from '../../config/config.js';
+import { formatBytes } from '../../config/units.js';
+import { auditCommand, DEFAULT_SLICES } from '../../ops/audit.js';
+import type { AuditCopy, AuditResult } from '../../ops/audit-result.js';
+import { renderAuditMetrics, writeFileAtomic } from '../../ops/metrics.js';
+import { renderAuditHtml } from '../../ops/report.js';
+import { errorMessage, OffsiteError } from '../../errors.js';
+import { createProgress } from '../progress.js';
+import { out, parseList, parsePositiveInt, parseRetries, printJson, reportRetry, type CommandContext } from '../common.js';
+
+function parsePercent(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)%?$/.exec(value.trim());
+  const n = m ? Number(m[1]) : NaN;
+  if (!(n > 0 && n <= 100)) throw new InvalidArgumentError('expected a percentage above 0 and at most 100, e.g. 5%');
+  return n;
+}
+
+function parseSlice(value: string): { n: number; t: number } {
+  const m = /^(\d+)\/(\d+)$/.exec(value.trim());
+  const n = Number(m?.[1]);
+  const t = Number(m?.[2]);
+  if (!m || t < 1 || n < 1 || n > t) throw new InvalidArgumentError('expected n/t with 1 <= n <= t, e.g. 3/7 (slice 3 of 7)');
+  return { n, t };
+}
+
+const STATE_LABEL: Record<AuditCopy['state'], string> = {
+  ok: 'ok', repaired: 'REPAIRED', damaged: 'DAMAGED', incomplete: 'INCOMPLETE', 'in-progress': 'in progress', absent: 'absent', error: 'ERROR',
+};
+
+function describeMode(result: AuditResult): string {
+  const m = result.mode;
+  if (m.kind === 'sample') return `a random ${m.percent}% of each copy's files read back`;
+  if (m.kind === 'slice') return `slice ${m.n}/${m.t} of each copy read back`;
+  return `rotation over ${m.t} runs`;
+}
+
+function renderAudit(result: AuditResult): void {
+  out(`audit of ${result.backups.length} backup(s) at ${result.destinations.length} destination(s): ${describeMode(result)}${result.repair ? ', repairing' : ''}`);
+  for (const d of result.destinations) {
+    const slice = d.slice ? `, slice ${d.slice.n}/${d.slice.t}` : '';
+    out(`${d.name} (${d.description}): ${d.status === 'ok' ? 'ok' : d.status.toUpperCase()}: ${d.copies} copies, ${d.filesChecked} files checked, ${d.filesRead} read back (${formatBytes(d.bytesRead)})${slice}`);
+    if (d.message) out(`  ${d.message}`);
+    const copies = result.copies.filter((c) => c.destination === d.name);
+    const width = Math.max(0, ...copies.map((c) => c.backup.length));
+    for (const c of copies) {
+      const full = c.lastFullRead ? `; last fully read ${c.lastFullRead.slice(0, 10)}` : c.state === 'ok' ? '; not yet fully read' : '';
+      let line = `  ${c.backup.padEnd(width)}  ${STATE_LABEL[c.state]}`;
+      if (c.state === 'ok') line += `: ${c.files} files${c.filesRead > 0 ? `, ${c.filesRead} read back` : ''}${full}`;
+      else if (c.state === 'repaired') line += `: ${c.repaired.length} file(s) copied again from ${c.repairedFrom ?? 'nowhere (files in place were intact)'} and read back intact`;
+      else if (c.message) line += `: ${c.message}`;
+      out(line);
+      if (c.state === 'damaged' || c.state === 'repaired') {
+        for (const dmg of c.damage.slice(0, 10)) out(`  ${' '.repeat(width)}    ${dmg.message}`);
+        if (c.damage.length > 10) out(`  ${' '.repeat(width)}    ... and ${c.damage.length - 10} more (see --json)`);
+      }
+    }
+  }
+  const count = (s: AuditCopy['state']) => result.copies.filter((c) => c.state === s).length;
+  out(`summary: ${count('ok')} ok, ${count('repaired')} repaired, ${count('damaged')} damaged, ${count('incomplete')} incomplete, ${count('error')} unchecked, ${count('absent')} absent${
+    result.exitCode === 0 ? ': every copy is intact' : result.exitCode === 3 ? ': DAMAGE FOUND (run offsite audit --repair)' : ': some copies could not be checked'}`);
+}
+
+export function registerAudit(ctx: CommandContext): void {
+  ctx.program.command('audit')
+    .description('check every backup copy at every destination: quick checks for all, a share read back in full; --repair fixes what is found')
+    .option('--at <names>', 'only these destinations (comma-separated; default: all configured)', parseList)
+    .addOption(new Option('--sample <percent>', 'read back a random share of each copy\'s files, e.g. 5%').argParser(parsePercent))
+    .addOption(new Option('--slice <n/t>', 'read back slice n of t (t runs with n = 1..t read every file exactly once)').argParser(parseSlice))
+    .option('--slices <t>', `length of the automatic rotation (default ${DEFAULT_SLICES}: daily runs read everything in a week)`, parsePositiveInt)
+    .option('--repair', 'copy bad or missing files again (from the source, else from another destination whose copy checks out) and read them back')
+    .option('--report <file>', 'write a self-contained HTML page: backups x destinations, the state of each copy, when it was last fully read')
+    .option('--metrics <file>', 'write Prometheus metrics (text format, for node_exporter\'s textfile collector), atomically')
+    .option('--retries <n>', 'retries of a transient error per operation (default: options.retries, 5)', parseRetries)
+    .addHelpText('after', `
+With neither --sample nor --slice, each destination rotates by itself: it remembers in
+.offsite/audit.json (at the destination, so any machine can continue) which slice comes next,
+so a daily audit reads every byte of every copy once every --slices days.
+
+Exit codes:
+  0  every copy intact (repaired copies count as intact)
+  1  error (e.g. the config names an unknown destination)
+  2  usage or configuration error
+  3  damage found and not repaired (missing, short or changed files, no valid manifest)
+  4  a destination or a copy could not be checked
+
+Examples:
+  offsite audit                                   # daily from cron: quick checks + 1/7 read back
+  offsite audit --sample 5% --at cloud
+  offsite audit --repair --report /var/www/offsite.html --metrics /var/lib/node_exporter/textfile_collector/offsite.prom`)
+    .action(async (opts: { at?: string[]; sample?: number; slice?: { n: number; t: number }; slices?: number; repair?: boolean; report?: string; metrics?: string; retries?: number }) => {
+      const g = ctx.globals();
+      const config = loadConfig(g.config);
+      const bars = createProgress(!g.quiet && !g.json);
+      const started = new Set<string>();
+      let result: AuditResult;
+      try {
+        result = await auditCommand(config, {
+          at: opts.at, samplePercent: opts.sample, slice: opts.slice, slices: opts.slices, repair: opts.repair,
+          retries: opts.retries, onRetry: reportRetry(g), signal: ctx.signal,
+          onBytes: (d, n) => { if (!started.has(d)) { started.add(d); bars.start(d, 0); } bars.add(d, n); },
+          onLog: g.quiet || g.json ? undefined : (line) => process.stderr.write(`offsite: ${line}\n`),
+        });
+      } finally {
+        bars.stop();
+      }
+      const written: string[] = [];
+      for (const [file, render] of [[opts.report, () => renderAuditHtml(result)], [opts.metrics, () => renderAuditMetrics(result)]] as const) {
+        if (!file) continue;
+        try {
+          await writeFileAtomic(file, render());
+          written.push(file);
+        } catch (err) {
+          throw new OffsiteError('E_OUTPUT', `cannot write ${file}: ${errorMessage(err)}; check the folder exists and is writable`, { kind: 'permanent' });
+        }
+      }
+      if (g.json) printJson({ ...result, ok: result.exitCode === 0 });
+      else {
+        renderAudit(result);
+        for (const file of written) out(`wrote ${file}`);
+      }
+      ctx.setExit(result.exitCode);
+    });
+}
