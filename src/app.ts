@@ -13,6 +13,7 @@ import { createRateLimiter, withBandwidthLimit, withRetry, type RateLimiter, typ
 import { BackupError, ConfigError, errorMessage, UsageError } from './errors.js';
 import { parseBytes } from './config/units.js';
 import { manifestKey, readManifestAt } from './manifest/manifest.js';
+import { waitForBackup, type WaitEvent } from './ops/wait.js';
 
 /** How drivers are wrapped for a run: retries and bandwidth limits (see src/drivers/wrappers). */
 export interface TransferOptions {
@@ -134,14 +135,25 @@ export interface ReplicateCommandOptions extends TransferOptions {
   readonly chunkBytes?: number;
   readonly signal?: AbortSignal;
   readonly onEvent?: (event: ReplicateEvent) => void;
+  /**
+   * Wait up to this long for the backup to become complete (./ops/wait.ts) instead of refusing
+   * it. With `latest`, the backup waited for is the newest at the source by last change,
+   * complete or not, so that a post-backup hook copies the backup just made.
+   */
+  readonly waitMs?: number;
+  /** Told when the wait starts, once a minute while it lasts, and when it ends. */
+  readonly onWait?: (event: WaitEvent) => void;
 }
+
+/** What `replicateCommand` returns: the engine's result, plus how long it waited (with `waitMs`). */
+export type ReplicateCommandResult = ReplicateResult & { readonly waitedMs?: number };
 
 function checkBackupName(name: string): void {
   if (!isValidBackupName(name)) throw new UsageError(`"${name}" is not a milvus-backup backup name (letters, digits and _, not starting with a digit)`);
 }
 
 /** `offsite replicate`. */
-export async function replicateCommand(config: OffsiteConfig, options: ReplicateCommandOptions): Promise<ReplicateResult> {
+export async function replicateCommand(config: OffsiteConfig, options: ReplicateCommandOptions): Promise<ReplicateCommandResult> {
   if (options.backup && options.latest) throw new UsageError('give a backup NAME or --latest, not both');
   if (!options.backup && !options.latest) throw new UsageError('which backup? give its NAME or --latest (see offsite list)');
   if (options.backup) checkBackupName(options.backup);
@@ -150,18 +162,28 @@ export async function replicateCommand(config: OffsiteConfig, options: Replicate
   try {
     destinations = await openDestinations(config, options.to ?? [], options);
     let backup = options.backup;
+    let waitedMs: number | undefined;
+    if (options.waitMs !== undefined) {
+      // Drivers connect on first use: the destinations opened above only validated their config.
+      const started = Date.now();
+      backup = (await waitForBackup(source, {
+        backup, timeoutMs: options.waitMs, quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal, onProgress: options.onWait,
+      })).name;
+      waitedMs = Date.now() - started;
+    }
     if (!backup) {
       const latest = pickLatest(await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal }));
       if (!latest) throw new BackupError('E_NO_BACKUP', `no complete backup at the source (${source.description}); see offsite list`);
       backup = latest.name;
     }
-    return await replicate({
+    const result = await replicate({
       source, backup, destinations,
       chunkBytes: options.chunkBytes ?? config.settings.chunkBytes,
       fileConcurrency: options.concurrency ?? config.settings.concurrency,
       quietPeriodMs: config.settings.quietPeriodMs,
       dryRun: options.dryRun, signal: options.signal, onEvent: options.onEvent,
     });
+    return waitedMs === undefined ? result : { ...result, waitedMs };
   } finally {
     await closeAll([source, ...destinations]);
   }

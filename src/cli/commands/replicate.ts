@@ -1,12 +1,13 @@
 /** `offsite replicate`. */
 import { Option } from 'commander';
-import { replicateCommand } from '../../app.js';
+import { replicateCommand, type ReplicateCommandResult } from '../../app.js';
+import { formatDuration, type WaitEvent } from '../../ops/wait.js';
 import { loadConfig } from '../../config/config.js';
 import { formatBytes } from '../../config/units.js';
 import type { ReplicateResult } from '../../core/replicate.js';
 import { EXIT_CODE_HELP, ExitCode } from '../exit.js';
 import { createProgress } from '../progress.js';
-import { out, parseDurationOption, parseList, parsePositiveInt, parseRetries, parseSizeOption, printJson, reportRetry, type CommandContext } from '../common.js';
+import { out, parseDurationOption, parseList, parsePositiveInt, parseRetries, parseSizeOption, printJson, reportRetry, type CommandContext, type GlobalOptions } from '../common.js';
 
 /** Exit code of a replicate run: 0 all done, 4 some destinations failed, 1 all failed. */
 export function replicateExitCode(result: ReplicateResult): number {
@@ -36,11 +37,30 @@ function renderReplicate(result: ReplicateResult): void {
   }
 }
 
+/** One stderr line when the wait starts, one a minute while it lasts, one when it ends (not with --quiet or --json). */
+function reportWait(globals: GlobalOptions): ((event: WaitEvent) => void) | undefined {
+  if (globals.quiet || globals.json) return undefined;
+  return (event) => {
+    let line: string;
+    if (event.type === 'ready') {
+      line = `backup ${event.backup} is complete after waiting ${formatDuration(event.waitedMs)}`;
+    } else {
+      const what = event.backup === undefined ? 'a backup to appear at the source' : `backup ${event.backup}`;
+      const state = event.backup === undefined ? '' : `: ${event.state}${event.reason ? ` (${event.reason})` : ''}`;
+      line = event.first
+        ? `waiting up to ${formatDuration(event.timeoutMs)} for ${what} to be complete${state}`
+        : `still waiting for ${what} (${formatDuration(event.elapsedMs)} of ${formatDuration(event.timeoutMs)})${state}`;
+    }
+    process.stderr.write(`offsite: ${line}\n`);
+  };
+}
+
 export function registerReplicate(ctx: CommandContext): void {
   ctx.program.command('replicate')
     .description('copy one complete backup to the destinations, reading it once; resumes whatever an earlier run left')
     .argument('[name]', 'backup name (see offsite list)')
-    .option('--latest', 'the newest complete backup at the source')
+    .option('--latest', 'the newest complete backup at the source (with --wait: the newest backup, complete or not)')
+    .addOption(new Option('--wait <duration>', 'wait up to this long for the backup to be complete instead of refusing it, e.g. 10m (post-backup hooks: --latest --wait 10m)').argParser(parseDurationOption))
     .option('--to <names>', 'destination names, comma-separated (default: all configured)', parseList)
     .option('--dry-run', 'print what would be copied, skipped or checked; write nothing')
     .option('--concurrency <n>', 'files transferred at once (default: options.concurrency, 8)', parsePositiveInt)
@@ -48,14 +68,14 @@ export function registerReplicate(ctx: CommandContext): void {
     .option('--retries <n>', 'retries of a transient error (reset, timeout, 5xx) per operation; a retry resends only the failed part (default: options.retries, 5)', parseRetries)
     .addOption(new Option('--timeout <duration>', 'stop retrying an operation that has kept failing this long, e.g. 5m (default: options.timeout, 10m); one request\'s own limit is the destination\'s connectTimeoutMs/requestTimeoutMs/readyTimeoutMs').argParser(parseDurationOption))
     .addOption(new Option('--bwlimit <rate>', 'total write rate over all destinations, bytes per second, e.g. 20MiB (default: options.bwlimit; per destination: bwlimit in its config)').argParser(parseSizeOption))
-    .addHelpText('after', `\nA backup that is not complete (meta missing, a binlog short, changed within the quiet period) is refused with the reason.\nEach destination gets NAME/.offsite/manifest.json only once every file is there.\n\n${EXIT_CODE_HELP}`)
-    .action(async (name: string | undefined, opts: { latest?: boolean; to?: string[]; dryRun?: boolean; concurrency?: number; chunkSize?: number; retries?: number; timeout?: number; bwlimit?: number }) => {
+    .addHelpText('after', `\nA backup that is not complete (meta missing, a binlog short, changed within the quiet period) is refused with the reason.\nWith --wait it is polled until complete (quiet period included); a backup that stays failed for a quiet period, or the deadline, ends the wait with exit code 1 and the reason.\n--latest --wait waits for the backup with the newest change, complete or not, so a hook run right after milvus-backup create copies the backup just made.\nEach destination gets NAME/.offsite/manifest.json only once every file is there.\n\n${EXIT_CODE_HELP}`)
+    .action(async (name: string | undefined, opts: { latest?: boolean; wait?: number; to?: string[]; dryRun?: boolean; concurrency?: number; chunkSize?: number; retries?: number; timeout?: number; bwlimit?: number }) => {
       const config = loadConfig(ctx.globals().config);
       const bars = createProgress(!ctx.globals().quiet && !ctx.globals().json);
-      let result: ReplicateResult;
+      let result: ReplicateCommandResult;
       try {
         result = await replicateCommand(config, {
-          backup: name, latest: opts.latest, to: opts.to, dryRun: opts.dryRun, concurrency: opts.concurrency, chunkBytes: opts.chunkSize, signal: ctx.signal,
+          backup: name, latest: opts.latest, waitMs: opts.wait, onWait: reportWait(ctx.globals()), to: opts.to, dryRun: opts.dryRun, concurrency: opts.concurrency, chunkBytes: opts.chunkSize, signal: ctx.signal,
           retries: opts.retries, retryTimeoutMs: opts.timeout, bwlimitBytesPerSecond: opts.bwlimit ?? config.settings.bwlimitBytesPerSecond, onRetry: reportRetry(ctx.globals()),
           onEvent: (event) => {
             if (event.type === 'plan' && !opts.dryRun) {
