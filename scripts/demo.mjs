@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // The built-in demo (`npm run demo`): generates a small synthetic milvus-backup backup in a temp
 // folder, replicates it to two local destinations with the real CLI, verifies them, damages one
-// copy to show that verify catches it, and heals it. No servers needed.
+// copy to show that verify and audit catch it, repairs it with audit --repair, and pulls a copy
+// back for restore. No servers needed.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync, readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -64,11 +65,12 @@ writeFileSync(victim, bytes);
 say(`flip one bit in the middle of ${victim.slice(dir.length + 1)} at nas`);
 const damaged = offsite('verify', name, '--at', 'disk,nas', '--deep');
 
-rmSync(victim);
-say('remove the damaged file and replicate again: only that file is sent');
-codes.push(offsite('replicate', name, '--to', 'disk,nas'));
-codes.push(offsite('verify', name, '--at', 'nas', '--deep'));
-
-const ok = codes.every((c) => c === 0) && damaged === 3;
+say('audit every copy, reading all files back: the damage is found (exit 3)');
+const audited = offsite('audit', '--sample', '100%');
+say('audit --repair: the file is copied again from the source and read back; an HTML report is written');
+codes.push(offsite('audit', '--repair', '--sample', '100%', '--report', join(dir, 'audit-report.html')));
+say('bring the copy at nas back into a folder laid out for milvus-backup restore');
+codes.push(offsite('pull', name, '--from', 'nas', '--to', join(dir, 'restore')));
+const ok = codes.every((c) => c === 0) && damaged === 3 && audited === 3;
 say(ok ? `demo finished: everything behaved as expected (files left in ${dir})` : 'demo FAILED: an exit code was not what it should be');
 process.exit(ok ? 0 : 1);

@@ -90,9 +90,10 @@ function restoreHintFor(target: Driver, config: OffsiteConfig, spec: string): st
   const section = spec === 'source' ? config.source : spec in config.destinations ? config.destinations[spec] : { type: 'local' };
   const type = String(section?.['type'] ?? 'local');
   if (type === 'local') {
-    return `milvus-backup must use local backup storage rooted at the folder that holds ${target.description.replace(/^local:/, '')}/<name> (backup.yaml: minio.backupStorageType: local, minio.backupRootPath; or backup.storage.provider: local, rootPath in the v2 schema)`;
+    const root = target.description.replace(/^local:/, '');
+    return `in milvus-backup's backup.yaml: minio.backupStorageType: local and minio.backupRootPath: ${root} (v2 schema: backup.storage.provider: local, rootPath: ${root})`;
   }
-  return `milvus-backup must read backups from ${target.description} (backup.yaml: minio.backupBucketName and minio.backupRootPath; or backup.storage.bucketName and rootPath in the v2 schema)`;
+  return `milvus-backup must read backups from ${target.description}: in its backup.yaml, minio.backupBucketName and minio.backupRootPath (v2 schema: backup.storage.bucketName and rootPath)`;
 }
 
 export async function pullCommand(config: OffsiteConfig, options: PullOptions): Promise<PullResult> {

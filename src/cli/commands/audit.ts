@@ -40,7 +40,7 @@ function renderAudit(result: AuditResult): void {
   out(`audit of ${result.backups.length} backup(s) at ${result.destinations.length} destination(s): ${describeMode(result)}${result.repair ? ', repairing' : ''}`);
   for (const d of result.destinations) {
     const slice = d.slice ? `, slice ${d.slice.n}/${d.slice.t}` : '';
-    out(`${d.name} (${d.description}): ${d.status === 'ok' ? 'ok' : d.status.toUpperCase()}: ${d.copies} copies, ${d.filesChecked} files checked, ${d.filesRead} read back (${formatBytes(d.bytesRead)})${slice}`);
+    out(`${d.name} (${d.description}): ${d.status === 'ok' ? 'ok' : d.status.toUpperCase()}: ${d.copies} cop${d.copies === 1 ? 'y' : 'ies'}, ${d.filesChecked} files checked, ${d.filesRead} read back (${formatBytes(d.bytesRead)})${slice}`);
     if (d.message) out(`  ${d.message}`);
     const copies = result.copies.filter((c) => c.destination === d.name);
     const width = Math.max(0, ...copies.map((c) => c.backup.length));
