@@ -13,13 +13,14 @@ import { registerList } from './commands/list.js';
 import { registerPull } from './commands/pull.js';
 import { registerReplicate } from './commands/replicate.js';
 import { registerVerify } from './commands/verify.js';
+import { registerWatch } from './commands/watch.js';
 import { describeError, EXIT_CODE_HELP, ExitCode, exitCodeFor } from './exit.js';
 
 export { replicateExitCode } from './commands/replicate.js';
 export { verifyExitCode } from './commands/verify.js';
 
 /** The commands, in the order `--help` lists them. */
-const COMMANDS: readonly ((ctx: CommandContext) => void)[] = [registerList, registerReplicate, registerVerify, registerAudit, registerPull];
+const COMMANDS: readonly ((ctx: CommandContext) => void)[] = [registerList, registerReplicate, registerVerify, registerAudit, registerPull, registerWatch];
 
 export function buildProgram(setExit: (code: number) => void, signal: AbortSignal): Command {
   const program = new Command('offsite');
