@@ -135,18 +135,9 @@ export async function inspectBackup(source: Driver, name: string, options: Inspe
  */
 export async function listBackups(source: Driver, options: InspectOptions = {}): Promise<BackupInspection[]> {
   throwIfAborted(options.signal, 'listing backups');
-  const groups = new Map<string, Entry[]>();
-  for await (const entry of source.list('', { signal: options.signal })) {
-    const slash = entry.key.indexOf('/');
-    if (slash <= 0) continue;
-    const name = entry.key.slice(0, slash);
-    if (name.startsWith(CHECK_PROBE_PREFIX) || !isSafeFolderName(name)) continue;
-    let group = groups.get(name);
-    if (group === undefined) { group = []; groups.set(name, group); }
-    group.push(entry);
-  }
+  const groups = await listBackupFolders(source, options.signal);
   const nowMs = options.nowMs ?? Date.now();
-  const names = [...groups.keys()].filter((name) => looksLikeBackup(name, groups.get(name) ?? [])).sort(byCodeUnits);
+  const names = [...groups.keys()].sort(byCodeUnits);
   const results: BackupInspection[] = new Array<BackupInspection>(names.length);
   let next = 0;
   const worker = async (): Promise<void> => {
@@ -159,6 +150,27 @@ export async function listBackups(source: Driver, options: InspectOptions = {}):
   };
   await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, names.length) }, worker));
   return results;
+}
+
+/**
+ * The backup folders at the root of `source` from one listing: name -> its objects, with the
+ * selection `listBackups` describes (no root-level objects, no probe or unsafe folder names, no
+ * folder without `meta/`, `binlogs/` or `bundle/`). For callers that inspect only some of them
+ * (the newest one, or the new and changed ones) with `inspectListing`.
+ */
+export async function listBackupFolders(source: Driver, signal?: AbortSignal): Promise<Map<string, Entry[]>> {
+  const groups = new Map<string, Entry[]>();
+  for await (const entry of source.list('', { signal })) {
+    const slash = entry.key.indexOf('/');
+    if (slash <= 0) continue;
+    const name = entry.key.slice(0, slash);
+    if (name.startsWith(CHECK_PROBE_PREFIX) || !isSafeFolderName(name)) continue;
+    let group = groups.get(name);
+    if (group === undefined) groups.set(name, group = []);
+    group.push(entry);
+  }
+  for (const [name, entries] of groups) if (!looksLikeBackup(name, entries)) groups.delete(name);
+  return groups;
 }
 
 function looksLikeBackup(name: string, entries: readonly Entry[]): boolean {

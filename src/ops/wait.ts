@@ -22,7 +22,7 @@
  * never a binlog).
  */
 import {
-  CHECK_PROBE_PREFIX, DEFAULT_QUIET_PERIOD_MS, inspectBackup, inspectListing, isSafeFolderName, META_DIR,
+  DEFAULT_QUIET_PERIOD_MS, inspectBackup, inspectListing, listBackupFolders,
   type BackupInspection, type BackupState,
 } from '../backup/index.js';
 import type { Driver, Entry } from '../drivers/types.js';
@@ -145,35 +145,6 @@ async function inspectNewest(source: Driver, quietPeriodMs: number, signal?: Abo
   }
   if (!newest) return undefined;
   return inspectListing(source, newest.name, newest.entries, { quietPeriodMs, signal });
-}
-
-/**
- * The backup folders at the root of `source` from one listing: name -> its objects. The same
- * selection as `listBackups` (../backup/inspect.ts): objects directly under the root, folders
- * named like milvus-backup's check probes or that cannot be a key segment, and folders with
- * nothing under `meta/`, `binlogs/` or `bundle/` are left out. Used by callers that inspect only
- * some of the backups (the newest one, or the new and changed ones).
- */
-export async function listBackupFolders(source: Driver, signal?: AbortSignal): Promise<Map<string, Entry[]>> {
-  const groups = new Map<string, Entry[]>();
-  for await (const entry of source.list('', { signal })) {
-    const slash = entry.key.indexOf('/');
-    if (slash <= 0) continue;
-    const name = entry.key.slice(0, slash);
-    if (name.startsWith(CHECK_PROBE_PREFIX) || !isSafeFolderName(name)) continue;
-    let group = groups.get(name);
-    if (group === undefined) groups.set(name, group = []);
-    group.push(entry);
-  }
-  for (const [name, entries] of groups) {
-    const prefix = `${name}/`;
-    const isBackup = entries.some((e) => {
-      const rel = e.key.slice(prefix.length);
-      return rel.startsWith(`${META_DIR}/`) || rel.startsWith('binlogs/') || rel.startsWith('bundle/');
-    });
-    if (!isBackup) groups.delete(name);
-  }
-  return groups;
 }
 
 function notBecomingComplete(source: Driver, newest: boolean, inspection: BackupInspection | undefined, elapsedMs: number): BackupError {

@@ -33,7 +33,7 @@ import { abortableSleep } from '../drivers/wrappers/sleep.js';
 import { errorKind, errorMessage } from '../errors.js';
 import { manifestKey, readManifestAt } from '../manifest/manifest.js';
 import { readPruned } from './state.js';
-import { listBackupFolders } from './wait.js';
+import { listBackupFolders } from '../backup/index.js';
 
 export const DEFAULT_WATCH_INTERVAL_MS = 60_000;
 /** Longest wait before a failing destination or source is tried again (unless the interval is longer). */
