@@ -10,6 +10,7 @@ import { errorKind, OffsiteError } from '../errors.js';
 import { printJson, type CommandContext, type GlobalOptions } from './common.js';
 import { registerAudit } from './commands/audit.js';
 import { registerList } from './commands/list.js';
+import { registerPrune } from './commands/prune.js';
 import { registerPull } from './commands/pull.js';
 import { registerReplicate } from './commands/replicate.js';
 import { registerVerify } from './commands/verify.js';
@@ -20,7 +21,7 @@ export { replicateExitCode } from './commands/replicate.js';
 export { verifyExitCode } from './commands/verify.js';
 
 /** The commands, in the order `--help` lists them. */
-const COMMANDS: readonly ((ctx: CommandContext) => void)[] = [registerList, registerReplicate, registerVerify, registerAudit, registerPull, registerWatch];
+const COMMANDS: readonly ((ctx: CommandContext) => void)[] = [registerList, registerReplicate, registerVerify, registerAudit, registerPrune, registerPull, registerWatch];
 
 export function buildProgram(setExit: (code: number) => void, signal: AbortSignal): Command {
   const program = new Command('offsite');
