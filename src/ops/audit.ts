@@ -323,7 +323,10 @@ async function auditCopy(
     if (!listing.hasManifest) {
       records.delete(backup);
       if (listing.hasLock && await lockHolder(driver, backup, { signal })) {
-        return emptyCopy(backup, driver.name, 'in-progress', 'a replicate run holds this copy\'s lock; not judged');
+        return emptyCopy(backup, driver.name, 'in-progress', 'another offsite run holds this copy\'s lock; not judged');
+      }
+      if (listing.beingPruned) {
+        return emptyCopy(backup, driver.name, 'absent', `offsite prune was removing this copy (${listing.files} files left); the next prune finishes it`);
       }
       const found = emptyCopy(backup, driver.name, 'incomplete',
         `${listing.files} files and no manifest: an interrupted or altered copy${listing.hasProgress ? ' (a progress checkpoint is there)' : ''}; run offsite replicate ${backup} --to ${driver.name}, or audit --repair`);

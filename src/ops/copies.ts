@@ -16,22 +16,25 @@ export interface CopyListing {
   readonly hasManifest: boolean;
   readonly hasProgress: boolean;
   readonly hasLock: boolean;
+  /** `NAME/.offsite/pruning.json`: `offsite prune` started removing this copy. */
+  readonly beingPruned: boolean;
 }
 
 /** Every backup copy at the destination, sorted by name. */
 export async function listCopies(driver: Driver, signal?: AbortSignal): Promise<CopyListing[]> {
-  const copies = new Map<string, { files: number; bytes: number; hasManifest: boolean; hasProgress: boolean; hasLock: boolean }>();
+  const copies = new Map<string, { files: number; bytes: number; hasManifest: boolean; hasProgress: boolean; hasLock: boolean; beingPruned: boolean }>();
   for await (const entry of driver.list('', { signal })) {
     const slash = entry.key.indexOf('/');
     if (slash <= 0) continue;
     const name = entry.key.slice(0, slash);
     if (!isValidBackupName(name)) continue;
     let copy = copies.get(name);
-    if (!copy) copies.set(name, copy = { files: 0, bytes: 0, hasManifest: false, hasProgress: false, hasLock: false });
+    if (!copy) copies.set(name, copy = { files: 0, bytes: 0, hasManifest: false, hasProgress: false, hasLock: false, beingPruned: false });
     const rest = entry.key.slice(slash + 1);
     if (rest === `${OFFSITE_DIR}/manifest.json`) copy.hasManifest = true;
     else if (rest === `${OFFSITE_DIR}/progress.json`) copy.hasProgress = true;
     else if (rest === `${OFFSITE_DIR}/lock.json`) copy.hasLock = true;
+    else if (rest === `${OFFSITE_DIR}/pruning.json`) copy.beingPruned = true;
     else if (!rest.startsWith(`${OFFSITE_DIR}/`)) { copy.files++; copy.bytes += entry.size; }
   }
   return [...copies].map(([name, c]) => ({ name, ...c })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));

@@ -237,6 +237,17 @@ describe('offsite audit (CLI, local folders)', () => {
     assert.match(json.destinations.find((d) => d.name === 'broken')?.message ?? '', /could not list/);
   });
 
+  it('a copy that prune was removing is not damage, and --repair does not bring it back', async () => {
+    rmSync(join(s.dir, 'far', A, '.offsite', 'manifest.json'));
+    writeFileSync(join(s.dir, 'far', A, '.offsite', 'pruning.json'), JSON.stringify({ pruning: A }));
+    const { code, json } = await audit(s, '--at', 'far', '--repair', '--sample', '100%');
+    assert.equal(code, 0, JSON.stringify(json.copies));
+    const c = copy(json, 'far', A);
+    assert.equal(c.state, 'absent');
+    assert.match(c.message ?? '', /prune was removing this copy/);
+    assert.ok(!existsSync(join(s.dir, 'far', A, '.offsite', 'manifest.json')), 'no manifest was written for it');
+  });
+
   it('bad arguments are usage errors (exit 2) with a clear message', async () => {
     for (const args of [['--sample', '0%'], ['--sample', '150%'], ['--slice', '8/7'], ['--slice', 'x'], ['--sample', '5%', '--slice', '1/2']]) {
       const run = await runCli(['--config', s.config, 'audit', ...args]);
