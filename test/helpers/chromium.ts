@@ -16,15 +16,14 @@
  * OFFSITE_TEST_ALLOW_SKIP=1, `chromiumOrSkip` skips the test loudly with the reason instead
  * (the same rule as the sshd and RGW tests).
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { promisify } from 'node:util';
+import { aptInstall, sh } from '../servers/shell.js';
 
-const run = promisify(execFile);
 
 export const CHROMIUM = '/usr/bin/chromium';
 const DEFAULT_TIMEOUT_MS = 60_000;
@@ -44,36 +43,13 @@ export interface RenderResult {
   readonly dom: string;
 }
 
-async function sh(file: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<string> {
-  try {
-    const { stdout } = await run(file, args, { env, maxBuffer: 16 * 1024 * 1024, timeout: timeoutMs });
-    return stdout;
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    const detail = (e.stderr ?? '').trim().split('\n').filter((l) => l.trim() !== '').slice(-3).join(' | ');
-    throw new Error(`${file} ${args.join(' ')} failed: ${detail || e.message}`, { cause: err });
-  }
-}
 
 let installing: Promise<void> | undefined;
 
 /** Installs the `chromium` package when `/usr/bin/chromium` is missing (once per process). */
 export function ensureChromiumInstalled(): Promise<void> {
   if (existsSync(CHROMIUM)) return Promise.resolve();
-  installing ??= (async () => {
-    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    // Wait for the dpkg lock instead of failing when another install runs at the same moment.
-    const lock = ['-o', 'DPkg::Lock::Timeout=300'];
-    const install = [...lock, 'install', '-y', '--no-install-recommends', 'chromium'];
-    try {
-      await sh('apt-get', install, env, INSTALL_TIMEOUT_MS);
-    } catch {
-      // A fresh machine has no package lists yet.
-      await sh('apt-get', [...lock, 'update'], env, INSTALL_TIMEOUT_MS);
-      await sh('apt-get', install, env, INSTALL_TIMEOUT_MS);
-    }
-    if (!existsSync(CHROMIUM)) throw new Error(`the chromium package installed but ${CHROMIUM} is missing`);
-  })();
+  installing ??= aptInstall(['chromium'], [CHROMIUM], INSTALL_TIMEOUT_MS);
   installing.catch(() => { installing = undefined; });
   return installing;
 }

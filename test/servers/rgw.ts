@@ -14,15 +14,13 @@
  * Tests read `OFFSITE_TEST_S3` (JSON, see `S3TestServer`). `stop()` kills exactly the three
  * PIDs it started (from their pid files) and removes `workDir`.
  */
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { freePort, portOpen } from './net.js';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import type { ServerHandle, ServerSpec } from './index.js';
+import { aptInstall, sh } from './shell.js';
 
-const run = promisify(execFile);
 
 /** What the S3 tests receive in `OFFSITE_TEST_S3`. */
 export interface S3TestServer {
@@ -42,32 +40,9 @@ const BINARIES = ['/usr/bin/radosgw', '/usr/bin/ceph-mon', '/usr/bin/ceph-osd', 
 const MEMSTORE_BYTES = Number(process.env['OFFSITE_TEST_RGW_MEMSTORE_MIB'] ?? 4096) * 1024 ** 2;
 const START_TIMEOUT_MS = 60_000;
 
-async function sh(file: string, args: string[], env: NodeJS.ProcessEnv = process.env, timeoutMs = 120_000): Promise<string> {
-  try {
-    const { stdout } = await run(file, args, { env, maxBuffer: 16 * 1024 * 1024, timeout: timeoutMs });
-    return stdout;
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    const detail = (e.stderr ?? '').trim().split('\n').filter((l) => l.trim() !== '').slice(-3).join(' | ');
-    throw new Error(`${file} ${args.join(' ')} failed: ${detail || e.message}`, { cause: err });
-  }
-}
 
 async function ensureCephInstalled(): Promise<void> {
-  if (BINARIES.every((b) => existsSync(b))) return;
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  // Wait for the dpkg lock instead of failing when another install runs at the same moment.
-  const lock = ['-o', 'DPkg::Lock::Timeout=300'];
-  const install = [...lock, 'install', '-y', '--no-install-recommends', ...PACKAGES];
-  try {
-    await sh('apt-get', install, env, 600_000);
-  } catch {
-    // A fresh machine has no package lists yet.
-    await sh('apt-get', [...lock, 'update'], env, 600_000);
-    await sh('apt-get', install, env, 600_000);
-  }
-  const missing = BINARIES.filter((b) => !existsSync(b));
-  if (missing.length > 0) throw new Error(`ceph packages installed but ${missing.join(', ')} missing`);
+  await aptInstall(PACKAGES, BINARIES);
 }
 
 

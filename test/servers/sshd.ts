@@ -6,15 +6,14 @@
  * Tests read `OFFSITE_TEST_SFTP` (JSON, see `SftpTestServer`). When root, it also sets up an
  * SFTP-only account without a shell (`offsite-sftp`, `ForceCommand internal-sftp`).
  */
-import { spawn, execFile } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, writeFileSync, rmSync, chownSync, chmodSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdirSync, openSync, closeSync, readdirSync, readFileSync, writeFileSync, rmSync, chownSync, chmodSync } from 'node:fs';
 import { freePort, portOpen } from './net.js';
 import { join } from 'node:path';
 import { userInfo } from 'node:os';
-import { promisify } from 'node:util';
 import type { ServerHandle, ServerSpec } from './index.js';
+import { aptInstall, sh } from './shell.js';
 
-const run = promisify(execFile);
 const SSHD = '/usr/sbin/sshd';
 const SFTP_ONLY_USER = 'offsite-sftp';
 /** SFTP requests the SFTP-only account is refused (`sftp-server -P`). */
@@ -48,28 +47,9 @@ export interface SftpTestServer {
   readonly sftpOnlyRoot?: string;
 }
 
-async function sh(file: string, args: string[], env?: NodeJS.ProcessEnv): Promise<string> {
-  try {
-    const { stdout } = await run(file, args, { env: env ?? process.env, maxBuffer: 16 * 1024 * 1024 });
-    return stdout;
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    const detail = (e.stderr ?? '').trim().split('\n').slice(-3).join(' | ');
-    throw new Error(`${file} ${args.join(' ')} failed: ${detail || e.message}`, { cause: err });
-  }
-}
 
 async function ensureSshdInstalled(): Promise<void> {
-  if (existsSync(SSHD)) return;
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  const install = ['install', '-y', '--no-install-recommends', 'openssh-server'];
-  try {
-    await sh('apt-get', install, env);
-  } catch {
-    await sh('apt-get', ['update'], env);
-    await sh('apt-get', install, env);
-  }
-  if (!existsSync(SSHD)) throw new Error(`openssh-server installed but ${SSHD} is missing`);
+  await aptInstall(['openssh-server'], [SSHD]);
 }
 
 
