@@ -35,7 +35,7 @@ import { replicate, type ReplicateOrigin } from '../core/replicate.js';
 import { verifyCopy, type Damage, type VerifyResult } from '../core/verify.js';
 import type { Driver } from '../drivers/types.js';
 import { closeAll, openDestinations, openSource, type TransferOptions } from '../app.js';
-import { errorKind, errorMessage, OffsiteError, UsageError } from '../errors.js';
+import { errorMessage, OffsiteError, UsageError } from '../errors.js';
 import {
   buildManifestBody, manifestKey, progressKey, readManifestAt, writeManifestAt, type Manifest, type ManifestFile,
 } from '../manifest/manifest.js';
@@ -149,14 +149,32 @@ interface Context {
   /** Backups complete at the source. */
   readonly atSource: ReadonlySet<string>;
   readonly destinations: readonly Driver[];
-  /** Destination -> its copies (undefined when it could not be listed). */
-  readonly listings: ReadonlyMap<string, ReadonlyMap<string, CopyListing> | undefined>;
   readonly now: () => Date;
-  /** Valid manifests found so far, by backup and destination (filled while auditing). */
+  /** The valid manifests of the backup being audited, by backup and destination. */
   readonly manifests: Map<string, Map<string, Manifest>>;
 }
 
-/** Runs the audit (see the file comment). */
+/** One destination during an audit: what it holds, its rotation state, and its results so far. */
+interface DestinationAudit {
+  readonly driver: Driver;
+  /** Its copies; undefined when it could not be listed. */
+  readonly listing?: ReadonlyMap<string, CopyListing>;
+  readonly listProblem?: string;
+  readonly state?: AuditState;
+  readonly stateProblem?: string;
+  /** The slice read here this run (rotate and slice modes). */
+  readonly slice?: { readonly n: number; readonly t: number };
+  /** Length of the rotation the per-copy slice records count in. */
+  readonly rotation: number;
+  /** Per-copy rotation records, updated as copies are audited. */
+  readonly records: Map<string, CopyRecord>;
+  readonly copies: AuditCopy[];
+}
+
+/**
+ * Runs the audit (see the file comment). Backups are audited one after the other (every
+ * destination's copy of a backup at once), so memory holds one backup's manifests at a time.
+ */
 export async function auditCommand(config: OffsiteConfig, options: AuditOptions = {}): Promise<AuditResult> {
   const mode = validateOptions(options);
   const now = options.now ?? (() => new Date());
@@ -172,33 +190,31 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
         if (b.state === 'complete') atSource.add(b.name);
       }
     } catch (err) {
-      if (errorKind(err) === 'fatal' && err instanceof OffsiteError && err.code === 'E_ABORTED') throw err;
+      if (err instanceof OffsiteError && err.code === 'E_ABORTED') throw err;
       sourceProblem = errorMessage(err);
       options.onLog?.(`source unavailable (${sourceProblem}); auditing the destinations without it${options.repair ? ', repairs only from other destinations' : ''}`);
     }
-    const listings = new Map<string, Map<string, CopyListing> | undefined>();
-    const listProblems = new Map<string, string>();
-    await Promise.all(destinations.map(async (d) => {
-      try {
-        listings.set(d.name, new Map((await listCopies(d, options.signal)).map((c) => [c.name, c])));
-      } catch (err) {
-        listings.set(d.name, undefined);
-        listProblems.set(d.name, errorMessage(err));
-      }
-    }));
+    const audits = await Promise.all(destinations.map((d) => openAudit(d, mode, options.signal)));
     const names = new Set(atSource);
-    for (const listing of listings.values()) for (const name of listing?.keys() ?? []) names.add(name);
+    for (const a of audits) for (const name of a.listing?.keys() ?? []) names.add(name);
     const backups = [...names].sort();
     const ctx: Context = {
-      options, mode, now, source, atSource, destinations, listings,
+      options, mode, now, source, atSource, destinations,
       concurrency: config.settings.concurrency, chunkBytes: config.settings.chunkBytes, quietPeriodMs: config.settings.quietPeriodMs,
       manifests: new Map(),
     };
-    // Every valid manifest first: a repair needs to know which other copies it can read from.
-    await preloadManifests(ctx, backups);
-    const results = await Promise.all(destinations.map((d) => auditDestination(ctx, d, backups, listProblems.get(d.name))));
-    const copies = results.flatMap((r) => r.copies);
-    const destinationResults = results.map((r) => r.destination);
+    for (const backup of backups) {
+      // Every valid manifest of this backup first: a repair needs to know which copies it can read from.
+      await loadManifests(ctx, audits, backup);
+      await Promise.all(audits.map(async (a) => {
+        a.copies.push(a.listing
+          ? await auditCopy(ctx, a, backup)
+          : emptyCopy(backup, a.driver.name, 'error', `could not list ${a.driver.description}: ${a.listProblem ?? 'unknown error'}`));
+      }));
+      ctx.manifests.delete(backup);
+    }
+    const destinationResults = await Promise.all(audits.map((a) => finishAudit(ctx, a)));
+    const copies = audits.flatMap((a) => a.copies);
     const damaged = copies.some((c) => c.state === 'damaged' || c.state === 'incomplete');
     const unchecked = destinationResults.some((d) => d.status === 'error') || copies.some((c) => c.state === 'error');
     return {
@@ -212,18 +228,40 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
   }
 }
 
-async function preloadManifests(ctx: Context, backups: readonly string[]): Promise<void> {
-  await Promise.all(ctx.destinations.map(async (d) => {
-    const listing = ctx.listings.get(d.name);
-    if (!listing) return;
-    for (const backup of backups) {
-      if (!listing.get(backup)?.hasManifest) continue;
-      try {
-        const manifest = await readManifestAt(d, manifestKey(backup), { signal: ctx.options.signal });
-        if (manifest) rememberManifest(ctx, backup, d.name, manifest);
-      } catch {
-        // a damaged or unreadable manifest is reported by the copy's own audit below
-      }
+/** Lists a destination's copies and reads its rotation state; decides the slice it reads this run. */
+async function openAudit(driver: Driver, mode: AuditMode, signal?: AbortSignal): Promise<DestinationAudit> {
+  let listing: Map<string, CopyListing>;
+  try {
+    listing = new Map((await listCopies(driver, signal)).map((c) => [c.name, c]));
+  } catch (err) {
+    if (err instanceof OffsiteError && err.code === 'E_ABORTED') throw err;
+    return { driver, listProblem: errorMessage(err), rotation: DEFAULT_SLICES, records: new Map(), copies: [] };
+  }
+  let state: AuditState | undefined;
+  let stateProblem: string | undefined;
+  try {
+    state = await readState(driver, signal);
+  } catch (err) {
+    stateProblem = errorMessage(err);
+  }
+  // A rotating run with another length starts the rotation (and its slice records) afresh;
+  // --slice and --sample runs leave the rotation as it is.
+  const rotation = mode.kind === 'rotate' ? mode.t : state?.slices ?? DEFAULT_SLICES;
+  const records = new Map<string, CopyRecord>(state && state.slices === rotation ? Object.entries(state.copies) : []);
+  let slice: { n: number; t: number } | undefined;
+  if (mode.kind === 'rotate') slice = { n: state && state.slices === rotation && state.next >= 1 && state.next <= rotation ? state.next : 1, t: rotation };
+  else if (mode.kind === 'slice') slice = { n: mode.n, t: mode.t };
+  return { driver, listing, state, stateProblem, slice, rotation, records, copies: [] };
+}
+
+async function loadManifests(ctx: Context, audits: readonly DestinationAudit[], backup: string): Promise<void> {
+  await Promise.all(audits.map(async (a) => {
+    if (!a.listing?.get(backup)?.hasManifest) return;
+    try {
+      const manifest = await readManifestAt(a.driver, manifestKey(backup), { signal: ctx.options.signal });
+      if (manifest) rememberManifest(ctx, backup, a.driver.name, manifest);
+    } catch {
+      // a damaged or unreadable manifest is reported by the copy's own audit
     }
   }));
 }
@@ -243,81 +281,53 @@ async function readState(driver: Driver, signal?: AbortSignal): Promise<AuditSta
   return state;
 }
 
-async function auditDestination(ctx: Context, driver: Driver, backups: readonly string[], listProblem?: string): Promise<{ destination: AuditDestination; copies: AuditCopy[] }> {
+/** Saves the destination's rotation state and sums up its results. */
+async function finishAudit(ctx: Context, a: DestinationAudit): Promise<AuditDestination> {
+  const { driver, copies } = a;
   const base = { name: driver.name, description: driver.description };
-  const listing = ctx.listings.get(driver.name);
-  const { signal } = ctx.options;
-  let state: AuditState | undefined;
-  let stateProblem: string | undefined;
-  try {
-    if (listing) state = await readState(driver, signal);
-  } catch (err) {
-    stateProblem = errorMessage(err);
+  if (!a.listing) {
+    return { ...base, status: 'error', copies: 0, filesChecked: 0, filesRead: 0, bytesRead: 0, message: `could not list ${driver.description}: ${a.listProblem ?? 'unknown error'}` };
   }
-  if (!listing) {
-    const message = `could not list ${driver.description}: ${listProblem ?? 'unknown error'}`;
-    return {
-      destination: { ...base, status: 'error', copies: 0, filesChecked: 0, filesRead: 0, bytesRead: 0, lastSuccess: undefined, message },
-      copies: backups.map((backup) => emptyCopy(backup, driver.name, 'error', message)),
-    };
-  }
-  // Which slice this run reads here.
-  let slice: { n: number; t: number } | undefined;
-  if (ctx.mode.kind === 'rotate') {
-    const t = ctx.mode.t;
-    slice = { n: state && state.slices === t && state.next >= 1 && state.next <= t ? state.next : 1, t };
-  } else if (ctx.mode.kind === 'slice') {
-    slice = { n: ctx.mode.n, t: ctx.mode.t };
-  }
-  const records = new Map<string, CopyRecord>(state && slice && state.slices === slice.t ? Object.entries(state.copies) : []);
-  const copies: AuditCopy[] = [];
-  for (const backup of backups) {
-    const copy = await auditCopy(ctx, driver, backup, listing.get(backup), slice, records);
-    copies.push(copy);
-  }
-  const present = copies.filter((c) => c.state !== 'absent');
+  const listing = a.listing;
   const bad = copies.some((c) => c.state === 'damaged' || c.state === 'incomplete');
   const errored = copies.some((c) => c.state === 'error');
-  const finished = ctx.now().toISOString();
-  const lastSuccess = !bad && !errored ? finished : state?.lastSuccess;
-  let message = stateProblem;
-  if (!stateProblem) {
+  const lastSuccess = !bad && !errored ? ctx.now().toISOString() : a.state?.lastSuccess;
+  let message = a.stateProblem;
+  if (!a.stateProblem) {
     const next: AuditState = {
       version: 1,
-      slices: slice?.t ?? state?.slices ?? DEFAULT_SLICES,
-      next: ctx.mode.kind === 'rotate' && slice ? (slice.n % slice.t) + 1 : state?.next ?? 1,
+      slices: a.rotation,
+      next: ctx.mode.kind === 'rotate' && a.slice ? (a.slice.n % a.slice.t) + 1 : a.state?.slices === a.rotation ? a.state.next : 1,
       ...(lastSuccess ? { lastSuccess } : {}),
-      copies: Object.fromEntries([...records].filter(([name]) => listing.has(name)).sort(([a], [b]) => (a < b ? -1 : 1))),
+      copies: Object.fromEntries([...a.records].filter(([name]) => listing.has(name)).sort(([x], [y]) => (x < y ? -1 : 1))),
     };
     try {
-      await writeRecord(driver, AUDIT_STATE_KEY, next, signal);
+      await writeRecord(driver, AUDIT_STATE_KEY, next, ctx.options.signal);
     } catch (err) {
       message = `audit state not saved (${errorMessage(err)}): the next run repeats this slice`;
     }
   }
-  const destination: AuditDestination = {
+  return {
     ...base,
-    status: bad ? 'damaged' : errored || stateProblem ? 'error' : 'ok',
-    copies: present.length,
-    filesChecked: copies.reduce((s, c) => s + (c.state === 'absent' ? 0 : c.files), 0),
-    filesRead: copies.reduce((s, c) => s + c.filesRead, 0),
-    bytesRead: copies.reduce((s, c) => s + c.bytesRead, 0),
-    ...(slice ? { slice } : {}),
+    status: bad ? 'damaged' : errored || a.stateProblem ? 'error' : 'ok',
+    copies: copies.filter((c) => c.state !== 'absent').length,
+    filesChecked: copies.reduce((sum, c) => sum + (c.state === 'absent' ? 0 : c.files), 0),
+    filesRead: copies.reduce((sum, c) => sum + c.filesRead, 0),
+    bytesRead: copies.reduce((sum, c) => sum + c.bytesRead, 0),
+    ...(a.slice ? { slice: a.slice } : {}),
     ...(lastSuccess ? { lastSuccess } : {}),
     ...(message ? { message } : {}),
   };
-  return { destination, copies };
 }
 
 function emptyCopy(backup: string, destination: string, state: CopyState, message?: string): AuditCopy {
   return { backup, destination, state, files: 0, bytes: 0, filesRead: 0, bytesRead: 0, damage: [], repaired: [], ...(message ? { message } : {}) };
 }
 
-async function auditCopy(
-  ctx: Context, driver: Driver, backup: string, listing: CopyListing | undefined,
-  slice: { n: number; t: number } | undefined, records: Map<string, CopyRecord>,
-): Promise<AuditCopy> {
+async function auditCopy(ctx: Context, a: DestinationAudit, backup: string): Promise<AuditCopy> {
   const { signal } = ctx.options;
+  const { driver, slice, records } = a;
+  const listing = a.listing?.get(backup);
   if (!listing) { records.delete(backup); return emptyCopy(backup, driver.name, 'absent'); }
   try {
     if (!listing.hasManifest) {
@@ -342,7 +352,7 @@ async function auditCopy(
     });
     const copy = copyFromVerify(result, manifest);
     if (result.status === 'ok' && manifest) {
-      updateRecord(records, backup, manifest, slice, ctx.mode, ctx.now());
+      updateRecord(records, backup, manifest, slice?.t === a.rotation ? slice : undefined, ctx.mode, ctx.now());
       return { ...copy, ...lastFullRead(records.get(backup)) };
     }
     if (result.status === 'error' || !ctx.options.repair) return { ...copy, ...lastFullRead(records.get(backup)) };

@@ -93,6 +93,13 @@ describe('offsite audit (CLI, local folders)', () => {
     }
     const again = await audit(s, '--at', 'disk');
     assert.deepEqual(again.json.destinations[0]?.slice, { n: 2, t: 7 }, 'the next run continues with slice 2');
+    // A --sample or --slice run in between leaves the rotation where it was.
+    assert.equal((await audit(s, '--at', 'disk', '--sample', '5%')).code, 0);
+    assert.equal((await audit(s, '--at', 'disk', '--slice', '1/3')).code, 0);
+    const state = JSON.parse(readFileSync(join(s.dir, 'disk', '.offsite', 'audit.json'), 'utf8')) as { next: number; slices: number; copies: Record<string, { slicesRead: Record<string, string> }> };
+    assert.equal(state.slices, 7);
+    assert.equal(state.next, 3);
+    assert.deepEqual(Object.keys(state.copies[A]?.slicesRead ?? {}).sort(), ['1', '2'], 'the slice reads of the rotation are kept');
   });
 
   it('t slices read every file exactly once; only the slice holding a damaged file sees it', async () => {
