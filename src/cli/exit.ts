@@ -21,8 +21,8 @@ export const EXIT_CODE_HELP = `Exit codes:
   0  success
   1  error (incomplete backup, unreachable source, every destination failed, ...)
   2  usage or configuration error
-  3  verification found damage
-  4  partial success: some destinations failed, the others are complete`;
+  3  verification or audit found damage (not repaired)
+  4  partial success: some destinations failed (or could not be checked), the others are done`;
 
 export function exitCodeFor(err: unknown): number {
   if (err instanceof UsageError || err instanceof ConfigError) return ExitCode.usage;

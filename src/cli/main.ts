@@ -30,7 +30,7 @@ export function buildProgram(setExit: (code: number) => void, signal: AbortSigna
     .option('-c, --config <file>', 'config file (default: $OFFSITE_CONFIG, else ./offsite.yaml)')
     .option('--json', 'print one machine-readable JSON result on stdout')
     .option('-q, --quiet', 'no progress bars')
-    .addHelpText('after', `\n${EXIT_CODE_HELP}\n\nExamples:\n  offsite list\n  offsite replicate --latest --to nas,cloud\n  offsite verify full_backup_20240115 --at cloud --deep`)
+    .addHelpText('after', `\n${EXIT_CODE_HELP}\n\nExamples:\n  offsite list\n  offsite replicate --latest --to nas,cloud\n  offsite verify full_backup_20240115 --at cloud --deep\n  offsite audit --repair --report audit.html\n  offsite prune --keep-daily 7 --keep-weekly 4 --keep-monthly 12\n  offsite pull full_backup_20240115 --from cloud --to source\n  offsite watch --to nas,cloud`)
     .showHelpAfterError('(run offsite --help for usage)')
     .exitOverride();
 

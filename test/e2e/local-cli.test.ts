@@ -249,7 +249,7 @@ describe('bad input: one clear line, the right exit code, no stack trace (CLI)',
   it('--help documents the exit codes', async () => {
     const run = await runCli(['--help']);
     assert.equal(run.code, 0);
-    assert.match(run.stdout, /Exit codes:[\s\S]*3 {2}verification found damage[\s\S]*4 {2}partial/);
+    assert.match(run.stdout, /Exit codes:[\s\S]*3 {2}verification or audit found damage[\s\S]*4 {2}partial/);
   });
 });
 
