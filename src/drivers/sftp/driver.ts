@@ -10,6 +10,32 @@
  * - Host keys are checked on every connect (see ./connection.ts and ./hostkeys.ts).
  *
  * Listing hides our temp files; keys whose last segment looks like one are refused.
+ *
+ * Symlinks, as in the local driver: no key reaches outside `root` through a symlink on the
+ * server. A symlink under the root that leads outside it (to a file or a folder; as the key
+ * itself or as one of its folders) is refused with a `KeyError` (kind `permanent`: `nas: key
+ * "b1/meta/x" refused: a symlink on its path points outside the root (to /etc)`) by `stat`,
+ * `openRead`, `openWrite`, `delete` and `copyWithin`, and by `list` when its walk meets one under
+ * the prefix; nothing is created, written or removed through it. Symlinks that stay inside the
+ * root are followed for files and for the folders of a key; `list` lists a symlink to a file
+ * under its own key and does not descend into symlinked folders (their contents are listed under
+ * their real path already, and loops are impossible). A dangling symlink is a missing object (in
+ * the way, when a folder must be created there). A symlink planted under a temp name is refused,
+ * never written through. The check trusts the server's REALPATH to resolve symlinks, as
+ * OpenSSH's does.
+ *
+ * Cost: the folders of keys are checked once and remembered (`checkedFolders`, a bounded LRU):
+ * one LSTAT per level not known yet, all sent at once (one round trip, and sent along with the
+ * operation's own first request where that is harmless), plus a REALPATH and a STAT only where a
+ * level is a symlink. `list` remembers every real folder its walk passes (READDIR returns lstat
+ * attributes), so the calls that follow a listing pay nothing for their folders, and folders
+ * this driver creates are remembered too. Per file: `stat` sends an LSTAT instead of a STAT;
+ * `openRead` sends an LSTAT along with its OPEN (one more request, no more round trips; the
+ * target of a refused link may thus be opened, never read); `openWrite` sends nothing more (and
+ * into a new folder one round trip less than before); `delete` nothing more once its folder is
+ * known; a symlink itself costs one round trip (REALPATH + STAT). Races with other processes
+ * changing the tree meanwhile (a checked folder swapped for a symlink) are not defended against:
+ * the root belongs to offsite.
  */
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
@@ -29,6 +55,8 @@ const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
 const S_IFLNK = 0o120000;
+/** Folders remembered as checked (see the file comment): plenty for the leaf folders of a backup. */
+const CHECKED_FOLDER_ENTRIES = 16_384;
 
 /** Byte counters, for tests and benchmarks (what actually went over the wire as file data). */
 export interface SftpTransferCounters {
@@ -59,6 +87,13 @@ export class SftpDriver implements Driver {
   readonly capabilities: Capabilities;
   readonly counters: SftpTransferCounters = { bytesWritten: 0, bytesRead: 0 };
   private readonly pool: ConnectionPool;
+  /**
+   * Folder keys (`a/b`) found to be folders whose path stays inside the root (every level a
+   * real folder or a symlink leading inside), least recently used first.
+   */
+  private readonly checkedFolders = new Map<string, true>();
+  /** The root's real path on the server, fetched when a symlink first needs comparing with it. */
+  private realRoot: string | undefined;
 
   /** No IO here: connections are opened by the first call that needs one. */
   constructor(name: string, readonly options: SftpOptions, hooks: SftpHooks = {}) {
@@ -108,17 +143,26 @@ export class SftpDriver implements Driver {
   /**
    * Every file under `prefix`, recursively, one folder at a time (bounded memory: one
    * directory batch plus the folders still to visit). Temp files, folders, symlinks to folders
-   * and names that are not valid keys are skipped; symlinks to files are listed with the
-   * target's size. A missing prefix yields nothing. Errors other than a missing folder reject
-   * the iteration (permission denied: `permanent`; a lost connection: `retryable`).
+   * and names that are not valid keys are skipped; symlinks to files inside the root are listed
+   * with the target's size. A symlink under the prefix that leads outside the root rejects the
+   * iteration with a `KeyError`, as does a prefix whose folder is reached through one. A missing
+   * prefix yields nothing. Errors other than a missing folder reject the iteration (permission
+   * denied: `permanent`; a lost connection: `retryable`). Every folder walked is remembered as
+   * checked (see the file comment).
    */
   async *list(prefix: string, options: SignalOptions = {}): AsyncIterable<Entry> {
     checkPrefix(prefix);
     throwIfAborted(options.signal, `${this.name}: list ${prefix}`);
     const slash = prefix.lastIndexOf('/');
-    const pending: string[] = [slash === -1 ? '' : prefix.slice(0, slash)];
+    const start = slash === -1 ? '' : prefix.slice(0, slash);
+    const pending: string[] = [start];
     const conn = await this.pool.acquire();
     try {
+      if (start !== '') {
+        const segments = start.split('/');
+        this.forgetFolders(segments); // a listing is rare and must see the tree as it is now
+        if ((await this.checkFolder(conn, segments, this.context('list', prefix), false)) === 'missing') return;
+      }
       while (pending.length > 0) {
         throwIfAborted(options.signal, `${this.name}: list ${prefix}`);
         const dirKey = pending.pop() as string;
@@ -132,16 +176,19 @@ export class SftpDriver implements Driver {
             const mode = item.attrs.mode ?? (await this.lstatPath(conn, this.join(key), key))?.mode ?? 0;
             const type = mode & S_IFMT;
             if (type === S_IFDIR) {
+              // READDIR reports entries as lstat does: a real folder inside a checked one.
+              this.remember(key);
               const folder = `${key}/`;
               if (folder.startsWith(prefix) || prefix.startsWith(folder)) pending.push(key);
               continue;
             }
+            this.checkedFolders.delete(key); // not a folder (any more)
             if (!key.startsWith(prefix) || isTempName(name)) continue;
             if (type === S_IFREG) {
               yield { key, size: item.attrs.size, mtimeMs: item.attrs.mtime * 1000 };
             } else if (type === S_IFLNK) {
-              const target = await this.statPath(conn, this.join(key), key);
-              if (target?.isFile()) yield { key, size: target.size, mtimeMs: target.mtime * 1000 };
+              const target = await this.followLink(conn, key, this.context('list', key));
+              if (target?.stats.isFile()) yield { key, size: target.stats.size, mtimeMs: target.stats.mtime * 1000 };
             }
           }
         }
@@ -188,25 +235,38 @@ export class SftpDriver implements Driver {
     }
   }
 
-  /** `stat` of a path (following symlinks); `undefined` when it does not exist. */
-  private async statPath(conn: SftpConnection, path: string, key: string): Promise<Stats | undefined> {
-    try {
-      return await conn.call<Stats>(this.context('stat', key), (sftp, done) => sftp.stat(path, done));
-    } catch (err) {
-      if ((err as { kind?: string }).kind === 'not-found') return undefined;
-      throw err;
-    }
-  }
-
-  /** The file's entry, or `undefined` when nothing (or a folder) is there. */
+  /**
+   * The file's entry, or `undefined` when nothing (or a folder, or a dangling symlink) is there.
+   * Rejects with a `KeyError` when a symlink on the key's path leads outside the root.
+   */
   async stat(key: string, options: SignalOptions = {}): Promise<Entry | undefined> {
-    const path = this.remotePath(key);
+    this.remotePath(key);
     throwIfAborted(options.signal, `${this.name}: stat ${key}`);
     return this.withConnection(async (conn) => {
-      const stats = await this.statPath(conn, path, key);
-      if (!stats?.isFile()) return undefined;
-      return { key, size: stats.size, mtimeMs: stats.mtime * 1000 };
+      const file = await this.fileAt(conn, key, this.context('stat', key));
+      if (!file?.stats.isFile()) return undefined;
+      return { key, size: file.stats.size, mtimeMs: file.stats.mtime * 1000 };
     });
+  }
+
+  /**
+   * What is at `key` once the symlink checks passed: its attributes (for a symlink, its
+   * target's) and the path to use (for a symlink, the target's real path); `undefined` when
+   * nothing is there. The key's own LSTAT goes out with the folder check (it reads nothing,
+   * wherever it lands), so a key in a known folder costs one request.
+   */
+  private async fileAt(conn: SftpConnection, key: string, context: ErrorContext): Promise<{ path: string; stats: Stats } | undefined> {
+    const path = this.join(key);
+    const own = settle(conn.call<Stats>(context, (sftp, done) => sftp.lstat(path, done)));
+    if ((await this.checkFolder(conn, foldersOf(key), context, false)) === 'missing') return undefined;
+    const found = await own;
+    if (!found.ok) {
+      if (isNotFound(found.error)) return undefined;
+      throw found.error;
+    }
+    if (!found.value.isSymbolicLink()) return { path, stats: found.value };
+    const target = await this.followLink(conn, key, context);
+    return target && { path: target.real, stats: target.stats };
   }
 
   /**
@@ -229,8 +289,20 @@ export class SftpDriver implements Driver {
     const conn = await this.pool.acquire();
     let handle: Buffer | undefined;
     try {
-      handle = await conn.call<Buffer>(context, (sftp, done) => sftp.open(path, 'r', done));
-      const openHandle = handle;
+      // The OPEN goes out with the checks (no extra round trip); its handle is closed unread
+      // when they refuse the key.
+      const own = settle(conn.call<Stats>(context, (sftp, done) => sftp.lstat(path, done)));
+      const opening = settle(conn.call<Buffer>(context, (sftp, done) => sftp.open(path, 'r', done)));
+      const folder = await settle(this.checkFolder(conn, foldersOf(key), context, false));
+      const opened = await opening;
+      if (opened.ok) handle = opened.value;
+      if (!folder.ok) throw folder.error;
+      if (folder.value === 'missing') throw notFoundError(context);
+      const found = await own;
+      if (!opened.ok) throw opened.error;
+      if (!found.ok) throw found.error;
+      if (found.value.isSymbolicLink() && !(await this.followLink(conn, key, context))) throw notFoundError(context);
+      const openHandle = opened.value;
       const stats = await conn.call<Stats>(context, (sftp, done) => sftp.fstat(openHandle, done));
       if (!stats.isFile()) throw notFoundError(context);
       const end = options.length === undefined ? stats.size : Math.min(stats.size, offset + options.length);
@@ -288,15 +360,22 @@ export class SftpDriver implements Driver {
     return session;
   }
 
-  /** Removes the file and any temp file of `key`; resolves when neither exists. */
+  /**
+   * Removes the file and any temp file of `key`; resolves when neither exists (or a folder of
+   * the key is missing). A symlink at the key is removed itself, never its target; a folder of
+   * the key that is a symlink leading outside the root rejects with a `KeyError` before anything
+   * is removed.
+   */
   async delete(key: string, options: SignalOptions = {}): Promise<void> {
     const path = this.remotePath(key);
     throwIfAborted(options.signal, `${this.name}: delete ${key}`);
     const temp = tempPathFor(path);
+    const context = this.context('delete', key);
     await this.withConnection(async (conn) => {
+      if ((await this.checkFolder(conn, foldersOf(key), context, false)) === 'missing') return;
       for (const target of [path, temp]) {
         try {
-          await conn.call<void>(this.context('delete', key), (sftp, done) => sftp.unlink(target, done));
+          await conn.call<void>(context, (sftp, done) => sftp.unlink(target, done));
         } catch (err) {
           if ((err as { kind?: string }).kind !== 'not-found') throw err;
         }
@@ -309,7 +388,9 @@ export class SftpDriver implements Driver {
    * write. Tries, in order: OpenSSH's `copy-data` extension (a real copy, no bytes over the
    * network); with `serverSideCopy: auto`, a hard link (`hardlink@openssh.com`: instant, and safe
    * because offsite never modifies a committed file in place, it only replaces it by rename);
-   * last, reading and writing through this machine. A missing source rejects with `not-found`.
+   * last, reading and writing through this machine. A missing source rejects with `not-found`;
+   * a symlink leading outside the root, on either key's path, with a `KeyError`. A source that is
+   * a symlink inside the root is copied from its target.
    */
   async copyWithin(fromKey: string, toKey: string, options: SignalOptions = {}): Promise<void> {
     const from = this.remotePath(fromKey);
@@ -318,12 +399,13 @@ export class SftpDriver implements Driver {
     throwIfAborted(options.signal, what);
     const context = this.context(`copy from ${fromKey}`, toKey);
     const done = await this.withConnection(async (conn) => {
-      const source = await this.statPath(conn, from, fromKey);
-      if (!source?.isFile()) throw notFoundError(this.context('copy', fromKey));
+      const source = await this.fileAt(conn, fromKey, this.context('copy', fromKey));
+      if (!source?.stats.isFile()) throw notFoundError(this.context('copy', fromKey));
       if (from === to) return true;
       const temp = tempPathFor(to);
-      const copied = (await this.copyData(conn, from, temp, source.size, context)) ||
-        (this.options.serverSideCopy === 'auto' && (await this.hardLink(conn, from, temp, context)));
+      if ((await this.checkFolder(conn, foldersOf(toKey), context, true)) !== 'created') await this.tempStats(conn, temp, context);
+      const copied = (await this.copyData(conn, source.path, toKey, temp, source.stats.size, context)) ||
+        (this.options.serverSideCopy === 'auto' && (await this.hardLink(conn, source.path, toKey, temp, context)));
       if (!copied) return false;
       throwIfAborted(options.signal, what);
       await this.replace(conn, temp, to, context);
@@ -333,13 +415,13 @@ export class SftpDriver implements Driver {
   }
 
   /** `copy-data` into `temp`; false when the server does not offer (or refuses) it. */
-  private async copyData(conn: SftpConnection, from: string, temp: string, size: number, context: ErrorContext): Promise<boolean> {
+  private async copyData(conn: SftpConnection, from: string, toKey: string, temp: string, size: number, context: ErrorContext): Promise<boolean> {
     let source: Buffer | undefined;
     let target: Buffer | undefined;
     let copied = false;
     try {
       source = await conn.call<Buffer>(context, (sftp, done) => sftp.open(from, 'r', done));
-      target = await this.openCreating(conn, temp, context);
+      target = await this.openCreating(conn, toKey, temp, context);
       const [readHandle, writeHandle] = [source, target];
       try {
         await conn.call<void>(context, (sftp, done) => sftp.ext_copy_data(readHandle, 0, 0, writeHandle, 0, done));
@@ -361,8 +443,8 @@ export class SftpDriver implements Driver {
     }
   }
 
-  /** Hard-links `from` as `temp`; false when the server or its file system cannot. */
-  private async hardLink(conn: SftpConnection, from: string, temp: string, context: ErrorContext): Promise<boolean> {
+  /** Hard-links `from` as `temp` (of `toKey`); false when the server or its file system cannot. */
+  private async hardLink(conn: SftpConnection, from: string, toKey: string, temp: string, context: ErrorContext): Promise<boolean> {
     try {
       await conn.call<void>(context, (sftp, done) => sftp.unlink(temp, done));
     } catch (err) {
@@ -374,7 +456,8 @@ export class SftpDriver implements Driver {
       return true;
     } catch (err) {
       if ((err as { kind?: string }).kind === 'not-found') {
-        await this.makeDirectories(conn, posix.dirname(temp), context.key ?? '');
+        this.forgetFolders(foldersOf(toKey)); // removed since it was checked: check and make it again
+        await this.checkFolder(conn, foldersOf(toKey), context, true);
         try {
           await link();
           return true;
@@ -406,16 +489,42 @@ export class SftpDriver implements Driver {
     }
   }
 
-  /** Opens `path` for writing (create/truncate), creating missing folders. */
-  async openCreating(conn: SftpConnection, path: string, context: ErrorContext): Promise<Buffer> {
+  /**
+   * Opens `path` (a temp file of `key`, in the key's folder, checked by the caller) for writing
+   * (create/truncate). When the folder has gone meanwhile, it is checked and made again.
+   */
+  async openCreating(conn: SftpConnection, key: string, path: string, context: ErrorContext): Promise<Buffer> {
     const open = (): Promise<Buffer> => conn.call<Buffer>(context, (sftp, done) => sftp.open(path, 'w', done));
     try {
       return await open();
     } catch (err) {
       if ((err as { kind?: string }).kind !== 'not-found') throw err;
-      await this.makeDirectories(conn, posix.dirname(path), context.key ?? '');
+      const folders = foldersOf(key);
+      this.forgetFolders(folders);
+      if (folders.length === 0) await this.makeRoot(conn, context);
+      else await this.checkFolder(conn, folders, context, true);
       return open();
     }
+  }
+
+  /**
+   * The temp file at `temp` (lstat), or `undefined` when there is none. Rejects (`permanent`)
+   * when something else holds the name, a symlink above all: opening it would write through it.
+   */
+  async tempStats(conn: SftpConnection, temp: string, context: ErrorContext): Promise<Stats | undefined> {
+    let stats: Stats;
+    try {
+      stats = await conn.call<Stats>(context, (sftp, done) => sftp.lstat(temp, done));
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+    if (stats.isFile()) return stats;
+    throw new DriverError(
+      'E_TEMP_IN_THE_WAY',
+      `${where(context)}: the temp name ${posix.basename(temp)} is taken by something that is not a file (a ${stats.isSymbolicLink() ? 'symlink' : stats.isDirectory() ? 'folder' : 'special file'}); remove it`,
+      { kind: 'permanent' },
+    );
   }
 
   /** `fsync@openssh.com` on an open file; skipped where the server lacks or refuses it. */
@@ -466,31 +575,152 @@ export class SftpDriver implements Driver {
     await this.pool.close();
   }
 
-  /** Creates `dir` and its missing parents (like `mkdir -p`). */
-  async makeDirectories(conn: SftpConnection, dir: string, key: string): Promise<void> {
+  /** Creates the root and its missing parents (like `mkdir -p`). */
+  private async makeRoot(conn: SftpConnection, context: ErrorContext): Promise<void> {
+    await this.makeDirectories(conn, this.options.root, { ...context, action: `create root ${this.options.root}` });
+  }
+
+  private async makeDirectories(conn: SftpConnection, dir: string, context: ErrorContext): Promise<void> {
     if (dir === '/' || dir === '.' || dir === '') return;
-    const context = this.context('create folder', key);
     try {
       await conn.call<void>(context, (sftp, done) => sftp.mkdir(dir, done));
       return;
     } catch (err) {
       if ((err as { kind?: string }).kind === 'not-found') {
-        await this.makeDirectories(conn, posix.dirname(dir), key);
+        await this.makeDirectories(conn, posix.dirname(dir), context);
         try {
           await conn.call<void>(context, (sftp, done) => sftp.mkdir(dir, done));
           return;
         } catch (again) {
-          if (!(await this.isDirectory(conn, dir, key))) throw again;
+          if (!(await this.isDirectory(conn, dir, context))) throw again;
           return;
         }
       }
       // OpenSSH answers FAILURE for "already exists": fine when it is a folder.
-      if (!(await this.isDirectory(conn, dir, key))) throw err;
+      if (!(await this.isDirectory(conn, dir, context))) throw err;
     }
   }
 
-  private async isDirectory(conn: SftpConnection, path: string, key: string): Promise<boolean> {
-    return (await this.statPath(conn, path, key))?.isDirectory() ?? false;
+  private async isDirectory(conn: SftpConnection, path: string, context: ErrorContext): Promise<boolean> {
+    try {
+      return (await conn.call<Stats>(context, (sftp, done) => sftp.stat(path, done))).isDirectory();
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Checks the folder `<root>/<segments>` of a key (see the file comment): no level may be a
+   * symlink leading outside the root (`KeyError`). Levels not remembered yet are looked at with
+   * one LSTAT each, all sent at once; a symlink level is resolved (REALPATH + STAT). Levels found
+   * to be folders are remembered. With `create`, missing levels are made one by one below the
+   * last existing (checked) one, so nothing is ever created through a symlink leading out, and a
+   * file (or a symlink to one, or a dangling one) where a folder must be is an error (`permanent`).
+   * @returns `ok` when the folder exists, `missing` when a level is missing or is not a folder
+   *   (never with `create`), `created` when levels were made.
+   */
+  async checkFolder(conn: SftpConnection, segments: readonly string[], context: ErrorContext, create: boolean): Promise<'ok' | 'missing' | 'created'> {
+    let known = segments.length;
+    while (known > 0 && !this.recall(segments.slice(0, known).join('/'))) known--;
+    if (known === segments.length) return 'ok';
+    const levels = segments.slice(known).map((_, i) => segments.slice(0, known + i + 1).join('/'));
+    const found = levels.map((level) => settle(conn.call<Stats>(context, (sftp, done) => sftp.lstat(this.join(level), done))));
+    for (const [i, level] of levels.entries()) {
+      const result = await (found[i] as Promise<Settled<Stats>>);
+      if (!result.ok) {
+        if (!isNotFound(result.error)) throw result.error;
+        if (!create) return 'missing';
+        for (const missing of levels.slice(i)) await this.makeFolder(conn, missing, context);
+        return 'created';
+      }
+      if (!(await this.isFolder(conn, level, result.value, context))) {
+        if (create) throw this.inTheWay(context, level);
+        return 'missing';
+      }
+      this.remember(level);
+    }
+    return 'ok';
+  }
+
+  /** True for a folder, or a symlink to one inside the root; a `KeyError` for a symlink leading out. */
+  private async isFolder(conn: SftpConnection, level: string, stats: Stats, context: ErrorContext): Promise<boolean> {
+    if (!stats.isSymbolicLink()) return stats.isDirectory();
+    return (await this.followLink(conn, level, context))?.stats.isDirectory() ?? false;
+  }
+
+  /**
+   * Creates the folder `<root>/<level>` whose parent is checked. When the parent is missing (the
+   * root not made yet, or a remembered folder removed since), it is checked and made first.
+   */
+  private async makeFolder(conn: SftpConnection, level: string, context: ErrorContext, again = false): Promise<void> {
+    try {
+      await conn.call<void>(context, (sftp, done) => sftp.mkdir(this.join(level), done));
+      this.remember(level);
+      return;
+    } catch (err) {
+      if (isNotFound(err) && !again) {
+        const parent = level.includes('/') ? level.slice(0, level.lastIndexOf('/')).split('/') : [];
+        this.forgetFolders(parent);
+        if (parent.length === 0) await this.makeRoot(conn, context);
+        else await this.checkFolder(conn, parent, context, true);
+        return this.makeFolder(conn, level, context, true);
+      }
+      // OpenSSH answers FAILURE for "already exists" (made by someone else meanwhile).
+      const now = await settle(conn.call<Stats>(context, (sftp, done) => sftp.lstat(this.join(level), done)));
+      if (!now.ok) throw err;
+      if (!(await this.isFolder(conn, level, now.value, context))) throw this.inTheWay(context, level, err);
+      this.remember(level);
+    }
+  }
+
+  /**
+   * The real path and the target's attributes of the symlink at `<root>/<key>`, both asked at
+   * once; `undefined` when it dangles (or loops). A `KeyError` when it leads outside the root.
+   */
+  private async followLink(conn: SftpConnection, key: string, context: ErrorContext): Promise<{ real: string; stats: Stats } | undefined> {
+    const path = this.join(key);
+    const [real, target] = await Promise.all([
+      settle(conn.call<string>(context, (sftp, done) => sftp.realpath(path, done))),
+      settle(conn.call<Stats>(context, (sftp, done) => sftp.stat(path, done))),
+    ]);
+    if (!target.ok) return missingAsUndefined(target.error);
+    if (!real.ok) return missingAsUndefined(real.error);
+    const root = await this.findRealRoot(conn, context);
+    if (!isInside(real.value, root)) {
+      const err = new KeyError(context.key ?? key, `a symlink on its path points outside the root (to ${real.value})`);
+      err.message = `${this.name}: ${err.message}`;
+      throw err;
+    }
+    return { real: real.value, stats: target.value };
+  }
+
+  private async findRealRoot(conn: SftpConnection, context: ErrorContext): Promise<string> {
+    const root = this.options.root;
+    this.realRoot ??= await conn.call<string>({ ...context, action: `${context.action}: root ${root}` }, (sftp, done) => sftp.realpath(root, done));
+    return this.realRoot;
+  }
+
+  private inTheWay(context: ErrorContext, level: string, cause?: unknown): DriverError {
+    return new DriverError('E_IN_THE_WAY', `${where(context)}: ${level} is not a folder (a file, or a symlink to one or to nothing, is in the way)`, { kind: 'permanent', cause });
+  }
+
+  /** True when `folderKey` is remembered as checked (and makes it the most recently used). */
+  private recall(folderKey: string): boolean {
+    if (!this.checkedFolders.delete(folderKey)) return false;
+    this.checkedFolders.set(folderKey, true);
+    return true;
+  }
+
+  private remember(folderKey: string): void {
+    this.checkedFolders.delete(folderKey);
+    this.checkedFolders.set(folderKey, true);
+    if (this.checkedFolders.size > CHECKED_FOLDER_ENTRIES) this.checkedFolders.delete(this.checkedFolders.keys().next().value as string);
+  }
+
+  /** Forgets the remembered folders on the way to `<root>/<segments>`. */
+  private forgetFolders(segments: readonly string[]): void {
+    for (let depth = 1; depth <= segments.length; depth++) this.checkedFolders.delete(segments.slice(0, depth).join('/'));
   }
 }
 
@@ -536,13 +766,25 @@ class SftpWriteSession implements WriteSession {
     return { driver: this.driver.name, action, key: this.key };
   }
 
-  /** Finds or creates the temp file. */
+  /**
+   * Checks (and makes) the key's folders, then finds or creates the temp file. The temp file's
+   * LSTAT goes out with the folder check: it reads nothing, and is not needed when the folder
+   * was just made.
+   */
   async start(): Promise<void> {
     const conn = await this.pool.acquire();
     this.conn = conn;
     try {
-      const existing = await this.statTemp(conn);
-      if (existing?.isFile() && existing.size <= this.size && existing.size > 0) {
+      const context = this.context('write');
+      const temp = settle(this.statTemp(conn));
+      const folder = await this.driver.checkFolder(conn, foldersOf(this.key), context, true);
+      let existing: Stats | undefined;
+      if (folder !== 'created') {
+        const found = await temp;
+        if (!found.ok) throw found.error;
+        existing = found.value;
+      }
+      if (existing && existing.size <= this.size && existing.size > 0) {
         this.handle = await this.openTemp(conn, 'r+');
         this.existingBytes = existing.size;
         for (let index = 0; index < this.parts; index++) {
@@ -557,18 +799,14 @@ class SftpWriteSession implements WriteSession {
     }
   }
 
-  private async statTemp(conn: SftpConnection): Promise<Stats | undefined> {
-    try {
-      return await conn.call<Stats>(this.context('write'), (sftp, done) => sftp.lstat(this.tempPath, done));
-    } catch (err) {
-      if ((err as { kind?: string }).kind === 'not-found') return undefined;
-      throw err;
-    }
+  /** The temp file, `undefined` when there is none; rejects when something else holds its name. */
+  private statTemp(conn: SftpConnection): Promise<Stats | undefined> {
+    return this.driver.tempStats(conn, this.tempPath, this.context('write'));
   }
 
-  /** Opens the temp file; `w` also creates missing folders. */
+  /** Opens the temp file; `w` also makes the folders again when they have gone. */
   private async openTemp(conn: SftpConnection, flags: 'r+' | 'w'): Promise<Buffer> {
-    if (flags === 'w') return this.driver.openCreating(conn, this.tempPath, this.context('write'));
+    if (flags === 'w') return this.driver.openCreating(conn, this.key, this.tempPath, this.context('write'));
     return conn.call<Buffer>(this.context('write'), (sftp, done) => sftp.open(this.tempPath, flags, done));
   }
 
@@ -605,7 +843,7 @@ class SftpWriteSession implements WriteSession {
     try {
       const existing = await this.statTemp(conn);
       let handle: Buffer;
-      if (existing?.isFile()) {
+      if (existing) {
         handle = await this.openTemp(conn, 'r+');
       } else {
         // The temp file vanished: everything stored so far is gone with it.
@@ -753,7 +991,7 @@ class SftpWriteSession implements WriteSession {
     const conn = this.conn;
     if (await this.statTemp(conn)) return false;
     try {
-      const final = await conn.call<Stats>(this.context('commit'), (sftp, done) => sftp.stat(this.finalPath, done));
+      const final = await conn.call<Stats>(this.context('commit'), (sftp, done) => sftp.lstat(this.finalPath, done));
       return final.isFile() && final.size === this.size;
     } catch (err) {
       if ((err as { kind?: string }).kind === 'not-found') return false;
@@ -934,6 +1172,36 @@ async function closeQuietlyAndWait(conn: SftpConnection, handle: Buffer): Promis
   } catch {
     /* the handle dies with the connection anyway */
   }
+}
+
+type Settled<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: unknown };
+
+/** A promise that never rejects: it may be started early and then dropped unawaited. */
+function settle<T>(promise: Promise<T>): Promise<Settled<T>> {
+  return promise.then(
+    (value): Settled<T> => ({ ok: true, value }),
+    (error: unknown): Settled<T> => ({ ok: false, error }),
+  );
+}
+
+function isNotFound(err: unknown): boolean {
+  return (err as { kind?: string } | null)?.kind === 'not-found';
+}
+
+function missingAsUndefined(err: unknown): undefined {
+  if (isNotFound(err)) return undefined;
+  throw err;
+}
+
+/** The folder segments of a key: `a/b/c` -> `['a', 'b']`. */
+function foldersOf(key: string): string[] {
+  return key.split('/').slice(0, -1);
+}
+
+/** True when the absolute `path` is `realRoot` or below it. */
+function isInside(path: string, realRoot: string): boolean {
+  if (realRoot === '/') return path.startsWith('/');
+  return path === realRoot || path.startsWith(`${realRoot}/`);
 }
 
 /** The temp path of a final path (same folder). */
