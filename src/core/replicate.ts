@@ -14,6 +14,12 @@
  * checkpoint are skipped; files present but unrecorded are hashed in place ("adopted"); partial
  * writes (temp files, open multipart uploads) are found by the driver and only the parts that
  * do not already match are sent.
+ *
+ * The progress checkpoint (see src/manifest/manifest.ts) is `progress.json` plus a journal of
+ * the files committed since: each checkpoint syncs the destination, then appends one small
+ * journal entry with the files that sync made durable; `progress.json` is rewritten with every
+ * record only when the journal has grown as large as it, or to 256 entries, so the cost of
+ * checkpoints stays proportional to the files copied, whatever the backup's size.
  */
 import PQueue from 'p-queue';
 import { assertComplete, backupTimeFromName, inspectBackup } from '../backup/index.js';
@@ -21,7 +27,7 @@ import type { Driver, WriteSession } from '../drivers/types.js';
 import { errorKind, errorMessage, OffsiteError, type ErrorKind, UsageError } from '../errors.js';
 import { getHasher } from '../hash/xxh64.js';
 import {
-  buildManifestBody, manifestKey, OFFSITE_DIR, progressKey, readManifestAt, writeManifestAt,
+  buildManifestBody, manifestKey, OFFSITE_DIR, progressJournalKey, progressJournalSequence, progressKey, readManifestAt, writeManifestAt,
   type Manifest, type ManifestFile,
 } from '../manifest/manifest.js';
 import { ChunkPool } from './buffers.js';
@@ -120,15 +126,37 @@ function problem(err: unknown, path?: string): ProblemReport {
   return { path, kind: errorKind(err), code: err instanceof OffsiteError ? err.code : 'E_INTERNAL', message: errorMessage(err) };
 }
 
-/** Reads what a destination holds for `backup`. */
-export async function readDestinationState(driver: Driver, backup: string, signal?: AbortSignal): Promise<DestinationState> {
+/** What a destination holds for a backup, with the journal of its progress checkpoint. */
+export interface DestinationHoldings extends DestinationState {
+  readonly progressJournal: ProgressJournal;
+}
+
+export interface ProgressJournal {
+  /** Files in `progress.json` when it is there and valid. */
+  readonly baseFiles?: number;
+  /** The journal entries there, oldest first; `included` when `progress.json` already has their files. */
+  readonly entries: readonly { readonly key: string; readonly sequence: number; readonly included: boolean; readonly files: number }[];
+}
+
+/**
+ * Reads what a destination holds for `backup`. `progress` is `progress.json` with the journal
+ * entries it does not include applied on top, in order (entries with another chunk size than the
+ * newest one are left out: their hashes would not be usable).
+ */
+export async function readDestinationState(driver: Driver, backup: string, signal?: AbortSignal): Promise<DestinationHoldings> {
   const present = new Map<string, number>();
   const prefix = `${backup}/`;
+  const journal: { key: string; sequence: number }[] = [];
   for await (const entry of driver.list(prefix, { signal })) {
     const path = entry.key.slice(prefix.length);
-    if (path.startsWith(`${OFFSITE_DIR}/`)) continue;
+    if (path.startsWith(`${OFFSITE_DIR}/`)) {
+      const sequence = progressJournalSequence(backup, entry.key);
+      if (sequence !== undefined) journal.push({ key: entry.key, sequence });
+      continue;
+    }
     present.set(path, entry.size);
   }
+  journal.sort((a, b) => a.sequence - b.sequence);
   let manifest: Manifest | undefined;
   let manifestProblem: string | undefined;
   try {
@@ -137,14 +165,48 @@ export async function readDestinationState(driver: Driver, backup: string, signa
     if (errorKind(err) !== 'integrity') throw err;
     manifestProblem = errorMessage(err);
   }
-  let progress: Manifest | undefined;
-  try {
-    progress = await readManifestAt(driver, progressKey(backup), { signal });
-  } catch (err) {
-    if (errorKind(err) !== 'integrity') throw err; // a damaged checkpoint only costs re-reading
+  // A damaged checkpoint or journal entry only costs re-reading the files it recorded.
+  const readQuietly = async (key: string): Promise<Manifest | undefined> => {
+    try {
+      return await readManifestAt(driver, key, { signal });
+    } catch (err) {
+      if (errorKind(err) !== 'integrity') throw err;
+      return undefined;
+    }
+  };
+  const base = await readQuietly(progressKey(backup));
+  const through = base?.includesThrough ?? 0;
+  const toRead = journal.filter((j) => j.sequence > through);
+  const read = new Array<Manifest | undefined>(toRead.length);
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(8, toRead.length) }, async () => {
+    while (next < toRead.length) {
+      const i = next++;
+      read[i] = await readQuietly((toRead[i] as { key: string }).key);
+    }
+  }));
+  const layers = [base, ...read].filter((m): m is Manifest => m !== undefined);
+  const newest = layers[layers.length - 1];
+  let progress: Manifest | undefined = base;
+  if (newest !== undefined && newest !== base) {
+    const files = new Map<string, ManifestFile>();
+    for (const layer of layers) {
+      if (layer.chunkBytes !== newest.chunkBytes) continue;
+      for (const f of layer.files) files.set(f.path, f);
+    }
+    let totalBytes = 0;
+    for (const f of files.values()) totalBytes += f.size;
+    progress = { ...newest, kind: 'progress', files: [...files.values()], fileCount: files.size, totalBytes };
   }
-  return { name: driver.name, manifest, manifestProblem, progress, present };
+  const entries = journal.map((j) => {
+    const i = toRead.indexOf(j);
+    return { ...j, included: j.sequence <= through, files: i < 0 ? 0 : read[i]?.fileCount ?? 0 };
+  });
+  return { name: driver.name, manifest, manifestProblem, progress, present, progressJournal: { baseFiles: base?.fileCount, entries } };
 }
+
+/** Journal entries (files) before `progress.json` is rewritten with every record (see the file comment). */
+const MAX_JOURNAL_ENTRIES = 256;
 
 /** One destination during a run. */
 class DestinationRun {
@@ -160,15 +222,26 @@ class DestinationRun {
   private checkpointChain: Promise<void> = Promise.resolve();
   private dirty = false;
   private checkpointIntervalMs: number;
+  /** Records since the last checkpoint written, in the order they were made. */
+  private pending: ManifestFile[] = [];
+  /** Files in `progress.json` at the destination, `undefined` while there is none. */
+  private baseFiles: number | undefined;
+  /** Journal entries at the destination: `live` ones are not in `progress.json` yet. */
+  private journal: { key: string; live: boolean; files: number }[];
+  private nextSequence: number;
 
   constructor(
     readonly driver: Driver,
     readonly plan: DestinationPlan,
     private readonly context: { backup: string; source: string; chunkBytes: number; checkpointIntervalMs: number; emit: (e: ReplicateEvent) => void },
+    progressJournal?: ProgressJournal,
   ) {
     this.checkpointIntervalMs = context.checkpointIntervalMs;
     this.actions = new Map(plan.actions.map((a) => [a.path, a]));
     for (const action of plan.actions) if (action.record) this.records.set(action.path, action.record);
+    this.baseFiles = progressJournal?.baseFiles;
+    this.journal = (progressJournal?.entries ?? []).map((e) => ({ key: e.key, live: !e.included, files: e.files }));
+    this.nextSequence = 1 + Math.max(0, ...(progressJournal?.entries ?? []).map((e) => e.sequence));
   }
 
   get name(): string { return this.driver.name; }
@@ -194,6 +267,7 @@ class DestinationRun {
 
   record(file: ManifestFile, how: 'copied' | 'adopted'): void {
     this.records.set(file.path, file);
+    this.pending.push(file);
     if (how === 'copied') this.filesCopied++; else this.filesAdopted++;
     this.context.emit({ type: 'file-done', destination: this.name, path: file.path, how });
     this.scheduleCheckpoint();
@@ -208,25 +282,73 @@ class DestinationRun {
     }, this.checkpointIntervalMs);
   }
 
-  /** Writes the progress checkpoint (serialized; a failure only costs re-hashing later). */
+  /**
+   * Writes the progress checkpoint (serialized; a failure only costs re-hashing later): syncs
+   * the destination, then records the files committed before that sync, as a journal entry or,
+   * when the journal has grown large, by rewriting `progress.json` with every record.
+   */
   writeCheckpoint(): Promise<void> {
     this.checkpointChain = this.checkpointChain.then(async () => {
       if (!this.dirty) return;
       this.dirty = false;
       const started = Date.now();
-      // Only files made durable by this sync may be recorded as done.
-      const files = [...this.records.values()];
+      // Only files made durable by this sync may be recorded as done: take them before it.
+      const batch = this.pending;
+      this.pending = [];
+      const live = this.journal.filter((e) => e.live);
+      const journalFiles = live.reduce((sum, e) => sum + e.files, 0) + batch.length;
+      const rewrite = this.baseFiles === undefined || live.length >= MAX_JOURNAL_ENTRIES || journalFiles > Math.max(this.baseFiles, 1000);
+      const all = rewrite ? [...this.records.values()] : [];
       try {
         await this.driver.sync?.();
-        const body = buildManifestBody({ kind: 'progress', backup: this.context.backup, source: this.context.source, chunkBytes: this.context.chunkBytes, files });
-        await writeManifestAt(this.driver, progressKey(this.context.backup), body);
+        const { backup, source, chunkBytes } = this.context;
+        if (rewrite) {
+          const includesThrough = this.nextSequence - 1;
+          const body = buildManifestBody({ kind: 'progress', backup, source, chunkBytes, files: all, includesThrough });
+          await writeManifestAt(this.driver, progressKey(backup), body, { pretty: false });
+          this.baseFiles = all.length;
+          for (const e of this.journal) e.live = false;
+          await this.deleteJournal(); // best effort: progress.json says they are included
+        } else {
+          // The number is used even if the write fails (it may have landed): the next
+          // rewrite of progress.json includes it, and deletes it.
+          const sequence = this.nextSequence++;
+          const key = progressJournalKey(backup, sequence);
+          this.journal.push({ key, live: true, files: batch.length });
+          const body = buildManifestBody({ kind: 'progress', backup, source, chunkBytes, files: batch, sequence });
+          await writeManifestAt(this.driver, key, body, { pretty: false });
+        }
       } catch {
+        this.pending = batch.concat(this.pending);
         this.dirty = true;
       }
-      // The checkpoint grows with the file count: keep its cost under ~10% of the run.
+      // Keep the checkpoints' cost under ~10% of the run.
       this.checkpointIntervalMs = Math.max(this.context.checkpointIntervalMs, 10 * (Date.now() - started));
     });
     return this.checkpointChain;
+  }
+
+  /** Deletes the journal entries that `progress.json` includes (all of them once it is gone). */
+  private async deleteJournal(all = false): Promise<void> {
+    const doomed = this.journal.filter((e) => all || !e.live);
+    let next = 0;
+    await Promise.all(Array.from({ length: Math.min(4, doomed.length) }, async () => {
+      while (next < doomed.length) {
+        const entry = doomed[next++] as { key: string };
+        try {
+          await this.driver.delete(entry.key);
+          this.journal = this.journal.filter((e) => e !== entry);
+        } catch {
+          // Left for the next rewrite (a later run skips entries that progress.json includes).
+        }
+      }
+    }));
+  }
+
+  /** Removes the checkpoint once the manifest is written: `progress.json`, then its journal. */
+  async deleteProgress(signal?: AbortSignal): Promise<void> {
+    await this.driver.delete(progressKey(this.context.backup), { signal }).catch(() => undefined);
+    await this.deleteJournal(true);
   }
 
   stopCheckpoints(): Promise<void> {
@@ -491,7 +613,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   const locks: HeldLock[] = [];
   const order = (a: DestinationState, b: DestinationState) =>
     options.destinations.findIndex((d) => d.name === a.name) - options.destinations.findIndex((d) => d.name === b.name);
-  const states = new Map<string, DestinationState>();
+  const states = new Map<string, DestinationHoldings>();
   const readState = async (d: Driver, lock: boolean): Promise<void> => {
     try {
       if (lock) locks.push(await acquireLock(d, backup, { ...options.lock, signal }));
@@ -514,7 +636,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
 
   try {
     const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit };
-    const runs = plan.destinations.map((p) => new DestinationRun(options.destinations.find((d) => d.name === p.destination) as Driver, p, context));
+    const runs = plan.destinations.map((p) => new DestinationRun(options.destinations.find((d) => d.name === p.destination) as Driver, p, context, states.get(p.destination)?.progressJournal));
     const pool = new ChunkPool(chunkBytes, Math.max(options.memoryBudgetBytes ?? 64 * 1024 * 1024, 2 * chunkBytes));
     const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, signal, bytesRead: 0 };
     for (const run of runs) for (const m of missing) if (run.needs(m.path)) run.fail(m.error, m.path);
@@ -561,7 +683,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
           await run.driver.sync?.({ signal });
           await writeManifestAt(run.driver, manifestKey(backup), body, { signal });
           await run.driver.sync?.({ signal });
-          await run.driver.delete(progressKey(backup), { signal }).catch(() => undefined);
+          await run.deleteProgress(signal);
           results.push({ ...counts, status: 'complete', manifestKey: manifestKey(backup), errors: [] });
           continue;
         } catch (err) {
