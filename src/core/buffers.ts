@@ -5,45 +5,69 @@
  * memory pressure" every few MB (521 of them, ~10 s, in a 1 GiB copy). Reusing a small set of
  * buffers removes that, and the budget bounds the bytes in flight whatever the backup's size.
  *
+ * Small buffers (a file of a few KB, the tail of a file) are not taken from the pool: each is
+ * allocated at its own size and charged that size against the budget. Charging a whole chunk
+ * for a 4 KB read let only `budget / chunk` (8) small files be in flight at once, and kept an
+ * 8 MiB buffer per file in use.
+ *
  * Every buffer handed out has one reference; `retain` adds more (one per destination that will
- * write it), `release` drops one, and at zero the backing memory returns to the pool.
+ * write it), `release` drops one, and at zero the buffer's bytes return to the budget (and a
+ * pooled buffer to the pool).
  */
 export class ChunkPool {
   private readonly free: Buffer[] = [];
-  private readonly owned = new Map<ArrayBufferLike, { backing: Buffer; refs: number }>();
+  private readonly owned = new Map<ArrayBufferLike, { backing: Buffer; refs: number; bytes: number }>();
   private waiters: (() => void)[] = [];
+  private charged = 0;
+  /** Buffers of at most this many bytes are allocated at their size instead of taken from the pool. */
+  readonly smallBytes: number;
 
   /**
    * @param chunkBytes capacity of every pooled buffer
    * @param budgetBytes bytes of buffers in use before `room()` waits @default 64 MiB
    */
-  constructor(readonly chunkBytes: number, readonly budgetBytes = 64 * 1024 * 1024) {}
+  constructor(readonly chunkBytes: number, readonly budgetBytes = 64 * 1024 * 1024) {
+    this.smallBytes = Math.floor(chunkBytes / 8);
+  }
 
   /** Buffers currently handed out. */
   get inUse(): number {
     return this.owned.size;
   }
 
+  /** Bytes charged against the budget by the buffers handed out. */
+  get inUseBytes(): number {
+    return this.charged;
+  }
+
   /** A buffer of `size` bytes (at most `chunkBytes`), uninitialized, with one reference. */
   allocate = (size: number): Buffer => {
-    if (size > this.chunkBytes) return Buffer.allocUnsafe(size);
+    if (size > this.chunkBytes || size === 0) return Buffer.allocUnsafe(size);
+    if (size <= this.smallBytes) {
+      const small = Buffer.allocUnsafeSlow(size); // its own ArrayBuffer: how the pool tells buffers apart
+      this.owned.set(small.buffer, { backing: small, refs: 1, bytes: size });
+      this.charged += size;
+      return small;
+    }
     const backing = this.free.pop() ?? Buffer.allocUnsafeSlow(this.chunkBytes);
-    this.owned.set(backing.buffer, { backing, refs: 1 });
+    this.owned.set(backing.buffer, { backing, refs: 1, bytes: this.chunkBytes });
+    this.charged += this.chunkBytes;
     return size === this.chunkBytes ? backing : backing.subarray(0, size);
   };
 
-  /** Adds `count` references to a pooled buffer (no-op for other buffers). */
+  /** Adds `count` references to a buffer from this pool (no-op for other buffers). */
   retain(buffer: Uint8Array, count = 1): void {
     const entry = this.owned.get(buffer.buffer);
     if (entry) entry.refs += count;
   }
 
-  /** Drops one reference; the buffer returns to the pool at zero. Other buffers are ignored. */
+  /** Drops one reference; at zero the buffer's bytes return to the budget. Other buffers are ignored. */
   release(buffer: Uint8Array): void {
     const entry = this.owned.get(buffer.buffer);
     if (!entry || --entry.refs > 0) return;
     this.owned.delete(entry.backing.buffer);
-    if (this.free.length < Math.max(2, this.budgetBytes / this.chunkBytes)) this.free.push(entry.backing);
+    this.charged -= entry.bytes;
+    if (entry.backing.length === this.chunkBytes && this.free.length < Math.max(2, this.budgetBytes / this.chunkBytes)) this.free.push(entry.backing);
     const waiters = this.waiters;
     this.waiters = [];
     for (const wake of waiters) wake();
@@ -55,8 +79,9 @@ export class ChunkPool {
    * stall the run; the budget is then exceeded by those few buffers.
    */
   async room(maxWaitMs = 1000): Promise<void> {
+    if (this.charged < this.budgetBytes) return;
     const deadline = Date.now() + maxWaitMs;
-    while (this.owned.size * this.chunkBytes >= this.budgetBytes && Date.now() < deadline) {
+    while (this.charged >= this.budgetBytes && Date.now() < deadline) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, Math.max(deadline - Date.now(), 0));
         this.waiters.push(() => { clearTimeout(timer); resolve(); });
