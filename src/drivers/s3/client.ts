@@ -6,6 +6,11 @@
  *   blackholed request only logs a warning and hangs for about a minute).
  * - Flexible checksums only where the vendor table says the server supports them; every upload
  *   still carries `Content-MD5`, which every S3 implementation verifies.
+ * - Uploads are not hashed a second time for the signature: a request that carries `Content-MD5`
+ *   is signed with `x-amz-content-sha256: UNSIGNED-PAYLOAD` (see `signUploadsUnsigned`).
+ * - No `Expect: 100-continue`: with our own agents the SDK sends the body at once anyway
+ *   (it only waits for "100 Continue" on agents it made itself), so the header only cost an
+ *   interim response per upload.
  * - Storage class is applied to final objects (PutObject, CopyObject) but never to multipart
  *   uploads: those are completed under a temp key and then copied, and a GLACIER/DEEP_ARCHIVE
  *   temp object could not be copied without a restore.
@@ -26,6 +31,34 @@ import type { ObjectStore, OpenUpload, StoredObject, StoredPart } from './store.
 /** Strips quotes and lower-cases an ETag (`"ABC"` -> `abc`). */
 export function cleanEtag(etag: string | undefined): string {
   return (etag ?? '').replace(/"/g, '').toLowerCase();
+}
+
+/**
+ * Signs requests that carry `Content-MD5` with `x-amz-content-sha256: UNSIGNED-PAYLOAD` instead
+ * of the SHA-256 of the body (PutObject, UploadPart): SigV4 allows it, and the SDK's signer
+ * (@smithy/signature-v4 `getPayloadHash`) uses a value already in that header instead of hashing
+ * the body, which saves hashing every uploaded byte a second time. Integrity is unchanged: the
+ * server still checks the body against Content-MD5, a signed header (so it cannot be altered on the
+ * way without breaking the signature, over HTTP as over HTTPS), and the engine compares its own
+ * XXH64. Requests without Content-MD5 (small XML bodies such as CompleteMultipartUpload) are
+ * signed as before, as is a request whose hash header another middleware already set.
+ */
+export function signUploadsUnsigned(stack: S3Client['middlewareStack']): void {
+  type Args = { readonly request?: { headers?: Record<string, string> } };
+  const middleware = (next: (args: Args) => Promise<unknown>) => async (args: Args): Promise<unknown> => {
+    const headers = args.request?.headers;
+    if (headers !== undefined && hasHeader(headers, 'content-md5') && !hasHeader(headers, 'x-amz-content-sha256')) {
+      headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+    }
+    return next(args);
+  };
+  stack.addRelativeTo(middleware as unknown as Parameters<S3Client['middlewareStack']['addRelativeTo']>[0], {
+    name: 'offsiteUnsignedPayload', relation: 'before', toMiddleware: 'httpSigningMiddleware', override: true,
+  });
+}
+
+function hasHeader(headers: Record<string, string>, lowerName: string): boolean {
+  return Object.keys(headers).some((name) => name.toLowerCase() === lowerName);
 }
 
 /** Bytes per UploadPartCopy request in a multipart copy: big, but under 5 GiB and 10,000 parts. */
@@ -56,6 +89,7 @@ export class AwsStore implements ObjectStore {
       requestChecksumCalculation: options.requestChecksumCalculation,
       responseChecksumValidation: options.responseChecksumValidation,
       maxAttempts: 1,
+      expectContinueHeader: false,
       requestHandler: new NodeHttpHandler({
         connectionTimeout: options.connectTimeoutMs,
         requestTimeout: options.requestTimeoutMs,
@@ -65,6 +99,7 @@ export class AwsStore implements ObjectStore {
         httpsAgent: new HttpsAgent(agentOptions),
       }),
     });
+    signUploadsUnsigned(this.#client.middlewareStack);
   }
 
   #encryption(): { ServerSideEncryption?: ServerSideEncryption; SSEKMSKeyId?: string } {
