@@ -1,8 +1,8 @@
 /**
  * The upload path of the `s3` driver, beyond the conformance suite: the request shape, against
  * a local fake endpoint that records what arrives (no server needed): uploads are signed with
- * UNSIGNED-PAYLOAD next to a signed Content-MD5, other bodies keep their SHA-256, and there is no
- * `Expect: 100-continue`.
+ * UNSIGNED-PAYLOAD next to a signed Content-MD5, other bodies keep their SHA-256, there is no
+ * `Expect: 100-continue`, and the reused middleware chains honour each call's own abort signal.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -94,5 +94,18 @@ describe('s3 upload requests (fake endpoint)', () => {
     assert.ok(request !== undefined && request.body.length > 0);
     assert.equal(request.headers['content-md5'], undefined);
     assert.equal(request.headers['x-amz-content-sha256'], createHash('sha256').update(request.body).digest('hex'));
+  });
+
+  it('the reused middleware chains honour each call\'s own signal', async () => {
+    fake.requests.length = 0;
+    const aborted = new AbortController();
+    aborted.abort();
+    await assert.rejects(store.head('k', aborted.signal), (err: Error) => err.name === 'AbortError', 'an aborted signal rejects');
+    const live = new AbortController();
+    assert.equal((await store.head('k', live.signal))?.size, 3, 'another signal still works');
+    assert.equal((await store.head('k'))?.size, 3, 'no signal still works');
+    await assert.rejects(store.head('k', aborted.signal), (err: Error) => err.name === 'AbortError', 'the aborted signal still rejects');
+    assert.equal((await store.head('k', live.signal))?.size, 3, 'the cached chain of the live signal still works');
+    assert.equal(fake.requests.length, 3, 'aborted calls send nothing');
   });
 });

@@ -11,6 +11,8 @@
  * - No `Expect: 100-continue`: with our own agents the SDK sends the body at once anyway
  *   (it only waits for "100 Continue" on agents it made itself), so the header only cost an
  *   interim response per upload.
+ * - Requests go through `#send`, which reuses the resolved middleware chain of a command class
+ *   (what the SDK's `cacheMiddleware` does, but also for requests that carry an abort signal).
  * - Storage class is applied to final objects (PutObject, CopyObject) but never to multipart
  *   uploads: those are completed under a temp key and then copied, and a GLACIER/DEEP_ARCHIVE
  *   temp object could not be copied without a restore.
@@ -70,10 +72,20 @@ export function copyPartBytes(size: number, maxParts: number): number {
 export type AwsStoreOptions = Pick<S3Options, 'endpoint' | 'region' | 'bucket' | 'forcePathStyle' | 'credentials' | 'storageClass' | 'sse' | 'sseKmsKeyId'
   | 'requestChecksumCalculation' | 'responseChecksumValidation' | 'connectTimeoutMs' | 'requestTimeoutMs' | 'maxConcurrency' | 'multipartCopyThresholdBytes' | 'maxParts'>;
 
+type Handler<I, O> = (args: { readonly input: I }) => Promise<{ readonly output: O }>;
+
+/** What `#send` needs of an SDK command (`Command.resolveMiddleware` is public in @smithy/types). */
+interface Resolvable<I, O> {
+  readonly input: I;
+  resolveMiddleware(stack: S3Client['middlewareStack'], config: S3Client['config'], options: { abortSignal: AbortSignal } | undefined): Handler<I, O>;
+}
+
 export class AwsStore implements ObjectStore {
   readonly endpoint: string;
   readonly bucket: string;
   readonly #client: S3Client;
+  /** Resolved middleware chains by abort signal (or this store, for none), then command class. */
+  readonly #handlers = new WeakMap<object, Map<unknown, Handler<object, unknown>>>();
   readonly #options: AwsStoreOptions;
 
   constructor(options: AwsStoreOptions) {
@@ -102,6 +114,26 @@ export class AwsStore implements ObjectStore {
     signUploadsUnsigned(this.#client.middlewareStack);
   }
 
+  /**
+   * `client.send(command, { abortSignal })`, but the middleware chain the SDK resolves for a
+   * command class (and abort signal) is built once and reused, as the SDK does itself with
+   * `cacheMiddleware: true` for requests without options: resolving it costs about as much CPU
+   * as the rest of a small request. The engine passes one signal for a whole run, so the cache
+   * holds a chain per command class. The chain reads everything request-specific from the
+   * command it is given.
+   */
+  #send<I extends object, O>(command: Resolvable<I, O>, signal: AbortSignal | undefined): Promise<O> {
+    const key = signal ?? this;
+    let handlers = this.#handlers.get(key);
+    if (handlers === undefined) this.#handlers.set(key, (handlers = new Map()));
+    let handler = handlers.get(command.constructor) as Handler<I, O> | undefined;
+    if (handler === undefined) {
+      handler = command.resolveMiddleware(this.#client.middlewareStack, this.#client.config, signal === undefined ? undefined : { abortSignal: signal });
+      handlers.set(command.constructor, handler as Handler<object, unknown>);
+    }
+    return handler(command).then((result) => result.output);
+  }
+
   #encryption(): { ServerSideEncryption?: ServerSideEncryption; SSEKMSKeyId?: string } {
     const { sse, sseKmsKeyId } = this.#options;
     return {
@@ -116,7 +148,7 @@ export class AwsStore implements ObjectStore {
 
   async head(key: string, signal?: AbortSignal): Promise<StoredObject | undefined> {
     try {
-      const out = await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
+      const out = await this.#send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), signal);
       return { key, size: out.ContentLength ?? 0, mtimeMs: out.LastModified?.getTime() ?? 0, etag: cleanEtag(out.ETag), metadata: out.Metadata ?? {} };
     } catch (err) {
       const failure = describeAwsError(err);
@@ -127,7 +159,7 @@ export class AwsStore implements ObjectStore {
 
   async bucketExists(signal?: AbortSignal): Promise<boolean> {
     try {
-      await this.#client.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: signal });
+      await this.#send(new HeadBucketCommand({ Bucket: this.bucket }), signal);
       return true;
     } catch (err) {
       const failure = describeAwsError(err);
@@ -138,7 +170,7 @@ export class AwsStore implements ObjectStore {
 
   async get(key: string, start: number, end: number | undefined, signal?: AbortSignal): Promise<Readable> {
     const range = start === 0 && end === undefined ? undefined : `bytes=${start}-${end === undefined ? '' : end - 1}`;
-    const out = await this.#client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(range ? { Range: range } : {}) }), { abortSignal: signal });
+    const out = await this.#send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(range ? { Range: range } : {}) }), signal);
     const body = out.Body;
     if (body instanceof Readable) return body;
     if (body === undefined) return Readable.from([]);
@@ -148,9 +180,9 @@ export class AwsStore implements ObjectStore {
   async *list(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject> {
     let token: string | undefined;
     do {
-      const out = await this.#client.send(new ListObjectsV2Command({
+      const out = await this.#send(new ListObjectsV2Command({
         Bucket: this.bucket, Prefix: prefix, MaxKeys: pageSize, ...(token ? { ContinuationToken: token } : {}),
-      }), { abortSignal: signal });
+      }), signal);
       for (const item of out.Contents ?? []) {
         if (item.Key === undefined) continue;
         yield { key: item.Key, size: item.Size ?? 0, mtimeMs: item.LastModified?.getTime() ?? 0 };
@@ -160,14 +192,14 @@ export class AwsStore implements ObjectStore {
   }
 
   async put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal): Promise<void> {
-    await this.#client.send(new PutObjectCommand({
+    await this.#send(new PutObjectCommand({
       Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ContentMD5: md5Base64, Metadata: metadata,
       ...this.#storageClass(), ...this.#encryption(),
-    }), { abortSignal: signal });
+    }), signal);
   }
 
   async createUpload(key: string, signal?: AbortSignal): Promise<string> {
-    const out = await this.#client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ...this.#encryption() }), { abortSignal: signal });
+    const out = await this.#send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ...this.#encryption() }), signal);
     if (!out.UploadId) throw Object.assign(new Error('CreateMultipartUpload returned no UploadId'), { $metadata: { httpStatusCode: 500 } });
     return out.UploadId;
   }
@@ -176,10 +208,10 @@ export class AwsStore implements ObjectStore {
     let keyMarker: string | undefined;
     let uploadIdMarker: string | undefined;
     do {
-      const out = await this.#client.send(new ListMultipartUploadsCommand({
+      const out = await this.#send(new ListMultipartUploadsCommand({
         Bucket: this.bucket, Prefix: prefix, MaxUploads: pageSize,
         ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}), ...(uploadIdMarker !== undefined ? { UploadIdMarker: uploadIdMarker } : {}),
-      }), { abortSignal: signal });
+      }), signal);
       for (const upload of out.Uploads ?? []) {
         if (upload.Key === undefined || upload.UploadId === undefined) continue;
         yield { key: upload.Key, uploadId: upload.UploadId, initiatedMs: upload.Initiated?.getTime() ?? 0 };
@@ -193,9 +225,9 @@ export class AwsStore implements ObjectStore {
   async *listParts(key: string, uploadId: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredPart> {
     let marker: string | undefined;
     do {
-      const out = await this.#client.send(new ListPartsCommand({
+      const out = await this.#send(new ListPartsCommand({
         Bucket: this.bucket, Key: key, UploadId: uploadId, MaxParts: pageSize, ...(marker !== undefined ? { PartNumberMarker: marker } : {}),
-      }), { abortSignal: signal });
+      }), signal);
       for (const part of out.Parts ?? []) {
         if (part.PartNumber === undefined) continue;
         yield { partNumber: part.PartNumber, size: part.Size ?? 0, etag: cleanEtag(part.ETag) };
@@ -205,22 +237,22 @@ export class AwsStore implements ObjectStore {
   }
 
   async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, md5Base64: string, signal?: AbortSignal): Promise<string> {
-    const out = await this.#client.send(new UploadPartCommand({
+    const out = await this.#send(new UploadPartCommand({
       Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length, ContentMD5: md5Base64,
-    }), { abortSignal: signal });
+    }), signal);
     return cleanEtag(out.ETag);
   }
 
   async completeUpload(key: string, uploadId: string, parts: ReadonlyArray<{ partNumber: number; etag: string }>, signal?: AbortSignal): Promise<void> {
-    await this.#client.send(new CompleteMultipartUploadCommand({
+    await this.#send(new CompleteMultipartUploadCommand({
       Bucket: this.bucket, Key: key, UploadId: uploadId,
       MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: `"${p.etag}"` })) },
-    }), { abortSignal: signal });
+    }), signal);
   }
 
   async abortUpload(key: string, uploadId: string, signal?: AbortSignal): Promise<void> {
     try {
-      await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }), { abortSignal: signal });
+      await this.#send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }), signal);
     } catch (err) {
       const failure = describeAwsError(err);
       if (failure.code === 'NoSuchUpload' || failure.status === 404) return;
@@ -231,15 +263,15 @@ export class AwsStore implements ObjectStore {
   async copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal): Promise<void> {
     const source = `${this.bucket}/${encodeURIComponent(fromKey).replace(/%2F/g, '/')}`;
     if (size <= this.#options.multipartCopyThresholdBytes) {
-      await this.#client.send(new CopyObjectCommand({
+      await this.#send(new CopyObjectCommand({
         Bucket: this.bucket, Key: toKey, CopySource: source, MetadataDirective: 'REPLACE', Metadata: metadata,
         ...this.#storageClass(), ...this.#encryption(),
-      }), { abortSignal: signal });
+      }), signal);
       return;
     }
-    const created = await this.#client.send(new CreateMultipartUploadCommand({
+    const created = await this.#send(new CreateMultipartUploadCommand({
       Bucket: this.bucket, Key: toKey, Metadata: metadata, ...this.#storageClass(), ...this.#encryption(),
-    }), { abortSignal: signal });
+    }), signal);
     const uploadId = created.UploadId as string;
     try {
       const step = copyPartBytes(size, this.#options.maxParts);
@@ -250,9 +282,9 @@ export class AwsStore implements ObjectStore {
         for (let index = next++; index < count; index = next++) {
           const first = index * step;
           const last = Math.min(size, first + step) - 1;
-          const out = await this.#client.send(new UploadPartCopyCommand({
+          const out = await this.#send(new UploadPartCopyCommand({
             Bucket: this.bucket, Key: toKey, UploadId: uploadId, PartNumber: index + 1, CopySource: source, CopySourceRange: `bytes=${first}-${last}`,
-          }), { abortSignal: signal });
+          }), signal);
           etags[index] = cleanEtag(out.CopyPartResult?.ETag);
         }
       };
@@ -265,7 +297,7 @@ export class AwsStore implements ObjectStore {
   }
 
   async delete(key: string, signal?: AbortSignal): Promise<void> {
-    await this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
+    await this.#send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), signal);
   }
 
   describeError(err: unknown): S3Failure {
