@@ -13,7 +13,8 @@
  *   server-side onto the final key with the metadata `offsite-hash` (CopyObject, or
  *   UploadPartCopy above `multipartCopyThresholdBytes`) and deletes the temp object.
  *
- * Why the extra copy: S3 fixes an object's metadata when the multipart upload is created, and
+ * Why the extra copy (multipart objects only: a single PutObject carries the hash itself):
+ * S3 fixes an object's metadata when the multipart upload is created, and
  * our whole-file hash is only known when the last part has been read. The alternatives are
  * worse: completing straight onto the final key and then copying the object onto itself to add
  * the hash makes the object visible without its hash (and, for a commit that fails the size
