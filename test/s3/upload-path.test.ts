@@ -1,8 +1,11 @@
 /**
- * The upload path of the `s3` driver, beyond the conformance suite: the request shape, against
- * a local fake endpoint that records what arrives (no server needed): uploads are signed with
- * UNSIGNED-PAYLOAD next to a signed Content-MD5, other bodies keep their SHA-256, there is no
- * `Expect: 100-continue`, and the reused middleware chains honour each call's own abort signal.
+ * The upload path of the `s3` driver, beyond the conformance suite:
+ * - request shape, against a local fake endpoint that records what arrives (no server needed):
+ *   uploads are signed with UNSIGNED-PAYLOAD next to a signed Content-MD5, other bodies keep
+ *   their SHA-256, no `Expect: 100-continue`; the reused middleware chains honour each call's
+ *   own abort signal;
+ * - `Slots` (./src/drivers/s3/resources.ts) on its own;
+ * - against Ceph RGW: `maxConcurrency` caps the uploads in flight.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -10,8 +13,13 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { AwsStore } from '../../src/drivers/s3/client.js';
+import { ObjectDriver } from '../../src/drivers/s3/driver.js';
 import { parseS3Options } from '../../src/drivers/s3/options.js';
-import { seededBytes } from '../conformance/suite.js';
+import { Slots } from '../../src/drivers/s3/resources.js';
+import type { ObjectStore } from '../../src/drivers/s3/store.js';
+import { AbortedError } from '../../src/errors.js';
+import { hashOf, partOf, readKey, seededBytes } from '../conformance/suite.js';
+import { freshBucket, removeFreshBuckets, requireServer, s3Section, testServer } from './server.js';
 
 const MiB = 1024 * 1024;
 
@@ -107,5 +115,111 @@ describe('s3 upload requests (fake endpoint)', () => {
     await assert.rejects(store.head('k', aborted.signal), (err: Error) => err.name === 'AbortError', 'the aborted signal still rejects');
     assert.equal((await store.head('k', live.signal))?.size, 3, 'the cached chain of the live signal still works');
     assert.equal(fake.requests.length, 3, 'aborted calls send nothing');
+  });
+});
+
+describe('Slots', () => {
+  it('lets `limit` run at once, the others in order, and frees a slot when a run fails', async () => {
+    const slots = new Slots(2);
+    let running = 0;
+    let peak = 0;
+    const order: number[] = [];
+    const job = (n: number, fail = false) => slots.run(undefined, 'job', async () => {
+      running++;
+      peak = Math.max(peak, running);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      running--;
+      order.push(n);
+      if (fail) throw new Error(`job ${n} failed`);
+      return n;
+    });
+    const results = await Promise.allSettled([job(1), job(2, true), job(3), job(4), job(5)]);
+    assert.equal(peak, 2);
+    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled']);
+    assert.deepEqual(order.slice(2).sort(), [3, 4, 5]);
+    assert.equal(slots.busy, 0);
+  });
+
+  it('a waiter whose signal fires rejects with AbortedError at once and never runs', async () => {
+    const slots = new Slots(1);
+    let release!: () => void;
+    const holder = slots.run(undefined, 'holder', () => new Promise<void>((resolve) => { release = resolve; }));
+    const controller = new AbortController();
+    let ran = false;
+    const waiter = slots.run(controller.signal, 'cloud: waiter', async () => { ran = true; });
+    controller.abort();
+    await assert.rejects(waiter, (err: unknown) => err instanceof AbortedError && err.message === 'cloud: waiter aborted');
+    release();
+    await holder;
+    assert.equal(ran, false);
+    assert.equal(slots.busy, 0, 'the aborted waiter took no slot');
+    await slots.run(undefined, 'next', async () => undefined); // and the slot is usable
+  });
+
+  it('refuses a limit below 1', () => {
+    assert.throws(() => new Slots(0), RangeError);
+  });
+});
+
+const found = testServer();
+const skip = 'skip' in found && found.skip ? found.error : undefined;
+
+/** A store that records the most uploads in flight at once. */
+function watchedStore(inner: ObjectStore, watch: { inFlight: number; peak: number }): ObjectStore {
+  const track = async <T>(send: () => Promise<T>): Promise<T> => {
+    watch.inFlight++;
+    watch.peak = Math.max(watch.peak, watch.inFlight);
+    try {
+      return await send();
+    } finally {
+      watch.inFlight--;
+    }
+  };
+  const overrides: Partial<ObjectStore> = {
+    uploadPart: (key, id, n, body, md5, signal) => track(() => inner.uploadPart(key, id, n, body, md5, signal)),
+    put: (key, body, md5, metadata, signal) => track(() => inner.put(key, body, md5, metadata, signal)),
+  };
+  return new Proxy(inner, {
+    get: (target, name: keyof ObjectStore) => {
+      const value = overrides[name] ?? target[name];
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}
+
+async function watchedDriver(bucket: string, maxConcurrency: number) {
+  const options = parseS3Options('cloud', s3Section(requireServer(), bucket));
+  const watch = { inFlight: 0, peak: 0 };
+  const driver = new ObjectDriver('cloud', watchedStore(new AwsStore(options), watch), {
+    prefix: '', description: 'test', maxConcurrency, maxParts: 10_000, listPageSize: 1000,
+  });
+  return { driver, watch };
+}
+
+describe('s3 upload path against Ceph RGW', { skip }, () => {
+  after(removeFreshBuckets);
+
+  it('maxConcurrency caps the uploads in flight, whatever the caller runs at once', async () => {
+    const bucket = await freshBucket(requireServer(), 's3-maxconc');
+    const { driver, watch } = await watchedDriver(bucket, 2);
+    try {
+      assert.equal(driver.capabilities.maxConcurrency, 2);
+      const part = 5 * MiB;
+      const data = seededBytes(part * 5 + 3, 3);
+      const session = await driver.openWrite('big', { size: data.length, partBytes: part });
+      const small = await Promise.all([0, 1, 2].map((i) => driver.openWrite(`small-${i}`, { size: 1000, partBytes: part })));
+      await Promise.all(small.map((s, i) => s.write(0, seededBytes(1000, 10 + i))));
+      await Promise.all([
+        ...[0, 1, 2, 3, 4, 5].map((i) => session.write(i, partOf(data, i, part))),
+        ...small.map(async (s, i) => s.commit({ hash: await hashOf(seededBytes(1000, 10 + i)) })),
+      ]);
+      assert.equal(watch.peak, 2, 'uploads in flight at most');
+      assert.equal(driver.uploadsInFlight, 0);
+      await session.commit({ hash: await hashOf(data) });
+      assert.ok((await readKey(driver, 'big')).equals(data));
+      assert.ok((await readKey(driver, 'small-2')).equals(seededBytes(1000, 12)));
+    } finally {
+      await driver.close();
+    }
   });
 });

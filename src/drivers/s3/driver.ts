@@ -12,6 +12,8 @@
  *   `commit` completes it (under the temp key), checks the size with a HEAD, copies it
  *   server-side onto the final key with the metadata `offsite-hash` (CopyObject, or
  *   UploadPartCopy above `multipartCopyThresholdBytes`) and deletes the temp object.
+ * - Uploads (PutObject, UploadPart) wait for one of `maxConcurrency` slots: that many are in
+ *   flight at most, whatever the engine's file and part concurrency.
  *
  * Why the extra copy (multipart objects only: a single PutObject carries the hash itself):
  * S3 fixes an object's metadata when the multipart upload is created, and
@@ -44,6 +46,7 @@ import { checkKey, checkPrefix, partCount, partRange } from '../keys.js';
 import type { Capabilities, CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
 import { classifyS3Error, type S3Failure } from './errors.js';
 import { S3_LIMITS } from './quirks.js';
+import { Slots } from './resources.js';
 import type { ObjectStore, StoredObject, StoredPart } from './store.js';
 
 /** User-metadata name of our whole-file hash (`x-amz-meta-offsite-hash`). */
@@ -60,6 +63,10 @@ export interface ObjectDriverSettings {
   readonly prefix: string;
   /** For humans and manifests: `s3://bucket/prefix @ endpoint`. No credentials. */
   readonly description: string;
+  /**
+   * Most uploads (PutObject, UploadPart) in flight at once through this driver, whatever the
+   * engine asks for (more wait here); also the HEADs `list` runs at once, and `capabilities.maxConcurrency`.
+   */
   readonly maxConcurrency: number;
   readonly maxParts: number;
   readonly listPageSize: number;
@@ -95,12 +102,14 @@ export class ObjectDriver implements Driver {
   readonly capabilities: Capabilities;
   readonly #store: ObjectStore;
   readonly #settings: ObjectDriverSettings;
+  readonly #uploads: Slots;
   #bucketChecked = false;
   #closed = false;
 
   constructor(readonly name: string, store: ObjectStore, settings: ObjectDriverSettings) {
     this.#store = store;
     this.#settings = settings;
+    this.#uploads = new Slots(settings.maxConcurrency);
     this.description = settings.description;
     this.capabilities = {
       rangeReads: true,
@@ -121,6 +130,16 @@ export class ObjectDriver implements Driver {
     checkKey(key);
     if (isTempKey(key)) throw new KeyError(key, 'names like .NAME.offsite-partial are reserved for offsite\'s temp files');
     return this.#settings.prefix + key;
+  }
+
+  /** Runs one upload request (PutObject, UploadPart) within the `maxConcurrency` limit. */
+  upload<T>(signal: AbortSignal | undefined, what: string, send: () => Promise<T>): Promise<T> {
+    return this.#uploads.run(signal, `${this.name}: ${what}`, send);
+  }
+
+  /** Uploads in flight right now (for tests). */
+  get uploadsInFlight(): number {
+    return this.#uploads.busy;
   }
 
   /** Classifies an SDK error with this driver's name, bucket and endpoint. */
@@ -462,7 +481,8 @@ class SinglePartSession extends Session {
       throw new DriverError('E_MISSING_PART', `${this.driver.name}: ${this.key}: commit: part 0 was never written`, { kind: 'fatal' });
     }
     try {
-      await this.store.put(this.full, body, md5(body).base64, { [HASH_METADATA]: options.hash }, options.signal);
+      const digest = md5(body).base64;
+      await this.driver.upload(options.signal, `${this.key}: commit`, () => this.store.put(this.full, body, digest, { [HASH_METADATA]: options.hash }, options.signal));
     } catch (err) {
       throw this.driver.fail(err, 'commit', this.full);
     }
@@ -531,7 +551,8 @@ class MultipartSession extends Session {
       const uploadId = await this.#upload(options.signal);
       const digest = md5(bytes);
       this.#confirmed.delete(index);
-      const etag = await this.store.uploadPart(this.temp, uploadId, index + 1, bytes, digest.base64, options.signal);
+      const etag = await this.driver.upload(options.signal, `${this.key}: write part ${index}`,
+        () => this.store.uploadPart(this.temp, uploadId, index + 1, bytes, digest.base64, options.signal));
       this.#confirmed.set(index, etag === '' ? digest.hex : etag);
     } catch (err) {
       throw this.driver.fail(err, `write part ${index}`, this.full);

@@ -22,7 +22,12 @@ export interface ObjectStoreTuning {
    * stays silent for min(requestTimeoutMs, 60 s). @default 300000
    */
   readonly requestTimeoutMs: number;
-  /** Concurrent requests the engine should run against this destination. @default 16 */
+  /**
+   * Most uploads (PutObject, UploadPart) in flight at once against this destination, whatever
+   * the engine's `--concurrency` and part concurrency ask for (the others wait in the driver).
+   * Also the HEADs that `list` runs at once to read stored hashes, and half the sockets kept
+   * open. @default 16
+   */
   readonly maxConcurrency: number;
   /**
    * Keys per page for ListObjectsV2, uploads per ListMultipartUploads page and parts per
