@@ -4,8 +4,10 @@
  *   uploads are signed with UNSIGNED-PAYLOAD next to a signed Content-MD5, other bodies keep
  *   their SHA-256, no `Expect: 100-continue`; the reused middleware chains honour each call's
  *   own abort signal;
- * - `Slots` (./src/drivers/s3/resources.ts) on its own;
- * - against Ceph RGW: `maxConcurrency` caps the uploads in flight.
+ * - `Slots` and `ByteStash` (./src/drivers/s3/resources.ts) on their own;
+ * - against Ceph RGW: `maxConcurrency` caps the uploads in flight; a single-part session keeps
+ *   its bytes across a failed commit, so a retried commit sends them again, and returns its
+ *   buffer for reuse once the object is stored.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -15,10 +17,10 @@ import { after, before, describe, it } from 'node:test';
 import { AwsStore } from '../../src/drivers/s3/client.js';
 import { ObjectDriver } from '../../src/drivers/s3/driver.js';
 import { parseS3Options } from '../../src/drivers/s3/options.js';
-import { Slots } from '../../src/drivers/s3/resources.js';
+import { ByteStash, Slots } from '../../src/drivers/s3/resources.js';
 import type { ObjectStore } from '../../src/drivers/s3/store.js';
 import { AbortedError } from '../../src/errors.js';
-import { hashOf, partOf, readKey, seededBytes } from '../conformance/suite.js';
+import { hashOf, partOf, readKey, rejectsWithKind, seededBytes } from '../conformance/suite.js';
 import { freshBucket, removeFreshBuckets, requireServer, s3Section, testServer } from './server.js';
 
 const MiB = 1024 * 1024;
@@ -161,11 +163,39 @@ describe('Slots', () => {
   });
 });
 
+describe('ByteStash', () => {
+  it('copies exactly, and reuses a returned buffer for the next copy of the same class', () => {
+    const stash = new ByteStash(MiB);
+    const first = stash.copy(seededBytes(100_000, 1));
+    assert.ok(first.equals(seededBytes(100_000, 1)));
+    const backing = first.buffer;
+    stash.release(first);
+    assert.equal(stash.idleBytes, 128 * 1024, 'a 100 kB copy lives in a 128 KiB buffer');
+    const second = stash.copy(seededBytes(70_000, 2));
+    assert.equal(second.buffer, backing, 'the same memory is reused');
+    assert.equal(second.length, 70_000);
+    assert.ok(second.equals(seededBytes(70_000, 2)));
+    assert.equal(stash.idleBytes, 0);
+  });
+
+  it('keeps at most maxIdleBytes idle and ignores buffers it did not hand out', () => {
+    const stash = new ByteStash(256 * 1024);
+    const copies = [stash.copy(Buffer.alloc(200_000)), stash.copy(Buffer.alloc(200_000)), stash.copy(Buffer.alloc(10))];
+    for (const c of copies) stash.release(c);
+    assert.equal(stash.idleBytes, 256 * 1024, 'one 256 KiB buffer kept, the rest dropped');
+    const roomy = new ByteStash(64 * MiB);
+    roomy.release(Buffer.alloc(64 * 1024).subarray(1));
+    roomy.release(Buffer.alloc(100_000));
+    roomy.release(Buffer.from('foreign'));
+    assert.equal(roomy.idleBytes, 0, 'foreign buffers are not taken');
+  });
+});
+
 const found = testServer();
 const skip = 'skip' in found && found.skip ? found.error : undefined;
 
-/** A store that records the most uploads in flight at once. */
-function watchedStore(inner: ObjectStore, watch: { inFlight: number; peak: number }): ObjectStore {
+/** A store that records the most uploads in flight at once, and can damage the next PutObject body. */
+function watchedStore(inner: ObjectStore, watch: { inFlight: number; peak: number; corruptNextPut: boolean }): ObjectStore {
   const track = async <T>(send: () => Promise<T>): Promise<T> => {
     watch.inFlight++;
     watch.peak = Math.max(watch.peak, watch.inFlight);
@@ -177,7 +207,15 @@ function watchedStore(inner: ObjectStore, watch: { inFlight: number; peak: numbe
   };
   const overrides: Partial<ObjectStore> = {
     uploadPart: (key, id, n, body, md5, signal) => track(() => inner.uploadPart(key, id, n, body, md5, signal)),
-    put: (key, body, md5, metadata, signal) => track(() => inner.put(key, body, md5, metadata, signal)),
+    put: (key, body, md5, metadata, signal) => {
+      let sent = body;
+      if (watch.corruptNextPut) {
+        watch.corruptNextPut = false;
+        sent = Buffer.from(body);
+        sent[0] = (sent[0] as number) ^ 0xff;
+      }
+      return track(() => inner.put(key, sent, md5, metadata, signal));
+    },
   };
   return new Proxy(inner, {
     get: (target, name: keyof ObjectStore) => {
@@ -189,7 +227,7 @@ function watchedStore(inner: ObjectStore, watch: { inFlight: number; peak: numbe
 
 async function watchedDriver(bucket: string, maxConcurrency: number) {
   const options = parseS3Options('cloud', s3Section(requireServer(), bucket));
-  const watch = { inFlight: 0, peak: 0 };
+  const watch = { inFlight: 0, peak: 0, corruptNextPut: false };
   const driver = new ObjectDriver('cloud', watchedStore(new AwsStore(options), watch), {
     prefix: '', description: 'test', maxConcurrency, maxParts: 10_000, listPageSize: 1000,
   });
@@ -218,6 +256,34 @@ describe('s3 upload path against Ceph RGW', { skip }, () => {
       await session.commit({ hash: await hashOf(data) });
       assert.ok((await readKey(driver, 'big')).equals(data));
       assert.ok((await readKey(driver, 'small-2')).equals(seededBytes(1000, 12)));
+    } finally {
+      await driver.close();
+    }
+  });
+
+  it('a single part survives a failed commit (the retry sends the same bytes) and its buffer is reused afterwards', async () => {
+    const bucket = await freshBucket(requireServer(), 's3-single');
+    const { driver, watch } = await watchedDriver(bucket, 4);
+    try {
+      const data = seededBytes(300_000, 4);
+      const caller = Buffer.from(data);
+      const session = await driver.openWrite('one', { size: data.length, partBytes: 5 * MiB });
+      await session.write(0, caller);
+      caller.fill(0); // the engine reuses its buffer once write resolved
+      watch.corruptNextPut = true;
+      await rejectsWithKind(() => hashOf(data).then((hash) => session.commit({ hash })), 'integrity', 'PutObject with damaged bytes');
+      assert.equal(await driver.stat('one'), undefined, 'nothing stored by the refused PutObject');
+      assert.equal(driver.stash.idleBytes, 0, 'the bytes are still held for the retry');
+      await session.commit({ hash: await hashOf(data) });
+      assert.ok((await readKey(driver, 'one')).equals(data));
+      assert.equal(driver.stash.idleBytes, 512 * 1024, 'the buffer went back to the stash');
+
+      const next = await driver.openWrite('two', { size: 400_000, partBytes: 5 * MiB });
+      await next.write(0, seededBytes(400_000, 5)); // the same 512 KiB class
+      assert.equal(driver.stash.idleBytes, 0, 'the next session took it');
+      await next.abort();
+      assert.equal(driver.stash.idleBytes, 512 * 1024, 'abort gives it back');
+      assert.equal(await driver.stat('two'), undefined);
     } finally {
       await driver.close();
     }

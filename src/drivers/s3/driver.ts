@@ -6,8 +6,10 @@
  * Layout: key `a/b.bin` is the object `<prefix>a/b.bin` in the bucket.
  *
  * Writes:
- * - An object of 0 or 1 part is sent at `commit` as one PutObject (the part is held in memory
- *   until then, since the hash to store with it is only known at commit) with `Content-MD5`.
+ * - An object of 0 or 1 part is sent at `commit` as one PutObject with `Content-MD5` and the
+ *   hash in its metadata. The part is held in memory until then (the hash is only known at
+ *   commit, and the engine reuses its buffer once `write` resolves): a copy in a buffer that the
+ *   driver reuses (./resources.ts `ByteStash`), one per open single-part session.
  * - A larger object is a multipart upload of the temp key `<prefix>a/.b.bin.offsite-partial`.
  *   `commit` completes it (under the temp key), checks the size with a HEAD, copies it
  *   server-side onto the final key with the metadata `offsite-hash` (CopyObject, or
@@ -46,7 +48,7 @@ import { checkKey, checkPrefix, partCount, partRange } from '../keys.js';
 import type { Capabilities, CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
 import { classifyS3Error, type S3Failure } from './errors.js';
 import { S3_LIMITS } from './quirks.js';
-import { Slots } from './resources.js';
+import { ByteStash, Slots } from './resources.js';
 import type { ObjectStore, StoredObject, StoredPart } from './store.js';
 
 /** User-metadata name of our whole-file hash (`x-amz-meta-offsite-hash`). */
@@ -57,6 +59,8 @@ const TEMP_NAME = /(^|\/)\.[^/]+\.offsite-partial$/;
 const HASH_SHAPE = /^[\x21-\x7e]{1,200}$/;
 /** Entries whose stored hash `list` fetches at once (HEAD per object, `maxConcurrency` in flight). */
 const LIST_BATCH = 64;
+/** Idle bytes the single-part sessions of one driver keep for reuse (see `ByteStash`). */
+const STASH_IDLE_BYTES = 32 * 1024 * 1024;
 
 export interface ObjectDriverSettings {
   /** `''` or `folder/` inside the bucket. */
@@ -103,6 +107,8 @@ export class ObjectDriver implements Driver {
   readonly #store: ObjectStore;
   readonly #settings: ObjectDriverSettings;
   readonly #uploads: Slots;
+  /** Where single-part sessions keep their bytes until commit. */
+  readonly stash = new ByteStash(STASH_IDLE_BYTES);
   #bucketChecked = false;
   #closed = false;
 
@@ -454,7 +460,12 @@ abstract class Session implements WriteSession {
   }
 }
 
-/** 0 or 1 part: kept in memory, sent with its hash in one PutObject at commit. Nothing to resume. */
+/**
+ * 0 or 1 part: sent with its hash in one PutObject at commit. Nothing to resume. The part is
+ * copied at `write` into a buffer of the driver's stash (the engine reuses its buffer once `write`
+ * resolves, and the hash is only known at `commit`); the buffer goes back once the object is
+ * stored, or at `abort`/`suspend`, and is kept across a failed commit so that a retry can resend it.
+ */
 class SinglePartSession extends Session {
   #bytes: Buffer | undefined;
 
@@ -470,7 +481,8 @@ class SinglePartSession extends Session {
   /** Copies the bytes (the caller may reuse its buffer); sent by `commit`. */
   async write(index: number, bytes: Uint8Array, options: SignalOptions = {}): Promise<void> {
     this.checkPart(index, bytes, options.signal, 'write');
-    this.#bytes = Buffer.from(bytes);
+    this.#release();
+    this.#bytes = this.driver.stash.copy(bytes);
   }
 
   /** PutObject with Content-MD5 and the hash as metadata. Rejects when the part is missing. */
@@ -487,17 +499,22 @@ class SinglePartSession extends Session {
       throw this.driver.fail(err, 'commit', this.full);
     }
     this.done = true;
+    this.#release();
+  }
+
+  #release(): void {
+    if (this.#bytes !== undefined) this.driver.stash.release(this.#bytes);
     this.#bytes = undefined;
   }
 
   async abort(): Promise<void> {
     this.done = true;
-    this.#bytes = undefined;
+    this.#release();
   }
 
   override async suspend(): Promise<void> {
     this.done = true;
-    this.#bytes = undefined;
+    this.#release();
   }
 }
 
