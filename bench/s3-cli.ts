@@ -5,6 +5,9 @@
  *
  *   (a) `offsite replicate NAME --to cloud` (one `s3` destination, local source), once per
  *       setting tried: `--concurrency` x `options.chunkSize` (default 4,8,16 x 8MiB,16MiB);
+ *       with `--baseline DIR`, also the offsite of another built checkout (e.g. the last commit,
+ *       `git archive HEAD | tar -x -C DIR`, node_modules linked, `npx tsc`) with the same settings,
+ *       so that a change is measured against what it replaces in the same run;
  *   (b) `env -u AWS_CA_BUNDLE rclone copy DIR rgw:BUCKET/NAME`, the remote configured through
  *       RCLONE_CONFIG_RGW_* variables (type s3, provider Ceph, path style), with rclone's
  *       default transfer settings written out explicitly (see RCLONE_SETTINGS) so that the figure
@@ -21,6 +24,7 @@
  *
  *   npm run bench:s3
  *   npm run bench:s3 -- --size 256MiB --repeat 3 --concurrency 8 --chunk-sizes 8MiB
+ *   npm run bench:s3 -- --size 1GiB --repeat 3 --concurrency 8 --chunk-sizes 8MiB --baseline /tmp/offsite-head
  */
 import {
   AbortMultipartUploadCommand, CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command,
@@ -29,9 +33,9 @@ import {
 import { Command } from 'commander';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { DEFAULT_SETTINGS } from '../src/config/config.js';
 import { parseBytes } from '../src/config/units.js';
 import { generateBackup } from '../scripts/gen-backup.js';
@@ -45,9 +49,10 @@ const program = new Command('bench-s3-cli')
   .option('--concurrency <list>', 'offsite --concurrency values to try, comma-separated', '4,8,16')
   .option('--chunk-sizes <list>', 'offsite options.chunkSize values to try, comma-separated', '8MiB,16MiB')
   .option('--rclone-transfers <list>', 'rclone --transfers values to try (4 is its default)', '4')
+  .option('--baseline <dir>', 'another built checkout whose offsite runs too, with the same settings (before/after in one run)')
   .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-s3-cli'))
   .parse(process.argv);
-const opts = program.opts<{ size: string; repeat: string; seed: string; concurrency: string; chunkSizes: string; rcloneTransfers: string; dir: string }>();
+const opts = program.opts<{ size: string; repeat: string; seed: string; concurrency: string; chunkSizes: string; rcloneTransfers: string; dir: string; baseline?: string }>();
 
 // The AWS SDK's notice about future Node versions is noise in a benchmark's output.
 const emitWarning = process.emitWarning.bind(process);
@@ -59,6 +64,8 @@ process.emitWarning = ((warning: string | Error, ...rest: never[]) => {
 const MiB = 1024 * 1024;
 const BACKUP = 'bench_backup';
 const bin = join(projectRoot, 'bin', 'offsite.js');
+const baselineBin = opts.baseline === undefined ? undefined : join(resolve(opts.baseline), 'bin', 'offsite.js');
+if (baselineBin !== undefined && !existsSync(baselineBin)) throw new Error(`--baseline: ${baselineBin} does not exist`);
 const repeat = Number(opts.repeat);
 if (!Number.isInteger(repeat) || repeat < 1) throw new Error('--repeat must be a positive integer');
 const positiveList = (text: string, what: string): number[] => text.split(',').map((s) => {
@@ -207,6 +214,8 @@ async function waitForFreedData(rgwDir: string, baseline: number): Promise<void>
 interface Contender {
   readonly label: string;
   readonly kind: 'offsite' | 'rclone';
+  /** The offsite of `--baseline`: measured, but never the "default" or "best" setting. */
+  readonly baseline?: boolean;
   readonly concurrency?: number;
   readonly chunk?: string;
   /** Uploads the backup into `bucket` (keys `BACKUP/...`). */
@@ -266,14 +275,17 @@ async function main(): Promise<void> {
     for (const chunk of chunkSizes) {
       for (const concurrency of concurrencies) {
         const isDefault = concurrency === DEFAULT_SETTINGS.concurrency && chunk.bytes === DEFAULT_SETTINGS.chunkBytes;
-        contenders.push({
-          label: `offsite --concurrency ${concurrency}, chunkSize ${chunk.text}${isDefault ? ' (default)' : ''}`,
-          kind: 'offsite',
-          concurrency,
-          chunk: chunk.text,
-          run: (bucket) => timed(process.execPath, [bin, '--config', configs.get(chunk.text) as string, '--quiet', 'replicate', BACKUP, '--to', 'cloud',
-            '--concurrency', String(concurrency)], { ...secrets, OFFSITE_BENCH_BUCKET: bucket }, serverPids),
-        });
+        for (const [offsiteBin, baseline] of [[bin, false], ...(baselineBin !== undefined ? [[baselineBin, true] as const] : [])] as const) {
+          contenders.push({
+            label: `${baseline ? 'baseline' : 'offsite'} --concurrency ${concurrency}, chunkSize ${chunk.text}${isDefault && !baseline ? ' (default)' : ''}`,
+            kind: 'offsite',
+            baseline,
+            concurrency,
+            chunk: chunk.text,
+            run: (bucket) => timed(process.execPath, [offsiteBin, '--config', configs.get(chunk.text) as string, '--quiet', 'replicate', BACKUP, '--to', 'cloud',
+              '--concurrency', String(concurrency)], { ...secrets, OFFSITE_BENCH_BUCKET: bucket }, serverPids),
+          });
+        }
       }
     }
 
@@ -283,6 +295,7 @@ async function main(): Promise<void> {
       `${contenders.length} contenders, median of ${repeat}, rotating order, a fresh bucket per run`);
     console.log(`${rcloneVersion}: RCLONE_CONFIG_RGW_TYPE=s3 PROVIDER=Ceph, --s3-force-path-style ${RCLONE_SETTINGS.join(' ')} (its defaults), --transfers as labelled`);
     console.log(`offsite: local source, one s3 destination (defaults: forcePathStyle, WHEN_REQUIRED checksums, Content-MD5 on every request), quietPeriod 0s`);
+    if (baselineBin !== undefined) console.log(`baseline: ${baselineBin}, same settings`);
 
     const baseline = osdBytesUsed(rgwDir) ?? 0;
     const runs: Timed[][] = contenders.map(() => []);
@@ -325,7 +338,7 @@ async function main(): Promise<void> {
     const rcloneIndex = contenders.findIndex((c) => c.kind === 'rclone' && c.label.includes('(default)'));
     const reference = rcloneIndex >= 0 ? rcloneIndex : contenders.findIndex((c) => c.kind === 'rclone');
     const rcloneSeconds = seconds[reference] as number;
-    const offsiteIndexes = contenders.flatMap((c, i) => (c.kind === 'offsite' ? [i] : []));
+    const offsiteIndexes = contenders.flatMap((c, i) => (c.kind === 'offsite' && !c.baseline ? [i] : []));
     const best = offsiteIndexes.reduce((a, b) => ((seconds[b] as number) < (seconds[a] as number) ? b : a));
     const defaultIndex = offsiteIndexes.find((i) => contenders[i]?.label.includes('(default)'));
     const cpu = runs.map((r) => median(r.map((t) => t.cpuSeconds)));
@@ -337,10 +350,18 @@ async function main(): Promise<void> {
     console.log(`\nagainst ${contenders[reference]?.label} (${rcloneSeconds.toFixed(2)} s):`);
     if (defaultIndex !== undefined) console.log(`  ${compare(defaultIndex)}`);
     console.log(`  best setting: ${compare(best)}`);
+    const rss = runs.map((r) => Math.max(...r.map((t) => t.maxRssMb)));
+    for (const [i, contender] of contenders.entries()) {
+      if (!contender.baseline) continue;
+      const ours = contenders.findIndex((c) => !c.baseline && c.kind === 'offsite' && c.concurrency === contender.concurrency && c.chunk === contender.chunk);
+      console.log(`  ${compare(i)}`);
+      console.log(`    offsite/baseline: time ${((seconds[ours] as number) / (seconds[i] as number)).toFixed(2)}x, client CPU ${((cpu[ours] as number) / (cpu[i] as number)).toFixed(2)}x, ` +
+        `peak RSS ${((rss[ours] as number) / (rss[i] as number)).toFixed(2)}x`);
+    }
     if (chunkSizes.length > 1) {
       for (const concurrency of concurrencies) {
         const row = chunkSizes.map((chunk) => {
-          const i = contenders.findIndex((c) => c.kind === 'offsite' && c.concurrency === concurrency && c.chunk === chunk.text);
+          const i = contenders.findIndex((c) => c.kind === 'offsite' && !c.baseline && c.concurrency === concurrency && c.chunk === chunk.text);
           return `${chunk.text} ${(seconds[i] as number).toFixed(2)} s`;
         });
         console.log(`  --concurrency ${concurrency}: ${row.join(' vs ')}`);
