@@ -76,12 +76,13 @@ export interface ObjectHashes {
 /** Reads a whole object and returns its file hash and chunk hashes. */
 export async function hashObject(driver: Driver, key: string, size: number, pool: ChunkPool, signal?: AbortSignal): Promise<ObjectHashes> {
   const hasher = await getHasher();
-  const file = hasher.create();
+  // An object of one chunk has that chunk's hash (XXH64 of the same bytes): hashed once.
+  const file = size > pool.chunkBytes ? hasher.create() : undefined;
   const chunks: string[] = [];
   for await (const chunk of readChunks(driver, key, size, pool, `${driver.name}: ${key}`, signal)) {
-    file.update(chunk);
+    file?.update(chunk);
     chunks.push(hasher.hash(chunk));
     pool.release(chunk);
   }
-  return { hash: file.digest(), chunks };
+  return { hash: file ? file.digest() : chunks[0] ?? hasher.hash(new Uint8Array(0)), chunks };
 }

@@ -37,6 +37,8 @@ import { planReplication, type DestinationPlan, type DestinationState, type File
 
 export const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;
 
+const EMPTY = new Uint8Array(0);
+
 export interface ReplicateOptions {
   readonly source: Driver;
   readonly backup: string;
@@ -372,15 +374,17 @@ export function partBytesFor(size: number, chunkBytes: number, driver: Driver): 
 
 /** Feeds one destination's write session with chunks, a bounded number of parts at a time. */
 class FileSink {
-  private readonly queue: PQueue;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private nextPart = 0;
+  /** Parts being written, at most `parallel`. (A counter, not a PQueue: one is made per file and destination.) */
+  private writing = 0;
+  private readonly parallel: number;
+  private wakers: (() => void)[] = [];
   error: unknown;
 
   constructor(readonly run: DestinationRun, readonly session: WriteSession, partConcurrency: number, private readonly pool: ChunkPool, private readonly signal?: AbortSignal) {
-    const parallel = run.driver.capabilities.parallelPartWrites;
-    this.queue = new PQueue({ concurrency: parallel ? partConcurrency : 1 });
+    this.parallel = run.driver.capabilities.parallelPartWrites ? partConcurrency : 1;
   }
 
   get alive(): boolean { return this.error === undefined && !this.run.dead; }
@@ -406,10 +410,26 @@ class FileSink {
     return this.enqueue(bytes);
   }
 
+  /** Starts writing a part once fewer than `parallel` are in flight; resolves when it has started. */
   private async enqueue(bytes: Buffer): Promise<void> {
     const index = this.nextPart++;
-    void this.queue.add(() => this.writePart(index, bytes).finally(() => this.pool.release(bytes)));
-    if (this.queue.size > 0) await this.queue.onSizeLessThan(1);
+    while (this.writing >= this.parallel) await this.partDone();
+    this.writing++;
+    void this.writePart(index, bytes).finally(() => {
+      this.pool.release(bytes);
+      this.writing--;
+      const wakers = this.wakers;
+      this.wakers = [];
+      for (const wake of wakers) wake();
+    });
+  }
+
+  private partDone(): Promise<void> {
+    return new Promise((resolve) => this.wakers.push(resolve));
+  }
+
+  private async idle(): Promise<void> {
+    while (this.writing > 0) await this.partDone();
   }
 
   private async writePart(index: number, bytes: Buffer): Promise<void> {
@@ -428,7 +448,7 @@ class FileSink {
 
   /** Waits for the parts in flight and commits; throws the first error. */
   async finish(hash: string): Promise<void> {
-    await this.queue.onIdle();
+    await this.idle();
     if (this.error !== undefined) throw this.error;
     if (this.run.dead) throw new OffsiteError('E_DESTINATION_FAILED', `${this.run.name}: destination failed earlier in this run`, { kind: 'permanent' });
     await this.session.commit({ hash, signal: this.signal });
@@ -436,7 +456,7 @@ class FileSink {
 
   /** Releases the session after a failure: keep resumable state unless the data was wrong. */
   async release(err: unknown): Promise<void> {
-    await this.queue.onIdle();
+    await this.idle();
     if (errorKind(err) === 'integrity') await this.session.abort();
     else await this.session.suspend();
   }
@@ -516,12 +536,13 @@ async function transferFile(ctx: EngineContext, runs: readonly DestinationRun[],
   if (sinks.length === 0) return;
 
   const hasher = await getHasher();
-  const fileHash = hasher.create();
+  // A file of one chunk (most small files) has the hash of that chunk: hashed once, not twice.
+  const fileHash = file.size > ctx.chunkBytes ? hasher.create() : undefined;
   const chunkHashes: string[] = [];
   try {
     let offset = 0;
     for await (const chunk of readChunks(ctx.source, sourceKey, file.size, ctx.pool, `source: ${sourceKey}`, ctx.signal)) {
-      fileHash.update(chunk);
+      fileHash?.update(chunk);
       chunkHashes.push(hasher.hash(chunk));
       offset += chunk.length;
       ctx.bytesRead += chunk.length;
@@ -532,7 +553,7 @@ async function transferFile(ctx: EngineContext, runs: readonly DestinationRun[],
     }
     if (sinks.some((s) => s.alive)) {
       const after = await ctx.source.stat(sourceKey, { signal: ctx.signal });
-      const hash = fileHash.digest();
+      const hash = fileHash ? fileHash.digest() : chunkHashes[0] ?? hasher.hash(EMPTY);
       if (!after || after.size !== file.size || after.mtimeMs !== file.mtimeMs || (firstPass && firstPass.hash !== hash)) {
         throw new OffsiteError('E_SOURCE_CHANGED', `source: ${sourceKey} changed while it was being copied; it is not recorded anywhere: run replicate again once the backup is stable`, { kind: 'integrity' });
       }
