@@ -15,7 +15,9 @@
  * remembered (`#folders`, a bounded LRU), so a file in a known folder costs one syscall to find:
  * realpath(3) per key did a readlink per path component, ~60 syscalls per copied file of a
  * milvus binlog tree. A remembered folder that has vanished (removed by us, or by something else)
- * is resolved again when an operation finds nothing under it.
+ * is resolved again when an operation finds nothing under it. On a local file system the
+ * metadata calls of reads and writes are made synchronously (see ./fsops.ts); listing and file
+ * data always go through libuv's thread pool.
  *
  * Races with other processes changing the tree at the same moment (a symlink swapped in
  * between the check and the use) are not defended against: the root belongs to offsite.
@@ -23,13 +25,14 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants, type Dirent } from 'node:fs';
-import { copyFile, lstat, mkdir, open, readdir, realpath, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, open, readdir, realpath, rename, rmdir, stat, unlink } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { AbortedError, DriverError, KeyError, OffsiteError, throwIfAborted } from '../../errors.js';
 import { checkKey, checkPrefix, partCount, partRange } from '../keys.js';
 import type { Capabilities, CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
 import { classifyFsError, errnoOf, isMissing, notFoundError, type ErrorContext } from './errors.js';
+import { ASYNC_OPS, opsFor, pread, pwrite, type FsOps } from './fsops.js';
 import type { LocalOptions } from './options.js';
 
 /** Suffix of the temp file that holds an unfinished write: `.<basename>.offsite-partial`. */
@@ -111,6 +114,8 @@ export class LocalDriver implements Driver {
   readonly #folders = new Map<string, string>();
   /** Folder lookups in flight, so that concurrent calls share one. */
   readonly #resolving = new Map<string, Promise<string | undefined>>();
+  /** Metadata calls: synchronous once the root is known to be on a local file system (./fsops.ts). */
+  #ops: FsOps = ASYNC_OPS;
 
   constructor(readonly name: string, readonly options: LocalOptions) {
     this.description = `local:${options.root}`;
@@ -234,12 +239,13 @@ export class LocalDriver implements Driver {
       this.#checkKey(key);
       this.#checkOpen(options.signal, context);
       return await this.#atKey(key, context, async (path, realRoot) => {
-        let info = await lstat(path).catch(missingAsUndefined);
+        const ops = this.#ops;
+        let info = await ops.lstat(path);
         if (info?.isSymbolicLink()) {
-          const real = await realpath(path).catch(missingAsUndefined);
+          const real = await ops.realpath(path);
           if (real === undefined) return undefined; // dangling
           this.#checkInside(key, real, realRoot);
-          info = await stat(real).catch(missingAsUndefined);
+          info = await ops.stat(real);
         }
         return info?.isFile() ? { key, size: info.size, mtimeMs: Math.floor(info.mtimeMs) } : undefined;
       });
@@ -262,27 +268,28 @@ export class LocalDriver implements Driver {
       const offset = checkByteCount(options.offset ?? 0, 'offset', this.name, key);
       const length = options.length === undefined ? undefined : checkByteCount(options.length, 'length', this.name, key);
       this.#checkOpen(signal, context);
-      const handle = await this.#atKey(key, context, async (path, realRoot) => {
+      const ops = this.#ops;
+      const fd = await this.#atKey(key, context, async (path, realRoot) => {
         try {
-          return await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+          return await ops.open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
         } catch (err) {
           if (!['ELOOP', 'EMLINK'].includes(errnoOf(err) ?? '')) return missingAsUndefined(err);
         }
         // A symlink: followed when it stays inside the root.
-        const real = await realpath(path).catch(missingAsUndefined);
+        const real = await ops.realpath(path);
         if (real === undefined) return undefined;
         this.#checkInside(key, real, realRoot);
-        return open(real, constants.O_RDONLY).catch(missingAsUndefined);
+        return ops.open(real, constants.O_RDONLY).catch(missingAsUndefined);
       });
-      if (handle === undefined) throw notFoundError(context);
+      if (fd === undefined) throw notFoundError(context);
       let fileSize: number;
       try {
-        const info = await handle.stat();
+        const info = await ops.fstat(fd);
         if (!info.isFile()) throw notFoundError(context);
         fileSize = info.size;
         throwIfAborted(signal, `${this.name}: read ${key}`);
       } catch (err) {
-        await handle.close();
+        await ops.close(fd).catch(() => undefined);
         throw err;
       }
       // Bounded by the size at open, so no buffer is taken for a read that would find nothing;
@@ -290,12 +297,14 @@ export class LocalDriver implements Driver {
       const end = Math.min(length === undefined ? Infinity : offset + length, Math.max(fileSize, offset));
       const pieceBytes = Math.min(Math.max(options.pieceBytes ?? READ_CHUNK_BYTES, 4096), MAX_READ_PIECE_BYTES);
       const allocate = options.allocate ?? Buffer.allocUnsafe;
-      const stream = Readable.from(readRange(handle, offset, end, pieceBytes, allocate, context), { objectMode: false, highWaterMark: 1 });
+      const stream = Readable.from(readRange(fd, offset, end, pieceBytes, allocate, context), { objectMode: false, highWaterMark: 1 });
       const onAbort = (): void => { stream.destroy(new AbortedError(`${this.name}: read ${key}`)); };
       signal?.addEventListener('abort', onAbort, { once: true });
+      // 'close' comes once, after the generator has finished (a destroyed stream waits for the
+      // read in flight): the descriptor is closed exactly once and never read after.
       stream.once('close', () => {
         signal?.removeEventListener('abort', onAbort);
-        handle.close().catch(() => undefined);
+        ops.close(fd).catch(() => undefined);
       });
       return stream;
     } catch (err) {
@@ -328,28 +337,29 @@ export class LocalDriver implements Driver {
         new DriverError('E_FS', `${this.name}: ${key}: the temp name ${partialName(basename)} is taken by something that is not a file; remove it`, { kind: 'permanent', cause });
       // The temp file is opened (created when missing) here: what an earlier run left in it is resumed.
       let temp = join(folder, partialName(basename));
-      let opened: { handle: FileHandle; size: number };
+      const ops = this.#ops;
+      let opened: { fd: number; size: number };
       try {
-        opened = await openTemp(temp, takenError);
+        opened = await openTemp(ops, temp, takenError);
       } catch (err) {
         if (errnoOf(err) !== 'ENOENT' || !this.#forget(folders)) throw err;
         folder = await this.#prepareFolder(key, context); // the remembered folder was gone
         temp = join(folder, partialName(basename));
-        opened = await openTemp(temp, takenError);
+        opened = await openTemp(ops, temp, takenError);
       }
-      const { handle } = opened;
+      const { fd } = opened;
       let found: number;
       try {
-        if (opened.size > size) await handle.truncate(size);
+        if (opened.size > size) await ops.ftruncate(fd, size);
         found = Math.min(opened.size, size);
       } catch (err) {
-        await handle.close().catch(() => undefined);
+        await ops.close(fd).catch(() => undefined);
         throw err;
       }
       const resumable = new Set<number>();
       for (let index = 0; index < partCount(size, partBytes) && partRange(index, size, partBytes).end <= found; index++) resumable.add(index);
       return new LocalWriteSession({
-        ...context, key, folder, temp, final: join(folder, basename), size, partBytes, resumable, handle, length: found,
+        ...context, key, folder, temp, final: join(folder, basename), size, partBytes, resumable, ops, fd, length: found,
         prepareFolder: () => {
           this.#forget(splitKey(key).folders); // the remembered folder is gone: look again
           return this.#prepareFolder(key, context);
@@ -499,8 +509,10 @@ export class LocalDriver implements Driver {
   async #findRealRoot(context: ErrorContext): Promise<string | undefined> {
     if (this.#realRoot !== undefined) return this.#realRoot;
     try {
-      this.#realRoot = await realpath(this.options.root);
-      return this.#realRoot;
+      const realRoot = await realpath(this.options.root);
+      this.#ops = await opsFor(realRoot, this.options.metadataCalls);
+      this.#realRoot = realRoot;
+      return realRoot;
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return undefined;
       throw classifyFsError(err, { ...context, key: undefined, action: `${context.action}: root ${this.options.root}` });
@@ -559,28 +571,29 @@ export class LocalDriver implements Driver {
     const path = join(parent, segments[segments.length - 1] as string);
     const inTheWay = (cause?: unknown): DriverError =>
       new DriverError('E_FS', `${this.name}: ${context.key ?? folderKey}: a file is in the way of one of its folders`, { kind: 'permanent', cause });
+    const ops = this.#ops;
     if (create) {
       // mkdir never follows a symlink at `path`, and the parent is a real folder inside the root.
       try {
-        await mkdir(path);
+        await ops.mkdir(path);
         return this.#remember(folderKey, path);
       } catch (err) {
         if (errnoOf(err) === 'ENOTDIR') throw inTheWay(err);
         if (errnoOf(err) !== 'EEXIST') throw err;
       }
     }
-    let info = await lstat(path).catch(missingAsUndefined);
+    let info = await ops.lstat(path);
     if (info === undefined) return undefined;
     let real = path;
     if (info.isSymbolicLink()) {
-      const target = await realpath(path).catch(missingAsUndefined);
+      const target = await ops.realpath(path);
       if (target === undefined) {
         if (create) throw inTheWay(); // a dangling symlink
         return undefined;
       }
       this.#checkInside(context.key ?? folderKey, target, realRoot);
       real = target;
-      info = await stat(real).catch(missingAsUndefined);
+      info = await ops.stat(real);
       if (info === undefined) return undefined;
     }
     if (!info.isDirectory()) {
@@ -652,13 +665,13 @@ export class LocalDriver implements Driver {
 }
 
 /** Positional reads of `[start, end)` (to EOF when `end` is Infinity) in bounded chunks. */
-async function* readRange(handle: FileHandle, start: number, end: number, pieceBytes: number, allocate: (size: number) => Buffer, context: ErrorContext): AsyncGenerator<Buffer> {
+async function* readRange(fd: number, start: number, end: number, pieceBytes: number, allocate: (size: number) => Buffer, context: ErrorContext): AsyncGenerator<Buffer> {
   let position = start;
   while (position < end) {
     const buffer = allocate(Math.min(pieceBytes, end - position));
     let bytesRead: number;
     try {
-      ({ bytesRead } = await handle.read(buffer, 0, buffer.length, position));
+      bytesRead = await pread(fd, buffer, 0, buffer.length, position);
     } catch (err) {
       throw classifyFsError(err, context);
     }
@@ -673,24 +686,24 @@ async function* readRange(handle: FileHandle, start: number, end: number, pieceB
  * O_EXCL in the usual case (no partial file: size 0, no stat needed), else opened as it is.
  * `taken` is the error for a name taken by something that is not a file.
  */
-async function openTemp(temp: string, taken: (cause?: unknown) => Error): Promise<{ handle: FileHandle; size: number }> {
+async function openTemp(ops: FsOps, temp: string, taken: (cause?: unknown) => Error): Promise<{ fd: number; size: number }> {
   try {
-    return { handle: await open(temp, TEMP_OPEN_FLAGS | constants.O_EXCL, 0o644), size: 0 };
+    return { fd: await ops.open(temp, TEMP_OPEN_FLAGS | constants.O_EXCL, 0o644), size: 0 };
   } catch (err) {
     if (errnoOf(err) !== 'EEXIST') throw err; // (a symlink or a folder there is EEXIST too)
   }
-  let handle: FileHandle;
+  let fd: number;
   try {
-    handle = await open(temp, TEMP_OPEN_FLAGS, 0o644);
+    fd = await ops.open(temp, TEMP_OPEN_FLAGS, 0o644);
   } catch (err) {
     throw ['ELOOP', 'EMLINK', 'EISDIR'].includes(errnoOf(err) ?? '') ? taken(err) : err;
   }
   try {
-    const info = await handle.stat();
+    const info = await ops.fstat(fd);
     if (!info.isFile()) throw taken();
-    return { handle, size: info.size };
+    return { fd, size: info.size };
   } catch (err) {
-    await handle.close().catch(() => undefined);
+    await ops.close(fd).catch(() => undefined);
     throw err;
   }
 }
@@ -719,8 +732,10 @@ interface SessionSetup extends ErrorContext {
   readonly size: number;
   readonly partBytes: number;
   readonly resumable: ReadonlySet<number>;
+  /** The calls to use (./fsops.ts). */
+  readonly ops: FsOps;
   /** The partial file, already open, */
-  readonly handle: FileHandle;
+  readonly fd: number;
   /** and its size. */
   readonly length: number;
   /** Re-creates the key's folders (a concurrent `delete` may have removed them as empty). */
@@ -742,7 +757,11 @@ class LocalWriteSession implements WriteSession {
   readonly #setup: SessionSetup;
   readonly #parts: number;
   readonly #stored = new Set<number>();
-  #handle: Promise<FileHandle> | undefined;
+  /** The partial file's descriptor (being opened, or open), `undefined` when closed. */
+  #fd: Promise<number> | undefined;
+  /** Reads and writes in flight on `#fd`: it is closed only when there are none (a closed number can be reused by the next open). */
+  #busy = 0;
+  #idle: (() => void)[] = [];
   /**
    * Size of the partial file as this session made it (its size at open, extended by each
    * write), or `undefined` once the file had to be opened again (then `commit` asks the file).
@@ -757,7 +776,7 @@ class LocalWriteSession implements WriteSession {
     this.partBytes = setup.partBytes;
     this.resumableParts = setup.resumable;
     this.#parts = partCount(setup.size, setup.partBytes);
-    this.#handle = Promise.resolve(setup.handle);
+    this.#fd = Promise.resolve(setup.fd);
     this.#length = setup.length;
   }
 
@@ -773,14 +792,17 @@ class LocalWriteSession implements WriteSession {
       const { start, end } = partRange(index, this.size, this.partBytes);
       this.#stored.delete(index);
       if (bytes.byteLength !== end - start) return false;
-      const handle = await this.#open();
       const stored = Buffer.alloc(end - start);
-      let filled = 0;
-      while (filled < stored.length) {
-        const { bytesRead } = await handle.read(stored, filled, stored.length - filled, start + filled);
-        if (bytesRead === 0) return false;
-        filled += bytesRead;
-      }
+      const filled = await this.#use(async (fd) => {
+        let done = 0;
+        while (done < stored.length) {
+          const bytesRead = await pread(fd, stored, done, stored.length - done, start + done);
+          if (bytesRead === 0) break;
+          done += bytesRead;
+        }
+        return done;
+      });
+      if (filled < stored.length) return false;
       const same = stored.equals(bytes);
       if (same) this.#stored.add(index);
       return same;
@@ -803,12 +825,12 @@ class LocalWriteSession implements WriteSession {
         throw new DriverError('E_PART_SIZE', `${context.driver}: ${this.key}: part ${index} has ${bytes.byteLength} bytes, expected ${end - start}`, { kind: 'fatal' });
       }
       this.#stored.delete(index);
-      const handle = await this.#open();
-      for (let written = 0; written < bytes.byteLength;) {
-        throwIfAborted(options.signal, `${context.driver}: ${this.key}: write part ${index}`);
-        const result = await handle.write(bytes, written, bytes.byteLength - written, start + written);
-        written += result.bytesWritten;
-      }
+      await this.#use(async (fd) => {
+        for (let written = 0; written < bytes.byteLength;) {
+          throwIfAborted(options.signal, `${context.driver}: ${this.key}: write part ${index}`);
+          written += await pwrite(fd, bytes, written, bytes.byteLength - written, start + written);
+        }
+      });
       if (this.#length !== undefined) this.#length = Math.max(this.#length, end);
       this.#stored.add(index);
     } catch (err) {
@@ -834,14 +856,14 @@ class LocalWriteSession implements WriteSession {
           throw new DriverError('E_MISSING_PART', `${context.driver}: ${this.key}: cannot commit: part ${index} of ${this.#parts} was neither written nor confirmed`, { kind: 'fatal' });
         }
       }
-      const handle = await this.#open();
-      const size = this.#length ?? (await handle.stat()).size;
+      const fd = await this.#open();
+      const size = this.#length ?? (await this.#setup.ops.fstat(fd)).size;
       if (size !== this.size) {
         throw new DriverError('E_SIZE_MISMATCH', `${context.driver}: ${this.key}: cannot commit: the partial file has ${size} bytes, expected ${this.size}`, { kind: 'integrity' });
       }
       await this.#closeHandle();
       throwIfAborted(options.signal, `${context.driver}: ${this.key}: commit`);
-      await rename(this.#setup.temp, this.#setup.final);
+      await this.#setup.ops.rename(this.#setup.temp, this.#setup.final);
       this.#state = 'committed';
       this.#setup.committed(this.#setup.final, this.#setup.folder);
     } catch (err) {
@@ -885,33 +907,51 @@ class LocalWriteSession implements WriteSession {
   }
 
   /** Opens (creating when missing, never truncating, never through a symlink) the partial file once. */
-  #open(): Promise<FileHandle> {
-    this.#handle ??= (async () => {
+  #open(): Promise<number> {
+    this.#fd ??= (async () => {
       this.#length = undefined; // opened again: its size is no longer known here
-      let handle: FileHandle;
+      const { ops } = this.#setup;
+      let fd: number;
       try {
-        handle = await open(this.#setup.temp, TEMP_OPEN_FLAGS, 0o644);
+        fd = await ops.open(this.#setup.temp, TEMP_OPEN_FLAGS, 0o644);
       } catch (err) {
         if (errnoOf(err) !== 'ENOENT') throw err;
         await this.#setup.prepareFolder();
-        handle = await open(this.#setup.temp, TEMP_OPEN_FLAGS, 0o644);
+        fd = await ops.open(this.#setup.temp, TEMP_OPEN_FLAGS, 0o644);
       }
       if (this.#state !== 'open') {
-        await handle.close();
+        await ops.close(fd);
         throw new DriverError('E_SESSION_CLOSED', `${this.#setup.driver}: ${this.key}: the write session is already ${this.#state}`, { kind: 'fatal' });
       }
-      return handle;
+      return fd;
     })();
-    const opening = this.#handle;
-    opening.catch(() => { if (this.#handle === opening) this.#handle = undefined; });
+    const opening = this.#fd;
+    opening.catch(() => { if (this.#fd === opening) this.#fd = undefined; });
     return opening;
   }
 
+  /** Runs a read or write on the open descriptor, counted so that a close waits for it. */
+  async #use<T>(action: (fd: number) => Promise<T>): Promise<T> {
+    const fd = await this.#open();
+    this.#busy++;
+    try {
+      return await action(fd);
+    } finally {
+      if (--this.#busy === 0) {
+        const idle = this.#idle;
+        this.#idle = [];
+        for (const wake of idle) wake();
+      }
+    }
+  }
+
   async #closeHandle(): Promise<void> {
-    const opening = this.#handle;
-    this.#handle = undefined;
+    const opening = this.#fd;
+    this.#fd = undefined;
     if (opening === undefined) return;
-    const handle = await opening.catch(() => undefined);
-    await handle?.close();
+    const fd = await opening.catch(() => undefined);
+    if (fd === undefined) return;
+    while (this.#busy > 0) await new Promise<void>((resolve) => this.#idle.push(resolve));
+    await this.#setup.ops.close(fd);
   }
 }

@@ -14,6 +14,11 @@ export interface LocalOptions {
   readonly root: string;
   /** Concurrent operations the engine should run against this folder. @default 8 */
   readonly maxConcurrency: number;
+  /**
+   * How metadata calls are made (see ./fsops.ts): `auto` chooses synchronous calls on a local
+   * file system, `sync`/`async` force one (tests). Not a config key. @default auto
+   */
+  readonly metadataCalls?: 'auto' | 'sync' | 'async';
 }
 
 const KNOWN_KEYS = new Set(['type', 'root', 'maxConcurrency']);

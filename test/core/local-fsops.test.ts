@@ -1,0 +1,54 @@
+/**
+ * The local driver's two ways of making metadata calls (src/drivers/local/fsops.ts): the whole
+ * driver conformance suite with each forced, and the mount table reading that chooses one.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { LocalDriver } from '../../src/drivers/local/index.js';
+import { fsTypeOf, opsFor } from '../../src/drivers/local/fsops.js';
+import { runConformance } from '../conformance/suite.js';
+
+for (const metadataCalls of ['sync', 'async'] as const) {
+  const scratch: string[] = [];
+  runConformance(`local, ${metadataCalls} metadata calls`, {
+    create: async () => {
+      const dir = await mkdtemp(join(tmpdir(), `offsite-fsops-${metadataCalls}-`));
+      scratch.push(dir);
+      return new LocalDriver('disk', { root: join(dir, 'root'), maxConcurrency: 8, metadataCalls });
+    },
+    cleanup: async () => {
+      for (const dir of scratch.splice(0)) await rm(dir, { recursive: true, force: true });
+    },
+  });
+}
+
+describe('choosing synchronous metadata calls', () => {
+  const mountinfo = [
+    '22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw',
+    '30 22 0:26 / /mnt/nas rw,relatime shared:9 - nfs4 nas:/volume1 rw,vers=4.2',
+    '31 30 0:27 / /mnt/nas/local\\040disk rw - xfs /dev/sdb1 rw',
+    '32 22 0:28 / /home/u/remote rw,nosuid - fuse.sshfs u@host:/ rw',
+    '33 22 0:29 / /dev/shm rw shared:3 - tmpfs tmpfs rw',
+    '34 22 0:30 / /dev/shm rw master:4 - nfs other:/x rw',
+  ].join('\n');
+
+  it('finds the deepest mount holding a path (the later of two at the same point), unescaping names', () => {
+    assert.equal(fsTypeOf('/var/lib/milvus-backup', mountinfo), 'ext4');
+    assert.equal(fsTypeOf('/mnt/nas/milvus', mountinfo), 'nfs4');
+    assert.equal(fsTypeOf('/mnt/nas', mountinfo), 'nfs4');
+    assert.equal(fsTypeOf('/mnt/nasty', mountinfo), 'ext4', 'a prefix of a name is not a parent folder');
+    assert.equal(fsTypeOf('/mnt/nas/local disk/x', mountinfo), 'xfs');
+    assert.equal(fsTypeOf('/home/u/remote/a', mountinfo), 'fuse.sshfs');
+    assert.equal(fsTypeOf('/dev/shm/a', mountinfo), 'nfs', 'a later mount on the same point hides the earlier');
+    assert.equal(fsTypeOf('/x', ''), undefined);
+  });
+
+  it('uses synchronous calls only on known local file systems; forcing works', async () => {
+    assert.equal((await opsFor('/proc')).synchronous, false, 'proc is not a local disk file system');
+    assert.equal((await opsFor(tmpdir(), 'async')).synchronous, false);
+    assert.equal((await opsFor('/proc', 'sync')).synchronous, true);
+  });
+});
