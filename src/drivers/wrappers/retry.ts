@@ -9,6 +9,7 @@
  * - `WriteSession.matches`, `.write`, `.commit`: each call on its own, so a failed part is sent
  *   again as that part only; the parts already written stay where they are. `suspend` and
  *   `abort` pass through (they never throw, or are the way out).
+ * - `Driver.sync` passes through, never retried (a failed fsync must not be retried).
  * - `openRead`: the open, and then the stream itself: when it fails mid-way with a retryable
  *   error, it is reopened at `offset + bytes delivered so far` (length reduced to match) and the
  *   reader sees one unbroken stream. The retry budget of a stream counts consecutive failures
@@ -316,6 +317,13 @@ class RetryingDriver implements Driver {
   readonly description: string;
   readonly capabilities: Capabilities;
   readonly copyWithin?: (fromKey: string, toKey: string, options?: SignalOptions) => Promise<void>;
+  /**
+   * The driver's `sync`, passed through and never retried: after a failed fsync the kernel may
+   * have dropped the dirty pages and marked them clean, so a second attempt can succeed without
+   * the data being on disk. (Not forwarding it at all made the engine skip every sync: files
+   * were recorded as done, and manifests written, before the copies were durable.)
+   */
+  readonly sync?: (options?: SignalOptions) => Promise<void>;
   readonly #retrier: Retrier;
 
   constructor(readonly inner: Driver, policy: RetryPolicy) {
@@ -327,6 +335,8 @@ class RetryingDriver implements Driver {
     if (copy !== undefined) {
       this.copyWithin = (fromKey, toKey, options) => this.#retrier.run({ op: 'copyWithin', key: fromKey }, options?.signal, () => copy(fromKey, toKey, options));
     }
+    const sync = inner.sync?.bind(inner);
+    if (sync !== undefined) this.sync = sync;
   }
 
   async *list(prefix: string, options: SignalOptions = {}): AsyncIterable<Entry> {
@@ -374,7 +384,7 @@ class RetryingDriver implements Driver {
 /**
  * Wraps `driver` in the retry layer described at the top of this file. The result keeps the
  * driver's `name`, `description` and `capabilities` (the same object), and has `copyWithin`
- * exactly when the driver has it. Throws `UsageError` for a policy with negative or non-finite
+ * and `sync` exactly when the driver has them (`sync` is not retried). Throws `UsageError` for a policy with negative or non-finite
  * numbers (or a fractional `retries`).
  */
 export function withRetry(driver: Driver, policy: RetryPolicy = {}): Driver {
