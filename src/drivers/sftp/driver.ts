@@ -666,9 +666,11 @@ export class SftpDriver implements Driver {
         else await this.checkFolder(conn, parent, context, true);
         return this.makeFolder(conn, level, context, true);
       }
-      // OpenSSH answers FAILURE for "already exists" (made by someone else meanwhile).
+      // OpenSSH answers FAILURE for "already exists" (made by someone else meanwhile). When the
+      // look that tells which fails for another reason (a lost connection), that reason is the
+      // error: the FAILURE alone would read as a permanent refusal.
       const now = await settle(conn.call<Stats>(context, (sftp, done) => sftp.lstat(this.join(level), done)));
-      if (!now.ok) throw err;
+      if (!now.ok) throw isNotFound(now.error) ? err : now.error;
       if (!(await this.isFolder(conn, level, now.value, context))) throw this.inTheWay(context, level, err);
       this.remember(level);
     }
