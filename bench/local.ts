@@ -6,6 +6,12 @@
  *
  *   npm run bench                 # 1 GiB + 100,000 files
  *   npm run bench -- --size 4GiB --small-files 0 --repeat 3
+ *   npm run bench -- --size 0 --small-files 25000 --one-destination --compare /tmp/old/bin/offsite.js
+ *
+ * `--compare` also times another offsite build (e.g. a checkout of an older commit, built) in the
+ * same runs, so that a change is measured against its baseline on the same noisy machine. The
+ * measurements are interleaved, each into new folders (see measureAll); times still vary a lot
+ * on a shared machine: compare within one run of the benchmark only.
  */
 import { Command } from 'commander';
 import { writeFileSync } from 'node:fs';
@@ -20,60 +26,109 @@ const program = new Command('bench')
   .option('--small-files <n>', 'files in the many-small-files backup (0 to skip)', '100000')
   .option('--repeat <n>', 'runs of each measurement (the median is reported)', '2')
   .option('--dir <dir>', 'work folder', join(tmpdir(), 'offsite-bench'))
+  .option('--one-destination', 'skip the 3-destination measurements', false)
+  .option('--compare <bin>', 'also time this offsite launcher (bin/offsite.js of another build)')
   .parse(process.argv);
-const opts = program.opts<{ size: string; smallFiles: string; repeat: string; dir: string }>();
+const opts = program.opts<{ size: string; smallFiles: string; repeat: string; dir: string; oneDestination: boolean; compare?: string }>();
 const repeat = Number(opts.repeat);
 const dir = opts.dir;
 const bin = join(projectRoot, 'bin', 'offsite.js');
 
-function measure(label: string, before: () => void, run: () => Timed): Timed {
-  const runs: Timed[] = [];
-  for (let i = 0; i < repeat; i++) { before(); runs.push(run()); }
-  const result = { seconds: median(runs.map((r) => r.seconds)), maxRssMb: Math.max(...runs.map((r) => r.maxRssMb)) };
-  console.log(`  ${label.padEnd(44)} ${result.seconds.toFixed(2)} s   peak RSS ${result.maxRssMb.toFixed(0)} MB`);
-  return result;
+interface Measurement {
+  readonly label: string;
+  /** Runs once into fresh destination folders (three, for the 3-destination measurements). */
+  readonly run: (dests: readonly string[]) => Timed;
+}
+
+/**
+ * Runs every measurement `repeat` times, interleaved (round 1 of each, then round 2...), each
+ * into destination folders that did not exist before, and deletes them all only at the end:
+ * deleting a copy just before the next run made ext4 skip the freshly freed inodes on every
+ * create (they are "recently deleted" for a minute or more), which slowed whichever tool ran
+ * next and favoured the first one. Reports the median time and the largest peak RSS.
+ */
+function measureAll(measurements: readonly Measurement[]): Map<string, Timed> {
+  const runs = new Map<string, Timed[]>(measurements.map((m) => [m.label, []]));
+  let fresh = 0;
+  const outputs: string[] = [];
+  for (let round = 0; round < repeat; round++) {
+    for (const m of measurements) {
+      const dests = [1, 2, 3].map(() => join(dir, `out-${fresh++}`));
+      outputs.push(...dests);
+      runs.get(m.label)?.push(m.run(dests));
+    }
+  }
+  clean(...outputs);
+  const results = new Map<string, Timed>();
+  for (const m of measurements) {
+    const timedRuns = runs.get(m.label) ?? [];
+    const result = { seconds: median(timedRuns.map((r) => r.seconds)), maxRssMb: Math.max(...timedRuns.map((r) => r.maxRssMb)) };
+    console.log(`  ${m.label.padEnd(44)} ${result.seconds.toFixed(2)} s   peak RSS ${result.maxRssMb.toFixed(0)} MB   (runs: ${timedRuns.map((r) => r.seconds.toFixed(1)).join(', ')})`);
+    results.set(m.label, result);
+  }
+  return results;
 }
 
 async function suite(name: string, generate: () => Promise<{ files: number; bytes: number }>): Promise<void> {
   const source = join(dir, 'source');
   clean(dir);
   const made = await generate();
-  console.log(`\n${name}: ${made.files} files, ${(made.bytes / 1024 ** 3).toFixed(2)} GiB (median of ${repeat})`);
-  const dests = [1, 2, 3].map((i) => join(dir, `dest${i}`));
-  const config = join(dir, 'offsite.yaml');
-  writeFileSync(config, `source: { type: local, root: ${source} }\ndestinations:\n${dests.map((d, i) => `  d${i + 1}: { type: local, root: ${d} }`).join('\n')}\noptions: { quietPeriod: 0s }\n`);
+  console.log(`\n${name}: ${made.files} files, ${(made.bytes / 1024 ** 3).toFixed(2)} GiB (median of ${repeat}, interleaved)`);
   const backup = 'bench_backup';
-  const offsite = (to: string) => timed(process.execPath, [bin, '--config', config, '--quiet', 'replicate', backup, '--to', to]);
-  const cp = measure('cp -r, 1 destination', () => clean(...dests), () => timed('cp', ['-r', join(source, backup), dests[0] as string]));
+  const config = join(dir, 'offsite.yaml');
+  const offsite = (dests: readonly string[], count: number, launcher = bin): Timed => {
+    writeFileSync(config, `source: { type: local, root: ${source} }\ndestinations:\n${dests.map((d, i) => `  d${i + 1}: { type: local, root: ${d} }`).join('\n')}\noptions: { quietPeriod: 0s }\n`);
+    return timed(process.execPath, [launcher, '--config', config, '--quiet', 'replicate', backup, '--to', dests.slice(0, count).map((_, i) => `d${i + 1}`).join(',')]);
+  };
   const haveRclone = ensureCommand('rclone', 'rclone');
   const rclone = (dest: string) => timed('rclone', ['copy', '--config', '/dev/null', join(source, backup), join(dest, backup)]);
-  const r1 = haveRclone ? measure('rclone copy, 1 destination', () => clean(...dests), () => rclone(dests[0] as string)) : undefined;
-  const r3 = haveRclone ? measure('rclone copy x3, one after another', () => clean(...dests), () => {
-    const runs = dests.map((d) => rclone(d));
-    return { seconds: runs.reduce((s, r) => s + r.seconds, 0), maxRssMb: Math.max(...runs.map((r) => r.maxRssMb)) };
-  }) : undefined;
-  // offsite makes every copy durable (one syncfs) before it writes a manifest; cp and rclone
-  // return with the data still in the page cache. The same baselines plus a final `sync -f`:
+  // offsite makes every copy durable (syncfs) before it records files and before it writes a
+  // manifest; cp and rclone return with the data still in the page cache. The same baselines
+  // plus a final `sync -f`:
   const durable = (run: () => Timed, dest: string): Timed => {
     const copied = run();
     const flushed = timed('sync', ['-f', dest]);
     return { seconds: copied.seconds + flushed.seconds, maxRssMb: copied.maxRssMb };
   };
-  const r1s = haveRclone ? measure('rclone copy + sync, 1 destination', () => clean(...dests), () => durable(() => rclone(dests[0] as string), dests[0] as string)) : undefined;
-  const r3s = haveRclone ? measure('rclone copy + sync x3, one after another', () => clean(...dests), () => {
-    const runs = dests.map((d) => durable(() => rclone(d), d));
-    return { seconds: runs.reduce((s, r) => s + r.seconds, 0), maxRssMb: Math.max(...runs.map((r) => r.maxRssMb)) };
-  }) : undefined;
-  const o1 = measure('offsite replicate, 1 destination', () => clean(...dests), () => offsite('d1'));
-  const o3 = measure('offsite replicate, 3 destinations at once', () => clean(...dests), () => offsite('d1,d2,d3'));
+  const sequential = (dests: readonly string[], one: (dest: string) => Timed): Timed => {
+    const each = dests.map(one);
+    return { seconds: each.reduce((sum, r) => sum + r.seconds, 0), maxRssMb: Math.max(...each.map((r) => r.maxRssMb)) };
+  };
+  const three = !opts.oneDestination;
+  const measurements: Measurement[] = [
+    { label: 'cp -r, 1 destination', run: (d) => timed('cp', ['-r', join(source, backup), d[0] as string]) },
+    ...(haveRclone ? [
+      { label: 'rclone copy, 1 destination', run: (d: readonly string[]) => rclone(d[0] as string) },
+      { label: 'rclone copy + sync, 1 destination', run: (d: readonly string[]) => durable(() => rclone(d[0] as string), d[0] as string) },
+      ...(three ? [
+        { label: 'rclone copy x3, one after another', run: (d: readonly string[]) => sequential(d, rclone) },
+        { label: 'rclone copy + sync x3, one after another', run: (d: readonly string[]) => sequential(d, (one) => durable(() => rclone(one), one)) },
+      ] : []),
+    ] : []),
+    { label: 'offsite replicate, 1 destination', run: (d) => offsite(d, 1) },
+    ...(opts.compare ? [{ label: 'offsite (--compare build), 1 destination', run: (d: readonly string[]) => offsite(d, 1, opts.compare) }] : []),
+    ...(three ? [{ label: 'offsite replicate, 3 destinations at once', run: (d: readonly string[]) => offsite(d, 3) }] : []),
+  ];
+  const r = measureAll(measurements);
+  const get = (label: string): Timed | undefined => r.get(label);
+  const cp = get('cp -r, 1 destination') as Timed;
+  const o1 = get('offsite replicate, 1 destination') as Timed;
+  const o3 = get('offsite replicate, 3 destinations at once');
+  const c1 = get('offsite (--compare build), 1 destination');
+  const r1 = get('rclone copy, 1 destination');
+  const r3 = get('rclone copy x3, one after another');
+  const r1s = get('rclone copy + sync, 1 destination');
+  const r3s = get('rclone copy + sync x3, one after another');
   console.log(`  ratios: offsite x1 / cp = ${ratio(o1.seconds, cp.seconds)}` +
-    (r1 && r3 ? `; offsite x1 / rclone x1 = ${ratio(o1.seconds, r1.seconds)} (target <= 1.00x); offsite x3 / rclone x3 sequential = ${ratio(o3.seconds, r3.seconds)} (target <= 0.60x)` : '; rclone not available'));
-  if (r1s && r3s) console.log(`  durable ratios (baselines + sync -f): offsite x1 / rclone+sync x1 = ${ratio(o1.seconds, r1s.seconds)}; offsite x3 / rclone+sync x3 = ${ratio(o3.seconds, r3s.seconds)}`);
-  console.log(`  offsite peak RSS: ${o1.maxRssMb.toFixed(0)} MB (x1), ${o3.maxRssMb.toFixed(0)} MB (x3) (target < 200 MB)`);
+    (r1 ? `; offsite x1 / rclone x1 = ${ratio(o1.seconds, r1.seconds)} (target <= 1.00x)` : '; rclone not available') +
+    (r3 && o3 ? `; offsite x3 / rclone x3 sequential = ${ratio(o3.seconds, r3.seconds)} (target <= 0.60x)` : '') +
+    (c1 ? `; offsite x1 / --compare build x1 = ${ratio(o1.seconds, c1.seconds)}` : ''));
+  if (r1s) console.log(`  durable ratios (baselines + sync -f): offsite x1 / rclone+sync x1 = ${ratio(o1.seconds, r1s.seconds)}` + (r3s && o3 ? `; offsite x3 / rclone+sync x3 = ${ratio(o3.seconds, r3s.seconds)}` : ''));
+  console.log(`  offsite peak RSS: ${o1.maxRssMb.toFixed(0)} MB (x1)${o3 ? `, ${o3.maxRssMb.toFixed(0)} MB (x3)` : ''}${c1 ? `; --compare build ${c1.maxRssMb.toFixed(0)} MB (x1)` : ''} (target < 200 MB)`);
 }
 
 const totalBytes = parseBytes(opts.size, '--size');
-await suite('realistic mix', () => generateBackup({ root: join(dir, 'source'), name: 'bench_backup', totalBytes, seed: 42 }));
+if (totalBytes > 0) await suite('realistic mix', () => generateBackup({ root: join(dir, 'source'), name: 'bench_backup', totalBytes, seed: 42 }));
 const smallFiles = Number(opts.smallFiles);
 if (smallFiles > 0) {
   await suite('many small files', () => generateBackup({ root: join(dir, 'source'), name: 'bench_backup', files: smallFiles, totalBytes: smallFiles * 4096, largestFileBytes: 64 * 1024, seed: 43 }));
