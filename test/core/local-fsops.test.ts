@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { LocalDriver } from '../../src/drivers/local/index.js';
-import { fsTypeOf, opsFor } from '../../src/drivers/local/fsops.js';
+import { adaptiveOps, fsTypeOf, opsFor } from '../../src/drivers/local/fsops.js';
 import { runConformance } from '../conformance/suite.js';
 
 for (const metadataCalls of ['sync', 'async'] as const) {
@@ -44,6 +44,30 @@ describe('choosing synchronous metadata calls', () => {
     assert.equal(fsTypeOf('/home/u/remote/a', mountinfo), 'fuse.sshfs');
     assert.equal(fsTypeOf('/dev/shm/a', mountinfo), 'nfs', 'a later mount on the same point hides the earlier');
     assert.equal(fsTypeOf('/x', ''), undefined);
+  });
+
+  it('adaptive calls: synchronous while fast, asynchronous for a second after a slow one', async () => {
+    // now() is read before and after each synchronous call: `advanceNext` makes the next one "take" that long.
+    let clock = 0;
+    let advanceNext = 0;
+    const ops = adaptiveOps(() => { const t = clock; clock += advanceNext; advanceNext = 0; return t; });
+    assert.ok((await ops.lstat(tmpdir()))?.isDirectory());
+    assert.equal(ops.slowCalls, 0);
+    advanceNext = 5;
+    await ops.lstat(tmpdir());
+    assert.equal(ops.slowCalls, 1, 'a call over 1 ms is noticed');
+    clock += 10;
+    advanceNext = 5;
+    await ops.lstat(tmpdir()); // within the cool-down: asynchronous, not timed (now() read once)
+    assert.equal(ops.slowCalls, 1);
+    clock += 2000;
+    advanceNext = 5;
+    await ops.lstat(tmpdir()); // after the cool-down: synchronous again, and slow again
+    assert.equal(ops.slowCalls, 2);
+    const fast = adaptiveOps();
+    assert.equal(await fast.lstat(join(tmpdir(), 'no-such-thing-offsite')), undefined, 'missing is undefined, not an error');
+    assert.equal(await fast.readdir(join(tmpdir(), 'no-such-thing-offsite')), undefined);
+    await assert.rejects(fast.open(join(tmpdir(), 'no-such-thing-offsite', 'x'), 0), /ENOENT/, 'other calls reject (as a promise) with the errno error');
   });
 
   it('uses synchronous calls only on known local file systems; forcing works', async () => {

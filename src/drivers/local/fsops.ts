@@ -11,14 +11,18 @@
  * mount) a metadata call can wait for a round trip, so they stay asynchronous (`ASYNC_OPS`),
  * as do reads and writes of file data everywhere (`pread`, `pwrite`: they may wait for the disk).
  * The choice is made once per driver from /proc/self/mountinfo (`opsFor`); anything unknown,
- * and every platform but Linux, gets the asynchronous calls.
+ * and every platform but Linux, gets the asynchronous calls. Even on a local disk a call can be
+ * slow (a cold cache on a spinning disk, a stalled device): `adaptiveOps` times each synchronous
+ * call and, after one that took more than 1 ms, makes the asynchronous calls for the next
+ * second before it tries again, so the event loop is never held long and slow metadata reads
+ * still overlap.
  *
  * Files are plain descriptors (numbers), not `FileHandle`s: a descriptor opened synchronously
  * cannot become one. Each user closes its descriptors exactly once.
  */
 import {
   close, closeSync, fstat, fstatSync, ftruncate, ftruncateSync, lstat, lstatSync, mkdir, mkdirSync, open, openSync, read,
-  realpath, realpathSync, rename, renameSync, stat, statSync, write, type Stats,
+  readdir, readdirSync, realpath, realpathSync, rename, renameSync, stat, statSync, write, type Dirent, type Stats,
 } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { isMissing } from './errors.js';
@@ -39,6 +43,8 @@ export interface FsOps {
   ftruncate(fd: number, length: number): Promise<void>;
   close(fd: number): Promise<void>;
   rename(from: string, to: string): Promise<void>;
+  /** The entries of a folder with their types; `undefined` when it is missing. */
+  readdir(path: string): Promise<Dirent[] | undefined>;
 }
 
 function call<T>(run: (done: (err: NodeJS.ErrnoException | null, value?: T) => void) => void): Promise<T> {
@@ -64,6 +70,7 @@ export const ASYNC_OPS: FsOps = {
   ftruncate: (fd, length) => call<void>((done) => ftruncate(fd, length, done)),
   close: (fd) => call<void>((done) => close(fd, done)),
   rename: (from, to) => call<void>((done) => rename(from, to, done)),
+  readdir: (path) => call<Dirent[]>((done) => readdir(path, { withFileTypes: true }, done)).catch(missing),
 };
 
 /** Metadata calls made synchronously, for local file systems (see the file comment). */
@@ -78,7 +85,46 @@ export const SYNC_OPS: FsOps = {
   ftruncate: async (fd, length) => ftruncateSync(fd, length),
   close: async (fd) => closeSync(fd),
   rename: async (from, to) => renameSync(from, to),
+  readdir: async (path) => { try { return readdirSync(path, { withFileTypes: true }); } catch (err) { return missing(err); } },
 };
+
+/** A synchronous call slower than this sends the next calls to the thread pool... */
+const SLOW_CALL_MS = 1;
+/** ...for this long. */
+const COOL_DOWN_MS = 1000;
+
+/**
+ * Synchronous calls while they are fast, asynchronous ones for a while after a slow one (see the
+ * file comment). `now` is injectable for tests.
+ */
+export function adaptiveOps(now: () => number = () => performance.now()): FsOps & { readonly slowCalls: number } {
+  let asyncUntil = -Infinity;
+  let slowCalls = 0;
+  const pick = <T>(sync: () => Promise<T>, async: () => Promise<T>): Promise<T> => {
+    const started = now();
+    if (started < asyncUntil) return async();
+    const result = sync(); // the system call has run when this returns
+    if (now() - started > SLOW_CALL_MS) {
+      slowCalls++;
+      asyncUntil = now() + COOL_DOWN_MS;
+    }
+    return result;
+  };
+  return {
+    synchronous: true,
+    get slowCalls() { return slowCalls; },
+    lstat: (path) => pick(() => SYNC_OPS.lstat(path), () => ASYNC_OPS.lstat(path)),
+    stat: (path) => pick(() => SYNC_OPS.stat(path), () => ASYNC_OPS.stat(path)),
+    realpath: (path) => pick(() => SYNC_OPS.realpath(path), () => ASYNC_OPS.realpath(path)),
+    mkdir: (path) => pick(() => SYNC_OPS.mkdir(path), () => ASYNC_OPS.mkdir(path)),
+    open: (path, flags, mode) => pick(() => SYNC_OPS.open(path, flags, mode), () => ASYNC_OPS.open(path, flags, mode)),
+    fstat: (fd) => pick(() => SYNC_OPS.fstat(fd), () => ASYNC_OPS.fstat(fd)),
+    ftruncate: (fd, length) => pick(() => SYNC_OPS.ftruncate(fd, length), () => ASYNC_OPS.ftruncate(fd, length)),
+    close: (fd) => pick(() => SYNC_OPS.close(fd), () => ASYNC_OPS.close(fd)),
+    rename: (from, to) => pick(() => SYNC_OPS.rename(from, to), () => ASYNC_OPS.rename(from, to)),
+    readdir: (path) => pick(() => SYNC_OPS.readdir(path), () => ASYNC_OPS.readdir(path)),
+  };
+}
 
 /** Positional read of file data (always asynchronous); the number of bytes read. */
 export function pread(fd: number, buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
@@ -121,15 +167,15 @@ export function fsTypeOf(path: string, mountinfo: string): string | undefined {
 }
 
 /**
- * The calls for a driver whose root is the real path `realRoot`: `SYNC_OPS` on a local file
- * system (Linux), else `ASYNC_OPS`. `mode` forces one.
+ * The calls for a driver whose root is the real path `realRoot`: `adaptiveOps()` on a local
+ * file system (Linux), else `ASYNC_OPS`. `mode` forces one (`sync`: always synchronous).
  */
 export async function opsFor(realRoot: string, mode: 'auto' | 'sync' | 'async' = 'auto'): Promise<FsOps> {
   if (mode !== 'auto') return mode === 'sync' ? SYNC_OPS : ASYNC_OPS;
   if (process.platform !== 'linux') return ASYNC_OPS;
   try {
     const type = fsTypeOf(realRoot, await readFile('/proc/self/mountinfo', 'utf8'));
-    return type !== undefined && LOCAL_FS_TYPES.has(type) ? SYNC_OPS : ASYNC_OPS;
+    return type !== undefined && LOCAL_FS_TYPES.has(type) ? adaptiveOps() : ASYNC_OPS;
   } catch {
     return ASYNC_OPS;
   }
