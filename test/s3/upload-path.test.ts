@@ -4,7 +4,8 @@
  *   uploads are signed with UNSIGNED-PAYLOAD next to a signed Content-MD5, other bodies keep
  *   their SHA-256, no `Expect: 100-continue`; the reused middleware chains honour each call's
  *   own abort signal;
- * - `Slots` and `ByteStash` (./src/drivers/s3/resources.ts) on their own;
+ * - `ByteStash` (./src/drivers/s3/resources.ts) on its own (the toolkit's `Semaphore` that caps
+ *   uploads is tested in test/drivers/toolkit.test.ts);
  * - against Ceph RGW: `maxConcurrency` caps the uploads in flight; a single-part session keeps
  *   its bytes across a failed commit, so a retried commit sends them again, and returns its
  *   buffer for reuse once the object is stored.
@@ -17,9 +18,8 @@ import { after, before, describe, it } from 'node:test';
 import { AwsStore } from '../../src/drivers/s3/client.js';
 import { ObjectDriver } from '../../src/drivers/s3/driver.js';
 import { parseS3Options } from '../../src/drivers/s3/options.js';
-import { ByteStash, Slots } from '../../src/drivers/s3/resources.js';
+import { ByteStash } from '../../src/drivers/s3/resources.js';
 import type { ObjectStore } from '../../src/drivers/s3/store.js';
-import { AbortedError } from '../../src/errors.js';
 import { hashOf, partOf, readKey, rejectsWithKind, seededBytes } from '../conformance/suite.js';
 import { freshBucket, removeFreshBuckets, requireServer, s3Section, testServer } from './server.js';
 
@@ -117,49 +117,6 @@ describe('s3 upload requests (fake endpoint)', () => {
     await assert.rejects(store.head('k', aborted.signal), (err: Error) => err.name === 'AbortError', 'the aborted signal still rejects');
     assert.equal((await store.head('k', live.signal))?.size, 3, 'the cached chain of the live signal still works');
     assert.equal(fake.requests.length, 3, 'aborted calls send nothing');
-  });
-});
-
-describe('Slots', () => {
-  it('lets `limit` run at once, the others in order, and frees a slot when a run fails', async () => {
-    const slots = new Slots(2);
-    let running = 0;
-    let peak = 0;
-    const order: number[] = [];
-    const job = (n: number, fail = false) => slots.run(undefined, 'job', async () => {
-      running++;
-      peak = Math.max(peak, running);
-      await new Promise((resolve) => setTimeout(resolve, 10));
-      running--;
-      order.push(n);
-      if (fail) throw new Error(`job ${n} failed`);
-      return n;
-    });
-    const results = await Promise.allSettled([job(1), job(2, true), job(3), job(4), job(5)]);
-    assert.equal(peak, 2);
-    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled']);
-    assert.deepEqual(order.slice(2).sort(), [3, 4, 5]);
-    assert.equal(slots.busy, 0);
-  });
-
-  it('a waiter whose signal fires rejects with AbortedError at once and never runs', async () => {
-    const slots = new Slots(1);
-    let release!: () => void;
-    const holder = slots.run(undefined, 'holder', () => new Promise<void>((resolve) => { release = resolve; }));
-    const controller = new AbortController();
-    let ran = false;
-    const waiter = slots.run(controller.signal, 'cloud: waiter', async () => { ran = true; });
-    controller.abort();
-    await assert.rejects(waiter, (err: unknown) => err instanceof AbortedError && err.message === 'cloud: waiter aborted');
-    release();
-    await holder;
-    assert.equal(ran, false);
-    assert.equal(slots.busy, 0, 'the aborted waiter took no slot');
-    await slots.run(undefined, 'next', async () => undefined); // and the slot is usable
-  });
-
-  it('refuses a limit below 1', () => {
-    assert.throws(() => new Slots(0), RangeError);
   });
 });
 

@@ -48,13 +48,12 @@ import { checkKey, checkPrefix, partCount, partRange } from '../keys.js';
 import type { Capabilities, CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
 import { classifyS3Error, type S3Failure } from './errors.js';
 import { S3_LIMITS } from './quirks.js';
-import { ByteStash, Slots } from './resources.js';
+import { badArgument as toolkitBadArgument, isTempPath, missingPartError, PARTIAL_SUFFIX, partialPathOf, Semaphore } from '../toolkit/index.js';
+import { ByteStash } from './resources.js';
 import type { ObjectStore, StoredObject, StoredPart } from './store.js';
 
 /** User-metadata name of our whole-file hash (`x-amz-meta-offsite-hash`). */
 export const HASH_METADATA = 'offsite-hash';
-const TEMP_SUFFIX = '.offsite-partial';
-const TEMP_NAME = /(^|\/)\.[^/]+\.offsite-partial$/;
 /** Hashes look like `xxh64:0123456789abcdef`; anything printable and short is stored as is. */
 const HASH_SHAPE = /^[\x21-\x7e]{1,200}$/;
 /** Entries whose stored hash `list` fetches at once (HEAD per object, `maxConcurrency` in flight). */
@@ -76,14 +75,13 @@ export interface ObjectDriverSettings {
   readonly listPageSize: number;
 }
 
-/** `a/b.bin` -> `a/.b.bin.offsite-partial`. */
+/** `a/b.bin` -> `a/.b.bin.offsite-partial` (the one rule of src/drivers/toolkit/temp-names.ts). */
 export function tempKeyOf(key: string): string {
-  const slash = key.lastIndexOf('/');
-  return `${key.slice(0, slash + 1)}.${key.slice(slash + 1)}${TEMP_SUFFIX}`;
+  return partialPathOf(key);
 }
 
 export function isTempKey(key: string): boolean {
-  return TEMP_NAME.test(key);
+  return isTempPath(key);
 }
 
 /** The ETag S3 gives a completed multipart object: MD5 of the parts' binary MD5s, `-`, part count. */
@@ -98,7 +96,7 @@ export function md5(bytes: Uint8Array): { hex: string; base64: string } {
 }
 
 function badArgument(driver: string, key: string, message: string): DriverError {
-  return new DriverError('E_BAD_ARGUMENT', `${driver}: ${key}: ${message}`, { kind: 'fatal' });
+  return toolkitBadArgument({ driver, key, action: 'check arguments' }, message);
 }
 
 export class ObjectDriver implements Driver {
@@ -106,7 +104,7 @@ export class ObjectDriver implements Driver {
   readonly capabilities: Capabilities;
   readonly #store: ObjectStore;
   readonly #settings: ObjectDriverSettings;
-  readonly #uploads: Slots;
+  readonly #uploads: Semaphore;
   /** Where single-part sessions keep their bytes until commit. */
   readonly stash = new ByteStash(STASH_IDLE_BYTES);
   #bucketChecked = false;
@@ -115,7 +113,7 @@ export class ObjectDriver implements Driver {
   constructor(readonly name: string, store: ObjectStore, settings: ObjectDriverSettings) {
     this.#store = store;
     this.#settings = settings;
-    this.#uploads = new Slots(settings.maxConcurrency);
+    this.#uploads = new Semaphore(settings.maxConcurrency);
     this.description = settings.description;
     this.capabilities = {
       rangeReads: true,
@@ -134,7 +132,7 @@ export class ObjectDriver implements Driver {
   /** The bucket's full key for a driver key; refuses unsafe keys and our temp names. */
   fullKey(key: string): string {
     checkKey(key);
-    if (isTempKey(key)) throw new KeyError(key, 'names like .NAME.offsite-partial are reserved for offsite\'s temp files');
+    if (isTempKey(key)) throw new KeyError(key, `names like ".x${PARTIAL_SUFFIX}" are reserved for offsite's temp files`);
     return this.#settings.prefix + key;
   }
 
@@ -490,7 +488,7 @@ class SinglePartSession extends Session {
     this.checkCommit(options);
     const body = this.size === 0 ? Buffer.alloc(0) : this.#bytes;
     if (body === undefined) {
-      throw new DriverError('E_MISSING_PART', `${this.driver.name}: ${this.key}: commit: part 0 was never written`, { kind: 'fatal' });
+      throw missingPartError({ driver: this.driver.name, key: this.key, action: 'commit' }, [0], 1, 'was never written');
     }
     try {
       const digest = md5(body).base64;
@@ -641,7 +639,7 @@ class MultipartSession extends Session {
   }
 
   #missing(index: number, why: string): DriverError {
-    return new DriverError('E_MISSING_PART', `${this.driver.name}: ${this.key}: commit: part ${index} ${why}`, { kind: 'fatal' });
+    return missingPartError({ driver: this.driver.name, key: this.key, action: 'commit' }, [index], this.count, why);
   }
 
   /** Aborts this and every other open upload of the key and removes a completed temp object. */

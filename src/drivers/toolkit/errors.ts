@@ -43,12 +43,14 @@ export function badArgument(context: ErrorContext, message: string): DriverError
 
 /**
  * A commit with parts neither written nor confirmed in this session: `E_MISSING_PART`, kind
- * `fatal` (see the file comment: it keeps the resumable state). `why` defaults to the usual case.
+ * `fatal` (see the file comment: it keeps the resumable state). `why` ("was never written")
+ * defaults to the usual case.
  */
-export function missingPartError(context: ErrorContext, missing: readonly number[], parts: number, why = 'neither written nor confirmed by matches() in this session'): DriverError {
+export function missingPartError(context: ErrorContext, missing: readonly number[], parts: number, why?: string): DriverError {
   const list = missing.length > 5 ? `${missing.slice(0, 5).join(', ')}... (${missing.length} in all)` : missing.join(', ');
-  const noun = missing.length === 1 ? 'part' : 'parts';
-  return new DriverError('E_MISSING_PART', `${where(context)}: cannot commit: ${noun} ${list} of ${parts} ${missing.length === 1 ? 'was' : 'were'} ${why}`, { kind: 'fatal' });
+  const one = missing.length === 1;
+  const reason = why ?? `${one ? 'was' : 'were'} neither written nor confirmed by matches() in this session`;
+  return new DriverError('E_MISSING_PART', `${where(context)}: cannot commit: ${one ? 'part' : 'parts'} ${list} of ${parts} ${reason}`, { kind: 'fatal' });
 }
 
 /** The stored object or temp file does not have the size the session was opened with: `integrity`. */
