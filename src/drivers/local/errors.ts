@@ -1,9 +1,13 @@
 /**
  * Turns node:fs errors (errno codes) into `DriverError`s whose `kind` tells the engine what to
  * do. Messages name the driver instance, the key and the action, never a secret (a local driver
- * has none) and never a stack trace.
+ * has none) and never a stack trace. The error context and the refusals every driver shares
+ * (bad argument, missing part...) are in src/drivers/toolkit/errors.ts.
  */
-import { AbortedError, DriverError, OffsiteError, type ErrorKind } from '../../errors.js';
+import { DriverError, type ErrorKind, type OffsiteError } from '../../errors.js';
+import { errnoOf, passThrough, where, type ErrorContext } from '../toolkit/index.js';
+
+export { errnoOf, notFoundError, type ErrorContext } from '../toolkit/index.js';
 
 interface Classification {
   readonly kind: ErrorKind;
@@ -11,11 +15,9 @@ interface Classification {
   readonly why: string;
 }
 
-const NOT_FOUND: Classification = { kind: 'not-found', code: 'E_NOT_FOUND', why: 'not found' };
-
 /** errno -> classification. Anything not listed with an errno is `permanent`. */
 const BY_ERRNO: Readonly<Record<string, Classification>> = {
-  ENOENT: NOT_FOUND,
+  ENOENT: { kind: 'not-found', code: 'E_NOT_FOUND', why: 'not found' },
   ENOTDIR: { kind: 'not-found', code: 'E_NOT_FOUND', why: 'not found (a parent is not a folder)' },
   EACCES: { kind: 'permanent', code: 'E_PERMISSION_DENIED', why: 'permission denied' },
   EPERM: { kind: 'permanent', code: 'E_PERMISSION_DENIED', why: 'permission denied (operation not permitted)' },
@@ -47,27 +49,10 @@ const BY_ERRNO: Readonly<Record<string, Classification>> = {
   ENETUNREACH: { kind: 'retryable', code: 'E_TRANSIENT', why: 'network unreachable (network share)' },
 };
 
-/** The errno code (`ENOENT`...) of a node:fs error, if any. */
-export function errnoOf(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : undefined;
-}
-
 /** True for the errno codes that mean "this path does not exist". */
 export function isMissing(err: unknown): boolean {
   const code = errnoOf(err);
   return code === 'ENOENT' || code === 'ENOTDIR';
-}
-
-/** Where an error happened, for its message: `nas: a/b.bin: write: disk full (ENOSPC)`. */
-export interface ErrorContext {
-  readonly driver: string;
-  readonly action: string;
-  readonly key?: string;
-}
-
-function where(context: ErrorContext): string {
-  return context.key === undefined ? `${context.driver}: ${context.action}` : `${context.driver}: ${context.key}: ${context.action}`;
 }
 
 /**
@@ -76,8 +61,8 @@ function where(context: ErrorContext): string {
  * are `permanent`); anything else is `fatal` (a bug).
  */
 export function classifyFsError(err: unknown, context: ErrorContext): OffsiteError {
-  if (err instanceof OffsiteError) return err;
-  if ((err as { name?: unknown } | null)?.name === 'AbortError') return new AbortedError(where(context));
+  const classified = passThrough(err, context);
+  if (classified !== undefined) return classified;
   const errno = errnoOf(err);
   if (errno === undefined) {
     const detail = err instanceof Error ? err.message.split('\n')[0] : String(err);
@@ -85,9 +70,4 @@ export function classifyFsError(err: unknown, context: ErrorContext): OffsiteErr
   }
   const known = BY_ERRNO[errno] ?? { kind: 'permanent', code: 'E_FS', why: 'file system error' };
   return new DriverError(known.code, `${where(context)}: ${known.why} (${errno})`, { kind: known.kind, cause: err });
-}
-
-/** A `not-found` error for a key that does not exist (or is a folder). */
-export function notFoundError(context: ErrorContext): DriverError {
-  return new DriverError(NOT_FOUND.code, `${where(context)}: not found`, { kind: 'not-found' });
 }

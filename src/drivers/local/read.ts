@@ -1,0 +1,89 @@
+/**
+ * The read pipeline of the `local` driver: opening a key's file without following a symlink
+ * that leads outside the root, and streaming a byte range of it with positional reads (the
+ * skipped bytes are never read) into buffers of the caller's choosing.
+ */
+import { constants } from 'node:fs';
+import { Readable } from 'node:stream';
+import { AbortedError, throwIfAborted } from '../../errors.js';
+import { notFoundError, type ErrorContext } from '../toolkit/index.js';
+import type { ReadOptions } from '../types.js';
+import { classifyFsError, errnoOf, isMissing } from './errors.js';
+import { pread } from './fsops.js';
+import type { LocalTree } from './tree.js';
+
+/** Bytes per read when streaming a file. */
+const READ_CHUNK_BYTES = 256 * 1024;
+/** Largest read piece a caller may ask for (`ReadOptions.pieceBytes`). */
+const MAX_READ_PIECE_BYTES = 64 * 1024 * 1024;
+
+const missingAsUndefined = (err: unknown): undefined => {
+  if (isMissing(err)) return undefined;
+  throw err;
+};
+
+/**
+ * A stream of `[offset, offset + length)` of `key` (to the end without `length`), arguments
+ * already checked. Rejects with kind `not-found` when the file (or a parent) is missing or is a
+ * folder, with a `KeyError` for a symlink leading outside the root. Read errors mid-way destroy
+ * the stream with a classified `DriverError`; the signal destroys it with `AbortedError`.
+ */
+export async function openLocalRead(tree: LocalTree, key: string, offset: number, length: number | undefined, options: ReadOptions, context: ErrorContext): Promise<Readable> {
+  const { signal } = options;
+  const ops = tree.ops;
+  const fd = await tree.atKey(key, context, async (path, realRoot) => {
+    try {
+      return await ops.open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    } catch (err) {
+      if (!['ELOOP', 'EMLINK'].includes(errnoOf(err) ?? '')) return missingAsUndefined(err);
+    }
+    // A symlink: followed when it stays inside the root.
+    const real = await ops.realpath(path);
+    if (real === undefined) return undefined;
+    tree.checkInside(key, real, realRoot);
+    return ops.open(real, constants.O_RDONLY).catch(missingAsUndefined);
+  });
+  if (fd === undefined) throw notFoundError(context);
+  let fileSize: number;
+  try {
+    const info = await ops.fstat(fd);
+    if (!info.isFile()) throw notFoundError(context);
+    fileSize = info.size;
+    throwIfAborted(signal, `${context.driver}: read ${key}`);
+  } catch (err) {
+    await ops.close(fd).catch(() => undefined);
+    throw err;
+  }
+  // Bounded by the size at open, so no buffer is taken for a read that would find nothing;
+  // a file that grows meanwhile is read up to that size (callers compare sizes anyway).
+  const end = Math.min(length === undefined ? Infinity : offset + length, Math.max(fileSize, offset));
+  const pieceBytes = Math.min(Math.max(options.pieceBytes ?? READ_CHUNK_BYTES, 4096), MAX_READ_PIECE_BYTES);
+  const allocate = options.allocate ?? Buffer.allocUnsafe;
+  const stream = Readable.from(readRange(fd, offset, end, pieceBytes, allocate, context), { objectMode: false, highWaterMark: 1 });
+  const onAbort = (): void => { stream.destroy(new AbortedError(`${context.driver}: read ${key}`)); };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  // 'close' comes once, after the generator has finished (a destroyed stream waits for the
+  // read in flight): the descriptor is closed exactly once and never read after.
+  stream.once('close', () => {
+    signal?.removeEventListener('abort', onAbort);
+    ops.close(fd).catch(() => undefined);
+  });
+  return stream;
+}
+
+/** Positional reads of `[start, end)` (to EOF when `end` is Infinity) in bounded chunks. */
+async function* readRange(fd: number, start: number, end: number, pieceBytes: number, allocate: (size: number) => Buffer, context: ErrorContext): AsyncGenerator<Buffer> {
+  let position = start;
+  while (position < end) {
+    const buffer = allocate(Math.min(pieceBytes, end - position));
+    let bytesRead: number;
+    try {
+      bytesRead = await pread(fd, buffer, 0, buffer.length, position);
+    } catch (err) {
+      throw classifyFsError(err, context);
+    }
+    if (bytesRead === 0) return;
+    position += bytesRead;
+    yield buffer.subarray(0, bytesRead);
+  }
+}
