@@ -9,7 +9,8 @@ import { connect as netConnect } from 'node:net';
 import SftpClient from 'ssh2-sftp-client';
 import type { ConnectConfig, SFTPWrapper } from 'ssh2';
 import { ConfigError, DriverError, OffsiteError } from '../../errors.js';
-import { classifySftpError, where, type ErrorContext } from './errors.js';
+import { driverClosedError } from '../toolkit/index.js';
+import { classifySftpError, SFTP_STATUS, sftpStatusOf, where, type ErrorContext } from './errors.js';
 import { fingerprintOf, judgeHostKey, keyTypeOf, parseKnownHosts, preferredHostKeyAlgorithms, type HostKeyPolicy, type HostKeyVerdict } from './hostkeys.js';
 import type { SftpOptions } from './options.js';
 
@@ -209,7 +210,7 @@ export class ConnectionPool {
   }
 
   private checkOpen(): void {
-    if (this.closed) throw new DriverError('E_CLOSED', `${this.name}: driver is closed`, { kind: 'fatal' });
+    if (this.closed) throw driverClosedError({ driver: this.name, action: 'connect' });
   }
 
   release(conn: SftpConnection): void {
@@ -259,4 +260,41 @@ function hostKeyError(name: string, options: SftpOptions, offered: Buffer, verdi
         ? `${name}: the SSH host key of ${server} (${keyTypeOf(offered)} ${fingerprint}) is revoked: ${verdict.detail}`
         : `${name}: the SSH host key of ${server} is unknown: the server offered ${keyTypeOf(offered)} ${fingerprint} and ${verdict.detail}; ${fix}, or add it to knownHosts`;
   return new DriverError('E_HOST_KEY', message, { kind: 'auth' });
+}
+
+type Settled<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: unknown };
+export type { Settled };
+
+/** A promise that never rejects: it may be started early and then dropped unawaited. */
+export function settle<T>(promise: Promise<T>): Promise<Settled<T>> {
+  return promise.then(
+    (value): Settled<T> => ({ ok: true, value }),
+    (error: unknown): Settled<T> => ({ ok: false, error }),
+  );
+}
+
+/** Closes a handle in the background; never throws. */
+export function closeQuietly(conn: SftpConnection, handle: Buffer): void {
+  void closeQuietlyAndWait(conn, handle);
+}
+
+/** Closes a handle; never throws (the handle dies with the connection anyway). */
+export async function closeQuietlyAndWait(conn: SftpConnection, handle: Buffer): Promise<void> {
+  if (!conn.alive) return;
+  try {
+    await conn.call<void>({ driver: conn.driver, action: 'close' }, (sftp, done) => sftp.close(handle, done));
+  } catch {
+    /* the handle dies with the connection anyway */
+  }
+}
+
+/**
+ * True when an extension request was not possible: ssh2 refuses to send it (the server did not
+ * announce it), or the server answers "unsupported" or "permission denied" (OpenSSH's
+ * `sftp-server -P` bans requests that way).
+ */
+export function extensionRefused(err: unknown): boolean {
+  if (/does not support this extended request/i.test((err as Error)?.message ?? '')) return true;
+  const status = sftpStatusOf((err as { cause?: unknown })?.cause);
+  return status === SFTP_STATUS.OP_UNSUPPORTED || status === SFTP_STATUS.PERMISSION_DENIED;
 }

@@ -1,7 +1,8 @@
 /**
  * Turns ssh2 / SFTP errors into `DriverError`s whose `kind` tells the engine what to do.
  * Messages name the driver instance, the key and the action (`nas: a/b.bin: write: permission
- * denied (SFTP status 3)`), never a password or passphrase and never a stack trace.
+ * denied (SFTP status 3)`), never a password or passphrase and never a stack trace. The error
+ * context and the refusals every driver shares are in src/drivers/toolkit/errors.ts.
  *
  * ssh2 reports three families of errors:
  * - SFTP status replies: `code` is the numeric status (2 no such file, 3 permission denied,
@@ -11,7 +12,10 @@
  *   `handshake`, `client-socket`...), and a lost connection fails pending SFTP requests with
  *   "No response from server".
  */
-import { AbortedError, DriverError, OffsiteError, type ErrorKind } from '../../errors.js';
+import { DriverError, type ErrorKind, type OffsiteError } from '../../errors.js';
+import { firstLine, passThrough, redact, where, type ErrorContext } from '../toolkit/index.js';
+
+export { notFoundError, where, type ErrorContext } from '../toolkit/index.js';
 
 interface Classification {
   readonly kind: ErrorKind;
@@ -56,17 +60,6 @@ const TRANSIENT_MESSAGES = [
   'No free channels available', 'Unexpected close event', 'Unexpected end event', 'connection closed',
 ];
 
-/** Where an error happened, for its message: `nas: a/b.bin: write: ...`. */
-export interface ErrorContext {
-  readonly driver: string;
-  readonly action: string;
-  readonly key?: string;
-}
-
-export function where(context: ErrorContext): string {
-  return context.key === undefined ? `${context.driver}: ${context.action}` : `${context.driver}: ${context.key}: ${context.action}`;
-}
-
 /** The numeric SFTP status of an ssh2 error, if it is one. */
 export function sftpStatusOf(err: unknown): number | undefined {
   const status = (err as { code?: unknown } | null)?.code;
@@ -77,28 +70,14 @@ export function isNoSuchFile(err: unknown): boolean {
   return sftpStatusOf(err) === SFTP_STATUS.NO_SUCH_FILE;
 }
 
-function firstLine(err: unknown): string {
-  const message = err instanceof Error ? err.message : String(err);
-  return (message.split('\n')[0] ?? '').trim();
-}
-
-/** Removes every occurrence of the given secrets from a message. */
-export function redact(message: string, secrets: readonly (string | undefined)[]): string {
-  let out = message;
-  for (const secret of secrets) {
-    if (secret && secret.length >= 3) out = out.split(secret).join('***');
-  }
-  return out;
-}
-
 /**
  * Classifies any thrown value. `OffsiteError`s pass through unchanged; node's `AbortError`
  * becomes `AbortedError`; SFTP statuses, errno codes and ssh2 levels get the kinds above;
  * anything else is `permanent` (an unknown server-side refusal is not worth retrying blindly).
  */
 export function classifySftpError(err: unknown, context: ErrorContext, secrets: readonly (string | undefined)[] = []): OffsiteError {
-  if (err instanceof OffsiteError) return err;
-  if ((err as { name?: unknown } | null)?.name === 'AbortError') return new AbortedError(where(context));
+  const classified = passThrough(err, context);
+  if (classified !== undefined) return classified;
   const detail = redact(firstLine(err), secrets);
   const status = sftpStatusOf(err);
   const known = status === undefined ? undefined : BY_STATUS[status];
@@ -127,9 +106,4 @@ export function classifySftpError(err: unknown, context: ErrorContext, secrets: 
     return new DriverError('E_TRANSIENT', `${where(context)}: ${detail || 'connection failed'}${suffix}`, { kind: 'retryable', cause: err });
   }
   return new DriverError('E_SFTP', `${where(context)}: ${detail || 'unknown SFTP error'}`, { kind: 'permanent', cause: err });
-}
-
-/** A `not-found` error for a key that does not exist (or is a folder). */
-export function notFoundError(context: ErrorContext): DriverError {
-  return new DriverError('E_NOT_FOUND', `${where(context)}: not found`, { kind: 'not-found' });
 }
