@@ -18,6 +18,14 @@
  *       };
  *     });
  *
+ * Every refusal the suite provokes is checked for its error `kind`, and for its `code` where the
+ * contract fixes one (src/drivers/toolkit/errors.ts has the table), so a driver whose errors drift
+ * from the others fails here: escaping or reserved keys `E_BAD_KEY` (`permanent`), bad arguments
+ * `E_BAD_ARGUMENT` (`fatal`), a missing part at commit `E_MISSING_PART` (`fatal`, and the
+ * resumable state stays), a wrong stored size `E_SIZE_MISMATCH` (`integrity`), a missing key
+ * `E_NOT_FOUND` (`not-found`), a finished session `E_SESSION_CLOSED` and a closed driver
+ * `E_CLOSED` (both `fatal`), an aborted signal `E_ABORTED`.
+ *
  * Data sizes follow `capabilities.minPartBytes`: multi-part cases use parts of
  * max(minPartBytes, 4 KiB), the large case max(minPartBytes, 64 KiB), so an S3 driver with 5 MiB
  * parts moves roughly 100 MiB over the whole suite. Single-part objects are written with
@@ -244,10 +252,12 @@ export function runConformance(label: string, target: TargetSource, options: Con
       if (c.serverSideCopy) assert.equal(typeof driver.copyWithin, 'function', 'serverSideCopy is set, so copyWithin must be implemented');
     });
 
-    test('a fresh driver is empty and close() is idempotent', async (driver) => {
+    test('a fresh driver is empty, close() is idempotent, and a closed driver refuses calls (E_CLOSED, fatal)', async (driver) => {
       assert.deepEqual(await listAll(driver, ''), []);
       await driver.close();
       await driver.close();
+      await rejectsWithKind(() => driver.stat('a'), 'fatal', 'stat after close', 'E_CLOSED');
+      await rejectsWithKind(() => driver.openWrite('a', { size: 1, partBytes: 1 }), 'fatal', 'openWrite after close', 'E_CLOSED');
     });
 
     test('write + commit + stat + list + read round trip', async (driver) => {
@@ -310,6 +320,40 @@ export function runConformance(label: string, target: TargetSource, options: Con
       }
       assert.deepEqual((await listAll(driver, '')).map((e) => e.key), ['a/x'], 'refused keys must leave no trace');
       await assertObject(driver, 'a/x', seededBytes(10, 2));
+    });
+
+    test('keys shaped like our temp names are refused (E_BAD_KEY, permanent), and temp names stay hidden for long keys', async (driver) => {
+      const long = `long/${'n'.repeat(246)}.bin`; // a 250-byte name: its temp name must be shortened to fit in 255 bytes
+      const partBytes = partSizeFor(driver.capabilities, 4 * KiB);
+      const data = seededBytes(partBytes * 2, 80);
+      const session = await driver.openWrite(long, { size: data.length, partBytes });
+      await session.write(0, partOf(data, 0, partBytes));
+      await session.suspend();
+      assert.deepEqual(await listAll(driver, ''), [], 'a suspended write of a long key is not listed');
+      const again = await driver.openWrite(long, { size: data.length, partBytes });
+      if (driver.capabilities.resumableWrites) assert.ok(again.resumableParts.has(0), 'the suspended write of a long key is found again');
+      await writeParts(driver.capabilities, again, data, [0, 1]);
+      await again.commit({ hash: await hashOf(data) });
+      await assertObject(driver, long, data);
+      const hash = await hashOf(Buffer.alloc(0));
+      for (const key of ['a/.b.bin.offsite-partial', '.top.offsite-partial', `a/.${'x'.repeat(60)}~0123456789abcdef.offsite-partial`]) {
+        const checks: Array<[string, () => Promise<unknown>]> = [
+          ['stat', () => driver.stat(key)],
+          ['openRead', () => driver.openRead(key)],
+          ['openWrite', async () => { const s = await driver.openWrite(key, { size: 0, partBytes: 1 }); await s.commit({ hash }); }],
+          ['delete', () => driver.delete(key)],
+        ];
+        for (const [method, call] of checks) await rejectsWithKind(call, 'permanent', `${method}(${JSON.stringify(key)})`, 'E_BAD_KEY');
+      }
+      assert.deepEqual((await listAll(driver, '')).map((e) => e.key), [long]);
+    });
+
+    test('bad read ranges are refused before any IO (E_BAD_ARGUMENT, fatal)', async (driver) => {
+      await putObject(driver, 'r', seededBytes(10, 81));
+      for (const [offset, length] of [[-1, undefined], [1.5, undefined], [0, -1], [0, 2.5], [Number.NaN, undefined]] as const) {
+        await rejectsWithKind(() => driver.openRead('r', { offset, length }), 'fatal', `openRead offset ${offset} length ${length}`, 'E_BAD_ARGUMENT');
+        await rejectsWithKind(() => driver.openRead('missing', { offset, length }), 'fatal', `openRead of a missing key, offset ${offset} length ${length}`, 'E_BAD_ARGUMENT');
+      }
     });
 
     test('range reads: offset, offset + length, across parts, at the end, length 0', async (driver) => {
@@ -377,15 +421,24 @@ export function runConformance(label: string, target: TargetSource, options: Con
       await assertObject(driver, 'over', Buffer.alloc(0));
     });
 
-    test('commit with a missing part rejects and leaves no final object', async (driver) => {
+    test('commit with a missing part rejects (E_MISSING_PART, fatal), leaves no final object and keeps the resumable state', async (driver) => {
       const partBytes = partSizeFor(driver.capabilities, 4 * KiB);
       const data = seededBytes(partBytes * 3, 9);
+      const hash = await hashOf(data);
       const session = await driver.openWrite('missing-part', { size: data.length, partBytes });
       await session.write(0, partOf(data, 0, partBytes));
       await session.write(2, partOf(data, 2, partBytes));
-      await assert.rejects(session.commit({ hash: await hashOf(data) }), OffsiteError, 'commit without part 1 must reject');
-      await session.abort();
+      // `fatal`, not `integrity`: the engine aborts (and so deletes the resumable state) only on `integrity`.
+      await rejectsWithKind(() => session.commit({ hash }), 'fatal', 'commit without part 1', 'E_MISSING_PART');
       await assertAbsent(driver, 'missing-part', 'after a refused commit');
+      await session.suspend();
+      const again = await driver.openWrite('missing-part', { size: data.length, partBytes });
+      if (driver.capabilities.resumableWrites) {
+        assert.ok(again.resumableParts.has(0), `a refused commit must keep what was stored: resumableParts ${JSON.stringify([...again.resumableParts])}`);
+        assert.equal(await again.matches(0, partOf(data, 0, partBytes)), true, 'part 0 is still stored after the refused commit');
+      }
+      await again.abort();
+      await assertAbsent(driver, 'missing-part', 'after abort');
     });
 
     test('commit with the last part missing (short object) rejects and leaves no final object', async (driver) => {
@@ -394,7 +447,7 @@ export function runConformance(label: string, target: TargetSource, options: Con
       const session = await driver.openWrite('short', { size: data.length, partBytes });
       await session.write(0, partOf(data, 0, partBytes));
       await session.write(1, partOf(data, 1, partBytes));
-      await assert.rejects(session.commit({ hash: await hashOf(data) }), OffsiteError, 'commit without the last part must reject');
+      await rejectsWithKind(async () => session.commit({ hash: await hashOf(data) }), 'fatal', 'commit without the last part', 'E_MISSING_PART');
       await session.abort();
       await assertAbsent(driver, 'short', 'after a refused commit');
     });
@@ -404,14 +457,15 @@ export function runConformance(label: string, target: TargetSource, options: Con
       const data = seededBytes(partBytes + 500, 11);
       const session = await driver.openWrite('wrong-size', { size: data.length, partBytes });
       let refused = false;
+      await session.write(0, partOf(data, 0, partBytes));
       try {
-        await session.write(0, partOf(data, 0, partBytes));
         await session.write(1, data.subarray(partBytes, partBytes + 400)); // 100 bytes short
       } catch (err) {
         assert.ok(err instanceof OffsiteError, `write of a short part: expected an OffsiteError, got ${errorMessage(err)}`);
+        assert.deepEqual([err.kind, err.code], ['fatal', 'E_BAD_ARGUMENT'], `write of a short part: ${err.message}`);
         refused = true;
       }
-      if (!refused) await assert.rejects(session.commit({ hash: await hashOf(data) }), OffsiteError, 'commit with a total size below `size` must reject');
+      if (!refused) await rejectsWithKind(async () => session.commit({ hash: await hashOf(data) }), 'integrity', 'commit with a total size below `size`', 'E_SIZE_MISMATCH');
       await session.abort();
       await assertAbsent(driver, 'wrong-size', 'after a wrong-size write');
     });
@@ -419,12 +473,28 @@ export function runConformance(label: string, target: TargetSource, options: Con
     test('part indexes outside 0..n-1 are refused', async (driver) => {
       const session = await driver.openWrite('bad-index', { size: 10, partBytes: 10 });
       try {
-        await assert.rejects(session.write(1, Buffer.alloc(10)), OffsiteError, 'write(1) of a 1-part object');
-        await assert.rejects(session.write(-1, Buffer.alloc(10)), OffsiteError, 'write(-1)');
+        await rejectsWithKind(() => session.write(1, Buffer.alloc(10)), 'fatal', 'write(1) of a 1-part object', 'E_BAD_ARGUMENT');
+        await rejectsWithKind(() => session.write(-1, Buffer.alloc(10)), 'fatal', 'write(-1)', 'E_BAD_ARGUMENT');
+        await rejectsWithKind(() => session.write(0.5, Buffer.alloc(10)), 'fatal', 'write(0.5)', 'E_BAD_ARGUMENT');
+        await rejectsWithKind(() => session.matches(1, Buffer.alloc(10)), 'fatal', 'matches(1) of a 1-part object', 'E_BAD_ARGUMENT');
       } finally {
         await session.abort();
       }
       await assertAbsent(driver, 'bad-index', 'after refused writes');
+    });
+
+    test('a committed or aborted session refuses more writes (E_SESSION_CLOSED, fatal)', async (driver) => {
+      const data = seededBytes(10, 82);
+      const committed = await driver.openWrite('closed/a', { size: 10, partBytes: 10 });
+      await committed.write(0, data);
+      await committed.commit({ hash: await hashOf(data) });
+      await rejectsWithKind(() => committed.write(0, data), 'fatal', 'write after commit', 'E_SESSION_CLOSED');
+      const aborted = await driver.openWrite('closed/b', { size: 10, partBytes: 10 });
+      await aborted.abort();
+      await rejectsWithKind(() => aborted.write(0, data), 'fatal', 'write after abort', 'E_SESSION_CLOSED');
+      await rejectsWithKind(async () => aborted.commit({ hash: await hashOf(data) }), 'fatal', 'commit after abort', 'E_SESSION_CLOSED');
+      await assertObject(driver, 'closed/a', data);
+      assert.equal(await driver.stat('closed/b'), undefined);
     });
 
     test('abort leaves nothing, removes the resumable state, and is idempotent', async (driver) => {
@@ -493,8 +563,8 @@ export function runConformance(label: string, target: TargetSource, options: Con
       await putObject(driver, 'present/file', seededBytes(5, 15));
       for (const key of ['nope', 'no/such/folder/file', 'present/nope', 'present/file/below-a-file']) {
         assert.equal(await driver.stat(key), undefined, `stat(${key})`);
-        await rejectsWithKind(() => driver.openRead(key), 'not-found', `openRead(${key})`);
-        await rejectsWithKind(() => driver.openRead(key, { offset: 1, length: 2 }), 'not-found', `openRead(${key}, range)`);
+        await rejectsWithKind(() => driver.openRead(key), 'not-found', `openRead(${key})`, 'E_NOT_FOUND');
+        await rejectsWithKind(() => driver.openRead(key, { offset: 1, length: 2 }), 'not-found', `openRead(${key}, range)`, 'E_NOT_FOUND');
         await driver.delete(key);
       }
       assert.equal(await driver.stat('present'), undefined, 'a folder-like prefix is not an object');
@@ -620,17 +690,17 @@ export function runConformance(label: string, target: TargetSource, options: Con
       await putObject(driver, 'dst/two', seededBytes(5, 71));
       await copy('src/one', 'dst/two');
       await assertObject(driver, 'dst/two', data);
-      await rejectsWithKind(() => copy('src/missing', 'dst/three'), 'not-found', 'copyWithin from a missing key');
+      await rejectsWithKind(() => copy('src/missing', 'dst/three'), 'not-found', 'copyWithin from a missing key', 'E_NOT_FOUND');
       assert.equal(await driver.stat('dst/three'), undefined);
       assert.deepEqual((await listAll(driver, '')).map((e) => e.key), ['dst/deeper/one', 'dst/two', 'src/one']);
     });
 
-    test('invalid write options are refused', async (driver) => {
-      for (const [size, partBytes] of [[10, 0], [10, -1], [-1, 10], [1.5, 10], [10, 2.5]] as const) {
-        await assert.rejects(async () => {
+    test('invalid write options are refused (E_BAD_ARGUMENT, fatal)', async (driver) => {
+      for (const [size, partBytes] of [[10, 0], [10, -1], [-1, 10], [1.5, 10], [10, 2.5], [Number.NaN, 10]] as const) {
+        await rejectsWithKind(async () => {
           const session = await driver.openWrite('bad-options', { size, partBytes });
           await session.abort();
-        }, OffsiteError, `openWrite size ${size} partBytes ${partBytes}`);
+        }, 'fatal', `openWrite size ${size} partBytes ${partBytes}`, 'E_BAD_ARGUMENT');
       }
       assert.equal(await driver.stat('bad-options'), undefined);
     });
