@@ -16,6 +16,12 @@
  *   permission denied, disk full), `integrity` for bytes that do not match.
  * - Messages name the driver instance and the key, and never contain secrets.
  * - Every method honours `signal`: once it fires the call rejects with `AbortedError` soon.
+ * - Refusals that are the same on every driver have one code and one kind, raised through the
+ *   driver toolkit (src/drivers/toolkit/errors.ts has the table): bad arguments
+ *   `E_BAD_ARGUMENT` (`fatal`), a part missing at commit `E_MISSING_PART` (`fatal`: the caller's
+ *   bug, so resumable state is kept), a wrong stored size `E_SIZE_MISMATCH` (`integrity`), a
+ *   finished session `E_SESSION_CLOSED` and a closed driver `E_CLOSED` (`fatal`). The
+ *   conformance suite checks them.
  */
 
 import type { Readable } from 'node:stream';
@@ -133,8 +139,9 @@ export interface WriteSession {
   write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void>;
   /**
    * Makes the object appear under `key`, atomically, with all parts `0..n-1`. Rejects (and
-   * leaves no final object) when parts are missing or the stored size is not `size`. Only parts
-   * written or confirmed with `matches` in this session count.
+   * leaves no final object) when parts are missing (`E_MISSING_PART`, `fatal`; what was stored
+   * stays resumable) or the stored size is not `size` (`integrity`). Only parts written or
+   * confirmed with `matches` in this session count.
    * Durable when it resolves (server acknowledgement), except on drivers that implement
    * `Driver.sync`: there the object is durable after the next `sync()` resolves.
    */
