@@ -27,9 +27,8 @@
 import { posix } from 'node:path';
 import type { Stats } from 'ssh2';
 import { DriverError, throwIfAborted } from '../../errors.js';
-import { checkKey } from '../keys.js';
 import {
-  checkDriverKey, FolderCache, isInside, isNotFound, isTempName, keyError, missingAsUndefined, where, type ErrorContext,
+  checkDriverKey, FolderCache, isInside, isNotFound, isSafeKey, isTempName, keyError, missingAsUndefined, where, type ErrorContext,
 } from '../toolkit/index.js';
 import type { Entry } from '../types.js';
 import { closeQuietly, extensionRefused, settle, type Settled, type SftpConnection } from './connection.js';
@@ -45,15 +44,6 @@ const CHECKED_FOLDER_ENTRIES = 16_384;
 /** The folder segments of a key: `a/b/c` -> `['a', 'b']`. */
 export function foldersOf(key: string): string[] {
   return key.split('/').slice(0, -1);
-}
-
-function isValidKey(key: string): boolean {
-  try {
-    checkKey(key);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 export class SftpTree {
@@ -105,7 +95,7 @@ export class SftpTree {
           const name = item.filename;
           if (name === '.' || name === '..') continue;
           const key = dirKey === '' ? name : `${dirKey}/${name}`;
-          if (!isValidKey(key)) continue;
+          if (!isSafeKey(key)) continue;
           // Servers may leave out the permissions (and so the type): ask for them.
           const mode = item.attrs.mode ?? (await this.#lstatPath(conn, this.join(key), key))?.mode ?? 0;
           const type = mode & S_IFMT;

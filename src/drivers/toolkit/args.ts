@@ -30,6 +30,16 @@ export function checkWriteShape(options: { readonly size: unknown; readonly part
   return { size, partBytes };
 }
 
+/** True when `key` is a safe key (../keys.ts); for skipping names a listing cannot express as keys. */
+export function isSafeKey(key: string): boolean {
+  try {
+    checkKey(key);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Adds the driver's name in front of a `KeyError` from ../keys.ts. */
 function named<T>(driver: string, check: () => T): T {
   try {
