@@ -48,7 +48,7 @@ import { checkKey, checkPrefix, partCount, partRange } from '../keys.js';
 import type { Capabilities, CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
 import { classifyS3Error, type S3Failure } from './errors.js';
 import { S3_LIMITS } from './quirks.js';
-import { badArgument as toolkitBadArgument, isSafeKey, isTempPath, missingPartError, PARTIAL_SUFFIX, partialPathOf, Semaphore } from '../toolkit/index.js';
+import { badArgument as toolkitBadArgument, isTempPath, missingPartError, PARTIAL_SUFFIX, partialPathOf, Semaphore } from '../toolkit/index.js';
 import { ByteStash } from './resources.js';
 import type { ObjectStore, StoredObject, StoredPart } from './store.js';
 
@@ -389,6 +389,15 @@ export class ObjectDriver implements Driver {
     if (this.#closed) return;
     this.#closed = true;
     this.#store.close();
+  }
+}
+
+function isSafeKey(key: string): boolean {
+  try {
+    checkKey(key);
+    return true;
+  } catch {
+    return false;
   }
 }
 
