@@ -7,7 +7,7 @@
  *
  * Also the helpers shared with the `minio` driver (timeouts, concurrency, prefix rules).
  */
-import { ConfigError } from '../../errors.js';
+import { boolean, contextFor, integer, oneOf, readSection, secret, sectionError, string, type SectionContext } from '../../config/schema.js';
 import { checkKey } from '../keys.js';
 import { vendorFor, type ChecksumMode } from './quirks.js';
 
@@ -67,151 +67,100 @@ export interface S3Options extends ObjectStoreTuning {
   readonly maxParts: number;
 }
 
-const TUNING_KEYS = ['connectTimeoutMs', 'requestTimeoutMs', 'maxConcurrency', 'listPageSize', 'multipartCopyThresholdBytes'] as const;
-const S3_KEYS = new Set([
-  'type', 'endpoint', 'region', 'bucket', 'prefix', 'forcePathStyle', 'accessKeyId', 'secretAccessKey', 'sessionToken',
-  'storageClass', 'sse', 'sseKmsKeyId', 'requestChecksumCalculation', 'responseChecksumValidation', ...TUNING_KEYS,
-]);
+/** The tuning keys every object-store flavour has (read by src/config/schema.ts). */
+export const TUNING_SCHEMA = {
+  connectTimeoutMs: integer({ default: 10_000, min: 1, max: 3_600_000 }),
+  requestTimeoutMs: integer({ default: 300_000, min: 1, max: 3_600_000 }),
+  maxConcurrency: integer({ default: 16, min: 1, max: 256 }),
+  listPageSize: integer({ default: 1000, min: 1, max: 1000 }),
+  multipartCopyThresholdBytes: integer({ default: 5 * 1024 ** 3, min: 1, max: 5 * 1024 ** 3 }),
+};
 
-/** Reads a section with one-line `ConfigError`s naming the destination and the key. */
-export class SectionReader {
-  constructor(readonly name: string, readonly type: string, readonly section: Readonly<Record<string, unknown>>) {}
+const CHECKSUM_MODES = ['WHEN_REQUIRED', 'WHEN_SUPPORTED'] as const;
 
-  refuseUnknown(known: ReadonlySet<string>): void {
-    for (const key of Object.keys(this.section)) {
-      if (!known.has(key)) {
-        throw new ConfigError(`${this.name}: unknown key "${key}" for type ${this.type} (known: ${[...known].filter((k) => k !== 'type').join(', ')})`);
-      }
-    }
+/** The config keys of `type: s3`. */
+export const S3_SCHEMA = {
+  endpoint: string({ expected: 'an http:// or https:// URL like https://s3.example.com or http://127.0.0.1:7480', check: endpointProblem }),
+  region: string(),
+  bucket: string({ required: true, expected: 'the bucket name' }),
+  prefix: string(),
+  forcePathStyle: boolean(),
+  accessKeyId: string(),
+  secretAccessKey: secret(),
+  sessionToken: secret(),
+  storageClass: string({ expected: 'an S3 storage class like STANDARD_IA', check: (v) => (/^[A-Z_]+$/.test(v) ? undefined : `got ${JSON.stringify(v)}`) }),
+  sse: oneOf(['AES256', 'aws:kms'] as const),
+  sseKmsKeyId: string(),
+  requestChecksumCalculation: oneOf(CHECKSUM_MODES),
+  responseChecksumValidation: oneOf(CHECKSUM_MODES),
+  ...TUNING_SCHEMA,
+};
+
+function endpointProblem(endpoint: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    return `got ${JSON.stringify(endpoint)}`;
   }
-
-  string(key: string): string | undefined {
-    const value = this.section[key];
-    if (value === undefined || value === null) return undefined;
-    if (typeof value !== 'string' || value.trim() === '') throw this.bad(key, 'a non-empty string', value);
-    return value.trim();
-  }
-
-  /** Secrets: the same checks, but the value never appears in the message. */
-  secret(key: string): string | undefined {
-    const value = this.section[key];
-    if (value === undefined || value === null) return undefined;
-    if (typeof value !== 'string' || value === '') {
-      throw new ConfigError(`${this.name}: "${key}" must be a non-empty string (is the environment variable it refers to set?)`);
-    }
-    return value;
-  }
-
-  boolean(key: string): boolean | undefined {
-    const value = this.section[key];
-    if (value === undefined || value === null) return undefined;
-    if (typeof value === 'boolean') return value;
-    if (value === 'true' || value === 'false') return value === 'true';
-    throw this.bad(key, 'true or false', value);
-  }
-
-  integer(key: string, min: number, max: number): number | undefined {
-    const value = this.section[key];
-    if (value === undefined || value === null) return undefined;
-    const number = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value;
-    if (typeof number !== 'number' || !Number.isSafeInteger(number) || number < min || number > max) {
-      throw this.bad(key, `an integer from ${min} to ${max}`, value);
-    }
-    return number;
-  }
-
-  oneOf<T extends string>(key: string, values: readonly T[]): T | undefined {
-    const value = this.string(key);
-    if (value === undefined) return undefined;
-    if (!(values as readonly string[]).includes(value)) throw this.bad(key, `one of ${values.join(', ')}`, value);
-    return value as T;
-  }
-
-  bad(key: string, what: string, value: unknown): ConfigError {
-    const shown = value === undefined ? 'nothing' : typeof value === 'string' ? JSON.stringify(value) : `${typeof value} ${JSON.stringify(value)}`;
-    return new ConfigError(`${this.name}: "${key}" must be ${what}, got ${shown}`);
-  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return `got ${JSON.stringify(endpoint)}`;
+  // Never echo a URL that carries credentials.
+  if (url.username !== '' || url.password !== '') return 'got a URL with a user name or password in it: it must not carry credentials; use accessKeyId and secretAccessKey';
+  return undefined;
 }
 
-/** The tuning keys, with their defaults. */
-export function parseTuning(reader: SectionReader): ObjectStoreTuning {
-  return {
-    connectTimeoutMs: reader.integer('connectTimeoutMs', 1, 3_600_000) ?? 10_000,
-    requestTimeoutMs: reader.integer('requestTimeoutMs', 1, 3_600_000) ?? 300_000,
-    maxConcurrency: reader.integer('maxConcurrency', 1, 256) ?? 16,
-    listPageSize: reader.integer('listPageSize', 1, 1000) ?? 1000,
-    multipartCopyThresholdBytes: reader.integer('multipartCopyThresholdBytes', 1, 5 * 1024 ** 3) ?? 5 * 1024 ** 3,
-  };
+/** The tuning values of a section already read against a schema that includes `TUNING_SCHEMA`. */
+export function tuningOf(values: ObjectStoreTuning): ObjectStoreTuning {
+  const { connectTimeoutMs, requestTimeoutMs, maxConcurrency, listPageSize, multipartCopyThresholdBytes } = values;
+  return { connectTimeoutMs, requestTimeoutMs, maxConcurrency, listPageSize, multipartCopyThresholdBytes };
 }
-
-export const TUNING_OPTION_KEYS: readonly string[] = TUNING_KEYS;
 
 /** `'/a/b'`, `'a/b/'`, `'a/b'` -> `'a/b/'`; `''`, `'/'` -> `''`. Refuses `..` and the like. */
-export function normalizePrefix(name: string, key: string, value: string | undefined): string {
+export function normalizePrefix(context: SectionContext, key: string, value: string | undefined): string {
   if (value === undefined) return '';
   const trimmed = value.replace(/^\/+/, '').replace(/\/+$/, '');
   if (trimmed === '') return '';
   try {
     checkKey(trimmed);
   } catch {
-    throw new ConfigError(`${name}: "${key}" must be a folder path inside the bucket like "prod/milvus", got ${JSON.stringify(value)}`);
+    throw sectionError(context, `"${key}" must be a folder path inside the bucket like "prod/milvus", got ${JSON.stringify(value)}`);
   }
   return `${trimmed}/`;
 }
 
 /** Bucket names per S3's rules (3-63 of a-z 0-9 . -), loosely: also what RGW/MinIO accept. */
-export function checkBucketName(name: string, key: string, bucket: string): string {
+export function checkBucketName(context: SectionContext, key: string, bucket: string): string {
   if (!/^[a-zA-Z0-9][a-zA-Z0-9._-]{1,254}$/.test(bucket)) {
-    throw new ConfigError(`${name}: "${key}" is not a valid bucket name: ${JSON.stringify(bucket)}`);
+    throw sectionError(context, `"${key}" is not a valid bucket name: ${JSON.stringify(bucket)}`);
   }
   return bucket;
 }
 
 /** Validates a `type: s3` config section. No IO. */
-export function parseS3Options(name: string, section: Readonly<Record<string, unknown>>): S3Options {
-  const reader = new SectionReader(name, 's3', section);
-  reader.refuseUnknown(S3_KEYS);
-  const endpoint = reader.string('endpoint');
-  if (endpoint !== undefined) {
-    let url: URL;
-    try {
-      url = new URL(endpoint);
-    } catch {
-      throw reader.bad('endpoint', 'a URL like https://s3.example.com or http://127.0.0.1:7480', endpoint);
-    }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw reader.bad('endpoint', 'an http:// or https:// URL', endpoint);
-    if (url.username !== '' || url.password !== '') throw new ConfigError(`${name}: "endpoint" must not carry credentials; use accessKeyId and secretAccessKey`);
+export function parseS3Options(name: string, section: Readonly<Record<string, unknown>>, contextOverrides?: Partial<SectionContext>): S3Options {
+  const context = contextFor(name, 's3', contextOverrides);
+  const v = readSection(S3_SCHEMA, section, context);
+  const vendor = vendorFor(v.endpoint);
+  if ((v.accessKeyId === undefined) !== (v.secretAccessKey === undefined)) {
+    throw sectionError(context, 'give both "accessKeyId" and "secretAccessKey", or neither (to use AWS_PROFILE or the environment)');
   }
-  const vendor = vendorFor(endpoint);
-  const bucket = reader.string('bucket');
-  if (bucket === undefined) throw reader.bad('bucket', 'the bucket name', undefined);
-  const accessKeyId = reader.string('accessKeyId');
-  const secretAccessKey = reader.secret('secretAccessKey');
-  const sessionToken = reader.secret('sessionToken');
-  if ((accessKeyId === undefined) !== (secretAccessKey === undefined)) {
-    throw new ConfigError(`${name}: give both "accessKeyId" and "secretAccessKey", or neither (to use AWS_PROFILE or the environment)`);
-  }
-  if (sessionToken !== undefined && accessKeyId === undefined) throw new ConfigError(`${name}: "sessionToken" needs "accessKeyId" and "secretAccessKey"`);
-  const sse = reader.oneOf('sse', ['AES256', 'aws:kms'] as const);
-  const sseKmsKeyId = reader.string('sseKmsKeyId');
-  if (sseKmsKeyId !== undefined && sse !== 'aws:kms') throw new ConfigError(`${name}: "sseKmsKeyId" needs "sse: aws:kms"`);
-  const storageClass = reader.string('storageClass');
-  if (storageClass !== undefined && !/^[A-Z_]+$/.test(storageClass)) throw reader.bad('storageClass', 'an S3 storage class like STANDARD_IA', storageClass);
-  const checksums = ['WHEN_REQUIRED', 'WHEN_SUPPORTED'] as const;
-  const requestChecksumCalculation = reader.oneOf('requestChecksumCalculation', checksums) ?? vendor.checksums;
+  if (v.sessionToken !== undefined && v.accessKeyId === undefined) throw sectionError(context, '"sessionToken" needs "accessKeyId" and "secretAccessKey"');
+  if (v.sseKmsKeyId !== undefined && v.sse !== 'aws:kms') throw sectionError(context, '"sseKmsKeyId" needs "sse: aws:kms"');
   return {
-    endpoint: endpoint?.replace(/\/+$/, ''),
-    region: reader.string('region') ?? vendor.region ?? 'us-east-1',
-    bucket: checkBucketName(name, 'bucket', bucket),
-    prefix: normalizePrefix(name, 'prefix', reader.string('prefix')),
-    forcePathStyle: reader.boolean('forcePathStyle') ?? vendor.forcePathStyle,
-    credentials: accessKeyId !== undefined && secretAccessKey !== undefined ? { accessKeyId, secretAccessKey, ...(sessionToken !== undefined ? { sessionToken } : {}) } : undefined,
-    storageClass,
-    sse,
-    sseKmsKeyId,
-    requestChecksumCalculation,
-    responseChecksumValidation: reader.oneOf('responseChecksumValidation', checksums) ?? vendor.checksums,
+    endpoint: v.endpoint?.replace(/\/+$/, ''),
+    region: v.region ?? vendor.region ?? 'us-east-1',
+    bucket: checkBucketName(context, 'bucket', v.bucket),
+    prefix: normalizePrefix(context, 'prefix', v.prefix),
+    forcePathStyle: v.forcePathStyle ?? vendor.forcePathStyle,
+    credentials: v.accessKeyId !== undefined && v.secretAccessKey !== undefined
+      ? { accessKeyId: v.accessKeyId, secretAccessKey: v.secretAccessKey, ...(v.sessionToken !== undefined ? { sessionToken: v.sessionToken } : {}) }
+      : undefined,
+    storageClass: v.storageClass,
+    sse: v.sse,
+    sseKmsKeyId: v.sseKmsKeyId,
+    requestChecksumCalculation: v.requestChecksumCalculation ?? vendor.checksums,
+    responseChecksumValidation: v.responseChecksumValidation ?? vendor.checksums,
     maxParts: vendor.maxParts,
-    ...parseTuning(reader),
+    ...tuningOf(v),
   };
 }
