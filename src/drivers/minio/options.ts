@@ -40,7 +40,7 @@ import {
   type KeySpec, type SectionContext,
 } from '../../config/schema.js';
 import { ConfigError } from '../../errors.js';
-import { checkBucketName, normalizePrefix, TUNING_SCHEMA, tuningOf, type ObjectStoreTuning } from '../s3/options.js';
+import { checkBucketName, normalizePrefix, TUNING_SCHEMA, tuningOf, type ObjectStoreTuning } from '../object-store/options.js';
 
 /** Where milvus-backup's backups are, resolved from its configuration keys. */
 export interface MilvusBackupStorage {
