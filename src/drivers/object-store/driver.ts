@@ -235,6 +235,12 @@ export class ObjectDriver implements Driver {
     await copyObject(this.#bucket, from, to, options.signal);
   }
 
+  /**
+   * Nothing to do: an object is durable once the server acknowledged its commit (PutObject or
+   * CompleteMultipartUpload + CopyObject). Here so that callers and wrappers treat every driver alike.
+   */
+  async sync(_options?: SignalOptions): Promise<void> {}
+
   /** Closes the client adapter; later calls fail with `E_CLOSED`. */
   async close(): Promise<void> {
     if (this.#closed) return;
