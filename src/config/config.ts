@@ -6,12 +6,6 @@
  * parsing, so a value can never inject YAML); `${NAME:-default}` gives a default; `$${` is a
  * literal `${`. An unset variable without a default is an error naming the key and the variable,
  * never a value: config values may be secrets.
- *
- * Every section is then read against a schema (./schema.ts): `options` against `OPTIONS_SCHEMA`,
- * the source and each destination against the keys its driver type declares in its options.ts
- * plus the engine's keys (`bwlimit`). Errors name the file, the section and the key; the
- * sections handed on are normalized (numbers and booleans from strings, paths on this machine
- * absolute, relative to this file's folder).
  */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -76,7 +70,14 @@ function isSection(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
-/** Parses config text (already read from `file`). */
+/**
+ * Parses config text (already read from `file`). After `${NAME}` substitution every section is
+ * read against a schema (./schema.ts): `options` against `OPTIONS_SCHEMA`, the source and each
+ * destination against the keys its driver type declares in its options.ts plus the engine's
+ * keys (`ENGINE_SCHEMA`). Errors name the file, the section and the key; the sections returned
+ * are normalized (numbers and booleans from strings, paths on this machine absolute, relative to
+ * this file's folder).
+ */
 export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv = process.env): OffsiteConfig {
   let raw: unknown;
   try {
