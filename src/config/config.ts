@@ -11,8 +11,8 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, errorMessage } from '../errors.js';
-import { expandPath } from './paths.js';
-import { parseBytes, parseDuration } from './units.js';
+import { driverSchema, driverTypes } from '../drivers/index.js';
+import { duration, integer, normalizeSection, readSection, sectionError, size, type SectionContext } from './schema.js';
 
 export type Section = Readonly<Record<string, unknown>>;
 
@@ -70,7 +70,14 @@ function isSection(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
-/** Parses config text (already read from `file`). */
+/**
+ * Parses config text (already read from `file`). After `${NAME}` substitution every section is
+ * read against a schema (./schema.ts): `options` against `OPTIONS_SCHEMA`, the source and each
+ * destination against the keys its driver type declares in its options.ts plus the engine's
+ * keys (`ENGINE_SCHEMA`). Errors name the file, the section and the key; the sections returned
+ * are normalized (numbers and booleans from strings, paths on this machine absolute, relative to
+ * this file's folder).
+ */
 export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv = process.env): OffsiteConfig {
   let raw: unknown;
   try {
@@ -98,36 +105,49 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   for (const key of Object.keys(config)) if (!known.has(key)) throw new ConfigError(`${file}: unknown top-level key "${key}" (expected source, destinations, options)`);
   const options = config['options'] ?? {};
   if (!isSection(options)) throw new ConfigError(`${file}: "options" must be a mapping`);
-  let settings: Settings;
-  try {
-    settings = {
-      chunkBytes: options['chunkSize'] === undefined ? DEFAULT_SETTINGS.chunkBytes : parseBytes(options['chunkSize'], 'options.chunkSize'),
-      concurrency: options['concurrency'] === undefined ? DEFAULT_SETTINGS.concurrency : Number(options['concurrency']),
-      quietPeriodMs: options['quietPeriod'] === undefined ? DEFAULT_SETTINGS.quietPeriodMs : parseDuration(options['quietPeriod'], 'options.quietPeriod'),
-      retries: options['retries'] === undefined ? DEFAULT_SETTINGS.retries : Number(options['retries']),
-      retryTimeoutMs: options['timeout'] === undefined ? DEFAULT_SETTINGS.retryTimeoutMs : parseDuration(options['timeout'], 'options.timeout'),
-      bwlimitBytesPerSecond: options['bwlimit'] === undefined ? 0 : parseBytes(options['bwlimit'], 'options.bwlimit'),
-    };
-  } catch (err) {
-    throw new ConfigError(`${file}: ${errorMessage(err)}`);
-  }
-  if (!Number.isInteger(settings.concurrency) || settings.concurrency < 1) throw new ConfigError(`${file}: options.concurrency must be a whole number >= 1`);
-  if (!Number.isInteger(settings.retries) || settings.retries < 0) throw new ConfigError(`${file}: options.retries must be a whole number >= 0`);
-  const knownOptions = new Set(['chunkSize', 'concurrency', 'quietPeriod', 'retries', 'timeout', 'bwlimit']);
-  for (const key of Object.keys(options)) if (!knownOptions.has(key)) throw new ConfigError(`${file}: unknown key options.${key} (expected ${[...knownOptions].join(', ')})`);
-  // Paths on this machine are relative to the config file's folder (cron runs from anywhere).
-  const withBase = (s: Record<string, unknown>): Section => {
-    const out: Record<string, unknown> = { ...s };
-    const localKeys = ['privateKey', 'knownHosts', 'milvusBackupConfig', ...(s['type'] === 'local' ? ['root'] : [])];
-    for (const key of localKeys) if (typeof out[key] === 'string' && out[key] !== '') out[key] = expandPath(out[key] as string, baseDir);
-    return out;
+  const o = readSection(OPTIONS_SCHEMA, options, { file, section: 'options' });
+  const settings: Settings = {
+    chunkBytes: o.chunkSize, concurrency: o.concurrency, quietPeriodMs: o.quietPeriod, retries: o.retries, retryTimeoutMs: o.timeout, bwlimitBytesPerSecond: o.bwlimit,
   };
+  const read = (where: string, section: Record<string, unknown>): Section => readDriverSection(section, { file, section: where, baseDir });
   return {
     path: file,
-    source: withBase(source),
-    destinations: Object.fromEntries(Object.entries(destinations).map(([n, s]) => [n, withBase(s as Record<string, unknown>)])),
+    source: read('source', source),
+    destinations: Object.fromEntries(Object.entries(destinations).map(([n, s]) => [n, read(`destinations.${n}`, s as Record<string, unknown>)])),
     settings,
   };
+}
+
+/** The `options:` section. */
+const OPTIONS_SCHEMA = {
+  chunkSize: size({ default: DEFAULT_SETTINGS.chunkBytes }),
+  concurrency: integer({ default: DEFAULT_SETTINGS.concurrency, min: 1, max: 1024 }),
+  quietPeriod: duration({ default: DEFAULT_SETTINGS.quietPeriodMs }),
+  retries: integer({ default: DEFAULT_SETTINGS.retries, min: 0, max: 1000 }),
+  timeout: duration({ default: DEFAULT_SETTINGS.retryTimeoutMs }),
+  bwlimit: size({ default: DEFAULT_SETTINGS.bwlimitBytesPerSecond }),
+};
+
+/**
+ * Keys of a driver section that belong to the engine, not to the driver (src/app.ts takes them
+ * out before the driver is built): `bwlimit`, the write rate limit of this destination.
+ */
+export const ENGINE_SCHEMA = {
+  bwlimit: size(),
+};
+
+/**
+ * Checks a driver section against its type's schema plus the engine keys, and returns it with
+ * values normalized (numbers and booleans from strings, paths on this machine made absolute
+ * relative to the config file). Checks that need several keys or the environment run when the
+ * driver is built.
+ */
+function readDriverSection(section: Record<string, unknown>, context: SectionContext): Section {
+  const type = section['type'];
+  if (typeof type !== 'string' || type === '') throw sectionError(context, `missing "type" (one of: ${driverTypes().join(', ')})`);
+  const schema = driverSchema(type);
+  if (schema === undefined) throw sectionError(context, `unknown type "${type}" (one of: ${driverTypes().join(', ')})`);
+  return normalizeSection({ ...schema, ...ENGINE_SCHEMA }, section, { ...context, type });
 }
 
 /** Reads and parses the config file found by `findConfigPath`. */

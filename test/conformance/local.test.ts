@@ -43,6 +43,7 @@ describe('local driver', () => {
       assert.equal(parseLocalOptions('disk', { type: 'local', root: '~/backups' }).root, join(homedir(), 'backups'));
       assert.equal(parseLocalOptions('disk', { type: 'local', root: 'rel/dir' }, '/etc/offsite').root, '/etc/offsite/rel/dir');
       assert.equal(parseLocalOptions('disk', { type: 'local', root: '/x', maxConcurrency: 2 }).maxConcurrency, 2);
+      assert.equal(parseLocalOptions('disk', { type: 'local', root: '/x', maxConcurrency: '4' }).maxConcurrency, 4, 'a number from ${ENV} is a string');
     });
 
     it('refuses bad sections with a one-line ConfigError naming the destination and the key', () => {
@@ -52,7 +53,7 @@ describe('local driver', () => {
         [{ type: 'local', root: 42 }, /^disk: "root" .*number 42/],
         [{ type: 'local', root: '/x', rooot: '/y' }, /^disk: unknown key "rooot"/],
         [{ type: 'local', root: '/x', maxConcurrency: 0 }, /^disk: "maxConcurrency"/],
-        [{ type: 'local', root: '/x', maxConcurrency: '4' }, /^disk: "maxConcurrency"/],
+        [{ type: 'local', root: '/x', maxConcurrency: 'four' }, /^disk: "maxConcurrency" must be an integer from 1 to 256, got "four"$/],
       ];
       for (const [section, message] of cases) {
         assert.throws(() => parseLocalOptions('disk', section), (err: unknown) => err instanceof ConfigError && message.test(err.message) && !err.message.includes('\n'), JSON.stringify(section));

@@ -4,7 +4,7 @@
  *   uploads are signed with UNSIGNED-PAYLOAD next to a signed Content-MD5, other bodies keep
  *   their SHA-256, no `Expect: 100-continue`; the reused middleware chains honour each call's
  *   own abort signal;
- * - `ByteStash` (./src/drivers/s3/resources.ts) on its own (the toolkit's `Semaphore` that caps
+ * - `ByteStash` (src/drivers/object-store/resources.ts) on its own (the toolkit's `Semaphore` that caps
  *   uploads is tested in test/drivers/toolkit.test.ts);
  * - against Ceph RGW: `maxConcurrency` caps the uploads in flight; a single-part session keeps
  *   its bytes across a failed commit, so a retried commit sends them again, and returns its
@@ -16,10 +16,10 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { AwsStore } from '../../src/drivers/s3/client.js';
-import { ObjectDriver } from '../../src/drivers/s3/driver.js';
+import { ObjectDriver } from '../../src/drivers/object-store/driver.js';
 import { parseS3Options } from '../../src/drivers/s3/options.js';
-import { ByteStash } from '../../src/drivers/s3/resources.js';
-import type { ObjectStore } from '../../src/drivers/s3/store.js';
+import { ByteStash } from '../../src/drivers/object-store/resources.js';
+import type { ObjectStore } from '../../src/drivers/object-store/store.js';
 import { hashOf, partOf, readKey, rejectsWithKind, seededBytes } from '../conformance/suite.js';
 import { freshBucket, removeFreshBuckets, requireServer, s3Section, testServer } from './server.js';
 

@@ -1,9 +1,9 @@
 /**
  * Options of the `local` driver (a local disk or a mounted NAS share) and their validation from
- * a config section such as `{ type: local, root: /mnt/backup-disk/milvus }`.
+ * a config section such as `{ type: local, root: /mnt/backup-disk/milvus }`. The keys are
+ * declared in `LOCAL_SCHEMA` and read by the config schema reader (src/config/schema.ts).
  */
-import { expandPath } from '../../config/paths.js';
-import { ConfigError } from '../../errors.js';
+import { contextFor, integer, path, readSection, type SectionContext } from '../../config/schema.js';
 
 export interface LocalOptions {
   /**
@@ -21,31 +21,18 @@ export interface LocalOptions {
   readonly metadataCalls?: 'auto' | 'sync' | 'async';
 }
 
-const KNOWN_KEYS = new Set(['type', 'root', 'maxConcurrency']);
+/** The config keys of `type: local`. */
+export const LOCAL_SCHEMA = {
+  root: path({ required: true, expected: 'a non-empty folder path' }),
+  maxConcurrency: integer({ default: 8, min: 1, max: 256 }),
+};
 
 /**
  * Validates a `type: local` config section. Throws `ConfigError` with a one-line message naming
- * the destination and the offending key. No IO.
+ * the destination and the offending key. No IO. `baseDir` (or `context.baseDir`) is the folder
+ * relative roots are relative to (the config file's); the working directory when absent.
  */
-export function parseLocalOptions(name: string, section: Readonly<Record<string, unknown>>, baseDir?: string): LocalOptions {
-  for (const key of Object.keys(section)) {
-    if (!KNOWN_KEYS.has(key)) {
-      throw new ConfigError(`${name}: unknown key "${key}" for type local (known: ${[...KNOWN_KEYS].filter((k) => k !== 'type').join(', ')})`);
-    }
-  }
-  const root = section['root'];
-  if (typeof root !== 'string' || root.trim() === '') {
-    throw new ConfigError(`${name}: "root" must be a non-empty folder path, got ${describe(root)}`);
-  }
-  if (root.includes('\0')) throw new ConfigError(`${name}: "root" contains a NUL byte`);
-  const concurrency = section['maxConcurrency'] ?? 8;
-  if (typeof concurrency !== 'number' || !Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) {
-    throw new ConfigError(`${name}: "maxConcurrency" must be an integer from 1 to 256, got ${describe(concurrency)}`);
-  }
-  return { root: expandPath(root, baseDir), maxConcurrency: concurrency };
-}
-
-function describe(value: unknown): string {
-  if (value === undefined) return 'nothing';
-  return typeof value === 'string' ? JSON.stringify(value) : `${typeof value} ${JSON.stringify(value)}`;
+export function parseLocalOptions(name: string, section: Readonly<Record<string, unknown>>, baseDir?: string, context?: Partial<SectionContext>): LocalOptions {
+  const values = readSection(LOCAL_SCHEMA, section, contextFor(name, 'local', { ...(baseDir !== undefined ? { baseDir } : {}), ...context }));
+  return { root: values.root, maxConcurrency: values.maxConcurrency };
 }

@@ -1,6 +1,7 @@
 /**
- * `ObjectStore` on the `minio` client: the requests of the `minio` driver. The shared object
- * driver (../s3/driver.ts) does the rest, so `minio` and `s3` behave the same.
+ * `ObjectStore` (../object-store/store.ts) on the `minio` client: the client adapter of the
+ * `minio` flavour. The shared object-store driver (../object-store/driver.ts) does the rest, so
+ * `minio` and `s3` behave the same.
  *
  * The minio client has no AbortSignal and no request timeout that fails a request (its
  * `timeout` request option only emits an event), so every call here races the signal and a
@@ -12,10 +13,9 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { Readable } from 'node:stream';
 import { Client } from 'minio';
-import { cleanEtag, copyPartBytes } from '../s3/client.js';
-import type { S3Failure } from '../s3/errors.js';
+import type { S3Failure } from '../object-store/errors.js';
+import { cleanEtag, copyPartBytes, type ObjectStore, type OpenUpload, type StoredObject, type StoredPart } from '../object-store/store.js';
 import { describeMinioError } from './errors.js';
-import type { ObjectStore, OpenUpload, StoredObject, StoredPart } from '../s3/store.js';
 import type { MinioOptions } from './options.js';
 
 /** The client, with its (protected) complete ListParts made reachable. */

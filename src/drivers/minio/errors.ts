@@ -1,11 +1,11 @@
 /**
  * Errors of the `minio` client reduced to the `S3Failure` shape that the shared table in
- * ../s3/errors.ts classifies, so that `minio` and `s3` report the same kinds and messages.
+ * ../object-store/errors.ts classifies, so that `minio` and `s3` report the same kinds and messages.
  * The client turns body-less answers (HEAD) into codes by status (403 -> AccessDenied, 404 ->
  * NotFound, 503 -> SlowDown); those are mapped back to statuses here, because a HEAD refused
  * for wrong credentials must read as `auth`, not as a missing permission.
  */
-import type { S3Failure } from '../s3/errors.js';
+import type { S3Failure } from '../object-store/errors.js';
 
 /** Reduces a `minio` client error (or a socket error) to an `S3Failure`. */
 export function describeMinioError(err: unknown): S3Failure {

@@ -1,9 +1,10 @@
 /**
- * The `minio` driver's factory: the bucket milvus-backup writes its backups to, configured with
- * milvus-backup's own keys (see ./options.ts), on the `minio` client.
+ * The `minio` flavour of the object-store driver (../object-store/): the bucket milvus-backup
+ * writes its backups to, configured with milvus-backup's own keys (./options.ts), on the `minio`
+ * client (./client.ts, ./errors.ts). Everything else is the shared driver.
  */
+import { ObjectDriver } from '../object-store/driver.js';
 import type { DriverFactory } from '../types.js';
-import { ObjectDriver } from '../s3/driver.js';
 import { MinioStore } from './client.js';
 import { parseMinioOptions, type MinioOptions } from './options.js';
 

@@ -35,9 +35,12 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { expandPath } from '../../config/paths.js';
+import {
+  boolean, contextFor, custom, integer, normalizeSection, path, readSection, refuse, secret, sectionError, sectionPrefix, shown, string,
+  type KeySpec, type SectionContext,
+} from '../../config/schema.js';
 import { ConfigError } from '../../errors.js';
-import { checkBucketName, normalizePrefix, parseTuning, SectionReader, TUNING_OPTION_KEYS, type ObjectStoreTuning } from '../s3/options.js';
+import { checkBucketName, normalizePrefix, TUNING_SCHEMA, tuningOf, type ObjectStoreTuning } from '../object-store/options.js';
 
 /** Where milvus-backup's backups are, resolved from its configuration keys. */
 export interface MilvusBackupStorage {
@@ -63,10 +66,32 @@ type Flat = Partial<Record<Field, unknown>> & { storageType?: unknown; useIAM?: 
 
 const backupName = (field: string): string => `backup${field[0]?.toUpperCase()}${field.slice(1)}`;
 
-const MINIO_KEYS = new Set<string>([
-  'type', 'milvusBackupConfig', ...FIELDS, ...FIELDS.map(backupName), 'storageType', 'backupStorageType', 'cloudProvider',
-  'useIAM', 'backupUseIAM', ...TUNING_OPTION_KEYS,
-]);
+/** milvus-backup's storage keys, each also with the `backup` prefix (`backupAddress`...). */
+const FIELD_SCHEMA = {
+  address: string({ expected: 'a host name like minio.lan or 127.0.0.1 (with :port or http(s):// if you like)' }),
+  port: integer({ min: 1, max: 65535 }),
+  accessKeyID: string(),
+  secretAccessKey: secret(),
+  token: secret(),
+  useSSL: boolean(),
+  region: string(),
+  bucketName: string({ expected: 'the bucket name' }),
+  /** `''` and `/` mean the bucket's top level, so an empty string is allowed here. */
+  rootPath: custom({ expected: 'a folder path inside the bucket' }, (value): string => (typeof value === 'string' ? value : refuse())),
+} satisfies Record<Field, KeySpec<unknown, false>>;
+
+/** The config keys of `type: minio` (read by src/config/schema.ts). */
+export const MINIO_SCHEMA = {
+  milvusBackupConfig: path({ expected: 'the path of milvus-backup\'s backup.yaml' }),
+  ...FIELD_SCHEMA,
+  ...(Object.fromEntries(FIELDS.map((f) => [backupName(f), FIELD_SCHEMA[f]])) as { [F in Field as `backup${Capitalize<F>}`]: (typeof FIELD_SCHEMA)[F] }),
+  storageType: string(),
+  backupStorageType: string(),
+  cloudProvider: string(),
+  useIAM: boolean(),
+  backupUseIAM: boolean(),
+  ...TUNING_SCHEMA,
+};
 
 /** Providers that speak S3 (what milvus-backup calls `storageType` / `provider`). */
 const S3_PROVIDERS = new Set(['minio', 's3', 'aws', 'gcp', 'ali', 'aliyun', 'tc', 'tencent', 'hwc']);
@@ -129,15 +154,15 @@ export function readMilvusBackupYaml(text: string, source: string, env: NodeJS.P
   return v2 ? flattenV2(root, env) : flattenV1(root);
 }
 
-function splitAddress(name: string, raw: string): { host: string; port?: number; useSSL?: boolean } {
+function splitAddress(context: SectionContext, raw: string): { host: string; port?: number; useSSL?: boolean } {
   const withScheme = /^[a-z]+:\/\//i.test(raw) ? raw : `http://${raw}`;
   let url: URL;
   try {
     url = new URL(withScheme);
   } catch {
-    throw new ConfigError(`${name}: "address" must be a host name like minio.lan or 127.0.0.1, got ${JSON.stringify(raw)}`);
+    throw sectionError(context, `"address" must be a host name like minio.lan or 127.0.0.1, got ${JSON.stringify(raw)}`);
   }
-  if (url.username !== '' || url.password !== '') throw new ConfigError(`${name}: "address" must not carry credentials`);
+  if (url.username !== '' || url.password !== '') throw sectionError(context, '"address" must not carry credentials');
   return {
     host: url.hostname.replace(/^\[|\]$/g, ''),
     ...(url.port !== '' ? { port: Number(url.port) } : {}),
@@ -150,19 +175,24 @@ function splitAddress(name: string, raw: string): { host: string; port?: number;
  * to). Throws `ConfigError` with a one-line message naming the source and the key. Reads only
  * the backup.yaml file, synchronously.
  */
-export function resolveMilvusBackupStorage(section: Readonly<Record<string, unknown>>, name = 'source', env: NodeJS.ProcessEnv = process.env): MilvusBackupStorage {
-  const reader = new SectionReader(name, 'minio', section);
+export function resolveMilvusBackupStorage(
+  raw: Readonly<Record<string, unknown>>,
+  name = 'source',
+  env: NodeJS.ProcessEnv = process.env,
+  contextOverrides?: Partial<SectionContext>,
+): MilvusBackupStorage {
+  const context = contextFor(name, 'minio', contextOverrides);
+  const section = normalizeSection(MINIO_SCHEMA, raw, context);
   let fromFile: Flat = {};
-  const file = reader.string('milvusBackupConfig');
+  const file = section['milvusBackupConfig'] as string | undefined;
   if (file !== undefined) {
-    const path = expandPath(file);
     let text: string;
     try {
-      text = readFileSync(path, 'utf8');
+      text = readFileSync(file, 'utf8');
     } catch (err) {
-      throw new ConfigError(`${name}: cannot read milvusBackupConfig ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw sectionError(context, `cannot read milvusBackupConfig ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
-    fromFile = readMilvusBackupYaml(text, `${name}: milvusBackupConfig ${path}`, env);
+    fromFile = readMilvusBackupYaml(text, `${sectionPrefix(context)}milvusBackupConfig ${file}`, env);
   }
   const backupSide = section['backupBucketName'] !== undefined || section['backupRootPath'] !== undefined;
   const own = (field: Field): unknown => defined(section[backupName(field)], field === 'rootPath' && backupSide ? undefined : section[field]);
@@ -172,50 +202,52 @@ export function resolveMilvusBackupStorage(section: Readonly<Record<string, unkn
 
   const storageType = defined(section['backupStorageType'], section['storageType'], section['cloudProvider'], fromFile.storageType);
   if (typeof storageType === 'string' && storageType !== '' && !S3_PROVIDERS.has(storageType.toLowerCase())) {
-    if (storageType === 'local') throw new ConfigError(`${name}: milvus-backup keeps these backups on a local disk (storage type "local"): use "type: local" with "root" set to its rootPath`);
-    throw new ConfigError(`${name}: storage type "${storageType}" is not S3-compatible; the minio driver reads MinIO/S3 buckets`);
+    if (storageType === 'local') throw sectionError(context, 'milvus-backup keeps these backups on a local disk (storage type "local"): use "type: local" with "root" set to its rootPath');
+    throw sectionError(context, `storage type "${storageType}" is not S3-compatible; the minio driver reads MinIO/S3 buckets`);
   }
-  if (defined(section['backupUseIAM'], section['useIAM'], fromFile.useIAM) === true) {
-    throw new ConfigError(`${name}: useIAM is not supported by the minio driver; use "type: s3" (it follows the AWS credential chain) or give accessKeyID/secretAccessKey`);
+  if (readBooleanLoosely(defined(section['backupUseIAM'], section['useIAM'], fromFile.useIAM)) === true) {
+    throw sectionError(context, 'useIAM is not supported by the minio driver; use "type: s3" (it follows the AWS credential chain) or give accessKeyID/secretAccessKey');
   }
 
-  const flat = new SectionReader(name, 'minio', Object.fromEntries(FIELDS.map((f) => [f, value(f)])));
-  const rawAddress = flat.string('address') ?? 'localhost';
-  const address = splitAddress(name, rawAddress);
-  const port = flat.integer('port', 1, 65535) ?? address.port ?? 9000;
-  const useSSL = flat.boolean('useSSL') ?? address.useSSL ?? false;
-  const accessKeyID = flat.string('accessKeyID');
-  const secretAccessKey = flat.secret('secretAccessKey');
-  if ((accessKeyID === undefined) !== (secretAccessKey === undefined)) {
-    throw new ConfigError(`${name}: give both "accessKeyID" and "secretAccessKey" (or neither, for anonymous access)`);
+  // The merged values (ours over the file's) are read with the same key rules.
+  const flat = readSection(FIELD_SCHEMA, Object.fromEntries(FIELDS.map((f) => [f, value(f)])), context);
+  const address = splitAddress(context, flat.address ?? 'localhost');
+  const port = flat.port ?? address.port ?? 9000;
+  const useSSL = flat.useSSL ?? address.useSSL ?? false;
+  if ((flat.accessKeyID === undefined) !== (flat.secretAccessKey === undefined)) {
+    throw sectionError(context, 'give both "accessKeyID" and "secretAccessKey" (or neither, for anonymous access)');
   }
-  const bucketName = flat.string('bucketName');
-  if (bucketName === undefined) throw new ConfigError(`${name}: "bucketName" (or "backupBucketName") is required: the bucket milvus-backup writes backups to`);
-  const sessionToken = flat.secret('token');
-  const region = flat.string('region');
+  if (flat.bucketName === undefined) throw sectionError(context, '"bucketName" (or "backupBucketName") is required: the bucket milvus-backup writes backups to');
   return {
     address: address.host,
     port,
     useSSL,
-    ...(accessKeyID !== undefined ? { accessKeyID } : {}),
-    ...(secretAccessKey !== undefined ? { secretAccessKey } : {}),
-    ...(sessionToken !== undefined ? { sessionToken } : {}),
-    ...(region !== undefined ? { region } : {}),
-    bucketName: checkBucketName(name, 'bucketName', bucketName),
-    rootPath: rootPathOf(name, typeof ownRoot === 'string' ? ownRoot : fromFile.rootPath),
+    ...(flat.accessKeyID !== undefined ? { accessKeyID: flat.accessKeyID } : {}),
+    ...(flat.secretAccessKey !== undefined ? { secretAccessKey: flat.secretAccessKey } : {}),
+    ...(flat.token !== undefined ? { sessionToken: flat.token } : {}),
+    ...(flat.region !== undefined ? { region: flat.region } : {}),
+    bucketName: checkBucketName(context, 'bucketName', flat.bucketName),
+    rootPath: rootPathOf(context, typeof ownRoot === 'string' ? ownRoot : fromFile.rootPath),
   };
 }
 
+/** milvus-backup's files write booleans as YAML booleans or as strings. */
+function readBooleanLoosely(value: unknown): boolean | undefined {
+  if (typeof value === 'boolean') return value;
+  if (typeof value === 'string' && /^\s*(true|false)\s*$/i.test(value)) return value.trim().toLowerCase() === 'true';
+  return undefined;
+}
+
 /** `''` and `/` mean the bucket's top level; anything else is a folder path. @default 'backup' */
-function rootPathOf(name: string, raw: unknown): string {
+function rootPathOf(context: SectionContext, raw: unknown): string {
   if (raw === undefined) return 'backup/';
-  if (typeof raw !== 'string') throw new ConfigError(`${name}: "rootPath" must be a folder path inside the bucket, got ${typeof raw} ${JSON.stringify(raw)}`);
-  return normalizePrefix(name, 'rootPath', raw);
+  if (typeof raw !== 'string') throw sectionError(context, `"rootPath" must be a folder path inside the bucket, got ${shown(raw)}`);
+  return normalizePrefix(context, 'rootPath', raw);
 }
 
 /** Validates a `type: minio` section. Reads the backup.yaml it points to, nothing else. */
-export function parseMinioOptions(name: string, section: Readonly<Record<string, unknown>>, env: NodeJS.ProcessEnv = process.env): MinioOptions {
-  const reader = new SectionReader(name, 'minio', section);
-  reader.refuseUnknown(MINIO_KEYS);
-  return { ...resolveMilvusBackupStorage(section, name, env), ...parseTuning(reader) };
+export function parseMinioOptions(name: string, section: Readonly<Record<string, unknown>>, env: NodeJS.ProcessEnv = process.env, contextOverrides?: Partial<SectionContext>): MinioOptions {
+  const context = contextFor(name, 'minio', contextOverrides);
+  const tuning = tuningOf(readSection(MINIO_SCHEMA, section, context));
+  return { ...resolveMilvusBackupStorage(section, name, env, contextOverrides), ...tuning };
 }

@@ -1,5 +1,6 @@
 /**
- * `ObjectStore` on the AWS SDK v3 (@aws-sdk/client-s3): the requests of the `s3` driver.
+ * `ObjectStore` (../object-store/store.ts) on the AWS SDK v3 (@aws-sdk/client-s3): the client
+ * adapter of the `s3` flavour of the object-store driver.
  *
  * - No retries here (`maxAttempts: 1`): retry is a wrapper around drivers, driven by error kinds.
  * - Timeouts that really fire: NodeHttpHandler with `throwOnRequestTimeout` (without it a
@@ -26,14 +27,10 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
-import { describeAwsError, type S3Failure } from './errors.js';
+import type { S3Failure } from '../object-store/errors.js';
+import { cleanEtag, copyPartBytes, type ObjectStore, type OpenUpload, type StoredObject, type StoredPart } from '../object-store/store.js';
+import { describeAwsError } from './errors.js';
 import type { S3Options } from './options.js';
-import type { ObjectStore, OpenUpload, StoredObject, StoredPart } from './store.js';
-
-/** Strips quotes and lower-cases an ETag (`"ABC"` -> `abc`). */
-export function cleanEtag(etag: string | undefined): string {
-  return (etag ?? '').replace(/"/g, '').toLowerCase();
-}
 
 /**
  * Signs requests that carry `Content-MD5` with `x-amz-content-sha256: UNSIGNED-PAYLOAD` instead
@@ -61,11 +58,6 @@ export function signUploadsUnsigned(stack: S3Client['middlewareStack']): void {
 
 function hasHeader(headers: Record<string, string>, lowerName: string): boolean {
   return Object.keys(headers).some((name) => name.toLowerCase() === lowerName);
-}
-
-/** Bytes per UploadPartCopy request in a multipart copy: big, but under 5 GiB and 10,000 parts. */
-export function copyPartBytes(size: number, maxParts: number): number {
-  return Math.max(512 * 1024 * 1024, Math.ceil(size / maxParts));
 }
 
 /** What an AWS SDK client needs from the options; the `minio` driver builds the same from milvus-backup's keys. */

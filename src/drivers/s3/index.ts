@@ -1,10 +1,14 @@
-/** The `s3` driver's factory: AWS S3 or any S3-compatible service, on the AWS SDK v3. */
+/**
+ * The `s3` flavour of the object-store driver (../object-store/): AWS S3 or any S3-compatible
+ * service, on the AWS SDK v3. This folder holds only what is particular to it: the client
+ * adapter (./client.ts, ./errors.ts) and the options (./options.ts).
+ */
+import { ObjectDriver } from '../object-store/driver.js';
 import type { DriverFactory } from '../types.js';
 import { AwsStore } from './client.js';
-import { ObjectDriver } from './driver.js';
 import { parseS3Options, type S3Options } from './options.js';
 
-export { ObjectDriver, HASH_METADATA, tempKeyOf } from './driver.js';
+export { ObjectDriver, HASH_METADATA, tempKeyOf } from '../object-store/driver.js';
 export { parseS3Options, type S3Options } from './options.js';
 export { AwsStore } from './client.js';
 

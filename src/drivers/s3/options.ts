@@ -5,38 +5,12 @@
  *     cloud: { type: s3, endpoint: https://s3.eu-central-1.amazonaws.com, region: eu-central-1,
  *              bucket: milvus-offsite, prefix: prod/ }
  *
- * Also the helpers shared with the `minio` driver (timeouts, concurrency, prefix rules).
+ * The keys declared in `S3_SCHEMA` are read by src/config/schema.ts; the tuning keys and the
+ * bucket and prefix rules are shared with the `minio` flavour (../object-store/options.ts).
  */
-import { ConfigError } from '../../errors.js';
-import { checkKey } from '../keys.js';
-import { vendorFor, type ChecksumMode } from './quirks.js';
-
-/** Settings every object-store driver has (s3 and minio). */
-export interface ObjectStoreTuning {
-  /** Connection set-up limit per request, in ms. @default 10000 */
-  readonly connectTimeoutMs: number;
-  /**
-   * Longest time one request may take until the server answers, in ms, sending the body
-   * included (so it must allow for one part at the slowest expected upload rate); a request that
-   * exceeds it fails with kind `retryable`. The `s3` driver also fails a request whose socket
-   * stays silent for min(requestTimeoutMs, 60 s). @default 300000
-   */
-  readonly requestTimeoutMs: number;
-  /**
-   * Most uploads (PutObject, UploadPart) in flight at once against this destination, whatever
-   * the engine's `--concurrency` and part concurrency ask for (the others wait in the driver).
-   * Also the HEADs that `list` runs at once to read stored hashes, and half the sockets kept
-   * open. @default 16
-   */
-  readonly maxConcurrency: number;
-  /**
-   * Keys per page for ListObjectsV2, uploads per ListMultipartUploads page and parts per
-   * ListParts page. Lower it only to exercise pagination in tests. @default 1000
-   */
-  readonly listPageSize: number;
-  /** Objects above this size are copied with UploadPartCopy instead of one CopyObject. @default 5 GiB */
-  readonly multipartCopyThresholdBytes: number;
-}
+import { boolean, contextFor, oneOf, readSection, secret, sectionError, string, type SectionContext } from '../../config/schema.js';
+import { checkBucketName, normalizePrefix, TUNING_SCHEMA, tuningOf, type ObjectStoreTuning } from '../object-store/options.js';
+import { vendorFor, type ChecksumMode } from '../object-store/quirks.js';
 
 export interface S3Options extends ObjectStoreTuning {
   /** Service URL (`https://host[:port]`); AWS's regional endpoint when omitted. */
@@ -59,7 +33,7 @@ export interface S3Options extends ObjectStoreTuning {
   readonly sse?: 'AES256' | 'aws:kms';
   /** KMS key for `sse: aws:kms` (the bucket's default key when omitted). */
   readonly sseKmsKeyId?: string;
-  /** @default WHEN_SUPPORTED for AWS endpoints, WHEN_REQUIRED for all others (see quirks.ts) */
+  /** @default WHEN_SUPPORTED for AWS endpoints, WHEN_REQUIRED for all others (see ../object-store/quirks.ts) */
   readonly requestChecksumCalculation: ChecksumMode;
   /** @default WHEN_SUPPORTED for AWS endpoints, WHEN_REQUIRED for all others */
   readonly responseChecksumValidation: ChecksumMode;
@@ -67,151 +41,64 @@ export interface S3Options extends ObjectStoreTuning {
   readonly maxParts: number;
 }
 
-const TUNING_KEYS = ['connectTimeoutMs', 'requestTimeoutMs', 'maxConcurrency', 'listPageSize', 'multipartCopyThresholdBytes'] as const;
-const S3_KEYS = new Set([
-  'type', 'endpoint', 'region', 'bucket', 'prefix', 'forcePathStyle', 'accessKeyId', 'secretAccessKey', 'sessionToken',
-  'storageClass', 'sse', 'sseKmsKeyId', 'requestChecksumCalculation', 'responseChecksumValidation', ...TUNING_KEYS,
-]);
+const CHECKSUM_MODES = ['WHEN_REQUIRED', 'WHEN_SUPPORTED'] as const;
 
-/** Reads a section with one-line `ConfigError`s naming the destination and the key. */
-export class SectionReader {
-  constructor(readonly name: string, readonly type: string, readonly section: Readonly<Record<string, unknown>>) {}
+/** The config keys of `type: s3`. */
+export const S3_SCHEMA = {
+  endpoint: string({ expected: 'an http:// or https:// URL like https://s3.example.com or http://127.0.0.1:7480', check: endpointProblem }),
+  region: string(),
+  bucket: string({ required: true, expected: 'the bucket name' }),
+  prefix: string(),
+  forcePathStyle: boolean(),
+  accessKeyId: string(),
+  secretAccessKey: secret(),
+  sessionToken: secret(),
+  storageClass: string({ expected: 'an S3 storage class like STANDARD_IA', check: (v) => (/^[A-Z_]+$/.test(v) ? undefined : `got ${JSON.stringify(v)}`) }),
+  sse: oneOf(['AES256', 'aws:kms'] as const),
+  sseKmsKeyId: string(),
+  requestChecksumCalculation: oneOf(CHECKSUM_MODES),
+  responseChecksumValidation: oneOf(CHECKSUM_MODES),
+  ...TUNING_SCHEMA,
+};
 
-  refuseUnknown(known: ReadonlySet<string>): void {
-    for (const key of Object.keys(this.section)) {
-      if (!known.has(key)) {
-        throw new ConfigError(`${this.name}: unknown key "${key}" for type ${this.type} (known: ${[...known].filter((k) => k !== 'type').join(', ')})`);
-      }
-    }
-  }
-
-  string(key: string): string | undefined {
-    const value = this.section[key];
-    if (value === undefined || value === null) return undefined;
-    if (typeof value !== 'string' || value.trim() === '') throw this.bad(key, 'a non-empty string', value);
-    return value.trim();
-  }
-
-  /** Secrets: the same checks, but the value never appears in the message. */
-  secret(key: string): string | undefined {
-    const value = this.section[key];
-    if (value === undefined || value === null) return undefined;
-    if (typeof value !== 'string' || value === '') {
-      throw new ConfigError(`${this.name}: "${key}" must be a non-empty string (is the environment variable it refers to set?)`);
-    }
-    return value;
-  }
-
-  boolean(key: string): boolean | undefined {
-    const value = this.section[key];
-    if (value === undefined || value === null) return undefined;
-    if (typeof value === 'boolean') return value;
-    if (value === 'true' || value === 'false') return value === 'true';
-    throw this.bad(key, 'true or false', value);
-  }
-
-  integer(key: string, min: number, max: number): number | undefined {
-    const value = this.section[key];
-    if (value === undefined || value === null) return undefined;
-    const number = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value;
-    if (typeof number !== 'number' || !Number.isSafeInteger(number) || number < min || number > max) {
-      throw this.bad(key, `an integer from ${min} to ${max}`, value);
-    }
-    return number;
-  }
-
-  oneOf<T extends string>(key: string, values: readonly T[]): T | undefined {
-    const value = this.string(key);
-    if (value === undefined) return undefined;
-    if (!(values as readonly string[]).includes(value)) throw this.bad(key, `one of ${values.join(', ')}`, value);
-    return value as T;
-  }
-
-  bad(key: string, what: string, value: unknown): ConfigError {
-    const shown = value === undefined ? 'nothing' : typeof value === 'string' ? JSON.stringify(value) : `${typeof value} ${JSON.stringify(value)}`;
-    return new ConfigError(`${this.name}: "${key}" must be ${what}, got ${shown}`);
-  }
-}
-
-/** The tuning keys, with their defaults. */
-export function parseTuning(reader: SectionReader): ObjectStoreTuning {
-  return {
-    connectTimeoutMs: reader.integer('connectTimeoutMs', 1, 3_600_000) ?? 10_000,
-    requestTimeoutMs: reader.integer('requestTimeoutMs', 1, 3_600_000) ?? 300_000,
-    maxConcurrency: reader.integer('maxConcurrency', 1, 256) ?? 16,
-    listPageSize: reader.integer('listPageSize', 1, 1000) ?? 1000,
-    multipartCopyThresholdBytes: reader.integer('multipartCopyThresholdBytes', 1, 5 * 1024 ** 3) ?? 5 * 1024 ** 3,
-  };
-}
-
-export const TUNING_OPTION_KEYS: readonly string[] = TUNING_KEYS;
-
-/** `'/a/b'`, `'a/b/'`, `'a/b'` -> `'a/b/'`; `''`, `'/'` -> `''`. Refuses `..` and the like. */
-export function normalizePrefix(name: string, key: string, value: string | undefined): string {
-  if (value === undefined) return '';
-  const trimmed = value.replace(/^\/+/, '').replace(/\/+$/, '');
-  if (trimmed === '') return '';
+function endpointProblem(endpoint: string): string | undefined {
+  let url: URL;
   try {
-    checkKey(trimmed);
+    url = new URL(endpoint);
   } catch {
-    throw new ConfigError(`${name}: "${key}" must be a folder path inside the bucket like "prod/milvus", got ${JSON.stringify(value)}`);
+    return `got ${JSON.stringify(endpoint)}`;
   }
-  return `${trimmed}/`;
-}
-
-/** Bucket names per S3's rules (3-63 of a-z 0-9 . -), loosely: also what RGW/MinIO accept. */
-export function checkBucketName(name: string, key: string, bucket: string): string {
-  if (!/^[a-zA-Z0-9][a-zA-Z0-9._-]{1,254}$/.test(bucket)) {
-    throw new ConfigError(`${name}: "${key}" is not a valid bucket name: ${JSON.stringify(bucket)}`);
-  }
-  return bucket;
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return `got ${JSON.stringify(endpoint)}`;
+  // Never echo a URL that carries credentials.
+  if (url.username !== '' || url.password !== '') return 'got a URL with a user name or password in it: it must not carry credentials; use accessKeyId and secretAccessKey';
+  return undefined;
 }
 
 /** Validates a `type: s3` config section. No IO. */
-export function parseS3Options(name: string, section: Readonly<Record<string, unknown>>): S3Options {
-  const reader = new SectionReader(name, 's3', section);
-  reader.refuseUnknown(S3_KEYS);
-  const endpoint = reader.string('endpoint');
-  if (endpoint !== undefined) {
-    let url: URL;
-    try {
-      url = new URL(endpoint);
-    } catch {
-      throw reader.bad('endpoint', 'a URL like https://s3.example.com or http://127.0.0.1:7480', endpoint);
-    }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw reader.bad('endpoint', 'an http:// or https:// URL', endpoint);
-    if (url.username !== '' || url.password !== '') throw new ConfigError(`${name}: "endpoint" must not carry credentials; use accessKeyId and secretAccessKey`);
+export function parseS3Options(name: string, section: Readonly<Record<string, unknown>>, contextOverrides?: Partial<SectionContext>): S3Options {
+  const context = contextFor(name, 's3', contextOverrides);
+  const v = readSection(S3_SCHEMA, section, context);
+  const vendor = vendorFor(v.endpoint);
+  if ((v.accessKeyId === undefined) !== (v.secretAccessKey === undefined)) {
+    throw sectionError(context, 'give both "accessKeyId" and "secretAccessKey", or neither (to use AWS_PROFILE or the environment)');
   }
-  const vendor = vendorFor(endpoint);
-  const bucket = reader.string('bucket');
-  if (bucket === undefined) throw reader.bad('bucket', 'the bucket name', undefined);
-  const accessKeyId = reader.string('accessKeyId');
-  const secretAccessKey = reader.secret('secretAccessKey');
-  const sessionToken = reader.secret('sessionToken');
-  if ((accessKeyId === undefined) !== (secretAccessKey === undefined)) {
-    throw new ConfigError(`${name}: give both "accessKeyId" and "secretAccessKey", or neither (to use AWS_PROFILE or the environment)`);
-  }
-  if (sessionToken !== undefined && accessKeyId === undefined) throw new ConfigError(`${name}: "sessionToken" needs "accessKeyId" and "secretAccessKey"`);
-  const sse = reader.oneOf('sse', ['AES256', 'aws:kms'] as const);
-  const sseKmsKeyId = reader.string('sseKmsKeyId');
-  if (sseKmsKeyId !== undefined && sse !== 'aws:kms') throw new ConfigError(`${name}: "sseKmsKeyId" needs "sse: aws:kms"`);
-  const storageClass = reader.string('storageClass');
-  if (storageClass !== undefined && !/^[A-Z_]+$/.test(storageClass)) throw reader.bad('storageClass', 'an S3 storage class like STANDARD_IA', storageClass);
-  const checksums = ['WHEN_REQUIRED', 'WHEN_SUPPORTED'] as const;
-  const requestChecksumCalculation = reader.oneOf('requestChecksumCalculation', checksums) ?? vendor.checksums;
+  if (v.sessionToken !== undefined && v.accessKeyId === undefined) throw sectionError(context, '"sessionToken" needs "accessKeyId" and "secretAccessKey"');
+  if (v.sseKmsKeyId !== undefined && v.sse !== 'aws:kms') throw sectionError(context, '"sseKmsKeyId" needs "sse: aws:kms"');
   return {
-    endpoint: endpoint?.replace(/\/+$/, ''),
-    region: reader.string('region') ?? vendor.region ?? 'us-east-1',
-    bucket: checkBucketName(name, 'bucket', bucket),
-    prefix: normalizePrefix(name, 'prefix', reader.string('prefix')),
-    forcePathStyle: reader.boolean('forcePathStyle') ?? vendor.forcePathStyle,
-    credentials: accessKeyId !== undefined && secretAccessKey !== undefined ? { accessKeyId, secretAccessKey, ...(sessionToken !== undefined ? { sessionToken } : {}) } : undefined,
-    storageClass,
-    sse,
-    sseKmsKeyId,
-    requestChecksumCalculation,
-    responseChecksumValidation: reader.oneOf('responseChecksumValidation', checksums) ?? vendor.checksums,
+    endpoint: v.endpoint?.replace(/\/+$/, ''),
+    region: v.region ?? vendor.region ?? 'us-east-1',
+    bucket: checkBucketName(context, 'bucket', v.bucket),
+    prefix: normalizePrefix(context, 'prefix', v.prefix),
+    forcePathStyle: v.forcePathStyle ?? vendor.forcePathStyle,
+    credentials: v.accessKeyId !== undefined && v.secretAccessKey !== undefined
+      ? { accessKeyId: v.accessKeyId, secretAccessKey: v.secretAccessKey, ...(v.sessionToken !== undefined ? { sessionToken: v.sessionToken } : {}) }
+      : undefined,
+    storageClass: v.storageClass,
+    sse: v.sse,
+    sseKmsKeyId: v.sseKmsKeyId,
+    requestChecksumCalculation: v.requestChecksumCalculation ?? vendor.checksums,
+    responseChecksumValidation: v.responseChecksumValidation ?? vendor.checksums,
     maxParts: vendor.maxParts,
-    ...parseTuning(reader),
+    ...tuningOf(v),
   };
 }

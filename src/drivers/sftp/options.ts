@@ -9,7 +9,7 @@
  * every connect) `insecureAcceptAnyHostKey: true` is required.
  */
 import { expandPath } from '../../config/paths.js';
-import { ConfigError } from '../../errors.js';
+import { boolean, contextFor, custom, integer, path, readSection, refuse, secret, sectionError, shown, string, type SectionContext } from '../../config/schema.js';
 
 export interface SftpOptions {
   readonly host: string;
@@ -60,141 +60,119 @@ export interface SftpOptions {
   readonly serverSideCopy: 'auto' | 'copy' | false;
 }
 
-const KNOWN_KEYS = new Set([
-  'type', 'host', 'port', 'username', 'privateKey', 'passphrase', 'agent', 'password', 'root',
-  'hostKey', 'knownHosts', 'insecureAcceptAnyHostKey', 'readyTimeoutMs', 'concurrencyPerFile',
-  'requestBytes', 'connections', 'maxConcurrency', 'serverSideCopy',
-]);
-
 /** `SHA256:` + unpadded base64 of a 32-byte digest (43 characters). */
 const FINGERPRINT = /^SHA256:([A-Za-z0-9+/]{43})=?$/;
 
 /**
+ * A host name or address without a port: `nas.lan`, `10.0.0.5`, `::1` or `[::1]`. `nas.lan:22`
+ * is refused (the port has its own key), as are URLs and `user@host`.
+ */
+function hostProblem(host: string): string | undefined {
+  if (/^\[[0-9a-f:.]+\]$/i.test(host) || /^[0-9a-f]*:[0-9a-f:.]*:[0-9a-f:.]*$/i.test(host)) return undefined;
+  const withPort = /^(.*):(\d+)$/.exec(host);
+  if (withPort) return `got ${JSON.stringify(host)}: a host name without the port, which has its own key ("host: ${withPort[1]}" and "port: ${withPort[2]}")`;
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(host)) return `got ${JSON.stringify(host)}: give the host name only, without a scheme`;
+  if (host.includes('@')) return `got ${JSON.stringify(host)}: the user name goes in "username"`;
+  if (/[\s/:]/.test(host)) return `got ${JSON.stringify(host)}`;
+  return undefined;
+}
+
+/** The config keys of `type: sftp` (read by src/config/schema.ts). */
+export const SFTP_SCHEMA = {
+  host: string({ required: true, check: hostProblem }),
+  port: integer({ default: 22, min: 1, max: 65535 }),
+  username: string({ required: true }),
+  privateKey: path({ expected: 'the path of a private key file' }),
+  passphrase: secret(),
+  agent: custom({ expected: 'true or the path of the ssh-agent socket' }, (value, context): true | string | false => {
+    if (value === true || value === false) return value;
+    if (typeof value === 'string' && /^\s*(true|false)\s*$/i.test(value)) return value.trim().toLowerCase() === 'true';
+    if (typeof value === 'string' && value.trim() !== '' && !value.includes('\0')) return expandPath(value.trim(), context.baseDir);
+    return refuse();
+  }),
+  password: secret(),
+  root: string({ required: true }),
+  hostKey: custom({ expected: 'a SHA256 fingerprint as printed by "ssh-keygen -lf KEY.pub" (SHA256: followed by 43 base64 characters), or a list of them' },
+    (value): string[] => {
+      const list = Array.isArray(value) ? value : [value];
+      if (list.length === 0) refuse();
+      return list.map((one) => {
+        const match = typeof one === 'string' ? FINGERPRINT.exec(one.trim()) : null;
+        return match ? `SHA256:${match[1]}` : refuse(`got ${shown(one)}`);
+      });
+    }),
+  knownHosts: path({ expected: 'the path of a known_hosts file' }),
+  insecureAcceptAnyHostKey: boolean({ default: false }),
+  readyTimeoutMs: integer({ default: 20_000, min: 100, max: 600_000 }),
+  concurrencyPerFile: integer({ default: 16, min: 1, max: 256 }),
+  requestBytes: integer({ default: 261_120, min: 1024, max: 4 * 1024 * 1024 }),
+  connections: integer({ default: 2, min: 1, max: 16 }),
+  maxConcurrency: integer({ default: 8, min: 1, max: 256 }),
+  serverSideCopy: custom({ expected: 'auto, copy or false', default: 'auto' as SftpOptions['serverSideCopy'] }, (value): SftpOptions['serverSideCopy'] => {
+    if (value === false || (typeof value === 'string' && value.trim().toLowerCase() === 'false')) return false;
+    if (value === 'auto' || value === 'copy') return value;
+    return refuse();
+  }),
+};
+
+/**
  * Validates a `type: sftp` config section. Throws `ConfigError` with a one-line message naming
  * the destination and the offending key; messages never repeat a secret. No IO (the key file
- * and known_hosts are read when connecting).
+ * and known_hosts are read when connecting). `agent: true` takes `SSH_AUTH_SOCK` from `env`.
  */
 export function parseSftpOptions(
   name: string,
   section: Readonly<Record<string, unknown>>,
   baseDir?: string,
   env: NodeJS.ProcessEnv = process.env,
+  contextOverrides?: Partial<SectionContext>,
 ): SftpOptions {
-  for (const key of Object.keys(section)) {
-    if (!KNOWN_KEYS.has(key)) {
-      const known = [...KNOWN_KEYS].filter((k) => k !== 'type').join(', ');
-      throw new ConfigError(`${name}: unknown key "${key}" for type sftp (known: ${known})`);
-    }
-  }
-  const host = requiredString(name, section, 'host');
-  const username = requiredString(name, section, 'username');
-  const root = normalizeRoot(name, requiredString(name, section, 'root'));
-  const port = integer(name, section, 'port', 22, 1, 65535);
-
-  const privateKeyPath = optionalString(name, section, 'privateKey');
-  const passphrase = optionalString(name, section, 'passphrase', true);
-  const password = optionalString(name, section, 'password', true);
+  const context = contextFor(name, 'sftp', { ...(baseDir !== undefined ? { baseDir } : {}), ...contextOverrides });
+  const v = readSection(SFTP_SCHEMA, section, context);
+  const root = normalizeRoot(context, v.root);
   let agent: string | undefined;
-  const agentValue = section['agent'];
-  if (agentValue === true) {
+  if (v.agent === true) {
     agent = env['SSH_AUTH_SOCK'];
-    if (!agent) throw new ConfigError(`${name}: "agent: true" but SSH_AUTH_SOCK is not set (start ssh-agent, or give the socket path)`);
-  } else if (typeof agentValue === 'string' && agentValue !== '') {
-    agent = agentValue;
-  } else if (agentValue !== undefined && agentValue !== false) {
-    throw new ConfigError(`${name}: "agent" must be true or a socket path, got ${describe(agentValue)}`);
+    if (!agent) throw sectionError(context, '"agent: true" but SSH_AUTH_SOCK is not set (start ssh-agent, or give the socket path)');
+  } else if (typeof v.agent === 'string') {
+    agent = v.agent;
   }
-  if (passphrase !== undefined && privateKeyPath === undefined) {
-    throw new ConfigError(`${name}: "passphrase" is set but "privateKey" is not`);
+  if (v.passphrase !== undefined && v.privateKey === undefined) throw sectionError(context, '"passphrase" is set but "privateKey" is not');
+  if (v.privateKey === undefined && agent === undefined && v.password === undefined) {
+    throw sectionError(context, 'no SSH credentials: set "privateKey" (a key file), "agent: true" (ssh-agent) or "password"');
   }
-  if (privateKeyPath === undefined && agent === undefined && password === undefined) {
-    throw new ConfigError(`${name}: no SSH credentials: set "privateKey" (a key file), "agent: true" (ssh-agent) or "password"`);
-  }
-
-  const hostKeyValue = section['hostKey'];
-  const hostKeys: string[] = [];
-  for (const value of hostKeyValue === undefined ? [] : Array.isArray(hostKeyValue) ? hostKeyValue : [hostKeyValue]) {
-    const match = typeof value === 'string' ? FINGERPRINT.exec(value.trim()) : null;
-    if (!match) {
-      throw new ConfigError(
-        `${name}: "hostKey" must be a SHA256 fingerprint as printed by "ssh-keygen -lf KEY.pub" (SHA256: followed by 43 base64 characters), got ${describe(value)}`,
-      );
-    }
-    hostKeys.push(`SHA256:${match[1]}`);
-  }
-  const knownHostsPath = optionalString(name, section, 'knownHosts');
-  const insecure = section['insecureAcceptAnyHostKey'] ?? false;
-  if (typeof insecure !== 'boolean') {
-    throw new ConfigError(`${name}: "insecureAcceptAnyHostKey" must be true or false, got ${describe(insecure)}`);
-  }
-  if (hostKeys.length === 0 && knownHostsPath === undefined && !insecure) {
-    throw new ConfigError(
-      `${name}: the SSH host key of ${host} must be checked: set "hostKey: SHA256:..." (run "ssh-keyscan -p ${port} ${host} | ssh-keygen -lf -"), ` +
-        `or "knownHosts: ~/.ssh/known_hosts", or (insecure, for tests only) "insecureAcceptAnyHostKey: true"`,
-    );
-  }
-
-  const concurrencyPerFile = integer(name, section, 'concurrencyPerFile', 16, 1, 256);
-  const serverSideCopy = section['serverSideCopy'] ?? 'auto';
-  if (serverSideCopy !== 'auto' && serverSideCopy !== 'copy' && serverSideCopy !== false) {
-    throw new ConfigError(`${name}: "serverSideCopy" must be auto, copy or false, got ${describe(serverSideCopy)}`);
+  const hostKeys = v.hostKey ?? [];
+  if (hostKeys.length === 0 && v.knownHosts === undefined && !v.insecureAcceptAnyHostKey) {
+    throw sectionError(context,
+      `the SSH host key of ${v.host} must be checked: set "hostKey: SHA256:..." (run "ssh-keyscan -p ${v.port} ${v.host} | ssh-keygen -lf -"), ` +
+        'or "knownHosts: ~/.ssh/known_hosts", or (insecure, for tests only) "insecureAcceptAnyHostKey: true"');
   }
   return {
-    host,
-    port,
-    username,
-    ...(privateKeyPath === undefined ? {} : { privateKey: expandPath(privateKeyPath, baseDir) }),
-    ...(passphrase === undefined ? {} : { passphrase }),
+    host: v.host.replace(/^\[(.*)\]$/, '$1'),
+    port: v.port,
+    username: v.username,
+    ...(v.privateKey === undefined ? {} : { privateKey: v.privateKey }),
+    ...(v.passphrase === undefined ? {} : { passphrase: v.passphrase }),
     ...(agent === undefined ? {} : { agent }),
-    ...(password === undefined ? {} : { password }),
+    ...(v.password === undefined ? {} : { password: v.password }),
     root,
     hostKeys,
-    ...(knownHostsPath === undefined ? {} : { knownHosts: expandPath(knownHostsPath, baseDir) }),
-    insecureAcceptAnyHostKey: insecure,
-    readyTimeoutMs: integer(name, section, 'readyTimeoutMs', 20_000, 100, 600_000),
-    concurrencyPerFile,
-    requestBytes: integer(name, section, 'requestBytes', 261_120, 1024, 4 * 1024 * 1024),
-    connections: integer(name, section, 'connections', 2, 1, 16),
-    maxConcurrency: integer(name, section, 'maxConcurrency', 8, 1, 256),
-    serverSideCopy,
+    ...(v.knownHosts === undefined ? {} : { knownHosts: v.knownHosts }),
+    insecureAcceptAnyHostKey: v.insecureAcceptAnyHostKey,
+    readyTimeoutMs: v.readyTimeoutMs,
+    concurrencyPerFile: v.concurrencyPerFile,
+    requestBytes: v.requestBytes,
+    connections: v.connections,
+    maxConcurrency: v.maxConcurrency,
+    serverSideCopy: v.serverSideCopy,
   };
 }
 
-/** `/a/b/` -> `/a/b`; `''` and `.` are refused (say which folder). */
-function normalizeRoot(name: string, root: string): string {
-  if (root.includes('\0')) throw new ConfigError(`${name}: "root" contains a NUL byte`);
+/** `/a/b/` -> `/a/b`; `..` segments are refused (say which folder). */
+function normalizeRoot(context: SectionContext, root: string): string {
+  if (root.includes('\0')) throw sectionError(context, '"root" contains a NUL byte');
   const trimmed = root.replace(/\/+$/, '');
   if (trimmed === '') return '/';
-  if (trimmed.split('/').includes('..')) throw new ConfigError(`${name}: "root" must not contain ".." segments, got ${describe(root)}`);
+  if (trimmed.split('/').includes('..')) throw sectionError(context, `"root" must not contain ".." segments, got ${shown(root)}`);
   return trimmed;
-}
-
-function requiredString(name: string, section: Readonly<Record<string, unknown>>, key: string): string {
-  const value = section[key];
-  if (typeof value !== 'string' || value.trim() === '') {
-    throw new ConfigError(`${name}: "${key}" must be a non-empty string, got ${describe(value)}`);
-  }
-  return value.trim();
-}
-
-function optionalString(name: string, section: Readonly<Record<string, unknown>>, key: string, secret = false): string | undefined {
-  const value = section[key];
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'string' || value === '') {
-    throw new ConfigError(`${name}: "${key}" must be a non-empty string, got ${secret ? typeof value : describe(value)}`);
-  }
-  return value;
-}
-
-function integer(name: string, section: Readonly<Record<string, unknown>>, key: string, fallback: number, min: number, max: number): number {
-  const value = section[key] ?? fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new ConfigError(`${name}: "${key}" must be an integer from ${min} to ${max}, got ${describe(value)}`);
-  }
-  return value;
-}
-
-function describe(value: unknown): string {
-  if (value === undefined) return 'nothing';
-  return typeof value === 'string' ? JSON.stringify(value) : `${typeof value} ${JSON.stringify(value)}`;
 }

@@ -1,11 +1,13 @@
 /**
- * The few S3 operations the object driver (./driver.ts) needs, as a small interface with two
- * implementations: ./client.ts on the AWS SDK (the `s3` driver) and ../minio/client.ts on the
- * `minio` client (the `minio` driver). Keys here are full object keys inside the bucket (the
- * driver adds its prefix). Methods throw their SDK's raw errors; the driver classifies them
- * with `describeError` + the shared table in ./errors.ts, so that both drivers report the same
- * kinds and messages.
+ * The client adapter of a flavour: the few S3 operations the object-store driver (./driver.ts)
+ * needs, as a small interface with two implementations, ../s3/client.ts on the AWS SDK (the `s3`
+ * flavour) and ../minio/client.ts on the `minio` client (the `minio` flavour). Keys here are full
+ * object keys inside the bucket (the driver adds its prefix). Methods throw their SDK's raw
+ * errors; the driver classifies them with `describeError` + the shared table in ./errors.ts, so
+ * that both flavours report the same kinds and messages. Also the small helpers both adapters
+ * use (ETags, MD5, copy part sizes).
  */
+import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { S3Failure } from './errors.js';
 
@@ -75,4 +77,26 @@ export interface ObjectStore {
   /** Extracts what the shared classification needs from one of this SDK's errors. */
   describeError(err: unknown): S3Failure;
   close(): void;
+}
+
+/** Strips quotes and lower-cases an ETag (`"ABC"` -> `abc`). */
+export function cleanEtag(etag: string | undefined): string {
+  return (etag ?? '').replace(/"/g, '').toLowerCase();
+}
+
+/** Bytes per UploadPartCopy request in a multipart copy: big, but under 5 GiB and 10,000 parts. */
+export function copyPartBytes(size: number, maxParts: number): number {
+  return Math.max(512 * 1024 * 1024, Math.ceil(size / maxParts));
+}
+
+/** The ETag S3 gives a completed multipart object: MD5 of the parts' binary MD5s, `-`, part count. */
+export function multipartEtag(partEtags: readonly string[]): string {
+  const digests = Buffer.concat(partEtags.map((etag) => Buffer.from(etag, 'hex')));
+  return `${createHash('md5').update(digests).digest('hex')}-${partEtags.length}`;
+}
+
+/** MD5 of some bytes, as hex (an ETag) and base64 (`Content-MD5`). */
+export function md5(bytes: Uint8Array): { hex: string; base64: string } {
+  const digest = createHash('md5').update(bytes).digest();
+  return { hex: digest.toString('hex'), base64: digest.toString('base64') };
 }
