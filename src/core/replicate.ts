@@ -482,17 +482,16 @@ function originDamaged(ctx: EngineContext, file: EngineFile, found: string): Off
   return new OffsiteError('E_ORIGIN_DAMAGED', `${ctx.source.name}: ${ctx.backup}/${file.path} reads back as ${found}, its manifest says ${file.expected}: that copy is damaged; take the file from elsewhere`, { kind: 'integrity' });
 }
 
-/** Checks a present-but-unrecorded file against the source hashes without rewriting it. */
+/**
+ * Checks a present-but-unrecorded file against the source hashes without rewriting it: its bytes
+ * at the destination are read and hashed, always. A hash the driver keeps with the object
+ * (`storedHash`, S3 metadata) is only a fingerprint: the bytes can be replaced while it stays.
+ */
 async function adopt(ctx: EngineContext, run: DestinationRun, file: SourceFile, hashes: ObjectHashes): Promise<boolean> {
   const key = `${ctx.backup}/${file.path}`;
   try {
-    let same: boolean;
-    if (run.driver.capabilities.storedHash) {
-      same = (await run.driver.stat(key, { signal: ctx.signal }))?.hash === hashes.hash;
-    } else {
-      const there = await hashObject(run.driver, key, file.size, ctx.pool, ctx.signal);
-      same = there.hash === hashes.hash;
-    }
+    const there = await hashObject(run.driver, key, file.size, ctx.pool, ctx.signal);
+    const same = there.hash === hashes.hash && there.chunks.length === hashes.chunks.length && there.chunks.every((c, i) => c === hashes.chunks[i]);
     if (same) run.record({ path: file.path, size: file.size, hash: hashes.hash, chunks: hashes.chunks }, 'adopted');
     return same;
   } catch (err) {

@@ -3,7 +3,9 @@
  *
  * - quick: the manifest exists and its digest is valid; every file it lists exists with the
  *   listed size, and where the driver keeps our hash with the object (`storedHash`), that hash
- *   matches too. No data is read (one listing, plus a HEAD per file on stored-hash drivers).
+ *   matches too. No data is read (one listing, plus a HEAD per file on stored-hash drivers), so a
+ *   quick check proves nothing about the bytes: the stored hash is metadata, a fingerprint that a
+ *   replaced object can keep. A fingerprint that differs is damage; one that matches is no proof.
  * - deep: additionally reads every byte back and compares each chunk's hash; a difference is
  *   reported with the file, the chunk number and its byte range.
  * - quick plus a deep sample (`readBack`): quick checks for every file, deep for those chosen
@@ -21,7 +23,7 @@ export type VerifyLevel = 'quick' | 'deep';
 
 export interface Damage {
   readonly path: string;
-  /** missing | size | hash (stored hash differs) | chunk (bytes differ) | unreadable */
+  /** missing | size | hash (the stored hash, a fingerprint, differs; or the file hash after a read) | chunk (bytes differ) | unreadable */
   readonly problem: 'missing' | 'size' | 'hash' | 'chunk' | 'unreadable';
   /** For `chunk`: the first chunk that differs (0-based) and its byte range. */
   readonly chunk?: number;
@@ -126,7 +128,7 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
         if (driver.capabilities.storedHash) {
           const stored = there.hash ?? (await driver.stat(key, { signal: options.signal }))?.hash;
           if (stored !== undefined && stored !== file.hash) {
-            damage.push({ path: file.path, problem: 'hash', message: `${file.path}: stored hash ${stored}, manifest says ${file.hash}` });
+            damage.push({ path: file.path, problem: 'hash', message: `${file.path}: the hash stored with the object is ${stored}, the manifest says ${file.hash}: the object was replaced` });
             return;
           }
         }

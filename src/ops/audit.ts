@@ -450,6 +450,8 @@ async function repairCopy(ctx: Context, driver: Driver, backup: string, found: A
   log(`repairing ${badPaths.size > 0 ? `${badPaths.size} file(s)` : 'the copy'}${reference ? ` against the manifest of ${reference.from}` : ''}`);
 
   const copied = new Set<string>();
+  /** Files found in place and kept: the engine read and hashed each one against the origin. */
+  const adopted = new Set<string>();
   const usedFrom: string[] = [];
   let lastProblem = 'no origin could provide the missing files';
   let whole = false;
@@ -464,7 +466,7 @@ async function repairCopy(ctx: Context, driver: Driver, backup: string, found: A
         ...(originSpec ? { origin: originSpec } : {}),
         signal,
         onEvent: (e) => {
-          if (e.type === 'file-done' && e.how === 'copied') copied.add(e.path);
+          if (e.type === 'file-done') (e.how === 'copied' ? copied : adopted).add(e.path);
           if (e.type === 'bytes') ctx.options.onBytes?.(driver.name, e.bytes);
         },
       });
@@ -481,10 +483,12 @@ async function repairCopy(ctx: Context, driver: Driver, backup: string, found: A
   }
   if (!whole) return fail(lastProblem);
 
-  // Read the copied files back once more before calling the copy repaired.
+  // Read the copied files back once more before calling the copy repaired. Of an incomplete copy
+  // (no damage list), every file not adopted is read: a progress checkpoint let the engine skip
+  // files it recorded, and a record is no proof that the bytes are still there.
   const check = await verifyCopy({
     driver, backup, level: 'quick', concurrency: ctx.concurrency, signal,
-    readBack: (f) => copied.has(f.path),
+    readBack: (f) => !adopted.has(f.path) && (damage === undefined || copied.has(f.path)),
     onBytes: (n) => ctx.options.onBytes?.(driver.name, n),
   });
   const manifest = await readManifestAt(driver, manifestKey(backup), { signal });
@@ -499,10 +503,14 @@ async function repairCopy(ctx: Context, driver: Driver, backup: string, found: A
     }
   }
   rememberManifest(ctx, backup, driver.name, manifest);
-  log(`repaired: ${copied.size} file(s) copied from ${usedFrom.join(' and ') || 'nowhere (the files in place were intact)'}, read back intact`);
+  // Adopted files count as read: adoption reads and hashes the bytes in place (a stored hash is never taken for them).
+  const adoptedBytes = manifest.files.reduce((sum, f) => sum + (adopted.has(f.path) ? f.size : 0), 0);
+  const filesRead = check.filesRead + adopted.size;
+  const bytesRead = check.bytesChecked + adoptedBytes;
+  log(`repaired: ${copied.size} file(s) copied${usedFrom.length > 0 ? ` from ${usedFrom.join(' and ')}` : ''}${adopted.size > 0 ? `, ${adopted.size} found intact in place` : ''}; ${filesRead} file(s) (${bytesRead} bytes) read back intact`);
   return {
     ...found, state: 'repaired', files: manifest.fileCount, bytes: manifest.totalBytes,
-    filesRead: found.filesRead + check.filesRead, bytesRead: found.bytesRead + check.bytesChecked,
+    filesRead: found.filesRead + filesRead, bytesRead: found.bytesRead + bytesRead,
     repaired: [...copied].sort(), ...(usedFrom.length > 0 ? { repairedFrom: usedFrom.join('+') } : {}),
     message: undefined,
   };

@@ -48,7 +48,7 @@ function renderAudit(result: AuditResult): void {
       const full = c.lastFullRead ? `; last fully read ${c.lastFullRead.slice(0, 10)}` : c.state === 'ok' ? '; not yet fully read' : '';
       let line = `  ${c.backup.padEnd(width)}  ${STATE_LABEL[c.state]}`;
       if (c.state === 'ok') line += `: ${c.files} files${c.filesRead > 0 ? `, ${c.filesRead} read back` : ''}${full}`;
-      else if (c.state === 'repaired') line += `: ${c.repaired.length} file(s) copied again from ${c.repairedFrom ?? 'nowhere (files in place were intact)'} and read back intact`;
+      else if (c.state === 'repaired') line += `: ${c.repaired.length} file(s) copied again${c.repairedFrom ? ` from ${c.repairedFrom}` : ''}; ${c.filesRead} file(s) (${formatBytes(c.bytesRead)}) read back intact`;
       else if (c.message) line += `: ${c.message}`;
       out(line);
       if (c.state === 'damaged' || c.state === 'repaired') {
