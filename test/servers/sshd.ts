@@ -35,6 +35,12 @@ export interface SftpTestServer {
   readonly knownHostsFile: string;
   /** The host key's public line (`ssh-ed25519 AAAA...`). */
   readonly hostPublicKey: string;
+  /**
+   * The server's second host key, RSA (`ssh-rsa AAAA...`) and its fingerprint: ssh2 negotiates
+   * ed25519 first, so pinning this one tests that a pin of another type is still found.
+   */
+  readonly rsaHostPublicKey: string;
+  readonly rsaHostKeyFingerprint: string;
   /** A folder on the server that `username` may write to. */
   readonly root: string;
   /**
@@ -142,6 +148,8 @@ async function start(baseDir: string): Promise<ServerHandle> {
   mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
 
   const hostKey = join(workDir, 'host_ed25519');
+  const rsaHostKey = join(workDir, 'host_rsa');
+  await sh('ssh-keygen', ['-q', '-t', 'rsa', '-b', '2048', '-N', '', '-C', 'offsite-test-host-rsa', '-f', rsaHostKey]);
   const clientKey = join(workDir, 'client_ed25519');
   await sh('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'offsite-test-host', '-f', hostKey]);
   await sh('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'offsite-test-client', '-f', clientKey]);
@@ -175,6 +183,7 @@ async function start(baseDir: string): Promise<ServerHandle> {
     const lines = [
       `ListenAddress 127.0.0.1:${port}`,
       `HostKey ${hostKey}`,
+      `HostKey ${rsaHostKey}`,
       `PidFile ${pidFile}`,
       `AuthorizedKeysFile ${authorizedKeys}`,
       'PubkeyAuthentication yes',
@@ -235,6 +244,8 @@ async function start(baseDir: string): Promise<ServerHandle> {
       hostKeyFingerprint: await fingerprint(`${hostKey}.pub`),
       knownHostsFile,
       hostPublicKey,
+      rsaHostPublicKey: readFileSync(`${rsaHostKey}.pub`, 'utf8').trim().split(' ').slice(0, 2).join(' '),
+      rsaHostKeyFingerprint: await fingerprint(`${rsaHostKey}.pub`),
       root,
       ...(sftpOnly ? { sftpOnlyUsername: SFTP_ONLY_USER, sftpOnlyRoot, sftpOnlyDeniedRequests: SFTP_ONLY_DENIED } : {}),
     };

@@ -135,6 +135,34 @@ describeWithServer('sftp host keys: real connects', (server: SftpTestServer) => 
     assert.ok(!err.message.includes('\n'), 'one line');
   });
 
+  it('a pinned RSA key is found although the server would rather show its ed25519 key (issue 11 finding 14)', async () => {
+    assert.notEqual(server.rsaHostKeyFingerprint, server.hostKeyFingerprint);
+    // Twice: the second connect offers the type that matched first.
+    await connectWith({ hostKey: server.rsaHostKeyFingerprint });
+    await connectWith({ hostKey: server.rsaHostKeyFingerprint });
+    const dir = await scratchDir();
+    const rsaOnly = join(dir, 'rsa-only');
+    await writeFile(rsaOnly, `[127.0.0.1]:${server.port} ${server.rsaHostPublicKey}\n`);
+    await connectWith({ knownHosts: rsaOnly });
+  });
+
+  it('every fingerprint that "ssh-keyscan -p PORT HOST | ssh-keygen -lf -" prints connects (the README\'s advice)', async () => {
+    const dir = await scratchDir();
+    const scanned = join(dir, 'scanned');
+    await writeFile(scanned, await runProgram('ssh-keyscan', ['-p', String(server.port), server.host]));
+    const fingerprints = [...(await runProgram('ssh-keygen', ['-l', '-E', 'sha256', '-f', scanned])).matchAll(/SHA256:[A-Za-z0-9+/]+/g)].map((m) => m[0]);
+    assert.ok(fingerprints.includes(server.rsaHostKeyFingerprint) && fingerprints.includes(server.hostKeyFingerprint), fingerprints.join(' '));
+    for (const fingerprint of fingerprints) await connectWith({ hostKey: fingerprint });
+  });
+
+  it('a wrong pin is refused as CHANGED (man-in-the-middle) after every key type of the server was seen', async () => {
+    const wrong = `SHA256:${Buffer.alloc(32, 9).toString('base64').replace(/=+$/, '')}`;
+    const err = await rejectsWithKind(() => connectWith({ hostKey: wrong }), 'auth', 'wrong hostKey', 'E_HOST_KEY');
+    assert.match(err.message, /CHANGED.*man-in-the-middle/);
+    assert.ok(err.message.includes(server.hostKeyFingerprint) && err.message.includes(server.rsaHostKeyFingerprint), `both keys the server showed are named: ${err.message}`);
+    assert.ok(!err.message.includes('\n'), 'one line');
+  });
+
   it('refuses a host that known_hosts does not list (only the port-22 form is there), and a changed key', async () => {
     const dir = await scratchDir();
     const portless = join(dir, 'portless');

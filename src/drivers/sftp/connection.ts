@@ -11,7 +11,7 @@ import type { ConnectConfig, SFTPWrapper } from 'ssh2';
 import { ConfigError, DriverError, OffsiteError } from '../../errors.js';
 import { driverClosedError } from '../toolkit/index.js';
 import { classifySftpError, SFTP_STATUS, sftpStatusOf, where, type ErrorContext } from './errors.js';
-import { fingerprintOf, judgeHostKey, keyTypeOf, parseKnownHosts, preferredHostKeyAlgorithms, type HostKeyPolicy, type HostKeyVerdict } from './hostkeys.js';
+import { fingerprintOf, judgeHostKey, keyTypeOf, parseKnownHosts, preferredHostKeyAlgorithms, withoutKeyTypes, type HostKeyPolicy, type HostKeyVerdict } from './hostkeys.js';
 import type { SftpOptions } from './options.js';
 
 /** Things tests and benchmarks may observe or replace. */
@@ -38,81 +38,55 @@ export class SftpConnection {
    * Connects, checks the host key, authenticates and opens the SFTP channel. Rejects with kind
    * `auth` for a refused host key or credentials, `retryable` for timeouts and network errors,
    * and `ConfigError` for an unreadable key or known_hosts file.
+   *
+   * A server has one key per type and shows the one the handshake negotiates, so a host pinned
+   * by the fingerprint of its RSA key that would rather show its ed25519 key is not refused at
+   * once: the handshake is repeated without the key types already refused, until a key matches
+   * the pin (or known_hosts), or the server has no other type left (then the key has CHANGED).
+   * Every key accepted matches the pin; the type that matched is offered first from then on.
    */
   static async open(name: string, options: SftpOptions, hooks: SftpHooks = {}): Promise<SftpConnection> {
     const context: ErrorContext = { driver: name, action: `connect to ${options.host}:${options.port}` };
     const secrets = [options.password, options.passphrase];
     const policy = await hostKeyPolicy(name, options);
     const privateKey = options.privateKey === undefined ? undefined : await readConfigFile(name, 'privateKey', options.privateKey);
-
-    let verdict: HostKeyVerdict | undefined;
-    let offered: Buffer | undefined;
-    let rawError: unknown;
-    const holder: { connection?: SftpConnection } = {};
-    const markDead = (): void => {
-      if (holder.connection) holder.connection.alive = false;
-    };
-    const client = new SftpClient(name, { error: markDead, end: markDead, close: markDead });
-    client.on('error', (err: unknown) => {
-      rawError ??= err;
-    });
-
-    // Our own socket so that Nagle is off before the first byte: ssh2 leaves it on, which
-    // stalls every small SFTP request by ~40 ms.
-    const sock = netConnect({ host: options.host, port: options.port, noDelay: true });
-    sock.on('error', () => {
-      /* reported through ssh2's 'error' event */
-    });
-    const algorithms = preferredHostKeyAlgorithms(policy);
-    const config: ConnectConfig = {
-      sock,
-      host: options.host,
-      port: options.port,
-      username: options.username,
-      readyTimeout: options.readyTimeoutMs,
-      keepaliveInterval: 15_000,
-      keepaliveCountMax: 4,
-      ...(algorithms ? { algorithms: { serverHostKey: algorithms as NonNullable<ConnectConfig['algorithms']>['serverHostKey'] } } : {}),
-      ...(privateKey ? { privateKey } : {}),
-      ...(options.passphrase ? { passphrase: options.passphrase } : {}),
-      ...(options.agent ? { agent: options.agent } : {}),
-      ...(options.password ? { password: options.password } : {}),
-      hostVerifier: (key: Buffer): boolean => {
-        offered = key;
-        if (options.insecureAcceptAnyHostKey) {
-          (hooks.warn ?? warnOnStderr)(
-            `offsite: WARNING: ${name}: accepting the SSH host key of ${options.host}:${options.port} (${keyTypeOf(key)} ${fingerprintOf(key)}) without checking it, because insecureAcceptAnyHostKey is true; anyone on the network path could impersonate this server`,
-          );
-          return true;
+    const server = `${options.host}:${options.port}`;
+    const learned = trustedKeyTypes.get(server);
+    let algorithms = preferredHostKeyAlgorithms(policy, learned ? [learned] : []);
+    const refused: HostKeyRefusal[] = [];
+    for (;;) {
+      let attempt: Handshake;
+      try {
+        attempt = await handshake(name, options, hooks, policy, privateKey, algorithms);
+      } catch (err) {
+        // No key of another type left at the server: the refused keys are all it has.
+        if (refused.length > 0 && /no matching host key/i.test(String((err as Error)?.message))) throw hostKeyError(name, options, refused);
+        const classified = classifySftpError(err, context, secrets);
+        if (classified.code === 'E_BAD_KEY_FILE') {
+          const reason = classified.message.slice(classified.message.indexOf('(') + 1, -1);
+          throw new DriverError('E_BAD_KEY_FILE', `${name}: cannot use the private key ${options.privateKey ?? ''} (${reason})`, { kind: 'auth', cause: err });
         }
-        verdict = judgeHostKey(key, policy);
-        return verdict.trusted;
-      },
-    };
-
-    let sftp: SFTPWrapper;
-    try {
-      sftp = await client.connect(config);
-    } catch (err) {
-      sock.destroy();
-      void client.end().catch(() => undefined);
-      if (verdict && !verdict.trusted && offered) throw hostKeyError(name, options, offered, verdict);
-      const classified = classifySftpError(rawError ?? err, context, secrets);
-      if (classified.code === 'E_BAD_KEY_FILE') {
-        const reason = classified.message.slice(classified.message.indexOf('(') + 1, -1);
-        throw new DriverError('E_BAD_KEY_FILE', `${name}: cannot use the private key ${options.privateKey ?? ''} (${reason})`, { kind: 'auth', cause: err });
+        throw classified;
       }
-      throw classified;
+      if ('refused' in attempt) {
+        refused.push(attempt.refused);
+        const next = withoutKeyTypes(algorithms, new Set(refused.map((r) => keyTypeOf(r.key))));
+        // Only a known host (pinned, or listed in known_hosts) may have its key among the other types.
+        if (attempt.refused.verdict.reason !== 'changed' || next.length === 0) throw hostKeyError(name, options, refused);
+        algorithms = next;
+        continue;
+      }
+      if (attempt.offered && !options.insecureAcceptAnyHostKey) trustedKeyTypes.set(server, keyTypeOf(attempt.offered));
+      const conn = new SftpConnection(attempt.client, attempt.sftp, name, secrets);
+      attempt.holder.connection = conn;
+      attempt.sftp.on('close', () => {
+        conn.alive = false;
+      });
+      attempt.sftp.on('error', () => {
+        conn.alive = false;
+      });
+      return conn;
     }
-    const conn = new SftpConnection(client, sftp, name, secrets);
-    holder.connection = conn;
-    sftp.on('close', () => {
-      conn.alive = false;
-    });
-    sftp.on('error', () => {
-      conn.alive = false;
-    });
-    return conn;
   }
 
   /**
@@ -225,6 +199,79 @@ export class ConnectionPool {
   }
 }
 
+/** Host key types that matched the pin or known_hosts, per `host:port`, in this process: offered first. */
+const trustedKeyTypes = new Map<string, string>();
+
+/** A host key the server showed and the policy refused. */
+interface HostKeyRefusal {
+  readonly key: Buffer;
+  readonly verdict: Exclude<HostKeyVerdict, { trusted: true }>;
+}
+
+type Handshake =
+  | { readonly client: SftpClient; readonly sftp: SFTPWrapper; readonly offered?: Buffer; readonly holder: { connection?: SftpConnection } }
+  | { readonly refused: HostKeyRefusal };
+
+/**
+ * One SSH handshake offering `algorithms` (ssh2's default when `undefined`) for the host key.
+ * Resolves with the open channel, or with the refusal when the server showed a key the policy
+ * does not trust; rejects with ssh2's raw error otherwise (nothing is left open).
+ */
+async function handshake(name: string, options: SftpOptions, hooks: SftpHooks, policy: HostKeyPolicy, privateKey: Buffer | undefined, algorithms: readonly string[] | undefined): Promise<Handshake> {
+  let verdict: HostKeyVerdict | undefined;
+  let offered: Buffer | undefined;
+  let rawError: unknown;
+  const holder: { connection?: SftpConnection } = {};
+  const markDead = (): void => {
+    if (holder.connection) holder.connection.alive = false;
+  };
+  const client = new SftpClient(name, { error: markDead, end: markDead, close: markDead });
+  client.on('error', (err: unknown) => {
+    rawError ??= err;
+  });
+
+  // Our own socket so that Nagle is off before the first byte: ssh2 leaves it on, which
+  // stalls every small SFTP request by ~40 ms.
+  const sock = netConnect({ host: options.host, port: options.port, noDelay: true });
+  sock.on('error', () => {
+    /* reported through ssh2's 'error' event */
+  });
+  const config: ConnectConfig = {
+    sock,
+    host: options.host,
+    port: options.port,
+    username: options.username,
+    readyTimeout: options.readyTimeoutMs,
+    keepaliveInterval: 15_000,
+    keepaliveCountMax: 4,
+    ...(algorithms ? { algorithms: { serverHostKey: [...algorithms] as NonNullable<ConnectConfig['algorithms']>['serverHostKey'] } } : {}),
+    ...(privateKey ? { privateKey } : {}),
+    ...(options.passphrase ? { passphrase: options.passphrase } : {}),
+    ...(options.agent ? { agent: options.agent } : {}),
+    ...(options.password ? { password: options.password } : {}),
+    hostVerifier: (key: Buffer): boolean => {
+      offered = key;
+      if (options.insecureAcceptAnyHostKey) {
+        (hooks.warn ?? warnOnStderr)(
+          `offsite: WARNING: ${name}: accepting the SSH host key of ${options.host}:${options.port} (${keyTypeOf(key)} ${fingerprintOf(key)}) without checking it, because insecureAcceptAnyHostKey is true; anyone on the network path could impersonate this server`,
+        );
+        return true;
+      }
+      verdict = judgeHostKey(key, policy);
+      return verdict.trusted;
+    },
+  };
+  try {
+    const sftp = await client.connect(config);
+    return { client, sftp, holder, ...(offered ? { offered } : {}) };
+  } catch (err) {
+    sock.destroy();
+    void client.end().catch(() => undefined);
+    if (verdict && !verdict.trusted && offered) return { refused: { key: offered, verdict } };
+    throw rawError ?? err;
+  }
+}
+
 function warnOnStderr(line: string): void {
   process.stderr.write(`${line}\n`);
 }
@@ -249,16 +296,20 @@ async function hostKeyPolicy(name: string, options: SftpOptions): Promise<HostKe
   };
 }
 
-function hostKeyError(name: string, options: SftpOptions, offered: Buffer, verdict: Exclude<HostKeyVerdict, { trusted: true }>): DriverError {
-  const fingerprint = fingerprintOf(offered);
+function hostKeyError(name: string, options: SftpOptions, refused: readonly HostKeyRefusal[]): DriverError {
+  const first = refused[0] as HostKeyRefusal;
+  const { verdict } = first;
+  const fingerprint = fingerprintOf(first.key);
   const server = `${options.host}:${options.port}`;
-  const fix = `if this really is your server, set hostKey: "${fingerprint}" (check it on the server with "ssh-keygen -lf /etc/ssh/ssh_host_${keyTypeOf(offered).replace(/^ssh-|-sha2-nistp\d+$/g, '')}_key.pub")`;
+  const offered = refused.map((r) => `${keyTypeOf(r.key)} ${fingerprintOf(r.key)}`).join(' and ');
+  const fix = `if this really is your server, set hostKey: "${fingerprint}" (check it on the server with "ssh-keygen -lf /etc/ssh/ssh_host_${keyTypeOf(first.key).replace(/^ssh-|-sha2-nistp\d+$/g, '')}_key.pub")`;
+  const revoked = refused.find((r) => r.verdict.reason === 'revoked');
   const message =
-    verdict.reason === 'changed'
-      ? `${name}: the SSH host key of ${server} has CHANGED: the server offered ${keyTypeOf(offered)} ${fingerprint} but ${verdict.detail}; this can be a man-in-the-middle attack; ${fix}`
-      : verdict.reason === 'revoked'
-        ? `${name}: the SSH host key of ${server} (${keyTypeOf(offered)} ${fingerprint}) is revoked: ${verdict.detail}`
-        : `${name}: the SSH host key of ${server} is unknown: the server offered ${keyTypeOf(offered)} ${fingerprint} and ${verdict.detail}; ${fix}, or add it to knownHosts`;
+    revoked
+      ? `${name}: the SSH host key of ${server} (${keyTypeOf(revoked.key)} ${fingerprintOf(revoked.key)}) is revoked: ${revoked.verdict.detail}`
+      : verdict.reason === 'changed'
+        ? `${name}: the SSH host key of ${server} has CHANGED: the server offered ${offered} but ${verdict.detail}; this can be a man-in-the-middle attack; ${fix}`
+        : `${name}: the SSH host key of ${server} is unknown: the server offered ${offered} and ${verdict.detail}; ${fix}, or add it to knownHosts`;
   return new DriverError('E_HOST_KEY', message, { kind: 'auth' });
 }
 

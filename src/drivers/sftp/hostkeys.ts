@@ -131,19 +131,33 @@ const DEFAULT_HOST_KEY_ALGORITHMS = [
   'ssh-rsa',
 ];
 
+/** The key type an algorithm signs with: the RSA SHA-2 algorithms use `ssh-rsa` keys. */
+function keyTypeOfAlgorithm(algorithm: string): string {
+  return algorithm.startsWith('rsa-sha2-') ? 'ssh-rsa' : algorithm;
+}
+
 /**
- * The host key algorithms to offer, those whose keys known_hosts holds for this host first
- * (as OpenSSH does), so that a host recorded with only its RSA key is not reported as changed
- * just because the server would rather show its ed25519 key. `undefined` = ssh2's default.
+ * The host key algorithms to offer, those whose keys known_hosts holds for this host (or
+ * `knownTypes`, e.g. the type a pinned fingerprint turned out to have) first, as OpenSSH does, so
+ * that a host recorded with only its RSA key is not reported as changed just because the server
+ * would rather show its ed25519 key. `undefined` = ssh2's default.
  */
-export function preferredHostKeyAlgorithms(policy: HostKeyPolicy): string[] | undefined {
+export function preferredHostKeyAlgorithms(policy: HostKeyPolicy, knownTypes: readonly string[] = []): string[] | undefined {
   const name = knownHostsName(policy.host, policy.port);
-  const types = new Set(
-    (policy.knownHosts?.lines ?? []).filter((line) => line.marker === undefined && hostFieldMatches(line.hosts, name)).map((line) => line.keyType),
-  );
+  const types = new Set([
+    ...knownTypes,
+    ...(policy.knownHosts?.lines ?? []).filter((line) => line.marker === undefined && hostFieldMatches(line.hosts, name)).map((line) => line.keyType),
+  ]);
   if (types.size === 0) return undefined;
-  const preferred = DEFAULT_HOST_KEY_ALGORITHMS.filter((algorithm) =>
-    types.has(algorithm.startsWith('rsa-sha2-') ? 'ssh-rsa' : algorithm),
-  );
+  const preferred = DEFAULT_HOST_KEY_ALGORITHMS.filter((algorithm) => types.has(keyTypeOfAlgorithm(algorithm)));
   return [...preferred, ...DEFAULT_HOST_KEY_ALGORITHMS.filter((algorithm) => !preferred.includes(algorithm))];
+}
+
+/**
+ * `algorithms` (ssh2's default when `undefined`) without those for keys of `refusedTypes`: what
+ * to offer on the next handshake when a server showed a key that is not the pinned one. A server
+ * has one key per type, so the pinned key, if it has it, is one of another type.
+ */
+export function withoutKeyTypes(algorithms: readonly string[] | undefined, refusedTypes: ReadonlySet<string>): string[] {
+  return (algorithms ?? DEFAULT_HOST_KEY_ALGORITHMS).filter((algorithm) => !refusedTypes.has(keyTypeOfAlgorithm(algorithm)));
 }
