@@ -11,11 +11,15 @@ import type { Damage } from '../core/verify.js';
  * - `damaged`: a file is missing, short, or its bytes differ (see `damage`), or the manifest is bad;
  * - `incomplete`: files without a manifest and no run holding the lock (an interrupted or
  *   tampered copy): nothing proves it whole;
+ * - `lost`: the copy was found intact here by an earlier audit (the destination's own record, or
+ *   another destination's record of it) and is gone, and no prune removed it: deleted or moved
+ *   behind offsite's back (a wiped folder or bucket prefix, ransomware). Damage;
  * - `in-progress`: a replicate run holds the copy's lock right now; not judged;
- * - `absent`: the destination has nothing for this backup (not damage: replicate copies it);
+ * - `absent`: the destination has nothing for this backup and no audit found it there, or prune
+ *   removed it (not damage: replicate copies it);
  * - `error`: the copy could not be checked (see `message`).
  */
-export type CopyState = 'ok' | 'repaired' | 'damaged' | 'incomplete' | 'in-progress' | 'absent' | 'error';
+export type CopyState = 'ok' | 'repaired' | 'damaged' | 'incomplete' | 'lost' | 'in-progress' | 'absent' | 'error';
 
 export interface AuditCopy {
   readonly backup: string;
@@ -42,7 +46,7 @@ export interface AuditCopy {
 export interface AuditDestination {
   readonly name: string;
   readonly description: string;
-  /** `ok`: every copy ok or repaired; `damaged`: some copy damaged or incomplete; `error`: could not be checked (or partly). */
+  /** `ok`: every copy ok or repaired; `damaged`: some copy damaged, incomplete or lost; `error`: could not be checked (or partly). */
   readonly status: 'ok' | 'damaged' | 'error';
   readonly copies: number;
   /** Files whose presence and size were checked (quick checks: every file of every copy). */

@@ -22,10 +22,14 @@
  *   engine; the manifest is written only once the copy is whole; then the copied files are read
  *   back once more before the copy counts as repaired.
  *
- * Copies of a backup that a destination lacks are `absent`, which is not damage (replicate copies
- * them; prune removes copies on purpose). The exit code is 0 when every copy is intact (repaired
- * counts as intact), 3 when damage is left, else 4 when a destination (or a copy) could not be
- * checked.
+ * A copy an audit found intact at a destination (recorded in its `.offsite/audit.json` as `held`,
+ * and in every other audited destination's as `elsewhere`, so a wiped root does not take the only
+ * record with it) that is gone, with no prune recorded in its `.offsite/pruned.json` after that,
+ * is `lost`: damage, and `--repair` copies it back; nothing is written at such a destination (a
+ * wiped root is not recreated). Other copies a destination lacks are `absent`, which is not
+ * damage (replicate copies them; prune removes copies on purpose). The exit code is 0 when every
+ * copy is intact (repaired counts as intact), 3 when damage is left, else 4 when a destination
+ * (or a copy) could not be checked.
  */
 import { randomInt } from 'node:crypto';
 import { listBackups } from '../backup/index.js';
@@ -41,7 +45,8 @@ import {
 } from '../manifest/manifest.js';
 import type { AuditCopy, AuditDestination, AuditMode, AuditResult, CopyState } from './audit-result.js';
 import { listCopies, type CopyListing } from './copies.js';
-import { AUDIT_STATE_KEY, readRecord, writeRecord } from './state.js';
+import { heldRecord, holdingsAfter, learnHoldings } from './holdings.js';
+import { AUDIT_STATE_KEY, readPruned, readRecord, writeRecord } from './state.js';
 
 export const DEFAULT_SLICES = 7;
 
@@ -74,6 +79,16 @@ export interface AuditState {
   /** The last audit that found every copy here intact. */
   readonly lastSuccess?: string;
   readonly copies: Readonly<Record<string, CopyRecord>>;
+  /**
+   * Backups whose copy here an audit found intact, with the last time it did (ISO): a copy listed
+   * here that is gone, with no prune recorded after that time, is `lost`.
+   */
+  readonly held?: Readonly<Record<string, string>>;
+  /**
+   * The same for the other destinations audited with this one, by destination name: when a
+   * destination's root is wiped, its own record goes with it, and these tell what it held.
+   */
+  readonly elsewhere?: Readonly<Record<string, Readonly<Record<string, string>>>>;
 }
 
 interface CopyRecord {
@@ -168,6 +183,10 @@ interface DestinationAudit {
   readonly rotation: number;
   /** Per-copy rotation records, updated as copies are audited. */
   readonly records: Map<string, CopyRecord>;
+  /** Backups known to have been held here intact -> last found intact (ISO); see `AuditState.held`. */
+  readonly known: Map<string, string>;
+  /** Backups `offsite prune` removed here -> when (`.offsite/pruned.json`). */
+  readonly pruned: ReadonlyMap<string, string>;
   readonly copies: AuditCopy[];
 }
 
@@ -195,8 +214,9 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
       options.onLog?.(`source unavailable (${sourceProblem}); auditing the destinations without it${options.repair ? ', repairs only from other destinations' : ''}`);
     }
     const audits = await Promise.all(destinations.map((d) => openAudit(d, mode, options.signal)));
+    learnHoldings(audits.map((a) => ({ name: a.driver.name, state: a.state, known: a.known })));
     const names = new Set(atSource);
-    for (const a of audits) for (const name of a.listing?.keys() ?? []) names.add(name);
+    for (const a of audits) for (const name of [...a.listing?.keys() ?? [], ...a.known.keys()]) names.add(name);
     const backups = [...names].sort();
     const ctx: Context = {
       options, mode, now, source, atSource, destinations,
@@ -213,9 +233,9 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
       }));
       ctx.manifests.delete(backup);
     }
-    const destinationResults = await Promise.all(audits.map((a) => finishAudit(ctx, a)));
+    const destinationResults = await Promise.all(audits.map((a) => finishAudit(ctx, a, audits)));
     const copies = audits.flatMap((a) => a.copies);
-    const damaged = copies.some((c) => c.state === 'damaged' || c.state === 'incomplete');
+    const damaged = copies.some((c) => c.state === 'damaged' || c.state === 'incomplete' || c.state === 'lost');
     const unchecked = destinationResults.some((d) => d.status === 'error') || copies.some((c) => c.state === 'error');
     return {
       startedAt: startedAt.toISOString(), finishedAt: now().toISOString(),
@@ -235,7 +255,7 @@ async function openAudit(driver: Driver, mode: AuditMode, signal?: AbortSignal):
     listing = new Map((await listCopies(driver, signal)).map((c) => [c.name, c]));
   } catch (err) {
     if (err instanceof OffsiteError && err.code === 'E_ABORTED') throw err;
-    return { driver, listProblem: errorMessage(err), rotation: DEFAULT_SLICES, records: new Map(), copies: [] };
+    return { driver, listProblem: errorMessage(err), rotation: DEFAULT_SLICES, records: new Map(), known: new Map(), pruned: new Map(), copies: [] };
   }
   let state: AuditState | undefined;
   let stateProblem: string | undefined;
@@ -244,6 +264,14 @@ async function openAudit(driver: Driver, mode: AuditMode, signal?: AbortSignal):
   } catch (err) {
     stateProblem = errorMessage(err);
   }
+  let pruned = new Map<string, string>();
+  try {
+    pruned = await readPruned(driver, signal);
+  } catch (err) {
+    if (err instanceof OffsiteError && err.code === 'E_ABORTED') throw err;
+    // Unreadable: no copy counts as pruned, so a vanished copy is reported lost (a false alarm at worst).
+    stateProblem ??= errorMessage(err);
+  }
   // A rotating run with another length starts the rotation (and its slice records) afresh;
   // --slice and --sample runs leave the rotation as it is.
   const rotation = mode.kind === 'rotate' ? mode.t : state?.slices ?? DEFAULT_SLICES;
@@ -251,7 +279,7 @@ async function openAudit(driver: Driver, mode: AuditMode, signal?: AbortSignal):
   let slice: { n: number; t: number } | undefined;
   if (mode.kind === 'rotate') slice = { n: state && state.slices === rotation && state.next >= 1 && state.next <= rotation ? state.next : 1, t: rotation };
   else if (mode.kind === 'slice') slice = { n: mode.n, t: mode.t };
-  return { driver, listing, state, stateProblem, slice, rotation, records, copies: [] };
+  return { driver, listing, state, stateProblem, slice, rotation, records, known: heldRecord(state), pruned, copies: [] };
 }
 
 async function loadManifests(ctx: Context, audits: readonly DestinationAudit[], backup: string): Promise<void> {
@@ -282,24 +310,34 @@ async function readState(driver: Driver, signal?: AbortSignal): Promise<AuditSta
 }
 
 /** Saves the destination's rotation state and sums up its results. */
-async function finishAudit(ctx: Context, a: DestinationAudit): Promise<AuditDestination> {
+async function finishAudit(ctx: Context, a: DestinationAudit, audits: readonly DestinationAudit[]): Promise<AuditDestination> {
   const { driver, copies } = a;
   const base = { name: driver.name, description: driver.description };
   if (!a.listing) {
     return { ...base, status: 'error', copies: 0, filesChecked: 0, filesRead: 0, bytesRead: 0, message: `could not list ${driver.description}: ${a.listProblem ?? 'unknown error'}` };
   }
   const listing = a.listing;
-  const bad = copies.some((c) => c.state === 'damaged' || c.state === 'incomplete');
+  const bad = copies.some((c) => c.state === 'damaged' || c.state === 'incomplete' || c.state === 'lost');
   const errored = copies.some((c) => c.state === 'error');
   const lastSuccess = !bad && !errored ? ctx.now().toISOString() : a.state?.lastSuccess;
+  const lost = copies.filter((c) => c.state === 'lost').length;
   let message = a.stateProblem;
-  if (!a.stateProblem) {
+  if (lost > 0) {
+    // Writing the state would recreate a wiped root (or prefix) and hide what happened there;
+    // the record of what it held stays here if it survived, and at the other destinations.
+    message = `${lost} cop${lost === 1 ? 'y' : 'ies'} LOST here; nothing written at this destination (audit --repair brings ${lost === 1 ? 'it' : 'them'} back)`;
+  } else if (!a.stateProblem) {
+    const nowIso = ctx.now().toISOString();
+    const elsewhere: Record<string, Record<string, string>> = { ...a.state?.elsewhere };
+    for (const other of audits) if (other !== a) elsewhere[other.driver.name] = holdingsAfter(other.known, other.copies, nowIso);
     const next: AuditState = {
       version: 1,
       slices: a.rotation,
       next: ctx.mode.kind === 'rotate' && a.slice ? (a.slice.n % a.slice.t) + 1 : a.state?.slices === a.rotation ? a.state.next : 1,
       ...(lastSuccess ? { lastSuccess } : {}),
       copies: Object.fromEntries([...a.records].filter(([name]) => listing.has(name)).sort(([x], [y]) => (x < y ? -1 : 1))),
+      held: holdingsAfter(a.known, a.copies, nowIso),
+      elsewhere,
     };
     try {
       await writeRecord(driver, AUDIT_STATE_KEY, next, ctx.options.signal);
@@ -328,8 +366,17 @@ async function auditCopy(ctx: Context, a: DestinationAudit, backup: string): Pro
   const { signal } = ctx.options;
   const { driver, slice, records } = a;
   const listing = a.listing?.get(backup);
-  if (!listing) { records.delete(backup); return emptyCopy(backup, driver.name, 'absent'); }
   try {
+    if (!listing) {
+      records.delete(backup);
+      const seen = a.known.get(backup);
+      if (seen === undefined) return emptyCopy(backup, driver.name, 'absent');
+      const prunedAt = a.pruned.get(backup);
+      if (prunedAt !== undefined && prunedAt >= seen) return emptyCopy(backup, driver.name, 'absent', `removed by offsite prune ${prunedAt.slice(0, 10)}`);
+      const lost = emptyCopy(backup, driver.name, 'lost',
+        `an audit found this copy intact here${seen ? ` (${seen.slice(0, 10)})` : ''}, it is gone and no prune removed it: deleted or moved behind offsite's back; run offsite audit --repair`);
+      return ctx.options.repair ? await repairCopy(ctx, driver, backup, lost, undefined) : lost;
+    }
     if (!listing.hasManifest) {
       records.delete(backup);
       if (listing.hasLock && await lockHolder(driver, backup, { signal })) {

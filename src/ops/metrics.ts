@@ -14,7 +14,7 @@ import { dirname } from 'node:path';
 import type { AuditResult, CopyState } from './audit-result.js';
 
 /** Every copy state; `offsite_audit_copies` has a sample for each, zeros included. */
-export const METRIC_COPY_STATES: readonly CopyState[] = ['ok', 'repaired', 'damaged', 'incomplete', 'in-progress', 'absent', 'error'];
+export const METRIC_COPY_STATES: readonly CopyState[] = ['ok', 'repaired', 'damaged', 'incomplete', 'lost', 'in-progress', 'absent', 'error'];
 
 /** Escapes a label value: backslash, double quote and newline. */
 export function escapeLabelValue(value: string): string {
@@ -92,7 +92,7 @@ export function renderAuditMetrics(result: AuditResult): string {
   out.gauge('offsite_audit_destination_ok', '1 when every copy at the destination is ok or repaired, else 0 (damage left, or it could not be checked).',
     result.destinations.map((d) => [{ destination: d.name }, d.status === 'ok' ? 1 : 0]));
 
-  out.gauge('offsite_audit_copies', 'Backup copies at the destination by state (ok, repaired, damaged, incomplete, in-progress, absent, error).',
+  out.gauge('offsite_audit_copies', 'Backup copies at the destination by state (ok, repaired, damaged, incomplete, lost, in-progress, absent, error).',
     destinations.flatMap((name) => {
       const copies = copiesAt(name);
       return METRIC_COPY_STATES.map((state): [Labels, number] => [{ destination: name, state }, copies.filter((c) => c.state === state).length]);

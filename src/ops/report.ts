@@ -15,7 +15,7 @@ import type { Damage } from '../core/verify.js';
 import type { AuditCopy, AuditDestination, AuditMode, AuditResult, CopyState } from './audit-result.js';
 
 /** Every copy state, in the order the page lists them. */
-export const COPY_STATES: readonly CopyState[] = ['ok', 'repaired', 'damaged', 'incomplete', 'in-progress', 'absent', 'error'];
+export const COPY_STATES: readonly CopyState[] = ['ok', 'repaired', 'damaged', 'incomplete', 'lost', 'in-progress', 'absent', 'error'];
 
 /** The text label, symbol and meaning of each state, as the page shows them. */
 export const STATE_LABELS: Readonly<Record<CopyState, { readonly label: string; readonly symbol: string; readonly meaning: string }>> = {
@@ -23,6 +23,7 @@ export const STATE_LABELS: Readonly<Record<CopyState, { readonly label: string; 
   repaired: { label: 'Repaired', symbol: '↻', meaning: 'damage was found and fixed; the fixed files read back intact' },
   damaged: { label: 'Damaged', symbol: '✗', meaning: 'a file is missing, short or changed, or the manifest is bad' },
   incomplete: { label: 'Incomplete', symbol: '◐', meaning: 'files without a manifest and no run copying them: nothing proves the copy whole' },
+  lost: { label: 'Lost', symbol: '✗', meaning: 'an earlier audit found it intact here; it is gone and no prune removed it' },
   'in-progress': { label: 'In progress', symbol: '…', meaning: 'a replicate run is copying it right now; not judged' },
   absent: { label: 'Absent', symbol: '–', meaning: 'nothing here for this backup (not damage: replicate copies it)' },
   error: { label: 'Error', symbol: '⚠', meaning: 'could not be checked' },
@@ -176,6 +177,7 @@ td.st-ok{background:#f3fcf5}.badge.st-ok,.badge.ds-ok{background:#dafbe1;border-
 td.st-repaired{background:#f2f8ff}.badge.st-repaired{background:#ddf4ff;border-color:#0969da;color:#0a3069}
 td.st-damaged{background:#fff3f2}.badge.st-damaged,.badge.ds-damaged{background:#ffebe9;border-color:#cf222e;color:#82071e}
 td.st-incomplete{background:#fff7ef}.badge.st-incomplete{background:#fff1e5;border-color:#bc4c00;color:#762c00}
+td.st-lost{background:#fff3f2}.badge.st-lost{background:#ffebe9;border-color:#cf222e;color:#82071e}
 td.st-in-progress{background:#fbf7ff}.badge.st-in-progress{background:#fbefff;border-color:#8250df;color:#512a97}
 td.st-absent{background:#fafbfc}.badge.st-absent,.badge.st-none{background:#f6f8fa;border-color:#818b98;color:#454c54}
 td.st-error{background:#fffcea;background-image:repeating-linear-gradient(135deg,transparent 0 8px,rgba(154,103,0,.06) 8px 16px)}.badge.st-error,.badge.ds-error{background:#fff8c5;border-color:#9a6700;color:#5c3d00}
@@ -204,7 +206,7 @@ footer{margin-top:28px;color:var(--muted);font-size:12px}
 
 function banner(result: AuditResult, counts: Map<CopyState, number>): string {
   const n = (s: CopyState): number => counts.get(s) ?? 0;
-  const bad = n('damaged') + n('incomplete');
+  const bad = n('damaged') + n('incomplete') + n('lost');
   const failing = result.destinations.filter((d) => d.status === 'error').map((d) => d.name);
   const notes: string[] = [];
   if (n('repaired') > 0) notes.push(`${plural(n('repaired'), 'copy', 'copies')} repaired this run`);
@@ -217,11 +219,11 @@ function banner(result: AuditResult, counts: Map<CopyState, number>): string {
     detail = notes.join('; ');
   } else if (result.exitCode === 3) {
     head = 'Damage found';
-    detail = [`${plural(bad, 'copy', 'copies')} damaged or incomplete`, ...notes].join('; ');
+    detail = [`${plural(bad, 'copy', 'copies')} damaged, incomplete or lost`, ...notes].join('; ');
   } else {
     head = 'A destination could not be checked';
     const parts = [failing.length > 0 ? `could not check: ${failing.join(', ')}` : `${plural(n('error'), 'copy', 'copies')} could not be checked`];
-    if (bad > 0) parts.push(`damage found too: ${plural(bad, 'copy', 'copies')} damaged or incomplete`);
+    if (bad > 0) parts.push(`damage found too: ${plural(bad, 'copy', 'copies')} damaged, incomplete or lost`);
     detail = [...parts, ...notes].join('; ');
   }
   const symbol = result.exitCode === 0 ? '✓' : result.exitCode === 3 ? '✗' : '⚠';

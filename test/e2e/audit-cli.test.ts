@@ -219,10 +219,14 @@ describe('offsite audit (CLI, local folders)', () => {
       assert.equal(c.state, 'damaged');
       assert.deepEqual(c.damage.map((d) => d.path), [victim]);
       assert.match(c.message ?? '', /repair failed/);
-      assert.equal(copy(json, 'disk', B).state, 'absent', 'a copy a destination does not have is absent, not damage');
+      // Earlier audits found B intact at disk and nas, and no prune removed it: lost (issue 11 finding 10).
+      assert.equal(copy(json, 'disk', B).state, 'lost', 'a copy audited intact before and gone without a prune is lost');
+      assert.match(copy(json, 'disk', B).message ?? '', /repair failed/);
     } finally {
       renameSync(join(s.dir, 'moved-away'), join(s.source, B));
     }
+    const repaired = await audit(s, '--repair');
+    assert.equal(repaired.code, 0, 'with the source back, every copy is repaired');
   });
 
   it('a destination that cannot be listed: exit 4, the others are still audited', async () => {

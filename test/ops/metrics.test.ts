@@ -13,7 +13,7 @@ import type { AuditResult, CopyState } from '../../src/ops/audit-result.js';
 import { projectRoot } from '../helpers/cli.js';
 import { HOSTILE_BACKUP, HOSTILE_DESTINATION, damagedResult, hostileResult, intactResult, mixedResult } from './audit-fixtures.js';
 
-const STATES: CopyState[] = ['ok', 'repaired', 'damaged', 'incomplete', 'in-progress', 'absent', 'error'];
+const STATES: CopyState[] = ['ok', 'repaired', 'damaged', 'incomplete', 'lost', 'in-progress', 'absent', 'error'];
 
 interface Sample { readonly labels: Record<string, string>; readonly value: number }
 interface Family { readonly help: string; readonly type: string; readonly samples: Sample[] }

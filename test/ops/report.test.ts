@@ -152,7 +152,7 @@ describe('audit report in headless Chromium', () => {
     const banner = textOf(element(dom, 'div', /class="banner/));
     assert.match(banner, /A destination could not be checked/);
     assert.match(banner, /could not check: cloud/);
-    assert.match(banner, /damage found too: 2 copies damaged or incomplete/);
+    assert.match(banner, /damage found too: 2 copies damaged, incomplete or lost/);
     assert.match(banner, /exit code 4/);
     const summary = textOf(element(dom, 'div', /id="summary"/));
     assert.match(summary, /12 copies:.*5 ok.*1 repaired.*1 damaged.*1 incomplete.*1 in progress.*1 absent.*2 errors/);
@@ -246,7 +246,7 @@ describe('audit report HTML', () => {
   it('the banner tells each exit state', () => {
     const state = (r: AuditResult): string => textOf(element(renderAuditHtml(r, NOW), 'div', /class="banner/));
     assert.match(state(intactResult()), /All copies intact.*exit code 0.*1 copy repaired this run/);
-    assert.match(state(damagedResult()), /Damage found.*exit code 3.*1 copy damaged or incomplete/);
+    assert.match(state(damagedResult()), /Damage found.*exit code 3.*1 copy damaged, incomplete or lost/);
     assert.match(state(mixedResult()), /A destination could not be checked.*exit code 4/);
     assert.match(renderAuditHtml(intactResult(), NOW), /class="banner exit-0"/);
     assert.match(renderAuditHtml(damagedResult(), NOW), /class="banner exit-3"/);

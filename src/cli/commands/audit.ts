@@ -26,7 +26,7 @@ function parseSlice(value: string): { n: number; t: number } {
 }
 
 const STATE_LABEL: Record<AuditCopy['state'], string> = {
-  ok: 'ok', repaired: 'REPAIRED', damaged: 'DAMAGED', incomplete: 'INCOMPLETE', 'in-progress': 'in progress', absent: 'absent', error: 'ERROR',
+  ok: 'ok', repaired: 'REPAIRED', damaged: 'DAMAGED', incomplete: 'INCOMPLETE', lost: 'LOST', 'in-progress': 'in progress', absent: 'absent', error: 'ERROR',
 };
 
 function describeMode(result: AuditResult): string {
@@ -58,7 +58,7 @@ function renderAudit(result: AuditResult): void {
     }
   }
   const count = (s: AuditCopy['state']) => result.copies.filter((c) => c.state === s).length;
-  out(`summary: ${count('ok')} ok, ${count('repaired')} repaired, ${count('damaged')} damaged, ${count('incomplete')} incomplete, ${count('error')} unchecked, ${count('absent')} absent${
+  out(`summary: ${count('ok')} ok, ${count('repaired')} repaired, ${count('damaged')} damaged, ${count('incomplete')} incomplete, ${count('lost')} lost, ${count('error')} unchecked, ${count('absent')} absent${
     result.exitCode === 0 ? ': every copy is intact' : result.exitCode === 3 ? ': DAMAGE FOUND (run offsite audit --repair)' : ': some copies could not be checked'}`);
 }
 
@@ -82,7 +82,8 @@ Exit codes:
   0  every copy intact (repaired copies count as intact)
   1  error (e.g. the config names an unknown destination)
   2  usage or configuration error
-  3  damage found and not repaired (missing, short or changed files, no valid manifest)
+  3  damage found and not repaired (missing, short or changed files, no valid manifest, or a
+     copy found intact by an earlier audit that is gone without a prune: lost)
   4  a destination or a copy could not be checked
 
 Examples:
