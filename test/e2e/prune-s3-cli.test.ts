@@ -99,7 +99,7 @@ describe('prune at an s3 destination on Ceph RGW (CLI)', () => {
     ].join('\n'));
     const run = await runCli(['--config', overlapping, 'prune', '--keep-last', '1'], { env });
     assert.equal(run.code, 2, run.stderr);
-    assert.match(run.stderr, new RegExp(`destination "cloud" \\(s3://${bucket}/offsite/ @ .*\\) overlaps the source \\(s3://${bucket}/offsite/prod/ @ .*\\); prune never deletes at the source`));
+    assert.match(run.stderr, new RegExp(`destination "cloud" \\(s3://${bucket}/offsite/ @ .*\\) contains the source \\(s3://${bucket}/offsite/prod/ @ .*\\); a destination must be a place of its own: .*prune would delete backups at the source`));
     assert.ok((await keysIn(admin, bucket, PREFIX)).length > 5, 'nothing was deleted');
   });
 });
