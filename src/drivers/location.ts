@@ -59,6 +59,12 @@ export interface Identity {
   readonly rootNode?: FileNode;
   /** Local roots: the nodes of every existing folder above the root, nearest first, up to `/`. */
   readonly ancestorNodes?: readonly FileNode[];
+  /**
+   * Local roots on Linux: the file system (`major:minor`) and the root's path inside it, from
+   * /proc/self/mountinfo. A bind mount of a folder inside another root shows here as a path
+   * inside that root's path, which device/inode chains cannot show.
+   */
+  readonly inFilesystem?: { readonly device: string; readonly path: string };
 }
 
 /** How place `a` relates to place `b`. */
@@ -199,7 +205,8 @@ function closer(a: Relation, b: Relation): Relation {
  * How place `a` relates to place `b`, by every route known: their locations as configured, their
  * real roots (symlinks resolved), and for local roots their (device, inode): `a` contains `b`
  * when `a`'s root node is `b`'s root node or the node of a folder above it (which is how a bind
- * mount of the other root, or of a folder above or below it, shows itself).
+ * mount of the other root or of a folder above it shows itself), and their paths inside one
+ * file system (a bind mount of a folder inside the other root).
  */
 export function compareIdentities(a: Identity, b: Identity): Relation {
   let relation = compareLocations(a.location, b.location);
@@ -207,6 +214,9 @@ export function compareIdentities(a: Identity, b: Identity): Relation {
   if (a.rootNode && b.rootNode && sameNode(a.rootNode, b.rootNode)) return 'same';
   if (a.rootNode && b.ancestorNodes?.some((n) => sameNode(n, a.rootNode as FileNode))) relation = closer(relation, 'contains');
   if (b.rootNode && a.ancestorNodes?.some((n) => sameNode(n, b.rootNode as FileNode))) relation = closer(relation, 'inside');
+  if (a.inFilesystem && b.inFilesystem && a.inFilesystem.device === b.inFilesystem.device) {
+    relation = closer(relation, pathRelation(a.inFilesystem.path, b.inFilesystem.path));
+  }
   return relation;
 }
 

@@ -4,8 +4,8 @@
  * it mounts, so a root that is (or is inside, or holds) another root by a bind mount or a
  * symlink is recognised by comparing nodes, whatever the paths say.
  */
-import { realpath, stat } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { readFile, realpath, stat } from 'node:fs/promises';
+import { dirname, join, posix, resolve } from 'node:path';
 import type { FileNode, Identity, Location } from '../location.js';
 
 function isMissing(err: unknown): boolean {
@@ -52,5 +52,41 @@ export async function identifyLocalFolder(location: Location, root: string): Pro
     more = dirname(folder) !== folder;
     folder = dirname(folder);
   }
-  return { location, realRoot, ...(rootNode ? { rootNode } : {}), ancestorNodes };
+  const inFilesystem = await placeInFilesystem(realRoot);
+  return { location, realRoot, ...(rootNode ? { rootNode } : {}), ancestorNodes, ...(inFilesystem ? { inFilesystem } : {}) };
+}
+
+/** `\040` -> ` ` (how mountinfo escapes space, tab, newline and backslash). */
+function unescapeMountField(field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+}
+
+function isUnder(path: string, folder: string): boolean {
+  return folder === '/' || path === folder || path.startsWith(`${folder}/`);
+}
+
+/**
+ * The file system holding the real path `real` and the path inside it, from
+ * /proc/self/mountinfo: the mount whose mount point is the longest prefix of `real` (the latest
+ * one when several are stacked), its device, and its root joined with the rest. `undefined`
+ * where mountinfo cannot be read (not Linux).
+ */
+async function placeInFilesystem(real: string): Promise<{ device: string; path: string } | undefined> {
+  let text: string;
+  try {
+    text = await readFile('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return undefined;
+  }
+  let best: { device: string; root: string; mountPoint: string } | undefined;
+  for (const line of text.split('\n')) {
+    const fields = line.split(' ');
+    if (fields.length < 5) continue;
+    const mountPoint = unescapeMountField(fields[4] as string);
+    if (!isUnder(real, mountPoint)) continue;
+    if (!best || mountPoint.length >= best.mountPoint.length) best = { device: fields[2] as string, root: unescapeMountField(fields[3] as string), mountPoint };
+  }
+  if (!best) return undefined;
+  const rest = best.mountPoint === '/' ? real : real.slice(best.mountPoint.length);
+  return { device: best.device, path: posix.join(best.root, rest === '' ? '.' : rest) };
 }
