@@ -46,7 +46,8 @@ export interface PlaceCheckOptions {
 export class OverlapError extends ConfigError {}
 
 function label(p: Place): string {
-  return p.role === 'source' ? `the source (${p.description})` : `${p.role} "${p.name}" (${p.description})`;
+  if (p.role === 'source') return `the source (${p.description})`;
+  return p.role === 'target' ? `the pull target (${p.description})` : `${p.role} "${p.name}" (${p.description})`;
 }
 
 const WHY_SOURCE = 'a destination must be a place of its own: copies written there would land among the originals, and prune would delete backups at the source';
@@ -58,10 +59,10 @@ function why(a: Place, b: Place): string {
   return a.role === 'source' || b.role === 'source' ? WHY_SOURCE : WHY_TWO;
 }
 
-/** "X is inside Y" in words; the source is always named second when it takes part. */
+/** "X is inside Y" in words; the source is always named second and a pull target first. */
 function overlapMessage(a: Place, b: Place, relation: Relation, route: string, options: PlaceCheckOptions): string {
   let [x, y, r] = [a, b, relation];
-  if (x.role === 'source') [x, y, r] = [b, a, reverse(relation)];
+  if (x.role === 'source' || y.role === 'target') [x, y, r] = [b, a, reverse(relation)];
   const verb = r === 'same' ? 'is the same place as' : r === 'inside' ? 'is inside' : 'contains';
   const fix = x.role === 'target' ? 'pull into another folder or destination' : `point "${x.name}" elsewhere in ${options.file ?? 'the config'}`;
   return `${options.file ? `${options.file}: ` : ''}${label(x)} ${verb} ${label(y)}${route}; ${why(x, y)}: ${fix}`;
