@@ -36,6 +36,12 @@ export interface PlaceCheckOptions {
   /** A place that cannot be identified is an error instead of being compared by location only. */
   readonly strict?: boolean;
   /**
+   * Without `strict`, how long identifying one place may take before it is compared by location
+   * only (an unreachable SFTP server would otherwise hold the command for its whole connect
+   * timeout and retries before its own operations meet the same error). @default 15000
+   */
+  readonly identifyTimeoutMs?: number;
+  /**
    * Which pairs to compare; all pairs by default. Pull compares its target with the copy it
    * reads only (a pull into the source is what it is for).
    */
@@ -97,6 +103,14 @@ function mayMeet(a: Location, b: Location): boolean {
   return sftp.host === 'localhost';
 }
 
+/** `promise`, or a rejection after `ms` (the promise goes on; its driver is closed by the command). */
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms); });
+  promise.catch(() => undefined);
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 function realPathNote(p: Place, identity: Identity | undefined): string {
   const real = identity?.realRoot;
   return real !== undefined && real !== p.location.root ? `${p.role === 'source' ? 'the source' : `"${p.name}"`} is really ${real}` : '';
@@ -116,7 +130,8 @@ export async function refuseOverlappingPlaces(places: readonly Place[], options:
   await Promise.all([...wanted].map(async (p) => {
     if (!p.identify) return;
     try {
-      identities.set(p, await p.identify({ signal: options.signal }));
+      const identity = p.identify({ signal: options.signal });
+      identities.set(p, options.strict ? await identity : await withTimeout(identity, options.identifyTimeoutMs ?? 15_000));
     } catch (err) {
       if (options.signal?.aborted) throw err;
       if (options.strict) {

@@ -223,7 +223,8 @@ class BandwidthLimitedDriver implements Driver {
 /**
  * Wraps `driver` so that bytes written (and with `limitReads`, bytes read) pass every limiter in
  * `limiters`: typically the run's total limit and the destination's own. With no limiters the
- * driver itself is returned. Keeps `name`, `description`, `capabilities` and `copyWithin`.
+ * driver itself is returned. Keeps `name`, `description`, `location`, `capabilities`, `copyWithin`
+ * and `identify`.
  */
 export function withBandwidthLimit(driver: Driver, limiters: readonly RateLimiter[], options: BandwidthLimitOptions = {}): Driver {
   if (limiters.length === 0) return driver;

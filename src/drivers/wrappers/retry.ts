@@ -390,8 +390,8 @@ class RetryingDriver implements Driver {
 
 /**
  * Wraps `driver` in the retry layer described at the top of this file. The result keeps the
- * driver's `name`, `description` and `capabilities` (the same object), and has `copyWithin`
- * and `sync` exactly when the driver has them (`sync` is not retried). Throws `UsageError` for a policy with negative or non-finite
+ * driver's `name`, `description`, `location` and `capabilities` (the same object), and has
+ * `copyWithin`, `identify` and `sync` exactly when the driver has them (`sync` is not retried). Throws `UsageError` for a policy with negative or non-finite
  * numbers (or a fractional `retries`).
  */
 export function withRetry(driver: Driver, policy: RetryPolicy = {}): Driver {
