@@ -8,6 +8,7 @@ import type { OffsiteConfig } from './config/config.js';
 import { replicate, type ReplicateEvent, type ReplicateResult } from './core/replicate.js';
 import { verifyCopy, type VerifyLevel, type VerifyResult } from './core/verify.js';
 import { createDriver } from './drivers/index.js';
+import { refuseOverlappingLocations, refuseOverlappingPlaces, type Place } from './drivers/overlap.js';
 import type { Driver } from './drivers/types.js';
 import { createRateLimiter, withBandwidthLimit, withRetry, type RateLimiter, type RetryInfo } from './drivers/wrappers/index.js';
 import { BackupError, ConfigError, errorMessage, UsageError } from './errors.js';
@@ -30,9 +31,13 @@ export interface TransferOptions {
 /** Keys of a driver section that belong to the engine, not to the driver. */
 const ENGINE_KEYS = ['bwlimit'] as const;
 
+function driverSectionOf(section: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(section).filter(([k]) => !(ENGINE_KEYS as readonly string[]).includes(k)));
+}
+
 /** Builds one driver wrapped in the retry and bandwidth layers. */
 async function openWrapped(name: string, section: Readonly<Record<string, unknown>>, config: OffsiteConfig, options: TransferOptions, total?: RateLimiter): Promise<Driver> {
-  const driverSection = Object.fromEntries(Object.entries(section).filter(([k]) => !(ENGINE_KEYS as readonly string[]).includes(k)));
+  const driverSection = driverSectionOf(section);
   const limiters: RateLimiter[] = total ? [total] : [];
   if (section['bwlimit'] !== undefined && section['bwlimit'] !== 0 && section['bwlimit'] !== '0') {
     try {
@@ -56,7 +61,8 @@ export function openSource(config: OffsiteConfig, options: TransferOptions = {})
 
 /**
  * Opens the named destinations (all configured ones when `names` is empty). An unknown name is
- * a UsageError listing the known ones. Closes what it opened when one fails.
+ * a UsageError listing the known ones; places that overlap are an `OverlapError` (see
+ * `refuseOverlaps`). Closes what it opened when one fails.
  */
 export async function openDestinations(config: OffsiteConfig, names: readonly string[], options: TransferOptions = {}): Promise<Driver[]> {
   const known = Object.keys(config.destinations);
@@ -69,11 +75,59 @@ export async function openDestinations(config: OffsiteConfig, names: readonly st
   const total = options.bwlimitBytesPerSecond ? createRateLimiter(options.bwlimitBytesPerSecond) : undefined;
   try {
     for (const name of wanted) opened.push(await openWrapped(name, config.destinations[name] as Record<string, unknown>, config, options, total));
+    await refuseOverlaps(config, opened);
   } catch (err) {
     await closeAll(opened);
     throw err;
   }
   return opened;
+}
+
+/** A place for the overlap checks (src/drivers/overlap.ts). */
+export function placeOf(driver: Driver, role: Place['role']): Place {
+  return {
+    role, name: driver.name, description: driver.description, location: driver.location,
+    ...(driver.identify ? { identify: (o?: { signal?: AbortSignal }) => (driver.identify as NonNullable<Driver['identify']>)(o) } : {}),
+  };
+}
+
+/** Builds a driver only to read its location and identity (no IO until `identify`); `undefined` when its section is invalid (the command that uses it says why). */
+async function bareDriver(name: string, section: Readonly<Record<string, unknown>> | undefined): Promise<Driver | undefined> {
+  if (!section) return undefined;
+  try {
+    return await createDriver(name, driverSectionOf(section));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Refuses, with one `OverlapError` (exit 2), a destination that is the source or lies inside it
+ * or around it, and two destinations that are one place or nested (src/drivers/overlap.ts):
+ * every configured destination by location, and `opened` plus the source by identity (real
+ * paths, device/inode; the source is built here without retries when `source` is not given).
+ * `strict`: a place that cannot be identified is an error too (prune, before it deletes).
+ */
+export async function refuseOverlaps(config: OffsiteConfig, opened: readonly Driver[], options: { source?: Driver; signal?: AbortSignal; strict?: boolean } = {}): Promise<void> {
+  const built: Driver[] = [];
+  try {
+    const source = options.source ?? await bareDriver('source', config.source);
+    if (source && !options.source) built.push(source);
+    const others: Driver[] = [];
+    for (const name of Object.keys(config.destinations)) {
+      if (opened.some((d) => d.name === name)) continue;
+      const driver = await bareDriver(name, config.destinations[name]);
+      if (driver) { built.push(driver); others.push(driver); }
+    }
+    const sourcePlace = source ? [placeOf(source, 'source')] : [];
+    const check = { file: config.path, signal: options.signal, strict: options.strict };
+    // Every configured destination by its location (no IO)...
+    refuseOverlappingLocations([...sourcePlace, ...[...opened, ...others].map((d) => placeOf(d, 'destination'))], check);
+    // ...and the ones this command uses by identity.
+    await refuseOverlappingPlaces([...sourcePlace, ...opened.map((d) => placeOf(d, 'destination'))], check);
+  } finally {
+    await closeAll(built);
+  }
 }
 
 export async function closeAll(drivers: readonly (Driver | undefined)[]): Promise<void> {

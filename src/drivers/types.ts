@@ -25,6 +25,7 @@
  */
 
 import type { Readable } from 'node:stream';
+import type { Identity, Location } from './location.js';
 
 /** What a driver can do. Plain data: the engine branches on it, tests skip by it. */
 export interface Capabilities {
@@ -158,8 +159,13 @@ export interface WriteSession {
 export interface Driver {
   /** The instance name from the config (`nas`, `cloud`, `source`...): used in messages. */
   readonly name: string;
-  /** Where this driver points, for humans and manifests; never contains secrets. */
+  /** Where this driver points, for humans and manifests; never contains secrets. Never parsed. */
   readonly description: string;
+  /**
+   * Where this driver points, as data (./location.ts): what overlap checks compare. Known at
+   * construction, without IO.
+   */
+  readonly location: Location;
   readonly capabilities: Capabilities;
   /**
    * Every object whose key starts with `prefix` (a folder prefix ending in `/`, or `''` for
@@ -187,6 +193,14 @@ export interface Driver {
   sync?(options?: SignalOptions): Promise<void>;
   /** Server-side copy inside the same driver; only when `capabilities.serverSideCopy`. */
   copyWithin?(fromKey: string, toKey: string, options?: SignalOptions): Promise<void>;
+  /**
+   * What the storage says the root really is (./location.ts `Identity`): the real path with
+   * symlinks resolved, and on local disks the (device, inode) of the root and of the folders
+   * above it. Drivers whose location is their identity (object stores) leave it out. Reads only;
+   * a root that does not exist yet is resolved through its deepest existing folder. Rejects like
+   * any other call when the storage cannot be reached (SFTP: the connection's error).
+   */
+  identify?(options?: SignalOptions): Promise<Identity>;
   /** Releases connections. Idempotent. */
   close(): Promise<void>;
 }

@@ -29,12 +29,12 @@
  *
  * `dryRun` computes the same plan and deletes nothing, writes nothing, takes no lock.
  */
-import { closeAll, openDestinations, openSource, type TransferOptions } from '../app.js';
+import { closeAll, openDestinations, openSource, refuseOverlaps, type TransferOptions } from '../app.js';
 import { backupTimeFromName } from '../backup/names.js';
 import type { OffsiteConfig } from '../config/config.js';
 import { acquireLock, lockKey, type HeldLock } from '../core/lock.js';
 import type { Driver } from '../drivers/types.js';
-import { AbortedError, ConfigError, errorMessage, OffsiteError, throwIfAborted } from '../errors.js';
+import { AbortedError, errorMessage, OffsiteError, throwIfAborted } from '../errors.js';
 import { ManifestError, manifestKey, OFFSITE_DIR, progressKey, readManifestAt, type Manifest } from '../manifest/manifest.js';
 import { listCopies, type CopyListing } from './copies.js';
 import { applyRetention, describePolicy, checkPolicy, type RetentionPolicy } from './retention.js';
@@ -148,20 +148,6 @@ async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T)
   if ('error' in failure) throw failure.error;
 }
 
-/** `/`-terminated path part and the place (endpoint) of a driver description. */
-function splitDescription(description: string): { place: string; path: string } {
-  const at = description.lastIndexOf(' @ ');
-  const path = at < 0 ? description : description.slice(0, at);
-  return { place: at < 0 ? '' : description.slice(at + 3), path: path.endsWith('/') ? path : `${path}/` };
-}
-
-/** True when two driver roots are the same, or one lies inside the other (same kind, same place). */
-export function rootsOverlap(a: string, b: string): boolean {
-  const x = splitDescription(a);
-  const y = splitDescription(b);
-  return x.place === y.place && (x.path.startsWith(y.path) || y.path.startsWith(x.path));
-}
-
 /** The time retention goes by, and where it came from. */
 function copyTime(name: string, manifest: Manifest): { time: Date; source: TimeSource } | undefined {
   const fromManifest = manifest.backupTime === undefined ? undefined : new Date(manifest.backupTime);
@@ -205,8 +191,13 @@ interface Candidate {
   readonly timeSource: TimeSource;
 }
 
-/** Plans (and unless dryRun, carries out) the prune of one destination. Reports failures in the result; throws only when aborted or on an internal error. */
-async function pruneDestination(driver: Driver, options: PruneOptions, concurrency: number): Promise<PruneDestinationResult> {
+/**
+ * Plans (and unless dryRun, carries out) the prune of one destination. `confirmApart` is called
+ * right before the first delete: it rejects when the destination cannot be shown to be apart
+ * from the source and the other destinations, and then nothing is deleted there. Reports
+ * failures in the result; throws only when aborted or on an internal error.
+ */
+async function pruneDestination(driver: Driver, options: PruneOptions, concurrency: number, confirmApart: () => Promise<void>): Promise<PruneDestinationResult> {
   const { signal } = options;
   const kept: PruneKept[] = [];
   const removed: PruneRemoved[] = [];
@@ -300,6 +291,16 @@ async function pruneDestination(driver: Driver, options: PruneOptions, concurren
     return result();
   }
 
+  // Never at the source: check again, by identity, right before deleting (a symlink or a mount
+  // may have changed since the command started).
+  try {
+    await confirmApart();
+  } catch (err) {
+    if (err instanceof AbortedError) throw err;
+    errors.push({ message: `${errorMessage(err)}; nothing was deleted at ${driver.name}` });
+    return result();
+  }
+
   // 3. Stale tombstones next to a manifest (replicated again after an interrupted prune).
   for (const name of staleTombstones) {
     if (!kept.some((k) => k.name === name)) continue;
@@ -374,22 +375,15 @@ async function pruneDestination(driver: Driver, options: PruneOptions, concurren
  */
 export async function pruneCommand(config: OffsiteConfig, options: PruneOptions): Promise<PruneResult> {
   checkPolicy(options.policy);
+  // Refuses a destination that overlaps the source or another destination (exit 2).
   const destinations = await openDestinations(config, options.at ?? [], options);
+  let source: Driver | undefined;
   try {
-    // Never at the source: refuse a destination that is the source's root, or inside it, or around it.
-    const source = await openSource(config, options);
-    try {
-      for (const d of destinations) {
-        if (rootsOverlap(d.description, source.description)) {
-          throw new ConfigError(`${config.path}: destination "${d.name}" (${d.description}) ${d.description === source.description ? 'is' : 'overlaps'} the source (${source.description}); prune never deletes at the source: point the destination elsewhere`);
-        }
-      }
-    } finally {
-      await closeAll([source]);
-    }
+    source = await openSource(config, options);
+    const confirmApart = (driver: Driver) => (): Promise<void> => refuseOverlaps(config, [driver, ...destinations.filter((d) => d !== driver)], { source, signal: options.signal, strict: true });
     const results = await Promise.all(destinations.map(async (driver) => {
       try {
-        return await pruneDestination(driver, options, config.settings.concurrency);
+        return await pruneDestination(driver, options, config.settings.concurrency, confirmApart(driver));
       } catch (err) {
         if (err instanceof AbortedError) throw err;
         return { destination: driver.name, description: driver.description, status: 'failed', kept: [], removed: [], skipped: [], errors: [{ message: errorMessage(err) }] } satisfies PruneDestinationResult;
@@ -398,6 +392,6 @@ export async function pruneCommand(config: OffsiteConfig, options: PruneOptions)
     throwIfAborted(options.signal, 'prune');
     return { dryRun: options.dryRun ?? false, policy: describePolicy(options.policy), destinations: results };
   } finally {
-    await closeAll(destinations);
+    await closeAll([source, ...destinations]);
   }
 }

@@ -26,7 +26,8 @@ import { verifyCopy, type VerifyResult } from '../core/verify.js';
 import { createDriver } from '../drivers/index.js';
 import type { Driver } from '../drivers/types.js';
 import { withRetry } from '../drivers/wrappers/index.js';
-import { closeAll, openDestinations, openSource, type TransferOptions } from '../app.js';
+import { closeAll, openDestinations, openSource, placeOf, type TransferOptions } from '../app.js';
+import { refuseOverlappingPlaces } from '../drivers/overlap.js';
 import { BackupError, OffsiteError, UsageError } from '../errors.js';
 import { manifestKey, OFFSITE_DIR, progressKey, readManifestAt } from '../manifest/manifest.js';
 import { readRecord, writeRecord } from './state.js';
@@ -86,11 +87,9 @@ async function openTarget(config: OffsiteConfig, spec: string, options: Transfer
 }
 
 /** Where milvus-backup must read backups from to see what was pulled, in its own config terms. */
-function restoreHintFor(target: Driver, config: OffsiteConfig, spec: string): string {
-  const section = spec === 'source' ? config.source : spec in config.destinations ? config.destinations[spec] : { type: 'local' };
-  const type = String(section?.['type'] ?? 'local');
-  if (type === 'local') {
-    const root = target.description.replace(/^local:/, '');
+function restoreHintFor(target: Driver): string {
+  if (target.location.kind === 'filesystem') {
+    const root = target.location.root;
     return `in milvus-backup's backup.yaml: minio.backupStorageType: local and minio.backupRootPath: ${root} (v2 schema: backup.storage.provider: local, rootPath: ${root})`;
   }
   return `milvus-backup must read backups from ${target.description}: in its backup.yaml, minio.backupBucketName and minio.backupRootPath (v2 schema: backup.storage.bucketName and rootPath)`;
@@ -105,6 +104,8 @@ export async function pullCommand(config: OffsiteConfig, options: PullOptions): 
     const origin = from as Driver;
     target = await openTarget(config, options.to, options);
     const to = target.driver;
+    // Never write into the copy being read (a folder path or destination that is it, inside it, or around it).
+    await refuseOverlappingPlaces([placeOf(origin, 'destination'), placeOf(to, 'target')], { file: config.path, signal });
     const manifest = await readManifestAt(origin, manifestKey(backup), { signal });
     if (!manifest) {
       throw new BackupError('E_NO_COPY', `${origin.name} has no complete copy of ${backup} (no manifest at ${manifestKey(backup)}); see offsite list, or pull from another destination`);
@@ -148,7 +149,7 @@ export async function pullCommand(config: OffsiteConfig, options: PullOptions): 
       files: manifest.fileCount, bytes: manifest.totalBytes, bytesWritten: copied.bytesWritten, bytesResumed: copied.bytesResumed,
       verify, completion: 'complete', keptManifest: target.isDestination,
       restoreCommand: `milvus-backup restore -n ${backup}`,
-      restoreHint: restoreHintFor(to, config, options.to),
+      restoreHint: restoreHintFor(to),
     };
   } finally {
     await closeAll([from, target?.driver]);

@@ -9,6 +9,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { DriverError } from '../../src/errors.js';
+import { filesystemLocation } from '../../src/drivers/location.js';
 import type { Capabilities, Driver, Entry, ReadOptions, SignalOptions, WriteSession } from '../../src/drivers/types.js';
 
 export interface FsSource extends Driver {
@@ -53,6 +54,7 @@ export function createFsSource(root: string, name = 'test-source'): FsSource {
   const driver: FsSource = {
     name,
     description: `test folder ${root}`,
+    location: filesystemLocation(root),
     capabilities,
     calls,
     async *list(prefix: string, _options?: SignalOptions): AsyncIterable<Entry> {

@@ -110,7 +110,7 @@ describe('a source file that changes while it is copied', () => {
     const inner = await createLocalDriver('source', { type: 'local', root: s.source });
     // A source whose file grows right after it was opened for reading (as a running backup would).
     const source: Driver = {
-      name: inner.name, description: inner.description, capabilities: inner.capabilities,
+      name: inner.name, description: inner.description, location: inner.location, capabilities: inner.capabilities,
       list: (prefix, options) => inner.list(prefix, options),
       stat: (key, options) => inner.stat(key, options),
       openWrite: (key, options) => inner.openWrite(key, options),

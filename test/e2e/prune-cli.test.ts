@@ -128,11 +128,11 @@ describe('prune on local folders (CLI)', () => {
 
   it('refuses a destination that is the source, or inside it (exit 2): prune never deletes at the source', async () => {
     const dir = tempDir('prune-src');
-    for (const [root, verb] of [['./backups', 'is'], ['./backups/mirror', 'overlaps']] as const) {
+    for (const [root, verb] of [['./backups', 'is the same place as'], ['./backups/mirror', 'is inside']] as const) {
       const config = writeConfig(dir, `source: { type: local, root: ./backups }\ndestinations:\n  mirror: { type: local, root: ${root} }\n`);
       const run = await runCli(['--config', config, 'prune', '--keep-last', '1'], { env: UTC });
       assert.equal(run.code, 2, run.stderr);
-      assert.match(run.stderr, new RegExp(`destination "mirror" \\(local:.*\\) ${verb} the source \\(local:.*backups\\); prune never deletes at the source`));
+      assert.match(run.stderr, new RegExp(`destination "mirror" \\(local:.*\\) ${verb} the source \\(local:.*backups\\); a destination must be a place of its own: .*prune would delete backups at the source`));
     }
   });
 

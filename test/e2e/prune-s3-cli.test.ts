@@ -3,7 +3,8 @@
  * backups replicated there, `--keep-last 1` removes the two older copies object by object
  * (manifest first) and leaves no object of theirs behind, records them in
  * `.offsite/pruned.json` in the bucket, and leaves the kept copy verifiable. An S3 destination
- * whose bucket and prefix contain the source's is refused before any request.
+ * whose bucket and prefix contain the source's is refused before any request, and so is one on
+ * the source's own bucket and prefix when the source is the `minio` flavour (issue 10, bug 2).
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -61,6 +62,22 @@ describe('prune at an s3 destination on Ceph RGW (CLI)', () => {
   });
   after(async () => { admin?.destroy(); await removeFreshBuckets(); });
 
+  it('a minio source and an s3 destination on the same bucket and prefix are one place: prune refuses before deleting anything (exit 2)', async () => {
+    const url = new URL(server.endpoint);
+    // The same place spelled two ways: 127.0.0.1 vs localhost, `offsite/prod` vs `offsite/prod/`.
+    const aliased = writeConfig(tempDir('prune-s3-alias'), [
+      `source: { type: minio, address: 127.0.0.1, port: ${url.port}, useSSL: false, bucketName: ${bucket}, rootPath: offsite/prod, accessKeyID: "\${OFFSITE_TEST_KEY}", secretAccessKey: "\${OFFSITE_TEST_SECRET}" }`,
+      'destinations:',
+      `  cloud: { type: s3, endpoint: "http://localhost:${url.port}", region: ${server.region}, bucket: ${bucket}, prefix: ${PREFIX}, accessKeyId: "\${OFFSITE_TEST_KEY}", secretAccessKey: "\${OFFSITE_TEST_SECRET}" }`,
+    ].join('\n'));
+    const keys = await keysIn(admin, bucket, PREFIX);
+    assert.ok(keys.some((k) => k.startsWith(`${PREFIX}${NAMES[0]}/`)), 'the oldest backup is there to be (wrongly) pruned');
+    const run = await runCli(['--config', aliased, 'prune', '--keep-last', '1'], { env });
+    assert.equal(run.code, 2, run.stdout + run.stderr);
+    assert.match(run.stderr, new RegExp(`destination "cloud" \\(s3://${bucket}/offsite/prod/ @ http://localhost:${url.port}\\) is the same place as the source \\(minio://${bucket}/offsite/prod/ @ http://127\\.0\\.0\\.1:${url.port}\\); a destination must be a place of its own`));
+    assert.deepEqual(await keysIn(admin, bucket, PREFIX), keys, 'nothing was deleted');
+  });
+
   it('--keep-last 1 removes every object of the two older copies; the newest stays complete', async () => {
     const [older, old, newest] = NAMES;
     const sourceBefore = treeDigest(join(dir, 'backups'));
@@ -99,7 +116,7 @@ describe('prune at an s3 destination on Ceph RGW (CLI)', () => {
     ].join('\n'));
     const run = await runCli(['--config', overlapping, 'prune', '--keep-last', '1'], { env });
     assert.equal(run.code, 2, run.stderr);
-    assert.match(run.stderr, new RegExp(`destination "cloud" \\(s3://${bucket}/offsite/ @ .*\\) overlaps the source \\(s3://${bucket}/offsite/prod/ @ .*\\); prune never deletes at the source`));
+    assert.match(run.stderr, new RegExp(`destination "cloud" \\(s3://${bucket}/offsite/ @ .*\\) contains the source \\(s3://${bucket}/offsite/prod/ @ .*\\); a destination must be a place of its own: .*prune would delete backups at the source`));
     assert.ok((await keysIn(admin, bucket, PREFIX)).length > 5, 'nothing was deleted');
   });
 });

@@ -10,6 +10,7 @@ import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, HeadObjec
 import { AwsStore } from '../../src/drivers/s3/client.js';
 import { ObjectDriver, tempKeyOf } from '../../src/drivers/object-store/driver.js';
 import { parseS3Options } from '../../src/drivers/s3/options.js';
+import { objectStoreLocation } from '../../src/drivers/location.js';
 import type { ObjectStore } from '../../src/drivers/object-store/store.js';
 import type { Driver, WriteSession } from '../../src/drivers/types.js';
 import { hashOf, partOf, readKey, rejectsWithKind, seededBytes } from '../conformance/suite.js';
@@ -74,7 +75,7 @@ async function countedDriver(bucket: string, overrides: Record<string, unknown> 
   const counters: Counters = { uploadPart: 0, uploadedBytes: 0, listPartsCalls: 0, createUpload: 0, corruptNext: false };
   const store = new AwsStore(options);
   const driver = new ObjectDriver('cloud', countingStore(store, counters), {
-    prefix: options.prefix, description: 'test', maxConcurrency: 4, maxParts: 10_000, listPageSize: options.listPageSize,
+    prefix: options.prefix, description: 'test', location: objectStoreLocation({ endpoint: options.endpoint, bucket: options.bucket, prefix: options.prefix }), maxConcurrency: 4, maxParts: 10_000, listPageSize: options.listPageSize,
   });
   return { driver, counters, store };
 }

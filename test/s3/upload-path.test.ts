@@ -18,6 +18,7 @@ import { after, before, describe, it } from 'node:test';
 import { AwsStore } from '../../src/drivers/s3/client.js';
 import { ObjectDriver } from '../../src/drivers/object-store/driver.js';
 import { parseS3Options } from '../../src/drivers/s3/options.js';
+import { objectStoreLocation } from '../../src/drivers/location.js';
 import { ByteStash } from '../../src/drivers/object-store/resources.js';
 import type { ObjectStore } from '../../src/drivers/object-store/store.js';
 import { hashOf, partOf, readKey, rejectsWithKind, seededBytes } from '../conformance/suite.js';
@@ -186,7 +187,7 @@ async function watchedDriver(bucket: string, maxConcurrency: number) {
   const options = parseS3Options('cloud', s3Section(requireServer(), bucket));
   const watch = { inFlight: 0, peak: 0, corruptNextPut: false };
   const driver = new ObjectDriver('cloud', watchedStore(new AwsStore(options), watch), {
-    prefix: '', description: 'test', maxConcurrency, maxParts: 10_000, listPageSize: 1000,
+    prefix: '', description: 'test', location: objectStoreLocation({ endpoint: options.endpoint, bucket: options.bucket, prefix: '' }), maxConcurrency, maxParts: 10_000, listPageSize: 1000,
   });
   return { driver, watch };
 }

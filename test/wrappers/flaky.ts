@@ -5,6 +5,7 @@
  */
 import { Readable, Transform } from 'node:stream';
 import { DriverError, type ErrorKind } from '../../src/errors.js';
+import type { Location } from '../../src/drivers/location.js';
 import type {
   Capabilities, CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession,
 } from '../../src/drivers/types.js';
@@ -37,6 +38,7 @@ export const INJECTED = 'E_INJECTED';
 export class FlakyDriver implements Driver {
   readonly name: string;
   readonly description: string;
+  readonly location: Location;
   readonly capabilities: Capabilities;
   readonly copyWithin?: (fromKey: string, toKey: string, options?: SignalOptions) => Promise<void>;
   /** Every call that reached this driver, e.g. `write a/b 3`, `openRead k 3500+-`. */
@@ -51,6 +53,7 @@ export class FlakyDriver implements Driver {
   constructor(readonly inner: Driver) {
     this.name = inner.name;
     this.description = inner.description;
+    this.location = inner.location;
     this.capabilities = inner.capabilities;
     const copy = inner.copyWithin?.bind(inner);
     if (copy) {

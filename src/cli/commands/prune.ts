@@ -78,7 +78,9 @@ Example: --keep-daily 3 --keep-weekly 2 --keep-monthly 3 (TZ=UTC) on
   2024-11-15 02:00  remove  (every budget used up)
 
 Safety:
-  - Never deletes at the source; refuses a destination that overlaps the source.
+  - Never deletes at the source: a destination that is, lies inside or holds the source (by any
+    route: symlink, bind mount, another spelling of the endpoint) is refused (exit 2), and is
+    checked again by identity right before anything is deleted there.
   - Incomplete copies (no manifest), copies with a damaged manifest and copies locked by a
     running replicate are never deleted, only reported.
   - The manifest is deleted first, so an interrupted prune never leaves a copy that looks

@@ -28,6 +28,8 @@ import {
   checkDriverKey, checkDriverPrefix, checkReadRange, checkWriteShape, driverClosedError, partialName, splitKey, type ErrorContext,
 } from '../toolkit/index.js';
 import type { Capabilities, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
+import { filesystemLocation, type Identity, type Location } from '../location.js';
+import { identifyLocalFolder } from './identity.js';
 import { copyLocal } from './copy.js';
 import { classifyFsError, isMissing } from './errors.js';
 import type { LocalOptions } from './options.js';
@@ -37,6 +39,7 @@ import { openLocalWrite } from './write-session.js';
 
 export class LocalDriver implements Driver {
   readonly description: string;
+  readonly location: Location;
   readonly capabilities: Capabilities;
   readonly #tree: LocalTree;
   #closed = false;
@@ -45,6 +48,7 @@ export class LocalDriver implements Driver {
 
   constructor(readonly name: string, readonly options: LocalOptions) {
     this.description = `local:${options.root}`;
+    this.location = filesystemLocation(options.root);
     this.#tree = new LocalTree(name, options.root, options.metadataCalls);
     this.capabilities = {
       rangeReads: true,
@@ -220,6 +224,14 @@ export class LocalDriver implements Driver {
   }
 
   /** Nothing to release; later calls reject with `E_CLOSED` (`fatal`). Idempotent. */
+  /** The root's real path and (device, inode) chain (./identity.ts). Reads only. */
+  identify(options: SignalOptions = {}): Promise<Identity> {
+    throwIfAborted(options.signal, `${this.name}: identify`);
+    return identifyLocalFolder(this.location, this.options.root).catch((err: unknown) => {
+      throw classifyFsError(err, { driver: this.name, action: 'identify the root' });
+    });
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
   }

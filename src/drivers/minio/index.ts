@@ -6,6 +6,7 @@
 import { ObjectDriver } from '../object-store/driver.js';
 import type { DriverFactory } from '../types.js';
 import { MinioStore } from './client.js';
+import { objectStoreLocation } from '../location.js';
 import { parseMinioOptions, type MinioOptions } from './options.js';
 
 export { parseMinioOptions, resolveMilvusBackupStorage, readMilvusBackupYaml, type MilvusBackupStorage, type MinioOptions } from './options.js';
@@ -18,11 +19,18 @@ export function describeMinio(options: Pick<MinioOptions, 'bucketName' | 'rootPa
   return `minio://${options.bucketName}/${options.rootPath} @ ${options.useSSL ? 'https' : 'http'}://${host}:${options.port}`;
 }
 
+/** The service URL the `minio` client talks to, as an `s3` driver's `endpoint` would say it. */
+function minioEndpoint(options: Pick<MinioOptions, 'address' | 'port' | 'useSSL'>): string {
+  const host = options.address.includes(':') ? `[${options.address}]` : options.address;
+  return `${options.useSSL ? 'https' : 'http'}://${host}:${options.port}`;
+}
+
 /** Builds a `minio` driver from resolved options. No IO. */
 export function createMinioDriverFromOptions(name: string, options: MinioOptions): ObjectDriver {
   return new ObjectDriver(name, new MinioStore(options), {
     prefix: options.rootPath,
     description: describeMinio(options),
+    location: objectStoreLocation({ endpoint: minioEndpoint(options), bucket: options.bucketName, prefix: options.rootPath }),
     maxConcurrency: options.maxConcurrency,
     maxParts: 10_000,
     listPageSize: options.listPageSize,

@@ -49,6 +49,7 @@ import { throwIfAborted } from '../../errors.js';
 import { checkDriverPrefix, checkReadRange, checkWriteShape, driverClosedError, isTempPath, partialPathOf } from '../toolkit/index.js';
 import { checkKey } from '../keys.js';
 import type { Capabilities, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
+import type { Location } from '../location.js';
 import { Bucket } from './bucket.js';
 import { copyObject } from './copy.js';
 import { S3_LIMITS } from './quirks.js';
@@ -67,6 +68,8 @@ export interface ObjectDriverSettings {
   readonly prefix: string;
   /** For humans and manifests: `s3://bucket/prefix @ endpoint`. No credentials. */
   readonly description: string;
+  /** Endpoint, bucket and prefix as data (../location.ts `objectStoreLocation`): one for every flavour. */
+  readonly location: Location;
   /**
    * Most uploads (PutObject, UploadPart) in flight at once through this driver, whatever the
    * engine asks for (more wait here); also the HEADs `list` runs at once, and `capabilities.maxConcurrency`.
@@ -83,6 +86,7 @@ export function tempKeyOf(key: string): string {
 
 export class ObjectDriver implements Driver {
   readonly description: string;
+  readonly location: Location;
   readonly capabilities: Capabilities;
   readonly #bucket: Bucket;
   readonly #settings: ObjectDriverSettings;
@@ -93,6 +97,7 @@ export class ObjectDriver implements Driver {
     this.#settings = settings;
     this.#bucket = new Bucket(name, store, settings.prefix, settings.listPageSize, settings.maxConcurrency);
     this.description = settings.description;
+    this.location = settings.location;
     this.capabilities = {
       rangeReads: true,
       resumableWrites: true,

@@ -6,6 +6,7 @@
 import { ObjectDriver } from '../object-store/driver.js';
 import type { DriverFactory } from '../types.js';
 import { AwsStore } from './client.js';
+import { objectStoreLocation } from '../location.js';
 import { parseS3Options, type S3Options } from './options.js';
 
 export { ObjectDriver, HASH_METADATA, tempKeyOf } from '../object-store/driver.js';
@@ -22,6 +23,7 @@ export function createS3DriverFromOptions(name: string, options: S3Options): Obj
   return new ObjectDriver(name, new AwsStore(options), {
     prefix: options.prefix,
     description: describeS3(options),
+    location: objectStoreLocation({ endpoint: options.endpoint, bucket: options.bucket, prefix: options.prefix }),
     maxConcurrency: options.maxConcurrency,
     maxParts: options.maxParts,
     listPageSize: options.listPageSize,

@@ -19,6 +19,8 @@ import type { Capabilities, Driver, Entry, ReadOptions, SignalOptions, WriteOpti
 import { ConnectionPool, type SftpHooks } from './connection.js';
 import { copySftp } from './copy.js';
 import type { SftpOptions } from './options.js';
+import { sftpLocation, type Identity, type Location } from '../location.js';
+import { serverRealRoot } from './identity.js';
 import { openSftpRead, type SftpTransferCounters } from './read.js';
 import { foldersOf, SftpTree } from './tree.js';
 import { SftpWriteSession } from './write-session.js';
@@ -28,6 +30,7 @@ export type { SftpTransferCounters } from './read.js';
 export class SftpDriver implements Driver {
   readonly name: string;
   readonly description: string;
+  readonly location: Location;
   readonly capabilities: Capabilities;
   readonly counters: SftpTransferCounters = { bytesWritten: 0, bytesRead: 0 };
   readonly #pool: ConnectionPool;
@@ -37,6 +40,7 @@ export class SftpDriver implements Driver {
   constructor(name: string, readonly options: SftpOptions, hooks: SftpHooks = {}) {
     this.name = name;
     this.description = `sftp://${options.username}@${options.host}${options.port === 22 ? '' : `:${options.port}`}${options.root.startsWith('/') ? '' : '/~/'}${options.root}`;
+    this.location = sftpLocation(options);
     this.capabilities = {
       rangeReads: true,
       resumableWrites: true,
@@ -172,6 +176,19 @@ export class SftpDriver implements Driver {
     checkDriverKey(this.name, toKey);
     throwIfAborted(options.signal, `${this.name}: copy ${fromKey} to ${toKey}`);
     await copySftp({ name: this.name, tree: this.#tree, pool: this.#pool, serverSideCopy: this.options.serverSideCopy, driver: this }, fromKey, toKey, options.signal);
+  }
+
+  /** Host and port, and the server's real path of the root (./identity.ts). Reads only; needs a connection. */
+  async identify(options: SignalOptions = {}): Promise<Identity> {
+    throwIfAborted(options.signal, `${this.name}: identify`);
+    const context = { driver: this.name, action: 'identify the root' };
+    const conn = await this.#pool.acquire();
+    try {
+      const realRoot = await serverRealRoot(this.options.root, (path) => conn.call<string>(context, (sftp, done) => sftp.realpath(path, done)));
+      return { location: this.location, realRoot };
+    } finally {
+      this.#pool.release(conn);
+    }
   }
 
   /** Closes every connection; later calls reject with `E_CLOSED` (`fatal`). Idempotent. */

@@ -29,6 +29,7 @@ import { DriverError, UsageError, throwIfAborted } from '../../errors.js';
 import type {
   Capabilities, CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession,
 } from '../types.js';
+import type { Identity, Location } from '../location.js';
 import { abortableSleep } from './sleep.js';
 
 const MiB = 1024 * 1024;
@@ -187,13 +188,18 @@ function pacedStream(inner: Readable, limiters: readonly RateLimiter[], what: st
 class BandwidthLimitedDriver implements Driver {
   readonly name: string;
   readonly description: string;
+  readonly location: Location;
+  readonly identify?: (options?: SignalOptions) => Promise<Identity>;
   readonly capabilities: Capabilities;
   readonly copyWithin?: (fromKey: string, toKey: string, options?: SignalOptions) => Promise<void>;
 
   constructor(readonly inner: Driver, readonly limiters: readonly RateLimiter[], readonly options: BandwidthLimitOptions) {
     this.name = inner.name;
     this.description = inner.description;
+    this.location = inner.location;
     this.capabilities = inner.capabilities;
+    const identify = inner.identify?.bind(inner);
+    if (identify !== undefined) this.identify = identify;
     const copy = inner.copyWithin?.bind(inner);
     if (copy !== undefined) this.copyWithin = copy;
   }
@@ -217,7 +223,8 @@ class BandwidthLimitedDriver implements Driver {
 /**
  * Wraps `driver` so that bytes written (and with `limitReads`, bytes read) pass every limiter in
  * `limiters`: typically the run's total limit and the destination's own. With no limiters the
- * driver itself is returned. Keeps `name`, `description`, `capabilities` and `copyWithin`.
+ * driver itself is returned. Keeps `name`, `description`, `location`, `capabilities`, `copyWithin`
+ * and `identify`.
  */
 export function withBandwidthLimit(driver: Driver, limiters: readonly RateLimiter[], options: BandwidthLimitOptions = {}): Driver {
   if (limiters.length === 0) return driver;

@@ -29,10 +29,11 @@ import { AbortedError, DriverError, errorKind, UsageError } from '../../errors.j
 import type {
   Capabilities, CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession,
 } from '../types.js';
+import type { Identity, Location } from '../location.js';
 import { abortableSleep } from './sleep.js';
 
 /** The operations the retry layer can repeat, as reported to `onRetry`. */
-export type RetryOperation = 'stat' | 'delete' | 'copyWithin' | 'openWrite' | 'matches' | 'write' | 'commit' | 'openRead' | 'read' | 'list';
+export type RetryOperation = 'stat' | 'delete' | 'copyWithin' | 'openWrite' | 'matches' | 'write' | 'commit' | 'openRead' | 'read' | 'list' | 'identify';
 
 /** What `onRetry` learns before each backoff sleep. */
 export interface RetryInfo {
@@ -315,6 +316,9 @@ class ResumingReadStream extends ReadableStream {
 class RetryingDriver implements Driver {
   readonly name: string;
   readonly description: string;
+  readonly location: Location;
+  /** The driver's `identify`, retried like a read. */
+  readonly identify?: (options?: SignalOptions) => Promise<Identity>;
   readonly capabilities: Capabilities;
   readonly copyWithin?: (fromKey: string, toKey: string, options?: SignalOptions) => Promise<void>;
   /**
@@ -329,8 +333,11 @@ class RetryingDriver implements Driver {
   constructor(readonly inner: Driver, policy: RetryPolicy) {
     this.name = inner.name;
     this.description = inner.description;
+    this.location = inner.location;
     this.capabilities = inner.capabilities;
     this.#retrier = new Retrier(inner.name, policy);
+    const identify = inner.identify?.bind(inner);
+    if (identify !== undefined) this.identify = (options) => this.#retrier.run({ op: 'identify' }, options?.signal, () => identify(options));
     const copy = inner.copyWithin?.bind(inner);
     if (copy !== undefined) {
       this.copyWithin = (fromKey, toKey, options) => this.#retrier.run({ op: 'copyWithin', key: fromKey }, options?.signal, () => copy(fromKey, toKey, options));
@@ -383,8 +390,8 @@ class RetryingDriver implements Driver {
 
 /**
  * Wraps `driver` in the retry layer described at the top of this file. The result keeps the
- * driver's `name`, `description` and `capabilities` (the same object), and has `copyWithin`
- * and `sync` exactly when the driver has them (`sync` is not retried). Throws `UsageError` for a policy with negative or non-finite
+ * driver's `name`, `description`, `location` and `capabilities` (the same object), and has
+ * `copyWithin`, `identify` and `sync` exactly when the driver has them (`sync` is not retried). Throws `UsageError` for a policy with negative or non-finite
  * numbers (or a fractional `retries`).
  */
 export function withRetry(driver: Driver, policy: RetryPolicy = {}): Driver {
