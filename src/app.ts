@@ -98,6 +98,10 @@ export interface ListResult {
     /** Destination name -> `complete` (valid manifest), `absent`, or an error message. */
     readonly copies: Readonly<Record<string, string>>;
   }[];
+  /** What the listing of the source skipped, one line each (see `listBackupFolders`). */
+  readonly warnings: readonly string[];
+  /** Destinations whose copies could not be read (an `error: ...` in `copies`). */
+  readonly unreadable: readonly string[];
 }
 
 /** `offsite list`: backups at the source with their state and where complete copies exist. */
@@ -106,7 +110,9 @@ export async function listCommand(config: OffsiteConfig, options: { destinations
   let destinations: Driver[] = [];
   try {
     destinations = await openDestinations(config, options.destinations ?? []);
-    const backups = await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal });
+    const warnings: string[] = [];
+    const unreadable = new Set<string>();
+    const backups = await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal, onWarning: (m) => warnings.push(m) });
     const rows = [];
     for (const b of backups) {
       const copies: Record<string, string> = {};
@@ -115,11 +121,12 @@ export async function listCommand(config: OffsiteConfig, options: { destinations
           copies[d.name] = (await readManifestAt(d, manifestKey(b.name), { signal: options.signal })) ? 'complete' : 'absent';
         } catch (err) {
           copies[d.name] = `error: ${(err as Error).message}`;
+          unreadable.add(d.name);
         }
       }));
       rows.push({ name: b.name, state: b.state, reason: b.reason, files: b.files.length, bytes: b.totalBytes, lastChange: new Date(b.lastChangeMs).toISOString(), copies });
     }
-    return { source: source.description, backups: rows };
+    return { source: source.description, backups: rows, warnings, unreadable: destinations.map((d) => d.name).filter((n) => unreadable.has(n)) };
   } finally {
     await closeAll([source, ...destinations]);
   }
@@ -143,6 +150,8 @@ export interface ReplicateCommandOptions extends TransferOptions {
   readonly waitMs?: number;
   /** Told when the wait starts, once a minute while it lasts, and when it ends. */
   readonly onWait?: (event: WaitEvent) => void;
+  /** Told what `latest` skipped at the source (see `listBackupFolders`), one line each. */
+  readonly onWarning?: (message: string) => void;
 }
 
 /** What `replicateCommand` returns: the engine's result, plus how long it waited (with `waitMs`). */
@@ -172,7 +181,7 @@ export async function replicateCommand(config: OffsiteConfig, options: Replicate
       waitedMs = Date.now() - started;
     }
     if (!backup) {
-      const latest = pickLatest(await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal }));
+      const latest = pickLatest(await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal, onWarning: options.onWarning }));
       if (!latest) throw new BackupError('E_NO_BACKUP', `no complete backup at the source (${source.description}); see offsite list`);
       backup = latest.name;
     }

@@ -76,3 +76,8 @@ export function parseSizeOption(value: string): number {
   }
 }
 
+
+/** One stderr line per warning (also with --quiet and --json: stdout stays clean, nothing is hidden). */
+export function warn(message: string): void {
+  process.stderr.write(`offsite: warning: ${message}\n`);
+}

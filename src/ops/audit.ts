@@ -186,7 +186,8 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
     const atSource = new Set<string>();
     try {
       source = await openSource(config, options);
-      for (const b of await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal })) {
+      const onWarning = (m: string): void => options.onLog?.(`warning: ${m}`);
+      for (const b of await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal, onWarning })) {
         if (b.state === 'complete') atSource.add(b.name);
       }
     } catch (err) {
@@ -194,7 +195,7 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
       sourceProblem = errorMessage(err);
       options.onLog?.(`source unavailable (${sourceProblem}); auditing the destinations without it${options.repair ? ', repairs only from other destinations' : ''}`);
     }
-    const audits = await Promise.all(destinations.map((d) => openAudit(d, mode, options.signal)));
+    const audits = await Promise.all(destinations.map((d) => openAudit(d, mode, options.signal, options.onLog)));
     const names = new Set(atSource);
     for (const a of audits) for (const name of a.listing?.keys() ?? []) names.add(name);
     const backups = [...names].sort();
@@ -229,10 +230,10 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
 }
 
 /** Lists a destination's copies and reads its rotation state; decides the slice it reads this run. */
-async function openAudit(driver: Driver, mode: AuditMode, signal?: AbortSignal): Promise<DestinationAudit> {
+async function openAudit(driver: Driver, mode: AuditMode, signal?: AbortSignal, onLog?: (line: string) => void): Promise<DestinationAudit> {
   let listing: Map<string, CopyListing>;
   try {
-    listing = new Map((await listCopies(driver, signal)).map((c) => [c.name, c]));
+    listing = new Map((await listCopies(driver, signal, (m) => onLog?.(`warning: ${m}`))).map((c) => [c.name, c]));
   } catch (err) {
     if (err instanceof OffsiteError && err.code === 'E_ABORTED') throw err;
     return { driver, listProblem: errorMessage(err), rotation: DEFAULT_SLICES, records: new Map(), copies: [] };

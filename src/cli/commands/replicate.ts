@@ -7,7 +7,7 @@ import { formatBytes } from '../../config/units.js';
 import type { ReplicateResult } from '../../core/replicate.js';
 import { EXIT_CODE_HELP, ExitCode } from '../exit.js';
 import { createProgress } from '../progress.js';
-import { out, parseDurationOption, parseList, parsePositiveInt, parseRetries, parseSizeOption, printJson, reportRetry, type CommandContext, type GlobalOptions } from '../common.js';
+import { out, parseDurationOption, parseList, parsePositiveInt, parseRetries, parseSizeOption, printJson, reportRetry, warn, type CommandContext, type GlobalOptions } from '../common.js';
 
 /** Exit code of a replicate run: 0 all done, 4 some destinations failed, 1 all failed. */
 export function replicateExitCode(result: ReplicateResult): number {
@@ -75,7 +75,7 @@ export function registerReplicate(ctx: CommandContext): void {
       let result: ReplicateCommandResult;
       try {
         result = await replicateCommand(config, {
-          backup: name, latest: opts.latest, waitMs: opts.wait, onWait: reportWait(ctx.globals()), to: opts.to, dryRun: opts.dryRun, concurrency: opts.concurrency, chunkBytes: opts.chunkSize, signal: ctx.signal,
+          backup: name, latest: opts.latest, waitMs: opts.wait, onWait: reportWait(ctx.globals()), onWarning: warn, to: opts.to, dryRun: opts.dryRun, concurrency: opts.concurrency, chunkBytes: opts.chunkSize, signal: ctx.signal,
           retries: opts.retries, retryTimeoutMs: opts.timeout, bwlimitBytesPerSecond: opts.bwlimit ?? config.settings.bwlimitBytesPerSecond, onRetry: reportRetry(ctx.globals()),
           onEvent: (event) => {
             if (event.type === 'plan' && !opts.dryRun) {

@@ -42,6 +42,8 @@ export function describeWatchEvent(e: WatchEvent): string {
       return `${e.backup ? `${e.backup}: ` : ''}${e.destination}: FAILED: ${e.message}${e.retryInMs === undefined ? '' : `; trying again in ${formatDuration(e.retryInMs)}`}`;
     case 'source-failed':
       return `source${e.backup ? ` (${e.backup})` : ''}: FAILED: ${e.message}${e.retryInMs === undefined ? '' : `; trying again in ${formatDuration(e.retryInMs)}`}`;
+    case 'warning':
+      return `warning: ${e.message}`;
     case 'stop':
       return `stopped (${e.reason === 'signal' ? 'on a signal' : 'one pass done'}): ${e.copies} ${e.copies === 1 ? 'copy' : 'copies'} made; failing: ${
         [...e.failing, ...(e.sourceFailing ? ['the source'] : [])].join(', ') || 'nothing'}${
