@@ -62,7 +62,7 @@ export async function openDestinations(config: OffsiteConfig, names: readonly st
   const known = Object.keys(config.destinations);
   const wanted = names.length > 0 ? names : known;
   for (const name of wanted) {
-    if (!config.destinations[name]) throw new UsageError(`unknown destination "${name}" (configured in ${config.path}: ${known.join(', ')})`);
+    if (!config.destinations[name]) throw new UsageError(`unknown destination ${JSON.stringify(name)} (configured in ${config.path}: ${known.join(', ')})`);
   }
   if (new Set(wanted).size !== wanted.length) throw new UsageError(`a destination is named twice in "${wanted.join(',')}"`);
   const opened: Driver[] = [];
@@ -158,7 +158,7 @@ export interface ReplicateCommandOptions extends TransferOptions {
 export type ReplicateCommandResult = ReplicateResult & { readonly waitedMs?: number };
 
 function checkBackupName(name: string): void {
-  if (!isValidBackupName(name)) throw new UsageError(`"${name}" is not a milvus-backup backup name (letters, digits and _, not starting with a digit)`);
+  if (!isValidBackupName(name)) throw new UsageError(`${JSON.stringify(name)} is not a milvus-backup backup name (letters, digits and _, not starting with a digit)`);
 }
 
 /** `offsite replicate`. */

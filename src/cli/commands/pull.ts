@@ -28,7 +28,7 @@ Examples:
   offsite pull backup_2026_11_20_02_00_00 --from cloud --to source
   offsite pull nightly_3 --from nas --to ./restore`)
     .action(async (name: string, opts: { from: string; to: string; concurrency?: number; retries?: number }) => {
-      if (!isValidBackupName(name)) throw new UsageError(`"${name}" is not a milvus-backup backup name (letters, digits and _, not starting with a digit)`);
+      if (!isValidBackupName(name)) throw new UsageError(`${JSON.stringify(name)} is not a milvus-backup backup name (letters, digits and _, not starting with a digit)`);
       const g = ctx.globals();
       const config = loadConfig(g.config);
       const bars = createProgress(!g.quiet && !g.json);
