@@ -43,6 +43,7 @@ Examples:
         bars.stop();
       }
       if (g.json) { printJson({ ok: true, ...result }); return; }
+      if (result.alreadyThere) out(`${result.backup} was already at ${result.toDescription} (an earlier pull finished): nothing sent, every file hashed in place`);
       out(`pulled ${result.backup} from ${result.from} (${result.fromDescription}) to ${result.toDescription}: ${result.files} files, ${formatBytes(result.bytes)} (${formatBytes(result.bytesWritten)} written${result.bytesResumed > 0 ? `, ${formatBytes(result.bytesResumed)} resumed` : ''})`);
       out(`  read back at the target: ${result.verify.filesRead} files, every chunk hash matches; milvus-backup's completion rule holds`);
       out('next:');

@@ -5,7 +5,7 @@ import { formatDuration, type WaitEvent } from '../../ops/wait.js';
 import { loadConfig } from '../../config/config.js';
 import { formatBytes } from '../../config/units.js';
 import type { ReplicateResult } from '../../core/replicate.js';
-import { EXIT_CODE_HELP, ExitCode } from '../exit.js';
+import { EXIT_CODE_HELP, ExitCode, oneLine } from '../exit.js';
 import { createProgress } from '../progress.js';
 import { out, parseDurationOption, parseList, parsePositiveInt, parseRetries, parseSizeOption, parseRateOption, printJson, reportRetry, warn, type CommandContext, type GlobalOptions } from '../common.js';
 
@@ -88,6 +88,12 @@ export function registerReplicate(ctx: CommandContext): void {
       }
       if (ctx.globals().json) printJson({ ...result, destinations: result.destinations.map(({ plan: _plan, ...d }) => (opts.dryRun ? { ...d, plan: _plan } : d)) });
       else renderReplicate(result);
+      // Errors go to stderr too (README: one line each), so cron mail shows them whatever stdout is.
+      for (const d of result.destinations) {
+        if (d.status !== 'failed') continue;
+        const first = d.errors[0];
+        process.stderr.write(`offsite: ${oneLine(`${d.name}: replicate ${result.backup} failed: ${first ? `${first.path ? `${first.path}: ` : ''}${first.message}` : 'unknown error'}${d.errors.length > 1 ? ` (and ${d.errors.length - 1} more)` : ''}`)}\n`);
+      }
       ctx.setExit(replicateExitCode(result));
     });
 
