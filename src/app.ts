@@ -68,7 +68,7 @@ export async function openDestinations(config: OffsiteConfig, names: readonly st
   const known = Object.keys(config.destinations);
   const wanted = names.length > 0 ? names : known;
   for (const name of wanted) {
-    if (!config.destinations[name]) throw new UsageError(`unknown destination "${name}" (configured in ${config.path}: ${known.join(', ')})`);
+    if (!config.destinations[name]) throw new UsageError(`unknown destination ${JSON.stringify(name)} (configured in ${config.path}: ${known.join(', ')})`);
   }
   if (new Set(wanted).size !== wanted.length) throw new UsageError(`a destination is named twice in "${wanted.join(',')}"`);
   const opened: Driver[] = [];
@@ -152,6 +152,10 @@ export interface ListResult {
     /** Destination name -> `complete` (valid manifest), `absent`, or an error message. */
     readonly copies: Readonly<Record<string, string>>;
   }[];
+  /** What the listing of the source skipped, one line each (see `listBackupFolders`). */
+  readonly warnings: readonly string[];
+  /** Destinations whose copies could not be read (an `error: ...` in `copies`). */
+  readonly unreadable: readonly string[];
 }
 
 /** `offsite list`: backups at the source with their state and where complete copies exist. */
@@ -160,7 +164,9 @@ export async function listCommand(config: OffsiteConfig, options: { destinations
   let destinations: Driver[] = [];
   try {
     destinations = await openDestinations(config, options.destinations ?? []);
-    const backups = await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal });
+    const warnings: string[] = [];
+    const unreadable = new Set<string>();
+    const backups = await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal, onWarning: (m) => warnings.push(m) });
     const rows = [];
     for (const b of backups) {
       const copies: Record<string, string> = {};
@@ -169,11 +175,12 @@ export async function listCommand(config: OffsiteConfig, options: { destinations
           copies[d.name] = (await readManifestAt(d, manifestKey(b.name), { signal: options.signal })) ? 'complete' : 'absent';
         } catch (err) {
           copies[d.name] = `error: ${(err as Error).message}`;
+          unreadable.add(d.name);
         }
       }));
       rows.push({ name: b.name, state: b.state, reason: b.reason, files: b.files.length, bytes: b.totalBytes, lastChange: new Date(b.lastChangeMs).toISOString(), copies });
     }
-    return { source: source.description, backups: rows };
+    return { source: source.description, backups: rows, warnings, unreadable: destinations.map((d) => d.name).filter((n) => unreadable.has(n)) };
   } finally {
     await closeAll([source, ...destinations]);
   }
@@ -197,13 +204,15 @@ export interface ReplicateCommandOptions extends TransferOptions {
   readonly waitMs?: number;
   /** Told when the wait starts, once a minute while it lasts, and when it ends. */
   readonly onWait?: (event: WaitEvent) => void;
+  /** Told what `latest` skipped at the source (see `listBackupFolders`), one line each. */
+  readonly onWarning?: (message: string) => void;
 }
 
 /** What `replicateCommand` returns: the engine's result, plus how long it waited (with `waitMs`). */
 export type ReplicateCommandResult = ReplicateResult & { readonly waitedMs?: number };
 
 function checkBackupName(name: string): void {
-  if (!isValidBackupName(name)) throw new UsageError(`"${name}" is not a milvus-backup backup name (letters, digits and _, not starting with a digit)`);
+  if (!isValidBackupName(name)) throw new UsageError(`${JSON.stringify(name)} is not a milvus-backup backup name (letters, digits and _, not starting with a digit)`);
 }
 
 /** `offsite replicate`. */
@@ -226,7 +235,7 @@ export async function replicateCommand(config: OffsiteConfig, options: Replicate
       waitedMs = Date.now() - started;
     }
     if (!backup) {
-      const latest = pickLatest(await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal }));
+      const latest = pickLatest(await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal, onWarning: options.onWarning }));
       if (!latest) throw new BackupError('E_NO_BACKUP', `no complete backup at the source (${source.description}); see offsite list`);
       backup = latest.name;
     }

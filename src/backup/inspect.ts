@@ -43,7 +43,7 @@ import { BackupError, throwIfAborted } from '../errors.js';
 import type { Driver, Entry } from '../drivers/types.js';
 import { readMetaJson } from './json.js';
 import { checkMetaShape, declaredFormat, summarizeFullMeta, type FullMetaSummary } from './meta.js';
-import { CHECK_PROBE_PREFIX, META_DIR, META_FILES, isNoiseInBackup, isSafeFolderName } from './names.js';
+import { CHECK_PROBE_PREFIX, META_DIR, META_FILES, isNoiseInBackup, isValidBackupName } from './names.js';
 
 export type BackupState = 'complete' | 'incomplete' | 'failed';
 
@@ -90,6 +90,12 @@ export interface InspectOptions {
   /** "Now", for tests. @default Date.now() after the listing */
   readonly nowMs?: number;
   readonly signal?: AbortSignal;
+  /**
+   * Told (one line each) about what a listing of the whole source skips: a folder whose name
+   * milvus-backup never makes, a symlink leading outside the root next to the backups, a backup
+   * whose own folder holds such a link. Without it they are skipped silently.
+   */
+  readonly onWarning?: (message: string) => void;
 }
 
 export const DEFAULT_QUIET_PERIOD_MS = 60_000;
@@ -113,11 +119,11 @@ const META_ORDER = [
  */
 export async function inspectBackup(source: Driver, name: string, options: InspectOptions = {}): Promise<BackupInspection> {
   throwIfAborted(options.signal, `inspecting ${name}`);
-  if (!isSafeFolderName(name)) {
-    throw new BackupError('E_BACKUP_NAME', `${JSON.stringify(name)} cannot be a backup name (milvus-backup names use letters, digits and _)`);
+  if (!isValidBackupName(name)) {
+    throw new BackupError('E_BACKUP_NAME', `${JSON.stringify(name)} is not a milvus-backup backup name (letters, digits and _, not starting with a digit)`);
   }
   const entries: Entry[] = [];
-  for await (const entry of source.list(`${name}/`, { signal: options.signal })) entries.push(entry);
+  for await (const entry of source.list(`${name}/`, { signal: options.signal, requireRoot: true })) entries.push(entry);
   return inspectListing(source, name, entries, options);
 }
 
@@ -135,7 +141,7 @@ export async function inspectBackup(source: Driver, name: string, options: Inspe
  */
 export async function listBackups(source: Driver, options: InspectOptions = {}): Promise<BackupInspection[]> {
   throwIfAborted(options.signal, 'listing backups');
-  const groups = await listBackupFolders(source, options.signal);
+  const groups = await listBackupFolders(source, options.signal, options.onWarning);
   const nowMs = options.nowMs ?? Date.now();
   const names = [...groups.keys()].sort(byCodeUnits);
   const results: BackupInspection[] = new Array<BackupInspection>(names.length);
@@ -154,23 +160,52 @@ export async function listBackups(source: Driver, options: InspectOptions = {}):
 
 /**
  * The backup folders at the root of `source` from one listing: name -> its objects, with the
- * selection `listBackups` describes (no root-level objects, no probe or unsafe folder names, no
- * folder without `meta/`, `binlogs/` or `bundle/`). For callers that inspect only some of them
- * (the newest one, or the new and changed ones) with `inspectListing`.
+ * selection `listBackups` describes (no root-level objects, no probe folders, no folder without
+ * `meta/`, `binlogs/` or `bundle/`). For callers that inspect only some of them (the newest
+ * one, or the new and changed ones) with `inspectListing`.
+ *
+ * One rule for every way in: a folder whose name milvus-backup never makes (`my backup`,
+ * `bäckup_ü`, `a+b`; see `isValidBackupName`) is skipped with a warning, as is a backup whose
+ * folder holds a symlink leading outside the root; a stray symlink leading outside the root next
+ * to the backups is skipped with a warning and blocks nothing else. The root itself must exist
+ * and be a folder (`requireRoot`): a missing root rejects instead of reading as "no backups".
  */
-export async function listBackupFolders(source: Driver, signal?: AbortSignal): Promise<Map<string, Entry[]>> {
+export async function listBackupFolders(source: Driver, signal?: AbortSignal, onWarning?: (message: string) => void): Promise<Map<string, Entry[]>> {
   const groups = new Map<string, Entry[]>();
-  for await (const entry of source.list('', { signal })) {
+  const refused = new Map<string, string>();
+  const onRefused = (key: string, error: Error): void => {
+    const slash = key.indexOf('/');
+    if (slash <= 0) onWarning?.(`skipped ${JSON.stringify(key)} at the source root: ${oneLine(error.message)}`);
+    else if (!refused.has(key.slice(0, slash))) refused.set(key.slice(0, slash), oneLine(error.message));
+  };
+  for await (const entry of source.list('', { signal, requireRoot: true, onRefused })) {
     const slash = entry.key.indexOf('/');
     if (slash <= 0) continue;
     const name = entry.key.slice(0, slash);
-    if (name.startsWith(CHECK_PROBE_PREFIX) || !isSafeFolderName(name)) continue;
+    if (name.startsWith(CHECK_PROBE_PREFIX)) continue;
     let group = groups.get(name);
     if (group === undefined) groups.set(name, group = []);
     group.push(entry);
   }
-  for (const [name, entries] of groups) if (!looksLikeBackup(name, entries)) groups.delete(name);
+  for (const [name, entries] of groups) {
+    if (!looksLikeBackup(name, entries)) groups.delete(name);
+    else if (!isValidBackupName(name)) {
+      groups.delete(name);
+      onWarning?.(`skipped the folder ${JSON.stringify(name)} at the source: not a milvus-backup backup name (letters, digits and _, not starting with a digit), so verify, pull, audit and prune could not handle its copies; rename it`);
+    }
+  }
+  for (const [name, why] of refused) {
+    if (!isValidBackupName(name)) continue;
+    groups.delete(name);
+    onWarning?.(`skipped backup ${name}: ${why}; remove the link (or copy what it points to into the backup)`);
+  }
   return groups;
+}
+
+/** A message as one line: control characters (a newline in a file name) shown escaped. */
+function oneLine(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 function looksLikeBackup(name: string, entries: readonly Entry[]): boolean {

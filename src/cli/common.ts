@@ -7,6 +7,7 @@ import { InvalidArgumentError } from 'commander';
 import { parseBytes, parseDuration } from '../config/units.js';
 import type { RetryInfo } from '../drivers/wrappers/index.js';
 import { errorMessage } from '../errors.js';
+import { oneLine } from './exit.js';
 
 /** Passed to each command's `register` function. */
 export interface CommandContext {
@@ -33,10 +34,11 @@ export function printJson(value: unknown): void {
   out(JSON.stringify(value, null, 2));
 }
 
-export function parseList(value: string): string[] {
+/** A comma-separated list; given again (`--to a --to b`), the lists add up (never the last one only). */
+export function parseList(value: string, previous?: string[]): string[] {
   const names = value.split(',').map((s) => s.trim()).filter(Boolean);
   if (names.length === 0) throw new InvalidArgumentError('expected a comma-separated list of destination names');
-  return names;
+  return [...(previous ?? []), ...names];
 }
 
 export function parsePositiveInt(value: string): number {
@@ -76,3 +78,23 @@ export function parseSizeOption(value: string): number {
   }
 }
 
+
+/** One stderr line per warning (also with --quiet and --json: stdout stays clean, nothing is hidden). */
+export function warn(message: string): void {
+  process.stderr.write(`offsite: warning: ${oneLine(message)}\n`);
+}
+
+/** Below this a rate limit is almost certainly a missing unit (`--bwlimit 1` is 1 byte per second). */
+const SLOW_RATE_BYTES_PER_SECOND = 1024;
+
+/**
+ * `--bwlimit RATE`: bytes per second with an optional unit (20MiB); 0 means no limit. A rate
+ * under 1 KiB/s is accepted with a warning: it is almost always a forgotten unit.
+ */
+export function parseRateOption(value: string): number {
+  const rate = parseSizeOption(value);
+  if (rate > 0 && rate < SLOW_RATE_BYTES_PER_SECOND) {
+    warn(`--bwlimit ${value} is ${rate} byte${rate === 1 ? '' : 's'} per second: a copy would take days; did you mean ${value}MiB? (0 means no limit)`);
+  }
+  return rate;
+}

@@ -29,8 +29,17 @@ export function exitCodeFor(err: unknown): number {
   return ExitCode.error;
 }
 
-/** The one line printed for an error: message only, never a stack trace. */
+/**
+ * The one line printed for an error: message only, never a stack trace. Control characters (a
+ * newline in a backup or file name) are shown escaped, so the message stays one line.
+ */
 export function describeError(err: unknown): string {
-  if (err instanceof OffsiteError) return err.message;
-  return `internal error: ${errorMessage(err)} (please report it)`;
+  const message = err instanceof OffsiteError ? err.message : `internal error: ${errorMessage(err)} (please report it)`;
+  return oneLine(message);
+}
+
+/** `text` with every control character written as `\xNN`. */
+export function oneLine(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }

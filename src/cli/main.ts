@@ -5,6 +5,7 @@
  * stack trace.
  */
 import { setMaxListeners } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { errorKind, OffsiteError } from '../errors.js';
 import { printJson, type CommandContext, type GlobalOptions } from './common.js';
@@ -26,6 +27,7 @@ const COMMANDS: readonly ((ctx: CommandContext) => void)[] = [registerList, regi
 export function buildProgram(setExit: (code: number) => void, signal: AbortSignal): Command {
   const program = new Command('offsite');
   program
+    .version(packageVersion(), '-V, --version', 'print the version of offsite and exit')
     .description('Replicate finished Milvus backups (milvus-backup) to several destinations at once, and prove every copy is intact.')
     .option('-c, --config <file>', 'config file (default: $OFFSITE_CONFIG, else ./offsite.yaml)')
     .option('--json', 'print one machine-readable JSON result on stdout')
@@ -39,6 +41,16 @@ export function buildProgram(setExit: (code: number) => void, signal: AbortSigna
   return program;
 }
 
+
+/** The `version` of the package.json next to dist/ (the checkout or the installed package). */
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
 
 /** Entry point used by bin/offsite.js. */
 export async function main(argv: readonly string[]): Promise<void> {
@@ -63,6 +75,11 @@ export async function main(argv: readonly string[]): Promise<void> {
   } catch (err) {
     if (err instanceof CommanderError) {
       exitCode = err.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
+      // commander printed the message on stderr; --json users get it on stdout too. The global
+      // options may not be parsed yet (an unknown command stops parsing early): look at argv.
+      if (exitCode !== ExitCode.ok && (program.opts<GlobalOptions>().json || argv.slice(2).includes('--json'))) {
+        printJson({ ok: false, error: { code: 'E_USAGE', kind: 'permanent', message: err.message.replace(/^error: /, '') } });
+      }
     } else {
       const json = program.opts<GlobalOptions>().json;
       const message = describeError(err);

@@ -5,7 +5,9 @@
  * `${NAME}` in any string value is replaced by the environment variable NAME (after YAML
  * parsing, so a value can never inject YAML); `${NAME:-default}` gives a default; `$${` is a
  * literal `${`. An unset variable without a default is an error naming the key and the variable,
- * never a value: config values may be secrets.
+ * never a value: config values may be secrets. A variable set to the empty string is a value the
+ * config cannot use: without a default it is an error ("set but empty"); `${NAME:-default}` takes
+ * the default, as the shell does. A `${` that does not form `${NAME}` (unterminated) is an error.
  */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -51,11 +53,18 @@ export function findConfigPath(explicit: string | undefined, env: NodeJS.Process
 
 function substitute(value: unknown, path: string, env: NodeJS.ProcessEnv, file: string): unknown {
   if (typeof value === 'string') {
-    return value.replace(/\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (match, name: string | undefined, fallback: string | undefined) => {
+    return value.replace(/\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{/g, (match, name: string | undefined, fallback: string | undefined) => {
       if (match === '$${') return '${';
-      const found = env[name as string];
+      if (name === undefined) {
+        throw new ConfigError(`${file}: ${path} has a "\${" that is not a complete \${NAME} (unterminated, or not a variable name); close it with "}", or write "$\${" for a literal "\${"`);
+      }
+      const found = env[name];
       if (found !== undefined && found !== '') return found;
+      // As in the shell, ${NAME:-default} also takes the default when NAME is set but empty.
       if (fallback !== undefined) return fallback;
+      if (found === '') {
+        throw new ConfigError(`${file}: ${path} refers to \${${name}}, which is set but empty; give ${name} a value, or a default with \${${name}:-value}`);
+      }
       throw new ConfigError(`${file}: ${path} refers to \${${name}}, which is not set in the environment; export ${name} or give a default with \${${name}:-value}`);
     });
   }
@@ -94,6 +103,9 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   const source = config['source'];
   if (!isSection(source)) throw new ConfigError(`${file}: "source" is missing or not a mapping (e.g. source: { type: local, root: /var/lib/milvus-backup })`);
   const destinations = config['destinations'];
+  if (Array.isArray(destinations)) {
+    throw new ConfigError(`${file}: "destinations" is a list; it must be a mapping from a name to each destination (e.g. destinations: { disk: { type: local, root: /mnt/backup } }, no "-" before the names)`);
+  }
   if (!isSection(destinations) || Object.keys(destinations).length === 0) {
     throw new ConfigError(`${file}: "destinations" is missing or empty (e.g. destinations: { disk: { type: local, root: /mnt/backup } })`);
   }

@@ -70,6 +70,23 @@ export interface SignalOptions {
   readonly signal?: AbortSignal;
 }
 
+export interface ListOptions extends SignalOptions {
+  /**
+   * The root itself must be there: when it is missing or is not a folder, `list` rejects (a
+   * `DriverError`, kind `not-found` or `permanent`, naming the root) instead of yielding nothing.
+   * For a source, where "nothing" would read as "no backups" (an unmounted share, a typo).
+   * Drivers without folders (object stores) ignore it. @default false
+   */
+  readonly requireRoot?: boolean;
+  /**
+   * When given, an entry the driver refuses to list (a symlink leading outside the root) is
+   * passed here with the refusal and skipped, instead of failing the whole listing; callers
+   * decide what it means (a stray link next to the backups is a warning, one inside a backup
+   * refuses that backup). @default undefined: the listing rejects with the refusal
+   */
+  readonly onRefused?: (key: string, error: Error) => void;
+}
+
 export interface ReadOptions extends SignalOptions {
   /** First byte to read. @default 0 */
   readonly offset?: number;
@@ -170,9 +187,10 @@ export interface Driver {
   /**
    * Every object whose key starts with `prefix` (a folder prefix ending in `/`, or `''` for
    * all), recursively, in no particular order. Folders, folder markers and our own temp/partial
-   * objects are not listed. A missing prefix yields nothing (not an error).
+   * objects are not listed. A missing prefix yields nothing (not an error), unless
+   * `requireRoot` asks about the root itself (see `ListOptions`).
    */
-  list(prefix: string, options?: SignalOptions): AsyncIterable<Entry>;
+  list(prefix: string, options?: ListOptions): AsyncIterable<Entry>;
   /** The entry for `key`, or `undefined` when it does not exist (never a not-found error). */
   stat(key: string, options?: SignalOptions): Promise<Entry | undefined>;
   /**

@@ -263,8 +263,9 @@ export async function decodeManifest(bytes: Uint8Array, where: string): Promise<
   if (!m || typeof m !== 'object' || m.format !== MANIFEST_FORMAT) throw new ManifestError(`${where}: not an offsite manifest`);
   if (m.version !== MANIFEST_VERSION) throw new ManifestError(`${where}: manifest version ${String(m.version)} is not supported by this offsite (${MANIFEST_VERSION}); upgrade offsite`);
   const { digest, ...body } = m as Manifest;
+  if (typeof digest !== 'string') throw new ManifestError(`${where}: manifest has no digest field (damaged, or edited by hand): it proves nothing; check the copy (offsite verify --deep) or replicate it again`);
   const expected = Array.isArray(body.files) ? await manifestDigest(body) : (await getHasher()).hash(Buffer.from(canonicalJson(body)));
-  if (digest !== expected) throw new ManifestError(`${where}: manifest digest mismatch (stored ${String(digest)}, computed ${expected}): the manifest is damaged`);
+  if (digest !== expected) throw new ManifestError(`${where}: manifest digest mismatch (stored ${digest}, computed ${expected}): the manifest is damaged; check the copy (offsite verify --deep) or replicate it again`);
   if (!Array.isArray(m.files) || typeof m.chunkBytes !== 'number' || m.chunkBytes <= 0) throw new ManifestError(`${where}: manifest has no file list or chunk size`);
   for (const f of m.files) {
     if (typeof f?.path !== 'string' || typeof f.size !== 'number' || !isHash(f.hash) || !Array.isArray(f.chunks)) {

@@ -17,7 +17,8 @@
  * - **`--repair`:** a damaged copy (missing, short or changed files, a bad manifest) or an
  *   incomplete one (files, no manifest, no run holding its lock) is fixed from the source when
  *   it still has the backup, else from other destinations whose copies read back to the
- *   manifest's hashes (a file that does not is never used). The good files are kept, recorded
+ *   manifest's hashes (a file that does not is never used; with `--at`, the destinations not
+ *   audited are origins too: `--at` limits what is audited, not where repairs come from). The good files are kept, recorded
  *   in a progress checkpoint; the bad ones are removed and copied again through the replication
  *   engine; the manifest is written only once the copy is whole; then the copied files are read
  *   back once more before the copy counts as repaired.
@@ -164,6 +165,12 @@ interface Context {
   /** Backups complete at the source. */
   readonly atSource: ReadonlySet<string>;
   readonly destinations: readonly Driver[];
+  /**
+   * With `--repair --at a`: the other configured destinations, not audited but read from as
+   * repair origins (`--at` limits what is audited, not where repairs may come from). Their
+   * manifests are read only when a repair needs them.
+   */
+  readonly donors: readonly Driver[];
   readonly now: () => Date;
   /** The valid manifests of the backup being audited, by backup and destination. */
   readonly manifests: Map<string, Map<string, Manifest>>;
@@ -201,11 +208,17 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
   const destinations = await openDestinations(config, options.at ?? [], options);
   let source: Driver | undefined;
   let sourceProblem: string | undefined;
+  let donors: Driver[] = [];
   try {
+    if (options.repair && (options.at ?? []).length > 0) {
+      const others = Object.keys(config.destinations).filter((n) => !destinations.some((d) => d.name === n));
+      if (others.length > 0) donors = await openDestinations(config, others, options);
+    }
     const atSource = new Set<string>();
     try {
       source = await openSource(config, options);
-      for (const b of await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal })) {
+      const onWarning = (m: string): void => options.onLog?.(`warning: ${m}`);
+      for (const b of await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal, onWarning })) {
         if (b.state === 'complete') atSource.add(b.name);
       }
     } catch (err) {
@@ -213,13 +226,13 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
       sourceProblem = errorMessage(err);
       options.onLog?.(`source unavailable (${sourceProblem}); auditing the destinations without it${options.repair ? ', repairs only from other destinations' : ''}`);
     }
-    const audits = await Promise.all(destinations.map((d) => openAudit(d, mode, options.signal)));
+    const audits = await Promise.all(destinations.map((d) => openAudit(d, mode, options.signal, options.onLog)));
     learnHoldings(audits.map((a) => ({ name: a.driver.name, state: a.state, known: a.known })));
     const names = new Set(atSource);
     for (const a of audits) for (const name of [...a.listing?.keys() ?? [], ...a.known.keys()]) names.add(name);
     const backups = [...names].sort();
     const ctx: Context = {
-      options, mode, now, source, atSource, destinations,
+      options, mode, now, source, atSource, destinations, donors,
       concurrency: config.settings.concurrency, chunkBytes: config.settings.chunkBytes, quietPeriodMs: config.settings.quietPeriodMs,
       manifests: new Map(),
     };
@@ -244,15 +257,15 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
       exitCode: damaged ? 3 : unchecked ? 4 : 0,
     };
   } finally {
-    await closeAll([source, ...destinations]);
+    await closeAll([source, ...destinations, ...donors]);
   }
 }
 
 /** Lists a destination's copies and reads its rotation state; decides the slice it reads this run. */
-async function openAudit(driver: Driver, mode: AuditMode, signal?: AbortSignal): Promise<DestinationAudit> {
+async function openAudit(driver: Driver, mode: AuditMode, signal?: AbortSignal, onLog?: (line: string) => void): Promise<DestinationAudit> {
   let listing: Map<string, CopyListing>;
   try {
-    listing = new Map((await listCopies(driver, signal)).map((c) => [c.name, c]));
+    listing = new Map((await listCopies(driver, signal, (m) => onLog?.(`warning: ${m}`))).map((c) => [c.name, c]));
   } catch (err) {
     if (err instanceof OffsiteError && err.code === 'E_ABORTED') throw err;
     return { driver, listProblem: errorMessage(err), rotation: DEFAULT_SLICES, records: new Map(), known: new Map(), pruned: new Map(), copies: [] };
@@ -290,6 +303,20 @@ async function loadManifests(ctx: Context, audits: readonly DestinationAudit[], 
       if (manifest) rememberManifest(ctx, backup, a.driver.name, manifest);
     } catch {
       // a damaged or unreadable manifest is reported by the copy's own audit
+    }
+  }));
+}
+
+/** The valid manifests of `backup` at the donors (see `Context.donors`), read once per backup. */
+async function loadDonorManifests(ctx: Context, backup: string): Promise<void> {
+  const byDestination = ctx.manifests.get(backup);
+  await Promise.all(ctx.donors.map(async (d) => {
+    if (byDestination?.has(d.name)) return;
+    try {
+      const manifest = await readManifestAt(d, manifestKey(backup), { signal: ctx.options.signal });
+      if (manifest) rememberManifest(ctx, backup, d.name, manifest);
+    } catch {
+      // a donor whose manifest cannot be read is simply not an origin
     }
   }));
 }
@@ -453,7 +480,7 @@ function referenceFor(ctx: Context, backup: string, driver: Driver): Reference |
   const byDestination = ctx.manifests.get(backup);
   const own = byDestination?.get(driver.name);
   if (own) return { manifest: own, from: driver.name };
-  for (const d of ctx.destinations) {
+  for (const d of [...ctx.destinations, ...ctx.donors]) {
     const m = byDestination?.get(d.name);
     if (m) return { manifest: m, from: d.name };
   }
@@ -467,6 +494,7 @@ function referenceFor(ctx: Context, backup: string, driver: Driver): Reference |
 async function repairCopy(ctx: Context, driver: Driver, backup: string, found: AuditCopy, damage: readonly Damage[] | undefined): Promise<AuditCopy> {
   const { signal } = ctx.options;
   const log = (line: string) => ctx.options.onLog?.(`${driver.name}: ${backup}: ${line}`);
+  await loadDonorManifests(ctx, backup);
   const reference = referenceFor(ctx, backup, driver);
   const manifestBad = damage?.some((d) => d.path.startsWith('.offsite/')) ?? false;
   const ownManifestValid = reference?.from === driver.name && !manifestBad;
@@ -476,7 +504,7 @@ async function repairCopy(ctx: Context, driver: Driver, backup: string, found: A
   // The origins to read from, in order: the source, then the other destinations holding a valid manifest.
   const origins: Driver[] = [];
   if (ctx.source && ctx.atSource.has(backup)) origins.push(ctx.source);
-  for (const d of ctx.destinations) if (d !== driver && ctx.manifests.get(backup)?.has(d.name)) origins.push(d);
+  for (const d of [...ctx.destinations, ...ctx.donors]) if (d !== driver && ctx.manifests.get(backup)?.has(d.name)) origins.push(d);
   if (!reference && !(ctx.source && ctx.atSource.has(backup))) {
     return fail('no valid manifest at any destination and the source does not have the backup: nothing to repair from');
   }

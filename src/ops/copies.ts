@@ -20,10 +20,18 @@ export interface CopyListing {
   readonly beingPruned: boolean;
 }
 
-/** Every backup copy at the destination, sorted by name. */
-export async function listCopies(driver: Driver, signal?: AbortSignal): Promise<CopyListing[]> {
+/**
+ * Every backup copy at the destination, sorted by name. A symlink leading outside the root does
+ * not fail the whole listing: one next to the copies is skipped (and told to `onWarning`); one
+ * inside a copy is left out of the listing here and refused by whatever reads that copy, so
+ * only that copy is affected.
+ */
+export async function listCopies(driver: Driver, signal?: AbortSignal, onWarning?: (message: string) => void): Promise<CopyListing[]> {
   const copies = new Map<string, { files: number; bytes: number; hasManifest: boolean; hasProgress: boolean; hasLock: boolean; beingPruned: boolean }>();
-  for await (const entry of driver.list('', { signal })) {
+  const onRefused = (key: string, error: Error): void => {
+    if (!key.includes('/')) onWarning?.(`${JSON.stringify(key)} skipped at ${driver.name}: ${error.message}`);
+  };
+  for await (const entry of driver.list('', { signal, onRefused })) {
     const slash = entry.key.indexOf('/');
     if (slash <= 0) continue;
     const name = entry.key.slice(0, slash);

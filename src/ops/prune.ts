@@ -58,6 +58,8 @@ export interface PruneOptions extends TransferOptions {
   readonly utc?: boolean;
   /** Told when a copy has been removed (or its removal failed), as it happens. */
   readonly onRemoved?: (event: PruneEvent) => void;
+  /** Told what the listing of a destination skipped (a stray symlink leading outside its root). */
+  readonly onWarning?: (message: string) => void;
 }
 
 /** Where a copy's time came from. */
@@ -209,7 +211,7 @@ async function pruneDestination(driver: Driver, options: PruneOptions, concurren
 
   let copies: CopyListing[];
   try {
-    copies = await listCopies(driver, signal);
+    copies = await listCopies(driver, signal, options.onWarning);
   } catch (err) {
     errors.push({ message: `could not list the copies: ${errorMessage(err)}` });
     return result();

@@ -54,6 +54,11 @@ export interface PullResult {
   readonly bytesResumed: number;
   /** The read-back at the target. */
   readonly verify: VerifyResult;
+  /**
+   * The target already held exactly this copy (an earlier pull finished): nothing was sent, every
+   * file was hashed in place and read back.
+   */
+  readonly alreadyThere: boolean;
   /** milvus-backup's completion rule at the target. */
   readonly completion: 'complete';
   /** Whether offsite's manifest was left at the target (targets that are destinations). */
@@ -110,13 +115,23 @@ export async function pullCommand(config: OffsiteConfig, options: PullOptions): 
     if (!manifest) {
       throw new BackupError('E_NO_COPY', `${origin.name} has no complete copy of ${backup} (no manifest at ${manifestKey(backup)}); see offsite list, or pull from another destination`);
     }
-    // Never overwrite a backup that a pull did not start.
+    // Never overwrite a backup that a pull did not start. Files that are exactly the copy's (the
+    // same paths and sizes: a finished earlier pull) are no conflict: the pull goes on as a
+    // resumed one, which hashes them in place instead of sending them, and reads them back.
     const marker = await readRecord<{ from: string }>(to, pullMarkerKey(backup), signal);
+    let alreadyThere = false;
     if (!marker) {
+      const wanted = new Map(manifest.files.map((f) => [f.path, f.size]));
       let existing = 0;
-      for await (const entry of to.list(`${backup}/`, { signal })) if (!entry.key.startsWith(`${backup}/${OFFSITE_DIR}/`)) existing++;
-      if (existing > 0) {
-        throw new BackupError('E_TARGET_EXISTS', `${to.description} already has ${existing} file(s) under ${backup}/ that a pull did not put there; pull never overwrites a backup: remove it first, or pull into another target (e.g. --to ./restore)`);
+      let sameAsCopy = true;
+      for await (const entry of to.list(`${backup}/`, { signal })) {
+        if (entry.key.startsWith(`${backup}/${OFFSITE_DIR}/`)) continue;
+        existing++;
+        if (wanted.get(entry.key.slice(backup.length + 1)) !== entry.size) sameAsCopy = false;
+      }
+      alreadyThere = existing > 0 && sameAsCopy && existing === wanted.size;
+      if (existing > 0 && !alreadyThere) {
+        throw new BackupError('E_TARGET_EXISTS', `${to.description} already has ${existing} file(s) under ${backup}/ that a pull did not put there (and they are not this copy's files); pull never overwrites a backup: remove it first, or pull into another target (e.g. --to ./restore)`);
       }
       await writeRecord(to, pullMarkerKey(backup), { from: origin.description, started: new Date().toISOString() }, signal);
     }
@@ -147,7 +162,7 @@ export async function pullCommand(config: OffsiteConfig, options: PullOptions): 
     return {
       backup, from: origin.name, fromDescription: origin.description, to: options.to, toDescription: to.description,
       files: manifest.fileCount, bytes: manifest.totalBytes, bytesWritten: copied.bytesWritten, bytesResumed: copied.bytesResumed,
-      verify, completion: 'complete', keptManifest: target.isDestination,
+      verify, completion: 'complete', keptManifest: target.isDestination, alreadyThere,
       restoreCommand: `milvus-backup restore -n ${backup}`,
       restoreHint: restoreHintFor(to),
     };

@@ -75,6 +75,8 @@ export type WatchEvent =
   | { readonly event: 'failed'; readonly destination: string; readonly backup?: string; readonly message: string; readonly retryInMs?: number }
   /** The source could not be listed, or a backup could not be read from it. */
   | { readonly event: 'source-failed'; readonly backup?: string; readonly message: string; readonly retryInMs?: number }
+  /** Something at the source is skipped (a folder name milvus-backup never makes, a symlink leading outside the root); reported once. */
+  | { readonly event: 'warning'; readonly message: string }
   /** `interrupted`: the backup whose copy the stop cut short (it resumes on the next run). */
   | {
     readonly event: 'stop'; readonly reason: 'signal' | 'once'; readonly copies: number; readonly failing: readonly string[];
@@ -121,6 +123,12 @@ export async function watchBackups(options: WatchOptions): Promise<WatchSummary>
   const backupHealth = new Map<string, Health>();
   let copies = 0;
   let interrupted: string | undefined;
+  const warned = new Set<string>();
+  const warn = (message: string): void => {
+    if (warned.has(message)) return;
+    warned.add(message);
+    emit({ event: 'warning', message });
+  };
 
   const delayAfter = (failures: number): number => Math.min(maxDelayMs, intervalMs * 2 ** Math.min(30, failures - 1));
   const destinationFailed = (d: Driver, err: unknown, backup?: string): void => {
@@ -243,7 +251,7 @@ export async function watchBackups(options: WatchOptions): Promise<WatchSummary>
     if (Date.now() < sourceHealth.retryAt) return;
     let complete: { name: string }[];
     try {
-      complete = await judge(await listBackupFolders(source, signal));
+      complete = await judge(await listBackupFolders(source, signal, warn));
       sourceHealth.failures = 0;
       sourceHealth.retryAt = 0;
     } catch (err) {

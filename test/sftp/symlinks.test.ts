@@ -91,6 +91,25 @@ describeWithServer('sftp symlinks', (server: SftpTestServer) => {
     }
   });
 
+  it('list with onRefused reports each escaping symlink and lists the rest; requireRoot refuses a missing root', async () => {
+    const { root } = await layout(server);
+    const driver = driverFor(server, root);
+    const missing = driverFor(server, join(root, 'no-such-root'));
+    try {
+      const refusedKeys: string[] = [];
+      const keys: string[] = [];
+      for await (const e of driver.list('', { onRefused: (key, err) => { assert.match(err.message, REFUSED); refusedKeys.push(key); } })) keys.push(e.key);
+      assert.deepEqual(refusedKeys.sort(), ['b1/meta', 'bad/dir-link', 'bad/file-link']);
+      assert.ok(keys.includes('good/real.txt') && keys.includes('good/file-link'), keys.join(','));
+      assert.deepEqual(await listAll(missing, ''), [], 'without requireRoot a missing root lists nothing');
+      const err = await rejectsWithKind(async () => { for await (const _ of missing.list('', { requireRoot: true })) { /* nothing */ } }, 'not-found', 'requireRoot', 'E_ROOT_MISSING');
+      assert.match(err.message, /^nas: root .*no-such-root does not exist on the server/);
+    } finally {
+      await driver.close();
+      await missing.close();
+    }
+  });
+
   it('openWrite, delete and copyWithin through an escaping symlink fail and write nothing outside', async () => {
     const { root, outside } = await layout(server);
     const driver = driverFor(server, root);

@@ -1,4 +1,6 @@
 /** `offsite audit`: see src/ops/audit.ts. */
+import { accessSync, constants, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { InvalidArgumentError, Option } from 'commander';
 import { loadConfig } from '../../config/config.js';
 import { formatBytes } from '../../config/units.js';
@@ -6,7 +8,7 @@ import { auditCommand, DEFAULT_SLICES } from '../../ops/audit.js';
 import type { AuditCopy, AuditResult } from '../../ops/audit-result.js';
 import { renderAuditMetrics, writeFileAtomic } from '../../ops/metrics.js';
 import { renderAuditHtml } from '../../ops/report.js';
-import { errorMessage, OffsiteError } from '../../errors.js';
+import { errorMessage, OffsiteError, UsageError } from '../../errors.js';
 import { createProgress } from '../progress.js';
 import { out, parseList, parsePositiveInt, parseRetries, printJson, reportRetry, type CommandContext } from '../common.js';
 
@@ -23,6 +25,22 @@ function parseSlice(value: string): { n: number; t: number } {
   const t = Number(m?.[2]);
   if (!m || t < 1 || n < 1 || n > t) throw new InvalidArgumentError('expected n/t with 1 <= n <= t, e.g. 3/7 (slice 3 of 7)');
   return { n, t };
+}
+
+/** `--report`/`--metrics` must name a file in an existing, writable folder (not a folder). */
+function checkOutputPath(option: string, file: string): void {
+  const path = resolve(file);
+  const folder = dirname(path);
+  const there = statSync(path, { throwIfNoEntry: false });
+  if (there?.isDirectory()) throw new UsageError(`${option} ${file} is a folder; give a file name, e.g. ${join(file, option === '--report' ? 'audit.html' : 'offsite.prom')}`);
+  const parent = statSync(folder, { throwIfNoEntry: false });
+  if (!parent) throw new UsageError(`${option} ${file}: the folder ${folder} does not exist; create it or choose another path`);
+  if (!parent.isDirectory()) throw new UsageError(`${option} ${file}: ${folder} is not a folder`);
+  try {
+    accessSync(folder, constants.W_OK);
+  } catch {
+    throw new UsageError(`${option} ${file}: the folder ${folder} is not writable by this user`);
+  }
 }
 
 const STATE_LABEL: Record<AuditCopy['state'], string> = {
@@ -80,8 +98,10 @@ so a daily audit reads every byte of every copy once every --slices days.
 
 Exit codes:
   0  every copy intact (repaired copies count as intact)
-  1  error (e.g. the config names an unknown destination)
-  2  usage or configuration error
+  1  error: the audit could not run, or --report/--metrics could not be written
+     (the audit's result is printed first)
+  2  usage or configuration error (e.g. an unknown destination name, a --report
+     or --metrics path whose folder does not exist, or that is a folder)
   3  damage found and not repaired (missing, short or changed files, no valid manifest, or a
      copy found intact by an earlier audit that is gone without a prune: lost)
   4  a destination or a copy could not be checked
@@ -93,6 +113,9 @@ Examples:
     .action(async (opts: { at?: string[]; sample?: number; slice?: { n: number; t: number }; slices?: number; repair?: boolean; report?: string; metrics?: string; retries?: number }) => {
       const g = ctx.globals();
       const config = loadConfig(g.config);
+      // Before the audit (which may take hours): a path that cannot be written would only fail after it.
+      if (opts.report) checkOutputPath('--report', opts.report);
+      if (opts.metrics) checkOutputPath('--metrics', opts.metrics);
       const bars = createProgress(!g.quiet && !g.json);
       const started = new Set<string>();
       let result: AuditResult;
@@ -107,20 +130,23 @@ Examples:
         bars.stop();
       }
       const written: string[] = [];
+      let failure: OffsiteError | undefined;
       for (const [file, render] of [[opts.report, () => renderAuditHtml(result)], [opts.metrics, () => renderAuditMetrics(result)]] as const) {
         if (!file) continue;
         try {
           await writeFileAtomic(file, render());
           written.push(file);
         } catch (err) {
-          throw new OffsiteError('E_OUTPUT', `cannot write ${file}: ${errorMessage(err)}; check the folder exists and is writable`, { kind: 'permanent' });
+          failure ??= new OffsiteError('E_OUTPUT', `cannot write ${file}: ${errorMessage(err)}; check the folder exists and is writable`, { kind: 'permanent' });
         }
       }
-      if (g.json) printJson({ ...result, ok: result.exitCode === 0 });
+      // The result is shown even when a file could not be written: the audit itself is done.
+      if (g.json) printJson({ ...result, ok: result.exitCode === 0 && failure === undefined, ...(failure ? { error: { code: failure.code, kind: failure.kind, message: failure.message } } : {}) });
       else {
         renderAudit(result);
         for (const file of written) out(`wrote ${file}`);
       }
-      ctx.setExit(result.exitCode);
+      if (failure) process.stderr.write(`offsite: ${failure.message}\n`);
+      ctx.setExit(failure && result.exitCode === 0 ? 1 : result.exitCode);
     });
 }

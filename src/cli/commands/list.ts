@@ -2,14 +2,18 @@
 import { listCommand } from '../../app.js';
 import { loadConfig } from '../../config/config.js';
 import { formatBytes } from '../../config/units.js';
-import { out, parseList, printJson, type CommandContext } from '../common.js';
+import { ExitCode } from '../exit.js';
+import { out, parseList, printJson, warn, type CommandContext } from '../common.js';
 
 export function registerList(ctx: CommandContext): void {
   ctx.program.command('list')
-    .description('list the backups at the source, their state (complete / incomplete / failed, with the reason) and where complete copies exist')
+    .description('list the backups at the source, their state (complete / incomplete / failed, with the reason) and where complete copies exist; exit 4 when a destination could not be read')
     .option('--at <names>', 'only these destinations (comma-separated)', parseList)
     .action(async (opts: { at?: string[] }) => {
       const result = await listCommand(loadConfig(ctx.globals().config), { destinations: opts.at, signal: ctx.signal });
+      for (const warning of result.warnings) warn(warning);
+      // Copies that could not be looked at: their state is unknown, which cron must notice.
+      if (result.unreadable.length > 0) ctx.setExit(ExitCode.partial);
       if (ctx.globals().json) { printJson(result); return; }
       out(`backups at ${result.source}:`);
       if (result.backups.length === 0) out('  (none)');

@@ -5,7 +5,7 @@ import { formatBytes } from '../../config/units.js';
 import { pruneCommand, type PruneDestinationResult, type PruneResult } from '../../ops/prune.js';
 import { checkPolicy, parseRetentionDuration, type RetentionDuration, type RetentionPolicy } from '../../ops/retention.js';
 import { EXIT_CODE_HELP, ExitCode } from '../exit.js';
-import { out, parseList, parseRetries, printJson, reportRetry, type CommandContext } from '../common.js';
+import { out, parseList, parseRetries, printJson, reportRetry, warn, type CommandContext } from '../common.js';
 
 /** Exit code of a prune run: 0 every destination done, 4 some failed, 1 all failed. Skipped copies are not failures. */
 export function pruneExitCode(result: PruneResult): number {
@@ -115,7 +115,7 @@ export function registerPrune(ctx: CommandContext): void {
       const config = loadConfig(globals.config);
       const progress = !globals.quiet && !globals.json;
       const result = await pruneCommand(config, {
-        at: opts.at, policy, dryRun: opts.dryRun, signal: ctx.signal, retries: opts.retries, onRetry: reportRetry(globals),
+        at: opts.at, policy, dryRun: opts.dryRun, signal: ctx.signal, retries: opts.retries, onRetry: reportRetry(globals), onWarning: warn,
         onRemoved: progress ? (e) => {
           process.stderr.write(e.error === undefined ? `offsite: ${e.destination}: removed ${e.name}\n` : `offsite: ${e.destination}: ${e.name}: ${e.error}\n`);
         } : undefined,

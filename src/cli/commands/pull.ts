@@ -28,7 +28,7 @@ Examples:
   offsite pull backup_2026_11_20_02_00_00 --from cloud --to source
   offsite pull nightly_3 --from nas --to ./restore`)
     .action(async (name: string, opts: { from: string; to: string; concurrency?: number; retries?: number }) => {
-      if (!isValidBackupName(name)) throw new UsageError(`"${name}" is not a milvus-backup backup name (letters, digits and _, not starting with a digit)`);
+      if (!isValidBackupName(name)) throw new UsageError(`${JSON.stringify(name)} is not a milvus-backup backup name (letters, digits and _, not starting with a digit)`);
       const g = ctx.globals();
       const config = loadConfig(g.config);
       const bars = createProgress(!g.quiet && !g.json);
@@ -43,6 +43,7 @@ Examples:
         bars.stop();
       }
       if (g.json) { printJson({ ok: true, ...result }); return; }
+      if (result.alreadyThere) out(`${result.backup} was already at ${result.toDescription} (an earlier pull finished): nothing sent, every file hashed in place`);
       out(`pulled ${result.backup} from ${result.from} (${result.fromDescription}) to ${result.toDescription}: ${result.files} files, ${formatBytes(result.bytes)} (${formatBytes(result.bytesWritten)} written${result.bytesResumed > 0 ? `, ${formatBytes(result.bytesResumed)} resumed` : ''})`);
       out(`  read back at the target: ${result.verify.filesRead} files, every chunk hash matches; milvus-backup's completion rule holds`);
       out('next:');

@@ -5,9 +5,9 @@ import { formatDuration, type WaitEvent } from '../../ops/wait.js';
 import { loadConfig } from '../../config/config.js';
 import { formatBytes } from '../../config/units.js';
 import type { ReplicateResult } from '../../core/replicate.js';
-import { EXIT_CODE_HELP, ExitCode } from '../exit.js';
+import { EXIT_CODE_HELP, ExitCode, oneLine } from '../exit.js';
 import { createProgress } from '../progress.js';
-import { out, parseDurationOption, parseList, parsePositiveInt, parseRetries, parseSizeOption, printJson, reportRetry, type CommandContext, type GlobalOptions } from '../common.js';
+import { out, parseDurationOption, parseList, parsePositiveInt, parseRetries, parseSizeOption, parseRateOption, printJson, reportRetry, warn, type CommandContext, type GlobalOptions } from '../common.js';
 
 /** Exit code of a replicate run: 0 all done, 4 some destinations failed, 1 all failed. */
 export function replicateExitCode(result: ReplicateResult): number {
@@ -67,7 +67,7 @@ export function registerReplicate(ctx: CommandContext): void {
     .addOption(new Option('--chunk-size <size>', 'chunk and part size, e.g. 8MiB (default: options.chunkSize)').argParser(parseSizeOption))
     .option('--retries <n>', 'retries of a transient error (reset, timeout, 5xx) per operation; a retry resends only the failed part (default: options.retries, 5)', parseRetries)
     .addOption(new Option('--timeout <duration>', 'stop retrying an operation that has kept failing this long, e.g. 5m (default: options.timeout, 10m); one request\'s own limit is the destination\'s connectTimeoutMs/requestTimeoutMs/readyTimeoutMs').argParser(parseDurationOption))
-    .addOption(new Option('--bwlimit <rate>', 'total write rate over all destinations, bytes per second, e.g. 20MiB (default: options.bwlimit; per destination: bwlimit in its config)').argParser(parseSizeOption))
+    .addOption(new Option('--bwlimit <rate>', 'total write rate over all destinations, bytes per second, e.g. 20MiB; 0: no limit (default: options.bwlimit; per destination: bwlimit in its config)').argParser(parseRateOption))
     .addHelpText('after', `\nA backup that is not complete (meta missing, a binlog short, changed within the quiet period) is refused with the reason.\nWith --wait it is polled until complete (quiet period included); a backup that stays failed for a quiet period, or the deadline, ends the wait with exit code 1 and the reason.\n--latest --wait waits for the backup with the newest change, complete or not, so a hook run right after milvus-backup create copies the backup just made.\nEach destination gets NAME/.offsite/manifest.json only once every file is there.\n\n${EXIT_CODE_HELP}`)
     .action(async (name: string | undefined, opts: { latest?: boolean; wait?: number; to?: string[]; dryRun?: boolean; concurrency?: number; chunkSize?: number; retries?: number; timeout?: number; bwlimit?: number }) => {
       const config = loadConfig(ctx.globals().config);
@@ -75,7 +75,7 @@ export function registerReplicate(ctx: CommandContext): void {
       let result: ReplicateCommandResult;
       try {
         result = await replicateCommand(config, {
-          backup: name, latest: opts.latest, waitMs: opts.wait, onWait: reportWait(ctx.globals()), to: opts.to, dryRun: opts.dryRun, concurrency: opts.concurrency, chunkBytes: opts.chunkSize, signal: ctx.signal,
+          backup: name, latest: opts.latest, waitMs: opts.wait, onWait: reportWait(ctx.globals()), onWarning: warn, to: opts.to, dryRun: opts.dryRun, concurrency: opts.concurrency, chunkBytes: opts.chunkSize, signal: ctx.signal,
           retries: opts.retries, retryTimeoutMs: opts.timeout, bwlimitBytesPerSecond: opts.bwlimit ?? config.settings.bwlimitBytesPerSecond, onRetry: reportRetry(ctx.globals()),
           onEvent: (event) => {
             if (event.type === 'plan' && !opts.dryRun) {
@@ -88,6 +88,12 @@ export function registerReplicate(ctx: CommandContext): void {
       }
       if (ctx.globals().json) printJson({ ...result, destinations: result.destinations.map(({ plan: _plan, ...d }) => (opts.dryRun ? { ...d, plan: _plan } : d)) });
       else renderReplicate(result);
+      // Errors go to stderr too (README: one line each), so cron mail shows them whatever stdout is.
+      for (const d of result.destinations) {
+        if (d.status !== 'failed') continue;
+        const first = d.errors[0];
+        process.stderr.write(`offsite: ${oneLine(`${d.name}: replicate ${result.backup} failed: ${first ? `${first.path ? `${first.path}: ` : ''}${first.message}` : 'unknown error'}${d.errors.length > 1 ? ` (and ${d.errors.length - 1} more)` : ''}`)}\n`);
+      }
       ctx.setExit(replicateExitCode(result));
     });
 

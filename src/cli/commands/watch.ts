@@ -8,7 +8,7 @@ import { UsageError } from '../../errors.js';
 import { formatDuration } from '../../ops/wait.js';
 import { DEFAULT_WATCH_INTERVAL_MS, watchBackups, type WatchEvent, type WatchSummary } from '../../ops/watch.js';
 import { EXIT_CODE_HELP, ExitCode } from '../exit.js';
-import { out, parseDurationOption, parseList, parsePositiveInt, parseRetries, parseSizeOption, reportRetry, type CommandContext } from '../common.js';
+import { out, parseDurationOption, parseList, parsePositiveInt, parseRetries, parseSizeOption, parseRateOption, reportRetry, type CommandContext } from '../common.js';
 
 /** 0 nothing failing; 4 some destinations failing, the others fine; 1 all failing, or the source. */
 export function watchExitCode(summary: WatchSummary): number {
@@ -42,6 +42,8 @@ export function describeWatchEvent(e: WatchEvent): string {
       return `${e.backup ? `${e.backup}: ` : ''}${e.destination}: FAILED: ${e.message}${e.retryInMs === undefined ? '' : `; trying again in ${formatDuration(e.retryInMs)}`}`;
     case 'source-failed':
       return `source${e.backup ? ` (${e.backup})` : ''}: FAILED: ${e.message}${e.retryInMs === undefined ? '' : `; trying again in ${formatDuration(e.retryInMs)}`}`;
+    case 'warning':
+      return `warning: ${e.message}`;
     case 'stop':
       return `stopped (${e.reason === 'signal' ? 'on a signal' : 'one pass done'}): ${e.copies} ${e.copies === 1 ? 'copy' : 'copies'} made; failing: ${
         [...e.failing, ...(e.sourceFailing ? ['the source'] : [])].join(', ') || 'nothing'}${
@@ -59,7 +61,7 @@ export function registerWatch(ctx: CommandContext): void {
     .addOption(new Option('--chunk-size <size>', 'chunk and part size, e.g. 8MiB (default: options.chunkSize)').argParser(parseSizeOption))
     .option('--retries <n>', 'retries of a transient error per operation (default: options.retries, 5)', parseRetries)
     .addOption(new Option('--timeout <duration>', 'stop retrying an operation that has kept failing this long (default: options.timeout, 10m)').argParser(parseDurationOption))
-    .addOption(new Option('--bwlimit <rate>', 'total write rate over all destinations, bytes per second, e.g. 20MiB (default: options.bwlimit)').argParser(parseSizeOption))
+    .addOption(new Option('--bwlimit <rate>', 'total write rate over all destinations, bytes per second, e.g. 20MiB; 0: no limit (default: options.bwlimit)').argParser(parseRateOption))
     .addHelpText('after', `
 Each poll lists the source once. A backup is replicated once it is complete (meta present, every
 binlog whole, nothing changed for options.quietPeriod), oldest first, to every destination that

@@ -27,7 +27,7 @@ import { throwIfAborted } from '../../errors.js';
 import {
   checkDriverKey, checkDriverPrefix, checkReadRange, checkWriteShape, driverClosedError, partialName, splitKey, type ErrorContext,
 } from '../toolkit/index.js';
-import type { Capabilities, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
+import type { Capabilities, Driver, Entry, ListOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
 import { filesystemLocation, type Identity, type Location } from '../location.js';
 import { identifyLocalFolder } from './identity.js';
 import { copyLocal } from './copy.js';
@@ -68,15 +68,16 @@ export class LocalDriver implements Driver {
    * Every file under `prefix`, in no particular order, a few folders and files read at a time
    * (./tree.ts `walk`: bounded memory). Skips folders, our temp files, and anything that is
    * neither a file nor a folder. Fails with a `KeyError` (before any IO) for a bad prefix, and
-   * when it meets a symlink that points outside the root. A missing prefix yields nothing; a
-   * folder that vanishes mid-walk is skipped.
+   * when it meets a symlink that points outside the root (unless `onRefused` is given: see
+   * `ListOptions`, as for `requireRoot`). A missing prefix yields nothing; a folder that vanishes
+   * mid-walk is skipped.
    */
-  async *list(prefix: string, options: SignalOptions = {}): AsyncIterable<Entry> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<Entry> {
     const context = { driver: this.name, action: 'list', key: prefix };
     try {
       checkDriverPrefix(this.name, prefix);
       this.#checkOpen(options.signal, context);
-      yield* this.#tree.walk(prefix, context, options.signal);
+      yield* this.#tree.walk(prefix, context, options.signal, options);
     } catch (err) {
       throw classifyFsError(err, context);
     }

@@ -26,7 +26,7 @@ const BY_ERRNO: Readonly<Record<string, Classification>> = {
   EDQUOT: { kind: 'permanent', code: 'E_DISK_FULL', why: 'disk full (quota exceeded)' },
   EFBIG: { kind: 'permanent', code: 'E_FS', why: 'file too large for this file system' },
   ENAMETOOLONG: { kind: 'permanent', code: 'E_FS', why: 'name too long for this file system' },
-  EISDIR: { kind: 'permanent', code: 'E_FS', why: 'a folder is in the way' },
+  EISDIR: { kind: 'permanent', code: 'E_FS', why: 'a folder is in the way (a folder has the name this file needs; move it away and run again)' },
   EEXIST: { kind: 'permanent', code: 'E_FS', why: 'something already exists in the way' },
   ENOTEMPTY: { kind: 'permanent', code: 'E_FS', why: 'a non-empty folder is in the way' },
   ELOOP: { kind: 'permanent', code: 'E_FS', why: 'too many levels of symlinks' },

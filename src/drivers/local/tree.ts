@@ -16,11 +16,11 @@
  */
 import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
-import { mkdir, open, realpath, rmdir } from 'node:fs/promises';
+import { mkdir, open, realpath, rmdir, stat } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { DriverError, throwIfAborted } from '../../errors.js';
 import { FolderCache, isInside, isTempName, keyError, notFoundError, splitKey, type ErrorContext } from '../toolkit/index.js';
-import type { Entry } from '../types.js';
+import type { Entry, ListOptions } from '../types.js';
 import { classifyFsError, errnoOf, isMissing } from './errors.js';
 import { ASYNC_OPS, opsFor, type FsOps } from './fsops.js';
 
@@ -206,21 +206,37 @@ export class LocalTree {
    * which is what a walk of 100,000 files in 70,000 folders costs), yielding files as they are
    * found, in no particular order (no whole-tree array; at most a few thousand entries wait for
    * the reader). Skips folders, our temp files, and anything that is neither a file nor a
-   * folder. Fails with a `KeyError` when it meets a symlink that points outside the root. A
-   * missing prefix yields nothing; a folder that vanishes mid-walk is skipped.
+   * folder. Fails with a `KeyError` when it meets a symlink that points outside the root (or,
+   * with `onRefused`, reports that link and goes on). A missing prefix yields nothing; a folder
+   * that vanishes mid-walk is skipped. With `requireRoot`, a root that is missing (`not-found`)
+   * or not a folder (`permanent`) rejects.
    */
-  async *walk(prefix: string, context: ErrorContext, signal: AbortSignal | undefined): AsyncGenerator<Entry> {
+  async *walk(prefix: string, context: ErrorContext, signal: AbortSignal | undefined, options: Pick<ListOptions, 'onRefused' | 'requireRoot'> = {}): AsyncGenerator<Entry> {
     const realRoot = await this.realRoot(context);
+    if (options.requireRoot) await this.#checkRootFolder(realRoot);
     if (realRoot === undefined) return;
     const folderKey = prefix.slice(0, prefix.lastIndexOf('/') + 1);
     const segments = folderKey === '' ? [] : folderKey.slice(0, -1).split('/');
     this.forget(segments); // a listing is rare and must see the tree as it is now
     const start = await this.realFolder(segments, realRoot, context);
     if (start === undefined) return;
-    yield* this.#walkFrom(start, folderKey, prefix, realRoot, signal);
+    yield* this.#walkFrom(start, folderKey, prefix, realRoot, signal, options.onRefused);
   }
 
-  async *#walkFrom(start: string, startKey: string, prefix: string, realRoot: string, signal: AbortSignal | undefined): AsyncGenerator<Entry> {
+  /** For `list` with `requireRoot`: the root must exist and be a folder. */
+  async #checkRootFolder(realRoot: string | undefined): Promise<void> {
+    const info = realRoot === undefined ? undefined : await stat(realRoot).catch(() => undefined);
+    if (info === undefined) {
+      throw new DriverError('E_ROOT_MISSING', `${this.driver}: root ${this.root} does not exist (not mounted, or a typo in the config?)`, { kind: 'not-found' });
+    }
+    if (!info.isDirectory()) {
+      throw new DriverError('E_ROOT_NOT_FOLDER', `${this.driver}: root ${this.root} is not a folder; root must name the folder that holds the backups`, { kind: 'permanent' });
+    }
+  }
+
+  async *#walkFrom(
+    start: string, startKey: string, prefix: string, realRoot: string, signal: AbortSignal | undefined, onRefused: ListOptions['onRefused'],
+  ): AsyncGenerator<Entry> {
     type Task = { readonly path: string; readonly key: string; readonly kind: 'folder' | 'file' | 'link' };
     const tasks: Task[] = [{ path: start, key: startKey, kind: 'folder' }];
     const ready: Entry[] = [];
@@ -251,6 +267,10 @@ export class LocalTree {
       if (task.kind === 'link') {
         const real = await ops.realpath(path);
         if (real === undefined) return; // dangling
+        if (onRefused !== undefined && !isInside(real, realRoot, sep)) {
+          onRefused(task.key, keyError(this.driver, task.key, `a symlink on its path points outside the root (to ${real})`));
+          return;
+        }
         this.checkInside(task.key, real, realRoot);
         path = real;
       }

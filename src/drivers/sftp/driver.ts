@@ -15,7 +15,7 @@
 import type { Readable } from 'node:stream';
 import { throwIfAborted } from '../../errors.js';
 import { checkDriverKey, checkDriverPrefix, checkReadRange, checkWriteShape, isNotFound, partialPathOf } from '../toolkit/index.js';
-import type { Capabilities, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
+import type { Capabilities, Driver, Entry, ListOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
 import { ConnectionPool, type SftpHooks } from './connection.js';
 import { copySftp } from './copy.js';
 import type { SftpOptions } from './options.js';
@@ -64,14 +64,14 @@ export class SftpDriver implements Driver {
    * under the prefix that leads outside the root rejects the iteration with a `KeyError`, as
    * does a prefix whose folder is reached through one. A missing prefix yields nothing. Errors
    * other than a missing folder reject the iteration (permission denied: `permanent`; a lost
-   * connection: `retryable`).
+   * connection: `retryable`). `onRefused` and `requireRoot`: see `ListOptions`.
    */
-  async *list(prefix: string, options: SignalOptions = {}): AsyncIterable<Entry> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<Entry> {
     checkDriverPrefix(this.name, prefix);
     throwIfAborted(options.signal, `${this.name}: list ${prefix}`);
     const conn = await this.#pool.acquire();
     try {
-      yield* this.#tree.walk(conn, prefix, options.signal);
+      yield* this.#tree.walk(conn, prefix, options.signal, options);
     } finally {
       this.#pool.release(conn);
     }

@@ -30,7 +30,7 @@ import { DriverError, throwIfAborted } from '../../errors.js';
 import {
   checkDriverKey, FolderCache, isInside, isNotFound, isSafeKey, isTempName, keyError, missingAsUndefined, where, type ErrorContext,
 } from '../toolkit/index.js';
-import type { Entry } from '../types.js';
+import type { Entry, ListOptions } from '../types.js';
 import { closeQuietly, extensionRefused, settle, type Settled, type SftpConnection } from './connection.js';
 import { isNoSuchFile, SFTP_STATUS, sftpStatusOf } from './errors.js';
 
@@ -75,10 +75,12 @@ export class SftpTree {
    * and names that are not valid keys are skipped; symlinks to files inside the root are listed
    * with the target's size. A symlink under the prefix that leads outside the root rejects with
    * a `KeyError`, as does a prefix whose folder is reached through one. A missing prefix yields
-   * nothing. Every folder walked is remembered as checked.
+   * nothing. Every folder walked is remembered as checked. `onRefused` and `requireRoot`: see
+   * `ListOptions`.
    */
-  async *walk(conn: SftpConnection, prefix: string, signal: AbortSignal | undefined): AsyncGenerator<Entry> {
+  async *walk(conn: SftpConnection, prefix: string, signal: AbortSignal | undefined, options: Pick<ListOptions, 'onRefused' | 'requireRoot'> = {}): AsyncGenerator<Entry> {
     const context = (key: string): ErrorContext => ({ driver: this.driver, action: 'list', key });
+    if (options.requireRoot) await this.#checkRootFolder(conn);
     const slash = prefix.lastIndexOf('/');
     const start = slash === -1 ? '' : prefix.slice(0, slash);
     const pending: string[] = [start];
@@ -111,11 +113,31 @@ export class SftpTree {
           if (type === S_IFREG) {
             yield { key, size: item.attrs.size, mtimeMs: item.attrs.mtime * 1000 };
           } else if (type === S_IFLNK) {
-            const target = await this.followLink(conn, key, context(key));
+            let target: { stats: Stats } | undefined;
+            try {
+              target = await this.followLink(conn, key, context(key));
+            } catch (err) {
+              if (options.onRefused === undefined || (err as { code?: string }).code !== 'E_BAD_KEY') throw err;
+              options.onRefused(key, err as Error);
+              continue;
+            }
             if (target?.stats.isFile()) yield { key, size: target.stats.size, mtimeMs: target.stats.mtime * 1000 };
           }
         }
       }
+    }
+  }
+
+  /** For `list` with `requireRoot`: the root must exist and be a folder (one STAT). */
+  async #checkRootFolder(conn: SftpConnection): Promise<void> {
+    const root = this.root;
+    const info = await conn.call<Stats>({ driver: this.driver, action: 'list', key: '(root)' }, (sftp, done) => sftp.stat(root, done))
+      .catch((err: unknown) => missingAsUndefined(err));
+    if (info === undefined) {
+      throw new DriverError('E_ROOT_MISSING', `${this.driver}: root ${root} does not exist on the server (a typo in the config?)`, { kind: 'not-found' });
+    }
+    if (!info.isDirectory()) {
+      throw new DriverError('E_ROOT_NOT_FOLDER', `${this.driver}: root ${root} is not a folder; root must name the folder that holds the backups`, { kind: 'permanent' });
     }
   }
 
