@@ -38,7 +38,7 @@ import { lockHolder } from '../core/lock.js';
 import { replicate, type ReplicateOrigin } from '../core/replicate.js';
 import { verifyCopy, type Damage, type VerifyResult } from '../core/verify.js';
 import type { Driver } from '../drivers/types.js';
-import { closeAll, openDestinations, openSource, type TransferOptions } from '../app.js';
+import { DriverRuntime, type TransferOptions } from '../runtime/drivers.js';
 import { errorMessage, OffsiteError, UsageError } from '../errors.js';
 import {
   buildManifestBody, manifestKey, progressKey, readManifestAt, writeManifestAt, type Manifest, type ManifestFile,
@@ -198,13 +198,15 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
   const mode = validateOptions(options);
   const now = options.now ?? (() => new Date());
   const startedAt = now();
-  const destinations = await openDestinations(config, options.at ?? [], options);
+  // A bandwidth limit paces the read-back as well as the repairs' writes.
+  const runtime = new DriverRuntime(config, { ...options, limitReads: true });
   let source: Driver | undefined;
   let sourceProblem: string | undefined;
   try {
+    const destinations = await runtime.destinations(options.at ?? []);
     const atSource = new Set<string>();
     try {
-      source = await openSource(config, options);
+      source = await runtime.source();
       for (const b of await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal })) {
         if (b.state === 'complete') atSource.add(b.name);
       }
@@ -244,7 +246,7 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
       exitCode: damaged ? 3 : unchecked ? 4 : 0,
     };
   } finally {
-    await closeAll([source, ...destinations]);
+    await runtime.close();
   }
 }
 

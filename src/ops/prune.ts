@@ -29,7 +29,7 @@
  *
  * `dryRun` computes the same plan and deletes nothing, writes nothing, takes no lock.
  */
-import { closeAll, openDestinations, openSource, type TransferOptions } from '../app.js';
+import { withRuntime, type TransferOptions } from '../runtime/drivers.js';
 import { backupTimeFromName } from '../backup/names.js';
 import type { OffsiteConfig } from '../config/config.js';
 import { acquireLock, lockKey, type HeldLock } from '../core/lock.js';
@@ -374,18 +374,14 @@ async function pruneDestination(driver: Driver, options: PruneOptions, concurren
  */
 export async function pruneCommand(config: OffsiteConfig, options: PruneOptions): Promise<PruneResult> {
   checkPolicy(options.policy);
-  const destinations = await openDestinations(config, options.at ?? [], options);
-  try {
+  return withRuntime(config, options, async (runtime) => {
+    const destinations = await runtime.destinations(options.at ?? []);
     // Never at the source: refuse a destination that is the source's root, or inside it, or around it.
-    const source = await openSource(config, options);
-    try {
-      for (const d of destinations) {
-        if (rootsOverlap(d.description, source.description)) {
-          throw new ConfigError(`${config.path}: destination "${d.name}" (${d.description}) ${d.description === source.description ? 'is' : 'overlaps'} the source (${source.description}); prune never deletes at the source: point the destination elsewhere`);
-        }
+    const source = await runtime.source();
+    for (const d of destinations) {
+      if (rootsOverlap(d.description, source.description)) {
+        throw new ConfigError(`${config.path}: destination "${d.name}" (${d.description}) ${d.description === source.description ? 'is' : 'overlaps'} the source (${source.description}); prune never deletes at the source: point the destination elsewhere`);
       }
-    } finally {
-      await closeAll([source]);
     }
     const results = await Promise.all(destinations.map(async (driver) => {
       try {
@@ -397,7 +393,5 @@ export async function pruneCommand(config: OffsiteConfig, options: PruneOptions)
     }));
     throwIfAborted(options.signal, 'prune');
     return { dryRun: options.dryRun ?? false, policy: describePolicy(options.policy), destinations: results };
-  } finally {
-    await closeAll(destinations);
-  }
+  });
 }

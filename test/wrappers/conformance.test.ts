@@ -15,6 +15,7 @@ import type { Driver } from '../../src/drivers/types.js';
 import { createRateLimiter, withBandwidthLimit } from '../../src/drivers/wrappers/bwlimit.js';
 import { withRetry } from '../../src/drivers/wrappers/retry.js';
 import { runConformance } from '../conformance/suite.js';
+import { wrapDriver } from '../../src/runtime/drivers.js';
 import { FlakyDriver } from './flaky.js';
 import { checkKeepsMembers } from './members.js';
 
@@ -40,6 +41,10 @@ runConformance('withBandwidthLimit(local, reads too)', { create: async () => lim
 checkKeepsMembers('withRetry', retryOnly, { realInner: localDriver });
 checkKeepsMembers('withBandwidthLimit', limitOnly, { realInner: localDriver });
 checkKeepsMembers('withRetry(withBandwidthLimit)', retryOverLimit, { realInner: localDriver });
+// The stack every command gets from src/runtime/drivers.ts.
+const runtimeStack = (inner: Driver): Driver => wrapDriver(inner, { limiters: [createRateLimiter(1024 ** 3), createRateLimiter(1024 ** 3)], limitReads: true, retries: 3 });
+runConformance('runtime wrapDriver(local): retry + total and own bandwidth limits', { create: async () => runtimeStack(await localDriver()), cleanup });
+checkKeepsMembers('runtime wrapDriver', runtimeStack, { realInner: localDriver });
 checkKeepsMembers('withRetry(withBandwidthLimit(flaky))', (inner) => retryOverLimit(new FlakyDriver(inner)), { realInner: localDriver });
 
 const flakies: FlakyDriver[] = [];
