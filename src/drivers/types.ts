@@ -95,6 +95,12 @@ export interface WriteOptions extends SignalOptions {
    * size, max parts).
    */
   readonly partBytes: number;
+  /**
+   * A hint for wrappers, ignored by drivers: this is a small bookkeeping object of our own (the
+   * lock file) that must not wait behind the bandwidth limit, or a stop (SIGTERM) would wait for
+   * it. Never set it for backup data or manifests.
+   */
+  readonly unpaced?: boolean;
 }
 
 /** Hash recorded at commit time. */

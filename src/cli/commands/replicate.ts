@@ -5,7 +5,7 @@ import { formatDuration, type WaitEvent } from '../../ops/wait.js';
 import { loadConfig } from '../../config/config.js';
 import { formatBytes } from '../../config/units.js';
 import type { ReplicateResult } from '../../core/replicate.js';
-import { EXIT_CODE_HELP, ExitCode } from '../exit.js';
+import { EXIT_CODE_HELP, ExitCode, INTERRUPTED_MESSAGE } from '../exit.js';
 import { createProgress } from '../progress.js';
 import { addTransferOptions, out, parseDurationOption, parseList, parsePositiveInt, parseSizeOption, printJson, transferOptions, type CommandContext, type GlobalOptions, type TransferFlags } from '../common.js';
 
@@ -16,7 +16,12 @@ export function replicateExitCode(result: ReplicateResult): number {
   return failed < result.destinations.length ? ExitCode.partial : ExitCode.error;
 }
 
-function renderReplicate(result: ReplicateResult): void {
+/** True when every error of a failed destination is the stop itself (nothing else went wrong there). */
+function onlyInterrupted(d: ReplicateResult['destinations'][number]): boolean {
+  return d.status === 'failed' && d.errors.length > 0 && d.errors.every((e) => e.code === 'E_ABORTED');
+}
+
+function renderReplicate(result: ReplicateResult, interrupted: boolean): void {
   out(`${result.dryRun ? 'plan for' : 'replicated'} ${result.backup} from ${result.source}: ${result.files} files, ${formatBytes(result.bytes)}`);
   const width = Math.max(...result.destinations.map((d) => d.name.length));
   for (const d of result.destinations) {
@@ -29,6 +34,8 @@ function renderReplicate(result: ReplicateResult): void {
       out(`  ${name}  up to date: nothing to copy (${d.filesSkipped} files already verified by its manifest)`);
     } else if (d.status === 'complete') {
       out(`  ${name}  complete: ${d.filesCopied} copied, ${d.filesAdopted} checked in place, ${d.filesSkipped} already there; ${formatBytes(d.bytesWritten)} written, ${formatBytes(d.bytesResumed)} resumed; manifest ${d.manifestKey}`);
+    } else if (interrupted && onlyInterrupted(d)) {
+      out(`  ${name}  interrupted: ${d.filesCopied} files copied so far (${formatBytes(d.bytesWritten)}); the rest resumes on the next run`);
     } else {
       out(`  ${name}  FAILED: ${d.errors[0] ? `${d.errors[0].path ? `${d.errors[0].path}: ` : ''}${d.errors[0].message}` : 'unknown error'}`);
       for (const e of d.errors.slice(1, 5)) out(`  ${' '.repeat(width)}          ${e.path ? `${e.path}: ` : ''}${e.message}`);
@@ -83,9 +90,15 @@ export function registerReplicate(ctx: CommandContext): void {
       } finally {
         bars.stop();
       }
-      if (ctx.globals().json) printJson({ ...result, destinations: result.destinations.map(({ plan: _plan, ...d }) => (opts.dryRun ? { ...d, plan: _plan } : d)) });
-      else renderReplicate(result);
-      ctx.setExit(replicateExitCode(result));
+      const interrupted = ctx.signal.aborted;
+      if (ctx.globals().json) printJson({ ...result, ...(interrupted ? { interrupted: true } : {}), destinations: result.destinations.map(({ plan: _plan, ...d }) => (opts.dryRun ? { ...d, plan: _plan } : d)) });
+      else renderReplicate(result, interrupted);
+      if (interrupted) {
+        process.stderr.write(`offsite: ${INTERRUPTED_MESSAGE}\n`);
+        ctx.setExit(ExitCode.interrupted);
+      } else {
+        ctx.setExit(replicateExitCode(result));
+      }
     });
 
 }

@@ -19,7 +19,8 @@
  * from the network through the stream's backpressure.
  *
  * Not charged: `matches` (drivers that read a part back to compare it do so on their own
- * connection; S3 compares ETags), `copyWithin` (server-side), list/stat/delete. Put the retry
+ * connection; S3 compares ETags), `copyWithin` (server-side), list/stat/delete, and writes opened
+ * with `unpaced` (the lock file's few hundred bytes a minute, which must never make a stop wait). Put the retry
  * layer outside this one (`withRetry(withBandwidthLimit(d, ...))`) so that parts sent again are
  * charged again.
  */
@@ -184,8 +185,10 @@ class BandwidthLimitedDriver extends ForwardingDriver {
     return this.limitOptions.limitReads ? pacedStream(stream, this.limiters, `${this.name}: ${key}`, options.signal) : stream;
   }
 
+  /** Sessions opened with `unpaced` (our lock file) are not paced: a stop must not wait for them. */
   override async openWrite(key: string, options: WriteOptions): Promise<WriteSession> {
-    return new LimitedWriteSession(await this.inner.openWrite(key, options), this.limiters);
+    const session = await this.inner.openWrite(key, options);
+    return options.unpaced ? session : new LimitedWriteSession(session, this.limiters);
   }
 }
 
