@@ -14,7 +14,7 @@ export function registerPull(ctx: CommandContext): void {
     .argument('<name>', 'backup name')
     .requiredOption('--from <destination>', 'the destination holding the copy (see offsite list)')
     .requiredOption('--to <target>', 'source (the configured source), a destination name, or a folder path (./restore, /srv/backups)')
-    .option('--concurrency <n>', 'files transferred at once (default: options.concurrency)', parsePositiveInt), 'bytes read from --from and written to --to')
+    .option('--concurrency <n>', 'files transferred at once (default: options.concurrency)', parsePositiveInt), 'bytes written to --to')
     .addHelpText('after', `
 Every file must read back to the hash in the copy's manifest before it is committed at the
 target; the target is then read back in full and checked with milvus-backup's completion rule.
