@@ -1,6 +1,6 @@
 /**
  * The `offsite` command line (commander). Thin: parses arguments, calls the library functions in
- * src/commands/ and src/ops/ (through src/index.ts), renders their results (human text, or one JSON document with --json), and maps
+ * src/commands/ and src/ops/, renders their results (human text, or one JSON document with --json), and maps
  * outcomes and errors to exit codes (src/cli/exit.ts). Errors are one line on stderr, never a
  * stack trace.
  */
