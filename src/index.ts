@@ -1,8 +1,10 @@
 /**
  * The offsite library API. The CLI uses exactly these functions.
  */
-export { listCommand, replicateCommand, verifyCommand, inspectCommand, openSource, openDestinations, pickLatest } from './app.js';
-export type { ListResult, ReplicateCommandOptions, VerifyCommandOptions } from './app.js';
+export { listCommand, replicateCommand, verifyCommand, inspectCommand, watchCommand, pickLatest } from './commands/index.js';
+export type { ListResult, ReplicateCommandOptions, ReplicateCommandResult, VerifyCommandOptions, WatchCommandOptions } from './commands/index.js';
+export { DriverRuntime, withRuntime, wrapDriver, openSource, openDestinations, closeAll } from './runtime/drivers.js';
+export type { TransferOptions } from './runtime/drivers.js';
 export { loadConfig, parseConfig, findConfigPath } from './config/config.js';
 export type { OffsiteConfig, Settings } from './config/config.js';
 export { replicate, readDestinationState, DEFAULT_CHUNK_BYTES } from './core/replicate.js';
@@ -30,4 +32,3 @@ export { waitForBackup } from './ops/wait.js';
 export type { WaitEvent, WaitForBackupOptions } from './ops/wait.js';
 export { watchBackups } from './ops/watch.js';
 export type { WatchEvent, WatchOptions, WatchSummary } from './ops/watch.js';
-export type { ReplicateCommandResult } from './app.js';

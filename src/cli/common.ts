@@ -3,11 +3,12 @@
  * argument parsers and the context a command registers itself with.
  */
 import type { Command } from 'commander';
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
 import { parseBytes, parseDuration } from '../config/units.js';
 import type { RetryInfo } from '../drivers/wrappers/index.js';
 import { errorMessage } from '../errors.js';
 import { oneLine } from './exit.js';
+import type { TransferOptions } from '../runtime/drivers.js';
 
 /** Passed to each command's `register` function. */
 export interface CommandContext {
@@ -97,4 +98,28 @@ export function parseRateOption(value: string): number {
     warn(`--bwlimit ${value} is ${rate} byte${rate === 1 ? '' : 's'} per second: a copy would take days; did you mean ${value}MiB? (0 means no limit)`);
   }
   return rate;
+}
+
+/** The transfer options as commander parses them (see `addTransferOptions`). */
+export interface TransferFlags {
+  retries?: number;
+  timeout?: number;
+  bwlimit?: number;
+}
+
+/**
+ * Adds the transfer options, defined once for every command that moves bytes (replicate, verify,
+ * audit, pull, watch): `--retries`, `--timeout` and `--bwlimit`. `limited` says what the
+ * bandwidth limit paces for this command, for its help line.
+ */
+export function addTransferOptions(command: Command, limited = 'bytes written, all destinations together'): Command {
+  return command
+    .option('--retries <n>', 'retries of a transient error (reset, timeout, 5xx) per operation; a retry resends only the failed part (default: options.retries, 5)', parseRetries)
+    .addOption(new Option('--timeout <duration>', 'stop retrying an operation that has kept failing this long, e.g. 5m (default: options.timeout, 10m); one request\'s own limit is the driver\'s connectTimeoutMs/requestTimeoutMs/readyTimeoutMs').argParser(parseDurationOption))
+    .addOption(new Option('--bwlimit <rate>', `bandwidth limit in bytes per second, e.g. 20MiB: ${limited} (default: options.bwlimit; per destination: bwlimit in its config)`).argParser(parseRateOption));
+}
+
+/** Turns the parsed transfer options into the runtime's `TransferOptions` (config defaults apply there). */
+export function transferOptions(flags: TransferFlags, globals: GlobalOptions): TransferOptions {
+  return { retries: flags.retries, retryTimeoutMs: flags.timeout, bwlimitBytesPerSecond: flags.bwlimit, onRetry: reportRetry(globals) };
 }

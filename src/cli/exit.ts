@@ -15,14 +15,20 @@ export const ExitCode = {
   damage: 3,
   /** Partial success: some destinations were done, others failed. */
   partial: 4,
+  /** Stopped by SIGINT (Ctrl-C) or SIGTERM before the end; what was copied stays resumable. */
+  interrupted: 130,
 } as const;
+
+/** The one line printed when a run was stopped by a signal. */
+export const INTERRUPTED_MESSAGE = 'interrupted: stopped before the end; what was copied stays resumable: run the same command again to resume';
 
 export const EXIT_CODE_HELP = `Exit codes:
   0  success
   1  error (incomplete backup, unreachable source, every destination failed, ...)
   2  usage or configuration error
   3  verification or audit found damage (not repaired)
-  4  partial success: some destinations failed (or could not be checked), the others are done`;
+  4  partial success: some destinations failed (or could not be checked), the others are done
+  130  interrupted by Ctrl-C or SIGTERM (run the same command again to resume)`;
 
 export function exitCodeFor(err: unknown): number {
   if (err instanceof UsageError || err instanceof ConfigError) return ExitCode.usage;

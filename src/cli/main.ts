@@ -1,6 +1,6 @@
 /**
  * The `offsite` command line (commander). Thin: parses arguments, calls the library functions in
- * src/app.ts, renders their results (human text, or one JSON document with --json), and maps
+ * src/commands/ and src/ops/, renders their results (human text, or one JSON document with --json), and maps
  * outcomes and errors to exit codes (src/cli/exit.ts). Errors are one line on stderr, never a
  * stack trace.
  */
@@ -16,7 +16,7 @@ import { registerPull } from './commands/pull.js';
 import { registerReplicate } from './commands/replicate.js';
 import { registerVerify } from './commands/verify.js';
 import { registerWatch } from './commands/watch.js';
-import { describeError, EXIT_CODE_HELP, ExitCode, exitCodeFor } from './exit.js';
+import { describeError, EXIT_CODE_HELP, ExitCode, exitCodeFor, INTERRUPTED_MESSAGE } from './exit.js';
 
 export { replicateExitCode } from './commands/replicate.js';
 export { verifyExitCode } from './commands/verify.js';
@@ -61,7 +61,7 @@ export async function main(argv: readonly string[]): Promise<void> {
   let interrupted = false;
   // SIGINT (Ctrl-C) and SIGTERM (systemd stop, kill) both stop cleanly; a second one quits at once.
   const stop = (): void => {
-    if (interrupted) process.exit(130);
+    if (interrupted) process.exit(ExitCode.interrupted);
     interrupted = true;
     process.stderr.write('offsite: interrupted; stopping (what was copied stays resumable). Press Ctrl-C again to quit at once.\n');
     controller.abort();
@@ -82,9 +82,11 @@ export async function main(argv: readonly string[]): Promise<void> {
       }
     } else {
       const json = program.opts<GlobalOptions>().json;
-      const message = describeError(err);
+      // A stop by a signal is one interruption, not the error of whatever was waiting at that moment.
+      const aborted = err instanceof OffsiteError && err.code === 'E_ABORTED';
+      const message = !interrupted ? describeError(err) : aborted ? INTERRUPTED_MESSAGE : `${INTERRUPTED_MESSAGE} (at that moment: ${describeError(err)})`;
       process.stderr.write(`offsite: ${message}\n`);
-      exitCode = interrupted ? 130 : exitCodeFor(err);
+      exitCode = interrupted ? ExitCode.interrupted : exitCodeFor(err);
       if (json) printJson({ ok: false, error: { code: err instanceof OffsiteError ? err.code : 'E_INTERNAL', kind: errorKind(err), message } });
     }
   }

@@ -10,6 +10,10 @@
  * not refreshed for `staleMs` (a crashed run elsewhere), or taken on this host by a process that
  * no longer exists (a run killed here), is taken over. It lives at the destination, so it
  * works across machines; it is advisory (a run that ignores it is not stopped).
+ *
+ * A stop must not wait for the lock: its writes are `unpaced` (they never queue behind the
+ * bandwidth limit), `release` aborts a refresh in flight, and release's own read and delete give
+ * up after `RELEASE_TIMEOUT_MS` (the lock then expires, or is taken over by the next run here).
  */
 import { randomUUID } from 'node:crypto';
 import { hostname, userInfo } from 'node:os';
@@ -43,6 +47,9 @@ export interface HeldLock {
   release(): Promise<void>;
 }
 
+/** Longest time `release` spends on the destination. */
+export const RELEASE_TIMEOUT_MS = 5000;
+
 export function lockKey(backup: string): string {
   return `${backup}/${OFFSITE_DIR}/lock.json`;
 }
@@ -59,7 +66,7 @@ async function readLock(driver: Driver, key: string, signal?: AbortSignal): Prom
 
 async function writeLock(driver: Driver, key: string, info: LockInfo, signal?: AbortSignal): Promise<void> {
   const bytes = Buffer.from(`${JSON.stringify(info)}\n`);
-  await writeBytes(driver, key, bytes, (await getHasher()).hash(bytes), { signal });
+  await writeBytes(driver, key, bytes, (await getHasher()).hash(bytes), { signal, unpaced: true });
 }
 
 /** Takes the lock of `backup` at `driver`, or throws `E_LOCKED` naming the holder. */
@@ -82,17 +89,20 @@ export async function acquireLock(driver: Driver, backup: string, options: LockO
     throw new OffsiteError('E_LOCKED', `${driver.name}: ${backup} is being written by another offsite run that started at the same moment (${after ? `${after.owner}@${after.host}, pid ${after.pid}` : 'unknown'}); try again later`, { kind: 'permanent' });
   }
   let refreshing: Promise<void> = Promise.resolve();
+  const stopRefresh = new AbortController();
   const timer = setInterval(() => {
-    refreshing = refreshing.then(() => writeLock(driver, key, info())).catch(() => undefined);
+    refreshing = refreshing.then(() => writeLock(driver, key, info(), stopRefresh.signal)).catch(() => undefined);
   }, options.refreshMs ?? 60_000);
   timer.unref();
   return {
     info: info(),
     async release() {
       clearInterval(timer);
-      await refreshing;
-      const current = await readLock(driver, key).catch(() => undefined);
-      if (current?.token === token) await driver.delete(key).catch(() => undefined);
+      stopRefresh.abort();
+      const bound = AbortSignal.timeout(RELEASE_TIMEOUT_MS);
+      await Promise.race([refreshing, new Promise((resolve) => bound.addEventListener('abort', resolve, { once: true }))]);
+      const current = await readLock(driver, key, bound).catch(() => undefined);
+      if (current?.token === token) await driver.delete(key, { signal: bound }).catch(() => undefined);
     },
   };
 }

@@ -302,7 +302,7 @@ class DestinationRun {
       const rewrite = this.baseFiles === undefined || live.length >= MAX_JOURNAL_ENTRIES || journalFiles > Math.max(this.baseFiles, 1000);
       const all = rewrite ? [...this.records.values()] : [];
       try {
-        await this.driver.sync?.();
+        await this.driver.sync();
         const { backup, source, chunkBytes } = this.context;
         if (rewrite) {
           const includesThrough = this.nextSequence - 1;
@@ -700,9 +700,9 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
       if (whole) {
         try {
           const body = buildManifestBody({ kind: 'complete', backup, source: sourceDescription, chunkBytes, backupTime, files: files.map((f) => run.records.get(f.path) as ManifestFile) });
-          await run.driver.sync?.({ signal });
+          await run.driver.sync({ signal });
           await writeManifestAt(run.driver, manifestKey(backup), body, { signal });
-          await run.driver.sync?.({ signal });
+          await run.driver.sync({ signal });
           await run.deleteProgress(signal);
           results.push({ ...counts, status: 'complete', manifestKey: manifestKey(backup), errors: [] });
           continue;

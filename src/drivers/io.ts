@@ -12,11 +12,11 @@ export async function readBytes(driver: Driver, key: string, options: SignalOpti
   return Buffer.concat(parts);
 }
 
-/** Writes a whole (small) object atomically as a single part. */
-export async function writeBytes(driver: Driver, key: string, bytes: Uint8Array, hash: string, options: SignalOptions = {}): Promise<void> {
-  const session = await driver.openWrite(key, { size: bytes.length, partBytes: Math.max(1, bytes.length), signal: options.signal });
+/** Writes a whole (small) object atomically as a single part. `unpaced`: see `WriteOptions.unpaced`. */
+export async function writeBytes(driver: Driver, key: string, bytes: Uint8Array, hash: string, options: SignalOptions & { readonly unpaced?: boolean } = {}): Promise<void> {
+  const session = await driver.openWrite(key, { size: bytes.length, partBytes: Math.max(1, bytes.length), signal: options.signal, unpaced: options.unpaced });
   try {
-    if (bytes.length > 0) await session.write(0, bytes, options);
+    if (bytes.length > 0) await session.write(0, bytes, { signal: options.signal });
     await session.commit({ hash, signal: options.signal });
   } catch (err) {
     await session.abort();

@@ -113,6 +113,12 @@ export interface WriteOptions extends SignalOptions {
    * size, max parts).
    */
   readonly partBytes: number;
+  /**
+   * A hint for wrappers, ignored by drivers: this is a small bookkeeping object of our own (the
+   * lock file) that must not wait behind the bandwidth limit, or a stop (SIGTERM) would wait for
+   * it. Never set it for backup data or manifests.
+   */
+  readonly unpaced?: boolean;
 }
 
 /** Hash recorded at commit time. */
@@ -160,8 +166,8 @@ export interface WriteSession {
    * leaves no final object) when parts are missing (`E_MISSING_PART`, `fatal`; what was stored
    * stays resumable) or the stored size is not `size` (`integrity`). Only parts written or
    * confirmed with `matches` in this session count.
-   * Durable when it resolves (server acknowledgement), except on drivers that implement
-   * `Driver.sync`: there the object is durable after the next `sync()` resolves.
+   * Durable once the driver's next `Driver.sync()` resolves (at once, on drivers whose `sync` is
+   * a no-op because the server acknowledged it durably).
    */
   commit(options: CommitOptions): Promise<void>;
   /**
@@ -203,12 +209,16 @@ export interface Driver {
   /** Removes `key`; resolves when it is already gone. Also removes resumable state for it. */
   delete(key: string, options?: SignalOptions): Promise<void>;
   /**
-   * Makes every commit that resolved before this call durable (one filesystem-wide flush instead
-   * of one fsync per file, which costs a device cache flush each). Only drivers whose commits
-   * are not durable on their own implement it; the engine calls it before it records files as
-   * done (progress checkpoint) and before it writes a manifest.
+   * Makes every commit that resolved before this call durable (on local disks one
+   * filesystem-wide flush instead of one fsync per file, which costs a device cache flush each).
+   * Every driver has it: a driver whose commits are durable when they resolve (server
+   * acknowledgement: sftp, s3, minio) makes it a documented no-op. The engine calls it before it
+   * records files as done (progress checkpoint) and before and after it writes a manifest, so a
+   * wrapper that dropped it would silently turn durability off (which is why wrappers extend
+   * src/drivers/wrappers/forwarding.ts). Rejects with the classified error of a failed flush;
+   * callers must not retry it (the kernel may have dropped the pages it failed to write).
    */
-  sync?(options?: SignalOptions): Promise<void>;
+  sync(options?: SignalOptions): Promise<void>;
   /** Server-side copy inside the same driver; only when `capabilities.serverSideCopy`. */
   copyWithin?(fromKey: string, toKey: string, options?: SignalOptions): Promise<void>;
   /**

@@ -39,7 +39,7 @@ import { lockHolder } from '../core/lock.js';
 import { replicate, type ReplicateOrigin } from '../core/replicate.js';
 import { verifyCopy, type Damage, type VerifyResult } from '../core/verify.js';
 import type { Driver } from '../drivers/types.js';
-import { closeAll, openDestinations, openSource, type TransferOptions } from '../app.js';
+import { DriverRuntime, type TransferOptions } from '../runtime/drivers.js';
 import { errorMessage, OffsiteError, UsageError } from '../errors.js';
 import {
   buildManifestBody, manifestKey, progressKey, readManifestAt, writeManifestAt, type Manifest, type ManifestFile,
@@ -205,18 +205,21 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
   const mode = validateOptions(options);
   const now = options.now ?? (() => new Date());
   const startedAt = now();
-  const destinations = await openDestinations(config, options.at ?? [], options);
+  // A bandwidth limit paces the read-back as well as the repairs' writes.
+  const runtime = new DriverRuntime(config, { ...options, limitReads: true });
   let source: Driver | undefined;
   let sourceProblem: string | undefined;
   let donors: Driver[] = [];
   try {
+    const destinations = await runtime.destinations(options.at ?? []);
     if (options.repair && (options.at ?? []).length > 0) {
+      // --at limits what is audited, not where repairs may come from.
       const others = Object.keys(config.destinations).filter((n) => !destinations.some((d) => d.name === n));
-      if (others.length > 0) donors = await openDestinations(config, others, options);
+      if (others.length > 0) donors = await runtime.destinations(others);
     }
     const atSource = new Set<string>();
     try {
-      source = await openSource(config, options);
+      source = await runtime.source();
       const onWarning = (m: string): void => options.onLog?.(`warning: ${m}`);
       for (const b of await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal, onWarning })) {
         if (b.state === 'complete') atSource.add(b.name);
@@ -257,7 +260,7 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
       exitCode: damaged ? 3 : unchecked ? 4 : 0,
     };
   } finally {
-    await closeAll([source, ...destinations, ...donors]);
+    await runtime.close();
   }
 }
 

@@ -29,7 +29,8 @@
  *
  * `dryRun` computes the same plan and deletes nothing, writes nothing, takes no lock.
  */
-import { closeAll, openDestinations, openSource, refuseOverlaps, type TransferOptions } from '../app.js';
+import { withRuntime, type TransferOptions } from '../runtime/drivers.js';
+import { refuseOverlaps } from '../runtime/overlap.js';
 import { backupTimeFromName } from '../backup/names.js';
 import type { OffsiteConfig } from '../config/config.js';
 import { acquireLock, lockKey, type HeldLock } from '../core/lock.js';
@@ -377,11 +378,10 @@ async function pruneDestination(driver: Driver, options: PruneOptions, concurren
  */
 export async function pruneCommand(config: OffsiteConfig, options: PruneOptions): Promise<PruneResult> {
   checkPolicy(options.policy);
-  // Refuses a destination that overlaps the source or another destination (exit 2).
-  const destinations = await openDestinations(config, options.at ?? [], options);
-  let source: Driver | undefined;
-  try {
-    source = await openSource(config, options);
+  return withRuntime(config, options, async (runtime) => {
+    // Refuses a destination that overlaps the source or another destination (exit 2).
+    const destinations = await runtime.destinations(options.at ?? []);
+    const source = await runtime.source();
     const confirmApart = (driver: Driver) => (): Promise<void> => refuseOverlaps(config, [driver, ...destinations.filter((d) => d !== driver)], { source, signal: options.signal, strict: true });
     const results = await Promise.all(destinations.map(async (driver) => {
       try {
@@ -393,7 +393,5 @@ export async function pruneCommand(config: OffsiteConfig, options: PruneOptions)
     }));
     throwIfAborted(options.signal, 'prune');
     return { dryRun: options.dryRun ?? false, policy: describePolicy(options.policy), destinations: results };
-  } finally {
-    await closeAll([source, ...destinations]);
-  }
+  });
 }

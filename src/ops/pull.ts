@@ -20,14 +20,12 @@
  */
 import { inspectBackup } from '../backup/index.js';
 import type { OffsiteConfig } from '../config/config.js';
-import { expandPath } from '../config/paths.js';
 import { replicate, type DestinationResult } from '../core/replicate.js';
 import { verifyCopy, type VerifyResult } from '../core/verify.js';
-import { createDriver } from '../drivers/index.js';
 import type { Driver } from '../drivers/types.js';
-import { withRetry } from '../drivers/wrappers/index.js';
-import { closeAll, openDestinations, openSource, placeOf, type TransferOptions } from '../app.js';
+import { DriverRuntime, type TransferOptions } from '../runtime/drivers.js';
 import { refuseOverlappingPlaces } from '../drivers/overlap.js';
+import { placeOf } from '../runtime/overlap.js';
 import { BackupError, OffsiteError, UsageError } from '../errors.js';
 import { manifestKey, OFFSITE_DIR, progressKey, readManifestAt } from '../manifest/manifest.js';
 import { readRecord, writeRecord } from './state.js';
@@ -77,17 +75,15 @@ function isPath(spec: string): boolean {
   return /^(\/|\.\.?\/|~)/.test(spec);
 }
 
-/** Opens TARGET: `source`, a destination name, or a folder path. */
-async function openTarget(config: OffsiteConfig, spec: string, options: TransferOptions): Promise<{ driver: Driver; isDestination: boolean }> {
-  if (spec === 'source') return { driver: await openSource(config, options), isDestination: false };
-  if (isPath(spec)) {
-    const driver = await createDriver('target', { type: 'local', root: expandPath(spec, process.cwd()) });
-    return { driver: withRetry(driver, { retries: options.retries ?? config.settings.retries, maxRetryMs: options.retryTimeoutMs ?? config.settings.retryTimeoutMs }), isDestination: false };
-  }
+/** Opens TARGET: `source`, a destination name, or a folder path (with the same retry and bandwidth layers as every driver). */
+async function openTarget(runtime: DriverRuntime, spec: string): Promise<{ driver: Driver; isDestination: boolean }> {
+  const { config } = runtime;
+  if (spec === 'source') return { driver: await runtime.source(), isDestination: false };
+  if (isPath(spec)) return { driver: await runtime.folder('target', spec), isDestination: false };
   if (!config.destinations[spec]) {
     throw new UsageError(`unknown target "${spec}": give source, a destination name (${Object.keys(config.destinations).join(', ')}) or a folder path like ./restore`);
   }
-  const [driver] = await openDestinations(config, [spec], options);
+  const [driver] = await runtime.destinations([spec]);
   return { driver: driver as Driver, isDestination: true };
 }
 
@@ -103,11 +99,11 @@ function restoreHintFor(target: Driver): string {
 export async function pullCommand(config: OffsiteConfig, options: PullOptions): Promise<PullResult> {
   const { backup, signal } = options;
   if (options.from === options.to) throw new UsageError(`--from and --to are both "${options.from}"; pull copies from a destination to another place`);
-  const [from] = await openDestinations(config, [options.from], options);
-  let target: { driver: Driver; isDestination: boolean } | undefined;
+  const runtime = new DriverRuntime(config, options);
   try {
+    const [from] = await runtime.destinations([options.from]);
     const origin = from as Driver;
-    target = await openTarget(config, options.to, options);
+    const target = await openTarget(runtime, options.to);
     const to = target.driver;
     // Never write into the copy being read (a folder path or destination that is it, inside it, or around it).
     await refuseOverlappingPlaces([placeOf(origin, 'destination'), placeOf(to, 'target')], { file: config.path, signal });
@@ -167,6 +163,6 @@ export async function pullCommand(config: OffsiteConfig, options: PullOptions): 
       restoreHint: restoreHintFor(to),
     };
   } finally {
-    await closeAll([from, target?.driver]);
+    await runtime.close();
   }
 }

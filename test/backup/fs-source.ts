@@ -93,6 +93,7 @@ export function createFsSource(root: string, name = 'test-source'): FsSource {
     },
     openWrite(): Promise<WriteSession> { return Promise.reject(new Error('fs-source is read-only')); },
     delete(): Promise<void> { return Promise.reject(new Error('fs-source is read-only')); },
+    sync(): Promise<void> { return Promise.resolve(); },
     close(): Promise<void> { return Promise.resolve(); },
   };
   return driver;

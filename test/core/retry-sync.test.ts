@@ -1,8 +1,8 @@
 /**
  * Durability through the wrappers: the engine calls `driver.sync()` before it records files as
- * done and before it writes a manifest, and it is handed wrapped drivers (src/app.ts:
- * withRetry(withBandwidthLimit(driver))). The retry layer must pass `sync` through, and never
- * retry it; a driver without `sync` must stay without one.
+ * done and before it writes a manifest, and it is handed wrapped drivers
+ * (withRetry(withBandwidthLimit(driver))). The retry layer must pass `sync` through, and never
+ * retry it.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -12,7 +12,6 @@ import { after, describe, it } from 'node:test';
 import { generateBackup } from '../../scripts/gen-backup.js';
 import { replicate } from '../../src/core/replicate.js';
 import { LocalDriver } from '../../src/drivers/local/index.js';
-import type { Driver } from '../../src/drivers/types.js';
 import { withRetry } from '../../src/drivers/wrappers/index.js';
 import { DriverError } from '../../src/errors.js';
 
@@ -33,19 +32,17 @@ class CountingDriver extends LocalDriver {
 }
 
 describe('sync through the retry layer', () => {
-  it('is passed through, not retried, and only when the driver has it', async () => {
+  it('is passed through, and not retried', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'offsite-retry-sync-'));
     dirs.push(dir);
     const inner = new CountingDriver('disk', { root: dir, maxConcurrency: 8 });
     const wrapped = withRetry(inner, { retries: 5, sleep: async () => undefined });
     assert.equal(typeof wrapped.sync, 'function');
-    await wrapped.sync?.();
+    await wrapped.sync();
     assert.equal(inner.syncs, 1);
     inner.failNext = true;
-    await assert.rejects(wrapped.sync?.() as Promise<void>, /EIO/);
+    await assert.rejects(wrapped.sync(), /EIO/);
     assert.equal(inner.syncs, 2, 'a failed sync is not retried');
-    const noSync = { ...({} as Driver), name: 'x', description: 'x', capabilities: inner.capabilities, list: inner.list.bind(inner) } as Driver;
-    assert.equal(withRetry(noSync).sync, undefined);
   });
 
   it('replicate through withRetry syncs the destination before its manifest', async () => {

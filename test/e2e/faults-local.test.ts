@@ -115,6 +115,7 @@ describe('a source file that changes while it is copied', () => {
       stat: (key, options) => inner.stat(key, options),
       openWrite: (key, options) => inner.openWrite(key, options),
       delete: (key, options) => inner.delete(key, options),
+      sync: (options) => inner.sync(options),
       close: () => inner.close(),
       openRead: async (key: string, options?: ReadOptions) => {
         const stream = await inner.openRead(key, options);

@@ -2,7 +2,8 @@
  * The driver conformance suite over the wrapper layers, on local folders: wrapping must not
  * change the contract. Run over the plain retry layer, over the bandwidth limit layer (reads
  * paced too), and over retry + a driver that injects seeded retryable faults into every kind of
- * call and into read streams, so that the contract is shown to hold THROUGH retries.
+ * call and into read streams, so that the contract is shown to hold THROUGH retries. Every
+ * stack also runs the "keeps every member of the driver it wraps" case (./members.ts).
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -14,7 +15,9 @@ import type { Driver } from '../../src/drivers/types.js';
 import { createRateLimiter, withBandwidthLimit } from '../../src/drivers/wrappers/bwlimit.js';
 import { withRetry } from '../../src/drivers/wrappers/retry.js';
 import { runConformance } from '../conformance/suite.js';
+import { wrapDriver } from '../../src/runtime/drivers.js';
 import { FlakyDriver } from './flaky.js';
+import { checkKeepsMembers } from './members.js';
 
 const scratch: string[] = [];
 async function localDriver(): Promise<Driver> {
@@ -27,12 +30,22 @@ const cleanup = async (): Promise<void> => {
 };
 const noWait = { baseDelayMs: 0, maxDelayMs: 0 };
 
-runConformance('withRetry(local)', { create: async () => withRetry(await localDriver()), cleanup });
+/** The stacks, each as a function of the driver it wraps. */
+const retryOnly = (inner: Driver): Driver => withRetry(inner);
+const limitOnly = (inner: Driver): Driver => withBandwidthLimit(inner, [createRateLimiter(1024 ** 3), createRateLimiter(512 * 1024 ** 2)], { limitReads: true });
+const retryOverLimit = (inner: Driver): Driver => withRetry(withBandwidthLimit(inner, [createRateLimiter(1024 ** 3)]), { retries: 8, ...noWait });
 
-runConformance('withBandwidthLimit(local, reads too)', {
-  create: async () => withBandwidthLimit(await localDriver(), [createRateLimiter(1024 ** 3), createRateLimiter(512 * 1024 ** 2)], { limitReads: true }),
-  cleanup,
-});
+runConformance('withRetry(local)', { create: async () => retryOnly(await localDriver()), cleanup });
+runConformance('withBandwidthLimit(local, reads too)', { create: async () => limitOnly(await localDriver()), cleanup });
+
+checkKeepsMembers('withRetry', retryOnly, { realInner: localDriver });
+checkKeepsMembers('withBandwidthLimit', limitOnly, { realInner: localDriver });
+checkKeepsMembers('withRetry(withBandwidthLimit)', retryOverLimit, { realInner: localDriver });
+// The stack every command gets from src/runtime/drivers.ts.
+const runtimeStack = (inner: Driver): Driver => wrapDriver(inner, { limiters: [createRateLimiter(1024 ** 3), createRateLimiter(1024 ** 3)], limitReads: true, retries: 3 });
+runConformance('runtime wrapDriver(local): retry + total and own bandwidth limits', { create: async () => runtimeStack(await localDriver()), cleanup });
+checkKeepsMembers('runtime wrapDriver', runtimeStack, { realInner: localDriver });
+checkKeepsMembers('withRetry(withBandwidthLimit(flaky))', (inner) => retryOverLimit(new FlakyDriver(inner)), { realInner: localDriver });
 
 const flakies: FlakyDriver[] = [];
 function flaky(inner: Driver, seed: number): FlakyDriver {

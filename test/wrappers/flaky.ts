@@ -5,10 +5,8 @@
  */
 import { Readable, Transform } from 'node:stream';
 import { DriverError, type ErrorKind } from '../../src/errors.js';
-import type { Location } from '../../src/drivers/location.js';
-import type {
-  Capabilities, CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession,
-} from '../../src/drivers/types.js';
+import type { CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../../src/drivers/types.js';
+import { ForwardingDriver, ForwardingWriteSession } from '../../src/drivers/wrappers/forwarding.js';
 
 export type FlakyOp = 'list' | 'stat' | 'openRead' | 'openWrite' | 'delete' | 'copyWithin' | 'matches' | 'write' | 'commit';
 
@@ -35,12 +33,7 @@ export interface RandomFaults {
 /** Errors the double injects carry this code. */
 export const INJECTED = 'E_INJECTED';
 
-export class FlakyDriver implements Driver {
-  readonly name: string;
-  readonly description: string;
-  readonly location: Location;
-  readonly capabilities: Capabilities;
-  readonly copyWithin?: (fromKey: string, toKey: string, options?: SignalOptions) => Promise<void>;
+export class FlakyDriver extends ForwardingDriver {
   /** Every call that reached this driver, e.g. `write a/b 3`, `openRead k 3500+-`. */
   readonly log: string[] = [];
   /** Errors injected so far. */
@@ -50,15 +43,12 @@ export class FlakyDriver implements Driver {
   #random: (() => number) | undefined;
   #probability = 0;
 
-  constructor(readonly inner: Driver) {
-    this.name = inner.name;
-    this.description = inner.description;
-    this.location = inner.location;
-    this.capabilities = inner.capabilities;
-    const copy = inner.copyWithin?.bind(inner);
-    if (copy) {
-      this.copyWithin = (fromKey, toKey, options) => this.#call('copyWithin', `${fromKey} ${toKey}`, () => copy(fromKey, toKey, options));
-    }
+  constructor(inner: Driver) {
+    super(inner);
+  }
+
+  protected override forwardCopyWithin(fromKey: string, toKey: string, options?: SignalOptions): Promise<void> {
+    return this.#call('copyWithin', `${fromKey} ${toKey}`, () => super.forwardCopyWithin(fromKey, toKey, options));
   }
 
   /** The next `times` calls of `op` fail with `kind`. */
@@ -113,7 +103,7 @@ export class FlakyDriver implements Driver {
     return result;
   }
 
-  async *list(prefix: string, options?: SignalOptions): AsyncIterable<Entry> {
+  override async *list(prefix: string, options?: SignalOptions): AsyncIterable<Entry> {
     this.log.push(`list ${prefix}`);
     const fault = this.#take('list');
     if (fault?.when === 'before' || (!fault && this.#random && this.#random() < this.#probability)) throw this.#error('list', prefix, fault?.kind ?? 'retryable');
@@ -121,11 +111,11 @@ export class FlakyDriver implements Driver {
     if (fault?.when === 'after') throw this.#error('list', prefix, fault.kind);
   }
 
-  stat(key: string, options?: SignalOptions): Promise<Entry | undefined> {
+  override stat(key: string, options?: SignalOptions): Promise<Entry | undefined> {
     return this.#call('stat', key, () => this.inner.stat(key, options));
   }
 
-  async openRead(key: string, options: ReadOptions = {}): Promise<Readable> {
+  override async openRead(key: string, options: ReadOptions = {}): Promise<Readable> {
     const stream = await this.#call('openRead', `${key} ${options.offset ?? 0}+${options.length ?? '-'}`, () => this.inner.openRead(key, options));
     let fault: ReadFault | undefined;
     const head = this.#readFaults[0];
@@ -175,7 +165,7 @@ export class FlakyDriver implements Driver {
     return out;
   }
 
-  async openWrite(key: string, options: WriteOptions): Promise<WriteSession> {
+  override async openWrite(key: string, options: WriteOptions): Promise<WriteSession> {
     const session = await this.#call('openWrite', key, () => this.inner.openWrite(key, options));
     return new FlakySession(session, this);
   }
@@ -185,30 +175,23 @@ export class FlakyDriver implements Driver {
     return this.#call(op, what, action);
   }
 
-  delete(key: string, options?: SignalOptions): Promise<void> {
+  override delete(key: string, options?: SignalOptions): Promise<void> {
     return this.#call('delete', key, () => this.inner.delete(key, options));
   }
 
-  close(): Promise<void> {
-    return this.inner.close();
-  }
 }
 
-class FlakySession implements WriteSession {
-  constructor(readonly inner: WriteSession, readonly driver: FlakyDriver) {}
-  get key(): string { return this.inner.key; }
-  get size(): number { return this.inner.size; }
-  get partBytes(): number { return this.inner.partBytes; }
-  get resumableParts(): ReadonlySet<number> { return this.inner.resumableParts; }
-  matches(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<boolean> {
+class FlakySession extends ForwardingWriteSession {
+  constructor(inner: WriteSession, readonly driver: FlakyDriver) {
+    super(inner);
+  }
+  override matches(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<boolean> {
     return this.driver.callFromSession('matches', `${this.key} ${index}`, () => this.inner.matches(index, bytes, options));
   }
-  write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void> {
+  override write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void> {
     return this.driver.callFromSession('write', `${this.key} ${index}`, () => this.inner.write(index, bytes, options));
   }
-  commit(options: CommitOptions): Promise<void> {
+  override commit(options: CommitOptions): Promise<void> {
     return this.driver.callFromSession('commit', this.key, () => this.inner.commit(options));
   }
-  suspend(): Promise<void> { return this.inner.suspend(); }
-  abort(): Promise<void> { return this.inner.abort(); }
 }

@@ -71,7 +71,7 @@ describe('withRetry', () => {
     assert.equal(driver.description, flaky.description);
     assert.equal(driver.capabilities, flaky.capabilities);
     assert.equal(typeof driver.copyWithin, 'function');
-    const bare: Driver = { ...flaky, name: 'bare', description: 'bare', location: flaky.location, capabilities: flaky.capabilities, list: () => flaky.list(''), stat: (k) => flaky.stat(k), openRead: (k) => flaky.openRead(k), openWrite: (k, o) => flaky.openWrite(k, o), delete: (k) => flaky.delete(k), close: () => flaky.close() };
+    const bare: Driver = { ...flaky, name: 'bare', description: 'bare', location: flaky.location, capabilities: flaky.capabilities, list: () => flaky.list(''), stat: (k) => flaky.stat(k), openRead: (k) => flaky.openRead(k), openWrite: (k, o) => flaky.openWrite(k, o), delete: (k) => flaky.delete(k), sync: () => flaky.sync(), close: () => flaky.close() };
     delete (bare as { copyWithin?: unknown }).copyWithin;
     assert.equal(withRetry(bare).copyWithin, undefined);
   });

@@ -10,7 +10,7 @@ import { renderAuditMetrics, writeFileAtomic } from '../../ops/metrics.js';
 import { renderAuditHtml } from '../../ops/report.js';
 import { errorMessage, OffsiteError, UsageError } from '../../errors.js';
 import { createProgress } from '../progress.js';
-import { out, parseList, parsePositiveInt, parseRetries, printJson, reportRetry, type CommandContext } from '../common.js';
+import { addTransferOptions, out, parseList, parsePositiveInt, printJson, transferOptions, type CommandContext, type TransferFlags } from '../common.js';
 
 function parsePercent(value: string): number {
   const m = /^(\d+(?:\.\d+)?)%?$/.exec(value.trim());
@@ -81,7 +81,7 @@ function renderAudit(result: AuditResult): void {
 }
 
 export function registerAudit(ctx: CommandContext): void {
-  ctx.program.command('audit')
+  addTransferOptions(ctx.program.command('audit')
     .description('check every backup copy at every destination: quick checks for all, a share read back in full; --repair fixes what is found')
     .option('--at <names>', 'only these destinations (comma-separated; default: all configured)', parseList)
     .addOption(new Option('--sample <percent>', 'read back a random share of each copy\'s files, e.g. 5%').argParser(parsePercent))
@@ -89,8 +89,7 @@ export function registerAudit(ctx: CommandContext): void {
     .option('--slices <t>', `length of the automatic rotation (default ${DEFAULT_SLICES}: daily runs read everything in a week)`, parsePositiveInt)
     .option('--repair', 'copy bad or missing files again (from the source, else from another destination whose copy checks out) and read them back')
     .option('--report <file>', 'write a self-contained HTML page: backups x destinations, the state of each copy, when it was last fully read')
-    .option('--metrics <file>', 'write Prometheus metrics (text format, for node_exporter\'s textfile collector), atomically')
-    .option('--retries <n>', 'retries of a transient error per operation (default: options.retries, 5)', parseRetries)
+    .option('--metrics <file>', 'write Prometheus metrics (text format, for node_exporter\'s textfile collector), atomically'), 'bytes read back and written by --repair, all destinations together')
     .addHelpText('after', `
 With neither --sample nor --slice, each destination rotates by itself: it remembers in
 .offsite/audit.json (at the destination, so any machine can continue) which slice comes next,
@@ -110,7 +109,7 @@ Examples:
   offsite audit                                   # daily from cron: quick checks + 1/7 read back
   offsite audit --sample 5% --at cloud
   offsite audit --repair --report /var/www/offsite.html --metrics /var/lib/node_exporter/textfile_collector/offsite.prom`)
-    .action(async (opts: { at?: string[]; sample?: number; slice?: { n: number; t: number }; slices?: number; repair?: boolean; report?: string; metrics?: string; retries?: number }) => {
+    .action(async (opts: { at?: string[]; sample?: number; slice?: { n: number; t: number }; slices?: number; repair?: boolean; report?: string; metrics?: string } & TransferFlags) => {
       const g = ctx.globals();
       const config = loadConfig(g.config);
       // Before the audit (which may take hours): a path that cannot be written would only fail after it.
@@ -122,7 +121,7 @@ Examples:
       try {
         result = await auditCommand(config, {
           at: opts.at, samplePercent: opts.sample, slice: opts.slice, slices: opts.slices, repair: opts.repair,
-          retries: opts.retries, onRetry: reportRetry(g), signal: ctx.signal,
+          ...transferOptions(opts, g), signal: ctx.signal,
           onBytes: (d, n) => { if (!started.has(d)) { started.add(d); bars.start(d, 0); } bars.add(d, n); },
           onLog: g.quiet || g.json ? undefined : (line) => process.stderr.write(`offsite: ${line}\n`),
         });

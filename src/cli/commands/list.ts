@@ -1,5 +1,5 @@
 /** `offsite list`. */
-import { listCommand } from '../../app.js';
+import { listCommand } from '../../commands/list.js';
 import { loadConfig } from '../../config/config.js';
 import { formatBytes } from '../../config/units.js';
 import { ExitCode } from '../exit.js';

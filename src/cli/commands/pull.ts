@@ -6,16 +6,15 @@ import { isValidBackupName } from '../../backup/index.js';
 import { UsageError } from '../../errors.js';
 import { EXIT_CODE_HELP } from '../exit.js';
 import { createProgress } from '../progress.js';
-import { out, parsePositiveInt, parseRetries, printJson, reportRetry, type CommandContext } from '../common.js';
+import { addTransferOptions, out, parsePositiveInt, printJson, transferOptions, type CommandContext, type TransferFlags } from '../common.js';
 
 export function registerPull(ctx: CommandContext): void {
-  ctx.program.command('pull')
+  addTransferOptions(ctx.program.command('pull')
     .description('bring a verified copy back (to the source bucket, a destination or a folder) for milvus-backup restore')
     .argument('<name>', 'backup name')
     .requiredOption('--from <destination>', 'the destination holding the copy (see offsite list)')
     .requiredOption('--to <target>', 'source (the configured source), a destination name, or a folder path (./restore, /srv/backups)')
-    .option('--concurrency <n>', 'files transferred at once (default: options.concurrency)', parsePositiveInt)
-    .option('--retries <n>', 'retries of a transient error per operation (default: options.retries, 5)', parseRetries)
+    .option('--concurrency <n>', 'files transferred at once (default: options.concurrency)', parsePositiveInt), 'bytes written to --to')
     .addHelpText('after', `
 Every file must read back to the hash in the copy's manifest before it is committed at the
 target; the target is then read back in full and checked with milvus-backup's completion rule.
@@ -27,7 +26,7 @@ ${EXIT_CODE_HELP}
 Examples:
   offsite pull backup_2026_11_20_02_00_00 --from cloud --to source
   offsite pull nightly_3 --from nas --to ./restore`)
-    .action(async (name: string, opts: { from: string; to: string; concurrency?: number; retries?: number }) => {
+    .action(async (name: string, opts: TransferFlags & { from: string; to: string; concurrency?: number }) => {
       if (!isValidBackupName(name)) throw new UsageError(`${JSON.stringify(name)} is not a milvus-backup backup name (letters, digits and _, not starting with a digit)`);
       const g = ctx.globals();
       const config = loadConfig(g.config);
@@ -36,7 +35,7 @@ Examples:
       let result;
       try {
         result = await pullCommand(config, {
-          backup: name, from: opts.from, to: opts.to, concurrency: opts.concurrency, retries: opts.retries, onRetry: reportRetry(g), signal: ctx.signal,
+          backup: name, from: opts.from, to: opts.to, concurrency: opts.concurrency, ...transferOptions(opts, g), signal: ctx.signal,
           onBytes: (phase, n) => { if (!begun.has(phase)) { begun.add(phase); bars.start(phase === 'copy' ? 'pull' : 'read back', 0); } bars.add(phase === 'copy' ? 'pull' : 'read back', n); },
         });
       } finally {

@@ -1,13 +1,13 @@
 /** `offsite replicate`. */
 import { Option } from 'commander';
-import { replicateCommand, type ReplicateCommandResult } from '../../app.js';
+import { replicateCommand, type ReplicateCommandResult } from '../../commands/replicate.js';
 import { formatDuration, type WaitEvent } from '../../ops/wait.js';
 import { loadConfig } from '../../config/config.js';
 import { formatBytes } from '../../config/units.js';
 import type { ReplicateResult } from '../../core/replicate.js';
-import { EXIT_CODE_HELP, ExitCode, oneLine } from '../exit.js';
+import { EXIT_CODE_HELP, ExitCode, INTERRUPTED_MESSAGE, oneLine } from '../exit.js';
 import { createProgress } from '../progress.js';
-import { out, parseDurationOption, parseList, parsePositiveInt, parseRetries, parseSizeOption, parseRateOption, printJson, reportRetry, warn, type CommandContext, type GlobalOptions } from '../common.js';
+import { addTransferOptions, out, parseDurationOption, parseList, parsePositiveInt, parseSizeOption, printJson, transferOptions, type CommandContext, type GlobalOptions, type TransferFlags, warn } from '../common.js';
 
 /** Exit code of a replicate run: 0 all done, 4 some destinations failed, 1 all failed. */
 export function replicateExitCode(result: ReplicateResult): number {
@@ -16,7 +16,12 @@ export function replicateExitCode(result: ReplicateResult): number {
   return failed < result.destinations.length ? ExitCode.partial : ExitCode.error;
 }
 
-function renderReplicate(result: ReplicateResult): void {
+/** True when every error of a failed destination is the stop itself (nothing else went wrong there). */
+function onlyInterrupted(d: ReplicateResult['destinations'][number]): boolean {
+  return d.status === 'failed' && d.errors.length > 0 && d.errors.every((e) => e.code === 'E_ABORTED');
+}
+
+function renderReplicate(result: ReplicateResult, interrupted: boolean): void {
   out(`${result.dryRun ? 'plan for' : 'replicated'} ${result.backup} from ${result.source}: ${result.files} files, ${formatBytes(result.bytes)}`);
   const width = Math.max(...result.destinations.map((d) => d.name.length));
   for (const d of result.destinations) {
@@ -29,6 +34,8 @@ function renderReplicate(result: ReplicateResult): void {
       out(`  ${name}  up to date: nothing to copy (${d.filesSkipped} files already verified by its manifest)`);
     } else if (d.status === 'complete') {
       out(`  ${name}  complete: ${d.filesCopied} copied, ${d.filesAdopted} checked in place, ${d.filesSkipped} already there; ${formatBytes(d.bytesWritten)} written, ${formatBytes(d.bytesResumed)} resumed; manifest ${d.manifestKey}`);
+    } else if (interrupted && onlyInterrupted(d)) {
+      out(`  ${name}  interrupted: ${d.filesCopied} files copied so far (${formatBytes(d.bytesWritten)}); the rest resumes on the next run`);
     } else {
       out(`  ${name}  FAILED: ${d.errors[0] ? `${d.errors[0].path ? `${d.errors[0].path}: ` : ''}${d.errors[0].message}` : 'unknown error'}`);
       for (const e of d.errors.slice(1, 5)) out(`  ${' '.repeat(width)}          ${e.path ? `${e.path}: ` : ''}${e.message}`);
@@ -56,7 +63,7 @@ function reportWait(globals: GlobalOptions): ((event: WaitEvent) => void) | unde
 }
 
 export function registerReplicate(ctx: CommandContext): void {
-  ctx.program.command('replicate')
+  addTransferOptions(ctx.program.command('replicate')
     .description('copy one complete backup to the destinations, reading it once; resumes whatever an earlier run left')
     .argument('[name]', 'backup name (see offsite list)')
     .option('--latest', 'the newest complete backup at the source (with --wait: the newest backup, complete or not)')
@@ -64,19 +71,16 @@ export function registerReplicate(ctx: CommandContext): void {
     .option('--to <names>', 'destination names, comma-separated (default: all configured)', parseList)
     .option('--dry-run', 'print what would be copied, skipped or checked; write nothing')
     .option('--concurrency <n>', 'files transferred at once (default: options.concurrency, 8)', parsePositiveInt)
-    .addOption(new Option('--chunk-size <size>', 'chunk and part size, e.g. 8MiB (default: options.chunkSize)').argParser(parseSizeOption))
-    .option('--retries <n>', 'retries of a transient error (reset, timeout, 5xx) per operation; a retry resends only the failed part (default: options.retries, 5)', parseRetries)
-    .addOption(new Option('--timeout <duration>', 'stop retrying an operation that has kept failing this long, e.g. 5m (default: options.timeout, 10m); one request\'s own limit is the destination\'s connectTimeoutMs/requestTimeoutMs/readyTimeoutMs').argParser(parseDurationOption))
-    .addOption(new Option('--bwlimit <rate>', 'total write rate over all destinations, bytes per second, e.g. 20MiB; 0: no limit (default: options.bwlimit; per destination: bwlimit in its config)').argParser(parseRateOption))
+    .addOption(new Option('--chunk-size <size>', 'chunk and part size, e.g. 8MiB (default: options.chunkSize)').argParser(parseSizeOption)))
     .addHelpText('after', `\nA backup that is not complete (meta missing, a binlog short, changed within the quiet period) is refused with the reason.\nWith --wait it is polled until complete (quiet period included); a backup that stays failed for a quiet period, or the deadline, ends the wait with exit code 1 and the reason.\n--latest --wait waits for the backup with the newest change, complete or not, so a hook run right after milvus-backup create copies the backup just made.\nEach destination gets NAME/.offsite/manifest.json only once every file is there.\n\n${EXIT_CODE_HELP}`)
-    .action(async (name: string | undefined, opts: { latest?: boolean; wait?: number; to?: string[]; dryRun?: boolean; concurrency?: number; chunkSize?: number; retries?: number; timeout?: number; bwlimit?: number }) => {
+    .action(async (name: string | undefined, opts: TransferFlags & { latest?: boolean; wait?: number; to?: string[]; dryRun?: boolean; concurrency?: number; chunkSize?: number }) => {
       const config = loadConfig(ctx.globals().config);
       const bars = createProgress(!ctx.globals().quiet && !ctx.globals().json);
       let result: ReplicateCommandResult;
       try {
         result = await replicateCommand(config, {
           backup: name, latest: opts.latest, waitMs: opts.wait, onWait: reportWait(ctx.globals()), onWarning: warn, to: opts.to, dryRun: opts.dryRun, concurrency: opts.concurrency, chunkBytes: opts.chunkSize, signal: ctx.signal,
-          retries: opts.retries, retryTimeoutMs: opts.timeout, bwlimitBytesPerSecond: opts.bwlimit ?? config.settings.bwlimitBytesPerSecond, onRetry: reportRetry(ctx.globals()),
+          ...transferOptions(opts, ctx.globals()),
           onEvent: (event) => {
             if (event.type === 'plan' && !opts.dryRun) {
               for (const d of event.plan.destinations) if (!d.upToDate) bars.start(d.destination, d.copyBytes + d.actions.filter((a) => a.action === 'adopt').reduce((s, a) => s + a.size, 0));
@@ -86,15 +90,21 @@ export function registerReplicate(ctx: CommandContext): void {
       } finally {
         bars.stop();
       }
-      if (ctx.globals().json) printJson({ ...result, destinations: result.destinations.map(({ plan: _plan, ...d }) => (opts.dryRun ? { ...d, plan: _plan } : d)) });
-      else renderReplicate(result);
-      // Errors go to stderr too (README: one line each), so cron mail shows them whatever stdout is.
-      for (const d of result.destinations) {
-        if (d.status !== 'failed') continue;
-        const first = d.errors[0];
-        process.stderr.write(`offsite: ${oneLine(`${d.name}: replicate ${result.backup} failed: ${first ? `${first.path ? `${first.path}: ` : ''}${first.message}` : 'unknown error'}${d.errors.length > 1 ? ` (and ${d.errors.length - 1} more)` : ''}`)}\n`);
+      const interrupted = ctx.signal.aborted;
+      if (ctx.globals().json) printJson({ ...result, ...(interrupted ? { interrupted: true } : {}), destinations: result.destinations.map(({ plan: _plan, ...d }) => (opts.dryRun ? { ...d, plan: _plan } : d)) });
+      else renderReplicate(result, interrupted);
+      if (interrupted) {
+        process.stderr.write(`offsite: ${INTERRUPTED_MESSAGE}\n`);
+        ctx.setExit(ExitCode.interrupted);
+      } else {
+        // Errors go to stderr too (README: one line each), so cron mail shows them whatever stdout is.
+        for (const d of result.destinations) {
+          if (d.status !== 'failed') continue;
+          const first = d.errors[0];
+          process.stderr.write(`offsite: ${oneLine(`${d.name}: replicate ${result.backup} failed: ${first ? `${first.path ? `${first.path}: ` : ''}${first.message}` : 'unknown error'}${d.errors.length > 1 ? ` (and ${d.errors.length - 1} more)` : ''}`)}\n`);
+        }
+        ctx.setExit(replicateExitCode(result));
       }
-      ctx.setExit(replicateExitCode(result));
     });
 
 }

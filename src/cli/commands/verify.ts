@@ -1,11 +1,11 @@
 /** `offsite verify`. */
-import { verifyCommand } from '../../app.js';
+import { verifyCommand } from '../../commands/verify.js';
 import { loadConfig } from '../../config/config.js';
 import { formatBytes } from '../../config/units.js';
 import type { VerifyResult } from '../../core/verify.js';
 import { EXIT_CODE_HELP, ExitCode } from '../exit.js';
 import { createProgress } from '../progress.js';
-import { out, parseList, parseRetries, printJson, reportRetry, type CommandContext } from '../common.js';
+import { addTransferOptions, out, parseList, printJson, transferOptions, type CommandContext, type TransferFlags } from '../common.js';
 
 /** Exit code of a verify run: 3 any damage, else 4/1 when some/all could not be checked. */
 export function verifyExitCode(results: readonly VerifyResult[]): number {
@@ -34,14 +34,13 @@ function renderVerify(results: readonly VerifyResult[]): void {
 }
 
 export function registerVerify(ctx: CommandContext): void {
-  ctx.program.command('verify')
+  addTransferOptions(ctx.program.command('verify')
     .description('check copies against their manifests: quick (every file present with its size) or --deep (read every byte back)')
     .argument('<name>', 'backup name')
     .option('--at <names>', 'destination names, comma-separated (default: all configured)', parseList)
-    .option('--deep', 'read every byte back and compare chunk hashes; names the file and chunk that differ')
-    .option('--retries <n>', 'retries of a transient error per operation (default: options.retries, 5)', parseRetries)
+    .option('--deep', 'read every byte back and compare chunk hashes; names the file and chunk that differ'), 'bytes read back by --deep, all destinations together')
     .addHelpText('after', `\n${EXIT_CODE_HELP}`)
-    .action(async (name: string, opts: { at?: string[]; deep?: boolean; retries?: number }) => {
+    .action(async (name: string, opts: TransferFlags & { at?: string[]; deep?: boolean }) => {
       const config = loadConfig(ctx.globals().config);
       const level = opts.deep ? 'deep' : 'quick';
       const bars = createProgress(!ctx.globals().quiet && !ctx.globals().json && level === 'deep');
@@ -49,7 +48,7 @@ export function registerVerify(ctx: CommandContext): void {
       const started = new Set<string>();
       try {
         results = await verifyCommand(config, {
-          backup: name, at: opts.at, level, signal: ctx.signal, retries: opts.retries, onRetry: reportRetry(ctx.globals()),
+          backup: name, at: opts.at, level, signal: ctx.signal, ...transferOptions(opts, ctx.globals()),
           onBytes: (d, n) => { if (!started.has(d)) { started.add(d); bars.start(d, 0); } bars.add(d, n); },
         });
       } finally {

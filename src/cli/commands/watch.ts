@@ -1,14 +1,13 @@
 /** `offsite watch`: replicate every backup that becomes complete, as it appears. */
 import { Option } from 'commander';
-import { closeAll, openDestinations, openSource } from '../../app.js';
+import { watchCommand } from '../../commands/watch.js';
 import { loadConfig } from '../../config/config.js';
 import { formatBytes } from '../../config/units.js';
-import type { Driver } from '../../drivers/types.js';
 import { UsageError } from '../../errors.js';
 import { formatDuration } from '../../ops/wait.js';
-import { DEFAULT_WATCH_INTERVAL_MS, watchBackups, type WatchEvent, type WatchSummary } from '../../ops/watch.js';
+import { DEFAULT_WATCH_INTERVAL_MS, type WatchEvent, type WatchSummary } from '../../ops/watch.js';
 import { EXIT_CODE_HELP, ExitCode } from '../exit.js';
-import { out, parseDurationOption, parseList, parsePositiveInt, parseRetries, parseSizeOption, parseRateOption, reportRetry, type CommandContext } from '../common.js';
+import { addTransferOptions, out, parseDurationOption, parseList, parsePositiveInt, parseSizeOption, transferOptions, type CommandContext, type TransferFlags } from '../common.js';
 
 /** 0 nothing failing; 4 some destinations failing, the others fine; 1 all failing, or the source. */
 export function watchExitCode(summary: WatchSummary): number {
@@ -52,16 +51,13 @@ export function describeWatchEvent(e: WatchEvent): string {
 }
 
 export function registerWatch(ctx: CommandContext): void {
-  ctx.program.command('watch')
+  addTransferOptions(ctx.program.command('watch')
     .description('keep running: poll the source and replicate every backup that becomes complete to the destinations, once')
     .option('--to <names>', 'destination names, comma-separated (default: all configured)', parseList)
     .addOption(new Option('--interval <duration>', 'time between two looks at the source, e.g. 30s, 5m (default: 1m)').argParser(parseDurationOption))
     .option('--once', 'one pass, then exit (for cron): exit code 0, 4 (some destinations failed) or 1')
     .option('--concurrency <n>', 'files transferred at once (default: options.concurrency, 8)', parsePositiveInt)
-    .addOption(new Option('--chunk-size <size>', 'chunk and part size, e.g. 8MiB (default: options.chunkSize)').argParser(parseSizeOption))
-    .option('--retries <n>', 'retries of a transient error per operation (default: options.retries, 5)', parseRetries)
-    .addOption(new Option('--timeout <duration>', 'stop retrying an operation that has kept failing this long (default: options.timeout, 10m)').argParser(parseDurationOption))
-    .addOption(new Option('--bwlimit <rate>', 'total write rate over all destinations, bytes per second, e.g. 20MiB; 0: no limit (default: options.bwlimit)').argParser(parseRateOption))
+    .addOption(new Option('--chunk-size <size>', 'chunk and part size, e.g. 8MiB (default: options.chunkSize)').argParser(parseSizeOption)))
     .addHelpText('after', `
 Each poll lists the source once. A backup is replicated once it is complete (meta present, every
 binlog whole, nothing changed for options.quietPeriod), oldest first, to every destination that
@@ -77,31 +73,19 @@ it cleanly (a copy in progress is interrupted and stays resumable); it then exit
 destination or the source is failing at that moment.
 
 ${EXIT_CODE_HELP}`)
-    .action(async (opts: { to?: string[]; interval?: number; once?: boolean; concurrency?: number; chunkSize?: number; retries?: number; timeout?: number; bwlimit?: number }) => {
+    .action(async (opts: TransferFlags & { to?: string[]; interval?: number; once?: boolean; concurrency?: number; chunkSize?: number }) => {
       const intervalMs = opts.interval ?? DEFAULT_WATCH_INTERVAL_MS;
       if (intervalMs < 1000) throw new UsageError(`--interval must be at least 1s, got ${intervalMs} ms`);
       const config = loadConfig(ctx.globals().config);
       const json = ctx.globals().json ?? false;
-      const transfer = {
-        retries: opts.retries, retryTimeoutMs: opts.timeout,
-        bwlimitBytesPerSecond: opts.bwlimit ?? config.settings.bwlimitBytesPerSecond, onRetry: reportRetry(ctx.globals()),
-      };
       const log = (event: WatchEvent): void => {
         const time = new Date().toISOString();
         out(json ? JSON.stringify({ time, ...event }) : `${time} ${describeWatchEvent(event)}`);
       };
-      const source = await openSource(config, transfer);
-      let destinations: Driver[] = [];
-      try {
-        destinations = await openDestinations(config, opts.to ?? [], transfer);
-        const summary = await watchBackups({
-          source, destinations, intervalMs, once: opts.once ?? false, quietPeriodMs: config.settings.quietPeriodMs,
-          chunkBytes: opts.chunkSize ?? config.settings.chunkBytes, fileConcurrency: opts.concurrency ?? config.settings.concurrency,
-          signal: ctx.signal, onEvent: log,
-        });
-        ctx.setExit(watchExitCode(summary));
-      } finally {
-        await closeAll([source, ...destinations]);
-      }
+      const summary = await watchCommand(config, {
+        ...transferOptions(opts, ctx.globals()), to: opts.to, intervalMs, once: opts.once ?? false,
+        chunkBytes: opts.chunkSize, fileConcurrency: opts.concurrency, signal: ctx.signal, onEvent: log,
+      });
+      ctx.setExit(watchExitCode(summary));
     });
 }

@@ -191,6 +191,13 @@ export class SftpDriver implements Driver {
     }
   }
 
+  /**
+   * Nothing to do: a commit is durable when it resolves (the temp file was fsynced with
+   * `fsync@openssh.com` where the server offers it, then renamed). Part of the contract so that
+   * callers and wrappers treat every driver alike.
+   */
+  async sync(_options?: SignalOptions): Promise<void> {}
+
   /** Closes every connection; later calls reject with `E_CLOSED` (`fatal`). Idempotent. */
   async close(): Promise<void> {
     await this.#pool.close();

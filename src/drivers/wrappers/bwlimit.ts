@@ -19,17 +19,16 @@
  * from the network through the stream's backpressure.
  *
  * Not charged: `matches` (drivers that read a part back to compare it do so on their own
- * connection; S3 compares ETags), `copyWithin` (server-side), list/stat/delete. Put the retry
+ * connection; S3 compares ETags), `copyWithin` (server-side), list/stat/delete, and writes opened
+ * with `unpaced` (the lock file's few hundred bytes a minute, which must never make a stop wait). Put the retry
  * layer outside this one (`withRetry(withBandwidthLimit(d, ...))`) so that parts sent again are
  * charged again.
  */
 import type { Readable } from 'node:stream';
 import { Transform } from 'node:stream';
 import { DriverError, UsageError, throwIfAborted } from '../../errors.js';
-import type {
-  Capabilities, CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession,
-} from '../types.js';
-import type { Identity, Location } from '../location.js';
+import type { Driver, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
+import { ForwardingDriver, ForwardingWriteSession } from './forwarding.js';
 import { abortableSleep } from './sleep.js';
 
 const MiB = 1024 * 1024;
@@ -139,26 +138,16 @@ export interface BandwidthLimitOptions {
   readonly limitReads?: boolean;
 }
 
-class LimitedWriteSession implements WriteSession {
-  constructor(readonly inner: WriteSession, readonly limiters: readonly RateLimiter[]) {}
-
-  get key(): string { return this.inner.key; }
-  get size(): number { return this.inner.size; }
-  get partBytes(): number { return this.inner.partBytes; }
-  get resumableParts(): ReadonlySet<number> { return this.inner.resumableParts; }
-
-  matches(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<boolean> {
-    return this.inner.matches(index, bytes, options);
+/** Charges every part written to the limiters before passing it on; everything else passes through. */
+class LimitedWriteSession extends ForwardingWriteSession {
+  constructor(inner: WriteSession, readonly limiters: readonly RateLimiter[]) {
+    super(inner);
   }
 
-  async write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void> {
+  override async write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void> {
     await takeFromAll(this.limiters, bytes.byteLength, options?.signal);
     return this.inner.write(index, bytes, options);
   }
-
-  commit(options: CommitOptions): Promise<void> { return this.inner.commit(options); }
-  suspend(): Promise<void> { return this.inner.suspend(); }
-  abort(): Promise<void> { return this.inner.abort(); }
 }
 
 /** Passes `inner`'s bytes on in slices, each one paid for first. Errors of `inner` pass through unchanged. */
@@ -185,46 +174,29 @@ function pacedStream(inner: Readable, limiters: readonly RateLimiter[], what: st
   return paced;
 }
 
-class BandwidthLimitedDriver implements Driver {
-  readonly name: string;
-  readonly description: string;
-  readonly location: Location;
-  readonly identify?: (options?: SignalOptions) => Promise<Identity>;
-  readonly capabilities: Capabilities;
-  readonly copyWithin?: (fromKey: string, toKey: string, options?: SignalOptions) => Promise<void>;
-
-  constructor(readonly inner: Driver, readonly limiters: readonly RateLimiter[], readonly options: BandwidthLimitOptions) {
-    this.name = inner.name;
-    this.description = inner.description;
-    this.location = inner.location;
-    this.capabilities = inner.capabilities;
-    const identify = inner.identify?.bind(inner);
-    if (identify !== undefined) this.identify = identify;
-    const copy = inner.copyWithin?.bind(inner);
-    if (copy !== undefined) this.copyWithin = copy;
+/** Paces `openWrite` sessions (and, with `limitReads`, `openRead` streams); everything else passes through. */
+class BandwidthLimitedDriver extends ForwardingDriver {
+  constructor(inner: Driver, readonly limiters: readonly RateLimiter[], readonly limitOptions: BandwidthLimitOptions) {
+    super(inner);
   }
 
-  list(prefix: string, options?: SignalOptions): AsyncIterable<Entry> { return this.inner.list(prefix, options); }
-  stat(key: string, options?: SignalOptions): Promise<Entry | undefined> { return this.inner.stat(key, options); }
-
-  async openRead(key: string, options: ReadOptions = {}): Promise<Readable> {
+  override async openRead(key: string, options: ReadOptions = {}): Promise<Readable> {
     const stream = await this.inner.openRead(key, options);
-    return this.options.limitReads ? pacedStream(stream, this.limiters, `${this.name}: ${key}`, options.signal) : stream;
+    return this.limitOptions.limitReads ? pacedStream(stream, this.limiters, `${this.name}: ${key}`, options.signal) : stream;
   }
 
-  async openWrite(key: string, options: WriteOptions): Promise<WriteSession> {
-    return new LimitedWriteSession(await this.inner.openWrite(key, options), this.limiters);
+  /** Sessions opened with `unpaced` (our lock file) are not paced: a stop must not wait for them. */
+  override async openWrite(key: string, options: WriteOptions): Promise<WriteSession> {
+    const session = await this.inner.openWrite(key, options);
+    return options.unpaced ? session : new LimitedWriteSession(session, this.limiters);
   }
-
-  delete(key: string, options?: SignalOptions): Promise<void> { return this.inner.delete(key, options); }
-  close(): Promise<void> { return this.inner.close(); }
 }
 
 /**
  * Wraps `driver` so that bytes written (and with `limitReads`, bytes read) pass every limiter in
  * `limiters`: typically the run's total limit and the destination's own. With no limiters the
- * driver itself is returned. Keeps `name`, `description`, `location`, `capabilities`, `copyWithin`
- * and `identify`.
+ * driver itself is returned. Every other member (`sync`, `copyWithin`, ...) passes through
+ * unchanged (./forwarding.ts).
  */
 export function withBandwidthLimit(driver: Driver, limiters: readonly RateLimiter[], options: BandwidthLimitOptions = {}): Driver {
   if (limiters.length === 0) return driver;

@@ -26,10 +26,9 @@
 import type { Readable } from 'node:stream';
 import { Readable as ReadableStream } from 'node:stream';
 import { AbortedError, DriverError, errorKind, UsageError } from '../../errors.js';
-import type {
-  Capabilities, CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession,
-} from '../types.js';
-import type { Identity, Location } from '../location.js';
+import type { Identity } from '../location.js';
+import type { CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
+import { ForwardingDriver, ForwardingWriteSession } from './forwarding.js';
 import { abortableSleep } from './sleep.js';
 
 /** The operations the retry layer can repeat, as reported to `onRetry`. */
@@ -158,28 +157,23 @@ class Retrier {
   }
 }
 
-class RetryingWriteSession implements WriteSession {
-  constructor(readonly inner: WriteSession, readonly retrier: Retrier) {}
+/** Retries `matches`, `write` and `commit` each on its own; `suspend`, `abort` and the rest pass through. */
+class RetryingWriteSession extends ForwardingWriteSession {
+  constructor(inner: WriteSession, readonly retrier: Retrier) {
+    super(inner);
+  }
 
-  get key(): string { return this.inner.key; }
-  get size(): number { return this.inner.size; }
-  get partBytes(): number { return this.inner.partBytes; }
-  get resumableParts(): ReadonlySet<number> { return this.inner.resumableParts; }
-
-  matches(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<boolean> {
+  override matches(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<boolean> {
     return this.retrier.run({ op: 'matches', key: this.key, part: index }, options?.signal, () => this.inner.matches(index, bytes, options));
   }
 
-  write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void> {
+  override write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void> {
     return this.retrier.run({ op: 'write', key: this.key, part: index }, options?.signal, () => this.inner.write(index, bytes, options));
   }
 
-  commit(options: CommitOptions): Promise<void> {
+  override commit(options: CommitOptions): Promise<void> {
     return this.retrier.run({ op: 'commit', key: this.key }, options.signal, () => this.inner.commit(options));
   }
-
-  suspend(): Promise<void> { return this.inner.suspend(); }
-  abort(): Promise<void> { return this.inner.abort(); }
 }
 
 /**
@@ -313,40 +307,28 @@ class ResumingReadStream extends ReadableStream {
   }
 }
 
-class RetryingDriver implements Driver {
-  readonly name: string;
-  readonly description: string;
-  readonly location: Location;
-  /** The driver's `identify`, retried like a read. */
-  readonly identify?: (options?: SignalOptions) => Promise<Identity>;
-  readonly capabilities: Capabilities;
-  readonly copyWithin?: (fromKey: string, toKey: string, options?: SignalOptions) => Promise<void>;
-  /**
-   * The driver's `sync`, passed through and never retried: after a failed fsync the kernel may
-   * have dropped the dirty pages and marked them clean, so a second attempt can succeed without
-   * the data being on disk. (Not forwarding it at all made the engine skip every sync: files
-   * were recorded as done, and manifests written, before the copies were durable.)
-   */
-  readonly sync?: (options?: SignalOptions) => Promise<void>;
+/**
+ * Retries what the module comment lists. Everything else passes through (./forwarding.ts),
+ * `sync` included, never retried: after a failed fsync the kernel may have dropped the dirty
+ * pages and marked them clean, so a second attempt can succeed without the data being on disk.
+ */
+class RetryingDriver extends ForwardingDriver {
   readonly #retrier: Retrier;
 
-  constructor(readonly inner: Driver, policy: RetryPolicy) {
-    this.name = inner.name;
-    this.description = inner.description;
-    this.location = inner.location;
-    this.capabilities = inner.capabilities;
+  constructor(inner: Driver, policy: RetryPolicy) {
+    super(inner);
     this.#retrier = new Retrier(inner.name, policy);
-    const identify = inner.identify?.bind(inner);
-    if (identify !== undefined) this.identify = (options) => this.#retrier.run({ op: 'identify' }, options?.signal, () => identify(options));
-    const copy = inner.copyWithin?.bind(inner);
-    if (copy !== undefined) {
-      this.copyWithin = (fromKey, toKey, options) => this.#retrier.run({ op: 'copyWithin', key: fromKey }, options?.signal, () => copy(fromKey, toKey, options));
-    }
-    const sync = inner.sync?.bind(inner);
-    if (sync !== undefined) this.sync = sync;
   }
 
-  async *list(prefix: string, options: SignalOptions = {}): AsyncIterable<Entry> {
+  protected override forwardCopyWithin(fromKey: string, toKey: string, options?: SignalOptions): Promise<void> {
+    return this.#retrier.run({ op: 'copyWithin', key: fromKey }, options?.signal, () => super.forwardCopyWithin(fromKey, toKey, options));
+  }
+
+  protected override forwardIdentify(options?: SignalOptions): Promise<Identity> {
+    return this.#retrier.run({ op: 'identify' }, options?.signal, () => super.forwardIdentify(options));
+  }
+
+  override async *list(prefix: string, options: SignalOptions = {}): AsyncIterable<Entry> {
     for (let failures = 1; ; failures++) {
       let yielded = false;
       try {
@@ -362,11 +344,11 @@ class RetryingDriver implements Driver {
     }
   }
 
-  stat(key: string, options?: SignalOptions): Promise<Entry | undefined> {
+  override stat(key: string, options?: SignalOptions): Promise<Entry | undefined> {
     return this.#retrier.run({ op: 'stat', key }, options?.signal, () => this.inner.stat(key, options));
   }
 
-  async openRead(key: string, options: ReadOptions = {}): Promise<Readable> {
+  override async openRead(key: string, options: ReadOptions = {}): Promise<Readable> {
     const first = await this.#retrier.run({ op: 'openRead', key }, options.signal, () => this.inner.openRead(key, options));
     if (this.#retrier.retries === 0) return first;
     const reopen = (offset: number, length: number | undefined, signal: AbortSignal | undefined): Promise<Readable> =>
@@ -374,25 +356,22 @@ class RetryingDriver implements Driver {
     return new ResumingReadStream(first, this.#retrier, key, options.offset ?? 0, options.length, reopen, options.signal);
   }
 
-  async openWrite(key: string, options: WriteOptions): Promise<WriteSession> {
+  override async openWrite(key: string, options: WriteOptions): Promise<WriteSession> {
     const session = await this.#retrier.run({ op: 'openWrite', key }, options.signal, () => this.inner.openWrite(key, options));
     return new RetryingWriteSession(session, this.#retrier);
   }
 
-  delete(key: string, options?: SignalOptions): Promise<void> {
+  override delete(key: string, options?: SignalOptions): Promise<void> {
     return this.#retrier.run({ op: 'delete', key }, options?.signal, () => this.inner.delete(key, options));
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }
 
 /**
  * Wraps `driver` in the retry layer described at the top of this file. The result keeps the
- * driver's `name`, `description`, `location` and `capabilities` (the same object), and has
- * `copyWithin`, `identify` and `sync` exactly when the driver has them (`sync` is not retried). Throws `UsageError` for a policy with negative or non-finite
- * numbers (or a fractional `retries`).
+ * driver's `name`, `description` and `capabilities` (the same object), has `copyWithin` and `identify`
+ * (retried like a read) exactly when the driver has them, and passes `sync` (never retried) and every other member through
+ * (./forwarding.ts). Throws `UsageError` for a policy with negative or non-finite numbers (or a
+ * fractional `retries`).
  */
 export function withRetry(driver: Driver, policy: RetryPolicy = {}): Driver {
   return new RetryingDriver(driver, policy);
