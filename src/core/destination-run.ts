@@ -81,6 +81,7 @@ export class DestinationRun implements FeedMember {
     this.errors.push(problem(err, path));
     if (errorKind(err) !== 'integrity' && !this.dead) {
       this.dead = true;
+      this.ledger.uncharge(0); // reads waiting for its share look again
       this.context.emit({ type: 'destination-failed', destination: this.name, message: errorMessage(err) });
     }
   }

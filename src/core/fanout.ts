@@ -10,15 +10,15 @@
  * charged to each share but held once). A destination takes part in at most `share / chunk - 2`
  * reads of multi-chunk files at once, so the read-ahead of its open reads can never fill its share.
  *
- * Shared reads. When a destination reaches a file, it joins the file's pending read, or creates it
- * (expecting every other attached destination that will copy the file). A read starts once every
- * expected destination has joined, or after `lagToleranceMs`; a destination that has not joined by
- * then is detached. Each chunk is read once it can be charged to every reader; while some can take
- * it and others cannot, the read waits at most `lagToleranceMs` and then detaches the ones that
- * cannot. A detached destination gets its queued chunks dropped and reads the file again on its own
- * from the start (the chunks it already wrote are only hashed and compared, so a source that
- * changed meanwhile is caught). It joins shared reads again when it reaches a file before anyone
- * else has started it (it caught up).
+ * Shared reads. The first destination to reach a file starts its read, with a place (a queue) for
+ * every other attached destination that will copy the file; they take their place when they reach
+ * the file, and find the chunks read meanwhile in their queue. Each chunk is read once it can be
+ * charged to every destination in the read; while some can take it and others cannot (their share
+ * is full: they are that far behind), the read waits at most `lagToleranceMs`, then detaches the
+ * ones that cannot. A detached destination gets its queued chunks dropped and reads the file again
+ * on its own from the start (the chunks it already wrote are only hashed and compared, so a source
+ * that changed meanwhile is caught), and every later file too, until it reaches a file before
+ * anyone else has started it: it caught up, and shares reads again.
  *
  * Source bytes read: each file is read at most once by a shared read, plus once by every
  * destination reading it alone, so at most (1 + destinations that read alone) x the backup, plus
@@ -102,7 +102,9 @@ export class Fanout {
   bytesRead = 0;
   private readonly members: FeedMember[] = [];
   private working = 0;
-  private readonly pending = new Map<string, FileRead>();
+  /** Shared reads with places not taken yet. */
+  private readonly reads = new Map<string, FileRead>();
+  /** Files a shared read was started for. */
   private readonly started = new Set<string>();
   private readonly sourceHashes = new Map<string, Promise<ObjectHashes>>();
   private waiters: (() => void)[] = [];
@@ -117,8 +119,9 @@ export class Fanout {
     this.working++;
   }
 
-  /** The member has read everything it needs: its share goes to the others. */
-  done(_member: FeedMember): void {
+  /** The member has read everything it needs (or failed): its places are given up, its share goes to the others. */
+  done(member: FeedMember): void {
+    for (const read of [...this.reads.values()]) read.giveUp(member);
     this.working = Math.max(1, this.working - 1);
     this.notify();
   }
@@ -150,29 +153,34 @@ export class Fanout {
 
   /** The chunks of `file` for `member`: shared with the others when possible (see the file comment). */
   subscribe(member: FeedMember, file: FeedFile): Subscription {
-    const pending = this.pending.get(file.path);
-    if (pending) {
+    const read = this.reads.get(file.path);
+    const place = read?.claim(member);
+    if (place) return place;
+    if (!read && !this.started.has(file.path)) {
+      const others = this.members.filter((m) => m !== member && m.attached && m.wants(file.path));
+      const created = new FileRead(this, file, true);
+      this.reads.set(file.path, created);
+      this.started.add(file.path);
       member.attached = true;
-      return pending.join(member);
-    }
-    if (!this.started.has(file.path)) {
-      const expected = this.members.filter((m) => m !== member && m.attached && m.wants(file.path));
-      const read = new FileRead(this, file, expected, true);
-      this.pending.set(file.path, read);
-      member.attached = true;
-      const subscription = read.join(member);
-      void read.run();
-      return subscription;
+      const own = created.place(member, true);
+      for (const m of others) created.place(m, false);
+      void created.run();
+      return own;
     }
     // The others started this file without it: it fell behind.
-    if (member.attached) this.detach(member, file.path);
+    this.detach(member, file.path);
     return this.readAlone(member, file);
+  }
+
+  /** The shared read of `path` has nothing more to hand out. */
+  forget(path: string): void {
+    this.reads.delete(path);
   }
 
   /** The chunks of `file` from a read of the source for `member` alone. */
   readAlone(member: FeedMember, file: FeedFile): Subscription {
-    const read = new FileRead(this, file, [], false);
-    const subscription = read.join(member);
+    const read = new FileRead(this, file, false);
+    const subscription = read.place(member, true);
     void read.run();
     return subscription;
   }
@@ -188,16 +196,12 @@ export class Fanout {
     return hashes;
   }
 
+  /** The member fell behind: it reads on its own until it catches up. */
   detach(member: FeedMember, path: string): void {
+    if (!member.attached) return;
     member.attached = false;
     member.detachments++;
     this.ctx.onDetach?.(member, path);
-  }
-
-  /** The pending read of `path` starts: nobody joins it any more. */
-  startedRead(path: string): void {
-    this.pending.delete(path);
-    this.started.add(path);
   }
 
   /** Gives back a chunk a member will not write. */
@@ -218,7 +222,7 @@ export class Subscription {
   /** Detached or left: receives nothing more. */
   gone = false;
 
-  constructor(readonly member: FeedMember, private readonly fanout: Fanout) {}
+  constructor(readonly member: FeedMember, private readonly fanout: Fanout, public arrived: boolean) {}
 
   deliver(item: FeedItem): void {
     this.queue.push(item);
@@ -253,21 +257,38 @@ export class Subscription {
 /** One read of one source file, for one or more members. */
 class FileRead {
   private readonly subscriptions: Subscription[] = [];
-  private readonly expected: Set<FeedMember>;
+  private ended = false;
 
-  constructor(private readonly fanout: Fanout, private readonly file: FeedFile, expected: readonly FeedMember[], private readonly shared: boolean) {
-    this.expected = new Set(expected);
-  }
+  constructor(private readonly fanout: Fanout, private readonly file: FeedFile, private readonly shared: boolean) {}
 
-  join(member: FeedMember): Subscription {
-    const subscription = new Subscription(member, this.fanout);
+  /** A place for `member`; `arrived` when it is at the file already. */
+  place(member: FeedMember, arrived: boolean): Subscription {
+    const subscription = new Subscription(member, this.fanout, arrived);
     this.subscriptions.push(subscription);
-    this.expected.delete(member);
-    this.fanout.notify();
     return subscription;
   }
 
+  /** The member's place, when it still has one (not detached from this read). */
+  claim(member: FeedMember): Subscription | undefined {
+    const place = this.subscriptions.find((s) => s.member === member && !s.arrived && !s.gone);
+    if (place) place.arrived = true;
+    this.forgetWhenClaimed();
+    return place;
+  }
+
+  /** Drops the places of `member` it has not taken. */
+  giveUp(member: FeedMember): void {
+    for (const s of this.subscriptions) if (s.member === member && !s.arrived) s.leave();
+    this.forgetWhenClaimed();
+  }
+
+  private forgetWhenClaimed(): void {
+    if (this.ended && this.subscriptions.every((s) => s.arrived || s.gone)) this.fanout.forget(this.file.path);
+  }
+
+  /** Members still in the read; places never to be taken (a failed member, or one that no longer copies the file) are given up. */
   private live(): Subscription[] {
+    for (const s of this.subscriptions) if (!s.gone && !s.arrived && !s.member.wants(this.file.path)) s.leave();
     return this.subscriptions.filter((s) => !s.gone);
   }
 
@@ -279,30 +300,14 @@ class FileRead {
 
   async run(): Promise<void> {
     try {
-      if (this.shared) await this.waitForExpected();
       await this.read();
     } catch (error) {
       for (const s of this.live()) s.deliver({ type: 'error', error });
     } finally {
       for (const s of this.live()) s.unreserve();
+      this.ended = true;
+      this.forgetWhenClaimed();
     }
-  }
-
-  /** Waits for the expected members to join, at most the lag tolerance; those that do not are detached. */
-  private async waitForExpected(): Promise<void> {
-    const deadline = Date.now() + this.fanout.ctx.lagToleranceMs;
-    for (;;) {
-      for (const m of this.expected) if (!m.wants(this.file.path)) this.expected.delete(m);
-      if (this.expected.size === 0 || this.live().length === 0) break;
-      throwIfAborted(this.fanout.ctx.signal, 'replicate');
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        for (const m of this.expected) if (m.attached) this.fanout.detach(m, this.file.path);
-        break;
-      }
-      await this.fanout.changed(left);
-    }
-    this.fanout.startedRead(this.file.path);
   }
 
   /**
