@@ -5,17 +5,25 @@
  *
  * Memory. The chunk budget is split into one share per destination still working (at least two
  * chunks each). Every chunk a destination holds (queued for it, in its writer, or the read-ahead of
- * a read it takes part in) is charged to its share, so the bytes in the pool never exceed the
- * budget (for sources that read ahead at most one piece, as the local driver does; a shared chunk is
- * charged to each share but held once). A destination takes part in at most `share / chunk - 2`
- * reads of multi-chunk files at once, so the read-ahead of its open reads can never fill its share.
+ * a read it takes part in) is charged to it, so the bytes in the pool never exceed the budget (for
+ * sources that read ahead at most one piece, as the local driver does; a shared chunk is charged to
+ * each destination but held once). A destination may go beyond its share with budget that no other
+ * destination's unused share needs (a fast destination alone in its reads uses what the slow one
+ * does not), never into another's share, so every destination always has its share for itself. A
+ * destination takes part in at most `share / chunk - 2` reads of multi-chunk files at once, so the
+ * read-ahead of its open reads can never fill its share.
+ *
+ * Lag. A destination's backlog is what was read for it and it has not taken yet (chunks queued for
+ * files it has not reached count too); a backlog beyond its share means it is that far behind.
  *
  * Shared reads. The first destination to reach a file starts its read, with a place (a queue) for
  * every other attached destination that will copy the file; they take their place when they reach
  * the file, and find the chunks read meanwhile in their queue. Each chunk is read once it can be
- * charged to every destination in the read; while some can take it and others cannot (their share
- * is full: they are that far behind), the read waits at most `lagToleranceMs`, then detaches the
- * ones that cannot. A detached destination gets its queued chunks dropped and reads the file again
+ * charged to every destination in the read. One whose backlog exceeds its share while another's
+ * does not is detached at once; while some can take the chunk and others cannot (no memory, or too
+ * many open reads), the read waits at most `lagToleranceMs`, then detaches the ones that cannot
+ * (when none can, all but the one with the fewest chunks still to write: the others' memory is
+ * held by their slow writes). A detached destination gets its queued chunks dropped and reads the file again
  * on its own from the start (the chunks it already wrote are only hashed and compared, so a source
  * that changed meanwhile is caught), and every later file too, until it reaches a file before
  * anyone else has started it: it caught up, and shares reads again.
@@ -54,13 +62,23 @@ export type FeedItem =
 export class Ledger {
   /** Bytes charged: chunks held plus room reserved for reads it takes part in. */
   held = 0;
+  /** Bytes (as charged) of chunks read for it that it has not taken yet: how far behind it is. */
+  backlog = 0;
+  /** Bytes of `held` reserved for pieces not read yet. */
+  reserved = 0;
   /** Reads of multi-chunk files it takes part in. */
   openReads = 0;
   constructor(private readonly fanout: Fanout) {}
 
+  /** Within its share, or borrowing budget that no other destination's unused share needs. */
   fits(bytes: number, opening: boolean): boolean {
     if (opening && this.openReads >= this.fanout.maxOpenReads) return false;
-    return this.held + bytes <= this.fanout.share;
+    return this.held + bytes <= this.fanout.share || this.fanout.canLend(this, bytes);
+  }
+
+  /** Further behind than its share of the budget. */
+  behind(bytes: number): boolean {
+    return this.backlog + bytes > this.fanout.share;
   }
 
   charge(bytes: number): void {
@@ -101,7 +119,7 @@ export class Fanout {
   /** Source bytes read, all reads together. */
   bytesRead = 0;
   private readonly members: FeedMember[] = [];
-  private working = 0;
+  private readonly working: FeedMember[] = [];
   /** Shared reads with places not taken yet. */
   private readonly reads = new Map<string, FileRead>();
   /** Files a shared read was started for. */
@@ -116,19 +134,29 @@ export class Fanout {
   /** A destination that will take part; call `done` when it has nothing more to read. */
   add(member: FeedMember): void {
     this.members.push(member);
-    this.working++;
+    this.working.push(member);
   }
 
   /** The member has read everything it needs (or failed): its places are given up, its share goes to the others. */
   done(member: FeedMember): void {
     for (const read of [...this.reads.values()]) read.giveUp(member);
-    this.working = Math.max(1, this.working - 1);
+    const at = this.working.indexOf(member);
+    if (at >= 0) this.working.splice(at, 1);
     this.notify();
   }
 
   /** Bytes of budget per destination still working (at least two chunks). */
   get share(): number {
-    return Math.max(2 * this.ctx.chunkBytes, Math.floor(this.ctx.pool.budgetBytes / Math.max(1, this.working)));
+    return Math.max(2 * this.ctx.chunkBytes, Math.floor(this.ctx.pool.budgetBytes / Math.max(1, this.working.length)));
+  }
+
+  /** Whether `bytes` more for `ledger` leave every other working destination its unused share. */
+  canLend(ledger: Ledger, bytes: number): boolean {
+    const share = this.share;
+    let needed = bytes;
+    for (const m of this.working) needed += m.ledger === ledger ? m.ledger.held : Math.max(m.ledger.held, share);
+    if (!this.working.some((m) => m.ledger === ledger)) needed += ledger.held;
+    return needed <= this.ctx.pool.budgetBytes;
   }
 
   /** Reads of multi-chunk files one destination may take part in at once. */
@@ -225,6 +253,7 @@ export class Subscription {
   constructor(readonly member: FeedMember, private readonly fanout: Fanout, public arrived: boolean) {}
 
   deliver(item: FeedItem): void {
+    if (item.type === 'chunk') this.member.ledger.backlog += this.fanout.ctx.pool.chargeOf(item.chunk.length);
     this.queue.push(item);
     const wake = this.wake;
     this.wake = undefined;
@@ -233,16 +262,26 @@ export class Subscription {
 
   async next(): Promise<FeedItem> {
     while (this.queue.length === 0) await new Promise<void>((resolve) => { this.wake = resolve; });
-    return this.queue.shift() as FeedItem;
+    const item = this.queue.shift() as FeedItem;
+    if (item.type === 'chunk') this.taken(item.chunk);
+    return item;
   }
 
   /** Stops receiving: queued chunks and reserved room go back to the member's share. */
   leave(): void {
     if (this.gone) return;
     this.gone = true;
-    for (const item of this.queue) if (item.type === 'chunk') this.fanout.drop(this.member, item.chunk);
+    for (const item of this.queue) {
+      if (item.type !== 'chunk') continue;
+      this.taken(item.chunk);
+      this.fanout.drop(this.member, item.chunk);
+    }
     this.queue = [];
     this.unreserve();
+  }
+
+  private taken(chunk: Buffer): void {
+    this.member.ledger.backlog -= this.fanout.ctx.pool.chargeOf(chunk.length);
   }
 
   unreserve(): void {
@@ -250,6 +289,7 @@ export class Subscription {
     if (this.opened) { ledger.openReads--; this.opened = false; }
     const reserved = this.reserved;
     this.reserved = 0;
+    ledger.reserved -= reserved;
     ledger.uncharge(reserved);
   }
 }
@@ -311,9 +351,10 @@ class FileRead {
   }
 
   /**
-   * Charges `bytes` to every live member's share (and, when `opening`, one open read). Waits while
-   * some cannot take it; when others could, for at most the lag tolerance, then detaches the ones
-   * that cannot. False when no member is left.
+   * Charges `bytes` to every live member's share (and, when `opening`, one open read). A member
+   * further behind than its share while another is not is detached at once. Otherwise waits while
+   * some cannot take the bytes; when others could, for at most the lag tolerance, then detaches the
+   * ones that cannot. False when no member is left.
    */
   private async reserve(bytes: number, opening: boolean): Promise<boolean> {
     const tolerance = this.fanout.ctx.lagToleranceMs;
@@ -322,24 +363,37 @@ class FileRead {
       const live = this.live();
       if (live.length === 0) return false;
       throwIfAborted(this.fanout.ctx.signal, 'replicate');
+      if (live.length > 1) {
+        const behind = live.filter((s) => s.member.ledger.behind(bytes));
+        if (behind.length > 0 && behind.length < live.length) {
+          for (const s of behind) this.detach(s);
+          continue;
+        }
+      }
       const ready = live.filter((s) => s.member.ledger.fits(bytes, opening && !s.opened));
       if (ready.length === live.length) {
         for (const s of live) {
           s.member.ledger.charge(bytes);
+          s.member.ledger.reserved += bytes;
           s.reserved += bytes;
           if (opening && !s.opened) { s.opened = true; s.member.ledger.openReads++; }
         }
         return true;
       }
-      if (ready.length === 0) {
-        since = undefined;
+      if (live.length === 1) {
         await this.fanout.changed();
         continue;
       }
       since ??= Date.now();
       const left = since + tolerance - Date.now();
       if (left <= 0) {
-        for (const s of live) if (!ready.includes(s)) this.detach(s);
+        // Held up too long: detach the ones that cannot take the chunk; when none can, all but
+        // the one with the fewest chunks still to write (the one that keeps up best).
+        const blocked = live.filter((s) => !ready.includes(s));
+        const pending = (x: Subscription): number => x.member.ledger.held - x.member.ledger.reserved;
+        const keep = ready.length > 0 ? undefined : blocked.reduce((a, b) => (pending(b) < pending(a) ? b : a));
+        for (const s of blocked) if (s !== keep) this.detach(s);
+        since = undefined;
         continue;
       }
       await this.fanout.changed(left);
@@ -370,6 +424,7 @@ class FileRead {
       for (const s of live) {
         const taken = Math.min(s.reserved, cost);
         s.reserved -= taken;
+        s.member.ledger.reserved -= taken;
         s.member.ledger.charge(cost - taken);
         pool.retain(chunk);
         s.deliver({ type: 'chunk', chunk, hash });
