@@ -21,9 +21,8 @@
  * the file, and find the chunks read meanwhile in their queue. Each chunk is read once it can be
  * charged to every destination in the read. One whose backlog exceeds its share while another's
  * does not is detached at once; while some can take the chunk and others cannot (no memory, or too
- * many open reads), the read waits at most `lagToleranceMs`, then detaches the ones that cannot
- * (when none can, all but the one with the fewest chunks still to write: the others' memory is
- * held by their slow writes). A detached destination gets its queued chunks dropped and reads the file again
+ * many open reads), the read waits `lagToleranceMs`, then detaches the one with the most chunks
+ * still to write (its memory is held by its slow writes) if it is one that cannot take the chunk. A detached destination gets its queued chunks dropped and reads the file again
  * on its own from the start (the chunks it already wrote are only hashed and compared, so a source
  * that changed meanwhile is caught), and every later file too, until it reaches a file before
  * anyone else has started it: it caught up, and shares reads again.
@@ -387,12 +386,12 @@ class FileRead {
       since ??= Date.now();
       const left = since + tolerance - Date.now();
       if (left <= 0) {
-        // Held up too long: detach the ones that cannot take the chunk; when none can, all but
-        // the one with the fewest chunks still to write (the one that keeps up best).
-        const blocked = live.filter((s) => !ready.includes(s));
+        // Held up too long: the one with the most chunks still to write (its memory is held by
+        // its slow writes) is detached, if it is one that cannot take the chunk; otherwise the
+        // read is held up by limits of the faster ones, and waits.
         const pending = (x: Subscription): number => x.member.ledger.held - x.member.ledger.reserved;
-        const keep = ready.length > 0 ? undefined : blocked.reduce((a, b) => (pending(b) < pending(a) ? b : a));
-        for (const s of blocked) if (s !== keep) this.detach(s);
+        const laggard = live.reduce((a, b) => (pending(b) > pending(a) ? b : a));
+        if (!ready.includes(laggard)) this.detach(laggard);
         since = undefined;
         continue;
       }
