@@ -19,9 +19,9 @@
  * Shared reads. The first destination to reach a file starts its read, with a place (a queue) for
  * every other attached destination that will copy the file; they take their place when they reach
  * the file, and find the chunks read meanwhile in their queue. Each chunk is read once it can be
- * charged to every destination in the read. One whose backlog exceeds its share while another's
- * does not is detached at once; while some can take the chunk and others cannot (no memory, or too
- * many open reads), the read waits `lagToleranceMs`, then detaches the one with the most chunks
+ * charged to every destination in the read. One that cannot take it while another can, and whose
+ * backlog exceeds its share, is detached at once; while some can take the chunk and others cannot
+ * (no memory, or too many open reads), the read waits `lagToleranceMs`, then detaches the one with the most chunks
  * still to write (its memory is held by its slow writes) if it is one that cannot take the chunk. A detached destination gets its queued chunks dropped and reads the file again
  * on its own from the start (the chunks it already wrote are only hashed and compared, so a source
  * that changed meanwhile is caught), and every later file too, until it reaches a file before
@@ -362,14 +362,13 @@ class FileRead {
       const live = this.live();
       if (live.length === 0) return false;
       throwIfAborted(this.fanout.ctx.signal, 'replicate');
-      if (live.length > 1) {
-        const behind = live.filter((s) => s.member.ledger.behind(bytes));
-        if (behind.length > 0 && behind.length < live.length) {
-          for (const s of behind) this.detach(s);
-          continue;
-        }
-      }
       const ready = live.filter((s) => s.member.ledger.fits(bytes, opening && !s.opened));
+      if (ready.length > 0 && ready.length < live.length) {
+        // Those that hold the read up while further behind than their share go at once.
+        const behind = live.filter((s) => !ready.includes(s) && s.member.ledger.behind(bytes));
+        for (const s of behind) this.detach(s);
+        if (behind.length > 0) continue;
+      }
       if (ready.length === live.length) {
         for (const s of live) {
           s.member.ledger.charge(bytes);

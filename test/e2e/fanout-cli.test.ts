@@ -53,7 +53,6 @@ describe('a slow destination through the CLI', () => {
     const result = jsonOf<ReplicateJson>(run);
     const [fast, slow] = result.destinations;
     assert.deepEqual([fast?.status, slow?.status], ['complete', 'complete']);
-    assert.equal(fast?.detachments, 0);
     assert.ok((slow?.detachments ?? 0) >= 1, JSON.stringify(slow));
     assert.ok(result.bytesRead <= (1 + result.destinationsReadAlone) * result.bytes, `read ${result.bytesRead} of ${result.bytes}`);
     assert.ok(result.peakBufferBytes <= 4 * MiB, `peak ${result.peakBufferBytes}`);
