@@ -8,6 +8,8 @@
  *   npm run bench -- --size 4GiB --small-files 0 --repeat 3
  *   npm run bench -- --size 0 --small-files 25000 --one-destination --compare /tmp/old/bin/offsite.js
  *
+ * `npm run bench:slow` (bench/slow-destination.ts) times a fast destination next to a slow one.
+ *
  * `--compare` also times another offsite build (e.g. a checkout of an older commit, built) in the
  * same runs, so that a change is measured against its baseline on the same noisy machine. The
  * measurements are interleaved, each into new folders (see measureAll); times still vary a lot

@@ -59,7 +59,7 @@ export async function replicateCommand(config: OffsiteConfig, options: Replicate
       source, backup, destinations,
       chunkBytes: options.chunkBytes ?? config.settings.chunkBytes,
       fileConcurrency: options.concurrency ?? config.settings.concurrency,
-      quietPeriodMs: config.settings.quietPeriodMs,
+      quietPeriodMs: config.settings.quietPeriodMs, memoryBudgetBytes: config.settings.memoryBudgetBytes,
       dryRun: options.dryRun, signal: options.signal, onEvent: options.onEvent,
     });
     return waitedMs === undefined ? result : { ...result, waitedMs };

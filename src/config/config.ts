@@ -23,6 +23,8 @@ export interface Settings {
   readonly chunkBytes: number;
   /** Files transferred at once. @default 8 */
   readonly concurrency: number;
+  /** Bytes of chunk buffers in flight, shared equally by the destinations still copying (`options.memoryBudget`). @default 64 MiB */
+  readonly memoryBudgetBytes?: number;
   /** Quiet period of the completion rule. @default 60 s */
   readonly quietPeriodMs: number;
   /** Retries of a retryable error (reset, timeout, 5xx), per operation. @default 5 */
@@ -120,6 +122,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   const o = readSection(OPTIONS_SCHEMA, options, { file, section: 'options' });
   const settings: Settings = {
     chunkBytes: o.chunkSize, concurrency: o.concurrency, quietPeriodMs: o.quietPeriod, retries: o.retries, retryTimeoutMs: o.timeout, bwlimitBytesPerSecond: o.bwlimit,
+    ...(o.memoryBudget === undefined ? {} : { memoryBudgetBytes: o.memoryBudget }),
   };
   const read = (where: string, section: Record<string, unknown>): Section => readDriverSection(section, { file, section: where, baseDir });
   return {
@@ -138,6 +141,7 @@ const OPTIONS_SCHEMA = {
   retries: integer({ default: DEFAULT_SETTINGS.retries, min: 0, max: 1000 }),
   timeout: duration({ default: DEFAULT_SETTINGS.retryTimeoutMs }),
   bwlimit: size({ default: DEFAULT_SETTINGS.bwlimitBytesPerSecond }),
+  memoryBudget: size(),
 };
 
 /**

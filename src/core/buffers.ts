@@ -13,12 +13,16 @@
  * Every buffer handed out has one reference; `retain` adds more (one per destination that will
  * write it), `release` drops one, and at zero the buffer's bytes return to the budget (and a
  * pooled buffer to the pool).
+ *
+ * `peakBytes` is the most ever charged at once: the fan-out engine keeps it within the budget
+ * (see src/core/fanout.ts), and tests assert on it.
  */
 export class ChunkPool {
   private readonly free: Buffer[] = [];
   private readonly owned = new Map<ArrayBufferLike, { backing: Buffer; refs: number; bytes: number }>();
   private waiters: (() => void)[] = [];
   private charged = 0;
+  private peak = 0;
   /** Buffers of at most this many bytes are allocated at their size instead of taken from the pool. */
   readonly smallBytes: number;
 
@@ -40,18 +44,39 @@ export class ChunkPool {
     return this.charged;
   }
 
+  /** The most bytes ever charged at once. */
+  get peakBytes(): number {
+    return this.peak;
+  }
+
+  /** Bytes a buffer of `size` bytes is charged (see the class comment). */
+  chargeOf(size: number): number {
+    if (size > this.chunkBytes || size === 0) return 0;
+    return size <= this.smallBytes ? size : this.chunkBytes;
+  }
+
+  /** Whether `buffer` is a buffer of this pool still handed out. */
+  owns(buffer: Uint8Array): boolean {
+    return this.owned.has(buffer.buffer);
+  }
+
+  private charge(bytes: number): void {
+    this.charged += bytes;
+    if (this.charged > this.peak) this.peak = this.charged;
+  }
+
   /** A buffer of `size` bytes (at most `chunkBytes`), uninitialized, with one reference. */
   allocate = (size: number): Buffer => {
     if (size > this.chunkBytes || size === 0) return Buffer.allocUnsafe(size);
     if (size <= this.smallBytes) {
       const small = Buffer.allocUnsafeSlow(size); // its own ArrayBuffer: how the pool tells buffers apart
       this.owned.set(small.buffer, { backing: small, refs: 1, bytes: size });
-      this.charged += size;
+      this.charge(size);
       return small;
     }
     const backing = this.free.pop() ?? Buffer.allocUnsafeSlow(this.chunkBytes);
     this.owned.set(backing.buffer, { backing, refs: 1, bytes: this.chunkBytes });
-    this.charged += this.chunkBytes;
+    this.charge(this.chunkBytes);
     return size === this.chunkBytes ? backing : backing.subarray(0, size);
   };
 
@@ -68,6 +93,23 @@ export class ChunkPool {
     this.owned.delete(entry.backing.buffer);
     this.charged -= entry.bytes;
     if (entry.backing.length === this.chunkBytes && this.free.length < Math.max(2, this.budgetBytes / this.chunkBytes)) this.free.push(entry.backing);
+    this.wake();
+  }
+
+  /**
+   * Stops counting a buffer that will never be released (the read-ahead of a stream destroyed
+   * before it was consumed): its bytes leave the budget, and the buffer is not reused, since a
+   * read may still be filling it.
+   */
+  forget(buffer: Uint8Array): void {
+    const entry = this.owned.get(buffer.buffer);
+    if (!entry) return;
+    this.owned.delete(entry.backing.buffer);
+    this.charged -= entry.bytes;
+    this.wake();
+  }
+
+  private wake(): void {
     const waiters = this.waiters;
     this.waiters = [];
     for (const wake of waiters) wake();

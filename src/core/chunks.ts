@@ -13,7 +13,7 @@ import type { ChunkPool } from './buffers.js';
  * `integrity` when the stream ends before `size` bytes or runs past them: the object changed
  * while it was read.
  */
-export async function* chunksOf(stream: Readable, size: number, chunkBytes: number, what: string, pool: ChunkPool, signal?: AbortSignal): AsyncGenerator<Buffer> {
+export async function* chunksOf(stream: Readable, size: number, chunkBytes: number, what: string, pool: ChunkPool, signal?: AbortSignal, ahead?: ReadAhead): AsyncGenerator<Buffer> {
   let chunk: Buffer | undefined;
   let filled = 0;
   let total = 0;
@@ -30,6 +30,7 @@ export async function* chunksOf(stream: Readable, size: number, chunkBytes: numb
         pool.release(data);
         throw sizeChanged(what, size, `more than ${size}`);
       }
+      ahead?.handedOn(data);
       if (!chunk && data.length === Math.min(chunkBytes, size - total + data.length)) {
         // A piece that is exactly the next chunk (drivers honour `pieceBytes`): no copy.
         yield data;
@@ -54,14 +55,42 @@ export async function* chunksOf(stream: Readable, size: number, chunkBytes: numb
   } finally {
     if (chunk) pool.release(chunk);
     stream.destroy();
+    ahead?.forgetRest();
   }
   if (total !== size) throw sizeChanged(what, size, String(total));
 }
 
+/**
+ * The pool buffers a driver allocated for one read and has not handed over yet (its read-ahead).
+ * When the read stops early they are never released by anyone: `forgetRest` takes them out of
+ * the budget, so an abandoned read does not hold budget for the rest of the run.
+ */
+export class ReadAhead {
+  private readonly held = new Set<ArrayBufferLike>();
+  constructor(private readonly pool: ChunkPool) {}
+
+  allocate = (size: number): Buffer => {
+    const buffer = this.pool.allocate(size);
+    if (this.pool.owns(buffer)) this.held.add(buffer.buffer);
+    return buffer;
+  };
+
+  /** The stream handed this piece over: its holder releases it from now on. */
+  handedOn(piece: Uint8Array): void {
+    this.held.delete(piece.buffer);
+  }
+
+  forgetRest(): void {
+    for (const backing of this.held) this.pool.forget(new Uint8Array(backing, 0, 0));
+    this.held.clear();
+  }
+}
+
 /** Opens `key` and yields its chunks from `pool` (see `chunksOf`); the caller releases each. */
 export async function* readChunks(driver: Driver, key: string, size: number, pool: ChunkPool, what: string, signal?: AbortSignal): AsyncGenerator<Buffer> {
-  const stream = await driver.openRead(key, { signal, length: size, pieceBytes: pool.chunkBytes, allocate: pool.allocate });
-  yield* chunksOf(stream, size, pool.chunkBytes, what, pool, signal);
+  const ahead = new ReadAhead(pool);
+  const stream = await driver.openRead(key, { signal, length: size, pieceBytes: pool.chunkBytes, allocate: ahead.allocate });
+  yield* chunksOf(stream, size, pool.chunkBytes, what, pool, signal, ahead);
 }
 
 function sizeChanged(what: string, expected: number, actual: string): OffsiteError {

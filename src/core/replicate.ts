@@ -1,14 +1,18 @@
 /**
  * The fan-out engine: copies one complete backup from a source to N destinations at once.
  *
- * Each file is read from the source once, cut into `chunkBytes` chunks, hashed once (XXH64 per
- * chunk and per file), and each chunk is handed to every destination that still needs the file.
- * Every destination writes through its own bounded queue (at most `partConcurrency` parts in
- * flight plus one waiting), so memory is bounded by
- * `fileConcurrency x destinations x (partConcurrency + 1) x partBytes`, whatever the backup's size.
- * A destination that fails is dropped from the fan-out and the others carry on; it gets no
- * manifest, and the next run copies only what it lacks. A destination gets
- * `NAME/.offsite/manifest.json` only after every file is committed there.
+ * Every destination runs at its own pace: its own queue of files (`fileConcurrency` at once), its
+ * own parts in flight (`partConcurrency`, and the driver's own limits), its own manifest written
+ * as soon as its last file is committed, while the others go on. Each file is cut into
+ * `chunkBytes` chunks and hashed once (XXH64 per chunk and per file) per read. Destinations that
+ * keep up share one read of each file; one that falls behind by more than its share of the chunk
+ * budget (`memoryBudgetBytes`) for longer than `lagToleranceMs` is detached and reads the source on
+ * its own, so a slow destination never holds back the fast ones and memory stays within the budget
+ * whatever the backup's size (see ./fanout.ts). The source is read at most once plus once per
+ * destination that reads alone.
+ * A destination that fails is dropped and the others carry on; it gets no manifest, and the next
+ * run copies only what it lacks. A destination gets `NAME/.offsite/manifest.json` only after every
+ * file is committed there and synced.
  *
  * Resume comes from the destinations themselves: files recorded in their manifest or progress
  * checkpoint are skipped; files present but unrecorded are hashed in place ("adopted"); partial
@@ -23,21 +27,22 @@
  */
 import PQueue from 'p-queue';
 import { assertComplete, backupTimeFromName, inspectBackup } from '../backup/index.js';
-import type { Driver, WriteSession } from '../drivers/types.js';
+import type { Driver } from '../drivers/types.js';
 import { errorKind, errorMessage, OffsiteError, type ErrorKind, UsageError } from '../errors.js';
-import { getHasher } from '../hash/xxh64.js';
 import {
-  buildManifestBody, manifestKey, OFFSITE_DIR, progressJournalKey, progressJournalSequence, progressKey, readManifestAt, writeManifestAt,
+  buildManifestBody, manifestKey, OFFSITE_DIR, progressJournalSequence, progressKey, readManifestAt, writeManifestAt,
   type Manifest, type ManifestFile,
 } from '../manifest/manifest.js';
 import { ChunkPool } from './buffers.js';
+import { DestinationRun, FileSink, partBytesFor, problem } from './destination-run.js';
+import { DEFAULT_LAG_TOLERANCE_MS, Fanout, sourceChanged } from './fanout.js';
 import { acquireLock, type HeldLock, type LockOptions } from './lock.js';
-import { hashObject, readChunks, type ObjectHashes } from './chunks.js';
-import { planReplication, type DestinationPlan, type DestinationState, type FileAction, type ReplicationPlan, type SourceFile } from './plan.js';
+import { hashObject, type ObjectHashes } from './chunks.js';
+import { planReplication, type DestinationPlan, type DestinationState, type ReplicationPlan, type SourceFile } from './plan.js';
+
+export { partBytesFor } from './destination-run.js';
 
 export const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;
-
-const EMPTY = new Uint8Array(0);
 
 export interface ReplicateOptions {
   readonly source: Driver;
@@ -49,8 +54,16 @@ export interface ReplicateOptions {
   readonly fileConcurrency?: number;
   /** Parts of one file in flight per destination (when the driver allows parallel parts). @default 2 */
   readonly partConcurrency?: number;
-  /** Bytes of chunk buffers in flight, all files and destinations together. @default 64 MiB */
+  /**
+   * Bytes of chunk buffers in flight, all files and destinations together; each destination still
+   * working gets an equal share (at least two chunks). @default 64 MiB
+   */
   readonly memoryBudgetBytes?: number;
+  /**
+   * How long destinations sharing a read wait for one that cannot take the next chunk (its share
+   * is full) or has not reached the file yet, before it is detached and reads on its own. @default 1000 ms
+   */
+  readonly lagToleranceMs?: number;
   /** Quiet period of the completion rule. @default 60 s */
   readonly quietPeriodMs?: number;
   /** Plan only: read the source and destinations, write nothing. */
@@ -83,7 +96,11 @@ export type ReplicateEvent =
   | { readonly type: 'plan'; readonly plan: ReplicationPlan }
   | { readonly type: 'bytes'; readonly destination: string; readonly bytes: number }
   | { readonly type: 'file-done'; readonly destination: string; readonly path: string; readonly how: 'copied' | 'adopted' }
-  | { readonly type: 'destination-failed'; readonly destination: string; readonly message: string };
+  | { readonly type: 'destination-failed'; readonly destination: string; readonly message: string }
+  /** The destination fell behind the others and reads the source on its own from `path` on. */
+  | { readonly type: 'detached'; readonly destination: string; readonly path: string }
+  /** The destination has nothing more to do in this run: its manifest is written (`complete`), or it failed. */
+  | { readonly type: 'destination-done'; readonly destination: string; readonly status: 'complete' | 'failed' };
 
 export interface ProblemReport {
   readonly path?: string;
@@ -107,6 +124,10 @@ export interface DestinationResult {
   readonly bytesResumed: number;
   /** Bytes of files that were already whole there. */
   readonly bytesSkipped: number;
+  /** Times it fell behind the destinations it shared source reads with and went on alone. */
+  readonly detachments: number;
+  /** Source bytes read for this destination alone (after it was detached), not shared. */
+  readonly bytesReadAlone: number;
   readonly manifestKey?: string;
   readonly errors: readonly ProblemReport[];
   readonly plan?: DestinationPlan;
@@ -118,15 +139,21 @@ export interface ReplicateResult {
   readonly dryRun: boolean;
   readonly files: number;
   readonly bytes: number;
-  /** Bytes read from the source (each file once per pass, not once per destination). */
+  /**
+   * Bytes read from the source: each file once for the destinations that share reads, once more
+   * for each destination reading it alone, once more to check files present but unrecorded.
+   */
   readonly bytesRead: number;
+  /** Detachments of all destinations together (see `DestinationResult.detachments`). */
+  readonly detachments: number;
+  /** Destinations that read some of the source on their own: `bytesRead` <= (1 + this) x `bytes` (plus checks). */
+  readonly destinationsReadAlone: number;
+  /** The most chunk-buffer bytes held at once (within `memoryBudgetBytes` for a local source). */
+  readonly peakBufferBytes: number;
   readonly durationMs: number;
   readonly destinations: readonly DestinationResult[];
 }
 
-function problem(err: unknown, path?: string): ProblemReport {
-  return { path, kind: errorKind(err), code: err instanceof OffsiteError ? err.code : 'E_INTERNAL', message: errorMessage(err) };
-}
 
 /** What a destination holds for a backup, with the journal of its progress checkpoint. */
 export interface DestinationHoldings extends DestinationState {
@@ -207,269 +234,14 @@ export async function readDestinationState(driver: Driver, backup: string, signa
   return { name: driver.name, manifest, manifestProblem, progress, present, progressJournal: { baseFiles: base?.fileCount, entries } };
 }
 
-/** Journal entries (files) before `progress.json` is rewritten with every record (see the file comment). */
-const MAX_JOURNAL_ENTRIES = 256;
-
-/** One destination during a run. */
-class DestinationRun {
-  readonly records = new Map<string, ManifestFile>();
-  readonly errors: ProblemReport[] = [];
-  readonly actions: Map<string, FileAction>;
-  dead = false;
-  filesCopied = 0;
-  filesAdopted = 0;
-  bytesWritten = 0;
-  bytesResumed = 0;
-  private checkpointTimer: NodeJS.Timeout | undefined;
-  private checkpointChain: Promise<void> = Promise.resolve();
-  private dirty = false;
-  private checkpointIntervalMs: number;
-  /** Records since the last checkpoint written, in the order they were made. */
-  private pending: ManifestFile[] = [];
-  /** Files in `progress.json` at the destination, `undefined` while there is none. */
-  private baseFiles: number | undefined;
-  /** Journal entries at the destination: `live` ones are not in `progress.json` yet. */
-  private journal: { key: string; live: boolean; files: number }[];
-  private nextSequence: number;
-
-  constructor(
-    readonly driver: Driver,
-    readonly plan: DestinationPlan,
-    private readonly context: { backup: string; source: string; chunkBytes: number; checkpointIntervalMs: number; emit: (e: ReplicateEvent) => void },
-    progressJournal?: ProgressJournal,
-  ) {
-    this.checkpointIntervalMs = context.checkpointIntervalMs;
-    this.actions = new Map(plan.actions.map((a) => [a.path, a]));
-    for (const action of plan.actions) if (action.record) this.records.set(action.path, action.record);
-    this.baseFiles = progressJournal?.baseFiles;
-    this.journal = (progressJournal?.entries ?? []).map((e) => ({ key: e.key, live: !e.included, files: e.files }));
-    this.nextSequence = 1 + Math.max(0, ...(progressJournal?.entries ?? []).map((e) => e.sequence));
-  }
-
-  get name(): string { return this.driver.name; }
-
-  needs(path: string): FileAction | undefined {
-    const action = this.actions.get(path);
-    return !this.dead && action && action.action !== 'skip' ? action : undefined;
-  }
-
-  /** Records a failure; errors other than a file's own integrity problem end this destination's run. */
-  fail(err: unknown, path?: string): void {
-    this.errors.push(problem(err, path));
-    if (errorKind(err) !== 'integrity' && !this.dead) {
-      this.dead = true;
-      this.context.emit({ type: 'destination-failed', destination: this.name, message: errorMessage(err) });
-    }
-  }
-
-  countBytes(bytes: number, written: boolean): void {
-    if (written) this.bytesWritten += bytes; else this.bytesResumed += bytes;
-    this.context.emit({ type: 'bytes', destination: this.name, bytes });
-  }
-
-  record(file: ManifestFile, how: 'copied' | 'adopted'): void {
-    this.records.set(file.path, file);
-    this.pending.push(file);
-    if (how === 'copied') this.filesCopied++; else this.filesAdopted++;
-    this.context.emit({ type: 'file-done', destination: this.name, path: file.path, how });
-    this.scheduleCheckpoint();
-  }
-
-  private scheduleCheckpoint(): void {
-    this.dirty = true;
-    if (this.checkpointTimer) return;
-    this.checkpointTimer = setTimeout(() => {
-      this.checkpointTimer = undefined;
-      void this.writeCheckpoint();
-    }, this.checkpointIntervalMs);
-  }
-
-  /**
-   * Writes the progress checkpoint (serialized; a failure only costs re-hashing later): syncs
-   * the destination, then records the files committed before that sync, as a journal entry or,
-   * when the journal has grown large, by rewriting `progress.json` with every record.
-   */
-  writeCheckpoint(): Promise<void> {
-    this.checkpointChain = this.checkpointChain.then(async () => {
-      if (!this.dirty) return;
-      this.dirty = false;
-      const started = Date.now();
-      // Only files made durable by this sync may be recorded as done: take them before it.
-      const batch = this.pending;
-      this.pending = [];
-      const live = this.journal.filter((e) => e.live);
-      const journalFiles = live.reduce((sum, e) => sum + e.files, 0) + batch.length;
-      const rewrite = this.baseFiles === undefined || live.length >= MAX_JOURNAL_ENTRIES || journalFiles > Math.max(this.baseFiles, 1000);
-      const all = rewrite ? [...this.records.values()] : [];
-      try {
-        await this.driver.sync();
-        const { backup, source, chunkBytes } = this.context;
-        if (rewrite) {
-          const includesThrough = this.nextSequence - 1;
-          const body = buildManifestBody({ kind: 'progress', backup, source, chunkBytes, files: all, includesThrough });
-          await writeManifestAt(this.driver, progressKey(backup), body, { pretty: false });
-          this.baseFiles = all.length;
-          for (const e of this.journal) e.live = false;
-          await this.deleteJournal(); // best effort: progress.json says they are included
-        } else {
-          // The number is used even if the write fails (it may have landed): the next
-          // rewrite of progress.json includes it, and deletes it.
-          const sequence = this.nextSequence++;
-          const key = progressJournalKey(backup, sequence);
-          this.journal.push({ key, live: true, files: batch.length });
-          const body = buildManifestBody({ kind: 'progress', backup, source, chunkBytes, files: batch, sequence });
-          await writeManifestAt(this.driver, key, body, { pretty: false });
-        }
-      } catch {
-        this.pending = batch.concat(this.pending);
-        this.dirty = true;
-      }
-      // Keep the checkpoints' cost under ~10% of the run.
-      this.checkpointIntervalMs = Math.max(this.context.checkpointIntervalMs, 10 * (Date.now() - started));
-    });
-    return this.checkpointChain;
-  }
-
-  /** Deletes the journal entries that `progress.json` includes (all of them once it is gone). */
-  private async deleteJournal(all = false): Promise<void> {
-    const doomed = this.journal.filter((e) => all || !e.live);
-    let next = 0;
-    await Promise.all(Array.from({ length: Math.min(4, doomed.length) }, async () => {
-      while (next < doomed.length) {
-        const entry = doomed[next++] as { key: string };
-        try {
-          await this.driver.delete(entry.key);
-          this.journal = this.journal.filter((e) => e !== entry);
-        } catch {
-          // Left for the next rewrite (a later run skips entries that progress.json includes).
-        }
-      }
-    }));
-  }
-
-  /** Removes the checkpoint once the manifest is written: `progress.json`, then its journal. */
-  async deleteProgress(signal?: AbortSignal): Promise<void> {
-    await this.driver.delete(progressKey(this.context.backup), { signal }).catch(() => undefined);
-    await this.deleteJournal(true);
-  }
-
-  stopCheckpoints(): Promise<void> {
-    if (this.checkpointTimer) clearTimeout(this.checkpointTimer);
-    this.checkpointTimer = undefined;
-    return this.checkpointChain;
-  }
-}
-
-/** Part size for a file at a destination: a whole number of chunks that the driver accepts. */
-export function partBytesFor(size: number, chunkBytes: number, driver: Driver): number {
-  const caps = driver.capabilities;
-  let chunksPerPart = Math.max(1, Math.ceil(caps.minPartBytes / chunkBytes));
-  if (Number.isFinite(caps.maxParts)) chunksPerPart = Math.max(chunksPerPart, Math.ceil(size / (chunkBytes * caps.maxParts)));
-  const partBytes = chunksPerPart * chunkBytes;
-  if (partBytes > caps.maxPartBytes) {
-    throw new OffsiteError('E_TOO_LARGE', `${driver.name}: a ${size}-byte file needs ${partBytes}-byte parts, more than the ${caps.maxPartBytes} this destination accepts`, { kind: 'permanent' });
-  }
-  return partBytes;
-}
-
-/** Feeds one destination's write session with chunks, a bounded number of parts at a time. */
-class FileSink {
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
-  private nextPart = 0;
-  /** Parts being written, at most `parallel`. (A counter, not a PQueue: one is made per file and destination.) */
-  private writing = 0;
-  private readonly parallel: number;
-  private wakers: (() => void)[] = [];
-  error: unknown;
-
-  constructor(readonly run: DestinationRun, readonly session: WriteSession, partConcurrency: number, private readonly pool: ChunkPool, private readonly signal?: AbortSignal) {
-    this.parallel = run.driver.capabilities.parallelPartWrites ? partConcurrency : 1;
-  }
-
-  get alive(): boolean { return this.error === undefined && !this.run.dead; }
-
-  /**
-   * Takes the next chunk, and one reference to it, which this sink releases once the chunk is
-   * written (or dropped). Resolves when there is room for more.
-   */
-  async push(chunk: Buffer, last: boolean): Promise<void> {
-    if (!this.alive) { this.pool.release(chunk); return; }
-    if (this.session.partBytes === chunk.length || (last && this.pending.length === 0)) {
-      return this.enqueue(chunk);
-    }
-    // Parts of several chunks (files too big for 10,000 parts of one chunk): copy into a part
-    // buffer so the pooled chunk goes back at once and cannot hold up the readers.
-    this.pending.push(Buffer.from(chunk));
-    this.pendingBytes += chunk.length;
-    this.pool.release(chunk);
-    if (this.pendingBytes < this.session.partBytes && !last) return;
-    const bytes = Buffer.concat(this.pending, this.pendingBytes);
-    this.pending = [];
-    this.pendingBytes = 0;
-    return this.enqueue(bytes);
-  }
-
-  /** Starts writing a part once fewer than `parallel` are in flight; resolves when it has started. */
-  private async enqueue(bytes: Buffer): Promise<void> {
-    const index = this.nextPart++;
-    while (this.writing >= this.parallel) await this.partDone();
-    this.writing++;
-    void this.writePart(index, bytes).finally(() => {
-      this.pool.release(bytes);
-      this.writing--;
-      const wakers = this.wakers;
-      this.wakers = [];
-      for (const wake of wakers) wake();
-    });
-  }
-
-  private partDone(): Promise<void> {
-    return new Promise((resolve) => this.wakers.push(resolve));
-  }
-
-  private async idle(): Promise<void> {
-    while (this.writing > 0) await this.partDone();
-  }
-
-  private async writePart(index: number, bytes: Buffer): Promise<void> {
-    if (!this.alive) return;
-    try {
-      if (this.session.resumableParts.has(index) && await this.session.matches(index, bytes, { signal: this.signal })) {
-        this.run.countBytes(bytes.length, false);
-        return;
-      }
-      await this.session.write(index, bytes, { signal: this.signal });
-      this.run.countBytes(bytes.length, true);
-    } catch (err) {
-      this.error ??= err;
-    }
-  }
-
-  /** Waits for the parts in flight and commits; throws the first error. */
-  async finish(hash: string): Promise<void> {
-    await this.idle();
-    if (this.error !== undefined) throw this.error;
-    if (this.run.dead) throw new OffsiteError('E_DESTINATION_FAILED', `${this.run.name}: destination failed earlier in this run`, { kind: 'permanent' });
-    await this.session.commit({ hash, signal: this.signal });
-  }
-
-  /** Releases the session after a failure: keep resumable state unless the data was wrong. */
-  async release(err: unknown): Promise<void> {
-    await this.idle();
-    if (errorKind(err) === 'integrity') await this.session.abort();
-    else await this.session.suspend();
-  }
-}
-
 interface EngineContext {
   readonly source: Driver;
   readonly backup: string;
   readonly chunkBytes: number;
   readonly partConcurrency: number;
   readonly pool: ChunkPool;
+  readonly fanout: Fanout;
   readonly signal?: AbortSignal;
-  bytesRead: number;
 }
 
 /** A file to copy: its size and mtime at the source, and in origin mode the hash it must have. */
@@ -501,80 +273,79 @@ async function adopt(ctx: EngineContext, run: DestinationRun, file: SourceFile, 
   }
 }
 
-/** Transfers one file to every destination that needs it. Never throws: failures are recorded per destination. */
-async function transferFile(ctx: EngineContext, runs: readonly DestinationRun[], file: EngineFile): Promise<void> {
-  let targets = runs.filter((r) => r.needs(file.path));
-  if (targets.length === 0) return;
-  const sourceKey = `${ctx.backup}/${file.path}`;
+/**
+ * Copies one file to one destination, from a read shared with the others while it keeps up, or
+ * from its own (see ./fanout.ts). Never throws: a failure is recorded for this destination.
+ */
+async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFile): Promise<void> {
+  const action = run.needs(file.path);
+  if (!action) return;
   let firstPass: ObjectHashes | undefined;
-  try {
-    const adopters = targets.filter((r) => r.needs(file.path)?.action === 'adopt');
-    if (adopters.length > 0) {
-      firstPass = await hashObject(ctx.source, sourceKey, file.size, ctx.pool, ctx.signal);
-      ctx.bytesRead += file.size;
-      if (file.expected !== undefined && firstPass.hash !== file.expected) throw originDamaged(ctx, file, firstPass.hash);
-      const adopted = await Promise.all(adopters.map((r) => adopt(ctx, r, file, firstPass as ObjectHashes)));
-      targets = targets.filter((r) => !adopters.includes(r) || !adopted[adopters.indexOf(r)]);
-      if (targets.length === 0) return;
-    }
-  } catch (err) {
-    for (const r of targets) r.fail(err, file.path);
-    return;
-  }
-
-  const sinks: FileSink[] = [];
-  await Promise.all(targets.map(async (run) => {
+  if (action.action === 'adopt') {
     try {
-      const partBytes = partBytesFor(file.size, ctx.chunkBytes, run.driver);
-      const session = await run.driver.openWrite(`${ctx.backup}/${file.path}`, { size: file.size, partBytes, signal: ctx.signal });
-      sinks.push(new FileSink(run, session, ctx.partConcurrency, ctx.pool, ctx.signal));
+      firstPass = await ctx.fanout.hashSource(file);
+      if (file.expected !== undefined && firstPass.hash !== file.expected) throw originDamaged(ctx, file, firstPass.hash);
     } catch (err) {
       run.fail(err, file.path);
+      return;
     }
-  }));
-  if (sinks.length === 0) return;
-
-  const hasher = await getHasher();
-  // A file of one chunk (most small files) has the hash of that chunk: hashed once, not twice.
-  const fileHash = file.size > ctx.chunkBytes ? hasher.create() : undefined;
-  const chunkHashes: string[] = [];
+    if (await adopt(ctx, run, file, firstPass)) return;
+  }
+  let sink: FileSink;
   try {
-    let offset = 0;
-    for await (const chunk of readChunks(ctx.source, sourceKey, file.size, ctx.pool, `source: ${sourceKey}`, ctx.signal)) {
-      fileHash?.update(chunk);
-      chunkHashes.push(hasher.hash(chunk));
-      offset += chunk.length;
-      ctx.bytesRead += chunk.length;
-      const live = sinks.filter((s) => s.alive);
-      if (live.length === 0) { ctx.pool.release(chunk); break; }
-      ctx.pool.retain(chunk, live.length - 1); // the reader's reference goes to the first sink
-      await Promise.all(live.map((s) => s.push(chunk, offset === file.size)));
-    }
-    if (sinks.some((s) => s.alive)) {
-      const after = await ctx.source.stat(sourceKey, { signal: ctx.signal });
-      const hash = fileHash ? fileHash.digest() : chunkHashes[0] ?? hasher.hash(EMPTY);
-      if (!after || after.size !== file.size || after.mtimeMs !== file.mtimeMs || (firstPass && firstPass.hash !== hash)) {
-        throw new OffsiteError('E_SOURCE_CHANGED', `source: ${sourceKey} changed while it was being copied; it is not recorded anywhere: run replicate again once the backup is stable`, { kind: 'integrity' });
+    const partBytes = partBytesFor(file.size, ctx.chunkBytes, run.driver);
+    const session = await run.driver.openWrite(`${ctx.backup}/${file.path}`, { size: file.size, partBytes, signal: ctx.signal });
+    sink = new FileSink(run, session, ctx.partConcurrency, ctx.pool, ctx.signal);
+  } catch (err) {
+    run.fail(err, file.path);
+    return;
+  }
+  let feed = ctx.fanout.subscribe(run, file);
+  /** Hashes of the chunks handed to the writer, in order. */
+  const written: string[] = [];
+  let index = 0;
+  let offset = 0;
+  try {
+    for (;;) {
+      const item = await feed.next();
+      if (item.type === 'error') throw item.error;
+      if (item.type === 'detached') {
+        // Read the file again alone; the chunks already written are only compared.
+        feed = ctx.fanout.readAlone(run, file);
+        index = 0;
+        offset = 0;
+        continue;
       }
-      if (file.expected !== undefined && hash !== file.expected) throw originDamaged(ctx, file, hash);
-      await Promise.all(sinks.map(async (sink) => {
-        if (!sink.alive) return;
-        try {
-          await sink.finish(hash);
-          sink.run.record({ path: file.path, size: file.size, hash, chunks: chunkHashes }, 'copied');
-        } catch (err) {
-          sink.error ??= err;
-        }
-      }));
+      if (item.type === 'end') {
+        if (!sink.alive) break;
+        if (firstPass && firstPass.hash !== item.hash) throw sourceChanged(ctx.backup, file.path);
+        if (file.expected !== undefined && item.hash !== file.expected) throw originDamaged(ctx, file, item.hash);
+        await sink.finish(item.hash);
+        run.record({ path: file.path, size: file.size, hash: item.hash, chunks: [...item.chunks] }, 'copied');
+        break;
+      }
+      offset += item.chunk.length;
+      if (index < written.length) {
+        ctx.fanout.drop(run, item.chunk);
+        if (item.hash !== written[index++]) throw sourceChanged(ctx.backup, file.path);
+        continue;
+      }
+      written.push(item.hash);
+      index++;
+      await sink.push(item.chunk, offset === file.size);
+      if (!sink.alive) break;
     }
   } catch (err) {
-    for (const sink of sinks) sink.error ??= err;
+    sink.error ??= err;
+  } finally {
+    feed.leave();
   }
-  await Promise.all(sinks.map(async (sink) => {
-    if (sink.error === undefined) return;
-    sink.run.fail(sink.error, file.path);
+  if (sink.error !== undefined) {
+    run.fail(sink.error, file.path);
     await sink.release(sink.error).catch(() => undefined);
-  }));
+  } else if (run.dead) {
+    await sink.release(undefined).catch(() => undefined);
+  }
 }
 
 interface RunFiles {
@@ -630,13 +401,13 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   const totalBytes = files.reduce((sum, f) => sum + f.size, 0);
 
   const failedEarly = new Map<string, ProblemReport>();
-  const locks: HeldLock[] = [];
+  const locks = new Map<string, HeldLock>();
   const order = (a: DestinationState, b: DestinationState) =>
     options.destinations.findIndex((d) => d.name === a.name) - options.destinations.findIndex((d) => d.name === b.name);
   const states = new Map<string, DestinationHoldings>();
   const readState = async (d: Driver, lock: boolean): Promise<void> => {
     try {
-      if (lock) locks.push(await acquireLock(d, backup, { ...options.lock, signal }));
+      if (lock) locks.set(d.name, await acquireLock(d, backup, { ...options.lock, signal }));
       states.set(d.name, await readDestinationState(d, backup, signal));
     } catch (err) {
       states.delete(d.name);
@@ -655,46 +426,45 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   emit({ type: 'plan', plan });
 
   try {
-    const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit };
-    const runs = plan.destinations.map((p) => new DestinationRun(options.destinations.find((d) => d.name === p.destination) as Driver, p, context, states.get(p.destination)?.progressJournal));
     const pool = new ChunkPool(chunkBytes, Math.max(options.memoryBudgetBytes ?? 64 * 1024 * 1024, 2 * chunkBytes));
-    const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, signal, bytesRead: 0 };
+    const fanout = new Fanout({
+      source, backup, chunkBytes, pool, signal, lagToleranceMs: options.lagToleranceMs ?? DEFAULT_LAG_TOLERANCE_MS,
+      onDetach: (member, path) => emit({ type: 'detached', destination: member.name, path }),
+    });
+    const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit };
+    const runs = plan.destinations.map((p) => new DestinationRun(options.destinations.find((d) => d.name === p.destination) as Driver, p, context, fanout, states.get(p.destination)?.progressJournal));
+    const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, fanout, signal };
     for (const run of runs) for (const m of missing) if (run.needs(m.path)) run.fail(m.error, m.path);
+    const unavailable = new Set(missing.map((m) => m.path));
 
-    if (!options.dryRun) {
-      await Promise.all(runs.map(async (run) => {
-        if (!run.plan.removeManifestFirst) return;
-        try {
-          await run.driver.delete(manifestKey(backup), { signal });
-        } catch (err) {
-          run.fail(err);
+    /** One destination's whole run, at its own pace: its files, then its manifest (or checkpoint). */
+    const runDestination = async (run: DestinationRun): Promise<DestinationResult> => {
+      const counts = (): Omit<DestinationResult, 'status' | 'errors'> => ({
+        name: run.name, description: run.driver.description, plan: run.plan, filesCopied: run.filesCopied, filesAdopted: run.filesAdopted, filesSkipped: run.plan.skipFiles,
+        bytesWritten: run.bytesWritten, bytesResumed: run.bytesResumed, bytesSkipped: run.plan.skipBytes, detachments: run.detachments, bytesReadAlone: run.bytesReadAlone,
+      });
+      if (options.dryRun) return { ...counts(), status: 'planned', errors: [] };
+      if (run.plan.upToDate) return { ...counts(), status: 'up-to-date', manifestKey: manifestKey(backup), errors: [] };
+      fanout.add(run);
+      try {
+        if (run.plan.removeManifestFirst) {
+          try {
+            await run.driver.delete(manifestKey(backup), { signal });
+          } catch (err) {
+            run.fail(err);
+          }
         }
-      }));
-      const queue = new PQueue({ concurrency: options.fileConcurrency ?? 8 });
-      const unavailable = new Set(missing.map((m) => m.path));
-      for (const file of files) {
-        if (unavailable.has(file.path) || !runs.some((r) => r.needs(file.path))) continue;
-        await queue.onSizeLessThan(queue.concurrency);
-        void queue.add(() => transferFile(ctx, runs, file));
+        const queue = new PQueue({ concurrency: options.fileConcurrency ?? 8 });
+        for (const file of files) {
+          if (run.dead) break;
+          if (unavailable.has(file.path) || !run.needs(file.path)) continue;
+          await queue.onSizeLessThan(queue.concurrency);
+          void queue.add(() => copyFile(ctx, run, file));
+        }
+        await queue.onIdle();
+      } finally {
+        fanout.done(run);
       }
-      await queue.onIdle();
-    }
-
-    const results: DestinationResult[] = [];
-    for (const d of options.destinations) {
-      const early = failedEarly.get(d.name);
-      const run = runs.find((r) => r.name === d.name);
-      const base = { name: d.name, description: d.description, filesCopied: 0, filesAdopted: 0, filesSkipped: 0, bytesWritten: 0, bytesResumed: 0, bytesSkipped: 0 };
-      if (early || !run) {
-        results.push({ ...base, status: 'failed', errors: early ? [early] : [] });
-        continue;
-      }
-      const counts = {
-        ...base, plan: run.plan, filesCopied: run.filesCopied, filesAdopted: run.filesAdopted, filesSkipped: run.plan.skipFiles,
-        bytesWritten: run.bytesWritten, bytesResumed: run.bytesResumed, bytesSkipped: run.plan.skipBytes,
-      };
-      if (options.dryRun) { results.push({ ...counts, status: 'planned', errors: [] }); continue; }
-      if (run.plan.upToDate) { results.push({ ...counts, status: 'up-to-date', manifestKey: manifestKey(backup), errors: [] }); continue; }
       await run.stopCheckpoints();
       const whole = !run.dead && run.errors.length === 0 && files.every((f) => run.records.has(f.path));
       if (whole) {
@@ -704,8 +474,10 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
           await writeManifestAt(run.driver, manifestKey(backup), body, { signal });
           await run.driver.sync({ signal });
           await run.deleteProgress(signal);
-          results.push({ ...counts, status: 'complete', manifestKey: manifestKey(backup), errors: [] });
-          continue;
+          await locks.get(run.name)?.release();
+          locks.delete(run.name);
+          emit({ type: 'destination-done', destination: run.name, status: 'complete' });
+          return { ...counts(), status: 'complete', manifestKey: manifestKey(backup), errors: [] };
         } catch (err) {
           run.fail(err);
         }
@@ -713,13 +485,27 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
         await run.writeCheckpoint();
         if (run.errors.length === 0) run.fail(new OffsiteError('E_INCOMPLETE', `${run.name}: not every file was copied`, { kind: 'fatal' }));
       }
-      results.push({ ...counts, status: 'failed', errors: run.errors });
-    }
+      emit({ type: 'destination-done', destination: run.name, status: 'failed' });
+      return { ...counts(), status: 'failed', errors: run.errors };
+    };
+
+    const finished = await Promise.all(runs.map(runDestination));
+    const results: DestinationResult[] = options.destinations.map((d) => {
+      const early = failedEarly.get(d.name);
+      const result = finished.find((r) => r.name === d.name);
+      if (!early && result) return result;
+      return {
+        name: d.name, description: d.description, status: 'failed', filesCopied: 0, filesAdopted: 0, filesSkipped: 0,
+        bytesWritten: 0, bytesResumed: 0, bytesSkipped: 0, detachments: 0, bytesReadAlone: 0, errors: early ? [early] : [],
+      };
+    });
     return {
       backup, source: source.description, dryRun: options.dryRun ?? false, files: files.length, bytes: totalBytes,
-      bytesRead: ctx.bytesRead, durationMs: Date.now() - started, destinations: results,
+      bytesRead: fanout.bytesRead, detachments: runs.reduce((sum, r) => sum + r.detachments, 0),
+      destinationsReadAlone: runs.filter((r) => r.bytesReadAlone > 0).length, peakBufferBytes: pool.peakBytes,
+      durationMs: Date.now() - started, destinations: results,
     };
   } finally {
-    await Promise.all(locks.map((l) => l.release()));
+    await Promise.all([...locks.values()].map((l) => l.release()));
   }
 }

@@ -22,7 +22,8 @@ function onlyInterrupted(d: ReplicateResult['destinations'][number]): boolean {
 }
 
 function renderReplicate(result: ReplicateResult, interrupted: boolean): void {
-  out(`${result.dryRun ? 'plan for' : 'replicated'} ${result.backup} from ${result.source}: ${result.files} files, ${formatBytes(result.bytes)}`);
+  const read = result.dryRun ? '' : `; ${formatBytes(result.bytesRead)} read from the source${result.detachments > 0 ? ` (${result.destinationsReadAlone} slower destination(s) read on their own after falling behind)` : ''}`;
+  out(`${result.dryRun ? 'plan for' : 'replicated'} ${result.backup} from ${result.source}: ${result.files} files, ${formatBytes(result.bytes)}${read}`);
   const width = Math.max(...result.destinations.map((d) => d.name.length));
   for (const d of result.destinations) {
     const name = d.name.padEnd(width);
@@ -33,7 +34,7 @@ function renderReplicate(result: ReplicateResult, interrupted: boolean): void {
     } else if (d.status === 'up-to-date') {
       out(`  ${name}  up to date: nothing to copy (${d.filesSkipped} files already verified by its manifest)`);
     } else if (d.status === 'complete') {
-      out(`  ${name}  complete: ${d.filesCopied} copied, ${d.filesAdopted} checked in place, ${d.filesSkipped} already there; ${formatBytes(d.bytesWritten)} written, ${formatBytes(d.bytesResumed)} resumed; manifest ${d.manifestKey}`);
+      out(`  ${name}  complete: ${d.filesCopied} copied, ${d.filesAdopted} checked in place, ${d.filesSkipped} already there; ${formatBytes(d.bytesWritten)} written, ${formatBytes(d.bytesResumed)} resumed${d.detachments > 0 ? `; fell behind ${d.detachments} time(s), read ${formatBytes(d.bytesReadAlone)} of the source on its own` : ''}; manifest ${d.manifestKey}`);
     } else if (interrupted && onlyInterrupted(d)) {
       out(`  ${name}  interrupted: ${d.filesCopied} files copied so far (${formatBytes(d.bytesWritten)}); the rest resumes on the next run`);
     } else {
@@ -72,7 +73,7 @@ export function registerReplicate(ctx: CommandContext): void {
     .option('--dry-run', 'print what would be copied, skipped or checked; write nothing')
     .option('--concurrency <n>', 'files transferred at once (default: options.concurrency, 8)', parsePositiveInt)
     .addOption(new Option('--chunk-size <size>', 'chunk and part size, e.g. 8MiB (default: options.chunkSize)').argParser(parseSizeOption)))
-    .addHelpText('after', `\nA backup that is not complete (meta missing, a binlog short, changed within the quiet period) is refused with the reason.\nWith --wait it is polled until complete (quiet period included); a backup that stays failed for a quiet period, or the deadline, ends the wait with exit code 1 and the reason.\n--latest --wait waits for the backup with the newest change, complete or not, so a hook run right after milvus-backup create copies the backup just made.\nEach destination gets NAME/.offsite/manifest.json only once every file is there.\n\n${EXIT_CODE_HELP}`)
+    .addHelpText('after', `\nA backup that is not complete (meta missing, a binlog short, changed within the quiet period) is refused with the reason.\nWith --wait it is polled until complete (quiet period included); a backup that stays failed for a quiet period, or the deadline, ends the wait with exit code 1 and the reason.\n--latest --wait waits for the backup with the newest change, complete or not, so a hook run right after milvus-backup create copies the backup just made.\nEach destination gets NAME/.offsite/manifest.json as soon as every file is there, while slower destinations go on; a destination that falls behind the others reads the source on its own instead of holding them back.\n\n${EXIT_CODE_HELP}`)
     .action(async (name: string | undefined, opts: TransferFlags & { latest?: boolean; wait?: number; to?: string[]; dryRun?: boolean; concurrency?: number; chunkSize?: number }) => {
       const config = loadConfig(ctx.globals().config);
       const bars = createProgress(!ctx.globals().quiet && !ctx.globals().json);

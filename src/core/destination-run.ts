@@ -1,0 +1,293 @@
+/**
+ * One destination during a replicate run (src/core/replicate.ts): its records, progress
+ * checkpoints (`progress.json` plus a journal, see the file comment there), its share of the chunk
+ * budget and its place in the shared source reads (src/core/fanout.ts), and the writer that feeds
+ * one file's write session with chunks.
+ */
+import type { Driver, WriteSession } from '../drivers/types.js';
+import { errorKind, errorMessage, OffsiteError } from '../errors.js';
+import {
+  buildManifestBody, progressJournalKey, progressKey, writeManifestAt,
+  type ManifestFile,
+} from '../manifest/manifest.js';
+import type { ChunkPool } from './buffers.js';
+import { Ledger, type Fanout, type FeedMember } from './fanout.js';
+import type { DestinationPlan, FileAction } from './plan.js';
+import type { ProblemReport, ProgressJournal, ReplicateEvent } from './replicate.js';
+
+export function problem(err: unknown, path?: string): ProblemReport {
+  return { path, kind: errorKind(err), code: err instanceof OffsiteError ? err.code : 'E_INTERNAL', message: errorMessage(err) };
+}
+
+/** Journal entries (files) before `progress.json` is rewritten with every record (see the file comment). */
+const MAX_JOURNAL_ENTRIES = 256;
+
+/** One destination during a run. */
+export class DestinationRun implements FeedMember {
+  readonly records = new Map<string, ManifestFile>();
+  readonly errors: ProblemReport[] = [];
+  readonly actions: Map<string, FileAction>;
+  dead = false;
+  filesCopied = 0;
+  filesAdopted = 0;
+  bytesWritten = 0;
+  bytesResumed = 0;
+  /** This destination's share of the chunk budget. */
+  readonly ledger: Ledger;
+  attached = true;
+  detachments = 0;
+  bytesReadAlone = 0;
+  private checkpointTimer: NodeJS.Timeout | undefined;
+  private checkpointChain: Promise<void> = Promise.resolve();
+  private dirty = false;
+  private checkpointIntervalMs: number;
+  /** Records since the last checkpoint written, in the order they were made. */
+  private pending: ManifestFile[] = [];
+  /** Files in `progress.json` at the destination, `undefined` while there is none. */
+  private baseFiles: number | undefined;
+  /** Journal entries at the destination: `live` ones are not in `progress.json` yet. */
+  private journal: { key: string; live: boolean; files: number }[];
+  private nextSequence: number;
+
+  constructor(
+    readonly driver: Driver,
+    readonly plan: DestinationPlan,
+    private readonly context: { backup: string; source: string; chunkBytes: number; checkpointIntervalMs: number; emit: (e: ReplicateEvent) => void },
+    fanout: Fanout,
+    progressJournal?: ProgressJournal,
+  ) {
+    this.ledger = new Ledger(fanout);
+    this.checkpointIntervalMs = context.checkpointIntervalMs;
+    this.actions = new Map(plan.actions.map((a) => [a.path, a]));
+    for (const action of plan.actions) if (action.record) this.records.set(action.path, action.record);
+    this.baseFiles = progressJournal?.baseFiles;
+    this.journal = (progressJournal?.entries ?? []).map((e) => ({ key: e.key, live: !e.included, files: e.files }));
+    this.nextSequence = 1 + Math.max(0, ...(progressJournal?.entries ?? []).map((e) => e.sequence));
+  }
+
+  get name(): string { return this.driver.name; }
+
+  needs(path: string): FileAction | undefined {
+    const action = this.actions.get(path);
+    return !this.dead && action && action.action !== 'skip' ? action : undefined;
+  }
+
+  wants(path: string): boolean {
+    return this.needs(path)?.action === 'copy' && !this.records.has(path);
+  }
+
+  /** Records a failure; errors other than a file's own integrity problem end this destination's run. */
+  fail(err: unknown, path?: string): void {
+    this.errors.push(problem(err, path));
+    if (errorKind(err) !== 'integrity' && !this.dead) {
+      this.dead = true;
+      this.ledger.uncharge(0); // reads waiting for its share look again
+      this.context.emit({ type: 'destination-failed', destination: this.name, message: errorMessage(err) });
+    }
+  }
+
+  countBytes(bytes: number, written: boolean): void {
+    if (written) this.bytesWritten += bytes; else this.bytesResumed += bytes;
+    this.context.emit({ type: 'bytes', destination: this.name, bytes });
+  }
+
+  record(file: ManifestFile, how: 'copied' | 'adopted'): void {
+    this.records.set(file.path, file);
+    this.pending.push(file);
+    if (how === 'copied') this.filesCopied++; else this.filesAdopted++;
+    this.context.emit({ type: 'file-done', destination: this.name, path: file.path, how });
+    this.scheduleCheckpoint();
+  }
+
+  private scheduleCheckpoint(): void {
+    this.dirty = true;
+    if (this.checkpointTimer) return;
+    this.checkpointTimer = setTimeout(() => {
+      this.checkpointTimer = undefined;
+      void this.writeCheckpoint();
+    }, this.checkpointIntervalMs);
+  }
+
+  /**
+   * Writes the progress checkpoint (serialized; a failure only costs re-hashing later): syncs
+   * the destination, then records the files committed before that sync, as a journal entry or,
+   * when the journal has grown large, by rewriting `progress.json` with every record.
+   */
+  writeCheckpoint(): Promise<void> {
+    this.checkpointChain = this.checkpointChain.then(async () => {
+      if (!this.dirty) return;
+      this.dirty = false;
+      const started = Date.now();
+      // Only files made durable by this sync may be recorded as done: take them before it.
+      const batch = this.pending;
+      this.pending = [];
+      const live = this.journal.filter((e) => e.live);
+      const journalFiles = live.reduce((sum, e) => sum + e.files, 0) + batch.length;
+      const rewrite = this.baseFiles === undefined || live.length >= MAX_JOURNAL_ENTRIES || journalFiles > Math.max(this.baseFiles, 1000);
+      const all = rewrite ? [...this.records.values()] : [];
+      try {
+        await this.driver.sync();
+        const { backup, source, chunkBytes } = this.context;
+        if (rewrite) {
+          const includesThrough = this.nextSequence - 1;
+          const body = buildManifestBody({ kind: 'progress', backup, source, chunkBytes, files: all, includesThrough });
+          await writeManifestAt(this.driver, progressKey(backup), body, { pretty: false });
+          this.baseFiles = all.length;
+          for (const e of this.journal) e.live = false;
+          await this.deleteJournal(); // best effort: progress.json says they are included
+        } else {
+          // The number is used even if the write fails (it may have landed): the next
+          // rewrite of progress.json includes it, and deletes it.
+          const sequence = this.nextSequence++;
+          const key = progressJournalKey(backup, sequence);
+          this.journal.push({ key, live: true, files: batch.length });
+          const body = buildManifestBody({ kind: 'progress', backup, source, chunkBytes, files: batch, sequence });
+          await writeManifestAt(this.driver, key, body, { pretty: false });
+        }
+      } catch {
+        this.pending = batch.concat(this.pending);
+        this.dirty = true;
+      }
+      // Keep the checkpoints' cost under ~10% of the run.
+      this.checkpointIntervalMs = Math.max(this.context.checkpointIntervalMs, 10 * (Date.now() - started));
+    });
+    return this.checkpointChain;
+  }
+
+  /** Deletes the journal entries that `progress.json` includes (all of them once it is gone). */
+  private async deleteJournal(all = false): Promise<void> {
+    const doomed = this.journal.filter((e) => all || !e.live);
+    let next = 0;
+    await Promise.all(Array.from({ length: Math.min(4, doomed.length) }, async () => {
+      while (next < doomed.length) {
+        const entry = doomed[next++] as { key: string };
+        try {
+          await this.driver.delete(entry.key);
+          this.journal = this.journal.filter((e) => e !== entry);
+        } catch {
+          // Left for the next rewrite (a later run skips entries that progress.json includes).
+        }
+      }
+    }));
+  }
+
+  /** Removes the checkpoint once the manifest is written: `progress.json`, then its journal. */
+  async deleteProgress(signal?: AbortSignal): Promise<void> {
+    await this.driver.delete(progressKey(this.context.backup), { signal }).catch(() => undefined);
+    await this.deleteJournal(true);
+  }
+
+  stopCheckpoints(): Promise<void> {
+    if (this.checkpointTimer) clearTimeout(this.checkpointTimer);
+    this.checkpointTimer = undefined;
+    return this.checkpointChain;
+  }
+}
+
+/** Part size for a file at a destination: a whole number of chunks that the driver accepts. */
+export function partBytesFor(size: number, chunkBytes: number, driver: Driver): number {
+  const caps = driver.capabilities;
+  let chunksPerPart = Math.max(1, Math.ceil(caps.minPartBytes / chunkBytes));
+  if (Number.isFinite(caps.maxParts)) chunksPerPart = Math.max(chunksPerPart, Math.ceil(size / (chunkBytes * caps.maxParts)));
+  const partBytes = chunksPerPart * chunkBytes;
+  if (partBytes > caps.maxPartBytes) {
+    throw new OffsiteError('E_TOO_LARGE', `${driver.name}: a ${size}-byte file needs ${partBytes}-byte parts, more than the ${caps.maxPartBytes} this destination accepts`, { kind: 'permanent' });
+  }
+  return partBytes;
+}
+
+/** Feeds one destination's write session with chunks, a bounded number of parts at a time. */
+export class FileSink {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private nextPart = 0;
+  /** Parts being written, at most `parallel`. (A counter, not a PQueue: one is made per file and destination.) */
+  private writing = 0;
+  private readonly parallel: number;
+  private wakers: (() => void)[] = [];
+  error: unknown;
+
+  constructor(readonly run: DestinationRun, readonly session: WriteSession, partConcurrency: number, private readonly pool: ChunkPool, private readonly signal?: AbortSignal) {
+    this.parallel = run.driver.capabilities.parallelPartWrites ? partConcurrency : 1;
+  }
+
+  get alive(): boolean { return this.error === undefined && !this.run.dead; }
+
+  /**
+   * Takes the next chunk, and one reference to it, which this sink releases once the chunk is
+   * written (or dropped). Resolves when there is room for more.
+   */
+  async push(chunk: Buffer, last: boolean): Promise<void> {
+    if (!this.alive) { this.drop(chunk); return; }
+    if (this.session.partBytes === chunk.length || (last && this.pending.length === 0)) {
+      return this.enqueue(chunk, this.pool.chargeOf(chunk.length));
+    }
+    // Parts of several chunks (files too big for 10,000 parts of one chunk): copy into a part
+    // buffer so the pooled chunk goes back at once and cannot hold up the readers.
+    this.pending.push(Buffer.from(chunk));
+    this.pendingBytes += chunk.length;
+    this.drop(chunk);
+    if (this.pendingBytes < this.session.partBytes && !last) return;
+    const bytes = Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    return this.enqueue(bytes, 0);
+  }
+
+  /** Gives back a chunk: to the pool, and to this destination's share of the budget. */
+  private drop(chunk: Buffer, charged = this.pool.chargeOf(chunk.length)): void {
+    this.pool.release(chunk);
+    this.run.ledger.uncharge(charged);
+  }
+
+  /** Starts writing a part once fewer than `parallel` are in flight; resolves when it has started. */
+  private async enqueue(bytes: Buffer, charged: number): Promise<void> {
+    const index = this.nextPart++;
+    while (this.writing >= this.parallel) await this.partDone();
+    this.writing++;
+    void this.writePart(index, bytes).finally(() => {
+      this.drop(bytes, charged);
+      this.writing--;
+      const wakers = this.wakers;
+      this.wakers = [];
+      for (const wake of wakers) wake();
+    });
+  }
+
+  private partDone(): Promise<void> {
+    return new Promise((resolve) => this.wakers.push(resolve));
+  }
+
+  private async idle(): Promise<void> {
+    while (this.writing > 0) await this.partDone();
+  }
+
+  private async writePart(index: number, bytes: Buffer): Promise<void> {
+    if (!this.alive) return;
+    try {
+      if (this.session.resumableParts.has(index) && await this.session.matches(index, bytes, { signal: this.signal })) {
+        this.run.countBytes(bytes.length, false);
+        return;
+      }
+      await this.session.write(index, bytes, { signal: this.signal });
+      this.run.countBytes(bytes.length, true);
+    } catch (err) {
+      this.error ??= err;
+    }
+  }
+
+  /** Waits for the parts in flight and commits; throws the first error. */
+  async finish(hash: string): Promise<void> {
+    await this.idle();
+    if (this.error !== undefined) throw this.error;
+    if (this.run.dead) throw new OffsiteError('E_DESTINATION_FAILED', `${this.run.name}: destination failed earlier in this run`, { kind: 'permanent' });
+    await this.session.commit({ hash, signal: this.signal });
+  }
+
+  /** Releases the session after a failure: keep resumable state unless the data was wrong. */
+  async release(err: unknown): Promise<void> {
+    await this.idle();
+    if (errorKind(err) === 'integrity') await this.session.abort();
+    else await this.session.suspend();
+  }
+}

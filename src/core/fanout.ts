@@ -1,0 +1,448 @@
+/**
+ * Source reads for the fan-out engine (src/core/replicate.ts): destinations share one read of a
+ * file while they keep up, and a destination that falls behind is detached and reads on its own,
+ * so a slow destination never holds back the others for more than a bounded lag.
+ *
+ * Memory. The chunk budget is split into one share per destination still working (at least two
+ * chunks each). Every chunk a destination holds (queued for it, in its writer, or the read-ahead of
+ * a read it takes part in) is charged to it, so the bytes in the pool never exceed the budget (for
+ * sources that read ahead at most one piece, as the local driver does; a shared chunk is charged to
+ * each destination but held once). A destination may go beyond its share with budget that no other
+ * destination's unused share needs (a fast destination alone in its reads uses what the slow one
+ * does not), never into another's share, so every destination always has its share for itself. A
+ * destination takes part in at most `share / chunk - 2` reads of multi-chunk files at once, so the
+ * read-ahead of its open reads can never fill its share.
+ *
+ * Lag. A destination's backlog is what was read for it and it has not taken yet (chunks queued for
+ * files it has not reached count too); a backlog beyond its share means it is that far behind.
+ *
+ * Shared reads. The first destination to reach a file starts its read, with a place (a queue) for
+ * every other attached destination that will copy the file; they take their place when they reach
+ * the file, and find the chunks read meanwhile in their queue. Each chunk is read once it can be
+ * charged to every destination in the read. One that cannot take it while another can, and whose
+ * backlog exceeds its share, is detached at once; while some can take the chunk and others cannot
+ * (no memory, or too many open reads), the read waits `lagToleranceMs`, then detaches the one with the most chunks
+ * still to write (its memory is held by its slow writes) if it is one that cannot take the chunk. A detached destination gets its queued chunks dropped and reads the file again
+ * on its own from the start (the chunks it already wrote are only hashed and compared, so a source
+ * that changed meanwhile is caught), and every later file too, until it reaches a file before
+ * anyone else has started it: it caught up, and shares reads again.
+ *
+ * Source bytes read: each file is read at most once by a shared read, plus once by every
+ * destination reading it alone, so at most (1 + destinations that read alone) x the backup, plus
+ * the checks of files present but unrecorded ("adopt", one read per file).
+ */
+import type { Driver } from '../drivers/types.js';
+import { OffsiteError, throwIfAborted } from '../errors.js';
+import { getHasher } from '../hash/xxh64.js';
+import type { ChunkPool } from './buffers.js';
+import { hashObject, readChunks, type ObjectHashes } from './chunks.js';
+
+/** @default 1000 ms */
+export const DEFAULT_LAG_TOLERANCE_MS = 1000;
+
+const EMPTY = new Uint8Array(0);
+
+/** A file to read: its size and mtime at the source (both checked again after the read). */
+export interface FeedFile {
+  readonly path: string;
+  readonly size: number;
+  readonly mtimeMs: number;
+}
+
+/** What a read delivers to one destination, in order. */
+export type FeedItem =
+  | { readonly type: 'chunk'; readonly chunk: Buffer; readonly hash: string }
+  | { readonly type: 'end'; readonly hash: string; readonly chunks: readonly string[] }
+  /** Fell behind: queued chunks were dropped; read the file again with `Fanout.readAlone`. */
+  | { readonly type: 'detached' }
+  | { readonly type: 'error'; readonly error: unknown };
+
+/** One destination's share of the chunk budget. */
+export class Ledger {
+  /** Bytes charged: chunks held plus room reserved for reads it takes part in. */
+  held = 0;
+  /** Bytes (as charged) of chunks read for it that it has not taken yet: how far behind it is. */
+  backlog = 0;
+  /** Bytes of `held` reserved for pieces not read yet. */
+  reserved = 0;
+  /** Reads of multi-chunk files it takes part in. */
+  openReads = 0;
+  constructor(private readonly fanout: Fanout) {}
+
+  /** Within its share, or borrowing budget that no other destination's unused share needs. */
+  fits(bytes: number, opening: boolean): boolean {
+    if (opening && this.openReads >= this.fanout.maxOpenReads) return false;
+    return this.held + bytes <= this.fanout.share || this.fanout.canLend(this, bytes);
+  }
+
+  /** Further behind than its share of the budget. */
+  behind(bytes: number): boolean {
+    return this.backlog + bytes > this.fanout.share;
+  }
+
+  charge(bytes: number): void {
+    this.held += bytes;
+  }
+
+  uncharge(bytes: number): void {
+    this.held -= bytes;
+    this.fanout.notify();
+  }
+}
+
+/** A destination as the reads see it. */
+export interface FeedMember {
+  readonly name: string;
+  readonly ledger: Ledger;
+  /** Takes part in shared reads (false once detached, until it catches up). */
+  attached: boolean;
+  detachments: number;
+  /** Source bytes read for this destination alone. */
+  bytesReadAlone: number;
+  /** Whether it will still copy `path` (not dead, not yet done, action copy). */
+  wants(path: string): boolean;
+}
+
+interface FanoutContext {
+  readonly source: Driver;
+  readonly backup: string;
+  readonly chunkBytes: number;
+  readonly pool: ChunkPool;
+  readonly lagToleranceMs: number;
+  readonly signal?: AbortSignal;
+  readonly onDetach?: (member: FeedMember, path: string) => void;
+}
+
+/** The reads of one run: see the file comment. */
+export class Fanout {
+  /** Source bytes read, all reads together. */
+  bytesRead = 0;
+  private readonly members: FeedMember[] = [];
+  private readonly working: FeedMember[] = [];
+  /** Shared reads with places not taken yet. */
+  private readonly reads = new Map<string, FileRead>();
+  /** Files a shared read was started for. */
+  private readonly started = new Set<string>();
+  private readonly sourceHashes = new Map<string, Promise<ObjectHashes>>();
+  private waiters: (() => void)[] = [];
+
+  constructor(readonly ctx: FanoutContext) {
+    ctx.signal?.addEventListener('abort', () => this.notify(), { once: true });
+  }
+
+  /** A destination that will take part; call `done` when it has nothing more to read. */
+  add(member: FeedMember): void {
+    this.members.push(member);
+    this.working.push(member);
+  }
+
+  /** The member has read everything it needs (or failed): its places are given up, its share goes to the others. */
+  done(member: FeedMember): void {
+    for (const read of [...this.reads.values()]) read.giveUp(member);
+    const at = this.working.indexOf(member);
+    if (at >= 0) this.working.splice(at, 1);
+    this.notify();
+  }
+
+  /** Bytes of budget per destination still working (at least two chunks). */
+  get share(): number {
+    return Math.max(2 * this.ctx.chunkBytes, Math.floor(this.ctx.pool.budgetBytes / Math.max(1, this.working.length)));
+  }
+
+  /** Whether `bytes` more for `ledger` leave every other working destination its unused share. */
+  canLend(ledger: Ledger, bytes: number): boolean {
+    const share = this.share;
+    let needed = bytes;
+    for (const m of this.working) needed += m.ledger === ledger ? m.ledger.held : Math.max(m.ledger.held, share);
+    if (!this.working.some((m) => m.ledger === ledger)) needed += ledger.held;
+    return needed <= this.ctx.pool.budgetBytes;
+  }
+
+  /** Reads of multi-chunk files one destination may take part in at once. */
+  get maxOpenReads(): number {
+    return Math.max(1, Math.floor(this.share / this.ctx.chunkBytes) - 2);
+  }
+
+  notify(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /** Resolves on the next `notify`, or after `timeoutMs`. */
+  changed(timeoutMs?: number): Promise<void> {
+    return new Promise((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      this.waiters.push(() => { if (timer) clearTimeout(timer); resolve(); });
+      if (timeoutMs !== undefined) timer = setTimeout(resolve, Math.max(0, timeoutMs));
+    });
+  }
+
+  /** The chunks of `file` for `member`: shared with the others when possible (see the file comment). */
+  subscribe(member: FeedMember, file: FeedFile): Subscription {
+    const read = this.reads.get(file.path);
+    const place = read?.claim(member);
+    if (place) return place;
+    if (!read && !this.started.has(file.path)) {
+      const others = this.members.filter((m) => m !== member && m.attached && m.wants(file.path));
+      const created = new FileRead(this, file, true);
+      this.reads.set(file.path, created);
+      this.started.add(file.path);
+      member.attached = true;
+      const own = created.place(member, true);
+      for (const m of others) created.place(m, false);
+      void created.run();
+      return own;
+    }
+    // The others started this file without it: it fell behind.
+    this.detach(member, file.path);
+    return this.readAlone(member, file);
+  }
+
+  /** The shared read of `path` has nothing more to hand out. */
+  forget(path: string): void {
+    this.reads.delete(path);
+  }
+
+  /** The chunks of `file` from a read of the source for `member` alone. */
+  readAlone(member: FeedMember, file: FeedFile): Subscription {
+    const read = new FileRead(this, file, false);
+    const subscription = read.place(member, true);
+    void read.run();
+    return subscription;
+  }
+
+  /** The hashes of a source file, read once however many destinations ask (to check files present but unrecorded). */
+  hashSource(file: FeedFile): Promise<ObjectHashes> {
+    let hashes = this.sourceHashes.get(file.path);
+    if (!hashes) {
+      this.bytesRead += file.size;
+      hashes = hashObject(this.ctx.source, `${this.ctx.backup}/${file.path}`, file.size, this.ctx.pool, this.ctx.signal);
+      this.sourceHashes.set(file.path, hashes);
+    }
+    return hashes;
+  }
+
+  /** The member fell behind: it reads on its own until it catches up. */
+  detach(member: FeedMember, path: string): void {
+    if (!member.attached) return;
+    member.attached = false;
+    member.detachments++;
+    this.ctx.onDetach?.(member, path);
+  }
+
+  /** Gives back a chunk a member will not write. */
+  drop(member: FeedMember, chunk: Buffer): void {
+    this.ctx.pool.release(chunk);
+    member.ledger.uncharge(this.ctx.pool.chargeOf(chunk.length));
+  }
+}
+
+/** One member's place in a read: a queue of what the read delivered and it has not taken yet. */
+export class Subscription {
+  private queue: FeedItem[] = [];
+  private wake: (() => void) | undefined;
+  /** Ledger bytes charged for pieces not delivered yet. */
+  reserved = 0;
+  /** Counted in the ledger's `openReads`. */
+  opened = false;
+  /** Detached or left: receives nothing more. */
+  gone = false;
+
+  constructor(readonly member: FeedMember, private readonly fanout: Fanout, public arrived: boolean) {}
+
+  deliver(item: FeedItem): void {
+    if (item.type === 'chunk') this.member.ledger.backlog += this.fanout.ctx.pool.chargeOf(item.chunk.length);
+    this.queue.push(item);
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  async next(): Promise<FeedItem> {
+    while (this.queue.length === 0) await new Promise<void>((resolve) => { this.wake = resolve; });
+    const item = this.queue.shift() as FeedItem;
+    if (item.type === 'chunk') this.taken(item.chunk);
+    return item;
+  }
+
+  /** Stops receiving: queued chunks and reserved room go back to the member's share. */
+  leave(): void {
+    if (this.gone) return;
+    this.gone = true;
+    for (const item of this.queue) {
+      if (item.type !== 'chunk') continue;
+      this.taken(item.chunk);
+      this.fanout.drop(this.member, item.chunk);
+    }
+    this.queue = [];
+    this.unreserve();
+  }
+
+  private taken(chunk: Buffer): void {
+    this.member.ledger.backlog -= this.fanout.ctx.pool.chargeOf(chunk.length);
+  }
+
+  unreserve(): void {
+    const ledger = this.member.ledger;
+    if (this.opened) { ledger.openReads--; this.opened = false; }
+    const reserved = this.reserved;
+    this.reserved = 0;
+    ledger.reserved -= reserved;
+    ledger.uncharge(reserved);
+  }
+}
+
+/** One read of one source file, for one or more members. */
+class FileRead {
+  private readonly subscriptions: Subscription[] = [];
+  private ended = false;
+
+  constructor(private readonly fanout: Fanout, private readonly file: FeedFile, private readonly shared: boolean) {}
+
+  /** A place for `member`; `arrived` when it is at the file already. */
+  place(member: FeedMember, arrived: boolean): Subscription {
+    const subscription = new Subscription(member, this.fanout, arrived);
+    this.subscriptions.push(subscription);
+    return subscription;
+  }
+
+  /** The member's place, when it still has one (not detached from this read). */
+  claim(member: FeedMember): Subscription | undefined {
+    const place = this.subscriptions.find((s) => s.member === member && !s.arrived && !s.gone);
+    if (place) place.arrived = true;
+    this.forgetWhenClaimed();
+    return place;
+  }
+
+  /** Drops the places of `member` it has not taken. */
+  giveUp(member: FeedMember): void {
+    for (const s of this.subscriptions) if (s.member === member && !s.arrived) s.leave();
+    this.forgetWhenClaimed();
+  }
+
+  private forgetWhenClaimed(): void {
+    if (this.ended && this.subscriptions.every((s) => s.arrived || s.gone)) this.fanout.forget(this.file.path);
+  }
+
+  /** Members still in the read; places never to be taken (a failed member, or one that no longer copies the file) are given up. */
+  private live(): Subscription[] {
+    for (const s of this.subscriptions) if (!s.gone && !s.arrived && !s.member.wants(this.file.path)) s.leave();
+    return this.subscriptions.filter((s) => !s.gone);
+  }
+
+  private detach(subscription: Subscription): void {
+    subscription.leave();
+    this.fanout.detach(subscription.member, this.file.path);
+    subscription.deliver({ type: 'detached' });
+  }
+
+  async run(): Promise<void> {
+    try {
+      await this.read();
+    } catch (error) {
+      for (const s of this.live()) s.deliver({ type: 'error', error });
+    } finally {
+      for (const s of this.live()) s.unreserve();
+      this.ended = true;
+      this.forgetWhenClaimed();
+    }
+  }
+
+  /**
+   * Charges `bytes` to every live member's share (and, when `opening`, one open read). A member
+   * further behind than its share while another is not is detached at once. Otherwise waits while
+   * some cannot take the bytes; when others could, for at most the lag tolerance, then detaches the
+   * ones that cannot. False when no member is left.
+   */
+  private async reserve(bytes: number, opening: boolean): Promise<boolean> {
+    const tolerance = this.fanout.ctx.lagToleranceMs;
+    let since: number | undefined;
+    for (;;) {
+      const live = this.live();
+      if (live.length === 0) return false;
+      throwIfAborted(this.fanout.ctx.signal, 'replicate');
+      const ready = live.filter((s) => s.member.ledger.fits(bytes, opening && !s.opened));
+      if (ready.length > 0 && ready.length < live.length) {
+        // Those that hold the read up while further behind than their share go at once.
+        const behind = live.filter((s) => !ready.includes(s) && s.member.ledger.behind(bytes));
+        for (const s of behind) this.detach(s);
+        if (behind.length > 0) continue;
+      }
+      if (ready.length === live.length) {
+        for (const s of live) {
+          s.member.ledger.charge(bytes);
+          s.member.ledger.reserved += bytes;
+          s.reserved += bytes;
+          if (opening && !s.opened) { s.opened = true; s.member.ledger.openReads++; }
+        }
+        return true;
+      }
+      if (live.length === 1) {
+        await this.fanout.changed();
+        continue;
+      }
+      since ??= Date.now();
+      const left = since + tolerance - Date.now();
+      if (left <= 0) {
+        // Held up too long: the one with the most chunks still to write (its memory is held by
+        // its slow writes) is detached, if it is one that cannot take the chunk; otherwise the
+        // read is held up by limits of the faster ones, and waits.
+        const pending = (x: Subscription): number => x.member.ledger.held - x.member.ledger.reserved;
+        const laggard = live.reduce((a, b) => (pending(b) > pending(a) ? b : a));
+        if (!ready.includes(laggard)) this.detach(laggard);
+        since = undefined;
+        continue;
+      }
+      await this.fanout.changed(left);
+    }
+  }
+
+  private async read(): Promise<void> {
+    const { source, backup, chunkBytes, pool, signal } = this.fanout.ctx;
+    const { size } = this.file;
+    const key = `${backup}/${this.file.path}`;
+    const charge = (offset: number): number => (offset < size ? pool.chargeOf(Math.min(chunkBytes, size - offset)) : 0);
+    // The first piece, and the one the source reads ahead.
+    if (!(await this.reserve(charge(0) + charge(chunkBytes), size > chunkBytes))) return;
+    const hasher = await getHasher();
+    // A file of one chunk (most small files) has the hash of that chunk: hashed once, not twice.
+    const fileHash = size > chunkBytes ? hasher.create() : undefined;
+    const chunkHashes: string[] = [];
+    let offset = 0;
+    for await (const chunk of readChunks(source, key, size, pool, `source: ${key}`, signal)) {
+      this.fanout.bytesRead += chunk.length;
+      fileHash?.update(chunk);
+      const hash = hasher.hash(chunk);
+      chunkHashes.push(hash);
+      offset += chunk.length;
+      const cost = pool.chargeOf(chunk.length);
+      const live = this.live();
+      if (!this.shared) for (const s of live) s.member.bytesReadAlone += chunk.length;
+      for (const s of live) {
+        const taken = Math.min(s.reserved, cost);
+        s.reserved -= taken;
+        s.member.ledger.reserved -= taken;
+        s.member.ledger.charge(cost - taken);
+        pool.retain(chunk);
+        s.deliver({ type: 'chunk', chunk, hash });
+      }
+      pool.release(chunk); // the reader's own reference
+      if (live.length === 0) return;
+      // The next piece the source reads ahead.
+      if (offset < size && !(await this.reserve(charge(offset + chunkBytes), false))) return;
+    }
+    if (this.live().length === 0) return;
+    const after = await source.stat(key, { signal });
+    if (!after || after.size !== size || after.mtimeMs !== this.file.mtimeMs) {
+      throw new OffsiteError('E_SOURCE_CHANGED', `source: ${key} changed while it was being copied; it is not recorded anywhere: run replicate again once the backup is stable`, { kind: 'integrity' });
+    }
+    const hash = fileHash ? fileHash.digest() : chunkHashes[0] ?? hasher.hash(EMPTY);
+    for (const s of this.live()) s.deliver({ type: 'end', hash, chunks: chunkHashes });
+  }
+}
+
+/** The error when a re-read of a source file differs from what an earlier read of it delivered. */
+export function sourceChanged(backup: string, path: string): OffsiteError {
+  return new OffsiteError('E_SOURCE_CHANGED', `source: ${backup}/${path} changed while it was being copied; it is not recorded anywhere: run replicate again once the backup is stable`, { kind: 'integrity' });
+}
