@@ -79,8 +79,8 @@ describe('two runs at once on the same destination (CLI)', () => {
   it('the second is refused by the lock, the first completes intact; a stale lock is taken over', async () => {
     const s = await setup('lock', { disk: 'disk' }, 4 * 1024 * 1024);
     writeFileSync(s.config, readFileSync(s.config, 'utf8').replace('root: "disk"', `root: "${join(s.dir, 'disk')}"`));
-    // The first run is slowed down so that it is still writing when the second starts.
-    const first = spawn(process.execPath, [binPath, '--config', s.config, '--json', 'replicate', NAME, '--bwlimit', '2MiB'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // The first run is slowed down (8 s) so that it is still writing when the second CLI has started, even on a loaded machine.
+    const first = spawn(process.execPath, [binPath, '--config', s.config, '--json', 'replicate', NAME, '--bwlimit', '512KiB'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let firstOut = '';
     first.stdout.on('data', (d: Buffer) => { firstOut += d.toString(); });
     const lock = join(s.dir, 'disk', NAME, '.offsite', 'lock.json');
