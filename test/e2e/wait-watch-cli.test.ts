@@ -18,7 +18,7 @@ const KiB = 1024;
 
 interface Setup { dir: string; config: string; source: string }
 
-function setup(label: string, destinations: readonly string[] = ['disk', 'nas']): Setup {
+function setup(label: string, destinations: readonly string[] = ['disk', 'nas'], quietPeriod = '2s'): Setup {
   const dir = tempDir(label);
   const source = join(dir, 'backups');
   mkdirSync(source, { recursive: true });
@@ -26,7 +26,7 @@ function setup(label: string, destinations: readonly string[] = ['disk', 'nas'])
     'source: { type: local, root: ./backups }',
     'destinations:',
     ...destinations.map((d) => `  ${d}: { type: local, root: ./${d} }`),
-    'options: { quietPeriod: 2s, chunkSize: 64KiB }',
+    `options: { quietPeriod: ${quietPeriod}, chunkSize: 64KiB }`,
   ].join('\n'));
   return { dir, config, source };
 }
@@ -295,7 +295,9 @@ describe('scripts/examples/milvus-backup-hook.sh', () => {
   }
 
   it('makes the backup, waits for it and replicates it', async () => {
-    const s = setup('hook');
+    // A quiet period longer than the hook's own start-up (node, the generator, offsite), so the
+    // backup is still settling when offsite first looks at it, even on a loaded machine.
+    const s = setup('hook', ['disk', 'nas'], '8s');
     const bin = fakeTools(s);
     const name = 'nightly_2025_10_01';
     const run = await runHook(['-n', name], { PATH: `${bin}:${process.env['PATH'] ?? ''}`, OFFSITE_CONFIG: s.config, OFFSITE_TO: 'disk,nas', OFFSITE_WAIT: '1m' });
