@@ -191,7 +191,8 @@ export class ObjectDriver implements Driver {
   async #sweep(leftovers: readonly StoredObject[], signal: AbortSignal | undefined): Promise<void> {
     for (const temp of leftovers) {
       const now = await this.#bucket.store.head(temp.key, signal);
-      if (now?.size !== temp.size || now.mtimeMs !== temp.mtimeMs) continue;
+      // HEAD's Last-Modified has whole seconds, listings may have milliseconds.
+      if (now?.size !== temp.size || Math.floor(now.mtimeMs / 1000) !== Math.floor(temp.mtimeMs / 1000)) continue;
       try {
         await this.#bucket.removeKey(temp.key, signal);
       } catch (err) {
