@@ -37,6 +37,20 @@ function escapeKey(key: string): string {
   return encodeURIComponent(key).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`).replace(/%2F/g, '/');
 }
 
+/**
+ * A list marker as a query value, escaped as SigV4 wants it. With `encoding-type=url` a server may
+ * send it back already escaped (AWS does, RGW does not): it is unescaped first.
+ */
+function queryEscape(value: string): string {
+  let raw = value;
+  try {
+    raw = decodeURIComponent(value);
+  } catch {
+    // not escaped
+  }
+  return encodeURIComponent(raw).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+
 export class MinioStore implements ObjectStore {
   readonly endpoint: string;
   readonly bucket: string;
@@ -243,7 +257,8 @@ export class MinioStore implements ObjectStore {
     for (;;) {
       const page = await this.#guard(signal, () => this.#client.listObjectsQuery(this.bucket, prefix, '', {
         IncludeVersion: true, MaxKeys: pageSize, Delimiter: '',
-        ...(keyMarker !== undefined ? { keyMarker } : {}), ...(versionIdMarker !== undefined ? { versionIdMarker } : {}),
+        // The client puts both markers into the query unescaped (a `/` there breaks the signature).
+        ...(keyMarker !== undefined ? { keyMarker: queryEscape(keyMarker) } : {}), ...(versionIdMarker !== undefined ? { versionIdMarker: queryEscape(versionIdMarker) } : {}),
       }));
       for (const item of page.objects) {
         const v = item as { name?: string; size?: number; versionId?: string; isDeleteMarker?: boolean; isLatest?: unknown };
