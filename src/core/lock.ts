@@ -102,7 +102,14 @@ export async function acquireLock(driver: Driver, backup: string, options: LockO
       const bound = AbortSignal.timeout(RELEASE_TIMEOUT_MS);
       await Promise.race([refreshing, new Promise((resolve) => bound.addEventListener('abort', resolve, { once: true }))]);
       const current = await readLock(driver, key, bound).catch(() => undefined);
-      if (current?.token === token) await driver.delete(key, { signal: bound }).catch(() => undefined);
+      if (current?.token !== token) return;
+      try {
+        await driver.delete(key, { signal: bound });
+      } catch (err) {
+        // The run's work is done: a lock that cannot be removed is a warning, with what to do.
+        const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
+        process.stderr.write(`offsite: WARNING: ${driver.name}: could not release the lock ${key}: ${why}; remove ${key} by hand (until then a run from another host waits until it is ${Math.round(staleMs / 1000)} s old; on this host it is taken over once this process has ended)\n`);
+      }
     },
   };
 }

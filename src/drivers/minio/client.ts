@@ -14,7 +14,9 @@ import { Agent as HttpsAgent } from 'node:https';
 import type { Readable } from 'node:stream';
 import { Client } from 'minio';
 import type { S3Failure } from '../object-store/errors.js';
-import { cleanEtag, copyPartBytes, type ObjectStore, type OpenUpload, type StoredObject, type StoredPart } from '../object-store/store.js';
+import {
+  cleanEtag, copyPartBytes, type ObjectStore, type OpenUpload, type StoredObject, type StoredPart, type StoredVersion, type VersioningState,
+} from '../object-store/store.js';
 import { describeMinioError } from './errors.js';
 import type { MinioOptions } from './options.js';
 
@@ -33,6 +35,20 @@ interface Deadline {
 /** A key for `x-amz-copy-source`: percent-encoded like a URI path (`/` kept). */
 function escapeKey(key: string): string {
   return encodeURIComponent(key).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`).replace(/%2F/g, '/');
+}
+
+/**
+ * A list marker as a query value, escaped as SigV4 wants it. With `encoding-type=url` a server may
+ * send it back already escaped (AWS does, RGW does not): it is unescaped first.
+ */
+function queryEscape(value: string): string {
+  let raw = value;
+  try {
+    raw = decodeURIComponent(value);
+  } catch {
+    // not escaped
+  }
+  return encodeURIComponent(raw).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
 export class MinioStore implements ObjectStore {
@@ -227,6 +243,35 @@ export class MinioStore implements ObjectStore {
 
   async delete(key: string, signal?: AbortSignal): Promise<void> {
     await this.#guard(signal, () => this.#client.removeObject(this.bucket, key));
+  }
+
+  async versioning(signal?: AbortSignal): Promise<VersioningState> {
+    const config = await this.#guard(signal, () => this.#client.getBucketVersioning(this.bucket));
+    const status = String((config as { Status?: unknown } | undefined)?.Status ?? '');
+    return status === 'Enabled' ? 'enabled' : status === 'Suspended' ? 'suspended' : 'off';
+  }
+
+  async *listVersions(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredVersion> {
+    let keyMarker: string | undefined;
+    let versionIdMarker: string | undefined;
+    for (;;) {
+      const page = await this.#guard(signal, () => this.#client.listObjectsQuery(this.bucket, prefix, '', {
+        IncludeVersion: true, MaxKeys: pageSize, Delimiter: '',
+        // The client puts both markers into the query unescaped (a `/` there breaks the signature).
+        ...(keyMarker !== undefined ? { keyMarker: queryEscape(keyMarker) } : {}), ...(versionIdMarker !== undefined ? { versionIdMarker: queryEscape(versionIdMarker) } : {}),
+      }));
+      for (const item of page.objects) {
+        const v = item as { name?: string; size?: number; versionId?: string; isDeleteMarker?: boolean; isLatest?: unknown };
+        if (v.name && v.versionId) yield { key: v.name, versionId: v.versionId, size: v.size ?? 0, deleteMarker: v.isDeleteMarker === true, latest: String(v.isLatest) === 'true' };
+      }
+      if (!page.isTruncated || page.keyMarker === undefined) return;
+      keyMarker = page.keyMarker;
+      versionIdMarker = page.versionIdMarker;
+    }
+  }
+
+  async deleteVersion(key: string, versionId: string, signal?: AbortSignal): Promise<void> {
+    await this.#guard(signal, () => this.#client.removeObject(this.bucket, key, { versionId }));
   }
 
   describeError(err: unknown): S3Failure {

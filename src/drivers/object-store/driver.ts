@@ -51,6 +51,7 @@ import { checkKey } from '../keys.js';
 import type { Capabilities, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
 import type { Location } from '../location.js';
 import { Bucket } from './bucket.js';
+import { isAccessDenied } from './errors.js';
 import { copyObject } from './copy.js';
 import { S3_LIMITS } from './quirks.js';
 import { readObject } from './read.js';
@@ -77,6 +78,8 @@ export interface ObjectDriverSettings {
   readonly maxConcurrency: number;
   readonly maxParts: number;
   readonly listPageSize: number;
+  /** Receives one-line warnings (versioned bucket, refused removals). @default writes to stderr */
+  readonly warn?: (line: string) => void;
 }
 
 /** `a/b.bin` -> `a/.b.bin.offsite-partial` (the one rule of src/drivers/toolkit/temp-names.ts). */
@@ -92,10 +95,14 @@ export class ObjectDriver implements Driver {
   readonly #settings: ObjectDriverSettings;
   #bucketChecked = false;
   #closed = false;
+  /** When this driver was made (ms): leftover temp objects older than this are swept by `list`. */
+  readonly #startedMs = Date.now();
+  /** Temp objects whose removal was refused: not tried again by this driver. */
+  readonly #keptTemps = new Set<string>();
 
   constructor(readonly name: string, store: ObjectStore, settings: ObjectDriverSettings) {
     this.#settings = settings;
-    this.#bucket = new Bucket(name, store, settings.prefix, settings.listPageSize, settings.maxConcurrency);
+    this.#bucket = new Bucket(name, store, settings.prefix, settings.listPageSize, settings.maxConcurrency, settings.warn);
     this.description = settings.description;
     this.location = settings.location;
     this.capabilities = {
@@ -147,9 +154,18 @@ export class ObjectDriver implements Driver {
       checkDriverPrefix(this.name, prefix);
       this.#checkOpen(options.signal, 'list');
       let batch: StoredObject[] = [];
+      const temps = new Map<string, StoredObject>();
+      const leftovers: StoredObject[] = [];
       for await (const object of store.list(full, listPageSize, options.signal)) {
         const key = object.key.slice(root.length);
-        if (!object.key.startsWith(root) || key.endsWith('/') || isTempPath(key) || !isSafeKey(key)) continue;
+        if (!object.key.startsWith(root) || key.endsWith('/')) continue;
+        if (isTempPath(key)) {
+          if (object.mtimeMs < this.#startedMs && !this.#keptTemps.has(object.key)) temps.set(object.key, object);
+          continue;
+        }
+        if (!isSafeKey(key)) continue;
+        const temp = temps.size === 0 ? undefined : temps.get(partialPathOf(object.key));
+        if (temp !== undefined && temp.size === object.size && temp.mtimeMs <= object.mtimeMs) leftovers.push(temp);
         batch.push(object);
         if (batch.length >= LIST_BATCH) {
           yield* await this.#withHashes(batch, options.signal);
@@ -157,8 +173,35 @@ export class ObjectDriver implements Driver {
         }
       }
       yield* await this.#withHashes(batch, options.signal);
+      await this.#sweep(leftovers, options.signal);
     } catch (err) {
       throw this.#bucket.fail(err, 'list', full);
+    }
+  }
+
+  /**
+   * Removes temp objects left by earlier runs whose final object was written from them: a temp
+   * object older than this driver, of the final object's size, no newer than the final object
+   * (the copy was made from it), and still the same when looked at again right before. Such a
+   * temp object is never resumed (resumable state is an open multipart upload, not an object,
+   * and is never touched here) and no live run needs it (a run writing the key again completes
+   * a new temp object, newer than the final one). They are left by a crash between copy and
+   * delete, or by a refused delete (see bucket.ts `dropTemp`). A refusal is warned, not thrown.
+   */
+  async #sweep(leftovers: readonly StoredObject[], signal: AbortSignal | undefined): Promise<void> {
+    for (const temp of leftovers) {
+      const now = await this.#bucket.store.head(temp.key, signal);
+      // HEAD's Last-Modified has whole seconds, listings may have milliseconds.
+      if (now?.size !== temp.size || Math.floor(now.mtimeMs / 1000) !== Math.floor(temp.mtimeMs / 1000)) continue;
+      try {
+        await this.#bucket.removeKey(temp.key, signal);
+      } catch (err) {
+        if (!isAccessDenied(this.#bucket.store.describeError(err))) throw err;
+        this.#keptTemps.add(temp.key);
+        this.#bucket.refused('sweep', temp.size,
+          () => `cannot delete leftover temp object s3://${this.#bucket.store.bucket}/${temp.key} of an earlier run: s3:DeleteObject is denied; offsite needs s3:DeleteObject on ${this.#bucket.scope}`,
+          (count, total) => `${count} leftover temp object(s) (${total}) stay in s3://${this.#bucket.store.bucket}/${this.#bucket.prefix} (s3:DeleteObject is denied)`);
+      }
     }
   }
 
@@ -222,9 +265,9 @@ export class ObjectDriver implements Driver {
     const full = this.#bucket.fullKey(key);
     try {
       this.#checkOpen(options.signal, 'delete');
-      await Promise.all([this.#bucket.store.delete(full, options.signal), this.#bucket.removeTemp(partialPathOf(full), options.signal)]);
+      await Promise.all([this.#bucket.removeKey(full, options.signal), this.#bucket.removeTemp(partialPathOf(full), options.signal)]);
     } catch (err) {
-      throw this.#bucket.fail(err, 'delete', full);
+      throw this.#bucket.failNeeding('s3:DeleteObject', err, 'delete', full);
     }
   }
 
@@ -250,6 +293,7 @@ export class ObjectDriver implements Driver {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#bucket.summarizeRefusals();
     this.#bucket.store.close();
   }
 }

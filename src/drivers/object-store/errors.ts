@@ -32,6 +32,12 @@ export interface S3Failure {
 export interface BucketErrorContext extends ErrorContext {
   readonly bucket: string;
   readonly endpoint: string;
+  /**
+   * The IAM action the request needs (`s3:DeleteObject`) and where (`bucket/prefix*`): an
+   * AccessDenied then names them ("s3:DeleteObject is denied; offsite needs s3:DeleteObject on
+   * bucket/prefix*") instead of a general "lacks permission".
+   */
+  readonly permission?: { readonly action: string; readonly on: string };
 }
 
 interface Rule {
@@ -146,6 +152,10 @@ export function classifyS3Error(err: unknown, failure: S3Failure, context: Bucke
   if (classified !== undefined) return classified;
   if (failure.aborted) return new AbortedError(`${context.driver}: ${context.action}`);
   const rule = ruleFor(failure);
+  if (rule && context.permission !== undefined && (rule.code === 'E_PERMISSION_DENIED' || (rule.kind === 'auth' && failure.status === 403 && failure.code === undefined))) {
+    const { action, on } = context.permission;
+    return new DriverError('E_PERMISSION_DENIED', `${where(context)}: ${action} is denied by ${context.endpoint}; offsite needs ${action} on ${on}`, { kind: 'permanent', cause: err });
+  }
   if (rule) return new DriverError(rule.code, render(rule, context), { kind: rule.kind, cause: err });
   const detail = `${failure.code ?? (failure.status !== undefined ? `HTTP ${failure.status}` : 'error')}: ${firstLine(failure.message)}`;
   const kind: ErrorKind = failure.status !== undefined || failure.code !== undefined ? 'permanent' : 'fatal';
@@ -155,6 +165,11 @@ export function classifyS3Error(err: unknown, failure: S3Failure, context: Bucke
 function firstLine(text: string): string {
   return (text.split('\n')[0] ?? '').slice(0, 300);
 }
+/** True for a refusal of valid credentials (AccessDenied, or a bare 403 without code). */
+export function isAccessDenied(failure: S3Failure): boolean {
+  return failure.code === 'AccessDenied' || (failure.code === undefined && failure.status === 403);
+}
+
 /** True for an S3 error code the table knows (an adapter tells server answers from its own bugs with it). */
 export function isKnownS3Code(code: string): boolean {
   return Object.hasOwn(BY_CODE, code);

@@ -22,6 +22,20 @@ export interface StoredObject {
   readonly metadata?: Readonly<Record<string, string>>;
 }
 
+/** One version of an object in a versioned bucket (ListObjectVersions), or a delete marker. */
+export interface StoredVersion {
+  readonly key: string;
+  readonly versionId: string;
+  /** 0 for a delete marker. */
+  readonly size: number;
+  readonly deleteMarker: boolean;
+  /** The current version of its key (a latest delete marker hides the key). */
+  readonly latest: boolean;
+}
+
+/** A bucket's versioning state (GetBucketVersioning): never enabled, on, or suspended after being on. */
+export type VersioningState = 'off' | 'enabled' | 'suspended';
+
 /** An open (not completed, not aborted) multipart upload. */
 export interface OpenUpload {
   readonly key: string;
@@ -72,8 +86,14 @@ export interface ObjectStore {
    * configured storage class and encryption; multipart copy above the single-copy limit.
    */
   copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal): Promise<void>;
-  /** DeleteObject; resolves when the key is already gone. */
+  /** DeleteObject; resolves when the key is already gone. In a versioned bucket it only adds a delete marker. */
   delete(key: string, signal?: AbortSignal): Promise<void>;
+  /** GetBucketVersioning. */
+  versioning(signal?: AbortSignal): Promise<VersioningState>;
+  /** Every version and delete marker whose key starts with `prefix` (ListObjectVersions, all pages). */
+  listVersions(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredVersion>;
+  /** DeleteObject with a VersionId: removes that version (or delete marker) for good; resolves when it is already gone. */
+  deleteVersion(key: string, versionId: string, signal?: AbortSignal): Promise<void>;
   /** Extracts what the shared classification needs from one of this SDK's errors. */
   describeError(err: unknown): S3Failure;
   close(): void;

@@ -197,6 +197,8 @@ class MultipartSession extends Session {
   #creating: Promise<string> | undefined;
   /** Set once CompleteMultipartUpload succeeded: a retried commit only redoes the copy. */
   #completed = false;
+  /** Set once the copy onto the final key succeeded: a retried commit only removes the temp object. */
+  #copied = false;
   /** The parts of the last CompleteMultipartUpload sent (it may have succeeded even if its answer was lost). */
   #sentParts: ReadonlyArray<{ partNumber: number; etag: string }> | undefined;
   /** Parts found at open time (candidates). */
@@ -275,12 +277,18 @@ class MultipartSession extends Session {
           this.#completed = true;
         }
       }
-      await store.copy(this.temp, this.full, this.size, { [HASH_METADATA]: options.hash }, signal);
-      await store.delete(this.temp);
-      this.state = 'committed';
+      if (!this.#copied) await store.copy(this.temp, this.full, this.size, { [HASH_METADATA]: options.hash }, signal);
+      this.#copied = true;
     } catch (err) {
       throw this.bucket.fail(err, 'commit', this.full);
     }
+    try {
+      // The final object is written: a refused removal of the temp object only warns (bucket.ts).
+      await this.bucket.dropTemp(this.temp, this.size, undefined);
+    } catch (err) {
+      throw this.bucket.failNeeding('s3:DeleteObject', err, 'commit: delete temp object', this.temp);
+    }
+    this.state = 'committed';
   }
 
   async #complete(signal: AbortSignal | undefined): Promise<void> {
@@ -308,7 +316,7 @@ class MultipartSession extends Session {
     this.#uploadId = undefined;
     const head = await store.head(this.temp);
     if (head?.size !== this.size) {
-      await store.delete(this.temp).catch(() => undefined);
+      await this.bucket.removeKey(this.temp, undefined).catch(() => undefined);
       this.state = 'aborted';
       throw sizeMismatchError(this.context('commit'), 'the completed object', head?.size ?? 'no', this.size);
     }

@@ -20,7 +20,7 @@
  */
 import {
   AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CopyObjectCommand, CreateMultipartUploadCommand, DeleteObjectCommand,
-  GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand,
+  GetBucketVersioningCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectVersionsCommand, ListObjectsV2Command, ListPartsCommand,
   PutObjectCommand, S3Client, UploadPartCommand, UploadPartCopyCommand, type ServerSideEncryption, type StorageClass,
 } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
@@ -28,7 +28,9 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
 import type { S3Failure } from '../object-store/errors.js';
-import { cleanEtag, copyPartBytes, type ObjectStore, type OpenUpload, type StoredObject, type StoredPart } from '../object-store/store.js';
+import {
+  cleanEtag, copyPartBytes, type ObjectStore, type OpenUpload, type StoredObject, type StoredPart, type StoredVersion, type VersioningState,
+} from '../object-store/store.js';
 import { describeAwsError } from './errors.js';
 import type { S3Options } from './options.js';
 
@@ -290,6 +292,35 @@ export class AwsStore implements ObjectStore {
 
   async delete(key: string, signal?: AbortSignal): Promise<void> {
     await this.#send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), signal);
+  }
+
+  async versioning(signal?: AbortSignal): Promise<VersioningState> {
+    const out = await this.#send(new GetBucketVersioningCommand({ Bucket: this.bucket }), signal);
+    return out.Status === 'Enabled' ? 'enabled' : out.Status === 'Suspended' ? 'suspended' : 'off';
+  }
+
+  async *listVersions(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredVersion> {
+    let keyMarker: string | undefined;
+    let versionIdMarker: string | undefined;
+    for (;;) {
+      const out = await this.#send(new ListObjectVersionsCommand({
+        Bucket: this.bucket, Prefix: prefix, MaxKeys: pageSize,
+        ...(keyMarker !== undefined ? { KeyMarker: keyMarker } : {}), ...(versionIdMarker !== undefined ? { VersionIdMarker: versionIdMarker } : {}),
+      }), signal);
+      for (const v of out.Versions ?? []) {
+        if (v.Key !== undefined && v.VersionId !== undefined) yield { key: v.Key, versionId: v.VersionId, size: v.Size ?? 0, deleteMarker: false, latest: v.IsLatest === true };
+      }
+      for (const m of out.DeleteMarkers ?? []) {
+        if (m.Key !== undefined && m.VersionId !== undefined) yield { key: m.Key, versionId: m.VersionId, size: 0, deleteMarker: true, latest: m.IsLatest === true };
+      }
+      if (!out.IsTruncated || out.NextKeyMarker === undefined) return;
+      keyMarker = out.NextKeyMarker;
+      versionIdMarker = out.NextVersionIdMarker;
+    }
+  }
+
+  async deleteVersion(key: string, versionId: string, signal?: AbortSignal): Promise<void> {
+    await this.#send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key, VersionId: versionId }), signal);
   }
 
   describeError(err: unknown): S3Failure {
