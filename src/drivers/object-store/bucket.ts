@@ -6,7 +6,7 @@
  * and the removal of a key's temp state.
  */
 import type { OffsiteError } from '../../errors.js';
-import { checkDriverKey, Semaphore } from '../toolkit/index.js';
+import { checkDriverKey, etagFingerprint, Semaphore } from '../toolkit/index.js';
 import { classifyS3Error, type S3Failure } from './errors.js';
 import { ByteStash } from './resources.js';
 import type { ObjectStore, StoredObject } from './store.js';
@@ -61,10 +61,11 @@ export class Bucket {
     return this.fail(undefined, action, fullKey, { code, status: 404, message: code });
   }
 
-  /** The contract's entry for an object (driver key, size, mtime, our stored hash if any). */
+  /** The contract's entry for an object (driver key, size, mtime, our stored hash if any, ETag fingerprint). */
   entry(key: string, object: StoredObject): Entry {
     const hash = object.metadata?.[HASH_METADATA];
-    return { key, size: object.size, mtimeMs: object.mtimeMs, ...(hash !== undefined ? { hash } : {}) };
+    const fingerprint = etagFingerprint(object.etag, object.size);
+    return { key, size: object.size, mtimeMs: object.mtimeMs, ...(hash !== undefined ? { hash } : {}), ...(fingerprint !== undefined ? { fingerprint } : {}) };
   }
 
   /** Aborts every open upload of `temp` (and `uploadId`, listed or not) and deletes a completed temp object. */
