@@ -24,6 +24,12 @@ export interface SourceFile {
   readonly size: number;
   /** The source's `Entry.fingerprint`, when its driver gives one. */
   readonly fingerprint?: string;
+  /**
+   * The hash the file must have, when the run copies a verified copy (repair, pull: the source is
+   * then another destination, whose fingerprints say nothing about the records): a record is
+   * trusted when it has this hash, whatever its source fingerprint.
+   */
+  readonly hash?: string;
 }
 
 /** What one destination holds for the backup, as read by the engine. */
@@ -111,8 +117,8 @@ function planDestination(files: readonly SourceFile[], state: DestinationState, 
       action = { path: file.path, size: file.size, action: 'copy', reason: `destination has ${presentSize} bytes, source ${file.size}` };
     } else if (!record || record.size !== file.size) {
       action = { path: file.path, size: file.size, action: 'adopt', reason: 'present but not recorded: compare hashes' };
-    } else if (changed(record.sourceFingerprint, file.fingerprint)) {
-      action = { path: file.path, size: file.size, action: 'copy', reason: 'source rewritten since it was recorded (fingerprint changed)' };
+    } else if (file.hash !== undefined ? record.hash !== file.hash : changed(record.sourceFingerprint, file.fingerprint)) {
+      action = { path: file.path, size: file.size, action: 'copy', reason: file.hash !== undefined ? 'recorded with another hash' : 'source rewritten since it was recorded (fingerprint changed)' };
     } else if (changed(record.destinationFingerprint, state.presentFingerprints?.get(file.path))) {
       action = { path: file.path, size: file.size, action: 'adopt', reason: 'changed at destination since it was recorded (fingerprint changed): compare hashes' };
     } else {

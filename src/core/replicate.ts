@@ -249,6 +249,11 @@ interface EngineContext {
 /** A file to copy: its size, mtime and fingerprint at the source, and in origin mode the hash it must have. */
 interface EngineFile extends SourceFile {
   readonly mtimeMs: number;
+  /**
+   * The source fingerprint its records keep: the source's own, or in origin mode the one the
+   * origin's record carries (the original source's, so a later run from it trusts the record).
+   */
+  readonly recordedSource?: string;
   readonly expected?: string;
 }
 
@@ -261,14 +266,14 @@ function originDamaged(ctx: EngineContext, file: EngineFile, found: string): Off
  * at the destination are read and hashed, always. A hash the driver keeps with the object
  * (`storedHash`, S3 metadata) is only a fingerprint: the bytes can be replaced while it stays.
  */
-async function adopt(ctx: EngineContext, run: DestinationRun, file: SourceFile, hashes: ObjectHashes): Promise<boolean> {
+async function adopt(ctx: EngineContext, run: DestinationRun, file: EngineFile, hashes: ObjectHashes): Promise<boolean> {
   const key = `${ctx.backup}/${file.path}`;
   try {
     // The fingerprint before reading: if the file changes while it is read, the next run sees it.
     const before = await run.driver.stat(key, { signal: ctx.signal });
     const there = await hashObject(run.driver, key, file.size, ctx.pool, ctx.signal);
     const same = there.hash === hashes.hash && there.chunks.length === hashes.chunks.length && there.chunks.every((c, i) => c === hashes.chunks[i]);
-    if (same) run.record(withFingerprints({ path: file.path, size: file.size, hash: hashes.hash, chunks: hashes.chunks }, file.fingerprint, before?.fingerprint), 'adopted');
+    if (same) run.record(withFingerprints({ path: file.path, size: file.size, hash: hashes.hash, chunks: hashes.chunks }, file.recordedSource, before?.fingerprint), 'adopted');
     return same;
   } catch (err) {
     if (errorKind(err) === 'integrity' || errorKind(err) === 'not-found') return false;
@@ -344,7 +349,7 @@ async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFil
         if (file.expected !== undefined && item.hash !== file.expected) throw originDamaged(ctx, file, item.hash);
         await sink.finish(item.hash);
         const committed = await committedFingerprint(run.driver, `${ctx.backup}/${file.path}`, ctx.signal);
-        run.record(withFingerprints({ path: file.path, size: file.size, hash: item.hash, chunks: [...item.chunks] }, file.fingerprint, committed), 'copied');
+        run.record(withFingerprints({ path: file.path, size: file.size, hash: item.hash, chunks: [...item.chunks] }, file.recordedSource, committed), 'copied');
         break;
       }
       offset += item.chunk.length;
@@ -386,7 +391,10 @@ async function backupFiles(source: Driver, backup: string, quietPeriodMs: number
   assertComplete(inspection);
   const prefixLength = backup.length + 1;
   return {
-    files: inspection.files.map((f) => ({ path: f.key.slice(prefixLength), size: f.size, mtimeMs: f.mtimeMs, ...(f.fingerprint !== undefined ? { fingerprint: f.fingerprint } : {}) })),
+    files: inspection.files.map((f) => ({
+      path: f.key.slice(prefixLength), size: f.size, mtimeMs: f.mtimeMs,
+      ...(f.fingerprint !== undefined ? { fingerprint: f.fingerprint, recordedSource: f.fingerprint } : {}),
+    })),
     backupTime: (backupTimeFromName(backup) ?? new Date(inspection.lastChangeMs)).toISOString(),
     sourceDescription: source.description,
     missing: [],
@@ -403,7 +411,11 @@ async function originFiles(source: Driver, backup: string, origin: ReplicateOrig
     if (!there || there.size !== f.size) {
       missing.push({ path: f.path, error: new OffsiteError('E_ORIGIN_DAMAGED', `${source.name}: ${backup}/${f.path} is ${there ? `${there.size} bytes, its manifest says ${f.size}` : 'missing'}; take the file from elsewhere`, { kind: 'integrity' }) });
     }
-    return { path: f.path, size: f.size, mtimeMs: there?.mtimeMs ?? 0, ...(there?.fingerprint !== undefined ? { fingerprint: there.fingerprint } : {}), expected: f.hash };
+    return {
+      path: f.path, size: f.size, mtimeMs: there?.mtimeMs ?? 0, expected: f.hash, hash: f.hash,
+      ...(there?.fingerprint !== undefined ? { fingerprint: there.fingerprint } : {}),
+      ...(f.sourceFingerprint !== undefined ? { recordedSource: f.sourceFingerprint } : {}),
+    };
   });
   return { files, backupTime: origin.backupTime ?? new Date().toISOString(), sourceDescription: origin.source, missing };
 }
