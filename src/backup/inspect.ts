@@ -52,6 +52,8 @@ export interface BackupFile {
   readonly key: string;
   readonly size: number;
   readonly mtimeMs: number;
+  /** The driver's fingerprint of the file (`Entry.fingerprint`), when it gives one. */
+  readonly fingerprint?: string;
 }
 
 export interface BackupInspection {
@@ -238,7 +240,7 @@ export async function inspectListing(
     if (!entry.key.startsWith(prefix)) continue;
     const rel = entry.key.slice(prefix.length);
     if (isNoiseInBackup(rel)) continue;
-    files.push({ key: entry.key, size: entry.size, mtimeMs: entry.mtimeMs });
+    files.push({ key: entry.key, size: entry.size, mtimeMs: entry.mtimeMs, ...(entry.fingerprint !== undefined ? { fingerprint: entry.fingerprint } : {}) });
     sizes.set(rel, entry.size);
     totalBytes += entry.size;
     if (entry.mtimeMs > lastChangeMs) lastChangeMs = entry.mtimeMs;

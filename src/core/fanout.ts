@@ -42,11 +42,12 @@ export const DEFAULT_LAG_TOLERANCE_MS = 1000;
 
 const EMPTY = new Uint8Array(0);
 
-/** A file to read: its size and mtime at the source (both checked again after the read). */
+/** A file to read: its size, mtime and fingerprint at the source (all checked again after the read). */
 export interface FeedFile {
   readonly path: string;
   readonly size: number;
   readonly mtimeMs: number;
+  readonly fingerprint?: string;
 }
 
 /** What a read delivers to one destination, in order. */
@@ -434,7 +435,7 @@ class FileRead {
     }
     if (this.live().length === 0) return;
     const after = await source.stat(key, { signal });
-    if (!after || after.size !== size || after.mtimeMs !== this.file.mtimeMs) {
+    if (!after || after.size !== size || after.mtimeMs !== this.file.mtimeMs || after.fingerprint !== this.file.fingerprint) {
       throw new OffsiteError('E_SOURCE_CHANGED', `source: ${key} changed while it was being copied; it is not recorded anywhere: run replicate again once the backup is stable`, { kind: 'integrity' });
     }
     const hash = fileHash ? fileHash.digest() : chunkHashes[0] ?? hasher.hash(EMPTY);

@@ -3,10 +3,16 @@
  * and what each destination holds, decide per destination and file whether to copy it or skip
  * it. `--dry-run` prints this plan; tests compare it against tables.
  *
- * A file is skipped at a destination only when both hold:
- * - the destination lists it under its final name with the source's size, and
+ * A file is skipped at a destination only when all hold:
+ * - the destination lists it under its final name with the source's size;
  * - the destination's own records (its manifest, or its in-progress checkpoint) name it with
- *   that size and the run's chunk size, so its hashes are known without reading it.
+ *   that size and the run's chunk size, so its hashes are known without reading it;
+ * - the record's fingerprints still hold (records older than fingerprints carry none and are
+ *   trusted on size, as before): the source fingerprint it was made with is the one the source
+ *   shows now (else the source was rewritten since: the record says nothing about the new bytes,
+ *   copy again), and the destination fingerprint it was made with is the one the destination
+ *   lists now (else the file was touched there: `adopt` reads it back and hashes it, records the
+ *   new fingerprint when the bytes are the same, and sends the file again when they are not).
  * Anything else is copied. A copy in progress (partial temp file, open multipart upload) is
  * found by the driver when the engine opens the file for writing, and resumed there.
  */
@@ -16,6 +22,14 @@ export interface SourceFile {
   /** Path relative to the backup folder. */
   readonly path: string;
   readonly size: number;
+  /** The source's `Entry.fingerprint`, when its driver gives one. */
+  readonly fingerprint?: string;
+  /**
+   * The hash the file must have, when the run copies a verified copy (repair, pull: the source is
+   * then another destination, whose fingerprints say nothing about the records): a record is
+   * trusted when it has this hash, whatever its source fingerprint.
+   */
+  readonly hash?: string;
 }
 
 /** What one destination holds for the backup, as read by the engine. */
@@ -29,14 +43,17 @@ export interface DestinationState {
   readonly progress?: Manifest;
   /** Files present under their final names: path relative to the backup folder -> size. */
   readonly present: ReadonlyMap<string, number>;
+  /** The fingerprints of the files present (same paths), where the destination's driver gives them. */
+  readonly presentFingerprints?: ReadonlyMap<string, string>;
 }
 
 /**
  * - `copy`: send the file (resuming what the driver finds of an interrupted write);
  * - `skip`: already whole and recorded;
  * - `adopt`: present with the right size but not recorded (committed just before a crash,
- *   after the last checkpoint): hash it where it is and compare with the source instead of
- *   sending it again; copy only if it differs.
+ *   after the last checkpoint), or recorded with another destination fingerprint than it shows
+ *   now: hash it where it is and compare with the source instead of sending it again; copy only
+ *   if it differs.
  */
 export type FileActionKind = 'copy' | 'skip' | 'adopt';
 
@@ -81,6 +98,11 @@ function recordsOf(state: DestinationState, chunkBytes: number): Map<string, Man
   return records;
 }
 
+/** A fingerprint was recorded and the one seen now is another (or none: the file changed kind of storage). */
+function changed(recorded: string | undefined, now: string | undefined): boolean {
+  return recorded !== undefined && recorded !== now;
+}
+
 function planDestination(files: readonly SourceFile[], state: DestinationState, chunkBytes: number): DestinationPlan {
   const records = recordsOf(state, chunkBytes);
   const actions: FileAction[] = [];
@@ -95,6 +117,10 @@ function planDestination(files: readonly SourceFile[], state: DestinationState, 
       action = { path: file.path, size: file.size, action: 'copy', reason: `destination has ${presentSize} bytes, source ${file.size}` };
     } else if (!record || record.size !== file.size) {
       action = { path: file.path, size: file.size, action: 'adopt', reason: 'present but not recorded: compare hashes' };
+    } else if (file.hash !== undefined ? record.hash !== file.hash : changed(record.sourceFingerprint, file.fingerprint)) {
+      action = { path: file.path, size: file.size, action: 'copy', reason: file.hash !== undefined ? 'recorded with another hash' : 'source rewritten since it was recorded (fingerprint changed)' };
+    } else if (changed(record.destinationFingerprint, state.presentFingerprints?.get(file.path))) {
+      action = { path: file.path, size: file.size, action: 'adopt', reason: 'changed at destination since it was recorded (fingerprint changed): compare hashes' };
     } else {
       action = { path: file.path, size: file.size, action: 'skip', record, reason: 'already whole at destination' };
     }

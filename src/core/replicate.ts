@@ -174,6 +174,7 @@ export interface ProgressJournal {
  */
 export async function readDestinationState(driver: Driver, backup: string, signal?: AbortSignal): Promise<DestinationHoldings> {
   const present = new Map<string, number>();
+  const presentFingerprints = new Map<string, string>();
   const prefix = `${backup}/`;
   const journal: { key: string; sequence: number }[] = [];
   for await (const entry of driver.list(prefix, { signal })) {
@@ -184,6 +185,7 @@ export async function readDestinationState(driver: Driver, backup: string, signa
       continue;
     }
     present.set(path, entry.size);
+    if (entry.fingerprint !== undefined) presentFingerprints.set(path, entry.fingerprint);
   }
   journal.sort((a, b) => a.sequence - b.sequence);
   let manifest: Manifest | undefined;
@@ -231,7 +233,7 @@ export async function readDestinationState(driver: Driver, backup: string, signa
     const i = toRead.indexOf(j);
     return { ...j, included: j.sequence <= through, files: i < 0 ? 0 : read[i]?.fileCount ?? 0 };
   });
-  return { name: driver.name, manifest, manifestProblem, progress, present, progressJournal: { baseFiles: base?.fileCount, entries } };
+  return { name: driver.name, manifest, manifestProblem, progress, present, presentFingerprints, progressJournal: { baseFiles: base?.fileCount, entries } };
 }
 
 interface EngineContext {
@@ -244,9 +246,14 @@ interface EngineContext {
   readonly signal?: AbortSignal;
 }
 
-/** A file to copy: its size and mtime at the source, and in origin mode the hash it must have. */
+/** A file to copy: its size, mtime and fingerprint at the source, and in origin mode the hash it must have. */
 interface EngineFile extends SourceFile {
   readonly mtimeMs: number;
+  /**
+   * The source fingerprint its records keep: the source's own, or in origin mode the one the
+   * origin's record carries (the original source's, so a later run from it trusts the record).
+   */
+  readonly recordedSource?: string;
   readonly expected?: string;
 }
 
@@ -259,17 +266,37 @@ function originDamaged(ctx: EngineContext, file: EngineFile, found: string): Off
  * at the destination are read and hashed, always. A hash the driver keeps with the object
  * (`storedHash`, S3 metadata) is only a fingerprint: the bytes can be replaced while it stays.
  */
-async function adopt(ctx: EngineContext, run: DestinationRun, file: SourceFile, hashes: ObjectHashes): Promise<boolean> {
+async function adopt(ctx: EngineContext, run: DestinationRun, file: EngineFile, hashes: ObjectHashes): Promise<boolean> {
   const key = `${ctx.backup}/${file.path}`;
   try {
+    // The fingerprint before reading: if the file changes while it is read, the next run sees it.
+    const before = await run.driver.stat(key, { signal: ctx.signal });
     const there = await hashObject(run.driver, key, file.size, ctx.pool, ctx.signal);
     const same = there.hash === hashes.hash && there.chunks.length === hashes.chunks.length && there.chunks.every((c, i) => c === hashes.chunks[i]);
-    if (same) run.record({ path: file.path, size: file.size, hash: hashes.hash, chunks: hashes.chunks }, 'adopted');
+    if (same) run.record(withFingerprints({ path: file.path, size: file.size, hash: hashes.hash, chunks: hashes.chunks }, file.recordedSource, before?.fingerprint), 'adopted');
     return same;
   } catch (err) {
     if (errorKind(err) === 'integrity' || errorKind(err) === 'not-found') return false;
     run.fail(err, file.path);
     return true; // handled: do not also try to copy to a failed destination
+  }
+}
+
+/** A record with the fingerprints it was made with (each only when known). */
+function withFingerprints(file: ManifestFile, source: string | undefined, destination: string | undefined): ManifestFile {
+  return { ...file, ...(source !== undefined ? { sourceFingerprint: source } : {}), ...(destination !== undefined ? { destinationFingerprint: destination } : {}) };
+}
+
+/**
+ * The destination's fingerprint of a file it just committed (a stat: S3's CompleteMultipartUpload
+ * answer has no usable ETag on every server, Ceph RGW's is empty). A failed stat costs only a
+ * record without one (trusted on size, as records older than fingerprints are).
+ */
+async function committedFingerprint(driver: Driver, key: string, signal?: AbortSignal): Promise<string | undefined> {
+  try {
+    return (await driver.stat(key, { signal }))?.fingerprint;
+  } catch {
+    return undefined;
   }
 }
 
@@ -321,7 +348,8 @@ async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFil
         if (firstPass && firstPass.hash !== item.hash) throw sourceChanged(ctx.backup, file.path);
         if (file.expected !== undefined && item.hash !== file.expected) throw originDamaged(ctx, file, item.hash);
         await sink.finish(item.hash);
-        run.record({ path: file.path, size: file.size, hash: item.hash, chunks: [...item.chunks] }, 'copied');
+        const committed = await committedFingerprint(run.driver, `${ctx.backup}/${file.path}`, ctx.signal);
+        run.record(withFingerprints({ path: file.path, size: file.size, hash: item.hash, chunks: [...item.chunks] }, file.recordedSource, committed), 'copied');
         break;
       }
       offset += item.chunk.length;
@@ -363,7 +391,10 @@ async function backupFiles(source: Driver, backup: string, quietPeriodMs: number
   assertComplete(inspection);
   const prefixLength = backup.length + 1;
   return {
-    files: inspection.files.map((f) => ({ path: f.key.slice(prefixLength), size: f.size, mtimeMs: f.mtimeMs })),
+    files: inspection.files.map((f) => ({
+      path: f.key.slice(prefixLength), size: f.size, mtimeMs: f.mtimeMs,
+      ...(f.fingerprint !== undefined ? { fingerprint: f.fingerprint, recordedSource: f.fingerprint } : {}),
+    })),
     backupTime: (backupTimeFromName(backup) ?? new Date(inspection.lastChangeMs)).toISOString(),
     sourceDescription: source.description,
     missing: [],
@@ -372,7 +403,7 @@ async function backupFiles(source: Driver, backup: string, quietPeriodMs: number
 
 /** The files an origin manifest lists, matched against what `source` holds. */
 async function originFiles(source: Driver, backup: string, origin: ReplicateOrigin, signal?: AbortSignal): Promise<RunFiles> {
-  const present = new Map<string, { size: number; mtimeMs: number }>();
+  const present = new Map<string, { size: number; mtimeMs: number; fingerprint?: string }>();
   for await (const entry of source.list(`${backup}/`, { signal })) present.set(entry.key.slice(backup.length + 1), entry);
   const missing: { path: string; error: OffsiteError }[] = [];
   const files = origin.files.map((f) => {
@@ -380,7 +411,11 @@ async function originFiles(source: Driver, backup: string, origin: ReplicateOrig
     if (!there || there.size !== f.size) {
       missing.push({ path: f.path, error: new OffsiteError('E_ORIGIN_DAMAGED', `${source.name}: ${backup}/${f.path} is ${there ? `${there.size} bytes, its manifest says ${f.size}` : 'missing'}; take the file from elsewhere`, { kind: 'integrity' }) });
     }
-    return { path: f.path, size: f.size, mtimeMs: there?.mtimeMs ?? 0, expected: f.hash };
+    return {
+      path: f.path, size: f.size, mtimeMs: there?.mtimeMs ?? 0, expected: f.hash, hash: f.hash,
+      ...(there?.fingerprint !== undefined ? { fingerprint: there.fingerprint } : {}),
+      ...(f.sourceFingerprint !== undefined ? { recordedSource: f.sourceFingerprint } : {}),
+    };
   });
   return { files, backupTime: origin.backupTime ?? new Date().toISOString(), sourceDescription: origin.source, missing };
 }

@@ -3,9 +3,13 @@
  *
  * - quick: the manifest exists and its digest is valid; every file it lists exists with the
  *   listed size, and where the driver keeps our hash with the object (`storedHash`), that hash
- *   matches too. No data is read (one listing, plus a HEAD per file on stored-hash drivers), so a
- *   quick check proves nothing about the bytes: the stored hash is metadata, a fingerprint that a
- *   replaced object can keep. A fingerprint that differs is damage; one that matches is no proof.
+ *   matches too. Where the manifest recorded the file's destination fingerprint (size + mtime +
+ *   inode, size + mtime, or ETag: see src/drivers/toolkit/fingerprint.ts) and the listing shows
+ *   another one, the file was touched since it was committed: it is read back and hashed, and
+ *   reported only when its bytes differ (a `touch` is no damage). Nothing else is read, so a
+ *   quick check proves nothing about bytes whose fingerprint held (bit rot, a rewrite that kept
+ *   the mtime): the stored hash and the fingerprint are metadata. A stored hash that differs is
+ *   damage; one that matches is no proof.
  * - deep: additionally reads every byte back and compares each chunk's hash; a difference is
  *   reported with the file, the chunk number and its byte range.
  * - quick plus a deep sample (`readBack`): quick checks for every file, deep for those chosen
@@ -104,9 +108,9 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
     return { ...base, status: 'incomplete', filesChecked: 0, bytesChecked: 0, filesRead: 0, damage: [], message: `${driver.name}: no manifest for ${backup}: the copy is absent or incomplete; run offsite replicate ${backup} --to ${driver.name}` };
   }
   const files = options.only ? manifest.files.filter(options.only) : manifest.files;
-  const present = new Map<string, { size: number; hash?: string }>();
+  const present = new Map<string, { size: number; hash?: string; fingerprint?: string }>();
   try {
-    for await (const entry of driver.list(`${backup}/`, { signal: options.signal })) present.set(entry.key, { size: entry.size, hash: entry.hash });
+    for await (const entry of driver.list(`${backup}/`, { signal: options.signal })) present.set(entry.key, { size: entry.size, hash: entry.hash, fingerprint: entry.fingerprint });
   } catch (err) {
     return { ...base, status: 'error', filesChecked: 0, bytesChecked: 0, filesRead: 0, damage: [], message: errorMessage(err) };
   }
@@ -132,7 +136,8 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
             return;
           }
         }
-        if (level === 'deep' || options.readBack?.(file)) {
+        const touched = file.destinationFingerprint !== undefined && there.fingerprint !== file.destinationFingerprint;
+        if (level === 'deep' || touched || options.readBack?.(file)) {
           const found = await deepCheck(driver, key, file, pool, options);
           filesRead++;
           if (found) damage.push(found);

@@ -64,6 +64,14 @@ export interface Entry {
   readonly mtimeMs: number;
   /** Our whole-file hash (`xxh64:<16 hex>`), when the driver stores one (`storedHash`). */
   readonly hash?: string;
+  /**
+   * A cheap summary of the stored file from the same listing or stat (never an extra request),
+   * that changes when the file is rewritten: `local:<size>:<mtime ns>:<inode>`,
+   * `sftp:<size>:<mtime s>`, `etag:<etag>:<size>` (see src/drivers/toolkit/fingerprint.ts).
+   * Compared only for equality, with fingerprints of the same driver. Absent when the driver (or
+   * the server) gives nothing to build one from. A fingerprint is never proof of the bytes.
+   */
+  readonly fingerprint?: string;
 }
 
 export interface SignalOptions {

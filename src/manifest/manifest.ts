@@ -37,6 +37,17 @@ export interface ManifestFile {
   readonly hash: string;
   /** One hash per `chunkBytes` chunk, in order (none for an empty file). */
   readonly chunks: readonly string[];
+  /**
+   * The source's fingerprint (`Entry.fingerprint`) when the file was read for this record. A
+   * later run trusts the record only while the source still shows it. Absent in older manifests.
+   */
+  readonly sourceFingerprint?: string;
+  /**
+   * The destination's fingerprint of the file right after it was committed (or checked) there.
+   * A listing that shows another one means the file was touched since: it is read back and
+   * hashed before the record is trusted again. Absent in older manifests.
+   */
+  readonly destinationFingerprint?: string;
 }
 
 export interface ManifestBody {
@@ -112,28 +123,40 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value);
 }
 
-/** True for a file record with exactly the four fields of `ManifestFile`, the shape the fast paths below encode. */
+/**
+ * True for a file record with the four fields of `ManifestFile` plus, optionally, its two
+ * fingerprints as strings: the shape the fast paths below encode.
+ */
 function isPlainRecord(f: ManifestFile): boolean {
   let keys = 0;
   for (const key in f) {
+    if (key === 'sourceFingerprint' || key === 'destinationFingerprint') {
+      if (typeof f[key] !== 'string') return false;
+      continue;
+    }
     if (key !== 'path' && key !== 'size' && key !== 'hash' && key !== 'chunks') return false;
     keys++;
   }
   return keys === 4 && typeof f.path === 'string' && typeof f.size === 'number' && typeof f.hash === 'string' && Array.isArray(f.chunks) && f.chunks.every((c) => typeof c === 'string');
 }
 
-/** `canonicalJson(f)` for one file record, without the generic walk (keys: chunks, hash, path, size). */
+/** `canonicalJson(f)` for one file record, without the generic walk (keys: chunks, destinationFingerprint, hash, path, size, sourceFingerprint). */
 function canonicalRecord(f: ManifestFile): string {
   if (!isPlainRecord(f)) return canonicalJson(f);
   let chunks = '';
   for (let i = 0; i < f.chunks.length; i++) chunks += (i === 0 ? '' : ',') + JSON.stringify(f.chunks[i]);
-  return `{"chunks":[${chunks}],"hash":${JSON.stringify(f.hash)},"path":${JSON.stringify(f.path)},"size":${JSON.stringify(f.size)}}`;
+  const destination = f.destinationFingerprint !== undefined ? `,"destinationFingerprint":${JSON.stringify(f.destinationFingerprint)}` : '';
+  const source = f.sourceFingerprint !== undefined ? `,"sourceFingerprint":${JSON.stringify(f.sourceFingerprint)}` : '';
+  return `{"chunks":[${chunks}]${destination},"hash":${JSON.stringify(f.hash)},"path":${JSON.stringify(f.path)},"size":${JSON.stringify(f.size)}${source}}`;
 }
 
-/** `JSON.stringify(f, null, 1)` of one file record as an element of `files` (indented by two more). */
+/** One file record, pretty-printed, as an element of `files` (indented by two more). */
 function prettyRecord(f: ManifestFile): string {
   if (!isPlainRecord(f)) return `  ${JSON.stringify(f, null, 1).replace(/\n/g, '\n  ')}`;
-  let out = `  {\n   "path": ${JSON.stringify(f.path)},\n   "size": ${JSON.stringify(f.size)},\n   "hash": ${JSON.stringify(f.hash)},\n   "chunks": `;
+  let out = `  {\n   "path": ${JSON.stringify(f.path)},\n   "size": ${JSON.stringify(f.size)},\n   "hash": ${JSON.stringify(f.hash)},\n`;
+  if (f.sourceFingerprint !== undefined) out += `   "sourceFingerprint": ${JSON.stringify(f.sourceFingerprint)},\n`;
+  if (f.destinationFingerprint !== undefined) out += `   "destinationFingerprint": ${JSON.stringify(f.destinationFingerprint)},\n`;
+  out += '   "chunks": ';
   if (f.chunks.length === 0) return `${out}[]\n  }`;
   out += '[';
   for (let i = 0; i < f.chunks.length; i++) out += `${i === 0 ? '' : ','}\n    ${JSON.stringify(f.chunks[i])}`;
@@ -268,7 +291,9 @@ export async function decodeManifest(bytes: Uint8Array, where: string): Promise<
   if (digest !== expected) throw new ManifestError(`${where}: manifest digest mismatch (stored ${digest}, computed ${expected}): the manifest is damaged; check the copy (offsite verify --deep) or replicate it again`);
   if (!Array.isArray(m.files) || typeof m.chunkBytes !== 'number' || m.chunkBytes <= 0) throw new ManifestError(`${where}: manifest has no file list or chunk size`);
   for (const f of m.files) {
-    if (typeof f?.path !== 'string' || typeof f.size !== 'number' || !isHash(f.hash) || !Array.isArray(f.chunks)) {
+    if (typeof f?.path !== 'string' || typeof f.size !== 'number' || !isHash(f.hash) || !Array.isArray(f.chunks) ||
+      (f.sourceFingerprint !== undefined && typeof f.sourceFingerprint !== 'string') ||
+      (f.destinationFingerprint !== undefined && typeof f.destinationFingerprint !== 'string')) {
       throw new ManifestError(`${where}: manifest entry ${JSON.stringify(f?.path)} is malformed`);
     }
   }

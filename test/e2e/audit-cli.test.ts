@@ -5,7 +5,8 @@
  * the rotation state kept at the destination, and the exit codes.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { generateBackup } from '../../scripts/gen-backup.js';
@@ -59,15 +60,23 @@ function manifestFiles(s: Setup, dest: string, backup: string): { path: string; 
   return (JSON.parse(readFileSync(join(s.dir, dest, backup, '.offsite', 'manifest.json'), 'utf8')) as { files: { path: string; size: number }[] }).files;
 }
 
-/** Flips one byte in the middle of the largest binlog of `backup` at `dest`; returns its path in the backup. */
+/**
+ * Flips one byte in the middle of the largest binlog of `backup` at `dest`, as bit rot does: in
+ * place, with the modification time (to the nanosecond) and inode kept, so the file's fingerprint
+ * does not change and only a read-back can find it. Returns its path in the backup.
+ */
 function flipByte(s: Setup, dest: string, backup: string): string {
   const files = filesUnder(join(s.dir, dest, backup)).filter((p) => p.startsWith('binlogs/'));
   const path = files.sort((a, b) => readFileSync(join(s.dir, dest, backup, b)).length - readFileSync(join(s.dir, dest, backup, a)).length)[0] as string;
   const full = join(s.dir, dest, backup, path);
+  const mtimeNs = statSync(full, { bigint: true }).mtimeNs;
   const bytes = readFileSync(full);
   const offset = Math.floor(bytes.length / 2);
   bytes[offset] = (bytes[offset] as number) ^ 0x01;
   writeFileSync(full, bytes);
+  const ns = String(mtimeNs % 1_000_000_000n).padStart(9, '0');
+  execFileSync('touch', ['-m', '-d', `@${mtimeNs / 1_000_000_000n}.${ns}`, full]);
+  assert.equal(statSync(full, { bigint: true }).mtimeNs, mtimeNs, 'the fingerprint is kept');
   return path;
 }
 

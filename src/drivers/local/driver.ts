@@ -34,7 +34,7 @@ import { copyLocal } from './copy.js';
 import { classifyFsError, isMissing } from './errors.js';
 import type { LocalOptions } from './options.js';
 import { openLocalRead } from './read.js';
-import { LocalTree, removeEmptyFolders, syncFile, syncFilesystem, syncFolder } from './tree.js';
+import { localEntry, LocalTree, removeEmptyFolders, syncFile, syncFilesystem, syncFolder } from './tree.js';
 import { openLocalWrite } from './write-session.js';
 
 export class LocalDriver implements Driver {
@@ -95,14 +95,18 @@ export class LocalDriver implements Driver {
       const tree = this.#tree;
       return await tree.atKey(key, context, async (path, realRoot) => {
         const ops = tree.ops;
-        let info = await ops.lstat(path);
-        if (info?.isSymbolicLink()) {
+        const link = await ops.lstat(path);
+        let target = path;
+        if (link?.isSymbolicLink()) {
           const real = await ops.realpath(path);
           if (real === undefined) return undefined; // dangling
           tree.checkInside(key, real, realRoot);
-          info = await ops.stat(real);
+          target = real;
+        } else if (!link?.isFile()) {
+          return undefined;
         }
-        return info?.isFile() ? { key, size: info.size, mtimeMs: Math.floor(info.mtimeMs) } : undefined;
+        const info = await ops.statBig(target);
+        return info?.isFile() ? localEntry(key, info) : undefined;
       });
     } catch (err) {
       throw classifyFsError(err, context);

@@ -15,11 +15,11 @@
  * against: the root belongs to offsite.
  */
 import { execFile } from 'node:child_process';
-import { constants } from 'node:fs';
+import { constants, type BigIntStats } from 'node:fs';
 import { mkdir, open, realpath, rmdir, stat } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { DriverError, throwIfAborted } from '../../errors.js';
-import { FolderCache, isInside, isTempName, keyError, notFoundError, splitKey, type ErrorContext } from '../toolkit/index.js';
+import { FolderCache, isInside, isTempName, keyError, localFingerprint, notFoundError, splitKey, type ErrorContext } from '../toolkit/index.js';
 import type { Entry, ListOptions } from '../types.js';
 import { classifyFsError, errnoOf, isMissing } from './errors.js';
 import { ASYNC_OPS, opsFor, type FsOps } from './fsops.js';
@@ -274,8 +274,8 @@ export class LocalTree {
         this.checkInside(task.key, real, realRoot);
         path = real;
       }
-      const info = await ops.stat(path);
-      if (info?.isFile()) ready.push({ key: task.key, size: info.size, mtimeMs: Math.floor(info.mtimeMs) });
+      const info = await ops.statBig(path);
+      if (info?.isFile()) ready.push(localEntry(task.key, info));
     };
     const spawn = (): void => {
       while (running < LIST_CONCURRENCY && tasks.length > 0 && ready.length < LIST_READY_ENTRIES && !stopped && failure === undefined) {
@@ -345,4 +345,10 @@ export async function syncFolder(path: string): Promise<void> {
 export async function syncFile(path: string): Promise<void> {
   const handle = await open(path, constants.O_RDONLY);
   try { await handle.sync(); } finally { await handle.close(); }
+}
+
+/** The contract's entry for a local file, with its fingerprint (size, mtime in ns, inode). */
+export function localEntry(key: string, info: BigIntStats): Entry {
+  const size = Number(info.size);
+  return { key, size, mtimeMs: Number(info.mtimeMs), fingerprint: localFingerprint(size, info.mtimeNs, info.ino) };
 }

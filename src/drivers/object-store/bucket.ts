@@ -18,7 +18,7 @@
  * written is a warning, not a failed copy (`dropTemp`); a later `list` removes it (driver.ts).
  */
 import type { OffsiteError } from '../../errors.js';
-import { checkDriverKey, Semaphore } from '../toolkit/index.js';
+import { checkDriverKey, etagFingerprint, Semaphore } from '../toolkit/index.js';
 import { classifyS3Error, isAccessDenied, type S3Failure } from './errors.js';
 import { ByteStash } from './resources.js';
 import type { ObjectStore, StoredObject, StoredVersion, VersioningState } from './store.js';
@@ -204,10 +204,11 @@ export class Bucket {
     return this.fail(undefined, action, fullKey, { code, status: 404, message: code });
   }
 
-  /** The contract's entry for an object (driver key, size, mtime, our stored hash if any). */
+  /** The contract's entry for an object (driver key, size, mtime, our stored hash if any, ETag fingerprint). */
   entry(key: string, object: StoredObject): Entry {
     const hash = object.metadata?.[HASH_METADATA];
-    return { key, size: object.size, mtimeMs: object.mtimeMs, ...(hash !== undefined ? { hash } : {}) };
+    const fingerprint = etagFingerprint(object.etag, object.size);
+    return { key, size: object.size, mtimeMs: object.mtimeMs, ...(hash !== undefined ? { hash } : {}), ...(fingerprint !== undefined ? { fingerprint } : {}) };
   }
 
   /** Aborts every open upload of `temp` (and `uploadId`, listed or not) and deletes a completed temp object. */

@@ -14,7 +14,7 @@
  */
 import type { Readable } from 'node:stream';
 import { throwIfAborted } from '../../errors.js';
-import { checkDriverKey, checkDriverPrefix, checkReadRange, checkWriteShape, isNotFound, partialPathOf } from '../toolkit/index.js';
+import { checkDriverKey, checkDriverPrefix, checkReadRange, checkWriteShape, isNotFound, partialPathOf, sftpFingerprint } from '../toolkit/index.js';
 import type { Capabilities, Driver, Entry, ListOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
 import { ConnectionPool, type SftpHooks } from './connection.js';
 import { copySftp } from './copy.js';
@@ -88,7 +88,7 @@ export class SftpDriver implements Driver {
     try {
       const file = await this.#tree.fileAt(conn, key, { driver: this.name, action: 'stat', key });
       if (!file?.stats.isFile()) return undefined;
-      return { key, size: file.stats.size, mtimeMs: file.stats.mtime * 1000 };
+      return { key, size: file.stats.size, mtimeMs: file.stats.mtime * 1000, fingerprint: sftpFingerprint(file.stats.size, file.stats.mtime) };
     } finally {
       this.#pool.release(conn);
     }

@@ -28,7 +28,7 @@ import { posix } from 'node:path';
 import type { Stats } from 'ssh2';
 import { DriverError, throwIfAborted } from '../../errors.js';
 import {
-  checkDriverKey, FolderCache, isInside, isNotFound, isSafeKey, isTempName, keyError, missingAsUndefined, where, type ErrorContext,
+  checkDriverKey, FolderCache, isInside, isNotFound, isSafeKey, isTempName, keyError, missingAsUndefined, sftpFingerprint, where, type ErrorContext,
 } from '../toolkit/index.js';
 import type { Entry, ListOptions } from '../types.js';
 import { closeQuietly, extensionRefused, settle, type Settled, type SftpConnection } from './connection.js';
@@ -111,7 +111,7 @@ export class SftpTree {
           this.#checked.delete(key); // not a folder (any more)
           if (!key.startsWith(prefix) || isTempName(name)) continue;
           if (type === S_IFREG) {
-            yield { key, size: item.attrs.size, mtimeMs: item.attrs.mtime * 1000 };
+            yield { key, size: item.attrs.size, mtimeMs: item.attrs.mtime * 1000, fingerprint: sftpFingerprint(item.attrs.size, item.attrs.mtime) };
           } else if (type === S_IFLNK) {
             let target: { stats: Stats } | undefined;
             try {
@@ -121,7 +121,7 @@ export class SftpTree {
               options.onRefused(key, err as Error);
               continue;
             }
-            if (target?.stats.isFile()) yield { key, size: target.stats.size, mtimeMs: target.stats.mtime * 1000 };
+            if (target?.stats.isFile()) yield { key, size: target.stats.size, mtimeMs: target.stats.mtime * 1000, fingerprint: sftpFingerprint(target.stats.size, target.stats.mtime) };
           }
         }
       }

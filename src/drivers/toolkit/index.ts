@@ -8,9 +8,11 @@
  * - ./parts.ts       `PartLedger`: part indexes, lengths, and what a commit needs
  * - ./tree.ts        folder cache (LRU), `isInside`, `splitKey` for tree-backed drivers
  * - ./semaphore.ts   `Semaphore`: a bounded number of holders, abortable waits
+ * - ./fingerprint.ts the canonical fingerprint strings of `Entry.fingerprint`
  */
 export * from './args.js';
 export * from './errors.js';
+export * from './fingerprint.js';
 export * from './parts.js';
 export * from './semaphore.js';
 export * from './temp-names.js';

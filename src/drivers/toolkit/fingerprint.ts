@@ -1,0 +1,27 @@
+/**
+ * Fingerprints: a cheap summary of a stored file, taken from the listing or stat a driver already
+ * makes (no extra request), that changes whenever the file is rewritten in place in the ways we
+ * can see without reading it. One canonical string per driver family:
+ *
+ * - `local:<size>:<mtime ns>:<inode>`: a rewrite changes the mtime (and a replace the inode);
+ * - `sftp:<size>:<mtime s>`: SFTP gives whole seconds, so a same-size rewrite within the same
+ *   second as the last one is not seen;
+ * - `etag:<etag>:<size>`: S3's ETag changes with every PutObject / multipart completion.
+ *
+ * A fingerprint that changed says "read this file again"; one that did not is no proof that the
+ * bytes are intact (bit rot, or a rewrite that restores the mtime): only reading back proves that.
+ */
+
+export function localFingerprint(size: number | bigint, mtimeNs: bigint, inode: bigint): string {
+  return `local:${size}:${mtimeNs}:${inode}`;
+}
+
+export function sftpFingerprint(size: number, mtimeSeconds: number): string {
+  return `sftp:${size}:${mtimeSeconds}`;
+}
+
+/** `undefined` when the server gave no ETag (nothing to compare). */
+export function etagFingerprint(etag: string | undefined, size: number): string | undefined {
+  const clean = (etag ?? '').replace(/"/g, '').toLowerCase();
+  return clean === '' ? undefined : `etag:${clean}:${size}`;
+}
