@@ -201,7 +201,7 @@ describeWithServer('refused host key and client key copy nothing (CLI, real sshd
       sftp: (): Record<string, string> => ({ hostKey: otherFingerprint }),
       code: 'E_HOST_KEY',
       // Names what changed and shows the fingerprint the server offered.
-      message: (): RegExp => new RegExp(`host key of ${server.host}:${server.port} has CHANGED: the server offered ssh-ed25519 ${escapeRegExp(server.hostKeyFingerprint)} but hostKey pins ${escapeRegExp(otherFingerprint)}`),
+      message: (): RegExp => new RegExp(`host key of ${server.host}:${server.port} has CHANGED: the server offered ssh-ed25519 ${escapeRegExp(server.hostKeyFingerprint)}( and ssh-rsa \\S+)? but hostKey pins ${escapeRegExp(otherFingerprint)}`),
     },
     {
       label: 'a client key the server does not know',
