@@ -13,6 +13,12 @@ export interface ReplicateCommandOptions extends TransferOptions {
   readonly latest?: boolean;
   readonly to?: readonly string[];
   readonly dryRun?: boolean;
+  /**
+   * `false` (`--no-reuse`): send every file, whatever the destinations' `reuse` policy. Not yet
+   * acted on: the engine (src/core/replicate.ts) takes reuse up once it plans reuse actions.
+   * @default true
+   */
+  readonly reuse?: boolean;
   readonly concurrency?: number;
   readonly chunkBytes?: number;
   readonly signal?: AbortSignal;

@@ -6,6 +6,8 @@ import { withRuntime, type TransferOptions } from '../runtime/drivers.js';
 export interface WatchCommandOptions extends TransferOptions, Omit<WatchOptions, 'source' | 'destinations'> {
   /** Destination names (default: every configured one). */
   readonly to?: readonly string[];
+  /** `false` (`--no-reuse`): see `ReplicateCommandOptions.reuse`. Not yet acted on. @default true */
+  readonly reuse?: boolean;
 }
 
 /** Runs `offsite watch` until `signal` fires (or one pass with `once`); defaults come from the config's options. */

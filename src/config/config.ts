@@ -14,9 +14,12 @@ import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, errorMessage } from '../errors.js';
 import { driverSchema, driverTypes } from '../drivers/index.js';
-import { duration, integer, normalizeSection, readSection, sectionError, size, type SectionContext } from './schema.js';
+import { duration, integer, normalizeSection, oneOf, readSection, sectionError, size, type SectionContext } from './schema.js';
 
 export type Section = Readonly<Record<string, unknown>>;
+
+/** The values of a destination's `reuse` key (`ReusePolicy`). */
+export const REUSE_POLICIES = ['copy', 'link', 'off'] as const;
 
 export interface Settings {
   /** @default 8 MiB */
@@ -145,12 +148,32 @@ const OPTIONS_SCHEMA = {
 };
 
 /**
- * Keys of a driver section that belong to the engine, not to the driver (src/app.ts takes them
- * out before the driver is built): `bwlimit`, the write rate limit of this destination.
+ * Keys of a driver section that belong to the engine, not to the driver (src/runtime/overlap.ts
+ * `RUNTIME_KEYS` takes them out before the driver is built): `bwlimit`, the write rate limit of
+ * this destination; `reuse`, how it may reuse files it already holds in other complete copies
+ * (`ReusePolicy`).
  */
 export const ENGINE_SCHEMA = {
   bwlimit: size(),
+  reuse: oneOf(REUSE_POLICIES),
 };
+
+/**
+ * What a destination does with a file it already holds, byte for byte, in another complete copy
+ * (README, "Reusing files of earlier copies"):
+ * - `copy` (default): create it by a server-side copy (S3 CopyObject, SFTP `copy-data`, a
+ *   reflink or in-kernel copy on local disks): no bytes over the wire, every copy's bytes its own;
+ * - `link`: a hard link where the storage has them (local, sftp), a copy elsewhere: saves the
+ *   space too, but one damaged block damages every copy sharing it;
+ * - `off`: always send the bytes.
+ */
+export type ReusePolicy = (typeof REUSE_POLICIES)[number];
+
+/** The policy of a destination's config section (`copy` when the key is absent). */
+export function reusePolicyOf(section: Section): ReusePolicy {
+  const value = section['reuse'];
+  return typeof value === 'string' && (REUSE_POLICIES as readonly string[]).includes(value) ? (value as ReusePolicy) : 'copy';
+}
 
 /**
  * Checks a driver section against its type's schema plus the engine keys, and returns it with

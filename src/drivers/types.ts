@@ -78,6 +78,17 @@ export interface SignalOptions {
   readonly signal?: AbortSignal;
 }
 
+/** Options of `copyWithin`. */
+export interface CopyWithinOptions extends SignalOptions {
+  /**
+   * Make the copy a hard link to the source where the driver and its file system can (local:
+   * `link(2)`; sftp: `hardlink@openssh.com`), a copy otherwise; object stores always copy. Only
+   * for a destination whose `reuse` policy is `link`: the two names then share their blocks, so
+   * one damaged block damages both. @default false
+   */
+  readonly link?: boolean;
+}
+
 export interface ListOptions extends SignalOptions {
   /**
    * The root itself must be there: when it is missing or is not a folder, `list` rejects (a
@@ -227,8 +238,16 @@ export interface Driver {
    * callers must not retry it (the kernel may have dropped the pages it failed to write).
    */
   sync(options?: SignalOptions): Promise<void>;
-  /** Server-side copy inside the same driver; only when `capabilities.serverSideCopy`. */
-  copyWithin?(fromKey: string, toKey: string, options?: SignalOptions): Promise<void>;
+  /**
+   * Server-side copy inside the same driver (no bytes through this machine where the storage
+   * can; only when `capabilities.serverSideCopy`). Like a write, `toKey` appears only whole (temp
+   * name + rename, or an atomic server copy) and replaces what was there; the result is checked
+   * (size, and the stored hash or ETag where the storage has one: `integrity` otherwise). A missing
+   * source rejects with `not-found` and leaves `toKey` as it was; a key escaping the root with a
+   * `KeyError`. After a crash at most a temp file (local, sftp) or an open multipart upload (object
+   * stores) is left, which later writes and deletes of `toKey` clean up as usual.
+   */
+  copyWithin?(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<void>;
   /**
    * What the storage says the root really is (./location.ts `Identity`): the real path with
    * symlinks resolved, and on local disks the (device, inode) of the root and of the folders

@@ -7,7 +7,8 @@
 import assert from 'node:assert/strict';
 import { homedir } from 'node:os';
 import { it, describe } from 'node:test';
-import { parseConfig } from '../../src/config/config.js';
+import { parseConfig, reusePolicyOf } from '../../src/config/config.js';
+import { driverSectionOf } from '../../src/runtime/overlap.js';
 import {
   boolean, custom, duration, integer, oneOf, path, readSection, refuse, secret, size, string, type Schema, type SectionContext,
 } from '../../src/config/schema.js';
@@ -191,6 +192,22 @@ describe('the config file: every driver section read by its schema', () => {
     const parsed = parseConfig(config('{ type: local, root: /x, bwlimit: "${R}" }'), FILE, { R: '2MiB' });
     assert.equal(parsed.destinations['d']?.['bwlimit'], 2 * 1024 * 1024);
     refuses(() => parseConfig(config('{ type: local, root: /x, bwlimit: fast }'), FILE, {}), /destinations\.d: "bwlimit" must be a size/);
+  });
+
+  it('reuse is a key of every destination type (copy, link, off; default copy), kept out of the driver section', async () => {
+    for (const type of ['{ type: local, root: /x', '{ type: s3, bucket: bkt, endpoint: "http://127.0.0.1:1", accessKeyId: a, secretAccessKey: s',
+      '{ type: sftp, host: h, username: u, password: p, insecureAcceptAnyHostKey: true, root: /r', '{ type: minio, address: h, bucketName: b, accessKeyID: a, secretAccessKey: s']) {
+      for (const policy of ['copy', 'link', 'off'] as const) {
+        const parsed = parseConfig(config(`${type}, reuse: ${policy} }`), FILE, {});
+        assert.equal(reusePolicyOf(parsed.destinations['d'] ?? {}), policy, `${type}: reuse ${policy}`);
+      }
+      assert.equal(reusePolicyOf(parseConfig(config(`${type} }`), FILE, {}).destinations['d'] ?? {}), 'copy', `${type}: default`);
+      refuses(() => parseConfig(config(`${type}, reuse: hardlink }`), FILE, {}), /destinations\.d: "reuse" must be one of copy, link, off/);
+    }
+    const parsed = parseConfig(config('{ type: local, root: /x, reuse: link }'), FILE, {});
+    const driver = await createDriver('d', driverSectionOf(parsed.destinations['d'] ?? {})); // a driver refuses keys it does not know
+    await driver.close();
+    assert.equal(driverSectionOf(parsed.destinations['d'] ?? {})['reuse'], undefined);
   });
 
   it('a section read at load builds its driver unchanged (the second read is a no-op)', async () => {

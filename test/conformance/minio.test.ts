@@ -11,7 +11,7 @@ import { runConformance } from './suite.js';
 runConformance('minio', () => {
   const server = requireServer(); // no server: every test fails with the reason
   return {
-    create: async () => createMinioDriver('source', minioSection(server, { bucketName: await freshBucket(server, 'conf-minio'), rootPath: 'backup' })),
+    create: async () => createMinioDriver('source', minioSection(server, { bucketName: await freshBucket(server, 'conf-minio'), rootPath: 'backup', multipartCopyThresholdBytes: 1024 * 1024 })),
     cleanup: removeFreshBuckets,
   };
 }, skipOptions());

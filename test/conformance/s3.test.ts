@@ -15,10 +15,10 @@ runConformance('s3 (bucket root)', () => {
   };
 }, skipOptions());
 
-runConformance('s3 (prefix inside the bucket, pages of 2 keys)', () => {
+runConformance('s3 (prefix inside the bucket, pages of 2 keys, multipart copies above 1 MiB)', () => {
   const server = requireServer();
   return {
-    create: async () => createS3Driver('cloud', s3Section(server, await freshBucket(server, 'conf-s3p'), { prefix: '/prod/milvus/', listPageSize: 2 })),
+    create: async () => createS3Driver('cloud', s3Section(server, await freshBucket(server, 'conf-s3p'), { prefix: '/prod/milvus/', listPageSize: 2, multipartCopyThresholdBytes: 1024 * 1024 })),
     cleanup: removeFreshBuckets,
   };
 }, skipOptions());

@@ -695,6 +695,50 @@ export function runConformance(label: string, target: TargetSource, options: Con
       assert.deepEqual((await listAll(driver, '')).map((e) => e.key), ['dst/deeper/one', 'dst/two', 'src/one']);
     });
 
+    test('copyWithin: the final key shows nothing until the copy is whole, and stored hashes carry over', async (driver, t) => {
+      if (!requires(t, driver, 'serverSideCopy')) return;
+      const copy = driver.copyWithin?.bind(driver);
+      assert.ok(copy, 'serverSideCopy is set but copyWithin is missing');
+      const data = seededBytes(6 * 1024 * 1024 + 5, 72);
+      const partBytes = partSizeFor(driver.capabilities, 4 * 1024 * 1024);
+      await putObject(driver, 'big/src', data, partBytes);
+      const sourceBefore = await driver.stat('big/src');
+      let finished = false;
+      const seen: string[] = [];
+      const copying = copy('big/src', 'big/copy').finally(() => { finished = true; });
+      while (!finished) {
+        const entry = await driver.stat('big/copy');
+        if (entry !== undefined && entry.size !== data.length) seen.push(`stat size ${entry.size}`);
+        for (const listed of await listAll(driver, 'big/')) if (listed.key !== 'big/src' && listed.key !== 'big/copy') seen.push(`listed ${listed.key}`);
+      }
+      await copying;
+      assert.deepEqual(seen, [], 'during the copy the final key must be absent or whole, and no temp name listed');
+      await assertObject(driver, 'big/copy', data);
+      await assertObject(driver, 'big/src', data);
+      const [source, target] = [await driver.stat('big/src'), await driver.stat('big/copy')];
+      assert.equal(source?.size, sourceBefore?.size, 'source size untouched');
+      if (driver.capabilities.storedHash) assert.equal(target?.hash, source?.hash, 'the copy carries the stored hash of its source');
+      assert.deepEqual((await listAll(driver, '')).map((e) => e.key), ['big/copy', 'big/src']);
+    });
+
+    test('copyWithin with link: the copy survives deleting or replacing its source', async (driver, t) => {
+      if (!requires(t, driver, 'serverSideCopy')) return;
+      const copy = driver.copyWithin?.bind(driver);
+      assert.ok(copy, 'serverSideCopy is set but copyWithin is missing');
+      const data = seededBytes(30_000, 73);
+      await putObject(driver, 'old/file', data);
+      await copy('old/file', 'new/file', { link: true });
+      await copy('old/file', 'new/other', { link: true });
+      await assertObject(driver, 'new/file', data);
+      await putObject(driver, 'old/file', seededBytes(100, 74)); // a rewrite replaces by rename, never in place
+      await assertObject(driver, 'new/file', data);
+      await driver.delete('old/file');
+      await assertObject(driver, 'new/file', data);
+      await assertObject(driver, 'new/other', data);
+      await rejectsWithKind(() => copy('old/file', 'new/third', { link: true }), 'not-found', 'linking a missing key', 'E_NOT_FOUND');
+      assert.deepEqual((await listAll(driver, '')).map((e) => e.key), ['new/file', 'new/other']);
+    });
+
     test('invalid write options are refused (E_BAD_ARGUMENT, fatal)', async (driver) => {
       for (const [size, partBytes] of [[10, 0], [10, -1], [-1, 10], [1.5, 10], [10, 2.5], [Number.NaN, 10]] as const) {
         await rejectsWithKind(async () => {

@@ -71,16 +71,18 @@ export function registerReplicate(ctx: CommandContext): void {
     .addOption(new Option('--wait <duration>', 'wait up to this long for the backup to be complete instead of refusing it, e.g. 10m (post-backup hooks: --latest --wait 10m)').argParser(parseDurationOption))
     .option('--to <names>', 'destination names, comma-separated (default: all configured)', parseList)
     .option('--dry-run', 'print what would be copied, skipped or checked; write nothing')
+    // Hidden until the engine acts on it (src/core/replicate.ts, issue 12); it already reaches the command options.
+    .addOption(new Option('--no-reuse', 'send every file, never reuse one the destination holds in an earlier copy').hideHelp())
     .option('--concurrency <n>', 'files transferred at once (default: options.concurrency, 8)', parsePositiveInt)
     .addOption(new Option('--chunk-size <size>', 'chunk and part size, e.g. 8MiB (default: options.chunkSize)').argParser(parseSizeOption)))
     .addHelpText('after', `\nA backup that is not complete (meta missing, a binlog short, changed within the quiet period) is refused with the reason.\nWith --wait it is polled until complete (quiet period included); a backup that stays failed for a quiet period, or the deadline, ends the wait with exit code 1 and the reason.\n--latest --wait waits for the backup with the newest change, complete or not, so a hook run right after milvus-backup create copies the backup just made.\nEach destination gets NAME/.offsite/manifest.json as soon as every file is there, while slower destinations go on; a destination that falls behind the others reads the source on its own instead of holding them back.\n\n${EXIT_CODE_HELP}`)
-    .action(async (name: string | undefined, opts: TransferFlags & { latest?: boolean; wait?: number; to?: string[]; dryRun?: boolean; concurrency?: number; chunkSize?: number }) => {
+    .action(async (name: string | undefined, opts: TransferFlags & { latest?: boolean; wait?: number; to?: string[]; dryRun?: boolean; reuse?: boolean; concurrency?: number; chunkSize?: number }) => {
       const config = loadConfig(ctx.globals().config);
       const bars = createProgress(!ctx.globals().quiet && !ctx.globals().json);
       let result: ReplicateCommandResult;
       try {
         result = await replicateCommand(config, {
-          backup: name, latest: opts.latest, waitMs: opts.wait, onWait: reportWait(ctx.globals()), onWarning: warn, to: opts.to, dryRun: opts.dryRun, concurrency: opts.concurrency, chunkBytes: opts.chunkSize, signal: ctx.signal,
+          backup: name, latest: opts.latest, waitMs: opts.wait, onWait: reportWait(ctx.globals()), onWarning: warn, to: opts.to, dryRun: opts.dryRun, reuse: opts.reuse, concurrency: opts.concurrency, chunkBytes: opts.chunkSize, signal: ctx.signal,
           ...transferOptions(opts, ctx.globals()),
           onEvent: (event) => {
             if (event.type === 'plan' && !opts.dryRun) {

@@ -56,6 +56,8 @@ export function registerWatch(ctx: CommandContext): void {
     .option('--to <names>', 'destination names, comma-separated (default: all configured)', parseList)
     .addOption(new Option('--interval <duration>', 'time between two looks at the source, e.g. 30s, 5m (default: 1m)').argParser(parseDurationOption))
     .option('--once', 'one pass, then exit (for cron): exit code 0, 4 (some destinations failed) or 1')
+    // Hidden until the engine acts on it (src/core/replicate.ts, issue 12); it already reaches the command options.
+    .addOption(new Option('--no-reuse', 'send every file, never reuse one the destination holds in an earlier copy').hideHelp())
     .option('--concurrency <n>', 'files transferred at once (default: options.concurrency, 8)', parsePositiveInt)
     .addOption(new Option('--chunk-size <size>', 'chunk and part size, e.g. 8MiB (default: options.chunkSize)').argParser(parseSizeOption)))
     .addHelpText('after', `
@@ -73,7 +75,7 @@ it cleanly (a copy in progress is interrupted and stays resumable); it then exit
 destination or the source is failing at that moment.
 
 ${EXIT_CODE_HELP}`)
-    .action(async (opts: TransferFlags & { to?: string[]; interval?: number; once?: boolean; concurrency?: number; chunkSize?: number }) => {
+    .action(async (opts: TransferFlags & { to?: string[]; interval?: number; once?: boolean; reuse?: boolean; concurrency?: number; chunkSize?: number }) => {
       const intervalMs = opts.interval ?? DEFAULT_WATCH_INTERVAL_MS;
       if (intervalMs < 1000) throw new UsageError(`--interval must be at least 1s, got ${intervalMs} ms`);
       const config = loadConfig(ctx.globals().config);
@@ -83,7 +85,7 @@ ${EXIT_CODE_HELP}`)
         out(json ? JSON.stringify({ time, ...event }) : `${time} ${describeWatchEvent(event)}`);
       };
       const summary = await watchCommand(config, {
-        ...transferOptions(opts, ctx.globals()), to: opts.to, intervalMs, once: opts.once ?? false,
+        ...transferOptions(opts, ctx.globals()), to: opts.to, reuse: opts.reuse, intervalMs, once: opts.once ?? false,
         chunkBytes: opts.chunkSize, fileConcurrency: opts.concurrency, signal: ctx.signal, onEvent: log,
       });
       ctx.setExit(watchExitCode(summary));

@@ -1,13 +1,16 @@
 /**
- * Server-side copy of the `local` driver: `copyFile` (a reflink where the file system supports
- * it) into a fresh temp name next to the target, fsync, rename onto the target, fsync of the
- * folder. The target is never seen half-copied, and a failed copy removes its temp file.
+ * Server-side copy of the `local` driver: `copyFile` with `COPYFILE_FICLONE` (a reflink where the
+ * file system has them, XFS or Btrfs; an in-kernel `copy_file_range` otherwise), or with `link`
+ * a hard link (falling back to the copy where the file system has none), into a fresh temp name
+ * next to the target, fsync, size check, rename onto the target, fsync of the folder. The target
+ * is never seen half-copied, and a failed copy removes its temp file.
  */
 import { constants } from 'node:fs';
-import { copyFile, rename, stat, unlink } from 'node:fs/promises';
+import { copyFile, link, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { throwIfAborted } from '../../errors.js';
-import { copyTempName, notFoundError, splitKey, type ErrorContext } from '../toolkit/index.js';
+import { copyTempName, notFoundError, sizeMismatchError, splitKey, type ErrorContext } from '../toolkit/index.js';
+import type { CopyWithinOptions } from '../types.js';
 import { isMissing } from './errors.js';
 import { syncFile, syncFolder, type LocalTree } from './tree.js';
 
@@ -15,7 +18,8 @@ import { syncFile, syncFolder, type LocalTree } from './tree.js';
  * Copies `fromKey` to `toKey` (keys already checked). A missing source (or a folder) rejects
  * with `not-found`; a symlink leading outside the root, on either key's path, with a `KeyError`.
  */
-export async function copyLocal(tree: LocalTree, fromKey: string, toKey: string, signal: AbortSignal | undefined, context: ErrorContext): Promise<void> {
+export async function copyLocal(tree: LocalTree, fromKey: string, toKey: string, options: CopyWithinOptions, context: ErrorContext): Promise<void> {
+  const { signal } = options;
   const source = await tree.resolveKey(fromKey, context);
   const info = source === undefined ? undefined : await stat(source).catch((err: unknown) => (isMissing(err) ? undefined : Promise.reject(err)));
   if (source === undefined || !info?.isFile()) throw notFoundError(context);
@@ -23,8 +27,10 @@ export async function copyLocal(tree: LocalTree, fromKey: string, toKey: string,
   const { basename } = splitKey(toKey);
   const temp = join(folder, copyTempName(basename));
   try {
-    await copyFile(source, temp, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
+    if (!(options.link === true && (await linked(source, temp)))) await copyFile(source, temp, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
     await syncFile(temp);
+    const copied = await stat(temp);
+    if (copied.size !== info.size) throw sizeMismatchError(context, 'the copy', copied.size, info.size);
     throwIfAborted(signal, `${context.driver}: copy ${fromKey}`);
     await rename(temp, join(folder, basename));
   } catch (err) {
@@ -32,4 +38,16 @@ export async function copyLocal(tree: LocalTree, fromKey: string, toKey: string,
     throw err;
   }
   await syncFolder(folder);
+}
+
+/** Hard-links `source` as `temp`; false where the file system has no hard links (then the caller copies). */
+async function linked(source: string, temp: string): Promise<boolean> {
+  try {
+    await link(source, temp);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'EXDEV' || code === 'EMLINK') return false;
+    throw err;
+  }
 }

@@ -27,7 +27,7 @@ import { throwIfAborted } from '../../errors.js';
 import {
   checkDriverKey, checkDriverPrefix, checkReadRange, checkWriteShape, driverClosedError, partialName, splitKey, type ErrorContext,
 } from '../toolkit/index.js';
-import type { Capabilities, Driver, Entry, ListOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
+import type { Capabilities, CopyWithinOptions, Driver, Entry, ListOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
 import { filesystemLocation, type Identity, type Location } from '../location.js';
 import { identifyLocalFolder } from './identity.js';
 import { copyLocal } from './copy.js';
@@ -189,16 +189,17 @@ export class LocalDriver implements Driver {
 
   /**
    * Copies `fromKey` to `toKey` (./copy.ts: `copyFile`, a reflink where the file system supports
-   * it, into a temp name, then rename): `toKey` is never seen half-copied. A missing source
-   * rejects with `not-found`; a failed copy removes its temp file.
+   * it, an in-kernel copy otherwise, or with `link` a hard link, into a temp name, then fsync and
+   * rename): `toKey` is never seen half-copied. A missing source rejects with `not-found`; a
+   * failed copy removes its temp file.
    */
-  async copyWithin(fromKey: string, toKey: string, options: SignalOptions = {}): Promise<void> {
+  async copyWithin(fromKey: string, toKey: string, options: CopyWithinOptions = {}): Promise<void> {
     const context = { driver: this.name, action: `copy to ${toKey}`, key: fromKey };
     try {
       checkDriverKey(this.name, fromKey);
       checkDriverKey(this.name, toKey);
       this.#checkOpen(options.signal, context);
-      await copyLocal(this.#tree, fromKey, toKey, options.signal, context);
+      await copyLocal(this.#tree, fromKey, toKey, options, context);
     } catch (err) {
       throw classifyFsError(err, context);
     }

@@ -32,6 +32,11 @@ interface Deadline {
   clear(): void;
 }
 
+/** The ETag in a CopyObject / UploadPartCopy answer body (unquoted, lower case); `undefined` when absent. */
+function etagOfCopy(body: string): string | undefined {
+  return cleanEtag(/<ETag>([^<]*)<\/ETag>/.exec(body)?.[1]?.replace(/&quot;|&#34;/g, '')) || undefined;
+}
+
 /** A key for `x-amz-copy-source`: percent-encoded like a URI path (`/` kept). */
 function escapeKey(key: string): string {
   return encodeURIComponent(key).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`).replace(/%2F/g, '/');
@@ -203,13 +208,13 @@ export class MinioStore implements ObjectStore {
    * CopyObject (or UploadPartCopy above the threshold) through `makeRequestAsync`: the client's
    * own copy helpers escape the source with `encodeURI`, which breaks keys with `?`, `#`, `&`...
    */
-  async copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal): Promise<void> {
+  async copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
     const source = `/${this.bucket}/${escapeKey(fromKey)}`;
     const meta: Record<string, string> = {};
     for (const [name, value] of Object.entries(metadata)) meta[`x-amz-meta-${name}`] = value;
     if (size <= this.#options.multipartCopyThresholdBytes) {
-      await this.#guard(signal, () => this.#request('PUT', toKey, '', { 'x-amz-copy-source': source, 'x-amz-metadata-directive': 'REPLACE', ...meta }));
-      return;
+      const body = await this.#guard(signal, () => this.#request('PUT', toKey, '', { 'x-amz-copy-source': source, 'x-amz-metadata-directive': 'REPLACE', ...meta }));
+      return etagOfCopy(body);
     }
     const uploadId = await this.#guard(signal, () => this.#client.initiateNewMultipartUpload(this.bucket, toKey, meta));
     try {
@@ -219,9 +224,10 @@ export class MinioStore implements ObjectStore {
         const range = `bytes=${first}-${Math.min(size, first + step) - 1}`;
         const body = await this.#guard(signal, () => this.#request('PUT', toKey, `partNumber=${partNumber}&uploadId=${encodeURIComponent(uploadId)}`,
           { 'x-amz-copy-source': source, 'x-amz-copy-source-range': range }));
-        parts.push({ partNumber, etag: cleanEtag(/<ETag>([^<]*)<\/ETag>/.exec(body)?.[1]?.replace(/&quot;|&#34;/g, '')) });
+        parts.push({ partNumber, etag: etagOfCopy(body) ?? '' });
       }
       await this.completeUpload(toKey, uploadId, parts, signal);
+      return undefined;
     } catch (err) {
       await this.abortUpload(toKey, uploadId).catch(() => undefined);
       throw err;

@@ -84,8 +84,11 @@ export interface ObjectStore {
   /**
    * Server-side copy of `fromKey` (of `size` bytes) onto `toKey` with exactly `metadata` and the
    * configured storage class and encryption; multipart copy above the single-copy limit.
+   * Resolves with the new object's ETag when the server reported one (unquoted, lower case),
+   * `undefined` otherwise (RGW answers a completed multipart upload with an empty ETag). A 200
+   * answer whose body is an `<Error>` rejects like any failed request.
    */
-  copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal): Promise<void>;
+  copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined>;
   /** DeleteObject; resolves when the key is already gone. In a versioned bucket it only adds a delete marker. */
   delete(key: string, signal?: AbortSignal): Promise<void>;
   /** GetBucketVersioning. */

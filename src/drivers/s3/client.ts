@@ -254,14 +254,15 @@ export class AwsStore implements ObjectStore {
     }
   }
 
-  async copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal): Promise<void> {
+  async copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
     const source = `${this.bucket}/${encodeURIComponent(fromKey).replace(/%2F/g, '/')}`;
     if (size <= this.#options.multipartCopyThresholdBytes) {
-      await this.#send(new CopyObjectCommand({
+      // The SDK's S3 middleware turns a 200 answer with an <Error> body into a thrown error.
+      const out = await this.#send(new CopyObjectCommand({
         Bucket: this.bucket, Key: toKey, CopySource: source, MetadataDirective: 'REPLACE', Metadata: metadata,
         ...this.#storageClass(), ...this.#encryption(),
       }), signal);
-      return;
+      return cleanEtag(out.CopyObjectResult?.ETag) || undefined;
     }
     const created = await this.#send(new CreateMultipartUploadCommand({
       Bucket: this.bucket, Key: toKey, Metadata: metadata, ...this.#storageClass(), ...this.#encryption(),
@@ -284,6 +285,7 @@ export class AwsStore implements ObjectStore {
       };
       await Promise.all(Array.from({ length: Math.min(4, count) }, worker));
       await this.completeUpload(toKey, uploadId, etags.map((etag, i) => ({ partNumber: i + 1, etag })), signal);
+      return undefined;
     } catch (err) {
       await this.abortUpload(toKey, uploadId).catch(() => undefined);
       throw err;

@@ -1,14 +1,16 @@
 /**
  * Server-side copy of the `sftp` driver, through a temp file and an atomic rename like any
- * write. Tries, in order: OpenSSH's `copy-data` extension (a real copy, no bytes over the
- * network); with `serverSideCopy: auto`, a hard link (`hardlink@openssh.com`: instant, and safe
- * because offsite never modifies a committed file in place, it only replaces it by rename);
- * last, reading and writing through this machine.
+ * write. Tries, in order: only when the caller asks for `link` (the destination's `reuse: link`)
+ * and `serverSideCopy` is `auto`, a hard link (`hardlink@openssh.com`: instant and no extra space;
+ * offsite never modifies a committed file in place, it only replaces it by rename, but the two
+ * names share their blocks); then OpenSSH's `copy-data` extension (OpenSSH >= 9.0: a real copy,
+ * no bytes over the network), then fsync; last, where the server has neither, reading and
+ * writing through this machine (bytes cross the network twice).
  */
 import type { Stats } from 'ssh2';
 import { throwIfAborted } from '../../errors.js';
 import { isNotFound, notFoundError, partialPathOf, sizeMismatchError, type ErrorContext } from '../toolkit/index.js';
-import type { Driver } from '../types.js';
+import type { CopyWithinOptions, Driver } from '../types.js';
 import type { SftpOptions } from './options.js';
 import { closeQuietlyAndWait, extensionRefused, type ConnectionPool, type SftpConnection } from './connection.js';
 import { SFTP_STATUS, sftpStatusOf } from './errors.js';
@@ -20,7 +22,7 @@ export interface CopySetup {
   readonly name: string;
   readonly tree: SftpTree;
   readonly pool: ConnectionPool;
-  /** The `serverSideCopy` option: `auto` also tries hard links. */
+  /** The `serverSideCopy` option: `auto` allows hard links when the caller asks for `link`. */
   readonly serverSideCopy: SftpOptions['serverSideCopy'];
   /** The driver itself, for the last resort (stat, openRead, openWrite). */
   readonly driver: Pick<Driver, 'stat' | 'openRead' | 'openWrite'>;
@@ -31,8 +33,10 @@ export interface CopySetup {
  * `not-found`; a symlink leading outside the root, on either key's path, with a `KeyError`. A
  * source that is a symlink inside the root is copied from its target.
  */
-export async function copySftp(setup: CopySetup, fromKey: string, toKey: string, signal: AbortSignal | undefined): Promise<void> {
+export async function copySftp(setup: CopySetup, fromKey: string, toKey: string, options: CopyWithinOptions): Promise<void> {
   const { tree, pool } = setup;
+  const { signal } = options;
+  const mayLink = options.link === true && setup.serverSideCopy === 'auto';
   const from = tree.join(fromKey);
   const to = tree.join(toKey);
   const what = `${setup.name}: copy ${fromKey} to ${toKey}`;
@@ -47,8 +51,8 @@ export async function copySftp(setup: CopySetup, fromKey: string, toKey: string,
       if (from === to) return true;
       const temp = partialPathOf(to);
       if ((await tree.checkFolder(conn, foldersOf(toKey), context, true)) !== 'created') await tempStats(conn, temp, context);
-      const copied = (await copyData(setup, conn, source.path, toKey, temp, source.stats.size, context)) ||
-        (setup.serverSideCopy === 'auto' && (await hardLink(tree, conn, source.path, toKey, temp, context)));
+      const copied = (mayLink && (await hardLink(tree, conn, source.path, toKey, temp, context))) ||
+        (await copyData(setup, conn, source.path, toKey, temp, source.stats.size, context));
       if (!copied) return false;
       throwIfAborted(signal, what);
       await replaceFile(conn, temp, to, context);

@@ -53,9 +53,10 @@ export interface SftpOptions {
   /** Files (or other operations) the engine should run at once against this host. @default 8 */
   readonly maxConcurrency: number;
   /**
-   * How `copyWithin` copies inside the server: `auto` = OpenSSH's `copy-data`, else a hard link,
-   * else through this machine; `copy` = never a hard link (copies only); `false` = no
-   * server-side copy at all (capability off). @default 'auto'
+   * How `copyWithin` copies inside the server: `auto` = OpenSSH's `copy-data`, else through this
+   * machine, and a hard link first when the destination's `reuse: link` asks for one; `copy` =
+   * never a hard link (copies only, whatever `reuse` says); `false` = no server-side copy at all
+   * (capability off). @default 'auto'
    */
   readonly serverSideCopy: 'auto' | 'copy' | false;
 }

@@ -21,11 +21,11 @@
  */
 import type { Readable } from 'node:stream';
 import type {
-  Capabilities, CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession,
+  Capabilities, CommitOptions, CopyWithinOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession,
 } from '../types.js';
 import type { Identity, Location } from '../location.js';
 
-type CopyWithin = (fromKey: string, toKey: string, options?: SignalOptions) => Promise<void>;
+type CopyWithin = (fromKey: string, toKey: string, options?: CopyWithinOptions) => Promise<void>;
 type Identify = (options?: SignalOptions) => Promise<Identity>;
 
 /**
@@ -106,7 +106,7 @@ export class ForwardingDriver implements Driver {
   close(): Promise<void> { return this.inner.close(); }
 
   /** What `copyWithin` does (only called when `inner` has one). Override to change it. */
-  protected forwardCopyWithin(fromKey: string, toKey: string, options?: SignalOptions): Promise<void> {
+  protected forwardCopyWithin(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<void> {
     return (this.inner.copyWithin as CopyWithin).call(this.inner, fromKey, toKey, options);
   }
 

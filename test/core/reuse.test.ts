@@ -1,0 +1,70 @@
+/**
+ * The reuse index (src/core/reuse.ts): lookup order, what must match, and bounded memory with
+ * 30 earlier copies of 100,000 files each (generated manifests, heap measured).
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { createReuseIndex } from '../../src/core/reuse.js';
+import type { ManifestFile } from '../../src/manifest/manifest.js';
+
+const CHUNK = 8 * 1024 * 1024;
+
+function hex(n: number): string {
+  return `xxh64:${n.toString(16).padStart(16, '0')}`;
+}
+
+function file(path: string, content: number, size = 1000 + content): ManifestFile {
+  return { path, size, hash: hex(content), chunks: [hex(content + 0x1000000)] };
+}
+
+describe('reuse index', () => {
+  it('finds the same path in the newest copy first, then the same contents anywhere', async () => {
+    const index = await createReuseIndex();
+    index.add({ backup: 'night3', chunkBytes: CHUNK, files: [file('a/1', 1), file('a/2', 2), file('a/dup', 1)] });
+    index.add({ backup: 'night2', chunkBytes: CHUNK, files: [file('a/1', 1), file('old/9', 9)] });
+    assert.deepEqual(index.find(file('a/1', 1), CHUNK), { backup: 'night3', path: 'a/1' });
+    assert.deepEqual(index.find(file('a/dup', 1), CHUNK), { backup: 'night3', path: 'a/dup' }, 'same path in the newest copy wins');
+    assert.deepEqual(index.find(file('new/place', 9), CHUNK), { backup: 'night2', path: 'old/9' }, 'by (size, hash) in an older copy');
+    assert.deepEqual(index.find(file('b/moved', 2), CHUNK), { backup: 'night3', path: 'a/2' });
+    assert.equal(index.size, 3, 'identical contents are kept once');
+  });
+
+  it('needs the same size, whole hash, chunk hashes and chunk size', async () => {
+    const index = await createReuseIndex();
+    index.add({ backup: 'n1', chunkBytes: CHUNK, files: [file('x', 5)] });
+    assert.ok(index.find(file('x', 5), CHUNK));
+    assert.equal(index.find({ ...file('x', 5), size: 1 }, CHUNK), undefined, 'size differs');
+    assert.equal(index.find({ ...file('x', 5), hash: hex(6) }, CHUNK), undefined, 'whole hash differs');
+    assert.equal(index.find({ ...file('x', 5), chunks: [hex(7)] }, CHUNK), undefined, 'a chunk hash differs');
+    assert.equal(index.find(file('x', 5), CHUNK / 2), undefined, 'chunk size differs');
+  });
+
+  it('keeps at most maxEntries contents, newest copies first', async () => {
+    const index = await createReuseIndex({ maxEntries: 2 });
+    index.add({ backup: 'new', chunkBytes: CHUNK, files: [file('a', 1), file('b', 2)] });
+    index.add({ backup: 'old', chunkBytes: CHUNK, files: [file('c', 3)] });
+    assert.equal(index.size, 2);
+    assert.ok(index.find(file('z', 2), CHUNK));
+    assert.equal(index.find(file('c', 3), CHUNK), undefined);
+  });
+
+  it('stays small with 30 earlier copies of 100,000 files each (10% changed a night)', async () => {
+    const files = 100_000;
+    const nights = 30;
+    globalThis.gc?.();
+    const before = process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers;
+    const index = await createReuseIndex();
+    let next = files;
+    const current = Array.from({ length: files }, (_, i) => i);
+    for (let night = nights; night >= 1; night--) { // newest first
+      const manifestFiles = current.map((content, i) => file(`binlogs/insert_log/449900000000000001/449900000000000002/${i % 97}/4499000000${String(i).padStart(8, '0')}/101/${content}`, content));
+      index.add({ backup: `backup_night_${night}`, chunkBytes: CHUNK, files: manifestFiles });
+      for (let i = night % 10; i < files; i += 10) current[i] = next++; // older nights differ in 10%
+    }
+    globalThis.gc?.();
+    const used = process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers - before;
+    process.stdout.write(`# reuse index: ${index.size} distinct contents over ${nights} x ${files} files: ${(used / 1024 / 1024).toFixed(1)} MiB heap + array buffers\n`);
+    assert.equal(index.size, files + (nights - 1) * files / 10);
+    assert.ok(used < 150 * 1024 * 1024, `the index used ${(used / 1024 / 1024).toFixed(1)} MiB`);
+  });
+});
