@@ -99,8 +99,11 @@ describe('minio source -> local + s3 destinations on Ceph RGW (CLI)', () => {
     const damaged = Buffer.from(original);
     damaged[1024 * 1024 + 100] = (damaged[1024 * 1024 + 100] as number) ^ 0x40;
     await admin.send(new PutObjectCommand({ Bucket: destBucket, Key: key, Body: damaged }));
+    // Same size and no stored hash, but a new ETag: the quick check sees the changed fingerprint,
+    // reads the object back and finds other bytes.
     const quick = await runCli(['--config', config, '--json', 'verify', NAME, '--at', 'cloud'], { env });
-    assert.equal(quick.code, 0, 'same size and no stored hash on the replaced object: quick verify cannot see it');
+    assert.equal(quick.code, 3, quick.stdout + quick.stderr);
+    assert.ok(jsonOf<VerifyJson>(quick).results[0]?.damage?.some((d) => d.path === path), 'quick verify names the replaced file');
     const deep = await runCli(['--config', config, '--json', 'verify', NAME, '--at', 'cloud', '--deep'], { env });
     assert.equal(deep.code, 3, deep.stdout + deep.stderr);
     const damage = jsonOf<VerifyJson>(deep).results[0]?.damage;

@@ -16,14 +16,14 @@ const DATA = seededBytes(3 * 1024 * 1024 + 17, 9);
 describeWithServer('sftp copyWithin', (server: SftpTestServer) => {
   after(removeFreshRoots);
 
-  async function copyAndInspect(root: string, overrides: Record<string, unknown>): Promise<{ sameInode: boolean; sent: number; received: number }> {
+  async function copyAndInspect(root: string, overrides: Record<string, unknown>, link = false): Promise<{ sameInode: boolean; sent: number; received: number }> {
     const driver = new SftpDriver('nas', parseSftpOptions('nas', sectionFor(server, root, overrides)));
     try {
       await putObject(driver, 'old/backup/file.bin', DATA, 1024 * 1024);
       await putObject(driver, 'new/backup/file.bin', Buffer.from('to be replaced'));
       const before = { ...driver.counters };
-      await driver.copyWithin('old/backup/file.bin', 'new/backup/file.bin');
-      await driver.copyWithin('old/backup/file.bin', 'fresh/deep/er/file.bin');
+      await driver.copyWithin('old/backup/file.bin', 'new/backup/file.bin', { link });
+      await driver.copyWithin('old/backup/file.bin', 'fresh/deep/er/file.bin', { link });
       assert.ok((await readKey(driver, 'new/backup/file.bin')).equals(DATA));
       assert.ok((await readKey(driver, 'fresh/deep/er/file.bin')).equals(DATA));
       const sent = driver.counters.bytesWritten - before.bytesWritten;
@@ -40,10 +40,12 @@ describeWithServer('sftp copyWithin', (server: SftpTestServer) => {
     assert.deepEqual(result, { sameInode: false, sent: 0, received: 0 });
   });
 
-  it('without copy-data, serverSideCopy auto makes a hard link', async (t) => {
+  it('without copy-data, serverSideCopy auto makes a hard link only when asked (link), else sends the bytes', async (t) => {
     if (!server.sftpOnlyUsername || !server.sftpOnlyRoot) return t.skip('no SFTP-only account on the test sshd');
-    const result = await copyAndInspect(await freshRoot(server, 'link', server.sftpOnlyRoot), { username: server.sftpOnlyUsername });
-    assert.deepEqual(result, { sameInode: true, sent: 0, received: 0 });
+    const linked = await copyAndInspect(await freshRoot(server, 'link', server.sftpOnlyRoot), { username: server.sftpOnlyUsername }, true);
+    assert.deepEqual(linked, { sameInode: true, sent: 0, received: 0 });
+    const copied = await copyAndInspect(await freshRoot(server, 'nolink', server.sftpOnlyRoot), { username: server.sftpOnlyUsername });
+    assert.deepEqual(copied, { sameInode: false, sent: 2 * DATA.length, received: 2 * DATA.length });
   });
 
   it('without copy-data, serverSideCopy copy reads and writes through this machine', async (t) => {
