@@ -1,6 +1,6 @@
 /**
  * Deterministic synthetic milvus-backup backups, shaped like the real thing (see
- * /work/shared/MILVUS-BACKUP.md §1 and §7), so that every test and benchmark runs on realistic
+ * ../shared/MILVUS-BACKUP.md §1 and §7), so that every test and benchmark runs on realistic
  * data without a Milvus server.
  *
  * What it writes under `ROOT/NAME/`:

@@ -9,10 +9,10 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { generateBackup } from '../../scripts/gen-backup.js';
 import { jsonOf, runCli, tempDir, treeDigest, writeConfig } from '../helpers/cli.js';
-import { adminClient, freshBucket, removeFreshBuckets, requireServer, type S3TestServer } from '../s3/server.js';
+import { adminClient, freshBucket, keysIn, removeFreshBuckets, requireServer, type S3TestServer } from '../s3/server.js';
 
 const NAMES = ['backup_2025_04_01_02_00_00', 'backup_2025_04_02_02_00_00', 'backup_2025_04_03_02_00_00'] as const;
 const PREFIX = 'offsite/prod/';
@@ -20,17 +20,6 @@ const PREFIX = 'offsite/prod/';
 interface PruneJson {
   ok: boolean;
   destinations: { destination: string; status: string; kept: { name: string; reasons: string[] }[]; removed: { name: string }[]; errors: unknown[] }[];
-}
-
-async function keysIn(client: S3Client, bucket: string, prefix: string): Promise<string[]> {
-  const keys: string[] = [];
-  let token: string | undefined;
-  do {
-    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
-    for (const o of page.Contents ?? []) keys.push(o.Key as string);
-    token = page.IsTruncated ? page.NextContinuationToken : undefined;
-  } while (token);
-  return keys.sort();
 }
 
 describe('prune at an s3 destination on Ceph RGW (CLI)', () => {

@@ -15,12 +15,12 @@ import { join } from 'node:path';
 import { statSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import {
-  DeleteBucketPolicyCommand, DeleteObjectCommand, ListObjectVersionsCommand, ListObjectsV2Command, PutBucketPolicyCommand, PutBucketVersioningCommand,
+  DeleteBucketPolicyCommand, DeleteObjectCommand, ListObjectVersionsCommand, PutBucketPolicyCommand, PutBucketVersioningCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { generateBackup } from '../../scripts/gen-backup.js';
 import { filesUnder, jsonOf, runCli, tempDir, writeConfig } from '../helpers/cli.js';
-import { adminClient, freshBucket, removeFreshBuckets, requireServer, type S3TestServer } from '../s3/server.js';
+import { adminClient, freshBucket, keysIn, removeFreshBuckets, requireServer, type S3TestServer } from '../s3/server.js';
 
 const NAMES = ['backup_2025_05_01_02_00_00', 'backup_2025_05_02_02_00_00'] as const;
 const PREFIX = 'offsite/prod/';
@@ -40,17 +40,6 @@ async function versionsIn(client: S3Client, bucket: string, prefix: string): Pro
     keyMarker = page.NextKeyMarker;
     versionIdMarker = page.NextVersionIdMarker;
   }
-}
-
-async function keysIn(client: S3Client, bucket: string, prefix: string): Promise<string[]> {
-  const keys: string[] = [];
-  let token: string | undefined;
-  do {
-    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
-    for (const o of page.Contents ?? []) keys.push(o.Key as string);
-    token = page.IsTruncated ? page.NextContinuationToken : undefined;
-  } while (token);
-  return keys.sort();
 }
 
 /** Empties a versioned bucket (every version and delete marker) so that removeFreshBuckets can delete it. */

@@ -109,3 +109,15 @@ export async function removeFreshBuckets(): Promise<void> {
     client.destroy();
   }
 }
+
+/** Every current key under `prefix` in `bucket`, sorted (all pages of ListObjectsV2). */
+export async function keysIn(client: S3Client, bucket: string, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  let token: string | undefined;
+  do {
+    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
+    for (const o of page.Contents ?? []) keys.push(o.Key as string);
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return keys.sort();
+}
