@@ -96,6 +96,14 @@ describeWithServer('sftp host keys: real connects', (server: SftpTestServer) => 
     await removeScratch();
   });
 
+  /**
+   * The server has an ed25519 and an RSA key; which one it shows depends on the type that matched
+   * last in this process (connection.ts offers it first), so a message may name either.
+   */
+  function namesAServerKey(message: string): boolean {
+    return message.includes(server.hostKeyFingerprint) || message.includes(server.rsaHostKeyFingerprint);
+  }
+
   /** Connects (through a stat) with the given host key options; the driver is closed after. */
   async function connectWith(overrides: Record<string, unknown>): Promise<void> {
     const driver = await createSftpDriver('nas', sectionFor(server, await freshRoot(server, 'hostkeys'), { hostKey: undefined, ...overrides }));
@@ -168,7 +176,7 @@ describeWithServer('sftp host keys: real connects', (server: SftpTestServer) => 
     const portless = join(dir, 'portless');
     await writeFile(portless, `127.0.0.1 ${server.hostPublicKey}\n`);
     const unknown = await rejectsWithKind(() => connectWith({ knownHosts: portless }), 'auth', 'unknown host', 'E_HOST_KEY');
-    assert.ok(unknown.message.includes(server.hostKeyFingerprint), unknown.message);
+    assert.ok(namesAServerKey(unknown.message), unknown.message);
     assert.match(unknown.message, /unknown/);
     assert.ok(unknown.message.includes(`[127.0.0.1]:${server.port} is not in ${portless}`), unknown.message);
 
@@ -178,7 +186,7 @@ describeWithServer('sftp host keys: real connects', (server: SftpTestServer) => 
     await writeFile(changedFile, `[127.0.0.1]:${server.port} ${otherLine}\n`);
     const changed = await rejectsWithKind(() => connectWith({ knownHosts: changedFile }), 'auth', 'changed key', 'E_HOST_KEY');
     assert.match(changed.message, /CHANGED/);
-    assert.ok(changed.message.includes(server.hostKeyFingerprint), changed.message);
+    assert.ok(namesAServerKey(changed.message), changed.message);
   });
 
   it('a missing known_hosts file is a ConfigError naming it', async () => {
@@ -199,7 +207,7 @@ describeWithServer('sftp host keys: real connects', (server: SftpTestServer) => 
     assert.equal(warnings.length, 2, JSON.stringify(warnings));
     for (const line of warnings) {
       assert.match(line, /WARNING/);
-      assert.ok(line.includes(server.hostKeyFingerprint), line);
+      assert.ok(namesAServerKey(line), line);
     }
   });
 
