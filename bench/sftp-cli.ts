@@ -19,12 +19,13 @@
  *   npm run bench:sftp
  *   npm run bench:sftp -- --size 256MiB --repeat 5
  *   npm run bench:sftp -- --files 40          # fewer, larger files (per-file costs matter less)
+ *   npm run bench:sftp -- --baseline /tmp/old # also another built checkout, same settings, same rounds
  */
 import { Command } from 'commander';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { parseBytes } from '../src/config/units.js';
 import { generateBackup } from '../scripts/gen-backup.js';
 import { sshdServer, type SftpTestServer } from '../test/servers/sshd.js';
@@ -38,13 +39,16 @@ const program = new Command('bench-sftp-cli')
   .option('--seed <n>', 'generator seed', '42')
   .option('--rclone-hashcheck', "also time rclone with its default hash check (md5sum on the server per file)")
   .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-sftp-cli'))
+  .option('--baseline <dir>', 'another built checkout whose offsite runs too, with the same settings (before/after in one run)')
   .parse(process.argv);
-const opts = program.opts<{ size: string; repeat: string; files?: string; largest?: string; seed: string; rcloneHashcheck?: boolean; dir: string }>();
+const opts = program.opts<{ size: string; repeat: string; files?: string; largest?: string; seed: string; rcloneHashcheck?: boolean; dir: string; baseline?: string }>();
 const MiB = 1024 * 1024;
 const repeat = Number(opts.repeat);
 if (!Number.isInteger(repeat) || repeat < 1) throw new Error('--repeat must be a positive integer');
 const BACKUP = 'bench_backup';
 const bin = join(projectRoot, 'bin', 'offsite.js');
+const baselineBin = opts.baseline === undefined ? undefined : join(resolve(opts.baseline), 'bin', 'offsite.js');
+if (baselineBin !== undefined && !existsSync(baselineBin)) throw new Error(`--baseline: ${baselineBin} does not exist`);
 
 interface Timed {
   readonly seconds: number;
@@ -149,6 +153,9 @@ async function main(): Promise<void> {
       { label: 'OpenSSH sftp -b (put -r)', uploaded: join(target('openssh'), BACKUP), run: () => timed('sftp', [...sshOptions, '-P', String(server.port), '-b', batch, `${server.username}@${server.host}`]) },
       { label: 'rclone copy --sftp-disable-hashcheck', uploaded: join(target('rclone'), BACKUP), run: () => rclone('rclone', ['--sftp-disable-hashcheck']) },
     ];
+    if (baselineBin !== undefined) {
+      contenders.push({ label: 'baseline replicate --to nas (sftp)', uploaded: join(target('offsite'), BACKUP), run: () => timed(process.execPath, [baselineBin, '--config', config, '--quiet', 'replicate', BACKUP, '--to', 'nas']) });
+    }
     if (opts.rcloneHashcheck) contenders.push({ label: 'rclone copy (md5sum check per file)', uploaded: join(target('rclone-hash'), BACKUP), run: () => rclone('rclone-hash', []) });
 
     console.log(`\nload average before: ${loadAverage()}`);
@@ -178,7 +185,8 @@ async function main(): Promise<void> {
     const [ours = 1, openssh = 1, rcloneSeconds = 1] = seconds;
     const speedRatio = (theirs: number): string => `${(theirs / ours).toFixed(2)}x`;
     console.log(`  throughput ratio offsite / OpenSSH sftp = ${speedRatio(openssh)} (target >= 0.80x); offsite / rclone = ${speedRatio(rcloneSeconds)}` +
-      (opts.rcloneHashcheck ? `; offsite / rclone with hash check = ${speedRatio(seconds[3] as number)}` : ''));
+      (opts.rcloneHashcheck ? `; offsite / rclone with hash check = ${speedRatio(seconds[contenders.length - 1] as number)}` : ''));
+    if (baselineBin !== undefined) console.log(`  offsite / baseline (${baselineBin}): time ${(ours / (seconds[3] as number)).toFixed(2)}x`);
     console.log(`load average after: ${loadAverage()}`);
   } finally {
     await handle.stop();

@@ -4,7 +4,7 @@
  * budget and its place in the shared source reads (src/core/fanout.ts), and the writer that feeds
  * one file's write session with chunks.
  */
-import type { Driver, WriteSession } from '../drivers/types.js';
+import type { Committed, Driver, WriteSession } from '../drivers/types.js';
 import { errorKind, errorMessage, OffsiteError } from '../errors.js';
 import {
   buildManifestBody, progressJournalKey, progressKey, writeManifestAt,
@@ -277,11 +277,11 @@ export class FileSink {
   }
 
   /** Waits for the parts in flight and commits; throws the first error. */
-  async finish(hash: string): Promise<void> {
+  async finish(hash: string): Promise<Committed | void> {
     await this.idle();
     if (this.error !== undefined) throw this.error;
     if (this.run.dead) throw new OffsiteError('E_DESTINATION_FAILED', `${this.run.name}: destination failed earlier in this run`, { kind: 'permanent' });
-    await this.session.commit({ hash, signal: this.signal });
+    return await this.session.commit({ hash, signal: this.signal });
   }
 
   /** Releases the session after a failure: keep resumable state unless the data was wrong. */

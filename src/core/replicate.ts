@@ -288,7 +288,7 @@ function withFingerprints(file: ManifestFile, source: string | undefined, destin
 }
 
 /**
- * The destination's fingerprint of a file it just committed (a stat: S3's CompleteMultipartUpload
+ * The destination's fingerprint of a file it just committed, when its `commit` did not tell (a stat: S3's CompleteMultipartUpload
  * answer has no usable ETag on every server, Ceph RGW's is empty). A failed stat costs only a
  * record without one (trusted on size, as records older than fingerprints are).
  */
@@ -347,8 +347,7 @@ async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFil
         if (!sink.alive) break;
         if (firstPass && firstPass.hash !== item.hash) throw sourceChanged(ctx.backup, file.path);
         if (file.expected !== undefined && item.hash !== file.expected) throw originDamaged(ctx, file, item.hash);
-        await sink.finish(item.hash);
-        const committed = await committedFingerprint(run.driver, `${ctx.backup}/${file.path}`, ctx.signal);
+        const committed = (await sink.finish(item.hash))?.fingerprint ?? await committedFingerprint(run.driver, `${ctx.backup}/${file.path}`, ctx.signal);
         run.record(withFingerprints({ path: file.path, size: file.size, hash: item.hash, chunks: [...item.chunks] }, file.recordedSource, committed), 'copied');
         break;
       }

@@ -5,7 +5,7 @@
  */
 import { Readable, Transform } from 'node:stream';
 import { DriverError, type ErrorKind } from '../../src/errors.js';
-import type { CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../../src/drivers/types.js';
+import type { CommitOptions, Committed, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../../src/drivers/types.js';
 import { ForwardingDriver, ForwardingWriteSession } from '../../src/drivers/wrappers/forwarding.js';
 
 export type FlakyOp = 'list' | 'stat' | 'openRead' | 'openWrite' | 'delete' | 'copyWithin' | 'matches' | 'write' | 'commit';
@@ -191,7 +191,7 @@ class FlakySession extends ForwardingWriteSession {
   override write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void> {
     return this.driver.callFromSession('write', `${this.key} ${index}`, () => this.inner.write(index, bytes, options));
   }
-  override commit(options: CommitOptions): Promise<void> {
+  override commit(options: CommitOptions): Promise<Committed | void> {
     return this.driver.callFromSession('commit', this.key, () => this.inner.commit(options));
   }
 }

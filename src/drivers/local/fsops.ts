@@ -42,6 +42,8 @@ export interface FsOps {
   mkdir(path: string): Promise<void>;
   open(path: string, flags: number, mode?: number): Promise<number>;
   fstat(fd: number): Promise<Stats>;
+  /** fstat with nanosecond times and exact inode numbers (for fingerprints). */
+  fstatBig(fd: number): Promise<BigIntStats>;
   ftruncate(fd: number, length: number): Promise<void>;
   close(fd: number): Promise<void>;
   rename(from: string, to: string): Promise<void>;
@@ -70,6 +72,7 @@ export const ASYNC_OPS: FsOps = {
   mkdir: (path) => call<void>((done) => mkdir(path, (err) => done(err))),
   open: (path, flags, mode) => call<number>((done) => open(path, flags, mode, done)),
   fstat: (fd) => call<Stats>((done) => fstat(fd, done)),
+  fstatBig: (fd) => call<BigIntStats>((done) => fstat(fd, { bigint: true }, done)),
   ftruncate: (fd, length) => call<void>((done) => ftruncate(fd, length, done)),
   close: (fd) => call<void>((done) => close(fd, done)),
   rename: (from, to) => call<void>((done) => rename(from, to, done)),
@@ -86,6 +89,7 @@ export const SYNC_OPS: FsOps = {
   mkdir: async (path) => { mkdirSync(path); },
   open: async (path, flags, mode) => openSync(path, flags, mode),
   fstat: async (fd) => fstatSync(fd),
+  fstatBig: async (fd) => fstatSync(fd, { bigint: true }),
   ftruncate: async (fd, length) => ftruncateSync(fd, length),
   close: async (fd) => closeSync(fd),
   rename: async (from, to) => renameSync(from, to),
@@ -124,6 +128,7 @@ export function adaptiveOps(now: () => number = () => performance.now()): FsOps 
     mkdir: (path) => pick(() => SYNC_OPS.mkdir(path), () => ASYNC_OPS.mkdir(path)),
     open: (path, flags, mode) => pick(() => SYNC_OPS.open(path, flags, mode), () => ASYNC_OPS.open(path, flags, mode)),
     fstat: (fd) => pick(() => SYNC_OPS.fstat(fd), () => ASYNC_OPS.fstat(fd)),
+    fstatBig: (fd) => pick(() => SYNC_OPS.fstatBig(fd), () => ASYNC_OPS.fstatBig(fd)),
     ftruncate: (fd, length) => pick(() => SYNC_OPS.ftruncate(fd, length), () => ASYNC_OPS.ftruncate(fd, length)),
     close: (fd) => pick(() => SYNC_OPS.close(fd), () => ASYNC_OPS.close(fd)),
     rename: (from, to) => pick(() => SYNC_OPS.rename(from, to), () => ASYNC_OPS.rename(from, to)),

@@ -12,9 +12,9 @@ import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DriverError, throwIfAborted } from '../../errors.js';
 import {
-  PartLedger, partialName, sessionClosedError, sizeMismatchError, splitKey, type ErrorContext,
+  localFingerprint, PartLedger, partialName, sessionClosedError, sizeMismatchError, splitKey, type ErrorContext,
 } from '../toolkit/index.js';
-import type { CommitOptions, SignalOptions, WriteSession } from '../types.js';
+import type { CommitOptions, Committed, SignalOptions, WriteSession } from '../types.js';
 import { classifyFsError, errnoOf, isMissing } from './errors.js';
 import { pread, pwrite, type FsOps } from './fsops.js';
 import type { LocalTree } from './tree.js';
@@ -35,10 +35,8 @@ export interface SessionSetup {
   readonly resumable: ReadonlySet<number>;
   /** The calls to use (./fsops.ts). */
   readonly ops: FsOps;
-  /** The partial file, already open, */
+  /** The partial file, already open. */
   readonly fd: number;
-  /** and its size. */
-  readonly length: number;
   /** Re-creates the key's folders (a concurrent `delete` may have removed them as empty). */
   readonly prepareFolder: () => Promise<string>;
   /** Called after the rename: the file and its folder still need `sync()` to be durable. */
@@ -82,7 +80,7 @@ export async function openLocalWrite(
   }
   return new LocalWriteSession({
     driver: context.driver, key, folder, temp, final: join(folder, basename), size, partBytes,
-    resumable: new PartLedger(size, partBytes).partsWithin(found), ops, fd, length: found,
+    resumable: new PartLedger(size, partBytes).partsWithin(found), ops, fd,
     prepareFolder: () => {
       tree.forget(folders); // the remembered folder is gone: look again
       return tree.prepareFolder(key, context);
@@ -135,11 +133,6 @@ export class LocalWriteSession implements WriteSession {
   /** Reads and writes in flight on `#fd`: it is closed only when there are none (a closed number can be reused by the next open). */
   #busy = 0;
   #idle: (() => void)[] = [];
-  /**
-   * Size of the partial file as this session made it (its size at open, extended by each
-   * write), or `undefined` once the file had to be opened again (then `commit` asks the file).
-   */
-  #length: number | undefined;
   #state: 'open' | 'suspended' | 'aborted' | 'committed' = 'open';
 
   constructor(setup: SessionSetup) {
@@ -150,7 +143,6 @@ export class LocalWriteSession implements WriteSession {
     this.resumableParts = setup.resumable;
     this.#parts = new PartLedger(setup.size, setup.partBytes);
     this.#fd = Promise.resolve(setup.fd);
-    this.#length = setup.length;
   }
 
   /**
@@ -193,7 +185,7 @@ export class LocalWriteSession implements WriteSession {
     const context = this.#context(`write part ${index}`);
     try {
       this.#checkUsable(options.signal, context);
-      const { start, end } = this.#parts.checkPart(index, bytes, context);
+      const { start } = this.#parts.checkPart(index, bytes, context);
       this.#parts.forget(index);
       await this.#use(async (fd) => {
         for (let written = 0; written < bytes.byteLength;) {
@@ -201,7 +193,6 @@ export class LocalWriteSession implements WriteSession {
           written += await pwrite(fd, bytes, written, bytes.byteLength - written, start + written);
         }
       });
-      if (this.#length !== undefined) this.#length = Math.max(this.#length, end);
       this.#parts.record(index);
     } catch (err) {
       throw classifyFsError(err, context);
@@ -217,19 +208,23 @@ export class LocalWriteSession implements WriteSession {
    * leave the partial file and the session open (write the missing part and commit again). The
    * hash is not stored (`storedHash` is false: the manifest keeps it).
    */
-  async commit(options: CommitOptions): Promise<void> {
+  async commit(options: CommitOptions): Promise<Committed> {
     const context = this.#context('commit');
     try {
       this.#checkUsable(options.signal, context);
       this.#parts.requireComplete(context);
       const fd = await this.#open();
-      const size = this.#length ?? (await this.#setup.ops.fstat(fd)).size;
+      // One fstat gives the size check and the fingerprint `stat` will show after the rename
+      // (a rename keeps the inode and the modification time).
+      const info = await this.#setup.ops.fstatBig(fd);
+      const size = Number(info.size);
       if (size !== this.size) throw sizeMismatchError(context, 'cannot commit: the partial file', size, this.size);
       await this.#closeHandle();
       throwIfAborted(options.signal, `${context.driver}: ${this.key}: commit`);
       await this.#setup.ops.rename(this.#setup.temp, this.#setup.final);
       this.#state = 'committed';
       this.#setup.committed(this.#setup.final, this.#setup.folder);
+      return { fingerprint: localFingerprint(info.size, info.mtimeNs, info.ino) };
     } catch (err) {
       throw classifyFsError(err, context);
     }
@@ -268,7 +263,6 @@ export class LocalWriteSession implements WriteSession {
   /** Opens (creating when missing, never truncating, never through a symlink) the partial file once. */
   #open(): Promise<number> {
     this.#fd ??= (async () => {
-      this.#length = undefined; // opened again: its size is no longer known here
       const { ops } = this.#setup;
       let fd: number;
       try {

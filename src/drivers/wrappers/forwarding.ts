@@ -21,7 +21,7 @@
  */
 import type { Readable } from 'node:stream';
 import type {
-  Capabilities, CommitOptions, CopyWithinOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession,
+  Capabilities, CommitOptions, Committed, CopyWithinOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession,
 } from '../types.js';
 import type { Identity, Location } from '../location.js';
 
@@ -40,20 +40,37 @@ export function memberNames(inner: object): (string | symbol)[] {
   return [...names];
 }
 
+/** Whether each member a prototype chain defines (nearest definition first) is a method. */
+const chainMembers = new WeakMap<object, ReadonlyMap<string | symbol, boolean>>();
+
+function membersOfChain(proto: object): ReadonlyMap<string | symbol, boolean> {
+  let members = chainMembers.get(proto);
+  if (members === undefined) {
+    const found = new Map<string | symbol, boolean>();
+    for (const name of memberNames(proto)) {
+      let descriptor: PropertyDescriptor | undefined;
+      for (let o: object | null = proto; descriptor === undefined && o !== null; o = Object.getPrototypeOf(o) as object | null) {
+        descriptor = Object.getOwnPropertyDescriptor(o, name);
+      }
+      found.set(name, typeof descriptor?.value === 'function');
+    }
+    members = found;
+    chainMembers.set(proto, members);
+  }
+  return members;
+}
+
 /**
  * Copies onto `wrapper` every member of `inner` that `wrapper` does not have (see the module
  * comment): a method as a function calling `inner`'s, anything else as a getter reading
  * `inner`'s current value. Assigning or defining the name on `wrapper` (a subclass field)
- * replaces the pass-through.
+ * replaces the pass-through. What the prototype chain holds is looked at once per class (a
+ * wrapper is made per write session).
  */
 function passThroughRest(wrapper: object, inner: object): void {
-  for (const name of memberNames(inner)) {
-    if (name in wrapper) continue;
-    let descriptor: PropertyDescriptor | undefined;
-    for (let o: object | null = inner; descriptor === undefined && o !== null; o = Object.getPrototypeOf(o) as object | null) {
-      descriptor = Object.getOwnPropertyDescriptor(o, name);
-    }
-    if (typeof descriptor?.value === 'function') {
+  const forward = (name: string | symbol, method: boolean): void => {
+    if (name in wrapper) return;
+    if (method) {
       const forwarded = (...args: unknown[]): unknown => (Reflect.get(inner, name) as (...a: unknown[]) => unknown).apply(inner, args);
       Object.defineProperty(wrapper, name, { value: forwarded, writable: true, configurable: true, enumerable: false });
     } else {
@@ -63,7 +80,13 @@ function passThroughRest(wrapper: object, inner: object): void {
         configurable: true, enumerable: false,
       });
     }
-  }
+  };
+  const own = Reflect.ownKeys(inner).filter((name) => name !== 'constructor');
+  for (const name of own) forward(name, typeof Object.getOwnPropertyDescriptor(inner, name)?.value === 'function');
+  const proto = Object.getPrototypeOf(inner) as object | null;
+  if (proto === null || proto === Object.prototype) return;
+  const shadowed = new Set(own);
+  for (const [name, method] of membersOfChain(proto)) if (!shadowed.has(name)) forward(name, method);
 }
 
 /** A `Driver` that passes everything to `inner`. Extend it and override what the wrapper changes. */
@@ -129,7 +152,7 @@ export class ForwardingWriteSession implements WriteSession {
 
   matches(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<boolean> { return this.inner.matches(index, bytes, options); }
   write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void> { return this.inner.write(index, bytes, options); }
-  commit(options: CommitOptions): Promise<void> { return this.inner.commit(options); }
+  commit(options: CommitOptions): Promise<Committed | void> { return this.inner.commit(options); }
   suspend(): Promise<void> { return this.inner.suspend(); }
   abort(): Promise<void> { return this.inner.abort(); }
 }

@@ -27,7 +27,7 @@ import type { Readable } from 'node:stream';
 import { Readable as ReadableStream } from 'node:stream';
 import { AbortedError, DriverError, errorKind, UsageError } from '../../errors.js';
 import type { Identity } from '../location.js';
-import type { CommitOptions, CopyWithinOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
+import type { CommitOptions, Committed, CopyWithinOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
 import { ForwardingDriver, ForwardingWriteSession } from './forwarding.js';
 import { abortableSleep } from './sleep.js';
 
@@ -171,7 +171,7 @@ class RetryingWriteSession extends ForwardingWriteSession {
     return this.retrier.run({ op: 'write', key: this.key, part: index }, options?.signal, () => this.inner.write(index, bytes, options));
   }
 
-  override commit(options: CommitOptions): Promise<void> {
+  override commit(options: CommitOptions): Promise<Committed | void> {
     return this.retrier.run({ op: 'commit', key: this.key }, options.signal, () => this.inner.commit(options));
   }
 }
