@@ -11,8 +11,8 @@
  */
 import type { SFTPWrapper, Stats } from 'ssh2';
 import { DriverError, throwIfAborted } from '../../errors.js';
-import { isNotFound, PartLedger, Semaphore, sessionClosedError, sizeMismatchError, type ErrorContext, type PartRange } from '../toolkit/index.js';
-import type { CommitOptions, SignalOptions, WriteSession } from '../types.js';
+import { isNotFound, PartLedger, Semaphore, sessionClosedError, sftpFingerprint, sizeMismatchError, type ErrorContext, type PartRange } from '../toolkit/index.js';
+import type { CommitOptions, Committed, SignalOptions, WriteSession } from '../types.js';
 import { closeQuietlyAndWait, settle, type ConnectionPool, type SftpConnection } from './connection.js';
 import { SFTP_STATUS, sftpStatusOf } from './errors.js';
 import { readRange, type ReadShape, type SftpTransferCounters } from './read.js';
@@ -240,7 +240,7 @@ export class SftpWriteSession implements WriteSession {
    * key (atomic with `posix-rename@openssh.com`; otherwise the old file is removed first, so the
    * key is briefly missing but never partial). On failure nothing appears under the key.
    */
-  async commit(options: CommitOptions): Promise<void> {
+  async commit(options: CommitOptions): Promise<Committed | void> {
     const what = `${this.setup.driver}: ${this.key}: commit`;
     throwIfAborted(options.signal, what);
     if (this.renameSent && await this.renamedEarlier()) {
@@ -265,6 +265,9 @@ export class SftpWriteSession implements WriteSession {
     await replaceFile(conn, this.setup.tempPath, this.setup.finalPath, this.context('commit: rename'));
     this.state = 'committed';
     this.release();
+    // No write follows the size check, and close and rename keep the modification time: this
+    // is what `stat` shows now, without another round trip.
+    return { fingerprint: sftpFingerprint(stats.size, stats.mtime) };
   }
 
   /**
