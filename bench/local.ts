@@ -8,7 +8,9 @@
  *   npm run bench -- --size 4GiB --small-files 0 --repeat 3
  *   npm run bench -- --size 0 --small-files 25000 --one-destination --compare /tmp/old/bin/offsite.js
  *
- * `npm run bench:slow` (bench/slow-destination.ts) times a fast destination next to a slow one.
+ * Then it runs bench/slow-destination.ts (also `npm run bench:slow`) in a child process: a fast
+ * destination next to a slow one, local and over sshd + Ceph RGW, time to each manifest alone and
+ * in company (`--slow-size`, 400 MiB by default; 0 skips it; `--repeat` is passed on).
  *
  * `--compare` also times another offsite build (e.g. a checkout of an older commit, built) in the
  * same runs, so that a change is measured against its baseline on the same noisy machine. The
@@ -16,9 +18,11 @@
  * on a shared machine: compare within one run of the benchmark only.
  */
 import { Command } from 'commander';
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { parseBytes } from '../src/config/units.js';
 import { generateBackup } from '../scripts/gen-backup.js';
 import { clean, ensureCommand, median, projectRoot, ratio, timed, type Timed } from './lib.js';
@@ -29,9 +33,10 @@ const program = new Command('bench')
   .option('--repeat <n>', 'runs of each measurement (the median is reported)', '2')
   .option('--dir <dir>', 'work folder', join(tmpdir(), 'offsite-bench'))
   .option('--one-destination', 'skip the 3-destination measurements', false)
+  .option('--slow-size <size>', 'backup size of the slow-destination benchmark run at the end (0 to skip)', '400MiB')
   .option('--compare <bin>', 'also time this offsite launcher (bin/offsite.js of another build)')
   .parse(process.argv);
-const opts = program.opts<{ size: string; smallFiles: string; repeat: string; dir: string; oneDestination: boolean; compare?: string }>();
+const opts = program.opts<{ size: string; smallFiles: string; repeat: string; dir: string; oneDestination: boolean; slowSize: string; compare?: string }>();
 const repeat = Number(opts.repeat);
 const dir = opts.dir;
 const bin = join(projectRoot, 'bin', 'offsite.js');
@@ -136,3 +141,9 @@ if (smallFiles > 0) {
   await suite('many small files', () => generateBackup({ root: join(dir, 'source'), name: 'bench_backup', files: smallFiles, totalBytes: smallFiles * 4096, largestFileBytes: 64 * 1024, seed: 43 }));
 }
 clean(dir);
+
+// The slow-destination benchmark (issue 16), in its own process.
+if (parseBytes(opts.slowSize, '--slow-size') > 0) {
+  const slow = spawnSync(process.execPath, [fileURLToPath(new URL('./slow-destination.js', import.meta.url)), '--size', opts.slowSize, '--repeat', opts.repeat], { stdio: 'inherit' });
+  if (slow.status !== 0) throw new Error(`the slow-destination benchmark failed (exit ${slow.status ?? slow.signal})`);
+}

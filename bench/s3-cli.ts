@@ -41,6 +41,7 @@ import { parseBytes } from '../src/config/units.js';
 import { generateBackup } from '../scripts/gen-backup.js';
 import { adminClient, type S3TestServer } from '../test/s3/server.js';
 import { median, projectRoot } from './lib.js';
+import { osdBytesUsed, waitForFreedData } from './rgw.js';
 
 const program = new Command('bench-s3-cli')
   .option('--size <size>', 'backup size', '1GiB')
@@ -181,34 +182,6 @@ async function dropBucket(client: S3Client, bucket: string): Promise<void> {
 
 function loadAverage(): string {
   return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Bytes the OSD holds, from its admin socket (`ceph df` needs a ceph-mgr, which this cluster lacks). */
-function osdBytesUsed(rgwDir: string): number | undefined {
-  const run = spawnSync('ceph', ['-c', join(rgwDir, 'ceph.conf'), '--admin-daemon', join(rgwDir, 'run', 'osd.0.asok'), 'perf', 'dump', 'osd'], { timeout: 10_000 });
-  if (run.status !== 0) return undefined;
-  try {
-    const used = (JSON.parse(run.stdout.toString()) as { osd?: { stat_bytes_used?: number } }).osd?.stat_bytes_used;
-    return typeof used === 'number' ? used : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Waits (at most 120 s) until the OSD is back to `baseline` + 64 MiB: the last run's data is gone. */
-async function waitForFreedData(rgwDir: string, baseline: number): Promise<void> {
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    const used = osdBytesUsed(rgwDir);
-    if (used === undefined || used <= baseline + 64 * MiB) return;
-    if (Date.now() > deadline) {
-      console.log(`  (warning: the OSD still holds ${(used / MiB).toFixed(0)} MiB after 120 s; going on)`);
-      return;
-    }
-    await sleep(1000);
-  }
 }
 
 interface Contender {
