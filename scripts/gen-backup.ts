@@ -26,6 +26,8 @@
  *
  * CLI: `node dist/scripts/gen-backup.js --root DIR --name NAME [--variant v] [--breakage b]
  * [--seed n] [--size 4MiB] [--files N] [--largest 64MiB] [--noise] [--mtime now|ISO|ms]`.
+ * The next night of a nightly chain (same collections, most files kept byte for byte; see
+ * scripts/gen-nightly.ts): `--root DIR --name NAME2 --from DIR/NAME --changed 10% [--seed n]`.
  */
 import { createCipheriv, createHash } from 'node:crypto';
 import { realpathSync } from 'node:fs';
@@ -105,10 +107,10 @@ export interface GenerateResult {
 }
 
 const MiB = 1024 * 1024;
-const MIN_FILE_BYTES = 32;
+export const MIN_FILE_BYTES = 32;
 const WRITE_BUFFER = 4 * MiB;
-const MAGIC_V1 = Buffer.from([0xbc, 0xfa, 0xff, 0x00]);
-const MAGIC_PARQUET = Buffer.from('PAR1', 'latin1');
+export const MAGIC_V1 = Buffer.from([0xbc, 0xfa, 0xff, 0x00]);
+export const MAGIC_PARQUET = Buffer.from('PAR1', 'latin1');
 const MAGIC_AVRO = Buffer.from([0x4f, 0x62, 0x6a, 0x01]);
 
 // ---------------------------------------------------------------------------------------------
@@ -127,7 +129,7 @@ export function createPrng(seed: number): () => number {
   };
 }
 
-class Rand {
+export class Rand {
   private readonly next: () => number;
   constructor(seed: number) { this.next = createPrng(seed); }
   float(): number { return this.next(); }
@@ -148,7 +150,7 @@ class Rand {
 }
 
 /** Increasing int64 IDs above 2^53, as decimal strings (BigInt, never a JS number). */
-class IdAllocator {
+export class IdAllocator {
   private current: bigint;
   constructor(base: bigint) { this.current = base; }
   next(gap = 1): string { this.current += BigInt(gap); return this.current.toString(); }
@@ -199,7 +201,7 @@ function jsonText(value: JsonValue): string {
 // ---------------------------------------------------------------------------------------------
 // What each milvus-backup version writes
 
-interface Traits {
+export interface Traits {
   /** Insert field IDs (storage v1) or column groups (storage v2) per flush chunk. */
   fields: string[];
   parquet: boolean;
@@ -233,7 +235,7 @@ const V1_FIELDS = ['0', '1', '100', '101', '102'];
 const V2_GROUPS = ['0', '101'];
 const ORDER_BASE = ['backup_meta.json', 'collection_meta.json', 'partition_meta.json', 'segment_meta.json'];
 
-function traitsOf(variant: Variant): Traits {
+export function traitsOf(variant: Variant): Traits {
   const common = {
     fields: V1_FIELDS, parquet: false, groupPerSegment: true, logId: true, l0: true, stateCode: 0,
     legacyTimes: false, legacyBinlogFields: false, collectionMetaWithSegments: false, segmentMetaWithL0: false, l0OnPartition: false,
@@ -262,13 +264,13 @@ function traitsOf(variant: Variant): Traits {
 }
 
 /** Share of a flush chunk's bytes per field: the vector field dominates. */
-const FIELD_SHARE: Record<string, number> = { '0': 0.04, '1': 0.04, '100': 0.05, '101': 0.72, '102': 0.15 };
-const GROUP_SHARE: Record<string, number> = { '0': 0.25, '101': 0.75 };
+export const FIELD_SHARE: Record<string, number> = { '0': 0.04, '1': 0.04, '100': 0.05, '101': 0.72, '102': 0.15 };
+export const GROUP_SHARE: Record<string, number> = { '0': 0.25, '101': 0.75 };
 
 // ---------------------------------------------------------------------------------------------
 // The plan: every file with its size, before anything is written
 
-interface BinlogPlan {
+export interface BinlogPlan {
   kind: 'insert' | 'delta';
   fieldId: string;
   logId: string;
@@ -276,7 +278,7 @@ interface BinlogPlan {
   rows: number;
 }
 
-interface SegmentPlan {
+export interface SegmentPlan {
   id: string;
   collectionId: string;
   partitionId: string;
@@ -289,9 +291,9 @@ interface SegmentPlan {
   vchannel: string;
 }
 
-interface PartitionPlan { id: string; name: string; collectionId: string; segments: SegmentPlan[] }
+export interface PartitionPlan { id: string; name: string; collectionId: string; segments: SegmentPlan[] }
 
-interface CollectionPlan {
+export interface CollectionPlan {
   id: string;
   uuid: string;
   name: string;
@@ -307,7 +309,7 @@ interface CollectionPlan {
 }
 
 /** A file to write: random bytes behind a magic, or fixed content. */
-interface FilePlan {
+export interface FilePlan {
   rel: string;
   size: number;
   /** Keystream number (the AES-CTR IV), so contents do not depend on write order. */
@@ -329,7 +331,7 @@ function segmentDir(seg: SegmentPlan): string {
   return `${seg.collectionId}/${seg.partitionId}/${group}${seg.id}`;
 }
 
-function binlogRel(seg: SegmentPlan, log: BinlogPlan): string {
+export function binlogRel(seg: SegmentPlan, log: BinlogPlan): string {
   return log.kind === 'insert'
     ? `binlogs/insert_log/${segmentDir(seg)}/${log.fieldId}/${log.logId}`
     : `binlogs/delta_log/${segmentDir(seg)}/${log.logId}`;
@@ -469,11 +471,11 @@ function buildPlan(options: Required<Pick<GenerateOptions, 'name' | 'seed' | 'to
     : planBinlogFiles(options, traits, collections);
 }
 
-function allSegments(coll: CollectionPlan): SegmentPlan[] {
+export function allSegments(coll: CollectionPlan): SegmentPlan[] {
   return coll.partitions.flatMap((p) => p.segments).concat(coll.l0);
 }
 
-function segmentLogs(seg: SegmentPlan): BinlogPlan[] {
+export function segmentLogs(seg: SegmentPlan): BinlogPlan[] {
   return [...seg.insert.values()].flat().concat(seg.delta);
 }
 
@@ -552,7 +554,7 @@ function planSnapshotFiles(options: GenerateOptions, collections: CollectionPlan
 // ---------------------------------------------------------------------------------------------
 // Meta JSON
 
-interface MetaContext {
+export interface MetaContext {
   name: string;
   traits: Traits;
   backupId: string;
@@ -673,7 +675,7 @@ function backupInfoJson(ctx: MetaContext, collections: CollectionPlan[], withCol
 }
 
 /** Meta file name -> text, for every meta file this version writes. */
-function metaTexts(ctx: MetaContext, collections: CollectionPlan[]): Map<string, string> {
+export function metaTexts(ctx: MetaContext, collections: CollectionPlan[]): Map<string, string> {
   const { traits } = ctx;
   const texts = new Map<string, string>();
   texts.set('backup_meta.json', jsonText(backupInfoJson(ctx, collections, false)));
@@ -705,11 +707,12 @@ function metaTexts(ctx: MetaContext, collections: CollectionPlan[]): Map<string,
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-class ContentSource {
+export class ContentSource {
   private readonly key: Buffer;
   private readonly zeros = Buffer.alloc(WRITE_BUFFER);
-  constructor(seed: number) {
-    this.key = createHash('sha256').update(`offsite-gen-backup:${seed}`).digest().subarray(0, 16);
+  /** `salt` gives another keystream for the same seed (a later night of a chain, scripts/gen-nightly.ts). */
+  constructor(seed: number, salt?: string) {
+    this.key = createHash('sha256').update(`offsite-gen-backup:${seed}${salt === undefined ? '' : `:${salt}`}`).digest().subarray(0, 16);
   }
   /** Keystream number `index` (each gets its own 2^64-block counter space). */
   stream(index: number): (n: number) => Buffer {
@@ -721,7 +724,7 @@ class ContentSource {
 }
 
 /** Writes one planned file (streamed in WRITE_BUFFER pieces) and sets its mtime. */
-async function writeFilePlan(dir: string, file: FilePlan, source: ContentSource, mtime: Date, dirs: Set<string>): Promise<void> {
+export async function writeFilePlan(dir: string, file: FilePlan, source: ContentSource, mtime: Date, dirs: Set<string>): Promise<void> {
   const path = join(dir, ...file.rel.split('/'));
   const parent = dirname(path);
   if (!dirs.has(parent)) { await mkdir(parent, { recursive: true }); dirs.add(parent); }
@@ -749,7 +752,7 @@ async function writeFilePlan(dir: string, file: FilePlan, source: ContentSource,
   }
 }
 
-async function pool<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
+export async function pool<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < items.length) await work(items[next++] as T);
@@ -877,13 +880,21 @@ export function parseSize(text: string): number {
   return bytes;
 }
 
-function parseInteger(text: string): number {
+export function parseInteger(text: string): number {
   const value = Number(text);
   if (!Number.isSafeInteger(value)) throw new InvalidArgumentError(`not an integer: ${JSON.stringify(text)}`);
   return value;
 }
 
-function parseMtime(text: string): number {
+/** "10%", "10" (percent) -> 0.1; 0 to 90 %. */
+export function parsePercent(text: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*%?\s*$/.exec(text);
+  const value = match ? Number(match[1]) : Number.NaN;
+  if (!(value >= 0 && value <= 90)) throw new InvalidArgumentError(`not a share from 0% to 90%: ${JSON.stringify(text)} (e.g. 10%)`);
+  return value / 100;
+}
+
+export function parseMtime(text: string): number {
   if (text === 'now') return Date.now();
   if (/^\d+$/.test(text)) return Number(text);
   const ms = Date.parse(text);
@@ -891,7 +902,7 @@ function parseMtime(text: string): number {
   return ms;
 }
 
-function formatBytes(n: number): string {
+export function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let value = n;
   let unit = 0;
@@ -915,14 +926,41 @@ export async function main(argv: string[] = process.argv): Promise<void> {
     .option('--noise', 'add a milvus_backup_check_dst_* probe at the root', false)
     .option('--mtime <time>', 'mtime of every file: now, an ISO date or epoch ms (default: 1 hour ago)', parseMtime)
     .option('--force', 'replace ROOT/NAME if it exists', false)
+    .option('--from <dir>', 'make the next nightly backup of the backup in DIR (ROOT/NAME of the previous night; see scripts/gen-nightly.ts)')
+    .option('--changed <percent>', 'with --from: share of the new backup\'s bytes that are new, e.g. 10%', parsePercent, 0.1)
     .option('--json', 'print the result as JSON', false);
   program.parse(argv);
   const o = program.opts<{
     root: string; name: string; variant: Variant; breakage: Breakage; seed: number; size?: number; files?: number;
     largest?: number; collections?: number; noise: boolean; mtime?: number; force: boolean; json: boolean;
+    from?: string; changed: number;
   }>();
   if (o.collections !== undefined && o.collections !== 1 && o.collections !== 2) program.error('--collections must be 1 or 2');
   const started = Date.now();
+  if (o.from !== undefined) {
+    const shapeOptions = ['variant', 'breakage', 'size', 'files', 'collections', 'noise'].filter((key) => program.getOptionValueSource(key) === 'cli');
+    if (shapeOptions.length > 0) program.error(`--from takes the shape of the previous backup: drop ${shapeOptions.map((k) => `--${k}`).join(', ')}`);
+    const { generateNextNight } = await import('./gen-nightly.js');
+    const night = await generateNextNight({
+      from: o.from, root: o.root, name: o.name, changed: o.changed, seed: o.seed, overwrite: o.force,
+      ...(o.largest !== undefined ? { largestFileBytes: o.largest } : {}),
+      ...(o.mtime !== undefined ? { mtimeMs: o.mtime } : {}),
+    });
+    if (o.json) {
+      process.stdout.write(`${JSON.stringify(night, null, 2)}\n`);
+      return;
+    }
+    const c = night.chain;
+    process.stdout.write([
+      `made ${night.name} at ${night.dir} from ${c.from} in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+      `  ${night.files} files, ${formatBytes(night.bytes)}; changed ${(100 * c.changedShare).toFixed(1)}% of the bytes (asked ${(100 * o.changed).toFixed(1)}%)`,
+      `  kept ${c.keptFiles} files (${formatBytes(c.keptBytes)}) byte for byte; new ${c.changedFiles} files (${formatBytes(c.changedBytes)}, meta included)`,
+      `  ${c.newSegments.length} new segments, ${c.compactedSegments.length} compacted into ${c.compactedInto.length}, ` +
+        `${c.deltaLogsAdded} delta logs on kept segments, ${c.newL0Segments.length} new L0 segments (${c.removedL0Segments.length} old ones gone)`,
+      '',
+    ].join('\n'));
+    return;
+  }
   const result = await generateBackup({
     root: o.root, name: o.name, variant: o.variant, breakage: o.breakage, seed: o.seed, noise: o.noise, overwrite: o.force,
     ...(o.size !== undefined ? { totalBytes: o.size } : {}),
