@@ -1,0 +1,454 @@
+/**
+ * Reuse benchmark (`npm run bench:reuse`, issue 12): what a nightly full backup costs when the
+ * destination already holds last night's copy. Two nights of the same collections are generated
+ * (scripts/gen-nightly.ts: night 2 keeps most segments byte for byte at the same paths, 10% of
+ * its bytes new by default), then, against a throwaway Ceph RGW (s3) and sshd (sftp) from
+ * test/servers/, in the same run, night 2 is sent by
+ *
+ *   (a) `offsite replicate NIGHT2` to a destination that holds night 1 (replicated just before,
+ *       not measured): reuse as the engine does it by default;
+ *   (b) `offsite replicate NIGHT2 --no-reuse` to an empty destination: the full send;
+ *   (c) `rclone copy NIGHT2 remote:.../NIGHT2 --copy-dest remote:.../NIGHT1`, night 1 copied
+ *       there by rclone just before (not measured). rclone's defaults otherwise. rclone before
+ *       1.62 has no server-side copy over sftp and refuses --copy-dest there: then a plain
+ *       `rclone copy --sftp-disable-hashcheck` (its fastest full send, as in bench/sftp-cli.ts)
+ *       is measured instead, and the report says so.
+ *
+ * Bytes over the wire are counted by a byte-counting TCP proxy (bench/proxy.ts) that every
+ * contender talks through, so the figure is the same kind for all: payload bytes each way,
+ * TLS/HTTP/SSH framing included. Each contender is a child process timed from spawn to exit
+ * (GNU time gives client CPU and peak RSS). After each run the copy is listed and compared with
+ * the source (same files, same sizes; offsite's manifest present), and offsite's manifest says
+ * how many files were reused (`reusedFrom`). Rounds rotate the order; `--repeat` gives medians.
+ *
+ * Prints, per destination, the figures and the issue's targets: bytes over the wire for night 2
+ * <= 1.1 x its changed bytes + the manifests; wall time <= 0.25 x the full send, and below rclone
+ * --copy-dest. Until the engine reuses, (a) sends everything and the report says so.
+ *
+ *   npm run bench:reuse
+ *   npm run bench:reuse -- --size 256MiB --changed 5% --only sftp
+ */
+import {
+  AbortMultipartUploadCommand, CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, GetObjectCommand,
+  ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client,
+} from '@aws-sdk/client-s3';
+import { Command } from 'commander';
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative, sep } from 'node:path';
+import { parseBytes } from '../src/config/units.js';
+import { parsePercent } from '../scripts/gen-backup.js';
+import { generateChain, type NextNightResult } from '../scripts/gen-nightly.js';
+import { adminClient, type S3TestServer } from '../test/s3/server.js';
+import type { SftpTestServer } from '../test/servers/sshd.js';
+import { median, projectRoot } from './lib.js';
+import { startCountingProxy, type CountingProxy, type WireBytes } from './proxy.js';
+
+const program = new Command('bench-reuse')
+  .option('--size <size>', 'size of night 1', '1GiB')
+  .option('--changed <percent>', 'share of night 2\'s bytes that are new', '10%')
+  .option('--seed <n>', 'generator seed', '42')
+  .option('--repeat <n>', 'rounds (the median is reported)', '1')
+  .option('--only <kinds>', 'destinations to measure: s3, sftp or both', 's3,sftp')
+  .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-reuse'))
+  .parse(process.argv);
+const opts = program.opts<{ size: string; changed: string; seed: string; repeat: string; only: string; dir: string }>();
+
+// The AWS SDK's notice about future Node versions is noise in a benchmark's output.
+const emitWarning = process.emitWarning.bind(process);
+process.emitWarning = ((warning: string | Error, ...rest: never[]) => {
+  if (String(typeof warning === 'string' ? warning : warning.name).includes('NodeVersionSupport') || (rest[0] as unknown) === 'NodeVersionSupportWarning') return;
+  emitWarning(warning, ...rest);
+}) as typeof process.emitWarning;
+
+const MiB = 1024 * 1024;
+const NIGHT1 = 'backup_2026_01_01_02_00_00';
+const NIGHT2 = 'backup_2026_01_02_02_00_00';
+const bin = join(projectRoot, 'bin', 'offsite.js');
+const totalBytes = parseBytes(opts.size, '--size');
+const changed = parsePercent(opts.changed);
+const repeat = Number(opts.repeat);
+if (!Number.isInteger(repeat) || repeat < 1) throw new Error('--repeat must be a positive integer');
+const kinds = opts.only.split(',').map((k) => k.trim());
+for (const kind of kinds) if (kind !== 's3' && kind !== 'sftp') throw new Error(`--only: "${kind}" is not s3 or sftp`);
+
+// The gateway holds every object in RAM: night 1 twice and night 2 up to three times per round.
+process.env['OFFSITE_TEST_RGW_MEMSTORE_MIB'] ??= String(Math.max(4096, Math.ceil((6 * totalBytes) / MiB)));
+
+interface Timed {
+  readonly seconds: number;
+  readonly cpuSeconds: number;
+  readonly maxRssMb: number;
+  readonly wire: WireBytes;
+  readonly stdout: string;
+  /** What was measured instead of what the label says, when the tool refused it. */
+  readonly note?: string;
+}
+
+let statsCounter = 0;
+
+/**
+ * Runs a command under GNU time with an asynchronous spawn (the proxy shares this event loop),
+ * counting the bytes that cross `proxy` meanwhile; throws with the end of its output when it fails.
+ */
+async function timed(proxy: CountingProxy, command: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<Timed> {
+  const statsFile = join(opts.dir, `time-stats-${statsCounter++}`);
+  const mark = proxy.totals();
+  const started = process.hrtime.bigint();
+  const child = spawn('/usr/bin/time', ['-f', '%U %S %M', '-o', statsFile, command, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => { stdout = (stdout + d.toString()).slice(-65536); });
+  child.stderr.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4096); });
+  const code = await new Promise<number | null>((resolve, reject) => { child.once('error', reject); child.once('close', resolve); });
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const wire = proxy.since(mark);
+  if (code !== 0) throw new Error(`${command} ${args.join(' ')} failed (${code}): ${stderr.slice(-2000)}${stdout.slice(-1000)}`);
+  const [user = 0, system = 0, rssKb = 0] = (readFileSync(statsFile, 'utf8').trim().split('\n').pop() ?? '').split(' ').map(Number);
+  rmSync(statsFile, { force: true });
+  return { seconds, cpuSeconds: user + system, maxRssMb: rssKb / 1024, wire, stdout };
+}
+
+/** Relative path -> size of every file under `dir`, without our `.offsite/` folder. */
+function localTree(dir: string): Map<string, number> {
+  const sizes = new Map<string, number>();
+  const walk = (folder: string): void => {
+    for (const entry of readdirSync(folder, { withFileTypes: true })) {
+      const path = join(folder, entry.name);
+      if (entry.isDirectory()) {
+        if (folder === dir && entry.name === '.offsite') continue;
+        walk(path);
+      } else {
+        sizes.set(relative(dir, path).split(sep).join('/'), statSync(path).size);
+      }
+    }
+  };
+  walk(dir);
+  return sizes;
+}
+
+/** Key (relative to `prefix`) -> size of every object under `prefix`. */
+async function bucketTree(client: S3Client, bucket: string, prefix: string): Promise<Map<string, number>> {
+  const sizes = new Map<string, number>();
+  let token: string | undefined;
+  do {
+    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }));
+    for (const item of page.Contents ?? []) if (item.Key !== undefined) sizes.set(item.Key.slice(prefix.length), item.Size ?? 0);
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return sizes;
+}
+
+/** Aborts open uploads, deletes every object (16 requests at a time) and the bucket; a missing bucket is fine. */
+async function dropBucket(client: S3Client, bucket: string): Promise<void> {
+  let keys: string[];
+  try {
+    const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+    for (const u of uploads.Uploads ?? []) await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }));
+    keys = [...(await bucketTree(client, bucket, '')).keys()];
+  } catch (err) {
+    if ((err as { name?: string }).name === 'NoSuchBucket') return;
+    throw err;
+  }
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < keys.length; i = next++) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: keys[i] }));
+  };
+  await Promise.all(Array.from({ length: 16 }, worker));
+  await client.send(new DeleteBucketCommand({ Bucket: bucket }));
+}
+
+/** Why `actual` differs from `expected` (our `.offsite/` ignored), or undefined. */
+function difference(expected: Map<string, number>, actual: Map<string, number>): string | undefined {
+  for (const [path, size] of expected) if (actual.get(path) !== size) return `${path}: ${actual.get(path) ?? 'missing'} bytes instead of ${size}`;
+  for (const path of actual.keys()) if (!expected.has(path) && !path.startsWith('.offsite/')) return `unexpected file ${path}`;
+  return undefined;
+}
+
+function loadAverage(): string {
+  return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / MiB).toFixed(1)} MiB`;
+}
+
+/** What a destination holds of night 2 after a run. */
+interface Landed {
+  /** Relative path -> size, `.offsite/` included. */
+  readonly tree: Map<string, number>;
+  /** Offsite's manifest of night 2, when there is one. */
+  readonly manifest?: Buffer;
+}
+
+interface Contender {
+  readonly label: string;
+  readonly kind: 'offsite' | 'offsite-full' | 'rclone';
+  /** Puts night 1 where this contender reuses from (not measured); undefined when it needs nothing. */
+  readonly setup?: (round: number) => Promise<Timed>;
+  readonly run: (round: number) => Promise<Timed>;
+  readonly landed: (round: number) => Promise<Landed>;
+}
+
+interface Kind {
+  readonly name: 's3' | 'sftp';
+  readonly description: string;
+  readonly proxy: CountingProxy;
+  readonly contenders: Contender[];
+  /** Removes what a round left (buckets, folders). */
+  readonly clean: (round: number) => Promise<void>;
+}
+
+/** Manifest facts: files reused (records with `reusedFrom`) and their bytes. */
+function reuseOf(manifest: Buffer | undefined): { files: number; reused: number; reusedBytes: number } | undefined {
+  if (manifest === undefined) return undefined;
+  const parsed = JSON.parse(manifest.toString('utf8')) as { files?: Array<{ size: number; reusedFrom?: string }> };
+  const files = parsed.files ?? [];
+  const reused = files.filter((f) => typeof f.reusedFrom === 'string');
+  return { files: files.length, reused: reused.length, reusedBytes: reused.reduce((a, f) => a + f.size, 0) };
+}
+
+async function main(): Promise<void> {
+  const dir = opts.dir;
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const sourceRoot = join(dir, 'source');
+  console.log(`generating night 1 (${opts.size}) and night 2 (${(100 * changed).toFixed(1)}% changed), seed ${opts.seed}...`);
+  const nights = await generateChain({ root: sourceRoot, names: [NIGHT1, NIGHT2], totalBytes, changed, seed: Number(opts.seed) });
+  const second = nights[1] as NextNightResult;
+  const night2Dir = join(sourceRoot, NIGHT2);
+  const night1Dir = join(sourceRoot, NIGHT1);
+  const expected = localTree(night2Dir);
+  const night2Bytes = [...expected.values()].reduce((a, b) => a + b, 0);
+  const chain = second.chain;
+
+  const stops: Array<() => Promise<void>> = [];
+  const kindsRun: Kind[] = [];
+  const secretsEnv: NodeJS.ProcessEnv = {};
+  /** Destination sections of each kind, for a round (literal buckets and folders; secrets from the environment). */
+  const sections: Array<(round: number) => string[]> = [];
+  const bucket = (label: string, round: number): string => `bench-${label}-${round}-${runId}`;
+  const runId = randomBytes(3).toString('hex');
+  const config = (round: number): string => join(dir, `offsite-${round}.yaml`);
+  const writeConfig = (round: number): void => writeFileSync(config(round), [
+    `source: { type: local, root: ${JSON.stringify(sourceRoot)} }`, 'destinations:', ...sections.flatMap((lines) => lines(round)), 'options: { quietPeriod: 0s }', '',
+  ].join('\n'));
+  const rcloneBase = ['-u', 'AWS_CA_BUNDLE', 'rclone', '--config', '/dev/null'];
+  try {
+    if (kinds.includes('s3')) {
+      const { rgwServer } = await import('../test/servers/rgw.js');
+      const handle = await rgwServer.start(join(dir, 'rgw'));
+      stops.push(() => handle.stop());
+      const server = JSON.parse(handle.env['OFFSITE_TEST_S3'] as string) as S3TestServer;
+      const client = adminClient(server);
+      stops.push(async () => client.destroy());
+      const proxy = await startCountingProxy(Number(new URL(server.endpoint).port));
+      stops.push(() => proxy.close());
+      const endpoint = `http://127.0.0.1:${proxy.port}`;
+      Object.assign(secretsEnv, { OFFSITE_BENCH_S3_ACCESS_KEY: server.accessKeyId, OFFSITE_BENCH_S3_SECRET_KEY: server.secretAccessKey });
+      const s3Section = (name: string): string => `{ type: s3, endpoint: ${JSON.stringify(endpoint)}, region: ${server.region}, bucket: ${name}, ` +
+        'accessKeyId: "${OFFSITE_BENCH_S3_ACCESS_KEY}", secretAccessKey: "${OFFSITE_BENCH_S3_SECRET_KEY}" }';
+      sections.push((round) => [`  s3-reuse: ${s3Section(bucket('reuse', round))}`, `  s3-full: ${s3Section(bucket('full', round))}`]);
+      const rcloneEnv = {
+        RCLONE_CONFIG_RGW_TYPE: 's3', RCLONE_CONFIG_RGW_PROVIDER: 'Ceph', RCLONE_CONFIG_RGW_ENDPOINT: endpoint,
+        RCLONE_CONFIG_RGW_REGION: server.region, RCLONE_CONFIG_RGW_ACCESS_KEY_ID: server.accessKeyId,
+        RCLONE_CONFIG_RGW_SECRET_ACCESS_KEY: server.secretAccessKey, RCLONE_CONFIG_RGW_FORCE_PATH_STYLE: 'true',
+      };
+      const withBucket = async (name: string): Promise<string> => {
+        await client.send(new CreateBucketCommand({ Bucket: name }));
+        return name;
+      };
+      const landedIn = async (name: string): Promise<Landed> => {
+        const tree = await bucketTree(client, name, `${NIGHT2}/`);
+        if (!tree.has('.offsite/manifest.json')) return { tree };
+        const body = await client.send(new GetObjectCommand({ Bucket: name, Key: `${NIGHT2}/.offsite/manifest.json` }));
+        return { tree, manifest: Buffer.from(await (body.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray()) };
+      };
+      const offsite = (round: number, backup: string, to: string, extra: string[] = []): Promise<Timed> =>
+        timed(proxy, process.execPath, [bin, '--config', config(round), '--quiet', 'replicate', backup, '--to', to, ...extra], secretsEnv);
+      kindsRun.push({
+        name: 's3', proxy, description: `Ceph RGW (memstore) ${server.endpoint} through a counting proxy on :${proxy.port}`,
+        contenders: [
+          {
+            label: 'offsite replicate (reuse; night 1 there)', kind: 'offsite',
+            setup: async (round) => { await withBucket(bucket('reuse', round)); return offsite(round, NIGHT1, 's3-reuse'); },
+            run: (round) => offsite(round, NIGHT2, 's3-reuse'),
+            landed: (round) => landedIn(bucket('reuse', round)),
+          },
+          {
+            label: 'offsite replicate --no-reuse (full send)', kind: 'offsite-full',
+            run: async (round) => { await withBucket(bucket('full', round)); return offsite(round, NIGHT2, 's3-full', ['--no-reuse']); },
+            landed: (round) => landedIn(bucket('full', round)),
+          },
+          {
+            label: 'rclone copy --copy-dest NIGHT1', kind: 'rclone',
+            setup: async (round) => timed(proxy, 'env', [...rcloneBase, 'copy', night1Dir, `rgw:${await withBucket(bucket('rclone', round))}/${NIGHT1}`], rcloneEnv),
+            run: (round) => timed(proxy, 'env', [...rcloneBase, 'copy', night2Dir, `rgw:${bucket('rclone', round)}/${NIGHT2}`, '--copy-dest', `rgw:${bucket('rclone', round)}/${NIGHT1}`], rcloneEnv),
+            landed: (round) => landedIn(bucket('rclone', round)),
+          },
+        ],
+        clean: async (round) => {
+          for (const label of ['reuse', 'full', 'rclone']) await dropBucket(client, bucket(label, round));
+        },
+      });
+    }
+    if (kinds.includes('sftp')) {
+      const { sshdServer } = await import('../test/servers/sshd.js');
+      const handle = await sshdServer.start(join(dir, 'sshd'));
+      stops.push(() => handle.stop());
+      const server = JSON.parse(handle.env['OFFSITE_TEST_SFTP'] as string) as SftpTestServer;
+      const proxy = await startCountingProxy(server.port);
+      stops.push(() => proxy.close());
+      // The proxy has its own port: known_hosts entries name the port.
+      const knownHosts = join(dir, 'known_hosts');
+      writeFileSync(knownHosts, `[127.0.0.1]:${proxy.port} ${server.hostPublicKey}\n[127.0.0.1]:${proxy.port} ${server.rsaHostPublicKey}\n`);
+      const folder = (label: string, round: number): string => join(server.root, `bench-${round}`, label);
+      const sftpSection = (root: string): string => `{ type: sftp, host: 127.0.0.1, port: ${proxy.port}, username: ${JSON.stringify(server.username)}, ` +
+        `privateKey: ${JSON.stringify(server.privateKey)}, hostKey: ${JSON.stringify(server.hostKeyFingerprint)}, root: ${JSON.stringify(root)} }`;
+      sections.push((round) => [`  sftp-reuse: ${sftpSection(folder('reuse', round))}`, `  sftp-full: ${sftpSection(folder('full', round))}`]);
+      const rcloneEnv = {
+        RCLONE_CONFIG_NAS_TYPE: 'sftp', RCLONE_CONFIG_NAS_HOST: '127.0.0.1', RCLONE_CONFIG_NAS_PORT: String(proxy.port),
+        RCLONE_CONFIG_NAS_USER: server.username, RCLONE_CONFIG_NAS_KEY_FILE: server.privateKey, RCLONE_CONFIG_NAS_KNOWN_HOSTS_FILE: knownHosts,
+      };
+      const landedIn = async (root: string): Promise<Landed> => {
+        const there = join(root, NIGHT2);
+        const tree = existsSync(there) ? localTree(there) : new Map<string, number>();
+        const manifestPath = join(there, '.offsite', 'manifest.json');
+        if (!existsSync(manifestPath)) return { tree };
+        const manifest = readFileSync(manifestPath);
+        tree.set('.offsite/manifest.json', manifest.length);
+        return { tree, manifest };
+      };
+      const offsite = (round: number, backup: string, to: string, extra: string[] = []): Promise<Timed> =>
+        timed(proxy, process.execPath, [bin, '--config', config(round), '--quiet', 'replicate', backup, '--to', to, ...extra], secretsEnv);
+      const made = (path: string): string => { mkdirSync(path, { recursive: true }); return path; };
+      kindsRun.push({
+        name: 'sftp', proxy, description: `OpenSSH sshd 127.0.0.1:${server.port} through a counting proxy on :${proxy.port}`,
+        contenders: [
+          {
+            label: 'offsite replicate (reuse; night 1 there)', kind: 'offsite',
+            setup: (round) => { made(folder('reuse', round)); return offsite(round, NIGHT1, 'sftp-reuse'); },
+            run: (round) => offsite(round, NIGHT2, 'sftp-reuse'),
+            landed: async (round) => landedIn(folder('reuse', round)),
+          },
+          {
+            label: 'offsite replicate --no-reuse (full send)', kind: 'offsite-full',
+            run: (round) => { made(folder('full', round)); return offsite(round, NIGHT2, 'sftp-full', ['--no-reuse']); },
+            landed: async (round) => landedIn(folder('full', round)),
+          },
+          {
+            label: 'rclone copy --copy-dest NIGHT1', kind: 'rclone',
+            setup: (round) => timed(proxy, 'env', [...rcloneBase, 'copy', night1Dir, `nas:${made(folder('rclone', round))}/${NIGHT1}`], rcloneEnv),
+            run: async (round) => {
+              const to = `nas:${folder('rclone', round)}/${NIGHT2}`;
+              try {
+                return await timed(proxy, 'env', [...rcloneBase, 'copy', night2Dir, to, '--copy-dest', `nas:${folder('rclone', round)}/${NIGHT1}`], rcloneEnv);
+              } catch (err) {
+                // rclone before 1.62 has no server-side copy on sftp, and then refuses --copy-dest before copying anything.
+                if (!/doesn't support server.side copy/.test((err as Error).message)) throw err;
+                const plain = await timed(proxy, 'env', [...rcloneBase, 'copy', '--sftp-disable-hashcheck', night2Dir, to], rcloneEnv);
+                return { ...plain, note: 'this rclone refuses --copy-dest on sftp (no server-side copy there): `rclone copy --sftp-disable-hashcheck` measured instead' };
+              }
+            },
+            landed: async (round) => landedIn(folder('rclone', round)),
+          },
+        ],
+        clean: async (round) => { rmSync(join(server.root, `bench-${round}`), { recursive: true, force: true }); },
+      });
+    }
+
+    const rcloneVersion = spawnSync('env', ['-u', 'AWS_CA_BUNDLE', 'rclone', 'version']).stdout?.toString().split('\n')[0] ?? 'rclone (version unknown)';
+    console.log(`\nload average before: ${loadAverage()}`);
+    console.log(`night 2: ${expected.size} files, ${mib(night2Bytes)}; new since night 1: ${chain.changedFiles} files, ${mib(chain.changedBytes)} ` +
+      `(${(100 * chain.changedShare).toFixed(1)}%, meta included); kept byte for byte: ${chain.keptFiles} files, ${mib(chain.keptBytes)}`);
+    console.log(`  (${chain.newSegments.length} new segments, ${chain.compactedSegments.length} compacted into ${chain.compactedInto.length}, ` +
+      `${chain.deltaLogsAdded} delta logs on kept segments, ${chain.newL0Segments.length} new L0 segments)`);
+    console.log(`${rcloneVersion}; offsite ${bin}; ${repeat} round(s), rotating order`);
+
+    interface Sample { timed: Timed; reuse?: ReturnType<typeof reuseOf>; manifestBytes: number }
+    const samples = new Map<string, Sample[]>();
+    const setups = new Map<string, Timed[]>();
+    for (let round = 0; round < repeat; round++) {
+      writeConfig(round);
+      for (const kind of kindsRun) {
+        console.log(`\n${kind.name}: ${kind.description}`);
+        for (let k = 0; k < kind.contenders.length; k++) {
+          const contender = kind.contenders[(round + k) % kind.contenders.length] as Contender;
+          const key = `${kind.name}:${contender.label}`;
+          let result: Timed;
+          try {
+            if (contender.setup) {
+              const setup = await contender.setup(round);
+              setups.set(key, [...(setups.get(key) ?? []), setup]);
+            }
+            result = await contender.run(round);
+          } catch (err) {
+            console.log(`  round ${round + 1}: ${contender.label}: FAILED: ${(err as Error).message.split('\n').slice(0, 3).join(' / ')}`);
+            continue;
+          }
+          const landed = await contender.landed(round);
+          const problem = difference(expected, landed.tree);
+          if (problem) throw new Error(`${kind.name}: ${contender.label}: night 2 at the destination differs from the source: ${problem}`);
+          if (contender.kind !== 'rclone' && landed.manifest === undefined) throw new Error(`${kind.name}: ${contender.label}: no manifest after the run`);
+          const manifestBytes = [...landed.tree].filter(([path]) => path.startsWith('.offsite/')).reduce((a, [, size]) => a + size, 0);
+          samples.set(key, [...(samples.get(key) ?? []), { timed: result, reuse: reuseOf(landed.manifest), manifestBytes }]);
+          console.log(`  round ${round + 1}: ${contender.label.padEnd(44)} ${result.seconds.toFixed(2).padStart(7)} s  wire ${mib(result.wire.up + result.wire.down).padStart(11)}` +
+            (result.note ? ` (${result.note})` : ''));
+        }
+        await kind.clean(round);
+      }
+    }
+
+    console.log(`\nresults for night 2 (${mib(night2Bytes)}, ${mib(chain.changedBytes)} new; median of ${repeat}):`);
+    for (const kind of kindsRun) {
+      console.log(`${kind.name}:`);
+      const figures = new Map<Contender['kind'], { seconds: number; wire: number; manifestBytes: number; reuse?: ReturnType<typeof reuseOf>; note?: string }>();
+      for (const contender of kind.contenders) {
+        const key = `${kind.name}:${contender.label}`;
+        const list = samples.get(key) ?? [];
+        if (list.length === 0) {
+          console.log(`  ${contender.label.padEnd(44)} no successful run`);
+          continue;
+        }
+        const seconds = median(list.map((s) => s.timed.seconds));
+        const up = median(list.map((s) => s.timed.wire.up));
+        const down = median(list.map((s) => s.timed.wire.down));
+        const last = list[list.length - 1] as Sample;
+        figures.set(contender.kind, { seconds, wire: up + down, manifestBytes: last.manifestBytes, reuse: last.reuse, ...(last.timed.note ? { note: last.timed.note } : {}) });
+        const setup = setups.get(key);
+        const reused = (last.reuse ? `, reused ${last.reuse.reused} of ${last.reuse.files} files (${mib(last.reuse.reusedBytes)})` : '') +
+          (last.timed.note ? `\n  ${''.padEnd(44)} (${last.timed.note})` : '');
+        console.log(`  ${contender.label.padEnd(44)} ${seconds.toFixed(2).padStart(7)} s  wire ${mib(up + down).padStart(11)} (up ${mib(up)}, down ${mib(down)})  ` +
+          `CPU ${median(list.map((s) => s.timed.cpuSeconds)).toFixed(1)} s  peak RSS ${Math.max(...list.map((s) => s.timed.maxRssMb)).toFixed(0)} MB${reused}` +
+          (setup ? `\n  ${''.padEnd(44)} (night 1 before it: ${median(setup.map((t) => t.seconds)).toFixed(2)} s, wire ${mib(median(setup.map((t) => t.wire.up + t.wire.down)))})` : ''));
+      }
+      const ours = figures.get('offsite');
+      const full = figures.get('offsite-full');
+      const rclone = figures.get('rclone');
+      if (ours === undefined) continue;
+      const limit = 1.1 * chain.changedBytes + ours.manifestBytes;
+      const verdict = (ok: boolean): string => (ok ? 'met' : 'NOT met');
+      console.log(`  target bytes: wire ${mib(ours.wire)} <= 1.1 x ${mib(chain.changedBytes)} changed + ${mib(ours.manifestBytes)} manifests = ${mib(limit)}: ` +
+        `${(ours.wire / limit).toFixed(2)}x the limit, ${verdict(ours.wire <= limit)}` +
+        (full ? `; the full send moved ${mib(full.wire)} (${(ours.wire / full.wire).toFixed(2)}x of it)` : ''));
+      if (full) console.log(`  target time: ${(ours.seconds / full.seconds).toFixed(2)}x the full send (target <= 0.25x), ${verdict(ours.seconds <= 0.25 * full.seconds)}`);
+      if (rclone) {
+        console.log(`  target time: ${(ours.seconds / rclone.seconds).toFixed(2)}x rclone --copy-dest${rclone.note ? ' (plain rclone copy, see above)' : ''} (target < 1.00x), ${verdict(ours.seconds < rclone.seconds)}; ` +
+          `rclone's wire ${mib(rclone.wire)}`);
+        const rcloneDown = median((samples.get(`${kind.name}:${kind.contenders.find((c) => c.kind === 'rclone')?.label}`) ?? []).map((s) => s.timed.wire.down));
+        if (rcloneDown > 0.5 * chain.keptBytes) {
+          console.log(`  (rclone read ${mib(rcloneDown)} back from the server: without a server-side copy on this remote, --copy-dest downloads each kept file and uploads it again)`);
+        }
+      }
+      if (ours.reuse && ours.reuse.reused === 0) console.log('  (offsite reused no file: this build sends everything; the figures above are its full cost)');
+    }
+    console.log(`load average after: ${loadAverage()}`);
+  } finally {
+    for (const stop of stops.reverse()) await stop().catch((err: unknown) => console.error(`cleanup: ${(err as Error).message}`));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
