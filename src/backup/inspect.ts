@@ -240,7 +240,8 @@ export async function inspectListing(
     if (!entry.key.startsWith(prefix)) continue;
     const rel = entry.key.slice(prefix.length);
     if (isNoiseInBackup(rel)) continue;
-    files.push({ key: entry.key, size: entry.size, mtimeMs: entry.mtimeMs, ...(entry.fingerprint !== undefined ? { fingerprint: entry.fingerprint } : {}) });
+    // The listing's own entry when it holds nothing more (one object per file, not two).
+    files.push(entry.hash === undefined ? entry : { key: entry.key, size: entry.size, mtimeMs: entry.mtimeMs, ...(entry.fingerprint !== undefined ? { fingerprint: entry.fingerprint } : {}) });
     sizes.set(rel, entry.size);
     totalBytes += entry.size;
     if (entry.mtimeMs > lastChangeMs) lastChangeMs = entry.mtimeMs;
@@ -255,6 +256,8 @@ export async function inspectListing(
 
   // 1. Meta: which files exist, and do they parse?
   const problems: string[] = [];
+  // Only backup_meta and full_meta are used below: the other meta files are checked and dropped
+  // at once (segment_meta lists every binlog again: tens of MB of parsed JSON at 100,000 files).
   const parsed = new Map<string, unknown>();
   const present = (file: string): boolean => sizes.has(`${META_DIR}/${file}`);
   for (const { file, level } of META_ORDER) {
@@ -264,7 +267,7 @@ export async function inspectListing(
     try {
       const value = await readMetaJson(source, `${prefix}${label}`, { label, signal: options.signal });
       if (file !== META_FILES.full) checkMetaShape(value, label, level);
-      parsed.set(file, value);
+      if (file === META_FILES.full || file === META_FILES.backup) parsed.set(file, value);
     } catch (err) {
       if (!(err instanceof BackupError)) throw err;
       if (err.code === 'E_META_MISSING') sizes.delete(label); // deleted since the listing
@@ -274,19 +277,22 @@ export async function inspectListing(
 
   let summary: FullMetaSummary | undefined;
   const fullMeta = parsed.get(META_FILES.full);
+  const fullFormat = declaredFormat(fullMeta);
   const backupFormat = declaredFormat(parsed.get(META_FILES.backup));
   if (fullMeta !== undefined) {
     try {
-      summary = summarizeFullMeta(fullMeta, `${META_DIR}/${META_FILES.full}`, backupFormat);
+      summary = summarizeFullMeta(fullMeta, `${META_DIR}/${META_FILES.full}`, backupFormat, { release: true });
     } catch (err) {
       if (!(err instanceof BackupError)) throw err;
       problems.push(err.message);
     }
   }
+  // Its summary is all that is needed from here on (the walk dropped its binlog lists already).
+  parsed.delete(META_FILES.full);
 
   let format: BackupInspection['format'];
   if (summary) format = summary.format;
-  else if (declaredFormat(fullMeta) ?? backupFormat) format = (declaredFormat(fullMeta) ?? backupFormat) as 'binlog' | 'snapshot';
+  else if (fullFormat ?? backupFormat) format = (fullFormat ?? backupFormat) as 'binlog' | 'snapshot';
   else if (hasPrefix(sizes, 'bundle/')) format = 'snapshot';
   else if (hasPrefix(sizes, 'binlogs/')) format = 'binlog';
   else format = present(META_FILES.full) ? 'binlog' : 'unknown';
