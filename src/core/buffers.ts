@@ -5,10 +5,12 @@
  * memory pressure" every few MB (521 of them, ~10 s, in a 1 GiB copy). Reusing a small set of
  * buffers removes that, and the budget bounds the bytes in flight whatever the backup's size.
  *
- * Small buffers (a file of a few KB, the tail of a file) are not taken from the pool: each is
- * allocated at its own size and charged that size against the budget. Charging a whole chunk
- * for a 4 KB read let only `budget / chunk` (8) small files be in flight at once, and kept an
- * 8 MiB buffer per file in use.
+ * Small buffers (a file of a few KB, the tail of a file) are charged their own size against the
+ * budget, not a whole chunk: charging a whole chunk for a 4 KB read let only `budget / chunk` (8)
+ * small files be in flight at once, and kept an 8 MiB buffer per file in use. They are cut from
+ * buffers of a power-of-two size that are reused too (a few MB of them kept free): allocating
+ * one per file made 100,000 small files 100,000 ArrayBuffers for the garbage collector to find
+ * and free, and fragmented the process's memory (issue 13).
  *
  * Every buffer handed out has one reference; `retain` adds more (one per destination that will
  * write it), `release` drops one, and at zero the buffer's bytes return to the budget (and a
@@ -17,9 +19,19 @@
  * `peakBytes` is the most ever charged at once: the fan-out engine keeps it within the budget
  * (see src/core/fanout.ts), and tests assert on it.
  */
+
+/** Small buffers are at least 2 ** this (256) bytes. */
+const MIN_SMALL_CLASS = 8;
+/** Bytes of free small buffers kept for reuse. */
+const MAX_SMALL_FREE_BYTES = 8 * 1024 * 1024;
+
+/** The pool: see the file comment. */
 export class ChunkPool {
   private readonly free: Buffer[] = [];
-  private readonly owned = new Map<ArrayBufferLike, { backing: Buffer; refs: number; bytes: number }>();
+  /** Free small buffers by size class: `smallFree[k]` holds buffers of `2 ** k` bytes. */
+  private readonly smallFree: Buffer[][] = [];
+  private smallFreeBytes = 0;
+  private readonly owned = new Map<ArrayBufferLike, { backing: Buffer; refs: number; bytes: number; small: boolean }>();
   private waiters: (() => void)[] = [];
   private charged = 0;
   private peak = 0;
@@ -69,13 +81,17 @@ export class ChunkPool {
   allocate = (size: number): Buffer => {
     if (size > this.chunkBytes || size === 0) return Buffer.allocUnsafe(size);
     if (size <= this.smallBytes) {
-      const small = Buffer.allocUnsafeSlow(size); // its own ArrayBuffer: how the pool tells buffers apart
-      this.owned.set(small.buffer, { backing: small, refs: 1, bytes: size });
+      const sizeClass = Math.max(MIN_SMALL_CLASS, 32 - Math.clz32(size - 1));
+      const reused = this.smallFree[sizeClass]?.pop();
+      if (reused) this.smallFreeBytes -= reused.length;
+      // Its own ArrayBuffer: how the pool tells buffers apart.
+      const small = reused ?? Buffer.allocUnsafeSlow(2 ** sizeClass);
+      this.owned.set(small.buffer, { backing: small, refs: 1, bytes: size, small: true });
       this.charge(size);
-      return small;
+      return size === small.length ? small : small.subarray(0, size);
     }
     const backing = this.free.pop() ?? Buffer.allocUnsafeSlow(this.chunkBytes);
-    this.owned.set(backing.buffer, { backing, refs: 1, bytes: this.chunkBytes });
+    this.owned.set(backing.buffer, { backing, refs: 1, bytes: this.chunkBytes, small: false });
     this.charge(this.chunkBytes);
     return size === this.chunkBytes ? backing : backing.subarray(0, size);
   };
@@ -92,7 +108,16 @@ export class ChunkPool {
     if (!entry || --entry.refs > 0) return;
     this.owned.delete(entry.backing.buffer);
     this.charged -= entry.bytes;
-    if (entry.backing.length === this.chunkBytes && this.free.length < Math.max(2, this.budgetBytes / this.chunkBytes)) this.free.push(entry.backing);
+    const backing = entry.backing;
+    if (entry.small) {
+      if (this.smallFreeBytes + backing.length <= MAX_SMALL_FREE_BYTES) {
+        const sizeClass = 31 - Math.clz32(backing.length);
+        (this.smallFree[sizeClass] ??= []).push(backing);
+        this.smallFreeBytes += backing.length;
+      }
+    } else if (backing.length === this.chunkBytes && this.free.length < Math.max(2, this.budgetBytes / this.chunkBytes)) {
+      this.free.push(backing);
+    }
     this.wake();
   }
 

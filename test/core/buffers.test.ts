@@ -49,6 +49,31 @@ describe('ChunkPool', () => {
     assert.equal(pool.inUseBytes, 8 * MiB);
   });
 
+  it('reuses the memory of released small buffers, never that of one still held', () => {
+    const pool = new ChunkPool(8 * MiB, 64 * MiB);
+    const a = pool.allocate(4096);
+    const held = pool.allocate(4000);
+    pool.retain(a);
+    pool.release(a);
+    const b = pool.allocate(4096);
+    assert.notEqual(b.buffer, a.buffer, 'a buffer with a reference left is not handed out again');
+    pool.release(a);
+    const c = pool.allocate(3000); // the same size class (4 KiB)
+    assert.equal(c.buffer, a.buffer, 'a released small buffer is reused');
+    assert.equal(c.length, 3000);
+    assert.equal(pool.inUseBytes, 4000 + 4096 + 3000, 'charged their own sizes');
+    assert.notEqual(held.buffer, c.buffer);
+    for (const x of [held, b, c]) pool.release(x);
+    assert.equal(pool.inUseBytes, 0);
+    // What is kept free is bounded: 1,000 released 64 KiB buffers are not all kept.
+    const many = Array.from({ length: 1000 }, () => pool.allocate(64 * 1024));
+    for (const x of many) pool.release(x);
+    const again = Array.from({ length: 1000 }, () => pool.allocate(64 * 1024));
+    const reused = new Set(many.map((x) => x.buffer));
+    const hits = again.filter((x) => reused.has(x.buffer)).length;
+    assert.ok(hits > 0 && hits <= (8 * MiB) / (64 * 1024), `${hits} reused`);
+  });
+
   it('room() waits while the budget is used up, and resumes on release', async () => {
     const pool = new ChunkPool(1 * MiB, 2 * MiB);
     const a = pool.allocate(MiB);
