@@ -10,8 +10,10 @@ import {
   buildManifestBody, progressJournalKey, progressKey, writeManifestAt,
   type ManifestFile,
 } from '../manifest/manifest.js';
+import { writeManifestStreamed } from '../manifest/write-stream.js';
 import type { ChunkPool } from './buffers.js';
 import { Ledger, type Fanout, type FeedMember } from './fanout.js';
+import { RecordStore } from './records.js';
 import type { DestinationPlan, FileAction } from './plan.js';
 import type { ProblemReport, ProgressJournal, ReplicateEvent } from './replicate.js';
 
@@ -24,7 +26,7 @@ const MAX_JOURNAL_ENTRIES = 256;
 
 /** One destination during a run. */
 export class DestinationRun implements FeedMember {
-  readonly records = new Map<string, ManifestFile>();
+  readonly records = new RecordStore();
   readonly errors: ProblemReport[] = [];
   readonly actions: Map<string, FileAction>;
   dead = false;
@@ -59,7 +61,7 @@ export class DestinationRun implements FeedMember {
     this.ledger = new Ledger(fanout);
     this.checkpointIntervalMs = context.checkpointIntervalMs;
     this.actions = new Map(plan.actions.map((a) => [a.path, a]));
-    for (const action of plan.actions) if (action.record) this.records.set(action.path, action.record);
+    for (const action of plan.actions) if (action.record) this.records.set(action.record);
     this.baseFiles = progressJournal?.baseFiles;
     this.journal = (progressJournal?.entries ?? []).map((e) => ({ key: e.key, live: !e.included, files: e.files }));
     this.nextSequence = 1 + Math.max(0, ...(progressJournal?.entries ?? []).map((e) => e.sequence));
@@ -92,7 +94,7 @@ export class DestinationRun implements FeedMember {
   }
 
   record(file: ManifestFile, how: 'copied' | 'adopted'): void {
-    this.records.set(file.path, file);
+    this.records.set(file);
     this.pending.push(file);
     if (how === 'copied') this.filesCopied++; else this.filesAdopted++;
     this.context.emit({ type: 'file-done', destination: this.name, path: file.path, how });
@@ -124,14 +126,14 @@ export class DestinationRun implements FeedMember {
       const live = this.journal.filter((e) => e.live);
       const journalFiles = live.reduce((sum, e) => sum + e.files, 0) + batch.length;
       const rewrite = this.baseFiles === undefined || live.length >= MAX_JOURNAL_ENTRIES || journalFiles > Math.max(this.baseFiles, 1000);
-      const all = rewrite ? [...this.records.values()] : [];
+      const all = rewrite ? this.records.sortedPaths() : [];
       try {
         await this.driver.sync();
         const { backup, source, chunkBytes } = this.context;
         if (rewrite) {
           const includesThrough = this.nextSequence - 1;
-          const body = buildManifestBody({ kind: 'progress', backup, source, chunkBytes, files: all, includesThrough });
-          await writeManifestAt(this.driver, progressKey(backup), body, { pretty: false });
+          const head = { kind: 'progress' as const, backup, source, chunkBytes, createdAt: new Date().toISOString(), fileCount: all.length, totalBytes: this.records.bytesOf(all), includesThrough };
+          await writeManifestStreamed(this.driver, progressKey(backup), head, () => this.records.inOrder(all), { pretty: false });
           this.baseFiles = all.length;
           for (const e of this.journal) e.live = false;
           await this.deleteJournal(); // best effort: progress.json says they are included

@@ -141,7 +141,7 @@ function isPlainRecord(f: ManifestFile): boolean {
 }
 
 /** `canonicalJson(f)` for one file record, without the generic walk (keys: chunks, destinationFingerprint, hash, path, size, sourceFingerprint). */
-function canonicalRecord(f: ManifestFile): string {
+export function canonicalRecord(f: ManifestFile): string {
   if (!isPlainRecord(f)) return canonicalJson(f);
   let chunks = '';
   for (let i = 0; i < f.chunks.length; i++) chunks += (i === 0 ? '' : ',') + JSON.stringify(f.chunks[i]);
@@ -151,7 +151,7 @@ function canonicalRecord(f: ManifestFile): string {
 }
 
 /** One file record, pretty-printed, as an element of `files` (indented by two more). */
-function prettyRecord(f: ManifestFile): string {
+export function prettyRecord(f: ManifestFile): string {
   if (!isPlainRecord(f)) return `  ${JSON.stringify(f, null, 1).replace(/\n/g, '\n  ')}`;
   let out = `  {\n   "path": ${JSON.stringify(f.path)},\n   "size": ${JSON.stringify(f.size)},\n   "hash": ${JSON.stringify(f.hash)},\n`;
   if (f.sourceFingerprint !== undefined) out += `   "sourceFingerprint": ${JSON.stringify(f.sourceFingerprint)},\n`;

@@ -1,0 +1,151 @@
+/**
+ * The file records of one destination during a replicate run (src/core/destination-run.ts): what
+ * its progress checkpoints and its manifest will say about every file committed there.
+ *
+ * Why not a `Map<string, ManifestFile>`: a record object with its hash string, its chunk list and
+ * its fingerprints cost ~300 bytes of heap per file and destination, which at 100,000 files was
+ * one of the largest things the run held (issue 13). Here a record is a slot in typed arrays: the
+ * whole-file hash as two 32-bit halves, the size as a double, the two fingerprints by reference
+ * (the source's is the string the source listing made, shared with the engine's file list), and
+ * no chunk list when it is the usual one (one chunk whose hash is the file's, or none for an empty
+ * file). Anything else (several chunks, a hash not written the canonical way, other fields) is
+ * kept as it came. `get` and `values` build the `ManifestFile` again, equal field by field.
+ */
+import type { ManifestFile } from '../manifest/manifest.js';
+
+const HASH_PREFIX = 'xxh64:';
+const CANONICAL_HASH = /^xxh64:[0-9a-f]{16}$/;
+
+/** How a slot's chunk list is rebuilt. */
+const ONE_CHUNK = 0;
+const NO_CHUNKS = 1;
+/** The record is kept whole in `#odd`. */
+const ODD = 2;
+
+function hex8(value: number): string {
+  return value.toString(16).padStart(8, '0');
+}
+
+/** A record with only the fields of `ManifestFile`, each of the expected type. */
+function isPlain(file: ManifestFile): boolean {
+  for (const key in file) {
+    if (key === 'path' || key === 'size' || key === 'hash' || key === 'chunks') continue;
+    if ((key === 'sourceFingerprint' || key === 'destinationFingerprint') && typeof file[key] === 'string') continue;
+    return false;
+  }
+  return typeof file.path === 'string' && typeof file.size === 'number' && typeof file.hash === 'string' && Array.isArray(file.chunks);
+}
+
+export class RecordStore {
+  /** Path -> slot. */
+  readonly #slots = new Map<string, number>();
+  #sizes = new Float64Array(1024);
+  #hashHigh = new Uint32Array(1024);
+  #hashLow = new Uint32Array(1024);
+  #kinds = new Uint8Array(1024);
+  readonly #sourceFingerprints: (string | undefined)[] = [];
+  readonly #destinationFingerprints: (string | undefined)[] = [];
+  readonly #odd = new Map<number, ManifestFile>();
+  #used = 0;
+
+  /** Files recorded. */
+  get size(): number {
+    return this.#slots.size;
+  }
+
+  has(path: string): boolean {
+    return this.#slots.has(path);
+  }
+
+  get(path: string): ManifestFile | undefined {
+    const slot = this.#slots.get(path);
+    return slot === undefined ? undefined : this.#record(path, slot);
+  }
+
+  /** Records `file` under its path (replacing an earlier record of it). */
+  set(file: ManifestFile): this {
+    let slot = this.#slots.get(file.path);
+    if (slot === undefined) {
+      slot = this.#used++;
+      if (slot === this.#sizes.length) this.#grow();
+      this.#slots.set(file.path, slot);
+    } else {
+      this.#odd.delete(slot);
+    }
+    const plain = isPlain(file) && CANONICAL_HASH.test(file.hash);
+    const chunks = file.chunks;
+    const kind = !plain ? ODD
+      : chunks.length === 0 ? NO_CHUNKS
+        : chunks.length === 1 && chunks[0] === file.hash ? ONE_CHUNK : ODD;
+    this.#kinds[slot] = kind;
+    if (kind === ODD) {
+      this.#odd.set(slot, file);
+      this.#sourceFingerprints[slot] = undefined;
+      this.#destinationFingerprints[slot] = undefined;
+      return this;
+    }
+    this.#sizes[slot] = file.size;
+    this.#hashHigh[slot] = Number.parseInt(file.hash.slice(6, 14), 16);
+    this.#hashLow[slot] = Number.parseInt(file.hash.slice(14, 22), 16);
+    this.#sourceFingerprints[slot] = file.sourceFingerprint;
+    this.#destinationFingerprints[slot] = file.destinationFingerprint;
+    return this;
+  }
+
+  /** Every record, in the order they were first made. */
+  *values(): IterableIterator<ManifestFile> {
+    for (const [path, slot] of this.#slots) yield this.#record(path, slot);
+  }
+
+  /** The paths recorded so far, sorted by code units as manifests are: a snapshot for `inOrder`. */
+  sortedPaths(): string[] {
+    return [...this.#slots.keys()].sort();
+  }
+
+  /** The records of `paths` (every one recorded), in that order. */
+  *inOrder(paths: readonly string[]): IterableIterator<ManifestFile> {
+    for (const path of paths) {
+      const record = this.get(path);
+      if (record === undefined) throw new Error(`no record of ${path}`);
+      yield record;
+    }
+  }
+
+  /** Bytes of the files `paths` (every one recorded). */
+  bytesOf(paths: readonly string[]): number {
+    let total = 0;
+    for (const path of paths) {
+      const slot = this.#slots.get(path);
+      if (slot === undefined) throw new Error(`no record of ${path}`);
+      total += this.#kinds[slot] === ODD ? (this.#odd.get(slot) as ManifestFile).size : this.#sizes[slot] as number;
+    }
+    return total;
+  }
+
+  #record(path: string, slot: number): ManifestFile {
+    const kind = this.#kinds[slot];
+    if (kind === ODD) return this.#odd.get(slot) as ManifestFile;
+    const hash = `${HASH_PREFIX}${hex8(this.#hashHigh[slot] as number)}${hex8(this.#hashLow[slot] as number)}`;
+    const source = this.#sourceFingerprints[slot];
+    const destination = this.#destinationFingerprints[slot];
+    // The key order of the records the engine makes (see withFingerprints in ./replicate.ts).
+    return {
+      path, size: this.#sizes[slot] as number, hash, chunks: kind === NO_CHUNKS ? [] : [hash],
+      ...(source !== undefined ? { sourceFingerprint: source } : {}),
+      ...(destination !== undefined ? { destinationFingerprint: destination } : {}),
+    };
+  }
+
+  #grow(): void {
+    const capacity = this.#sizes.length * 2;
+    const grown = <T extends Float64Array | Uint32Array | Uint8Array>(old: T, make: (n: number) => T): T => {
+      const next = make(capacity);
+      next.set(old);
+      return next;
+    };
+    this.#sizes = grown(this.#sizes, (n) => new Float64Array(n));
+    this.#hashHigh = grown(this.#hashHigh, (n) => new Uint32Array(n));
+    this.#hashLow = grown(this.#hashLow, (n) => new Uint32Array(n));
+    this.#kinds = grown(this.#kinds, (n) => new Uint8Array(n));
+  }
+}
