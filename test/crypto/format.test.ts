@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { describe, it } from 'node:test';
-import { ChunkIntegrityError, FileSealer, HEADER_BYTES, TAG_BYTES, openBuffer, openChunksOf, plainSize, sealBuffer, storedSize } from '../../src/crypto/format.js';
+import { Readable } from 'node:stream';
+import { ChunkIntegrityError, FileSealer, HEADER_BYTES, TAG_BYTES, openBuffer, openChunksOf, openChunksOfStream, plainSize, sealBuffer, storedSize } from '../../src/crypto/format.js';
 import { DestinationKey, EncryptionKeyError, destinationKeyOf, verifySignature } from '../../src/crypto/keys.js';
 
 const CHUNK = 1024;
@@ -43,6 +44,20 @@ describe('encrypted file format', () => {
       for (let at = 0; at < stored.length; at += 97) pieces.push(stored.subarray(at, at + 97));
       assert.deepEqual(Buffer.concat([...openChunksOf(key, PATH, pieces)]), plain);
     }
+  });
+
+  it('decrypts a read stream, and a damaged chunk in it fails before later plain chunks are yielded', async () => {
+    const plain = randomBytes(3 * CHUNK + 100);
+    const stored = sealBuffer(key, PATH, plain, CHUNK);
+    const collect = async (bytes: Buffer): Promise<Buffer[]> => {
+      const out: Buffer[] = [];
+      for await (const chunk of openChunksOfStream(key, PATH, Readable.from([bytes.subarray(0, 1500), bytes.subarray(1500)]))) out.push(chunk);
+      return out;
+    };
+    assert.deepEqual(Buffer.concat(await collect(stored)), plain);
+    const bad = Buffer.from(stored);
+    bad.writeUInt8(bad.readUInt8(chunkRange(2)[0] + 5) ^ 0x80, chunkRange(2)[0] + 5);
+    await assert.rejects(collect(bad), (err: unknown) => err instanceof ChunkIntegrityError && err.chunk === 2);
   });
 
   it('stores no plaintext, and the same file twice gives different bytes (random salt)', () => {
