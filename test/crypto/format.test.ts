@@ -1,0 +1,185 @@
+/** The encrypted file format: round trips, and every tamper is found and names its chunk. */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { inspect } from 'node:util';
+import { describe, it } from 'node:test';
+import { Readable } from 'node:stream';
+import { ChunkIntegrityError, FileSealer, HEADER_BYTES, TAG_BYTES, openBuffer, openChunksOf, openChunksOfStream, plainSize, sealBuffer, storedSize } from '../../src/crypto/format.js';
+import { DestinationKey, EncryptionKeyError, destinationKeyOf, verifySignature } from '../../src/crypto/keys.js';
+
+const CHUNK = 1024;
+const key = new DestinationKey('vault', Buffer.alloc(32, 7));
+const otherKey = new DestinationKey('vault', Buffer.alloc(32, 8));
+const PATH = 'binlogs/insert_log/1/2/3/100/4589';
+
+/** A chunk's stored range [start, end) in a stored file of full chunks. */
+function chunkRange(i: number): [number, number] {
+  const start = i === 0 ? 0 : HEADER_BYTES + CHUNK + TAG_BYTES + (i - 1) * (CHUNK + TAG_BYTES);
+  return [start, start + (i === 0 ? HEADER_BYTES : 0) + CHUNK + TAG_BYTES];
+}
+
+function failsAt(fn: () => unknown, chunk: number, path = PATH): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof ChunkIntegrityError, `expected ChunkIntegrityError, got ${String(err)}`);
+    assert.equal(err.chunk, chunk);
+    assert.equal(err.kind, 'integrity');
+    assert.match(err.message, new RegExp(`destination "vault": ${path}: encrypted chunk ${chunk} `));
+    return true;
+  });
+}
+
+describe('encrypted file format', () => {
+  it('round-trips files of 0, 1, a chunk, a chunk + 1 and several chunks, at the predicted sizes', () => {
+    for (const size of [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 17]) {
+      const plain = randomBytes(size);
+      const stored = sealBuffer(key, PATH, plain, CHUNK);
+      assert.equal(stored.length, storedSize(size, CHUNK), `stored size of ${size}`);
+      assert.equal(plainSize(stored.length, CHUNK), size);
+      assert.deepEqual(openBuffer(key, PATH, stored), plain);
+      // Any piece size: a stream that splits chunks anywhere.
+      const pieces: Buffer[] = [];
+      for (let at = 0; at < stored.length; at += 97) pieces.push(stored.subarray(at, at + 97));
+      assert.deepEqual(Buffer.concat([...openChunksOf(key, PATH, pieces)]), plain);
+    }
+  });
+
+  it('decrypts a read stream, and a damaged chunk in it fails before later plain chunks are yielded', async () => {
+    const plain = randomBytes(3 * CHUNK + 100);
+    const stored = sealBuffer(key, PATH, plain, CHUNK);
+    const collect = async (bytes: Buffer): Promise<Buffer[]> => {
+      const out: Buffer[] = [];
+      for await (const chunk of openChunksOfStream(key, PATH, Readable.from([bytes.subarray(0, 1500), bytes.subarray(1500)]))) out.push(chunk);
+      return out;
+    };
+    assert.deepEqual(Buffer.concat(await collect(stored)), plain);
+    const bad = Buffer.from(stored);
+    bad.writeUInt8(bad.readUInt8(chunkRange(2)[0] + 5) ^ 0x80, chunkRange(2)[0] + 5);
+    await assert.rejects(collect(bad), (err: unknown) => err instanceof ChunkIntegrityError && err.chunk === 2);
+  });
+
+  it('stores no plaintext, and the same file twice gives different bytes (random salt)', () => {
+    const plain = Buffer.from('milvus segment 4589 row data '.repeat(200));
+    const a = sealBuffer(key, PATH, plain, CHUNK);
+    const b = sealBuffer(key, PATH, plain, CHUNK);
+    assert.equal(a.indexOf('milvus segment'), -1);
+    assert.equal(a.indexOf('row data'), -1);
+    assert.notDeepEqual(a, b);
+  });
+
+  it('stored chunk i covers plain chunk i: chunks sealed apart (a resumed write) join into the file', () => {
+    const plain = randomBytes(3 * CHUNK + 5);
+    const first = FileSealer.create(key, PATH, CHUNK);
+    const chunk0 = first.seal(0, plain.subarray(0, CHUNK), false);
+    const resumed = FileSealer.resume(key, PATH, chunk0);
+    const rest = [1, 2, 3].map((i) => resumed.seal(i, plain.subarray(i * CHUNK, (i + 1) * CHUNK), i === 3));
+    const stored = Buffer.concat([chunk0, ...rest]);
+    assert.deepEqual(openBuffer(key, PATH, stored), plain);
+    assert.deepEqual(stored.subarray(...chunkRange(1)), rest[0]);
+  });
+
+  it('a flipped byte anywhere in a chunk names that chunk', () => {
+    const stored = sealBuffer(key, PATH, randomBytes(4 * CHUNK), CHUNK);
+    for (const [chunk, offset] of [[0, HEADER_BYTES + 3], [1, chunkRange(1)[0] + 500], [2, chunkRange(2)[1] - 1], [3, chunkRange(3)[0]]] as const) {
+      const bad = Buffer.from(stored);
+      bad.writeUInt8(bad.readUInt8(offset) ^ 0x01, offset);
+      failsAt(() => openBuffer(key, PATH, bad), chunk);
+    }
+  });
+
+  it('a changed header is found (chunk size, salt), and a lost header is not an empty file', () => {
+    const stored = sealBuffer(key, PATH, randomBytes(2 * CHUNK), CHUNK);
+    const size = Buffer.from(stored);
+    size.writeUInt32BE(CHUNK + 16, 8);
+    assert.throws(() => openBuffer(key, PATH, size), (err: unknown) => err instanceof ChunkIntegrityError || err instanceof EncryptionKeyError);
+    const salt = Buffer.from(stored);
+    salt.writeUInt8(salt.readUInt8(20) ^ 1, 20);
+    assert.throws(() => openBuffer(key, PATH, salt), EncryptionKeyError, 'the key check covers the salt');
+    failsAt(() => openBuffer(key, PATH, stored.subarray(HEADER_BYTES)), 0);
+    failsAt(() => openBuffer(key, PATH, Buffer.alloc(0)), 0);
+  });
+
+  it('reordered chunks are found at the first moved one', () => {
+    const stored = sealBuffer(key, PATH, randomBytes(4 * CHUNK), CHUNK);
+    const swapped = Buffer.concat([stored.subarray(...chunkRange(0)), stored.subarray(...chunkRange(2)), stored.subarray(...chunkRange(1)), stored.subarray(...chunkRange(3))]);
+    failsAt(() => openBuffer(key, PATH, swapped), 1);
+  });
+
+  it('truncation at a chunk boundary, inside a chunk, and an extra chunk are all found', () => {
+    const stored = sealBuffer(key, PATH, randomBytes(3 * CHUNK), CHUNK);
+    failsAt(() => openBuffer(key, PATH, stored.subarray(0, chunkRange(1)[1])), 1); // chunks 0-1 of 3: 1 was not last
+    failsAt(() => openBuffer(key, PATH, stored.subarray(0, chunkRange(2)[1] - 10)), 2);
+    const extended = Buffer.concat([stored, stored.subarray(...chunkRange(1))]);
+    failsAt(() => openBuffer(key, PATH, extended), 2); // the real last chunk opened as not last
+  });
+
+  it('chunks cannot move between files: another file with the same key, or its whole stored copy under this name', () => {
+    const plain = randomBytes(2 * CHUNK);
+    const mine = sealBuffer(key, PATH, plain, CHUNK);
+    const theirs = sealBuffer(key, 'binlogs/insert_log/1/2/3/100/9999', plain, CHUNK);
+    const mixed = Buffer.concat([mine.subarray(...chunkRange(0)), theirs.subarray(...chunkRange(1))]);
+    failsAt(() => openBuffer(key, PATH, mixed), 1);
+    failsAt(() => openBuffer(key, PATH, theirs), 0);
+  });
+
+  it('a wrong key is a clear error naming the destination, never garbage and never the key', () => {
+    const stored = sealBuffer(key, PATH, randomBytes(CHUNK), CHUNK);
+    assert.throws(() => openBuffer(otherKey, PATH, stored), (err: unknown) => {
+      assert.ok(err instanceof EncryptionKeyError);
+      assert.equal(err.kind, 'auth');
+      assert.match(err.message, /destination "vault": the encryption key does not open this copy/);
+      return true;
+    });
+  });
+});
+
+describe('destination keys', () => {
+  const hex = 'ab'.repeat(32);
+  it('reads a key as hex, base64 or a key file, and refuses anything else without showing it', () => {
+    const a = destinationKeyOf('vault', { key: hex });
+    const b = destinationKeyOf('vault', { key: Buffer.from(hex, 'hex').toString('base64') });
+    assert.equal(a.publicKey, b.publicKey);
+    const dir = mkdtempSync(join(tmpdir(), 'offsite-key-'));
+    try {
+      writeFileSync(join(dir, 'text'), `${hex}\n`);
+      writeFileSync(join(dir, 'raw'), Buffer.from(hex, 'hex'));
+      assert.equal(destinationKeyOf('vault', { keyFile: join(dir, 'text') }).publicKey, a.publicKey);
+      assert.equal(destinationKeyOf('vault', { keyFile: join(dir, 'raw') }).publicKey, a.publicKey);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const secret = 'correct horse battery staple';
+    assert.throws(() => destinationKeyOf('vault', { key: secret }), (err: unknown) => {
+      assert.ok(err instanceof EncryptionKeyError);
+      assert.match(err.message, /destination "vault": encryption.key must be 32 random bytes/);
+      assert.ok(!err.message.includes(secret), 'the value is never in the message');
+      return true;
+    });
+    assert.throws(() => destinationKeyOf('vault', {}), /exactly one of "key"/);
+    assert.throws(() => destinationKeyOf('vault', { key: hex, keyFile: 'k' }), /exactly one of "key"/);
+  });
+
+  it('never shows the key in inspect or JSON', () => {
+    const k = destinationKeyOf('vault', { key: hex });
+    assert.ok(!inspect(k).includes('abab') && !inspect(k).includes('171'));
+    assert.ok(!JSON.stringify({ k }).includes('abab'));
+  });
+
+  it('signs with Ed25519: the public key alone checks, a changed manifest or another key fails', () => {
+    const manifest = Buffer.from('{"files":[["a",1,"00"]]}');
+    const signature = key.sign(manifest);
+    assert.ok(verifySignature(key.publicKey, manifest, signature));
+    assert.ok(!verifySignature(key.publicKey, Buffer.from('{"files":[["a",2,"00"]]}'), signature));
+    assert.ok(!verifySignature(key.publicKey, manifest, otherKey.sign(manifest)));
+    assert.notEqual(key.publicKey, otherKey.publicKey);
+    assert.equal(key.publicKey, new DestinationKey('x', Buffer.alloc(32, 7)).publicKey, 'derived, so stable');
+  });
+
+  it('the plaintext MAC is keyed: the same bytes under another key give another value', () => {
+    const mac = (k: DestinationKey): string => k.plaintextMac().update('row data').digest('hex');
+    assert.equal(mac(key), mac(new DestinationKey('x', Buffer.alloc(32, 7))));
+    assert.notEqual(mac(key), mac(otherKey));
+  });
+});
