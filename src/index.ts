@@ -15,7 +15,7 @@ export { verifyCopy } from './core/verify.js';
 export type { VerifyResult, VerifyOptions, Damage } from './core/verify.js';
 export { inspectBackup, listBackups, assertComplete } from './backup/index.js';
 export { createDriver, driverTypes } from './drivers/index.js';
-export type { Driver, Capabilities, Entry, WriteSession } from './drivers/types.js';
+export type { Driver, Capabilities, Entry, WriteSession, ObjectLock, ObjectLockMode, KeyRetention } from './drivers/types.js';
 export * from './errors.js';
 export { pruneCommand } from './ops/prune.js';
 export type { PruneOptions, PruneResult, PruneDestinationResult, PruneKept, PruneRemoved, PruneSkipped, PruneError, PruneEvent } from './ops/prune.js';
@@ -23,7 +23,7 @@ export { applyRetention, parseRetentionDuration, describePolicy } from './ops/re
 export type { RetentionPolicy, RetentionDuration, RetentionItem, RetentionDecision } from './ops/retention.js';
 export { auditCommand, assignSlices, DEFAULT_SLICES } from './ops/audit.js';
 export type { AuditOptions, AuditState } from './ops/audit.js';
-export type { AuditResult, AuditCopy, AuditDestination, AuditMode, CopyState } from './ops/audit-result.js';
+export type { AuditResult, AuditCopy, AuditDestination, AuditLock, AuditMode, CopyState } from './ops/audit-result.js';
 export { renderAuditHtml } from './ops/report.js';
 export { renderAuditMetrics } from './ops/metrics.js';
 export { pullCommand } from './ops/pull.js';

@@ -74,6 +74,37 @@ export interface Entry {
   readonly fingerprint?: string;
 }
 
+/** S3 Object Lock modes: GOVERNANCE can be lifted by a user with s3:BypassGovernanceRetention, COMPLIANCE by nobody. */
+export type ObjectLockMode = 'GOVERNANCE' | 'COMPLIANCE';
+
+/** The lock of one stored object (its current version): no `untilMs` when it has none. */
+export interface KeyRetention {
+  readonly key: string;
+  readonly mode?: ObjectLockMode;
+  /** Until when (ms since the epoch) it cannot be deleted or overwritten; may be in the past. */
+  readonly untilMs?: number;
+}
+
+/**
+ * A destination whose objects are written with an S3 Object Lock retention (the `objectLock`
+ * option; src/drivers/object-store/object-lock.ts). The driver itself locks what it writes and
+ * refuses (`E_RETAINED`, kind `permanent`, nothing removed) to delete a key that has a version
+ * still locked; this member lets prune and audit see and extend the locks.
+ */
+export interface ObjectLock {
+  readonly mode: ObjectLockMode;
+  /** How long each object stays locked after it is written, ms. */
+  readonly retainMs: number;
+  /** Rejects (`E_OBJECT_LOCK`, `permanent`, saying what to do) when the bucket cannot hold locked objects. Asked once. */
+  check(options?: SignalOptions): Promise<void>;
+  /** Whether the driver locks `key` (backup data and manifests, not offsite's bookkeeping). */
+  locks(key: string): boolean;
+  /** The lock of every object under `prefix` (a folder prefix ending in `/`) that the driver locks. */
+  retentions(prefix: string, options?: SignalOptions): AsyncIterable<KeyRetention>;
+  /** Extends the lock of `key` to `untilMs` unless it already lasts longer; resolves with the lock it has then. */
+  extend(key: string, untilMs: number, options?: SignalOptions): Promise<KeyRetention>;
+}
+
 export interface SignalOptions {
   readonly signal?: AbortSignal;
 }
@@ -265,6 +296,8 @@ export interface Driver {
    * any other call when the storage cannot be reached (SFTP: the connection's error).
    */
   identify?(options?: SignalOptions): Promise<Identity>;
+  /** Present when the destination locks what it writes (S3 Object Lock): see `ObjectLock`. */
+  readonly objectLock?: ObjectLock;
   /** Releases connections. Idempotent. */
   close(): Promise<void>;
 }

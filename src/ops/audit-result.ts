@@ -41,6 +41,28 @@ export interface AuditCopy {
   readonly lastFullRead?: string;
   /** One line on an error, an incomplete copy, or a repair that did not work. */
   readonly message?: string;
+  /** At a destination with S3 Object Lock (`objectLock`): the copy's lock (./audit-locks.ts). */
+  readonly lock?: AuditLock;
+}
+
+/** The S3 Object Lock state of one copy, as audit found it (and extended it, with `--extend-locks`). */
+export interface AuditLock {
+  /** `locked`: every object locked; `partly`: some are not (never were, or their lock passed); `unlocked`: none is; `error`: could not be read. */
+  readonly state: 'locked' | 'partly' | 'unlocked' | 'error';
+  /** Objects offsite locks in this copy (data files and the manifest), and how many of them are not locked now. */
+  readonly objects: number;
+  readonly unlocked: number;
+  /** ISO: when the first lock still in force ends (the copy is protected until then). */
+  readonly protectedUntil?: string;
+  /** ISO: when the last lock ends (prune cannot remove the copy before then). */
+  readonly lockedUntil?: string;
+  readonly modes: readonly string[];
+  /** ISO: until about when the retention policy given to audit keeps the copy (`for ever` when unlimited); absent without a policy or when it removes the copy. */
+  readonly keptUntil?: string;
+  /** ISO: the date `--extend-locks` extended every lock of the copy to. */
+  readonly extendedTo?: string;
+  /** What is wrong: a lock that ends before the policy would drop the copy, objects of a kept copy without a lock, a failure. */
+  readonly warning?: string;
 }
 
 export interface AuditDestination {

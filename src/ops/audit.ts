@@ -45,7 +45,9 @@ import {
   buildManifestBody, manifestKey, progressKey, readManifestAt, writeManifestAt, type Manifest, type ManifestFile,
 } from '../manifest/manifest.js';
 import type { AuditCopy, AuditDestination, AuditMode, AuditResult, CopyState } from './audit-result.js';
+import { checkLockOptions, withLockStates } from './audit-locks.js';
 import { listCopies, type CopyListing } from './copies.js';
+import type { RetentionPolicy } from './retention.js';
 import { heldRecord, holdingsAfter, learnHoldings } from './holdings.js';
 import { AUDIT_STATE_KEY, readPruned, readRecord, writeRecord } from './state.js';
 
@@ -68,6 +70,10 @@ export interface AuditOptions extends TransferOptions {
   readonly onLog?: (line: string) => void;
   /** Only for tests: the clock. */
   readonly now?: () => Date;
+  /** The retention policy (prune's `--keep-*`), for the Object Lock warnings and `extendLocks` (./audit-locks.ts). */
+  readonly policy?: RetentionPolicy;
+  /** Extend the Object Lock of copies the policy still keeps (./audit-locks.ts). */
+  readonly extendLocks?: boolean;
 }
 
 /** What `.offsite/audit.json` holds at a destination. */
@@ -203,6 +209,7 @@ interface DestinationAudit {
  */
 export async function auditCommand(config: OffsiteConfig, options: AuditOptions = {}): Promise<AuditResult> {
   const mode = validateOptions(options);
+  checkLockOptions(options);
   const now = options.now ?? (() => new Date());
   const startedAt = now();
   // A bandwidth limit paces the read-back as well as the repairs' writes.
@@ -250,7 +257,9 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
       ctx.manifests.delete(backup);
     }
     const destinationResults = await Promise.all(audits.map((a) => finishAudit(ctx, a, audits)));
-    const copies = audits.flatMap((a) => a.copies);
+    const copies = await withLockStates(audits.flatMap((a) => a.copies), destinations, {
+      policy: options.policy, extendLocks: options.extendLocks, now: now(), signal: options.signal,
+    });
     const damaged = copies.some((c) => c.state === 'damaged' || c.state === 'incomplete' || c.state === 'lost');
     const unchecked = destinationResults.some((d) => d.status === 'error') || copies.some((c) => c.state === 'error');
     return {

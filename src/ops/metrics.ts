@@ -71,7 +71,9 @@ class Exposition {
  *   (damaged files left after any repair), `offsite_audit_repaired_files`,
  *   `offsite_audit_last_success_timestamp_seconds` (omitted when never);
  * - per copy (`destination`, `backup`): `offsite_audit_copy_state` (one sample, value 1, with the
- *   copy's `state`), `offsite_audit_copy_last_full_read_timestamp_seconds` (omitted when never).
+ *   copy's `state`), `offsite_audit_copy_last_full_read_timestamp_seconds` (omitted when never),
+ *   and at destinations with S3 Object Lock `offsite_audit_copy_protected_until_timestamp_seconds`
+ *   (omitted for a copy with an object not locked; the family only when some copy has a lock).
  */
 export function renderAuditMetrics(result: AuditResult): string {
   const out = new Exposition();
@@ -122,6 +124,13 @@ export function renderAuditMetrics(result: AuditResult): string {
       const t = epochSeconds(c.lastFullRead);
       return t === undefined ? [] : [[{ destination: c.destination, backup: c.backup }, t]];
     }));
+  if (result.copies.some((c) => c.lock !== undefined)) {
+    out.gauge('offsite_audit_copy_protected_until_timestamp_seconds', 'S3 Object Lock: until when every object of the copy is locked, in seconds since the Unix epoch (absent when not all are).',
+      result.copies.flatMap((c): Array<[Labels, number]> => {
+        const t = c.lock?.state === 'locked' ? epochSeconds(c.lock.protectedUntil) : undefined;
+        return t === undefined ? [] : [[{ destination: c.destination, backup: c.backup }, t]];
+      }));
+  }
   return out.text();
 }
 

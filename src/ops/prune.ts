@@ -19,6 +19,10 @@
  *    complete anywhere: list, verify, replicate, audit) ->
  *    delete `NAME/.offsite/progress.json` -> delete every other object under `NAME/` (listed in
  *    batches, so memory does not grow with the backup) -> delete the tombstone -> release the lock.
+ *    A copy under S3 Object Lock (destination option `objectLock`) whose lock has not passed is
+ *    not touched at all: it is reported as skipped, "kept until DATE (locked)", and removed by
+ *    the first prune after that date (it stays one the policy removes). The driver deletes every
+ *    version of what it removes (a versioned bucket), and refuses a key still locked.
  * 4. Record the removed names in the destination's `.offsite/pruned.json` (`addPruned`), so
  *    that `offsite watch` never copies them there again.
  *
@@ -38,6 +42,8 @@ import type { Driver } from '../drivers/types.js';
 import { AbortedError, errorMessage, OffsiteError, throwIfAborted } from '../errors.js';
 import { ManifestError, manifestKey, OFFSITE_DIR, progressKey, readManifestAt, type Manifest } from '../manifest/manifest.js';
 import { listCopies, type CopyListing } from './copies.js';
+import { lockDate } from '../drivers/object-store/object-lock.js';
+import { retainedUntil } from './object-locks.js';
 import { applyRetention, describePolicy, checkPolicy, type RetentionPolicy } from './retention.js';
 import { addPruned, writeRecord } from './state.js';
 
@@ -99,9 +105,15 @@ export interface PruneRemoved {
 
 export interface PruneSkipped {
   readonly name: string;
-  /** incomplete: no manifest; damaged: manifest unreadable or for another backup; locked: a live run holds the lock. */
-  readonly reason: 'incomplete' | 'damaged' | 'locked';
+  /**
+   * incomplete: no manifest; damaged: manifest unreadable or for another backup; locked: a live
+   * run holds the lock; retained: the policy removes it, but an object of it is under S3 Object
+   * Lock until `retainedUntil` (the first prune after that date removes it).
+   */
+  readonly reason: 'incomplete' | 'damaged' | 'locked' | 'retained';
   readonly message: string;
+  /** ISO: when the last Object Lock of the copy ends (reason `retained`). */
+  readonly retainedUntil?: string;
 }
 
 export interface PruneError {
@@ -151,8 +163,8 @@ async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T)
   if ('error' in failure) throw failure.error;
 }
 
-/** The time retention goes by, and where it came from. */
-function copyTime(name: string, manifest: Manifest): { time: Date; source: TimeSource } | undefined {
+/** The time retention goes by, and where it came from (also audit's, for Object Lock: ./audit-locks.ts). */
+export function copyTime(name: string, manifest: Manifest): { time: Date; source: TimeSource } | undefined {
   const fromManifest = manifest.backupTime === undefined ? undefined : new Date(manifest.backupTime);
   if (fromManifest && !Number.isNaN(fromManifest.getTime())) return { time: fromManifest, source: 'backupTime' };
   const fromName = backupTimeFromName(name);
@@ -192,6 +204,32 @@ interface Candidate {
   readonly copy: CopyListing;
   readonly time: Date;
   readonly timeSource: TimeSource;
+}
+
+/**
+ * The copies among `names` that cannot be removed yet because an object of theirs is under S3
+ * Object Lock (./object-locks.ts), each as its skip record. A copy whose lock cannot be read is
+ * an error in `errors` (and is not removed).
+ */
+async function retainedCopies(driver: Driver, names: readonly string[], options: PruneOptions, errors: PruneError[]): Promise<Map<string, PruneSkipped>> {
+  const out = new Map<string, PruneSkipped>();
+  if (driver.objectLock === undefined) return out;
+  const nowMs = (options.now ?? new Date()).getTime();
+  for (const name of names) {
+    try {
+      const held = await retainedUntil(driver, name, nowMs, options.signal);
+      if (held === undefined) continue;
+      const until = new Date(held.untilMs).toISOString();
+      out.set(name, {
+        name, reason: 'retained', retainedUntil: until,
+        message: `kept until ${lockDate(held.untilMs)} (locked: S3 Object Lock ${held.mode}); the first prune after that date removes it`,
+      });
+    } catch (err) {
+      if (err instanceof AbortedError) throw err;
+      errors.push({ name, message: `could not read its Object Lock state: ${errorMessage(err)}; not removed` });
+    }
+  }
+  return out;
 }
 
 /**
@@ -289,8 +327,14 @@ async function pruneDestination(driver: Driver, options: PruneOptions, concurren
     files: r.copy.files, bytes: r.copy.bytes, ...(r.finishing ? { finishing: true } : {}), ...extra,
   });
 
+  // Copies under S3 Object Lock are kept until their lock has passed: never even tried.
+  const retained = await retainedCopies(driver, toRemove.map((r) => r.copy.name), options, errors);
+  for (const skip of retained.values()) skipped.push(skip);
+  skipped.sort((a, b) => (a.name < b.name ? 1 : a.name > b.name ? -1 : 0));
+  const removable = toRemove.filter((r) => !retained.has(r.copy.name) && !errors.some((e) => e.name === r.copy.name));
+
   if (options.dryRun) {
-    for (const r of toRemove) removed.push(describe(r, r.copy.hasLock ? { lockPresent: true } : {}));
+    for (const r of removable) removed.push(describe(r, r.copy.hasLock ? { lockPresent: true } : {}));
     return result();
   }
 
@@ -318,7 +362,7 @@ async function pruneDestination(driver: Driver, options: PruneOptions, concurren
 
   // 4. Remove, one copy after the other, manifest first.
   const recorded: string[] = [];
-  for (const r of toRemove) {
+  for (const r of removable) {
     if (signal?.aborted) break;
     const name = r.copy.name;
     let lock: HeldLock;

@@ -5,11 +5,12 @@ import { InvalidArgumentError, Option } from 'commander';
 import { loadConfig } from '../../config/config.js';
 import { formatBytes } from '../../config/units.js';
 import { auditCommand, DEFAULT_SLICES } from '../../ops/audit.js';
-import type { AuditCopy, AuditResult } from '../../ops/audit-result.js';
+import type { AuditCopy, AuditLock, AuditResult } from '../../ops/audit-result.js';
 import { renderAuditMetrics, writeFileAtomic } from '../../ops/metrics.js';
 import { renderAuditHtml } from '../../ops/report.js';
 import { errorMessage, OffsiteError, UsageError } from '../../errors.js';
 import { createProgress } from '../progress.js';
+import { addPolicyOptions, policyOf, type PolicyFlags } from './prune.js';
 import { addTransferOptions, out, parseList, parsePositiveInt, printJson, transferOptions, type CommandContext, type TransferFlags } from '../common.js';
 
 function parsePercent(value: string): number {
@@ -47,6 +48,21 @@ const STATE_LABEL: Record<AuditCopy['state'], string> = {
   ok: 'ok', repaired: 'REPAIRED', damaged: 'DAMAGED', incomplete: 'INCOMPLETE', lost: 'LOST', 'in-progress': 'in progress', absent: 'absent', error: 'ERROR',
 };
 
+/** `lock: locked until 2026-01-31 (GOVERNANCE)`, `lock: 3 of 40 objects unlocked...`. */
+function describeLock(lock: AuditLock): string {
+  const day = (iso: string | undefined): string => iso?.slice(0, 10) ?? '?';
+  const modes = lock.modes.length > 0 ? ` (${lock.modes.join('/')})` : '';
+  const kept = lock.keptUntil ? `; the policy keeps the copy until ${lock.keptUntil === 'for ever' ? 'further notice' : `about ${day(lock.keptUntil)}`}` : '';
+  const extended = lock.extendedTo ? `; extended to ${day(lock.extendedTo)}` : '';
+  if (lock.state === 'error') return 'lock: unknown';
+  if (lock.state === 'locked') {
+    const span = lock.protectedUntil === lock.lockedUntil ? day(lock.protectedUntil) : `${day(lock.protectedUntil)} (some objects until ${day(lock.lockedUntil)})`;
+    return `lock: locked until ${span}${modes}${extended}${kept}`;
+  }
+  if (lock.state === 'partly') return `lock: ${lock.unlocked} of ${lock.objects} objects unlocked, the others until ${day(lock.protectedUntil)}${modes}${extended}${kept}`;
+  return `lock: not locked${lock.lockedUntil ? ` (the last lock ended ${day(lock.lockedUntil)})` : ''}${kept}`;
+}
+
 function describeMode(result: AuditResult): string {
   const m = result.mode;
   if (m.kind === 'sample') return `a random ${m.percent}% of each copy's files read back`;
@@ -69,6 +85,8 @@ function renderAudit(result: AuditResult): void {
       else if (c.state === 'repaired') line += `: ${c.repaired.length} file(s) copied again${c.repairedFrom ? ` from ${c.repairedFrom}` : ''}; ${c.filesRead} file(s) (${formatBytes(c.bytesRead)}) read back intact`;
       else if (c.message) line += `: ${c.message}`;
       out(line);
+      if (c.lock) out(`  ${' '.repeat(width)}    ${describeLock(c.lock)}`);
+      if (c.lock?.warning) out(`  ${' '.repeat(width)}    WARNING: ${c.lock.warning}`);
       if (c.state === 'damaged' || c.state === 'repaired') {
         for (const dmg of c.damage.slice(0, 10)) out(`  ${' '.repeat(width)}    ${dmg.message}`);
         if (c.damage.length > 10) out(`  ${' '.repeat(width)}    ... and ${c.damage.length - 10} more (see --json)`);
@@ -81,7 +99,7 @@ function renderAudit(result: AuditResult): void {
 }
 
 export function registerAudit(ctx: CommandContext): void {
-  addTransferOptions(ctx.program.command('audit')
+  addTransferOptions(addPolicyOptions(ctx.program.command('audit'))
     .description('check every backup copy at every destination: quick checks for all, a share read back in full; --repair fixes what is found')
     .option('--at <names>', 'only these destinations (comma-separated; default: all configured)', parseList)
     .addOption(new Option('--sample <percent>', 'read back a random share of each copy\'s files, e.g. 5%').argParser(parsePercent))
@@ -89,11 +107,18 @@ export function registerAudit(ctx: CommandContext): void {
     .option('--slices <t>', `length of the automatic rotation (default ${DEFAULT_SLICES}: daily runs read everything in a week)`, parsePositiveInt)
     .option('--repair', 'copy bad or missing files again (from the source, else from another destination whose copy checks out) and read them back')
     .option('--report <file>', 'write a self-contained HTML page: backups x destinations, the state of each copy, when it was last fully read')
-    .option('--metrics <file>', 'write Prometheus metrics (text format, for node_exporter\'s textfile collector), atomically'), 'bytes read back and written by --repair, all destinations together')
+    .option('--metrics <file>', 'write Prometheus metrics (text format, for node_exporter\'s textfile collector), atomically')
+    .option('--extend-locks', 'at destinations with objectLock: extend the locks of the copies the retention policy (--keep-*) still keeps'), 'bytes read back and written by --repair, all destinations together')
     .addHelpText('after', `
 With neither --sample nor --slice, each destination rotates by itself: it remembers in
 .offsite/audit.json (at the destination, so any machine can continue) which slice comes next,
 so a daily audit reads every byte of every copy once every --slices days.
+
+At destinations with S3 Object Lock (objectLock), each copy's lock is shown. Given the
+retention policy (the --keep-* options you give prune), audit warns when a copy the policy
+keeps has objects without a lock, or a lock that ends before the policy would drop the copy;
+--extend-locks then extends those locks (to the date the policy keeps the copy until, else to
+now + the destination's retain).
 
 Exit codes:
   0  every copy intact (repaired copies count as intact)
@@ -109,7 +134,7 @@ Examples:
   offsite audit                                   # daily from cron: quick checks + 1/7 read back
   offsite audit --sample 5% --at cloud
   offsite audit --repair --report /var/www/offsite.html --metrics /var/lib/node_exporter/textfile_collector/offsite.prom`)
-    .action(async (opts: { at?: string[]; sample?: number; slice?: { n: number; t: number }; slices?: number; repair?: boolean; report?: string; metrics?: string } & TransferFlags) => {
+    .action(async (opts: { at?: string[]; sample?: number; slice?: { n: number; t: number }; slices?: number; repair?: boolean; report?: string; metrics?: string; extendLocks?: boolean } & TransferFlags & PolicyFlags) => {
       const g = ctx.globals();
       const config = loadConfig(g.config);
       // Before the audit (which may take hours): a path that cannot be written would only fail after it.
@@ -121,6 +146,7 @@ Examples:
       try {
         result = await auditCommand(config, {
           at: opts.at, samplePercent: opts.sample, slice: opts.slice, slices: opts.slices, repair: opts.repair,
+          policy: policyOf(opts), extendLocks: opts.extendLocks,
           ...transferOptions(opts, g), signal: ctx.signal,
           onBytes: (d, n) => { if (!started.has(d)) { started.add(d); bars.start(d, 0); } bars.add(d, n); },
           onLog: g.quiet || g.json ? undefined : (line) => process.stderr.write(`offsite: ${line}\n`),

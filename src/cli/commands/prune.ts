@@ -1,5 +1,5 @@
 /** `offsite prune`: remove copies at destinations by a restic-style retention policy (see src/ops/retention.ts). */
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { loadConfig } from '../../config/config.js';
 import { formatBytes } from '../../config/units.js';
 import { pruneCommand, type PruneDestinationResult, type PruneResult } from '../../ops/prune.js';
@@ -14,7 +14,7 @@ export function pruneExitCode(result: PruneResult): number {
   return failed < result.destinations.length ? ExitCode.partial : ExitCode.error;
 }
 
-function parseKeep(value: string): number {
+export function parseKeep(value: string): number {
   const text = value.trim().toLowerCase();
   if (text === 'unlimited' || text === 'all' || text === '-1') return -1;
   const n = Number(text);
@@ -22,7 +22,7 @@ function parseKeep(value: string): number {
   return n;
 }
 
-function parseWithin(value: string): RetentionDuration {
+export function parseWithin(value: string): RetentionDuration {
   try {
     return parseRetentionDuration(value);
   } catch (err) {
@@ -55,6 +55,32 @@ function renderDestination(d: PruneDestinationResult, dryRun: boolean): void {
   out(`  ${d.destination}: ${d.kept.length} kept, ${d.removed.length} ${dryRun ? 'to remove' : 'removed'} (${formatBytes(bytes)}), ${d.skipped.length} skipped${d.errors.length ? `, ${d.errors.length} error(s)` : ''}`);
 }
 
+/** The `--keep-*` flags as commander gives them. */
+export interface PolicyFlags {
+  keepLast?: number; keepHourly?: number; keepDaily?: number; keepWeekly?: number; keepMonthly?: number; keepYearly?: number; keepWithin?: RetentionDuration;
+}
+
+/** Adds the `--keep-*` flags (prune's, also audit's for Object Lock). */
+export function addPolicyOptions<C extends Command>(command: C): C {
+  return command
+    .option('--keep-last <n>', 'keep the n newest copies', parseKeep)
+    .option('--keep-hourly <n>', 'keep the newest copy of each of the n newest hours', parseKeep)
+    .option('--keep-daily <n>', 'keep the newest copy of each of the n newest days', parseKeep)
+    .option('--keep-weekly <n>', 'keep the newest copy of each of the n newest ISO weeks', parseKeep)
+    .option('--keep-monthly <n>', 'keep the newest copy of each of the n newest months', parseKeep)
+    .option('--keep-yearly <n>', 'keep the newest copy of each of the n newest years', parseKeep)
+    .option('--keep-within <duration>', 'keep every copy newer than this before the newest one (e.g. 30d, 1y6m; m = months)', parseWithin);
+}
+
+/** The policy of the `--keep-*` flags; `undefined` when none is given. */
+export function policyOf(opts: PolicyFlags): RetentionPolicy | undefined {
+  const policy: RetentionPolicy = {
+    keepLast: opts.keepLast, keepHourly: opts.keepHourly, keepDaily: opts.keepDaily, keepWeekly: opts.keepWeekly,
+    keepMonthly: opts.keepMonthly, keepYearly: opts.keepYearly, keepWithin: opts.keepWithin,
+  };
+  return Object.values(policy).some((v) => v !== undefined) ? policy : undefined;
+}
+
 const POLICY_HELP = `
 Policy (restic's "forget" semantics):
   Complete copies (valid manifest) at each destination are sorted newest first by backup time
@@ -85,19 +111,14 @@ Safety:
     running replicate are never deleted, only reported.
   - The manifest is deleted first, so an interrupted prune never leaves a copy that looks
     complete; the next prune finishes the removal.
+  - Copies under S3 Object Lock (destination option objectLock) are kept until their lock has
+    passed ("kept until DATE (locked)"); the first prune after that date removes them.
   - Removed backups are recorded in <destination>/.offsite/pruned.json (offsite watch does not
     copy them there again).`;
 
 export function registerPrune(ctx: CommandContext): void {
-  ctx.program.command('prune')
-    .description('remove old copies at destinations by a retention policy (restic forget semantics); never at the source')
-    .option('--keep-last <n>', 'keep the n newest copies', parseKeep)
-    .option('--keep-hourly <n>', 'keep the newest copy of each of the n newest hours', parseKeep)
-    .option('--keep-daily <n>', 'keep the newest copy of each of the n newest days', parseKeep)
-    .option('--keep-weekly <n>', 'keep the newest copy of each of the n newest ISO weeks', parseKeep)
-    .option('--keep-monthly <n>', 'keep the newest copy of each of the n newest months', parseKeep)
-    .option('--keep-yearly <n>', 'keep the newest copy of each of the n newest years', parseKeep)
-    .option('--keep-within <duration>', 'keep every copy newer than this before the newest one (e.g. 30d, 1y6m; m = months)', parseWithin)
+  addPolicyOptions(ctx.program.command('prune')
+    .description('remove old copies at destinations by a retention policy (restic forget semantics); never at the source'))
     .option('--at <names>', 'destination names, comma-separated (default: all configured)', parseList)
     .option('--dry-run', 'show what would be kept and removed; delete nothing')
     .option('--retries <n>', 'retries of a transient error per operation (default: options.retries, 5)', parseRetries)

@@ -17,9 +17,10 @@
  * s3:DeleteObject on bucket/prefix*`). A temp object that cannot be removed after its copy is
  * written is a warning, not a failed copy (`dropTemp`); a later `list` removes it (driver.ts).
  */
-import type { OffsiteError } from '../../errors.js';
+import { DriverError, type OffsiteError } from '../../errors.js';
 import { checkDriverKey, etagFingerprint, Semaphore } from '../toolkit/index.js';
 import { classifyS3Error, isAccessDenied, type S3Failure } from './errors.js';
+import { lockedVersions, retainedError, type ObjectLockSettings } from './object-lock.js';
 import { ByteStash } from './resources.js';
 import type { ObjectStore, StoredObject, StoredVersion, VersioningState } from './store.js';
 import type { Entry } from '../types.js';
@@ -67,8 +68,10 @@ export class Bucket {
     /** `''` or `folder/` inside the bucket. */
     readonly prefix: string,
     readonly listPageSize: number,
-    maxConcurrency: number,
+    readonly maxConcurrency: number,
     warn?: WarnSink,
+    /** The destination's `objectLock` option (./object-lock.ts): what it writes is locked, locked versions are never deleted. */
+    readonly lock?: ObjectLockSettings,
   ) {
     this.#uploads = new Semaphore(maxConcurrency);
     this.#warn = warn ?? warnOnStderr;
@@ -90,7 +93,8 @@ export class Bucket {
    */
   versioning(signal: AbortSignal | undefined): Promise<VersioningState> {
     this.#versioning ??= this.store.versioning(signal).then((state) => {
-      if (state !== 'off') this.warn(versioningWarning(this.store.bucket, this.prefix, state));
+      // With Object Lock, versioning is required (./object-lock.ts checks it): nothing to warn about.
+      if (state !== 'off' && this.lock === undefined) this.warn(versioningWarning(this.store.bucket, this.prefix, state));
       return state;
     }, (err: unknown) => {
       const failure = this.store.describeError(err);
@@ -129,15 +133,21 @@ export class Bucket {
    * Deletes `full` for good. Unversioned bucket: DeleteObject. Versioned (or suspended): every
    * version and delete marker of exactly that key, by VersionId; where that is refused, the
    * remaining versions are reported (`refused`) and the key is still hidden with a plain
-   * DeleteObject. A refused DeleteObject throws (the caller names the permission).
+   * DeleteObject. A refused DeleteObject throws (the caller names the permission). With Object
+   * Lock: when any version is still locked, nothing is removed and `E_RETAINED` is thrown
+   * (./object-lock.ts `lockedVersions`).
    */
   async removeKey(full: string, signal: AbortSignal | undefined): Promise<void> {
-    if ((await this.versioning(signal)) === 'off') {
+    if (this.lock === undefined && (await this.versioning(signal)) === 'off') {
       await this.store.delete(full, signal);
       return;
     }
     const versions: StoredVersion[] = [];
     for await (const v of this.store.listVersions(full, this.listPageSize, signal)) if (v.key === full) versions.push(v);
+    if (this.lock !== undefined) {
+      const locked = await lockedVersions(this, full, versions, signal);
+      if (locked.length > 0) throw retainedError(this, full, locked);
+    }
     const left: StoredVersion[] = [];
     for (const v of versions) {
       try {
@@ -164,6 +174,10 @@ export class Bucket {
     try {
       await this.removeKey(temp, signal);
     } catch (err) {
+      if (err instanceof DriverError && err.code === 'E_RETAINED') {
+        this.warn(`${err.message} (a temp object: was it locked by a default retention rule added after offsite checked the bucket?)`);
+        return;
+      }
       if (!isAccessDenied(this.store.describeError(err))) throw err;
       this.refused('temp', size,
         () => `cannot delete temp object s3://${this.store.bucket}/${temp} (${bytesText(size)}): s3:DeleteObject is denied; offsite needs s3:DeleteObject on ${this.scope}. The copy itself is complete; the temp object is hidden from offsite's listings and the first run allowed to delete it removes it`,

@@ -10,10 +10,12 @@
 import { DriverError } from '../../errors.js';
 import { where, type ErrorContext } from '../toolkit/index.js';
 import { HASH_METADATA, type Bucket } from './bucket.js';
+import { ensureRetention, retentionFor } from './object-lock.js';
 
 /**
  * Copies `from` onto `to` (full keys) inside the bucket with the source's metadata (MetadataDirective
- * REPLACE with the same values, so with its stored hash), by CopyObject, or UploadPartCopy above
+ * REPLACE with the same values, so with its stored hash; with `objectLock`, a retention of its own
+ * counted from now), by CopyObject, or UploadPartCopy above
  * `multipartCopyThresholdBytes`. Then checks the result with a HEAD of `to`: the size must be the
  * source's, the stored hash the source's, and the ETag the one the copy reported (when it reported
  * one); otherwise `E_COPY_MISMATCH` (kind `integrity`), and `to` is deleted again so nothing
@@ -24,7 +26,8 @@ export async function copyObject(bucket: Bucket, from: string, to: string, signa
   try {
     const head = await bucket.store.head(from, signal);
     if (head === undefined) throw bucket.failWith('NoSuchKey', 'copy', from);
-    const etag = await bucket.store.copy(from, to, head.size, { ...head.metadata }, signal);
+    const retention = retentionFor(bucket, to);
+    const etag = await bucket.store.copy(from, to, head.size, { ...head.metadata }, signal, retention);
     const copied = await bucket.store.head(to, signal);
     const problem = copied === undefined ? 'is not there after the copy'
       : copied.size !== head.size ? `has ${copied.size} bytes, the source ${head.size}`
@@ -35,6 +38,7 @@ export async function copyObject(bucket: Bucket, from: string, to: string, signa
       if (copied !== undefined) await bucket.store.delete(to).catch(() => undefined);
       throw new DriverError('E_COPY_MISMATCH', `${where(context)}: the server-side copy ${problem}; it was removed, copy the file again`, { kind: 'integrity' });
     }
+    await ensureRetention(bucket, to, retention, signal);
   } catch (err) {
     throw bucket.fail(err, `copy to ${to}`, from);
   }

@@ -8,6 +8,10 @@
  *
  * Layout: key `a/b.bin` is the object `<prefix>a/b.bin` in the bucket.
  *
+ * Object Lock (option `objectLock`, ./object-lock.ts): the bucket is checked before the first
+ * write, every object of a copy is written with its retention, and `delete` refuses a key with a
+ * version still locked (`E_RETAINED`) without removing anything.
+ *
  * Writes:
  * - An object of 0 or 1 part is sent at `commit` as one PutObject with `Content-MD5` and the
  *   hash in its metadata. The part is held in memory until then (the hash is only known at
@@ -52,6 +56,7 @@ import type { Capabilities, Driver, Entry, ReadOptions, SignalOptions, WriteOpti
 import type { Location } from '../location.js';
 import { Bucket } from './bucket.js';
 import { isAccessDenied } from './errors.js';
+import { LockControl, type ObjectLockSettings } from './object-lock.js';
 import { copyObject } from './copy.js';
 import { S3_LIMITS } from './quirks.js';
 import { readObject } from './read.js';
@@ -80,6 +85,8 @@ export interface ObjectDriverSettings {
   readonly listPageSize: number;
   /** Receives one-line warnings (versioned bucket, refused removals). @default writes to stderr */
   readonly warn?: (line: string) => void;
+  /** Lock every object of a copy (S3 Object Lock; ./object-lock.ts). @default no locks */
+  readonly objectLock?: ObjectLockSettings;
 }
 
 /** `a/b.bin` -> `a/.b.bin.offsite-partial` (the one rule of src/drivers/toolkit/temp-names.ts). */
@@ -93,6 +100,8 @@ export class ObjectDriver implements Driver {
   readonly capabilities: Capabilities;
   readonly #bucket: Bucket;
   readonly #settings: ObjectDriverSettings;
+  /** With the `objectLock` option: see ../types.ts `ObjectLock`. */
+  readonly objectLock: LockControl | undefined;
   #bucketChecked = false;
   #closed = false;
   /** When this driver was made (ms): leftover temp objects older than this are swept by `list`. */
@@ -102,7 +111,8 @@ export class ObjectDriver implements Driver {
 
   constructor(readonly name: string, store: ObjectStore, settings: ObjectDriverSettings) {
     this.#settings = settings;
-    this.#bucket = new Bucket(name, store, settings.prefix, settings.listPageSize, settings.maxConcurrency, settings.warn);
+    this.#bucket = new Bucket(name, store, settings.prefix, settings.listPageSize, settings.maxConcurrency, settings.warn, settings.objectLock);
+    this.objectLock = settings.objectLock === undefined ? undefined : new LockControl(this.#bucket, settings.objectLock);
     this.description = settings.description;
     this.location = settings.location;
     this.capabilities = {
@@ -257,6 +267,7 @@ export class ObjectDriver implements Driver {
     const full = this.#bucket.fullKey(key);
     const { size, partBytes } = checkWriteShape(options, Number.MAX_SAFE_INTEGER, { driver: this.name, key, action: 'open write' });
     this.#checkOpen(options.signal, 'open write');
+    await this.objectLock?.check(options);
     return openObjectWrite(this.#bucket, key, full, size, partBytes, this.capabilities.maxParts, options.signal);
   }
 
@@ -277,6 +288,7 @@ export class ObjectDriver implements Driver {
     const to = this.#bucket.fullKey(toKey);
     try {
       this.#checkOpen(options.signal, 'copy');
+      await this.objectLock?.check(options);
     } catch (err) {
       throw this.#bucket.fail(err, `copy to ${to}`, from);
     }

@@ -33,6 +33,20 @@ export interface StoredVersion {
   readonly latest: boolean;
 }
 
+/** An S3 Object Lock retention: the mode, and until when (ms since the epoch) the version cannot be deleted or overwritten. */
+export interface Retention {
+  readonly mode: 'GOVERNANCE' | 'COMPLIANCE';
+  readonly untilMs: number;
+}
+
+/** A bucket's Object Lock configuration (GetObjectLockConfiguration). */
+export interface LockConfiguration {
+  /** `ObjectLockEnabled: Enabled`. */
+  readonly enabled: boolean;
+  /** The bucket's default retention rule, applied to every new object that names none. */
+  readonly defaultRule?: { readonly mode: string; readonly days?: number; readonly years?: number };
+}
+
 /** A bucket's versioning state (GetBucketVersioning): never enabled, on, or suspended after being on. */
 export type VersioningState = 'off' | 'enabled' | 'suspended';
 
@@ -67,9 +81,10 @@ export interface ObjectStore {
   list(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject>;
   /**
    * One PutObject with `Content-MD5` (base64) so the server rejects corrupted bytes, user
-   * `metadata`, and the configured storage class and encryption.
+   * `metadata`, and the configured storage class and encryption; with `retention`, the Object Lock
+   * mode and retain-until date (S3 requires Content-MD5 or a checksum on such a request: it has one).
    */
-  put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal): Promise<void>;
+  put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention): Promise<void>;
   /** CreateMultipartUpload with the configured encryption (never a storage class: see driver.ts). */
   createUpload(key: string, signal?: AbortSignal): Promise<string>;
   /** Open multipart uploads whose key starts with `prefix`, all pages. */
@@ -86,9 +101,10 @@ export interface ObjectStore {
    * configured storage class and encryption; multipart copy above the single-copy limit.
    * Resolves with the new object's ETag when the server reported one (unquoted, lower case),
    * `undefined` otherwise (RGW answers a completed multipart upload with an empty ETag). A 200
-   * answer whose body is an `<Error>` rejects like any failed request.
+   * answer whose body is an `<Error>` rejects like any failed request. With `retention`, the new
+   * object carries that Object Lock mode and retain-until date.
    */
-  copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined>;
+  copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention): Promise<string | undefined>;
   /** DeleteObject; resolves when the key is already gone. In a versioned bucket it only adds a delete marker. */
   delete(key: string, signal?: AbortSignal): Promise<void>;
   /** GetBucketVersioning. */
@@ -97,6 +113,16 @@ export interface ObjectStore {
   listVersions(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredVersion>;
   /** DeleteObject with a VersionId: removes that version (or delete marker) for good; resolves when it is already gone. */
   deleteVersion(key: string, versionId: string, signal?: AbortSignal): Promise<void>;
+  /**
+   * Object Lock (only flavours that offer the driver's `objectLock` option implement these; see
+   * ./object-lock.ts). GetObjectLockConfiguration: a bucket created without Object Lock answers
+   * with an error (`ObjectLockConfigurationNotFoundError`), returned as `{ enabled: false }`.
+   */
+  lockConfiguration?(signal?: AbortSignal): Promise<LockConfiguration>;
+  /** The retention of one version of `key` (the current one without `versionId`), from HeadObject; `undefined` when it has none or is gone. */
+  retention?(key: string, versionId: string | undefined, signal?: AbortSignal): Promise<Retention | undefined>;
+  /** PutObjectRetention on the current version of `key` (extending is allowed in both modes; shortening is not tried). */
+  putRetention?(key: string, retention: Retention, signal?: AbortSignal): Promise<void>;
   /** Extracts what the shared classification needs from one of this SDK's errors. */
   describeError(err: unknown): S3Failure;
   close(): void;

@@ -3,7 +3,7 @@
  * leaves behind):
  *
  * - `SinglePartSession`, 0 or 1 part: the bytes are held until `commit`, then sent with the hash
- *   in one PutObject with `Content-MD5`.
+ *   in one PutObject with `Content-MD5` (and, with `objectLock`, the retention: ./object-lock.ts).
  * - `MultipartSession`, several parts: a multipart upload of the temp key, completed, size-checked
  *   and copied onto the final key with the hash at `commit`.
  *
@@ -17,6 +17,7 @@ import {
 } from '../toolkit/index.js';
 import type { CommitOptions, SignalOptions, WriteSession } from '../types.js';
 import { HASH_METADATA, type Bucket } from './bucket.js';
+import { ensureRetention, retentionFor } from './object-lock.js';
 import { S3_LIMITS } from './quirks.js';
 import { md5, multipartEtag, type StoredPart } from './store.js';
 
@@ -167,7 +168,7 @@ class SinglePartSession extends Session {
     if (body === undefined) throw missingPartError(this.context('commit'), [0], 1, 'was never written');
     try {
       const digest = md5(body).base64;
-      await this.bucket.upload(options.signal, `${this.key}: commit`, () => this.bucket.store.put(this.full, body, digest, { [HASH_METADATA]: options.hash }, options.signal));
+      await this.bucket.upload(options.signal, `${this.key}: commit`, () => this.bucket.store.put(this.full, body, digest, { [HASH_METADATA]: options.hash }, options.signal, retentionFor(this.bucket, this.full)));
     } catch (err) {
       throw this.bucket.fail(err, 'commit', this.full);
     }
@@ -277,7 +278,11 @@ class MultipartSession extends Session {
           this.#completed = true;
         }
       }
-      if (!this.#copied) await store.copy(this.temp, this.full, this.size, { [HASH_METADATA]: options.hash }, signal);
+      if (!this.#copied) {
+        const retention = retentionFor(this.bucket, this.full);
+        await store.copy(this.temp, this.full, this.size, { [HASH_METADATA]: options.hash }, signal, retention);
+        await ensureRetention(this.bucket, this.full, retention, signal);
+      }
       this.#copied = true;
     } catch (err) {
       throw this.bucket.fail(err, 'commit', this.full);

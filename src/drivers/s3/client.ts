@@ -20,8 +20,8 @@
  */
 import {
   AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CopyObjectCommand, CreateMultipartUploadCommand, DeleteObjectCommand,
-  GetBucketVersioningCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectVersionsCommand, ListObjectsV2Command, ListPartsCommand,
-  PutObjectCommand, S3Client, UploadPartCommand, UploadPartCopyCommand, type ServerSideEncryption, type StorageClass,
+  GetBucketVersioningCommand, GetObjectCommand, GetObjectLockConfigurationCommand, HeadBucketCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectVersionsCommand, ListObjectsV2Command, ListPartsCommand,
+  PutObjectCommand, PutObjectRetentionCommand, S3Client, UploadPartCommand, UploadPartCopyCommand, type ServerSideEncryption, type StorageClass,
 } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { Agent as HttpAgent } from 'node:http';
@@ -29,7 +29,8 @@ import { Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
 import type { S3Failure } from '../object-store/errors.js';
 import {
-  cleanEtag, copyPartBytes, type ObjectStore, type OpenUpload, type StoredObject, type StoredPart, type StoredVersion, type VersioningState,
+  cleanEtag, copyPartBytes, type LockConfiguration, type ObjectStore, type OpenUpload, type Retention, type StoredObject, type StoredPart, type StoredVersion,
+  type VersioningState,
 } from '../object-store/store.js';
 import { describeAwsError } from './errors.js';
 import type { S3Options } from './options.js';
@@ -136,6 +137,11 @@ export class AwsStore implements ObjectStore {
     };
   }
 
+  /** The Object Lock headers of a write (`x-amz-object-lock-mode`, `x-amz-object-lock-retain-until-date`). */
+  #lock(retention: Retention | undefined): { ObjectLockMode?: Retention['mode']; ObjectLockRetainUntilDate?: Date } {
+    return retention === undefined ? {} : { ObjectLockMode: retention.mode, ObjectLockRetainUntilDate: new Date(retention.untilMs) };
+  }
+
   #storageClass(): { StorageClass?: StorageClass } {
     return this.#options.storageClass !== undefined ? { StorageClass: this.#options.storageClass as StorageClass } : {};
   }
@@ -185,10 +191,10 @@ export class AwsStore implements ObjectStore {
     } while (token);
   }
 
-  async put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal): Promise<void> {
+  async put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention): Promise<void> {
     await this.#send(new PutObjectCommand({
       Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ContentMD5: md5Base64, Metadata: metadata,
-      ...this.#storageClass(), ...this.#encryption(),
+      ...this.#storageClass(), ...this.#encryption(), ...this.#lock(retention),
     }), signal);
   }
 
@@ -254,18 +260,18 @@ export class AwsStore implements ObjectStore {
     }
   }
 
-  async copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
+  async copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention): Promise<string | undefined> {
     const source = `${this.bucket}/${encodeURIComponent(fromKey).replace(/%2F/g, '/')}`;
     if (size <= this.#options.multipartCopyThresholdBytes) {
       // The SDK's S3 middleware turns a 200 answer with an <Error> body into a thrown error.
       const out = await this.#send(new CopyObjectCommand({
         Bucket: this.bucket, Key: toKey, CopySource: source, MetadataDirective: 'REPLACE', Metadata: metadata,
-        ...this.#storageClass(), ...this.#encryption(),
+        ...this.#storageClass(), ...this.#encryption(), ...this.#lock(retention),
       }), signal);
       return cleanEtag(out.CopyObjectResult?.ETag) || undefined;
     }
     const created = await this.#send(new CreateMultipartUploadCommand({
-      Bucket: this.bucket, Key: toKey, Metadata: metadata, ...this.#storageClass(), ...this.#encryption(),
+      Bucket: this.bucket, Key: toKey, Metadata: metadata, ...this.#storageClass(), ...this.#encryption(), ...this.#lock(retention),
     }), signal);
     const uploadId = created.UploadId as string;
     try {
@@ -323,6 +329,41 @@ export class AwsStore implements ObjectStore {
 
   async deleteVersion(key: string, versionId: string, signal?: AbortSignal): Promise<void> {
     await this.#send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key, VersionId: versionId }), signal);
+  }
+
+  async lockConfiguration(signal?: AbortSignal): Promise<LockConfiguration> {
+    try {
+      const out = await this.#send(new GetObjectLockConfigurationCommand({ Bucket: this.bucket }), signal);
+      const config = out.ObjectLockConfiguration;
+      const rule = config?.Rule?.DefaultRetention;
+      return {
+        enabled: config?.ObjectLockEnabled === 'Enabled',
+        ...(rule?.Mode !== undefined ? { defaultRule: { mode: rule.Mode, ...(rule.Days !== undefined ? { days: rule.Days } : {}), ...(rule.Years !== undefined ? { years: rule.Years } : {}) } } : {}),
+      };
+    } catch (err) {
+      const failure = describeAwsError(err);
+      if (failure.code === 'ObjectLockConfigurationNotFoundError' || failure.code === 'ObjectLockConfigurationNotFound') return { enabled: false };
+      throw err;
+    }
+  }
+
+  async retention(key: string, versionId: string | undefined, signal?: AbortSignal): Promise<Retention | undefined> {
+    const out = await this.#send(new HeadObjectCommand({ Bucket: this.bucket, Key: key, ...(versionId !== undefined ? { VersionId: versionId } : {}) }), signal).catch((err: unknown) => {
+      const failure = describeAwsError(err);
+      // 405: HEAD of a delete marker by version id.
+      if (failure.status === 404 || failure.status === 405 || failure.code === 'NotFound' || failure.code === 'NoSuchKey' || failure.code === 'NoSuchVersion') return undefined;
+      throw err;
+    });
+    if (out === undefined) return undefined;
+    const mode = out.ObjectLockMode;
+    const until = out.ObjectLockRetainUntilDate?.getTime();
+    return (mode === 'GOVERNANCE' || mode === 'COMPLIANCE') && until !== undefined && Number.isFinite(until) ? { mode, untilMs: until } : undefined;
+  }
+
+  async putRetention(key: string, retention: Retention, signal?: AbortSignal): Promise<void> {
+    await this.#send(new PutObjectRetentionCommand({
+      Bucket: this.bucket, Key: key, Retention: { Mode: retention.mode, RetainUntilDate: new Date(retention.untilMs) },
+    }), signal);
   }
 
   describeError(err: unknown): S3Failure {

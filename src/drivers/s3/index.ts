@@ -27,6 +27,7 @@ export function createS3DriverFromOptions(name: string, options: S3Options): Obj
     maxConcurrency: options.maxConcurrency,
     maxParts: options.maxParts,
     listPageSize: options.listPageSize,
+    ...(options.objectLock !== undefined ? { objectLock: options.objectLock } : {}),
   });
 }
 

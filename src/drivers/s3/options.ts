@@ -8,7 +8,9 @@
  * The keys declared in `S3_SCHEMA` are read by src/config/schema.ts; the tuning keys and the
  * bucket and prefix rules are shared with the `minio` flavour (../object-store/options.ts).
  */
-import { boolean, contextFor, oneOf, readSection, secret, sectionError, string, type SectionContext } from '../../config/schema.js';
+import { boolean, contextFor, custom, oneOf, readSection, refuse, secret, sectionError, string, type SectionContext } from '../../config/schema.js';
+import { parseDuration } from '../../config/units.js';
+import type { ObjectLockSettings } from '../object-store/object-lock.js';
 import { checkBucketName, normalizePrefix, TUNING_SCHEMA, tuningOf, type ObjectStoreTuning } from '../object-store/options.js';
 import { vendorFor, type ChecksumMode } from '../object-store/quirks.js';
 
@@ -39,6 +41,38 @@ export interface S3Options extends ObjectStoreTuning {
   readonly responseChecksumValidation: ChecksumMode;
   /** Most parts per upload, from the vendor table (10,000; Scaleway 1,000). */
   readonly maxParts: number;
+  /**
+   * S3 Object Lock: every object of a copy is written locked in this mode for `retain` from its
+   * write (config `objectLock: { mode: GOVERNANCE | COMPLIANCE, retain: 30d }`); see
+   * ../object-store/object-lock.ts. @default no locks
+   */
+  readonly objectLock?: ObjectLockSettings;
+}
+
+const LOCK_MODES = ['GOVERNANCE', 'COMPLIANCE'] as const;
+/** The longest `retain` accepted: 100 years (S3 itself allows far more; this catches typos in units). */
+const MAX_RETAIN_MS = 100 * 365 * 86_400_000;
+
+/**
+ * `objectLock: { mode: GOVERNANCE, retain: 30d }`, read back in the same shape (the config loader
+ * reads a section twice): `mode` upper-cased, `retain` a duration of at least 1s (s, m, h, d).
+ */
+function readObjectLock(value: unknown): { mode: (typeof LOCK_MODES)[number]; retain: string | number } {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return refuse();
+  const { mode, retain, ...rest } = value as Record<string, unknown>;
+  const unknown = Object.keys(rest);
+  if (unknown.length > 0) refuse(`got the unknown key ${JSON.stringify(unknown[0])} (known: mode, retain)`);
+  const upper = typeof mode === 'string' ? mode.trim().toUpperCase() : undefined;
+  if (upper !== 'GOVERNANCE' && upper !== 'COMPLIANCE') refuse(`"mode" must be GOVERNANCE or COMPLIANCE, got ${JSON.stringify(mode ?? null)}`);
+  if (typeof retain !== 'string' && typeof retain !== 'number') refuse(`"retain" must be a duration like 30d, got ${JSON.stringify(retain ?? null)}`);
+  let ms: number;
+  try {
+    ms = parseDuration(retain, 'retain');
+  } catch {
+    return refuse(`"retain" must be a duration like 30d, 12h or 90s, got ${JSON.stringify(retain)}`);
+  }
+  if (ms < 1000 || ms > MAX_RETAIN_MS) refuse(`"retain" must be from 1s to 36500d, got ${JSON.stringify(retain)}`);
+  return { mode: upper, retain: typeof retain === 'string' ? retain.trim() : retain };
 }
 
 const CHECKSUM_MODES = ['WHEN_REQUIRED', 'WHEN_SUPPORTED'] as const;
@@ -58,6 +92,7 @@ export const S3_SCHEMA = {
   sseKmsKeyId: string(),
   requestChecksumCalculation: oneOf(CHECKSUM_MODES),
   responseChecksumValidation: oneOf(CHECKSUM_MODES),
+  objectLock: custom({ expected: `{ mode: ${LOCK_MODES.join(' | ')}, retain: DURATION } like { mode: GOVERNANCE, retain: 30d }` }, readObjectLock),
   ...TUNING_SCHEMA,
 };
 
@@ -99,6 +134,7 @@ export function parseS3Options(name: string, section: Readonly<Record<string, un
     requestChecksumCalculation: v.requestChecksumCalculation ?? vendor.checksums,
     responseChecksumValidation: v.responseChecksumValidation ?? vendor.checksums,
     maxParts: vendor.maxParts,
+    ...(v.objectLock !== undefined ? { objectLock: { mode: v.objectLock.mode, retainMs: parseDuration(v.objectLock.retain, 'objectLock.retain') } } : {}),
     ...tuningOf(v),
   };
 }
