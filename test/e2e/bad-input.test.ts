@@ -296,9 +296,13 @@ const CASES: readonly Case[] = [
     args: ['replicate', NAME], code: 1, stderr: /^offsite: backup nightly_1 is not complete: meta\/full_meta\.json is a FIFO \(named pipe\), not a regular file: replace it with the meta file/,
   },
   {
-    name: 'destination: a FIFO in place of the lock file is never opened (the run does not hang)', setup: (c) => { withCopy(c); fifoAt(join(c.dir, 'd1', NAME, '.offsite', 'lock.json')); },
+    name: 'destination: a FIFO in place of the lock file is never opened (the run does not hang)',
+    setup: (c) => { mkdirSync(join(c.dir, 'd1', NAME, '.offsite'), { recursive: true }); fifoAt(join(c.dir, 'd1', NAME, '.offsite', 'lock.json')); },
     timeoutMs: 30_000, args: ['replicate', NAME, '--to', 'd1'], code: 0, writes: true,
-    check: (c) => assert.ok(!existsSync(join(c.dir, 'd1', NAME, '.offsite', 'lock.json')), 'the lock was taken and released'),
+    check: (c) => {
+      assert.ok(existsSync(manifestAt(c)), 'the copy was made');
+      assert.ok(!existsSync(join(c.dir, 'd1', NAME, '.offsite', 'lock.json')), 'the lock was taken and released');
+    },
   },
   {
     name: 'source: a stray symlink at the root does not block replicate --latest', setup: (c) => symlinkSync('/etc', join(c.src, 'stray')),
