@@ -26,21 +26,25 @@
  * - **failed** ("will not become complete by waiting"): quiet for the whole quiet period and
  *   still a required meta file missing (binlogs without meta = a failed or abandoned backup;
  *   a meta write that stopped half-way), a meta file malformed, or a listed binlog missing or
- *   of the wrong size. Also a name with nothing under it at all (no such backup).
+ *   of the wrong size. Also a name with nothing under it at all (no such backup). A folder, a
+ *   FIFO or another special file where a file should be is named as such, not as "missing".
  *
  * The state is recomputed from scratch on every call; nothing is remembered. A "failed" backup
  * that was in fact only slow (a single huge object copying for longer than the quiet period)
  * simply inspects as complete once milvus-backup finishes it.
  *
  * Bounded work: `NAME/` is listed exactly once and only the meta files are read (never a
- * binlog). Memory is the listing of that one backup plus its parsed meta.
+ * binlog); when files are absent, the driver is asked what is in place of the first few
+ * (`Driver.whatIsAt`, which never opens them). Memory is the listing of that one backup plus
+ * its parsed meta.
  *
  * `inspectBackup` does not throw for a bad backup: it returns the state and a one-line reason
  * that names the file. It throws only when the source itself fails (IO errors, keeping their
  * `kind`), when aborted, or for a name that cannot be a folder (`E_BACKUP_NAME`).
  */
-import { BackupError, throwIfAborted } from '../errors.js';
-import type { Driver, Entry } from '../drivers/types.js';
+import { AbortedError, BackupError, throwIfAborted } from '../errors.js';
+import { describePathType } from '../drivers/toolkit/path-types.js';
+import type { Driver, Entry, PathType } from '../drivers/types.js';
 import { readMetaJson } from './json.js';
 import { checkMetaShape, declaredFormat, summarizeFullMeta, type FullMetaSummary } from './meta.js';
 import { CHECK_PROBE_PREFIX, META_DIR, META_FILES, isNoiseInBackup, isValidBackupName } from './names.js';
@@ -301,10 +305,13 @@ export async function inspectListing(
   const required: string[] = [META_FILES.backup, META_FILES.collection, META_FILES.full];
   if (format !== 'snapshot') required.splice(2, 0, META_FILES.partition, META_FILES.segment);
   const missing = required.filter((file) => !present(file)).map((file) => `${META_DIR}/${file}`);
-  if (missing.length > 0) {
+  const absent = await describeAbsent(source, prefix, sizes, [...missing, ...(summary?.expected ?? []).map((o) => o.rel).filter((rel) => !sizes.has(rel))], options.signal);
+  const missingMeta = missing.filter((rel) => !absent.has(rel));
+  problems.unshift(...missing.filter((rel) => absent.has(rel)).map((rel) => `${rel} ${absent.get(rel) as string}: replace it with the meta file, or make the backup again`));
+  if (missingMeta.length > 0) {
     const anyMeta = META_ORDER.some(({ file }) => present(file));
-    problems.unshift(anyMeta
-      ? `${joinNames(missing)} missing`
+    problems.unshift(anyMeta || missingMeta.length < missing.length
+      ? `${joinNames(missingMeta)} missing`
       : `${META_DIR}/${META_FILES.full} missing, and no other meta: ${files.length} objects without meta are a failed or abandoned backup`);
   }
 
@@ -313,8 +320,12 @@ export async function inspectListing(
     for (const object of summary.expected) {
       const size = sizes.get(object.rel);
       const what = object.kind === 'snapshot-metadata' ? 'snapshot metadata' : 'binlog';
-      if (size === undefined) {
-        problems.push(`${what} ${object.rel} missing${object.size === undefined ? '' : ` (meta says ${object.size} bytes)`}`);
+      const metaSays = object.size === undefined ? '' : ` (meta says ${object.size} bytes)`;
+      const inPlace = absent.get(object.rel);
+      if (inPlace !== undefined) {
+        problems.push(`${what} ${object.rel} ${inPlace}${metaSays}: replace it with the ${what} file, or make the backup again`);
+      } else if (size === undefined) {
+        problems.push(`${what} ${object.rel} missing${metaSays}`);
       } else if (object.size !== undefined && size !== object.size) {
         problems.push(`${what} ${object.rel} is ${size} bytes, meta says ${object.size}`);
       }
@@ -357,7 +368,36 @@ export function assertComplete(inspection: BackupInspection): void {
   throw new BackupError(code, `backup ${inspection.name} is not complete: ${inspection.reason ?? inspection.state}`);
 }
 
-function hasPrefix(sizes: Map<string, number>, prefix: string): boolean {
+/** Absent files looked at more closely by `describeAbsent` (only the first problem is shown). */
+const DESCRIBED_ABSENT = 3;
+
+/**
+ * What is in place of files the listing did not show (`rels`, relative to `prefix`; only the
+ * first few are looked at), for the files that are not simply missing: rel -> "is a folder, not
+ * a regular file", "is a FIFO (named pipe), not a regular file"... A folder with files in it is
+ * seen in the listing; an empty folder, a FIFO, a socket or a device only through the driver's
+ * `whatIsAt` (which never opens the path). A failed look leaves the file "missing".
+ */
+async function describeAbsent(
+  source: Driver, prefix: string, sizes: ReadonlyMap<string, number>, rels: readonly string[], signal: AbortSignal | undefined,
+): Promise<Map<string, string>> {
+  const found = new Map<string, string>();
+  for (const rel of rels.slice(0, DESCRIBED_ABSENT)) {
+    let type: PathType | undefined = hasPrefix(sizes, `${rel}/`) ? 'folder' : undefined;
+    if (type === undefined && source.whatIsAt !== undefined) {
+      try {
+        type = await source.whatIsAt(`${prefix}${rel}`, { signal });
+      } catch (err) {
+        throwIfAborted(signal, `inspecting ${prefix}`);
+        if (err instanceof AbortedError) throw err;
+      }
+    }
+    if (type !== undefined && type !== 'missing' && type !== 'file') found.set(rel, `is ${describePathType(type)}, not a regular file`);
+  }
+  return found;
+}
+
+function hasPrefix(sizes: ReadonlyMap<string, number>, prefix: string): boolean {
   for (const rel of sizes.keys()) if (rel.startsWith(prefix)) return true;
   return false;
 }

@@ -27,6 +27,9 @@
 import type { Readable } from 'node:stream';
 import type { Identity, Location } from './location.js';
 
+/** What a key holds (`Driver.whatIsAt`); src/drivers/toolkit/path-types.ts has the helpers. */
+export type PathType = 'file' | 'folder' | 'fifo' | 'socket' | 'device' | 'other' | 'missing';
+
 /** What a driver can do. Plain data: the engine branches on it, tests skip by it. */
 export interface Capabilities {
   /** `openRead` honours `offset`/`length` without reading the skipped bytes. */
@@ -258,6 +261,14 @@ export interface Driver {
   list(prefix: string, options?: ListOptions): AsyncIterable<Entry>;
   /** The entry for `key`, or `undefined` when it does not exist (never a not-found error). */
   stat(key: string, options?: SignalOptions): Promise<Entry | undefined>;
+  /**
+   * What `key` holds, for a message that must name it ("binlog X is a FIFO", not "X missing"):
+   * asked only about a key that a listing did not show. Never opens the path (a FIFO would block
+   * the open). Drivers with a real file tree (local, sftp) have it; object stores, whose
+   * listings show all there is, leave it out. A symlink that stays inside the root is followed;
+   * one leading outside rejects with a `KeyError`. `missing` also when a folder above is missing.
+   */
+  whatIsAt?(key: string, options?: SignalOptions): Promise<PathType>;
   /**
    * A stream of the object's bytes from `offset` (for `length` bytes). A missing key rejects
    * with kind `not-found`. A stream error mid-way carries a `kind` like any other error.

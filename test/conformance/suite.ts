@@ -574,6 +574,20 @@ export function runConformance(label: string, target: TargetSource, options: Con
       await assertObject(driver, 'present/file', seededBytes(5, 15));
     });
 
+    test('whatIsAt names a file, a folder and a missing key', async (driver, t) => {
+      if (driver.whatIsAt === undefined) {
+        t.skip(`driver "${driver.name}" has no whatIsAt (its listings show all there is)`);
+        return;
+      }
+      await putObject(driver, 'kinds/inner/file', seededBytes(3, 16));
+      assert.equal(await driver.whatIsAt('kinds/inner/file'), 'file');
+      assert.equal(await driver.whatIsAt('kinds/inner'), 'folder');
+      assert.equal(await driver.whatIsAt('kinds/nope'), 'missing');
+      assert.equal(await driver.whatIsAt('no/such/folder/file'), 'missing');
+      assert.equal(await driver.whatIsAt('kinds/inner/file/below-a-file'), 'missing');
+      await rejectsWithKind(() => driver.openRead('kinds/inner'), 'not-found', 'openRead of a folder', 'E_NOT_A_FILE');
+    });
+
     test('delete removes the object, twice is fine, siblings stay, resumable state goes too', async (driver) => {
       await putObject(driver, 'del/a', seededBytes(10, 16));
       await putObject(driver, 'del/b', seededBytes(10, 17));

@@ -11,7 +11,7 @@
  * cases that need an existing copy, see `withCopy`).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
@@ -51,6 +51,8 @@ interface Case {
   readonly check?: (c: Ctx, run: CliRun) => void;
   /** The case is meant to write a copy (a stray link must not block a backup). */
   readonly writes?: boolean;
+  /** Kill the run after this long (a case that used to hang). @default 120 s */
+  readonly timeoutMs?: number;
 }
 
 let template = '';
@@ -118,6 +120,23 @@ function aBinlog(root: string): string {
   return walk(join(root, NAME, 'binlogs')) as string;
 }
 
+/** Puts a FIFO (named pipe) at `path`, in place of whatever was there. */
+function fifoAt(path: string): void {
+  rmSync(path, { recursive: true, force: true });
+  execFileSync('mkfifo', [path]);
+}
+
+/** Puts a folder at `path` in place of the file there, with `inside` (old mtimes) in it. */
+function folderAt(path: string, inside?: string): void {
+  rmSync(path);
+  mkdirSync(path);
+  if (inside !== undefined) {
+    writeFileSync(join(path, inside), 'x');
+    const old = new Date(Date.now() - 3600_000);
+    utimesSync(join(path, inside), old, old);
+  }
+}
+
 /** A copy of nightly_1 under another (possibly invalid) folder name at the source. */
 function copyAs(c: Ctx, name: string): void {
   cpSync(join(c.src, NAME), join(c.src, name), { recursive: true, preserveTimestamps: true });
@@ -152,6 +171,14 @@ const CASES: readonly Case[] = [
   { name: 'config: a destination that is not a mapping', config: CONFIG.replace('  d2: { type: local, root: ./d2 }', '  d2: ./d2'), args: ['list'], code: 2, stderr: /destinations\.d2 must be a mapping with a "type"/ },
   { name: 'config: an unknown driver type', config: CONFIG.replace('d2: { type: local', 'd2: { type: ftp'), args: ['replicate', NAME], code: 2, stderr: /^offsite: .*\bftp\b/ },
   { name: 'config: a local destination without root', config: CONFIG.replace('d2: { type: local, root: ./d2 }', 'd2: { type: local }'), args: ['replicate', NAME], code: 2, stderr: /^offsite: .*\broot\b/ },
+  {
+    name: 'config: an s3 endpoint with a path says where the bucket goes (not "bucket does not exist")', config: CONFIG.replace('d2: { type: local, root: ./d2 }', 'd2: { type: s3, endpoint: "http://127.0.0.1:7480/mybucket", bucket: mybucket }'),
+    args: ['list'], code: 2, stderr: /^offsite: .*d2.*"endpoint" must be .*with a path \(\/mybucket\): the endpoint must not contain a path; put the bucket name in "bucket" and a folder inside it in "prefix"$/,
+  },
+  {
+    name: 'config: a root with a folder name over 255 bytes is named', config: CONFIG.replace('root: ./d2', `root: ./${'n'.repeat(300)}`),
+    args: ['list'], code: 2, stderr: /^offsite: .*d2.*"root" must be a non-empty folder path, got a folder name too long for a file system: "n{40}…" is 300 bytes, at most 255 are allowed; shorten it$/,
+  },
   { name: 'source root missing: list fails, never "(none)"', config: CONFIG.replace('root: ./src', 'root: ./unmounted'), args: ['list'], code: 1, stderr: /^offsite: source: root .*unmounted does not exist/ },
   { name: 'source root missing: replicate --latest fails with the cause', config: CONFIG.replace('root: ./src', 'root: ./unmounted'), args: ['replicate', '--latest'], code: 1, stderr: /^offsite: source: root .*unmounted does not exist/ },
   { name: 'source root missing: watch --once fails', config: CONFIG.replace('root: ./src', 'root: ./unmounted'), args: ['watch', '--once'], code: 1, stderr: /^offsite: source: root .*unmounted does not exist/ },
@@ -248,6 +275,36 @@ const CASES: readonly Case[] = [
   },
   { name: 'source: a symlink inside the backup leading outside', setup: (c) => symlinkSync('/etc', join(c.src, NAME, 'meta', 'escape')), args: ['replicate', NAME], code: 1, stderr: /^offsite: source: key "nightly_1\/meta\/escape" refused: a symlink on its path points outside the root \(to \/etc\)$/ },
   {
+    name: 'source: a FIFO in place of a binlog is named as such (never opened), not "missing"', setup: (c) => fifoAt(aBinlog(c.src)), timeoutMs: 30_000,
+    args: ['replicate', NAME], code: 1,
+    stderr: /^offsite: backup nightly_1 is not complete: binlog binlogs\/\S+ is a FIFO \(named pipe\), not a regular file \(meta says \d+ bytes\): replace it with the binlog file, or make the backup again$/,
+  },
+  {
+    name: 'source: list names a FIFO in place of a binlog', setup: (c) => fifoAt(aBinlog(c.src)), timeoutMs: 30_000,
+    args: ['list'], code: 0, stdout: /^ {2}nightly_1 {2}failed\b.*binlog binlogs\/\S+ is a FIFO \(named pipe\), not a regular file/m,
+  },
+  {
+    name: 'source: an empty folder in place of a binlog is named as such', setup: (c) => folderAt(aBinlog(c.src)),
+    args: ['replicate', NAME], code: 1, stderr: /^offsite: backup nightly_1 is not complete: binlog binlogs\/\S+ is a folder, not a regular file \(meta says \d+ bytes\): replace it/,
+  },
+  {
+    name: 'source: a folder with files in place of a binlog is named as such', setup: (c) => folderAt(aBinlog(c.src), 'stray'),
+    args: ['replicate', NAME], code: 1, stderr: /^offsite: backup nightly_1 is not complete: binlog binlogs\/\S+ is a folder, not a regular file \(meta says \d+ bytes\)/,
+  },
+  {
+    name: 'source: a FIFO in place of a meta file is named as such', setup: (c) => fifoAt(join(c.src, NAME, 'meta', 'full_meta.json')), timeoutMs: 30_000,
+    args: ['replicate', NAME], code: 1, stderr: /^offsite: backup nightly_1 is not complete: meta\/full_meta\.json is a FIFO \(named pipe\), not a regular file: replace it with the meta file/,
+  },
+  {
+    name: 'destination: a FIFO in place of the lock file is never opened (the run does not hang)',
+    setup: (c) => { mkdirSync(join(c.dir, 'd1', NAME, '.offsite'), { recursive: true }); fifoAt(join(c.dir, 'd1', NAME, '.offsite', 'lock.json')); },
+    timeoutMs: 30_000, args: ['replicate', NAME, '--to', 'd1'], code: 0, writes: true,
+    check: (c) => {
+      assert.ok(existsSync(manifestAt(c)), 'the copy was made');
+      assert.ok(!existsSync(join(c.dir, 'd1', NAME, '.offsite', 'lock.json')), 'the lock was taken and released');
+    },
+  },
+  {
     name: 'source: a stray symlink at the root does not block replicate --latest', setup: (c) => symlinkSync('/etc', join(c.src, 'stray')),
     args: ['replicate', '--latest', '--to', 'd1'], code: 0, writes: true, stderr: /^offsite: warning: skipped "stray" at the source root: .*points outside the root \(to \/etc\)$/,
     check: (c) => assert.ok(existsSync(manifestAt(c, 'd1'))),
@@ -318,7 +375,7 @@ const CASES: readonly Case[] = [
 /** Runs a case; returns the run. */
 async function runCase(c: Ctx, k: Case): Promise<CliRun> {
   const args = k.noConfig ? [...k.args] : ['--config', c.config, ...k.args];
-  return runCli(args, { cwd: c.dir, env: k.env });
+  return runCli(args, { cwd: c.dir, env: k.env, ...(k.timeoutMs !== undefined ? { timeoutMs: k.timeoutMs } : {}) });
 }
 
 describe('bad input (CLI, local folders): exit code, one-line message, nothing certified', () => {

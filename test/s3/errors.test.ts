@@ -13,7 +13,7 @@ import { createS3Driver } from '../../src/drivers/s3/index.js';
 import { classifyS3Error } from '../../src/drivers/object-store/errors.js';
 import { describeAwsError } from '../../src/drivers/s3/errors.js';
 import type { Driver } from '../../src/drivers/types.js';
-import { DriverError } from '../../src/errors.js';
+import { ConfigError, DriverError } from '../../src/errors.js';
 import { putObject, rejectsWithKind, seededBytes } from '../conformance/suite.js';
 import { minioSection } from './minio-section.js';
 import { freshBucket, removeFreshBuckets, requireServer, s3Section, testServer, type S3TestServer } from './server.js';
@@ -238,5 +238,35 @@ describe('s3 error classification table', () => {
       [Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), 'retryable'],
     ];
     for (const [err, kind] of table) assert.equal(classifyS3Error(err, describeMinioError(err), context).kind, kind, String((err as Error).message));
+  });
+});
+
+describe('s3 wordings that used to mislead (issue 11, finding 16), against Ceph RGW', { skip }, () => {
+  after(removeFreshBuckets);
+
+  it('an endpoint with a path is refused at config load, saying where the bucket goes (not "bucket does not exist")', async () => {
+    const server = requireServer();
+    const bucket = await freshBucket(server, 'err-endpoint-path');
+    await assert.rejects(() => createS3Driver('cloud', s3Section(server, bucket, { endpoint: `${server.endpoint}/${bucket}` })), (err: unknown) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.match(err.message, new RegExp(`^cloud: "endpoint" must be .*, got "${server.endpoint.replaceAll('.', '\\.')}/${bucket}" with a path \\(/${bucket}\\): the endpoint must not contain a path; put the bucket name in "bucket" and a folder inside it in "prefix"$`));
+      return true;
+    });
+    await assert.rejects(() => createMinioDriver('cloud', minioSection(server, { address: `127.0.0.1:${new URL(server.endpoint).port}/${bucket}`, bucketName: bucket })), (err: unknown) =>
+      err instanceof ConfigError && /"address" must not contain a path, .*: give the bucket in "bucketName" and a folder inside it in "rootPath"$/.test(err.message));
+  });
+
+  it('forcePathStyle: false on localhost: names the host looked up (BUCKET.localhost) and says to set forcePathStyle: true', async () => {
+    const server = requireServer();
+    const bucket = await freshBucket(server, 'err-vhost');
+    const endpoint = server.endpoint.replace('127.0.0.1', 'localhost');
+    const driver = await createS3Driver('cloud', s3Section(server, bucket, { endpoint, forcePathStyle: false }));
+    try {
+      const err = await rejectsWithKind(() => driver.stat('x'), 'permanent', 'stat with virtual-hosted style on localhost', 'E_CONFIG');
+      assert.match(err.message, new RegExp(`: cannot reach endpoint ${endpoint.replaceAll('.', '\\.')}: host name ${bucket}\\.localhost not found \\(with forcePathStyle: false the bucket is looked up as part of the host name\\); set forcePathStyle: true for this endpoint$`), err.message);
+      oneLine(err.message, server.secretAccessKey);
+    } finally {
+      await driver.close();
+    }
   });
 });

@@ -25,9 +25,11 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { throwIfAborted } from '../../errors.js';
 import {
-  checkDriverKey, checkDriverPrefix, checkReadRange, checkWriteShape, driverClosedError, partialName, splitKey, type ErrorContext,
+  checkDriverKey, checkDriverPrefix, checkReadRange, checkWriteShape, driverClosedError, partialName, pathTypeOf, splitKey, type ErrorContext,
 } from '../toolkit/index.js';
-import type { Capabilities, CopyWithinOptions, Driver, Entry, ListOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
+import type {
+  Capabilities, CopyWithinOptions, Driver, Entry, ListOptions, PathType, ReadOptions, SignalOptions, WriteOptions, WriteSession,
+} from '../types.js';
 import { filesystemLocation, type Identity, type Location } from '../location.js';
 import { identifyLocalFolder } from './identity.js';
 import { copyLocal } from './copy.js';
@@ -114,9 +116,39 @@ export class LocalDriver implements Driver {
   }
 
   /**
+   * What `key` holds (see `Driver.whatIsAt`): an lstat, and for a symlink inside the root a stat
+   * of its target; never an open. `missing` when it, or a folder above it, is not there (a
+   * dangling symlink included). Rejects with a `KeyError` for a bad key or a symlink leaving the
+   * root.
+   */
+  async whatIsAt(key: string, options: SignalOptions = {}): Promise<PathType> {
+    const context = { driver: this.name, action: 'stat', key };
+    try {
+      checkDriverKey(this.name, key);
+      this.#checkOpen(options.signal, context);
+      const tree = this.#tree;
+      const type = await tree.atKey(key, context, async (path, realRoot) => {
+        const ops = tree.ops;
+        let info = await ops.lstat(path);
+        if (info?.isSymbolicLink()) {
+          const real = await ops.realpath(path);
+          if (real === undefined) return undefined; // dangling
+          tree.checkInside(key, real, realRoot);
+          info = await ops.stat(real);
+        }
+        return info === undefined ? undefined : pathTypeOf(info);
+      });
+      return type ?? 'missing';
+    } catch (err) {
+      throw classifyFsError(err, context);
+    }
+  }
+
+  /**
    * Streams `length` bytes (or to the end) from `offset`, with positional reads: the skipped
    * bytes are never read. An offset at or past the end gives an empty stream. Rejects with kind
-   * `not-found` when the file (or a parent) is missing or is a folder, with `E_BAD_ARGUMENT`
+   * `not-found` when the file (or a parent) is missing, or when the key holds a folder, a FIFO or
+   * another special file (`E_NOT_A_FILE`, naming it; a FIFO is never waited on), with `E_BAD_ARGUMENT`
    * (`fatal`) for a bad offset or length. Read errors mid-way destroy the stream with a
    * classified `DriverError`; the signal destroys it with `AbortedError`.
    */

@@ -4,6 +4,7 @@
  * declared in `LOCAL_SCHEMA` and read by the config schema reader (src/config/schema.ts).
  */
 import { contextFor, integer, path, readSection, type SectionContext } from '../../config/schema.js';
+import { MAX_NAME_BYTES, overlongName } from '../toolkit/index.js';
 
 export interface LocalOptions {
   /**
@@ -23,7 +24,13 @@ export interface LocalOptions {
 
 /** The config keys of `type: local`. */
 export const LOCAL_SCHEMA = {
-  root: path({ required: true, expected: 'a non-empty folder path' }),
+  root: path({
+    required: true, expected: 'a non-empty folder path',
+    check: (value) => {
+      const overlong = overlongName(value);
+      return overlong === undefined ? undefined : `got a folder name too long for a file system: ${overlong}, at most ${MAX_NAME_BYTES} are allowed; shorten it`;
+    },
+  }),
   maxConcurrency: integer({ default: 8, min: 1, max: 256 }),
 };
 

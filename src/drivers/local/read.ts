@@ -6,48 +6,57 @@
 import { constants } from 'node:fs';
 import { Readable } from 'node:stream';
 import { AbortedError, throwIfAborted } from '../../errors.js';
-import { notFoundError, type ErrorContext } from '../toolkit/index.js';
+import { notAFileError, notFoundError, pathTypeOf, type ErrorContext } from '../toolkit/index.js';
 import type { ReadOptions } from '../types.js';
 import { classifyFsError, errnoOf, isMissing } from './errors.js';
 import { pread } from './fsops.js';
 import type { LocalTree } from './tree.js';
 
+/**
+ * Flags of every open for reading. `O_NONBLOCK` so that a FIFO in place of a file is never
+ * waited on: without it, open(2) of a FIFO blocks until a writer comes (forever, and with the
+ * synchronous metadata calls of ./fsops.ts the whole process with it). The descriptor is then
+ * refused by its fstat; on a regular file the flag changes nothing.
+ */
+const READ_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK;
 /** Bytes per read when streaming a file. */
 const READ_CHUNK_BYTES = 256 * 1024;
 /** Largest read piece a caller may ask for (`ReadOptions.pieceBytes`). */
 const MAX_READ_PIECE_BYTES = 64 * 1024 * 1024;
 
-const missingAsUndefined = (err: unknown): undefined => {
-  if (isMissing(err)) return undefined;
-  throw err;
-};
-
 /**
  * A stream of `[offset, offset + length)` of `key` (to the end without `length`), arguments
- * already checked. Rejects with kind `not-found` when the file (or a parent) is missing or is a
- * folder, with a `KeyError` for a symlink leading outside the root. Read errors mid-way destroy
+ * already checked. Rejects with kind `not-found` when the file (or a parent) is missing, and
+ * with `E_NOT_A_FILE` (kind `not-found`, naming what is there) when the key holds a folder, a
+ * FIFO or another special file (never waited on: see `READ_FLAGS`), with a `KeyError` for a
+ * symlink leading outside the root. Read errors mid-way destroy
  * the stream with a classified `DriverError`; the signal destroys it with `AbortedError`.
  */
 export async function openLocalRead(tree: LocalTree, key: string, offset: number, length: number | undefined, options: ReadOptions, context: ErrorContext): Promise<Readable> {
   const { signal } = options;
   const ops = tree.ops;
+  // A socket (or a device without a driver) cannot be opened at all: ENXIO/ENODEV, named here.
+  const notOpenable = async (path: string, err: unknown): Promise<never> => {
+    const info = ['ENXIO', 'ENODEV'].includes(errnoOf(err) ?? '') ? await ops.stat(path) : undefined;
+    throw info !== undefined && !info.isFile() ? notAFileError(context, pathTypeOf(info)) : err;
+  };
   const fd = await tree.atKey(key, context, async (path, realRoot) => {
     try {
-      return await ops.open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+      return await ops.open(path, READ_FLAGS | constants.O_NOFOLLOW);
     } catch (err) {
-      if (!['ELOOP', 'EMLINK'].includes(errnoOf(err) ?? '')) return missingAsUndefined(err);
+      if (!['ELOOP', 'EMLINK'].includes(errnoOf(err) ?? '')) return isMissing(err) ? undefined : notOpenable(path, err);
     }
     // A symlink: followed when it stays inside the root.
     const real = await ops.realpath(path);
     if (real === undefined) return undefined;
     tree.checkInside(key, real, realRoot);
-    return ops.open(real, constants.O_RDONLY).catch(missingAsUndefined);
+    return ops.open(real, READ_FLAGS).catch((err: unknown) => (isMissing(err) ? undefined : notOpenable(real, err)));
   });
   if (fd === undefined) throw notFoundError(context);
   let fileSize: number;
   try {
     const info = await ops.fstat(fd);
-    if (!info.isFile()) throw notFoundError(context);
+    if (!info.isFile()) throw notAFileError(context, pathTypeOf(info));
     fileSize = info.size;
     throwIfAborted(signal, `${context.driver}: read ${key}`);
   } catch (err) {

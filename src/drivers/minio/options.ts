@@ -163,6 +163,9 @@ function splitAddress(context: SectionContext, raw: string): { host: string; por
     throw sectionError(context, `"address" must be a host name like minio.lan or 127.0.0.1, got ${JSON.stringify(raw)}`);
   }
   if (url.username !== '' || url.password !== '') throw sectionError(context, '"address" must not carry credentials');
+  if (url.pathname.replace(/\/+$/, '') !== '') {
+    throw sectionError(context, `"address" must not contain a path, got ${JSON.stringify(raw)}: give the bucket in "bucketName" and a folder inside it in "rootPath"`);
+  }
   return {
     host: url.hostname.replace(/^\[|\]$/g, ''),
     ...(url.port !== '' ? { port: Number(url.port) } : {}),

@@ -16,6 +16,8 @@ export interface S3Failure {
   readonly status?: number;
   /** Socket-level code (`ECONNREFUSED`, `ECONNRESET`...) when the request never got an answer. */
   readonly errno?: string;
+  /** The host name that was looked up, for `ENOTFOUND` (`bucket.localhost` in virtual-hosted style). */
+  readonly hostname?: string;
   /** The request was cancelled through its AbortSignal. */
   readonly aborted?: boolean;
   /** A client-side timeout fired (connect or request). */
@@ -151,6 +153,10 @@ export function classifyS3Error(err: unknown, failure: S3Failure, context: Bucke
   const classified = passThrough(err, context);
   if (classified !== undefined) return classified;
   if (failure.aborted) return new AbortedError(`${context.driver}: ${context.action}`);
+  if (failure.errno === 'ENOTFOUND' && failure.hostname !== undefined && failure.hostname.startsWith(`${context.bucket}.`)) {
+    // Virtual-hosted style puts the bucket in the host name; `localhost` and private names have no such sub-names.
+    return new DriverError('E_CONFIG', `${where(context)}: cannot reach endpoint ${context.endpoint}: host name ${failure.hostname} not found (with forcePathStyle: false the bucket is looked up as part of the host name); set forcePathStyle: true for this endpoint`, { kind: 'permanent', cause: err });
+  }
   const rule = ruleFor(failure);
   if (rule && context.permission !== undefined && (rule.code === 'E_PERMISSION_DENIED' || (rule.kind === 'auth' && failure.status === 403 && failure.code === undefined))) {
     const { action, on } = context.permission;

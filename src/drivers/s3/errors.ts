@@ -8,7 +8,7 @@ import { isKnownS3Code, type S3Failure } from '../object-store/errors.js';
 /** Reduces an AWS SDK v3 error to an `S3Failure`. */
 export function describeAwsError(err: unknown): S3Failure {
   const e = (err ?? {}) as {
-    name?: unknown; code?: unknown; Code?: unknown; message?: unknown;
+    name?: unknown; code?: unknown; Code?: unknown; message?: unknown; hostname?: unknown;
     $metadata?: { httpStatusCode?: unknown }; $response?: { statusCode?: unknown };
   };
   const name = typeof e.name === 'string' ? e.name : undefined;
@@ -26,5 +26,6 @@ export function describeAwsError(err: unknown): S3Failure {
     // A plain JavaScript error (a bug), not an answer from the server.
     return { message: `${code}: ${message}` };
   }
-  return { code, status, errno, message };
+  const hostname = errno === 'ENOTFOUND' && typeof e.hostname === 'string' ? e.hostname : undefined;
+  return { code, status, errno, message, ...(hostname !== undefined ? { hostname } : {}) };
 }

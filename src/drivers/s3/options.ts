@@ -106,6 +106,11 @@ function endpointProblem(endpoint: string): string | undefined {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return `got ${JSON.stringify(endpoint)}`;
   // Never echo a URL that carries credentials.
   if (url.username !== '' || url.password !== '') return 'got a URL with a user name or password in it: it must not carry credentials; use accessKeyId and secretAccessKey';
+  // A path would be put before every bucket and key (`/mybucket/BUCKET/KEY`), so the server
+  // answers about a bucket that does not exist.
+  if (url.pathname.replace(/\/+$/, '') !== '') {
+    return `got ${JSON.stringify(endpoint)} with a path (${url.pathname}): the endpoint must not contain a path; put the bucket name in "bucket" and a folder inside it in "prefix"`;
+  }
   return undefined;
 }
 

@@ -14,8 +14,10 @@
  */
 import type { Readable } from 'node:stream';
 import { throwIfAborted } from '../../errors.js';
-import { checkDriverKey, checkDriverPrefix, checkReadRange, checkWriteShape, isNotFound, partialPathOf, sftpFingerprint } from '../toolkit/index.js';
-import type { Capabilities, CopyWithinOptions, Driver, Entry, ListOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
+import { checkDriverKey, checkDriverPrefix, checkReadRange, checkWriteShape, isNotFound, partialPathOf, pathTypeOf, sftpFingerprint } from '../toolkit/index.js';
+import type {
+  Capabilities, CopyWithinOptions, Driver, Entry, ListOptions, PathType, ReadOptions, SignalOptions, WriteOptions, WriteSession,
+} from '../types.js';
 import { ConnectionPool, type SftpHooks } from './connection.js';
 import { copySftp } from './copy.js';
 import type { SftpOptions } from './options.js';
@@ -89,6 +91,24 @@ export class SftpDriver implements Driver {
       const file = await this.#tree.fileAt(conn, key, { driver: this.name, action: 'stat', key });
       if (!file?.stats.isFile()) return undefined;
       return { key, size: file.stats.size, mtimeMs: file.stats.mtime * 1000, fingerprint: sftpFingerprint(file.stats.size, file.stats.mtime) };
+    } finally {
+      this.#pool.release(conn);
+    }
+  }
+
+  /**
+   * What `key` holds (see `Driver.whatIsAt`): an LSTAT with the folder checks (and for a symlink
+   * inside the root, its target's attributes); never an OPEN. `missing` when it, or a folder
+   * above it, is not there. Rejects with a `KeyError` when a symlink on the key's path leads
+   * outside the root.
+   */
+  async whatIsAt(key: string, options: SignalOptions = {}): Promise<PathType> {
+    checkDriverKey(this.name, key);
+    throwIfAborted(options.signal, `${this.name}: stat ${key}`);
+    const conn = await this.#pool.acquire();
+    try {
+      const found = await this.#tree.fileAt(conn, key, { driver: this.name, action: 'stat', key });
+      return found === undefined ? 'missing' : pathTypeOf(found.stats);
     } finally {
       this.#pool.release(conn);
     }

@@ -13,7 +13,7 @@
  *   "No response from server".
  */
 import { DriverError, type ErrorKind, type OffsiteError } from '../../errors.js';
-import { firstLine, passThrough, redact, where, type ErrorContext } from '../toolkit/index.js';
+import { firstLine, MAX_NAME_BYTES, overlongName, passThrough, redact, where, type ErrorContext } from '../toolkit/index.js';
 
 export { notFoundError, where, type ErrorContext } from '../toolkit/index.js';
 
@@ -42,7 +42,8 @@ const BY_STATUS: Readonly<Record<number, Classification>> = {
   // OpenSSH's sftp-server maps every errno without an SFTP v3 equivalent (ENOSPC, EDQUOT, EROFS,
   // EEXIST, ENOTEMPTY...) to FAILURE; retrying does not fix any of them.
   [SFTP_STATUS.FAILURE]: { kind: 'permanent', code: 'E_SFTP_FAILURE', why: 'the server refused (disk full, quota, read-only, or something in the way)' },
-  [SFTP_STATUS.BAD_MESSAGE]: { kind: 'permanent', code: 'E_SFTP_PROTOCOL', why: 'the server rejected a malformed request' },
+  // OpenSSH's answer to ENAMETOOLONG and EINVAL too (a name over 255 bytes: see `classifySftpError`).
+  [SFTP_STATUS.BAD_MESSAGE]: { kind: 'permanent', code: 'E_SFTP_PROTOCOL', why: 'the server rejected the request as malformed (OpenSSH says so for a name over 255 bytes, or an invalid argument)' },
   [SFTP_STATUS.NO_CONNECTION]: { kind: 'retryable', code: 'E_TRANSIENT', why: 'no connection' },
   [SFTP_STATUS.CONNECTION_LOST]: { kind: 'retryable', code: 'E_TRANSIENT', why: 'connection lost' },
   [SFTP_STATUS.OP_UNSUPPORTED]: { kind: 'permanent', code: 'E_UNSUPPORTED', why: 'operation not supported by this server' },
@@ -81,6 +82,10 @@ export function classifySftpError(err: unknown, context: ErrorContext, secrets: 
   const detail = redact(firstLine(err), secrets);
   const status = sftpStatusOf(err);
   const known = status === undefined ? undefined : BY_STATUS[status];
+  const overlong = status === SFTP_STATUS.BAD_MESSAGE && context.key !== undefined ? overlongName(context.key) : undefined;
+  if (overlong !== undefined) {
+    return new DriverError('E_NAME_TOO_LONG', `${where(context)}: a name in the key is too long for the server's file system: ${overlong}, at most ${MAX_NAME_BYTES} are allowed (SFTP status ${status})`, { kind: 'permanent', cause: err });
+  }
   if (known) {
     const server = detail && detail.toLowerCase() !== known.why ? `; server said "${detail}"` : '';
     return new DriverError(known.code, `${where(context)}: ${known.why} (SFTP status ${status})${server}`, { kind: known.kind, cause: err });

@@ -10,6 +10,7 @@
  */
 import { expandPath } from '../../config/paths.js';
 import { boolean, contextFor, custom, integer, path, readSection, refuse, secret, sectionError, shown, string, type SectionContext } from '../../config/schema.js';
+import { MAX_NAME_BYTES, overlongName } from '../toolkit/index.js';
 
 export interface SftpOptions {
   readonly host: string;
@@ -175,5 +176,7 @@ function normalizeRoot(context: SectionContext, root: string): string {
   const trimmed = root.replace(/\/+$/, '');
   if (trimmed === '') return '/';
   if (trimmed.split('/').includes('..')) throw sectionError(context, `"root" must not contain ".." segments, got ${shown(root)}`);
+  const overlong = overlongName(trimmed);
+  if (overlong !== undefined) throw sectionError(context, `"root" has a folder name too long for the server's file system: ${overlong}, at most ${MAX_NAME_BYTES} are allowed; shorten it`);
   return trimmed;
 }

@@ -6,7 +6,7 @@
 import { Readable } from 'node:stream';
 import type { Stats } from 'ssh2';
 import { AbortedError, DriverError, throwIfAborted } from '../../errors.js';
-import { notFoundError, type ErrorContext } from '../toolkit/index.js';
+import { notAFileError, notFoundError, pathTypeOf, type ErrorContext } from '../toolkit/index.js';
 import type { ReadOptions } from '../types.js';
 import { closeQuietly, settle, type ConnectionPool, type SftpConnection } from './connection.js';
 import { foldersOf, type SftpTree } from './tree.js';
@@ -46,9 +46,10 @@ export interface ReadSetup {
 
 /**
  * Streams `[offset, offset + length)` of `key` (arguments already checked; to the end when
- * `length` is omitted, clipped to the file's size at open time) in pieces of `pieceBytes`
- * (default `requestBytes`) taken from `allocate` when given. A missing key (or a folder) rejects
- * with `not-found`; a file that shrinks while being read fails the stream with kind `integrity`;
+ * `length` is omitted, clipped to the file's size just before the open) in pieces of
+ * `pieceBytes` (default `requestBytes`) taken from `allocate` when given. A missing key rejects
+ * with `not-found`, as does (code `E_NOT_A_FILE`, naming it) a key holding a folder, a FIFO or
+ * another special file, which is never opened; a file that shrinks while being read fails the stream with kind `integrity`;
  * a lost connection fails it with kind `retryable`. The connection is held until the stream closes.
  */
 export async function openSftpRead(setup: ReadSetup, key: string, offset: number, length: number | undefined, options: ReadOptions, context: ErrorContext): Promise<Readable> {
@@ -57,22 +58,24 @@ export async function openSftpRead(setup: ReadSetup, key: string, offset: number
   const conn = await pool.acquire();
   let handle: Buffer | undefined;
   try {
-    // The OPEN goes out with the checks (no extra round trip); its handle is closed unread
-    // when they refuse the key.
+    // The key's LSTAT goes out with the folder checks; the OPEN only once the key is known to be
+    // a regular file: OpenSSH's sftp-server opens a FIFO with a blocking open(2), which would
+    // hang the session's one server process. Two round trips, as an OPEN then FSTAT took.
     const own = settle(conn.call<Stats>(context, (sftp, done) => sftp.lstat(path, done)));
-    const opening = settle(conn.call<Buffer>(context, (sftp, done) => sftp.open(path, 'r', done)));
     const folder = await settle(tree.checkFolder(conn, foldersOf(key), context, false));
-    const opened = await opening;
-    if (opened.ok) handle = opened.value;
+    const found = await own;
     if (!folder.ok) throw folder.error;
     if (folder.value === 'missing') throw notFoundError(context);
-    const found = await own;
-    if (!opened.ok) throw opened.error;
     if (!found.ok) throw found.error;
-    if (found.value.isSymbolicLink() && !(await tree.followLink(conn, key, context))) throw notFoundError(context);
-    const openHandle = opened.value;
-    const stats = await conn.call<Stats>(context, (sftp, done) => sftp.fstat(openHandle, done));
-    if (!stats.isFile()) throw notFoundError(context);
+    let stats = found.value;
+    if (stats.isSymbolicLink()) {
+      const target = await tree.followLink(conn, key, context);
+      if (target === undefined) throw notFoundError(context);
+      stats = target.stats;
+    }
+    if (!stats.isFile()) throw notAFileError(context, pathTypeOf(stats));
+    handle = await conn.call<Buffer>(context, (sftp, done) => sftp.open(path, 'r', done));
+    const openHandle = handle;
     const end = length === undefined ? stats.size : Math.min(stats.size, offset + length);
     const pieceBytes = Math.min(Math.max(options.pieceBytes ?? setup.requestBytes, MIN_PIECE_BYTES), MAX_PIECE_BYTES);
     const shape: ReadShape = {

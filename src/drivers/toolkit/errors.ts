@@ -10,6 +10,7 @@
  * | a call on a finished write session     | `E_SESSION_CLOSED`| `fatal`     |
  * | a call on a closed driver              | `E_CLOSED`        | `fatal`     |
  * | a key that is not there                | `E_NOT_FOUND`     | `not-found` |
+ * | a key holding a folder, FIFO, device...| `E_NOT_A_FILE`    | `not-found` |
  * | a key refused (escapes the root...)    | `E_BAD_KEY`       | `permanent` |
  *
  * Why `fatal` for a missing part: it is the caller's bug (commit before every part was written

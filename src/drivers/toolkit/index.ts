@@ -9,11 +9,13 @@
  * - ./tree.ts        folder cache (LRU), `isInside`, `splitKey` for tree-backed drivers
  * - ./semaphore.ts   `Semaphore`: a bounded number of holders, abortable waits
  * - ./fingerprint.ts the canonical fingerprint strings of `Entry.fingerprint`
+ * - ./path-types.ts  what a path holds (file, folder, FIFO...) and the refusal to read anything but a file
  */
 export * from './args.js';
 export * from './errors.js';
 export * from './fingerprint.js';
 export * from './parts.js';
+export * from './path-types.js';
 export * from './semaphore.js';
 export * from './temp-names.js';
 export * from './tree.js';
