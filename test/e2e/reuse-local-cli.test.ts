@@ -128,28 +128,26 @@ describe('reuse of earlier copies at local destinations (CLI)', () => {
   it('a reused file damaged at the destination is found by the audit (naming its origin) and repaired; night 1 stays intact', async () => {
     const victim = nights.files.find((p) => !nights.changed.includes(p) && p.startsWith('binlogs/')) as string;
     flipByte(at('disk', NIGHT2, victim));
-    const audit = await run('--json', 'audit', '--at', 'disk', '--sample', '100%');
-    assert.equal(audit.code, 3, audit.stdout + audit.stderr);
+    const audit = await run('--json', 'audit', '--at', 'disk', '--sample', '100%', '--repair');
+    assert.equal(audit.code, 0, audit.stdout + audit.stderr);
     const found = jsonOf<AuditJson>(audit).copies.find((c) => c.backup === NIGHT2 && c.destination === 'disk');
-    assert.equal(found?.state, 'damaged');
+    assert.equal(found?.state, 'repaired');
     assert.deepEqual(found?.damage.map((d) => [d.path, d.reusedFrom]), [[victim, `${NIGHT1}/${victim}`]]);
     assert.match(found?.damage[0]?.message ?? '', new RegExp(`created by a server-side copy of ${NIGHT1}/`));
+    assert.deepEqual(found?.repaired, [victim]);
     assert.equal(jsonOf<AuditJson>(audit).copies.find((c) => c.backup === NIGHT1 && c.destination === 'disk')?.state, 'ok', 'a copy of its own: night 1 is not damaged');
-    const repair = await run('--json', 'audit', '--at', 'disk', '--sample', '100%', '--repair');
-    assert.equal(repair.code, 0, repair.stdout + repair.stderr);
-    assert.deepEqual(jsonOf<AuditJson>(repair).copies.find((c) => c.backup === NIGHT2 && c.destination === 'disk')?.repaired, [victim]);
     sameTree('disk', NIGHT2);
   });
 
   it('reuse: link: damage shows in every copy sharing the file; the repair breaks the link', async () => {
     const victim = nights.files.filter((p) => !nights.changed.includes(p) && p.startsWith('binlogs/'))[1] as string;
     flipByte(at('linked', NIGHT2, victim));
-    const audit = await run('--json', 'audit', '--at', 'linked', '--sample', '100%');
-    assert.equal(audit.code, 3, audit.stdout + audit.stderr);
+    const audit = await run('--json', 'audit', '--at', 'linked', '--sample', '100%', '--repair');
+    assert.equal(audit.code, 0, audit.stdout + audit.stderr);
     const copies = jsonOf<AuditJson>(audit).copies.filter((c) => c.destination === 'linked');
-    assert.deepEqual(copies.map((c) => [c.backup, c.state, c.damage.map((d) => d.path)]), [[NIGHT1, 'damaged', [victim]], [NIGHT2, 'damaged', [victim]]]);
-    const repair = await run('--json', 'audit', '--at', 'linked', '--sample', '100%', '--repair');
-    assert.equal(repair.code, 0, repair.stdout + repair.stderr);
+    assert.deepEqual(copies.map((c) => [c.backup, c.state, c.damage.map((d) => d.path), c.repaired]), [
+      [NIGHT1, 'repaired', [victim], [victim]], [NIGHT2, 'repaired', [victim], [victim]],
+    ], 'the damage of the shared blocks shows in both copies');
     assert.notEqual(statSync(at('linked', NIGHT2, victim)).ino, statSync(at('linked', NIGHT1, victim)).ino, 'the repair replaced the linked file');
     sameTree('linked', NIGHT1);
     sameTree('linked', NIGHT2);
