@@ -1,6 +1,18 @@
 /** What the command functions share: picking the newest backup, checking a backup name. */
 import { isValidBackupName, type BackupInspection } from '../backup/index.js';
+import { reusePolicyOf, type OffsiteConfig, type ReusePolicy } from '../config/config.js';
+import type { Driver } from '../drivers/types.js';
 import { UsageError } from '../errors.js';
+
+/** The `reuse` policy of each destination (`--no-reuse`: `off` for all), for the engine's `reuse` option. */
+export function reusePolicies(config: OffsiteConfig, destinations: readonly Driver[], enabled: boolean | undefined): Record<string, ReusePolicy> {
+  const policies: Record<string, ReusePolicy> = {};
+  for (const d of destinations) {
+    const section = config.destinations[d.name];
+    policies[d.name] = enabled === false || section === undefined ? 'off' : reusePolicyOf(section);
+  }
+  return policies;
+}
 
 /** Picks the newest complete backup (by name order of milvus-backup's timestamped names, then last change). */
 export function pickLatest(backups: readonly BackupInspection[]): BackupInspection | undefined {

@@ -5,7 +5,7 @@ import { replicate, type ReplicateEvent, type ReplicateResult } from '../core/re
 import { BackupError, UsageError } from '../errors.js';
 import { waitForBackup, type WaitEvent } from '../ops/wait.js';
 import { withRuntime, type TransferOptions } from '../runtime/drivers.js';
-import { checkBackupName, pickLatest } from './common.js';
+import { checkBackupName, pickLatest, reusePolicies } from './common.js';
 
 export interface ReplicateCommandOptions extends TransferOptions {
   /** A backup name, or undefined with `latest`. */
@@ -14,9 +14,8 @@ export interface ReplicateCommandOptions extends TransferOptions {
   readonly to?: readonly string[];
   readonly dryRun?: boolean;
   /**
-   * `false` (`--no-reuse`): send every file, whatever the destinations' `reuse` policy. Not yet
-   * acted on: the engine (src/core/replicate.ts) takes reuse up once it plans reuse actions.
-   * @default true
+   * `false` (`--no-reuse`): send every file, whatever the destinations' `reuse` policy (see
+   * src/core/reuse-file.ts). @default true
    */
   readonly reuse?: boolean;
   readonly concurrency?: number;
@@ -67,6 +66,7 @@ export async function replicateCommand(config: OffsiteConfig, options: Replicate
       fileConcurrency: options.concurrency ?? config.settings.concurrency,
       quietPeriodMs: config.settings.quietPeriodMs, memoryBudgetBytes: config.settings.memoryBudgetBytes,
       dryRun: options.dryRun, signal: options.signal, onEvent: options.onEvent,
+      reuse: reusePolicies(config, destinations, options.reuse),
     });
     return waitedMs === undefined ? result : { ...result, waitedMs };
   });

@@ -2,11 +2,12 @@
 import type { OffsiteConfig } from '../config/config.js';
 import { watchBackups, type WatchOptions, type WatchSummary } from '../ops/watch.js';
 import { withRuntime, type TransferOptions } from '../runtime/drivers.js';
+import { reusePolicies } from './common.js';
 
-export interface WatchCommandOptions extends TransferOptions, Omit<WatchOptions, 'source' | 'destinations'> {
+export interface WatchCommandOptions extends TransferOptions, Omit<WatchOptions, 'source' | 'destinations' | 'reuse'> {
   /** Destination names (default: every configured one). */
   readonly to?: readonly string[];
-  /** `false` (`--no-reuse`): see `ReplicateCommandOptions.reuse`. Not yet acted on. @default true */
+  /** `false` (`--no-reuse`): see `ReplicateCommandOptions.reuse`. @default true */
   readonly reuse?: boolean;
 }
 
@@ -16,7 +17,7 @@ export async function watchCommand(config: OffsiteConfig, options: WatchCommandO
     const source = await runtime.source();
     const destinations = await runtime.destinations(options.to ?? []);
     return watchBackups({
-      ...options, source, destinations,
+      ...options, source, destinations, reuse: reusePolicies(config, destinations, options.reuse),
       quietPeriodMs: options.quietPeriodMs ?? config.settings.quietPeriodMs,
       chunkBytes: options.chunkBytes ?? config.settings.chunkBytes,
       fileConcurrency: options.fileConcurrency ?? config.settings.concurrency,

@@ -16,6 +16,13 @@ import { Ledger, type Fanout, type FeedMember } from './fanout.js';
 import { RecordStore } from './records.js';
 import type { DestinationPlan, FileAction } from './plan.js';
 import type { ProblemReport, ProgressJournal, ReplicateEvent } from './replicate.js';
+import type { ReuseIndex } from './reuse.js';
+
+/** What a destination may reuse from: the index of its other complete copies, and whether to hard-link (`reuse: link`). */
+export interface RunReuse {
+  readonly index: ReuseIndex;
+  readonly link: boolean;
+}
 
 export function problem(err: unknown, path?: string): ProblemReport {
   return { path, kind: errorKind(err), code: err instanceof OffsiteError ? err.code : 'E_INTERNAL', message: errorMessage(err) };
@@ -32,6 +39,11 @@ export class DestinationRun implements FeedMember {
   dead = false;
   filesCopied = 0;
   filesAdopted = 0;
+  /** Files created by a server-side copy of another complete copy's file (issue 12), and their bytes (not sent). */
+  filesReused = 0;
+  bytesReused = 0;
+  /** Where this destination may reuse files from (./reuse-file.ts); none: every file is sent. */
+  reuse: RunReuse | undefined;
   bytesWritten = 0;
   bytesResumed = 0;
   /** This destination's share of the chunk budget. */
@@ -75,7 +87,8 @@ export class DestinationRun implements FeedMember {
   }
 
   wants(path: string): boolean {
-    return this.needs(path)?.action === 'copy' && !this.records.has(path);
+    const action = this.needs(path)?.action;
+    return (action === 'copy' || action === 'reuse') && !this.records.has(path);
   }
 
   /** Records a failure; errors other than a file's own integrity problem end this destination's run. */
@@ -93,11 +106,13 @@ export class DestinationRun implements FeedMember {
     this.context.emit({ type: 'bytes', destination: this.name, bytes });
   }
 
-  record(file: ManifestFile, how: 'copied' | 'adopted'): void {
+  record(file: ManifestFile, how: 'copied' | 'adopted' | 'reused'): void {
     this.records.set(file);
     this.pending.push(file);
-    if (how === 'copied') this.filesCopied++; else this.filesAdopted++;
-    this.context.emit({ type: 'file-done', destination: this.name, path: file.path, how });
+    if (how === 'copied') this.filesCopied++;
+    else if (how === 'adopted') this.filesAdopted++;
+    else { this.filesReused++; this.bytesReused += file.size; }
+    this.context.emit({ type: 'file-done', destination: this.name, path: file.path, size: file.size, how });
     this.scheduleCheckpoint();
   }
 

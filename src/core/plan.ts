@@ -15,8 +15,21 @@
  *   new fingerprint when the bytes are the same, and sends the file again when they are not).
  * Anything else is copied. A copy in progress (partial temp file, open multipart upload) is
  * found by the driver when the engine opens the file for writing, and resumed there.
+ *
+ * Reuse (issue 12): a file missing at a destination that has a reuse lookup (its other complete
+ * copies, src/core/reuse.ts) is planned as `reuse` when one of them may hold the same bytes: the
+ * newest copy has the same path with the same size, or some copy has a file of that size. The
+ * plan cannot know more before the file is read: the engine reads and hashes it (the one source
+ * read), creates it by a server-side copy only when the hashes match, and sends it otherwise.
  */
 import type { Manifest, ManifestFile } from '../manifest/manifest.js';
+import type { ReuseSource } from './reuse.js';
+
+/** What the plan asks of a destination's reuse index (src/core/reuse.ts `ReuseIndex`) before any file is read. */
+export interface ReuseLookup {
+  candidate(path: string, size: number): ReuseSource | undefined;
+  mayHold(size: number): boolean;
+}
 
 export interface SourceFile {
   /** Path relative to the backup folder. */
@@ -53,9 +66,12 @@ export interface DestinationState {
  * - `adopt`: present with the right size but not recorded (committed just before a crash,
  *   after the last checkpoint), or recorded with another destination fingerprint than it shows
  *   now: hash it where it is and compare with the source instead of sending it again; copy only
- *   if it differs.
+ *   if it differs;
+ * - `reuse`: missing, and another complete copy at the destination may hold the same bytes: read
+ *   and hash it at the source, then create it by a server-side copy if the hashes match, else
+ *   send it (see the file comment).
  */
-export type FileActionKind = 'copy' | 'skip' | 'adopt';
+export type FileActionKind = 'copy' | 'skip' | 'adopt' | 'reuse';
 
 export interface FileAction {
   readonly path: string;
@@ -63,6 +79,8 @@ export interface FileAction {
   readonly action: FileActionKind;
   /** For `skip`: the destination's own record of the file (its hashes). */
   readonly record?: ManifestFile;
+  /** For `reuse`, when known before the read: the likely source, `<backup>/<path>` at the destination. */
+  readonly reuseFrom?: string;
   /** Why this action, for `--dry-run` and logs. */
   readonly reason: string;
 }
@@ -79,6 +97,9 @@ export interface DestinationPlan {
   readonly skipFiles: number;
   readonly skipBytes: number;
   readonly adoptFiles: number;
+  /** Files planned as `reuse` (sent after all when no copy holds the same bytes). */
+  readonly reuseFiles: number;
+  readonly reuseBytes: number;
 }
 
 export interface ReplicationPlan {
@@ -103,16 +124,30 @@ function changed(recorded: string | undefined, now: string | undefined): boolean
   return recorded !== undefined && recorded !== now;
 }
 
-function planDestination(files: readonly SourceFile[], state: DestinationState, chunkBytes: number): DestinationPlan {
+/** The action for a file missing at the destination: `reuse` when the lookup says an earlier copy may hold it. */
+function missingAction(file: SourceFile, reuse: ReuseLookup | undefined): FileAction {
+  if (file.size === 0) return { path: file.path, size: file.size, action: 'copy', reason: 'missing at destination' };
+  const candidate = reuse?.candidate(file.path, file.size);
+  if (candidate) {
+    const from = `${candidate.backup}/${candidate.path}`;
+    return { path: file.path, size: file.size, action: 'reuse', reuseFrom: from, reason: `missing at destination; ${from} has the same size: reuse it if the bytes are the same, else send` };
+  }
+  if (reuse?.mayHold(file.size)) {
+    return { path: file.path, size: file.size, action: 'reuse', reason: 'missing at destination; an earlier copy there has a file of this size: reuse it if the bytes are the same, else send' };
+  }
+  return { path: file.path, size: file.size, action: 'copy', reason: 'missing at destination' };
+}
+
+function planDestination(files: readonly SourceFile[], state: DestinationState, chunkBytes: number, reuse: ReuseLookup | undefined): DestinationPlan {
   const records = recordsOf(state, chunkBytes);
   const actions: FileAction[] = [];
-  let copyFiles = 0, copyBytes = 0, skipFiles = 0, skipBytes = 0, adoptFiles = 0;
+  let copyFiles = 0, copyBytes = 0, skipFiles = 0, skipBytes = 0, adoptFiles = 0, reuseFiles = 0, reuseBytes = 0;
   for (const file of files) {
     const presentSize = state.present.get(file.path);
     const record = records.get(file.path);
     let action: FileAction;
     if (presentSize === undefined) {
-      action = { path: file.path, size: file.size, action: 'copy', reason: 'missing at destination' };
+      action = missingAction(file, reuse);
     } else if (presentSize !== file.size) {
       action = { path: file.path, size: file.size, action: 'copy', reason: `destination has ${presentSize} bytes, source ${file.size}` };
     } else if (!record || record.size !== file.size) {
@@ -127,29 +162,36 @@ function planDestination(files: readonly SourceFile[], state: DestinationState, 
     actions.push(action);
     if (action.action === 'copy') { copyFiles++; copyBytes += file.size; }
     else if (action.action === 'adopt') adoptFiles++;
+    else if (action.action === 'reuse') { reuseFiles++; reuseBytes += file.size; }
     else { skipFiles++; skipBytes += file.size; }
   }
   const manifest = state.manifest;
   const manifestSizes = new Map(manifest?.files.map((f) => [f.path, f.size]));
-  const upToDate = manifest !== undefined && copyFiles === 0 && adoptFiles === 0 && manifest.chunkBytes === chunkBytes &&
+  const upToDate = manifest !== undefined && copyFiles === 0 && adoptFiles === 0 && reuseFiles === 0 && manifest.chunkBytes === chunkBytes &&
     manifest.files.length === files.length && files.every((f) => manifestSizes.get(f.path) === f.size);
   return {
     destination: state.name,
     upToDate,
     removeManifestFirst: !upToDate && (manifest !== undefined || state.manifestProblem !== undefined),
     actions,
-    copyFiles, copyBytes, skipFiles, skipBytes, adoptFiles,
+    copyFiles, copyBytes, skipFiles, skipBytes, adoptFiles, reuseFiles, reuseBytes,
   };
 }
 
-/** Plans one backup's replication to every destination. Pure. */
-export function planReplication(backup: string, files: readonly SourceFile[], destinations: readonly DestinationState[], chunkBytes: number): ReplicationPlan {
+/**
+ * Plans one backup's replication to every destination. Pure. `reuse`: the reuse lookup of each
+ * destination that may reuse files of its other copies (by destination name).
+ */
+export function planReplication(
+  backup: string, files: readonly SourceFile[], destinations: readonly DestinationState[], chunkBytes: number,
+  reuse?: ReadonlyMap<string, ReuseLookup>,
+): ReplicationPlan {
   const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   return {
     backup,
     chunkBytes,
     sourceFiles: sorted.length,
     sourceBytes: sorted.reduce((sum, f) => sum + f.size, 0),
-    destinations: destinations.map((d) => planDestination(sorted, d, chunkBytes)),
+    destinations: destinations.map((d) => planDestination(sorted, d, chunkBytes, reuse?.get(d.name))),
   };
 }

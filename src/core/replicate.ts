@@ -35,11 +35,13 @@ import {
 } from '../manifest/manifest.js';
 import { writeManifestStreamed } from '../manifest/write-stream.js';
 import { ChunkPool } from './buffers.js';
-import { DestinationRun, FileSink, partBytesFor, problem } from './destination-run.js';
+import { DestinationRun, FileSink, partBytesFor, problem, type RunReuse } from './destination-run.js';
 import { DEFAULT_LAG_TOLERANCE_MS, Fanout, sourceChanged } from './fanout.js';
 import { acquireLock, type HeldLock, type LockOptions } from './lock.js';
 import { hashObject, type ObjectHashes } from './chunks.js';
 import { planReplication, type DestinationPlan, type DestinationState, type ReplicationPlan, type SourceFile } from './plan.js';
+import { keptFeed, reuseIndexes, tryReuse, type Feed } from './reuse-file.js';
+import type { ReusePolicy } from '../config/config.js';
 
 export { partBytesFor } from './destination-run.js';
 
@@ -79,6 +81,12 @@ export interface ReplicateOptions {
    * chunk size, and the manifest it writes keeps the origin's `source` and `backupTime`.
    */
   readonly origin?: ReplicateOrigin;
+  /**
+   * Reuse (issue 12, ./reuse-file.ts): the `reuse` policy of each destination by name; one without
+   * a policy (or `off`) sends every file. Ignored with `origin` (repair and pull send every file:
+   * a repair must not copy from a copy that may share the damage). @default no reuse
+   */
+  readonly reuse?: Readonly<Record<string, ReusePolicy>>;
   /** The per-destination lock (see ./lock.ts). */
   readonly lock?: Omit<LockOptions, 'signal'>;
   readonly signal?: AbortSignal;
@@ -96,7 +104,10 @@ export interface ReplicateOrigin {
 export type ReplicateEvent =
   | { readonly type: 'plan'; readonly plan: ReplicationPlan }
   | { readonly type: 'bytes'; readonly destination: string; readonly bytes: number }
-  | { readonly type: 'file-done'; readonly destination: string; readonly path: string; readonly how: 'copied' | 'adopted' }
+  /** `reused`: created by a server-side copy of another complete copy's file there (`size` bytes not sent). */
+  | { readonly type: 'file-done'; readonly destination: string; readonly path: string; readonly size: number; readonly how: 'copied' | 'adopted' | 'reused' }
+  /** Something the run worked around (reuse not possible from a copy, say); the destination goes on. */
+  | { readonly type: 'warning'; readonly destination: string; readonly message: string }
   | { readonly type: 'destination-failed'; readonly destination: string; readonly message: string }
   /** The destination fell behind the others and reads the source on its own from `path` on. */
   | { readonly type: 'detached'; readonly destination: string; readonly path: string }
@@ -119,6 +130,11 @@ export interface DestinationResult {
   readonly filesCopied: number;
   readonly filesAdopted: number;
   readonly filesSkipped: number;
+  /** Files created by a server-side copy of another complete copy's file there, and their bytes (not sent). */
+  readonly filesReused: number;
+  readonly bytesReused: number;
+  /** Every file of this copy that was created by reuse (this run or an interrupted earlier one), and from where. */
+  readonly reused?: readonly { readonly path: string; readonly from: string }[];
   /** Bytes actually sent to the destination. */
   readonly bytesWritten: number;
   /** Bytes of interrupted writes found intact at the destination and not sent again. */
@@ -245,6 +261,7 @@ interface EngineContext {
   readonly pool: ChunkPool;
   readonly fanout: Fanout;
   readonly signal?: AbortSignal;
+  readonly emit?: (event: ReplicateEvent) => void;
 }
 
 /** A file to copy: its size, mtime and fingerprint at the source, and in origin mode the hash it must have. */
@@ -309,7 +326,14 @@ async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFil
   const action = run.needs(file.path);
   if (!action) return;
   let firstPass: ObjectHashes | undefined;
-  if (action.action === 'adopt') {
+  /** The only chunk of a one-chunk file kept by a reuse attempt that missed. */
+  let kept: Buffer | undefined;
+  if (action.action === 'reuse' && run.reuse) {
+    const outcome = await tryReuse(ctx, run, file);
+    if (outcome.done) return;
+    firstPass = outcome.hashes;
+    kept = outcome.held;
+  } else if (action.action === 'adopt') {
     try {
       firstPass = await ctx.fanout.hashSource(file);
       if (file.expected !== undefined && firstPass.hash !== file.expected) throw originDamaged(ctx, file, firstPass.hash);
@@ -325,10 +349,13 @@ async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFil
     const session = await run.driver.openWrite(`${ctx.backup}/${file.path}`, { size: file.size, partBytes, signal: ctx.signal });
     sink = new FileSink(run, session, ctx.partConcurrency, ctx.pool, ctx.signal);
   } catch (err) {
+    if (kept) ctx.fanout.drop(run, kept);
     run.fail(err, file.path);
     return;
   }
-  let feed = ctx.fanout.subscribe(run, file);
+  // After a reuse miss the source was read once already: its kept chunk, or a read for this destination alone.
+  let feed: Feed = kept ? keptFeed(kept, firstPass as ObjectHashes, (chunk) => ctx.fanout.drop(run, chunk))
+    : action.action === 'reuse' && firstPass ? ctx.fanout.readAlone(run, file) : ctx.fanout.subscribe(run, file);
   /** Hashes of the chunks handed to the writer, in order. */
   const written: string[] = [];
   let index = 0;
@@ -374,6 +401,13 @@ async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFil
   } else if (run.dead) {
     await sink.release(undefined).catch(() => undefined);
   }
+}
+
+/** The records made by reuse, sorted by path. */
+function reusedFiles(records: Iterable<ManifestFile>): { path: string; from: string }[] {
+  const reused: { path: string; from: string }[] = [];
+  for (const r of records) if (r.reusedFrom !== undefined) reused.push({ path: r.path, from: r.reusedFrom });
+  return reused.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
 
 interface RunFiles {
@@ -452,11 +486,17 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   };
   await Promise.all(options.destinations.map((d) => readState(d, false)));
   let plan = planReplication(backup, files, [...states.values()].sort(order), chunkBytes);
+  // The reuse index of each destination with work to do (./reuse-file.ts); the plan then marks what it may reuse.
+  const reuse = options.reuse && !options.origin
+    ? await reuseIndexes(options.destinations.filter((d) => plan.destinations.some((p) => p.destination === d.name && !p.upToDate)), backup, options.reuse, emit, signal)
+    : new Map<string, RunReuse>();
+  const lookups = new Map([...reuse].map(([name, r]) => [name, r.index]));
+  if (reuse.size > 0) plan = planReplication(backup, files, [...states.values()].sort(order), chunkBytes, lookups);
   if (!options.dryRun) {
     // Destinations with work to do are locked, then read again: what another run did meanwhile counts.
     const busy = plan.destinations.filter((p) => !p.upToDate).map((p) => options.destinations.find((d) => d.name === p.destination) as Driver);
     await Promise.all(busy.map((d) => readState(d, true)));
-    plan = planReplication(backup, files, [...states.values()].sort(order), chunkBytes);
+    plan = planReplication(backup, files, [...states.values()].sort(order), chunkBytes, lookups);
   }
   emit({ type: 'plan', plan });
 
@@ -468,7 +508,8 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
     });
     const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit };
     const runs = plan.destinations.map((p) => new DestinationRun(options.destinations.find((d) => d.name === p.destination) as Driver, p, context, fanout, states.get(p.destination)?.progressJournal));
-    const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, fanout, signal };
+    const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, fanout, signal, emit };
+    for (const run of runs) run.reuse = reuse.get(run.name);
     for (const run of runs) for (const m of missing) if (run.needs(m.path)) run.fail(m.error, m.path);
     const unavailable = new Set(missing.map((m) => m.path));
 
@@ -476,6 +517,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
     const runDestination = async (run: DestinationRun): Promise<DestinationResult> => {
       const counts = (): Omit<DestinationResult, 'status' | 'errors'> => ({
         name: run.name, description: run.driver.description, plan: run.plan, filesCopied: run.filesCopied, filesAdopted: run.filesAdopted, filesSkipped: run.plan.skipFiles,
+        filesReused: run.filesReused, bytesReused: run.bytesReused, reused: reusedFiles(run.records.values()),
         bytesWritten: run.bytesWritten, bytesResumed: run.bytesResumed, bytesSkipped: run.plan.skipBytes, detachments: run.detachments, bytesReadAlone: run.bytesReadAlone,
       });
       if (options.dryRun) return { ...counts(), status: 'planned', errors: [] };
@@ -530,7 +572,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
       const result = finished.find((r) => r.name === d.name);
       if (!early && result) return result;
       return {
-        name: d.name, description: d.description, status: 'failed', filesCopied: 0, filesAdopted: 0, filesSkipped: 0,
+        name: d.name, description: d.description, status: 'failed', filesCopied: 0, filesAdopted: 0, filesSkipped: 0, filesReused: 0, bytesReused: 0,
         bytesWritten: 0, bytesResumed: 0, bytesSkipped: 0, detachments: 0, bytesReadAlone: 0, errors: early ? [early] : [],
       };
     });

@@ -14,9 +14,11 @@
  *   contents are not offered, which only means those files are sent.
  * Measured by test/core/reuse.test.ts (30 copies of 100,000 files).
  */
+import { backupTimeFromName, isValidBackupName } from '../backup/index.js';
 import type { Driver, SignalOptions } from '../drivers/types.js';
+import { errorKind, errorMessage } from '../errors.js';
 import { getHasher, type Hasher } from '../hash/xxh64.js';
-import { manifestKey, readManifestAt, type Manifest, type ManifestFile } from '../manifest/manifest.js';
+import { manifestKey, OFFSITE_DIR, readManifestAt, type Manifest, type ManifestFile } from '../manifest/manifest.js';
 
 /** Where a reusable file sits at the destination: backup folder name and path inside it. */
 export interface ReuseSource {
@@ -24,12 +26,31 @@ export interface ReuseSource {
   readonly path: string;
 }
 
+/** A `ReuseSource` with what its manifest recorded of the file at the destination. */
+export interface ReuseMatch extends ReuseSource {
+  /**
+   * The XXH64 of the destination fingerprint its manifest recorded (`ManifestFile.destinationFingerprint`),
+   * absent when it recorded none: the engine reuses the file only while `fingerprintHolds`.
+   */
+  readonly fingerprintDigest?: string;
+}
+
 /** What the new file is (from the source read). */
 export type ReuseQuery = Pick<ManifestFile, 'path' | 'size' | 'hash' | 'chunks'>;
 
 export interface ReuseIndexOptions {
-  /** Most distinct contents kept (about 40 bytes + the path each). @default 1,000,000 */
+  /** Most distinct contents kept (about 50 bytes + the path each). @default 1,000,000 */
   readonly maxEntries?: number;
+}
+
+export interface BuildReuseIndexOptions extends ReuseIndexOptions, SignalOptions {
+  /**
+   * Most complete copies indexed (newest first): each costs reading its manifest (tens of MB at
+   * 100,000 files), and a nightly chain's newest copies hold nearly everything. @default 3
+   */
+  readonly maxCopies?: number;
+  /** Told about a copy whose manifest is damaged or unreadable (it is left out, never reused from). */
+  readonly onSkipped?: (backup: string, reason: string) => void;
 }
 
 const EMPTY = -1;
@@ -50,6 +71,10 @@ export class ReuseIndex {
   #chunksHi = new Uint32Array(1024);
   #chunksLo = new Uint32Array(1024);
   #size = new Float64Array(1024);
+  #fingerprintHi = new Uint32Array(1024);
+  #fingerprintLo = new Uint32Array(1024);
+  /** One bit per (hashed) size: a clear bit proves no indexed file has that size. */
+  readonly #sizes: Uint32Array;
   #backup = new Uint16Array(1024);
   #pathStart = new Uint32Array(1024);
   #pathLength = new Uint32Array(1024);
@@ -66,6 +91,7 @@ export class ReuseIndex {
     let capacity = 1024;
     while (capacity < this.#maxEntries * 2) capacity *= 2;
     this.#slots = new Int32Array(capacity).fill(EMPTY);
+    this.#sizes = new Uint32Array(capacity / 8); // 4 bits per slot, 2 slots per entry: ~8 bits per entry
   }
 
   /** Distinct contents indexed. */
@@ -98,11 +124,55 @@ export class ReuseIndex {
    * none does (then it must be sent).
    */
   find(file: ReuseQuery, chunkBytes: number): ReuseSource | undefined {
+    const found = this.match(file, chunkBytes);
+    return found && { backup: found.backup, path: found.path };
+  }
+
+  /** `find`, with the fingerprint the candidate's manifest recorded (see `ReuseMatch`). */
+  match(file: ReuseQuery, chunkBytes: number): ReuseMatch | undefined {
     const key = this.#key(file, chunkBytes);
     const same = this.#newest.get(file.path);
-    if (same !== undefined && this.#matches(same, key)) return { backup: this.#backups[0] as string, path: file.path };
+    if (same !== undefined && this.#matches(same, key)) return this.#matchOf(same, file.path);
     const entry = this.#lookup(key);
-    return entry === EMPTY ? undefined : { backup: this.#backups[this.#backup[entry] as number] as string, path: this.#pathOf(entry) };
+    return entry === EMPTY ? undefined : this.#matchOf(entry);
+  }
+
+  /**
+   * Before the file is read: the newest copy's file at the same path when it has this size (the
+   * likeliest source of a reuse), else `undefined`.
+   */
+  candidate(path: string, size: number): ReuseSource | undefined {
+    const entry = this.#newest.get(path);
+    return entry !== undefined && this.#size[entry] === size ? { backup: this.#backups[0] as string, path } : undefined;
+  }
+
+  /** False when no indexed file has `size` (then nothing can match); true means maybe. */
+  mayHold(size: number): boolean {
+    const bit = this.#sizeBit(size);
+    return ((this.#sizes[bit >>> 5] as number) & (1 << (bit & 31))) !== 0;
+  }
+
+  /**
+   * True while the candidate's file still shows the fingerprint its manifest recorded (or the
+   * manifest recorded none: trusted on size, as records older than fingerprints are).
+   */
+  fingerprintHolds(match: ReuseMatch, fingerprint: string | undefined): boolean {
+    if (match.fingerprintDigest === undefined) return true;
+    return fingerprint !== undefined && this.#hasher.hash(Buffer.from(fingerprint)) === match.fingerprintDigest;
+  }
+
+  #matchOf(entry: number, path = this.#pathOf(entry)): ReuseMatch {
+    const hi = this.#fingerprintHi[entry] as number;
+    const lo = this.#fingerprintLo[entry] as number;
+    const backup = this.#backups[this.#backup[entry] as number] as string;
+    if (hi === 0 && lo === 0) return { backup, path };
+    return { backup, path, fingerprintDigest: `xxh64:${hi.toString(16).padStart(8, '0')}${lo.toString(16).padStart(8, '0')}` };
+  }
+
+  #sizeBit(size: number): number {
+    let h = Math.imul((size >>> 0) ^ Math.floor(size / 0x100000000), 0x9e3779b1) >>> 0;
+    h = Math.imul(h ^ (h >>> 15), 0x85ebca6b);
+    return ((h ^ (h >>> 13)) >>> 0) % (this.#sizes.length * 32);
   }
 
   #key(file: ReuseQuery, chunkBytes: number): { hi: number; lo: number; chi: number; clo: number; size: number } {
@@ -151,6 +221,11 @@ export class ReuseIndex {
     this.#chunksLo[entry] = key.clo;
     this.#size[entry] = key.size;
     this.#backup[entry] = backupIndex;
+    const bit = this.#sizeBit(key.size);
+    this.#sizes[bit >>> 5] = (this.#sizes[bit >>> 5] as number) | (1 << (bit & 31));
+    if (file.destinationFingerprint !== undefined) {
+      [this.#fingerprintHi[entry], this.#fingerprintLo[entry]] = halves(this.#hasher.hash(Buffer.from(file.destinationFingerprint)));
+    }
     const length = Buffer.byteLength(file.path);
     if (this.#pathBytes + length > this.#paths.length) {
       const bigger = Buffer.alloc(Math.max(this.#paths.length * 2, this.#pathBytes + length));
@@ -177,6 +252,8 @@ export class ReuseIndex {
     this.#chunksHi = grow(this.#chunksHi, (n) => new Uint32Array(n));
     this.#chunksLo = grow(this.#chunksLo, (n) => new Uint32Array(n));
     this.#size = grow(this.#size, (n) => new Float64Array(n));
+    this.#fingerprintHi = grow(this.#fingerprintHi, (n) => new Uint32Array(n));
+    this.#fingerprintLo = grow(this.#fingerprintLo, (n) => new Uint32Array(n));
     this.#backup = grow(this.#backup, (n) => new Uint16Array(n));
     this.#pathStart = grow(this.#pathStart, (n) => new Uint32Array(n));
     this.#pathLength = grow(this.#pathLength, (n) => new Uint32Array(n));
@@ -196,14 +273,53 @@ export async function createReuseIndex(options: ReuseIndexOptions = {}): Promise
 /**
  * Builds the index of `driver` (a destination) from the manifests of `backups`, given newest
  * first and excluding the backup being replicated; a backup without a manifest (incomplete copy)
- * is skipped. Reads one manifest at a time. A damaged manifest rejects (`ManifestError`): the
- * caller may replicate without reuse, never reuse from a copy it cannot trust.
+ * is skipped, and so is one whose manifest is damaged (told to `onSkipped`: never reuse from a
+ * copy that cannot be trusted). Reads one manifest at a time, at most `maxCopies` complete ones.
  */
-export async function buildReuseIndex(driver: Driver, backups: readonly string[], options: ReuseIndexOptions & SignalOptions = {}): Promise<ReuseIndex> {
+export async function buildReuseIndex(driver: Driver, backups: readonly string[], options: BuildReuseIndexOptions = {}): Promise<ReuseIndex> {
   const index = await createReuseIndex(options);
+  const maxCopies = options.maxCopies ?? 3;
   for (const backup of backups) {
-    const manifest = await readManifestAt(driver, manifestKey(backup), options);
+    if (index.backups.length >= maxCopies) break;
+    let manifest: Manifest | undefined;
+    try {
+      manifest = await readManifestAt(driver, manifestKey(backup), options);
+    } catch (err) {
+      if (errorKind(err) !== 'integrity') throw err;
+      options.onSkipped?.(backup, errorMessage(err));
+      continue;
+    }
     if (manifest?.kind === 'complete') index.add(manifest);
   }
   return index;
+}
+
+/**
+ * The other copies at `driver` that may be reused from when `backup` is replicated, in lookup
+ * order: those made before it (by the UTC time in milvus-backup's default names, else by name)
+ * newest first, then the later ones oldest first. Only copies with a manifest and not being
+ * pruned (`.offsite/pruning.json`); the manifests themselves are checked by `buildReuseIndex`.
+ * One listing of the destination.
+ */
+export async function reusableCopies(driver: Driver, backup: string, options: SignalOptions = {}): Promise<string[]> {
+  const withManifest = new Set<string>();
+  const pruning = new Set<string>();
+  for await (const entry of driver.list('', { signal: options.signal, onRefused: () => undefined })) {
+    const slash = entry.key.indexOf('/');
+    if (slash <= 0) continue;
+    const name = entry.key.slice(0, slash);
+    if (name === backup || !isValidBackupName(name)) continue;
+    const rest = entry.key.slice(slash + 1);
+    if (rest === `${OFFSITE_DIR}/manifest.json`) withManifest.add(name);
+    else if (rest === `${OFFSITE_DIR}/pruning.json`) pruning.add(name);
+  }
+  const when = (name: string): number => backupTimeFromName(name)?.getTime() ?? Number.NaN;
+  const now = when(backup);
+  const earlier = (name: string): boolean => (Number.isNaN(now) || Number.isNaN(when(name)) ? name < backup : when(name) <= now);
+  const newestFirst = (a: string, b: string): number => (when(b) - when(a)) || (a < b ? 1 : a > b ? -1 : 0);
+  const names = [...withManifest].filter((n) => !pruning.has(n));
+  return [
+    ...names.filter(earlier).sort(newestFirst),
+    ...names.filter((n) => !earlier(n)).sort((a, b) => newestFirst(b, a)),
+  ];
 }

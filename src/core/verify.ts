@@ -34,6 +34,11 @@ export interface Damage {
   readonly offset?: number;
   readonly length?: number;
   readonly message: string;
+  /**
+   * The file was created by a server-side copy of this key at the destination (`ManifestFile.reusedFrom`):
+   * with `reuse: link` the two share their blocks, so that copy is likely damaged too.
+   */
+  readonly reusedFrom?: string;
 }
 
 export interface VerifyResult {
@@ -131,19 +136,23 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
   let filesRead = 0;
   let failure: unknown;
   const queue = new PQueue({ concurrency: options.concurrency ?? 4 });
+  /** Records damage, naming the copy a reused file was copied from (the audit report shows it). */
+  const note = (file: ManifestFile, found: Damage): void => {
+    damage.push(file.reusedFrom === undefined ? found : { ...found, reusedFrom: file.reusedFrom, message: `${found.message} (created by a server-side copy of ${file.reusedFrom})` });
+  };
   for (const file of files) {
     await queue.onSizeLessThan(queue.concurrency);
     void queue.add(async () => {
       if (failure !== undefined) return;
       const key = `${backup}/${file.path}`;
       const there = present.get(key);
-      if (!there) { damage.push({ path: file.path, problem: 'missing', message: `${file.path}: missing` }); return; }
-      if (there.size !== file.size) { damage.push({ path: file.path, problem: 'size', message: `${file.path}: ${there.size} bytes, manifest says ${file.size}` }); return; }
+      if (!there) { note(file, { path: file.path, problem: 'missing', message: `${file.path}: missing` }); return; }
+      if (there.size !== file.size) { note(file, { path: file.path, problem: 'size', message: `${file.path}: ${there.size} bytes, manifest says ${file.size}` }); return; }
       try {
         if (driver.capabilities.storedHash) {
           const stored = there.hash ?? (await driver.stat(key, { signal: options.signal }))?.hash;
           if (stored !== undefined && stored !== file.hash) {
-            damage.push({ path: file.path, problem: 'hash', message: `${file.path}: the hash stored with the object is ${stored}, the manifest says ${file.hash}: the object was replaced` });
+            note(file, { path: file.path, problem: 'hash', message: `${file.path}: the hash stored with the object is ${stored}, the manifest says ${file.hash}: the object was replaced` });
             return;
           }
         }
@@ -151,11 +160,11 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
         if (level === 'deep' || touched || options.readBack?.(file)) {
           const found = await deepCheck(driver, key, file, pool, options);
           filesRead++;
-          if (found) damage.push(found);
+          if (found) note(file, found);
           else bytesChecked += file.size;
         }
       } catch (err) {
-        if (errorKind(err) === 'integrity' || errorKind(err) === 'not-found') damage.push({ path: file.path, problem: 'unreadable', message: `${file.path}: ${errorMessage(err)}` });
+        if (errorKind(err) === 'integrity' || errorKind(err) === 'not-found') note(file, { path: file.path, problem: 'unreadable', message: `${file.path}: ${errorMessage(err)}` });
         else failure ??= err;
       }
     });

@@ -121,6 +121,13 @@ export interface CopyWithinOptions extends SignalOptions {
    * one damaged block damages both. @default false
    */
   readonly link?: boolean;
+  /**
+   * Only a copy inside the storage will do: where the driver would move the bytes through this
+   * machine instead (sftp without `copy-data`), reject with `E_NO_SERVER_COPY` (kind `permanent`)
+   * and leave `toKey` as it was. The engine's reuse asks for this: sending the file costs less
+   * than reading it back and writing it again. @default false
+   */
+  readonly serverOnly?: boolean;
 }
 
 export interface ListOptions extends SignalOptions {

@@ -48,6 +48,12 @@ export interface ManifestFile {
    * hashed before the record is trusted again. Absent in older manifests.
    */
   readonly destinationFingerprint?: string;
+  /**
+   * Set when the file was not sent but created at the destination by a server-side copy of the
+   * same bytes held by another complete copy there (src/core/reuse.ts): that copy's key,
+   * `<backup>/<path>`. For reports only: the record is checked like any other.
+   */
+  readonly reusedFrom?: string;
 }
 
 export interface ManifestBody {
@@ -125,12 +131,12 @@ export function canonicalJson(value: unknown): string {
 
 /**
  * True for a file record with the four fields of `ManifestFile` plus, optionally, its two
- * fingerprints as strings: the shape the fast paths below encode.
+ * fingerprints and `reusedFrom` as strings: the shape the fast paths below encode.
  */
 function isPlainRecord(f: ManifestFile): boolean {
   let keys = 0;
   for (const key in f) {
-    if (key === 'sourceFingerprint' || key === 'destinationFingerprint') {
+    if (key === 'sourceFingerprint' || key === 'destinationFingerprint' || key === 'reusedFrom') {
       if (typeof f[key] !== 'string') return false;
       continue;
     }
@@ -140,14 +146,15 @@ function isPlainRecord(f: ManifestFile): boolean {
   return keys === 4 && typeof f.path === 'string' && typeof f.size === 'number' && typeof f.hash === 'string' && Array.isArray(f.chunks) && f.chunks.every((c) => typeof c === 'string');
 }
 
-/** `canonicalJson(f)` for one file record, without the generic walk (keys: chunks, destinationFingerprint, hash, path, size, sourceFingerprint). */
+/** `canonicalJson(f)` for one file record, without the generic walk (keys: chunks, destinationFingerprint, hash, path, reusedFrom, size, sourceFingerprint). */
 export function canonicalRecord(f: ManifestFile): string {
   if (!isPlainRecord(f)) return canonicalJson(f);
   let chunks = '';
   for (let i = 0; i < f.chunks.length; i++) chunks += (i === 0 ? '' : ',') + JSON.stringify(f.chunks[i]);
   const destination = f.destinationFingerprint !== undefined ? `,"destinationFingerprint":${JSON.stringify(f.destinationFingerprint)}` : '';
   const source = f.sourceFingerprint !== undefined ? `,"sourceFingerprint":${JSON.stringify(f.sourceFingerprint)}` : '';
-  return `{"chunks":[${chunks}]${destination},"hash":${JSON.stringify(f.hash)},"path":${JSON.stringify(f.path)},"size":${JSON.stringify(f.size)}${source}}`;
+  const reused = f.reusedFrom !== undefined ? `,"reusedFrom":${JSON.stringify(f.reusedFrom)}` : '';
+  return `{"chunks":[${chunks}]${destination},"hash":${JSON.stringify(f.hash)},"path":${JSON.stringify(f.path)}${reused},"size":${JSON.stringify(f.size)}${source}}`;
 }
 
 /** One file record, pretty-printed, as an element of `files` (indented by two more). */
@@ -156,6 +163,7 @@ export function prettyRecord(f: ManifestFile): string {
   let out = `  {\n   "path": ${JSON.stringify(f.path)},\n   "size": ${JSON.stringify(f.size)},\n   "hash": ${JSON.stringify(f.hash)},\n`;
   if (f.sourceFingerprint !== undefined) out += `   "sourceFingerprint": ${JSON.stringify(f.sourceFingerprint)},\n`;
   if (f.destinationFingerprint !== undefined) out += `   "destinationFingerprint": ${JSON.stringify(f.destinationFingerprint)},\n`;
+  if (f.reusedFrom !== undefined) out += `   "reusedFrom": ${JSON.stringify(f.reusedFrom)},\n`;
   out += '   "chunks": ';
   if (f.chunks.length === 0) return `${out}[]\n  }`;
   out += '[';
@@ -293,7 +301,8 @@ export async function decodeManifest(bytes: Uint8Array, where: string): Promise<
   for (const f of m.files) {
     if (typeof f?.path !== 'string' || typeof f.size !== 'number' || !isHash(f.hash) || !Array.isArray(f.chunks) ||
       (f.sourceFingerprint !== undefined && typeof f.sourceFingerprint !== 'string') ||
-      (f.destinationFingerprint !== undefined && typeof f.destinationFingerprint !== 'string')) {
+      (f.destinationFingerprint !== undefined && typeof f.destinationFingerprint !== 'string') ||
+      (f.reusedFrom !== undefined && typeof f.reusedFrom !== 'string')) {
       throw new ManifestError(`${where}: manifest entry ${JSON.stringify(f?.path)} is malformed`);
     }
   }

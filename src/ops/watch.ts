@@ -28,6 +28,7 @@
 import type { BackupInspection, BackupState } from '../backup/index.js';
 import { inspectListing } from '../backup/index.js';
 import { replicate } from '../core/replicate.js';
+import type { ReusePolicy } from '../config/config.js';
 import type { Driver, Entry } from '../drivers/types.js';
 import { abortableSleep } from '../drivers/wrappers/sleep.js';
 import { errorKind, errorMessage } from '../errors.js';
@@ -53,6 +54,8 @@ export interface WatchOptions {
   readonly fileConcurrency?: number;
   /** Cap of the growing delay before a failing destination is tried again. @default max(15 min, intervalMs) */
   readonly maxRetryDelayMs?: number;
+  /** Each destination's `reuse` policy (src/core/replicate.ts `ReplicateOptions.reuse`). @default no reuse */
+  readonly reuse?: Readonly<Record<string, ReusePolicy>>;
   readonly signal?: AbortSignal;
   readonly onEvent?: (event: WatchEvent) => void;
 }
@@ -70,6 +73,8 @@ export type WatchEvent =
   | {
     readonly event: 'copied'; readonly backup: string; readonly destination: string; readonly status: 'complete' | 'up-to-date';
     readonly filesCopied: number; readonly filesAdopted: number; readonly filesSkipped: number; readonly bytesWritten: number; readonly durationMs: number;
+    /** Files created by a server-side copy of an earlier copy's file, and their bytes (not sent). */
+    readonly filesReused: number; readonly bytesReused: number;
   }
   /** A destination failed (for `backup` when set); retried in `retryInMs` (absent with `once`). */
   | { readonly event: 'failed'; readonly destination: string; readonly backup?: string; readonly message: string; readonly retryInMs?: number }
@@ -215,7 +220,7 @@ export async function watchBackups(options: WatchOptions): Promise<WatchSummary>
     try {
       result = await replicate({
         source, backup, destinations: targets, chunkBytes: options.chunkBytes, fileConcurrency: options.fileConcurrency,
-        quietPeriodMs: options.quietPeriodMs, signal,
+        quietPeriodMs: options.quietPeriodMs, reuse: options.reuse, signal,
       });
     } catch (err) {
       if (signal?.aborted) { interrupted = backup; return; }
@@ -238,7 +243,7 @@ export async function watchBackups(options: WatchOptions): Promise<WatchSummary>
         if (r.status === 'complete') copies++;
         emit({
           event: 'copied', backup, destination: d.name, status: r.status, filesCopied: r.filesCopied, filesAdopted: r.filesAdopted,
-          filesSkipped: r.filesSkipped, bytesWritten: r.bytesWritten, durationMs: Date.now() - started,
+          filesSkipped: r.filesSkipped, bytesWritten: r.bytesWritten, durationMs: Date.now() - started, filesReused: r.filesReused, bytesReused: r.bytesReused,
         });
       } else if (!signal?.aborted) {
         const first = r.errors[0];

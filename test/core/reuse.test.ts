@@ -47,6 +47,30 @@ describe('reuse index', () => {
     assert.equal(index.find(file('x', 5), CHUNK / 2), undefined, 'chunk size differs');
   });
 
+  it('before the read: the newest copy\'s same path with the same size, and whether any copy has a file of a size', async () => {
+    const index = await createReuseIndex();
+    index.add({ backup: 'night3', chunkBytes: CHUNK, files: [file('a/1', 1)] });
+    index.add({ backup: 'night2', chunkBytes: CHUNK, files: [file('old/9', 9)] });
+    assert.deepEqual(index.candidate('a/1', 1001), { backup: 'night3', path: 'a/1' });
+    assert.equal(index.candidate('a/1', 1002), undefined, 'another size');
+    assert.equal(index.candidate('old/9', 1009), undefined, 'only the newest copy is looked up by path');
+    assert.ok(index.mayHold(1009) && index.mayHold(1001));
+    const absent = Array.from({ length: 1000 }, (_, i) => 5000 + i).filter((size) => index.mayHold(size));
+    assert.ok(absent.length < 50, `sizes never indexed are mostly ruled out (${absent.length} of 1000 maybe)`);
+  });
+
+  it('a candidate is trusted only while its fingerprint is the one its manifest recorded', async () => {
+    const index = await createReuseIndex();
+    index.add({ backup: 'n1', chunkBytes: CHUNK, files: [{ ...file('x', 5), destinationFingerprint: 'local:1005:1:7' }, file('y', 6)] });
+    const x = index.match(file('x', 5), CHUNK);
+    assert.ok(x?.fingerprintDigest);
+    assert.ok(index.fingerprintHolds(x, 'local:1005:1:7'));
+    assert.equal(index.fingerprintHolds(x, 'local:1005:2:7'), false, 'touched since');
+    assert.equal(index.fingerprintHolds(x, undefined), false);
+    const y = index.match(file('y', 6), CHUNK);
+    assert.ok(y && y.fingerprintDigest === undefined && index.fingerprintHolds(y, 'anything'), 'no fingerprint recorded: trusted on size, like older records');
+  });
+
   it('keeps at most maxEntries contents, newest copies first', async () => {
     const index = await createReuseIndex({ maxEntries: 2 });
     index.add({ backup: 'new', chunkBytes: CHUNK, files: [file('a', 1), file('b', 2)] });

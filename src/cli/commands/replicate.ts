@@ -29,14 +29,15 @@ function renderReplicate(result: ReplicateResult, interrupted: boolean): void {
     const name = d.name.padEnd(width);
     if (d.status === 'planned' && d.plan) {
       const p = d.plan;
-      out(`  ${name}  ${p.upToDate ? 'up to date' : `would copy ${p.copyFiles} files (${formatBytes(p.copyBytes)}), check ${p.adoptFiles} present files, skip ${p.skipFiles}`}${p.removeManifestFirst ? ', remove its manifest first' : ''}`);
+      const reuse = p.reuseFiles > 0 ? `, reuse up to ${p.reuseFiles} files (${formatBytes(p.reuseBytes)}) from earlier copies there if their bytes are the same (else send them)` : '';
+      out(`  ${name}  ${p.upToDate ? 'up to date' : `would copy ${p.copyFiles} files (${formatBytes(p.copyBytes)})${reuse}, check ${p.adoptFiles} present files, skip ${p.skipFiles}`}${p.removeManifestFirst ? ', remove its manifest first' : ''}`);
       for (const a of p.actions) if (a.action !== 'skip') out(`      ${a.action} ${a.path} (${a.size} bytes): ${a.reason}`);
     } else if (d.status === 'up-to-date') {
       out(`  ${name}  up to date: nothing to copy (${d.filesSkipped} files already verified by its manifest)`);
     } else if (d.status === 'complete') {
-      out(`  ${name}  complete: ${d.filesCopied} copied, ${d.filesAdopted} checked in place, ${d.filesSkipped} already there; ${formatBytes(d.bytesWritten)} written, ${formatBytes(d.bytesResumed)} resumed${d.detachments > 0 ? `; fell behind ${d.detachments} time(s), read ${formatBytes(d.bytesReadAlone)} of the source on its own` : ''}; manifest ${d.manifestKey}`);
+      out(`  ${name}  complete: ${d.filesCopied} sent, ${d.filesReused} reused server-side (${formatBytes(d.bytesReused)} not sent), ${d.filesAdopted} checked in place, ${d.filesSkipped} already there; ${formatBytes(d.bytesWritten)} written, ${formatBytes(d.bytesResumed)} resumed${d.detachments > 0 ? `; fell behind ${d.detachments} time(s), read ${formatBytes(d.bytesReadAlone)} of the source on its own` : ''}; manifest ${d.manifestKey}`);
     } else if (interrupted && onlyInterrupted(d)) {
-      out(`  ${name}  interrupted: ${d.filesCopied} files copied so far (${formatBytes(d.bytesWritten)}); the rest resumes on the next run`);
+      out(`  ${name}  interrupted: ${d.filesCopied} files sent (${formatBytes(d.bytesWritten)}) and ${d.filesReused} reused server-side so far; the rest resumes on the next run`);
     } else {
       out(`  ${name}  FAILED: ${d.errors[0] ? `${d.errors[0].path ? `${d.errors[0].path}: ` : ''}${d.errors[0].message}` : 'unknown error'}`);
       for (const e of d.errors.slice(1, 5)) out(`  ${' '.repeat(width)}          ${e.path ? `${e.path}: ` : ''}${e.message}`);
@@ -71,11 +72,10 @@ export function registerReplicate(ctx: CommandContext): void {
     .addOption(new Option('--wait <duration>', 'wait up to this long for the backup to be complete instead of refusing it, e.g. 10m (post-backup hooks: --latest --wait 10m)').argParser(parseDurationOption))
     .option('--to <names>', 'destination names, comma-separated (default: all configured)', parseList)
     .option('--dry-run', 'print what would be copied, skipped or checked; write nothing')
-    // Hidden until the engine acts on it (src/core/replicate.ts, issue 12); it already reaches the command options.
-    .addOption(new Option('--no-reuse', 'send every file, never reuse one the destination holds in an earlier copy').hideHelp())
+    .option('--no-reuse', 'send every file: never create one by a server-side copy of an earlier copy at the destination (see the reuse key)')
     .option('--concurrency <n>', 'files transferred at once (default: options.concurrency, 8)', parsePositiveInt)
     .addOption(new Option('--chunk-size <size>', 'chunk and part size, e.g. 8MiB (default: options.chunkSize)').argParser(parseSizeOption)))
-    .addHelpText('after', `\nA backup that is not complete (meta missing, a binlog short, changed within the quiet period) is refused with the reason.\nWith --wait it is polled until complete (quiet period included); a backup that stays failed for a quiet period, or the deadline, ends the wait with exit code 1 and the reason.\n--latest --wait waits for the backup with the newest change, complete or not, so a hook run right after milvus-backup create copies the backup just made.\nEach destination gets NAME/.offsite/manifest.json as soon as every file is there, while slower destinations go on; a destination that falls behind the others reads the source on its own instead of holding them back.\n\n${EXIT_CODE_HELP}`)
+    .addHelpText('after', `\nA backup that is not complete (meta missing, a binlog short, changed within the quiet period) is refused with the reason.\nWith --wait it is polled until complete (quiet period included); a backup that stays failed for a quiet period, or the deadline, ends the wait with exit code 1 and the reason.\n--latest --wait waits for the backup with the newest change, complete or not, so a hook run right after milvus-backup create copies the backup just made.\nEach destination gets NAME/.offsite/manifest.json as soon as every file is there, while slower destinations go on; a destination that falls behind the others reads the source on its own instead of holding them back.\nA file that a destination already holds in another complete copy there (same size, same hashes as read at the source) is created there by a server-side copy instead of being sent (the destination's reuse key: copy, link or off; --no-reuse sends every file).\n\n${EXIT_CODE_HELP}`)
     .action(async (name: string | undefined, opts: TransferFlags & { latest?: boolean; wait?: number; to?: string[]; dryRun?: boolean; reuse?: boolean; concurrency?: number; chunkSize?: number }) => {
       const config = loadConfig(ctx.globals().config);
       const bars = createProgress(!ctx.globals().quiet && !ctx.globals().json);
@@ -86,8 +86,10 @@ export function registerReplicate(ctx: CommandContext): void {
           ...transferOptions(opts, ctx.globals()),
           onEvent: (event) => {
             if (event.type === 'plan' && !opts.dryRun) {
-              for (const d of event.plan.destinations) if (!d.upToDate) bars.start(d.destination, d.copyBytes + d.actions.filter((a) => a.action === 'adopt').reduce((s, a) => s + a.size, 0));
+              for (const d of event.plan.destinations) if (!d.upToDate) bars.start(d.destination, d.copyBytes + d.reuseBytes + d.actions.filter((a) => a.action === 'adopt').reduce((s, a) => s + a.size, 0));
             } else if (event.type === 'bytes') bars.add(event.destination, event.bytes);
+            else if (event.type === 'file-done' && event.how === 'reused') bars.add(event.destination, event.size);
+            else if (event.type === 'warning' && !ctx.globals().quiet && !ctx.globals().json) warn(`${event.destination}: ${event.message}`);
           },
         });
       } finally {

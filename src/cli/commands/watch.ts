@@ -36,7 +36,7 @@ export function describeWatchEvent(e: WatchEvent): string {
     case 'copied':
       return e.status === 'up-to-date'
         ? `${e.backup}: ${e.destination}: up to date (nothing to copy)`
-        : `${e.backup}: ${e.destination}: complete: ${e.filesCopied} files copied, ${e.filesAdopted} checked in place, ${e.filesSkipped} already there; ${formatBytes(e.bytesWritten)} written in ${formatDuration(e.durationMs)}`;
+        : `${e.backup}: ${e.destination}: complete: ${e.filesCopied} files copied, ${e.filesReused} reused server-side (${formatBytes(e.bytesReused)} not sent), ${e.filesAdopted} checked in place, ${e.filesSkipped} already there; ${formatBytes(e.bytesWritten)} written in ${formatDuration(e.durationMs)}`;
     case 'failed':
       return `${e.backup ? `${e.backup}: ` : ''}${e.destination}: FAILED: ${e.message}${e.retryInMs === undefined ? '' : `; trying again in ${formatDuration(e.retryInMs)}`}`;
     case 'source-failed':
@@ -56,8 +56,7 @@ export function registerWatch(ctx: CommandContext): void {
     .option('--to <names>', 'destination names, comma-separated (default: all configured)', parseList)
     .addOption(new Option('--interval <duration>', 'time between two looks at the source, e.g. 30s, 5m (default: 1m)').argParser(parseDurationOption))
     .option('--once', 'one pass, then exit (for cron): exit code 0, 4 (some destinations failed) or 1')
-    // Hidden until the engine acts on it (src/core/replicate.ts, issue 12); it already reaches the command options.
-    .addOption(new Option('--no-reuse', 'send every file, never reuse one the destination holds in an earlier copy').hideHelp())
+    .option('--no-reuse', 'send every file: never create one by a server-side copy of an earlier copy at the destination (see the reuse key)')
     .option('--concurrency <n>', 'files transferred at once (default: options.concurrency, 8)', parsePositiveInt)
     .addOption(new Option('--chunk-size <size>', 'chunk and part size, e.g. 8MiB (default: options.chunkSize)').argParser(parseSizeOption)))
     .addHelpText('after', `

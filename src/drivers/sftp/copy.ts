@@ -8,7 +8,7 @@
  * writing through this machine (bytes cross the network twice).
  */
 import type { Stats } from 'ssh2';
-import { throwIfAborted } from '../../errors.js';
+import { DriverError, throwIfAborted } from '../../errors.js';
 import { isNotFound, notFoundError, partialPathOf, sizeMismatchError, type ErrorContext } from '../toolkit/index.js';
 import type { CopyWithinOptions, Driver } from '../types.js';
 import type { SftpOptions } from './options.js';
@@ -60,6 +60,9 @@ export async function copySftp(setup: CopySetup, fromKey: string, toKey: string,
     })();
   } finally {
     pool.release(conn);
+  }
+  if (!done && options.serverOnly === true) {
+    throw new DriverError('E_NO_SERVER_COPY', `${what}: the server has no copy-data extension (OpenSSH >= 9.0)${mayLink ? ' and could not hard-link' : ''}, so a copy would move the bytes through this machine`, { kind: 'permanent' });
   }
   if (!done) await copyThroughClient(setup, fromKey, toKey, signal);
 }

@@ -1,0 +1,180 @@
+/**
+ * Reuse in the replicate engine (issue 12, src/core/replicate.ts): a file that another complete
+ * copy at the destination holds byte for byte is created there by a server-side copy
+ * (`Driver.copyWithin`) instead of being sent.
+ *
+ * The decision waits for the file's hashes, which come from the one source read as always: the
+ * destination takes part in the read but only hashes (it drops each chunk at once, except the only
+ * chunk of a one-chunk file, which it keeps so that a miss costs no second read). Once the whole
+ * file and chunk hashes are known, the destination's index (./reuse.ts) is asked for a copy with
+ * the same size, whole-file hash and chunk hashes. The candidate is used only while it still is
+ * what its manifest recorded (same size, same stored hash where the driver keeps one, same
+ * fingerprint), and the copy is made with the driver's temp name + commit (nothing half-copied
+ * under the final name). The record is the source's hashes, which equal the candidate's: a file
+ * whose hashes differ is never recorded as reused, it is sent. A miss (no match, a candidate gone
+ * or changed, a copy the driver refused or found wrong) sends the file: from the kept chunk, or
+ * by reading the file again for this destination alone.
+ */
+import type { ReusePolicy } from '../config/config.js';
+import type { Driver } from '../drivers/types.js';
+import { errorKind, errorMessage, OffsiteError } from '../errors.js';
+import type { ManifestFile } from '../manifest/manifest.js';
+import type { ObjectHashes } from './chunks.js';
+import type { DestinationRun, RunReuse } from './destination-run.js';
+import type { Fanout, FeedFile, FeedItem, Subscription } from './fanout.js';
+import type { ReplicateEvent } from './replicate.js';
+import { buildReuseIndex, reusableCopies, type ReuseMatch } from './reuse.js';
+
+/** What trying a reuse needs of the run. */
+export interface ReuseContext {
+  readonly backup: string;
+  readonly chunkBytes: number;
+  readonly fanout: Fanout;
+  readonly signal?: AbortSignal;
+  /** Told about a destination that cannot reuse after all. */
+  readonly emit?: (event: ReplicateEvent) => void;
+}
+
+/** A file as the engine has it: the fingerprint its record keeps at the source. */
+export type ReuseFile = FeedFile & { readonly recordedSource?: string };
+
+/**
+ * `done`: the file is recorded (reused) or the destination failed. Else it must be sent: its
+ * hashes (a second read must give the same) and, for a one-chunk file, that chunk, charged to the
+ * destination (the caller writes it or gives it back with `Fanout.drop`).
+ */
+export type ReuseOutcome =
+  | { readonly done: true }
+  | { readonly done: false; readonly hashes: ObjectHashes; readonly held?: Buffer };
+
+/** A feed that replays a kept one-chunk file (the shape of a `Subscription` the engine reads). */
+export type Feed = Pick<Subscription, 'next' | 'leave'>;
+
+/** The feed of a one-chunk file whose only chunk was kept: the chunk, then its end. */
+export function keptFeed(chunk: Buffer, hashes: ObjectHashes, giveBack: (chunk: Buffer) => void): Feed {
+  const items: FeedItem[] = [{ type: 'chunk', chunk, hash: hashes.chunks[0] ?? hashes.hash }, { type: 'end', hash: hashes.hash, chunks: hashes.chunks }];
+  let taken = 0;
+  return {
+    next: () => Promise.resolve(items[Math.min(taken++, 1)] as FeedItem),
+    leave: () => { if (taken === 0) giveBack(chunk); },
+  };
+}
+
+/** Reads the file's hashes from the source read, then creates it by a server-side copy when a copy holds the same bytes. Never throws. */
+export async function tryReuse(ctx: ReuseContext, run: DestinationRun, file: ReuseFile): Promise<ReuseOutcome> {
+  let feed: Feed = ctx.fanout.subscribe(run, file);
+  let held: Buffer | undefined;
+  const giveBack = (): void => {
+    if (held !== undefined) ctx.fanout.drop(run, held);
+    held = undefined;
+  };
+  let end: { readonly hash: string; readonly chunks: readonly string[] } | undefined;
+  try {
+    for (;;) {
+      const item = await feed.next();
+      if (item.type === 'error') throw item.error;
+      if (item.type === 'detached') {
+        giveBack();
+        feed = ctx.fanout.readAlone(run, file);
+        continue;
+      }
+      if (item.type === 'end') {
+        end = item;
+        break;
+      }
+      if (held === undefined && file.size <= ctx.chunkBytes) held = item.chunk;
+      else ctx.fanout.drop(run, item.chunk);
+    }
+  } catch (err) {
+    giveBack();
+    run.fail(err, file.path);
+    return { done: true };
+  } finally {
+    feed.leave();
+  }
+  const hashes: ObjectHashes = { hash: end.hash, chunks: [...end.chunks] };
+  const reuse = run.reuse;
+  if (run.dead || reuse === undefined) {
+    giveBack();
+    return run.dead ? { done: true } : { done: false, hashes };
+  }
+  const match = reuse.index.match({ path: file.path, size: file.size, hash: hashes.hash, chunks: hashes.chunks }, ctx.chunkBytes);
+  if (match !== undefined && await copyFrom(ctx, run, reuse, file, match, hashes)) {
+    giveBack();
+    return { done: true };
+  }
+  return held === undefined ? { done: false, hashes } : { done: false, hashes, held };
+}
+
+/**
+ * Creates the file by copying `match` at the destination. True when handled (recorded, or the
+ * destination failed); false when the file must be sent instead.
+ */
+async function copyFrom(ctx: ReuseContext, run: DestinationRun, reuse: RunReuse, file: ReuseFile, match: ReuseMatch, hashes: ObjectHashes): Promise<boolean> {
+  const driver = run.driver;
+  if (driver.copyWithin === undefined) return false;
+  const fromKey = `${match.backup}/${match.path}`;
+  const toKey = `${ctx.backup}/${file.path}`;
+  try {
+    const there = await driver.stat(fromKey, { signal: ctx.signal });
+    // Still what its manifest recorded? A file changed since (or gone) is not copied from.
+    if (there === undefined || there.size !== file.size || (there.hash !== undefined && there.hash !== hashes.hash) ||
+      !reuse.index.fingerprintHolds(match, there.fingerprint)) return false;
+    await driver.copyWithin(fromKey, toKey, { link: reuse.link, serverOnly: true, signal: ctx.signal });
+  } catch (err) {
+    if (err instanceof OffsiteError && err.code === 'E_NO_SERVER_COPY') {
+      // Not possible at this destination: it sends every file from now on (one warning).
+      if (run.reuse !== undefined) ctx.emit?.({ type: 'warning', destination: run.name, message: `reusing nothing more this run: ${errorMessage(err)}` });
+      run.reuse = undefined;
+      return false;
+    }
+    const kind = errorKind(err);
+    // Gone meanwhile (a prune), or a copy the driver found wrong and removed: send instead.
+    if (kind === 'not-found' || kind === 'integrity' || kind === 'permanent') return false;
+    run.fail(err, file.path);
+    return true;
+  }
+  let committed: string | undefined;
+  try {
+    committed = (await driver.stat(toKey, { signal: ctx.signal }))?.fingerprint;
+  } catch {
+    committed = undefined; // a record without one is trusted on size, as older records are
+  }
+  const record: ManifestFile = {
+    path: file.path, size: file.size, hash: hashes.hash, chunks: hashes.chunks, reusedFrom: fromKey,
+    ...(file.recordedSource !== undefined ? { sourceFingerprint: file.recordedSource } : {}),
+    ...(committed !== undefined ? { destinationFingerprint: committed } : {}),
+  };
+  run.record(record, 'reused');
+  return true;
+}
+
+/**
+ * The reuse index of each destination that may reuse (its policy is `copy` or `link` and its
+ * driver has `copyWithin`), by name; a destination whose other copies cannot be read is told to
+ * `emit` as a warning and sends every file this run.
+ */
+export async function reuseIndexes(
+  destinations: readonly Driver[], backup: string, policies: Readonly<Record<string, ReusePolicy>>,
+  emit: (event: ReplicateEvent) => void, signal?: AbortSignal,
+): Promise<Map<string, RunReuse>> {
+  const found = new Map<string, RunReuse>();
+  // One destination after the other: one manifest in memory at a time, whatever the number of destinations.
+  for (const driver of destinations) {
+    const policy = policies[driver.name] ?? 'off';
+    if (policy === 'off' || !driver.capabilities.serverSideCopy || driver.copyWithin === undefined) continue;
+    try {
+      const copies = await reusableCopies(driver, backup, { signal });
+      if (copies.length === 0) continue;
+      const index = await buildReuseIndex(driver, copies, {
+        signal,
+        onSkipped: (copy, reason) => emit({ type: 'warning', destination: driver.name, message: `not reusing files of ${copy}: ${reason}` }),
+      });
+      if (index.size > 0) found.set(driver.name, { index, link: policy === 'link' });
+    } catch (err) {
+      if (signal?.aborted) break;
+      emit({ type: 'warning', destination: driver.name, message: `every file is sent: its earlier copies could not be read for reuse (${errorMessage(err)})` });
+    }
+  }
+  return found;
+}

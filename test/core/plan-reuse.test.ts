@@ -1,0 +1,40 @@
+/** The plan's reuse actions (src/core/plan.ts, issue 12): a table of files against a destination's reuse lookup. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { planReplication, type ReuseLookup } from '../../src/core/plan.js';
+
+const CHUNK = 1024 * 1024;
+
+/** Night 1 holds `same` (100 bytes) at the same path, and some file of 300 bytes elsewhere. */
+const lookup: ReuseLookup = {
+  candidate: (path, size) => (path === 'same' && size === 100 ? { backup: 'night1', path } : undefined),
+  mayHold: (size) => size === 100 || size === 300,
+};
+
+describe('plan: reuse actions', () => {
+  it('plans reuse for missing files an earlier copy may hold; copy for the rest; nothing for present ones', () => {
+    const files = [
+      { path: 'same', size: 100 }, { path: 'moved', size: 300 }, { path: 'new', size: 200 }, { path: 'empty', size: 0 },
+      { path: 'resized', size: 100 }, { path: 'there', size: 100 },
+    ];
+    const plan = planReplication('night2', files, [
+      { name: 'reusing', present: new Map([['resized', 50], ['there', 100]]) },
+      { name: 'sending', present: new Map() },
+    ], CHUNK, new Map([['reusing', lookup]]));
+    const table = (name: string) => plan.destinations.find((d) => d.destination === name)?.actions.map((a) => [a.path, a.action, a.reuseFrom]);
+    assert.deepEqual(table('reusing'), [
+      ['empty', 'copy', undefined],
+      ['moved', 'reuse', undefined],
+      ['new', 'copy', undefined],
+      ['resized', 'copy', undefined], // present with another size: rewritten, as before
+      ['same', 'reuse', 'night1/same'],
+      ['there', 'adopt', undefined],
+    ]);
+    assert.ok(table('sending')?.every(([, action]) => action === 'copy'), 'no lookup: every missing file is sent');
+    const reusing = plan.destinations[0];
+    assert.equal(reusing?.reuseFiles, 2);
+    assert.equal(reusing?.reuseBytes, 400);
+    assert.equal(reusing?.copyFiles, 3);
+    assert.equal(reusing?.upToDate, false);
+  });
+});
