@@ -39,6 +39,8 @@ export interface LockOptions {
   readonly refreshMs?: number;
   /** Wait between writing and reading back. @default 200 ms */
   readonly settleMs?: number;
+  /** Where the lock lives. @default `NAME/.offsite/lock.json` (`lockKey`); a shard's own lock is in its folder (./shard.ts) */
+  readonly key?: string;
   readonly signal?: AbortSignal;
 }
 
@@ -71,7 +73,7 @@ async function writeLock(driver: Driver, key: string, info: LockInfo, signal?: A
 
 /** Takes the lock of `backup` at `driver`, or throws `E_LOCKED` naming the holder. */
 export async function acquireLock(driver: Driver, backup: string, options: LockOptions = {}): Promise<HeldLock> {
-  const key = lockKey(backup);
+  const key = options.key ?? lockKey(backup);
   const staleMs = options.staleMs ?? 10 * 60_000;
   const existing = await readLock(driver, key, options.signal);
   if (existing) {
