@@ -3,6 +3,8 @@
  */
 export { listCommand, replicateCommand, verifyCommand, inspectCommand, watchCommand, pickLatest } from './commands/index.js';
 export type { ListResult, ReplicateCommandOptions, ReplicateCommandResult, VerifyCommandOptions, WatchCommandOptions } from './commands/index.js';
+export { finishShardsCommand } from './commands/index.js';
+export type { FinishShardsOptions, FinishShardsResult } from './commands/index.js';
 export { DriverRuntime, withRuntime, wrapDriver, openSource, openDestinations, closeAll } from './runtime/drivers.js';
 export type { TransferOptions } from './runtime/drivers.js';
 export { loadConfig, parseConfig, findConfigPath } from './config/config.js';
@@ -10,6 +12,8 @@ export type { OffsiteConfig, Settings } from './config/config.js';
 export { replicate, readDestinationState, DEFAULT_CHUNK_BYTES } from './core/replicate.js';
 export type { ReplicateOptions, ReplicateResult, DestinationResult, ReplicateEvent } from './core/replicate.js';
 export { planReplication } from './core/plan.js';
+export { finishSet, parseShardSpec, shardOfPath, fileListDigest } from './core/shard.js';
+export type { ShardSpec, ShardSetReport } from './core/shard.js';
 export type { ReplicationPlan, DestinationPlan, FileAction } from './core/plan.js';
 export { verifyCopy } from './core/verify.js';
 export type { VerifyResult, VerifyOptions, Damage } from './core/verify.js';

@@ -15,6 +15,8 @@ export const ExitCode = {
   damage: 3,
   /** Partial success: some destinations were done, others failed. */
   partial: 4,
+  /** `replicate --finish`: some shards of the backup have not finished yet (they are named). */
+  incomplete: 5,
   /** Stopped by SIGINT (Ctrl-C) or SIGTERM before the end; what was copied stays resumable. */
   interrupted: 130,
 } as const;
@@ -28,6 +30,7 @@ export const EXIT_CODE_HELP = `Exit codes:
   2  usage or configuration error
   3  verification or audit found damage (not repaired)
   4  partial success: some destinations failed (or could not be checked), the others are done
+  5  replicate --finish: not every shard is recorded yet (the missing ones are named)
   130  interrupted by Ctrl-C or SIGTERM (run the same command again to resume)`;
 
 export function exitCodeFor(err: unknown): number {

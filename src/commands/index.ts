@@ -8,3 +8,4 @@ export { listCommand, type ListResult } from './list.js';
 export { replicateCommand, type ReplicateCommandOptions, type ReplicateCommandResult } from './replicate.js';
 export { verifyCommand, type VerifyCommandOptions } from './verify.js';
 export { watchCommand, type WatchCommandOptions } from './watch.js';
+export { finishShardsCommand, type FinishShardsOptions, type FinishShardsResult, type FinishDestination } from './finish-shards.js';

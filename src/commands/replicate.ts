@@ -2,6 +2,7 @@
 import { listBackups } from '../backup/index.js';
 import type { OffsiteConfig } from '../config/config.js';
 import { replicate, type ReplicateEvent, type ReplicateResult } from '../core/replicate.js';
+import type { ShardSpec } from '../core/shard.js';
 import { BackupError, UsageError } from '../errors.js';
 import { waitForBackup, type WaitEvent } from '../ops/wait.js';
 import { withRuntime, type TransferOptions } from '../runtime/drivers.js';
@@ -20,6 +21,8 @@ export interface ReplicateCommandOptions extends TransferOptions {
   readonly reuse?: boolean;
   readonly concurrency?: number;
   readonly chunkBytes?: number;
+  /** Copy only this shard of the backup (src/core/shard.ts); needs a backup name, not `latest`. */
+  readonly shard?: ShardSpec;
   readonly signal?: AbortSignal;
   readonly onEvent?: (event: ReplicateEvent) => void;
   /**
@@ -42,6 +45,7 @@ export async function replicateCommand(config: OffsiteConfig, options: Replicate
   if (options.backup && options.latest) throw new UsageError('give a backup NAME or --latest, not both');
   if (!options.backup && !options.latest) throw new UsageError('which backup? give its NAME or --latest (see offsite list)');
   if (options.backup) checkBackupName(options.backup);
+  if (options.shard && !options.backup) throw new UsageError('--shard needs the backup NAME: every shard must copy the same backup, and --latest could pick different ones in different workers');
   return withRuntime(config, options, async (runtime) => {
     const source = await runtime.source();
     const destinations = await runtime.destinations(options.to ?? []);
@@ -65,7 +69,7 @@ export async function replicateCommand(config: OffsiteConfig, options: Replicate
       chunkBytes: options.chunkBytes ?? config.settings.chunkBytes,
       fileConcurrency: options.concurrency ?? config.settings.concurrency,
       quietPeriodMs: config.settings.quietPeriodMs, memoryBudgetBytes: config.settings.memoryBudgetBytes,
-      dryRun: options.dryRun, signal: options.signal, onEvent: options.onEvent,
+      dryRun: options.dryRun, signal: options.signal, onEvent: options.onEvent, shard: options.shard,
       reuse: reusePolicies(config, destinations, options.reuse),
     });
     return waitedMs === undefined ? result : { ...result, waitedMs };

@@ -7,7 +7,7 @@
 import type { Committed, Driver, WriteSession } from '../drivers/types.js';
 import { errorKind, errorMessage, OffsiteError } from '../errors.js';
 import {
-  buildManifestBody, progressJournalKey, progressKey, writeManifestAt,
+  buildManifestBody, progressJournalKey, progressJournalSequence, progressKey, writeManifestAt,
   type ManifestFile,
 } from '../manifest/manifest.js';
 import { writeManifestStreamed } from '../manifest/write-stream.js';
@@ -26,6 +26,19 @@ export interface RunReuse {
 
 export function problem(err: unknown, path?: string): ProblemReport {
   return { path, kind: errorKind(err), code: err instanceof OffsiteError ? err.code : 'E_INTERNAL', message: errorMessage(err) };
+}
+
+/** Where a run keeps its progress checkpoint: next to the copy's manifest, or in a shard's folder (./shard.ts). */
+export interface CheckpointKeys {
+  readonly progress: string;
+  journal(sequence: number): string;
+  /** The sequence number of a journal entry's key, `undefined` for any other key. */
+  sequenceOf(key: string): number | undefined;
+}
+
+/** The copy's own checkpoint: `NAME/.offsite/progress.json` and its journal. */
+export function copyCheckpointKeys(backup: string): CheckpointKeys {
+  return { progress: progressKey(backup), journal: (sequence) => progressJournalKey(backup, sequence), sequenceOf: (key) => progressJournalSequence(backup, key) };
 }
 
 /** Journal entries (files) before `progress.json` is rewritten with every record (see the file comment). */
@@ -62,16 +75,18 @@ export class DestinationRun implements FeedMember {
   /** Journal entries at the destination: `live` ones are not in `progress.json` yet. */
   private journal: { key: string; live: boolean; files: number }[];
   private nextSequence: number;
+  private readonly keys: CheckpointKeys;
 
   constructor(
     readonly driver: Driver,
     readonly plan: DestinationPlan,
-    private readonly context: { backup: string; source: string; chunkBytes: number; checkpointIntervalMs: number; emit: (e: ReplicateEvent) => void },
+    private readonly context: { backup: string; source: string; chunkBytes: number; checkpointIntervalMs: number; emit: (e: ReplicateEvent) => void; checkpointKeys?: CheckpointKeys },
     fanout: Fanout,
     progressJournal?: ProgressJournal,
   ) {
     this.ledger = new Ledger(fanout);
     this.checkpointIntervalMs = context.checkpointIntervalMs;
+    this.keys = context.checkpointKeys ?? copyCheckpointKeys(context.backup);
     this.actions = new Map(plan.actions.map((a) => [a.path, a]));
     for (const action of plan.actions) if (action.record) this.records.set(action.record);
     this.baseFiles = progressJournal?.baseFiles;
@@ -148,7 +163,7 @@ export class DestinationRun implements FeedMember {
         if (rewrite) {
           const includesThrough = this.nextSequence - 1;
           const head = { kind: 'progress' as const, backup, source, chunkBytes, createdAt: new Date().toISOString(), fileCount: all.length, totalBytes: this.records.bytesOf(all), includesThrough };
-          await writeManifestStreamed(this.driver, progressKey(backup), head, () => this.records.inOrder(all), { pretty: false });
+          await writeManifestStreamed(this.driver, this.keys.progress, head, () => this.records.inOrder(all), { pretty: false });
           this.baseFiles = all.length;
           for (const e of this.journal) e.live = false;
           await this.deleteJournal(); // best effort: progress.json says they are included
@@ -156,7 +171,7 @@ export class DestinationRun implements FeedMember {
           // The number is used even if the write fails (it may have landed): the next
           // rewrite of progress.json includes it, and deletes it.
           const sequence = this.nextSequence++;
-          const key = progressJournalKey(backup, sequence);
+          const key = this.keys.journal(sequence);
           this.journal.push({ key, live: true, files: batch.length });
           const body = buildManifestBody({ kind: 'progress', backup, source, chunkBytes, files: batch, sequence });
           await writeManifestAt(this.driver, key, body, { pretty: false });
@@ -190,7 +205,7 @@ export class DestinationRun implements FeedMember {
 
   /** Removes the checkpoint once the manifest is written: `progress.json`, then its journal. */
   async deleteProgress(signal?: AbortSignal): Promise<void> {
-    await this.driver.delete(progressKey(this.context.backup), { signal }).catch(() => undefined);
+    await this.driver.delete(this.keys.progress, { signal }).catch(() => undefined);
     await this.deleteJournal(true);
   }
 

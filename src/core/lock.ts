@@ -39,6 +39,8 @@ export interface LockOptions {
   readonly refreshMs?: number;
   /** Wait between writing and reading back. @default 200 ms */
   readonly settleMs?: number;
+  /** Where the lock lives. @default `NAME/.offsite/lock.json` (`lockKey`); a shard's own lock is in its folder (./shard.ts) */
+  readonly key?: string;
   readonly signal?: AbortSignal;
 }
 
@@ -49,6 +51,14 @@ export interface HeldLock {
 
 /** Longest time `release` spends on the destination. */
 export const RELEASE_TIMEOUT_MS = 5000;
+
+/**
+ * Tokens of the locks this process holds. A lock at the destination with this process's pid and
+ * host but another token is a leftover of its own lost race (two local or SFTP writers of one lock
+ * share its temp name, so one's commit can publish the other's bytes): it is taken over, not
+ * waited for until it is stale.
+ */
+const heldTokens = new Set<string>();
 
 export function lockKey(backup: string): string {
   return `${backup}/${OFFSITE_DIR}/lock.json`;
@@ -71,7 +81,7 @@ async function writeLock(driver: Driver, key: string, info: LockInfo, signal?: A
 
 /** Takes the lock of `backup` at `driver`, or throws `E_LOCKED` naming the holder. */
 export async function acquireLock(driver: Driver, backup: string, options: LockOptions = {}): Promise<HeldLock> {
-  const key = lockKey(backup);
+  const key = options.key ?? lockKey(backup);
   const staleMs = options.staleMs ?? 10 * 60_000;
   const existing = await readLock(driver, key, options.signal);
   if (existing) {
@@ -82,7 +92,13 @@ export async function acquireLock(driver: Driver, backup: string, options: LockO
   }
   const info = (): LockInfo => ({ token, owner: safeUser(), host: hostname(), pid: process.pid, time: new Date().toISOString() });
   const token = randomUUID();
-  await writeLock(driver, key, info(), options.signal);
+  try {
+    await writeLock(driver, key, info(), options.signal);
+  } catch (err) {
+    // Another writer's commit took the temp file this write was committing: that run got there first.
+    if (errorKind(err) !== 'not-found') throw err;
+    throw new OffsiteError('E_LOCKED', `${driver.name}: ${backup} is being written by another offsite run that started at the same moment (its lock write replaced this one's); try again later`, { kind: 'permanent', cause: err });
+  }
   await new Promise((resolve) => setTimeout(resolve, options.settleMs ?? 200));
   const after = await readLock(driver, key, options.signal);
   if (after?.token !== token) {
@@ -94,11 +110,13 @@ export async function acquireLock(driver: Driver, backup: string, options: LockO
     refreshing = refreshing.then(() => writeLock(driver, key, info(), stopRefresh.signal)).catch(() => undefined);
   }, options.refreshMs ?? 60_000);
   timer.unref();
+  heldTokens.add(token);
   return {
     info: info(),
     async release() {
       clearInterval(timer);
       stopRefresh.abort();
+      heldTokens.delete(token);
       const bound = AbortSignal.timeout(RELEASE_TIMEOUT_MS);
       await Promise.race([refreshing, new Promise((resolve) => bound.addEventListener('abort', resolve, { once: true }))]);
       const current = await readLock(driver, key, bound).catch(() => undefined);
@@ -122,9 +140,10 @@ export async function lockHolder(driver: Driver, backup: string, options: { stal
   return age > (options.staleMs ?? 10 * 60_000) || deadHere(existing) ? undefined : existing;
 }
 
-/** A lock taken on this host by a process that no longer exists (a crashed or killed run). */
+/** A lock taken on this host by a process that no longer exists (a crashed or killed run), or by this process without holding it (see `heldTokens`). */
 function deadHere(lock: LockInfo): boolean {
   if (lock.host !== hostname() || !Number.isInteger(lock.pid) || lock.pid <= 0) return false;
+  if (lock.pid === process.pid) return !heldTokens.has(lock.token);
   try {
     process.kill(lock.pid, 0);
     return false;

@@ -30,18 +30,19 @@ import { assertComplete, backupTimeFromName, inspectBackup } from '../backup/ind
 import type { Driver } from '../drivers/types.js';
 import { errorKind, errorMessage, OffsiteError, type ErrorKind, UsageError } from '../errors.js';
 import {
-  manifestKey, OFFSITE_DIR, progressJournalSequence, progressKey, readManifestAt,
+  manifestKey, OFFSITE_DIR, readManifestAt,
   type Manifest, type ManifestFile,
 } from '../manifest/manifest.js';
 import { writeManifestStreamed } from '../manifest/write-stream.js';
 import { ChunkPool } from './buffers.js';
-import { DestinationRun, FileSink, partBytesFor, problem, type RunReuse } from './destination-run.js';
+import { copyCheckpointKeys, DestinationRun, FileSink, partBytesFor, problem, type CheckpointKeys, type RunReuse } from './destination-run.js';
 import { DEFAULT_LAG_TOLERANCE_MS, Fanout, sourceChanged } from './fanout.js';
 import { acquireLock, type HeldLock, type LockOptions } from './lock.js';
 import { hashObject, type ObjectHashes } from './chunks.js';
-import { planReplication, type DestinationPlan, type DestinationState, type ReplicationPlan, type SourceFile } from './plan.js';
+import { planReplication, type DestinationPlan, type DestinationState, type ReplicationPlan, type ReuseLookup, type SourceFile } from './plan.js';
 import { keptFeed, reuseIndexes, tryReuse, type Feed } from './reuse-file.js';
 import type { ReusePolicy } from '../config/config.js';
+import { ShardRun, type FinishOptions, type ShardSetReport, type ShardSpec } from './shard.js';
 
 export { partBytesFor } from './destination-run.js';
 
@@ -88,7 +89,12 @@ export interface ReplicateOptions {
    */
   readonly reuse?: Readonly<Record<string, ReusePolicy>>;
   /** The per-destination lock (see ./lock.ts). */
-  readonly lock?: Omit<LockOptions, 'signal'>;
+  readonly lock?: Omit<LockOptions, 'signal' | 'key'>;
+  /**
+   * Copy only this shard of the backup (./shard.ts): its files, its own checkpoint and lock; no
+   * manifest unless this shard completes the set. Not with `origin`.
+   */
+  readonly shard?: ShardSpec & { readonly finish?: Omit<FinishOptions, 'signal' | 'lock'> };
   readonly signal?: AbortSignal;
   readonly onEvent?: (event: ReplicateEvent) => void;
 }
@@ -112,7 +118,7 @@ export type ReplicateEvent =
   /** The destination fell behind the others and reads the source on its own from `path` on. */
   | { readonly type: 'detached'; readonly destination: string; readonly path: string }
   /** The destination has nothing more to do in this run: its manifest is written (`complete`), or it failed. */
-  | { readonly type: 'destination-done'; readonly destination: string; readonly status: 'complete' | 'failed' };
+  | { readonly type: 'destination-done'; readonly destination: string; readonly status: 'complete' | 'shard-done' | 'failed' };
 
 export interface ProblemReport {
   readonly path?: string;
@@ -121,7 +127,8 @@ export interface ProblemReport {
   readonly message: string;
 }
 
-export type DestinationStatus = 'complete' | 'up-to-date' | 'failed' | 'planned';
+/** `shard-done`: this shard's files are there and recorded; other shards have yet to finish (see `shardSet`). */
+export type DestinationStatus = 'complete' | 'up-to-date' | 'shard-done' | 'failed' | 'planned';
 
 export interface DestinationResult {
   readonly name: string;
@@ -148,6 +155,8 @@ export interface DestinationResult {
   readonly manifestKey?: string;
   readonly errors: readonly ProblemReport[];
   readonly plan?: DestinationPlan;
+  /** With a shard: the set of shards there after this one finished. */
+  readonly shardSet?: ShardSetReport;
 }
 
 export interface ReplicateResult {
@@ -169,6 +178,8 @@ export interface ReplicateResult {
   readonly peakBufferBytes: number;
   readonly durationMs: number;
   readonly destinations: readonly DestinationResult[];
+  /** The shard this run copied (`files` and `bytes` are its share). */
+  readonly shard?: ShardSpec;
 }
 
 
@@ -189,7 +200,7 @@ export interface ProgressJournal {
  * entries it does not include applied on top, in order (entries with another chunk size than the
  * newest one are left out: their hashes would not be usable).
  */
-export async function readDestinationState(driver: Driver, backup: string, signal?: AbortSignal): Promise<DestinationHoldings> {
+export async function readDestinationState(driver: Driver, backup: string, signal?: AbortSignal, keys: CheckpointKeys = copyCheckpointKeys(backup)): Promise<DestinationHoldings> {
   const present = new Map<string, number>();
   const presentFingerprints = new Map<string, string>();
   const prefix = `${backup}/`;
@@ -197,7 +208,7 @@ export async function readDestinationState(driver: Driver, backup: string, signa
   for await (const entry of driver.list(prefix, { signal })) {
     const path = entry.key.slice(prefix.length);
     if (path.startsWith(`${OFFSITE_DIR}/`)) {
-      const sequence = progressJournalSequence(backup, entry.key);
+      const sequence = keys.sequenceOf(entry.key);
       if (sequence !== undefined) journal.push({ key: entry.key, sequence });
       continue;
     }
@@ -222,7 +233,7 @@ export async function readDestinationState(driver: Driver, backup: string, signa
       return undefined;
     }
   };
-  const base = await readQuietly(progressKey(backup));
+  const base = await readQuietly(keys.progress);
   const through = base?.includesThrough ?? 0;
   const toRead = journal.filter((j) => j.sequence > through);
   const read = new Array<Manifest | undefined>(toRead.length);
@@ -461,10 +472,13 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   }
   const emit = options.onEvent ?? (() => undefined);
   const { source, backup, signal } = options;
+  if (options.shard && options.origin) throw new UsageError('a shard copies a share of a backup at the source, not a verified copy (origin)');
+  const shard = options.shard ? await ShardRun.open(backup, options.shard, { ...options.shard.finish, lock: options.lock }) : undefined;
 
-  const { files, backupTime, sourceDescription, missing } = options.origin
+  const { files: listed, backupTime, sourceDescription, missing } = options.origin
     ? await originFiles(source, backup, options.origin, signal)
     : await backupFiles(source, backup, options.quietPeriodMs, signal);
+  const files = shard ? await shard.select(listed) : listed;
   const totalBytes = files.reduce((sum, f) => sum + f.size, 0);
   /** The files' paths in manifest order. */
   const paths = files.map((f) => f.path).sort();
@@ -476,8 +490,9 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   const states = new Map<string, DestinationHoldings>();
   const readState = async (d: Driver, lock: boolean): Promise<void> => {
     try {
-      if (lock) locks.set(d.name, await acquireLock(d, backup, { ...options.lock, signal }));
-      states.set(d.name, await readDestinationState(d, backup, signal));
+      if (lock) locks.set(d.name, await acquireLock(d, backup, { ...options.lock, key: shard?.lockKey, signal }));
+      const held = await readDestinationState(d, backup, signal, shard?.checkpointKeys);
+      states.set(d.name, shard ? await shard.holdings(d, held, chunkBytes, signal) : held);
     } catch (err) {
       states.delete(d.name);
       failedEarly.set(d.name, problem(err));
@@ -485,18 +500,22 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
     }
   };
   await Promise.all(options.destinations.map((d) => readState(d, false)));
-  let plan = planReplication(backup, files, [...states.values()].sort(order), chunkBytes);
+  const planNow = (lookups?: ReadonlyMap<string, ReuseLookup>): ReplicationPlan => {
+    const sorted = [...states.values()].sort(order);
+    return shard ? shard.plan(sorted, chunkBytes, lookups) : planReplication(backup, files, sorted, chunkBytes, lookups);
+  };
+  let plan = planNow();
   // The reuse index of each destination with work to do (./reuse-file.ts); the plan then marks what it may reuse.
   const reuse = options.reuse && !options.origin
     ? await reuseIndexes(options.destinations.filter((d) => plan.destinations.some((p) => p.destination === d.name && !p.upToDate)), backup, options.reuse, emit, signal)
     : new Map<string, RunReuse>();
   const lookups = new Map([...reuse].map(([name, r]) => [name, r.index]));
-  if (reuse.size > 0) plan = planReplication(backup, files, [...states.values()].sort(order), chunkBytes, lookups);
+  if (reuse.size > 0) plan = planNow(lookups);
   if (!options.dryRun) {
     // Destinations with work to do are locked, then read again: what another run did meanwhile counts.
     const busy = plan.destinations.filter((p) => !p.upToDate).map((p) => options.destinations.find((d) => d.name === p.destination) as Driver);
     await Promise.all(busy.map((d) => readState(d, true)));
-    plan = planReplication(backup, files, [...states.values()].sort(order), chunkBytes, lookups);
+    plan = planNow(lookups);
   }
   emit({ type: 'plan', plan });
 
@@ -506,7 +525,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
       source, backup, chunkBytes, pool, signal, lagToleranceMs: options.lagToleranceMs ?? DEFAULT_LAG_TOLERANCE_MS,
       onDetach: (member, path) => emit({ type: 'detached', destination: member.name, path }),
     });
-    const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit };
+    const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit, checkpointKeys: shard?.checkpointKeys };
     const runs = plan.destinations.map((p) => new DestinationRun(options.destinations.find((d) => d.name === p.destination) as Driver, p, context, fanout, states.get(p.destination)?.progressJournal));
     const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, fanout, signal, emit };
     for (const run of runs) run.reuse = reuse.get(run.name);
@@ -546,6 +565,15 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
       const whole = !run.dead && run.errors.length === 0 && files.every((f) => run.records.has(f.path));
       if (whole) {
         try {
+          if (shard) {
+            // A shard writes its record; the manifest only if it completes the set (./shard.ts).
+            const shardSet = await shard.complete(run.driver, files.map((f) => run.records.get(f.path) as ManifestFile), {
+              source: sourceDescription, chunkBytes, backupTime, signal, dropCheckpoint: () => run.deleteProgress(signal),
+            });
+            const status = shardSet.status === 'complete' ? 'complete' : 'shard-done';
+            emit({ type: 'destination-done', destination: run.name, status });
+            return { ...counts(), status, manifestKey: shardSet.manifestKey, errors: [], shardSet };
+          }
           await run.driver.sync({ signal });
           const head = { kind: 'complete' as const, backup, source: sourceDescription, createdAt: new Date().toISOString(), backupTime, chunkBytes, fileCount: files.length, totalBytes };
           await writeManifestStreamed(run.driver, manifestKey(backup), head, () => run.records.inOrder(paths), { signal });
@@ -580,7 +608,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
       backup, source: source.description, dryRun: options.dryRun ?? false, files: files.length, bytes: totalBytes,
       bytesRead: fanout.bytesRead, detachments: runs.reduce((sum, r) => sum + r.detachments, 0),
       destinationsReadAlone: runs.filter((r) => r.bytesReadAlone > 0).length, peakBufferBytes: pool.peakBytes,
-      durationMs: Date.now() - started, destinations: results,
+      durationMs: Date.now() - started, destinations: results, ...(options.shard ? { shard: { index: options.shard.index, count: options.shard.count } } : {}),
     };
   } finally {
     await Promise.all([...locks.values()].map((l) => l.release()));

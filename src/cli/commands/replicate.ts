@@ -7,6 +7,8 @@ import { formatBytes } from '../../config/units.js';
 import type { ReplicateResult } from '../../core/replicate.js';
 import { EXIT_CODE_HELP, ExitCode, INTERRUPTED_MESSAGE, oneLine } from '../exit.js';
 import { createProgress } from '../progress.js';
+import type { ShardSpec } from '../../core/shard.js';
+import { addShardOptions, runFinish, SHARD_HELP, shardDoneLine } from './replicate-shard.js';
 import { addTransferOptions, out, parseDurationOption, parseList, parsePositiveInt, parseSizeOption, printJson, transferOptions, type CommandContext, type GlobalOptions, type TransferFlags, warn } from '../common.js';
 
 /** Exit code of a replicate run: 0 all done, 4 some destinations failed, 1 all failed. */
@@ -23,7 +25,7 @@ function onlyInterrupted(d: ReplicateResult['destinations'][number]): boolean {
 
 function renderReplicate(result: ReplicateResult, interrupted: boolean): void {
   const read = result.dryRun ? '' : `; ${formatBytes(result.bytesRead)} read from the source${result.detachments > 0 ? ` (${result.destinationsReadAlone} slower destination(s) read on their own after falling behind)` : ''}`;
-  out(`${result.dryRun ? 'plan for' : 'replicated'} ${result.backup} from ${result.source}: ${result.files} files, ${formatBytes(result.bytes)}${read}`);
+  out(`${result.dryRun ? 'plan for' : 'replicated'} ${result.shard ? `shard ${result.shard.index}/${result.shard.count} of ` : ''}${result.backup} from ${result.source}: ${result.files} files, ${formatBytes(result.bytes)}${read}`);
   const width = Math.max(...result.destinations.map((d) => d.name.length));
   for (const d of result.destinations) {
     const name = d.name.padEnd(width);
@@ -32,6 +34,8 @@ function renderReplicate(result: ReplicateResult, interrupted: boolean): void {
       const reuse = p.reuseFiles > 0 ? `, reuse up to ${p.reuseFiles} files (${formatBytes(p.reuseBytes)}) from earlier copies there if their bytes are the same (else send them)` : '';
       out(`  ${name}  ${p.upToDate ? 'up to date' : `would copy ${p.copyFiles} files (${formatBytes(p.copyBytes)})${reuse}, check ${p.adoptFiles} present files, skip ${p.skipFiles}`}${p.removeManifestFirst ? ', remove its manifest first' : ''}`);
       for (const a of p.actions) if (a.action !== 'skip') out(`      ${a.action} ${a.path} (${a.size} bytes): ${a.reason}`);
+    } else if (d.status === 'shard-done') {
+      out(`  ${name}  ${shardDoneLine(d, result.shard)}`);
     } else if (d.status === 'up-to-date') {
       out(`  ${name}  up to date: nothing to copy (${d.filesSkipped} files already verified by its manifest)`);
     } else if (d.status === 'complete') {
@@ -65,7 +69,7 @@ function reportWait(globals: GlobalOptions): ((event: WaitEvent) => void) | unde
 }
 
 export function registerReplicate(ctx: CommandContext): void {
-  addTransferOptions(ctx.program.command('replicate')
+  addShardOptions(addTransferOptions(ctx.program.command('replicate')
     .description('copy one complete backup to the destinations, reading it once; resumes whatever an earlier run left')
     .argument('[name]', 'backup name (see offsite list)')
     .option('--latest', 'the newest complete backup at the source (with --wait: the newest backup, complete or not)')
@@ -74,15 +78,16 @@ export function registerReplicate(ctx: CommandContext): void {
     .option('--dry-run', 'print what would be copied, skipped or checked; write nothing')
     .option('--no-reuse', 'send every file: never create one by a server-side copy of an earlier copy at the destination (see the reuse key)')
     .option('--concurrency <n>', 'files transferred at once (default: options.concurrency, 8)', parsePositiveInt)
-    .addOption(new Option('--chunk-size <size>', 'chunk and part size, e.g. 8MiB (default: options.chunkSize)').argParser(parseSizeOption)))
-    .addHelpText('after', `\nA backup that is not complete (meta missing, a binlog short, changed within the quiet period) is refused with the reason.\nWith --wait it is polled until complete (quiet period included); a backup that stays failed for a quiet period, or the deadline, ends the wait with exit code 1 and the reason.\n--latest --wait waits for the backup with the newest change, complete or not, so a hook run right after milvus-backup create copies the backup just made.\nEach destination gets NAME/.offsite/manifest.json as soon as every file is there, while slower destinations go on; a destination that falls behind the others reads the source on its own instead of holding them back.\nA file that a destination already holds in another complete copy there (same size, same hashes as read at the source) is created there by a server-side copy instead of being sent (the destination's reuse key: copy, link or off; --no-reuse sends every file).\n\n${EXIT_CODE_HELP}`)
-    .action(async (name: string | undefined, opts: TransferFlags & { latest?: boolean; wait?: number; to?: string[]; dryRun?: boolean; reuse?: boolean; concurrency?: number; chunkSize?: number }) => {
+    .addOption(new Option('--chunk-size <size>', 'chunk and part size, e.g. 8MiB (default: options.chunkSize)').argParser(parseSizeOption))))
+    .addHelpText('after', `\nA backup that is not complete (meta missing, a binlog short, changed within the quiet period) is refused with the reason.\nWith --wait it is polled until complete (quiet period included); a backup that stays failed for a quiet period, or the deadline, ends the wait with exit code 1 and the reason.\n--latest --wait waits for the backup with the newest change, complete or not, so a hook run right after milvus-backup create copies the backup just made.\nEach destination gets NAME/.offsite/manifest.json as soon as every file is there, while slower destinations go on; a destination that falls behind the others reads the source on its own instead of holding them back.\nA file that a destination already holds in another complete copy there (same size, same hashes as read at the source) is created there by a server-side copy instead of being sent (the destination's reuse key: copy, link or off; --no-reuse sends every file).\n${SHARD_HELP}\n\n${EXIT_CODE_HELP}`)
+    .action(async (name: string | undefined, opts: TransferFlags & { latest?: boolean; wait?: number; to?: string[]; dryRun?: boolean; reuse?: boolean; concurrency?: number; chunkSize?: number; shard?: ShardSpec; finish?: boolean }) => {
+      if (opts.finish) return runFinish(ctx, name, opts);
       const config = loadConfig(ctx.globals().config);
       const bars = createProgress(!ctx.globals().quiet && !ctx.globals().json);
       let result: ReplicateCommandResult;
       try {
         result = await replicateCommand(config, {
-          backup: name, latest: opts.latest, waitMs: opts.wait, onWait: reportWait(ctx.globals()), onWarning: warn, to: opts.to, dryRun: opts.dryRun, reuse: opts.reuse, concurrency: opts.concurrency, chunkBytes: opts.chunkSize, signal: ctx.signal,
+          backup: name, latest: opts.latest, waitMs: opts.wait, onWait: reportWait(ctx.globals()), onWarning: warn, to: opts.to, dryRun: opts.dryRun, reuse: opts.reuse, concurrency: opts.concurrency, chunkBytes: opts.chunkSize, shard: opts.shard, signal: ctx.signal,
           ...transferOptions(opts, ctx.globals()),
           onEvent: (event) => {
             if (event.type === 'plan' && !opts.dryRun) {
