@@ -7,6 +7,7 @@ export {
   assertComplete, inspectBackup, inspectListing, listBackupFolders, listBackups, DEFAULT_QUIET_PERIOD_MS,
   type BackupFile, type BackupInspection, type BackupState, type InspectOptions,
 } from './inspect.js';
+export { listBackupSummaries, type BackupSummary } from './summaries.js';
 export { readMetaJson, parseMetaText, MAX_META_BYTES, type ReadMetaOptions } from './json.js';
 export {
   binlogBackupPath, summarizeFullMeta, declaredFormat,

@@ -1,7 +1,8 @@
 /** `offsite list` as a library function. */
-import { listBackups, type BackupInspection } from '../backup/index.js';
+import { listBackupSummaries, type BackupInspection } from '../backup/index.js';
 import type { OffsiteConfig } from '../config/config.js';
-import { manifestKey, readManifestAt } from '../manifest/manifest.js';
+import { manifestKey } from '../manifest/manifest.js';
+import { streamManifestAt } from '../manifest/read.js';
 import { withRuntime } from '../runtime/drivers.js';
 
 export interface ListResult {
@@ -29,19 +30,20 @@ export async function listCommand(config: OffsiteConfig, options: { destinations
     const destinations = await runtime.destinations(options.destinations ?? []);
     const warnings: string[] = [];
     const unreadable = new Set<string>();
-    const backups = await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal, onWarning: (m) => warnings.push(m) });
+    const backups = await listBackupSummaries(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal, onWarning: (m) => warnings.push(m) });
     const rows = [];
     for (const b of backups) {
       const copies: Record<string, string> = {};
       await Promise.all(destinations.map(async (d) => {
         try {
-          copies[d.name] = (await readManifestAt(d, manifestKey(b.name), { signal: options.signal })) ? 'complete' : 'absent';
+          // Streamed: read whole and its digest checked, without holding its file list.
+          copies[d.name] = (await streamManifestAt(d, manifestKey(b.name), { signal: options.signal })) ? 'complete' : 'absent';
         } catch (err) {
           copies[d.name] = `error: ${(err as Error).message}`;
           unreadable.add(d.name);
         }
       }));
-      rows.push({ name: b.name, state: b.state, reason: b.reason, files: b.files.length, bytes: b.totalBytes, lastChange: new Date(b.lastChangeMs).toISOString(), copies });
+      rows.push({ name: b.name, state: b.state, reason: b.reason, files: b.fileCount, bytes: b.totalBytes, lastChange: new Date(b.lastChangeMs).toISOString(), copies });
     }
     return { source: source.description, backups: rows, warnings, unreadable: destinations.map((d) => d.name).filter((n) => unreadable.has(n)) };
   });

@@ -19,7 +19,8 @@ import PQueue from 'p-queue';
 import type { Driver } from '../drivers/types.js';
 import { errorKind, errorMessage, OffsiteError } from '../errors.js';
 import { getHasher } from '../hash/xxh64.js';
-import { manifestKey, OFFSITE_DIR, readManifestAt, type Manifest, type ManifestFile } from '../manifest/manifest.js';
+import { manifestKey, OFFSITE_DIR, type ManifestFile } from '../manifest/manifest.js';
+import { streamManifestAt, type ManifestFieldsSoFar, type ManifestSummary } from '../manifest/read.js';
 import { ChunkPool } from './buffers.js';
 import { readChunks } from './chunks.js';
 
@@ -64,11 +65,21 @@ export interface VerifyOptions {
   readonly concurrency?: number;
   /** Only these manifest paths; all when omitted. */
   readonly only?: (file: ManifestFile) => boolean;
-  /** With level `quick`: also read back the files it accepts (the audit's sample or slice). */
-  readonly readBack?: (file: ManifestFile) => boolean;
+  /**
+   * With level `quick`: also read back the files it accepts (the audit's sample or slice). Asked
+   * once for every file (of `only`), in the manifest's order, as the file list streams by:
+   * `index` is the file's position in the manifest, `fieldsSoFar` the manifest's fields read
+   * before its file list (`fileCount`...), not yet checked.
+   */
+  readonly readBack?: (file: ManifestFile, index: number, fieldsSoFar: ManifestFieldsSoFar) => boolean;
+  /** Told the manifest's fields (all but the file list) once it has been read whole and its digest matched. */
+  readonly onManifest?: (summary: ManifestSummary) => void;
   readonly signal?: AbortSignal;
   readonly onBytes?: (bytes: number) => void;
 }
+
+/** Thrown (and caught) by `verifyCopy` when a manifest's file list comes before its chunk size. */
+class ChunkSizeAfterFiles extends Error {}
 
 /**
  * Reads one file back and compares its chunk hashes with the manifest. Every byte read is
@@ -107,73 +118,111 @@ async function deepCheck(driver: Driver, key: string, file: ManifestFile, pool: 
   return undefined;
 }
 
-/** Verifies one destination copy. Never throws for damage; throws only when aborted. */
+/**
+ * Verifies one destination copy. Never throws for damage; throws only when aborted.
+ *
+ * Memory: the listing of the copy (one entry per file) and the files in flight; the manifest's
+ * file list streams by (../manifest/read.ts), each file checked as its record arrives. Nothing
+ * counts as checked before the whole manifest was read and its digest matched: a manifest found
+ * damaged at its end voids the checks made on its records, and the copy is reported by its
+ * manifest's damage alone.
+ */
 export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> {
-  const { driver, backup, level } = options;
+  const { driver, backup, level, signal } = options;
   const base = { destination: driver.name, description: driver.description, backup, level };
-  let manifest: Manifest | undefined;
+  const key = manifestKey(backup);
+  const damagedManifest = (err: unknown): VerifyResult => ({ ...base, status: 'damaged', filesChecked: 0, bytesChecked: 0, filesRead: 0, damage: [{ path: `${OFFSITE_DIR}/manifest.json`, problem: 'hash', message: errorMessage(err) }] });
+  const failed = (err: unknown): VerifyResult => ({ ...base, status: 'error', filesChecked: 0, bytesChecked: 0, filesRead: 0, damage: [], message: errorMessage(err) });
+  const incomplete: VerifyResult = { ...base, status: 'incomplete', filesChecked: 0, bytesChecked: 0, filesRead: 0, damage: [], message: `${driver.name}: no manifest for ${backup}: the copy is absent or incomplete; run offsite replicate ${backup} --to ${driver.name}` };
+  const isAbort = (err: unknown): boolean => err instanceof OffsiteError && err.code === 'E_ABORTED';
   try {
-    manifest = await readManifestAt(driver, manifestKey(backup), { signal: options.signal });
+    if (!(await driver.stat(key, { signal }))) return incomplete;
   } catch (err) {
-    if (errorKind(err) === 'integrity') {
-      return { ...base, status: 'damaged', filesChecked: 0, bytesChecked: 0, filesRead: 0, damage: [{ path: `${OFFSITE_DIR}/manifest.json`, problem: 'hash', message: errorMessage(err) }] };
-    }
-    return { ...base, status: 'error', filesChecked: 0, bytesChecked: 0, filesRead: 0, damage: [], message: errorMessage(err) };
+    if (isAbort(err)) throw err;
+    return errorKind(err) === 'integrity' ? damagedManifest(err) : failed(err);
   }
-  if (!manifest) {
-    return { ...base, status: 'incomplete', filesChecked: 0, bytesChecked: 0, filesRead: 0, damage: [], message: `${driver.name}: no manifest for ${backup}: the copy is absent or incomplete; run offsite replicate ${backup} --to ${driver.name}` };
-  }
-  const files = options.only ? manifest.files.filter(options.only) : manifest.files;
   const present = new Map<string, { size: number; hash?: string; fingerprint?: string }>();
   try {
-    for await (const entry of driver.list(`${backup}/`, { signal: options.signal })) present.set(entry.key, { size: entry.size, hash: entry.hash, fingerprint: entry.fingerprint });
+    for await (const entry of driver.list(`${backup}/`, { signal })) present.set(entry.key, { size: entry.size, hash: entry.hash, fingerprint: entry.fingerprint });
   } catch (err) {
-    return { ...base, status: 'error', filesChecked: 0, bytesChecked: 0, filesRead: 0, damage: [], message: errorMessage(err) };
+    if (isAbort(err)) throw err;
+    return failed(err);
   }
   const damage: Damage[] = [];
-  const pool = new ChunkPool(manifest.chunkBytes);
+  let pool: ChunkPool | undefined;
+  let filesChecked = 0;
   let bytesChecked = 0;
   let filesRead = 0;
   let failure: unknown;
-  const queue = new PQueue({ concurrency: options.concurrency ?? 4 });
   /** Records damage, naming the copy a reused file was copied from (the audit report shows it). */
   const note = (file: ManifestFile, found: Damage): void => {
     damage.push(file.reusedFrom === undefined ? found : { ...found, reusedFrom: file.reusedFrom, message: `${found.message} (created by a server-side copy of ${file.reusedFrom})` });
   };
-  for (const file of files) {
-    await queue.onSizeLessThan(queue.concurrency);
-    void queue.add(async () => {
-      if (failure !== undefined) return;
-      const key = `${backup}/${file.path}`;
-      const there = present.get(key);
-      if (!there) { note(file, { path: file.path, problem: 'missing', message: `${file.path}: missing` }); return; }
-      if (there.size !== file.size) { note(file, { path: file.path, problem: 'size', message: `${file.path}: ${there.size} bytes, manifest says ${file.size}` }); return; }
-      try {
-        if (driver.capabilities.storedHash) {
-          const stored = there.hash ?? (await driver.stat(key, { signal: options.signal }))?.hash;
-          if (stored !== undefined && stored !== file.hash) {
-            note(file, { path: file.path, problem: 'hash', message: `${file.path}: the hash stored with the object is ${stored}, the manifest says ${file.hash}: the object was replaced` });
-            return;
-          }
+  let stopped = false;
+  const check = async (file: ManifestFile, readBack: boolean, chunkBytes: number): Promise<void> => {
+    if (failure !== undefined || stopped) return;
+    const fileKey = `${backup}/${file.path}`;
+    const there = present.get(fileKey);
+    if (!there) { note(file, { path: file.path, problem: 'missing', message: `${file.path}: missing` }); return; }
+    if (there.size !== file.size) { note(file, { path: file.path, problem: 'size', message: `${file.path}: ${there.size} bytes, manifest says ${file.size}` }); return; }
+    try {
+      if (driver.capabilities.storedHash) {
+        const stored = there.hash ?? (await driver.stat(fileKey, { signal }))?.hash;
+        if (stored !== undefined && stored !== file.hash) {
+          note(file, { path: file.path, problem: 'hash', message: `${file.path}: the hash stored with the object is ${stored}, the manifest says ${file.hash}: the object was replaced` });
+          return;
         }
-        const touched = file.destinationFingerprint !== undefined && there.fingerprint !== file.destinationFingerprint;
-        if (level === 'deep' || touched || options.readBack?.(file)) {
-          const found = await deepCheck(driver, key, file, pool, options);
-          filesRead++;
-          if (found) note(file, found);
-          else bytesChecked += file.size;
-        }
-      } catch (err) {
-        if (errorKind(err) === 'integrity' || errorKind(err) === 'not-found') note(file, { path: file.path, problem: 'unreadable', message: `${file.path}: ${errorMessage(err)}` });
-        else failure ??= err;
       }
-    });
+      const touched = file.destinationFingerprint !== undefined && there.fingerprint !== file.destinationFingerprint;
+      if (level === 'deep' || touched || readBack) {
+        pool ??= new ChunkPool(chunkBytes);
+        const found = await deepCheck(driver, fileKey, file, pool, options);
+        filesRead++;
+        if (found) note(file, found);
+        else bytesChecked += file.size;
+      }
+    } catch (err) {
+      if (errorKind(err) === 'integrity' || errorKind(err) === 'not-found') note(file, { path: file.path, problem: 'unreadable', message: `${file.path}: ${errorMessage(err)}` });
+      else failure ??= err;
+    }
+  };
+  const queue = new PQueue({ concurrency: options.concurrency ?? 4 });
+  /** `chunkBytes` when the manifest gives it only after its file list (never written so by offsite): read it first. */
+  const stream = (knownChunkBytes?: number): Promise<ManifestSummary | undefined> => streamManifestAt(driver, key, {
+    signal,
+    onFile: async (file, index, fieldsSoFar) => {
+      const chunkBytes = knownChunkBytes ?? fieldsSoFar.chunkBytes;
+      if (typeof chunkBytes !== 'number' || chunkBytes <= 0) throw new ChunkSizeAfterFiles();
+      if (options.only && !options.only(file)) return;
+      filesChecked++;
+      // Asked here, in order, for every file: a sample drawn as the list streams by needs every answer.
+      const readBack = options.readBack?.(file, index, fieldsSoFar) ?? false;
+      await queue.onSizeLessThan(queue.concurrency);
+      void queue.add(() => check(file, readBack, chunkBytes));
+    },
+  });
+  let summary: ManifestSummary | undefined;
+  try {
+    try {
+      summary = await stream();
+    } catch (err) {
+      if (!(err instanceof ChunkSizeAfterFiles)) throw err;
+      const first = await streamManifestAt(driver, key, { signal });
+      summary = first && await stream(first.chunkBytes);
+    }
+  } catch (err) {
+    stopped = true;
+    await queue.onIdle();
+    if (isAbort(err)) throw err;
+    return errorKind(err) === 'integrity' ? damagedManifest(err) : failed(err);
   }
   await queue.onIdle();
+  if (!summary) return incomplete; // removed between the stat and the read
   damage.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   if (failure !== undefined) {
-    if (errorKind(failure) === 'fatal' && failure instanceof OffsiteError && failure.code === 'E_ABORTED') throw failure;
-    return { ...base, status: 'error', filesChecked: files.length, bytesChecked, filesRead, damage, message: errorMessage(failure) };
+    if (isAbort(failure)) throw failure;
+    return { ...base, status: 'error', filesChecked, bytesChecked, filesRead, damage, message: errorMessage(failure) };
   }
-  return { ...base, status: damage.length > 0 ? 'damaged' : 'ok', filesChecked: files.length, bytesChecked, filesRead, damage };
+  options.onManifest?.(summary);
+  return { ...base, status: damage.length > 0 ? 'damaged' : 'ok', filesChecked, bytesChecked, filesRead, damage };
 }

@@ -24,7 +24,9 @@
 import { OffsiteError } from '../errors.js';
 import { getHasher, HASH_ALGORITHM, isHash } from '../hash/xxh64.js';
 import type { Driver, SignalOptions } from '../drivers/types.js';
-import { readBytes, writeBytes } from '../drivers/io.js';
+import { writeBytes } from '../drivers/io.js';
+// read.ts imports this module too; neither uses the other's bindings before they are called.
+import { readManifestStreamed } from './read.js';
 
 export const MANIFEST_FORMAT = 'offsite-manifest';
 export const MANIFEST_VERSION = 1;
@@ -309,12 +311,12 @@ export async function decodeManifest(bytes: Uint8Array, where: string): Promise<
   return m as Manifest;
 }
 
-/** Reads `key` as a manifest; `undefined` when it does not exist. */
+/**
+ * Reads `key` as a manifest; `undefined` when it does not exist. Streamed (./read.ts): the records
+ * are held, never the text. Callers that need no record at once use `streamManifestAt` there.
+ */
 export async function readManifestAt(driver: Driver, key: string, options: SignalOptions = {}): Promise<Manifest | undefined> {
-  const entry = await driver.stat(key, options);
-  if (!entry) return undefined;
-  const bytes = await readBytes(driver, key, options);
-  return decodeManifest(bytes, `${driver.name}: ${key}`);
+  return readManifestStreamed(driver, key, options);
 }
 
 /** Bytes per part when a manifest is written in parts (the driver may need larger ones). */

@@ -32,8 +32,7 @@
  * copy is intact (repaired counts as intact), 3 when damage is left, else 4 when a destination
  * (or a copy) could not be checked.
  */
-import { randomInt } from 'node:crypto';
-import { listBackups } from '../backup/index.js';
+import { listBackupSummaries } from '../backup/index.js';
 import type { OffsiteConfig } from '../config/config.js';
 import { lockHolder } from '../core/lock.js';
 import { replicate, type ReplicateOrigin } from '../core/replicate.js';
@@ -41,9 +40,9 @@ import { verifyCopy, type Damage, type VerifyResult } from '../core/verify.js';
 import type { Driver } from '../drivers/types.js';
 import { DriverRuntime, type TransferOptions } from '../runtime/drivers.js';
 import { errorMessage, OffsiteError, UsageError } from '../errors.js';
-import {
-  buildManifestBody, manifestKey, progressKey, readManifestAt, writeManifestAt, type Manifest, type ManifestFile,
-} from '../manifest/manifest.js';
+import { buildManifestBody, manifestKey, progressKey, readManifestAt, writeManifestAt, type Manifest } from '../manifest/manifest.js';
+import { streamManifestAt, type ManifestSummary } from '../manifest/read.js';
+import { sampleChooser, sliceChooser, type ReadBackChooser } from './audit-select.js';
 import type { AuditCopy, AuditDestination, AuditMode, AuditResult, CopyState } from './audit-result.js';
 import { checkLockOptions, withLockStates } from './audit-locks.js';
 import { listCopies, type CopyListing } from './copies.js';
@@ -106,38 +105,7 @@ interface CopyRecord {
   readonly lastFullRead?: string;
 }
 
-/**
- * Deals files into `t` slices of about equal bytes: largest first, each into the slice with the
- * fewest bytes so far (the lowest number on a tie). Deterministic for a given file list.
- * Returns path -> slice number (1-based).
- */
-export function assignSlices(files: readonly Pick<ManifestFile, 'path' | 'size'>[], t: number): Map<string, number> {
-  const order = [...files].sort((a, b) => b.size - a.size || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  const loads = new Array<number>(t).fill(0);
-  const counts = new Array<number>(t).fill(0);
-  const slices = new Map<string, number>();
-  for (const file of order) {
-    let best = 0;
-    for (let i = 1; i < t; i++) {
-      if (loads[i]! < loads[best]! || (loads[i] === loads[best] && counts[i]! < counts[best]!)) best = i;
-    }
-    loads[best]! += file.size;
-    counts[best]!++;
-    slices.set(file.path, best + 1);
-  }
-  return slices;
-}
-
-/** A random `percent` of the files (at least one when there are any). */
-function sampleFiles(files: readonly ManifestFile[], percent: number): Set<string> {
-  const k = Math.min(files.length, Math.max(1, Math.ceil((files.length * percent) / 100)));
-  const paths = files.map((f) => f.path);
-  for (let i = 0; i < k; i++) {
-    const j = i + randomInt(paths.length - i);
-    [paths[i], paths[j]] = [paths[j]!, paths[i]!];
-  }
-  return new Set(paths.slice(0, k));
-}
+export { assignSlices } from './audit-select.js';
 
 function validateOptions(options: AuditOptions): AuditMode {
   if (options.samplePercent !== undefined && options.slice) throw new UsageError('give --sample or --slice, not both');
@@ -178,8 +146,12 @@ interface Context {
    */
   readonly donors: readonly Driver[];
   readonly now: () => Date;
-  /** The valid manifests of the backup being audited, by backup and destination. */
-  readonly manifests: Map<string, Map<string, Manifest>>;
+  /**
+   * Which destinations hold a valid manifest of the backup being audited (by backup, then
+   * destination name), learnt when a repair needs to know: an audit that repairs nothing never
+   * holds a manifest's file list (each copy's manifest streams through its check).
+   */
+  readonly validManifests: Map<string, Map<string, boolean>>;
 }
 
 /** One destination during an audit: what it holds, its rotation state, and its results so far. */
@@ -205,7 +177,8 @@ interface DestinationAudit {
 
 /**
  * Runs the audit (see the file comment). Backups are audited one after the other (every
- * destination's copy of a backup at once), so memory holds one backup's manifests at a time.
+ * destination's copy of a backup at once). Memory: per copy being checked, its listing and one
+ * number per file (the slice division); a repair holds the one manifest it repairs against.
  */
 export async function auditCommand(config: OffsiteConfig, options: AuditOptions = {}): Promise<AuditResult> {
   const mode = validateOptions(options);
@@ -228,7 +201,7 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
     try {
       source = await runtime.source();
       const onWarning = (m: string): void => options.onLog?.(`warning: ${m}`);
-      for (const b of await listBackups(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal, onWarning })) {
+      for (const b of await listBackupSummaries(source, { quietPeriodMs: config.settings.quietPeriodMs, signal: options.signal, onWarning })) {
         if (b.state === 'complete') atSource.add(b.name);
       }
     } catch (err) {
@@ -244,17 +217,15 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
     const ctx: Context = {
       options, mode, now, source, atSource, destinations, donors,
       concurrency: config.settings.concurrency, chunkBytes: config.settings.chunkBytes, quietPeriodMs: config.settings.quietPeriodMs,
-      manifests: new Map(),
+      validManifests: new Map(),
     };
     for (const backup of backups) {
-      // Every valid manifest of this backup first: a repair needs to know which copies it can read from.
-      await loadManifests(ctx, audits, backup);
       await Promise.all(audits.map(async (a) => {
         a.copies.push(a.listing
           ? await auditCopy(ctx, a, backup)
           : emptyCopy(backup, a.driver.name, 'error', `could not list ${a.driver.description}: ${a.listProblem ?? 'unknown error'}`));
       }));
-      ctx.manifests.delete(backup);
+      ctx.validManifests.delete(backup);
     }
     const destinationResults = await Promise.all(audits.map((a) => finishAudit(ctx, a, audits)));
     const copies = await withLockStates(audits.flatMap((a) => a.copies), destinations, {
@@ -307,36 +278,25 @@ async function openAudit(driver: Driver, mode: AuditMode, signal?: AbortSignal, 
   return { driver, listing, state, stateProblem, slice, rotation, records, known: heldRecord(state), pruned, copies: [] };
 }
 
-async function loadManifests(ctx: Context, audits: readonly DestinationAudit[], backup: string): Promise<void> {
-  await Promise.all(audits.map(async (a) => {
-    if (!a.listing?.get(backup)?.hasManifest) return;
-    try {
-      const manifest = await readManifestAt(a.driver, manifestKey(backup), { signal: ctx.options.signal });
-      if (manifest) rememberManifest(ctx, backup, a.driver.name, manifest);
-    } catch {
-      // a damaged or unreadable manifest is reported by the copy's own audit
-    }
-  }));
+/** Whether `d` holds a valid manifest of `backup` (read through, never held; remembered for this backup). */
+async function hasValidManifest(ctx: Context, backup: string, d: Driver): Promise<boolean> {
+  const known = ctx.validManifests.get(backup)?.get(d.name);
+  if (known !== undefined) return known;
+  let valid = false;
+  try {
+    valid = (await streamManifestAt(d, manifestKey(backup), { signal: ctx.options.signal })) !== undefined;
+  } catch (err) {
+    if (err instanceof OffsiteError && err.code === 'E_ABORTED') throw err;
+    // damaged or unreadable: not an origin (a copy being audited reports it itself)
+  }
+  rememberValid(ctx, backup, d.name, valid);
+  return valid;
 }
 
-/** The valid manifests of `backup` at the donors (see `Context.donors`), read once per backup. */
-async function loadDonorManifests(ctx: Context, backup: string): Promise<void> {
-  const byDestination = ctx.manifests.get(backup);
-  await Promise.all(ctx.donors.map(async (d) => {
-    if (byDestination?.has(d.name)) return;
-    try {
-      const manifest = await readManifestAt(d, manifestKey(backup), { signal: ctx.options.signal });
-      if (manifest) rememberManifest(ctx, backup, d.name, manifest);
-    } catch {
-      // a donor whose manifest cannot be read is simply not an origin
-    }
-  }));
-}
-
-function rememberManifest(ctx: Context, backup: string, destination: string, manifest: Manifest): void {
-  let byDestination = ctx.manifests.get(backup);
-  if (!byDestination) ctx.manifests.set(backup, byDestination = new Map());
-  byDestination.set(destination, manifest);
+function rememberValid(ctx: Context, backup: string, destination: string, valid: boolean): void {
+  let byDestination = ctx.validManifests.get(backup);
+  if (!byDestination) ctx.validManifests.set(backup, byDestination = new Map());
+  byDestination.set(destination, valid);
 }
 
 async function readState(driver: Driver, signal?: AbortSignal): Promise<AuditState | undefined> {
@@ -428,17 +388,32 @@ async function auditCopy(ctx: Context, a: DestinationAudit, backup: string): Pro
         `${listing.files} files and no manifest: an interrupted or altered copy${listing.hasProgress ? ' (a progress checkpoint is there)' : ''}; run offsite replicate ${backup} --to ${driver.name}, or audit --repair`);
       return ctx.options.repair ? await repairCopy(ctx, driver, backup, found, undefined) : found;
     }
-    // Quick checks for all files, deep for the chosen ones.
-    const manifest = ctx.manifests.get(backup)?.get(driver.name);
-    const chosen = manifest ? chooseFiles(ctx.mode, manifest, slice) : undefined;
+    // Quick checks for all files, deep for the chosen ones, as the manifest streams by.
+    let choose: ReadBackChooser | undefined;
+    let sliceDigest: string | undefined;
+    if (ctx.mode.kind === 'sample') {
+      choose = sampleChooser(ctx.mode.percent, listing.files);
+    } else if (slice) {
+      const division = await sliceChooser(driver, backup, slice, signal).catch((err: unknown) => {
+        if (err instanceof OffsiteError && err.code === 'E_ABORTED') throw err;
+        return undefined; // no valid manifest: the check below reports why
+      });
+      choose = division?.choose;
+      sliceDigest = division?.digest;
+    }
+    const read: { manifest?: ManifestSummary } = {};
     const result = await verifyCopy({
       driver, backup, level: 'quick', concurrency: ctx.concurrency, signal,
-      ...(chosen ? { readBack: (f) => chosen.has(f.path) } : {}),
+      ...(choose ? { readBack: choose } : {}),
+      onManifest: (m) => { read.manifest = m; },
       onBytes: (n) => ctx.options.onBytes?.(driver.name, n),
     });
+    const manifest = read.manifest;
     const copy = copyFromVerify(result, manifest);
     if (result.status === 'ok' && manifest) {
-      updateRecord(records, backup, manifest, slice?.t === a.rotation ? slice : undefined, ctx.mode, ctx.now());
+      // A slice counts as read only when it was divided from the very manifest just checked.
+      const sliceRead = slice && sliceDigest === manifest.digest && slice.t === a.rotation ? slice : undefined;
+      updateRecord(records, backup, manifest.digest, sliceRead, ctx.mode, ctx.now());
       return { ...copy, ...lastFullRead(records.get(backup)) };
     }
     if (result.status === 'error' || !ctx.options.repair) return { ...copy, ...lastFullRead(records.get(backup)) };
@@ -450,14 +425,7 @@ async function auditCopy(ctx: Context, a: DestinationAudit, backup: string): Pro
   }
 }
 
-function chooseFiles(mode: AuditMode, manifest: Manifest, slice: { n: number; t: number } | undefined): Set<string> {
-  if (mode.kind === 'sample') return sampleFiles(manifest.files, mode.percent);
-  const n = (slice as { n: number; t: number }).n;
-  const slices = assignSlices(manifest.files, (slice as { n: number; t: number }).t);
-  return new Set(manifest.files.filter((f) => slices.get(f.path) === n).map((f) => f.path));
-}
-
-function copyFromVerify(result: VerifyResult, manifest: Manifest | undefined): AuditCopy {
+function copyFromVerify(result: VerifyResult, manifest: Pick<ManifestSummary, 'fileCount' | 'totalBytes'> | undefined): AuditCopy {
   const state: CopyState = result.status === 'ok' ? 'ok' : result.status === 'error' ? 'error' : 'damaged';
   return {
     backup: result.backup, destination: result.destination, state,
@@ -469,10 +437,10 @@ function copyFromVerify(result: VerifyResult, manifest: Manifest | undefined): A
 }
 
 /** Records this run's intact reads in the copy's rotation record. */
-function updateRecord(records: Map<string, CopyRecord>, backup: string, manifest: Manifest, slice: { n: number; t: number } | undefined, mode: AuditMode, now: Date): void {
+function updateRecord(records: Map<string, CopyRecord>, backup: string, digest: string, slice: { n: number; t: number } | undefined, mode: AuditMode, now: Date): void {
   const old = records.get(backup);
-  const slicesRead: Record<string, string> = old && old.digest === manifest.digest ? { ...old.slicesRead } : {};
-  let full = old && old.digest === manifest.digest ? old.lastFullRead : undefined;
+  const slicesRead: Record<string, string> = old && old.digest === digest ? { ...old.slicesRead } : {};
+  let full = old && old.digest === digest ? old.lastFullRead : undefined;
   if (slice) {
     slicesRead[String(slice.n)] = now.toISOString();
     const times = Array.from({ length: slice.t }, (_, i) => slicesRead[String(i + 1)]);
@@ -480,21 +448,29 @@ function updateRecord(records: Map<string, CopyRecord>, backup: string, manifest
   } else if (mode.kind === 'sample' && mode.percent >= 100) {
     full = now.toISOString();
   }
-  records.set(backup, { digest: manifest.digest, slicesRead, ...(full ? { lastFullRead: full } : {}) });
+  records.set(backup, { digest, slicesRead, ...(full ? { lastFullRead: full } : {}) });
 }
 
 function lastFullRead(record: CopyRecord | undefined): { lastFullRead?: string } {
   return record?.lastFullRead ? { lastFullRead: record.lastFullRead } : {};
 }
 
-/** The manifest to repair against: the copy's own when valid, else another destination's. */
-function referenceFor(ctx: Context, backup: string, driver: Driver): Reference | undefined {
-  const byDestination = ctx.manifests.get(backup);
-  const own = byDestination?.get(driver.name);
-  if (own) return { manifest: own, from: driver.name };
-  for (const d of [...ctx.destinations, ...ctx.donors]) {
-    const m = byDestination?.get(d.name);
-    if (m) return { manifest: m, from: d.name };
+/**
+ * The manifest to repair against: the copy's own when valid, else another destination's. Read
+ * whole (records, never the text): the one manifest a repair holds.
+ */
+async function referenceFor(ctx: Context, backup: string, driver: Driver): Promise<Reference | undefined> {
+  for (const d of [driver, ...[...ctx.destinations, ...ctx.donors].filter((other) => other !== driver)]) {
+    if (ctx.validManifests.get(backup)?.get(d.name) === false) continue;
+    let manifest: Manifest | undefined;
+    try {
+      manifest = await readManifestAt(d, manifestKey(backup), { signal: ctx.options.signal });
+    } catch (err) {
+      if (err instanceof OffsiteError && err.code === 'E_ABORTED') throw err;
+      // damaged or unreadable: not a reference
+    }
+    rememberValid(ctx, backup, d.name, manifest !== undefined);
+    if (manifest) return { manifest, from: d.name };
   }
   return undefined;
 }
@@ -506,8 +482,7 @@ function referenceFor(ctx: Context, backup: string, driver: Driver): Reference |
 async function repairCopy(ctx: Context, driver: Driver, backup: string, found: AuditCopy, damage: readonly Damage[] | undefined): Promise<AuditCopy> {
   const { signal } = ctx.options;
   const log = (line: string) => ctx.options.onLog?.(`${driver.name}: ${backup}: ${line}`);
-  await loadDonorManifests(ctx, backup);
-  const reference = referenceFor(ctx, backup, driver);
+  const reference = await referenceFor(ctx, backup, driver);
   const manifestBad = damage?.some((d) => d.path.startsWith('.offsite/')) ?? false;
   const ownManifestValid = reference?.from === driver.name && !manifestBad;
   const badPaths = new Set((damage ?? []).filter((d) => !d.path.startsWith('.offsite/')).map((d) => d.path));
@@ -516,7 +491,7 @@ async function repairCopy(ctx: Context, driver: Driver, backup: string, found: A
   // The origins to read from, in order: the source, then the other destinations holding a valid manifest.
   const origins: Driver[] = [];
   if (ctx.source && ctx.atSource.has(backup)) origins.push(ctx.source);
-  for (const d of [...ctx.destinations, ...ctx.donors]) if (d !== driver && ctx.manifests.get(backup)?.has(d.name)) origins.push(d);
+  for (const d of [...ctx.destinations, ...ctx.donors]) if (d !== driver && await hasValidManifest(ctx, backup, d)) origins.push(d);
   if (!reference && !(ctx.source && ctx.atSource.has(backup))) {
     return fail('no valid manifest at any destination and the source does not have the backup: nothing to repair from');
   }
@@ -578,20 +553,28 @@ async function repairCopy(ctx: Context, driver: Driver, backup: string, found: A
     readBack: (f) => !adopted.has(f.path) && (damage === undefined || copied.has(f.path)),
     onBytes: (n) => ctx.options.onBytes?.(driver.name, n),
   });
-  const manifest = await readManifestAt(driver, manifestKey(backup), { signal });
-  if (check.status !== 'ok' || !manifest) {
+  if (check.status !== 'ok') {
     return { ...found, message: `repair copied the files but the check after it failed: ${check.message ?? check.damage[0]?.message ?? check.status}` };
   }
-  if (reference) {
-    const expected = new Map(reference.manifest.files.map((f) => [f.path, f.hash]));
-    const differs = manifest.files.find((f) => expected.get(f.path) !== f.hash);
-    if (differs || manifest.files.length !== expected.size) {
-      return { ...found, message: `repair produced a copy that differs from the manifest of ${reference.from} (${differs?.path ?? 'file list'}): the source changed since it was copied` };
-    }
-  }
-  rememberManifest(ctx, backup, driver.name, manifest);
+  // The new manifest, streamed: the same files and hashes as the reference's?
+  const expected = reference ? new Map(reference.manifest.files.map((f) => [f.path, f.hash])) : undefined;
+  let listed = 0;
+  let differs: string | undefined;
   // Adopted files count as read: adoption reads and hashes the bytes in place (a stored hash is never taken for them).
-  const adoptedBytes = manifest.files.reduce((sum, f) => sum + (adopted.has(f.path) ? f.size : 0), 0);
+  let adoptedBytes = 0;
+  const manifest = await streamManifestAt(driver, manifestKey(backup), {
+    signal,
+    onFile: (f) => {
+      listed++;
+      if (expected && expected.get(f.path) !== f.hash) differs ??= f.path;
+      if (adopted.has(f.path)) adoptedBytes += f.size;
+    },
+  });
+  if (!manifest) return { ...found, message: 'repair copied the files but the check after it failed: the manifest is gone' };
+  if (reference && expected && (differs !== undefined || listed !== expected.size)) {
+    return { ...found, message: `repair produced a copy that differs from the manifest of ${reference.from} (${differs ?? 'file list'}): the source changed since it was copied` };
+  }
+  rememberValid(ctx, backup, driver.name, true);
   const filesRead = check.filesRead + adopted.size;
   const bytesRead = check.bytesChecked + adoptedBytes;
   log(`repaired: ${copied.size} file(s) copied${usedFrom.length > 0 ? ` from ${usedFrom.join(' and ')}` : ''}${adopted.size > 0 ? `, ${adopted.size} found intact in place` : ''}; ${filesRead} file(s) (${bytesRead} bytes) read back intact`);

@@ -40,7 +40,8 @@ import type { OffsiteConfig } from '../config/config.js';
 import { acquireLock, lockKey, type HeldLock } from '../core/lock.js';
 import type { Driver } from '../drivers/types.js';
 import { AbortedError, errorMessage, OffsiteError, throwIfAborted } from '../errors.js';
-import { ManifestError, manifestKey, OFFSITE_DIR, progressKey, readManifestAt, type Manifest } from '../manifest/manifest.js';
+import { ManifestError, manifestKey, OFFSITE_DIR, progressKey } from '../manifest/manifest.js';
+import { streamManifestAt, type ManifestSummary } from '../manifest/read.js';
 import { listCopies, type CopyListing } from './copies.js';
 import { lockDate } from '../drivers/object-store/object-lock.js';
 import { retainedUntil } from './object-locks.js';
@@ -164,7 +165,7 @@ async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T)
 }
 
 /** The time retention goes by, and where it came from (also audit's, for Object Lock: ./audit-locks.ts). */
-export function copyTime(name: string, manifest: Manifest): { time: Date; source: TimeSource } | undefined {
+export function copyTime(name: string, manifest: ManifestSummary): { time: Date; source: TimeSource } | undefined {
   const fromManifest = manifest.backupTime === undefined ? undefined : new Date(manifest.backupTime);
   if (fromManifest && !Number.isNaN(fromManifest.getTime())) return { time: fromManifest, source: 'backupTime' };
   const fromName = backupTimeFromName(name);
@@ -271,9 +272,10 @@ async function pruneDestination(driver: Driver, options: PruneOptions, concurren
         }
         return;
       }
-      let manifest: Manifest | undefined;
+      let manifest: ManifestSummary | undefined;
       try {
-        manifest = await readManifestAt(driver, manifestKey(copy.name), { signal });
+        // Streamed: read whole and its digest checked; only its fields are kept.
+        manifest = await streamManifestAt(driver, manifestKey(copy.name), { signal });
       } catch (err) {
         if (!(err instanceof ManifestError)) throw err;
         skipped.push({ name: copy.name, reason: 'damaged', message: `${errorMessage(err)}; a copy with a damaged manifest is never pruned: check it with offsite verify ${copy.name} --at ${driver.name}` });

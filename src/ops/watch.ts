@@ -32,7 +32,8 @@ import type { ReusePolicy } from '../config/config.js';
 import type { Driver, Entry } from '../drivers/types.js';
 import { abortableSleep } from '../drivers/wrappers/sleep.js';
 import { errorKind, errorMessage } from '../errors.js';
-import { manifestKey, readManifestAt } from '../manifest/manifest.js';
+import { manifestKey } from '../manifest/manifest.js';
+import { streamManifestAt } from '../manifest/read.js';
 import { readPruned } from './state.js';
 import { listBackupFolders } from '../backup/index.js';
 
@@ -299,7 +300,7 @@ export async function watchBackups(options: WatchOptions): Promise<WatchSummary>
 /** A valid manifest for `backup` at `d`? A damaged one counts as absent (replicate replaces it). */
 async function hasValidManifest(d: Driver, backup: string, signal?: AbortSignal): Promise<boolean> {
   try {
-    return (await readManifestAt(d, manifestKey(backup), { signal })) !== undefined;
+    return (await streamManifestAt(d, manifestKey(backup), { signal })) !== undefined;
   } catch (err) {
     if (errorKind(err) === 'integrity') return false;
     throw err;

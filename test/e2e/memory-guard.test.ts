@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { generateBackup } from '../../scripts/gen-backup.js';
 import { binPath, projectRoot, tempDir, treeDigest, writeConfig, type CliRun } from '../helpers/cli.js';
+import { readSideGuards } from './memory-guard-read.js';
 
 const NAME = 'backup_2026_01_01_00_00_00_000';
 /** The V8 old-space limit the CLI runs under (issue 13 item 5). */
@@ -73,4 +74,7 @@ describe(`memory guard: ~${FILES} tiny files under --max-old-space-size=${GUARD_
     assert.equal(result.ok, true);
     assert.deepEqual(result.results.map((r) => r.status), ['ok']);
   });
+
+  // list, verify, audit and prune of the same copy under a smaller heap (./memory-guard-read.ts).
+  readSideGuards(() => ({ config, name: NAME }), runCliWithHeap);
 });
