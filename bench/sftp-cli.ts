@@ -137,16 +137,20 @@ async function main(): Promise<void> {
       '',
     ].join('\n'));
 
+    // Every host key of the server (ed25519 and RSA), as ssh-keyscan would list them: rclone may
+    // negotiate the RSA key and then refuses a known_hosts file that lists only the other one.
+    const knownHosts = join(dir, 'known_hosts');
+    writeFileSync(knownHosts, `[${server.host}]:${server.port} ${server.hostPublicKey}\n[${server.host}]:${server.port} ${server.rsaHostPublicKey}\n`);
     const batch = join(dir, 'sftp-batch');
     // `-mkdir`: a batch line starting with '-' may fail (the folder may exist) without ending the batch.
     writeFileSync(batch, `-mkdir ${target('openssh')}\nput -r ${local} ${target('openssh')}/${BACKUP}\n`);
-    const sshOptions = ['-q', '-i', server.privateKey, '-o', `UserKnownHostsFile=${server.knownHostsFile}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes'];
+    const sshOptions = ['-q', '-i', server.privateKey, '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes'];
 
     const rclone = (folder: string, extra: readonly string[]): Timed =>
       // The environment may export AWS_CA_BUNDLE, which breaks only rclone's S3 backend: drop it.
       timed('env', ['-u', 'AWS_CA_BUNDLE', 'rclone', 'copy', '--config', '/dev/null', local, `:sftp:${target(folder)}/${BACKUP}`,
         '--sftp-host', server.host, '--sftp-port', String(server.port), '--sftp-user', server.username,
-        '--sftp-key-file', server.privateKey, '--sftp-known-hosts-file', server.knownHostsFile, ...extra]);
+        '--sftp-key-file', server.privateKey, '--sftp-known-hosts-file', knownHosts, ...extra]);
 
     const contenders: Contender[] = [
       { label: 'offsite replicate --to nas (sftp)', uploaded: join(target('offsite'), BACKUP), run: () => timed(process.execPath, [bin, '--config', config, '--quiet', 'replicate', BACKUP, '--to', 'nas']) },
