@@ -147,12 +147,14 @@ export class MinioStore implements ObjectStore {
     }
   }
 
-  async put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal): Promise<void> {
+  async put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
     const headers: Record<string, string> = { 'Content-MD5': md5Base64, 'Content-Length': String(body.length) };
     for (const [name, value] of Object.entries(metadata)) headers[`x-amz-meta-${name}`] = value;
-    await this.#guard(signal, async () => {
+    return this.#guard(signal, async () => {
       const response = await this.#client.makeRequestAsync({ method: 'PUT', bucketName: this.bucket, objectName: key, headers }, Buffer.from(body.buffer, body.byteOffset, body.length), [200]);
       response.resume();
+      const etag = response.headers.etag;
+      return typeof etag === 'string' ? etag : undefined;
     });
   }
 

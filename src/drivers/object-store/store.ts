@@ -84,7 +84,8 @@ export interface ObjectStore {
    * `metadata`, and the configured storage class and encryption; with `retention`, the Object Lock
    * mode and retain-until date (S3 requires Content-MD5 or a checksum on such a request: it has one).
    */
-  put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention): Promise<void>;
+  /** Resolves with the ETag the server answered (undefined when it gave none). */
+  put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention): Promise<string | undefined>;
   /** CreateMultipartUpload with the configured encryption (never a storage class: see driver.ts). */
   createUpload(key: string, signal?: AbortSignal): Promise<string>;
   /** Open multipart uploads whose key starts with `prefix`, all pages. */

@@ -13,9 +13,9 @@
  */
 import { DriverError, throwIfAborted } from '../../errors.js';
 import {
-  badArgument, missingPartError, partialPathOf, PartLedger, sessionClosedError, sizeMismatchError, type ErrorContext,
+  badArgument, etagFingerprint, missingPartError, partialPathOf, PartLedger, sessionClosedError, sizeMismatchError, type ErrorContext,
 } from '../toolkit/index.js';
-import type { CommitOptions, SignalOptions, WriteSession } from '../types.js';
+import type { CommitOptions, Committed, SignalOptions, WriteSession } from '../types.js';
 import { HASH_METADATA, type Bucket } from './bucket.js';
 import { ensureRetention, retentionFor } from './object-lock.js';
 import { S3_LIMITS } from './quirks.js';
@@ -128,7 +128,7 @@ abstract class Session implements WriteSession {
 
   abstract matches(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<boolean>;
   abstract write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void>;
-  abstract commit(options: CommitOptions): Promise<void>;
+  abstract commit(options: CommitOptions): Promise<Committed | void>;
   abstract abort(): Promise<void>;
 
   async suspend(): Promise<void> {
@@ -161,19 +161,25 @@ class SinglePartSession extends Session {
     this.#bytes = this.bucket.stash.copy(bytes);
   }
 
-  /** PutObject with Content-MD5 and the hash as metadata. Rejects (E_MISSING_PART) when the part is missing. */
-  async commit(options: CommitOptions): Promise<void> {
+  /**
+   * PutObject with Content-MD5 and the hash as metadata. Rejects (E_MISSING_PART) when the part
+   * is missing. Tells the fingerprint from the ETag the server answered (what a HEAD shows).
+   */
+  async commit(options: CommitOptions): Promise<Committed | void> {
     this.checkCommit(options);
     const body = this.size === 0 ? Buffer.alloc(0) : this.#bytes;
     if (body === undefined) throw missingPartError(this.context('commit'), [0], 1, 'was never written');
+    let etag: string | undefined;
     try {
       const digest = md5(body).base64;
-      await this.bucket.upload(options.signal, `${this.key}: commit`, () => this.bucket.store.put(this.full, body, digest, { [HASH_METADATA]: options.hash }, options.signal, retentionFor(this.bucket, this.full)));
+      etag = await this.bucket.upload(options.signal, `${this.key}: commit`, () => this.bucket.store.put(this.full, body, digest, { [HASH_METADATA]: options.hash }, options.signal, retentionFor(this.bucket, this.full)));
     } catch (err) {
       throw this.bucket.fail(err, 'commit', this.full);
     }
     this.state = 'committed';
     this.#release();
+    const fingerprint = etagFingerprint(etag, this.size);
+    return fingerprint === undefined ? undefined : { fingerprint };
   }
 
   #release(): void {

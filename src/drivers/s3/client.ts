@@ -191,11 +191,12 @@ export class AwsStore implements ObjectStore {
     } while (token);
   }
 
-  async put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention): Promise<void> {
-    await this.#send(new PutObjectCommand({
+  async put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention): Promise<string | undefined> {
+    const out = await this.#send(new PutObjectCommand({
       Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ContentMD5: md5Base64, Metadata: metadata,
       ...this.#storageClass(), ...this.#encryption(), ...this.#lock(retention),
     }), signal);
+    return out.ETag;
   }
 
   async createUpload(key: string, signal?: AbortSignal): Promise<string> {
