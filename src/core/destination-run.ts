@@ -15,7 +15,8 @@ import type { ChunkPool } from './buffers.js';
 import { Ledger, type Fanout, type FeedMember } from './fanout.js';
 import { RecordStore } from './records.js';
 import type { DestinationPlan, FileAction } from './plan.js';
-import type { ProblemReport, ProgressJournal, ReplicateEvent } from './replicate.js';
+import type { ProgressJournal } from './destination-state.js';
+import type { ProblemReport, ReplicateEvent } from './replicate.js';
 import type { ReuseIndex } from './reuse.js';
 
 /** What a destination may reuse from: the index of its other complete copies, and whether to hard-link (`reuse: link`). */

@@ -29,13 +29,11 @@ import PQueue from 'p-queue';
 import { assertComplete, backupTimeFromName, inspectBackup } from '../backup/index.js';
 import type { Driver } from '../drivers/types.js';
 import { errorKind, errorMessage, OffsiteError, type ErrorKind, UsageError } from '../errors.js';
-import {
-  manifestKey, OFFSITE_DIR, readManifestAt,
-  type Manifest, type ManifestFile,
-} from '../manifest/manifest.js';
+import { manifestKey, type ManifestFile } from '../manifest/manifest.js';
 import { writeManifestStreamed } from '../manifest/write-stream.js';
 import { ChunkPool } from './buffers.js';
-import { copyCheckpointKeys, DestinationRun, FileSink, partBytesFor, problem, type CheckpointKeys, type RunReuse } from './destination-run.js';
+import { DestinationRun, FileSink, partBytesFor, problem, type RunReuse } from './destination-run.js';
+import { readDestinationState, type DestinationHoldings } from './destination-state.js';
 import { DEFAULT_LAG_TOLERANCE_MS, Fanout, sourceChanged } from './fanout.js';
 import { acquireLock, type HeldLock, type LockOptions } from './lock.js';
 import { hashObject, type ObjectHashes } from './chunks.js';
@@ -45,6 +43,7 @@ import type { ReusePolicy } from '../config/config.js';
 import { ShardRun, type FinishOptions, type ShardSetReport, type ShardSpec } from './shard.js';
 
 export { partBytesFor } from './destination-run.js';
+export { readDestinationState, type DestinationHoldings, type ProgressJournal } from './destination-state.js';
 
 export const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;
 
@@ -182,87 +181,6 @@ export interface ReplicateResult {
   readonly shard?: ShardSpec;
 }
 
-
-/** What a destination holds for a backup, with the journal of its progress checkpoint. */
-export interface DestinationHoldings extends DestinationState {
-  readonly progressJournal: ProgressJournal;
-}
-
-export interface ProgressJournal {
-  /** Files in `progress.json` when it is there and valid. */
-  readonly baseFiles?: number;
-  /** The journal entries there, oldest first; `included` when `progress.json` already has their files. */
-  readonly entries: readonly { readonly key: string; readonly sequence: number; readonly included: boolean; readonly files: number }[];
-}
-
-/**
- * Reads what a destination holds for `backup`. `progress` is `progress.json` with the journal
- * entries it does not include applied on top, in order (entries with another chunk size than the
- * newest one are left out: their hashes would not be usable).
- */
-export async function readDestinationState(driver: Driver, backup: string, signal?: AbortSignal, keys: CheckpointKeys = copyCheckpointKeys(backup)): Promise<DestinationHoldings> {
-  const present = new Map<string, number>();
-  const presentFingerprints = new Map<string, string>();
-  const prefix = `${backup}/`;
-  const journal: { key: string; sequence: number }[] = [];
-  for await (const entry of driver.list(prefix, { signal })) {
-    const path = entry.key.slice(prefix.length);
-    if (path.startsWith(`${OFFSITE_DIR}/`)) {
-      const sequence = keys.sequenceOf(entry.key);
-      if (sequence !== undefined) journal.push({ key: entry.key, sequence });
-      continue;
-    }
-    present.set(path, entry.size);
-    if (entry.fingerprint !== undefined) presentFingerprints.set(path, entry.fingerprint);
-  }
-  journal.sort((a, b) => a.sequence - b.sequence);
-  let manifest: Manifest | undefined;
-  let manifestProblem: string | undefined;
-  try {
-    manifest = await readManifestAt(driver, manifestKey(backup), { signal });
-  } catch (err) {
-    if (errorKind(err) !== 'integrity') throw err;
-    manifestProblem = errorMessage(err);
-  }
-  // A damaged checkpoint or journal entry only costs re-reading the files it recorded.
-  const readQuietly = async (key: string): Promise<Manifest | undefined> => {
-    try {
-      return await readManifestAt(driver, key, { signal });
-    } catch (err) {
-      if (errorKind(err) !== 'integrity') throw err;
-      return undefined;
-    }
-  };
-  const base = await readQuietly(keys.progress);
-  const through = base?.includesThrough ?? 0;
-  const toRead = journal.filter((j) => j.sequence > through);
-  const read = new Array<Manifest | undefined>(toRead.length);
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(8, toRead.length) }, async () => {
-    while (next < toRead.length) {
-      const i = next++;
-      read[i] = await readQuietly((toRead[i] as { key: string }).key);
-    }
-  }));
-  const layers = [base, ...read].filter((m): m is Manifest => m !== undefined);
-  const newest = layers[layers.length - 1];
-  let progress: Manifest | undefined = base;
-  if (newest !== undefined && newest !== base) {
-    const files = new Map<string, ManifestFile>();
-    for (const layer of layers) {
-      if (layer.chunkBytes !== newest.chunkBytes) continue;
-      for (const f of layer.files) files.set(f.path, f);
-    }
-    let totalBytes = 0;
-    for (const f of files.values()) totalBytes += f.size;
-    progress = { ...newest, kind: 'progress', files: [...files.values()], fileCount: files.size, totalBytes };
-  }
-  const entries = journal.map((j) => {
-    const i = toRead.indexOf(j);
-    return { ...j, included: j.sequence <= through, files: i < 0 ? 0 : read[i]?.fileCount ?? 0 };
-  });
-  return { name: driver.name, manifest, manifestProblem, progress, present, presentFingerprints, progressJournal: { baseFiles: base?.fileCount, entries } };
-}
 
 interface EngineContext {
   readonly source: Driver;

@@ -44,7 +44,7 @@ import {
 import type { CheckpointKeys } from './destination-run.js';
 import { acquireLock, type HeldLock, type LockOptions } from './lock.js';
 import { planReplication, type DestinationState, type ReplicationPlan, type ReuseLookup, type SourceFile } from './plan.js';
-import type { DestinationHoldings } from './replicate.js';
+import type { DestinationHoldings } from './destination-state.js';
 
 /** Which share of the backup one worker copies: files whose path hashes to `index`, of `count` shards. */
 export interface ShardSpec {
