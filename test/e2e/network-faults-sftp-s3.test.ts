@@ -52,9 +52,10 @@ describe('network faults between the engine and sshd / RGW (CLI)', () => {
   });
 
   it('resets and stalls during a replicate: it completes through retries and deep-verifies everywhere', async () => {
-    // Every connection is reset after 1.5 MB upstream (a retry reconnects and moves on), and
-    // every chunk is delayed.
-    sftpProxy.setFault({ resetAfterBytes: 1_500_000, latencyMs: 5 });
+    // Connections are reset after 1.5 MB upstream (a retry reconnects and moves on), six times
+    // at most: parts sharing a connection could otherwise each get too little through before
+    // every reset, again and again, until the retries run out. Every chunk is delayed.
+    sftpProxy.setFault({ resetAfterBytes: 1_500_000, maxResets: 6, latencyMs: 5 });
     // S3 sends whole parts (at least 5 MiB) per request: reset its connections less often.
     s3Proxy.setFault({ resetAfterBytes: 12_000_000, latencyMs: 5 });
     const run = await runCli(['--config', config, '--json', 'replicate', NAME, '--to', 'disk,nas,cloud'], { timeoutMs: 300_000 });

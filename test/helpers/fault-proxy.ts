@@ -48,6 +48,12 @@ export interface FaultSettings {
   readonly resetAfterBytes?: number;
   /** Which bytes count towards `resetAfterBytes`. @default 'upload' (client to server) */
   readonly resetCounting?: 'upload' | 'download' | 'both';
+  /**
+   * Stop resetting after this many resets (counted since this `setFault`). A deterministic reset
+   * every N bytes can starve parts that share a connection (each gets N/k bytes through before
+   * every reset); a bound keeps such a test about recovery, not about luck.
+   */
+  readonly maxResets?: number;
   /** Forward nothing, answer nothing (data is held until the blackhole is cleared). */
   readonly blackhole?: boolean;
   /** Reset new connections as soon as they are accepted. */
@@ -107,7 +113,7 @@ type Item =
   | { readonly type: 'reset'; readonly arrivedAt: number };
 
 function checkFaults(faults: FaultSettings): FaultSettings {
-  for (const name of ['latencyMs', 'bytesPerSecond', 'resetAfterBytes'] as const) {
+  for (const name of ['latencyMs', 'bytesPerSecond', 'resetAfterBytes', 'maxResets'] as const) {
     const value = faults[name];
     if (value !== undefined && (typeof value !== 'number' || !Number.isFinite(value) || value < 0)) {
       throw new TypeError(`fault proxy: ${name} must be a non-negative number, got ${String(value)}`);
@@ -127,6 +133,8 @@ class ProxyState {
   /** When each direction's link is free again (rate limit), in `now()` milliseconds. */
   readonly linkFreeAt: Record<Direction, number> = { up: 0, down: 0 };
   counters = { connections: 0, bytesClientToServer: 0, bytesServerToClient: 0, resets: 0, refused: 0 };
+  /** Resets since the last `setFault` (for `maxResets`). */
+  resetsSinceSet = 0;
 
   constructor(readonly target: { readonly host: string; readonly port: number }, faults: FaultSettings) {
     this.faults = checkFaults(faults);
@@ -175,8 +183,8 @@ class Lane {
     const arrivedAt = this.state.now();
     let bytes = chunk;
     let reset = false;
-    const limit = this.state.faults.resetAfterBytes;
-    if (limit !== undefined && this.#counts()) {
+    const { resetAfterBytes: limit, maxResets } = this.state.faults;
+    if (limit !== undefined && this.#counts() && (maxResets === undefined || this.state.resetsSinceSet < maxResets)) {
       this.conn.syncGeneration();
       if (this.conn.countedBytes + bytes.length > limit) {
         bytes = bytes.subarray(0, Math.max(0, limit - this.conn.countedBytes));
@@ -327,6 +335,7 @@ class Connection {
     if (this.closed || this.#resetTimer !== undefined) return;
     this.resetPending = true;
     this.state.counters.resets++;
+    this.state.resetsSinceSet++;
     this.up.stop();
     this.down.stop();
     this.client.pause();
@@ -405,6 +414,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
   const apply = (faults: FaultSettings): void => {
     state.faults = checkFaults(faults);
     state.generation++;
+    state.resetsSinceSet = 0;
     for (const conn of [...state.connections]) conn.kick();
   };
 

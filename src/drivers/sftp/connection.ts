@@ -108,6 +108,12 @@ export class SftpConnection {
     });
   }
 
+  /** Opens a file (`open`) or a folder (`opendir`) and wraps its handle; see `SftpHandle`. */
+  async open(context: ErrorContext, path: string, flags: 'r' | 'r+' | 'w' | 'dir'): Promise<SftpHandle> {
+    const raw = await this.call<Buffer>(context, (sftp, done) => (flags === 'dir' ? sftp.opendir(path, done) : sftp.open(path, flags, done)));
+    return new SftpHandle(this, raw);
+  }
+
   classify(err: unknown, context: ErrorContext): OffsiteError {
     if (!this.alive && !(err instanceof OffsiteError) && typeof (err as { code?: unknown })?.code !== 'number') {
       // Whatever ssh2 says after the connection died, it is a lost connection.
@@ -128,6 +134,54 @@ export class SftpConnection {
 
   get driver(): string {
     return this.driverName;
+  }
+}
+
+/**
+ * An open file or folder handle on one connection. Every request naming the handle goes through
+ * `call`, and none is sent once `close` has begun: OpenSSH's sftp-server gives a freed handle
+ * value to the next OPEN at once, so a WRITE sent after the CLOSE (a part still in flight, or a
+ * continuation ssh2 sends from a reply) could land in another file opened since on the same
+ * connection. The handle also carries its connection, so it can never be sent on another one.
+ */
+export class SftpHandle {
+  #closing: Promise<void> | undefined;
+  #inFlight = 0;
+  #drained: (() => void) | undefined;
+
+  constructor(readonly conn: SftpConnection, private readonly raw: Buffer) {}
+
+  /** False once `close` has begun or the connection has gone. */
+  get usable(): boolean {
+    return this.#closing === undefined && this.conn.alive;
+  }
+
+  /** Runs one request naming this handle; rejects (`retryable`, `E_STALE_HANDLE`) once `close` has begun. */
+  call<T>(context: ErrorContext, run: (sftp: SFTPWrapper, handle: Buffer, done: (err: Error | undefined | null, value?: T) => void) => void): Promise<T> {
+    return this.callWith(this, context, (sftp, handle, _same, done) => run(sftp, handle, done));
+  }
+
+  /** `call` for a request naming two handles of the same connection (`copy-data`). */
+  callWith<T>(other: SftpHandle, context: ErrorContext, run: (sftp: SFTPWrapper, handle: Buffer, otherHandle: Buffer, done: (err: Error | undefined | null, value?: T) => void) => void): Promise<T> {
+    if (this.#closing || other.#closing) return Promise.reject(new DriverError('E_STALE_HANDLE', `${where(context)}: the file was closed meanwhile`, { kind: 'retryable' }));
+    if (other.conn !== this.conn) return Promise.reject(new DriverError('E_BAD_ARGUMENT', `${where(context)}: two handles of different connections`, { kind: 'fatal' }));
+    const both = other === this ? [this] : [this, other];
+    for (const handle of both) handle.#inFlight++;
+    return this.conn.call<T>(context, (sftp, done) => run(sftp, this.raw, other.raw, done)).finally(() => {
+      for (const handle of both) if (--handle.#inFlight === 0) handle.#drained?.();
+    });
+  }
+
+  /**
+   * Closes the handle once the requests already sent have been answered; never sends another
+   * request with it. Idempotent; rejects only when `quiet` is false and the CLOSE fails.
+   */
+  close(context: ErrorContext, quiet = true): Promise<void> {
+    this.#closing ??= (async () => {
+      if (this.#inFlight > 0) await new Promise<void>((resolve) => { this.#drained = resolve; });
+      await this.conn.call<void>(context, (sftp, done) => sftp.close(this.raw, done));
+    })();
+    return quiet ? this.#closing.catch(() => undefined) : this.#closing;
   }
 }
 
@@ -322,21 +376,6 @@ export function settle<T>(promise: Promise<T>): Promise<Settled<T>> {
     (value): Settled<T> => ({ ok: true, value }),
     (error: unknown): Settled<T> => ({ ok: false, error }),
   );
-}
-
-/** Closes a handle in the background; never throws. */
-export function closeQuietly(conn: SftpConnection, handle: Buffer): void {
-  void closeQuietlyAndWait(conn, handle);
-}
-
-/** Closes a handle; never throws (the handle dies with the connection anyway). */
-export async function closeQuietlyAndWait(conn: SftpConnection, handle: Buffer): Promise<void> {
-  if (!conn.alive) return;
-  try {
-    await conn.call<void>({ driver: conn.driver, action: 'close' }, (sftp, done) => sftp.close(handle, done));
-  } catch {
-    /* the handle dies with the connection anyway */
-  }
 }
 
 /**

@@ -12,7 +12,7 @@ import { DriverError, throwIfAborted } from '../../errors.js';
 import { isNotFound, notFoundError, partialPathOf, sizeMismatchError, type ErrorContext } from '../toolkit/index.js';
 import type { CopyWithinOptions, Driver } from '../types.js';
 import type { SftpOptions } from './options.js';
-import { closeQuietlyAndWait, extensionRefused, type ConnectionPool, type SftpConnection } from './connection.js';
+import { extensionRefused, type ConnectionPool, type SftpConnection, type SftpHandle } from './connection.js';
 import { SFTP_STATUS, sftpStatusOf } from './errors.js';
 import { foldersOf, fsyncHandle, replaceFile, tempStats, type SftpTree } from './tree.js';
 import { removeQuietly } from './write-session.js';
@@ -69,27 +69,26 @@ export async function copySftp(setup: CopySetup, fromKey: string, toKey: string,
 
 /** `copy-data` into `temp`; false when the server does not offer (or refuses) it. */
 async function copyData(setup: CopySetup, conn: SftpConnection, from: string, toKey: string, temp: string, size: number, context: ErrorContext): Promise<boolean> {
-  let source: Buffer | undefined;
-  let target: Buffer | undefined;
+  let source: SftpHandle | undefined;
+  let target: SftpHandle | undefined;
   let copied = false;
   try {
-    source = await conn.call<Buffer>(context, (sftp, done) => sftp.open(from, 'r', done));
+    source = await conn.open(context, from, 'r');
     target = await setup.tree.openCreating(conn, toKey, temp, context);
-    const [readHandle, writeHandle] = [source, target];
     try {
-      await conn.call<void>(context, (sftp, done) => sftp.ext_copy_data(readHandle, 0, 0, writeHandle, 0, done));
+      await source.callWith<void>(target, context, (sftp, from, to, done) => sftp.ext_copy_data(from, 0, 0, to, 0, done));
     } catch (err) {
       if (extensionRefused(err)) return false;
       throw err;
     }
-    const stats = await conn.call<Stats>(context, (sftp, done) => sftp.fstat(writeHandle, done));
+    const stats = await target.call<Stats>(context, (sftp, raw, done) => sftp.fstat(raw, done));
     if (stats.size !== size) throw sizeMismatchError(context, 'the copy', stats.size, size);
-    await fsyncHandle(conn, writeHandle, context);
+    await fsyncHandle(target, context);
     copied = true;
     return true;
   } finally {
-    if (source) await closeQuietlyAndWait(conn, source);
-    if (target) await closeQuietlyAndWait(conn, target);
+    await source?.close(context);
+    await target?.close(context);
     if (target && !copied) await removeQuietly(setup.pool, temp, { ...context, action: 'abort' });
   }
 }

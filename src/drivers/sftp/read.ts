@@ -8,7 +8,7 @@ import type { Stats } from 'ssh2';
 import { AbortedError, DriverError, throwIfAborted } from '../../errors.js';
 import { notAFileError, notFoundError, pathTypeOf, type ErrorContext } from '../toolkit/index.js';
 import type { ReadOptions } from '../types.js';
-import { closeQuietly, settle, type ConnectionPool, type SftpConnection } from './connection.js';
+import { settle, type ConnectionPool, type SftpHandle } from './connection.js';
 import { foldersOf, type SftpTree } from './tree.js';
 
 /** Byte counters, for tests and benchmarks (what actually went over the wire as file data). */
@@ -56,7 +56,7 @@ export async function openSftpRead(setup: ReadSetup, key: string, offset: number
   const { tree, pool } = setup;
   const path = tree.join(key);
   const conn = await pool.acquire();
-  let handle: Buffer | undefined;
+  let handle: SftpHandle | undefined;
   try {
     // The key's LSTAT goes out with the folder checks; the OPEN only once the key is known to be
     // a regular file: OpenSSH's sftp-server opens a FIFO with a blocking open(2), which would
@@ -74,7 +74,7 @@ export async function openSftpRead(setup: ReadSetup, key: string, offset: number
       stats = target.stats;
     }
     if (!stats.isFile()) throw notAFileError(context, pathTypeOf(stats));
-    handle = await conn.call<Buffer>(context, (sftp, done) => sftp.open(path, 'r', done));
+    handle = await conn.open(context, path, 'r');
     const openHandle = handle;
     const end = length === undefined ? stats.size : Math.min(stats.size, offset + length);
     const pieceBytes = Math.min(Math.max(options.pieceBytes ?? setup.requestBytes, MIN_PIECE_BYTES), MAX_PIECE_BYTES);
@@ -84,12 +84,12 @@ export async function openSftpRead(setup: ReadSetup, key: string, offset: number
       pieceBytes,
       allocate: options.allocate ?? Buffer.allocUnsafe,
     };
-    const chunks = readRange(conn, openHandle, offset, Math.max(offset, end), shape, context, setup.counters, options.signal);
+    const chunks = readRange(openHandle, offset, Math.max(offset, end), shape, context, setup.counters, options.signal);
     let released = false;
     const release = (): void => {
       if (released) return;
       released = true;
-      closeQuietly(conn, openHandle);
+      void openHandle.close(context);
       pool.release(conn);
     };
     const stream = Readable.from(releasing(chunks, release), { objectMode: false, highWaterMark: 1 });
@@ -105,7 +105,7 @@ export async function openSftpRead(setup: ReadSetup, key: string, offset: number
     }
     return stream;
   } catch (err) {
-    if (handle) closeQuietly(conn, handle);
+    void handle?.close(context);
     pool.release(conn);
     throw conn.classify(err, context);
   }
@@ -119,8 +119,7 @@ export async function openSftpRead(setup: ReadSetup, key: string, offset: number
  * rejects with kind `integrity`.
  */
 export async function* readRange(
-  conn: SftpConnection,
-  handle: Buffer,
+  handle: SftpHandle,
   start: number,
   end: number,
   shape: ReadShape,
@@ -147,8 +146,8 @@ export async function* readRange(
   /** Reads `[offset, offset + length)` of a piece, following up on short replies. */
   const readInto = (piece: Piece, offset: number, length: number): void => {
     inFlight++;
-    conn
-      .call<number>(context, (sftp, done) => sftp.read(handle, piece.buffer, offset, length, piece.position + offset, (err, bytesRead) => done(err, bytesRead)))
+    handle
+      .call<number>(context, (sftp, raw, done) => sftp.read(raw, piece.buffer, offset, length, piece.position + offset, (err, bytesRead) => done(err, bytesRead)))
       .then(
         (bytesRead) => {
           inFlight--;

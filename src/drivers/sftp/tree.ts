@@ -31,7 +31,7 @@ import {
   checkDriverKey, FolderCache, isInside, isNotFound, isSafeKey, isTempName, keyError, missingAsUndefined, sftpFingerprint, where, type ErrorContext,
 } from '../toolkit/index.js';
 import type { Entry, ListOptions } from '../types.js';
-import { closeQuietly, extensionRefused, settle, type Settled, type SftpConnection } from './connection.js';
+import { extensionRefused, settle, type Settled, type SftpConnection, type SftpHandle } from './connection.js';
 import { isNoSuchFile, SFTP_STATUS, sftpStatusOf } from './errors.js';
 
 const S_IFMT = 0o170000;
@@ -144,17 +144,17 @@ export class SftpTree {
   /** Directory entries in server-sized batches; nothing when the folder does not exist. */
   async *#readDirectory(conn: SftpConnection, dirKey: string): AsyncGenerator<{ filename: string; attrs: Stats }[]> {
     const context = { driver: this.driver, action: 'list', key: dirKey === '' ? '(root)' : `${dirKey}/` };
-    let handle: Buffer;
+    let handle: SftpHandle;
     try {
-      handle = await conn.call<Buffer>(context, (sftp, done) => sftp.opendir(this.join(dirKey), done));
+      handle = await conn.open(context, this.join(dirKey), 'dir');
     } catch (err) {
       if (isNotFound(err)) return;
       throw err;
     }
     try {
       while (true) {
-        const batch = await conn.call<{ filename: string; attrs: Stats }[] | false>(context, (sftp, done) =>
-          sftp.readdir(handle, (err, list) => {
+        const batch = await handle.call<{ filename: string; attrs: Stats }[] | false>(context, (sftp, raw, done) =>
+          sftp.readdir(raw, (err, list) => {
             // ssh2 reports the end of a directory as `false` or as an EOF status.
             if (err && sftpStatusOf(err) === SFTP_STATUS.EOF) done(undefined, false);
             else done(err, list);
@@ -164,7 +164,7 @@ export class SftpTree {
         yield batch;
       }
     } finally {
-      closeQuietly(conn, handle);
+      void handle.close(context);
     }
   }
 
@@ -334,8 +334,8 @@ export class SftpTree {
    * Opens `path` (a temp file of `key`, in the key's folder, checked by the caller) for writing
    * (create/truncate). When the folder has gone meanwhile, it is checked and made again.
    */
-  async openCreating(conn: SftpConnection, key: string, path: string, context: ErrorContext): Promise<Buffer> {
-    const open = (): Promise<Buffer> => conn.call<Buffer>(context, (sftp, done) => sftp.open(path, 'w', done));
+  async openCreating(conn: SftpConnection, key: string, path: string, context: ErrorContext): Promise<SftpHandle> {
+    const open = (): Promise<SftpHandle> => conn.open(context, path, 'w');
     try {
       return await open();
     } catch (err) {
@@ -369,9 +369,9 @@ export async function tempStats(conn: SftpConnection, temp: string, context: Err
 }
 
 /** `fsync@openssh.com` on an open file; skipped where the server lacks or refuses it. */
-export async function fsyncHandle(conn: SftpConnection, handle: Buffer, context: ErrorContext): Promise<void> {
+export async function fsyncHandle(handle: SftpHandle, context: ErrorContext): Promise<void> {
   try {
-    await conn.call<void>(context, (sftp, done) => sftp.ext_openssh_fsync(handle, (err) => done(err)));
+    await handle.call<void>(context, (sftp, raw, done) => sftp.ext_openssh_fsync(raw, (err) => done(err)));
   } catch (err) {
     if (!extensionRefused(err)) throw err;
   }

@@ -13,7 +13,7 @@ import type { SFTPWrapper, Stats } from 'ssh2';
 import { DriverError, throwIfAborted } from '../../errors.js';
 import { isNotFound, PartLedger, Semaphore, sessionClosedError, sftpFingerprint, sizeMismatchError, type ErrorContext, type PartRange } from '../toolkit/index.js';
 import type { CommitOptions, Committed, SignalOptions, WriteSession } from '../types.js';
-import { closeQuietlyAndWait, settle, type ConnectionPool, type SftpConnection } from './connection.js';
+import { settle, type ConnectionPool, type SftpConnection, type SftpHandle } from './connection.js';
 import { SFTP_STATUS, sftpStatusOf } from './errors.js';
 import { readRange, type ReadShape, type SftpTransferCounters } from './read.js';
 import { fsyncHandle, replaceFile, tempStats } from './tree.js';
@@ -35,14 +35,15 @@ export interface SessionSetup {
   /** Checks and makes the key's folders (./tree.ts `checkFolder` with `create`). */
   readonly prepareFolder: (conn: SftpConnection, context: ErrorContext) => Promise<'ok' | 'missing' | 'created'>;
   /** Opens the temp file for writing, truncated; makes the folders again when they have gone. */
-  readonly createTemp: (conn: SftpConnection, context: ErrorContext) => Promise<Buffer>;
+  readonly createTemp: (conn: SftpConnection, context: ErrorContext) => Promise<SftpHandle>;
 }
 
 /**
  * A write in progress. Parts go into the temp file at their offsets; a `PartLedger` records
  * which parts this session wrote or confirmed (`matches`), so that `commit` refuses a file with
  * holes. Pinned to one connection (SFTP handles belong to one channel); when that connection
- * dies the next call reopens the temp file on a fresh one.
+ * dies the next call reopens the temp file on a fresh one. Every request naming the temp file
+ * goes through its `SftpHandle`, which sends none once its CLOSE has begun (./connection.ts).
  */
 export class SftpWriteSession implements WriteSession {
   readonly key: string;
@@ -51,8 +52,10 @@ export class SftpWriteSession implements WriteSession {
   readonly resumableParts: ReadonlySet<number>;
   private readonly parts: PartLedger;
   private readonly slots: Semaphore;
+  /** The connection this session holds (counted in the pool's `users`). */
   private conn: SftpConnection | undefined;
-  private handle: Buffer | undefined;
+  /** The open temp file, on `conn`. */
+  private handle: SftpHandle | undefined;
   /** Bytes in the temp file when it was opened: `matches` cannot succeed beyond it. */
   private existingBytes = 0;
   /** The rename of a commit was sent: a failed commit may have happened all the same. */
@@ -60,7 +63,7 @@ export class SftpWriteSession implements WriteSession {
   /** Reopens after lost connections so far. */
   private reopens = 0;
   /** A reopen after a lost connection, shared by the parts that noticed it. */
-  private reopening: Promise<{ conn: SftpConnection; handle: Buffer }> | undefined;
+  private reopening: Promise<SftpHandle> | undefined;
   private state: 'open' | 'committed' | 'suspended' | 'aborted' = 'open';
   private readonly resumable = new Set<number>();
 
@@ -114,15 +117,15 @@ export class SftpWriteSession implements WriteSession {
   }
 
   /** Opens the temp file; `w` also makes the folders again when they have gone. */
-  private async openTemp(conn: SftpConnection, flags: 'r+' | 'w'): Promise<Buffer> {
+  private async openTemp(conn: SftpConnection, flags: 'r+' | 'w'): Promise<SftpHandle> {
     if (flags === 'w') return this.setup.createTemp(conn, this.context('write'));
-    return conn.call<Buffer>(this.context('write'), (sftp, done) => sftp.open(this.setup.tempPath, flags, done));
+    return conn.open(this.context('write'), this.setup.tempPath, flags);
   }
 
-  /** The live connection and handle, reopening the temp file after a lost connection. */
-  private async ready(action: string): Promise<{ conn: SftpConnection; handle: Buffer }> {
+  /** The open temp file, reopened after a lost connection. */
+  private async ready(action: string): Promise<SftpHandle> {
     if (this.state !== 'open') throw sessionClosedError(this.context(action), this.state);
-    if (this.conn?.alive && this.handle) return { conn: this.conn, handle: this.handle };
+    if (this.handle?.usable) return this.handle;
     // Parts written in parallel all notice the lost connection: one reopens, the others wait for
     // it (else one could pair the new connection with the old handle, which the server refuses).
     this.reopening ??= this.reopen().finally(() => { this.reopening = undefined; });
@@ -135,21 +138,24 @@ export class SftpWriteSession implements WriteSession {
    * switch (seen under heavy load with resets): drop it so that the retry reopens, and let the
    * retry layer try again. A real refusal fails again and is reported after the retries.
    */
-  private staleHandle(err: unknown): unknown {
+  private staleHandle(handle: SftpHandle, err: unknown): unknown {
     if (this.reopens === 0 || sftpStatusOf((err as { cause?: unknown }).cause) !== SFTP_STATUS.FAILURE) return err;
+    if (this.handle !== handle) return err; // already replaced
     this.handle = undefined;
+    void handle.close(this.context('close'));
     this.release();
     return new DriverError('E_STALE_HANDLE', `${(err as Error).message} (after a reconnect: retrying with a fresh handle)`, { kind: 'retryable', cause: err });
   }
 
-  private async reopen(): Promise<{ conn: SftpConnection; handle: Buffer }> {
+  private async reopen(): Promise<SftpHandle> {
     this.reopens++;
-    this.release();
+    void this.handle?.close(this.context('close'));
     this.handle = undefined;
+    this.release();
     const conn = await this.setup.pool.acquire();
     try {
       const existing = await this.statTemp(conn);
-      let handle: Buffer;
+      let handle: SftpHandle;
       if (existing) {
         handle = await this.openTemp(conn, 'r+');
       } else {
@@ -160,7 +166,7 @@ export class SftpWriteSession implements WriteSession {
       }
       this.conn = conn;
       this.handle = handle;
-      return { conn, handle };
+      return handle;
     } catch (err) {
       this.setup.pool.release(conn);
       throw err;
@@ -176,12 +182,12 @@ export class SftpWriteSession implements WriteSession {
     const range = this.parts.checkPart(index, bytes, this.context('check part'));
     throwIfAborted(options.signal, `${this.setup.driver}: ${this.key}: check part`);
     if (range.end > this.existingBytes && !this.parts.has(index)) return false;
-    const { conn, handle } = await this.ready('check part');
+    const handle = await this.ready('check part');
     const context = this.context(`check part ${index}`);
     let position = 0;
     const { concurrencyPerFile, requestBytes } = this.setup;
     const shape: ReadShape = { concurrency: concurrencyPerFile, requestBytes, pieceBytes: requestBytes, allocate: Buffer.allocUnsafe };
-    for await (const chunk of readRange(conn, handle, range.start, range.end, shape, context, this.setup.counters, options.signal)) {
+    for await (const chunk of readRange(handle, range.start, range.end, shape, context, this.setup.counters, options.signal)) {
       if (!Buffer.from(bytes.buffer, bytes.byteOffset + position, chunk.length).equals(chunk)) return false;
       position += chunk.length;
     }
@@ -200,7 +206,7 @@ export class SftpWriteSession implements WriteSession {
     const range: PartRange = this.parts.checkPart(index, bytes, this.context('write'));
     const what = `${this.setup.driver}: ${this.key}: write part ${index}`;
     throwIfAborted(options.signal, what);
-    const { conn, handle } = await this.ready('write');
+    const handle = await this.ready('write');
     this.parts.forget(index);
     const data = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const context = this.context(`write part ${index}`);
@@ -214,14 +220,14 @@ export class SftpWriteSession implements WriteSession {
         break;
       }
       const length = Math.min(requestBytes, data.length - offset);
-      const sent = conn
-        .call<void>(context, (sftp: SFTPWrapper, done) => sftp.write(handle, data, offset, length, range.start + offset, (err) => done(err)))
+      const sent = handle
+        .call<void>(context, (sftp: SFTPWrapper, raw, done) => sftp.write(raw, data, offset, length, range.start + offset, (err) => done(err)))
         .then(
           () => {
             counters.bytesWritten += length;
           },
           (err: unknown) => {
-            failure ??= this.staleHandle(err);
+            failure ??= this.staleHandle(handle, err);
           },
         )
         .finally(() => this.slots.release());
@@ -243,23 +249,27 @@ export class SftpWriteSession implements WriteSession {
   async commit(options: CommitOptions): Promise<Committed | void> {
     const what = `${this.setup.driver}: ${this.key}: commit`;
     throwIfAborted(options.signal, what);
-    if (this.renameSent && await this.renamedEarlier()) {
-      // A retry after a commit whose rename went through but whose answer was lost.
-      this.state = 'committed';
-      this.release();
-      return;
+    if (this.renameSent) {
+      if (await this.renamedEarlier()) {
+        // A retry after a commit whose rename went through but whose answer was lost.
+        this.state = 'committed';
+        this.release();
+        return;
+      }
+      this.renameSent = false; // it did not happen: the temp file is still there
     }
     if (this.state !== 'open') throw sessionClosedError(this.context('commit'), this.state);
     this.parts.requireComplete(this.context('commit'));
-    const { conn, handle } = await this.ready('commit');
-    const stats = await conn.call<Stats>(this.context('commit: size check'), (sftp, done) => sftp.fstat(handle, done)).catch((err: unknown) => {
-      throw this.staleHandle(err);
+    const handle = await this.ready('commit');
+    const { conn } = handle;
+    const stats = await handle.call<Stats>(this.context('commit: size check'), (sftp, raw, done) => sftp.fstat(raw, done)).catch((err: unknown) => {
+      throw this.staleHandle(handle, err);
     });
     if (stats.size !== this.size) throw sizeMismatchError(this.context('commit'), 'the temp file', stats.size, this.size);
-    await fsyncHandle(conn, handle, this.context('commit: fsync'));
+    await fsyncHandle(handle, this.context('commit: fsync'));
     // The handle is spent once CLOSE is sent, even if its answer is lost: a retry reopens.
     this.handle = undefined;
-    await conn.call<void>(this.context('commit: close'), (sftp, done) => sftp.close(handle, done));
+    await handle.close(this.context('commit: close'), false);
     throwIfAborted(options.signal, what);
     this.renameSent = true;
     await replaceFile(conn, this.setup.tempPath, this.setup.finalPath, this.context('commit: rename'));
@@ -295,7 +305,7 @@ export class SftpWriteSession implements WriteSession {
   async suspend(): Promise<void> {
     if (this.state !== 'open') return;
     this.state = 'suspended';
-    if (this.conn && this.handle) await closeQuietlyAndWait(this.conn, this.handle);
+    await this.handle?.close(this.context('suspend'));
     this.handle = undefined;
     this.release();
   }
@@ -307,7 +317,7 @@ export class SftpWriteSession implements WriteSession {
   async abort(): Promise<void> {
     if (this.state === 'aborted' || this.state === 'committed') return;
     this.state = 'aborted';
-    if (this.conn && this.handle) await closeQuietlyAndWait(this.conn, this.handle);
+    await this.handle?.close(this.context('abort'));
     this.handle = undefined;
     this.release();
     await removeQuietly(this.setup.pool, this.setup.tempPath, this.context('abort'));
