@@ -20,13 +20,17 @@ import { OFFSITE_DIR } from '../manifest/manifest.js';
 export const PRUNED_KEY = `${OFFSITE_DIR}/pruned.json`;
 export const AUDIT_STATE_KEY = `${OFFSITE_DIR}/audit.json`;
 
-/** Reads a JSON record; `undefined` when the key does not exist. */
+/**
+ * Reads a JSON record; `undefined` when the key does not exist. Something else under its name (a
+ * folder, a FIFO: `E_NOT_A_FILE`) is an error rather than "no record", so the next write does
+ * not silently replace what someone put there.
+ */
 export async function readRecord<T>(driver: Driver, key: string, signal?: AbortSignal): Promise<T | undefined> {
   let bytes: Buffer;
   try {
     bytes = await readBytes(driver, key, { signal });
   } catch (err) {
-    if (errorKind(err) === 'not-found') return undefined;
+    if (errorKind(err) === 'not-found' && (err as { code?: string }).code !== 'E_NOT_A_FILE') return undefined;
     throw err;
   }
   try {

@@ -305,6 +305,13 @@ const CASES: readonly Case[] = [
     },
   },
   {
+    name: 'destination: a FIFO in place of .offsite/audit.json is named and left alone, not replaced by a fresh rotation',
+    setup: (c) => { withCopy(c); mkdirSync(join(c.dir, 'd1', '.offsite'), { recursive: true }); fifoAt(join(c.dir, 'd1', '.offsite', 'audit.json')); },
+    timeoutMs: 30_000, args: ['audit', '--at', 'd1'], code: 4,
+    stdout: /^ +d1: \.offsite\/audit\.json: read: a FIFO \(named pipe\) is there, not a regular file .*remove it$/m,
+    check: (c) => assert.ok(statSync(join(c.dir, 'd1', '.offsite', 'audit.json')).isFIFO(), 'the FIFO is still there'),
+  },
+  {
     name: 'source: a stray symlink at the root does not block replicate --latest', setup: (c) => symlinkSync('/etc', join(c.src, 'stray')),
     args: ['replicate', '--latest', '--to', 'd1'], code: 0, writes: true, stderr: /^offsite: warning: skipped "stray" at the source root: .*points outside the root \(to \/etc\)$/,
     check: (c) => assert.ok(existsSync(manifestAt(c, 'd1'))),
