@@ -1,13 +1,21 @@
 /**
  * What a destination holds for one backup before a replicate run plans it: its manifest, the
  * files present with their sizes and fingerprints, and its progress checkpoint with the journal
- * entries on top (used by ./replicate.ts and ./shard.ts).
+ * entries on top (used by ./replicate.ts and ./shard.ts); and the whole preparation of one
+ * destination for a run (`prepareDestination`: read, plan, reuse index, lock, read again), which
+ * every destination goes through on its own, so that one slow to answer or unreachable holds back
+ * only itself.
  */
+import type { ReusePolicy } from '../config/config.js';
 import type { Driver } from '../drivers/types.js';
 import { errorKind, errorMessage } from '../errors.js';
 import { manifestKey, OFFSITE_DIR, readManifestAt, type Manifest, type ManifestFile } from '../manifest/manifest.js';
-import { copyCheckpointKeys, type CheckpointKeys } from './destination-run.js';
-import type { DestinationState } from './plan.js';
+import { copyCheckpointKeys, type CheckpointKeys, type RunReuse } from './destination-run.js';
+import { acquireLock, type HeldLock, type LockOptions } from './lock.js';
+import { planReplication, type DestinationPlan, type ReplicationPlan, type ReuseLookup, type DestinationState, type SourceFile } from './plan.js';
+import type { ReplicateEvent } from './replicate.js';
+import { reuseIndexOf } from './reuse-file.js';
+import type { ShardRun } from './shard.js';
 
 /** What a destination holds for a backup, with the journal of its progress checkpoint. */
 export interface DestinationHoldings extends DestinationState {
@@ -88,4 +96,60 @@ export async function readDestinationState(driver: Driver, backup: string, signa
     return { ...j, included: j.sequence <= through, files: i < 0 ? 0 : read[i]?.fileCount ?? 0 };
   });
   return { name: driver.name, manifest, manifestProblem, progress, present, presentFingerprints, progressJournal: { baseFiles: base?.fileCount, entries } };
+}
+
+/** What a run needs to prepare one destination (see `prepareDestination`). */
+export interface PrepareContext {
+  readonly backup: string;
+  /** The files the run copies (a shard's share with `shard`). */
+  readonly files: readonly SourceFile[];
+  readonly chunkBytes: number;
+  readonly shard?: ShardRun;
+  /** Plan only: no lock. */
+  readonly dryRun: boolean;
+  readonly lock?: Omit<LockOptions, 'signal' | 'key'>;
+  readonly emit: (event: ReplicateEvent) => void;
+  readonly signal?: AbortSignal;
+}
+
+/** A destination ready for a run: its plan (as a one-destination `ReplicationPlan`), what it holds, its reuse index, and its lock unless up to date or a dry run. */
+export interface PreparedDestination {
+  readonly plan: ReplicationPlan & { readonly destinations: readonly [DestinationPlan] };
+  readonly holdings: DestinationHoldings;
+  readonly reuse?: RunReuse;
+  /** Held from before the second read until the caller releases it. */
+  readonly lock?: HeldLock;
+}
+
+/**
+ * Prepares one destination for a run: reads what it holds and plans it; one with work to do
+ * builds its reuse index (`reuse` policy), then, unless this is a dry run, takes its lock and is
+ * read and planned again (what another run did meanwhile counts). Throws what the destination
+ * throws (the lock is released then); the caller fails this destination alone.
+ */
+export async function prepareDestination(driver: Driver, reusePolicy: ReusePolicy | undefined, ctx: PrepareContext): Promise<PreparedDestination> {
+  const { backup, shard, chunkBytes, signal } = ctx;
+  const read = async (): Promise<DestinationHoldings> => {
+    const held = await readDestinationState(driver, backup, signal, shard?.checkpointKeys);
+    return shard ? await shard.holdings(driver, held, chunkBytes, signal) : held;
+  };
+  const planOf = (state: DestinationState, reuse: RunReuse | undefined): PreparedDestination['plan'] => {
+    const lookups = reuse ? new Map<string, ReuseLookup>([[driver.name, reuse.index]]) : undefined;
+    return (shard ? shard.plan([state], chunkBytes, lookups) : planReplication(backup, ctx.files, [state], chunkBytes, lookups)) as PreparedDestination['plan'];
+  };
+  let holdings = await read();
+  let plan = planOf(holdings, undefined);
+  if (plan.destinations[0].upToDate) return { plan, holdings };
+  const reuse = await reuseIndexOf(driver, backup, reusePolicy, ctx.emit, signal);
+  if (reuse) plan = planOf(holdings, reuse);
+  if (ctx.dryRun || plan.destinations[0].upToDate) return { plan, holdings, ...(reuse ? { reuse } : {}) };
+  const lock = await acquireLock(driver, backup, { ...ctx.lock, key: shard?.lockKey, signal });
+  try {
+    holdings = await read();
+    plan = planOf(holdings, reuse);
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+  return { plan, holdings, lock, ...(reuse ? { reuse } : {}) };
 }

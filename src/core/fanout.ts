@@ -3,8 +3,8 @@
  * file while they keep up, and a destination that falls behind is detached and reads on its own,
  * so a slow destination never holds back the others for more than a bounded lag.
  *
- * Memory. The chunk budget is split into one share per destination still working (at least two
- * chunks each). Every chunk a destination holds (queued for it, in its writer, or the read-ahead of
+ * Memory. The chunk budget is split into one share per destination still working or still
+ * preparing to join (`expect`; at least two chunks each). Every chunk a destination holds (queued for it, in its writer, or the read-ahead of
  * a read it takes part in) is charged to it, so the bytes in the pool never exceed the budget (for
  * sources that read ahead at most one piece, as the local driver does; a shared chunk is charged to
  * each destination but held once). A destination may go beyond its share with budget that no other
@@ -25,7 +25,9 @@
  * still to write (its memory is held by its slow writes) if it is one that cannot take the chunk. A detached destination gets its queued chunks dropped and reads the file again
  * on its own from the start (the chunks it already wrote are only hashed and compared, so a source
  * that changed meanwhile is caught), and every later file too, until it reaches a file before
- * anyone else has started it: it caught up, and shares reads again.
+ * anyone else has started it: it caught up, and shares reads again. A destination that joins
+ * after the others started (it was slow to prepare) is in the same place: it is detached at the
+ * first file they started and reads alone until it reaches one they have not.
  *
  * Source bytes read: each file is read at most once by a shared read, plus once by every
  * destination reading it alone, so at most (1 + destinations that read alone) x the backup, plus
@@ -120,6 +122,8 @@ export class Fanout {
   bytesRead = 0;
   private readonly members: FeedMember[] = [];
   private readonly working: FeedMember[] = [];
+  /** Destinations still preparing that will join (`expect`): each keeps its share of the budget. */
+  private expected = 0;
   /** Shared reads with places not taken yet. */
   private readonly reads = new Map<string, FileRead>();
   /** Files a shared read was started for. */
@@ -131,10 +135,30 @@ export class Fanout {
     ctx.signal?.addEventListener('abort', () => this.notify(), { once: true });
   }
 
-  /** A destination that will take part; call `done` when it has nothing more to read. */
+  /**
+   * `count` destinations will join later (still preparing): each keeps its share of the budget
+   * until it joins (`add`) or will not (`withdraw`), so the ones already copying never hold
+   * memory that a destination joining late would need.
+   */
+  expect(count: number): void {
+    this.expected += count;
+  }
+
+  /** An expected destination will not join (failed, up to date): its share goes to the others. */
+  withdraw(): void {
+    if (this.expected > 0) this.expected--;
+    this.notify();
+  }
+
+  /**
+   * A destination that takes part from now on (an expected one, if any are left); call `done` when
+   * it has nothing more to read. One that joins after others started files reads those alone.
+   */
   add(member: FeedMember): void {
+    if (this.expected > 0) this.expected--;
     this.members.push(member);
     this.working.push(member);
+    this.notify();
   }
 
   /** The member has read everything it needs (or failed): its places are given up, its share goes to the others. */
@@ -145,15 +169,15 @@ export class Fanout {
     this.notify();
   }
 
-  /** Bytes of budget per destination still working (at least two chunks). */
+  /** Bytes of budget per destination still working or expected (at least two chunks). */
   get share(): number {
-    return Math.max(2 * this.ctx.chunkBytes, Math.floor(this.ctx.pool.budgetBytes / Math.max(1, this.working.length)));
+    return Math.max(2 * this.ctx.chunkBytes, Math.floor(this.ctx.pool.budgetBytes / Math.max(1, this.working.length + this.expected)));
   }
 
-  /** Whether `bytes` more for `ledger` leave every other working destination its unused share. */
+  /** Whether `bytes` more for `ledger` leave every other working (or expected) destination its unused share. */
   canLend(ledger: Ledger, bytes: number): boolean {
     const share = this.share;
-    let needed = bytes;
+    let needed = bytes + this.expected * share;
     for (const m of this.working) needed += m.ledger === ledger ? m.ledger.held : Math.max(m.ledger.held, share);
     if (!this.working.some((m) => m.ledger === ledger)) needed += ledger.held;
     return needed <= this.ctx.pool.budgetBytes;

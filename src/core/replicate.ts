@@ -1,6 +1,10 @@
 /**
  * The fan-out engine: copies one complete backup from a source to N destinations at once.
  *
+ * Every destination is prepared on its own (./destination-state.ts: what it holds is read, its lock
+ * taken, its plan made) and starts copying as soon as it is ready: one slow to answer or unreachable
+ * at the start delays only itself, and one that cannot be prepared fails alone. One that joins
+ * after the others started reads alone the files they started (./fanout.ts).
  * Every destination runs at its own pace: its own queue of files (`fileConcurrency` at once), its
  * own parts in flight (`partConcurrency`, and the driver's own limits), its own manifest written
  * as soon as its last file is committed, while the others go on. Each file is cut into
@@ -32,13 +36,13 @@ import { errorKind, errorMessage, OffsiteError, type ErrorKind, UsageError } fro
 import { manifestKey, type ManifestFile } from '../manifest/manifest.js';
 import { writeManifestStreamed } from '../manifest/write-stream.js';
 import { ChunkPool } from './buffers.js';
-import { DestinationRun, FileSink, partBytesFor, problem, type RunReuse } from './destination-run.js';
-import { readDestinationState, type DestinationHoldings } from './destination-state.js';
+import { DestinationRun, FileSink, partBytesFor, problem } from './destination-run.js';
+import { prepareDestination, type PrepareContext } from './destination-state.js';
 import { DEFAULT_LAG_TOLERANCE_MS, Fanout, sourceChanged } from './fanout.js';
-import { acquireLock, type HeldLock, type LockOptions } from './lock.js';
+import type { LockOptions } from './lock.js';
 import { hashObject, type ObjectHashes } from './chunks.js';
-import { planReplication, type DestinationPlan, type DestinationState, type ReplicationPlan, type ReuseLookup, type SourceFile } from './plan.js';
-import { keptFeed, reuseIndexes, tryReuse, type Feed } from './reuse-file.js';
+import type { DestinationPlan, ReplicationPlan, SourceFile } from './plan.js';
+import { keptFeed, tryReuse, type Feed } from './reuse-file.js';
 import type { ReusePolicy } from '../config/config.js';
 import { ShardRun, type FinishOptions, type ShardSetReport, type ShardSpec } from './shard.js';
 
@@ -107,6 +111,7 @@ export interface ReplicateOrigin {
 }
 
 export type ReplicateEvent =
+  /** One per destination, as soon as it is prepared (read, locked, planned): `plan.destinations` holds that destination's plan only. */
   | { readonly type: 'plan'; readonly plan: ReplicationPlan }
   | { readonly type: 'bytes'; readonly destination: string; readonly bytes: number }
   /** `reused`: created by a server-side copy of another complete copy's file there (`size` bytes not sent). */
@@ -401,134 +406,121 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   /** The files' paths in manifest order. */
   const paths = files.map((f) => f.path).sort();
 
-  const failedEarly = new Map<string, ProblemReport>();
-  const locks = new Map<string, HeldLock>();
-  const order = (a: DestinationState, b: DestinationState) =>
-    options.destinations.findIndex((d) => d.name === a.name) - options.destinations.findIndex((d) => d.name === b.name);
-  const states = new Map<string, DestinationHoldings>();
-  const readState = async (d: Driver, lock: boolean): Promise<void> => {
-    try {
-      if (lock) locks.set(d.name, await acquireLock(d, backup, { ...options.lock, key: shard?.lockKey, signal }));
-      const held = await readDestinationState(d, backup, signal, shard?.checkpointKeys);
-      states.set(d.name, shard ? await shard.holdings(d, held, chunkBytes, signal) : held);
-    } catch (err) {
-      states.delete(d.name);
-      failedEarly.set(d.name, problem(err));
-      emit({ type: 'destination-failed', destination: d.name, message: errorMessage(err) });
-    }
-  };
-  await Promise.all(options.destinations.map((d) => readState(d, false)));
-  const planNow = (lookups?: ReadonlyMap<string, ReuseLookup>): ReplicationPlan => {
-    const sorted = [...states.values()].sort(order);
-    return shard ? shard.plan(sorted, chunkBytes, lookups) : planReplication(backup, files, sorted, chunkBytes, lookups);
-  };
-  let plan = planNow();
-  // The reuse index of each destination with work to do (./reuse-file.ts); the plan then marks what it may reuse.
-  const reuse = options.reuse && !options.origin
-    ? await reuseIndexes(options.destinations.filter((d) => plan.destinations.some((p) => p.destination === d.name && !p.upToDate)), backup, options.reuse, emit, signal)
-    : new Map<string, RunReuse>();
-  const lookups = new Map([...reuse].map(([name, r]) => [name, r.index]));
-  if (reuse.size > 0) plan = planNow(lookups);
-  if (!options.dryRun) {
-    // Destinations with work to do are locked, then read again: what another run did meanwhile counts.
-    const busy = plan.destinations.filter((p) => !p.upToDate).map((p) => options.destinations.find((d) => d.name === p.destination) as Driver);
-    await Promise.all(busy.map((d) => readState(d, true)));
-    plan = planNow(lookups);
-  }
-  emit({ type: 'plan', plan });
+  const dryRun = options.dryRun ?? false;
+  const pool = new ChunkPool(chunkBytes, Math.max(options.memoryBudgetBytes ?? 64 * 1024 * 1024, 2 * chunkBytes));
+  const fanout = new Fanout({
+    source, backup, chunkBytes, pool, signal, lagToleranceMs: options.lagToleranceMs ?? DEFAULT_LAG_TOLERANCE_MS,
+    onDetach: (member, path) => emit({ type: 'detached', destination: member.name, path }),
+  });
+  // Every destination still preparing keeps its share of the chunk budget for when it joins.
+  if (!dryRun) fanout.expect(options.destinations.length);
+  const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit, checkpointKeys: shard?.checkpointKeys };
+  const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, fanout, signal, emit };
+  const prepareContext: PrepareContext = { backup, files, chunkBytes, shard, dryRun, lock: options.lock, emit, signal };
+  const unavailable = new Set(missing.map((m) => m.path));
+  const runs: DestinationRun[] = [];
 
-  try {
-    const pool = new ChunkPool(chunkBytes, Math.max(options.memoryBudgetBytes ?? 64 * 1024 * 1024, 2 * chunkBytes));
-    const fanout = new Fanout({
-      source, backup, chunkBytes, pool, signal, lagToleranceMs: options.lagToleranceMs ?? DEFAULT_LAG_TOLERANCE_MS,
-      onDetach: (member, path) => emit({ type: 'detached', destination: member.name, path }),
+  /** One destination's files, then its manifest (or checkpoint), at its own pace. */
+  const copyTo = async (run: DestinationRun, lock: { release: () => Promise<void> }): Promise<DestinationResult> => {
+    const counts = (): Omit<DestinationResult, 'status' | 'errors'> => ({
+      name: run.name, description: run.driver.description, plan: run.plan, filesCopied: run.filesCopied, filesAdopted: run.filesAdopted, filesSkipped: run.plan.skipFiles,
+      filesReused: run.filesReused, bytesReused: run.bytesReused, reused: reusedFiles(run.records.values()),
+      bytesWritten: run.bytesWritten, bytesResumed: run.bytesResumed, bytesSkipped: run.plan.skipBytes, detachments: run.detachments, bytesReadAlone: run.bytesReadAlone,
     });
-    const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit, checkpointKeys: shard?.checkpointKeys };
-    const runs = plan.destinations.map((p) => new DestinationRun(options.destinations.find((d) => d.name === p.destination) as Driver, p, context, fanout, states.get(p.destination)?.progressJournal));
-    const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, fanout, signal, emit };
-    for (const run of runs) run.reuse = reuse.get(run.name);
-    for (const run of runs) for (const m of missing) if (run.needs(m.path)) run.fail(m.error, m.path);
-    const unavailable = new Set(missing.map((m) => m.path));
-
-    /** One destination's whole run, at its own pace: its files, then its manifest (or checkpoint). */
-    const runDestination = async (run: DestinationRun): Promise<DestinationResult> => {
-      const counts = (): Omit<DestinationResult, 'status' | 'errors'> => ({
-        name: run.name, description: run.driver.description, plan: run.plan, filesCopied: run.filesCopied, filesAdopted: run.filesAdopted, filesSkipped: run.plan.skipFiles,
-        filesReused: run.filesReused, bytesReused: run.bytesReused, reused: reusedFiles(run.records.values()),
-        bytesWritten: run.bytesWritten, bytesResumed: run.bytesResumed, bytesSkipped: run.plan.skipBytes, detachments: run.detachments, bytesReadAlone: run.bytesReadAlone,
-      });
-      if (options.dryRun) return { ...counts(), status: 'planned', errors: [] };
-      if (run.plan.upToDate) return { ...counts(), status: 'up-to-date', manifestKey: manifestKey(backup), errors: [] };
-      fanout.add(run);
-      try {
-        if (run.plan.removeManifestFirst) {
-          try {
-            await run.driver.delete(manifestKey(backup), { signal });
-          } catch (err) {
-            run.fail(err);
-          }
-        }
-        const queue = new PQueue({ concurrency: options.fileConcurrency ?? 8 });
-        for (const file of files) {
-          if (run.dead) break;
-          if (unavailable.has(file.path) || !run.needs(file.path)) continue;
-          await queue.onSizeLessThan(queue.concurrency);
-          void queue.add(() => copyFile(ctx, run, file));
-        }
-        await queue.onIdle();
-      } finally {
-        fanout.done(run);
-      }
-      await run.stopCheckpoints();
-      const whole = !run.dead && run.errors.length === 0 && files.every((f) => run.records.has(f.path));
-      if (whole) {
+    if (dryRun) return { ...counts(), status: 'planned', errors: [] };
+    if (run.plan.upToDate) {
+      fanout.withdraw();
+      return { ...counts(), status: 'up-to-date', manifestKey: manifestKey(backup), errors: [] };
+    }
+    // Joins the shared reads: files the others have started already it reads alone (./fanout.ts).
+    fanout.add(run);
+    try {
+      if (run.plan.removeManifestFirst) {
         try {
-          if (shard) {
-            // A shard writes its record; the manifest only if it completes the set (./shard.ts).
-            const shardSet = await shard.complete(run.driver, files.map((f) => run.records.get(f.path) as ManifestFile), {
-              source: sourceDescription, chunkBytes, backupTime, signal, dropCheckpoint: () => run.deleteProgress(signal),
-            });
-            const status = shardSet.status === 'complete' ? 'complete' : 'shard-done';
-            emit({ type: 'destination-done', destination: run.name, status });
-            return { ...counts(), status, manifestKey: shardSet.manifestKey, errors: [], shardSet };
-          }
-          await run.driver.sync({ signal });
-          const head = { kind: 'complete' as const, backup, source: sourceDescription, createdAt: new Date().toISOString(), backupTime, chunkBytes, fileCount: files.length, totalBytes };
-          await writeManifestStreamed(run.driver, manifestKey(backup), head, () => run.records.inOrder(paths), { signal });
-          await run.driver.sync({ signal });
-          await run.deleteProgress(signal);
-          await locks.get(run.name)?.release();
-          locks.delete(run.name);
-          emit({ type: 'destination-done', destination: run.name, status: 'complete' });
-          return { ...counts(), status: 'complete', manifestKey: manifestKey(backup), errors: [] };
+          await run.driver.delete(manifestKey(backup), { signal });
         } catch (err) {
           run.fail(err);
         }
-      } else {
-        await run.writeCheckpoint();
-        if (run.errors.length === 0) run.fail(new OffsiteError('E_INCOMPLETE', `${run.name}: not every file was copied`, { kind: 'fatal' }));
       }
-      emit({ type: 'destination-done', destination: run.name, status: 'failed' });
-      return { ...counts(), status: 'failed', errors: run.errors };
-    };
+      const queue = new PQueue({ concurrency: options.fileConcurrency ?? 8 });
+      for (const file of files) {
+        if (run.dead) break;
+        if (unavailable.has(file.path) || !run.needs(file.path)) continue;
+        await queue.onSizeLessThan(queue.concurrency);
+        void queue.add(() => copyFile(ctx, run, file));
+      }
+      await queue.onIdle();
+    } finally {
+      fanout.done(run);
+    }
+    await run.stopCheckpoints();
+    const whole = !run.dead && run.errors.length === 0 && files.every((f) => run.records.has(f.path));
+    if (whole) {
+      try {
+        if (shard) {
+          // A shard writes its record; the manifest only if it completes the set (./shard.ts).
+          const shardSet = await shard.complete(run.driver, files.map((f) => run.records.get(f.path) as ManifestFile), {
+            source: sourceDescription, chunkBytes, backupTime, signal, dropCheckpoint: () => run.deleteProgress(signal),
+          });
+          const status = shardSet.status === 'complete' ? 'complete' : 'shard-done';
+          emit({ type: 'destination-done', destination: run.name, status });
+          return { ...counts(), status, manifestKey: shardSet.manifestKey, errors: [], shardSet };
+        }
+        await run.driver.sync({ signal });
+        const head = { kind: 'complete' as const, backup, source: sourceDescription, createdAt: new Date().toISOString(), backupTime, chunkBytes, fileCount: files.length, totalBytes };
+        await writeManifestStreamed(run.driver, manifestKey(backup), head, () => run.records.inOrder(paths), { signal });
+        await run.driver.sync({ signal });
+        await run.deleteProgress(signal);
+        await lock.release();
+        emit({ type: 'destination-done', destination: run.name, status: 'complete' });
+        return { ...counts(), status: 'complete', manifestKey: manifestKey(backup), errors: [] };
+      } catch (err) {
+        run.fail(err);
+      }
+    } else {
+      await run.writeCheckpoint();
+      if (run.errors.length === 0) run.fail(new OffsiteError('E_INCOMPLETE', `${run.name}: not every file was copied`, { kind: 'fatal' }));
+    }
+    emit({ type: 'destination-done', destination: run.name, status: 'failed' });
+    return { ...counts(), status: 'failed', errors: run.errors };
+  };
 
-    const finished = await Promise.all(runs.map(runDestination));
-    const results: DestinationResult[] = options.destinations.map((d) => {
-      const early = failedEarly.get(d.name);
-      const result = finished.find((r) => r.name === d.name);
-      if (!early && result) return result;
+  /**
+   * One destination's whole run: prepared on its own (./destination-state.ts), then copied as soon
+   * as it is ready, whatever the others are doing. One that cannot be prepared fails alone.
+   */
+  const runDestination = async (driver: Driver): Promise<DestinationResult> => {
+    let prepared;
+    try {
+      prepared = await prepareDestination(driver, options.origin ? undefined : options.reuse?.[driver.name], prepareContext);
+    } catch (err) {
+      if (!dryRun) fanout.withdraw();
+      emit({ type: 'destination-failed', destination: driver.name, message: errorMessage(err) });
+      emit({ type: 'destination-done', destination: driver.name, status: 'failed' });
       return {
-        name: d.name, description: d.description, status: 'failed', filesCopied: 0, filesAdopted: 0, filesSkipped: 0, filesReused: 0, bytesReused: 0,
-        bytesWritten: 0, bytesResumed: 0, bytesSkipped: 0, detachments: 0, bytesReadAlone: 0, errors: early ? [early] : [],
+        name: driver.name, description: driver.description, status: 'failed', filesCopied: 0, filesAdopted: 0, filesSkipped: 0, filesReused: 0, bytesReused: 0,
+        bytesWritten: 0, bytesResumed: 0, bytesSkipped: 0, detachments: 0, bytesReadAlone: 0, errors: [problem(err)],
       };
-    });
-    return {
-      backup, source: source.description, dryRun: options.dryRun ?? false, files: files.length, bytes: totalBytes,
-      bytesRead: fanout.bytesRead, detachments: runs.reduce((sum, r) => sum + r.detachments, 0),
-      destinationsReadAlone: runs.filter((r) => r.bytesReadAlone > 0).length, peakBufferBytes: pool.peakBytes,
-      durationMs: Date.now() - started, destinations: results, ...(options.shard ? { shard: { index: options.shard.index, count: options.shard.count } } : {}),
-    };
-  } finally {
-    await Promise.all([...locks.values()].map((l) => l.release()));
-  }
+    }
+    emit({ type: 'plan', plan: prepared.plan });
+    let held = prepared.lock;
+    const lock = { release: async () => { const l = held; held = undefined; await l?.release(); } };
+    try {
+      const run = new DestinationRun(driver, prepared.plan.destinations[0], context, fanout, prepared.holdings.progressJournal);
+      runs.push(run);
+      run.reuse = prepared.reuse;
+      for (const m of missing) if (run.needs(m.path)) run.fail(m.error, m.path);
+      return await copyTo(run, lock);
+    } finally {
+      await lock.release();
+    }
+  };
+
+  const results = await Promise.all(options.destinations.map(runDestination));
+  return {
+    backup, source: source.description, dryRun, files: files.length, bytes: totalBytes,
+    bytesRead: fanout.bytesRead, detachments: runs.reduce((sum, r) => sum + r.detachments, 0),
+    destinationsReadAlone: runs.filter((r) => r.bytesReadAlone > 0).length, peakBufferBytes: pool.peakBytes,
+    durationMs: Date.now() - started, destinations: results, ...(options.shard ? { shard: { index: options.shard.index, count: options.shard.count } } : {}),
+  };
 }

@@ -150,31 +150,27 @@ async function copyFrom(ctx: ReuseContext, run: DestinationRun, reuse: RunReuse,
 }
 
 /**
- * The reuse index of each destination that may reuse (its policy is `copy` or `link` and its
- * driver has `copyWithin`), by name; a destination whose other copies cannot be read is told to
- * `emit` as a warning and sends every file this run.
+ * The reuse index of a destination that may reuse (its policy is `copy` or `link` and its driver
+ * has `copyWithin`), or `undefined`; a destination whose other copies cannot be read is told to
+ * `emit` as a warning and sends every file this run. Each destination builds its own while it
+ * prepares (src/core/destination-state.ts), so one slow to answer delays only itself; the index
+ * reads one manifest at a time.
  */
-export async function reuseIndexes(
-  destinations: readonly Driver[], backup: string, policies: Readonly<Record<string, ReusePolicy>>,
-  emit: (event: ReplicateEvent) => void, signal?: AbortSignal,
-): Promise<Map<string, RunReuse>> {
-  const found = new Map<string, RunReuse>();
-  // One destination after the other: one manifest in memory at a time, whatever the number of destinations.
-  for (const driver of destinations) {
-    const policy = policies[driver.name] ?? 'off';
-    if (policy === 'off' || !driver.capabilities.serverSideCopy || driver.copyWithin === undefined) continue;
-    try {
-      const copies = await reusableCopies(driver, backup, { signal });
-      if (copies.length === 0) continue;
-      const index = await buildReuseIndex(driver, copies, {
-        signal,
-        onSkipped: (copy, reason) => emit({ type: 'warning', destination: driver.name, message: `not reusing files of ${copy}: ${reason}` }),
-      });
-      if (index.size > 0) found.set(driver.name, { index, link: policy === 'link' });
-    } catch (err) {
-      if (signal?.aborted) break;
-      emit({ type: 'warning', destination: driver.name, message: `every file is sent: its earlier copies could not be read for reuse (${errorMessage(err)})` });
-    }
+export async function reuseIndexOf(
+  driver: Driver, backup: string, policy: ReusePolicy | undefined, emit: (event: ReplicateEvent) => void, signal?: AbortSignal,
+): Promise<RunReuse | undefined> {
+  if (policy === undefined || policy === 'off' || !driver.capabilities.serverSideCopy || driver.copyWithin === undefined) return undefined;
+  try {
+    const copies = await reusableCopies(driver, backup, { signal });
+    if (copies.length === 0) return undefined;
+    const index = await buildReuseIndex(driver, copies, {
+      signal,
+      onSkipped: (copy, reason) => emit({ type: 'warning', destination: driver.name, message: `not reusing files of ${copy}: ${reason}` }),
+    });
+    return index.size > 0 ? { index, link: policy === 'link' } : undefined;
+  } catch (err) {
+    if (signal?.aborted) throw err;
+    emit({ type: 'warning', destination: driver.name, message: `every file is sent: its earlier copies could not be read for reuse (${errorMessage(err)})` });
+    return undefined;
   }
-  return found;
 }

@@ -14,12 +14,11 @@
  * broken one is detached from the shared reads; waits are bounded polls, never measurements.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { generateBackup } from '../../scripts/gen-backup.js';
-import { binPath, jsonOf, projectRoot, runCli, tempDir, writeConfig } from '../helpers/cli.js';
+import { jsonOf, retriesOf, runCli, startCli, tempDir, writeConfig } from '../helpers/cli.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { freshBucket, removeFreshBuckets, requireServer as requireS3 } from '../s3/server.js';
 import { requireServer as requireSftp } from '../sftp/server.js';
@@ -33,24 +32,6 @@ interface VerifyJson { results: { destination: string; status: string }[] }
 interface ReplicateJson { destinations: { name: string; status: string; bytesWritten: number; errors: { message: string }[] }[] }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** A replicate run in a child process whose output can be read while it runs. */
-function startReplicate(config: string, extra: readonly string[]): { output: () => { stdout: string; stderr: string }; running: () => boolean; exited: Promise<number | null>; stop: () => void } {
-  const child = spawn(process.execPath, [binPath, '--config', config, 'replicate', NAME, ...extra], { cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-  const timer = setTimeout(() => child.kill('SIGKILL'), 180_000);
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => { clearTimeout(timer); resolve(code); }));
-  const running = (): boolean => child.exitCode === null && child.signalCode === null;
-  return { output: () => ({ stdout, stderr }), running, exited, stop: () => { if (running()) child.kill('SIGKILL'); } };
-}
-
-/** Retry lines (src/cli/common.ts `reportRetry`) that name `destination`. */
-function retriesOf(stderr: string, destination: string): string[] {
-  return stderr.split('\n').filter((line) => line.startsWith(`offsite: ${destination}: `) && / retry \d+ in /.test(line));
-}
 
 describe('retries and reconnects on one destination do not stall the others (CLI, sshd and RGW)', () => {
   const proxies: FaultProxy[] = [];
@@ -100,7 +81,7 @@ describe('retries and reconnects on one destination do not stall the others (CLI
       const s = await setup(kind, `fanout-retries-${kind}`);
       s.proxy.setFault({ resetAfterBytes: RESET_AFTER });
       // Many retries, so that the broken destination is still retrying when the test heals it.
-      const run = startReplicate(s.config, ['--to', 'disk,broken', '--retries', '40']);
+      const run = startCli(['--config', s.config, 'replicate', NAME, '--to', 'disk,broken', '--retries', '40']);
       t.after(run.stop); // a failed assertion must not leave the run behind
       const seen = (): boolean => existsSync(diskManifest(s.dir)) && retriesOf(run.output().stderr, 'broken').length > 0;
       for (let i = 0; i < 2400 && !seen() && run.running(); i++) await sleep(25);

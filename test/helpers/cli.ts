@@ -32,6 +32,33 @@ export function runCli(args: readonly string[], options: { env?: NodeJS.ProcessE
   });
 }
 
+/** A CLI run in a child process whose output can be read while it runs (see `startCli`). */
+export interface RunningCli {
+  output(): { stdout: string; stderr: string };
+  running(): boolean;
+  readonly exited: Promise<number | null>;
+  /** Kills it if it still runs (for `t.after`: a failed assertion must not leave it behind). */
+  stop(): void;
+}
+
+/** Starts the CLI and returns at once; killed after `timeoutMs` if still running. */
+export function startCli(args: readonly string[], timeoutMs = 180_000): RunningCli {
+  const child = spawn(process.execPath, [binPath, ...args], { cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const exited = new Promise<number | null>((resolvePromise) => child.on('close', (code) => { clearTimeout(timer); resolvePromise(code); }));
+  const running = (): boolean => child.exitCode === null && child.signalCode === null;
+  return { output: () => ({ stdout, stderr }), running, exited, stop: () => { if (running()) child.kill('SIGKILL'); } };
+}
+
+/** The retry lines (src/cli/common.ts `reportRetry`) that name `destination`. */
+export function retriesOf(stderr: string, destination: string): string[] {
+  return stderr.split('\n').filter((line) => line.startsWith(`offsite: ${destination}: `) && / retry \d+ in /.test(line));
+}
+
 /** Parses the --json output of a run, with the run's output in the error when it is not JSON. */
 export function jsonOf<T = Record<string, unknown>>(run: CliRun): T {
   try {

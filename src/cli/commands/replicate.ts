@@ -24,7 +24,7 @@ function onlyInterrupted(d: ReplicateResult['destinations'][number]): boolean {
 }
 
 function renderReplicate(result: ReplicateResult, interrupted: boolean): void {
-  const read = result.dryRun ? '' : `; ${formatBytes(result.bytesRead)} read from the source${result.detachments > 0 ? ` (${result.destinationsReadAlone} slower destination(s) read on their own after falling behind)` : ''}`;
+  const read = result.dryRun ? '' : `; ${formatBytes(result.bytesRead)} read from the source${result.detachments > 0 ? ` (${result.destinationsReadAlone} slower destination(s) read on their own after falling behind or joining late)` : ''}`;
   out(`${result.dryRun ? 'plan for' : 'replicated'} ${result.shard ? `shard ${result.shard.index}/${result.shard.count} of ` : ''}${result.backup} from ${result.source}: ${result.files} files, ${formatBytes(result.bytes)}${read}`);
   const width = Math.max(...result.destinations.map((d) => d.name.length));
   for (const d of result.destinations) {
@@ -39,7 +39,7 @@ function renderReplicate(result: ReplicateResult, interrupted: boolean): void {
     } else if (d.status === 'up-to-date') {
       out(`  ${name}  up to date: nothing to copy (${d.filesSkipped} files already verified by its manifest)`);
     } else if (d.status === 'complete') {
-      out(`  ${name}  complete: ${d.filesCopied} sent, ${d.filesReused} reused server-side (${formatBytes(d.bytesReused)} not sent), ${d.filesAdopted} checked in place, ${d.filesSkipped} already there; ${formatBytes(d.bytesWritten)} written, ${formatBytes(d.bytesResumed)} resumed${d.detachments > 0 ? `; fell behind ${d.detachments} time(s), read ${formatBytes(d.bytesReadAlone)} of the source on its own` : ''}; manifest ${d.manifestKey}`);
+      out(`  ${name}  complete: ${d.filesCopied} sent, ${d.filesReused} reused server-side (${formatBytes(d.bytesReused)} not sent), ${d.filesAdopted} checked in place, ${d.filesSkipped} already there; ${formatBytes(d.bytesWritten)} written, ${formatBytes(d.bytesResumed)} resumed${d.detachments > 0 ? `; fell behind (or joined late) ${d.detachments} time(s), read ${formatBytes(d.bytesReadAlone)} of the source on its own` : ''}; manifest ${d.manifestKey}`);
     } else if (interrupted && onlyInterrupted(d)) {
       out(`  ${name}  interrupted: ${d.filesCopied} files sent (${formatBytes(d.bytesWritten)}) and ${d.filesReused} reused server-side so far; the rest resumes on the next run`);
     } else {
