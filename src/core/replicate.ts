@@ -238,9 +238,10 @@ function fileRecord(file: EngineFile, hash: string, chunks: string[], source: st
 }
 
 /**
- * The destination's fingerprint of a file it just committed, when its `commit` did not tell (a stat: S3's CompleteMultipartUpload
- * answer has no usable ETag on every server, Ceph RGW's is empty). A failed stat costs only a
- * record without one (trusted on size, as records older than fingerprints are).
+ * The destination's fingerprint of a file it just committed, when its `commit` did not tell (a
+ * stat: local, sftp and object stores tell it, except when the server's answer had no ETag, as
+ * Ceph RGW's to a CompleteMultipartUpload, which a copy above 5 GiB ends with). A failed stat
+ * costs only a record without one (trusted on size, as records older than fingerprints are).
  */
 async function committedFingerprint(driver: Driver, key: string, signal?: AbortSignal): Promise<string | undefined> {
   try {
