@@ -225,7 +225,7 @@ async function adopt(ctx: EngineContext, run: DestinationRun, file: EngineFile, 
     const before = await run.driver.stat(key, { signal: ctx.signal });
     const there = await hashObject(run.driver, key, file.size, ctx.pool, ctx.signal);
     const same = there.hash === hashes.hash && there.chunks.length === hashes.chunks.length && there.chunks.every((c, i) => c === hashes.chunks[i]);
-    if (same) run.record(withFingerprints({ path: file.path, size: file.size, hash: hashes.hash, chunks: hashes.chunks }, file.recordedSource, before?.fingerprint), 'adopted');
+    if (same) run.record(fileRecord(file, hashes.hash, hashes.chunks, file.recordedSource, before?.fingerprint), 'adopted');
     return same;
   } catch (err) {
     if (errorKind(err) === 'integrity' || errorKind(err) === 'not-found') return false;
@@ -234,15 +234,19 @@ async function adopt(ctx: EngineContext, run: DestinationRun, file: EngineFile, 
   }
 }
 
-/** A record with the fingerprints it was made with (each only when known). */
-function withFingerprints(file: ManifestFile, source: string | undefined, destination: string | undefined): ManifestFile {
-  return { ...file, ...(source !== undefined ? { sourceFingerprint: source } : {}), ...(destination !== undefined ? { destinationFingerprint: destination } : {}) };
+/** The record of `file` with these hashes and the fingerprints it was made with (each only when known). */
+function fileRecord(file: EngineFile, hash: string, chunks: string[], source: string | undefined, destination: string | undefined): ManifestFile {
+  const { path, size } = file;
+  // One object literal per shape, no spreads: one record per file and destination.
+  if (source === undefined) return destination === undefined ? { path, size, hash, chunks } : { path, size, hash, chunks, destinationFingerprint: destination };
+  return destination === undefined ? { path, size, hash, chunks, sourceFingerprint: source } : { path, size, hash, chunks, sourceFingerprint: source, destinationFingerprint: destination };
 }
 
 /**
- * The destination's fingerprint of a file it just committed, when its `commit` did not tell (a stat: S3's CompleteMultipartUpload
- * answer has no usable ETag on every server, Ceph RGW's is empty). A failed stat costs only a
- * record without one (trusted on size, as records older than fingerprints are).
+ * The destination's fingerprint of a file it just committed, when its `commit` did not tell (a
+ * stat: local, sftp and object stores tell it, except when the server's answer had no ETag, as
+ * Ceph RGW's to a CompleteMultipartUpload, which a copy above 5 GiB ends with). A failed stat
+ * costs only a record without one (trusted on size, as records older than fingerprints are).
  */
 async function committedFingerprint(driver: Driver, key: string, signal?: AbortSignal): Promise<string | undefined> {
   try {
@@ -310,7 +314,7 @@ async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFil
         if (firstPass && firstPass.hash !== item.hash) throw sourceChanged(ctx.backup, file.path);
         if (file.expected !== undefined && item.hash !== file.expected) throw originDamaged(ctx, file, item.hash);
         const committed = (await sink.finish(item.hash))?.fingerprint ?? await committedFingerprint(run.driver, `${ctx.backup}/${file.path}`, ctx.signal);
-        run.record(withFingerprints({ path: file.path, size: file.size, hash: item.hash, chunks: [...item.chunks] }, file.recordedSource, committed), 'copied');
+        run.record(fileRecord(file, item.hash, [...item.chunks], file.recordedSource, committed), 'copied');
         break;
       }
       offset += item.chunk.length;

@@ -4,11 +4,11 @@
  * `files` array of record objects, then a sorted copy of it, then every piece of the encoding
  * before the first byte is written, held tens of MB at 100,000 files, at the very end of the run.
  *
- * Here the records are produced twice, one at a time: a first pass computes the digest (over the
- * canonical encoding) and the size of the file; a second encodes again and writes, in parts of at
- * most 8 MiB, hashing as it goes. The bytes are exactly those of `writeManifestAt` for the same
- * body (./manifest.ts, checked by test/manifest/write-stream.test.ts), so readers see no
- * difference.
+ * Here the records are produced one at a time: one pass computes the digest (over the canonical
+ * encoding) and the written encoding, kept when it fits in one part of 8 MiB; a larger manifest
+ * is encoded again and written in parts of at most 8 MiB, hashing as it goes. The bytes are
+ * exactly those of `writeManifestAt` for the same body (./manifest.ts, checked by
+ * test/manifest/write-stream.test.ts), so readers see no difference.
  */
 import { OffsiteError } from '../errors.js';
 import { getHasher, HASH_ALGORITHM } from '../hash/xxh64.js';
@@ -56,85 +56,131 @@ function around(text: string, empty: string): [string, string] {
   return [text.slice(0, at + open), text.slice(at + open)];
 }
 
-/** Hands text on in UTF-8 pieces of ~64 KB. */
+/** Hands text on in UTF-8 pieces of ~64 KB. `push` returns a promise only when a piece went out. */
 class TextPieces {
   #text = '';
   constructor(private readonly onPiece: (piece: Buffer) => void | Promise<void>) {}
 
-  async push(text: string): Promise<void> {
+  push(text: string): void | Promise<void> {
     this.#text += text;
-    if (this.#text.length >= PIECE_CHARS) await this.flush();
+    if (this.#text.length >= PIECE_CHARS) return this.flush();
   }
 
-  async flush(): Promise<void> {
+  flush(): void | Promise<void> {
     if (this.#text === '') return;
     const piece = Buffer.from(this.#text);
     this.#text = '';
-    await this.onPiece(piece);
+    return this.onPiece(piece);
   }
 }
 
+/** One encoding of a manifest: the text before the records, each record, the text after them. */
+interface Encoding {
+  readonly before: string;
+  readonly record: (f: ManifestFile, first: boolean) => string;
+  /** Everything after the last record (`count` records), the digest written in. */
+  readonly after: (digest: string, count: number) => string;
+}
+
+/** The canonical encoding (for the digest). */
+function canonicalEncoding(head: ManifestHead): Encoding {
+  const [before, after] = around(canonicalJson(bodyShell(head)), '"files":[]');
+  return { before, record: (f, first) => (first ? canonicalRecord(f) : `,${canonicalRecord(f)}`), after: () => after };
+}
+
 /**
- * Feeds the encoding of the manifest to `sink`: the canonical one (for the digest) or the one
- * written (pretty or not, with `digest`). Checks that the records are sorted by path and match
- * the head's count and total.
+ * The encoding written (pretty or not). The digest is the last key, after the records: what comes
+ * before them does not depend on it.
  */
-async function encode(head: ManifestHead, records: () => Iterable<ManifestFile>, sink: TextPieces, how: { canonical: true } | { canonical: false; pretty: boolean; digest: string }): Promise<void> {
+function writtenEncoding(head: ManifestHead, pretty: boolean): Encoding {
   const shell = bodyShell(head);
-  let before: string, after: string;
-  let record: (f: ManifestFile, first: boolean) => string;
-  if (how.canonical) {
-    [before, after] = around(canonicalJson(shell), '"files":[]');
-    record = (f, first) => (first ? canonicalRecord(f) : `,${canonicalRecord(f)}`);
-  } else if (how.pretty) {
-    [before, after] = around(JSON.stringify({ ...shell, digest: how.digest }, null, 1), '"files": []');
-    record = (f, first) => `${first ? '\n' : ',\n'}${prettyRecord(f)}`;
-  } else {
-    [before, after] = around(JSON.stringify({ ...shell, digest: how.digest }), '"files":[]');
-    record = (f, first) => (first ? JSON.stringify(f) : `,${JSON.stringify(f)}`);
+  const withDigest = (after: string, digest: string): string => {
+    const at = after.lastIndexOf(DIGEST_PLACEHOLDER);
+    return `${after.slice(0, at)}${digest}${after.slice(at + DIGEST_PLACEHOLDER.length)}`;
+  };
+  if (pretty) {
+    const [before, after] = around(JSON.stringify({ ...shell, digest: DIGEST_PLACEHOLDER }, null, 1), '"files": []');
+    return {
+      before,
+      record: (f, first) => `${first ? '\n' : ',\n'}${prettyRecord(f)}`,
+      after: (digest, count) => `${count > 0 ? '\n ' : ''}${withDigest(after, digest)}\n`,
+    };
   }
-  await sink.push(before);
+  const [before, after] = around(JSON.stringify({ ...shell, digest: DIGEST_PLACEHOLDER }), '"files":[]');
+  return {
+    before,
+    record: (f, first) => (first ? JSON.stringify(f) : `,${JSON.stringify(f)}`),
+    after: (digest) => `${withDigest(after, digest)}\n`,
+  };
+}
+
+/**
+ * Feeds the records `records()` yields to `sinks`, each in its encoding, in one pass; checks that
+ * they are sorted by path and match the head's count and total. Returns the count. The text
+ * after the records is left to the caller (it may need the digest).
+ */
+async function encodeRecords(head: ManifestHead, records: () => Iterable<ManifestFile>, sinks: readonly { encoding: Encoding; pieces: TextPieces }[]): Promise<number> {
+  for (const { encoding, pieces } of sinks) {
+    const pushed = pieces.push(encoding.before);
+    if (pushed) await pushed;
+  }
   let count = 0;
   let bytes = 0;
   let last: string | undefined;
   for (const f of records()) {
     if (last !== undefined && !(last < f.path)) throw new OffsiteError('E_INTERNAL', `manifest records out of order: ${JSON.stringify(f.path)} after ${JSON.stringify(last)}`, { kind: 'fatal' });
     last = f.path;
-    await sink.push(record(f, count === 0));
+    for (const { encoding, pieces } of sinks) {
+      // Awaited only when a piece went out: no promise per record.
+      const pushed = pieces.push(encoding.record(f, count === 0));
+      if (pushed) await pushed;
+    }
     count++;
     bytes += f.size;
   }
   if (count !== head.fileCount || bytes !== head.totalBytes) {
     throw new OffsiteError('E_INTERNAL', `manifest head says ${head.fileCount} files of ${head.totalBytes} bytes, the records are ${count} of ${bytes}`, { kind: 'fatal' });
   }
-  if (!how.canonical && how.pretty && count > 0) await sink.push('\n ');
-  await sink.push(how.canonical ? after : `${after}\n`);
-  await sink.flush();
+  return count;
 }
 
 /**
  * Writes the manifest with `head` and the records `records()` yields (sorted by path; called
- * twice, and must yield the same records both times) at `key`, atomically, as `writeManifestAt`
- * would write the same body. Returns its digest.
+ * once or twice, and must yield the same records each time) at `key`, atomically, as
+ * `writeManifestAt` would write the same body. Returns its digest.
+ *
+ * One pass makes the canonical encoding (hashed for the digest) and the one written together;
+ * the written bytes are kept while they fit in one part (8 MiB: what one part buffer holds in
+ * the other case), and written at once. A larger manifest is encoded a second time, part by part,
+ * once its size and digest are known (the write session needs the size first).
  */
 export async function writeManifestStreamed(
   driver: Driver, key: string, head: ManifestHead, records: () => Iterable<ManifestFile>, options: SignalOptions & EncodeOptions = {},
 ): Promise<string> {
   const hasher = await getHasher();
   const canonical = hasher.create();
-  await encode(head, records, new TextPieces((piece) => { canonical.update(piece); }), { canonical: true });
-  const digest = canonical.digest();
-  const pretty = options.pretty ?? true;
-  // The size first (the write session needs it): the digest is of fixed length.
-  let size = 0;
-  await encode(head, records, new TextPieces((piece) => { size += piece.length; }), { canonical: false, pretty, digest: DIGEST_PLACEHOLDER });
-  const whole = hasher.create();
+  const canonicalText = canonicalEncoding(head);
+  const written = writtenEncoding(head, options.pretty ?? true);
   const partBytes = Math.max(PART_BYTES, driver.capabilities.minPartBytes);
-  if (size <= partBytes) {
-    const bytes = Buffer.allocUnsafe(size);
-    let filled = 0;
-    await encode(head, records, new TextPieces((piece) => { filled += piece.copy(bytes, filled); }), { canonical: false, pretty, digest });
-    if (filled !== size) throw new OffsiteError('E_INTERNAL', `manifest encoding changed size between passes (${size}, then ${filled} bytes)`, { kind: 'fatal' });
+  /** The written encoding's pieces while they fit in one part; `undefined` once they do not. */
+  let kept: Buffer[] | undefined = [];
+  let size = 0;
+  const canonicalPieces = new TextPieces((piece) => { canonical.update(piece); });
+  const writtenPieces = new TextPieces((piece) => {
+    size += piece.length;
+    if (size > partBytes) kept = undefined;
+    kept?.push(piece);
+  });
+  const count = await encodeRecords(head, records, [{ encoding: canonicalText, pieces: canonicalPieces }, { encoding: written, pieces: writtenPieces }]);
+  await canonicalPieces.push(canonicalText.after(DIGEST_PLACEHOLDER, count));
+  await canonicalPieces.flush();
+  const digest = canonical.digest();
+  await writtenPieces.push(written.after(digest, count));
+  await writtenPieces.flush();
+  const whole = hasher.create();
+  if (kept !== undefined) {
+    const bytes = kept.length === 1 ? kept[0] as Buffer : Buffer.concat(kept, size);
+    kept = undefined;
     await writeBytes(driver, key, bytes, whole.update(bytes).digest(), options);
     return digest;
   }
@@ -144,13 +190,13 @@ export async function writeManifestStreamed(
     const part = Buffer.allocUnsafe(partBytes);
     let filled = 0;
     let index = 0;
-    let written = 0;
+    let sent = 0;
     const flushPart = async (bytes: Buffer): Promise<void> => {
       whole.update(bytes);
       await session.write(index++, bytes, options);
-      written += bytes.length;
+      sent += bytes.length;
     };
-    await encode(head, records, new TextPieces(async (piece) => {
+    const pieces = new TextPieces(async (piece) => {
       let rest = piece;
       while (rest.length > 0) {
         const take = Math.min(partBytes - filled, rest.length);
@@ -162,9 +208,12 @@ export async function writeManifestStreamed(
           filled = 0;
         }
       }
-    }), { canonical: false, pretty, digest });
+    });
+    const again = await encodeRecords(head, records, [{ encoding: written, pieces }]);
+    await pieces.push(written.after(digest, again));
+    await pieces.flush();
     if (filled > 0) await flushPart(part.subarray(0, filled));
-    if (written !== size) throw new OffsiteError('E_INTERNAL', `manifest encoding changed size between passes (${size}, then ${written} bytes)`, { kind: 'fatal' });
+    if (sent !== size) throw new OffsiteError('E_INTERNAL', `manifest encoding changed size between passes (${size}, then ${sent} bytes)`, { kind: 'fatal' });
     await session.commit({ hash: whole.digest(), signal: options.signal });
   } catch (err) {
     await session.abort();

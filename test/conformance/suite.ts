@@ -106,13 +106,20 @@ export async function putObject(driver: Driver, key: string, data: Buffer, partB
   const session = await driver.openWrite(key, { size: data.length, partBytes });
   try {
     await writeParts(driver.capabilities, session, data, [...Array(partCount(data.length, partBytes)).keys()]);
-    const committed = await session.commit({ hash: await hashOf(data) });
-    // A fingerprint told by commit saves the engine a stat: it must be the one stat shows.
-    if (committed?.fingerprint !== undefined) assert.equal(committed.fingerprint, (await driver.stat(key))?.fingerprint, `${key}: commit's fingerprint is stat's`);
+    await commitChecked(driver, session, key, data);
   } catch (err) {
     await session.abort().catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * Commits `session` (of `key`, holding `data`). A fingerprint told by commit saves the engine a
+ * stat per file: it must be the one stat shows, for one part and for several.
+ */
+export async function commitChecked(driver: Driver, session: WriteSession, key: string, data: Buffer): Promise<void> {
+  const committed = await session.commit({ hash: await hashOf(data) });
+  if (committed?.fingerprint !== undefined) assert.equal(committed.fingerprint, (await driver.stat(key))?.fingerprint, `${key}: commit's fingerprint is stat's`);
 }
 
 /** Writes the listed parts, concurrently (bounded) when `parallelPartWrites`, else in order. */
@@ -378,7 +385,7 @@ export function runConformance(label: string, target: TargetSource, options: Con
       await session.write(1, partOf(data, 1, partBytes));
       await session.write(2, partOf(data, 2, partBytes));
       await session.write(2, partOf(data, 2, partBytes));
-      await session.commit({ hash: await hashOf(data) });
+      await commitChecked(driver, session, 'twice', data);
       await assertObject(driver, 'twice', data);
     });
 
@@ -390,7 +397,7 @@ export function runConformance(label: string, target: TargetSource, options: Con
       await session.write(3, partOf(data, 3, partBytes)); // the short last part first
       await session.write(1, partOf(data, 1, partBytes));
       await Promise.all([2, 0, 1].map((i) => session.write(i, partOf(data, i, partBytes))));
-      await session.commit({ hash: await hashOf(data) });
+      await commitChecked(driver, session, 'parallel', data);
       await assertObject(driver, 'parallel', data);
     });
 
@@ -403,7 +410,7 @@ export function runConformance(label: string, target: TargetSource, options: Con
       await writeParts(driver.capabilities, session, data, [0, 1, 2]);
       await assertAbsent(driver, 'pending/obj', 'after writing every part');
       assert.deepEqual(await listAll(driver, 'pending/'), [], 'list(pending/) before commit');
-      await session.commit({ hash: await hashOf(data) });
+      await commitChecked(driver, session, 'pending/obj', data);
       await assertObject(driver, 'pending/obj', data);
       assert.deepEqual((await listAll(driver, '')).map((e) => e.key), ['pending/obj'], 'no temp objects listed after commit');
     });
@@ -416,7 +423,7 @@ export function runConformance(label: string, target: TargetSource, options: Con
       const session = await driver.openWrite('over', { size: next.length, partBytes });
       await writeParts(driver.capabilities, session, next, [...Array(partCount(next.length, partBytes)).keys()]);
       if (driver.capabilities.atomicCommit) await assertObject(driver, 'over', old);
-      await session.commit({ hash: await hashOf(next) });
+      await commitChecked(driver, session, 'over', next);
       await assertObject(driver, 'over', next);
       assert.deepEqual((await listAll(driver, '')).map((e) => [e.key, e.size]), [['over', next.length]]);
       await putObject(driver, 'over', Buffer.alloc(0));

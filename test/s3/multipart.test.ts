@@ -225,7 +225,7 @@ describe('s3 multipart against Ceph RGW', { skip }, () => {
     assert.equal(await driver.stat('small'), undefined, 'nothing stored');
   });
 
-  it('the hash is stored as x-amz-meta-offsite-hash; no temp object or upload is left after commit', async () => {
+  it('the hash is stored as x-amz-meta-offsite-hash; no temp object or upload is left after commit; commit tells the fingerprint HEAD shows', async () => {
     const server = requireServer();
     const bucket = await freshBucket(server, 's3-hash');
     const data = seededBytes(PART + 7, 7);
@@ -238,9 +238,11 @@ describe('s3 multipart against Ceph RGW', { skip }, () => {
     const during = await admin.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
     assert.deepEqual(during.Uploads?.map((u) => u.Key), ['pre/fix/a/.b.bin.offsite-partial'], 'the upload is for the temp key');
     const hash = await hashOf(data);
-    await session.commit({ hash });
+    const committed = await session.commit({ hash });
     const head = await admin.send(new HeadObjectCommand({ Bucket: bucket, Key: 'pre/fix/a/b.bin' }));
     assert.equal(head.Metadata?.['offsite-hash'], hash);
+    // From the copy's answer (the engine then makes no HEAD of its own): what HEAD shows.
+    assert.equal(committed?.fingerprint, `etag:${(head.ETag ?? '').replace(/"/g, '').toLowerCase()}:${data.length}`);
     assert.equal(head.ContentLength, data.length);
     const listed = await admin.send(new ListObjectsV2Command({ Bucket: bucket }));
     assert.deepEqual(listed.Contents?.map((o) => o.Key), ['pre/fix/a/b.bin']);

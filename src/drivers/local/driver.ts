@@ -97,17 +97,14 @@ export class LocalDriver implements Driver {
       const tree = this.#tree;
       return await tree.atKey(key, context, async (path, realRoot) => {
         const ops = tree.ops;
-        const link = await ops.lstat(path);
-        let target = path;
-        if (link?.isSymbolicLink()) {
-          const real = await ops.realpath(path);
-          if (real === undefined) return undefined; // dangling
-          tree.checkInside(key, real, realRoot);
-          target = real;
-        } else if (!link?.isFile()) {
-          return undefined;
-        }
-        const info = await ops.statBig(target);
+        // One lstat answers for a regular file (the usual case); a symlink inside the root is followed.
+        const link = await ops.lstatBig(path);
+        if (link?.isFile()) return localEntry(key, link);
+        if (!link?.isSymbolicLink()) return undefined;
+        const real = await ops.realpath(path);
+        if (real === undefined) return undefined; // dangling
+        tree.checkInside(key, real, realRoot);
+        const info = await ops.statBig(real);
         return info?.isFile() ? localEntry(key, info) : undefined;
       });
     } catch (err) {

@@ -36,6 +36,8 @@ export interface FsOps {
   stat(path: string): Promise<Stats | undefined>;
   /** stat with nanosecond times and exact inode numbers (for fingerprints); `undefined` when missing. */
   statBig(path: string): Promise<BigIntStats | undefined>;
+  /** lstat with nanosecond times and exact inode numbers: of a regular file, what `statBig` gives, in one call; `undefined` when missing. */
+  lstatBig(path: string): Promise<BigIntStats | undefined>;
   /** realpath; `undefined` when missing (a dangling symlink). */
   realpath(path: string): Promise<string | undefined>;
   /** mkdir of one level. */
@@ -68,6 +70,7 @@ export const ASYNC_OPS: FsOps = {
   lstat: (path) => call<Stats>((done) => lstat(path, done)).catch(missing),
   stat: (path) => call<Stats>((done) => stat(path, done)).catch(missing),
   statBig: (path) => call<BigIntStats>((done) => stat(path, { bigint: true }, done)).catch(missing),
+  lstatBig: (path) => call<BigIntStats>((done) => lstat(path, { bigint: true }, done)).catch(missing),
   realpath: (path) => call<string>((done) => realpath(path, done)).catch(missing),
   mkdir: (path) => call<void>((done) => mkdir(path, (err) => done(err))),
   open: (path, flags, mode) => call<number>((done) => open(path, flags, mode, done)),
@@ -85,6 +88,7 @@ export const SYNC_OPS: FsOps = {
   lstat: async (path) => { try { return lstatSync(path); } catch (err) { return missing(err); } },
   stat: async (path) => { try { return statSync(path); } catch (err) { return missing(err); } },
   statBig: async (path) => { try { return statSync(path, { bigint: true }); } catch (err) { return missing(err); } },
+  lstatBig: async (path) => { try { return lstatSync(path, { bigint: true }); } catch (err) { return missing(err); } },
   realpath: async (path) => { try { return realpathSync(path); } catch (err) { return missing(err); } },
   mkdir: async (path) => { mkdirSync(path); },
   open: async (path, flags, mode) => openSync(path, flags, mode),
@@ -124,6 +128,7 @@ export function adaptiveOps(now: () => number = () => performance.now()): FsOps 
     lstat: (path) => pick(() => SYNC_OPS.lstat(path), () => ASYNC_OPS.lstat(path)),
     stat: (path) => pick(() => SYNC_OPS.stat(path), () => ASYNC_OPS.stat(path)),
     statBig: (path) => pick(() => SYNC_OPS.statBig(path), () => ASYNC_OPS.statBig(path)),
+    lstatBig: (path) => pick(() => SYNC_OPS.lstatBig(path), () => ASYNC_OPS.lstatBig(path)),
     realpath: (path) => pick(() => SYNC_OPS.realpath(path), () => ASYNC_OPS.realpath(path)),
     mkdir: (path) => pick(() => SYNC_OPS.mkdir(path), () => ASYNC_OPS.mkdir(path)),
     open: (path, flags, mode) => pick(() => SYNC_OPS.open(path, flags, mode), () => ASYNC_OPS.open(path, flags, mode)),

@@ -206,6 +206,8 @@ class MultipartSession extends Session {
   #completed = false;
   /** Set once the copy onto the final key succeeded: a retried commit only removes the temp object. */
   #copied = false;
+  /** The final object's ETag as the copy onto it reported it (what a HEAD shows), when it reported one. */
+  #copiedEtag: string | undefined;
   /** The parts of the last CompleteMultipartUpload sent (it may have succeeded even if its answer was lost). */
   #sentParts: ReadonlyArray<{ partNumber: number; etag: string }> | undefined;
   /** Parts found at open time (candidates). */
@@ -264,8 +266,10 @@ class MultipartSession extends Session {
    * empty ETag from Complete), copies it onto the final key with the hash and deletes the temp.
    * A missing or unconfirmed part rejects with E_MISSING_PART (kind `fatal`) and keeps the upload
    * for a resume; a wrong final size removes the temp object and rejects with kind `integrity`.
+   * Tells the fingerprint from the ETag the copy answered (what a HEAD of the final key shows:
+   * ./copy.ts checks the same equality), saving the engine a HEAD per file.
    */
-  async commit(options: CommitOptions): Promise<void> {
+  async commit(options: CommitOptions): Promise<Committed | void> {
     this.checkCommit(options);
     const signal = options.signal;
     const { store } = this.bucket;
@@ -286,7 +290,7 @@ class MultipartSession extends Session {
       }
       if (!this.#copied) {
         const retention = retentionFor(this.bucket, this.full);
-        await store.copy(this.temp, this.full, this.size, { [HASH_METADATA]: options.hash }, signal, retention);
+        this.#copiedEtag = await store.copy(this.temp, this.full, this.size, { [HASH_METADATA]: options.hash }, signal, retention);
         await ensureRetention(this.bucket, this.full, retention, signal);
       }
       this.#copied = true;
@@ -300,6 +304,8 @@ class MultipartSession extends Session {
       throw this.bucket.failNeeding('s3:DeleteObject', err, 'commit: delete temp object', this.temp);
     }
     this.state = 'committed';
+    const fingerprint = etagFingerprint(this.#copiedEtag, this.size);
+    return fingerprint === undefined ? undefined : { fingerprint };
   }
 
   async #complete(signal: AbortSignal | undefined): Promise<void> {
