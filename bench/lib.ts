@@ -1,30 +1,95 @@
 /**
- * Benchmark helpers: timing external commands and our CLI in child processes, with peak RSS
- * from GNU time, so every figure is measured in the same run on the same (shared, noisy)
- * machine and reported as a ratio to a baseline.
+ * Benchmark helpers: timing external commands and our CLI in child processes, with CPU and peak
+ * RSS from GNU time, so every figure is measured in the same run on the same (shared, noisy)
+ * machine and reported as a ratio to a baseline; the checks every benchmark makes of what a run
+ * left (same files, same sizes) and the small option parsers they share.
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const projectRoot = resolve(fileURLToPath(new URL('../../', import.meta.url)));
+/** The built CLI of this checkout. */
+export const offsiteBin = join(projectRoot, 'bin', 'offsite.js');
+
+/** The built CLI of another checkout (`--baseline DIR`: before/after in one run), or undefined without one. */
+export function baselineBinOf(checkout: string | undefined): string | undefined {
+  if (checkout === undefined) return undefined;
+  const bin = join(resolve(checkout), 'bin', 'offsite.js');
+  if (!existsSync(bin)) throw new Error(`--baseline: ${bin} does not exist (build that checkout first: npx tsc)`);
+  return bin;
+}
 
 export interface Timed {
   readonly seconds: number;
+  /** User + system CPU seconds of the process and its children. */
+  readonly cpuSeconds: number;
   readonly maxRssMb: number;
 }
 
-/** Runs a command under /usr/bin/time, failing loudly when it fails. */
+let statsCounter = 0;
+
+/** GNU time's `%U %S %M` line, read and removed. */
+function readStats(statsFile: string): Omit<Timed, 'seconds'> {
+  const [user = 0, system = 0, rssKb = 0] = (readFileSync(statsFile, 'utf8').trim().split('\n').pop() ?? '').split(' ').map(Number);
+  rmSync(statsFile, { force: true });
+  return { cpuSeconds: user + system, maxRssMb: rssKb / 1024 };
+}
+
+/** A stats file of its own for each run (runs may overlap). */
+function statsPath(): string {
+  return join(tmpdir(), `offsite-bench-time-${process.pid}-${statsCounter++}`);
+}
+
+/** Runs a command under /usr/bin/time (wall clock from spawn to exit), failing loudly when it fails. */
 export function timed(command: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv } = {}): Timed {
-  const rssFile = join('/tmp', `offsite-bench-rss-${process.pid}`);
+  const statsFile = statsPath();
   const started = process.hrtime.bigint();
-  const run = spawnSync('/usr/bin/time', ['-f', '%M', '-o', rssFile, command, ...args], { env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
+  const run = spawnSync('/usr/bin/time', ['-f', '%U %S %M', '-o', statsFile, command, ...args], { env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   if (run.status !== 0) throw new Error(`${command} ${args.join(' ')} failed (${run.status}): ${run.stderr.toString().slice(-2000)}`);
-  const rssKb = Number(readFileSync(rssFile, 'utf8').trim().split('\n').pop());
-  rmSync(rssFile, { force: true });
-  return { seconds, maxRssMb: rssKb / 1024 };
+  return { seconds, ...readStats(statsFile) };
+}
+
+/**
+ * `timed` with an asynchronous spawn, for a benchmark whose own event loop must keep running
+ * meanwhile (a proxy in this process, several children at once); also returns the child's stdout
+ * (its last 16 MiB).
+ */
+export async function timedAsync(command: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv } = {}): Promise<Timed & { stdout: string }> {
+  const statsFile = statsPath();
+  const started = process.hrtime.bigint();
+  const child = spawn('/usr/bin/time', ['-f', '%U %S %M', '-o', statsFile, command, ...args], { env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => { stdout = (stdout + d.toString()).slice(-16 * 1024 * 1024); });
+  child.stderr.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4096); });
+  const code = await new Promise<number | null>((resolveExit, reject) => { child.once('error', reject); child.once('close', resolveExit); });
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  if (code !== 0) {
+    rmSync(statsFile, { force: true });
+    throw new Error(`${command} ${args.join(' ')} failed (${code}): ${stderr.slice(-2000)}${stdout.slice(-1000)}`);
+  }
+  return { seconds, ...readStats(statsFile), stdout };
+}
+
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100;
+
+/** CPU seconds used so far by the given processes (utime + stime from /proc; a gone process counts nothing more). */
+export function cpuOf(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]); // fields 14 and 15 of proc(5)
+    } catch {
+      // gone
+    }
+  }
+  return ticks / CLOCK_TICKS;
 }
 
 /** Drops a destination folder between runs. */
@@ -48,4 +113,66 @@ export function median(values: readonly number[]): number {
 
 export function ratio(ours: number, theirs: number): string {
   return `${(ours / theirs).toFixed(2)}x`;
+}
+
+/** A whole number >= 1 from an option, or an error that names the option. */
+export function positiveInteger(text: string, what: string): number {
+  const n = Number(text.trim());
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${what}: "${text}" is not a positive integer`);
+  return n;
+}
+
+/** A comma-separated list of whole numbers >= 1 (`--concurrency 4,8,16`). */
+export function positiveIntegers(text: string, what: string): number[] {
+  return text.split(',').map((s) => positiveInteger(s, what));
+}
+
+/** The 1/5/15-minute load averages: other work on this 2-core machine skews every figure. */
+export function loadAverage(): string {
+  return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+}
+
+/** The AWS SDK's notice about future Node versions is noise in a benchmark's output: drop it. */
+export function silenceSdkVersionWarning(): void {
+  const emitWarning = process.emitWarning.bind(process);
+  process.emitWarning = ((warning: string | Error, ...rest: never[]) => {
+    if (String(typeof warning === 'string' ? warning : warning.name).includes('NodeVersionSupport') || (rest[0] as unknown) === 'NodeVersionSupportWarning') return;
+    emitWarning(warning, ...rest);
+  }) as typeof process.emitWarning;
+}
+
+/** Relative path ('/'-separated) -> size of every file under `dir`, without the first-level folder `skip`. */
+export function sizesUnder(dir: string, skip?: string): Map<string, number> {
+  const sizes = new Map<string, number>();
+  const walk = (folder: string): void => {
+    for (const entry of readdirSync(folder, { withFileTypes: true })) {
+      const path = join(folder, entry.name);
+      if (entry.isDirectory()) {
+        if (folder === dir && entry.name === skip) continue;
+        walk(path);
+      } else {
+        sizes.set(relative(dir, path).split(sep).join('/'), statSync(path).size);
+      }
+    }
+  };
+  walk(dir);
+  return sizes;
+}
+
+/** The sum of the sizes of a `sizesUnder` tree. */
+export function totalSize(sizes: ReadonlyMap<string, number>): number {
+  return [...sizes.values()].reduce((a, b) => a + b, 0);
+}
+
+/**
+ * Why a copy (`actual`) differs from the source (`expected`): a missing file, another size, or a
+ * file the source lacks (except under `ignorePrefix`, e.g. offsite's `.offsite/`); undefined when
+ * it is the same tree.
+ */
+export function treeDifference(expected: ReadonlyMap<string, number>, actual: ReadonlyMap<string, number>, ignorePrefix?: string): string | undefined {
+  for (const [path, size] of expected) if (actual.get(path) !== size) return `${path}: ${actual.get(path) ?? 'missing'} bytes instead of ${size}`;
+  for (const path of actual.keys()) {
+    if (!expected.has(path) && (ignorePrefix === undefined || !path.startsWith(ignorePrefix))) return `unexpected file ${path}`;
+  }
+  return undefined;
 }

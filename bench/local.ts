@@ -25,7 +25,7 @@ import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseBytes } from '../src/config/units.js';
 import { generateBackup } from '../scripts/gen-backup.js';
-import { clean, ensureCommand, median, projectRoot, ratio, timed, type Timed } from './lib.js';
+import { clean, ensureCommand, median, offsiteBin as bin, ratio, timed, type Timed } from './lib.js';
 
 const program = new Command('bench')
   .option('--size <size>', 'backup size', '1GiB')
@@ -39,7 +39,6 @@ const program = new Command('bench')
 const opts = program.opts<{ size: string; smallFiles: string; repeat: string; dir: string; oneDestination: boolean; slowSize: string; compare?: string }>();
 const repeat = Number(opts.repeat);
 const dir = opts.dir;
-const bin = join(projectRoot, 'bin', 'offsite.js');
 
 interface Measurement {
   readonly label: string;
@@ -69,7 +68,7 @@ function measureAll(measurements: readonly Measurement[]): Map<string, Timed> {
   const results = new Map<string, Timed>();
   for (const m of measurements) {
     const timedRuns = runs.get(m.label) ?? [];
-    const result = { seconds: median(timedRuns.map((r) => r.seconds)), maxRssMb: Math.max(...timedRuns.map((r) => r.maxRssMb)) };
+    const result = { seconds: median(timedRuns.map((r) => r.seconds)), cpuSeconds: median(timedRuns.map((r) => r.cpuSeconds)), maxRssMb: Math.max(...timedRuns.map((r) => r.maxRssMb)) };
     console.log(`  ${m.label.padEnd(44)} ${result.seconds.toFixed(2)} s   peak RSS ${result.maxRssMb.toFixed(0)} MB   (runs: ${timedRuns.map((r) => r.seconds.toFixed(1)).join(', ')})`);
     results.set(m.label, result);
   }
@@ -95,11 +94,11 @@ async function suite(name: string, generate: () => Promise<{ files: number; byte
   const durable = (run: () => Timed, dest: string): Timed => {
     const copied = run();
     const flushed = timed('sync', ['-f', dest]);
-    return { seconds: copied.seconds + flushed.seconds, maxRssMb: copied.maxRssMb };
+    return { seconds: copied.seconds + flushed.seconds, cpuSeconds: copied.cpuSeconds + flushed.cpuSeconds, maxRssMb: copied.maxRssMb };
   };
   const sequential = (dests: readonly string[], one: (dest: string) => Timed): Timed => {
     const each = dests.map(one);
-    return { seconds: each.reduce((sum, r) => sum + r.seconds, 0), maxRssMb: Math.max(...each.map((r) => r.maxRssMb)) };
+    return { seconds: each.reduce((sum, r) => sum + r.seconds, 0), cpuSeconds: each.reduce((sum, r) => sum + r.cpuSeconds, 0), maxRssMb: Math.max(...each.map((r) => r.maxRssMb)) };
   };
   const three = !opts.oneDestination;
   const measurements: Measurement[] = [

@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildManifestBody, decodeManifest, encodeManifest, type ManifestBody } from '../src/manifest/manifest.js';
 import { generateBackup } from '../scripts/gen-backup.js';
-import { clean, projectRoot, timed, type Timed } from './lib.js';
+import { clean, offsiteBin as bin, timed, type Timed } from './lib.js';
 
 const TARGET_MB = 200;
 
@@ -34,7 +34,6 @@ const opts = program.opts<{ files: string; copies: string; dir: string; compare?
 const files = Number(opts.files);
 const copies = Math.max(1, Number(opts.copies));
 const dir = opts.dir;
-const bin = join(projectRoot, 'bin', 'offsite.js');
 
 /** Backup names one day apart; the last is the newest. */
 const names = Array.from({ length: copies }, (_, i) => `backup_2026_01_${String(i + 1).padStart(2, '0')}_00_00_00_000`);

@@ -32,7 +32,7 @@ import type { Driver } from '../src/drivers/types.js';
 import { buildManifestBody, manifestKey, readManifestAt, writeManifestAt, type ManifestFile } from '../src/manifest/manifest.js';
 import { generateBackup, parsePercent } from '../scripts/gen-backup.js';
 import { generateNextNight } from '../scripts/gen-nightly.js';
-import { projectRoot, timed } from './lib.js';
+import { offsiteBin as bin, positiveInteger, timed } from './lib.js';
 
 const MiB = 1024 * 1024;
 const DAY_MS = 86_400_000;
@@ -74,17 +74,15 @@ async function main(): Promise<void> {
     .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-reuse-memory'))
     .parse(process.argv);
   const opts = program.opts<{ files: string; copies: string; size: string; changed: string; seed: string; dir: string }>();
-  const files = Number(opts.files);
-  const copies = Number(opts.copies);
-  if (!Number.isInteger(files) || files < 10) throw new Error('--files must be an integer >= 10');
-  if (!Number.isInteger(copies) || copies < 1) throw new Error('--copies must be a positive integer');
+  const files = positiveInteger(opts.files, '--files');
+  const copies = positiveInteger(opts.copies, '--copies');
+  if (files < 10) throw new Error('--files must be an integer >= 10');
   const changed = parsePercent(opts.changed);
   const dir = opts.dir;
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const sourceRoot = join(dir, 'source');
   const dest = join(dir, 'dest');
-  const bin = join(projectRoot, 'bin', 'offsite.js');
   const self = fileURLToPath(import.meta.url);
   try {
     const nameA = nightName(copies - 1);

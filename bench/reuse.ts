@@ -28,23 +28,23 @@
  *   npm run bench:reuse
  *   npm run bench:reuse -- --size 256MiB --changed 5% --only sftp
  */
-import {
-  AbortMultipartUploadCommand, CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, GetObjectCommand,
-  ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client,
-} from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand } from '@aws-sdk/client-s3';
 import { Command } from 'commander';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative, sep } from 'node:path';
+import { join } from 'node:path';
 import { parseBytes } from '../src/config/units.js';
 import { parsePercent } from '../scripts/gen-backup.js';
 import { generateChain, type NextNightResult } from '../scripts/gen-nightly.js';
-import { adminClient, type S3TestServer } from '../test/s3/server.js';
-import type { SftpTestServer } from '../test/servers/sshd.js';
-import { median, projectRoot } from './lib.js';
+import {
+  loadAverage, median, offsiteBin as bin, positiveInteger, silenceSdkVersionWarning, sizesUnder, timedAsync, totalSize, treeDifference,
+  type Timed as ChildTimed,
+} from './lib.js';
 import { startCountingProxy, type CountingProxy, type WireBytes } from './proxy.js';
+import { bucketSizes, dropBucket, rcloneRgwEnv, s3ConfigSection, s3SecretsEnv, startRgw } from './rgw.js';
+import { sftpConfigSection, startSshd, writeKnownHosts } from './sshd.js';
 
 const program = new Command('bench-reuse')
   .option('--size <size>', 'size of night 1', '1GiB')
@@ -55,120 +55,29 @@ const program = new Command('bench-reuse')
   .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-reuse'))
   .parse(process.argv);
 const opts = program.opts<{ size: string; changed: string; seed: string; repeat: string; only: string; dir: string }>();
-
-// The AWS SDK's notice about future Node versions is noise in a benchmark's output.
-const emitWarning = process.emitWarning.bind(process);
-process.emitWarning = ((warning: string | Error, ...rest: never[]) => {
-  if (String(typeof warning === 'string' ? warning : warning.name).includes('NodeVersionSupport') || (rest[0] as unknown) === 'NodeVersionSupportWarning') return;
-  emitWarning(warning, ...rest);
-}) as typeof process.emitWarning;
+silenceSdkVersionWarning();
 
 const MiB = 1024 * 1024;
 const NIGHT1 = 'backup_2026_01_01_02_00_00';
 const NIGHT2 = 'backup_2026_01_02_02_00_00';
-const bin = join(projectRoot, 'bin', 'offsite.js');
 const totalBytes = parseBytes(opts.size, '--size');
 const changed = parsePercent(opts.changed);
-const repeat = Number(opts.repeat);
-if (!Number.isInteger(repeat) || repeat < 1) throw new Error('--repeat must be a positive integer');
+const repeat = positiveInteger(opts.repeat, '--repeat');
 const kinds = opts.only.split(',').map((k) => k.trim());
 for (const kind of kinds) if (kind !== 's3' && kind !== 'sftp') throw new Error(`--only: "${kind}" is not s3 or sftp`);
 
-// The gateway holds every object in RAM: night 1 twice and night 2 up to three times per round.
-process.env['OFFSITE_TEST_RGW_MEMSTORE_MIB'] ??= String(Math.max(4096, Math.ceil((6 * totalBytes) / MiB)));
-
-interface Timed {
-  readonly seconds: number;
-  readonly cpuSeconds: number;
-  readonly maxRssMb: number;
+interface Timed extends ChildTimed {
   readonly wire: WireBytes;
   readonly stdout: string;
   /** What was measured instead of what the label says, when the tool refused it. */
   readonly note?: string;
 }
 
-let statsCounter = 0;
-
-/**
- * Runs a command under GNU time with an asynchronous spawn (the proxy shares this event loop),
- * counting the bytes that cross `proxy` meanwhile; throws with the end of its output when it fails.
- */
+/** `timedAsync` (the proxy shares this event loop), counting the bytes that cross `proxy` meanwhile. */
 async function timed(proxy: CountingProxy, command: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<Timed> {
-  const statsFile = join(opts.dir, `time-stats-${statsCounter++}`);
   const mark = proxy.totals();
-  const started = process.hrtime.bigint();
-  const child = spawn('/usr/bin/time', ['-f', '%U %S %M', '-o', statsFile, command, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => { stdout = (stdout + d.toString()).slice(-65536); });
-  child.stderr.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-4096); });
-  const code = await new Promise<number | null>((resolve, reject) => { child.once('error', reject); child.once('close', resolve); });
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  const wire = proxy.since(mark);
-  if (code !== 0) throw new Error(`${command} ${args.join(' ')} failed (${code}): ${stderr.slice(-2000)}${stdout.slice(-1000)}`);
-  const [user = 0, system = 0, rssKb = 0] = (readFileSync(statsFile, 'utf8').trim().split('\n').pop() ?? '').split(' ').map(Number);
-  rmSync(statsFile, { force: true });
-  return { seconds, cpuSeconds: user + system, maxRssMb: rssKb / 1024, wire, stdout };
-}
-
-/** Relative path -> size of every file under `dir`, without our `.offsite/` folder. */
-function localTree(dir: string): Map<string, number> {
-  const sizes = new Map<string, number>();
-  const walk = (folder: string): void => {
-    for (const entry of readdirSync(folder, { withFileTypes: true })) {
-      const path = join(folder, entry.name);
-      if (entry.isDirectory()) {
-        if (folder === dir && entry.name === '.offsite') continue;
-        walk(path);
-      } else {
-        sizes.set(relative(dir, path).split(sep).join('/'), statSync(path).size);
-      }
-    }
-  };
-  walk(dir);
-  return sizes;
-}
-
-/** Key (relative to `prefix`) -> size of every object under `prefix`. */
-async function bucketTree(client: S3Client, bucket: string, prefix: string): Promise<Map<string, number>> {
-  const sizes = new Map<string, number>();
-  let token: string | undefined;
-  do {
-    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }));
-    for (const item of page.Contents ?? []) if (item.Key !== undefined) sizes.set(item.Key.slice(prefix.length), item.Size ?? 0);
-    token = page.IsTruncated ? page.NextContinuationToken : undefined;
-  } while (token);
-  return sizes;
-}
-
-/** Aborts open uploads, deletes every object (16 requests at a time) and the bucket; a missing bucket is fine. */
-async function dropBucket(client: S3Client, bucket: string): Promise<void> {
-  let keys: string[];
-  try {
-    const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
-    for (const u of uploads.Uploads ?? []) await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }));
-    keys = [...(await bucketTree(client, bucket, '')).keys()];
-  } catch (err) {
-    if ((err as { name?: string }).name === 'NoSuchBucket') return;
-    throw err;
-  }
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    for (let i = next++; i < keys.length; i = next++) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: keys[i] }));
-  };
-  await Promise.all(Array.from({ length: 16 }, worker));
-  await client.send(new DeleteBucketCommand({ Bucket: bucket }));
-}
-
-/** Why `actual` differs from `expected` (our `.offsite/` ignored), or undefined. */
-function difference(expected: Map<string, number>, actual: Map<string, number>): string | undefined {
-  for (const [path, size] of expected) if (actual.get(path) !== size) return `${path}: ${actual.get(path) ?? 'missing'} bytes instead of ${size}`;
-  for (const path of actual.keys()) if (!expected.has(path) && !path.startsWith('.offsite/')) return `unexpected file ${path}`;
-  return undefined;
-}
-
-function loadAverage(): string {
-  return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  const run = await timedAsync(command, args, { env });
+  return { ...run, wire: proxy.since(mark) };
 }
 
 function mib(bytes: number): string {
@@ -220,8 +129,8 @@ async function main(): Promise<void> {
   const second = nights[1] as NextNightResult;
   const night2Dir = join(sourceRoot, NIGHT2);
   const night1Dir = join(sourceRoot, NIGHT1);
-  const expected = localTree(night2Dir);
-  const night2Bytes = [...expected.values()].reduce((a, b) => a + b, 0);
+  const expected = sizesUnder(night2Dir, '.offsite');
+  const night2Bytes = totalSize(expected);
   const chain = second.chain;
 
   const stops: Array<() => Promise<void>> = [];
@@ -238,30 +147,23 @@ async function main(): Promise<void> {
   const rcloneBase = ['-u', 'AWS_CA_BUNDLE', 'rclone', '--config', '/dev/null'];
   try {
     if (kinds.includes('s3')) {
-      const { rgwServer } = await import('../test/servers/rgw.js');
-      const handle = await rgwServer.start(join(dir, 'rgw'));
-      stops.push(() => handle.stop());
-      const server = JSON.parse(handle.env['OFFSITE_TEST_S3'] as string) as S3TestServer;
-      const client = adminClient(server);
-      stops.push(async () => client.destroy());
+      // The gateway holds every object in RAM: night 1 twice and night 2 up to three times per round.
+      const rgw = await startRgw(join(dir, 'rgw'), 6 * totalBytes);
+      stops.push(() => rgw.stop());
+      const { server, client } = rgw;
       const proxy = await startCountingProxy(Number(new URL(server.endpoint).port));
       stops.push(() => proxy.close());
       const endpoint = `http://127.0.0.1:${proxy.port}`;
-      Object.assign(secretsEnv, { OFFSITE_BENCH_S3_ACCESS_KEY: server.accessKeyId, OFFSITE_BENCH_S3_SECRET_KEY: server.secretAccessKey });
-      const s3Section = (name: string): string => `{ type: s3, endpoint: ${JSON.stringify(endpoint)}, region: ${server.region}, bucket: ${name}, ` +
-        'accessKeyId: "${OFFSITE_BENCH_S3_ACCESS_KEY}", secretAccessKey: "${OFFSITE_BENCH_S3_SECRET_KEY}" }';
+      Object.assign(secretsEnv, s3SecretsEnv(server));
+      const s3Section = (name: string): string => s3ConfigSection(server, name, endpoint);
       sections.push((round) => [`  s3-reuse: ${s3Section(bucket('reuse', round))}`, `  s3-full: ${s3Section(bucket('full', round))}`]);
-      const rcloneEnv = {
-        RCLONE_CONFIG_RGW_TYPE: 's3', RCLONE_CONFIG_RGW_PROVIDER: 'Ceph', RCLONE_CONFIG_RGW_ENDPOINT: endpoint,
-        RCLONE_CONFIG_RGW_REGION: server.region, RCLONE_CONFIG_RGW_ACCESS_KEY_ID: server.accessKeyId,
-        RCLONE_CONFIG_RGW_SECRET_ACCESS_KEY: server.secretAccessKey, RCLONE_CONFIG_RGW_FORCE_PATH_STYLE: 'true',
-      };
+      const rcloneEnv = rcloneRgwEnv(server, endpoint);
       const withBucket = async (name: string): Promise<string> => {
         await client.send(new CreateBucketCommand({ Bucket: name }));
         return name;
       };
       const landedIn = async (name: string): Promise<Landed> => {
-        const tree = await bucketTree(client, name, `${NIGHT2}/`);
+        const tree = await bucketSizes(client, name, `${NIGHT2}/`);
         if (!tree.has('.offsite/manifest.json')) return { tree };
         const body = await client.send(new GetObjectCommand({ Bucket: name, Key: `${NIGHT2}/.offsite/manifest.json` }));
         return { tree, manifest: Buffer.from(await (body.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray()) };
@@ -295,18 +197,14 @@ async function main(): Promise<void> {
       });
     }
     if (kinds.includes('sftp')) {
-      const { sshdServer } = await import('../test/servers/sshd.js');
-      const handle = await sshdServer.start(join(dir, 'sshd'));
-      stops.push(() => handle.stop());
-      const server = JSON.parse(handle.env['OFFSITE_TEST_SFTP'] as string) as SftpTestServer;
+      const sshd = await startSshd(join(dir, 'sshd'));
+      stops.push(() => sshd.stop());
+      const { server } = sshd;
       const proxy = await startCountingProxy(server.port);
       stops.push(() => proxy.close());
-      // The proxy has its own port: known_hosts entries name the port.
-      const knownHosts = join(dir, 'known_hosts');
-      writeFileSync(knownHosts, `[127.0.0.1]:${proxy.port} ${server.hostPublicKey}\n[127.0.0.1]:${proxy.port} ${server.rsaHostPublicKey}\n`);
+      const knownHosts = writeKnownHosts(join(dir, 'known_hosts'), server, proxy.port);
       const folder = (label: string, round: number): string => join(server.root, `bench-${round}`, label);
-      const sftpSection = (root: string): string => `{ type: sftp, host: 127.0.0.1, port: ${proxy.port}, username: ${JSON.stringify(server.username)}, ` +
-        `privateKey: ${JSON.stringify(server.privateKey)}, hostKey: ${JSON.stringify(server.hostKeyFingerprint)}, root: ${JSON.stringify(root)} }`;
+      const sftpSection = (root: string): string => sftpConfigSection(server, root, proxy.port);
       sections.push((round) => [`  sftp-reuse: ${sftpSection(folder('reuse', round))}`, `  sftp-full: ${sftpSection(folder('full', round))}`]);
       const rcloneEnv = {
         RCLONE_CONFIG_NAS_TYPE: 'sftp', RCLONE_CONFIG_NAS_HOST: '127.0.0.1', RCLONE_CONFIG_NAS_PORT: String(proxy.port),
@@ -314,7 +212,7 @@ async function main(): Promise<void> {
       };
       const landedIn = async (root: string): Promise<Landed> => {
         const there = join(root, NIGHT2);
-        const tree = existsSync(there) ? localTree(there) : new Map<string, number>();
+        const tree = existsSync(there) ? sizesUnder(there, '.offsite') : new Map<string, number>();
         const manifestPath = join(there, '.offsite', 'manifest.json');
         if (!existsSync(manifestPath)) return { tree };
         const manifest = readFileSync(manifestPath);
@@ -389,7 +287,7 @@ async function main(): Promise<void> {
             continue;
           }
           const landed = await contender.landed(round);
-          const problem = difference(expected, landed.tree);
+          const problem = treeDifference(expected, landed.tree, '.offsite/');
           if (problem) throw new Error(`${kind.name}: ${contender.label}: night 2 at the destination differs from the source: ${problem}`);
           if (contender.kind !== 'rclone' && landed.manifest === undefined) throw new Error(`${kind.name}: ${contender.label}: no manifest after the run`);
           const manifestBytes = [...landed.tree].filter(([path]) => path.startsWith('.offsite/')).reduce((a, [, size]) => a + size, 0);

@@ -26,22 +26,21 @@
  *   npm run bench:s3 -- --size 256MiB --repeat 3 --concurrency 8 --chunk-sizes 8MiB
  *   npm run bench:s3 -- --size 1GiB --repeat 3 --concurrency 8 --chunk-sizes 8MiB --baseline /tmp/offsite-head
  */
-import {
-  AbortMultipartUploadCommand, CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command,
-  type S3Client,
-} from '@aws-sdk/client-s3';
+import { CreateBucketCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { Command } from 'commander';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative, resolve } from 'node:path';
+import { join } from 'node:path';
 import { DEFAULT_SETTINGS } from '../src/config/config.js';
 import { parseBytes } from '../src/config/units.js';
 import { generateBackup } from '../scripts/gen-backup.js';
-import { adminClient, type S3TestServer } from '../test/s3/server.js';
-import { median, projectRoot } from './lib.js';
-import { osdBytesUsed, waitForFreedData } from './rgw.js';
+import {
+  baselineBinOf, cpuOf, loadAverage, median, offsiteBin as bin, positiveInteger, positiveIntegers, silenceSdkVersionWarning, sizesUnder, timed as timedChild,
+  totalSize, treeDifference, type Timed as ChildTimed,
+} from './lib.js';
+import { bucketSizes, dropBucket, osdBytesUsed, rcloneRgwEnv, s3ConfigSection, s3SecretsEnv, startRgw, waitForFreedData } from './rgw.js';
 
 const program = new Command('bench-s3-cli')
   .option('--size <size>', 'backup size', '1GiB')
@@ -54,29 +53,15 @@ const program = new Command('bench-s3-cli')
   .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-s3-cli'))
   .parse(process.argv);
 const opts = program.opts<{ size: string; repeat: string; seed: string; concurrency: string; chunkSizes: string; rcloneTransfers: string; dir: string; baseline?: string }>();
-
-// The AWS SDK's notice about future Node versions is noise in a benchmark's output.
-const emitWarning = process.emitWarning.bind(process);
-process.emitWarning = ((warning: string | Error, ...rest: never[]) => {
-  if (String(typeof warning === 'string' ? warning : warning.name).includes('NodeVersionSupport') || (rest[0] as unknown) === 'NodeVersionSupportWarning') return;
-  emitWarning(warning, ...rest);
-}) as typeof process.emitWarning;
+silenceSdkVersionWarning();
 
 const MiB = 1024 * 1024;
 const BACKUP = 'bench_backup';
-const bin = join(projectRoot, 'bin', 'offsite.js');
-const baselineBin = opts.baseline === undefined ? undefined : join(resolve(opts.baseline), 'bin', 'offsite.js');
-if (baselineBin !== undefined && !existsSync(baselineBin)) throw new Error(`--baseline: ${baselineBin} does not exist`);
-const repeat = Number(opts.repeat);
-if (!Number.isInteger(repeat) || repeat < 1) throw new Error('--repeat must be a positive integer');
-const positiveList = (text: string, what: string): number[] => text.split(',').map((s) => {
-  const n = Number(s.trim());
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${what}: "${s}" is not a positive integer`);
-  return n;
-});
-const concurrencies = positiveList(opts.concurrency, '--concurrency');
+const baselineBin = baselineBinOf(opts.baseline);
+const repeat = positiveInteger(opts.repeat, '--repeat');
+const concurrencies = positiveIntegers(opts.concurrency, '--concurrency');
 const chunkSizes = opts.chunkSizes.split(',').map((s) => ({ text: s.trim(), bytes: parseBytes(s.trim(), '--chunk-sizes') }));
-const rcloneTransfers = positiveList(opts.rcloneTransfers, '--rclone-transfers');
+const rcloneTransfers = positiveIntegers(opts.rcloneTransfers, '--rclone-transfers');
 const totalBytes = parseBytes(opts.size, '--size');
 
 /**
@@ -87,101 +72,16 @@ const totalBytes = parseBytes(opts.size, '--size');
  */
 const RCLONE_SETTINGS = ['--checkers', '8', '--s3-upload-cutoff', '200Mi', '--s3-chunk-size', '5Mi', '--s3-upload-concurrency', '4'];
 
-// The gateway holds every object in RAM: give it room for a run plus what is still being freed.
-process.env['OFFSITE_TEST_RGW_MEMSTORE_MIB'] ??= String(Math.max(4096, Math.ceil((3 * totalBytes) / MiB)));
-const { rgwServer } = await import('../test/servers/rgw.js');
-
-interface Timed {
-  readonly seconds: number;
-  /** User + system CPU seconds of the client process tree. */
-  readonly cpuSeconds: number;
+interface Timed extends ChildTimed {
   /** CPU seconds of radosgw + ceph-osd + ceph-mon during the run. */
   readonly serverCpuSeconds: number;
-  readonly maxRssMb: number;
 }
 
-const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100;
-
-/** CPU seconds used so far by the given processes (utime + stime from /proc). */
-function cpuOf(pids: readonly number[]): number {
-  let ticks = 0;
-  for (const pid of pids) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]); // fields 14 and 15 of proc(5)
-    } catch {
-      // gone: counts nothing more
-    }
-  }
-  return ticks / CLOCK_TICKS;
-}
-
-/** Runs a command under GNU time; throws with the end of its stderr when it fails. */
+/** Runs a command under GNU time, with the gateway's CPU meanwhile; throws with the end of its stderr when it fails. */
 function timed(command: string, args: readonly string[], env: NodeJS.ProcessEnv, serverPids: readonly number[]): Timed {
-  const statsFile = join(opts.dir, 'time-stats');
   const serverBefore = cpuOf(serverPids);
-  const started = process.hrtime.bigint();
-  const run = spawnSync('/usr/bin/time', ['-f', '%U %S %M', '-o', statsFile, command, ...args], {
-    env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * MiB,
-  });
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  const serverCpuSeconds = cpuOf(serverPids) - serverBefore;
-  if (run.status !== 0) throw new Error(`${command} ${args.join(' ')} failed (${run.status}): ${run.stderr.toString().slice(-2000)}`);
-  const [user = 0, system = 0, rssKb = 0] = (readFileSync(statsFile, 'utf8').trim().split('\n').pop() ?? '').split(' ').map(Number);
-  return { seconds, cpuSeconds: user + system, serverCpuSeconds, maxRssMb: rssKb / 1024 };
-}
-
-/** Relative path -> size of every file under `dir`. */
-function localTree(dir: string): Map<string, number> {
-  const sizes = new Map<string, number>();
-  const walk = (folder: string): void => {
-    for (const entry of readdirSync(folder, { withFileTypes: true })) {
-      const path = join(folder, entry.name);
-      if (entry.isDirectory()) walk(path);
-      else sizes.set(relative(dir, path), statSync(path).size);
-    }
-  };
-  walk(dir);
-  return sizes;
-}
-
-/** Key (relative to `prefix`) -> size of every object under `prefix`. */
-async function bucketTree(client: S3Client, bucket: string, prefix: string): Promise<Map<string, number>> {
-  const sizes = new Map<string, number>();
-  let token: string | undefined;
-  do {
-    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }));
-    for (const item of page.Contents ?? []) if (item.Key !== undefined) sizes.set(item.Key.slice(prefix.length), item.Size ?? 0);
-    token = page.IsTruncated ? page.NextContinuationToken : undefined;
-  } while (token);
-  return sizes;
-}
-
-/** Why the uploaded tree differs from the source, or undefined. */
-function difference(expected: Map<string, number>, actual: Map<string, number>): string | undefined {
-  for (const [path, size] of expected) {
-    if (actual.get(path) !== size) return `${path}: ${actual.get(path) ?? 'missing'} bytes instead of ${size}`;
-  }
-  for (const path of actual.keys()) if (!expected.has(path)) return `unexpected object ${path}`;
-  return undefined;
-}
-
-/** Aborts open uploads, deletes every object (16 requests at a time) and the bucket. */
-async function dropBucket(client: S3Client, bucket: string): Promise<void> {
-  const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
-  for (const u of uploads.Uploads ?? []) await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }));
-  const keys = [...(await bucketTree(client, bucket, '')).keys()];
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    for (let i = next++; i < keys.length; i = next++) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: keys[i] }));
-  };
-  await Promise.all(Array.from({ length: 16 }, worker));
-  await client.send(new DeleteBucketCommand({ Bucket: bucket }));
-}
-
-function loadAverage(): string {
-  return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  const result = timedChild(command, args, { env });
+  return { ...result, serverCpuSeconds: cpuOf(serverPids) - serverBefore };
 }
 
 interface Contender {
@@ -201,31 +101,25 @@ async function main(): Promise<void> {
   mkdirSync(dir, { recursive: true });
   const made = await generateBackup({ root: join(dir, 'source'), name: BACKUP, totalBytes, seed: Number(opts.seed) });
   const local = join(dir, 'source', BACKUP);
-  const expected = localTree(local);
-  const bytes = [...expected.values()].reduce((a, b) => a + b, 0);
+  const expected = sizesUnder(local);
+  const bytes = totalSize(expected);
   const largest = Math.max(...expected.values());
 
-  const rgwDir = join(dir, 'rgw');
-  const handle = await rgwServer.start(rgwDir);
-  const client = adminClient(JSON.parse(handle.env['OFFSITE_TEST_S3'] as string) as S3TestServer);
+  // The gateway holds every object in RAM: room for a run plus what is still being freed.
+  const rgw = await startRgw(join(dir, 'rgw'), 3 * totalBytes);
+  const { server, client, pids: serverPids } = rgw;
   try {
-    const server = JSON.parse(handle.env['OFFSITE_TEST_S3'] as string) as S3TestServer;
-    const serverPids = ['client.rgw.a', 'osd.0', 'mon.a'].map((n) => Number(readFileSync(join(rgwDir, 'run', `${n}.pid`), 'utf8').trim()));
     const rcloneVersion = spawnSync('env', ['-u', 'AWS_CA_BUNDLE', 'rclone', 'version']).stdout?.toString().split('\n')[0] ?? 'rclone (version unknown)';
 
     // Secrets and the bucket reach the children through the environment, never a file.
-    const secrets = {
-      OFFSITE_BENCH_S3_ACCESS_KEY: server.accessKeyId,
-      OFFSITE_BENCH_S3_SECRET_KEY: server.secretAccessKey,
-    };
+    const secrets = s3SecretsEnv(server);
     const configs = new Map<string, string>();
     for (const chunk of chunkSizes) {
       const file = join(dir, `offsite-${chunk.text}.yaml`);
       writeFileSync(file, [
         `source: { type: local, root: ${JSON.stringify(join(dir, 'source'))} }`,
         'destinations:',
-        `  cloud: { type: s3, endpoint: ${JSON.stringify(server.endpoint)}, region: ${server.region}, bucket: "\${OFFSITE_BENCH_BUCKET}", ` +
-          'accessKeyId: "${OFFSITE_BENCH_S3_ACCESS_KEY}", secretAccessKey: "${OFFSITE_BENCH_S3_SECRET_KEY}" }',
+        `  cloud: ${s3ConfigSection(server, '"${OFFSITE_BENCH_BUCKET}"')}`,
         `options: { quietPeriod: 0s, chunkSize: ${chunk.text} }`,
         '',
       ].join('\n'));
@@ -238,11 +132,7 @@ async function main(): Promise<void> {
         label: `rclone copy --transfers ${transfers}${transfers === 4 ? ' (default)' : ''}`,
         kind: 'rclone',
         run: (bucket) => timed('env', ['-u', 'AWS_CA_BUNDLE', 'rclone', 'copy', '--config', '/dev/null', '--s3-force-path-style',
-          '--transfers', String(transfers), ...RCLONE_SETTINGS, local, `rgw:${bucket}/${BACKUP}`], {
-          RCLONE_CONFIG_RGW_TYPE: 's3', RCLONE_CONFIG_RGW_PROVIDER: 'Ceph', RCLONE_CONFIG_RGW_ENDPOINT: server.endpoint,
-          RCLONE_CONFIG_RGW_REGION: server.region, RCLONE_CONFIG_RGW_ACCESS_KEY_ID: server.accessKeyId,
-          RCLONE_CONFIG_RGW_SECRET_ACCESS_KEY: server.secretAccessKey,
-        }, serverPids),
+          '--transfers', String(transfers), ...RCLONE_SETTINGS, local, `rgw:${bucket}/${BACKUP}`], rcloneRgwEnv(server), serverPids),
       });
     }
     for (const chunk of chunkSizes) {
@@ -270,23 +160,23 @@ async function main(): Promise<void> {
     console.log(`offsite: local source, one s3 destination (defaults: forcePathStyle, WHEN_REQUIRED checksums, Content-MD5 on every request), quietPeriod 0s`);
     if (baselineBin !== undefined) console.log(`baseline: ${baselineBin}, same settings`);
 
-    const baseline = osdBytesUsed(rgwDir) ?? 0;
+    const baseline = osdBytesUsed(rgw.dir) ?? 0;
     const runs: Timed[][] = contenders.map(() => []);
     for (let round = 0; round < repeat; round++) {
       for (let k = 0; k < contenders.length; k++) {
         const i = (round + k) % contenders.length;
         const contender = contenders[i] as Contender;
-        await waitForFreedData(rgwDir, baseline);
+        await waitForFreedData(rgw.dir, baseline);
         const bucket = `bench-${contender.kind}-${round}-${i}-${randomBytes(4).toString('hex')}`;
         await client.send(new CreateBucketCommand({ Bucket: bucket }));
         try {
           const result = contender.run(bucket);
-          const there = await bucketTree(client, bucket, `${BACKUP}/`);
+          const there = await bucketSizes(client, bucket, `${BACKUP}/`);
           if (contender.kind === 'offsite') {
             if (!there.has('.offsite/manifest.json')) throw new Error(`${contender.label}: no manifest after the run`);
             for (const key of [...there.keys()]) if (key.startsWith('.offsite/')) there.delete(key);
           }
-          const problem = difference(expected, there);
+          const problem = treeDifference(expected, there);
           if (problem) throw new Error(`${contender.label}: the uploaded tree differs from the source: ${problem}`);
           const open = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
           if ((open.Uploads ?? []).length > 0) throw new Error(`${contender.label}: ${open.Uploads?.length} multipart uploads left open`);
@@ -342,8 +232,7 @@ async function main(): Promise<void> {
     }
     console.log(`load average after: ${loadAverage()}`);
   } finally {
-    client.destroy();
-    await handle.stop();
+    await rgw.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -22,14 +22,13 @@
  *   npm run bench:sftp -- --baseline /tmp/old # also another built checkout, same settings, same rounds
  */
 import { Command } from 'commander';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative, resolve } from 'node:path';
+import { join } from 'node:path';
 import { parseBytes } from '../src/config/units.js';
 import { generateBackup } from '../scripts/gen-backup.js';
-import { sshdServer, type SftpTestServer } from '../test/servers/sshd.js';
-import { median, projectRoot } from './lib.js';
+import { baselineBinOf, loadAverage, median, offsiteBin as bin, positiveInteger, sizesUnder, timed, totalSize, treeDifference, type Timed } from './lib.js';
+import { sftpConfigSection, startSshd, writeKnownHosts } from './sshd.js';
 
 const program = new Command('bench-sftp-cli')
   .option('--size <size>', 'backup size', '1GiB')
@@ -43,61 +42,9 @@ const program = new Command('bench-sftp-cli')
   .parse(process.argv);
 const opts = program.opts<{ size: string; repeat: string; files?: string; largest?: string; seed: string; rcloneHashcheck?: boolean; dir: string; baseline?: string }>();
 const MiB = 1024 * 1024;
-const repeat = Number(opts.repeat);
-if (!Number.isInteger(repeat) || repeat < 1) throw new Error('--repeat must be a positive integer');
+const repeat = positiveInteger(opts.repeat, '--repeat');
 const BACKUP = 'bench_backup';
-const bin = join(projectRoot, 'bin', 'offsite.js');
-const baselineBin = opts.baseline === undefined ? undefined : join(resolve(opts.baseline), 'bin', 'offsite.js');
-if (baselineBin !== undefined && !existsSync(baselineBin)) throw new Error(`--baseline: ${baselineBin} does not exist`);
-
-interface Timed {
-  readonly seconds: number;
-  /** User + system CPU seconds of the process and its children (the machine has 2 cores). */
-  readonly cpuSeconds: number;
-  readonly maxRssMb: number;
-}
-
-/** Runs a command under GNU time (wall clock from spawn to exit, CPU, peak RSS); throws when it fails. */
-function timed(command: string, args: readonly string[]): Timed {
-  const statsFile = join(opts.dir, 'time-stats');
-  const started = process.hrtime.bigint();
-  const run = spawnSync('/usr/bin/time', ['-f', '%U %S %M', '-o', statsFile, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  if (run.status !== 0) throw new Error(`${command} ${args.join(' ')} failed (${run.status}): ${run.stderr.toString().slice(-2000)}`);
-  const [user = 0, system = 0, rssKb = 0] = (readFileSync(statsFile, 'utf8').trim().split('\n').pop() ?? '').split(' ').map(Number);
-  return { seconds, cpuSeconds: user + system, maxRssMb: rssKb / 1024 };
-}
-
-/** Relative path -> size of every file under `dir`, skipping `skip` (a first-level folder). */
-function sizesUnder(dir: string, skip?: string): Map<string, number> {
-  const sizes = new Map<string, number>();
-  const walk = (folder: string): void => {
-    for (const entry of readdirSync(folder, { withFileTypes: true })) {
-      const path = join(folder, entry.name);
-      if (entry.isDirectory()) {
-        if (folder === dir && entry.name === skip) continue;
-        walk(path);
-      } else {
-        sizes.set(relative(dir, path), statSync(path).size);
-      }
-    }
-  };
-  walk(dir);
-  return sizes;
-}
-
-function sameTree(expected: Map<string, number>, actual: Map<string, number>): string | undefined {
-  if (actual.size !== expected.size) return `${actual.size} files instead of ${expected.size}`;
-  for (const [path, size] of expected) {
-    if (actual.get(path) !== size) return `${path}: ${actual.get(path) ?? 'missing'} bytes instead of ${size}`;
-  }
-  return undefined;
-}
-
-/** The 1/5/15-minute load averages: other work on this 2-core machine skews every figure. */
-function loadAverage(): string {
-  return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-}
+const baselineBin = baselineBinOf(opts.baseline);
 
 interface Contender {
   readonly label: string;
@@ -118,12 +65,12 @@ async function main(): Promise<void> {
   });
   const local = join(dir, 'source', BACKUP);
   const expected = sizesUnder(local);
-  const bytes = [...expected.values()].reduce((a, b) => a + b, 0);
+  const bytes = totalSize(expected);
   const largest = Math.max(...expected.values());
 
-  const handle = await sshdServer.start(join(dir, 'sshd'));
+  const sshd = await startSshd(join(dir, 'sshd'));
   try {
-    const server = JSON.parse(handle.env['OFFSITE_TEST_SFTP'] as string) as SftpTestServer;
+    const { server } = sshd;
     const remote = join(server.root, 'bench');
     const target = (name: string): string => join(remote, name);
 
@@ -131,16 +78,12 @@ async function main(): Promise<void> {
     writeFileSync(config, [
       `source: { type: local, root: ${JSON.stringify(join(dir, 'source'))} }`,
       'destinations:',
-      `  nas: { type: sftp, host: ${server.host}, port: ${server.port}, username: ${JSON.stringify(server.username)}, ` +
-        `privateKey: ${JSON.stringify(server.privateKey)}, hostKey: ${JSON.stringify(server.hostKeyFingerprint)}, root: ${JSON.stringify(target('offsite'))} }`,
+      `  nas: ${sftpConfigSection(server, target('offsite'))}`,
       'options: { quietPeriod: 0s }',
       '',
     ].join('\n'));
 
-    // Every host key of the server (ed25519 and RSA), as ssh-keyscan would list them: rclone may
-    // negotiate the RSA key and then refuses a known_hosts file that lists only the other one.
-    const knownHosts = join(dir, 'known_hosts');
-    writeFileSync(knownHosts, `[${server.host}]:${server.port} ${server.hostPublicKey}\n[${server.host}]:${server.port} ${server.rsaHostPublicKey}\n`);
+    const knownHosts = writeKnownHosts(join(dir, 'known_hosts'), server);
     const batch = join(dir, 'sftp-batch');
     // `-mkdir`: a batch line starting with '-' may fail (the folder may exist) without ending the batch.
     writeFileSync(batch, `-mkdir ${target('openssh')}\nput -r ${local} ${target('openssh')}/${BACKUP}\n`);
@@ -172,7 +115,7 @@ async function main(): Promise<void> {
         rmSync(remote, { recursive: true, force: true });
         mkdirSync(remote, { recursive: true });
         const result = contender.run();
-        const problem = sameTree(expected, sizesUnder(contender.uploaded, '.offsite'));
+        const problem = treeDifference(expected, sizesUnder(contender.uploaded, '.offsite'));
         if (problem) throw new Error(`${contender.label}: the uploaded tree differs from the source: ${problem}`);
         runs[i]?.push(result);
       }
@@ -193,7 +136,7 @@ async function main(): Promise<void> {
     if (baselineBin !== undefined) console.log(`  offsite / baseline (${baselineBin}): time ${(ours / (seconds[3] as number)).toFixed(2)}x`);
     console.log(`load average after: ${loadAverage()}`);
   } finally {
-    await handle.stop();
+    await sshd.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -34,11 +34,10 @@ import { LocalDriver } from '../src/drivers/local/index.js';
 import type { Driver } from '../src/drivers/types.js';
 import { createRateLimiter } from '../src/drivers/wrappers/index.js';
 import { wrapDriver } from '../src/runtime/drivers.js';
-import type { S3TestServer } from '../test/servers/rgw.js';
-import type { SftpTestServer } from '../test/servers/sshd.js';
-import { adminClient, freshBucket, removeBucket, s3Section } from '../test/s3/server.js';
-import { clean, median } from './lib.js';
-import { osdBytesUsed, waitForFreedData } from './rgw.js';
+import { freshBucket, s3Section } from '../test/s3/server.js';
+import { clean, median, positiveInteger } from './lib.js';
+import { dropBucket, osdBytesUsed, startRgw, waitForFreedData } from './rgw.js';
+import { startSshd } from './sshd.js';
 
 const SETUPS = ['local', 'servers'] as const;
 type SetupName = (typeof SETUPS)[number];
@@ -53,8 +52,7 @@ const program = new Command('bench:slow')
 const opts = program.opts<{ setups: string; size: string; rate: string; repeat: string; dir: string }>();
 const size = parseBytes(opts.size, '--size');
 const rate = parseBytes(opts.rate, '--rate');
-const repeat = Number(opts.repeat);
-if (!Number.isInteger(repeat) || repeat < 1) throw new Error('--repeat must be a positive integer');
+const repeat = positiveInteger(opts.repeat, '--repeat');
 const setups = opts.setups.split(',').map((s) => s.trim()).filter((s) => s !== '');
 for (const s of setups) if (!(SETUPS as readonly string[]).includes(s)) throw new Error(`--setups: unknown setup "${s}" (known: ${SETUPS.join(', ')})`);
 const dir = opts.dir;
@@ -91,22 +89,17 @@ function localSetup(): Setup {
 }
 
 async function serversSetup(): Promise<Setup> {
-  // The gateway holds every object in RAM: room for a run plus what is still being freed.
-  process.env['OFFSITE_TEST_RGW_MEMSTORE_MIB'] ??= String(Math.max(4096, Math.ceil((3 * size) / MiB)));
-  const { rgwServer } = await import('../test/servers/rgw.js');
-  const { sshdServer } = await import('../test/servers/sshd.js');
-  const rgwDir = join(dir, 'rgw');
-  const sshd = await sshdServer.start(join(dir, 'sshd'));
-  let rgw: Awaited<ReturnType<typeof rgwServer.start>>;
+  const sshd = await startSshd(join(dir, 'sshd'));
+  let rgw: Awaited<ReturnType<typeof startRgw>>;
   try {
-    rgw = await rgwServer.start(rgwDir);
+    // The gateway holds every object in RAM: room for a run plus what is still being freed.
+    rgw = await startRgw(join(dir, 'rgw'), 3 * size);
   } catch (err) {
     await sshd.stop();
     throw err;
   }
-  const sftp = JSON.parse(sshd.env['OFFSITE_TEST_SFTP'] as string) as SftpTestServer;
-  const s3 = JSON.parse(rgw.env['OFFSITE_TEST_S3'] as string) as S3TestServer;
-  const client = adminClient(s3);
+  const sftp = sshd.server;
+  const { server: s3, client, dir: rgwDir } = rgw;
   const baseline = osdBytesUsed(rgwDir) ?? 0;
   const open = async (which: 'fast' | 'slow'): Promise<Opened> => {
     if (which === 'fast') {
@@ -119,7 +112,7 @@ async function serversSetup(): Promise<Setup> {
     return {
       driver: await opened('cloud', s3Section(s3, bucket), true),
       drop: async () => {
-        await removeBucket(client, bucket);
+        await dropBucket(client, bucket);
         await waitForFreedData(rgwDir, baseline);
       },
     };
@@ -128,7 +121,6 @@ async function serversSetup(): Promise<Setup> {
     title: `NAS over sshd + S3 on Ceph RGW limited to ${(rate / MiB).toFixed(1)} MiB/s (bwlimit)`,
     fast: 'nas', slow: 'cloud', open,
     stop: async () => {
-      client.destroy();
       await Promise.all([sshd.stop(), rgw.stop()]);
     },
   };

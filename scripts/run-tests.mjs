@@ -2,13 +2,14 @@
 // The test command behind `npm test` (after build and lint): starts the real servers the tests
 // need (OpenSSH sshd, Ceph RGW; installing them with apt-get when missing), runs every compiled
 // test file with node's test runner, stops the servers by PID, and ends with the plain line
-// `N passed, N failed, N skipped`.
+// `N passed, N failed, N skipped`, after the test time of each file, slowest first
+// (scripts/file-times.mjs; the full list is kept in .test-output/file-times-PID.txt).
 //
 // A server that cannot start does not make its tests pass: the reason is passed to them in
 // OFFSITE_TEST_<NAME>_ERROR and they fail with it (or skip loudly when OFFSITE_TEST_ALLOW_SKIP=1
 // outside CI).
 import { spawn } from 'node:child_process';
-import { readdirSync, statSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, statSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 const root = resolve(new URL('..', import.meta.url).pathname);
@@ -51,17 +52,26 @@ for (const server of wanted) {
 }
 
 const tapFile = join(outDir, `results-${process.pid}.tap`); // one per runner: runs may overlap in one checkout
+const timesFile = join(outDir, `file-times-${process.pid}.txt`);
 rmSync(tapFile, { force: true });
+rmSync(timesFile, { force: true });
 const child = spawn(process.execPath, [
   '--test', '--test-concurrency=1',
   '--test-reporter=spec', '--test-reporter-destination=stdout',
   '--test-reporter=tap', `--test-reporter-destination=${tapFile}`,
+  `--test-reporter=${join(root, 'scripts', 'file-times.mjs')}`, `--test-reporter-destination=${timesFile}`,
   ...files,
 ], { stdio: ['ignore', 'inherit', 'inherit'], env });
 const code = await new Promise((resolveExit) => child.on('exit', (c, sig) => resolveExit(c ?? (sig ? 1 : 0))));
 
 for (const handle of running.reverse()) {
   try { await handle.stop(); } catch (err) { console.log(`# stopping a server failed: ${err.message}`); }
+}
+
+if (existsSync(timesFile)) {
+  const times = readFileSync(timesFile, 'utf8').trimEnd().split('\n');
+  console.log('# test time per file, slowest first:');
+  for (const line of [...times.slice(0, -1).slice(0, 15), times.at(-1)]) console.log(`# ${line}`);
 }
 
 const tap = readFileSync(tapFile, 'utf8');

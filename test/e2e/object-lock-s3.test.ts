@@ -11,8 +11,11 @@
  * - audit reports each copy's lock; with a policy that keeps a copy longer than its lock it warns,
  *   and `--extend-locks` extends the lock (PutObjectRetention).
  *
- * The retention is short (`RETAIN_S`) so that the test can see it pass; the bucket is emptied
- * at the end with x-amz-bypass-governance-retention.
+ * The retention each write sets is short (`RETAIN_S`) and checked on every object. For the runs
+ * after that, every lock is set to last `WINDOW_S` (far longer than a run on a loaded machine);
+ * for the prune that must find them passed, GOVERNANCE lets the test shorten them to a few
+ * seconds (x-amz-bypass-governance-retention), so the test waits seconds, not the window. The
+ * bucket is emptied at the end with the same bypass.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -21,36 +24,19 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import {
-  CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectVersionsCommand,
-  PutObjectCommand, PutObjectRetentionCommand, type S3Client,
+  DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, PutObjectRetentionCommand, type S3Client,
 } from '@aws-sdk/client-s3';
 import { generateBackup } from '../../scripts/gen-backup.js';
 import { filesUnder, jsonOf, runCli, tempDir, writeConfig } from '../helpers/cli.js';
-import { adminClient, freshBucket, keysIn, removeFreshBuckets, requireServer, type S3TestServer } from '../s3/server.js';
+import { adminClient, freshBucket, keysIn, removeFreshBuckets, requireServer, versionsIn, type S3TestServer } from '../s3/server.js';
 
 const NAMES = ['backup_2025_05_01_02_00_00', 'backup_2025_05_02_02_00_00'] as const;
 const PREFIX = 'offsite/prod/';
 const PART = 5 * 1024 * 1024;
 /** The destination's retention (checked on every object written). */
 const RETAIN_S = 15;
-/** How long the locks last from each CLI run on (> RETAIN_S + 1, so setting it always extends): long enough on a loaded machine, short enough to wait for. */
-const WINDOW_S = 20;
-
-interface Version { key: string; versionId: string; latest: boolean; marker: boolean }
-
-async function versionsIn(client: S3Client, bucket: string, prefix: string): Promise<Version[]> {
-  const out: Version[] = [];
-  let keyMarker: string | undefined;
-  let versionIdMarker: string | undefined;
-  for (;;) {
-    const page = await client.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: prefix, KeyMarker: keyMarker, VersionIdMarker: versionIdMarker }));
-    for (const v of page.Versions ?? []) out.push({ key: v.Key as string, versionId: v.VersionId as string, latest: v.IsLatest === true, marker: false });
-    for (const m of page.DeleteMarkers ?? []) out.push({ key: m.Key as string, versionId: m.VersionId as string, latest: m.IsLatest === true, marker: true });
-    if (!page.IsTruncated) return out;
-    keyMarker = page.NextKeyMarker;
-    versionIdMarker = page.NextVersionIdMarker;
-  }
-}
+/** How long the locks last once the test sets them (> RETAIN_S + 1, so setting it extends): far longer than the CLI runs that must see them. */
+const WINDOW_S = 600;
 
 function configFor(dir: string, server: S3TestServer, bucket: string): string {
   return writeConfig(dir, [
@@ -92,7 +78,6 @@ describe('s3 destination with Object Lock, on Ceph RGW (CLI)', () => {
   let server: S3TestServer;
   let admin: S3Client;
   let env: NodeJS.ProcessEnv;
-  const locked: string[] = [];
 
   before(() => {
     server = requireServer();
@@ -100,12 +85,6 @@ describe('s3 destination with Object Lock, on Ceph RGW (CLI)', () => {
     env = { OFFSITE_TEST_KEY: server.accessKeyId, OFFSITE_TEST_SECRET: server.secretAccessKey, TZ: 'UTC' };
   });
   after(async () => {
-    for (const bucket of locked) {
-      for (const v of await versionsIn(admin, bucket, '').catch(() => [])) {
-        await admin.send(new DeleteObjectCommand({ Bucket: bucket, Key: v.key, VersionId: v.versionId, BypassGovernanceRetention: true })).catch(() => undefined);
-      }
-      await admin.send(new DeleteBucketCommand({ Bucket: bucket })).catch((err: unknown) => console.error(`# could not remove test bucket ${bucket}: ${String(err)}`));
-    }
     admin?.destroy();
     await removeFreshBuckets();
   });
@@ -125,9 +104,7 @@ describe('s3 destination with Object Lock, on Ceph RGW (CLI)', () => {
   it('locks every object of a copy; prune keeps it until the lock passes, then removes every version; audit reports and extends locks', async () => {
     const dir = tempDir('lock-s3');
     await makeBackups(dir);
-    const bucket = `lock-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
-    await admin.send(new CreateBucketCommand({ Bucket: bucket, ObjectLockEnabledForBucket: true }));
-    locked.push(bucket);
+    const bucket = await freshBucket(server, 'lock', { objectLock: true });
     const config = configFor(dir, server, bucket);
     const [older, newest] = NAMES;
 
@@ -155,6 +132,12 @@ describe('s3 destination with Object Lock, on Ceph RGW (CLI)', () => {
     const sizes = await Promise.all(copyKeys.map(async (k) => (await admin.send(new HeadObjectCommand({ Bucket: bucket, Key: k }))).ContentLength ?? 0));
     assert.ok(sizes.some((s) => s > PART), 'a multipart file is among them (locked through the server-side copy)');
 
+    // From here on the locks must be in force while the steps and CLI runs below happen (on a
+    // loaded machine longer than RETAIN_S): every lock is set again (extended, as --extend-locks
+    // would) to end WINDOW_S from now.
+    const windowEnd = new Date(Math.ceil((Date.now() + WINDOW_S * 1000) / 1000) * 1000);
+    for (const key of copyKeys) await admin.send(new PutObjectRetentionCommand({ Bucket: bucket, Key: key, Retention: { Mode: 'GOVERNANCE', RetainUntilDate: windowEnd } }));
+
     // A delete of the locked version fails; a plain delete and an overwrite leave it intact.
     const victim = copyKeys.find((k) => k.startsWith(`${PREFIX}${newest}/binlogs/`)) as string;
     const [original] = (await versionsIn(admin, bucket, victim)).filter((v) => v.key === victim);
@@ -171,16 +154,6 @@ describe('s3 destination with Object Lock, on Ceph RGW (CLI)', () => {
       if (v.key === victim && v.versionId !== original.versionId) await admin.send(new DeleteObjectCommand({ Bucket: bucket, Key: victim, VersionId: v.versionId }));
     }
 
-    // From here on each CLI run below must see the locks in force, and then they must pass: on a
-    // loaded machine a run may take longer than RETAIN_S, so before each run every lock is set
-    // again (extended, as --extend-locks would) to end WINDOW_S from then.
-    const relock = async (): Promise<number> => {
-      const end = new Date(Math.ceil((Date.now() + WINDOW_S * 1000) / 1000) * 1000);
-      for (const key of copyKeys) await admin.send(new PutObjectRetentionCommand({ Bucket: bucket, Key: key, Retention: { Mode: 'GOVERNANCE', RetainUntilDate: end } }));
-      return end.getTime();
-    };
-    const windowEnd = await relock();
-
     // Prune: the policy removes the older copy, but it is locked: kept until the date, untouched.
     const olderVersions = await versionsIn(admin, bucket, `${PREFIX}${older}/`);
     const prune = await runCli(['--config', config, '--json', 'prune', '--keep-last', '1'], { env });
@@ -190,14 +163,12 @@ describe('s3 destination with Object Lock, on Ceph RGW (CLI)', () => {
     assert.deepEqual(first?.skipped.map((s) => [s.name, s.reason]), [[older, 'retained']]);
     assert.match(first?.skipped[0]?.message ?? '', /^kept until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(locked: S3 Object Lock GOVERNANCE\); the first prune after that date removes it$/);
     const until = Date.parse(first?.skipped[0]?.retainedUntil ?? '');
-    assert.equal(until, windowEnd, 'the date is when the last lock ends');
+    assert.equal(until, windowEnd.getTime(), 'the date is when the last lock ends');
     assert.deepEqual(await versionsIn(admin, bucket, `${PREFIX}${older}/`), olderVersions, 'not a version touched, no delete marker added');
-    await relock();
     const text = await runCli(['--config', config, 'prune', '--keep-last', '1', '--dry-run'], { env });
     assert.match(text.stdout, new RegExp(`skip\\s+${older}\\s+retained: kept until .* \\(locked`));
 
     // Audit: both copies locked, nothing to warn about with a policy that keeps only the newest by count.
-    const lastEnd = await relock();
     const audit = await runCli(['--config', config, '--json', 'audit', '--keep-last', '1'], { env });
     assert.equal(audit.code, 0, audit.stderr + audit.stdout);
     for (const c of jsonOf<AuditJson>(audit).copies) {
@@ -209,6 +180,14 @@ describe('s3 destination with Object Lock, on Ceph RGW (CLI)', () => {
     }
 
     // After the lock has passed, prune removes the older copy: every version, no delete marker.
+    // The locks are shortened to pass in 2 s (GOVERNANCE, bypassed; a date must be in the future).
+    let lastEnd = 0;
+    for (const key of copyKeys) {
+      const end = new Date(Math.ceil((Date.now() + 2000) / 1000) * 1000);
+      await admin.send(new PutObjectRetentionCommand({ Bucket: bucket, Key: key, Retention: { Mode: 'GOVERNANCE', RetainUntilDate: end }, BypassGovernanceRetention: true }));
+      lastEnd = Math.max(lastEnd, end.getTime());
+    }
+    assert.ok(((await retentionOf(admin, bucket, victim)).untilMs ?? Infinity) <= lastEnd, 'the lock was shortened');
     await sleep(Math.max(0, lastEnd - Date.now()) + 1500);
     const second = await runCli(['--config', config, '--json', 'prune', '--keep-last', '1'], { env });
     assert.equal(second.code, 0, second.stderr + second.stdout);

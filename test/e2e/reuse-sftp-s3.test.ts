@@ -28,6 +28,9 @@ const NIGHT2 = 'backup_2025_11_02_01_00_00';
 const NIGHT3 = 'backup_2025_11_03_01_00_00';
 const DESTINATIONS = ['nas', 'nasl', 'cloud', 'bucket'] as const;
 const UTC = { TZ: 'UTC' };
+/** Small chunks: the nights are small (few files keep every run short), and the largest changed file still spans several chunks. */
+const CHUNK_BYTES = 256 * 1024;
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 interface DestinationJson { name: string; status: string; filesCopied: number; filesReused: number; bytesWritten: number }
 interface ReplicateJson { destinations: DestinationJson[] }
@@ -35,16 +38,14 @@ interface AuditJson { exitCode: number; copies: { backup: string; destination: s
 interface VerifyJson { results: { destination: string; status: string; message?: string; damage: { message: string }[] }[] }
 interface ManifestJson { files: { path: string; reusedFrom?: string }[] }
 
-/** Path (relative to `prefix`) -> sha256 of every object under it, `.offsite/` left out. */
+/** Path (relative to `prefix`) -> sha256 of every object under it, `.offsite/` left out (the GETs at once). */
 async function bucketDigest(client: S3Client, bucket: string, prefix: string): Promise<Map<string, string>> {
-  const digests = new Map<string, string>();
-  for (const key of await keysIn(client, bucket, prefix)) {
-    const path = key.slice(prefix.length);
-    if (path.startsWith('.offsite/')) continue;
+  const keys = (await keysIn(client, bucket, prefix)).filter((key) => !key.slice(prefix.length).startsWith('.offsite/'));
+  const digests = await Promise.all(keys.map(async (key) => {
     const body = await (await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body?.transformToByteArray();
-    digests.set(path, createHash('sha256').update(body ?? new Uint8Array()).digest('hex'));
-  }
-  return digests;
+    return [key.slice(prefix.length), createHash('sha256').update(body ?? new Uint8Array()).digest('hex')] as const;
+  }));
+  return new Map(digests);
 }
 
 describe('reuse of earlier copies at sftp, s3 and minio destinations (CLI, real servers)', () => {
@@ -60,12 +61,14 @@ describe('reuse of earlier copies at sftp, s3 and minio destinations (CLI, real 
   const source = (...rest: string[]): string => join(dir, 'backups', ...rest);
   const run = (...args: string[]) => runCli(['--config', config, ...args], { env: UTC, timeoutMs: 300_000 });
   const sent = (): Record<string, number> => Object.fromEntries(Object.entries(proxies).map(([name, p]) => [name, p.stats().bytesClientToServer]));
+  const sentInAll = (): number => Object.values(sent()).reduce((a, b) => a + b, 0);
   const sameTrees = async (backup: string): Promise<void> => {
     const expected = treeDigest(source(backup));
     assert.deepEqual(treeDigest(join(nasRoot, backup), ['.offsite']), expected, `nas/${backup}`);
     assert.deepEqual(treeDigest(join(naslRoot, backup), ['.offsite']), expected, `nasl/${backup}`);
-    assert.deepEqual(await bucketDigest(admin, cloudBucket, `copies/${backup}/`), expected, `cloud/${backup}`);
-    assert.deepEqual(await bucketDigest(admin, minioBucket, `backup/${backup}/`), expected, `bucket/${backup}`);
+    const [cloud, bucket] = await Promise.all([bucketDigest(admin, cloudBucket, `copies/${backup}/`), bucketDigest(admin, minioBucket, `backup/${backup}/`)]);
+    assert.deepEqual(cloud, expected, `cloud/${backup}`);
+    assert.deepEqual(bucket, expected, `bucket/${backup}`);
   };
 
   before(async () => {
@@ -73,7 +76,10 @@ describe('reuse of earlier copies at sftp, s3 and minio destinations (CLI, real 
     const s3 = requireS3();
     admin = adminClient(s3);
     dir = tempDir('reuse-remote');
-    nights = await makeNights(source(), NIGHT1, NIGHT2, { seed: 1202, totalBytes: 5 * 1024 * 1024, largestFileBytes: 2 * 1024 * 1024 });
+    nights = await makeNights(source(), NIGHT1, NIGHT2, { seed: 1202, totalBytes: 3 * 1024 * 1024, largestFileBytes: 2 * 1024 * 1024, files: 24 });
+    const largestChanged = statSync(source(NIGHT1, nights.changed[0] as string)).size;
+    assert.ok(largestChanged > 2 * CHUNK_BYTES, `the largest changed file spans several chunks (${largestChanged} bytes)`);
+    assert.ok(nights.files.filter((p) => !nights.changed.includes(p) && p.startsWith('binlogs/')).length >= 2, 'unchanged binlogs to damage');
     const stamp = Date.now();
     nasRoot = join(sftp.root, `reuse-${stamp}`);
     naslRoot = join(sftp.root, `reuse-link-${stamp}`);
@@ -93,7 +99,7 @@ describe('reuse of earlier copies at sftp, s3 and minio destinations (CLI, real 
         cloud: s3Section(s3, cloudBucket, { endpoint: `http://127.0.0.1:${port('cloud')}`, prefix: 'copies/' }),
         bucket: minioSection(s3, { address: '127.0.0.1', port: port('bucket'), bucketName: minioBucket, rootPath: 'backup' }),
       },
-      options: { quietPeriod: '0s', chunkSize: '1MiB', retries: 2 },
+      options: { quietPeriod: '0s', chunkSize: `${CHUNK_BYTES / 1024}KiB`, retries: 2 },
     }));
     const first = await run('--quiet', 'replicate', NIGHT1);
     assert.equal(first.code, 0, first.stdout + first.stderr);
@@ -172,10 +178,15 @@ describe('reuse of earlier copies at sftp, s3 and minio destinations (CLI, real 
     for (const p of Object.values(proxies)) p.setFault({ latencyMs: 15 }); // every request slower: the run lasts seconds
     const args = ['--config', config, '--quiet', 'replicate', NIGHT3, '--concurrency', '2'];
     let midRun = 0;
-    for (const delayMs of [900, 1800, 2700]) {
+    // Each delay counts from the run's first bytes to a server (its start-up, seconds on a loaded
+    // machine, is not the part under test): one kill early in the transfers, one later.
+    for (const delayMs of [250, 1500]) {
+      const mark = sentInAll();
       const child = spawn(process.execPath, [binPath, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...UTC } });
-      const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-      const finished = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), delayMs))]);
+      let done = false;
+      const exited = new Promise<number | null>((resolve) => child.on('close', (code) => { done = true; resolve(code); }));
+      while (!done && sentInAll() === mark) await sleep(10);
+      const finished = done || await Promise.race([exited.then(() => true), sleep(delayMs).then(() => false)]);
       if (!finished) { child.kill('SIGKILL'); midRun++; }
       await exited;
       const verify = await run('--json', 'verify', NIGHT3, '--deep');

@@ -14,38 +14,14 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { statSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import {
-  DeleteBucketPolicyCommand, DeleteObjectCommand, ListObjectVersionsCommand, PutBucketPolicyCommand, PutBucketVersioningCommand,
-  type S3Client,
-} from '@aws-sdk/client-s3';
+import { DeleteBucketPolicyCommand, PutBucketPolicyCommand, type S3Client } from '@aws-sdk/client-s3';
 import { generateBackup } from '../../scripts/gen-backup.js';
 import { filesUnder, jsonOf, runCli, tempDir, writeConfig } from '../helpers/cli.js';
-import { adminClient, freshBucket, keysIn, removeFreshBuckets, requireServer, type S3TestServer } from '../s3/server.js';
+import { adminClient, freshBucket, keysIn, removeFreshBuckets, requireServer, versionsIn, type S3TestServer } from '../s3/server.js';
 
 const NAMES = ['backup_2025_05_01_02_00_00', 'backup_2025_05_02_02_00_00'] as const;
 const PREFIX = 'offsite/prod/';
 const PART = 5 * 1024 * 1024;
-
-interface Version { key: string; versionId: string; size: number; latest: boolean; marker: boolean }
-
-async function versionsIn(client: S3Client, bucket: string, prefix: string): Promise<Version[]> {
-  const out: Version[] = [];
-  let keyMarker: string | undefined;
-  let versionIdMarker: string | undefined;
-  for (;;) {
-    const page = await client.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: prefix, KeyMarker: keyMarker, VersionIdMarker: versionIdMarker }));
-    for (const v of page.Versions ?? []) out.push({ key: v.Key as string, versionId: v.VersionId as string, size: v.Size ?? 0, latest: v.IsLatest === true, marker: false });
-    for (const m of page.DeleteMarkers ?? []) out.push({ key: m.Key as string, versionId: m.VersionId as string, size: 0, latest: m.IsLatest === true, marker: true });
-    if (!page.IsTruncated) return out;
-    keyMarker = page.NextKeyMarker;
-    versionIdMarker = page.NextVersionIdMarker;
-  }
-}
-
-/** Empties a versioned bucket (every version and delete marker) so that removeFreshBuckets can delete it. */
-async function removeAllVersions(client: S3Client, bucket: string): Promise<void> {
-  for (const v of await versionsIn(client, bucket, '')) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: v.key, VersionId: v.versionId }));
-}
 
 function configFor(dir: string, server: S3TestServer, bucket: string): string {
   return writeConfig(dir, [
@@ -72,7 +48,6 @@ describe('s3 destination with versioning on or deletes refused, on Ceph RGW (CLI
   let server: S3TestServer;
   let admin: S3Client;
   let env: NodeJS.ProcessEnv;
-  const versioned: string[] = [];
 
   before(() => {
     server = requireServer();
@@ -80,7 +55,6 @@ describe('s3 destination with versioning on or deletes refused, on Ceph RGW (CLI
     env = { OFFSITE_TEST_KEY: server.accessKeyId, OFFSITE_TEST_SECRET: server.secretAccessKey, TZ: 'UTC' };
   });
   after(async () => {
-    for (const bucket of versioned) await removeAllVersions(admin, bucket).catch(() => undefined);
     admin?.destroy();
     await removeFreshBuckets();
   });
@@ -88,9 +62,7 @@ describe('s3 destination with versioning on or deletes refused, on Ceph RGW (CLI
   it('versioned bucket: one warning; no temp versions after replicate; prune leaves no version or delete marker and reports true bytes', async () => {
     const dir = tempDir('versioned-s3');
     await makeBackups(dir);
-    const bucket = await freshBucket(server, 'versioned');
-    versioned.push(bucket);
-    await admin.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
+    const bucket = await freshBucket(server, 'versioned', { versioned: true });
     const config = configFor(dir, server, bucket);
 
     for (const name of NAMES) {

@@ -34,8 +34,8 @@ export function deriveNight(root: string, from: string, to: string, changed: rea
 }
 
 /** Night 1 (`first`) generated under `root`, night 2 (`second`) derived from it. */
-export async function makeNights(root: string, first: string, second: string, options: { seed: number; totalBytes: number; largestFileBytes: number }): Promise<Nights> {
-  await generateBackup({ root, name: first, seed: options.seed, totalBytes: options.totalBytes, largestFileBytes: options.largestFileBytes });
+export async function makeNights(root: string, first: string, second: string, options: { seed: number; totalBytes: number; largestFileBytes: number; files?: number }): Promise<Nights> {
+  await generateBackup({ root, name: first, seed: options.seed, totalBytes: options.totalBytes, largestFileBytes: options.largestFileBytes, ...(options.files === undefined ? {} : { files: options.files }) });
   const files = filesUnder(join(root, first));
   const size = (path: string): number => statSync(join(root, first, path)).size;
   const binlogs = files.filter((p) => p.startsWith('binlogs/') && size(p) > 0).sort((a, b) => size(a) - size(b) || (a < b ? -1 : 1));

@@ -4,12 +4,13 @@
  * tests FAIL with the reason from `OFFSITE_TEST_RGW_ERROR`; they skip (loudly) only when
  * OFFSITE_TEST_ALLOW_SKIP=1 and CI is not set.
  *
- * Every test works in a bucket of its own (`freshBucket`), removed with all its objects and open
- * uploads by `removeFreshBuckets` (the gateway keeps data in RAM, capped at 2 GiB).
+ * Every test works in a bucket of its own (`freshBucket`, also versioned or with Object Lock),
+ * removed with all its objects (every version, locked ones too) and open uploads by
+ * `removeFreshBuckets` (the gateway keeps data in RAM, capped at 2 GiB).
  */
 import {
   AbortMultipartUploadCommand, CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, ListMultipartUploadsCommand,
-  ListObjectsV2Command, S3Client,
+  ListObjectsV2Command, ListObjectVersionsCommand, PutBucketVersioningCommand, S3Client,
 } from '@aws-sdk/client-s3';
 import { randomUUID } from 'node:crypto';
 import type { S3TestServer } from '../servers/rgw.js';
@@ -69,18 +70,58 @@ export function s3Section(server: S3TestServer, bucket: string, overrides: Recor
 }
 
 const made = new Set<string>();
+/** The buckets of `made` that keep versions: emptied version by version. */
+const versioned = new Set<string>();
 
-/** Creates a new, empty bucket and remembers it for `removeFreshBuckets`. */
-export async function freshBucket(server: S3TestServer, label: string): Promise<string> {
+/**
+ * Creates a new, empty bucket and remembers it for `removeFreshBuckets`: plain, with versioning
+ * on (`versioned`), or created with Object Lock enabled (`objectLock`, which turns versioning on).
+ */
+export async function freshBucket(server: S3TestServer, label: string, options: { versioned?: boolean; objectLock?: boolean } = {}): Promise<string> {
   const bucket = `${label}-${randomUUID()}`.toLowerCase().slice(0, 63);
   const client = adminClient(server);
   try {
-    await client.send(new CreateBucketCommand({ Bucket: bucket }));
+    await client.send(new CreateBucketCommand({ Bucket: bucket, ...(options.objectLock ? { ObjectLockEnabledForBucket: true } : {}) }));
+    made.add(bucket);
+    if (options.versioned || options.objectLock) versioned.add(bucket);
+    if (options.versioned) await client.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
   } finally {
     client.destroy();
   }
-  made.add(bucket);
   return bucket;
+}
+
+export interface ObjectVersion {
+  readonly key: string;
+  readonly versionId: string;
+  /** 0 for a delete marker. */
+  readonly size: number;
+  readonly latest: boolean;
+  /** A delete marker, not a version with bytes. */
+  readonly marker: boolean;
+}
+
+/** Every version and delete marker under `prefix` (all pages of ListObjectVersions), versions first. */
+export async function versionsIn(client: S3Client, bucket: string, prefix: string): Promise<ObjectVersion[]> {
+  const out: ObjectVersion[] = [];
+  const markers: ObjectVersion[] = [];
+  let keyMarker: string | undefined;
+  let versionIdMarker: string | undefined;
+  for (;;) {
+    const page = await client.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: prefix, KeyMarker: keyMarker, VersionIdMarker: versionIdMarker }));
+    for (const v of page.Versions ?? []) out.push({ key: v.Key as string, versionId: v.VersionId as string, size: v.Size ?? 0, latest: v.IsLatest === true, marker: false });
+    for (const m of page.DeleteMarkers ?? []) markers.push({ key: m.Key as string, versionId: m.VersionId as string, size: 0, latest: m.IsLatest === true, marker: true });
+    if (!page.IsTruncated) return [...out, ...markers];
+    keyMarker = page.NextKeyMarker;
+    versionIdMarker = page.NextVersionIdMarker;
+  }
+}
+
+/** Deletes every version and delete marker in a versioned bucket, locked ones too (GOVERNANCE, bypassed). */
+export async function removeAllVersions(client: S3Client, bucket: string): Promise<void> {
+  for (const v of await versionsIn(client, bucket, '')) {
+    await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: v.key, VersionId: v.versionId, BypassGovernanceRetention: true }));
+  }
 }
 
 /** Empties (objects and open uploads) and deletes one bucket. */
@@ -103,7 +144,8 @@ export async function removeFreshBuckets(): Promise<void> {
   try {
     for (const bucket of [...made]) {
       made.delete(bucket);
-      await removeBucket(client, bucket).catch((err: unknown) => console.error(`# could not remove test bucket ${bucket}: ${String(err)}`));
+      const emptied = versioned.delete(bucket) ? removeAllVersions(client, bucket) : Promise.resolve();
+      await emptied.then(() => removeBucket(client, bucket)).catch((err: unknown) => console.error(`# could not remove test bucket ${bucket}: ${String(err)}`));
     }
   } finally {
     client.destroy();

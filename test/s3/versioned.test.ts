@@ -7,29 +7,19 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { DeleteObjectCommand, ListObjectVersionsCommand, PutBucketVersioningCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { writeBytes } from '../../src/drivers/io.js';
 import { createMinioDriver } from '../../src/drivers/minio/index.js';
 import { createS3Driver } from '../../src/drivers/s3/index.js';
 import type { Driver } from '../../src/drivers/types.js';
-import { adminClient, freshBucket, removeFreshBuckets, requireServer, s3Section, type S3TestServer } from './server.js';
+import { adminClient, freshBucket, removeFreshBuckets, requireServer, s3Section, versionsIn, type S3TestServer } from './server.js';
 import { minioSection } from './minio-section.js';
 
 const PART = 5 * 1024 * 1024;
 
-async function versionsIn(client: S3Client, bucket: string): Promise<string[]> {
-  const page = await client.send(new ListObjectVersionsCommand({ Bucket: bucket }));
-  return [
-    ...(page.Versions ?? []).map((v) => `${v.Key}${v.IsLatest ? '' : ' (noncurrent)'}`),
-    ...(page.DeleteMarkers ?? []).map((m) => `${m.Key} (delete marker)`),
-  ].sort();
-}
-
-async function emptyVersions(client: S3Client, bucket: string): Promise<void> {
-  const page = await client.send(new ListObjectVersionsCommand({ Bucket: bucket }));
-  for (const v of [...(page.Versions ?? []), ...(page.DeleteMarkers ?? [])]) {
-    await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: v.Key, VersionId: v.VersionId }));
-  }
+/** Every version and delete marker in the bucket, as `key`, `key (noncurrent)` or `key (delete marker)`, sorted. */
+async function versionNames(client: S3Client, bucket: string): Promise<string[]> {
+  return (await versionsIn(client, bucket, '')).map((v) => `${v.key}${v.marker ? ' (delete marker)' : v.latest ? '' : ' (noncurrent)'}`).sort();
 }
 
 async function writeMultipart(driver: Driver, key: string, bytes: Buffer): Promise<void> {
@@ -41,14 +31,12 @@ async function writeMultipart(driver: Driver, key: string, bytes: Buffer): Promi
 describe('object-store driver in a versioned bucket (Ceph RGW)', () => {
   let server: S3TestServer;
   let admin: S3Client;
-  const buckets: string[] = [];
 
   before(() => {
     server = requireServer();
     admin = adminClient(server);
   });
   after(async () => {
-    for (const bucket of buckets) await emptyVersions(admin, bucket).catch(() => undefined);
     admin?.destroy();
     await removeFreshBuckets();
   });
@@ -59,18 +47,16 @@ describe('object-store driver in a versioned bucket (Ceph RGW)', () => {
   ];
   for (const [flavour, create] of flavours) {
     it(`${flavour}: no temp version after a multipart commit; delete leaves no version or delete marker`, async () => {
-      const bucket = await freshBucket(server, `ver-${flavour}`);
-      buckets.push(bucket);
-      await admin.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
+      const bucket = await freshBucket(server, `ver-${flavour}`, { versioned: true });
       const driver = await create(bucket);
       try {
         await writeMultipart(driver, 'a/big.bin', randomBytes(PART + 1000));
         await writeBytes(driver, 'a/small.json', Buffer.from('one'), 'xxh64:1111111111111111');
         await writeBytes(driver, 'a/small.json', Buffer.from('two'), 'xxh64:2222222222222222');
-        assert.deepEqual(await versionsIn(admin, bucket), ['p/a/big.bin', 'p/a/small.json', 'p/a/small.json (noncurrent)'], 'no version of the temp object');
+        assert.deepEqual(await versionNames(admin, bucket), ['p/a/big.bin', 'p/a/small.json', 'p/a/small.json (noncurrent)'], 'no version of the temp object');
         await driver.delete('a/big.bin');
         await driver.delete('a/small.json');
-        assert.deepEqual(await versionsIn(admin, bucket), [], 'every version and delete marker is gone');
+        assert.deepEqual(await versionNames(admin, bucket), [], 'every version and delete marker is gone');
       } finally {
         await driver.close();
       }

@@ -35,9 +35,10 @@ const PACKAGES = ['radosgw', 'ceph-mon', 'ceph-osd', 'ceph-common'];
 const BINARIES = ['/usr/bin/radosgw', '/usr/bin/ceph-mon', '/usr/bin/ceph-osd', '/usr/bin/ceph', '/usr/bin/monmaptool', '/usr/bin/radosgw-admin'];
 /**
  * RAM the OSD may fill (memstore). A full OSD makes every write hang (not fail), so deleted data
- * must really go: see the `rgw_gc_*` settings. Override with OFFSITE_TEST_RGW_MEMSTORE_MIB.
+ * must really go: see the `rgw_gc_*` settings. Override with OFFSITE_TEST_RGW_MEMSTORE_MIB (read
+ * at each start: a benchmark sets it for the size it sends).
  */
-const MEMSTORE_BYTES = Number(process.env['OFFSITE_TEST_RGW_MEMSTORE_MIB'] ?? 4096) * 1024 ** 2;
+const memstoreBytes = (): number => Number(process.env['OFFSITE_TEST_RGW_MEMSTORE_MIB'] ?? 4096) * 1024 ** 2;
 const START_TIMEOUT_MS = 60_000;
 
 
@@ -119,7 +120,7 @@ osd_pool_default_pgp_num = 8
 osd_pool_default_pg_autoscale_mode = off
 mon_max_pg_per_osd = 1000
 osd_objectstore = memstore
-memstore_device_bytes = ${MEMSTORE_BYTES}
+memstore_device_bytes = ${memstoreBytes()}
 mon_data_avail_crit = 1
 mon_data_avail_warn = 2
 run_dir = ${dir}/run
