@@ -40,6 +40,7 @@ import { hashObject, type ObjectHashes } from './chunks.js';
 import { planReplication, type DestinationPlan, type DestinationState, type ReplicationPlan, type ReuseLookup, type SourceFile } from './plan.js';
 import { keptFeed, reuseIndexes, tryReuse, type Feed } from './reuse-file.js';
 import type { ReusePolicy } from '../config/config.js';
+import { ownString } from '../strings.js';
 import { ShardRun, type FinishOptions, type ShardSetReport, type ShardSpec } from './shard.js';
 
 export { partBytesFor } from './destination-run.js';
@@ -354,8 +355,9 @@ async function backupFiles(source: Driver, backup: string, quietPeriodMs: number
   assertComplete(inspection);
   const prefixLength = backup.length + 1;
   return {
-    // One fixed shape (no spreads): 100,000 of these live for the whole run.
-    files: inspection.files.map((f) => ({ path: f.key.slice(prefixLength), size: f.size, mtimeMs: f.mtimeMs, fingerprint: f.fingerprint, recordedSource: f.fingerprint })),
+    // One fixed shape (no spreads): 100,000 of these live for the whole run. The path is a string
+    // of its own, not a view that keeps the listing's whole key alive (src/strings.ts).
+    files: inspection.files.map((f) => ({ path: ownString(f.key.slice(prefixLength)), size: f.size, mtimeMs: f.mtimeMs, fingerprint: f.fingerprint, recordedSource: f.fingerprint })),
     backupTime: (backupTimeFromName(backup) ?? new Date(inspection.lastChangeMs)).toISOString(),
     sourceDescription: source.description,
     missing: [],
@@ -443,7 +445,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
       source, backup, chunkBytes, pool, signal, lagToleranceMs: options.lagToleranceMs ?? DEFAULT_LAG_TOLERANCE_MS,
       onDetach: (member, path) => emit({ type: 'detached', destination: member.name, path }),
     });
-    const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit, checkpointKeys: shard?.checkpointKeys };
+    const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit, checkpointKeys: shard?.checkpointKeys, paths };
     const runs = plan.destinations.map((p) => new DestinationRun(options.destinations.find((d) => d.name === p.destination) as Driver, p, context, fanout, states.get(p.destination)?.progressJournal));
     const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, fanout, signal, emit };
     for (const run of runs) run.reuse = reuse.get(run.name);
