@@ -13,7 +13,7 @@ import {
 import { writeManifestStreamed } from '../manifest/write-stream.js';
 import type { ChunkPool } from './buffers.js';
 import { Ledger, type Fanout, type FeedMember } from './fanout.js';
-import { RecordStore } from './records.js';
+import { indexOfSorted, isStrictlySorted, RecordStore } from './records.js';
 import type { DestinationPlan, FileAction } from './plan.js';
 import type { ProgressJournal } from './destination-state.js';
 import type { ProblemReport, ReplicateEvent } from './replicate.js';
@@ -47,9 +47,10 @@ const MAX_JOURNAL_ENTRIES = 256;
 
 /** One destination during a run. */
 export class DestinationRun implements FeedMember {
-  readonly records = new RecordStore();
+  readonly records: RecordStore;
   readonly errors: ProblemReport[] = [];
-  readonly actions: Map<string, FileAction>;
+  /** The plan's actions by path, when they are not in the order of `context.paths` (see `action`). */
+  private readonly actionMap: Map<string, FileAction> | undefined;
   dead = false;
   filesCopied = 0;
   filesAdopted = 0;
@@ -81,14 +82,23 @@ export class DestinationRun implements FeedMember {
   constructor(
     readonly driver: Driver,
     readonly plan: DestinationPlan,
-    private readonly context: { backup: string; source: string; chunkBytes: number; checkpointIntervalMs: number; emit: (e: ReplicateEvent) => void; checkpointKeys?: CheckpointKeys },
+    private readonly context: {
+      backup: string; source: string; chunkBytes: number; checkpointIntervalMs: number; emit: (e: ReplicateEvent) => void; checkpointKeys?: CheckpointKeys;
+      /** The run's paths, sorted by code units: the plan's actions are in this order (one per path). */
+      paths?: readonly string[];
+    },
     fanout: Fanout,
     progressJournal?: ProgressJournal,
   ) {
     this.ledger = new Ledger(fanout);
     this.checkpointIntervalMs = context.checkpointIntervalMs;
     this.keys = context.checkpointKeys ?? copyCheckpointKeys(context.backup);
-    this.actions = new Map(plan.actions.map((a) => [a.path, a]));
+    const paths = context.paths ?? [];
+    // 100,000 files: a map from path to action, and one to each record's slot, would cost ~100 bytes
+    // per file; the plan's actions and the records are found by binary search in `paths` instead.
+    const aligned = paths.length === plan.actions.length && isStrictlySorted(paths) && plan.actions.every((a, i) => a.path === paths[i]);
+    this.actionMap = aligned ? undefined : new Map(plan.actions.map((a) => [a.path, a]));
+    this.records = new RecordStore(aligned ? paths : []);
     for (const action of plan.actions) if (action.record) this.records.set(action.record);
     this.baseFiles = progressJournal?.baseFiles;
     this.journal = (progressJournal?.entries ?? []).map((e) => ({ key: e.key, live: !e.included, files: e.files }));
@@ -97,8 +107,15 @@ export class DestinationRun implements FeedMember {
 
   get name(): string { return this.driver.name; }
 
+  /** The plan's action for `path`. */
+  action(path: string): FileAction | undefined {
+    if (this.actionMap) return this.actionMap.get(path);
+    const at = indexOfSorted(this.context.paths ?? [], path);
+    return at < 0 ? undefined : this.plan.actions[at];
+  }
+
   needs(path: string): FileAction | undefined {
-    const action = this.actions.get(path);
+    const action = this.action(path);
     return !this.dead && action && action.action !== 'skip' ? action : undefined;
   }
 

@@ -10,17 +10,43 @@
  * no chunk list when it is the usual one (one chunk whose hash is the file's, or none for an empty
  * file). Anything else (several chunks, a hash not written the canonical way, other fields) is
  * kept as it came. `get` and `values` build the `ManifestFile` again, equal field by field.
+ *
+ * The run knows every path it may record before it starts (its files, sorted): given them, a
+ * path's slot is its place in that list, found by binary search, so no map from path to slot is
+ * kept either (another ~50 bytes per file). Paths outside the list still get a slot through a map.
  */
 import type { ManifestFile } from '../manifest/manifest.js';
 
 const HASH_PREFIX = 'xxh64:';
 const CANONICAL_HASH = /^xxh64:[0-9a-f]{16}$/;
 
+/** A slot of the known paths with no record yet. */
+const EMPTY = 0;
 /** How a slot's chunk list is rebuilt. */
-const ONE_CHUNK = 0;
-const NO_CHUNKS = 1;
+const ONE_CHUNK = 1;
+const NO_CHUNKS = 2;
 /** The record is kept whole in `#odd`. */
-const ODD = 2;
+const ODD = 3;
+
+/** The index of `key` in `sorted` (sorted by code units, as manifests are), or -1. */
+export function indexOfSorted(sorted: readonly string[], key: string): number {
+  let low = 0;
+  let high = sorted.length - 1;
+  while (low <= high) {
+    const middle = (low + high) >>> 1;
+    const at = sorted[middle] as string;
+    if (at === key) return middle;
+    if (at < key) low = middle + 1;
+    else high = middle - 1;
+  }
+  return -1;
+}
+
+/** True when `paths` is sorted by code units with no path twice. */
+export function isStrictlySorted(paths: readonly string[]): boolean {
+  for (let i = 1; i < paths.length; i++) if (!((paths[i - 1] as string) < (paths[i] as string))) return false;
+  return true;
+}
 
 /** Two hex digits of every byte value. */
 const HEX_BYTES = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, '0'));
@@ -41,41 +67,69 @@ function isPlain(file: ManifestFile): boolean {
 }
 
 export class RecordStore {
-  /** Path -> slot. */
+  /** The paths known in advance (sorted): the slot of `known[i]` is `i`. */
+  readonly #known: readonly string[];
+  /** Path -> slot, for paths not in `#known`. */
   readonly #slots = new Map<string, number>();
-  #sizes = new Float64Array(1024);
-  #hashHigh = new Uint32Array(1024);
-  #hashLow = new Uint32Array(1024);
-  #kinds = new Uint8Array(1024);
-  readonly #sourceFingerprints: (string | undefined)[] = [];
-  readonly #destinationFingerprints: (string | undefined)[] = [];
+  #sizes: Float64Array;
+  #hashHigh: Uint32Array;
+  #hashLow: Uint32Array;
+  #kinds: Uint8Array;
+  readonly #sourceFingerprints: (string | undefined)[];
+  readonly #destinationFingerprints: (string | undefined)[];
   readonly #odd = new Map<number, ManifestFile>();
-  #used = 0;
+  /** Slots handed out: every known path's, then one per other path. */
+  #used: number;
+  #recorded = 0;
+
+  /**
+   * `known`: the paths that will be recorded, sorted by code units with none twice (checked; if
+   * they are not, they are ignored and every path goes through the map).
+   */
+  constructor(known: readonly string[] = []) {
+    this.#known = isStrictlySorted(known) ? known : [];
+    const capacity = Math.max(1024, this.#known.length);
+    this.#sizes = new Float64Array(capacity);
+    this.#hashHigh = new Uint32Array(capacity);
+    this.#hashLow = new Uint32Array(capacity);
+    this.#kinds = new Uint8Array(capacity);
+    this.#sourceFingerprints = new Array<string | undefined>(capacity);
+    this.#destinationFingerprints = new Array<string | undefined>(capacity);
+    this.#used = this.#known.length;
+  }
 
   /** Files recorded. */
   get size(): number {
-    return this.#slots.size;
+    return this.#recorded;
   }
 
   has(path: string): boolean {
-    return this.#slots.has(path);
+    return this.#slotOf(path) !== undefined;
   }
 
   get(path: string): ManifestFile | undefined {
-    const slot = this.#slots.get(path);
+    const slot = this.#slotOf(path);
     return slot === undefined ? undefined : this.#record(path, slot);
+  }
+
+  /** The slot of a recorded path. */
+  #slotOf(path: string): number | undefined {
+    const known = indexOfSorted(this.#known, path);
+    if (known >= 0) return this.#kinds[known] === EMPTY ? undefined : known;
+    return this.#slots.get(path);
   }
 
   /** Records `file` under its path (replacing an earlier record of it). */
   set(file: ManifestFile): this {
-    let slot = this.#slots.get(file.path);
+    let slot: number | undefined = indexOfSorted(this.#known, file.path);
+    if (slot < 0) slot = this.#slots.get(file.path);
     if (slot === undefined) {
       slot = this.#used++;
       if (slot === this.#sizes.length) this.#grow();
       this.#slots.set(file.path, slot);
-    } else {
-      this.#odd.delete(slot);
     }
+    if (this.#kinds[slot] === EMPTY) this.#recorded++;
+    else this.#odd.delete(slot);
     const plain = isPlain(file) && CANONICAL_HASH.test(file.hash);
     const chunks = file.chunks;
     const kind = !plain ? ODD
@@ -96,14 +150,19 @@ export class RecordStore {
     return this;
   }
 
-  /** Every record, in the order they were first made. */
+  /** Every record: those of the known paths in their order, then the others in the order they were first made. */
   *values(): IterableIterator<ManifestFile> {
+    for (const [slot, path] of this.#known.entries()) if (this.#kinds[slot] !== EMPTY) yield this.#record(path, slot);
     for (const [path, slot] of this.#slots) yield this.#record(path, slot);
   }
 
   /** The paths recorded so far, sorted by code units as manifests are: a snapshot for `inOrder`. */
   sortedPaths(): string[] {
-    return [...this.#slots.keys()].sort();
+    const paths: string[] = [];
+    for (const [slot, path] of this.#known.entries()) if (this.#kinds[slot] !== EMPTY) paths.push(path);
+    if (this.#slots.size === 0) return paths;
+    for (const path of this.#slots.keys()) paths.push(path);
+    return paths.sort();
   }
 
   /** The records of `paths` (every one recorded), in that order. */
@@ -119,7 +178,7 @@ export class RecordStore {
   bytesOf(paths: readonly string[]): number {
     let total = 0;
     for (const path of paths) {
-      const slot = this.#slots.get(path);
+      const slot = this.#slotOf(path);
       if (slot === undefined) throw new Error(`no record of ${path}`);
       total += this.#kinds[slot] === ODD ? (this.#odd.get(slot) as ManifestFile).size : this.#sizes[slot] as number;
     }

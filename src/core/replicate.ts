@@ -44,6 +44,7 @@ import { hashObject, type ObjectHashes } from './chunks.js';
 import type { DestinationPlan, ReplicationPlan, SourceFile } from './plan.js';
 import { keptFeed, tryReuse, type Feed } from './reuse-file.js';
 import type { ReusePolicy } from '../config/config.js';
+import { ownString } from '../strings.js';
 import { ShardRun, type FinishOptions, type ShardSetReport, type ShardSpec } from './shard.js';
 
 export { partBytesFor } from './destination-run.js';
@@ -363,8 +364,9 @@ async function backupFiles(source: Driver, backup: string, quietPeriodMs: number
   assertComplete(inspection);
   const prefixLength = backup.length + 1;
   return {
-    // One fixed shape (no spreads): 100,000 of these live for the whole run.
-    files: inspection.files.map((f) => ({ path: f.key.slice(prefixLength), size: f.size, mtimeMs: f.mtimeMs, fingerprint: f.fingerprint, recordedSource: f.fingerprint })),
+    // One fixed shape (no spreads): 100,000 of these live for the whole run. The path is a string
+    // of its own, not a view that keeps the listing's whole key alive (src/strings.ts).
+    files: inspection.files.map((f) => ({ path: ownString(f.key.slice(prefixLength)), size: f.size, mtimeMs: f.mtimeMs, fingerprint: f.fingerprint, recordedSource: f.fingerprint })),
     backupTime: (backupTimeFromName(backup) ?? new Date(inspection.lastChangeMs)).toISOString(),
     sourceDescription: source.description,
     missing: [],
@@ -418,7 +420,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   });
   // Every destination still preparing keeps its share of the chunk budget for when it joins.
   if (!dryRun) fanout.expect(options.destinations.length);
-  const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit, checkpointKeys: shard?.checkpointKeys };
+  const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit, checkpointKeys: shard?.checkpointKeys, paths };
   const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, fanout, signal, emit };
   const prepareContext: PrepareContext = { backup, files, chunkBytes, shard, dryRun, lock: options.lock, emit, signal };
   const unavailable = new Set(missing.map((m) => m.path));

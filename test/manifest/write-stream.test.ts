@@ -108,4 +108,36 @@ describe('RecordStore', () => {
     assert.equal(store.get('missing'), undefined);
     assert.equal(store.has('missing'), false);
   });
+
+  it('with the paths known in advance, finds them without a map and still takes others', () => {
+    const records = Array.from({ length: 2000 }, (_, i) => record(i));
+    const known = records.map((r) => r.path).sort();
+    const store = new RecordStore(known);
+    assert.equal(store.size, 0);
+    assert.equal(store.has(known[0] as string), false, 'a known path is not recorded until set');
+    assert.equal(store.get(known[5] as string), undefined);
+    // Recorded out of order, half of them, plus paths that were not known.
+    const half = records.filter((_, i) => i % 2 === 1).reverse();
+    for (const r of half) store.set(r);
+    for (const r of odd) store.set(r);
+    store.set({ ...half[0] as ManifestFile, hash: hex(2), chunks: [hex(2)] });
+    assert.equal(store.size, half.length + odd.length);
+    for (const r of records) assert.equal(store.has(r.path), half.includes(r), r.path);
+    assert.deepEqual(store.get((half[1] as ManifestFile).path), half[1]);
+    assert.equal(store.get((half[0] as ManifestFile).path)?.hash, hex(2), 'replaced');
+    for (const r of odd) assert.deepEqual(store.get(r.path), r);
+    const expectedPaths = [...half.map((r) => r.path), ...odd.map((r) => r.path)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    assert.deepEqual(store.sortedPaths(), expectedPaths);
+    assert.deepEqual([...store.values()].map((r) => r.path), [...half.map((r) => r.path).sort(), ...odd.map((r) => r.path)], 'known paths in their order, then the others');
+    assert.deepEqual([...store.inOrder(expectedPaths)].map((r) => r.path), expectedPaths);
+    assert.throws(() => [...store.inOrder([known[0] as string])], /no record of/);
+  });
+
+  it('ignores known paths that are not sorted (every path then goes through the map)', () => {
+    const store = new RecordStore(['b', 'a']);
+    store.set({ path: 'a', size: 1, hash: hex(1), chunks: [hex(1)] });
+    store.set({ path: 'b', size: 2, hash: hex(2), chunks: [hex(2)] });
+    assert.deepEqual([...store.values()].map((r) => r.path), ['a', 'b']);
+    assert.equal(store.size, 2);
+  });
 });

@@ -19,6 +19,7 @@ import { constants, type BigIntStats } from 'node:fs';
 import { mkdir, open, realpath, rmdir, stat } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { DriverError, throwIfAborted } from '../../errors.js';
+import { flatString } from '../../strings.js';
 import { FolderCache, isInside, isTempName, keyError, localFingerprint, notFoundError, splitKey, type ErrorContext } from '../toolkit/index.js';
 import type { Entry, ListOptions } from '../types.js';
 import { classifyFsError, errnoOf, isMissing } from './errors.js';
@@ -350,5 +351,6 @@ export async function syncFile(path: string): Promise<void> {
 /** The contract's entry for a local file, with its fingerprint (size, mtime in ns, inode). */
 export function localEntry(key: string, info: BigIntStats): Entry {
   const size = Number(info.size);
-  return { key, size, mtimeMs: Number(info.mtimeMs), fingerprint: localFingerprint(size, info.mtimeNs, info.ino) };
+  // The key flat: the listing built it as a rope of its folders' keys and its name (src/strings.ts).
+  return { key: flatString(key), size, mtimeMs: Number(info.mtimeMs), fingerprint: localFingerprint(size, info.mtimeNs, info.ino) };
 }

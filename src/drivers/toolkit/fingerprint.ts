@@ -10,18 +10,22 @@
  *
  * A fingerprint that changed says "read this file again"; one that did not is no proof that the
  * bytes are intact (bit rot, or a rewrite that restores the mtime): only reading back proves that.
+ *
+ * Each is returned flat (src/strings.ts): the engine keeps one or two per file for the whole run,
+ * and as a rope of its pieces one cost four times its characters.
  */
+import { flatString } from '../../strings.js';
 
 export function localFingerprint(size: number | bigint, mtimeNs: bigint, inode: bigint): string {
-  return `local:${size}:${mtimeNs}:${inode}`;
+  return flatString(`local:${size}:${mtimeNs}:${inode}`);
 }
 
 export function sftpFingerprint(size: number, mtimeSeconds: number): string {
-  return `sftp:${size}:${mtimeSeconds}`;
+  return flatString(`sftp:${size}:${mtimeSeconds}`);
 }
 
 /** `undefined` when the server gave no ETag (nothing to compare). */
 export function etagFingerprint(etag: string | undefined, size: number): string | undefined {
   const clean = (etag ?? '').replace(/"/g, '').toLowerCase();
-  return clean === '' ? undefined : `etag:${clean}:${size}`;
+  return clean === '' ? undefined : flatString(`etag:${clean}:${size}`);
 }
