@@ -1,6 +1,8 @@
 // A node:test reporter for scripts/run-tests.mjs: the test time of each file (the sum of its
 // top-level tests and suites, hooks included; loading the file is not counted), slowest first,
-// so a suite that grew slow shows which files to look at.
+// so a suite that grew slow shows which files to look at. A test is counted under the file that
+// declares it: tests declared through a helper (test/sftp/server.ts's describeWithServer) count
+// under the helper's file.
 import { relative } from 'node:path';
 
 export default async function* fileTimes(source) {

@@ -5,7 +5,6 @@
  */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
@@ -13,19 +12,11 @@ import { generateBackup } from '../../scripts/gen-backup.js';
 import { jsonOf, runCli, tempDir } from '../helpers/cli.js';
 import { requireServer as requireS3, s3Section } from '../s3/server.js';
 import { requireServer as requireSftp, sectionFor } from '../sftp/server.js';
+import { closedPort } from '../servers/net.js';
 
 const NAME = 'nightly_1';
 
 interface ListJson { backups: { name: string; copies: Record<string, string> }[]; unreadable: string[] }
-
-/** A port nothing listens on (bound, then closed). */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return typeof address === 'object' && address ? address.port : 1;
-}
 
 describe('list with a destination that cannot be read (CLI, sshd + RGW): exit 4, the reason shown', () => {
   let dir: string;

@@ -17,6 +17,7 @@ import { ConfigError, DriverError } from '../../src/errors.js';
 import { putObject, rejectsWithKind, seededBytes } from '../conformance/suite.js';
 import { minioSection } from './minio-section.js';
 import { freshBucket, removeFreshBuckets, requireServer, s3Section, testServer, type S3TestServer } from './server.js';
+import { closedPort } from '../servers/net.js';
 
 const found = testServer();
 const skip = 'skip' in found && found.skip ? found.error : undefined;
@@ -39,15 +40,6 @@ const flavours: Array<{ label: string; make: Make; wrongKey: Record<string, unkn
     endpoint: (port) => ({ address: '127.0.0.1', port }),
   },
 ];
-
-/** A port nothing listens on (bound, then closed). */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return typeof address === 'object' && address ? address.port : 1;
-}
 
 /** A server that accepts connections and never answers (a blackhole). */
 async function silentServer(): Promise<{ port: number; server: Server; sockets: Socket[] }> {

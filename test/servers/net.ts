@@ -14,6 +14,9 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** A port nothing listens on (bound, then closed): a connection to it is refused. */
+export const closedPort = freePort;
+
 /** Whether something accepts connections on 127.0.0.1:port. */
 export async function portOpen(port: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -6,21 +6,13 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdir, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { promisify } from 'node:util';
 import { after, it } from 'node:test';
 import { createSftpDriver } from '../../src/drivers/sftp/index.js';
 import { hashOf, partOf, readAll, readKey, putObject, rejectsWithKind, seededBytes } from '../conformance/suite.js';
 import { startProxy } from './proxy.js';
 import { describeWithServer, freshRoot, removeFreshRoots, sectionFor, type SftpTestServer } from './server.js';
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return typeof address === 'object' && address ? address.port : 1;
-}
+import { closedPort } from '../servers/net.js';
 
 describeWithServer('sftp faults', (server: SftpTestServer) => {
   after(removeFreshRoots);
