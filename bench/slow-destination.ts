@@ -15,6 +15,8 @@
  *
  *   npm run bench:slow                                # both setups, 400 MiB, 12 MiB/s
  *   npm run bench:slow -- --setups servers --size 1GiB --rate 20MiB --repeat 3
+ *   npm run bench:slow -- --setups servers --trace   # also when each destination was planned,
+ *                                                    # detached, done, and its MiB per second
  *
  * Runs in-process through the library API (the CLI does not print per-destination times), with
  * the drivers wrapped as the CLI wraps them (src/runtime/drivers.ts: retry around bandwidth limit).
@@ -49,7 +51,7 @@ const program = new Command('bench:slow')
   .option('--rate <rate>', 'write rate of the slow destination, bytes per second', '12MiB')
   .option('--repeat <n>', 'runs of each measurement (the median is reported)', '1')
   .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-slow'))
-  .option('--trace', 'print a timeline of the runs with both destinations: MiB written per second by each, detachments')
+  .option('--trace', 'print a timeline of the runs with both destinations: when each was planned, detached and done, MiB written per second by each')
   .parse(process.argv);
 const opts = program.opts<{ setups: string; size: string; rate: string; repeat: string; dir: string; trace?: boolean }>();
 const size = parseBytes(opts.size, '--size');
@@ -153,7 +155,8 @@ class Trace {
       const row = this.seconds.get(e.destination) ?? [];
       row[Math.floor(at)] = (row[Math.floor(at)] ?? 0) + e.bytes;
       this.seconds.set(e.destination, row);
-    } else if (e.type === 'detached') this.notes.push(`${at.toFixed(2)} s ${e.destination} detached at ${e.path}`);
+    } else if (e.type === 'plan') this.notes.push(`${at.toFixed(2)} s ${e.plan.destinations.map((d) => d.destination).join(', ')} planned (prepared, locked)`);
+    else if (e.type === 'detached') this.notes.push(`${at.toFixed(2)} s ${e.destination} detached at ${e.path}`);
     else if (e.type === 'destination-done') this.notes.push(`${at.toFixed(2)} s ${e.destination} ${e.status}`);
   }
 
