@@ -15,6 +15,8 @@
  *
  *   npm run bench:slow                                # both setups, 400 MiB, 12 MiB/s
  *   npm run bench:slow -- --setups servers --size 1GiB --rate 20MiB --repeat 3
+ *   npm run bench:slow -- --setups servers --trace   # also when each destination was planned,
+ *                                                    # detached, done, and its MiB per second
  *
  * Runs in-process through the library API (the CLI does not print per-destination times), with
  * the drivers wrapped as the CLI wraps them (src/runtime/drivers.ts: retry around bandwidth limit).
@@ -28,7 +30,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateBackup } from '../scripts/gen-backup.js';
 import { parseBytes } from '../src/config/units.js';
-import { replicate, type ReplicateResult } from '../src/core/replicate.js';
+import { replicate, type ReplicateEvent, type ReplicateResult } from '../src/core/replicate.js';
 import { createDriver } from '../src/drivers/index.js';
 import { LocalDriver } from '../src/drivers/local/index.js';
 import type { Driver } from '../src/drivers/types.js';
@@ -48,8 +50,9 @@ const program = new Command('bench:slow')
   .option('--rate <rate>', 'write rate of the slow destination, bytes per second', '12MiB')
   .option('--repeat <n>', 'runs of each measurement (the median is reported)', '1')
   .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-slow'))
+  .option('--trace', 'print a timeline of the runs with both destinations: when each was planned, detached and done, MiB written per second by each')
   .parse(process.argv);
-const opts = program.opts<{ setups: string; size: string; rate: string; repeat: string; dir: string }>();
+const opts = program.opts<{ setups: string; size: string; rate: string; repeat: string; dir: string; trace?: boolean }>();
 const size = parseBytes(opts.size, '--size');
 const rate = parseBytes(opts.rate, '--rate');
 const repeat = positiveInteger(opts.repeat, '--repeat');
@@ -132,6 +135,29 @@ interface Timing {
   readonly result: ReplicateResult;
 }
 
+/** `--trace`: MiB written per second by each destination, and when each was detached or done. */
+class Trace {
+  private readonly seconds = new Map<string, number[]>();
+  private readonly notes: string[] = [];
+  constructor(private readonly started: number) {}
+
+  event(e: ReplicateEvent): void {
+    const at = (performance.now() - this.started) / 1000;
+    if (e.type === 'bytes') {
+      const row = this.seconds.get(e.destination) ?? [];
+      row[Math.floor(at)] = (row[Math.floor(at)] ?? 0) + e.bytes;
+      this.seconds.set(e.destination, row);
+    } else if (e.type === 'plan') this.notes.push(`${at.toFixed(2)} s ${e.plan.destinations.map((d) => d.destination).join(', ')} planned (prepared, locked)`);
+    else if (e.type === 'detached') this.notes.push(`${at.toFixed(2)} s ${e.destination} detached at ${e.path}`);
+    else if (e.type === 'destination-done') this.notes.push(`${at.toFixed(2)} s ${e.destination} ${e.status}`);
+  }
+
+  print(): void {
+    for (const note of this.notes) console.log(`    ${note}`);
+    for (const [name, row] of this.seconds) console.log(`    ${name} MiB/s: ${Array.from(row, (b) => ((b ?? 0) / MiB).toFixed(0)).join(' ')}`);
+  }
+}
+
 async function run(setup: Setup, which: readonly ('fast' | 'slow')[]): Promise<Timing> {
   const source = new LocalDriver('source', { root: join(dir, 'source'), maxConcurrency: 8 });
   const destinations: Opened[] = [];
@@ -139,10 +165,15 @@ async function run(setup: Setup, which: readonly ('fast' | 'slow')[]): Promise<T
     for (const w of which) destinations.push(await setup.open(w));
     const started = performance.now();
     const done = new Map<string, number>();
+    const trace = opts.trace && which.length > 1 ? new Trace(started) : undefined;
     const result = await replicate({
       source, backup: BACKUP, destinations: destinations.map((d) => d.driver), quietPeriodMs: 0,
-      onEvent: (e) => { if (e.type === 'destination-done') done.set(e.destination, (performance.now() - started) / 1000); },
+      onEvent: (e) => {
+        if (e.type === 'destination-done') done.set(e.destination, (performance.now() - started) / 1000);
+        trace?.event(e);
+      },
     });
+    trace?.print();
     if (result.destinations.some((d) => d.status !== 'complete')) throw new Error(`a destination failed: ${JSON.stringify(result.destinations.map((d) => d.errors))}`);
     return { done, result };
   } finally {

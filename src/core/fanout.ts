@@ -21,13 +21,20 @@
  * the file, and find the chunks read meanwhile in their queue. Each chunk is read once it can be
  * charged to every destination in the read. One that cannot take it while another can, and whose
  * backlog exceeds its share, is detached at once; while some can take the chunk and others cannot
- * (no memory, or too many open reads), the read waits `lagToleranceMs`, then detaches the one with the most chunks
- * still to write (its memory is held by its slow writes) if it is one that cannot take the chunk. A detached destination gets its queued chunks dropped and reads the file again
- * on its own from the start (the chunks it already wrote are only hashed and compared, so a source
+ * (no memory, or too many open reads), the read waits `lagToleranceMs`, then detaches the one with
+ * the most chunks still to write (its memory is held by its slow writes) if it is one that cannot
+ * take the chunk. A wait can end each time the slow one frees a chunk, so the time each
+ * destination holds up reads that others are ready for is also added up, all reads together, less
+ * half the time since (`Ledger.lagMs`): one whose sum passes `lagToleranceMs` is detached, since
+ * it holds the others back more than half the time. A detached destination leaves every shared
+ * read at once (it would hold up each in turn otherwise): its queued chunks are dropped, its
+ * places in files it has not reached are given up, and it reads each file it was copying again on
+ * its own from the start (the chunks it already wrote are only hashed and compared, so a source
  * that changed meanwhile is caught), and every later file too, until it reaches a file before
- * anyone else has started it: it caught up, and shares reads again. A destination that joins
- * after the others started (it was slow to prepare) is in the same place: it is detached at the
- * first file they started and reads alone until it reaches one they have not.
+ * anyone else has started it: it caught up, and shares reads again. A destination that joins after
+ * the others started (it was slow to prepare) gets a place in the reads that have not handed out a
+ * chunk yet; at the first file whose read has, it is detached and reads alone until it reaches one
+ * nobody has started.
  *
  * Source bytes read: each file is read at most once by a shared read, plus once by every
  * destination reading it alone, so at most (1 + destinations that read alone) x the backup, plus
@@ -39,8 +46,15 @@ import { getHasher } from '../hash/xxh64.js';
 import type { ChunkPool } from './buffers.js';
 import { hashObject, readChunks, type ObjectHashes } from './chunks.js';
 
-/** @default 1000 ms */
-export const DEFAULT_LAG_TOLERANCE_MS = 1000;
+/**
+ * Long enough for a hiccup of a destination as fast as the others (an fsync, a commit), shorter than
+ * the time a destination at a tenth of the other's speed takes to free a chunk (8 MiB at 12 MiB/s:
+ * 0.7 s), which it would otherwise hold every shared read for. @default 500 ms
+ */
+export const DEFAULT_LAG_TOLERANCE_MS = 500;
+
+/** Share of the time a destination may hold up the others' shared reads without falling behind (see `Ledger.lagMs`). */
+const LAG_FORGIVENESS = 0.5;
 
 const EMPTY = new Uint8Array(0);
 
@@ -70,7 +84,32 @@ export class Ledger {
   reserved = 0;
   /** Reads of multi-chunk files it takes part in. */
   openReads = 0;
+  /** Time it held up shared reads that another destination was ready for, less what is forgiven (see `lagMs`). */
+  private lag = 0;
+  private lagAt = 0;
+  /** The end of the last hold-up counted: reads held up at once count once. */
+  private heldUpThrough = 0;
   constructor(private readonly fanout: Fanout) {}
+
+  /**
+   * How long it has held up shared reads that another destination was ready for, all reads together,
+   * less `LAG_FORGIVENESS` of the time since: one that holds the others up more than that share of
+   * the time is slower than they are, even if it frees a chunk just before each single wait ends.
+   */
+  lagMs(now: number): number {
+    if (this.lagAt !== 0) this.lag = Math.max(0, this.lag - (now - this.lagAt) * LAG_FORGIVENESS);
+    this.lagAt = now;
+    return this.lag;
+  }
+
+  /** It held up a shared read from `from` to `to` (ms since the epoch) while another destination was ready. */
+  heldUp(from: number, to: number): void {
+    this.lagMs(to);
+    const start = Math.max(from, this.heldUpThrough);
+    if (to <= start) return;
+    this.lag += to - start;
+    this.heldUpThrough = to;
+  }
 
   /** Within its share, or borrowing budget that no other destination's unused share needs. */
   fits(bytes: number, opening: boolean): boolean {
@@ -152,12 +191,15 @@ export class Fanout {
 
   /**
    * A destination that takes part from now on (an expected one, if any are left); call `done` when
-   * it has nothing more to read. One that joins after others started files reads those alone.
+   * it has nothing more to read. One that joins after others started files reads alone those
+   * they have already handed chunks out of.
    */
   add(member: FeedMember): void {
     if (this.expected > 0) this.expected--;
     this.members.push(member);
     this.working.push(member);
+    // Reads the others started a moment ago, with nothing handed out yet, are shared with it too.
+    for (const read of this.reads.values()) read.welcome(member);
     this.notify();
   }
 
@@ -248,12 +290,18 @@ export class Fanout {
     return hashes;
   }
 
-  /** The member fell behind: it reads on its own until it catches up. */
+  /**
+   * The member fell behind: it reads on its own until it catches up. It leaves every shared read
+   * at once, not only the one it held up: each of the others would otherwise wait for it in turn
+   * (the lag tolerance again, per file), holding back the destinations that keep up.
+   */
   detach(member: FeedMember, path: string): void {
     if (!member.attached) return;
     member.attached = false;
     member.detachments++;
     this.ctx.onDetach?.(member, path);
+    for (const read of [...this.reads.values()]) read.drop(member);
+    this.notify();
   }
 
   /** Gives back a chunk a member will not write. */
@@ -322,8 +370,26 @@ export class Subscription {
 class FileRead {
   private readonly subscriptions: Subscription[] = [];
   private ended = false;
+  /** A chunk was handed out: a destination joining now would miss it. */
+  private delivering = false;
 
-  constructor(private readonly fanout: Fanout, private readonly file: FeedFile, private readonly shared: boolean) {}
+  constructor(private readonly fanout: Fanout, readonly file: FeedFile, private readonly shared: boolean) {}
+
+  /**
+   * Gives a place to a destination that joins the run after this read started, while nothing has
+   * been handed out yet and its share has room for what the others have reserved in this read.
+   */
+  welcome(member: FeedMember): void {
+    if (this.delivering || this.ended || !member.wants(this.file.path) || this.subscriptions.some((s) => s.member === member)) return;
+    const reserved = Math.max(0, ...this.subscriptions.map((s) => (s.gone ? 0 : s.reserved)));
+    const opening = this.file.size > this.fanout.ctx.chunkBytes;
+    if (!member.ledger.fits(reserved, opening)) return;
+    const place = this.place(member, false);
+    member.ledger.charge(reserved);
+    member.ledger.reserved += reserved;
+    place.reserved = reserved;
+    if (opening) { place.opened = true; member.ledger.openReads++; }
+  }
 
   /** A place for `member`; `arrived` when it is at the file already. */
   place(member: FeedMember, arrived: boolean): Subscription {
@@ -343,6 +409,16 @@ class FileRead {
   /** Drops the places of `member` it has not taken. */
   giveUp(member: FeedMember): void {
     for (const s of this.subscriptions) if (s.member === member && !s.arrived) s.leave();
+    this.forgetWhenClaimed();
+  }
+
+  /** The member was detached: it leaves this read (where it is copying already, it is told to read alone). */
+  drop(member: FeedMember): void {
+    for (const s of this.subscriptions) {
+      if (s.member !== member || s.gone) continue;
+      s.leave();
+      if (s.arrived) s.deliver({ type: 'detached' });
+    }
     this.forgetWhenClaimed();
   }
 
@@ -388,9 +464,12 @@ class FileRead {
       if (live.length === 0) return false;
       throwIfAborted(this.fanout.ctx.signal, 'replicate');
       const ready = live.filter((s) => s.member.ledger.fits(bytes, opening && !s.opened));
-      if (ready.length > 0 && ready.length < live.length) {
-        // Those that hold the read up while further behind than their share go at once.
-        const behind = live.filter((s) => !ready.includes(s) && s.member.ledger.behind(bytes));
+      const holders = ready.length > 0 ? live.filter((s) => !ready.includes(s)) : [];
+      if (holders.length > 0) {
+        // Those that hold the read up while further behind than their share go at once, and so do
+        // those that have held up shared reads for too long, all reads together.
+        const now = Date.now();
+        const behind = holders.filter((s) => s.member.ledger.behind(bytes) || s.member.ledger.lagMs(now) > tolerance);
         for (const s of behind) this.detach(s);
         if (behind.length > 0) continue;
       }
@@ -419,7 +498,9 @@ class FileRead {
         since = undefined;
         continue;
       }
+      const from = Date.now();
       await this.fanout.changed(left);
+      for (const s of holders) s.member.ledger.heldUp(from, Date.now());
     }
   }
 
@@ -436,6 +517,7 @@ class FileRead {
     const chunkHashes: string[] = [];
     let offset = 0;
     for await (const chunk of readChunks(source, key, size, pool, `source: ${key}`, signal)) {
+      this.delivering = true;
       this.fanout.bytesRead += chunk.length;
       fileHash?.update(chunk);
       const hash = hasher.hash(chunk);

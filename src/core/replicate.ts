@@ -69,7 +69,8 @@ export interface ReplicateOptions {
   readonly memoryBudgetBytes?: number;
   /**
    * How long destinations sharing a read wait for one that cannot take the next chunk (its share
-   * is full) or has not reached the file yet, before it is detached and reads on its own. @default 1000 ms
+   * is full) or has not reached the file yet, before it is detached and reads on its own; also the
+   * most time, added up over all reads, that it may hold them up beyond half the time (./fanout.ts). @default 500 ms
    */
   readonly lagToleranceMs?: number;
   /** Quiet period of the completion rule. @default 60 s */

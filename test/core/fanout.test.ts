@@ -11,6 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { generateBackup } from '../../scripts/gen-backup.js';
+import { ChunkPool } from '../../src/core/buffers.js';
+import { Fanout, Ledger } from '../../src/core/fanout.js';
 import { replicate, type ReplicateEvent } from '../../src/core/replicate.js';
 import { verifyCopy } from '../../src/core/verify.js';
 import { LocalDriver } from '../../src/drivers/local/index.js';
@@ -131,6 +133,28 @@ describe('a slow destination never holds back the others', () => {
     await deepVerify(slow);
     assert.ok(result.bytesRead <= (1 + result.destinationsReadAlone) * result.bytes);
     assert.ok(result.peakBufferBytes <= budget, `peak ${result.peakBufferBytes} > budget ${budget}`);
+  });
+
+  it('the time a destination holds up shared reads adds up over waits, less half the time since', () => {
+    // A destination that frees a chunk just before each single wait runs out never trips the
+    // per-wait tolerance; the sum over its waits does, once it holds the others up most of the time.
+    const fanout = new Fanout({ source: new LocalDriver('source', { root: tmpdir(), maxConcurrency: 1 }), backup: NAME, chunkBytes: MiB, pool: new ChunkPool(MiB, 8 * MiB), lagToleranceMs: 500 });
+    const slow = new Ledger(fanout);
+    const often = new Ledger(fanout);
+    let now = 1_000_000;
+    for (let i = 0; i < 10; i++) {
+      slow.heldUp(now, now + 400); // holds up a read 400 ms of every 500
+      often.heldUp(now, now + 200); // 200 ms of every 500: less than half the time
+      now += 500;
+    }
+    assert.ok(slow.lagMs(now) > 500, `held up 80% of the time: ${slow.lagMs(now)} ms`);
+    assert.ok(often.lagMs(now) < 100, `held up 40% of the time: ${often.lagMs(now)} ms`);
+    // Reads held up at the same time count once.
+    const together = new Ledger(fanout);
+    together.heldUp(now, now + 300);
+    together.heldUp(now + 100, now + 300);
+    assert.equal(together.lagMs(now + 300), 300);
+    assert.ok(slow.lagMs(now + 10_000) === 0, 'forgiven in time');
   });
 
   it('with a bandwidth limit far below the other destination: manifests in order, memory within budget', async () => {
