@@ -4,6 +4,7 @@
  * entries on top (used by ./replicate.ts and ./shard.ts).
  */
 import type { Driver } from '../drivers/types.js';
+import { EncryptionKeyError } from '../crypto/keys.js';
 import { errorKind, errorMessage } from '../errors.js';
 import { manifestKey, OFFSITE_DIR, readManifestAt, type Manifest, type ManifestFile } from '../manifest/manifest.js';
 import { copyCheckpointKeys, type CheckpointKeys } from './destination-run.js';
@@ -88,4 +89,22 @@ export async function readDestinationState(driver: Driver, backup: string, signa
     return { ...j, included: j.sequence <= through, files: i < 0 ? 0 : read[i]?.fileCount ?? 0 };
   });
   return { name: driver.name, manifest, manifestProblem, progress, present, presentFingerprints, progressJournal: { baseFiles: base?.fileCount, entries } };
+}
+
+/**
+ * What a destination holds, with the records that cannot serve this destination's encryption
+ * setting left out: a plain copy's records at a destination that now encrypts (its files are sent
+ * again, encrypted), and an encrypted copy's where it no longer does. Records are left out by
+ * marking their manifest's chunk size unusable, so the plan still removes that manifest first.
+ * An encrypted copy made with another key is refused (kind `auth`): mixing keys in one
+ * destination would leave copies no single key opens.
+ */
+export function usableHoldings(driver: Driver, held: DestinationHoldings): DestinationHoldings {
+  const publicKey = driver.encryption?.publicKey;
+  const foreign = [held.manifest, held.progress].find((m) => m?.encryption !== undefined && publicKey !== undefined && m.encryption.publicKey !== publicKey);
+  if (foreign) {
+    throw new EncryptionKeyError(`destination "${driver.name}": its copy of ${foreign.backup} was encrypted with another key (public key ${foreign.encryption?.publicKey ?? ''}): configure that key for it, or delete that copy (offsite prune) before replicating with this one`);
+  }
+  const unusable = (m: Manifest | undefined): Manifest | undefined => (m && (m.encryption !== undefined) !== (publicKey !== undefined) ? { ...m, chunkBytes: -1 } : m);
+  return { ...held, manifest: unusable(held.manifest), progress: unusable(held.progress) };
 }

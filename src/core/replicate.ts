@@ -27,13 +27,13 @@
  */
 import PQueue from 'p-queue';
 import { assertComplete, backupTimeFromName, inspectBackup } from '../backup/index.js';
-import type { Driver } from '../drivers/types.js';
+import type { Committed, Driver } from '../drivers/types.js';
 import { errorKind, errorMessage, OffsiteError, type ErrorKind, UsageError } from '../errors.js';
 import { manifestKey, type ManifestFile } from '../manifest/manifest.js';
 import { writeManifestStreamed } from '../manifest/write-stream.js';
 import { ChunkPool } from './buffers.js';
 import { DestinationRun, FileSink, partBytesFor, problem, type RunReuse } from './destination-run.js';
-import { readDestinationState, type DestinationHoldings } from './destination-state.js';
+import { readDestinationState, usableHoldings, type DestinationHoldings } from './destination-state.js';
 import { DEFAULT_LAG_TOLERANCE_MS, Fanout, sourceChanged } from './fanout.js';
 import { acquireLock, type HeldLock, type LockOptions } from './lock.js';
 import { hashObject, type ObjectHashes } from './chunks.js';
@@ -214,6 +214,8 @@ function originDamaged(ctx: EngineContext, file: EngineFile, found: string): Off
  * (`storedHash`, S3 metadata) is only a fingerprint: the bytes can be replaced while it stays.
  */
 async function adopt(ctx: EngineContext, run: DestinationRun, file: EngineFile, hashes: ObjectHashes): Promise<boolean> {
+  // An encrypted destination's record is of the stored bytes, which a plaintext read does not give: send the file again.
+  if (run.driver.encryption) return false;
   const key = `${ctx.backup}/${file.path}`;
   try {
     // The fingerprint before reading: if the file changes while it is read, the next run sees it.
@@ -227,6 +229,17 @@ async function adopt(ctx: EngineContext, run: DestinationRun, file: EngineFile, 
     run.fail(err, file.path);
     return true; // handled: do not also try to copy to a failed destination
   }
+}
+
+/**
+ * The record of a file just committed: the source's hashes, or at an encrypted destination the
+ * stored object's (`Committed.stored`: its hashes and the keyed plaintext MAC, never a plaintext hash).
+ */
+function recordOf(driver: Driver, file: EngineFile, hash: string, chunks: readonly string[], done: Committed | void): ManifestFile {
+  if (!driver.encryption) return { path: file.path, size: file.size, hash, chunks: [...chunks] };
+  const stored = done?.stored;
+  if (!stored) throw new OffsiteError('E_INTERNAL', `${driver.name}: ${file.path}: an encrypted destination's commit did not say what it stored`, { kind: 'fatal' });
+  return { path: file.path, size: file.size, hash: stored.hash, chunks: [...stored.chunks], storedSize: stored.size, mac: stored.mac };
 }
 
 /** A record with the fingerprints it was made with (each only when known). */
@@ -304,8 +317,9 @@ async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFil
         if (!sink.alive) break;
         if (firstPass && firstPass.hash !== item.hash) throw sourceChanged(ctx.backup, file.path);
         if (file.expected !== undefined && item.hash !== file.expected) throw originDamaged(ctx, file, item.hash);
-        const committed = (await sink.finish(item.hash))?.fingerprint ?? await committedFingerprint(run.driver, `${ctx.backup}/${file.path}`, ctx.signal);
-        run.record(withFingerprints({ path: file.path, size: file.size, hash: item.hash, chunks: [...item.chunks] }, file.recordedSource, committed), 'copied');
+        const done = await sink.finish(item.hash);
+        const committed = done?.fingerprint ?? await committedFingerprint(run.driver, `${ctx.backup}/${file.path}`, ctx.signal);
+        run.record(withFingerprints(recordOf(run.driver, file, item.hash, item.chunks, done), file.recordedSource, committed), 'copied');
         break;
       }
       offset += item.chunk.length;
@@ -372,8 +386,11 @@ async function originFiles(source: Driver, backup: string, origin: ReplicateOrig
     if (!there || there.size !== f.size) {
       missing.push({ path: f.path, error: new OffsiteError('E_ORIGIN_DAMAGED', `${source.name}: ${backup}/${f.path} is ${there ? `${there.size} bytes, its manifest says ${f.size}` : 'missing'}; take the file from elsewhere`, { kind: 'integrity' }) });
     }
+    // An encrypted copy records no plaintext hash: its reads are checked against the plaintext MAC instead (src/ops/pull.ts).
+    const plainHash = f.mac === undefined ? f.hash : undefined;
     return {
-      path: f.path, size: f.size, mtimeMs: there?.mtimeMs ?? 0, expected: f.hash, hash: f.hash,
+      path: f.path, size: f.size, mtimeMs: there?.mtimeMs ?? 0,
+      ...(plainHash !== undefined ? { expected: plainHash, hash: plainHash } : {}),
       ...(there?.fingerprint !== undefined ? { fingerprint: there.fingerprint } : {}),
       ...(f.sourceFingerprint !== undefined ? { recordedSource: f.sourceFingerprint } : {}),
     };
@@ -409,7 +426,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   const readState = async (d: Driver, lock: boolean): Promise<void> => {
     try {
       if (lock) locks.set(d.name, await acquireLock(d, backup, { ...options.lock, key: shard?.lockKey, signal }));
-      const held = await readDestinationState(d, backup, signal, shard?.checkpointKeys);
+      const held = usableHoldings(d, await readDestinationState(d, backup, signal, shard?.checkpointKeys));
       states.set(d.name, shard ? await shard.holdings(d, held, chunkBytes, signal) : held);
     } catch (err) {
       states.delete(d.name);
@@ -425,7 +442,8 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   let plan = planNow();
   // The reuse index of each destination with work to do (./reuse-file.ts); the plan then marks what it may reuse.
   const reuse = options.reuse && !options.origin
-    ? await reuseIndexes(options.destinations.filter((d) => plan.destinations.some((p) => p.destination === d.name && !p.upToDate)), backup, options.reuse, emit, signal)
+    // Not at encrypted destinations: a sealed file is bound to its place, a copy elsewhere would not open.
+    ? await reuseIndexes(options.destinations.filter((d) => !d.encryption && plan.destinations.some((p) => p.destination === d.name && !p.upToDate)), backup, options.reuse, emit, signal)
     : new Map<string, RunReuse>();
   const lookups = new Map([...reuse].map(([name, r]) => [name, r.index]));
   if (reuse.size > 0) plan = planNow(lookups);

@@ -10,6 +10,7 @@
  * body (./manifest.ts, checked by test/manifest/write-stream.test.ts), so readers see no
  * difference.
  */
+import { createHash } from 'node:crypto';
 import { OffsiteError } from '../errors.js';
 import { getHasher, HASH_ALGORITHM } from '../hash/xxh64.js';
 import type { Driver, SignalOptions } from '../drivers/types.js';
@@ -18,6 +19,7 @@ import {
   canonicalJson, canonicalRecord, MANIFEST_FORMAT, MANIFEST_VERSION, prettyRecord,
   type EncodeOptions, type ManifestBody, type ManifestFile,
 } from './manifest.js';
+import { manifestEncryptionOf, signManifest } from './signature.js';
 
 /** Everything of a manifest body but its records (their count and total size included). */
 export type ManifestHead = Omit<ManifestBody, 'files' | 'format' | 'version' | 'hashAlgorithm'>;
@@ -40,12 +42,14 @@ function bodyShell(head: ManifestHead): ManifestBody {
     createdAt: head.createdAt,
     ...(head.backupTime ? { backupTime: head.backupTime } : {}),
     chunkBytes: head.chunkBytes,
+    ...(head.encryption ? { encryption: head.encryption } : {}),
     hashAlgorithm: HASH_ALGORITHM,
     fileCount: head.fileCount,
     totalBytes: head.totalBytes,
     files: [],
     ...(head.includesThrough !== undefined ? { includesThrough: head.includesThrough } : {}),
     ...(head.sequence !== undefined ? { sequence: head.sequence } : {}),
+    ...(head.signature !== undefined ? { signature: head.signature } : {}),
   };
 }
 
@@ -84,7 +88,7 @@ async function encode(head: ManifestHead, records: () => Iterable<ManifestFile>,
   let before: string, after: string;
   let record: (f: ManifestFile, first: boolean) => string;
   if (how.canonical) {
-    [before, after] = around(canonicalJson(shell), '"files":[]');
+    [before, after] = around(canonicalJson({ ...shell, signature: undefined }), '"files":[]');
     record = (f, first) => (first ? canonicalRecord(f) : `,${canonicalRecord(f)}`);
   } else if (how.pretty) {
     [before, after] = around(JSON.stringify({ ...shell, digest: how.digest }, null, 1), '"files": []');
@@ -118,12 +122,16 @@ async function encode(head: ManifestHead, records: () => Iterable<ManifestFile>,
  * would write the same body. Returns its digest.
  */
 export async function writeManifestStreamed(
-  driver: Driver, key: string, head: ManifestHead, records: () => Iterable<ManifestFile>, options: SignalOptions & EncodeOptions = {},
+  driver: Driver, key: string, given: ManifestHead, records: () => Iterable<ManifestFile>, options: SignalOptions & EncodeOptions = {},
 ): Promise<string> {
   const hasher = await getHasher();
   const canonical = hasher.create();
-  await encode(head, records, new TextPieces((piece) => { canonical.update(piece); }), { canonical: true });
+  const sha = createHash('sha256');
+  // At an encrypted destination: its `encryption` field, and a complete manifest is signed (./signature.ts).
+  let head: ManifestHead = driver.encryption ? { ...given, encryption: given.encryption ?? manifestEncryptionOf(driver.encryption), signature: undefined } : given;
+  await encode(head, records, new TextPieces((piece) => { canonical.update(piece); sha.update(piece); }), { canonical: true });
   const digest = canonical.digest();
+  if (driver.encryption && head.kind === 'complete') head = { ...head, signature: signManifest(driver.encryption, sha.digest()) };
   const pretty = options.pretty ?? true;
   // The size first (the write session needs it): the digest is of fixed length.
   let size = 0;
