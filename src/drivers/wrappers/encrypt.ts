@@ -98,6 +98,10 @@ class EncryptingDriver extends ForwardingDriver {
     if (isBookkeepingKey(key)) return this.inner.openRead(key, options);
     const { signal } = options;
     const offset = options.offset ?? 0;
+    if (!Number.isSafeInteger(offset) || offset < 0 || (options.length !== undefined && (!Number.isSafeInteger(options.length) || options.length < 0))) {
+      throw badArgument({ driver: this.name, action: 'read', key }, `offset ${offset} and length ${String(options.length)} must be whole numbers >= 0`);
+    }
+    // The driver below checks the key (and refuses one escaping the root) before any IO.
     if (offset === 0 && options.length === undefined) return this.#wholeRead(key, signal);
     // A range: the chunks that cover it, opened with the knowledge of which one is the file's last.
     const entry = await this.inner.stat(key, { signal });
@@ -235,6 +239,12 @@ class EncryptingWriteSession extends ForwardingWriteSession {
   /** The stored bytes of plain part `index`; records its chunks' hashes and MACs and feeds the whole-file hash. */
   #seal(index: number, bytes: Uint8Array): Buffer {
     const { chunkBytes } = this.#sealer;
+    const parts = Math.max(1, Math.ceil(this.#shape.size / this.#shape.partBytes));
+    if (!Number.isInteger(index) || index < 0 || index >= parts || (this.#shape.size === 0 && bytes.length > 0)) {
+      throw badArgument(this.#shape.context, `part ${index} is not one of the ${this.#shape.size === 0 ? 0 : parts} parts of this ${this.#shape.size}-byte object`);
+    }
+    const expected = Math.min(this.#shape.partBytes, this.#shape.size - index * this.#shape.partBytes);
+    if (bytes.length !== expected) throw badArgument(this.#shape.context, `part ${index} has ${bytes.length} bytes, expected ${expected}`);
     const plain = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const out: Buffer[] = [];
     const firstChunk = index * this.#chunksPerPart;
