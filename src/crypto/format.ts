@@ -44,6 +44,8 @@ export const TAG_BYTES = 16;
 export const OVERHEAD_BYTES = PREFIX_BYTES + TAG_BYTES;
 /** Largest chunk size the prefix can record. */
 export const MAX_CHUNK_BYTES = 0xffff_ffff - OVERHEAD_BYTES;
+/** Bytes handed to the cipher per call. */
+const SLICE_BYTES = 64 * 1024;
 /** Names the format in manifests. */
 export const ENCRYPTION_SCHEME = 'offsite-aes-256-gcm-chunked/v1';
 /** Prefix of a file's plaintext MAC as manifests record it. */
@@ -162,7 +164,8 @@ export class FileSealer extends FileCipher {
     const cipher = createCipheriv('aes-256-gcm', this.fileKey, nonce);
     cipher.setAAD(this.additionalData(prefix, index, last));
     let at = PREFIX_BYTES;
-    at += cipher.update(plain).copy(out, at);
+    // In slices: one update of a whole 8 MiB chunk was measured slower (a large output buffer per call).
+    for (let from = 0; from < plain.length; from += SLICE_BYTES) at += cipher.update(plain.subarray(from, from + SLICE_BYTES)).copy(out, at);
     at += cipher.final().copy(out, at);
     cipher.getAuthTag().copy(out, at);
     return { bytes: out, mac };
@@ -216,7 +219,9 @@ export class FileOpener extends FileCipher {
     const decipher = createDecipheriv('aes-256-gcm', this.fileKey, nonce);
     decipher.setAAD(this.additionalData(prefix, index, last));
     decipher.setAuthTag(stored.subarray(stored.length - TAG_BYTES));
-    const plain = decipher.update(stored.subarray(PREFIX_BYTES, stored.length - TAG_BYTES));
+    const body = stored.subarray(PREFIX_BYTES, stored.length - TAG_BYTES);
+    const plain = Buffer.allocUnsafe(body.length);
+    for (let from = 0; from < body.length; from += SLICE_BYTES) decipher.update(body.subarray(from, from + SLICE_BYTES)).copy(plain, from);
     try {
       decipher.final();
     } catch {
