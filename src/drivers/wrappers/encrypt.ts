@@ -274,23 +274,20 @@ class EncryptingWriteSession extends ForwardingWriteSession {
   }
 
   override matches(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<boolean> {
-    let stored: Buffer;
-    try {
-      stored = this.#seal(index, bytes);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    return this.inner.matches(index, stored, options);
+    return this.#withSealed(index, bytes, (stored) => this.inner.matches(index, stored, options));
   }
 
   override write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void> {
-    let stored: Buffer;
+    return this.#withSealed(index, bytes, (stored) => this.inner.write(index, stored, options));
+  }
+
+  /** `then` with the stored bytes of part `index`; a refusal to seal is a rejection, as the contract has it. */
+  #withSealed<T>(index: number, bytes: Uint8Array, then: (stored: Buffer) => Promise<T>): Promise<T> {
     try {
-      stored = this.#seal(index, bytes);
+      return then(this.#seal(index, bytes));
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.inner.write(index, stored, options);
   }
 
   override async commit(options: CommitOptions): Promise<Committed | void> {
