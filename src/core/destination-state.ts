@@ -94,10 +94,11 @@ export async function readDestinationState(driver: Driver, backup: string, signa
 /**
  * What a destination holds, with the records that cannot serve this destination's encryption
  * setting left out: a plain copy's records at a destination that now encrypts (its files are sent
- * again, encrypted), and an encrypted copy's where it no longer does. Records are left out by
- * marking their manifest's chunk size unusable, so the plan still removes that manifest first.
- * An encrypted copy made with another key is refused (kind `auth`): mixing keys in one
- * destination would leave copies no single key opens.
+ * again, encrypted; records are left out by marking their manifest's chunk size unusable, so the
+ * plan still removes that manifest first). Refused (kind `auth`): an encrypted copy made with
+ * another key (mixing keys in one destination would leave copies no single key opens), and an
+ * encrypted copy where no key is configured (writing would replace it with plaintext: an audit
+ * host's `audit --repair`, or a config that lost its `encryption`).
  */
 export function usableHoldings(driver: Driver, held: DestinationHoldings): DestinationHoldings {
   const publicKey = driver.encryption?.publicKey;
@@ -105,6 +106,10 @@ export function usableHoldings(driver: Driver, held: DestinationHoldings): Desti
   if (foreign) {
     throw new EncryptionKeyError(`destination "${driver.name}": its copy of ${foreign.backup} was encrypted with another key (public key ${foreign.encryption?.publicKey ?? ''}): configure that key for it, or delete that copy (offsite prune) before replicating with this one`);
   }
-  const unusable = (m: Manifest | undefined): Manifest | undefined => (m && (m.encryption !== undefined) !== (publicKey !== undefined) ? { ...m, chunkBytes: -1 } : m);
+  const encrypted = [held.manifest, held.progress].find((m) => m?.encryption !== undefined);
+  if (encrypted && publicKey === undefined) {
+    throw new EncryptionKeyError(`destination "${driver.name}": its copy of ${encrypted.backup} is encrypted, and no encryption key is configured for it here: give it its key (encryption: { key: ... } or { keyFile: ... }); to replace the copy by a plain one, delete it first (offsite prune)`);
+  }
+  const unusable = (m: Manifest | undefined): Manifest | undefined => (m && m.encryption === undefined && publicKey !== undefined ? { ...m, chunkBytes: -1 } : m);
   return { ...held, manifest: unusable(held.manifest), progress: unusable(held.progress) };
 }

@@ -495,6 +495,10 @@ async function repairCopy(ctx: Context, driver: Driver, backup: string, found: A
   const origins: Driver[] = [];
   if (ctx.source && ctx.atSource.has(backup)) origins.push(ctx.source);
   for (const d of [...ctx.destinations, ...ctx.donors]) if (d !== driver && await hasValidManifest(ctx, backup, d)) origins.push(d);
+  // Never write plaintext into an encrypted copy: without the key here, leave it as it is.
+  if ((reference?.manifest.encryption !== undefined || ctx.publicKeys.has(driver.name)) && !driver.encryption) {
+    return fail('the copy is encrypted and this config has no key for the destination (only its public key, or nothing): run audit --repair where encryption.key is configured');
+  }
   if (!reference && !(ctx.source && ctx.atSource.has(backup))) {
     return fail('no valid manifest at any destination and the source does not have the backup: nothing to repair from');
   }

@@ -14,7 +14,7 @@
  */
 import { encryptionOf, type EncryptionSettings, type OffsiteConfig } from '../config/config.js';
 import { destinationKeyOf, type DestinationKey } from '../crypto/keys.js';
-import { withEncryption } from '../drivers/wrappers/encrypt.js';
+import { withEncryption, withoutWrites } from '../drivers/wrappers/encrypt.js';
 import { expandPath } from '../config/paths.js';
 import { parseBytes } from '../config/units.js';
 import { createDriver } from '../drivers/index.js';
@@ -129,7 +129,8 @@ export class DriverRuntime {
     });
     this.#opened.push(driver);
     const encryption = encryptionOf(section);
-    if (encryption?.key === undefined && encryption?.keyFile === undefined) return driver;
+    if (encryption === undefined) return driver;
+    if (encryption.key === undefined && encryption.keyFile === undefined) return withoutWrites(driver, `destination "${name}" is configured with encryption.publicKey only (an audit host): writing backup files to it needs its key (encryption.key or encryption.keyFile)`);
     // Outside retries and limits: a part sent again is the same sealed bytes, and the limits count stored bytes.
     return withEncryption(driver, this.#keyOf(name, encryption), config.settings.chunkBytes);
   }

@@ -141,6 +141,14 @@ export function encryptionSuite(title: string, open: (label: string) => Promise<
         assert.equal(damage[0]?.chunk, 1);
         const audit = await cli('bare', ['audit', '--sample', '100%']);
         assert.equal(audit.code, 3, audit.stdout + audit.stderr);
+        // Without the key, a repair is refused and leaves the copy as it is: never plaintext into it.
+        for (const config of ['auditor', 'bare'] as const) {
+          const repair = await cli(config, ['audit', '--sample', '100%', '--repair']);
+          assert.equal(repair.code, 3, `${config}: ${repair.stdout}${repair.stderr}`);
+          assert.match(repair.stdout + repair.stderr, /no key for the destination/);
+          assert.deepEqual(await destination.stored.read(victim), bad, `${config}: the copy is untouched`);
+          assert.ok((await destination.stored.keys(`${NAME}/.offsite/manifest.json`)).length === 1, `${config}: the manifest stays`);
+        }
         // With the key, pull refuses the damaged copy: nothing is restored from it.
         const target = join(dir, 'restore-damaged');
         const pull = await cli('keyed', ['pull', NAME, '--from', 'vault', '--to', target]);
@@ -175,6 +183,23 @@ export function encryptionSuite(title: string, open: (label: string) => Promise<
       }
       const verify = await cli('auditor', ['verify', NAME, '--at', 'vault']);
       assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+    });
+
+    it('replicate without the key (public key only, or no encryption config) refuses to write plaintext there', async () => {
+      const before = await destination.stored.read(`${NAME}/.offsite/manifest.json`);
+      for (const config of ['auditor', 'bare'] as const) {
+        const run = await cli(config, ['replicate', NAME, '--to', 'vault']);
+        assert.notEqual(run.code, 0, `${config}: ${run.stdout}${run.stderr}`);
+        assert.match(run.stdout + run.stderr, /is encrypted, and no encryption key is configured for it here/);
+      }
+      assert.deepEqual(await destination.stored.read(`${NAME}/.offsite/manifest.json`), before);
+      // A new backup from an audit host: refused at the first file.
+      const other = 'backup_2025_10_03_03_00_00';
+      await generateBackup({ root: source, name: other, totalBytes: 64 * 1024, seed: 15 });
+      const run = await cli('auditor', ['replicate', other, '--to', 'vault']);
+      assert.notEqual(run.code, 0, run.stdout + run.stderr);
+      assert.match(run.stdout + run.stderr, /configured with encryption.publicKey only/);
+      assert.equal((await destination.stored.keys(`${other}/`)).filter((k) => !k.includes('/.offsite/')).length, 0, 'no file of the new backup was stored');
     });
 
     it('pull with a wrong key is a configuration error naming the destination, and writes nothing', async () => {

@@ -21,7 +21,7 @@ import { Readable } from 'node:stream';
 import {
   chunkCount, ChunkIntegrityError, ChunkReader, ENCRYPTION_SCHEME, fileMac, FileOpener, FileSealer, OVERHEAD_BYTES, plainSize, storedSize,
 } from '../../crypto/format.js';
-import type { DestinationKey } from '../../crypto/keys.js';
+import { EncryptionKeyError, type DestinationKey } from '../../crypto/keys.js';
 import { DriverError } from '../../errors.js';
 import { getHasher, type Hasher, type StreamingHash } from '../../hash/xxh64.js';
 import { badArgument, missingPartError } from '../toolkit/errors.js';
@@ -43,6 +43,31 @@ export function storedDriverOf(driver: Driver): Driver {
 /** Wraps `inner` so that backup files are stored encrypted with `key` in chunks of `chunkBytes`. */
 export function withEncryption(inner: Driver, key: DestinationKey, chunkBytes: number): Driver {
   return new EncryptingDriver(inner, key, chunkBytes);
+}
+
+/**
+ * An encrypted destination seen from a machine without its key (`encryption: { publicKey }`):
+ * reads, lists and bookkeeping pass; writing a backup file (or a server-side copy) is refused with
+ * `message` (`E_ENCRYPTION_KEY`, kind `auth`), so nothing is ever stored there in plaintext.
+ */
+export function withoutWrites(inner: Driver, message: string): Driver {
+  return new KeylessDriver(inner, message);
+}
+
+class KeylessDriver extends ForwardingDriver {
+  constructor(inner: Driver, private readonly refusal: string) {
+    super(inner);
+  }
+
+  override openWrite(key: string, options: WriteOptions): Promise<WriteSession> {
+    if (isBookkeepingKey(key)) return this.inner.openWrite(key, options);
+    return Promise.reject(new EncryptionKeyError(this.refusal));
+  }
+
+  protected override forwardCopyWithin(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<void> {
+    if (isBookkeepingKey(toKey)) return super.forwardCopyWithin(fromKey, toKey, options);
+    return Promise.reject(new EncryptionKeyError(this.refusal));
+  }
 }
 
 class EncryptingDriver extends ForwardingDriver {
