@@ -35,6 +35,11 @@ export interface TransferOptions {
   readonly limitReads?: boolean;
   /** Told about every retry (the CLI prints them). */
   readonly onRetry?: (driver: string, info: RetryInfo) => void;
+  /**
+   * The run's chunk size (`--chunk-size`): encrypted destinations seal chunks of it, so a run's
+   * parts are always whole sealed chunks. @default config options.chunkSize
+   */
+  readonly chunkBytes?: number;
 }
 
 /** What `wrapDriver` puts around a driver. */
@@ -132,7 +137,7 @@ export class DriverRuntime {
     if (encryption === undefined) return driver;
     if (encryption.key === undefined && encryption.keyFile === undefined) return withoutWrites(driver, `destination "${name}" is configured with encryption.publicKey only (an audit host): writing backup files to it needs its key (encryption.key or encryption.keyFile)`);
     // Outside retries and limits: a part sent again is the same sealed bytes, and the limits count stored bytes.
-    return withEncryption(driver, this.#keyOf(name, encryption), config.settings.chunkBytes);
+    return withEncryption(driver, this.#keyOf(name, encryption), options.chunkBytes ?? config.settings.chunkBytes);
   }
 
   #keyOf(name: string, encryption: EncryptionSettings): DestinationKey {

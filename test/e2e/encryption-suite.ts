@@ -114,7 +114,7 @@ export function encryptionSuite(title: string, open: (label: string) => Promise<
       assert.equal(jsonOf<ReplicateJson>(run).destinations[0]?.bytesWritten ?? 0, 0);
     });
 
-    it('verify --deep and audit pass without the key (public key only, and no encryption config at all)', async () => {
+    it('verify --deep, audit and list work without the key (public key only, and no encryption config at all)', async () => {
       for (const config of ['auditor', 'bare'] as const) {
         const verify = await cli(config, ['--json', 'verify', NAME, '--at', 'vault', '--deep']);
         assert.equal(verify.code, 0, `${config}: ${verify.stdout}${verify.stderr}`);
@@ -122,6 +122,9 @@ export function encryptionSuite(title: string, open: (label: string) => Promise<
       }
       const audit = await cli('auditor', ['--json', 'audit', '--sample', '100%']);
       assert.equal(audit.code, 0, audit.stdout + audit.stderr);
+      const list = await cli('bare', ['--json', 'list']);
+      assert.equal(list.code, 0, list.stdout + list.stderr);
+      assert.match(list.stdout, /"vault":\s*"complete"/);
     });
 
     it('an auditor without the key finds a flipped byte, naming the file and the chunk (exit 3)', async () => {
