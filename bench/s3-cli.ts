@@ -22,7 +22,14 @@
  * a garbage collection running during the next run would skew it). Contenders run once per round
  * in a rotating order (the machine's load drifts); the median of `--repeat` rounds is reported.
  *
+ * With `--encrypted`, each offsite setting also runs against the same bucket kind with
+ * client-side encryption (`encryption: { key }`, README "Client-side encryption"), and each rclone
+ * setting also through an rclone `crypt` remote over the same S3 remote (standard file name
+ * encryption, rclone's defaults), so the cost of encryption is measured against plain in one run
+ * (issue 14's target: encrypted <= 1.1x the plain destination's time).
+ *
  *   npm run bench:s3
+ *   npm run bench:s3 -- --size 256MiB --repeat 3 --concurrency 8 --chunk-sizes 8MiB --rclone-transfers 4 --encrypted
  *   npm run bench:s3 -- --size 256MiB --repeat 3 --concurrency 8 --chunk-sizes 8MiB
  *   npm run bench:s3 -- --size 1GiB --repeat 3 --concurrency 8 --chunk-sizes 8MiB --baseline /tmp/offsite-head
  */
@@ -30,7 +37,7 @@ import { CreateBucketCommand, ListMultipartUploadsCommand } from '@aws-sdk/clien
 import { Command } from 'commander';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_SETTINGS } from '../src/config/config.js';
@@ -40,6 +47,7 @@ import {
   baselineBinOf, cpuOf, loadAverage, median, offsiteBin as bin, positiveInteger, positiveIntegers, silenceSdkVersionWarning, sizesUnder, timed as timedChild,
   totalSize, treeDifference, type Timed as ChildTimed,
 } from './lib.js';
+import { storedSize } from '../src/crypto/format.js';
 import { bucketSizes, dropBucket, osdBytesUsed, rcloneRgwEnv, s3ConfigSection, s3SecretsEnv, startRgw, waitForFreedData } from './rgw.js';
 
 const program = new Command('bench-s3-cli')
@@ -49,10 +57,11 @@ const program = new Command('bench-s3-cli')
   .option('--concurrency <list>', 'offsite --concurrency values to try, comma-separated', '4,8,16')
   .option('--chunk-sizes <list>', 'offsite options.chunkSize values to try, comma-separated', '8MiB,16MiB')
   .option('--rclone-transfers <list>', 'rclone --transfers values to try (4 is its default)', '4')
+  .option('--encrypted', 'also run every setting with client-side encryption, and rclone through a crypt remote')
   .option('--baseline <dir>', 'another built checkout whose offsite runs too, with the same settings (before/after in one run)')
   .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-s3-cli'))
   .parse(process.argv);
-const opts = program.opts<{ size: string; repeat: string; seed: string; concurrency: string; chunkSizes: string; rcloneTransfers: string; dir: string; baseline?: string }>();
+const opts = program.opts<{ size: string; repeat: string; seed: string; concurrency: string; chunkSizes: string; rcloneTransfers: string; dir: string; baseline?: string; encrypted?: boolean }>();
 silenceSdkVersionWarning();
 
 const MiB = 1024 * 1024;
@@ -89,6 +98,8 @@ interface Contender {
   readonly kind: 'offsite' | 'rclone';
   /** The offsite of `--baseline`: measured, but never the "default" or "best" setting. */
   readonly baseline?: boolean;
+  /** offsite with `encryption`, or rclone through a crypt remote. */
+  readonly encrypted?: boolean;
   readonly concurrency?: number;
   readonly chunk?: string;
   /** Uploads the backup into `bucket` (keys `BACKUP/...`). */
@@ -124,29 +135,42 @@ async function main(): Promise<void> {
         '',
       ].join('\n'));
       configs.set(chunk.text, file);
+      const encryptedFile = join(dir, `offsite-${chunk.text}-encrypted.yaml`);
+      writeFileSync(encryptedFile, readFileSync(file, 'utf8').replace('secretAccessKey: "${OFFSITE_BENCH_S3_SECRET_KEY}" }', 'secretAccessKey: "${OFFSITE_BENCH_S3_SECRET_KEY}", encryption: { key: "${OFFSITE_BENCH_KEY}" } }'));
+      configs.set(`${chunk.text} encrypted`, encryptedFile);
     }
+    const encryptionKey = randomBytes(32).toString('hex');
+    // rclone wants its crypt password obscured (its own reversible encoding).
+    const rclonePassword = opts.encrypted ? spawnSync('env', ['-u', 'AWS_CA_BUNDLE', 'rclone', 'obscure', randomBytes(24).toString('hex')]).stdout?.toString().trim() ?? '' : '';
 
     const contenders: Contender[] = [];
     for (const transfers of rcloneTransfers) {
-      contenders.push({
-        label: `rclone copy --transfers ${transfers}${transfers === 4 ? ' (default)' : ''}`,
-        kind: 'rclone',
-        run: (bucket) => timed('env', ['-u', 'AWS_CA_BUNDLE', 'rclone', 'copy', '--config', '/dev/null', '--s3-force-path-style',
-          '--transfers', String(transfers), ...RCLONE_SETTINGS, local, `rgw:${bucket}/${BACKUP}`], rcloneRgwEnv(server), serverPids),
-      });
+      for (const encrypted of opts.encrypted ? [false, true] : [false]) {
+        contenders.push({
+          label: `rclone ${encrypted ? 'crypt' : 'copy'} --transfers ${transfers}${transfers === 4 ? ' (default)' : ''}`,
+          kind: 'rclone',
+          encrypted,
+          run: (bucket) => timed('env', ['-u', 'AWS_CA_BUNDLE', 'rclone', 'copy', '--config', '/dev/null', '--s3-force-path-style',
+            '--transfers', String(transfers), ...RCLONE_SETTINGS, local, encrypted ? 'secret:' : `rgw:${bucket}/${BACKUP}`], {
+            ...rcloneRgwEnv(server),
+            ...(encrypted ? { RCLONE_CONFIG_SECRET_TYPE: 'crypt', RCLONE_CONFIG_SECRET_REMOTE: `rgw:${bucket}/${BACKUP}`, RCLONE_CONFIG_SECRET_PASSWORD: rclonePassword } : {}),
+          }, serverPids),
+        });
+      }
     }
     for (const chunk of chunkSizes) {
       for (const concurrency of concurrencies) {
         const isDefault = concurrency === DEFAULT_SETTINGS.concurrency && chunk.bytes === DEFAULT_SETTINGS.chunkBytes;
-        for (const [offsiteBin, baseline] of [[bin, false], ...(baselineBin !== undefined ? [[baselineBin, true] as const] : [])] as const) {
+        for (const [offsiteBin, baseline, encrypted] of [[bin, false, false], ...(opts.encrypted ? [[bin, false, true] as const] : []), ...(baselineBin !== undefined ? [[baselineBin, true, false] as const] : [])] as const) {
           contenders.push({
-            label: `${baseline ? 'baseline' : 'offsite'} --concurrency ${concurrency}, chunkSize ${chunk.text}${isDefault && !baseline ? ' (default)' : ''}`,
+            label: `${baseline ? 'baseline' : 'offsite'}${encrypted ? ' encrypted' : ''} --concurrency ${concurrency}, chunkSize ${chunk.text}${isDefault && !baseline ? ' (default)' : ''}`,
             kind: 'offsite',
             baseline,
+            encrypted,
             concurrency,
             chunk: chunk.text,
-            run: (bucket) => timed(process.execPath, [offsiteBin, '--config', configs.get(chunk.text) as string, '--quiet', 'replicate', BACKUP, '--to', 'cloud',
-              '--concurrency', String(concurrency)], { ...secrets, OFFSITE_BENCH_BUCKET: bucket }, serverPids),
+            run: (bucket) => timed(process.execPath, [offsiteBin, '--config', configs.get(encrypted ? `${chunk.text} encrypted` : chunk.text) as string, '--quiet', 'replicate', BACKUP, '--to', 'cloud',
+              '--concurrency', String(concurrency)], { ...secrets, OFFSITE_BENCH_BUCKET: bucket, OFFSITE_BENCH_KEY: encryptionKey }, serverPids),
           });
         }
       }
@@ -176,7 +200,10 @@ async function main(): Promise<void> {
             if (!there.has('.offsite/manifest.json')) throw new Error(`${contender.label}: no manifest after the run`);
             for (const key of [...there.keys()]) if (key.startsWith('.offsite/')) there.delete(key);
           }
-          const problem = treeDifference(expected, there);
+          // Encrypted: offsite keeps the names and stores each file at its sealed size; rclone crypt encrypts the names too.
+          const problem = !contender.encrypted ? treeDifference(expected, there)
+            : contender.kind === 'offsite' ? treeDifference(new Map([...expected].map(([path, size]) => [path, storedSize(size, parseBytes(contender.chunk as string, '--chunk-sizes'))])), there)
+              : there.size === expected.size ? undefined : `${there.size} objects for ${expected.size} files`;
           if (problem) throw new Error(`${contender.label}: the uploaded tree differs from the source: ${problem}`);
           const open = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
           if ((open.Uploads ?? []).length > 0) throw new Error(`${contender.label}: ${open.Uploads?.length} multipart uploads left open`);
@@ -198,10 +225,19 @@ async function main(): Promise<void> {
         `peak RSS ${Math.max(...list.map((t) => t.maxRssMb)).toFixed(0).padStart(4)} MB  (runs: ${list.map((t) => t.seconds.toFixed(2)).join(', ')} s)`);
     }
 
-    const rcloneIndex = contenders.findIndex((c) => c.kind === 'rclone' && c.label.includes('(default)'));
-    const reference = rcloneIndex >= 0 ? rcloneIndex : contenders.findIndex((c) => c.kind === 'rclone');
+    if (opts.encrypted) {
+      console.log('\nencrypted against plain (same setting, same run; issue 14 target <= 1.10x):');
+      for (const [i, contender] of contenders.entries()) {
+        if (!contender.encrypted) continue;
+        const plain = contenders.findIndex((c) => !c.encrypted && !c.baseline && c.kind === contender.kind && c.concurrency === contender.concurrency && c.chunk === contender.chunk &&
+          (c.kind === 'offsite' || c.label.replace('copy', 'crypt') === contender.label));
+        console.log(`  ${contender.label}: ${((seconds[i] as number) / (seconds[plain] as number)).toFixed(2)}x the time of ${contenders[plain]?.label}`);
+      }
+    }
+    const rcloneIndex = contenders.findIndex((c) => c.kind === 'rclone' && !c.encrypted && c.label.includes('(default)'));
+    const reference = rcloneIndex >= 0 ? rcloneIndex : contenders.findIndex((c) => c.kind === 'rclone' && !c.encrypted);
     const rcloneSeconds = seconds[reference] as number;
-    const offsiteIndexes = contenders.flatMap((c, i) => (c.kind === 'offsite' && !c.baseline ? [i] : []));
+    const offsiteIndexes = contenders.flatMap((c, i) => (c.kind === 'offsite' && !c.baseline && !c.encrypted ? [i] : []));
     const best = offsiteIndexes.reduce((a, b) => ((seconds[b] as number) < (seconds[a] as number) ? b : a));
     const defaultIndex = offsiteIndexes.find((i) => contenders[i]?.label.includes('(default)'));
     const cpu = runs.map((r) => median(r.map((t) => t.cpuSeconds)));
@@ -216,7 +252,7 @@ async function main(): Promise<void> {
     const rss = runs.map((r) => Math.max(...r.map((t) => t.maxRssMb)));
     for (const [i, contender] of contenders.entries()) {
       if (!contender.baseline) continue;
-      const ours = contenders.findIndex((c) => !c.baseline && c.kind === 'offsite' && c.concurrency === contender.concurrency && c.chunk === contender.chunk);
+      const ours = contenders.findIndex((c) => !c.baseline && !c.encrypted && c.kind === 'offsite' && c.concurrency === contender.concurrency && c.chunk === contender.chunk);
       console.log(`  ${compare(i)}`);
       console.log(`    offsite/baseline: time ${((seconds[ours] as number) / (seconds[i] as number)).toFixed(2)}x, client CPU ${((cpu[ours] as number) / (cpu[i] as number)).toFixed(2)}x, ` +
         `peak RSS ${((rss[ours] as number) / (rss[i] as number)).toFixed(2)}x`);
@@ -224,7 +260,7 @@ async function main(): Promise<void> {
     if (chunkSizes.length > 1) {
       for (const concurrency of concurrencies) {
         const row = chunkSizes.map((chunk) => {
-          const i = contenders.findIndex((c) => c.kind === 'offsite' && !c.baseline && c.concurrency === concurrency && c.chunk === chunk.text);
+          const i = contenders.findIndex((c) => c.kind === 'offsite' && !c.baseline && !c.encrypted && c.concurrency === concurrency && c.chunk === chunk.text);
           return `${chunk.text} ${(seconds[i] as number).toFixed(2)} s`;
         });
         console.log(`  --concurrency ${concurrency}: ${row.join(' vs ')}`);

@@ -18,7 +18,7 @@ export async function verifyCommand(config: OffsiteConfig, options: VerifyComman
   return withRuntime(config, { ...options, limitReads: true }, async (runtime) => {
     const destinations = await runtime.destinations(options.at ?? []);
     return Promise.all(destinations.map((driver) => verifyCopy({
-      driver, backup: options.backup, level: options.level, concurrency: config.settings.concurrency,
+      driver, backup: options.backup, level: options.level, concurrency: config.settings.concurrency, publicKey: runtime.manifestPublicKey(driver.name),
       signal: options.signal, onBytes: (n) => options.onBytes?.(driver.name, n),
     })));
   });

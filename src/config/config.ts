@@ -14,7 +14,9 @@ import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, errorMessage } from '../errors.js';
 import { driverSchema, driverTypes } from '../drivers/index.js';
-import { duration, integer, normalizeSection, oneOf, readSection, sectionError, size, type SectionContext } from './schema.js';
+import { custom, duration, integer, normalizeSection, oneOf, readSection, refuse, sectionError, size, type SectionContext } from './schema.js';
+import { expandPath } from './paths.js';
+import { parseDestinationKey } from '../crypto/keys.js';
 
 export type Section = Readonly<Record<string, unknown>>;
 
@@ -128,6 +130,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
     ...(o.memoryBudget === undefined ? {} : { memoryBudgetBytes: o.memoryBudget }),
   };
   const read = (where: string, section: Record<string, unknown>): Section => readDriverSection(section, { file, section: where, baseDir });
+  if (source['encryption'] !== undefined) throw new ConfigError(`${file}: source: "encryption" is a destination option (the source is milvus-backup's own storage, read as it is)`);
   return {
     path: file,
     source: read('source', source),
@@ -156,7 +159,50 @@ const OPTIONS_SCHEMA = {
 export const ENGINE_SCHEMA = {
   bwlimit: size(),
   reuse: oneOf(REUSE_POLICIES),
+  encryption: custom({ expected: '{ key: ${ENV_VAR} } or { keyFile: PATH } (an audit host without the key: { publicKey: BASE64 })', secret: true }, readEncryption),
 };
+
+/**
+ * A destination's `encryption` section (README, "Client-side encryption"): exactly one of `key`
+ * (the key's text, normally `${OFFSITE_KEY}`), `keyFile` (a file holding it) or `publicKey` (an
+ * audit host without the key: it checks manifest signatures only). Read back in the same shape
+ * (the loader reads a section twice); `keyFile` made absolute. Messages never show a value.
+ */
+export interface EncryptionSettings {
+  readonly key?: string;
+  readonly keyFile?: string;
+  readonly publicKey?: string;
+}
+
+function readEncryption(value: unknown, context: SectionContext): EncryptionSettings {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return refuse();
+  const { key, keyFile, publicKey, ...rest } = value as Record<string, unknown>;
+  const unknownKeys = Object.keys(rest);
+  if (unknownKeys.length > 0) refuse(`got the unknown key ${JSON.stringify(unknownKeys[0])} (known: key, keyFile, publicKey)`);
+  const given = [key, keyFile, publicKey].filter((v) => v !== undefined && v !== null).length;
+  if (given !== 1) refuse(`got ${given === 0 ? 'none' : 'several'} of key, keyFile and publicKey; give exactly one`);
+  if (key !== undefined && key !== null) {
+    if (typeof key !== 'string') refuse('"key" must be text');
+    try {
+      parseDestinationKey(key, 'encryption.key');
+    } catch (err) {
+      refuse(errorMessage(err).replace(/^encryption\.key /, '"key" '));
+    }
+    return { key };
+  }
+  if (keyFile !== undefined && keyFile !== null) {
+    if (typeof keyFile !== 'string' || keyFile === '') refuse('"keyFile" must be a path');
+    return { keyFile: expandPath(keyFile, context.baseDir) };
+  }
+  if (typeof publicKey !== 'string' || Buffer.from(publicKey, 'base64').length !== 32) refuse('"publicKey" must be the 32-byte Ed25519 public key in base64 that offsite prints for the destination');
+  return { publicKey: publicKey as string };
+}
+
+/** The `encryption` settings of a config section, when it has them. */
+export function encryptionOf(section: Section): EncryptionSettings | undefined {
+  const value = section['encryption'];
+  return value !== null && typeof value === 'object' ? value as EncryptionSettings : undefined;
+}
 
 /**
  * What a destination does with a file it already holds, byte for byte, in another complete copy

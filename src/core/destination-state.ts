@@ -8,6 +8,7 @@
  */
 import type { ReusePolicy } from '../config/config.js';
 import type { Driver } from '../drivers/types.js';
+import { EncryptionKeyError } from '../crypto/keys.js';
 import { errorKind, errorMessage } from '../errors.js';
 import { manifestKey, OFFSITE_DIR, readManifestAt, type Manifest, type ManifestFile } from '../manifest/manifest.js';
 import { copyCheckpointKeys, type CheckpointKeys, type RunReuse } from './destination-run.js';
@@ -130,7 +131,7 @@ export interface PreparedDestination {
 export async function prepareDestination(driver: Driver, reusePolicy: ReusePolicy | undefined, ctx: PrepareContext): Promise<PreparedDestination> {
   const { backup, shard, chunkBytes, signal } = ctx;
   const read = async (): Promise<DestinationHoldings> => {
-    const held = await readDestinationState(driver, backup, signal, shard?.checkpointKeys);
+    const held = usableHoldings(driver, await readDestinationState(driver, backup, signal, shard?.checkpointKeys));
     return shard ? await shard.holdings(driver, held, chunkBytes, signal) : held;
   };
   const planOf = (state: DestinationState, reuse: RunReuse | undefined): PreparedDestination['plan'] => {
@@ -152,4 +153,27 @@ export async function prepareDestination(driver: Driver, reusePolicy: ReusePolic
     throw err;
   }
   return { plan, holdings, lock, ...(reuse ? { reuse } : {}) };
+}
+
+/**
+ * What a destination holds, with the records that cannot serve this destination's encryption
+ * setting left out: a plain copy's records at a destination that now encrypts (its files are sent
+ * again, encrypted; records are left out by marking their manifest's chunk size unusable, so the
+ * plan still removes that manifest first). Refused (kind `auth`): an encrypted copy made with
+ * another key (mixing keys in one destination would leave copies no single key opens), and an
+ * encrypted copy where no key is configured (writing would replace it with plaintext: an audit
+ * host's `audit --repair`, or a config that lost its `encryption`).
+ */
+export function usableHoldings(driver: Driver, held: DestinationHoldings): DestinationHoldings {
+  const publicKey = driver.encryption?.publicKey;
+  const foreign = [held.manifest, held.progress].find((m) => m?.encryption !== undefined && publicKey !== undefined && m.encryption.publicKey !== publicKey);
+  if (foreign) {
+    throw new EncryptionKeyError(`destination "${driver.name}": its copy of ${foreign.backup} was encrypted with another key (public key ${foreign.encryption?.publicKey ?? ''}): configure that key for it, or delete that copy (offsite prune) before replicating with this one`);
+  }
+  const encrypted = [held.manifest, held.progress].find((m) => m?.encryption !== undefined);
+  if (encrypted && publicKey === undefined) {
+    throw new EncryptionKeyError(`destination "${driver.name}": its copy of ${encrypted.backup} is encrypted, and no encryption key is configured for it here: give it its key (encryption: { key: ... } or { keyFile: ... }); to replace the copy by a plain one, delete it first (offsite prune)`);
+  }
+  const unusable = (m: Manifest | undefined): Manifest | undefined => (m && m.encryption === undefined && publicKey !== undefined ? { ...m, chunkBytes: -1 } : m);
+  return { ...held, manifest: unusable(held.manifest), progress: unusable(held.progress) };
 }

@@ -31,7 +31,7 @@
  */
 import PQueue from 'p-queue';
 import { assertComplete, backupTimeFromName, inspectBackup } from '../backup/index.js';
-import type { Driver } from '../drivers/types.js';
+import type { Committed, Driver } from '../drivers/types.js';
 import { errorKind, errorMessage, OffsiteError, type ErrorKind, UsageError } from '../errors.js';
 import { manifestKey, type ManifestFile } from '../manifest/manifest.js';
 import { writeManifestStreamed } from '../manifest/write-stream.js';
@@ -221,13 +221,15 @@ function originDamaged(ctx: EngineContext, file: EngineFile, found: string): Off
  * (`storedHash`, S3 metadata) is only a fingerprint: the bytes can be replaced while it stays.
  */
 async function adopt(ctx: EngineContext, run: DestinationRun, file: EngineFile, hashes: ObjectHashes): Promise<boolean> {
+  // An encrypted destination's record is of the stored bytes, which a plaintext read does not give: send the file again.
+  if (run.driver.encryption) return false;
   const key = `${ctx.backup}/${file.path}`;
   try {
     // The fingerprint before reading: if the file changes while it is read, the next run sees it.
     const before = await run.driver.stat(key, { signal: ctx.signal });
     const there = await hashObject(run.driver, key, file.size, ctx.pool, ctx.signal);
     const same = there.hash === hashes.hash && there.chunks.length === hashes.chunks.length && there.chunks.every((c, i) => c === hashes.chunks[i]);
-    if (same) run.record(fileRecord(file, hashes.hash, hashes.chunks, file.recordedSource, before?.fingerprint), 'adopted');
+    if (same) run.record(fileRecord(run.driver, file, hashes.hash, hashes.chunks, undefined, file.recordedSource, before?.fingerprint), 'adopted');
     return same;
   } catch (err) {
     if (errorKind(err) === 'integrity' || errorKind(err) === 'not-found') return false;
@@ -236,9 +238,21 @@ async function adopt(ctx: EngineContext, run: DestinationRun, file: EngineFile, 
   }
 }
 
-/** The record of `file` with these hashes and the fingerprints it was made with (each only when known). */
-function fileRecord(file: EngineFile, hash: string, chunks: string[], source: string | undefined, destination: string | undefined): ManifestFile {
+/**
+ * The record of a file just committed, with the fingerprints it was made with (each only when
+ * known): the source's hashes, or at an encrypted destination the stored object's
+ * (`Committed.stored`: its hashes and the keyed plaintext MAC, never a plaintext hash).
+ */
+function fileRecord(driver: Driver, file: EngineFile, hash: string, chunks: string[], done: Committed | void, source: string | undefined, destination: string | undefined): ManifestFile {
   const { path, size } = file;
+  if (driver.encryption) {
+    const stored = done?.stored;
+    if (!stored) throw new OffsiteError('E_INTERNAL', `${driver.name}: ${path}: an encrypted destination's commit did not say what it stored`, { kind: 'fatal' });
+    return {
+      path, size, hash: stored.hash, chunks: [...stored.chunks], storedSize: stored.size, mac: stored.mac,
+      ...(source !== undefined ? { sourceFingerprint: source } : {}), ...(destination !== undefined ? { destinationFingerprint: destination } : {}),
+    };
+  }
   // One object literal per shape, no spreads: one record per file and destination.
   if (source === undefined) return destination === undefined ? { path, size, hash, chunks } : { path, size, hash, chunks, destinationFingerprint: destination };
   return destination === undefined ? { path, size, hash, chunks, sourceFingerprint: source } : { path, size, hash, chunks, sourceFingerprint: source, destinationFingerprint: destination };
@@ -315,8 +329,9 @@ async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFil
         if (!sink.alive) break;
         if (firstPass && firstPass.hash !== item.hash) throw sourceChanged(ctx.backup, file.path);
         if (file.expected !== undefined && item.hash !== file.expected) throw originDamaged(ctx, file, item.hash);
-        const committed = (await sink.finish(item.hash))?.fingerprint ?? await committedFingerprint(run.driver, `${ctx.backup}/${file.path}`, ctx.signal);
-        run.record(fileRecord(file, item.hash, [...item.chunks], file.recordedSource, committed), 'copied');
+        const done = await sink.finish(item.hash);
+        const committed = done?.fingerprint ?? await committedFingerprint(run.driver, `${ctx.backup}/${file.path}`, ctx.signal);
+        run.record(fileRecord(run.driver, file, item.hash, [...item.chunks], done, file.recordedSource, committed), 'copied');
         break;
       }
       offset += item.chunk.length;
@@ -384,8 +399,11 @@ async function originFiles(source: Driver, backup: string, origin: ReplicateOrig
     if (!there || there.size !== f.size) {
       missing.push({ path: f.path, error: new OffsiteError('E_ORIGIN_DAMAGED', `${source.name}: ${backup}/${f.path} is ${there ? `${there.size} bytes, its manifest says ${f.size}` : 'missing'}; take the file from elsewhere`, { kind: 'integrity' }) });
     }
+    // An encrypted copy records no plaintext hash: its reads are checked against the plaintext MAC instead (src/ops/pull.ts).
+    const plainHash = f.mac === undefined ? f.hash : undefined;
     return {
-      path: f.path, size: f.size, mtimeMs: there?.mtimeMs ?? 0, expected: f.hash, hash: f.hash,
+      path: f.path, size: f.size, mtimeMs: there?.mtimeMs ?? 0,
+      ...(plainHash !== undefined ? { expected: plainHash, hash: plainHash } : {}),
       ...(there?.fingerprint !== undefined ? { fingerprint: there.fingerprint } : {}),
       ...(f.sourceFingerprint !== undefined ? { recordedSource: f.sourceFingerprint } : {}),
     };
@@ -499,7 +517,8 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   const runDestination = async (driver: Driver): Promise<DestinationResult> => {
     let prepared;
     try {
-      prepared = await prepareDestination(driver, options.origin ? undefined : options.reuse?.[driver.name], prepareContext);
+      // No reuse at encrypted destinations: a sealed file is bound to its place, a copy elsewhere would not open.
+      prepared = await prepareDestination(driver, options.origin || driver.encryption ? undefined : options.reuse?.[driver.name], prepareContext);
     } catch (err) {
       if (!dryRun) fanout.withdraw();
       emit({ type: 'destination-failed', destination: driver.name, message: errorMessage(err) });

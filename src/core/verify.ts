@@ -23,6 +23,7 @@ import { manifestKey, OFFSITE_DIR, type ManifestFile } from '../manifest/manifes
 import { streamManifestAt, type ManifestFieldsSoFar, type ManifestSummary } from '../manifest/read.js';
 import { ChunkPool } from './buffers.js';
 import { readChunks } from './chunks.js';
+import { storedDriverOf } from '../drivers/wrappers/encrypt.js';
 
 export type VerifyLevel = 'quick' | 'deep';
 
@@ -74,6 +75,11 @@ export interface VerifyOptions {
   readonly readBack?: (file: ManifestFile, index: number, fieldsSoFar: ManifestFieldsSoFar) => boolean;
   /** Told the manifest's fields (all but the file list) once it has been read whole and its digest matched. */
   readonly onManifest?: (summary: ManifestSummary) => void;
+  /**
+   * The manifest must be signed with this Ed25519 public key (an encrypted destination's, from its
+   * key or its `encryption.publicKey`): a forged or replaced manifest is then damage.
+   */
+  readonly publicKey?: string;
   readonly signal?: AbortSignal;
   readonly onBytes?: (bytes: number) => void;
 }
@@ -93,7 +99,7 @@ async function deepCheck(driver: Driver, key: string, file: ManifestFile, pool: 
   const hasher = await getHasher();
   const whole = file.chunks.length === 0 ? hasher.create() : undefined;
   let index = 0;
-  for await (const chunk of readChunks(driver, key, file.size, pool, `${driver.name}: ${key}`, options.signal)) {
+  for await (const chunk of readChunks(driver, key, file.storedSize ?? file.size, pool, `${driver.name}: ${key}`, options.signal)) {
     const length = chunk.length;
     let actual: string | undefined;
     if (whole) whole.update(chunk);
@@ -128,7 +134,9 @@ async function deepCheck(driver: Driver, key: string, file: ManifestFile, pool: 
  * manifest's damage alone.
  */
 export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> {
-  const { driver, backup, level, signal } = options;
+  const { backup, level, signal } = options;
+  // The stored bytes, as an auditor without the key sees them: an encrypted copy's records are of those.
+  const driver = storedDriverOf(options.driver);
   const base = { destination: driver.name, description: driver.description, backup, level };
   const key = manifestKey(backup);
   const damagedManifest = (err: unknown): VerifyResult => ({ ...base, status: 'damaged', filesChecked: 0, bytesChecked: 0, filesRead: 0, damage: [{ path: `${OFFSITE_DIR}/manifest.json`, problem: 'hash', message: errorMessage(err) }] });
@@ -164,7 +172,8 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
     const fileKey = `${backup}/${file.path}`;
     const there = present.get(fileKey);
     if (!there) { note(file, { path: file.path, problem: 'missing', message: `${file.path}: missing` }); return; }
-    if (there.size !== file.size) { note(file, { path: file.path, problem: 'size', message: `${file.path}: ${there.size} bytes, manifest says ${file.size}` }); return; }
+    const size = file.storedSize ?? file.size;
+    if (there.size !== size) { note(file, { path: file.path, problem: 'size', message: `${file.path}: ${there.size} bytes, manifest says ${size}${file.storedSize !== undefined ? ' (stored, encrypted)' : ''}` }); return; }
     try {
       if (driver.capabilities.storedHash) {
         const stored = there.hash ?? (await driver.stat(fileKey, { signal }))?.hash;
@@ -179,7 +188,7 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
         const found = await deepCheck(driver, fileKey, file, pool, options);
         filesRead++;
         if (found) note(file, found);
-        else bytesChecked += file.size;
+        else bytesChecked += size;
       }
     } catch (err) {
       if (errorKind(err) === 'integrity' || errorKind(err) === 'not-found') note(file, { path: file.path, problem: 'unreadable', message: `${file.path}: ${errorMessage(err)}` });
@@ -189,9 +198,10 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
   const queue = new PQueue({ concurrency: options.concurrency ?? 4 });
   /** `chunkBytes` when the manifest gives it only after its file list (never written so by offsite): read it first. */
   const stream = (knownChunkBytes?: number): Promise<ManifestSummary | undefined> => streamManifestAt(driver, key, {
-    signal,
+    signal, publicKey: options.publicKey,
     onFile: async (file, index, fieldsSoFar) => {
-      const chunkBytes = knownChunkBytes ?? fieldsSoFar.chunkBytes;
+      // An encrypted copy's chunk hashes are of its stored chunks.
+      const chunkBytes = fieldsSoFar.encryption?.storedChunkBytes ?? knownChunkBytes ?? fieldsSoFar.chunkBytes;
       if (typeof chunkBytes !== 'number' || chunkBytes <= 0) throw new ChunkSizeAfterFiles();
       if (options.only && !options.only(file)) return;
       filesChecked++;

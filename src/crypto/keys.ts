@@ -2,10 +2,12 @@
  * The key of an encrypted destination (README, "Client-side encryption"), and the keys derived
  * from it. One 32-byte destination key, given as `encryption: { key: ${ENV} }` or
  * `encryption: { keyFile: PATH }`, yields with HKDF-SHA256 (each under its own label):
- * - per file, an AES-256-GCM key from the file's random header salt (src/crypto/format.ts);
- * - a key-check key: a keyed 16-byte check value in each file header tells a wrong key
- *   apart from damaged bytes, without revealing anything about the key;
- * - a MAC key for the keyed plaintext MAC (HMAC-SHA256) that reuse may compare: a bare
+ * - per file, an AES-256-GCM key and a nonce key from the file's key (its path in the
+ *   destination), so no two files share a key (src/crypto/format.ts);
+ * - a key-check key: a keyed check value in every chunk tells a wrong key apart from damaged
+ *   bytes, without revealing anything about the key;
+ * - a MAC key for the keyed plaintext MACs (HMAC-SHA256): each chunk's (which also picks the
+ *   chunk's nonce) and each file's, which the manifest records for reuse and pull: a bare
  *   plaintext hash would let anyone holding the manifest confirm a guessed file;
  * - an Ed25519 key pair that signs the manifests of the copy; its public key may be handed to
  *   an auditor, who then detects a forged or replaced manifest without holding any secret.
@@ -23,6 +25,7 @@ export const DESTINATION_KEY_BYTES = 32;
 /** The HKDF labels; changing one makes every existing encrypted copy unreadable. */
 const LABEL = {
   file: 'offsite/enc/v1 file key',
+  nonce: 'offsite/enc/v1 nonce key',
   check: 'offsite/enc/v1 key check',
   mac: 'offsite/enc/v1 plaintext mac',
   sign: 'offsite/enc/v1 manifest signing',
@@ -97,14 +100,19 @@ export class DestinationKey {
     this.#macKey = derive(this.#key, Buffer.alloc(0), LABEL.mac);
   }
 
-  /** The AES-256-GCM key of the file whose header holds `salt`. */
-  fileKey(salt: Buffer): Buffer {
-    return derive(this.#key, salt, LABEL.file);
+  /** The AES-256-GCM key of the file stored under `fileId` (its key in the destination, UTF-8). */
+  fileKey(fileId: Buffer): Buffer {
+    return derive(this.#key, fileId, LABEL.file);
   }
 
-  /** The 16-byte key-check value stored beside `salt` in a file header. */
-  checkValue(salt: Buffer): Buffer {
-    return createHmac('sha256', this.#checkKey).update(salt).digest().subarray(0, 16);
+  /** The key that turns a chunk's plaintext MAC into its nonce, for the file `fileId`. */
+  nonceKey(fileId: Buffer): Buffer {
+    return derive(this.#key, fileId, LABEL.nonce);
+  }
+
+  /** A keyed check value of `label` (src/crypto/format.ts stores the first bytes of one in each chunk). */
+  checkValue(label: Buffer): Buffer {
+    return createHmac('sha256', this.#checkKey).update(label).digest();
   }
 
   /** A keyed MAC of plaintext (HMAC-SHA256); feed the bytes with `update`, read `digest('hex')`. */

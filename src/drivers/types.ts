@@ -194,6 +194,48 @@ export interface CommitOptions extends SignalOptions {
  */
 export interface Committed {
   readonly fingerprint?: string;
+  /**
+   * What was stored, when it is not the bytes the session was given (an encrypting destination,
+   * src/drivers/wrappers/encrypt.ts): the record that proves the stored object without the key.
+   */
+  readonly stored?: StoredRecord;
+}
+
+/** The stored (encrypted) object behind a plain file, as its manifest record keeps it. */
+export interface StoredRecord {
+  /** Bytes stored. */
+  readonly size: number;
+  /** XXH64 of the stored bytes, `xxh64:<hex>`. */
+  readonly hash: string;
+  /** XXH64 of each stored chunk (`DriverEncryption.storedChunkBytes` each, the last one shorter). */
+  readonly chunks: readonly string[];
+  /** Keyed MAC of the plaintext, `hmac-sha256:<hex>` (src/crypto/format.ts `fileMac`). */
+  readonly mac: string;
+}
+
+/**
+ * A destination that encrypts what it stores (its `encryption` option; src/drivers/wrappers/encrypt.ts).
+ * The driver itself reads and writes plaintext (with plain sizes); what it stores, and what an
+ * auditor without the key checks, is `stored`.
+ */
+export interface DriverEncryption {
+  /** The stored format (`ENCRYPTION_SCHEME` of src/crypto/format.ts). */
+  readonly scheme: string;
+  /** Plain bytes per sealed chunk. */
+  readonly chunkBytes: number;
+  /** Stored bytes per sealed chunk (all but a file's last). */
+  readonly storedChunkBytes: number;
+  /** The Ed25519 public key that checks this destination's manifests (base64 of 32 bytes). */
+  readonly publicKey: string;
+  /** The driver under the encryption: the stored bytes, as an auditor without the key reads them. */
+  readonly stored: Driver;
+  /** Signs a manifest's SHA-256 (src/manifest/signature.ts); base64. */
+  sign(bytes: Buffer): string;
+  /**
+   * From now on a whole read of `key` must decrypt to the plaintext whose MAC is `mac` (the one
+   * its manifest records), or the read fails with kind `integrity` at its end.
+   */
+  expect(key: string, mac: string): void;
 }
 
 /**
@@ -314,6 +356,8 @@ export interface Driver {
    * any other call when the storage cannot be reached (SFTP: the connection's error).
    */
   identify?(options?: SignalOptions): Promise<Identity>;
+  /** Present when the destination encrypts what it stores: see `DriverEncryption`. */
+  readonly encryption?: DriverEncryption;
   /** Present when the destination locks what it writes (S3 Object Lock): see `ObjectLock`. */
   readonly objectLock?: ObjectLock;
   /** Releases connections. Idempotent. */

@@ -21,12 +21,14 @@
  * list in pieces: a manifest of 100,000 files is tens of MB of JSON, built once, not several
  * times over in intermediate strings.
  */
+import { createHash } from 'node:crypto';
 import { OffsiteError } from '../errors.js';
 import { getHasher, HASH_ALGORITHM, isHash } from '../hash/xxh64.js';
 import type { Driver, SignalOptions } from '../drivers/types.js';
 import { writeBytes } from '../drivers/io.js';
 // read.ts imports this module too; neither uses the other's bindings before they are called.
 import { readManifestStreamed } from './read.js';
+import { manifestEncryptionOf, signManifest } from './signature.js';
 
 export const MANIFEST_FORMAT = 'offsite-manifest';
 export const MANIFEST_VERSION = 1;
@@ -56,6 +58,25 @@ export interface ManifestFile {
    * `<backup>/<path>`. For reports only: the record is checked like any other.
    */
   readonly reusedFrom?: string;
+  /**
+   * Encrypted copies (`ManifestBody.encryption`): bytes stored. `size` is then the plain size,
+   * while `hash` and `chunks` are XXH64 of the stored (encrypted) bytes, in stored chunks of
+   * `encryption.storedChunkBytes`, so an auditor without the key proves the stored bytes.
+   */
+  readonly storedSize?: number;
+  /** Encrypted copies: the keyed MAC of the plaintext, `hmac-sha256:<hex>` (never a bare plaintext hash). */
+  readonly mac?: string;
+}
+
+/** How an encrypted copy is stored (src/crypto/format.ts), and the public key that checks its manifest. */
+export interface ManifestEncryption {
+  readonly scheme: string;
+  /** Plain bytes per sealed chunk. */
+  readonly chunkBytes: number;
+  /** Stored bytes per sealed chunk: the chunk size of the records' `chunks`. */
+  readonly storedChunkBytes: number;
+  /** Ed25519 public key (base64) that checks `signature` (./signature.ts). */
+  readonly publicKey: string;
 }
 
 export interface ManifestBody {
@@ -83,6 +104,10 @@ export interface ManifestBody {
   readonly includesThrough?: number;
   /** A journal entry only: its N. */
   readonly sequence?: number;
+  /** Present on copies at an encrypted destination. */
+  readonly encryption?: ManifestEncryption;
+  /** Encrypted complete copies: the Ed25519 signature of the canonical encoding (./signature.ts); not covered by `digest`. */
+  readonly signature?: string;
 }
 
 export interface Manifest extends ManifestBody {
@@ -200,7 +225,7 @@ class PieceSink {
  * fields other than `files` through the generic encoder, the file list record by record.
  */
 function canonicalPieces(body: ManifestBody, sink: PieceSink): void {
-  const head = canonicalJson({ ...body, files: [] });
+  const head = canonicalJson({ ...body, files: [], signature: undefined });
   const at = head.indexOf('"files":[]'); // unique: inside a JSON string every `"` is escaped
   sink.push(head.slice(0, at + '"files":['.length));
   body.files.forEach((f, i) => sink.push(i === 0 ? canonicalRecord(f) : `,${canonicalRecord(f)}`));
@@ -208,12 +233,18 @@ function canonicalPieces(body: ManifestBody, sink: PieceSink): void {
   sink.flush();
 }
 
-/** The digest of a manifest body: XXH64 of its canonical encoding. */
+/** The digest of a manifest body: XXH64 of its canonical encoding (every field but `digest` and `signature`). */
 export async function manifestDigest(body: ManifestBody): Promise<string> {
+  return (await manifestHashes(body)).digest;
+}
+
+/** The digest and the SHA-256 (what a signature signs) of a body's canonical encoding. */
+export async function manifestHashes(body: ManifestBody): Promise<{ digest: string; sha256: Buffer }> {
   const hasher = await getHasher();
   const digest = hasher.create();
-  canonicalPieces(body, new PieceSink((b) => digest.update(b)));
-  return digest.digest();
+  const sha = createHash('sha256');
+  canonicalPieces(body, new PieceSink((b) => { digest.update(b); sha.update(b); }));
+  return { digest: digest.digest(), sha256: sha.digest() };
 }
 
 /** Builds a manifest body from file records (sorted here). */
@@ -227,6 +258,7 @@ export function buildManifestBody(input: {
   backupTime?: string;
   includesThrough?: number;
   sequence?: number;
+  encryption?: ManifestEncryption;
 }): ManifestBody {
   const files = [...input.files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   let totalBytes = 0;
@@ -240,6 +272,7 @@ export function buildManifestBody(input: {
     createdAt: (input.createdAt ?? new Date()).toISOString(),
     ...(input.backupTime ? { backupTime: input.backupTime } : {}),
     chunkBytes: input.chunkBytes,
+    ...(input.encryption ? { encryption: input.encryption } : {}),
     hashAlgorithm: HASH_ALGORITHM,
     fileCount: files.length,
     totalBytes,
@@ -297,14 +330,15 @@ export async function decodeManifest(bytes: Uint8Array, where: string): Promise<
   if (m.version !== MANIFEST_VERSION) throw new ManifestError(`${where}: manifest version ${String(m.version)} is not supported by this offsite (${MANIFEST_VERSION}); upgrade offsite`);
   const { digest, ...body } = m as Manifest;
   if (typeof digest !== 'string') throw new ManifestError(`${where}: manifest has no digest field (damaged, or edited by hand): it proves nothing; check the copy (offsite verify --deep) or replicate it again`);
-  const expected = Array.isArray(body.files) ? await manifestDigest(body) : (await getHasher()).hash(Buffer.from(canonicalJson(body)));
+  const expected = Array.isArray(body.files) ? await manifestDigest(body) : (await getHasher()).hash(Buffer.from(canonicalJson({ ...body, signature: undefined })));
   if (digest !== expected) throw new ManifestError(`${where}: manifest digest mismatch (stored ${digest}, computed ${expected}): the manifest is damaged; check the copy (offsite verify --deep) or replicate it again`);
   if (!Array.isArray(m.files) || typeof m.chunkBytes !== 'number' || m.chunkBytes <= 0) throw new ManifestError(`${where}: manifest has no file list or chunk size`);
   for (const f of m.files) {
     if (typeof f?.path !== 'string' || typeof f.size !== 'number' || !isHash(f.hash) || !Array.isArray(f.chunks) ||
       (f.sourceFingerprint !== undefined && typeof f.sourceFingerprint !== 'string') ||
       (f.destinationFingerprint !== undefined && typeof f.destinationFingerprint !== 'string') ||
-      (f.reusedFrom !== undefined && typeof f.reusedFrom !== 'string')) {
+      (f.reusedFrom !== undefined && typeof f.reusedFrom !== 'string') ||
+      (f.storedSize !== undefined && typeof f.storedSize !== 'number') || (f.mac !== undefined && typeof f.mac !== 'string')) {
       throw new ManifestError(`${where}: manifest entry ${JSON.stringify(f?.path)} is malformed`);
     }
   }
@@ -315,7 +349,7 @@ export async function decodeManifest(bytes: Uint8Array, where: string): Promise<
  * Reads `key` as a manifest; `undefined` when it does not exist. Streamed (./read.ts): the records
  * are held, never the text. Callers that need no record at once use `streamManifestAt` there.
  */
-export async function readManifestAt(driver: Driver, key: string, options: SignalOptions = {}): Promise<Manifest | undefined> {
+export async function readManifestAt(driver: Driver, key: string, options: SignalOptions & { readonly publicKey?: string } = {}): Promise<Manifest | undefined> {
   return readManifestStreamed(driver, key, options);
 }
 
@@ -326,7 +360,8 @@ const MANIFEST_PART_BYTES = 8 * 1024 * 1024;
  * Writes a manifest (or progress checkpoint) atomically, in parts of at most 8 MiB (or the
  * driver's minimum part size), never holding its encoding twice.
  */
-export async function writeManifestAt(driver: Driver, key: string, body: ManifestBody, options: SignalOptions & EncodeOptions = {}): Promise<Manifest> {
+export async function writeManifestAt(driver: Driver, key: string, given: ManifestBody, options: SignalOptions & EncodeOptions = {}): Promise<Manifest> {
+  const body = await sealedBody(driver, given);
   const { pieces, size, digest } = await encodeManifestPieces(body, options);
   const hasher = await getHasher();
   const whole = hasher.create();
@@ -346,6 +381,18 @@ export async function writeManifestAt(driver: Driver, key: string, body: Manifes
     throw err;
   }
   return { ...body, digest };
+}
+
+/**
+ * At an encrypted destination (`driver.encryption`), a body with the destination's `encryption`
+ * field, and for a complete manifest its signature (./signature.ts); elsewhere `body` itself.
+ */
+async function sealedBody(driver: Driver, body: ManifestBody): Promise<ManifestBody> {
+  const encryption = driver.encryption;
+  if (!encryption) return body;
+  const withEncryption = { ...body, encryption: body.encryption ?? manifestEncryptionOf(encryption), signature: undefined };
+  if (body.kind !== 'complete') return withEncryption;
+  return { ...withEncryption, signature: signManifest(encryption, (await manifestHashes(withEncryption)).sha256) };
 }
 
 /** Regroups buffers into parts of exactly `partBytes` (the last one shorter), releasing pieces as it goes. */

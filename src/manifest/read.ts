@@ -16,6 +16,7 @@
  * as offsite has always written it; otherwise the manifest is read a second time for the digest,
  * and both reads must see the same bytes.
  */
+import { createHash } from 'node:crypto';
 import type { Driver, SignalOptions } from '../drivers/types.js';
 import { errorKind, throwIfAborted } from '../errors.js';
 import { getHasher, isHash } from '../hash/xxh64.js';
@@ -23,6 +24,7 @@ import { JsonStreamError, StreamedObjectReader } from './json-stream.js';
 import {
   canonicalJson, canonicalRecord, ManifestError, MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest, type ManifestFile,
 } from './manifest.js';
+import { checkManifestSignature } from './signature.js';
 
 /** Everything in a manifest but its file list (`fileCount` and `totalBytes` say how big it is). */
 export type ManifestSummary = Omit<Manifest, 'files'>;
@@ -32,6 +34,12 @@ export type ManifestFieldsSoFar = Readonly<Partial<ManifestSummary>>;
 
 export interface StreamManifestOptions extends SignalOptions {
   /**
+   * The manifest must be signed by the holder of this Ed25519 public key (base64; an encrypted
+   * destination's, ./signature.ts): otherwise it is rejected as forged or replaced
+   * (`ManifestError`). @default no signature check
+   */
+  readonly publicKey?: string;
+  /**
    * Called with each file record, in the manifest's order, with its 0-based position and the
    * fields read before the file list. Provisional until `streamManifestAt` resolves (see the file
    * comment). Reading waits for a returned promise (backpressure).
@@ -40,6 +48,8 @@ export interface StreamManifestOptions extends SignalOptions {
 }
 
 const FILES = 'files';
+/** Fields outside the canonical encoding: the digest of it, and the signature of it. */
+const UNHASHED: ReadonlySet<string> = new Set(['digest', 'signature']);
 /** Hash input is handed over in pieces of about this many characters. */
 const PIECE_CHARS = 65536;
 
@@ -47,7 +57,8 @@ const PIECE_CHARS = 65536;
 function isWellFormed(f: Partial<ManifestFile> | null | undefined): f is ManifestFile {
   return typeof f?.path === 'string' && typeof f.size === 'number' && isHash(f.hash) && Array.isArray(f.chunks) &&
     (f.sourceFingerprint === undefined || typeof f.sourceFingerprint === 'string') &&
-    (f.destinationFingerprint === undefined || typeof f.destinationFingerprint === 'string');
+    (f.destinationFingerprint === undefined || typeof f.destinationFingerprint === 'string') &&
+    (f.storedSize === undefined || typeof f.storedSize === 'number') && (f.mac === undefined || typeof f.mac === 'string');
 }
 
 /** `{"k":v,...` for the given fields in canonical (sorted) order, without the braces. */
@@ -62,6 +73,8 @@ interface PassResult {
   readonly hasFileList: boolean;
   /** The digest over the canonical encoding, when this pass could compute it. */
   readonly computed?: string;
+  /** SHA-256 of the same canonical encoding (what a signature signs), with `computed`. */
+  readonly sha256?: Buffer;
   /** XXH64 of the raw bytes (to tell that a second pass read the same manifest). */
   readonly raw: string;
 }
@@ -75,10 +88,11 @@ async function readPass(driver: Driver, key: string, where: string, options: Str
   const hasher = await getHasher();
   const raw = hasher.create();
   const canonical = hasher.create();
+  const sha = createHash('sha256');
   let text = '';
   const feed = (s: string): void => {
     text += s;
-    if (text.length >= PIECE_CHARS) { canonical.update(Buffer.from(text)); text = ''; }
+    if (text.length >= PIECE_CHARS) { const b = Buffer.from(text); canonical.update(b); sha.update(b); text = ''; }
   };
   const fields = new Map<string, unknown>();
   let hasFileList = false;
@@ -108,7 +122,7 @@ async function readPass(driver: Driver, key: string, where: string, options: Str
         if (event.type === 'member') {
           seen(event.key);
           fields.set(event.key, event.value);
-          if (hasFileList && event.key < FILES && event.key !== 'digest' && !known?.has(event.key)) inOrder = false;
+          if (hasFileList && event.key < FILES && !UNHASHED.has(event.key) && !known?.has(event.key)) inOrder = false;
         } else if (event.type === 'array-start') {
           seen(FILES);
           fields.set(FILES, undefined);
@@ -118,7 +132,7 @@ async function readPass(driver: Driver, key: string, where: string, options: Str
           const version = fields.get('version');
           if (version !== undefined && version !== MANIFEST_VERSION) throw new ManifestError(`${where}: manifest version ${String(version)} is not supported by this offsite (${MANIFEST_VERSION}); upgrade offsite`);
           fieldsSoFar = Object.fromEntries(fields) as ManifestFieldsSoFar;
-          const before = canonicalMembers(known ?? fields, (k) => k < FILES && k !== 'digest');
+          const before = canonicalMembers(known ?? fields, (k) => k < FILES && !UNHASHED.has(k));
           feed(`{${before}${before ? ',' : ''}"files":[`);
         } else if (event.type === 'element') {
           const file = event.value as Partial<ManifestFile> | null;
@@ -139,13 +153,16 @@ async function readPass(driver: Driver, key: string, where: string, options: Str
     stream.destroy();
   }
   let computed: string | undefined;
+  let sha256: Buffer | undefined;
   if (hasFileList && inOrder) {
-    const after = canonicalMembers(known ?? fields, (k) => k > FILES && k !== 'digest');
+    const after = canonicalMembers(known ?? fields, (k) => k > FILES && !UNHASHED.has(k));
     feed(`]${after ? ',' : ''}${after}}`);
-    canonical.update(Buffer.from(text));
+    const b = Buffer.from(text);
+    canonical.update(b);
     computed = canonical.digest();
+    sha256 = sha.update(b).digest();
   }
-  return { fields, hasFileList, computed, raw: raw.digest() };
+  return { fields, hasFileList, computed, sha256, raw: raw.digest() };
 }
 
 /**
@@ -165,17 +182,20 @@ export async function streamManifestAt(driver: Driver, key: string, options: Str
   const digest = fields.get('digest');
   if (typeof digest !== 'string') throw new ManifestError(`${where}: manifest has no digest field (damaged, or edited by hand): it proves nothing; check the copy (offsite verify --deep) or replicate it again`);
   let computed = first.computed;
+  let sha256 = first.sha256;
   if (!first.hasFileList) {
     // No file list to stream (a damaged manifest): the plain definition, as decodeManifest has it.
-    computed = (await getHasher()).hash(Buffer.from(canonicalJson(Object.fromEntries([...fields].filter(([k]) => k !== 'digest')))));
+    computed = (await getHasher()).hash(Buffer.from(canonicalJson(Object.fromEntries([...fields].filter(([k]) => !UNHASHED.has(k))))));
   } else if (computed === undefined) {
     const second = await readPass(driver, key, where, { signal: options.signal }, fields);
     if (!second || second.raw !== first.raw) throw new ManifestError(`${where}: the manifest changed while it was read (another offsite run is writing it?); try again`);
     computed = second.computed;
+    sha256 = second.sha256;
   }
   if (digest !== computed) throw new ManifestError(`${where}: manifest digest mismatch (stored ${digest}, computed ${String(computed)}): the manifest is damaged; check the copy (offsite verify --deep) or replicate it again`);
   const chunkBytes = fields.get('chunkBytes');
   if (!first.hasFileList || typeof chunkBytes !== 'number' || chunkBytes <= 0) throw new ManifestError(`${where}: manifest has no file list or chunk size`);
+  if (options.publicKey !== undefined) checkManifestSignature(where, fields, sha256 as Buffer, options.publicKey);
   fields.delete(FILES);
   return Object.fromEntries(fields) as unknown as ManifestSummary;
 }
@@ -184,9 +204,9 @@ export async function streamManifestAt(driver: Driver, key: string, options: Str
  * Reads and checks the manifest at `key` with its file list (for the few callers that need every
  * record at once: a pull, a repair). Holds the records, never the text. `undefined` when missing.
  */
-export async function readManifestStreamed(driver: Driver, key: string, options: SignalOptions = {}): Promise<Manifest | undefined> {
+export async function readManifestStreamed(driver: Driver, key: string, options: SignalOptions & { readonly publicKey?: string } = {}): Promise<Manifest | undefined> {
   const files: ManifestFile[] = [];
-  const summary = await streamManifestAt(driver, key, { signal: options.signal, onFile: (f) => { files.push(f); } });
+  const summary = await streamManifestAt(driver, key, { signal: options.signal, publicKey: options.publicKey, onFile: (f) => { files.push(f); } });
   if (!summary) return undefined;
   // Fields in the order of a manifest as offsite writes it: `files` after the counts.
   const { includesThrough, sequence, digest, ...head } = summary;

@@ -10,6 +10,7 @@
  * exactly those of `writeManifestAt` for the same body (./manifest.ts, checked by
  * test/manifest/write-stream.test.ts), so readers see no difference.
  */
+import { createHash } from 'node:crypto';
 import { OffsiteError } from '../errors.js';
 import { getHasher, HASH_ALGORITHM } from '../hash/xxh64.js';
 import type { Driver, SignalOptions } from '../drivers/types.js';
@@ -18,6 +19,7 @@ import {
   canonicalJson, canonicalRecord, MANIFEST_FORMAT, MANIFEST_VERSION, prettyRecord,
   type EncodeOptions, type ManifestBody, type ManifestFile,
 } from './manifest.js';
+import { manifestEncryptionOf, signManifest } from './signature.js';
 
 /** Everything of a manifest body but its records (their count and total size included). */
 export type ManifestHead = Omit<ManifestBody, 'files' | 'format' | 'version' | 'hashAlgorithm'>;
@@ -40,12 +42,14 @@ function bodyShell(head: ManifestHead): ManifestBody {
     createdAt: head.createdAt,
     ...(head.backupTime ? { backupTime: head.backupTime } : {}),
     chunkBytes: head.chunkBytes,
+    ...(head.encryption ? { encryption: head.encryption } : {}),
     hashAlgorithm: HASH_ALGORITHM,
     fileCount: head.fileCount,
     totalBytes: head.totalBytes,
     files: [],
     ...(head.includesThrough !== undefined ? { includesThrough: head.includesThrough } : {}),
     ...(head.sequence !== undefined ? { sequence: head.sequence } : {}),
+    ...(head.signature !== undefined ? { signature: head.signature } : {}),
   };
 }
 
@@ -84,7 +88,8 @@ interface Encoding {
 
 /** The canonical encoding (for the digest). */
 function canonicalEncoding(head: ManifestHead): Encoding {
-  const [before, after] = around(canonicalJson(bodyShell(head)), '"files":[]');
+  // Without the signature: it signs this encoding.
+  const [before, after] = around(canonicalJson({ ...bodyShell(head), signature: undefined }), '"files":[]');
   return { before, record: (f, first) => (first ? canonicalRecord(f) : `,${canonicalRecord(f)}`), after: () => after };
 }
 
@@ -155,10 +160,23 @@ async function encodeRecords(head: ManifestHead, records: () => Iterable<Manifes
  * once its size and digest are known (the write session needs the size first).
  */
 export async function writeManifestStreamed(
-  driver: Driver, key: string, head: ManifestHead, records: () => Iterable<ManifestFile>, options: SignalOptions & EncodeOptions = {},
+  driver: Driver, key: string, given: ManifestHead, records: () => Iterable<ManifestFile>, options: SignalOptions & EncodeOptions = {},
 ): Promise<string> {
   const hasher = await getHasher();
   const canonical = hasher.create();
+  // At an encrypted destination: its `encryption` field, and a complete manifest is signed
+  // (./signature.ts) over the SHA-256 of its canonical encoding. The signature is part of the text
+  // written, so a signed manifest takes one more pass first, for that hash.
+  let head: ManifestHead = driver.encryption ? { ...given, encryption: given.encryption ?? manifestEncryptionOf(driver.encryption), signature: undefined } : given;
+  if (driver.encryption && head.kind === 'complete') {
+    const sha = createHash('sha256');
+    const text = canonicalEncoding(head);
+    const pieces = new TextPieces((piece) => { sha.update(piece); });
+    const count = await encodeRecords(head, records, [{ encoding: text, pieces }]);
+    await pieces.push(text.after(DIGEST_PLACEHOLDER, count));
+    await pieces.flush();
+    head = { ...head, signature: signManifest(driver.encryption, sha.digest()) };
+  }
   const canonicalText = canonicalEncoding(head);
   const written = writtenEncoding(head, options.pretty ?? true);
   const partBytes = Math.max(PART_BYTES, driver.capabilities.minPartBytes);

@@ -38,7 +38,7 @@ import { lockHolder } from '../core/lock.js';
 import { replicate, type ReplicateOrigin } from '../core/replicate.js';
 import { verifyCopy, type Damage, type VerifyResult } from '../core/verify.js';
 import type { Driver } from '../drivers/types.js';
-import { DriverRuntime, type TransferOptions } from '../runtime/drivers.js';
+import { DriverRuntime, manifestPublicKeyOf, type TransferOptions } from '../runtime/drivers.js';
 import { errorMessage, OffsiteError, UsageError } from '../errors.js';
 import { buildManifestBody, manifestKey, progressKey, readManifestAt, writeManifestAt, type Manifest } from '../manifest/manifest.js';
 import { streamManifestAt, type ManifestSummary } from '../manifest/read.js';
@@ -145,6 +145,8 @@ interface Context {
    * manifests are read only when a repair needs them.
    */
   readonly donors: readonly Driver[];
+  /** The public key that must have signed each encrypted destination's manifests, by destination. */
+  readonly publicKeys: ReadonlyMap<string, string>;
   readonly now: () => Date;
   /**
    * Which destinations hold a valid manifest of the backup being audited (by backup, then
@@ -216,6 +218,7 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
     const backups = [...names].sort();
     const ctx: Context = {
       options, mode, now, source, atSource, destinations, donors,
+      publicKeys: new Map(destinations.flatMap((d) => { const key = manifestPublicKeyOf(config, d.name); return key === undefined ? [] : [[d.name, key] as const]; })),
       concurrency: config.settings.concurrency, chunkBytes: config.settings.chunkBytes, quietPeriodMs: config.settings.quietPeriodMs,
       validManifests: new Map(),
     };
@@ -403,7 +406,7 @@ async function auditCopy(ctx: Context, a: DestinationAudit, backup: string): Pro
     }
     const read: { manifest?: ManifestSummary } = {};
     const result = await verifyCopy({
-      driver, backup, level: 'quick', concurrency: ctx.concurrency, signal,
+      driver, backup, level: 'quick', concurrency: ctx.concurrency, signal, publicKey: ctx.publicKeys.get(driver.name),
       ...(choose ? { readBack: choose } : {}),
       onManifest: (m) => { read.manifest = m; },
       onBytes: (n) => ctx.options.onBytes?.(driver.name, n),
@@ -492,6 +495,10 @@ async function repairCopy(ctx: Context, driver: Driver, backup: string, found: A
   const origins: Driver[] = [];
   if (ctx.source && ctx.atSource.has(backup)) origins.push(ctx.source);
   for (const d of [...ctx.destinations, ...ctx.donors]) if (d !== driver && await hasValidManifest(ctx, backup, d)) origins.push(d);
+  // Never write plaintext into an encrypted copy: without the key here, leave it as it is.
+  if ((reference?.manifest.encryption !== undefined || ctx.publicKeys.has(driver.name)) && !driver.encryption) {
+    return fail('the copy is encrypted and this config has no key for the destination (only its public key, or nothing): run audit --repair where encryption.key is configured');
+  }
   if (!reference && !(ctx.source && ctx.atSource.has(backup))) {
     return fail('no valid manifest at any destination and the source does not have the backup: nothing to repair from');
   }
@@ -549,7 +556,7 @@ async function repairCopy(ctx: Context, driver: Driver, backup: string, found: A
   // (no damage list), every file not adopted is read: a progress checkpoint let the engine skip
   // files it recorded, and a record is no proof that the bytes are still there.
   const check = await verifyCopy({
-    driver, backup, level: 'quick', concurrency: ctx.concurrency, signal,
+    driver, backup, level: 'quick', concurrency: ctx.concurrency, signal, publicKey: ctx.publicKeys.get(driver.name),
     readBack: (f) => !adopted.has(f.path) && (damage === undefined || copied.has(f.path)),
     onBytes: (n) => ctx.options.onBytes?.(driver.name, n),
   });

@@ -26,8 +26,8 @@ import type { Driver } from '../drivers/types.js';
 import { DriverRuntime, type TransferOptions } from '../runtime/drivers.js';
 import { refuseOverlappingPlaces } from '../drivers/overlap.js';
 import { placeOf } from '../runtime/overlap.js';
-import { BackupError, OffsiteError, UsageError } from '../errors.js';
-import { manifestKey, OFFSITE_DIR, progressKey, readManifestAt } from '../manifest/manifest.js';
+import { BackupError, ConfigError, OffsiteError, UsageError } from '../errors.js';
+import { manifestKey, OFFSITE_DIR, progressKey, readManifestAt, type Manifest } from '../manifest/manifest.js';
 import { readRecord, writeRecord } from './state.js';
 
 export interface PullOptions extends TransferOptions {
@@ -96,6 +96,35 @@ function restoreHintFor(target: Driver): string {
   return `milvus-backup must read backups from ${target.description}: in its backup.yaml, minio.backupBucketName and minio.backupRootPath (v2 schema: backup.storage.bucketName and rootPath)`;
 }
 
+/**
+ * The manifest of the copy to pull. An encrypted copy (its manifest has `encryption`) needs the
+ * destination's key: none configured, or another one, is a `ConfigError` naming the destination,
+ * before anything is written; its manifest must carry a valid signature by that key; and every
+ * file must decrypt to the plaintext MAC its record keeps (the decrypting driver checks it at the
+ * end of each read, on top of every chunk's tag).
+ */
+async function readOriginManifest(origin: Driver, backup: string, configPath: string, signal?: AbortSignal): Promise<Manifest> {
+  const manifest = await readManifestAt(origin, manifestKey(backup), { signal });
+  if (!manifest) {
+    throw new BackupError('E_NO_COPY', `${origin.name} has no complete copy of ${backup} (no manifest at ${manifestKey(backup)}); see offsite list, or pull from another destination`);
+  }
+  if (manifest.encryption === undefined) return manifest;
+  const encryption = origin.encryption;
+  if (!encryption) {
+    throw new ConfigError(`${configPath}: destination "${origin.name}": its copy of ${backup} is encrypted: give this destination its key (encryption: { key: \${OFFSITE_KEY} } or { keyFile: PATH }) to pull it`);
+  }
+  if (manifest.encryption.publicKey !== encryption.publicKey) {
+    throw new ConfigError(`${configPath}: destination "${origin.name}": the encryption key configured for it does not open its copy of ${backup} (the copy was encrypted with another key): check encryption.key or encryption.keyFile of this destination`);
+  }
+  // Read again with the signature checked: a manifest forged without the key fails here.
+  const signed = await readManifestAt(origin, manifestKey(backup), { signal, publicKey: encryption.publicKey }) as Manifest;
+  for (const f of signed.files) {
+    if (f.mac === undefined) throw new OffsiteError('E_MANIFEST', `${origin.name}: ${manifestKey(backup)}: ${f.path} has no plaintext MAC, though the copy is encrypted: the manifest is damaged; pull from another destination`, { kind: 'integrity' });
+    encryption.expect(`${backup}/${f.path}`, f.mac);
+  }
+  return signed;
+}
+
 export async function pullCommand(config: OffsiteConfig, options: PullOptions): Promise<PullResult> {
   const { backup, signal } = options;
   if (options.from === options.to) throw new UsageError(`--from and --to are both "${options.from}"; pull copies from a destination to another place`);
@@ -107,10 +136,7 @@ export async function pullCommand(config: OffsiteConfig, options: PullOptions): 
     const to = target.driver;
     // Never write into the copy being read (a folder path or destination that is it, inside it, or around it).
     await refuseOverlappingPlaces([placeOf(origin, 'destination'), placeOf(to, 'target')], { file: config.path, signal });
-    const manifest = await readManifestAt(origin, manifestKey(backup), { signal });
-    if (!manifest) {
-      throw new BackupError('E_NO_COPY', `${origin.name} has no complete copy of ${backup} (no manifest at ${manifestKey(backup)}); see offsite list, or pull from another destination`);
-    }
+    const manifest = await readOriginManifest(origin, backup, config.path, signal);
     // Never overwrite a backup that a pull did not start. Files that are exactly the copy's (the
     // same paths and sizes: a finished earlier pull) are no conflict: the pull goes on as a
     // resumed one, which hashes them in place instead of sending them, and reads them back.

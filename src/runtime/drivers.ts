@@ -12,7 +12,9 @@
  * read are too with `limitReads` (deep verification, audit read-back). Each layer passes every
  * member of the driver through (src/drivers/wrappers/forwarding.ts), `sync` included.
  */
-import type { OffsiteConfig } from '../config/config.js';
+import { encryptionOf, type EncryptionSettings, type OffsiteConfig } from '../config/config.js';
+import { destinationKeyOf, type DestinationKey } from '../crypto/keys.js';
+import { withEncryption, withoutWrites } from '../drivers/wrappers/encrypt.js';
 import { expandPath } from '../config/paths.js';
 import { parseBytes } from '../config/units.js';
 import { createDriver } from '../drivers/index.js';
@@ -33,6 +35,11 @@ export interface TransferOptions {
   readonly limitReads?: boolean;
   /** Told about every retry (the CLI prints them). */
   readonly onRetry?: (driver: string, info: RetryInfo) => void;
+  /**
+   * The run's chunk size (`--chunk-size`): encrypted destinations seal chunks of it, so a run's
+   * parts are always whole sealed chunks. @default config options.chunkSize
+   */
+  readonly chunkBytes?: number;
 }
 
 /** What `wrapDriver` puts around a driver. */
@@ -126,7 +133,40 @@ export class DriverRuntime {
       onRetry: options.onRetry ? (info) => options.onRetry?.(name, info) : undefined,
     });
     this.#opened.push(driver);
-    return driver;
+    const encryption = encryptionOf(section);
+    if (encryption === undefined) return driver;
+    if (encryption.key === undefined && encryption.keyFile === undefined) return withoutWrites(driver, `destination "${name}" is configured with encryption.publicKey only (an audit host): writing backup files to it needs its key (encryption.key or encryption.keyFile)`);
+    // Outside retries and limits: a part sent again is the same sealed bytes, and the limits count stored bytes.
+    return withEncryption(driver, this.#keyOf(name, encryption), options.chunkBytes ?? config.settings.chunkBytes);
+  }
+
+  #keyOf(name: string, encryption: EncryptionSettings): DestinationKey {
+    try {
+      return destinationKeyOf(name, encryption);
+    } catch (err) {
+      throw new ConfigError(`${this.config.path}: ${errorMessage(err)}`);
+    }
+  }
+
+  /**
+   * The public key that must have signed the manifests of destination `name` (encrypted
+   * destinations: derived from its key, or its `encryption.publicKey`); `undefined` elsewhere.
+   */
+  manifestPublicKey(name: string): string | undefined {
+    return manifestPublicKeyOf(this.config, name);
+  }
+}
+
+/** See `DriverRuntime.manifestPublicKey`. */
+export function manifestPublicKeyOf(config: OffsiteConfig, name: string): string | undefined {
+  const section = config.destinations[name];
+  const encryption = section && encryptionOf(section);
+  if (!encryption) return undefined;
+  if (encryption.publicKey !== undefined) return encryption.publicKey;
+  try {
+    return destinationKeyOf(name, encryption).publicKey;
+  } catch (err) {
+    throw new ConfigError(`${config.path}: ${errorMessage(err)}`);
   }
 }
 

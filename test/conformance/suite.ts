@@ -52,6 +52,8 @@ export interface ConformanceOptions {
   readonly skipReason?: string;
   /** Per-test timeout. @default 60000 */
   readonly timeoutMs?: number;
+  /** Cases skipped, loudly, by name, each with the reason (a stack for which a case costs too much, not one it fails). */
+  readonly skipCases?: Readonly<Record<string, string>>;
 }
 
 const KiB = 1024;
@@ -216,7 +218,8 @@ export function runConformance(label: string, target: TargetSource, options: Con
   const timeout = options.timeoutMs ?? 60_000;
 
   const test = (name: string, body: Case): void => {
-    it(name, { timeout }, async (t) => {
+    const skip = options.skipCases?.[name];
+    it(name, { timeout, ...(skip !== undefined ? { skip } : {}) }, async (t) => {
       let targetValue: ConformanceTarget;
       try {
         targetValue = await getTarget();

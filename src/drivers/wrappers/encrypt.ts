@@ -1,0 +1,332 @@
+/**
+ * Client-side encryption as a driver wrapper (README, "Client-side encryption"; issue 14): the
+ * engine writes and reads plaintext through it, the driver below stores sealed chunks
+ * (src/crypto/format.ts). It overrides only what encryption changes (./forwarding.ts):
+ *
+ * - Backup files are sealed on write and opened on read; offsite's own bookkeeping (every key with
+ *   a `.offsite` folder: manifests, checkpoints, locks) passes through as it is, so that `list`,
+ *   `verify` and `audit` read it without the key (the manifest is signed instead).
+ * - Sizes: `list` and `stat` show plain sizes; the stored object is 48 bytes per chunk larger.
+ *   Parts map one to one: plain part i (a whole number of chunks) is stored part i, so resume at a
+ *   part boundary works as on the driver below. Sealing is deterministic (synthetic nonces), so
+ *   `matches` seals the part again and lets the driver below compare the stored bytes.
+ * - `commit` hands the driver below the XXH64 of the stored bytes (never a plaintext hash: it
+ *   would confirm guesses) and returns the stored record (`Committed.stored`: stored size, hash,
+ *   chunk hashes, keyed plaintext MAC) that the manifest keeps, so an auditor without the key can
+ *   prove the stored bytes, and `pull` the plaintext.
+ * - No server-side copies: a sealed file is bound to its place (its key), so a copy elsewhere
+ *   would not open. The engine does not reuse files at an encrypted destination.
+ */
+import { Readable } from 'node:stream';
+import {
+  chunkCount, ChunkIntegrityError, ChunkReader, ENCRYPTION_SCHEME, fileMac, FileOpener, FileSealer, OVERHEAD_BYTES, plainSize, storedSize,
+} from '../../crypto/format.js';
+import { EncryptionKeyError, type DestinationKey } from '../../crypto/keys.js';
+import { DriverError } from '../../errors.js';
+import { getHasher, type Hasher, type StreamingHash } from '../../hash/xxh64.js';
+import { badArgument, missingPartError } from '../toolkit/errors.js';
+import type {
+  Capabilities, CommitOptions, Committed, CopyWithinOptions, Driver, DriverEncryption, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession,
+} from '../types.js';
+import { ForwardingDriver, ForwardingWriteSession } from './forwarding.js';
+
+/** Keys offsite keeps for itself (manifests, checkpoints, locks): stored as they are. */
+export function isBookkeepingKey(key: string): boolean {
+  return key.startsWith('.offsite/') || key.includes('/.offsite/') || key === '.offsite';
+}
+
+/** The driver `driver` stores through: itself, or the driver below its encryption. */
+export function storedDriverOf(driver: Driver): Driver {
+  return driver.encryption?.stored ?? driver;
+}
+
+/** Wraps `inner` so that backup files are stored encrypted with `key` in chunks of `chunkBytes`. */
+export function withEncryption(inner: Driver, key: DestinationKey, chunkBytes: number): Driver {
+  return new EncryptingDriver(inner, key, chunkBytes);
+}
+
+/**
+ * An encrypted destination seen from a machine without its key (`encryption: { publicKey }`):
+ * reads, lists and bookkeeping pass; writing a backup file (or a server-side copy) is refused with
+ * `message` (`E_ENCRYPTION_KEY`, kind `auth`), so nothing is ever stored there in plaintext.
+ */
+export function withoutWrites(inner: Driver, message: string): Driver {
+  return new KeylessDriver(inner, message);
+}
+
+class KeylessDriver extends ForwardingDriver {
+  constructor(inner: Driver, private readonly refusal: string) {
+    super(inner);
+  }
+
+  override openWrite(key: string, options: WriteOptions): Promise<WriteSession> {
+    if (isBookkeepingKey(key)) return this.inner.openWrite(key, options);
+    return Promise.reject(new EncryptionKeyError(this.refusal));
+  }
+
+  protected override forwardCopyWithin(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<void> {
+    if (isBookkeepingKey(toKey)) return super.forwardCopyWithin(fromKey, toKey, options);
+    return Promise.reject(new EncryptionKeyError(this.refusal));
+  }
+}
+
+class EncryptingDriver extends ForwardingDriver {
+  readonly encryption: DriverEncryption;
+  readonly #key: DestinationKey;
+  readonly #chunkBytes: number;
+  readonly #expected = new Map<string, string>();
+
+  constructor(inner: Driver, key: DestinationKey, chunkBytes: number) {
+    super(inner);
+    this.#key = key;
+    this.#chunkBytes = chunkBytes;
+    const expected = this.#expected;
+    this.encryption = {
+      scheme: ENCRYPTION_SCHEME,
+      chunkBytes,
+      storedChunkBytes: chunkBytes + OVERHEAD_BYTES,
+      get publicKey() { return key.publicKey; },
+      stored: inner,
+      sign: (bytes) => key.sign(bytes),
+      expect: (k, mac) => { expected.set(k, mac); },
+    };
+  }
+
+  override get capabilities(): Capabilities {
+    const inner = this.inner.capabilities;
+    const perChunk = this.#chunkBytes + OVERHEAD_BYTES;
+    return {
+      ...inner,
+      storedHash: false,
+      serverSideCopy: false,
+      maxPartBytes: Math.max(this.#chunkBytes, Math.floor(inner.maxPartBytes / perChunk) * this.#chunkBytes),
+    };
+  }
+
+  /** A stored entry as the engine sees it: the plain size (the stored one when it cannot be a sealed file), no stored hash. */
+  #plainEntry(entry: Entry): Entry {
+    if (isBookkeepingKey(entry.key)) return entry;
+    const { hash: _hash, ...rest } = entry;
+    return { ...rest, size: plainSize(entry.size, this.#chunkBytes) ?? entry.size };
+  }
+
+  override async *list(prefix: string, options?: SignalOptions): AsyncIterable<Entry> {
+    for await (const entry of this.inner.list(prefix, options)) yield this.#plainEntry(entry);
+  }
+
+  override async stat(key: string, options?: SignalOptions): Promise<Entry | undefined> {
+    const entry = await this.inner.stat(key, options);
+    return entry && this.#plainEntry(entry);
+  }
+
+  override async openRead(key: string, options: ReadOptions = {}): Promise<Readable> {
+    if (isBookkeepingKey(key)) return this.inner.openRead(key, options);
+    const { signal } = options;
+    const offset = options.offset ?? 0;
+    if (!Number.isSafeInteger(offset) || offset < 0 || (options.length !== undefined && (!Number.isSafeInteger(options.length) || options.length < 0))) {
+      throw badArgument({ driver: this.name, action: 'read', key }, `offset ${offset} and length ${String(options.length)} must be whole numbers >= 0`);
+    }
+    // The driver below checks the key (and refuses one escaping the root) before any IO.
+    if (offset === 0 && options.length === undefined) return this.#wholeRead(key, signal);
+    // A range: the chunks that cover it, opened with the knowledge of which one is the file's last.
+    const entry = await this.inner.stat(key, { signal });
+    const plain = entry && plainSize(entry.size, this.#chunkBytes);
+    if (entry === undefined) return this.inner.openRead(key, { signal }); // rejects with the driver's not-found
+    if (plain === undefined) throw new ChunkIntegrityError(this.#key.destination, key, 0, `cannot be a file sealed in ${this.#chunkBytes}-byte chunks (${entry.size} bytes stored; was options.chunkSize changed since it was written?)`);
+    const length = Math.min(options.length ?? plain - offset, Math.max(0, plain - offset));
+    if (offset === 0 && length === plain) return this.#wholeRead(key, signal);
+    return this.#rangeRead(key, offset, length, plain, signal);
+  }
+
+  async #wholeRead(key: string, signal: AbortSignal | undefined): Promise<Readable> {
+    const dkey = this.#key;
+    const expected = this.#expected.get(key);
+    const stream = await this.inner.openRead(key, { signal });
+    async function* plain(): AsyncGenerator<Buffer> {
+      try {
+        const reader = new ChunkReader(dkey, key);
+        for await (const piece of stream) yield* reader.push(piece as Buffer);
+        yield* reader.end();
+        if (expected !== undefined && reader.fileMac() !== expected) {
+          throw new DriverError('E_DECRYPT', `destination "${dkey.destination}": ${key}: decrypts to other bytes than its manifest records (plaintext MAC differs): the stored copy was replaced; pull from another destination`, { kind: 'integrity' });
+        }
+      } finally {
+        stream.destroy();
+      }
+    }
+    return Readable.from(plain(), { objectMode: false, highWaterMark: 1 });
+  }
+
+  #rangeRead(key: string, offset: number, length: number, plain: number, signal: AbortSignal | undefined): Readable {
+    const chunkBytes = this.#chunkBytes;
+    const stored = chunkBytes + OVERHEAD_BYTES;
+    const lastIndex = chunkCount(plain, chunkBytes) - 1;
+    const first = Math.floor(offset / chunkBytes);
+    const end = offset + length;
+    const lastWanted = length === 0 ? first : Math.min(lastIndex, Math.ceil(end / chunkBytes) - 1);
+    const inner = this.inner;
+    const dkey = this.#key;
+    async function* pieces(): AsyncGenerator<Buffer> {
+      if (length === 0) return;
+      const from = first * stored;
+      const to = Math.min(storedSize(plain, chunkBytes), (lastWanted + 1) * stored);
+      const stream = await inner.openRead(key, { signal, offset: from, length: to - from });
+      const opener = { current: undefined as FileOpener | undefined };
+      let pending: Buffer = Buffer.alloc(0);
+      let index = first;
+      const openNext = (bytes: Buffer): Buffer => {
+        opener.current ??= FileOpener.open(dkey, key, bytes);
+        const { bytes: out } = opener.current.open(index, bytes, index === lastIndex);
+        const start = index * chunkBytes;
+        index++;
+        return out.subarray(Math.max(0, offset - start), Math.min(out.length, end - start));
+      };
+      try {
+        for await (const piece of stream) {
+          pending = pending.length === 0 ? piece as Buffer : Buffer.concat([pending, piece as Buffer]);
+          while (pending.length >= stored && index <= lastWanted) {
+            yield openNext(pending.subarray(0, stored));
+            pending = pending.subarray(stored);
+          }
+        }
+        if (index <= lastWanted) yield openNext(pending);
+      } finally {
+        stream.destroy();
+      }
+    }
+    return Readable.from(pieces(), { objectMode: false, highWaterMark: 1 });
+  }
+
+  override async openWrite(key: string, options: WriteOptions): Promise<WriteSession> {
+    if (isBookkeepingKey(key)) return this.inner.openWrite(key, options);
+    const { size, partBytes } = options;
+    const chunkBytes = this.#chunkBytes;
+    const context = { driver: this.name, action: 'write', key };
+    if (!Number.isSafeInteger(size) || size < 0 || !Number.isSafeInteger(partBytes) || partBytes < 1) throw badArgument(context, `size ${size} and partBytes ${partBytes} must be whole numbers`);
+    if (size > partBytes && partBytes % chunkBytes !== 0) {
+      throw badArgument(context, `parts of ${partBytes} bytes are not whole ${chunkBytes}-byte encryption chunks: this destination encrypts in chunks of options.chunkSize; copy with the chunk size it was configured with`);
+    }
+    const stored = storedSize(size, chunkBytes);
+    // One part of whole chunks maps onto one stored part; a file in one part may have a part size of any length.
+    const innerPartBytes = partBytes % chunkBytes === 0 ? (partBytes / chunkBytes) * (chunkBytes + OVERHEAD_BYTES) : stored;
+    const hasher = await getHasher();
+    const session = await this.inner.openWrite(key, { ...options, size: stored, partBytes: innerPartBytes });
+    return new EncryptingWriteSession(session, new FileSealer(this.#key, key, chunkBytes), this.#key, { size, partBytes, stored, hasher, context });
+  }
+
+  protected override forwardCopyWithin(_fromKey: string, toKey: string, _options?: CopyWithinOptions): Promise<void> {
+    return Promise.reject(new DriverError('E_NO_SERVER_COPY', `${this.name}: ${toKey}: an encrypted destination makes no server-side copies (a sealed file is bound to its place)`, { kind: 'permanent' }));
+  }
+}
+
+interface SessionShape {
+  readonly size: number;
+  readonly partBytes: number;
+  readonly stored: number;
+  readonly hasher: Hasher;
+  readonly context: { driver: string; action: string; key: string };
+}
+
+/**
+ * One encrypted file being written: seals each plain part into the stored part of the same
+ * index, and keeps what the stored record needs (the chunk hashes and MACs by chunk index; the
+ * stored bytes' hash in order, parts sealed ahead of their turn held until it comes).
+ */
+class EncryptingWriteSession extends ForwardingWriteSession {
+  readonly #sealer: FileSealer;
+  readonly #key: DestinationKey;
+  readonly #shape: SessionShape;
+  readonly #chunks: number;
+  readonly #chunksPerPart: number;
+  readonly #chunkHashes: string[] = [];
+  readonly #macs: Buffer[] = [];
+  readonly #whole: StreamingHash;
+  /** The next stored part whose bytes the whole-file hash takes. */
+  #nextHashed = 0;
+  readonly #ahead = new Map<number, Buffer>();
+
+  constructor(inner: WriteSession, sealer: FileSealer, key: DestinationKey, shape: SessionShape) {
+    super(inner);
+    this.#sealer = sealer;
+    this.#key = key;
+    this.#shape = shape;
+    this.#chunks = chunkCount(shape.size, sealer.chunkBytes);
+    this.#chunksPerPart = Math.max(1, Math.ceil(shape.partBytes / sealer.chunkBytes));
+    this.#whole = shape.hasher.create();
+  }
+
+  override get size(): number { return this.#shape.size; }
+  override get partBytes(): number { return this.#shape.partBytes; }
+  override get resumableParts(): ReadonlySet<number> {
+    return this.#shape.size === 0 ? new Set() : this.inner.resumableParts;
+  }
+
+  /** The stored bytes of plain part `index`; records its chunks' hashes and MACs and feeds the whole-file hash. */
+  #seal(index: number, bytes: Uint8Array): Buffer {
+    const { chunkBytes } = this.#sealer;
+    const parts = Math.max(1, Math.ceil(this.#shape.size / this.#shape.partBytes));
+    if (!Number.isInteger(index) || index < 0 || index >= parts || (this.#shape.size === 0 && bytes.length > 0)) {
+      throw badArgument(this.#shape.context, `part ${index} is not one of the ${this.#shape.size === 0 ? 0 : parts} parts of this ${this.#shape.size}-byte object`);
+    }
+    const expected = Math.min(this.#shape.partBytes, this.#shape.size - index * this.#shape.partBytes);
+    if (bytes.length !== expected) throw badArgument(this.#shape.context, `part ${index} has ${bytes.length} bytes, expected ${expected}`);
+    const plain = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const out: Buffer[] = [];
+    const firstChunk = index * this.#chunksPerPart;
+    const count = Math.max(1, Math.ceil(plain.length / chunkBytes));
+    for (let i = 0; i < count; i++) {
+      const chunk = firstChunk + i;
+      const sealed = this.#sealer.seal(chunk, plain.subarray(i * chunkBytes, (i + 1) * chunkBytes), chunk === this.#chunks - 1);
+      if (this.#chunkHashes[chunk] === undefined) {
+        this.#chunkHashes[chunk] = this.#shape.hasher.hash(sealed.bytes);
+        this.#macs[chunk] = sealed.mac;
+      }
+      out.push(sealed.bytes);
+    }
+    const stored = out.length === 1 ? out[0] as Buffer : Buffer.concat(out);
+    if (index === this.#nextHashed) {
+      this.#whole.update(stored);
+      this.#nextHashed++;
+      for (let next = this.#ahead.get(this.#nextHashed); next !== undefined; next = this.#ahead.get(this.#nextHashed)) {
+        this.#ahead.delete(this.#nextHashed);
+        this.#whole.update(next);
+        this.#nextHashed++;
+      }
+    } else if (index > this.#nextHashed && !this.#ahead.has(index)) {
+      this.#ahead.set(index, stored);
+    }
+    return stored;
+  }
+
+  override matches(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<boolean> {
+    return this.#withSealed(index, bytes, (stored) => this.inner.matches(index, stored, options));
+  }
+
+  override write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void> {
+    return this.#withSealed(index, bytes, (stored) => this.inner.write(index, stored, options));
+  }
+
+  /** `then` with the stored bytes of part `index`; a refusal to seal is a rejection, as the contract has it. */
+  #withSealed<T>(index: number, bytes: Uint8Array, then: (stored: Buffer) => Promise<T>): Promise<T> {
+    try {
+      return then(this.#seal(index, bytes));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  override async commit(options: CommitOptions): Promise<Committed | void> {
+    // An empty file is one sealed empty chunk: the engine writes no part for it.
+    if (this.#shape.size === 0 && this.#nextHashed === 0) await this.inner.write(0, this.#seal(0, new Uint8Array(0)), options);
+    const parts = Math.max(1, Math.ceil(this.#shape.size / this.#shape.partBytes));
+    if (this.#nextHashed !== parts) {
+      const missing: number[] = [];
+      for (let i = this.#nextHashed; i < parts; i++) if (!this.#ahead.has(i)) missing.push(i);
+      throw missingPartError(this.#shape.context, missing, parts);
+    }
+    const hash = this.#whole.digest();
+    const committed = await this.inner.commit({ hash, signal: options.signal });
+    const stored = { size: this.#shape.stored, hash, chunks: [...this.#chunkHashes], mac: fileMac(this.#key, this.#shape.size, this.#sealer.chunkBytes, this.#macs) };
+    return { ...(committed ?? {}), stored };
+  }
+}
