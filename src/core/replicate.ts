@@ -83,8 +83,10 @@ export interface ReplicateOptions {
    * Copy exactly the files of a verified copy instead of inspecting the source as a milvus-backup
    * backup: `source` is then a destination holding a copy (repair from another destination, pull
    * back for restore) or the source checked against a manifest (repair). Every file must read back
-   * to its recorded hash or it is not committed (E_ORIGIN_DAMAGED); the run uses the origin's
-   * chunk size, and the manifest it writes keeps the origin's `source` and `backupTime`.
+   * to its recorded hash or it is not committed (E_ORIGIN_DAMAGED); a file found in place at a
+   * destination is kept when its bytes hash to the record, without reading the origin (which may
+   * lack it: that is why a repair runs). The run uses the origin's chunk size, and the manifest it
+   * writes keeps the origin's `source` and `backupTime`.
    */
   readonly origin?: ReplicateOrigin;
   /**
@@ -198,6 +200,8 @@ interface EngineContext {
   readonly fanout: Fanout;
   readonly signal?: AbortSignal;
   readonly emit?: (event: ReplicateEvent) => void;
+  /** Origin mode: the files the origin lacks (or holds with another size), with the error a copy of one gets. */
+  readonly unavailable: ReadonlyMap<string, OffsiteError>;
 }
 
 /** A file to copy: its size, mtime and fingerprint at the source, and in origin mode the hash it must have. */
@@ -209,6 +213,8 @@ interface EngineFile extends SourceFile {
    */
   readonly recordedSource?: string;
   readonly expected?: string;
+  /** In origin mode, the chunk hashes the origin's record gives (with `expected`, what a file found in place must hash to). */
+  readonly expectedChunks?: readonly string[];
 }
 
 function originDamaged(ctx: EngineContext, file: EngineFile, found: string): OffsiteError {
@@ -288,14 +294,24 @@ async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFil
     firstPass = outcome.hashes;
     kept = outcome.held;
   } else if (action.action === 'adopt') {
-    try {
-      firstPass = await ctx.fanout.hashSource(file);
-      if (file.expected !== undefined && firstPass.hash !== file.expected) throw originDamaged(ctx, file, firstPass.hash);
-    } catch (err) {
-      run.fail(err, file.path);
-      return;
+    if (file.expected !== undefined && file.expectedChunks !== undefined) {
+      // In origin mode the record is the truth: a file found in place is kept when its bytes hash to
+      // it, whatever the origin holds (a repair's origin may lack or have damaged that very file).
+      if (await adopt(ctx, run, file, { hash: file.expected, chunks: [...file.expectedChunks] })) return;
+      const lacking = ctx.unavailable.get(file.path);
+      if (lacking) {
+        run.fail(lacking, file.path);
+        return;
+      }
+    } else {
+      try {
+        firstPass = await ctx.fanout.hashSource(file);
+      } catch (err) {
+        run.fail(err, file.path);
+        return;
+      }
+      if (await adopt(ctx, run, file, firstPass)) return;
     }
-    if (await adopt(ctx, run, file, firstPass)) return;
   }
   let sink: FileSink;
   try {
@@ -403,7 +419,7 @@ async function originFiles(source: Driver, backup: string, origin: ReplicateOrig
     const plainHash = f.mac === undefined ? f.hash : undefined;
     return {
       path: f.path, size: f.size, mtimeMs: there?.mtimeMs ?? 0,
-      ...(plainHash !== undefined ? { expected: plainHash, hash: plainHash } : {}),
+      ...(plainHash !== undefined ? { expected: plainHash, expectedChunks: f.chunks, hash: plainHash } : {}),
       ...(there?.fingerprint !== undefined ? { fingerprint: there.fingerprint } : {}),
       ...(f.sourceFingerprint !== undefined ? { recordedSource: f.sourceFingerprint } : {}),
     };
@@ -440,9 +456,9 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   // Every destination still preparing keeps its share of the chunk budget for when it joins.
   if (!dryRun) fanout.expect(options.destinations.length);
   const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit, checkpointKeys: shard?.checkpointKeys, paths };
-  const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, fanout, signal, emit };
+  const unavailable = new Map(missing.map((m) => [m.path, m.error]));
+  const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, fanout, signal, emit, unavailable };
   const prepareContext: PrepareContext = { backup, files, chunkBytes, shard, dryRun, lock: options.lock, emit, signal };
-  const unavailable = new Set(missing.map((m) => m.path));
   const runs: DestinationRun[] = [];
 
   /** One destination's files, then its manifest (or checkpoint), at its own pace. */
@@ -470,7 +486,9 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
       const queue = new PQueue({ concurrency: options.fileConcurrency ?? 8 });
       for (const file of files) {
         if (run.dead) break;
-        if (unavailable.has(file.path) || !run.needs(file.path)) continue;
+        const action = run.needs(file.path)?.action;
+        // A file the origin lacks can still be found intact in place (adopt); copies of it failed already.
+        if (action === undefined || (unavailable.has(file.path) && action !== 'adopt')) continue;
         await queue.onSizeLessThan(queue.concurrency);
         void queue.add(() => copyFile(ctx, run, file));
       }
@@ -535,7 +553,10 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
       const run = new DestinationRun(driver, prepared.plan.destinations[0], context, fanout, prepared.holdings.progressJournal);
       runs.push(run);
       run.reuse = prepared.reuse;
-      for (const m of missing) if (run.needs(m.path)) run.fail(m.error, m.path);
+      for (const m of missing) {
+        const action = run.needs(m.path)?.action;
+        if (action !== undefined && action !== 'adopt') run.fail(m.error, m.path);
+      }
       return await copyTo(run, lock);
     } finally {
       await lock.release();

@@ -16,12 +16,14 @@
  *   "last fully read" time (the oldest of those reads), shown in the report and the metrics.
  * - **`--repair`:** a damaged copy (missing, short or changed files, a bad manifest) or an
  *   incomplete one (files, no manifest, no run holding its lock) is fixed from the source when
- *   it still has the backup, else from other destinations whose copies read back to the
- *   manifest's hashes (a file that does not is never used; with `--at`, the destinations not
- *   audited are origins too: `--at` limits what is audited, not where repairs come from). The good files are kept, recorded
- *   in a progress checkpoint; the bad ones are removed and copied again through the replication
- *   engine; the manifest is written only once the copy is whole; then the copied files are read
- *   back once more before the copy counts as repaired.
+ *   it still has the backup, else file by file from other destinations whose files read back to
+ *   the manifest's hashes (a file that does not is never used; with `--at`, the destinations not
+ *   audited are origins too: `--at` limits what is audited, not where repairs come from). The
+ *   good files are kept, recorded in a progress checkpoint; the bad ones are removed and copied
+ *   again through the replication engine; the manifest is written only once the copy is whole;
+ *   then the copied files are read back once more before the copy counts as repaired. Every copy
+ *   of a backup is checked before any is repaired, and then all are repaired at once, each from
+ *   the others (./audit-repair.ts).
  *
  * A copy an audit found intact at a destination (recorded in its `.offsite/audit.json` as `held`,
  * and in every other audited destination's as `elsewhere`, so a wiped root does not take the only
@@ -35,16 +37,15 @@
 import { listBackupSummaries } from '../backup/index.js';
 import type { OffsiteConfig } from '../config/config.js';
 import { lockHolder } from '../core/lock.js';
-import { replicate, type ReplicateOrigin } from '../core/replicate.js';
 import { verifyCopy, type Damage, type VerifyResult } from '../core/verify.js';
 import type { Driver } from '../drivers/types.js';
 import { DriverRuntime, manifestPublicKeyOf, type TransferOptions } from '../runtime/drivers.js';
 import { errorMessage, OffsiteError, UsageError } from '../errors.js';
-import { buildManifestBody, manifestKey, progressKey, readManifestAt, writeManifestAt, type Manifest } from '../manifest/manifest.js';
-import { streamManifestAt, type ManifestSummary } from '../manifest/read.js';
+import type { ManifestSummary } from '../manifest/read.js';
 import { sampleChooser, sliceChooser, type ReadBackChooser } from './audit-select.js';
 import type { AuditCopy, AuditDestination, AuditMode, AuditResult, CopyState } from './audit-result.js';
 import { checkLockOptions, withLockStates } from './audit-locks.js';
+import { repairCopies, type Finding, type RepairContext } from './audit-repair.js';
 import { listCopies, type CopyListing } from './copies.js';
 import type { RetentionPolicy } from './retention.js';
 import { heldRecord, holdingsAfter, learnHoldings } from './holdings.js';
@@ -123,22 +124,9 @@ function validateOptions(options: AuditOptions): AuditMode {
   return { kind: 'rotate', t };
 }
 
-/** A manifest that another destination (or the audited one) holds, for repairs. */
-interface Reference {
-  readonly manifest: Manifest;
-  readonly from: string;
-}
-
-interface Context {
+interface Context extends RepairContext {
   readonly options: AuditOptions;
   readonly mode: AuditMode;
-  readonly concurrency: number;
-  readonly chunkBytes: number;
-  readonly quietPeriodMs: number;
-  readonly source?: Driver;
-  /** Backups complete at the source. */
-  readonly atSource: ReadonlySet<string>;
-  readonly destinations: readonly Driver[];
   /**
    * With `--repair --at a`: the other configured destinations, not audited but read from as
    * repair origins (`--at` limits what is audited, not where repairs may come from). Their
@@ -148,12 +136,6 @@ interface Context {
   /** The public key that must have signed each encrypted destination's manifests, by destination. */
   readonly publicKeys: ReadonlyMap<string, string>;
   readonly now: () => Date;
-  /**
-   * Which destinations hold a valid manifest of the backup being audited (by backup, then
-   * destination name), learnt when a repair needs to know: an audit that repairs nothing never
-   * holds a manifest's file list (each copy's manifest streams through its check).
-   */
-  readonly validManifests: Map<string, Map<string, boolean>>;
 }
 
 /** One destination during an audit: what it holds, its rotation state, and its results so far. */
@@ -217,18 +199,17 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
     for (const a of audits) for (const name of [...a.listing?.keys() ?? [], ...a.known.keys()]) names.add(name);
     const backups = [...names].sort();
     const ctx: Context = {
-      options, mode, now, source, atSource, destinations, donors,
+      options, mode, now, source, atSource, donors,
       publicKeys: new Map(destinations.flatMap((d) => { const key = manifestPublicKeyOf(config, d.name); return key === undefined ? [] : [[d.name, key] as const]; })),
       concurrency: config.settings.concurrency, chunkBytes: config.settings.chunkBytes, quietPeriodMs: config.settings.quietPeriodMs,
-      validManifests: new Map(),
     };
     for (const backup of backups) {
-      await Promise.all(audits.map(async (a) => {
-        a.copies.push(a.listing
-          ? await auditCopy(ctx, a, backup)
-          : emptyCopy(backup, a.driver.name, 'error', `could not list ${a.driver.description}: ${a.listProblem ?? 'unknown error'}`));
-      }));
-      ctx.validManifests.delete(backup);
+      // Every copy is checked before any is repaired (./audit-repair.ts says why).
+      const findings = await Promise.all(audits.map((a): Promise<Finding> => a.listing
+        ? auditCopy(ctx, a, backup)
+        : Promise.resolve({ copy: emptyCopy(backup, a.driver.name, 'error', `could not list ${a.driver.description}: ${a.listProblem ?? 'unknown error'}`), manifestValid: false })));
+      const results = await repairCopies(ctx, backup, audits.map((a, i) => ({ driver: a.driver, holds: a.listing?.has(backup) ?? false, finding: findings[i] as Finding })));
+      audits.forEach((a, i) => a.copies.push(results[i] as AuditCopy));
     }
     const destinationResults = await Promise.all(audits.map((a) => finishAudit(ctx, a, audits)));
     const copies = await withLockStates(audits.flatMap((a) => a.copies), destinations, {
@@ -279,27 +260,6 @@ async function openAudit(driver: Driver, mode: AuditMode, signal?: AbortSignal, 
   if (mode.kind === 'rotate') slice = { n: state && state.slices === rotation && state.next >= 1 && state.next <= rotation ? state.next : 1, t: rotation };
   else if (mode.kind === 'slice') slice = { n: mode.n, t: mode.t };
   return { driver, listing, state, stateProblem, slice, rotation, records, known: heldRecord(state), pruned, copies: [] };
-}
-
-/** Whether `d` holds a valid manifest of `backup` (read through, never held; remembered for this backup). */
-async function hasValidManifest(ctx: Context, backup: string, d: Driver): Promise<boolean> {
-  const known = ctx.validManifests.get(backup)?.get(d.name);
-  if (known !== undefined) return known;
-  let valid = false;
-  try {
-    valid = (await streamManifestAt(d, manifestKey(backup), { signal: ctx.options.signal })) !== undefined;
-  } catch (err) {
-    if (err instanceof OffsiteError && err.code === 'E_ABORTED') throw err;
-    // damaged or unreadable: not an origin (a copy being audited reports it itself)
-  }
-  rememberValid(ctx, backup, d.name, valid);
-  return valid;
-}
-
-function rememberValid(ctx: Context, backup: string, destination: string, valid: boolean): void {
-  let byDestination = ctx.validManifests.get(backup);
-  if (!byDestination) ctx.validManifests.set(backup, byDestination = new Map());
-  byDestination.set(destination, valid);
 }
 
 async function readState(driver: Driver, signal?: AbortSignal): Promise<AuditState | undefined> {
@@ -364,32 +324,37 @@ function emptyCopy(backup: string, destination: string, state: CopyState, messag
   return { backup, destination, state, files: 0, bytes: 0, filesRead: 0, bytesRead: 0, damage: [], repaired: [], ...(message ? { message } : {}) };
 }
 
-async function auditCopy(ctx: Context, a: DestinationAudit, backup: string): Promise<AuditCopy> {
+/**
+ * Checks one copy (quick checks, and the read-back of the chosen files); reads only, never writes
+ * to the copy: a repair comes after every copy of the backup was checked (./audit-repair.ts).
+ */
+async function auditCopy(ctx: Context, a: DestinationAudit, backup: string): Promise<Finding> {
   const { signal } = ctx.options;
   const { driver, slice, records } = a;
   const listing = a.listing?.get(backup);
+  const judged = (copy: AuditCopy): Finding => ({ copy, manifestValid: false });
+  const toRepair = (copy: AuditCopy, damage: readonly Damage[] | undefined, manifestValid: boolean): Finding =>
+    ({ copy, manifestValid, ...(ctx.options.repair ? { repair: { damage } } : {}) });
   try {
     if (!listing) {
       records.delete(backup);
       const seen = a.known.get(backup);
-      if (seen === undefined) return emptyCopy(backup, driver.name, 'absent');
+      if (seen === undefined) return judged(emptyCopy(backup, driver.name, 'absent'));
       const prunedAt = a.pruned.get(backup);
-      if (prunedAt !== undefined && prunedAt >= seen) return emptyCopy(backup, driver.name, 'absent', `removed by offsite prune ${prunedAt.slice(0, 10)}`);
-      const lost = emptyCopy(backup, driver.name, 'lost',
-        `an audit found this copy intact here${seen ? ` (${seen.slice(0, 10)})` : ''}, it is gone and no prune removed it: deleted or moved behind offsite's back; run offsite audit --repair`);
-      return ctx.options.repair ? await repairCopy(ctx, driver, backup, lost, undefined) : lost;
+      if (prunedAt !== undefined && prunedAt >= seen) return judged(emptyCopy(backup, driver.name, 'absent', `removed by offsite prune ${prunedAt.slice(0, 10)}`));
+      return toRepair(emptyCopy(backup, driver.name, 'lost',
+        `an audit found this copy intact here${seen ? ` (${seen.slice(0, 10)})` : ''}, it is gone and no prune removed it: deleted or moved behind offsite's back; run offsite audit --repair`), undefined, false);
     }
     if (!listing.hasManifest) {
       records.delete(backup);
       if (listing.hasLock && await lockHolder(driver, backup, { signal })) {
-        return emptyCopy(backup, driver.name, 'in-progress', 'another offsite run holds this copy\'s lock; not judged');
+        return judged(emptyCopy(backup, driver.name, 'in-progress', 'another offsite run holds this copy\'s lock; not judged'));
       }
       if (listing.beingPruned) {
-        return emptyCopy(backup, driver.name, 'absent', `offsite prune was removing this copy (${listing.files} files left); the next prune finishes it`);
+        return judged(emptyCopy(backup, driver.name, 'absent', `offsite prune was removing this copy (${listing.files} files left); the next prune finishes it`));
       }
-      const found = emptyCopy(backup, driver.name, 'incomplete',
-        `${listing.files} files and no manifest: an interrupted or altered copy${listing.hasProgress ? ' (a progress checkpoint is there)' : ''}; run offsite replicate ${backup} --to ${driver.name}, or audit --repair`);
-      return ctx.options.repair ? await repairCopy(ctx, driver, backup, found, undefined) : found;
+      return toRepair(emptyCopy(backup, driver.name, 'incomplete',
+        `${listing.files} files and no manifest: an interrupted or altered copy${listing.hasProgress ? ' (a progress checkpoint is there)' : ''}; run offsite replicate ${backup} --to ${driver.name}, or audit --repair`), undefined, false);
     }
     // Quick checks for all files, deep for the chosen ones, as the manifest streams by.
     let choose: ReadBackChooser | undefined;
@@ -417,14 +382,14 @@ async function auditCopy(ctx: Context, a: DestinationAudit, backup: string): Pro
       // A slice counts as read only when it was divided from the very manifest just checked.
       const sliceRead = slice && sliceDigest === manifest.digest && slice.t === a.rotation ? slice : undefined;
       updateRecord(records, backup, manifest.digest, sliceRead, ctx.mode, ctx.now());
-      return { ...copy, ...lastFullRead(records.get(backup)) };
+      return { copy: { ...copy, ...lastFullRead(records.get(backup)) }, manifestValid: true };
     }
-    if (result.status === 'error' || !ctx.options.repair) return { ...copy, ...lastFullRead(records.get(backup)) };
+    if (result.status === 'error' || !ctx.options.repair) return { copy: { ...copy, ...lastFullRead(records.get(backup)) }, manifestValid: manifest !== undefined };
     records.delete(backup);
-    return await repairCopy(ctx, driver, backup, copy, result.damage);
+    return toRepair(copy, result.damage, manifest !== undefined);
   } catch (err) {
     if (err instanceof OffsiteError && err.code === 'E_ABORTED') throw err;
-    return emptyCopy(backup, driver.name, 'error', errorMessage(err));
+    return judged(emptyCopy(backup, driver.name, 'error', errorMessage(err)));
   }
 }
 
@@ -456,139 +421,4 @@ function updateRecord(records: Map<string, CopyRecord>, backup: string, digest: 
 
 function lastFullRead(record: CopyRecord | undefined): { lastFullRead?: string } {
   return record?.lastFullRead ? { lastFullRead: record.lastFullRead } : {};
-}
-
-/**
- * The manifest to repair against: the copy's own when valid, else another destination's. Read
- * whole (records, never the text): the one manifest a repair holds.
- */
-async function referenceFor(ctx: Context, backup: string, driver: Driver): Promise<Reference | undefined> {
-  for (const d of [driver, ...[...ctx.destinations, ...ctx.donors].filter((other) => other !== driver)]) {
-    if (ctx.validManifests.get(backup)?.get(d.name) === false) continue;
-    let manifest: Manifest | undefined;
-    try {
-      manifest = await readManifestAt(d, manifestKey(backup), { signal: ctx.options.signal });
-    } catch (err) {
-      if (err instanceof OffsiteError && err.code === 'E_ABORTED') throw err;
-      // damaged or unreadable: not a reference
-    }
-    rememberValid(ctx, backup, d.name, manifest !== undefined);
-    if (manifest) return { manifest, from: d.name };
-  }
-  return undefined;
-}
-
-/**
- * Repairs one copy (see the file comment). `damage` is what the quick/deep checks found; for an
- * incomplete copy it is undefined (which files are good is not known: all are checked).
- */
-async function repairCopy(ctx: Context, driver: Driver, backup: string, found: AuditCopy, damage: readonly Damage[] | undefined): Promise<AuditCopy> {
-  const { signal } = ctx.options;
-  const log = (line: string) => ctx.options.onLog?.(`${driver.name}: ${backup}: ${line}`);
-  const reference = await referenceFor(ctx, backup, driver);
-  const manifestBad = damage?.some((d) => d.path.startsWith('.offsite/')) ?? false;
-  const ownManifestValid = reference?.from === driver.name && !manifestBad;
-  const badPaths = new Set((damage ?? []).filter((d) => !d.path.startsWith('.offsite/')).map((d) => d.path));
-  const fail = (message: string): AuditCopy => ({ ...found, message: `repair failed: ${message}` });
-
-  // The origins to read from, in order: the source, then the other destinations holding a valid manifest.
-  const origins: Driver[] = [];
-  if (ctx.source && ctx.atSource.has(backup)) origins.push(ctx.source);
-  for (const d of [...ctx.destinations, ...ctx.donors]) if (d !== driver && await hasValidManifest(ctx, backup, d)) origins.push(d);
-  // Never write plaintext into an encrypted copy: without the key here, leave it as it is.
-  if ((reference?.manifest.encryption !== undefined || ctx.publicKeys.has(driver.name)) && !driver.encryption) {
-    return fail('the copy is encrypted and this config has no key for the destination (only its public key, or nothing): run audit --repair where encryption.key is configured');
-  }
-  if (!reference && !(ctx.source && ctx.atSource.has(backup))) {
-    return fail('no valid manifest at any destination and the source does not have the backup: nothing to repair from');
-  }
-  if (origins.length === 0) return fail('the source does not have the backup and no other destination holds a valid copy');
-
-  try {
-    if (reference && ownManifestValid) {
-      // Keep the good files, recorded, so only the bad ones are copied; then drop the manifest.
-      const good = reference.manifest.files.filter((f) => !badPaths.has(f.path));
-      const body = buildManifestBody({ kind: 'progress', backup, source: reference.manifest.source, chunkBytes: reference.manifest.chunkBytes, files: good, backupTime: reference.manifest.backupTime });
-      await writeManifestAt(driver, progressKey(backup), body, { signal });
-    }
-    await driver.delete(manifestKey(backup), { signal });
-    for (const path of badPaths) await driver.delete(`${backup}/${path}`, { signal });
-  } catch (err) {
-    return fail(`could not prepare the copy (${errorMessage(err)})`);
-  }
-  log(`repairing ${badPaths.size > 0 ? `${badPaths.size} file(s)` : 'the copy'}${reference ? ` against the manifest of ${reference.from}` : ''}`);
-
-  const copied = new Set<string>();
-  /** Files found in place and kept: the engine read and hashed each one against the origin. */
-  const adopted = new Set<string>();
-  const usedFrom: string[] = [];
-  let lastProblem = 'no origin could provide the missing files';
-  let whole = false;
-  for (const origin of origins) {
-    const originSpec: ReplicateOrigin | undefined = reference
-      ? { files: reference.manifest.files, chunkBytes: reference.manifest.chunkBytes, source: reference.manifest.source, ...(reference.manifest.backupTime ? { backupTime: reference.manifest.backupTime } : {}) }
-      : undefined;
-    try {
-      const result = await replicate({
-        source: origin, backup, destinations: [driver],
-        chunkBytes: originSpec?.chunkBytes ?? ctx.chunkBytes, fileConcurrency: ctx.concurrency, quietPeriodMs: ctx.quietPeriodMs,
-        ...(originSpec ? { origin: originSpec } : {}),
-        signal,
-        onEvent: (e) => {
-          if (e.type === 'file-done') (e.how === 'copied' ? copied : adopted).add(e.path);
-          if (e.type === 'bytes') ctx.options.onBytes?.(driver.name, e.bytes);
-        },
-      });
-      const r = result.destinations[0];
-      if (r && (r.filesCopied > 0 || r.filesAdopted > 0)) usedFrom.push(origin === ctx.source ? 'source' : origin.name);
-      if (r && (r.status === 'complete' || r.status === 'up-to-date')) { whole = true; break; }
-      lastProblem = r?.errors[0]?.message ?? 'unknown error';
-      log(`from ${origin === ctx.source ? 'the source' : origin.name}: ${lastProblem}`);
-    } catch (err) {
-      if (err instanceof OffsiteError && err.code === 'E_ABORTED') throw err;
-      lastProblem = errorMessage(err);
-      log(`from ${origin === ctx.source ? 'the source' : origin.name}: ${lastProblem}`);
-    }
-  }
-  if (!whole) return fail(lastProblem);
-
-  // Read the copied files back once more before calling the copy repaired. Of an incomplete copy
-  // (no damage list), every file not adopted is read: a progress checkpoint let the engine skip
-  // files it recorded, and a record is no proof that the bytes are still there.
-  const check = await verifyCopy({
-    driver, backup, level: 'quick', concurrency: ctx.concurrency, signal, publicKey: ctx.publicKeys.get(driver.name),
-    readBack: (f) => !adopted.has(f.path) && (damage === undefined || copied.has(f.path)),
-    onBytes: (n) => ctx.options.onBytes?.(driver.name, n),
-  });
-  if (check.status !== 'ok') {
-    return { ...found, message: `repair copied the files but the check after it failed: ${check.message ?? check.damage[0]?.message ?? check.status}` };
-  }
-  // The new manifest, streamed: the same files and hashes as the reference's?
-  const expected = reference ? new Map(reference.manifest.files.map((f) => [f.path, f.hash])) : undefined;
-  let listed = 0;
-  let differs: string | undefined;
-  // Adopted files count as read: adoption reads and hashes the bytes in place (a stored hash is never taken for them).
-  let adoptedBytes = 0;
-  const manifest = await streamManifestAt(driver, manifestKey(backup), {
-    signal,
-    onFile: (f) => {
-      listed++;
-      if (expected && expected.get(f.path) !== f.hash) differs ??= f.path;
-      if (adopted.has(f.path)) adoptedBytes += f.size;
-    },
-  });
-  if (!manifest) return { ...found, message: 'repair copied the files but the check after it failed: the manifest is gone' };
-  if (reference && expected && (differs !== undefined || listed !== expected.size)) {
-    return { ...found, message: `repair produced a copy that differs from the manifest of ${reference.from} (${differs ?? 'file list'}): the source changed since it was copied` };
-  }
-  rememberValid(ctx, backup, driver.name, true);
-  const filesRead = check.filesRead + adopted.size;
-  const bytesRead = check.bytesChecked + adoptedBytes;
-  log(`repaired: ${copied.size} file(s) copied${usedFrom.length > 0 ? ` from ${usedFrom.join(' and ')}` : ''}${adopted.size > 0 ? `, ${adopted.size} found intact in place` : ''}; ${filesRead} file(s) (${bytesRead} bytes) read back intact`);
-  return {
-    ...found, state: 'repaired', files: manifest.fileCount, bytes: manifest.totalBytes,
-    filesRead: found.filesRead + filesRead, bytesRead: found.bytesRead + bytesRead,
-    repaired: [...copied].sort(), ...(usedFrom.length > 0 ? { repairedFrom: usedFrom.join('+') } : {}),
-    message: undefined,
-  };
 }

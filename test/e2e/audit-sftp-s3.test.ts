@@ -2,7 +2,9 @@
  * `offsite audit --repair` against real servers: an SFTP destination (sshd) and an S3 destination
  * (Ceph RGW). With the backup gone from the source, an object overwritten behind offsite's back
  * at S3 (same size, other bytes, no stored hash) and a file deleted at the SFTP host are each
- * repaired from the other destination, and both copies deep-verify afterwards.
+ * repaired from the other destination, and both copies deep-verify afterwards. The backup is small
+ * (~30 files) on purpose: both repairs then start almost together, each while the other copy's
+ * manifest is being rewritten, which is when a repair that judged its donor by that manifest failed.
  */
 import assert from 'node:assert/strict';
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -29,7 +31,7 @@ describe('audit --repair between sftp and s3 (CLI)', () => {
     const sftp = requireSftp();
     const s3 = requireS3();
     dir = tempDir('audit-remote');
-    await generateBackup({ root: join(dir, 'backups'), name: NAME, totalBytes: 2 * 1024 * 1024, seed: 71 });
+    await generateBackup({ root: join(dir, 'backups'), name: NAME, totalBytes: 256 * 1024, seed: 71 });
     sftpRoot = join(sftp.root, `audit-${Date.now()}`);
     bucket = await freshBucket(s3, 'audit');
     config = join(dir, 'offsite.yaml');
