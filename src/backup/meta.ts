@@ -26,6 +26,7 @@
  * damaged meta file can never make us look at (or copy) a key outside the backup.
  */
 import { BackupError } from '../errors.js';
+import { flatString } from '../strings.js';
 import { checkKey } from '../drivers/keys.js';
 
 export type BinlogKind = 'insert' | 'delta';
@@ -144,9 +145,10 @@ export interface BinlogLocation {
 export function binlogBackupPath(loc: BinlogLocation): string {
   const group = loc.groupId !== undefined && loc.groupId !== '0' && loc.partitionId !== '-1' ? `${loc.groupId}/` : '';
   const base = `${loc.collectionId}/${loc.partitionId}/${group}${loc.segmentId}`;
-  return loc.kind === 'insert'
+  // Flat (src/strings.ts): inspection keeps one per binlog, and a rope of IDs would keep the parsed meta's strings alive.
+  return flatString(loc.kind === 'insert'
     ? `binlogs/insert_log/${base}/${loc.fieldId ?? '0'}/${loc.logId}`
-    : `binlogs/delta_log/${base}/${loc.logId}`;
+    : `binlogs/delta_log/${base}/${loc.logId}`);
 }
 
 /** The format a parsed meta object declares (`"format":"snapshot"`), or `undefined`. */

@@ -58,9 +58,12 @@ describe('parseMetaText / readMetaJson', () => {
     await mkdir(join(root, 'b', 'meta'), { recursive: true });
     await writeFile(join(root, 'b', 'meta', 'ok.json'), '\ufeff{"id":458930418862440448}');
     await writeFile(join(root, 'b', 'meta', 'bad.json'), '{"id":458930418862440448');
+    // Only the lossless parser reads this one (a key twice): the file is read again for it.
+    await writeFile(join(root, 'b', 'meta', 'twice.json'), '{"id":458930418862440448,"id":458930418862440448,"s":"x"}');
     await writeFile(join(root, 'b', 'meta', 'latin1.json'), Buffer.from([0x7b, 0x22, 0xe9, 0x22, 0x3a, 0x31, 0x7d]));
     const source = createFsSource(root);
     assert.deepEqual(await readMetaJson(source, 'b/meta/ok.json'), { id: '458930418862440448' });
+    assert.deepEqual(await readMetaJson(source, 'b/meta/twice.json'), { id: '458930418862440448', s: 'x' });
     await assert.rejects(readMetaJson(source, 'b/meta/bad.json'),
       metaError('E_META_MALFORMED', /^b\/meta\/bad\.json is malformed JSON at line 1, column 25 \(position 24\)/));
     await assert.rejects(readMetaJson(source, 'b/meta/latin1.json'), metaError('E_META_MALFORMED', 'b/meta/latin1.json is malformed: not valid UTF-8'));
