@@ -299,12 +299,12 @@ export async function buildReuseIndex(driver: Driver, backups: readonly string[]
  * order: those made before it (by the UTC time in milvus-backup's default names, else by name)
  * newest first, then the later ones oldest first. Only copies with a manifest and not being
  * pruned (`.offsite/pruning.json`); the manifests themselves are checked by `buildReuseIndex`.
- * One listing of the destination.
+ * One listing of the destination, keys only (no stored hashes: on S3 no HEAD per object).
  */
 export async function reusableCopies(driver: Driver, backup: string, options: SignalOptions = {}): Promise<string[]> {
   const withManifest = new Set<string>();
   const pruning = new Set<string>();
-  for await (const entry of driver.list('', { signal: options.signal, onRefused: () => undefined })) {
+  for await (const entry of driver.list('', { signal: options.signal, onRefused: () => undefined, hashes: false })) {
     const slash = entry.key.indexOf('/');
     if (slash <= 0) continue;
     const name = entry.key.slice(0, slash);
