@@ -6,6 +6,11 @@
  *
  * It runs in the benchmark's own event loop: start the contenders with an asynchronous spawn
  * (never spawnSync, which would stop the proxy with the loop).
+ *
+ * A WAN-like link, optionally: `delayMs` holds every piece that long in each direction (a round
+ * trip costs twice that), and `bytesPerSecond` lets each direction carry at most that rate, all
+ * connections together (one shared link, as an uplink is). A sender that gets more than 4 MiB
+ * ahead of the link is paused until it drains, as TCP's window would.
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
 
@@ -27,12 +32,48 @@ export interface CountingProxy {
   close(): Promise<void>;
 }
 
-/** Starts a proxy to `targetHost:targetPort`. */
-export async function startCountingProxy(targetPort: number, targetHost = '127.0.0.1'): Promise<CountingProxy> {
+export interface LinkOptions {
+  /** One-way delay of every piece. @default 0 */
+  readonly delayMs?: number;
+  /** Most bytes per second each way, all connections together. @default unlimited */
+  readonly bytesPerSecond?: number;
+}
+
+const MAX_AHEAD_BYTES = 4 * 1024 * 1024;
+
+/** One direction of the link: when each piece may arrive. */
+class Lane {
+  #freeAt = 0;
+  constructor(private readonly link: LinkOptions) {}
+
+  /** Forwards `data` from `from` to `to` after the link's delay and rate. */
+  carry(data: Buffer, from: Socket, to: Socket, ahead: { bytes: number }): void {
+    const now = performance.now();
+    const rate = this.link.bytesPerSecond;
+    const sent = rate === undefined ? now : (this.#freeAt = Math.max(this.#freeAt, now) + (1000 * data.length) / rate);
+    ahead.bytes += data.length;
+    if (ahead.bytes > MAX_AHEAD_BYTES) from.pause();
+    setTimeout(() => {
+      ahead.bytes -= data.length;
+      if (!to.destroyed) to.write(data);
+      if (ahead.bytes <= MAX_AHEAD_BYTES && from.isPaused()) from.resume();
+    }, Math.max(0, sent - now + (this.link.delayMs ?? 0)));
+  }
+
+  /** Runs `then` once every piece carried so far has arrived. */
+  after(then: () => void): void {
+    setTimeout(then, Math.max(0, this.#freeAt - performance.now()) + (this.link.delayMs ?? 0) + 1);
+  }
+}
+
+/** Starts a proxy to `targetHost:targetPort`, optionally with a WAN-like `link` (see the file comment). */
+export async function startCountingProxy(targetPort: number, targetHost = '127.0.0.1', link: LinkOptions = {}): Promise<CountingProxy> {
   let up = 0;
   let down = 0;
   let connections = 0;
   const open = new Set<Socket>();
+  const shaped = (link.delayMs ?? 0) > 0 || link.bytesPerSecond !== undefined;
+  const lanes = { up: new Lane(link), down: new Lane(link) };
   const server: Server = createServer((client) => {
     connections++;
     const upstream = connect({ host: targetHost, port: targetPort });
@@ -42,8 +83,15 @@ export async function startCountingProxy(targetPort: number, targetHost = '127.0
     upstream.setNoDelay(true);
     client.on('data', (data: Buffer) => { up += data.length; });
     upstream.on('data', (data: Buffer) => { down += data.length; });
-    client.pipe(upstream);
-    upstream.pipe(client);
+    if (shaped) {
+      const aheadUp = { bytes: 0 };
+      const aheadDown = { bytes: 0 };
+      client.on('data', (data: Buffer) => lanes.up.carry(data, client, upstream, aheadUp));
+      upstream.on('data', (data: Buffer) => lanes.down.carry(data, upstream, client, aheadDown));
+    } else {
+      client.pipe(upstream);
+      upstream.pipe(client);
+    }
     const end = (): void => {
       client.destroy();
       upstream.destroy();
@@ -52,8 +100,9 @@ export async function startCountingProxy(targetPort: number, targetHost = '127.0
     };
     client.on('error', end);
     upstream.on('error', end);
-    client.on('close', end);
-    upstream.on('close', end);
+    // A side that closes has sent all it had: close the other once that has crossed the link.
+    client.on('close', () => (shaped ? lanes.up.after(end) : end()));
+    upstream.on('close', () => (shaped ? lanes.down.after(end) : end()));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

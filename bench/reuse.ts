@@ -25,8 +25,13 @@
  * <= 1.1 x its changed bytes + the manifests; wall time <= 0.25 x the full send, and below rclone
  * --copy-dest. Until the engine reuses, (a) sends everything and the report says so.
  *
+ * Loopback hides what reuse saves most: round trips and bytes on a real link. `--delay` and
+ * `--rate` make the proxy a WAN-like link (delay each way, a shared rate each way; see
+ * bench/proxy.ts) for every contender alike.
+ *
  *   npm run bench:reuse
  *   npm run bench:reuse -- --size 256MiB --changed 5% --only sftp
+ *   npm run bench:reuse -- --size 256MiB --only s3 --delay 20 --rate 50MiB
  */
 import {
   AbortMultipartUploadCommand, CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, GetObjectCommand,
@@ -44,7 +49,7 @@ import { generateChain, type NextNightResult } from '../scripts/gen-nightly.js';
 import { adminClient, type S3TestServer } from '../test/s3/server.js';
 import type { SftpTestServer } from '../test/servers/sshd.js';
 import { median, projectRoot } from './lib.js';
-import { startCountingProxy, type CountingProxy, type WireBytes } from './proxy.js';
+import { startCountingProxy, type CountingProxy, type LinkOptions, type WireBytes } from './proxy.js';
 
 const program = new Command('bench-reuse')
   .option('--size <size>', 'size of night 1', '1GiB')
@@ -53,8 +58,10 @@ const program = new Command('bench-reuse')
   .option('--repeat <n>', 'rounds (the median is reported)', '1')
   .option('--only <kinds>', 'destinations to measure: s3, sftp or both', 's3,sftp')
   .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-reuse'))
+  .option('--delay <ms>', 'one-way delay the proxy adds each way, for a WAN-like link (a round trip costs twice this)', '0')
+  .option('--rate <bytes>', 'most bytes per second the proxy carries each way (e.g. 50MiB), for a WAN-like link')
   .parse(process.argv);
-const opts = program.opts<{ size: string; changed: string; seed: string; repeat: string; only: string; dir: string }>();
+const opts = program.opts<{ size: string; changed: string; seed: string; repeat: string; only: string; dir: string; delay: string; rate?: string }>();
 
 // The AWS SDK's notice about future Node versions is noise in a benchmark's output.
 const emitWarning = process.emitWarning.bind(process);
@@ -73,6 +80,10 @@ const repeat = Number(opts.repeat);
 if (!Number.isInteger(repeat) || repeat < 1) throw new Error('--repeat must be a positive integer');
 const kinds = opts.only.split(',').map((k) => k.trim());
 for (const kind of kinds) if (kind !== 's3' && kind !== 'sftp') throw new Error(`--only: "${kind}" is not s3 or sftp`);
+const delayMs = Number(opts.delay);
+if (!Number.isFinite(delayMs) || delayMs < 0) throw new Error('--delay must be a number of milliseconds, 0 or more');
+const link: LinkOptions = { delayMs, ...(opts.rate !== undefined ? { bytesPerSecond: parseBytes(opts.rate, '--rate') } : {}) };
+const linkDescription = delayMs === 0 && link.bytesPerSecond === undefined ? '' : ` (link: ${delayMs} ms each way${link.bytesPerSecond !== undefined ? `, ${opts.rate}/s` : ''})`;
 
 // The gateway holds every object in RAM: night 1 twice and night 2 up to three times per round.
 process.env['OFFSITE_TEST_RGW_MEMSTORE_MIB'] ??= String(Math.max(4096, Math.ceil((6 * totalBytes) / MiB)));
@@ -244,7 +255,7 @@ async function main(): Promise<void> {
       const server = JSON.parse(handle.env['OFFSITE_TEST_S3'] as string) as S3TestServer;
       const client = adminClient(server);
       stops.push(async () => client.destroy());
-      const proxy = await startCountingProxy(Number(new URL(server.endpoint).port));
+      const proxy = await startCountingProxy(Number(new URL(server.endpoint).port), '127.0.0.1', link);
       stops.push(() => proxy.close());
       const endpoint = `http://127.0.0.1:${proxy.port}`;
       Object.assign(secretsEnv, { OFFSITE_BENCH_S3_ACCESS_KEY: server.accessKeyId, OFFSITE_BENCH_S3_SECRET_KEY: server.secretAccessKey });
@@ -269,7 +280,7 @@ async function main(): Promise<void> {
       const offsite = (round: number, backup: string, to: string, extra: string[] = []): Promise<Timed> =>
         timed(proxy, process.execPath, [bin, '--config', config(round), '--quiet', 'replicate', backup, '--to', to, ...extra], secretsEnv);
       kindsRun.push({
-        name: 's3', proxy, description: `Ceph RGW (memstore) ${server.endpoint} through a counting proxy on :${proxy.port}`,
+        name: 's3', proxy, description: `Ceph RGW (memstore) ${server.endpoint} through a counting proxy on :${proxy.port}${linkDescription}`,
         contenders: [
           {
             label: 'offsite replicate (reuse; night 1 there)', kind: 'offsite',
@@ -299,7 +310,7 @@ async function main(): Promise<void> {
       const handle = await sshdServer.start(join(dir, 'sshd'));
       stops.push(() => handle.stop());
       const server = JSON.parse(handle.env['OFFSITE_TEST_SFTP'] as string) as SftpTestServer;
-      const proxy = await startCountingProxy(server.port);
+      const proxy = await startCountingProxy(server.port, '127.0.0.1', link);
       stops.push(() => proxy.close());
       // The proxy has its own port: known_hosts entries name the port.
       const knownHosts = join(dir, 'known_hosts');
@@ -325,7 +336,7 @@ async function main(): Promise<void> {
         timed(proxy, process.execPath, [bin, '--config', config(round), '--quiet', 'replicate', backup, '--to', to, ...extra], secretsEnv);
       const made = (path: string): string => { mkdirSync(path, { recursive: true }); return path; };
       kindsRun.push({
-        name: 'sftp', proxy, description: `OpenSSH sshd 127.0.0.1:${server.port} through a counting proxy on :${proxy.port}`,
+        name: 'sftp', proxy, description: `OpenSSH sshd 127.0.0.1:${server.port} through a counting proxy on :${proxy.port}${linkDescription}`,
         contenders: [
           {
             label: 'offsite replicate (reuse; night 1 there)', kind: 'offsite',
