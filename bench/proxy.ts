@@ -41,28 +41,60 @@ export interface LinkOptions {
 
 const MAX_AHEAD_BYTES = 4 * 1024 * 1024;
 
-/** One direction of the link: when each piece may arrive. */
+/** One direction of the link, all connections together: when each piece may arrive. */
 class Lane {
   #freeAt = 0;
   constructor(private readonly link: LinkOptions) {}
 
-  /** Forwards `data` from `from` to `to` after the link's delay and rate. */
-  carry(data: Buffer, from: Socket, to: Socket, ahead: { bytes: number }): void {
+  /** When a piece of `bytes` handed over now arrives (ms, `performance.now()` time). */
+  arrival(bytes: number): number {
     const now = performance.now();
     const rate = this.link.bytesPerSecond;
-    const sent = rate === undefined ? now : (this.#freeAt = Math.max(this.#freeAt, now) + (1000 * data.length) / rate);
-    ahead.bytes += data.length;
-    if (ahead.bytes > MAX_AHEAD_BYTES) from.pause();
-    setTimeout(() => {
-      ahead.bytes -= data.length;
-      if (!to.destroyed) to.write(data);
-      if (ahead.bytes <= MAX_AHEAD_BYTES && from.isPaused()) from.resume();
-    }, Math.max(0, sent - now + (this.link.delayMs ?? 0)));
+    const sent = rate === undefined ? now : (this.#freeAt = Math.max(this.#freeAt, now) + (1000 * bytes) / rate);
+    return sent + (this.link.delayMs ?? 0);
+  }
+}
+
+/**
+ * One direction of one connection: pieces leave in the order they came, each at its arrival
+ * time (one timer at a time: timers of different lengths may fire out of order). `then` runs once
+ * everything queued before it has been written.
+ */
+class Pipe {
+  readonly #queue: { data?: Buffer; then?: () => void; at: number }[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #ahead = 0;
+  constructor(private readonly lane: Lane, private readonly from: Socket, private readonly to: Socket) {}
+
+  carry(data: Buffer): void {
+    this.#queue.push({ data, at: this.lane.arrival(data.length) });
+    this.#ahead += data.length;
+    if (this.#ahead > MAX_AHEAD_BYTES) this.from.pause();
+    this.#schedule();
   }
 
-  /** Runs `then` once every piece carried so far has arrived. */
   after(then: () => void): void {
-    setTimeout(then, Math.max(0, this.#freeAt - performance.now()) + (this.link.delayMs ?? 0) + 1);
+    this.#queue.push({ then, at: this.lane.arrival(0) });
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#timer !== undefined || this.#queue.length === 0) return;
+    const head = this.#queue[0] as { at: number };
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      const now = performance.now();
+      while (this.#queue.length > 0 && (this.#queue[0] as { at: number }).at <= now + 0.5) {
+        const piece = this.#queue.shift() as { data?: Buffer; then?: () => void };
+        if (piece.data !== undefined) {
+          this.#ahead -= piece.data.length;
+          if (!this.to.destroyed) this.to.write(piece.data);
+        }
+        piece.then?.();
+      }
+      if (this.#ahead <= MAX_AHEAD_BYTES && this.from.isPaused()) this.from.resume();
+      this.#schedule();
+    }, Math.max(0, head.at - performance.now()));
   }
 }
 
@@ -83,11 +115,10 @@ export async function startCountingProxy(targetPort: number, targetHost = '127.0
     upstream.setNoDelay(true);
     client.on('data', (data: Buffer) => { up += data.length; });
     upstream.on('data', (data: Buffer) => { down += data.length; });
+    const pipes = { up: new Pipe(lanes.up, client, upstream), down: new Pipe(lanes.down, upstream, client) };
     if (shaped) {
-      const aheadUp = { bytes: 0 };
-      const aheadDown = { bytes: 0 };
-      client.on('data', (data: Buffer) => lanes.up.carry(data, client, upstream, aheadUp));
-      upstream.on('data', (data: Buffer) => lanes.down.carry(data, upstream, client, aheadDown));
+      client.on('data', (data: Buffer) => pipes.up.carry(data));
+      upstream.on('data', (data: Buffer) => pipes.down.carry(data));
     } else {
       client.pipe(upstream);
       upstream.pipe(client);
@@ -101,8 +132,8 @@ export async function startCountingProxy(targetPort: number, targetHost = '127.0
     client.on('error', end);
     upstream.on('error', end);
     // A side that closes has sent all it had: close the other once that has crossed the link.
-    client.on('close', () => (shaped ? lanes.up.after(end) : end()));
-    upstream.on('close', () => (shaped ? lanes.down.after(end) : end()));
+    client.on('close', () => (shaped ? pipes.up.after(end) : end()));
+    upstream.on('close', () => (shaped ? pipes.down.after(end) : end()));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -11,10 +11,10 @@
  * file and chunk hashes are known, the destination's index (./reuse.ts) is asked for a copy with
  * the same size, whole-file hash and chunk hashes. The candidate is used only while it still is
  * what its manifest recorded (same size, same stored hash where the driver keeps one, same
- * fingerprint: `copyWithin`'s `expect`, checked by the driver on the look at the source it takes
- * anyway), and the copy is made with the driver's temp name + commit (nothing half-copied under
- * the final name). The copy's fingerprint comes back from `copyWithin`: a reuse costs S3 a HEAD
- * and a CopyObject, and no stat of the engine's own. The record is the source's hashes, which equal the candidate's: a file
+ * fingerprint: `copyWithin`'s `expect`, which the driver checks on the look at the source it takes
+ * anyway, or an object store with a conditional copy), and the copy is made with the driver's temp
+ * name + commit (nothing half-copied under the final name). The copy's fingerprint comes back from
+ * `copyWithin`: a reuse costs S3 one CopyObject, and no stat of the engine's own. The record is the source's hashes, which equal the candidate's: a file
  * whose hashes differ is never recorded as reused, it is sent. A miss (no match, a candidate gone
  * or changed, a copy the driver refused or found wrong) sends the file: from the kept chunk, or
  * by reading the file again for this destination alone.
@@ -121,9 +121,9 @@ async function copyFrom(ctx: ReuseContext, run: DestinationRun, reuse: RunReuse,
   const toKey = `${ctx.backup}/${file.path}`;
   let committed: string | undefined;
   try {
-    // The driver checks, on its own look at the candidate, that it still is what its manifest
-    // recorded (size, stored hash, fingerprint): one changed since (or gone) is not copied from.
-    const expect = { size: file.size, hash: hashes.hash, fingerprint: (found: string | undefined) => reuse.index.fingerprintHolds(match, found) };
+    // The driver makes sure the candidate still is what its manifest recorded (size, stored
+    // hash, fingerprint): one changed since (or gone) is not copied from.
+    const expect = { size: file.size, hash: hashes.hash, ...(match.fingerprint !== undefined ? { fingerprint: match.fingerprint } : {}) };
     committed = (await driver.copyWithin(fromKey, toKey, { link: reuse.link, serverOnly: true, expect, signal: ctx.signal }))?.fingerprint;
   } catch (err) {
     if (err instanceof OffsiteError && err.code === 'E_NO_SERVER_COPY') {

@@ -130,11 +130,14 @@ export interface CopyWithinOptions extends SignalOptions {
   readonly serverOnly?: boolean;
   /**
    * What the caller recorded of `fromKey` (the engine's reuse: the file's record in another copy's
-   * manifest). The driver checks it on its own look at the source before copying, so the caller
-   * needs no `stat` of its own: the source must have `size` bytes, the stored hash `hash` where
-   * the driver keeps one, and a fingerprint (`Entry.fingerprint`, possibly undefined) that
-   * `fingerprint` accepts. A source that is not that rejects with `E_COPY_SOURCE_CHANGED` (kind
-   * `integrity`) and leaves `toKey` as it was. @default no check
+   * manifest). The driver makes sure the copy is of exactly that, so the caller needs no `stat`
+   * of its own: the source must have `size` bytes, the stored hash `hash` where the driver keeps
+   * one (a missing one is accepted), and when `fingerprint` is given, that `Entry.fingerprint`.
+   * Drivers check it on the look at the source they take anyway, or make the copy conditional on
+   * it (object stores: `x-amz-copy-source-if-match` with the ETag in the fingerprint, no look at
+   * the source first). A source that is not that rejects with `E_COPY_SOURCE_CHANGED` (kind
+   * `integrity`); `toKey` is then as it was, or gone when the copy had to be made to find out.
+   * @default no check
    */
   readonly expect?: CopyExpectation;
 }
@@ -143,7 +146,7 @@ export interface CopyWithinOptions extends SignalOptions {
 export interface CopyExpectation {
   readonly size: number;
   readonly hash?: string;
-  readonly fingerprint?: (fingerprint: string | undefined) => boolean;
+  readonly fingerprint?: string;
 }
 
 export interface ListOptions extends SignalOptions {

@@ -70,9 +70,14 @@ export function checkCopySource(context: ErrorContext, expect: CopyExpectation |
   if (expect === undefined) return;
   const why = found.size !== expect.size ? `has ${found.size} bytes, not ${expect.size}`
     : expect.hash !== undefined && found.hash !== undefined && found.hash !== expect.hash ? `has the stored hash ${found.hash}, not ${expect.hash}`
-      : expect.fingerprint !== undefined && !expect.fingerprint(found.fingerprint) ? 'changed since it was recorded (another fingerprint)'
+      : expect.fingerprint !== undefined && found.fingerprint !== expect.fingerprint ? 'changed since it was recorded (another fingerprint)'
         : undefined;
-  if (why !== undefined) throw new DriverError('E_COPY_SOURCE_CHANGED', `${where(context)}: the copy source ${why}; nothing was copied`, { kind: 'integrity' });
+  if (why !== undefined) throw copySourceChangedError(context, why);
+}
+
+/** The refusal of `checkCopySource`, for drivers that find out otherwise (a conditional copy refused). */
+export function copySourceChangedError(context: ErrorContext, why: string): DriverError {
+  return new DriverError('E_COPY_SOURCE_CHANGED', `${where(context)}: the copy source ${why}; nothing was copied`, { kind: 'integrity' });
 }
 
 /** A call on a write session that was committed, suspended or aborted. */
