@@ -6,6 +6,11 @@
  *
  * It runs in the benchmark's own event loop: start the contenders with an asynchronous spawn
  * (never spawnSync, which would stop the proxy with the loop).
+ *
+ * A WAN-like link, optionally: `delayMs` holds every piece that long in each direction (a round
+ * trip costs twice that), and `bytesPerSecond` lets each direction carry at most that rate, all
+ * connections together (one shared link, as an uplink is). A sender that gets more than 4 MiB
+ * ahead of the link is paused until it drains, as TCP's window would.
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
 
@@ -27,12 +32,80 @@ export interface CountingProxy {
   close(): Promise<void>;
 }
 
-/** Starts a proxy to `targetHost:targetPort`. */
-export async function startCountingProxy(targetPort: number, targetHost = '127.0.0.1'): Promise<CountingProxy> {
+export interface LinkOptions {
+  /** One-way delay of every piece. @default 0 */
+  readonly delayMs?: number;
+  /** Most bytes per second each way, all connections together. @default unlimited */
+  readonly bytesPerSecond?: number;
+}
+
+const MAX_AHEAD_BYTES = 4 * 1024 * 1024;
+
+/** One direction of the link, all connections together: when each piece may arrive. */
+class Lane {
+  #freeAt = 0;
+  constructor(private readonly link: LinkOptions) {}
+
+  /** When a piece of `bytes` handed over now arrives (ms, `performance.now()` time). */
+  arrival(bytes: number): number {
+    const now = performance.now();
+    const rate = this.link.bytesPerSecond;
+    const sent = rate === undefined ? now : (this.#freeAt = Math.max(this.#freeAt, now) + (1000 * bytes) / rate);
+    return sent + (this.link.delayMs ?? 0);
+  }
+}
+
+/**
+ * One direction of one connection: pieces leave in the order they came, each at its arrival
+ * time (one timer at a time: timers of different lengths may fire out of order). `then` runs once
+ * everything queued before it has been written.
+ */
+class Pipe {
+  readonly #queue: { data?: Buffer; then?: () => void; at: number }[] = [];
+  #timer: NodeJS.Timeout | undefined;
+  #ahead = 0;
+  constructor(private readonly lane: Lane, private readonly from: Socket, private readonly to: Socket) {}
+
+  carry(data: Buffer): void {
+    this.#queue.push({ data, at: this.lane.arrival(data.length) });
+    this.#ahead += data.length;
+    if (this.#ahead > MAX_AHEAD_BYTES) this.from.pause();
+    this.#schedule();
+  }
+
+  after(then: () => void): void {
+    this.#queue.push({ then, at: this.lane.arrival(0) });
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#timer !== undefined || this.#queue.length === 0) return;
+    const head = this.#queue[0] as { at: number };
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      const now = performance.now();
+      while (this.#queue.length > 0 && (this.#queue[0] as { at: number }).at <= now + 0.5) {
+        const piece = this.#queue.shift() as { data?: Buffer; then?: () => void };
+        if (piece.data !== undefined) {
+          this.#ahead -= piece.data.length;
+          if (!this.to.destroyed) this.to.write(piece.data);
+        }
+        piece.then?.();
+      }
+      if (this.#ahead <= MAX_AHEAD_BYTES && this.from.isPaused()) this.from.resume();
+      this.#schedule();
+    }, Math.max(0, head.at - performance.now()));
+  }
+}
+
+/** Starts a proxy to `targetHost:targetPort`, optionally with a WAN-like `link` (see the file comment). */
+export async function startCountingProxy(targetPort: number, targetHost = '127.0.0.1', link: LinkOptions = {}): Promise<CountingProxy> {
   let up = 0;
   let down = 0;
   let connections = 0;
   const open = new Set<Socket>();
+  const shaped = (link.delayMs ?? 0) > 0 || link.bytesPerSecond !== undefined;
+  const lanes = { up: new Lane(link), down: new Lane(link) };
   const server: Server = createServer((client) => {
     connections++;
     const upstream = connect({ host: targetHost, port: targetPort });
@@ -42,8 +115,14 @@ export async function startCountingProxy(targetPort: number, targetHost = '127.0
     upstream.setNoDelay(true);
     client.on('data', (data: Buffer) => { up += data.length; });
     upstream.on('data', (data: Buffer) => { down += data.length; });
-    client.pipe(upstream);
-    upstream.pipe(client);
+    const pipes = { up: new Pipe(lanes.up, client, upstream), down: new Pipe(lanes.down, upstream, client) };
+    if (shaped) {
+      client.on('data', (data: Buffer) => pipes.up.carry(data));
+      upstream.on('data', (data: Buffer) => pipes.down.carry(data));
+    } else {
+      client.pipe(upstream);
+      upstream.pipe(client);
+    }
     const end = (): void => {
       client.destroy();
       upstream.destroy();
@@ -52,8 +131,9 @@ export async function startCountingProxy(targetPort: number, targetHost = '127.0
     };
     client.on('error', end);
     upstream.on('error', end);
-    client.on('close', end);
-    upstream.on('close', end);
+    // A side that closes has sent all it had: close the other once that has crossed the link.
+    client.on('close', () => (shaped ? pipes.up.after(end) : end()));
+    upstream.on('close', () => (shaped ? pipes.down.after(end) : end()));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

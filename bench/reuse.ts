@@ -25,8 +25,13 @@
  * <= 1.1 x its changed bytes + the manifests; wall time <= 0.25 x the full send, and below rclone
  * --copy-dest. Until the engine reuses, (a) sends everything and the report says so.
  *
+ * Loopback hides what reuse saves most: round trips and bytes on a real link. `--delay` and
+ * `--rate` make the proxy a WAN-like link (delay each way, a shared rate each way; see
+ * bench/proxy.ts) for every contender alike.
+ *
  *   npm run bench:reuse
  *   npm run bench:reuse -- --size 256MiB --changed 5% --only sftp
+ *   npm run bench:reuse -- --size 256MiB --only s3 --delay 20 --rate 50MiB
  */
 import { CreateBucketCommand, GetObjectCommand } from '@aws-sdk/client-s3';
 import { Command } from 'commander';
@@ -42,7 +47,7 @@ import {
   loadAverage, median, offsiteBin as bin, positiveInteger, silenceSdkVersionWarning, sizesUnder, timedAsync, totalSize, treeDifference,
   type Timed as ChildTimed,
 } from './lib.js';
-import { startCountingProxy, type CountingProxy, type WireBytes } from './proxy.js';
+import { startCountingProxy, type CountingProxy, type LinkOptions, type WireBytes } from './proxy.js';
 import { bucketSizes, dropBucket, rcloneRgwEnv, s3ConfigSection, s3SecretsEnv, startRgw } from './rgw.js';
 import { sftpConfigSection, startSshd, writeKnownHosts } from './sshd.js';
 
@@ -53,8 +58,10 @@ const program = new Command('bench-reuse')
   .option('--repeat <n>', 'rounds (the median is reported)', '1')
   .option('--only <kinds>', 'destinations to measure: s3, sftp or both', 's3,sftp')
   .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-reuse'))
+  .option('--delay <ms>', 'one-way delay the proxy adds each way, for a WAN-like link (a round trip costs twice this)', '0')
+  .option('--rate <bytes>', 'most bytes per second the proxy carries each way (e.g. 50MiB), for a WAN-like link')
   .parse(process.argv);
-const opts = program.opts<{ size: string; changed: string; seed: string; repeat: string; only: string; dir: string }>();
+const opts = program.opts<{ size: string; changed: string; seed: string; repeat: string; only: string; dir: string; delay: string; rate?: string }>();
 silenceSdkVersionWarning();
 
 const MiB = 1024 * 1024;
@@ -65,6 +72,10 @@ const changed = parsePercent(opts.changed);
 const repeat = positiveInteger(opts.repeat, '--repeat');
 const kinds = opts.only.split(',').map((k) => k.trim());
 for (const kind of kinds) if (kind !== 's3' && kind !== 'sftp') throw new Error(`--only: "${kind}" is not s3 or sftp`);
+const delayMs = Number(opts.delay);
+if (!Number.isFinite(delayMs) || delayMs < 0) throw new Error('--delay must be a number of milliseconds, 0 or more');
+const link: LinkOptions = { delayMs, ...(opts.rate !== undefined ? { bytesPerSecond: parseBytes(opts.rate, '--rate') } : {}) };
+const linkDescription = delayMs === 0 && link.bytesPerSecond === undefined ? '' : ` (link: ${delayMs} ms each way${link.bytesPerSecond !== undefined ? `, ${opts.rate}/s` : ''})`;
 
 interface Timed extends ChildTimed {
   readonly wire: WireBytes;
@@ -151,7 +162,7 @@ async function main(): Promise<void> {
       const rgw = await startRgw(join(dir, 'rgw'), 6 * totalBytes);
       stops.push(() => rgw.stop());
       const { server, client } = rgw;
-      const proxy = await startCountingProxy(Number(new URL(server.endpoint).port));
+      const proxy = await startCountingProxy(Number(new URL(server.endpoint).port), '127.0.0.1', link);
       stops.push(() => proxy.close());
       const endpoint = `http://127.0.0.1:${proxy.port}`;
       Object.assign(secretsEnv, s3SecretsEnv(server));
@@ -171,7 +182,7 @@ async function main(): Promise<void> {
       const offsite = (round: number, backup: string, to: string, extra: string[] = []): Promise<Timed> =>
         timed(proxy, process.execPath, [bin, '--config', config(round), '--quiet', 'replicate', backup, '--to', to, ...extra], secretsEnv);
       kindsRun.push({
-        name: 's3', proxy, description: `Ceph RGW (memstore) ${server.endpoint} through a counting proxy on :${proxy.port}`,
+        name: 's3', proxy, description: `Ceph RGW (memstore) ${server.endpoint} through a counting proxy on :${proxy.port}${linkDescription}`,
         contenders: [
           {
             label: 'offsite replicate (reuse; night 1 there)', kind: 'offsite',
@@ -200,7 +211,7 @@ async function main(): Promise<void> {
       const sshd = await startSshd(join(dir, 'sshd'));
       stops.push(() => sshd.stop());
       const { server } = sshd;
-      const proxy = await startCountingProxy(server.port);
+      const proxy = await startCountingProxy(server.port, '127.0.0.1', link);
       stops.push(() => proxy.close());
       const knownHosts = writeKnownHosts(join(dir, 'known_hosts'), server, proxy.port);
       const folder = (label: string, round: number): string => join(server.root, `bench-${round}`, label);
@@ -223,7 +234,7 @@ async function main(): Promise<void> {
         timed(proxy, process.execPath, [bin, '--config', config(round), '--quiet', 'replicate', backup, '--to', to, ...extra], secretsEnv);
       const made = (path: string): string => { mkdirSync(path, { recursive: true }); return path; };
       kindsRun.push({
-        name: 'sftp', proxy, description: `OpenSSH sshd 127.0.0.1:${server.port} through a counting proxy on :${proxy.port}`,
+        name: 'sftp', proxy, description: `OpenSSH sshd 127.0.0.1:${server.port} through a counting proxy on :${proxy.port}${linkDescription}`,
         contenders: [
           {
             label: 'offsite replicate (reuse; night 1 there)', kind: 'offsite',

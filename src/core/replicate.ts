@@ -483,16 +483,21 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
           run.fail(err);
         }
       }
-      const queue = new PQueue({ concurrency: options.fileConcurrency ?? 8 });
+      const fileConcurrency = options.fileConcurrency ?? 8;
+      const queue = new PQueue({ concurrency: fileConcurrency });
+      // Reuse waits on the server, not on bytes (a hash of the source, then a copy there): as
+      // many at once as the destination takes operations, beside the files being sent.
+      const reuseQueue = new PQueue({ concurrency: Math.max(fileConcurrency, run.driver.capabilities.maxConcurrency) });
       for (const file of files) {
         if (run.dead) break;
         const action = run.needs(file.path)?.action;
         // A file the origin lacks can still be found intact in place (adopt); copies of it failed already.
         if (action === undefined || (unavailable.has(file.path) && action !== 'adopt')) continue;
-        await queue.onSizeLessThan(queue.concurrency);
-        void queue.add(() => copyFile(ctx, run, file));
+        const lane = action === 'reuse' && run.reuse ? reuseQueue : queue;
+        await lane.onSizeLessThan(lane.concurrency);
+        void lane.add(() => copyFile(ctx, run, file));
       }
-      await queue.onIdle();
+      await Promise.all([queue.onIdle(), reuseQueue.onIdle()]);
     } finally {
       fanout.done(run);
     }

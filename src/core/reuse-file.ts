@@ -5,12 +5,16 @@
  *
  * The decision waits for the file's hashes, which come from the one source read as always: the
  * destination takes part in the read but only hashes (it drops each chunk at once, except the only
- * chunk of a one-chunk file, which it keeps so that a miss costs no second read). Once the whole
+ * chunk of a small file, which it keeps so that a miss costs no second read; a larger one would
+ * hold a whole chunk of the budget while the copy waits on the server, and so limit how many
+ * copies run at once). Once the whole
  * file and chunk hashes are known, the destination's index (./reuse.ts) is asked for a copy with
  * the same size, whole-file hash and chunk hashes. The candidate is used only while it still is
  * what its manifest recorded (same size, same stored hash where the driver keeps one, same
- * fingerprint), and the copy is made with the driver's temp name + commit (nothing half-copied
- * under the final name). The record is the source's hashes, which equal the candidate's: a file
+ * fingerprint: `copyWithin`'s `expect`, which the driver checks on the look at the source it takes
+ * anyway, or an object store with a conditional copy), and the copy is made with the driver's temp
+ * name + commit (nothing half-copied under the final name). The copy's fingerprint comes back from
+ * `copyWithin`: a reuse costs S3 one CopyObject, and no stat of the engine's own. The record is the source's hashes, which equal the candidate's: a file
  * whose hashes differ is never recorded as reused, it is sent. A miss (no match, a candidate gone
  * or changed, a copy the driver refused or found wrong) sends the file: from the kept chunk, or
  * by reading the file again for this destination alone.
@@ -82,7 +86,7 @@ export async function tryReuse(ctx: ReuseContext, run: DestinationRun, file: Reu
         end = item;
         break;
       }
-      if (held === undefined && file.size <= ctx.chunkBytes) held = item.chunk;
+      if (held === undefined && file.size <= ctx.fanout.ctx.pool.smallBytes) held = item.chunk;
       else ctx.fanout.drop(run, item.chunk);
     }
   } catch (err) {
@@ -115,12 +119,12 @@ async function copyFrom(ctx: ReuseContext, run: DestinationRun, reuse: RunReuse,
   if (driver.copyWithin === undefined) return false;
   const fromKey = `${match.backup}/${match.path}`;
   const toKey = `${ctx.backup}/${file.path}`;
+  let committed: string | undefined;
   try {
-    const there = await driver.stat(fromKey, { signal: ctx.signal });
-    // Still what its manifest recorded? A file changed since (or gone) is not copied from.
-    if (there === undefined || there.size !== file.size || (there.hash !== undefined && there.hash !== hashes.hash) ||
-      !reuse.index.fingerprintHolds(match, there.fingerprint)) return false;
-    await driver.copyWithin(fromKey, toKey, { link: reuse.link, serverOnly: true, signal: ctx.signal });
+    // The driver makes sure the candidate still is what its manifest recorded (size, stored
+    // hash, fingerprint): one changed since (or gone) is not copied from.
+    const expect = { size: file.size, hash: hashes.hash, ...(match.fingerprint !== undefined ? { fingerprint: match.fingerprint } : {}) };
+    committed = (await driver.copyWithin(fromKey, toKey, { link: reuse.link, serverOnly: true, expect, signal: ctx.signal }))?.fingerprint;
   } catch (err) {
     if (err instanceof OffsiteError && err.code === 'E_NO_SERVER_COPY') {
       // Not possible at this destination: it sends every file from now on (one warning).
@@ -129,16 +133,17 @@ async function copyFrom(ctx: ReuseContext, run: DestinationRun, reuse: RunReuse,
       return false;
     }
     const kind = errorKind(err);
-    // Gone meanwhile (a prune), or a copy the driver found wrong and removed: send instead.
+    // Gone or changed meanwhile (a prune), or a copy the driver found wrong and removed: send instead.
     if (kind === 'not-found' || kind === 'integrity' || kind === 'permanent') return false;
     run.fail(err, file.path);
     return true;
   }
-  let committed: string | undefined;
-  try {
-    committed = (await driver.stat(toKey, { signal: ctx.signal }))?.fingerprint;
-  } catch {
-    committed = undefined; // a record without one is trusted on size, as older records are
+  if (committed === undefined) {
+    try {
+      committed = (await driver.stat(toKey, { signal: ctx.signal }))?.fingerprint;
+    } catch {
+      committed = undefined; // a record without one is trusted on size, as older records are
+    }
   }
   const record: ManifestFile = {
     path: file.path, size: file.size, hash: hashes.hash, chunks: hashes.chunks, reusedFrom: fromKey,

@@ -8,6 +8,7 @@
  * (size, whole-file hash). Memory stays bounded whatever the number of earlier copies:
  * - manifests are read one at a time (newest first) and dropped after they are indexed;
  * - a file's chunk hashes are kept as one 64-bit digest of the chunk list, not as strings;
+ * - its recorded fingerprint (tens of bytes) is packed as UTF-8 after its path;
  * - identical contents are kept once (the newest location wins), in typed arrays, with paths
  *   packed as UTF-8 in one growing buffer;
  * - at most `maxEntries` distinct contents are kept (newest copies first); beyond that older
@@ -29,10 +30,11 @@ export interface ReuseSource {
 /** A `ReuseSource` with what its manifest recorded of the file at the destination. */
 export interface ReuseMatch extends ReuseSource {
   /**
-   * The XXH64 of the destination fingerprint its manifest recorded (`ManifestFile.destinationFingerprint`),
-   * absent when it recorded none: the engine reuses the file only while `fingerprintHolds`.
+   * The destination fingerprint its manifest recorded (`ManifestFile.destinationFingerprint`),
+   * absent when it recorded none: the engine reuses the file only while it still shows this one
+   * (`copyWithin`'s `expect`, which an object store turns into a conditional copy).
    */
-  readonly fingerprintDigest?: string;
+  readonly fingerprint?: string;
 }
 
 /** What the new file is (from the source read). */
@@ -71,8 +73,8 @@ export class ReuseIndex {
   #chunksHi = new Uint32Array(1024);
   #chunksLo = new Uint32Array(1024);
   #size = new Float64Array(1024);
-  #fingerprintHi = new Uint32Array(1024);
-  #fingerprintLo = new Uint32Array(1024);
+  /** Bytes of the recorded fingerprint right after the path in `#paths` (0: none recorded). */
+  #fingerprintLength = new Uint16Array(1024);
   /** One bit per (hashed) size: a clear bit proves no indexed file has that size. */
   readonly #sizes: Uint32Array;
   #backup = new Uint16Array(1024);
@@ -152,21 +154,12 @@ export class ReuseIndex {
     return ((this.#sizes[bit >>> 5] as number) & (1 << (bit & 31))) !== 0;
   }
 
-  /**
-   * True while the candidate's file still shows the fingerprint its manifest recorded (or the
-   * manifest recorded none: trusted on size, as records older than fingerprints are).
-   */
-  fingerprintHolds(match: ReuseMatch, fingerprint: string | undefined): boolean {
-    if (match.fingerprintDigest === undefined) return true;
-    return fingerprint !== undefined && this.#hasher.hash(Buffer.from(fingerprint)) === match.fingerprintDigest;
-  }
-
   #matchOf(entry: number, path = this.#pathOf(entry)): ReuseMatch {
-    const hi = this.#fingerprintHi[entry] as number;
-    const lo = this.#fingerprintLo[entry] as number;
     const backup = this.#backups[this.#backup[entry] as number] as string;
-    if (hi === 0 && lo === 0) return { backup, path };
-    return { backup, path, fingerprintDigest: `xxh64:${hi.toString(16).padStart(8, '0')}${lo.toString(16).padStart(8, '0')}` };
+    const length = this.#fingerprintLength[entry] as number;
+    if (length === 0) return { backup, path };
+    const start = (this.#pathStart[entry] as number) + (this.#pathLength[entry] as number);
+    return { backup, path, fingerprint: this.#paths.toString('utf8', start, start + length) };
   }
 
   #sizeBit(size: number): number {
@@ -223,17 +216,17 @@ export class ReuseIndex {
     this.#backup[entry] = backupIndex;
     const bit = this.#sizeBit(key.size);
     this.#sizes[bit >>> 5] = (this.#sizes[bit >>> 5] as number) | (1 << (bit & 31));
-    if (file.destinationFingerprint !== undefined) {
-      [this.#fingerprintHi[entry], this.#fingerprintLo[entry]] = halves(this.#hasher.hash(Buffer.from(file.destinationFingerprint)));
-    }
-    const length = Buffer.byteLength(file.path);
+    const fingerprint = file.destinationFingerprint ?? '';
+    const length = Buffer.byteLength(file.path) + Buffer.byteLength(fingerprint);
     if (this.#pathBytes + length > this.#paths.length) {
-      const bigger = Buffer.alloc(Math.max(this.#paths.length * 2, this.#pathBytes + length));
+      // By half: with 300,000 paths and fingerprints (~40 MB), doubling would leave up to that much unused.
+      const bigger = Buffer.alloc(Math.max(Math.ceil(this.#paths.length * 1.5), this.#pathBytes + length));
       this.#paths.copy(bigger, 0, 0, this.#pathBytes);
       this.#paths = bigger;
     }
     this.#pathStart[entry] = this.#pathBytes;
     this.#pathLength[entry] = this.#paths.write(file.path, this.#pathBytes);
+    this.#fingerprintLength[entry] = Math.min(0xffff, this.#paths.write(fingerprint, this.#pathBytes + (this.#pathLength[entry] as number)));
     this.#pathBytes += length;
     this.#slots[slot] = entry;
     return entry;
@@ -252,8 +245,7 @@ export class ReuseIndex {
     this.#chunksHi = grow(this.#chunksHi, (n) => new Uint32Array(n));
     this.#chunksLo = grow(this.#chunksLo, (n) => new Uint32Array(n));
     this.#size = grow(this.#size, (n) => new Float64Array(n));
-    this.#fingerprintHi = grow(this.#fingerprintHi, (n) => new Uint32Array(n));
-    this.#fingerprintLo = grow(this.#fingerprintLo, (n) => new Uint32Array(n));
+    this.#fingerprintLength = grow(this.#fingerprintLength, (n) => new Uint16Array(n));
     this.#backup = grow(this.#backup, (n) => new Uint16Array(n));
     this.#pathStart = grow(this.#pathStart, (n) => new Uint32Array(n));
     this.#pathLength = grow(this.#pathLength, (n) => new Uint32Array(n));
@@ -299,12 +291,12 @@ export async function buildReuseIndex(driver: Driver, backups: readonly string[]
  * order: those made before it (by the UTC time in milvus-backup's default names, else by name)
  * newest first, then the later ones oldest first. Only copies with a manifest and not being
  * pruned (`.offsite/pruning.json`); the manifests themselves are checked by `buildReuseIndex`.
- * One listing of the destination.
+ * One listing of the destination, keys only (no stored hashes: on S3 no HEAD per object).
  */
 export async function reusableCopies(driver: Driver, backup: string, options: SignalOptions = {}): Promise<string[]> {
   const withManifest = new Set<string>();
   const pruning = new Set<string>();
-  for await (const entry of driver.list('', { signal: options.signal, onRefused: () => undefined })) {
+  for await (const entry of driver.list('', { signal: options.signal, onRefused: () => undefined, hashes: false })) {
     const slash = entry.key.indexOf('/');
     if (slash <= 0) continue;
     const name = entry.key.slice(0, slash);

@@ -128,6 +128,25 @@ export interface CopyWithinOptions extends SignalOptions {
    * than reading it back and writing it again. @default false
    */
   readonly serverOnly?: boolean;
+  /**
+   * What the caller recorded of `fromKey` (the engine's reuse: the file's record in another copy's
+   * manifest). The driver makes sure the copy is of exactly that, so the caller needs no `stat`
+   * of its own: the source must have `size` bytes, the stored hash `hash` where the driver keeps
+   * one (a missing one is accepted), and when `fingerprint` is given, that `Entry.fingerprint`.
+   * Drivers check it on the look at the source they take anyway, or make the copy conditional on
+   * it (object stores: `x-amz-copy-source-if-match` with the ETag in the fingerprint, no look at
+   * the source first). A source that is not that rejects with `E_COPY_SOURCE_CHANGED` (kind
+   * `integrity`); `toKey` is then as it was, or gone when the copy had to be made to find out.
+   * @default no check
+   */
+  readonly expect?: CopyExpectation;
+}
+
+/** See `CopyWithinOptions.expect`. */
+export interface CopyExpectation {
+  readonly size: number;
+  readonly hash?: string;
+  readonly fingerprint?: string;
 }
 
 export interface ListOptions extends SignalOptions {
@@ -145,6 +164,12 @@ export interface ListOptions extends SignalOptions {
    * refuses that backup). @default undefined: the listing rejects with the refusal
    */
   readonly onRefused?: (key: string, error: Error) => void;
+  /**
+   * Whether entries must carry `hash` (the stored hash). False when the caller needs keys and
+   * sizes only: a driver that fetches the stored hash with a request per entry (object stores: a
+   * HEAD each) then leaves it out, and the listing costs its pages only. @default true
+   */
+  readonly hashes?: boolean;
 }
 
 export interface ReadOptions extends SignalOptions {
@@ -345,9 +370,11 @@ export interface Driver {
    * (size, and the stored hash or ETag where the storage has one: `integrity` otherwise). A missing
    * source rejects with `not-found` and leaves `toKey` as it was; a key escaping the root with a
    * `KeyError`. After a crash at most a temp file (local, sftp) or an open multipart upload (object
-   * stores) is left, which later writes and deletes of `toKey` clean up as usual.
+   * stores) is left, which later writes and deletes of `toKey` clean up as usual. Resolves, like
+   * `commit`, with the new object's fingerprint when the driver knows it without another request
+   * (the conformance suite checks that it equals `stat`'s).
    */
-  copyWithin?(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<void>;
+  copyWithin?(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<Committed | void>;
   /**
    * What the storage says the root really is (./location.ts `Identity`): the real path with
    * symlinks resolved, and on local disks the (device, inode) of the root and of the folders

@@ -31,7 +31,7 @@ export async function listCopies(driver: Driver, signal?: AbortSignal, onWarning
   const onRefused = (key: string, error: Error): void => {
     if (!key.includes('/')) onWarning?.(`${JSON.stringify(key)} skipped at ${driver.name}: ${error.message}`);
   };
-  for await (const entry of driver.list('', { signal, onRefused })) {
+  for await (const entry of driver.list('', { signal, onRefused, hashes: false })) {
     const slash = entry.key.indexOf('/');
     if (slash <= 0) continue;
     const name = entry.key.slice(0, slash);

@@ -38,7 +38,7 @@ import type { Readable } from 'node:stream';
 import { AbortedError, DriverError, OffsiteError, errorMessage } from '../../src/errors.js';
 import { getHasher } from '../../src/hash/xxh64.js';
 import { partCount, partRange } from '../../src/drivers/keys.js';
-import type { Capabilities, Driver, Entry, WriteSession } from '../../src/drivers/types.js';
+import type { Capabilities, CopyExpectation, Driver, Entry, ListOptions, WriteSession } from '../../src/drivers/types.js';
 
 export interface ConformanceTarget {
   /** A fresh, empty driver instance rooted at a unique empty location; called once per test. */
@@ -87,9 +87,9 @@ export async function readKey(driver: Driver, key: string, offset?: number, leng
   return readAll(await driver.openRead(key, { offset, length }));
 }
 
-export async function listAll(driver: Driver, prefix: string): Promise<Entry[]> {
+export async function listAll(driver: Driver, prefix: string, options: ListOptions = {}): Promise<Entry[]> {
   const entries: Entry[] = [];
-  for await (const entry of driver.list(prefix)) entries.push(entry);
+  for await (const entry of driver.list(prefix, options)) entries.push(entry);
   return entries.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 }
 
@@ -628,6 +628,7 @@ export function runConformance(label: string, target: TargetSource, options: Con
       await open.write(1, seededBytes(partBytes, 31));
       const entries = await listAll(driver, '');
       assert.deepEqual(entries.map((e) => [e.key, e.size]), keys.map((k, i) => [k, i + 1]), 'list(\'\')');
+      assert.deepEqual((await listAll(driver, '', { hashes: false })).map((e) => [e.key, e.size]), keys.map((k, i) => [k, i + 1]), 'list(\'\', { hashes: false })');
       assert.deepEqual((await listAll(driver, 'p/')).map((e) => e.key), ['p/a', 'p/b/c', 'p/b/d/e']);
       assert.deepEqual((await listAll(driver, 'p/b/')).map((e) => e.key), ['p/b/c', 'p/b/d/e']);
       assert.deepEqual((await listAll(driver, 'p/b/d/')).map((e) => e.key), ['p/b/d/e']);
@@ -748,6 +749,39 @@ export function runConformance(label: string, target: TargetSource, options: Con
       assert.equal(source?.size, sourceBefore?.size, 'source size untouched');
       if (driver.capabilities.storedHash) assert.equal(target?.hash, source?.hash, 'the copy carries the stored hash of its source');
       assert.deepEqual((await listAll(driver, '')).map((e) => e.key), ['big/copy', 'big/src']);
+    });
+
+    test('copyWithin checks expect on the source and resolves with the copy\'s fingerprint', async (driver, t) => {
+      if (!requires(t, driver, 'serverSideCopy')) return;
+      const copy = driver.copyWithin?.bind(driver);
+      assert.ok(copy, 'serverSideCopy is set but copyWithin is missing');
+      const data = seededBytes(12_345, 75);
+      await putObject(driver, 'exp/src', data);
+      const source = await driver.stat('exp/src');
+      const hash = await hashOf(data);
+      const committed = await copy('exp/src', 'exp/copy', { expect: { size: data.length, hash, ...(source?.fingerprint !== undefined ? { fingerprint: source.fingerprint } : {}) } });
+      await assertObject(driver, 'exp/copy', data);
+      const after = await driver.stat('exp/copy');
+      if (committed?.fingerprint !== undefined) assert.equal(committed.fingerprint, after?.fingerprint, 'the fingerprint copyWithin resolved with is the one stat shows');
+      const refusals: [string, CopyExpectation][] = [
+        ['another size', { size: data.length + 1 }],
+      ];
+      if (source?.fingerprint !== undefined) {
+        // Rewritten since (same size): the fingerprint the caller recorded is no longer the one there.
+        await putObject(driver, 'exp/other', seededBytes(data.length, 77));
+        const other = (await driver.stat('exp/other'))?.fingerprint;
+        if (other !== undefined && other !== source.fingerprint) refusals.push(['another fingerprint', { size: data.length, hash, fingerprint: other }]);
+        await driver.delete('exp/other');
+      }
+      if (driver.capabilities.storedHash) refusals.push(['another stored hash', { size: data.length, hash: 'xxh64:0000000000000000' }]);
+      for (const [why, expect] of refusals) {
+        await rejectsWithKind(() => copy('exp/src', 'exp/refused', { expect }), 'integrity', `copyWithin from a source with ${why}`, 'E_COPY_SOURCE_CHANGED');
+        assert.equal(await driver.stat('exp/refused'), undefined, `a refused copy (${why}) leaves nothing under the target key`);
+      }
+      await putObject(driver, 'exp/kept', seededBytes(10, 76));
+      await rejectsWithKind(() => copy('exp/src', 'exp/kept', { expect: { size: 1 } }), 'integrity', 'a refused copy onto an existing key', 'E_COPY_SOURCE_CHANGED');
+      await assertObject(driver, 'exp/kept', seededBytes(10, 76));
+      assert.deepEqual((await listAll(driver, '')).map((e) => e.key), ['exp/copy', 'exp/kept', 'exp/src']);
     });
 
     test('copyWithin with link: the copy survives deleting or replacing its source', async (driver, t) => {

@@ -5,7 +5,7 @@
  */
 import { Readable, Transform } from 'node:stream';
 import { DriverError, type ErrorKind } from '../../src/errors.js';
-import type { CommitOptions, Committed, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../../src/drivers/types.js';
+import type { CommitOptions, Committed, CopyWithinOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../../src/drivers/types.js';
 import { ForwardingDriver, ForwardingWriteSession } from '../../src/drivers/wrappers/forwarding.js';
 
 export type FlakyOp = 'list' | 'stat' | 'openRead' | 'openWrite' | 'delete' | 'copyWithin' | 'matches' | 'write' | 'commit';
@@ -47,7 +47,7 @@ export class FlakyDriver extends ForwardingDriver {
     super(inner);
   }
 
-  protected override forwardCopyWithin(fromKey: string, toKey: string, options?: SignalOptions): Promise<void> {
+  protected override forwardCopyWithin(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<Committed | void> {
     return this.#call('copyWithin', `${fromKey} ${toKey}`, () => super.forwardCopyWithin(fromKey, toKey, options));
   }
 

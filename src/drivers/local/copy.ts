@@ -5,32 +5,36 @@
  * next to the target, fsync, size check, rename onto the target, fsync of the folder. The target
  * is never seen half-copied, and a failed copy removes its temp file.
  */
-import { constants } from 'node:fs';
+import { constants, type BigIntStats } from 'node:fs';
 import { copyFile, link, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { throwIfAborted } from '../../errors.js';
-import { copyTempName, notFoundError, sizeMismatchError, splitKey, type ErrorContext } from '../toolkit/index.js';
-import type { CopyWithinOptions } from '../types.js';
+import { checkCopySource, copyTempName, notFoundError, sizeMismatchError, splitKey, type ErrorContext } from '../toolkit/index.js';
+import type { Committed, CopyWithinOptions } from '../types.js';
 import { isMissing } from './errors.js';
-import { syncFile, syncFolder, type LocalTree } from './tree.js';
+import { localEntry, syncFile, syncFolder, type LocalTree } from './tree.js';
 
 /**
  * Copies `fromKey` to `toKey` (keys already checked). A missing source (or a folder) rejects
- * with `not-found`; a symlink leading outside the root, on either key's path, with a `KeyError`.
+ * with `not-found`; a symlink leading outside the root, on either key's path, with a `KeyError`;
+ * a source not as `options.expect` says with `E_COPY_SOURCE_CHANGED`, before anything is made.
+ * Resolves with the copy's fingerprint (from the stat that checks its size; a rename keeps it).
  */
-export async function copyLocal(tree: LocalTree, fromKey: string, toKey: string, options: CopyWithinOptions, context: ErrorContext): Promise<void> {
+export async function copyLocal(tree: LocalTree, fromKey: string, toKey: string, options: CopyWithinOptions, context: ErrorContext): Promise<Committed> {
   const { signal } = options;
   const source = await tree.resolveKey(fromKey, context);
-  const info = source === undefined ? undefined : await stat(source).catch((err: unknown) => (isMissing(err) ? undefined : Promise.reject(err)));
+  const info = source === undefined ? undefined : await stat(source, { bigint: true }).catch((err: unknown) => (isMissing(err) ? undefined : Promise.reject(err)));
   if (source === undefined || !info?.isFile()) throw notFoundError(context);
+  checkCopySource(context, options.expect, localEntry(fromKey, info));
   const folder = await tree.prepareFolder(toKey, context);
   const { basename } = splitKey(toKey);
   const temp = join(folder, copyTempName(basename));
+  let copied: BigIntStats;
   try {
     if (!(options.link === true && (await linked(source, temp)))) await copyFile(source, temp, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
     await syncFile(temp);
-    const copied = await stat(temp);
-    if (copied.size !== info.size) throw sizeMismatchError(context, 'the copy', copied.size, info.size);
+    copied = await stat(temp, { bigint: true });
+    if (copied.size !== info.size) throw sizeMismatchError(context, 'the copy', Number(copied.size), Number(info.size));
     throwIfAborted(signal, `${context.driver}: copy ${fromKey}`);
     await rename(temp, join(folder, basename));
   } catch (err) {
@@ -38,6 +42,7 @@ export async function copyLocal(tree: LocalTree, fromKey: string, toKey: string,
     throw err;
   }
   await syncFolder(folder);
+  return { fingerprint: localEntry(toKey, copied).fingerprint };
 }
 
 /** Hard-links `source` as `temp`; false where the file system has no hard links (then the caller copies). */

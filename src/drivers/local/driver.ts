@@ -28,7 +28,7 @@ import {
   checkDriverKey, checkDriverPrefix, checkReadRange, checkWriteShape, driverClosedError, partialName, pathTypeOf, splitKey, type ErrorContext,
 } from '../toolkit/index.js';
 import type {
-  Capabilities, CopyWithinOptions, Driver, Entry, ListOptions, PathType, ReadOptions, SignalOptions, WriteOptions, WriteSession,
+  Capabilities, Committed, CopyWithinOptions, Driver, Entry, ListOptions, PathType, ReadOptions, SignalOptions, WriteOptions, WriteSession,
 } from '../types.js';
 import { filesystemLocation, type Identity, type Location } from '../location.js';
 import { identifyLocalFolder } from './identity.js';
@@ -219,16 +219,17 @@ export class LocalDriver implements Driver {
   /**
    * Copies `fromKey` to `toKey` (./copy.ts: `copyFile`, a reflink where the file system supports
    * it, an in-kernel copy otherwise, or with `link` a hard link, into a temp name, then fsync and
-   * rename): `toKey` is never seen half-copied. A missing source rejects with `not-found`; a
-   * failed copy removes its temp file.
+   * rename): `toKey` is never seen half-copied. A missing source rejects with `not-found`, one not
+   * as `expect` says with `E_COPY_SOURCE_CHANGED`; a failed copy removes its temp file. Resolves
+   * with the copy's fingerprint.
    */
-  async copyWithin(fromKey: string, toKey: string, options: CopyWithinOptions = {}): Promise<void> {
+  async copyWithin(fromKey: string, toKey: string, options: CopyWithinOptions = {}): Promise<Committed> {
     const context = { driver: this.name, action: `copy to ${toKey}`, key: fromKey };
     try {
       checkDriverKey(this.name, fromKey);
       checkDriverKey(this.name, toKey);
       this.#checkOpen(options.signal, context);
-      await copyLocal(this.#tree, fromKey, toKey, options, context);
+      return await copyLocal(this.#tree, fromKey, toKey, options, context);
     } catch (err) {
       throw classifyFsError(err, context);
     }

@@ -210,12 +210,13 @@ export class MinioStore implements ObjectStore {
    * CopyObject (or UploadPartCopy above the threshold) through `makeRequestAsync`: the client's
    * own copy helpers escape the source with `encodeURI`, which breaks keys with `?`, `#`, `&`...
    */
-  async copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
+  async copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal, _retention?: unknown, ifSourceEtag?: string): Promise<string | undefined> {
     const source = `/${this.bucket}/${escapeKey(fromKey)}`;
+    const condition: Record<string, string> = ifSourceEtag !== undefined ? { 'x-amz-copy-source-if-match': `"${ifSourceEtag}"` } : {};
     const meta: Record<string, string> = {};
     for (const [name, value] of Object.entries(metadata)) meta[`x-amz-meta-${name}`] = value;
     if (size <= this.#options.multipartCopyThresholdBytes) {
-      const body = await this.#guard(signal, () => this.#request('PUT', toKey, '', { 'x-amz-copy-source': source, 'x-amz-metadata-directive': 'REPLACE', ...meta }));
+      const body = await this.#guard(signal, () => this.#request('PUT', toKey, '', { 'x-amz-copy-source': source, ...condition, 'x-amz-metadata-directive': 'REPLACE', ...meta }));
       return etagOfCopy(body);
     }
     const uploadId = await this.#guard(signal, () => this.#client.initiateNewMultipartUpload(this.bucket, toKey, meta));
@@ -225,7 +226,7 @@ export class MinioStore implements ObjectStore {
       for (let first = 0, partNumber = 1; first < size; first += step, partNumber++) {
         const range = `bytes=${first}-${Math.min(size, first + step) - 1}`;
         const body = await this.#guard(signal, () => this.#request('PUT', toKey, `partNumber=${partNumber}&uploadId=${encodeURIComponent(uploadId)}`,
-          { 'x-amz-copy-source': source, 'x-amz-copy-source-range': range }));
+          { 'x-amz-copy-source': source, ...condition, 'x-amz-copy-source-range': range }));
         parts.push({ partNumber, etag: etagOfCopy(body) ?? '' });
       }
       await this.completeUpload(toKey, uploadId, parts, signal);

@@ -52,7 +52,7 @@ import type { Readable } from 'node:stream';
 import { throwIfAborted } from '../../errors.js';
 import { checkDriverPrefix, checkReadRange, checkWriteShape, driverClosedError, isTempPath, partialPathOf } from '../toolkit/index.js';
 import { checkKey } from '../keys.js';
-import type { Capabilities, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
+import type { Capabilities, Committed, CopyWithinOptions, Driver, Entry, ListOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
 import type { Location } from '../location.js';
 import { Bucket } from './bucket.js';
 import { isAccessDenied } from './errors.js';
@@ -154,10 +154,11 @@ export class ObjectDriver implements Driver {
   /**
    * Lists with ListObjectsV2 (all pages), skipping folder markers (`.../`), our temp objects and
    * keys the contract cannot express (`a//b`). The stored hash needs one HEAD per object: they
-   * run `maxConcurrency` at a time, `LIST_BATCH` entries ahead, so memory stays bounded.
+   * run `maxConcurrency` at a time, `LIST_BATCH` entries ahead, so memory stays bounded. With
+   * `hashes: false` there are none: entries carry key, size and mtime from the pages alone.
    * Failure: classified errors (NoSuchBucket is `permanent`); a missing prefix yields nothing.
    */
-  async *list(prefix: string, options: SignalOptions = {}): AsyncIterable<Entry> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<Entry> {
     const { prefix: root, store, listPageSize } = this.#bucket;
     const full = root + prefix;
     try {
@@ -176,6 +177,10 @@ export class ObjectDriver implements Driver {
         if (!isSafeKey(key)) continue;
         const temp = temps.size === 0 ? undefined : temps.get(partialPathOf(object.key));
         if (temp !== undefined && temp.size === object.size && temp.mtimeMs <= object.mtimeMs) leftovers.push(temp);
+        if (options.hashes === false) {
+          yield this.#bucket.entry(key, object);
+          continue;
+        }
         batch.push(object);
         if (batch.length >= LIST_BATCH) {
           yield* await this.#withHashes(batch, options.signal);
@@ -282,8 +287,11 @@ export class ObjectDriver implements Driver {
     }
   }
 
-  /** Server-side copy with the source's metadata (so its stored hash); `not-found` when the source is missing (./copy.ts). */
-  async copyWithin(fromKey: string, toKey: string, options: SignalOptions = {}): Promise<void> {
+  /**
+   * Server-side copy with the source's metadata (so its stored hash), checked against `expect`
+   * first; `not-found` when the source is missing (./copy.ts). Resolves with the copy's fingerprint.
+   */
+  async copyWithin(fromKey: string, toKey: string, options: CopyWithinOptions = {}): Promise<Committed> {
     const from = this.#bucket.fullKey(fromKey);
     const to = this.#bucket.fullKey(toKey);
     try {
@@ -292,7 +300,7 @@ export class ObjectDriver implements Driver {
     } catch (err) {
       throw this.#bucket.fail(err, `copy to ${to}`, from);
     }
-    await copyObject(this.#bucket, from, to, options.signal);
+    return copyObject(this.#bucket, from, to, options.expect, options.signal);
   }
 
   /**

@@ -103,9 +103,11 @@ export interface ObjectStore {
    * Resolves with the new object's ETag when the server reported one (unquoted, lower case),
    * `undefined` otherwise (RGW answers a completed multipart upload with an empty ETag). A 200
    * answer whose body is an `<Error>` rejects like any failed request. With `retention`, the new
-   * object carries that Object Lock mode and retain-until date.
+   * object carries that Object Lock mode and retain-until date. With `ifSourceEtag`, only while
+   * the source has that ETag (`x-amz-copy-source-if-match`, on every request of a multipart
+   * copy): otherwise the server answers 412 PreconditionFailed and copies nothing.
    */
-  copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention): Promise<string | undefined>;
+  copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention, ifSourceEtag?: string): Promise<string | undefined>;
   /** DeleteObject; resolves when the key is already gone. In a versioned bucket it only adds a delete marker. */
   delete(key: string, signal?: AbortSignal): Promise<void>;
   /** GetBucketVersioning. */

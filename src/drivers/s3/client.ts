@@ -261,12 +261,13 @@ export class AwsStore implements ObjectStore {
     }
   }
 
-  async copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention): Promise<string | undefined> {
+  async copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention, ifSourceEtag?: string): Promise<string | undefined> {
     const source = `${this.bucket}/${encodeURIComponent(fromKey).replace(/%2F/g, '/')}`;
+    const condition = ifSourceEtag !== undefined ? { CopySourceIfMatch: `"${ifSourceEtag}"` } : {};
     if (size <= this.#options.multipartCopyThresholdBytes) {
       // The SDK's S3 middleware turns a 200 answer with an <Error> body into a thrown error.
       const out = await this.#send(new CopyObjectCommand({
-        Bucket: this.bucket, Key: toKey, CopySource: source, MetadataDirective: 'REPLACE', Metadata: metadata,
+        Bucket: this.bucket, Key: toKey, CopySource: source, ...condition, MetadataDirective: 'REPLACE', Metadata: metadata,
         ...this.#storageClass(), ...this.#encryption(), ...this.#lock(retention),
       }), signal);
       return cleanEtag(out.CopyObjectResult?.ETag) || undefined;
@@ -285,7 +286,7 @@ export class AwsStore implements ObjectStore {
           const first = index * step;
           const last = Math.min(size, first + step) - 1;
           const out = await this.#send(new UploadPartCopyCommand({
-            Bucket: this.bucket, Key: toKey, UploadId: uploadId, PartNumber: index + 1, CopySource: source, CopySourceRange: `bytes=${first}-${last}`,
+            Bucket: this.bucket, Key: toKey, UploadId: uploadId, PartNumber: index + 1, CopySource: source, ...condition, CopySourceRange: `bytes=${first}-${last}`,
           }), signal);
           etags[index] = cleanEtag(out.CopyPartResult?.ETag);
         }

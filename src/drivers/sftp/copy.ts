@@ -9,10 +9,10 @@
  */
 import type { Stats } from 'ssh2';
 import { DriverError, throwIfAborted } from '../../errors.js';
-import { isNotFound, notFoundError, partialPathOf, sizeMismatchError, type ErrorContext } from '../toolkit/index.js';
-import type { CopyWithinOptions, Driver } from '../types.js';
+import { checkCopySource, isNotFound, notFoundError, partialPathOf, sftpFingerprint, sizeMismatchError, type ErrorContext } from '../toolkit/index.js';
+import type { Committed, CopyWithinOptions, Driver } from '../types.js';
 import type { SftpOptions } from './options.js';
-import { extensionRefused, type ConnectionPool, type SftpConnection, type SftpHandle } from './connection.js';
+import { extensionRefused, settle, type ConnectionPool, type SftpConnection, type SftpHandle } from './connection.js';
 import { SFTP_STATUS, sftpStatusOf } from './errors.js';
 import { foldersOf, fsyncHandle, replaceFile, tempStats, type SftpTree } from './tree.js';
 import { removeQuietly } from './write-session.js';
@@ -30,10 +30,14 @@ export interface CopySetup {
 
 /**
  * Copies `fromKey` to `toKey` (keys already checked). A missing source rejects with
- * `not-found`; a symlink leading outside the root, on either key's path, with a `KeyError`. A
- * source that is a symlink inside the root is copied from its target.
+ * `not-found`; a symlink leading outside the root, on either key's path, with a `KeyError`; a
+ * source that is not as `options.expect` says with `E_COPY_SOURCE_CHANGED` before anything is
+ * made. A source that is a symlink inside the root is copied from its target. Requests that do
+ * not depend on each other go out together (the source's and the temp name's LSTAT, both OPENs,
+ * both CLOSEs): a copy costs about six round trips. Resolves with the copy's fingerprint (from the
+ * FSTAT that checks its size; a rename keeps the mtime), or the source's for a hard link.
  */
-export async function copySftp(setup: CopySetup, fromKey: string, toKey: string, options: CopyWithinOptions): Promise<void> {
+export async function copySftp(setup: CopySetup, fromKey: string, toKey: string, options: CopyWithinOptions): Promise<Committed | void> {
   const { tree, pool } = setup;
   const { signal } = options;
   const mayLink = options.link === true && setup.serverSideCopy === 'auto';
@@ -43,52 +47,66 @@ export async function copySftp(setup: CopySetup, fromKey: string, toKey: string,
   const context: ErrorContext = { driver: setup.name, action: `copy from ${fromKey}`, key: toKey };
   const sourceContext: ErrorContext = { driver: setup.name, action: 'copy', key: fromKey };
   const conn = await pool.acquire();
-  let done: boolean;
+  let done: Committed | undefined;
   try {
-    done = await (async () => {
-      const source = await tree.fileAt(conn, fromKey, sourceContext);
-      if (!source?.stats.isFile()) throw notFoundError(sourceContext);
-      if (from === to) return true;
+    done = await (async (): Promise<Committed | undefined> => {
       const temp = partialPathOf(to);
-      if ((await tree.checkFolder(conn, foldersOf(toKey), context, true)) !== 'created') await tempStats(conn, temp, context);
-      const copied = (mayLink && (await hardLink(tree, conn, source.path, toKey, temp, context))) ||
-        (await copyData(setup, conn, source.path, toKey, temp, source.stats.size, context));
-      if (!copied) return false;
+      // The target's folders (made when missing, even if the copy then fails) and temp name are looked at while the source is.
+      const tempLooked = settle((async () => {
+        if ((await tree.checkFolder(conn, foldersOf(toKey), context, true)) !== 'created') await tempStats(conn, temp, context);
+      })());
+      const source = await tree.fileAt(conn, fromKey, sourceContext).finally(() => tempLooked);
+      if (!source?.stats.isFile()) throw notFoundError(sourceContext);
+      const sourcePrint = sftpFingerprint(source.stats.size, source.stats.mtime);
+      checkCopySource(sourceContext, options.expect, { size: source.stats.size, fingerprint: sourcePrint });
+      const looked = await tempLooked;
+      if (!looked.ok) throw looked.error;
+      if (from === to) return { fingerprint: sourcePrint };
+      const copied = mayLink && (await hardLink(tree, conn, source.path, toKey, temp, context)) ? { fingerprint: sourcePrint }
+        : await copyData(setup, conn, source.path, toKey, temp, source.stats.size, context);
+      if (!copied) return undefined;
       throwIfAborted(signal, what);
       await replaceFile(conn, temp, to, context);
-      return true;
+      return copied;
     })();
   } finally {
     pool.release(conn);
   }
-  if (!done && options.serverOnly === true) {
+  if (done !== undefined) return done;
+  if (options.serverOnly === true) {
     throw new DriverError('E_NO_SERVER_COPY', `${what}: the server has no copy-data extension (OpenSSH >= 9.0)${mayLink ? ' and could not hard-link' : ''}, so a copy would move the bytes through this machine`, { kind: 'permanent' });
   }
-  if (!done) await copyThroughClient(setup, fromKey, toKey, signal);
+  return copyThroughClient(setup, fromKey, toKey, signal);
 }
 
-/** `copy-data` into `temp`; false when the server does not offer (or refuses) it. */
-async function copyData(setup: CopySetup, conn: SftpConnection, from: string, toKey: string, temp: string, size: number, context: ErrorContext): Promise<boolean> {
+/** `copy-data` into `temp`; the copy's fingerprint, or undefined when the server does not offer (or refuses) it. */
+async function copyData(setup: CopySetup, conn: SftpConnection, from: string, toKey: string, temp: string, size: number, context: ErrorContext): Promise<Committed | undefined> {
   let source: SftpHandle | undefined;
   let target: SftpHandle | undefined;
   let copied = false;
   try {
-    source = await conn.open(context, from, 'r');
-    target = await setup.tree.openCreating(conn, toKey, temp, context);
+    const [opened, created] = await Promise.all([
+      settle(conn.open(context, from, 'r')),
+      settle(setup.tree.openCreating(conn, toKey, temp, context)),
+    ]);
+    if (opened.ok) source = opened.value;
+    if (created.ok) target = created.value;
+    if (!opened.ok) throw opened.error;
+    if (!created.ok) throw created.error;
+    const [reader, writer] = [opened.value, created.value];
     try {
-      await source.callWith<void>(target, context, (sftp, from, to, done) => sftp.ext_copy_data(from, 0, 0, to, 0, done));
+      await reader.callWith<void>(writer, context, (sftp, readHandle, writeHandle, done) => sftp.ext_copy_data(readHandle, 0, 0, writeHandle, 0, done));
     } catch (err) {
-      if (extensionRefused(err)) return false;
+      if (extensionRefused(err)) return undefined;
       throw err;
     }
-    const stats = await target.call<Stats>(context, (sftp, raw, done) => sftp.fstat(raw, done));
+    const stats = await writer.call<Stats>(context, (sftp, raw, done) => sftp.fstat(raw, done));
     if (stats.size !== size) throw sizeMismatchError(context, 'the copy', stats.size, size);
-    await fsyncHandle(target, context);
+    await fsyncHandle(writer, context);
     copied = true;
-    return true;
+    return { fingerprint: sftpFingerprint(stats.size, stats.mtime) };
   } finally {
-    await source?.close(context);
-    await target?.close(context);
+    await Promise.all([source?.close(context), target?.close(context)]);
     if (target && !copied) await removeQuietly(setup.pool, temp, { ...context, action: 'abort' });
   }
 }
@@ -122,18 +140,19 @@ async function hardLink(tree: SftpTree, conn: SftpConnection, from: string, toKe
   }
 }
 
-/** The last resort: read from the server and write back, as any upload. */
-async function copyThroughClient(setup: CopySetup, fromKey: string, toKey: string, signal?: AbortSignal): Promise<void> {
+/** The last resort: read from the server and write back, as any upload (`expect` was checked just before). */
+async function copyThroughClient(setup: CopySetup, fromKey: string, toKey: string, signal?: AbortSignal): Promise<Committed | void> {
   const { driver } = setup;
+  const context: ErrorContext = { driver: setup.name, action: 'copy', key: fromKey };
   const entry = await driver.stat(fromKey, { signal });
-  if (!entry) throw notFoundError({ driver: setup.name, action: 'copy', key: fromKey });
+  if (!entry) throw notFoundError(context);
   const partBytes = 8 * 1024 * 1024;
   const session = await driver.openWrite(toKey, { size: entry.size, partBytes, signal });
   try {
     const stream = await driver.openRead(fromKey, { pieceBytes: partBytes, length: entry.size, signal });
     let index = 0;
     for await (const piece of stream) await session.write(index++, piece as Buffer, { signal });
-    await session.commit({ hash: '', signal });
+    return await session.commit({ hash: '', signal });
   } catch (err) {
     await session.suspend();
     throw err;

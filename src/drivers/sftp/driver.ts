@@ -16,7 +16,7 @@ import type { Readable } from 'node:stream';
 import { throwIfAborted } from '../../errors.js';
 import { checkDriverKey, checkDriverPrefix, checkReadRange, checkWriteShape, isNotFound, partialPathOf, pathTypeOf, sftpFingerprint } from '../toolkit/index.js';
 import type {
-  Capabilities, CopyWithinOptions, Driver, Entry, ListOptions, PathType, ReadOptions, SignalOptions, WriteOptions, WriteSession,
+  Capabilities, Committed, CopyWithinOptions, Driver, Entry, ListOptions, PathType, ReadOptions, SignalOptions, WriteOptions, WriteSession,
 } from '../types.js';
 import { ConnectionPool, type SftpHooks } from './connection.js';
 import { copySftp } from './copy.js';
@@ -188,14 +188,15 @@ export class SftpDriver implements Driver {
    * Copies `fromKey` to `toKey` on the server (./copy.ts), through a temp file and an atomic
    * rename like any write: with `link` (and `serverSideCopy: auto`) a hard link first; then
    * OpenSSH's `copy-data`; else through this machine. A missing source rejects with `not-found`; a symlink
-   * leading outside the root, on either key's path, with a `KeyError`. A source that is a
-   * symlink inside the root is copied from its target.
+   * leading outside the root, on either key's path, with a `KeyError`; a source not as `expect`
+   * says with `E_COPY_SOURCE_CHANGED`. A source that is a symlink inside the root is copied from
+   * its target. Resolves with the copy's fingerprint.
    */
-  async copyWithin(fromKey: string, toKey: string, options: CopyWithinOptions = {}): Promise<void> {
+  async copyWithin(fromKey: string, toKey: string, options: CopyWithinOptions = {}): Promise<Committed | void> {
     checkDriverKey(this.name, fromKey);
     checkDriverKey(this.name, toKey);
     throwIfAborted(options.signal, `${this.name}: copy ${fromKey} to ${toKey}`);
-    await copySftp({ name: this.name, tree: this.#tree, pool: this.#pool, serverSideCopy: this.options.serverSideCopy, driver: this }, fromKey, toKey, options);
+    return copySftp({ name: this.name, tree: this.#tree, pool: this.#pool, serverSideCopy: this.options.serverSideCopy, driver: this }, fromKey, toKey, options);
   }
 
   /** Host and port, and the server's real path of the root (./identity.ts). Reads only; needs a connection. */

@@ -12,6 +12,7 @@
  * | a key that is not there                | `E_NOT_FOUND`     | `not-found` |
  * | a key holding a folder, FIFO, device...| `E_NOT_A_FILE`    | `not-found` |
  * | a key refused (escapes the root...)    | `E_BAD_KEY`       | `permanent` |
+ * | a copy source not as `expect` says     | `E_COPY_SOURCE_CHANGED` | `integrity` |
  *
  * Why `fatal` for a missing part: it is the caller's bug (commit before every part was written
  * or confirmed), not bad stored bytes. The engine aborts a write session (and so deletes its
@@ -23,6 +24,7 @@
  * errors.ts; the steps they share are here (`passThrough`, `firstLine`, `redact`, `errnoOf`).
  */
 import { AbortedError, DriverError, KeyError, OffsiteError } from '../../errors.js';
+import type { CopyExpectation } from '../types.js';
 
 /** Where an error happened, for its message: `nas: a/b.bin: write: disk full (ENOSPC)`. */
 export interface ErrorContext {
@@ -57,6 +59,25 @@ export function missingPartError(context: ErrorContext, missing: readonly number
 /** The stored object or temp file does not have the size the session was opened with: `integrity`. */
 export function sizeMismatchError(context: ErrorContext, what: string, found: number | string, expected: number): DriverError {
   return new DriverError('E_SIZE_MISMATCH', `${where(context)}: ${what} has ${found} bytes, expected ${expected}`, { kind: 'integrity' });
+}
+
+/**
+ * `copyWithin`'s `expect` (../types.ts `CopyWithinOptions`) against the source as the driver
+ * found it (`size`, stored `hash`, `fingerprint`): nothing when it holds, else the refusal
+ * (`E_COPY_SOURCE_CHANGED`, `integrity`: the caller sends the file instead), saying what differs.
+ */
+export function checkCopySource(context: ErrorContext, expect: CopyExpectation | undefined, found: { size: number; hash?: string; fingerprint?: string }): void {
+  if (expect === undefined) return;
+  const why = found.size !== expect.size ? `has ${found.size} bytes, not ${expect.size}`
+    : expect.hash !== undefined && found.hash !== undefined && found.hash !== expect.hash ? `has the stored hash ${found.hash}, not ${expect.hash}`
+      : expect.fingerprint !== undefined && found.fingerprint !== expect.fingerprint ? 'changed since it was recorded (another fingerprint)'
+        : undefined;
+  if (why !== undefined) throw copySourceChangedError(context, why);
+}
+
+/** The refusal of `checkCopySource`, for drivers that find out otherwise (a conditional copy refused). */
+export function copySourceChangedError(context: ErrorContext, why: string): DriverError {
+  return new DriverError('E_COPY_SOURCE_CHANGED', `${where(context)}: the copy source ${why}; nothing was copied`, { kind: 'integrity' });
 }
 
 /** A call on a write session that was committed, suspended or aborted. */

@@ -29,3 +29,9 @@ export function etagFingerprint(etag: string | undefined, size: number): string 
   const clean = (etag ?? '').replace(/"/g, '').toLowerCase();
   return clean === '' ? undefined : flatString(`etag:${clean}:${size}`);
 }
+
+/** The ETag in an `etagFingerprint` of an object of `size` bytes; `undefined` for any other fingerprint. */
+export function etagOfFingerprint(fingerprint: string, size: number): string | undefined {
+  const match = /^etag:([^:]+):(\d+)$/.exec(fingerprint);
+  return match !== null && Number(match[2]) === size ? match[1] : undefined;
+}

@@ -64,7 +64,7 @@ class KeylessDriver extends ForwardingDriver {
     return Promise.reject(new EncryptionKeyError(this.refusal));
   }
 
-  protected override forwardCopyWithin(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<void> {
+  protected override forwardCopyWithin(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<Committed | void> {
     if (isBookkeepingKey(toKey)) return super.forwardCopyWithin(fromKey, toKey, options);
     return Promise.reject(new EncryptionKeyError(this.refusal));
   }
@@ -214,7 +214,7 @@ class EncryptingDriver extends ForwardingDriver {
     return new EncryptingWriteSession(session, new FileSealer(this.#key, key, chunkBytes), this.#key, { size, partBytes, stored, hasher, context });
   }
 
-  protected override forwardCopyWithin(_fromKey: string, toKey: string, _options?: CopyWithinOptions): Promise<void> {
+  protected override forwardCopyWithin(_fromKey: string, toKey: string, _options?: CopyWithinOptions): Promise<Committed | void> {
     return Promise.reject(new DriverError('E_NO_SERVER_COPY', `${this.name}: ${toKey}: an encrypted destination makes no server-side copies (a sealed file is bound to its place)`, { kind: 'permanent' }));
   }
 }

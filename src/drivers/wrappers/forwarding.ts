@@ -21,11 +21,11 @@
  */
 import type { Readable } from 'node:stream';
 import type {
-  Capabilities, CommitOptions, Committed, CopyWithinOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession,
+  Capabilities, CommitOptions, Committed, CopyWithinOptions, Driver, Entry, ListOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession,
 } from '../types.js';
 import type { Identity, Location } from '../location.js';
 
-type CopyWithin = (fromKey: string, toKey: string, options?: CopyWithinOptions) => Promise<void>;
+type CopyWithin = (fromKey: string, toKey: string, options?: CopyWithinOptions) => Promise<Committed | void>;
 type Identify = (options?: SignalOptions) => Promise<Identity>;
 
 /**
@@ -120,7 +120,7 @@ export class ForwardingDriver implements Driver {
   get location(): Location { return this.inner.location; }
   get capabilities(): Capabilities { return this.inner.capabilities; }
 
-  list(prefix: string, options?: SignalOptions): AsyncIterable<Entry> { return this.inner.list(prefix, options); }
+  list(prefix: string, options?: ListOptions): AsyncIterable<Entry> { return this.inner.list(prefix, options); }
   stat(key: string, options?: SignalOptions): Promise<Entry | undefined> { return this.inner.stat(key, options); }
   openRead(key: string, options?: ReadOptions): Promise<Readable> { return this.inner.openRead(key, options); }
   openWrite(key: string, options: WriteOptions): Promise<WriteSession> { return this.inner.openWrite(key, options); }
@@ -129,7 +129,7 @@ export class ForwardingDriver implements Driver {
   close(): Promise<void> { return this.inner.close(); }
 
   /** What `copyWithin` does (only called when `inner` has one). Override to change it. */
-  protected forwardCopyWithin(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<void> {
+  protected forwardCopyWithin(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<Committed | void> {
     return (this.inner.copyWithin as CopyWithin).call(this.inner, fromKey, toKey, options);
   }
 

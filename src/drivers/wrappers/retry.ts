@@ -27,7 +27,7 @@ import type { Readable } from 'node:stream';
 import { Readable as ReadableStream } from 'node:stream';
 import { AbortedError, DriverError, errorKind, UsageError } from '../../errors.js';
 import type { Identity } from '../location.js';
-import type { CommitOptions, Committed, CopyWithinOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
+import type { CommitOptions, Committed, CopyWithinOptions, Driver, Entry, ListOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
 import { ForwardingDriver, ForwardingWriteSession } from './forwarding.js';
 import { abortableSleep } from './sleep.js';
 
@@ -320,7 +320,7 @@ class RetryingDriver extends ForwardingDriver {
     this.#retrier = new Retrier(inner.name, policy);
   }
 
-  protected override forwardCopyWithin(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<void> {
+  protected override forwardCopyWithin(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<Committed | void> {
     return this.#retrier.run({ op: 'copyWithin', key: fromKey }, options?.signal, () => super.forwardCopyWithin(fromKey, toKey, options));
   }
 
@@ -328,7 +328,7 @@ class RetryingDriver extends ForwardingDriver {
     return this.#retrier.run({ op: 'identify' }, options?.signal, () => super.forwardIdentify(options));
   }
 
-  override async *list(prefix: string, options: SignalOptions = {}): AsyncIterable<Entry> {
+  override async *list(prefix: string, options: ListOptions = {}): AsyncIterable<Entry> {
     for (let failures = 1; ; failures++) {
       let yielded = false;
       try {
