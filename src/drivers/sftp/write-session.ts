@@ -54,7 +54,7 @@ export class SftpWriteSession implements WriteSession {
   private readonly slots: Semaphore;
   /** The connection this session holds (counted in the pool's `users`). */
   private conn: SftpConnection | undefined;
-  /** The open temp file, on `conn`. */
+  /** The open temp file (on its own connection, usually `conn`). */
   private handle: SftpHandle | undefined;
   /** Bytes in the temp file when it was opened: `matches` cannot succeed beyond it. */
   private existingBytes = 0;
@@ -127,16 +127,16 @@ export class SftpWriteSession implements WriteSession {
     if (this.state !== 'open') throw sessionClosedError(this.context(action), this.state);
     if (this.handle?.usable) return this.handle;
     // Parts written in parallel all notice the lost connection: one reopens, the others wait for
-    // it (else one could pair the new connection with the old handle, which the server refuses).
+    // it (one temp file handle at a time; each handle only ever goes out on its own connection).
     this.reopening ??= this.reopen().finally(() => { this.reopening = undefined; });
     return this.reopening;
   }
 
   /**
    * OpenSSH answers FAILURE for a handle it does not know. After this session reopened its temp
-   * file on a new connection, a FAILURE on a handle call can be a handle that went stale in the
-   * switch (seen under heavy load with resets): drop it so that the retry reopens, and let the
-   * retry layer try again. A real refusal fails again and is reported after the retries.
+   * file on a new connection, a FAILURE on a handle call is treated as a handle the server no
+   * longer knows: it is closed and dropped so that the retry reopens, and the retry layer tries
+   * again. A real refusal fails again and is reported after the retries.
    */
   private staleHandle(handle: SftpHandle, err: unknown): unknown {
     if (this.reopens === 0 || sftpStatusOf((err as { cause?: unknown }).cause) !== SFTP_STATUS.FAILURE) return err;
