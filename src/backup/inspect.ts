@@ -129,7 +129,8 @@ export async function inspectBackup(source: Driver, name: string, options: Inspe
     throw new BackupError('E_BACKUP_NAME', `${JSON.stringify(name)} is not a milvus-backup backup name (letters, digits and _, not starting with a digit)`);
   }
   const entries: Entry[] = [];
-  for await (const entry of source.list(`${name}/`, { signal: options.signal, requireRoot: true })) entries.push(entry);
+  // Keys, sizes, mtimes and fingerprints are all it needs: no stored hashes (a HEAD per object on object stores).
+  for await (const entry of source.list(`${name}/`, { signal: options.signal, requireRoot: true, hashes: false })) entries.push(entry);
   return inspectListing(source, name, entries, options);
 }
 
@@ -184,7 +185,7 @@ export async function listBackupFolders(source: Driver, signal?: AbortSignal, on
     if (slash <= 0) onWarning?.(`skipped ${JSON.stringify(key)} at the source root: ${oneLine(error.message)}`);
     else if (!refused.has(key.slice(0, slash))) refused.set(key.slice(0, slash), oneLine(error.message));
   };
-  for await (const entry of source.list('', { signal, requireRoot: true, onRefused })) {
+  for await (const entry of source.list('', { signal, requireRoot: true, onRefused, hashes: false })) {
     const slash = entry.key.indexOf('/');
     if (slash <= 0) continue;
     const name = entry.key.slice(0, slash);

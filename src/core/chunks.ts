@@ -86,10 +86,14 @@ export class ReadAhead {
   }
 }
 
-/** Opens `key` and yields its chunks from `pool` (see `chunksOf`); the caller releases each. */
-export async function* readChunks(driver: Driver, key: string, size: number, pool: ChunkPool, what: string, signal?: AbortSignal): AsyncGenerator<Buffer> {
+/**
+ * Opens `key` and yields its chunks from `pool` (see `chunksOf`); the caller releases each. With
+ * `ifFingerprint`, a driver with `conditionalReads` reads only the object of that fingerprint
+ * (`ReadOptions.ifFingerprint`).
+ */
+export async function* readChunks(driver: Driver, key: string, size: number, pool: ChunkPool, what: string, signal?: AbortSignal, ifFingerprint?: string): AsyncGenerator<Buffer> {
   const ahead = new ReadAhead(pool);
-  const stream = await driver.openRead(key, { signal, length: size, pieceBytes: pool.chunkBytes, allocate: ahead.allocate });
+  const stream = await driver.openRead(key, { signal, length: size, pieceBytes: pool.chunkBytes, allocate: ahead.allocate, ...(ifFingerprint !== undefined ? { ifFingerprint } : {}) });
   yield* chunksOf(stream, size, pool.chunkBytes, what, pool, signal, ahead);
 }
 

@@ -516,33 +516,41 @@ class FileRead {
     const fileHash = size > chunkBytes ? hasher.create() : undefined;
     const chunkHashes: string[] = [];
     let offset = 0;
-    for await (const chunk of readChunks(source, key, size, pool, `source: ${key}`, signal)) {
-      this.delivering = true;
-      this.fanout.bytesRead += chunk.length;
-      fileHash?.update(chunk);
-      const hash = hasher.hash(chunk);
-      chunkHashes.push(hash);
-      offset += chunk.length;
-      const cost = pool.chargeOf(chunk.length);
-      const live = this.live();
-      if (!this.shared) for (const s of live) s.member.bytesReadAlone += chunk.length;
-      for (const s of live) {
-        const taken = Math.min(s.reserved, cost);
-        s.reserved -= taken;
-        s.member.ledger.reserved -= taken;
-        s.member.ledger.charge(cost - taken);
-        pool.retain(chunk);
-        s.deliver({ type: 'chunk', chunk, hash });
+    // A source that reads conditionally (object stores: If-Match on every GET) delivers only the
+    // object it listed, or fails: no stat after the read is needed to know it did not change.
+    const conditional = source.capabilities.conditionalReads === true && this.file.fingerprint !== undefined;
+    try {
+      for await (const chunk of readChunks(source, key, size, pool, `source: ${key}`, signal, conditional ? this.file.fingerprint : undefined)) {
+        this.delivering = true;
+        this.fanout.bytesRead += chunk.length;
+        fileHash?.update(chunk);
+        const hash = hasher.hash(chunk);
+        chunkHashes.push(hash);
+        offset += chunk.length;
+        const cost = pool.chargeOf(chunk.length);
+        const live = this.live();
+        if (!this.shared) for (const s of live) s.member.bytesReadAlone += chunk.length;
+        for (const s of live) {
+          const taken = Math.min(s.reserved, cost);
+          s.reserved -= taken;
+          s.member.ledger.reserved -= taken;
+          s.member.ledger.charge(cost - taken);
+          pool.retain(chunk);
+          s.deliver({ type: 'chunk', chunk, hash });
+        }
+        pool.release(chunk); // the reader's own reference
+        if (live.length === 0) return;
+        // The next piece the source reads ahead.
+        if (offset < size && !(await this.reserve(charge(offset + chunkBytes), false))) return;
       }
-      pool.release(chunk); // the reader's own reference
-      if (live.length === 0) return;
-      // The next piece the source reads ahead.
-      if (offset < size && !(await this.reserve(charge(offset + chunkBytes), false))) return;
+    } catch (err) {
+      if (err instanceof OffsiteError && err.code === 'E_READ_SOURCE_CHANGED') throw sourceChanged(backup, this.file.path);
+      throw err;
     }
     if (this.live().length === 0) return;
-    const after = await source.stat(key, { signal });
-    if (!after || after.size !== size || after.mtimeMs !== this.file.mtimeMs || after.fingerprint !== this.file.fingerprint) {
-      throw new OffsiteError('E_SOURCE_CHANGED', `source: ${key} changed while it was being copied; it is not recorded anywhere: run replicate again once the backup is stable`, { kind: 'integrity' });
+    if (!conditional) {
+      const after = await source.stat(key, { signal });
+      if (!after || after.size !== size || after.mtimeMs !== this.file.mtimeMs || after.fingerprint !== this.file.fingerprint) throw sourceChanged(backup, this.file.path);
     }
     const hash = fileHash ? fileHash.digest() : chunkHashes[0] ?? hasher.hash(EMPTY);
     for (const s of this.live()) s.deliver({ type: 'end', hash, chunks: chunkHashes });

@@ -55,6 +55,12 @@ export interface Capabilities {
   readonly parallelPartWrites: boolean;
   /** A sensible number of concurrent operations (files or parts) against this driver. */
   readonly maxConcurrency: number;
+  /**
+   * `openRead` honours `ReadOptions.ifFingerprint`: every byte it delivers comes from the object
+   * that had that fingerprint (object stores: `If-Match` with the ETag on every GET), so a caller
+   * needs no `stat` after the read to know that the object did not change meanwhile. @default false
+   */
+  readonly conditionalReads?: boolean;
 }
 
 /** One stored object (a file, never a folder). */
@@ -187,6 +193,13 @@ export interface ReadOptions extends SignalOptions {
    * them). Drivers that read into buffers of their own choosing use it instead of allocating.
    */
   readonly allocate?: (size: number) => Buffer;
+  /**
+   * Read only the object whose `Entry.fingerprint` (from this driver's `list` or `stat`) is this.
+   * A driver with `capabilities.conditionalReads` rejects the read, or fails the stream, with
+   * `E_READ_SOURCE_CHANGED` (kind `integrity`) as soon as the object is another; other drivers
+   * ignore it (the caller checks with a `stat` after the read instead).
+   */
+  readonly ifFingerprint?: string;
 }
 
 export interface WriteOptions extends SignalOptions {

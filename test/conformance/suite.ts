@@ -379,6 +379,35 @@ export function runConformance(label: string, target: TargetSource, options: Con
       }
     });
 
+    test('reads in pieces, and conditional reads (ifFingerprint): another object under the key is E_READ_SOURCE_CHANGED', async (driver, t) => {
+      const pieceBytes = 4 * KiB;
+      const data = seededBytes(pieceBytes * 6 + 5, 31);
+      await putObject(driver, 'cond', data);
+      const entry = (await listAll(driver, 'cond', { hashes: false })).find((e) => e.key === 'cond');
+      assert.ok(entry, 'list finds the object');
+      // In pieces, into buffers from allocate: every range comes back whole.
+      for (const [offset, length] of [[0, data.length], [1, data.length - 1], [pieceBytes - 1, pieceBytes + 2], [data.length - 3, 3], [0, data.length + 100]] as const) {
+        const sizes: number[] = [];
+        const got = await readAll(await driver.openRead('cond', { offset, length, pieceBytes, allocate: (size) => { sizes.push(size); return Buffer.alloc(size); } }));
+        assert.ok(got.equals(data.subarray(offset, offset + length)), `pieced read offset ${offset} length ${length}: got ${got.length} bytes`);
+        assert.ok(sizes.every((size) => size <= pieceBytes), `pieced read offset ${offset} length ${length}: buffers of ${sizes.join(', ')} bytes`);
+      }
+      if (!requires(t, driver, 'conditionalReads')) return;
+      assert.ok(entry.fingerprint !== undefined, 'a driver with conditionalReads fingerprints its listings');
+      const ifFingerprint = entry.fingerprint;
+      assert.ok((await readAll(await driver.openRead('cond', { ifFingerprint, length: data.length, pieceBytes }))).equals(data), 'the object of that fingerprint reads back');
+      // Rewritten while a read is under way: the rest of the read is refused, not taken from the new object.
+      const stream = await driver.openRead('cond', { ifFingerprint, length: data.length, pieceBytes });
+      const iterator = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+      for (let piece = 0; piece < 2; piece++) assert.equal((await iterator.next()).done, false, `piece ${piece} of the first object`);
+      await putObject(driver, 'cond', seededBytes(data.length, 32));
+      await rejectsWithKind(async () => { for (;;) if ((await iterator.next()).done) return; }, 'integrity', 'the rest of a read of a rewritten object', 'E_READ_SOURCE_CHANGED');
+      stream.destroy();
+      // Rewritten before the read: refused at once.
+      await rejectsWithKind(() => driver.openRead('cond', { ifFingerprint, length: data.length, pieceBytes }), 'integrity', 'a read of a rewritten object', 'E_READ_SOURCE_CHANGED');
+      await rejectsWithKind(() => driver.openRead('cond', { ifFingerprint }), 'integrity', 'a whole read of a rewritten object', 'E_READ_SOURCE_CHANGED');
+    });
+
     test('the same part written twice: the last write wins', async (driver) => {
       const partBytes = partSizeFor(driver.capabilities, 4 * KiB);
       const data = seededBytes(partBytes * 2 + 100, 4);

@@ -11,11 +11,10 @@
  */
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import type { Readable } from 'node:stream';
 import { Client } from 'minio';
 import type { S3Failure } from '../object-store/errors.js';
 import {
-  cleanEtag, copyPartBytes, type ObjectStore, type OpenUpload, type StoredObject, type StoredPart, type StoredVersion, type VersioningState,
+  cleanEtag, copyPartBytes, type ObjectStore, type OpenUpload, type StoredBody, type StoredObject, type StoredPart, type StoredVersion, type VersioningState,
 } from '../object-store/store.js';
 import { describeMinioError } from './errors.js';
 import type { MinioOptions } from './options.js';
@@ -128,10 +127,14 @@ export class MinioStore implements ObjectStore {
     return this.#guard(signal, () => this.#client.bucketExists(this.bucket));
   }
 
-  async get(key: string, start: number, end: number | undefined, signal?: AbortSignal): Promise<Readable> {
-    return this.#guard(signal, () => (start === 0 && end === undefined
-      ? this.#client.getObject(this.bucket, key)
-      : this.#client.getPartialObject(this.bucket, key, start, end === undefined ? undefined : end - start)));
+  /** GetObject through `makeRequestAsync`, so that it can carry `If-Match` and give back the answer's ETag. */
+  async get(key: string, start: number, end: number | undefined, signal?: AbortSignal, ifMatch?: string): Promise<StoredBody> {
+    const headers: Record<string, string> = {};
+    if (start !== 0 || end !== undefined) headers['range'] = `bytes=${start}-${end === undefined ? '' : end - 1}`;
+    if (ifMatch !== undefined) headers['if-match'] = `"${ifMatch}"`;
+    const response = await this.#guard(signal, () => this.#client.makeRequestAsync({ method: 'GET', bucketName: this.bucket, objectName: key, headers }, '', [200, 206]));
+    const etag = response.headers.etag;
+    return { body: response, ...(typeof etag === 'string' && etag !== '' ? { etag: cleanEtag(etag) } : {}) };
   }
 
   async *list(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject> {
@@ -140,7 +143,7 @@ export class MinioStore implements ObjectStore {
       const page = await this.#guard(signal, () => this.#client.listObjectsV2Query(this.bucket, prefix, token, '', pageSize, ''));
       for (const item of page.objects) {
         if (!item.name) continue;
-        yield { key: item.name, size: item.size ?? 0, mtimeMs: item.lastModified ? new Date(item.lastModified).getTime() : 0 };
+        yield { key: item.name, size: item.size ?? 0, mtimeMs: item.lastModified ? new Date(item.lastModified).getTime() : 0, ...(item.etag ? { etag: cleanEtag(item.etag) } : {}) };
       }
       if (!page.isTruncated || !page.nextContinuationToken) return;
       token = page.nextContinuationToken;

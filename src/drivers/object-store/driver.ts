@@ -50,7 +50,7 @@
  */
 import type { Readable } from 'node:stream';
 import { throwIfAborted } from '../../errors.js';
-import { checkDriverPrefix, checkReadRange, checkWriteShape, driverClosedError, isTempPath, partialPathOf } from '../toolkit/index.js';
+import { badArgument, checkDriverPrefix, checkReadRange, checkWriteShape, driverClosedError, etagOfAnyFingerprint, isTempPath, partialPathOf } from '../toolkit/index.js';
 import { checkKey } from '../keys.js';
 import type { Capabilities, Committed, CopyWithinOptions, Driver, Entry, ListOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
 import type { Location } from '../location.js';
@@ -126,6 +126,7 @@ export class ObjectDriver implements Driver {
       maxParts: settings.maxParts,
       parallelPartWrites: true,
       maxConcurrency: settings.maxConcurrency,
+      conditionalReads: true,
     };
   }
 
@@ -251,16 +252,25 @@ export class ObjectDriver implements Driver {
     }
   }
 
-  /** Ranged GetObject (./read.ts). Missing key: `not-found`; past the end: an empty stream. */
+  /**
+   * Ranged GetObjects (./read.ts), in pieces of `pieceBytes` into buffers from `allocate`. Missing
+   * key: `not-found`; past the end: an empty stream. With `ifFingerprint` (an ETag fingerprint of
+   * this driver), every GET carries `If-Match`: another object under the key is `E_READ_SOURCE_CHANGED`.
+   */
   async openRead(key: string, options: ReadOptions = {}): Promise<Readable> {
     const full = this.#bucket.fullKey(key);
-    const { offset, length } = checkReadRange(options, { driver: this.name, key, action: 'read' });
+    const context = { driver: this.name, key, action: 'read' };
+    const { offset, length } = checkReadRange(options, context);
+    const etag = options.ifFingerprint === undefined ? undefined : etagOfAnyFingerprint(options.ifFingerprint);
+    if (options.ifFingerprint !== undefined && etag === undefined) throw badArgument(context, `ifFingerprint ${JSON.stringify(options.ifFingerprint)} is not an ETag fingerprint of this driver`);
     try {
       this.#checkOpen(options.signal, 'read');
     } catch (err) {
       throw this.#bucket.fail(err, 'read', full);
     }
-    return readObject(this.#bucket, full, offset, length, options.signal);
+    return readObject(this.#bucket, full, {
+      offset, length, signal: options.signal, pieceBytes: options.pieceBytes, allocate: options.allocate, ...(etag !== undefined ? { etag } : {}),
+    });
   }
 
   /**

@@ -16,7 +16,10 @@ export interface StoredObject {
   readonly key: string;
   readonly size: number;
   readonly mtimeMs: number;
-  /** ETag without quotes, lower case; only from `head`. */
+  /**
+   * ETag without quotes, lower case: from `head` and from `list` (ListObjectsV2 gives every
+   * object's ETag, so a listing fingerprints objects without a request per object).
+   */
   readonly etag?: string;
   /** User metadata (lower-case names without `x-amz-meta-`); only from `head`. */
   readonly metadata?: Readonly<Record<string, string>>;
@@ -67,6 +70,12 @@ export interface StoredPart {
   readonly etag: string;
 }
 
+/** What `get` resolves with. */
+export interface StoredBody {
+  readonly body: Readable;
+  readonly etag?: string;
+}
+
 export interface ObjectStore {
   /** Where requests go, for messages (`http://127.0.0.1:7480`, `AWS S3 (eu-central-1)`). No secrets. */
   readonly endpoint: string;
@@ -75,8 +84,13 @@ export interface ObjectStore {
   head(key: string, signal?: AbortSignal): Promise<StoredObject | undefined>;
   /** Whether the bucket exists (HeadBucket). Throws for auth/network errors. */
   bucketExists(signal?: AbortSignal): Promise<boolean>;
-  /** The bytes of `key` from `start` to `end` (exclusive; to the end when omitted). */
-  get(key: string, start: number, end: number | undefined, signal?: AbortSignal): Promise<Readable>;
+  /**
+   * The bytes of `key` from `start` to `end` (exclusive; to the end when omitted), and the ETag the
+   * answer carries (unquoted, lower case; undefined when it has none). With `ifMatch` (an ETag), only
+   * while the object has that ETag (`If-Match`): otherwise the server answers 412 PreconditionFailed.
+   * Resolves once the answer's headers are in; the body is not read yet.
+   */
+  get(key: string, start: number, end: number | undefined, signal?: AbortSignal, ifMatch?: string): Promise<StoredBody>;
   /** Every object whose key starts with `prefix`, page by page (`pageSize` keys per request). */
   list(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject>;
   /**

@@ -29,7 +29,7 @@ import { Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
 import type { S3Failure } from '../object-store/errors.js';
 import {
-  cleanEtag, copyPartBytes, type LockConfiguration, type ObjectStore, type OpenUpload, type Retention, type StoredObject, type StoredPart, type StoredVersion,
+  cleanEtag, copyPartBytes, type LockConfiguration, type ObjectStore, type OpenUpload, type Retention, type StoredBody, type StoredObject, type StoredPart, type StoredVersion,
   type VersioningState,
 } from '../object-store/store.js';
 import { describeAwsError } from './errors.js';
@@ -168,13 +168,14 @@ export class AwsStore implements ObjectStore {
     }
   }
 
-  async get(key: string, start: number, end: number | undefined, signal?: AbortSignal): Promise<Readable> {
+  async get(key: string, start: number, end: number | undefined, signal?: AbortSignal, ifMatch?: string): Promise<StoredBody> {
     const range = start === 0 && end === undefined ? undefined : `bytes=${start}-${end === undefined ? '' : end - 1}`;
-    const out = await this.#send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(range ? { Range: range } : {}) }), signal);
+    const out = await this.#send(new GetObjectCommand({ Bucket: this.bucket, Key: key, ...(range ? { Range: range } : {}), ...(ifMatch !== undefined ? { IfMatch: `"${ifMatch}"` } : {}) }), signal);
+    const etag = out.ETag ? { etag: cleanEtag(out.ETag) } : {};
     const body = out.Body;
-    if (body instanceof Readable) return body;
-    if (body === undefined) return Readable.from([]);
-    return Readable.fromWeb((body as { transformToWebStream(): ReadableStream }).transformToWebStream() as never);
+    if (body instanceof Readable) return { body, ...etag };
+    if (body === undefined) return { body: Readable.from([]), ...etag };
+    return { body: Readable.fromWeb((body as { transformToWebStream(): ReadableStream }).transformToWebStream() as never), ...etag };
   }
 
   async *list(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject> {
@@ -185,7 +186,7 @@ export class AwsStore implements ObjectStore {
       }), signal);
       for (const item of out.Contents ?? []) {
         if (item.Key === undefined) continue;
-        yield { key: item.Key, size: item.Size ?? 0, mtimeMs: item.LastModified?.getTime() ?? 0 };
+        yield { key: item.Key, size: item.Size ?? 0, mtimeMs: item.LastModified?.getTime() ?? 0, ...(item.ETag ? { etag: cleanEtag(item.ETag) } : {}) };
       }
       token = out.IsTruncated ? out.NextContinuationToken : undefined;
     } while (token);

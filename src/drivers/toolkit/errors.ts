@@ -13,6 +13,7 @@
  * | a key holding a folder, FIFO, device...| `E_NOT_A_FILE`    | `not-found` |
  * | a key refused (escapes the root...)    | `E_BAD_KEY`       | `permanent` |
  * | a copy source not as `expect` says     | `E_COPY_SOURCE_CHANGED` | `integrity` |
+ * | a read not of the `ifFingerprint` object| `E_READ_SOURCE_CHANGED` | `integrity` |
  *
  * Why `fatal` for a missing part: it is the caller's bug (commit before every part was written
  * or confirmed), not bad stored bytes. The engine aborts a write session (and so deletes its
@@ -78,6 +79,14 @@ export function checkCopySource(context: ErrorContext, expect: CopyExpectation |
 /** The refusal of `checkCopySource`, for drivers that find out otherwise (a conditional copy refused). */
 export function copySourceChangedError(context: ErrorContext, why: string): DriverError {
   return new DriverError('E_COPY_SOURCE_CHANGED', `${where(context)}: the copy source ${why}; nothing was copied`, { kind: 'integrity' });
+}
+
+/**
+ * A conditional read (`ReadOptions.ifFingerprint`) found another object under the key: it was
+ * rewritten since it was listed (`E_READ_SOURCE_CHANGED`, `integrity`).
+ */
+export function readSourceChangedError(context: ErrorContext): DriverError {
+  return new DriverError('E_READ_SOURCE_CHANGED', `${where(context)}: the object changed since it was listed (another ETag); read it again once it is stable`, { kind: 'integrity' });
 }
 
 /** A call on a write session that was committed, suspended or aborted. */

@@ -35,3 +35,8 @@ export function etagOfFingerprint(fingerprint: string, size: number): string | u
   const match = /^etag:([^:]+):(\d+)$/.exec(fingerprint);
   return match !== null && Number(match[2]) === size ? match[1] : undefined;
 }
+
+/** The ETag in an `etagFingerprint` of an object of any size; `undefined` for any other fingerprint. */
+export function etagOfAnyFingerprint(fingerprint: string): string | undefined {
+  return /^etag:([^:]+):\d+$/.exec(fingerprint)?.[1];
+}

@@ -99,6 +99,8 @@ class EncryptingDriver extends ForwardingDriver {
       ...inner,
       storedHash: false,
       serverSideCopy: false,
+      // Its reads do not pass `ifFingerprint` on: a reader checks with a stat after the read.
+      conditionalReads: false,
       maxPartBytes: Math.max(this.#chunkBytes, Math.floor(inner.maxPartBytes / perChunk) * this.#chunkBytes),
     };
   }
