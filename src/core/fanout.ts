@@ -58,12 +58,22 @@ const LAG_FORGIVENESS = 0.5;
 
 const EMPTY = new Uint8Array(0);
 
-/** A file to read: its size, mtime and fingerprint at the source (all checked again after the read). */
+/**
+ * A file to read: its size, mtime and fingerprint at the source (all checked again after the read,
+ * unless `expected` is given).
+ */
 export interface FeedFile {
   readonly path: string;
   readonly size: number;
   readonly mtimeMs: number;
   readonly fingerprint?: string;
+  /**
+   * The hash the file must read as (origin mode: a verified copy's record). Its reader compares the
+   * hash of what it read with it before anything is committed, which proves the bytes whatever
+   * the source's metadata says: the source is then not looked at again after the read (on an
+   * object store that would be a HEAD per file).
+   */
+  readonly expected?: string;
 }
 
 /** What a read delivers to one destination, in order. */
@@ -540,8 +550,8 @@ class FileRead {
       if (offset < size && !(await this.reserve(charge(offset + chunkBytes), false))) return;
     }
     if (this.live().length === 0) return;
-    const after = await source.stat(key, { signal });
-    if (!after || after.size !== size || after.mtimeMs !== this.file.mtimeMs || after.fingerprint !== this.file.fingerprint) {
+    const after = this.file.expected !== undefined ? undefined : await source.stat(key, { signal });
+    if (this.file.expected === undefined && (!after || after.size !== size || after.mtimeMs !== this.file.mtimeMs || after.fingerprint !== this.file.fingerprint)) {
       throw new OffsiteError('E_SOURCE_CHANGED', `source: ${key} changed while it was being copied; it is not recorded anywhere: run replicate again once the backup is stable`, { kind: 'integrity' });
     }
     const hash = fileHash ? fileHash.digest() : chunkHashes[0] ?? hasher.hash(EMPTY);
