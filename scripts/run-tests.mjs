@@ -29,7 +29,9 @@ function findTests(dir) {
 
 const only = process.argv.slice(2);
 let files = findTests(dist);
-if (only.length > 0) files = files.filter((f) => only.some((o) => f.includes(o)));
+// Matched against the path under dist/ only (test/...): the checkout's own path (e.g. a worktree named
+// after a word like "verify") must not make every file match.
+if (only.length > 0) files = files.filter((f) => only.some((o) => f.slice(join(root, 'dist').length + 1).includes(o)));
 
 // Servers are described in dist/test/servers/index.js: each has a name, an env variable its
 // tests read, and start() -> { env, stop() }.

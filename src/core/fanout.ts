@@ -58,12 +58,22 @@ const LAG_FORGIVENESS = 0.5;
 
 const EMPTY = new Uint8Array(0);
 
-/** A file to read: its size, mtime and fingerprint at the source (all checked again after the read). */
+/**
+ * A file to read: its size, mtime and fingerprint at the source (all checked again after the read,
+ * unless `expected` is given).
+ */
 export interface FeedFile {
   readonly path: string;
   readonly size: number;
   readonly mtimeMs: number;
   readonly fingerprint?: string;
+  /**
+   * The hash the file must read as (origin mode: a verified copy's record). Its reader compares the
+   * hash of what it read with it before anything is committed, which proves the bytes whatever
+   * the source's metadata says: the source is then not looked at again after the read (on an
+   * object store that would be a HEAD per file).
+   */
+  readonly expected?: string;
 }
 
 /** What a read delivers to one destination, in order. */
@@ -548,7 +558,9 @@ class FileRead {
       throw err;
     }
     if (this.live().length === 0) return;
-    if (!conditional) {
+    // Nothing to stat when the source read conditionally, or when the caller knows the file's hash
+    // (pull and repair read a verified copy: a changed file fails that comparison before any commit).
+    if (!conditional && this.file.expected === undefined) {
       const after = await source.stat(key, { signal });
       if (!after || after.size !== size || after.mtimeMs !== this.file.mtimeMs || after.fingerprint !== this.file.fingerprint) throw sourceChanged(backup, this.file.path);
     }

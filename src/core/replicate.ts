@@ -408,7 +408,8 @@ async function backupFiles(source: Driver, backup: string, quietPeriodMs: number
 /** The files an origin manifest lists, matched against what `source` holds. */
 async function originFiles(source: Driver, backup: string, origin: ReplicateOrigin, signal?: AbortSignal): Promise<RunFiles> {
   const present = new Map<string, { size: number; mtimeMs: number; fingerprint?: string }>();
-  for await (const entry of source.list(`${backup}/`, { signal })) present.set(entry.key.slice(backup.length + 1), entry);
+  // Sizes only: each file is checked against its record's hash as it is read (no HEAD per object for a stored hash).
+  for await (const entry of source.list(`${backup}/`, { signal, hashes: false })) present.set(entry.key.slice(backup.length + 1), entry);
   const missing: { path: string; error: OffsiteError }[] = [];
   const files = origin.files.map((f) => {
     const there = present.get(f.path);
