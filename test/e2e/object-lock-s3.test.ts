@@ -1,7 +1,8 @@
 /**
  * S3 Object Lock on an `s3` destination (issue 14 item 1), through the CLI, on the real Ceph RGW:
  *
- * - startup refuses a bucket without Object Lock, saying what to do, and writes nothing there;
+ * - startup refuses a bucket without Object Lock, or with a default retention rule, saying what
+ *   to do, and writes nothing there;
  * - in a bucket created with Object Lock, every object of a copy (manifest included; multipart
  *   files too, which reach their final key by a server-side copy) carries the GOVERNANCE
  *   retention, and offsite's bookkeeping does not;
@@ -28,7 +29,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import {
-  DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, PutObjectRetentionCommand, type S3Client,
+  DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, PutObjectLockConfigurationCommand, PutObjectRetentionCommand, type S3Client,
 } from '@aws-sdk/client-s3';
 import { generateBackup } from '../../scripts/gen-backup.js';
 import { filesUnder, jsonOf, runCli, tempDir, writeConfig } from '../helpers/cli.js';
@@ -103,6 +104,19 @@ describe('s3 destination with Object Lock, on Ceph RGW (CLI)', () => {
     assert.match(said, new RegExp(`cloud: bucket ${bucket} at \\S+ does not have Object Lock enabled, so objectLock cannot make the copies there immutable: create a bucket with it \\(aws s3api create-bucket --bucket NAME --object-lock-enabled-for-bucket`));
     assert.match(said, /or remove "objectLock" from destination cloud/);
     assert.deepEqual(await keysIn(admin, bucket, ''), [], 'nothing was written');
+  });
+
+  it('startup refuses a locked bucket with a default retention rule (it would lock offsite\'s own records), says what to do, and writes nothing', async () => {
+    const dir = tempDir('defaultlock-s3');
+    await generateBackup({ root: join(dir, 'backups'), name: NAMES[0], seed: 74, totalBytes: 256 * 1024 });
+    const bucket = await freshBucket(server, 'defaultlock', { objectLock: true });
+    await admin.send(new PutObjectLockConfigurationCommand({ Bucket: bucket, ObjectLockConfiguration: { ObjectLockEnabled: 'Enabled', Rule: { DefaultRetention: { Mode: 'GOVERNANCE', Days: 1 } } } }));
+    const run = await runCli(['--config', configFor(dir, server, bucket), 'replicate', NAMES[0], '--to', 'cloud'], { env });
+    assert.notEqual(run.code, 0, run.stdout);
+    const said = run.stdout + run.stderr;
+    assert.match(said, new RegExp(`cloud: bucket ${bucket} .*has a default retention rule \\(GOVERNANCE, 1 days\\)`));
+    assert.match(said, /so remove the rule \(aws s3api put-object-lock-configuration --bucket \S+ --object-lock-configuration ObjectLockEnabled=Enabled\)/);
+    assert.deepEqual(await versionsIn(admin, bucket, ''), [], 'nothing was written');
   });
 
   it('locks every object of a copy; prune keeps it until the lock passes, then removes every version; audit reports and extends locks', async () => {
