@@ -3,7 +3,8 @@
  */
 export { listCommand, replicateCommand, verifyCommand, inspectCommand, watchCommand, pickLatest } from './commands/index.js';
 export type { ListResult, ReplicateCommandOptions, ReplicateCommandResult, VerifyCommandOptions, WatchCommandOptions } from './commands/index.js';
-export { finishShardsCommand } from './commands/index.js';
+export { finishShardsCommand, keyCommand } from './commands/index.js';
+export type { KeyCommandResult, DestinationPublicKey } from './commands/index.js';
 export type { FinishShardsOptions, FinishShardsResult } from './commands/index.js';
 export { DriverRuntime, withRuntime, wrapDriver, openSource, openDestinations, closeAll } from './runtime/drivers.js';
 export type { TransferOptions } from './runtime/drivers.js';

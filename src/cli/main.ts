@@ -10,6 +10,7 @@ import { Command, CommanderError } from 'commander';
 import { errorKind, OffsiteError } from '../errors.js';
 import { printJson, type CommandContext, type GlobalOptions } from './common.js';
 import { registerAudit } from './commands/audit.js';
+import { registerKey } from './commands/key.js';
 import { registerList } from './commands/list.js';
 import { registerPrune } from './commands/prune.js';
 import { registerPull } from './commands/pull.js';
@@ -22,7 +23,7 @@ export { replicateExitCode } from './commands/replicate.js';
 export { verifyExitCode } from './commands/verify.js';
 
 /** The commands, in the order `--help` lists them. */
-const COMMANDS: readonly ((ctx: CommandContext) => void)[] = [registerList, registerReplicate, registerVerify, registerAudit, registerPrune, registerPull, registerWatch];
+const COMMANDS: readonly ((ctx: CommandContext) => void)[] = [registerList, registerReplicate, registerVerify, registerAudit, registerPrune, registerPull, registerWatch, registerKey];
 
 export function buildProgram(setExit: (code: number) => void, signal: AbortSignal): Command {
   const program = new Command('offsite');
@@ -32,7 +33,7 @@ export function buildProgram(setExit: (code: number) => void, signal: AbortSigna
     .option('-c, --config <file>', 'config file (default: $OFFSITE_CONFIG, else ./offsite.yaml)')
     .option('--json', 'print one machine-readable JSON result on stdout')
     .option('-q, --quiet', 'no progress bars')
-    .addHelpText('after', `\n${EXIT_CODE_HELP}\n\nExamples:\n  offsite list\n  offsite replicate --latest --to nas,cloud\n  offsite verify full_backup_20240115 --at cloud --deep\n  offsite audit --repair --report audit.html\n  offsite prune --keep-daily 7 --keep-weekly 4 --keep-monthly 12\n  offsite pull full_backup_20240115 --from cloud --to source\n  offsite watch --to nas,cloud`)
+    .addHelpText('after', `\n${EXIT_CODE_HELP}\n\nExamples:\n  offsite list\n  offsite replicate --latest --to nas,cloud\n  offsite verify full_backup_20240115 --at cloud --deep\n  offsite audit --repair --report audit.html\n  offsite prune --keep-daily 7 --keep-weekly 4 --keep-monthly 12\n  offsite pull full_backup_20240115 --from cloud --to source\n  offsite watch --to nas,cloud\n  offsite key --at cloud`)
     .showHelpAfterError('(run offsite --help for usage)')
     .exitOverride();
 

@@ -4,6 +4,7 @@
  */
 export { pickLatest, checkBackupName } from './common.js';
 export { inspectCommand } from './inspect.js';
+export { keyCommand, type KeyCommandResult, type DestinationPublicKey } from './key.js';
 export { listCommand, type ListResult } from './list.js';
 export { replicateCommand, type ReplicateCommandOptions, type ReplicateCommandResult } from './replicate.js';
 export { verifyCommand, type VerifyCommandOptions } from './verify.js';

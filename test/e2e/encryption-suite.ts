@@ -5,7 +5,7 @@
  * without the key (a config with only the public key, or none) proves it intact, finds a flipped
  * byte (exit 3) and a forged manifest; pull with the key gives the backup back byte for byte; a
  * wrong key is a configuration error (exit 2) naming the destination that writes nothing; the key
- * never shows in any output.
+ * never shows in any output. The auditor's public key is the one `offsite key` prints.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -74,6 +74,11 @@ export function encryptionSuite(title: string, open: (label: string) => Promise<
         }));
       };
       write('keyed', { key: '${OFFSITE_KEY}' });
+      // The auditor's public key as a user gets it: printed by `offsite key` from the keyed config.
+      const printed = await runCli(['--config', configs.keyed, '--json', 'key', '--at', 'vault'], { env });
+      assert.equal(printed.code, 0, printed.stdout + printed.stderr);
+      assert.deepEqual(jsonOf<{ keys: { publicKey: string }[] }>(printed).keys.map((k) => k.publicKey), [publicKey]);
+      outputs.push(printed);
       write('auditor', { publicKey });
       write('bare', undefined);
       write('wrong', { key: '${WRONG_KEY}' });

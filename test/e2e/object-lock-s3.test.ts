@@ -1,15 +1,20 @@
 /**
  * S3 Object Lock on an `s3` destination (issue 14 item 1), through the CLI, on the real Ceph RGW:
  *
- * - startup refuses a bucket without Object Lock, saying what to do, and writes nothing there;
+ * - startup refuses a bucket without Object Lock, or with a default retention rule, saying what
+ *   to do, and writes nothing there;
  * - in a bucket created with Object Lock, every object of a copy (manifest included; multipart
  *   files too, which reach their final key by a server-side copy) carries the GOVERNANCE
  *   retention, and offsite's bookkeeping does not;
  * - deleting a locked version fails; a plain delete or an overwrite leaves the locked version intact;
  * - prune skips the copy the policy removes while it is locked ("kept until DATE (locked)"), and
  *   the first prune after that date removes it, every version and delete marker of it;
- * - audit reports each copy's lock; with a policy that keeps a copy longer than its lock it warns,
- *   and `--extend-locks` extends the lock (PutObjectRetention).
+ * - audit reports each copy's lock; with a policy that keeps a copy longer than its lock it warns
+ *   (a lock that ends too early, and objects no longer locked), and `--extend-locks` extends the
+ *   lock (PutObjectRetention).
+ *
+ * - an encrypted copy in a locked bucket: every object sealed and locked; an auditor with only the
+ *   public key (printed by `offsite key`) deep-verifies it and sees its lock.
  *
  * The retention each write sets is short (`RETAIN_S`) and checked on every object. For the runs
  * after that, every lock is set to last `WINDOW_S` (far longer than a run on a loaded machine);
@@ -18,13 +23,13 @@
  * bucket is emptied at the end with the same bypass.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { statSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import {
-  DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, PutObjectRetentionCommand, type S3Client,
+  DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, PutObjectLockConfigurationCommand, PutObjectRetentionCommand, type S3Client,
 } from '@aws-sdk/client-s3';
 import { generateBackup } from '../../scripts/gen-backup.js';
 import { filesUnder, jsonOf, runCli, tempDir, writeConfig } from '../helpers/cli.js';
@@ -99,6 +104,19 @@ describe('s3 destination with Object Lock, on Ceph RGW (CLI)', () => {
     assert.match(said, new RegExp(`cloud: bucket ${bucket} at \\S+ does not have Object Lock enabled, so objectLock cannot make the copies there immutable: create a bucket with it \\(aws s3api create-bucket --bucket NAME --object-lock-enabled-for-bucket`));
     assert.match(said, /or remove "objectLock" from destination cloud/);
     assert.deepEqual(await keysIn(admin, bucket, ''), [], 'nothing was written');
+  });
+
+  it('startup refuses a locked bucket with a default retention rule (it would lock offsite\'s own records), says what to do, and writes nothing', async () => {
+    const dir = tempDir('defaultlock-s3');
+    await generateBackup({ root: join(dir, 'backups'), name: NAMES[0], seed: 74, totalBytes: 256 * 1024 });
+    const bucket = await freshBucket(server, 'defaultlock', { objectLock: true });
+    await admin.send(new PutObjectLockConfigurationCommand({ Bucket: bucket, ObjectLockConfiguration: { ObjectLockEnabled: 'Enabled', Rule: { DefaultRetention: { Mode: 'GOVERNANCE', Days: 1 } } } }));
+    const run = await runCli(['--config', configFor(dir, server, bucket), 'replicate', NAMES[0], '--to', 'cloud'], { env });
+    assert.notEqual(run.code, 0, run.stdout);
+    const said = run.stdout + run.stderr;
+    assert.match(said, new RegExp(`cloud: bucket ${bucket} .*has a default retention rule \\(GOVERNANCE, 1 days\\)`));
+    assert.match(said, /so remove the rule \(aws s3api put-object-lock-configuration --bucket \S+ --object-lock-configuration ObjectLockEnabled=Enabled\)/);
+    assert.deepEqual(await versionsIn(admin, bucket, ''), [], 'nothing was written');
   });
 
   it('locks every object of a copy; prune keeps it until the lock passes, then removes every version; audit reports and extends locks', async () => {
@@ -179,6 +197,19 @@ describe('s3 destination with Object Lock, on Ceph RGW (CLI)', () => {
       assert.ok(Date.parse(c.lock?.lockedUntil ?? '') > Date.now());
     }
 
+    // A policy that keeps both copies for years: their locks (WINDOW_S) end long before it would
+    // drop them: both are still locked, and audit warns that the lock ends too early.
+    const short = await runCli(['--config', config, '--json', 'audit', '--keep-within', '3y'], { env });
+    assert.equal(short.code, 0, short.stderr + short.stdout);
+    for (const c of jsonOf<AuditJson>(short).copies) {
+      assert.equal(c.lock?.state, 'locked', `${c.backup}: ${JSON.stringify(c.lock)}`);
+      assert.ok(Date.parse(c.lock?.keptUntil ?? '') > Date.now() + 365 * 86_400_000, `${c.backup}: kept for years (${String(c.lock?.keptUntil)})`);
+      assert.match(c.lock?.warning ?? '', /^the lock ends \d{4}-\d\d-\d\d, before the retention policy would drop this copy \(about \d{4}-\d\d-\d\d\); offsite audit --extend-locks extends it$/, c.backup);
+    }
+    const shortText = await runCli(['--config', config, 'audit', '--keep-within', '3y'], { env });
+    assert.match(shortText.stdout, new RegExp(`lock: locked until ${windowEnd.toISOString().slice(0, 10)} \\(GOVERNANCE\\); the policy keeps the copy until about \\d{4}`));
+    assert.match(shortText.stdout, /WARNING: the lock ends .* before the retention policy would drop this copy/);
+
     // After the lock has passed, prune removes the older copy: every version, no delete marker.
     // The locks are shortened to pass in 2 s (GOVERNANCE, bypassed; a date must be in the future).
     let lastEnd = 0;
@@ -213,5 +244,45 @@ describe('s3 destination with Object Lock, on Ceph RGW (CLI)', () => {
     }
     const [current] = (await versionsIn(admin, bucket, manifest)).filter((v) => v.key === manifest);
     assert.match(await rejects(admin.send(new DeleteObjectCommand({ Bucket: bucket, Key: manifest, VersionId: current?.versionId }))), /AccessDenied|Forbidden/);
+  });
+  it('an encrypted copy in a locked bucket: every object sealed and locked, a delete of a locked version fails, keyless deep verify and audit see it whole and locked', async () => {
+    const dir = tempDir('lock-enc-s3');
+    const name = 'backup_2025_05_03_02_00_00';
+    await generateBackup({ root: join(dir, 'backups'), name, seed: 73, totalBytes: 2 * 1024 * 1024, mtimeMs: Date.now() - 3_600_000 });
+    const bucket = await freshBucket(server, 'lock-enc', { objectLock: true });
+    const keyed = configFor(dir, server, bucket);
+    writeFileSync(keyed, readFileSync(keyed, 'utf8').replace('objectLock: {', 'encryption: { key: "${OFFSITE_KEY}" }, objectLock: {'));
+    const keyEnv = { ...env, OFFSITE_KEY: randomBytes(32).toString('hex') };
+    const run = await runCli(['--config', keyed, '--json', 'replicate', name, '--to', 'cloud'], { env: keyEnv });
+    assert.equal(run.code, 0, run.stderr + run.stdout);
+    const printed = await runCli(['--config', keyed, '--json', 'key', '--at', 'cloud'], { env: keyEnv });
+    assert.equal(printed.code, 0, printed.stderr + printed.stdout);
+    const publicKey = jsonOf<{ keys: { publicKey: string }[] }>(printed).keys[0]?.publicKey ?? '';
+    const auditor = join(dir, 'auditor.yaml');
+    writeFileSync(auditor, readFileSync(keyed, 'utf8').replace('encryption: { key: "${OFFSITE_KEY}" }', `encryption: { publicKey: "${publicKey}" }`));
+
+    const copyKeys = (await keysIn(admin, bucket, `${PREFIX}${name}/`));
+    const dataKeys = copyKeys.filter((k) => !k.includes('/.offsite/'));
+    assert.ok(dataKeys.length > 5 && copyKeys.some((k) => k.endsWith('/.offsite/manifest.json')));
+    for (const key of copyKeys) assert.equal((await retentionOf(admin, bucket, key)).mode, 'GOVERNANCE', `${key} is locked`);
+    // The runs below must see the locks in force: they are set to last WINDOW_S (as in the test above).
+    const windowEnd = new Date(Math.ceil((Date.now() + WINDOW_S * 1000) / 1000) * 1000);
+    for (const key of copyKeys) await admin.send(new PutObjectRetentionCommand({ Bucket: bucket, Key: key, Retention: { Mode: 'GOVERNANCE', RetainUntilDate: windowEnd } }));
+    for (const key of dataKeys) {
+      const stored = Buffer.from(await (await admin.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body?.transformToByteArray() ?? []);
+      assert.equal(stored.subarray(0, 4).toString('latin1'), 'OFSE', `${key} is sealed`);
+    }
+    const victim = dataKeys[0] as string;
+    const [version] = (await versionsIn(admin, bucket, victim)).filter((v) => v.key === victim);
+    assert.match(await rejects(admin.send(new DeleteObjectCommand({ Bucket: bucket, Key: victim, VersionId: version?.versionId }))), /AccessDenied|Forbidden/);
+
+    const verify = await runCli(['--config', auditor, '--json', 'verify', name, '--at', 'cloud', '--deep'], { env });
+    assert.equal(verify.code, 0, verify.stderr + verify.stdout);
+    const audit = await runCli(['--config', auditor, '--json', 'audit', '--sample', '100%', '--keep-last', '5'], { env });
+    assert.equal(audit.code, 0, audit.stderr + audit.stdout);
+    const [copy] = jsonOf<AuditJson>(audit).copies;
+    assert.equal(copy?.state, 'ok');
+    assert.equal(copy?.lock?.state, 'locked', JSON.stringify(copy?.lock));
+    assert.equal(copy?.lock?.objects, copyKeys.length, 'every object of the copy, manifest included, is counted');
   });
 });
