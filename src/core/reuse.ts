@@ -43,6 +43,12 @@ export type ReuseQuery = Pick<ManifestFile, 'path' | 'size' | 'hash' | 'chunks'>
 export interface ReuseIndexOptions {
   /** Most distinct contents kept (about 50 bytes + the path each). @default 1,000,000 */
   readonly maxEntries?: number;
+  /**
+   * Also keep, for the newest copy's files whose record has a content-MD5 source fingerprint
+   * (`isContentEtag`), that fingerprint and the hashes (`known`): the source option
+   * `trustEtags`. About 80 bytes more per such file. @default false
+   */
+  readonly sourceEtags?: boolean;
 }
 
 export interface BuildReuseIndexOptions extends ReuseIndexOptions, SignalOptions {
@@ -56,6 +62,15 @@ export interface BuildReuseIndexOptions extends ReuseIndexOptions, SignalOptions
 }
 
 const EMPTY = -1;
+
+/**
+ * True for the fingerprint of an object whose ETag is a plain MD5 of its bytes as far as the
+ * listing tells (`etag:<32 hex>:<size>`): a multipart ETag (`-N` suffix) is not one. An SSE-KMS or
+ * SSE-C ETag looks the same but is not the MD5 of the bytes: hence `trustEtags` is an option.
+ */
+export function isContentEtag(fingerprint: string | undefined): fingerprint is string {
+  return fingerprint !== undefined && /^etag:[0-9a-f]{32}:\d+$/.test(fingerprint);
+}
 
 /** A 64-bit hash string (`xxh64:<16 hex>`) as two 32-bit halves. */
 function halves(hash: string): [number, number] {
@@ -75,6 +90,11 @@ export class ReuseIndex {
   #size = new Float64Array(1024);
   /** Bytes of the recorded fingerprint right after the path in `#paths` (0: none recorded). */
   #fingerprintLength = new Uint16Array(1024);
+  /**
+   * With `sourceEtags`: bytes right after the fingerprint in `#paths` holding the recorded source
+   * fingerprint and chunk hashes (`<fingerprint> <chunk>,<chunk>...`); 0: none kept.
+   */
+  #sourceLength: Uint32Array | undefined;
   /** One bit per (hashed) size: a clear bit proves no indexed file has that size. */
   readonly #sizes: Uint32Array;
   #backup = new Uint16Array(1024);
@@ -86,10 +106,13 @@ export class ReuseIndex {
   readonly #backups: string[] = [];
   /** The newest copy's files by path -> entry. */
   readonly #newest = new Map<string, number>();
+  /** The chunk size of the newest copy's manifest (its chunk hashes are at that size). */
+  #newestChunkBytes = 0;
 
   constructor(hasher: Hasher, options: ReuseIndexOptions = {}) {
     this.#hasher = hasher;
     this.#maxEntries = options.maxEntries ?? 1_000_000;
+    if (options.sourceEtags === true) this.#sourceLength = new Uint32Array(1024);
     let capacity = 1024;
     while (capacity < this.#maxEntries * 2) capacity *= 2;
     this.#slots = new Int32Array(capacity).fill(EMPTY);
@@ -114,6 +137,7 @@ export class ReuseIndex {
     const backupIndex = this.#backups.length;
     if (backupIndex >= 0xffff) return;
     this.#backups.push(manifest.backup);
+    if (backupIndex === 0) this.#newestChunkBytes = manifest.chunkBytes;
     for (const file of manifest.files) {
       const entry = this.#insert(file, manifest.chunkBytes, backupIndex);
       if (backupIndex === 0 && entry !== EMPTY) this.#newest.set(file.path, entry);
@@ -146,6 +170,26 @@ export class ReuseIndex {
   candidate(path: string, size: number): ReuseSource | undefined {
     const entry = this.#newest.get(path);
     return entry !== undefined && this.#size[entry] === size ? { backup: this.#backups[0] as string, path } : undefined;
+  }
+
+  /**
+   * What the newest copy's manifest recorded of `path` at the source, when both it and the source
+   * now show a content-MD5 fingerprint (`isContentEtag`) for a file of this size: `same` with the
+   * recorded hashes when the fingerprints are equal (the same bytes; the caller still copies it
+   * with `match`, which finds that very record first), else `same: false` (other bytes: no use
+   * hashing it first to look for it). `undefined` when nothing is known: without the
+   * `sourceEtags` option, another chunk size, another size, no such record.
+   */
+  known(path: string, size: number, sourceFingerprint: string | undefined, chunkBytes: number):
+    { readonly same: true; readonly hash: string; readonly chunks: string[] } | { readonly same: false } | undefined {
+    if (this.#sourceLength === undefined || !isContentEtag(sourceFingerprint) || chunkBytes !== this.#newestChunkBytes) return undefined;
+    const entry = this.#newest.get(path);
+    if (entry === undefined || this.#size[entry] !== size) return undefined;
+    const length = this.#sourceLength[entry] as number;
+    if (length === 0) return undefined;
+    const start = (this.#pathStart[entry] as number) + (this.#pathLength[entry] as number) + (this.#fingerprintLength[entry] as number);
+    const [fingerprint, hash, chunks] = this.#paths.toString('utf8', start, start + length).split(' ') as [string, string, string];
+    return fingerprint === sourceFingerprint ? { same: true, hash, chunks: chunks === '' ? [] : chunks.split(',') } : { same: false };
   }
 
   /** False when no indexed file has `size` (then nothing can match); true means maybe. */
@@ -217,7 +261,8 @@ export class ReuseIndex {
     const bit = this.#sizeBit(key.size);
     this.#sizes[bit >>> 5] = (this.#sizes[bit >>> 5] as number) | (1 << (bit & 31));
     const fingerprint = file.destinationFingerprint ?? '';
-    const length = Buffer.byteLength(file.path) + Buffer.byteLength(fingerprint);
+    const source = this.#sourceLength !== undefined && backupIndex === 0 && isContentEtag(file.sourceFingerprint) ? `${file.sourceFingerprint} ${file.hash} ${file.chunks.join(',')}` : '';
+    const length = Buffer.byteLength(file.path) + Buffer.byteLength(fingerprint) + Buffer.byteLength(source);
     if (this.#pathBytes + length > this.#paths.length) {
       // By half: with 300,000 paths and fingerprints (~40 MB), doubling would leave up to that much unused.
       const bigger = Buffer.alloc(Math.max(Math.ceil(this.#paths.length * 1.5), this.#pathBytes + length));
@@ -227,6 +272,9 @@ export class ReuseIndex {
     this.#pathStart[entry] = this.#pathBytes;
     this.#pathLength[entry] = this.#paths.write(file.path, this.#pathBytes);
     this.#fingerprintLength[entry] = Math.min(0xffff, this.#paths.write(fingerprint, this.#pathBytes + (this.#pathLength[entry] as number)));
+    if (this.#sourceLength !== undefined) {
+      this.#sourceLength[entry] = this.#paths.write(source, this.#pathBytes + (this.#pathLength[entry] as number) + (this.#fingerprintLength[entry] as number));
+    }
     this.#pathBytes += length;
     this.#slots[slot] = entry;
     return entry;
@@ -246,6 +294,7 @@ export class ReuseIndex {
     this.#chunksLo = grow(this.#chunksLo, (n) => new Uint32Array(n));
     this.#size = grow(this.#size, (n) => new Float64Array(n));
     this.#fingerprintLength = grow(this.#fingerprintLength, (n) => new Uint16Array(n));
+    if (this.#sourceLength !== undefined) this.#sourceLength = grow(this.#sourceLength, (n) => new Uint32Array(n));
     this.#backup = grow(this.#backup, (n) => new Uint16Array(n));
     this.#pathStart = grow(this.#pathStart, (n) => new Uint32Array(n));
     this.#pathLength = grow(this.#pathLength, (n) => new Uint32Array(n));

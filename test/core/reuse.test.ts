@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { createReuseIndex } from '../../src/core/reuse.js';
+import { createReuseIndex, isContentEtag } from '../../src/core/reuse.js';
 import type { ManifestFile } from '../../src/manifest/manifest.js';
 
 const CHUNK = 8 * 1024 * 1024;
@@ -67,6 +67,30 @@ describe('reuse index', () => {
     assert.equal(index.match(file('elsewhere', 5), CHUNK)?.fingerprint, 'local:1005:1:7', 'also when found by content');
     const y = index.match(file('y', 6), CHUNK);
     assert.ok(y && y.fingerprint === undefined, 'no fingerprint recorded: trusted on size, like older records');
+  });
+
+  it('trustEtags: the newest copy\'s hashes of a path whose source showed the same content-MD5 ETag', async () => {
+    const md5 = (n: number): string => n.toString(16).padStart(32, '0');
+    const etag = (n: number, size: number): string => `etag:${md5(n)}:${size}`;
+    assert.ok(isContentEtag(etag(1, 10)));
+    assert.ok(!isContentEtag(`etag:${md5(1)}-3:10`), 'a multipart ETag is no content MD5');
+    assert.ok(!isContentEtag('local:10:1:2') && !isContentEtag(undefined));
+    const two = { ...file('b', 2), chunks: [hex(20), hex(21)], sourceFingerprint: etag(2, 1002) };
+    const files = [{ ...file('a', 1), sourceFingerprint: etag(1, 1001) }, two, { ...file('c', 3), sourceFingerprint: `etag:${md5(3)}-2:1003` }];
+    const index = await createReuseIndex({ sourceEtags: true });
+    index.add({ backup: 'night2', chunkBytes: CHUNK, files });
+    index.add({ backup: 'night1', chunkBytes: CHUNK, files: [{ ...file('old', 4), sourceFingerprint: etag(4, 1004) }] });
+    assert.deepEqual(index.known('b', 1002, etag(2, 1002), CHUNK), { same: true, hash: two.hash, chunks: two.chunks });
+    assert.deepEqual(index.known('a', 1001, etag(9, 1001), CHUNK), { same: false }, 'another ETag: other bytes');
+    assert.equal(index.known('a', 1001, etag(1, 1001), CHUNK / 2), undefined, 'another chunk size');
+    assert.equal(index.known('a', 1000, etag(1, 1000), CHUNK), undefined, 'another size');
+    assert.equal(index.known('c', 1003, `etag:${md5(3)}-2:1003`, CHUNK), undefined, 'a multipart ETag is never trusted');
+    assert.equal(index.known('old', 1004, etag(4, 1004), CHUNK), undefined, 'only the newest copy is looked up');
+    assert.deepEqual(index.find(file('b', 2), CHUNK), undefined, 'chunks are part of the content');
+    assert.deepEqual(index.find(two, CHUNK), { backup: 'night2', path: 'b' });
+    const plain = await createReuseIndex();
+    plain.add({ backup: 'night2', chunkBytes: CHUNK, files });
+    assert.equal(plain.known('b', 1002, etag(2, 1002), CHUNK), undefined, 'off unless asked for');
   });
 
   it('keeps at most maxEntries contents, newest copies first', async () => {
