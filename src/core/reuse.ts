@@ -6,7 +6,8 @@
  *
  * Lookup order: the same relative path in the newest earlier copy, then any copy by
  * (size, whole-file hash). Memory stays bounded whatever the number of earlier copies:
- * - manifests are read one at a time (newest first) and dropped after they are indexed;
+ * - manifests are streamed one at a time (newest first), each record indexed as it comes (never
+ *   a whole manifest in memory), and taken out again when the manifest proves damaged;
  * - a file's chunk hashes are kept as one 64-bit digest of the chunk list, not as strings;
  * - its recorded fingerprint (tens of bytes) is packed as UTF-8 after its path;
  * - identical contents are kept once (the newest location wins), in typed arrays, with paths
@@ -19,7 +20,9 @@ import { backupTimeFromName, isValidBackupName } from '../backup/index.js';
 import type { Driver, SignalOptions } from '../drivers/types.js';
 import { errorKind, errorMessage } from '../errors.js';
 import { getHasher, type Hasher } from '../hash/xxh64.js';
-import { manifestKey, OFFSITE_DIR, readManifestAt, type Manifest, type ManifestFile } from '../manifest/manifest.js';
+import { ownString } from '../strings.js';
+import { manifestKey, OFFSITE_DIR, type Manifest, type ManifestFile } from '../manifest/manifest.js';
+import { streamManifestAt, type ManifestSummary } from '../manifest/read.js';
 
 /** Where a reusable file sits at the destination: backup folder name and path inside it. */
 export interface ReuseSource {
@@ -134,13 +137,47 @@ export class ReuseIndex {
    * the by-path lookup, and for contents held by several copies the first location stays.
    */
   add(manifest: Pick<Manifest, 'backup' | 'chunkBytes' | 'files'>): void {
+    const copy = this.begin(manifest.backup, manifest.chunkBytes);
+    for (const file of manifest.files) copy.add(file);
+  }
+
+  /**
+   * Starts adding one copy's files one at a time (`add`, as a manifest is streamed), with the same
+   * order rule as `add`. `undo` takes out every file added since (a manifest found damaged at its
+   * end: nothing of it may be reused).
+   */
+  begin(backup: string, chunkBytes: number): { add(file: ManifestFile): void; undo(): void } {
     const backupIndex = this.#backups.length;
-    if (backupIndex >= 0xffff) return;
-    this.#backups.push(manifest.backup);
-    if (backupIndex === 0) this.#newestChunkBytes = manifest.chunkBytes;
-    for (const file of manifest.files) {
-      const entry = this.#insert(file, manifest.chunkBytes, backupIndex);
-      if (backupIndex === 0 && entry !== EMPTY) this.#newest.set(file.path, entry);
+    if (backupIndex >= 0xffff) return { add: () => undefined, undo: () => undefined };
+    this.#backups.push(backup);
+    if (backupIndex === 0) this.#newestChunkBytes = chunkBytes;
+    const count = this.#count;
+    const pathBytes = this.#pathBytes;
+    return {
+      add: (file) => {
+        const entry = this.#insert(file, chunkBytes, backupIndex);
+        // Its own flat copy: a path built in pieces (a rope) or cut from the manifest's text (a view
+        // of it) would keep those alive for the whole run.
+        if (backupIndex === 0 && entry !== EMPTY) this.#newest.set(ownString(file.path), entry);
+      },
+      undo: () => this.#undo(backupIndex, count, pathBytes),
+    };
+  }
+
+  /** Takes out the copy at `backupIndex` (the last one begun) and the entries from `count` on. */
+  #undo(backupIndex: number, count: number, pathBytes: number): void {
+    this.#backups.length = backupIndex;
+    if (backupIndex === 0) this.#newest.clear();
+    this.#count = count;
+    this.#pathBytes = pathBytes;
+    // Open addressing cannot simply drop entries: the slots are made again from those kept (rare:
+    // a damaged manifest). Size bits stay set: they only mean "maybe".
+    this.#slots.fill(EMPTY);
+    const mask = this.#slots.length - 1;
+    for (let entry = 0; entry < count; entry++) {
+      let slot = this.#slotOf({ hi: this.#hashHi[entry] as number, lo: this.#hashLo[entry] as number, size: this.#size[entry] as number });
+      while (this.#slots[slot] !== EMPTY) slot = (slot + 1) & mask;
+      this.#slots[slot] = entry;
     }
   }
 
@@ -322,15 +359,35 @@ export async function buildReuseIndex(driver: Driver, backups: readonly string[]
   const maxCopies = options.maxCopies ?? 3;
   for (const backup of backups) {
     if (index.backups.length >= maxCopies) break;
-    let manifest: Manifest | undefined;
+    // Streamed: one record at a time, added as it comes and taken out again when the manifest
+    // proves damaged at its end (or is no complete copy's after all).
+    let copy: ReturnType<ReuseIndex['begin']> | undefined;
+    /** Records of a manifest whose kind or chunk size come after its file list (never as offsite writes them). */
+    let held: ManifestFile[] | undefined;
+    let summary: ManifestSummary | undefined;
     try {
-      manifest = await readManifestAt(driver, manifestKey(backup), options);
+      summary = await streamManifestAt(driver, manifestKey(backup), {
+        signal: options.signal,
+        onFile: (file, _, fields) => {
+          if (copy === undefined && held === undefined) {
+            if (fields.kind === 'complete' && typeof fields.chunkBytes === 'number') copy = index.begin(backup, fields.chunkBytes);
+            else if (fields.kind === undefined || fields.chunkBytes === undefined) held = [];
+          }
+          if (copy !== undefined) copy.add(file);
+          else held?.push(file);
+        },
+      });
     } catch (err) {
+      copy?.undo();
       if (errorKind(err) !== 'integrity') throw err;
       options.onSkipped?.(backup, errorMessage(err));
       continue;
     }
-    if (manifest?.kind === 'complete') index.add(manifest);
+    if (summary?.kind !== 'complete') {
+      copy?.undo();
+      continue;
+    }
+    if (copy === undefined) index.add({ backup, chunkBytes: summary.chunkBytes, files: held ?? [] });
   }
   return index;
 }
