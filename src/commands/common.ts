@@ -14,6 +14,11 @@ export function reusePolicies(config: OffsiteConfig, destinations: readonly Driv
   return policies;
 }
 
+/** The source's `trustEtags` key (src/core/replicate.ts `ReplicateOptions.trustSourceEtags`). */
+export function trustSourceEtags(config: OffsiteConfig): boolean {
+  return config.source['trustEtags'] === true;
+}
+
 /** Picks the newest complete backup (by name order of milvus-backup's timestamped names, then last change). */
 export function pickLatest(backups: readonly BackupInspection[]): BackupInspection | undefined {
   const complete = backups.filter((b) => b.state === 'complete');

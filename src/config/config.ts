@@ -14,7 +14,7 @@ import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, errorMessage } from '../errors.js';
 import { driverSchema, driverTypes } from '../drivers/index.js';
-import { custom, duration, integer, normalizeSection, oneOf, readSection, refuse, sectionError, size, type SectionContext } from './schema.js';
+import { boolean, custom, duration, integer, normalizeSection, oneOf, readSection, refuse, sectionError, size, type SectionContext } from './schema.js';
 import { expandPath } from './paths.js';
 import { parseDestinationKey } from '../crypto/keys.js';
 
@@ -131,6 +131,12 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   };
   const read = (where: string, section: Record<string, unknown>): Section => readDriverSection(section, { file, section: where, baseDir });
   if (source['encryption'] !== undefined) throw new ConfigError(`${file}: source: "encryption" is a destination option (the source is milvus-backup's own storage, read as it is)`);
+  if (source['trustEtags'] !== undefined && (source['type'] === 'local' || source['type'] === 'sftp')) {
+    throw new ConfigError(`${file}: source: "trustEtags" is for a bucket source (type minio); remove it: a ${String(source['type'])} source has no ETags`);
+  }
+  for (const [name, section] of Object.entries(destinations)) {
+    if (isSection(section) && section['trustEtags'] !== undefined) throw new ConfigError(`${file}: destinations.${name}: "trustEtags" is a source option (source: { type: minio, trustEtags: true }); remove it here`);
+  }
   return {
     path: file,
     source: read('source', source),
@@ -154,11 +160,13 @@ const OPTIONS_SCHEMA = {
  * Keys of a driver section that belong to the engine, not to the driver (src/runtime/overlap.ts
  * `RUNTIME_KEYS` takes them out before the driver is built): `bwlimit`, the write rate limit of
  * this destination; `reuse`, how it may reuse files it already holds in other complete copies
- * (`ReusePolicy`).
+ * (`ReusePolicy`); `trustEtags` (source only, a bucket), its ETags are the MD5 of the bytes
+ * (`ReplicateOptions.trustSourceEtags`).
  */
 export const ENGINE_SCHEMA = {
   bwlimit: size(),
   reuse: oneOf(REUSE_POLICIES),
+  trustEtags: boolean(),
   encryption: custom({ expected: '{ key: ${ENV_VAR} } or { keyFile: PATH } (an audit host without the key: { publicKey: BASE64 })', secret: true }, readEncryption),
 };
 

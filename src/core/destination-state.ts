@@ -111,6 +111,8 @@ export interface PrepareContext {
   readonly lock?: Omit<LockOptions, 'signal' | 'key'>;
   readonly emit: (event: ReplicateEvent) => void;
   readonly signal?: AbortSignal;
+  /** The reuse index keeps what `ReuseIndex.known` needs (`ReplicateOptions.trustSourceEtags`). */
+  readonly trustSourceEtags?: boolean;
 }
 
 /** A destination ready for a run: its plan (as a one-destination `ReplicationPlan`), what it holds, its reuse index, and its lock unless up to date or a dry run. */
@@ -141,7 +143,7 @@ export async function prepareDestination(driver: Driver, reusePolicy: ReusePolic
   let holdings = await read();
   let plan = planOf(holdings, undefined);
   if (plan.destinations[0].upToDate) return { plan, holdings };
-  const reuse = await reuseIndexOf(driver, backup, reusePolicy, ctx.emit, signal);
+  const reuse = await reuseIndexOf(driver, backup, reusePolicy, ctx.emit, signal, ctx.trustSourceEtags === true);
   if (reuse) plan = planOf(holdings, reuse);
   if (ctx.dryRun || plan.destinations[0].upToDate) return { plan, holdings, ...(reuse ? { reuse } : {}) };
   const lock = await acquireLock(driver, backup, { ...ctx.lock, key: shard?.lockKey, signal });

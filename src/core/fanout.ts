@@ -276,6 +276,15 @@ export class Fanout {
     return this.readAlone(member, file);
   }
 
+  /**
+   * `member` will not read `path` (it took its hashes from elsewhere): its place in a shared read
+   * of it, if one started, is given up. Should it need the file after all, `subscribe` reads it
+   * alone.
+   */
+  pass(member: FeedMember, path: string): void {
+    this.reads.get(path)?.giveUp(member);
+  }
+
   /** The shared read of `path` has nothing more to hand out. */
   forget(path: string): void {
     this.reads.delete(path);

@@ -95,6 +95,12 @@ export interface ReplicateOptions {
    * a repair must not copy from a copy that may share the damage). @default no reuse
    */
   readonly reuse?: Readonly<Record<string, ReusePolicy>>;
+  /**
+   * The source's ETags are the MD5 of the bytes (the source option `trustEtags`, README): a file
+   * whose content-MD5 fingerprint, size and path equal the record in a destination's newest
+   * earlier copy is reused there without reading it at the source. @default false
+   */
+  readonly trustSourceEtags?: boolean;
   /** The per-destination lock (see ./lock.ts). */
   readonly lock?: Omit<LockOptions, 'signal' | 'key'>;
   /**
@@ -459,7 +465,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit, checkpointKeys: shard?.checkpointKeys, paths };
   const unavailable = new Map(missing.map((m) => [m.path, m.error]));
   const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, fanout, signal, emit, unavailable };
-  const prepareContext: PrepareContext = { backup, files, chunkBytes, shard, dryRun, lock: options.lock, emit, signal };
+  const prepareContext: PrepareContext = { backup, files, chunkBytes, shard, dryRun, lock: options.lock, emit, signal, trustSourceEtags: options.trustSourceEtags === true };
   const runs: DestinationRun[] = [];
 
   /** One destination's files, then its manifest (or checkpoint), at its own pace. */

@@ -44,12 +44,13 @@ export type ReuseFile = FeedFile & { readonly recordedSource?: string };
 
 /**
  * `done`: the file is recorded (reused) or the destination failed. Else it must be sent: its
- * hashes (a second read must give the same) and, for a one-chunk file, that chunk, charged to the
- * destination (the caller writes it or gives it back with `Fanout.drop`).
+ * hashes when it was read (a second read must give the same) and, for a one-chunk file, that
+ * chunk, charged to the destination (the caller writes it or gives it back with `Fanout.drop`);
+ * no hashes when it was not read (known to differ: it is sent like any file, in a shared read).
  */
 export type ReuseOutcome =
   | { readonly done: true }
-  | { readonly done: false; readonly hashes: ObjectHashes; readonly held?: Buffer };
+  | { readonly done: false; readonly hashes?: ObjectHashes; readonly held?: Buffer };
 
 /** A feed that replays a kept one-chunk file (the shape of a `Subscription` the engine reads). */
 export type Feed = Pick<Subscription, 'next' | 'leave'>;
@@ -66,6 +67,19 @@ export function keptFeed(chunk: Buffer, hashes: ObjectHashes, giveBack: (chunk: 
 
 /** Reads the file's hashes from the source read, then creates it by a server-side copy when a copy holds the same bytes. Never throws. */
 export async function tryReuse(ctx: ReuseContext, run: DestinationRun, file: ReuseFile): Promise<ReuseOutcome> {
+  const known = run.reuse?.index.known(file.path, file.size, file.fingerprint, ctx.chunkBytes);
+  // Source option `trustEtags`: the source's ETag is the MD5 of its bytes, and so was the one the
+  // newest copy recorded for this path. Another one: other bytes, sent in one shared read.
+  if (known?.same === false) return { done: false };
+  if (known !== undefined && run.reuse !== undefined) {
+    // The same one: the recorded hashes are this file's, so the source is not read for this
+    // destination. A miss (the copy there gone or changed) reads it as usual.
+    ctx.fanout.pass(run, file.path);
+    const hashes = { hash: known.hash, chunks: known.chunks };
+    const match = run.reuse.index.match({ path: file.path, size: file.size, ...hashes }, ctx.chunkBytes);
+    if (match !== undefined && await copyFrom(ctx, run, run.reuse, file, match, hashes)) return { done: true };
+    if (run.dead) return { done: true };
+  }
   let feed: Feed = ctx.fanout.subscribe(run, file);
   let held: Buffer | undefined;
   const giveBack = (): void => {
@@ -162,14 +176,14 @@ async function copyFrom(ctx: ReuseContext, run: DestinationRun, reuse: RunReuse,
  * reads one manifest at a time.
  */
 export async function reuseIndexOf(
-  driver: Driver, backup: string, policy: ReusePolicy | undefined, emit: (event: ReplicateEvent) => void, signal?: AbortSignal,
+  driver: Driver, backup: string, policy: ReusePolicy | undefined, emit: (event: ReplicateEvent) => void, signal?: AbortSignal, sourceEtags = false,
 ): Promise<RunReuse | undefined> {
   if (policy === undefined || policy === 'off' || !driver.capabilities.serverSideCopy || driver.copyWithin === undefined) return undefined;
   try {
     const copies = await reusableCopies(driver, backup, { signal });
     if (copies.length === 0) return undefined;
     const index = await buildReuseIndex(driver, copies, {
-      signal,
+      signal, sourceEtags,
       onSkipped: (copy, reason) => emit({ type: 'warning', destination: driver.name, message: `not reusing files of ${copy}: ${reason}` }),
     });
     return index.size > 0 ? { index, link: policy === 'link' } : undefined;

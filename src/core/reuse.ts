@@ -6,7 +6,8 @@
  *
  * Lookup order: the same relative path in the newest earlier copy, then any copy by
  * (size, whole-file hash). Memory stays bounded whatever the number of earlier copies:
- * - manifests are read one at a time (newest first) and dropped after they are indexed;
+ * - manifests are streamed one at a time (newest first), each record indexed as it comes (never
+ *   a whole manifest in memory), and taken out again when the manifest proves damaged;
  * - a file's chunk hashes are kept as one 64-bit digest of the chunk list, not as strings;
  * - its recorded fingerprint (tens of bytes) is packed as UTF-8 after its path;
  * - identical contents are kept once (the newest location wins), in typed arrays, with paths
@@ -19,7 +20,9 @@ import { backupTimeFromName, isValidBackupName } from '../backup/index.js';
 import type { Driver, SignalOptions } from '../drivers/types.js';
 import { errorKind, errorMessage } from '../errors.js';
 import { getHasher, type Hasher } from '../hash/xxh64.js';
-import { manifestKey, OFFSITE_DIR, readManifestAt, type Manifest, type ManifestFile } from '../manifest/manifest.js';
+import { ownString } from '../strings.js';
+import { manifestKey, OFFSITE_DIR, type Manifest, type ManifestFile } from '../manifest/manifest.js';
+import { streamManifestAt, type ManifestSummary } from '../manifest/read.js';
 
 /** Where a reusable file sits at the destination: backup folder name and path inside it. */
 export interface ReuseSource {
@@ -43,6 +46,12 @@ export type ReuseQuery = Pick<ManifestFile, 'path' | 'size' | 'hash' | 'chunks'>
 export interface ReuseIndexOptions {
   /** Most distinct contents kept (about 50 bytes + the path each). @default 1,000,000 */
   readonly maxEntries?: number;
+  /**
+   * Also keep, for the newest copy's files whose record has a content-MD5 source fingerprint
+   * (`isContentEtag`), that fingerprint and the hashes (`known`): the source option
+   * `trustEtags`. About 80 bytes more per such file. @default false
+   */
+  readonly sourceEtags?: boolean;
 }
 
 export interface BuildReuseIndexOptions extends ReuseIndexOptions, SignalOptions {
@@ -56,6 +65,15 @@ export interface BuildReuseIndexOptions extends ReuseIndexOptions, SignalOptions
 }
 
 const EMPTY = -1;
+
+/**
+ * True for the fingerprint of an object whose ETag is a plain MD5 of its bytes as far as the
+ * listing tells (`etag:<32 hex>:<size>`): a multipart ETag (`-N` suffix) is not one. An SSE-KMS or
+ * SSE-C ETag looks the same but is not the MD5 of the bytes: hence `trustEtags` is an option.
+ */
+export function isContentEtag(fingerprint: string | undefined): fingerprint is string {
+  return fingerprint !== undefined && /^etag:[0-9a-f]{32}:\d+$/.test(fingerprint);
+}
 
 /** A 64-bit hash string (`xxh64:<16 hex>`) as two 32-bit halves. */
 function halves(hash: string): [number, number] {
@@ -75,6 +93,11 @@ export class ReuseIndex {
   #size = new Float64Array(1024);
   /** Bytes of the recorded fingerprint right after the path in `#paths` (0: none recorded). */
   #fingerprintLength = new Uint16Array(1024);
+  /**
+   * With `sourceEtags`: bytes right after the fingerprint in `#paths` holding the recorded source
+   * fingerprint and chunk hashes (`<fingerprint> <chunk>,<chunk>...`); 0: none kept.
+   */
+  #sourceLength: Uint32Array | undefined;
   /** One bit per (hashed) size: a clear bit proves no indexed file has that size. */
   readonly #sizes: Uint32Array;
   #backup = new Uint16Array(1024);
@@ -86,10 +109,13 @@ export class ReuseIndex {
   readonly #backups: string[] = [];
   /** The newest copy's files by path -> entry. */
   readonly #newest = new Map<string, number>();
+  /** The chunk size of the newest copy's manifest (its chunk hashes are at that size). */
+  #newestChunkBytes = 0;
 
   constructor(hasher: Hasher, options: ReuseIndexOptions = {}) {
     this.#hasher = hasher;
     this.#maxEntries = options.maxEntries ?? 1_000_000;
+    if (options.sourceEtags === true) this.#sourceLength = new Uint32Array(1024);
     let capacity = 1024;
     while (capacity < this.#maxEntries * 2) capacity *= 2;
     this.#slots = new Int32Array(capacity).fill(EMPTY);
@@ -111,12 +137,47 @@ export class ReuseIndex {
    * the by-path lookup, and for contents held by several copies the first location stays.
    */
   add(manifest: Pick<Manifest, 'backup' | 'chunkBytes' | 'files'>): void {
+    const copy = this.begin(manifest.backup, manifest.chunkBytes);
+    for (const file of manifest.files) copy.add(file);
+  }
+
+  /**
+   * Starts adding one copy's files one at a time (`add`, as a manifest is streamed), with the same
+   * order rule as `add`. `undo` takes out every file added since (a manifest found damaged at its
+   * end: nothing of it may be reused).
+   */
+  begin(backup: string, chunkBytes: number): { add(file: ManifestFile): void; undo(): void } {
     const backupIndex = this.#backups.length;
-    if (backupIndex >= 0xffff) return;
-    this.#backups.push(manifest.backup);
-    for (const file of manifest.files) {
-      const entry = this.#insert(file, manifest.chunkBytes, backupIndex);
-      if (backupIndex === 0 && entry !== EMPTY) this.#newest.set(file.path, entry);
+    if (backupIndex >= 0xffff) return { add: () => undefined, undo: () => undefined };
+    this.#backups.push(backup);
+    if (backupIndex === 0) this.#newestChunkBytes = chunkBytes;
+    const count = this.#count;
+    const pathBytes = this.#pathBytes;
+    return {
+      add: (file) => {
+        const entry = this.#insert(file, chunkBytes, backupIndex);
+        // Its own flat copy: a path built in pieces (a rope) or cut from the manifest's text (a view
+        // of it) would keep those alive for the whole run.
+        if (backupIndex === 0 && entry !== EMPTY) this.#newest.set(ownString(file.path), entry);
+      },
+      undo: () => this.#undo(backupIndex, count, pathBytes),
+    };
+  }
+
+  /** Takes out the copy at `backupIndex` (the last one begun) and the entries from `count` on. */
+  #undo(backupIndex: number, count: number, pathBytes: number): void {
+    this.#backups.length = backupIndex;
+    if (backupIndex === 0) this.#newest.clear();
+    this.#count = count;
+    this.#pathBytes = pathBytes;
+    // Open addressing cannot simply drop entries: the slots are made again from those kept (rare:
+    // a damaged manifest). Size bits stay set: they only mean "maybe".
+    this.#slots.fill(EMPTY);
+    const mask = this.#slots.length - 1;
+    for (let entry = 0; entry < count; entry++) {
+      let slot = this.#slotOf({ hi: this.#hashHi[entry] as number, lo: this.#hashLo[entry] as number, size: this.#size[entry] as number });
+      while (this.#slots[slot] !== EMPTY) slot = (slot + 1) & mask;
+      this.#slots[slot] = entry;
     }
   }
 
@@ -146,6 +207,26 @@ export class ReuseIndex {
   candidate(path: string, size: number): ReuseSource | undefined {
     const entry = this.#newest.get(path);
     return entry !== undefined && this.#size[entry] === size ? { backup: this.#backups[0] as string, path } : undefined;
+  }
+
+  /**
+   * What the newest copy's manifest recorded of `path` at the source, when both it and the source
+   * now show a content-MD5 fingerprint (`isContentEtag`) for a file of this size: `same` with the
+   * recorded hashes when the fingerprints are equal (the same bytes; the caller still copies it
+   * with `match`, which finds that very record first), else `same: false` (other bytes: no use
+   * hashing it first to look for it). `undefined` when nothing is known: without the
+   * `sourceEtags` option, another chunk size, another size, no such record.
+   */
+  known(path: string, size: number, sourceFingerprint: string | undefined, chunkBytes: number):
+    { readonly same: true; readonly hash: string; readonly chunks: string[] } | { readonly same: false } | undefined {
+    if (this.#sourceLength === undefined || !isContentEtag(sourceFingerprint) || chunkBytes !== this.#newestChunkBytes) return undefined;
+    const entry = this.#newest.get(path);
+    if (entry === undefined || this.#size[entry] !== size) return undefined;
+    const length = this.#sourceLength[entry] as number;
+    if (length === 0) return undefined;
+    const start = (this.#pathStart[entry] as number) + (this.#pathLength[entry] as number) + (this.#fingerprintLength[entry] as number);
+    const [fingerprint, hash, chunks] = this.#paths.toString('utf8', start, start + length).split(' ') as [string, string, string];
+    return fingerprint === sourceFingerprint ? { same: true, hash, chunks: chunks === '' ? [] : chunks.split(',') } : { same: false };
   }
 
   /** False when no indexed file has `size` (then nothing can match); true means maybe. */
@@ -217,7 +298,8 @@ export class ReuseIndex {
     const bit = this.#sizeBit(key.size);
     this.#sizes[bit >>> 5] = (this.#sizes[bit >>> 5] as number) | (1 << (bit & 31));
     const fingerprint = file.destinationFingerprint ?? '';
-    const length = Buffer.byteLength(file.path) + Buffer.byteLength(fingerprint);
+    const source = this.#sourceLength !== undefined && backupIndex === 0 && isContentEtag(file.sourceFingerprint) ? `${file.sourceFingerprint} ${file.hash} ${file.chunks.join(',')}` : '';
+    const length = Buffer.byteLength(file.path) + Buffer.byteLength(fingerprint) + Buffer.byteLength(source);
     if (this.#pathBytes + length > this.#paths.length) {
       // By half: with 300,000 paths and fingerprints (~40 MB), doubling would leave up to that much unused.
       const bigger = Buffer.alloc(Math.max(Math.ceil(this.#paths.length * 1.5), this.#pathBytes + length));
@@ -227,6 +309,9 @@ export class ReuseIndex {
     this.#pathStart[entry] = this.#pathBytes;
     this.#pathLength[entry] = this.#paths.write(file.path, this.#pathBytes);
     this.#fingerprintLength[entry] = Math.min(0xffff, this.#paths.write(fingerprint, this.#pathBytes + (this.#pathLength[entry] as number)));
+    if (this.#sourceLength !== undefined) {
+      this.#sourceLength[entry] = this.#paths.write(source, this.#pathBytes + (this.#pathLength[entry] as number) + (this.#fingerprintLength[entry] as number));
+    }
     this.#pathBytes += length;
     this.#slots[slot] = entry;
     return entry;
@@ -246,6 +331,7 @@ export class ReuseIndex {
     this.#chunksLo = grow(this.#chunksLo, (n) => new Uint32Array(n));
     this.#size = grow(this.#size, (n) => new Float64Array(n));
     this.#fingerprintLength = grow(this.#fingerprintLength, (n) => new Uint16Array(n));
+    if (this.#sourceLength !== undefined) this.#sourceLength = grow(this.#sourceLength, (n) => new Uint32Array(n));
     this.#backup = grow(this.#backup, (n) => new Uint16Array(n));
     this.#pathStart = grow(this.#pathStart, (n) => new Uint32Array(n));
     this.#pathLength = grow(this.#pathLength, (n) => new Uint32Array(n));
@@ -273,15 +359,35 @@ export async function buildReuseIndex(driver: Driver, backups: readonly string[]
   const maxCopies = options.maxCopies ?? 3;
   for (const backup of backups) {
     if (index.backups.length >= maxCopies) break;
-    let manifest: Manifest | undefined;
+    // Streamed: one record at a time, added as it comes and taken out again when the manifest
+    // proves damaged at its end (or is no complete copy's after all).
+    let copy: ReturnType<ReuseIndex['begin']> | undefined;
+    /** Records of a manifest whose kind or chunk size come after its file list (never as offsite writes them). */
+    let held: ManifestFile[] | undefined;
+    let summary: ManifestSummary | undefined;
     try {
-      manifest = await readManifestAt(driver, manifestKey(backup), options);
+      summary = await streamManifestAt(driver, manifestKey(backup), {
+        signal: options.signal,
+        onFile: (file, _, fields) => {
+          if (copy === undefined && held === undefined) {
+            if (fields.kind === 'complete' && typeof fields.chunkBytes === 'number') copy = index.begin(backup, fields.chunkBytes);
+            else if (fields.kind === undefined || fields.chunkBytes === undefined) held = [];
+          }
+          if (copy !== undefined) copy.add(file);
+          else held?.push(file);
+        },
+      });
     } catch (err) {
+      copy?.undo();
       if (errorKind(err) !== 'integrity') throw err;
       options.onSkipped?.(backup, errorMessage(err));
       continue;
     }
-    if (manifest?.kind === 'complete') index.add(manifest);
+    if (summary?.kind !== 'complete') {
+      copy?.undo();
+      continue;
+    }
+    if (copy === undefined) index.add({ backup, chunkBytes: summary.chunkBytes, files: held ?? [] });
   }
   return index;
 }

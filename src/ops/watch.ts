@@ -57,6 +57,8 @@ export interface WatchOptions {
   readonly maxRetryDelayMs?: number;
   /** Each destination's `reuse` policy (src/core/replicate.ts `ReplicateOptions.reuse`). @default no reuse */
   readonly reuse?: Readonly<Record<string, ReusePolicy>>;
+  /** `ReplicateOptions.trustSourceEtags` (the source's `trustEtags` key). @default false */
+  readonly trustSourceEtags?: boolean;
   readonly signal?: AbortSignal;
   readonly onEvent?: (event: WatchEvent) => void;
 }
@@ -221,7 +223,7 @@ export async function watchBackups(options: WatchOptions): Promise<WatchSummary>
     try {
       result = await replicate({
         source, backup, destinations: targets, chunkBytes: options.chunkBytes, fileConcurrency: options.fileConcurrency,
-        quietPeriodMs: options.quietPeriodMs, reuse: options.reuse, signal,
+        quietPeriodMs: options.quietPeriodMs, reuse: options.reuse, trustSourceEtags: options.trustSourceEtags, signal,
       });
     } catch (err) {
       if (signal?.aborted) { interrupted = backup; return; }

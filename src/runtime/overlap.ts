@@ -10,7 +10,7 @@ import { refuseOverlappingLocations, refuseOverlappingPlaces, type Place } from 
 import type { Driver } from '../drivers/types.js';
 
 /** Keys of a driver section that belong to the runtime, not to the driver. */
-export const RUNTIME_KEYS: readonly string[] = ['bwlimit', 'reuse', 'encryption'];
+export const RUNTIME_KEYS: readonly string[] = ['bwlimit', 'reuse', 'encryption', 'trustEtags'];
 
 /** A driver's config section without the runtime's keys. */
 export function driverSectionOf(section: Readonly<Record<string, unknown>>): Record<string, unknown> {

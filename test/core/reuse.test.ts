@@ -6,7 +6,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { createReuseIndex } from '../../src/core/reuse.js';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildReuseIndex, createReuseIndex, isContentEtag } from '../../src/core/reuse.js';
+import { createDriver } from '../../src/drivers/index.js';
+import { buildManifestBody, manifestKey, writeManifestAt } from '../../src/manifest/manifest.js';
 import type { ManifestFile } from '../../src/manifest/manifest.js';
 
 const CHUNK = 8 * 1024 * 1024;
@@ -69,6 +74,72 @@ describe('reuse index', () => {
     assert.ok(y && y.fingerprint === undefined, 'no fingerprint recorded: trusted on size, like older records');
   });
 
+  it('trustEtags: the newest copy\'s hashes of a path whose source showed the same content-MD5 ETag', async () => {
+    const md5 = (n: number): string => n.toString(16).padStart(32, '0');
+    const etag = (n: number, size: number): string => `etag:${md5(n)}:${size}`;
+    assert.ok(isContentEtag(etag(1, 10)));
+    assert.ok(!isContentEtag(`etag:${md5(1)}-3:10`), 'a multipart ETag is no content MD5');
+    assert.ok(!isContentEtag('local:10:1:2') && !isContentEtag(undefined));
+    const two = { ...file('b', 2), chunks: [hex(20), hex(21)], sourceFingerprint: etag(2, 1002) };
+    const files = [{ ...file('a', 1), sourceFingerprint: etag(1, 1001) }, two, { ...file('c', 3), sourceFingerprint: `etag:${md5(3)}-2:1003` }];
+    const index = await createReuseIndex({ sourceEtags: true });
+    index.add({ backup: 'night2', chunkBytes: CHUNK, files });
+    index.add({ backup: 'night1', chunkBytes: CHUNK, files: [{ ...file('old', 4), sourceFingerprint: etag(4, 1004) }] });
+    assert.deepEqual(index.known('b', 1002, etag(2, 1002), CHUNK), { same: true, hash: two.hash, chunks: two.chunks });
+    assert.deepEqual(index.known('a', 1001, etag(9, 1001), CHUNK), { same: false }, 'another ETag: other bytes');
+    assert.equal(index.known('a', 1001, etag(1, 1001), CHUNK / 2), undefined, 'another chunk size');
+    assert.equal(index.known('a', 1000, etag(1, 1000), CHUNK), undefined, 'another size');
+    assert.equal(index.known('c', 1003, `etag:${md5(3)}-2:1003`, CHUNK), undefined, 'a multipart ETag is never trusted');
+    assert.equal(index.known('old', 1004, etag(4, 1004), CHUNK), undefined, 'only the newest copy is looked up');
+    assert.deepEqual(index.find(file('b', 2), CHUNK), undefined, 'chunks are part of the content');
+    assert.deepEqual(index.find(two, CHUNK), { backup: 'night2', path: 'b' });
+    const plain = await createReuseIndex();
+    plain.add({ backup: 'night2', chunkBytes: CHUNK, files });
+    assert.equal(plain.known('b', 1002, etag(2, 1002), CHUNK), undefined, 'off unless asked for');
+  });
+
+  it('streams the manifests of a destination; a damaged one adds nothing, however far it was read', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'reuse-index-'));
+    try {
+      const driver = await createDriver('vault', { type: 'local', root });
+      const write = (backup: string, files: ManifestFile[], kind: 'complete' | 'progress' = 'complete') => writeManifestAt(driver, manifestKey(backup), buildManifestBody({
+        kind, backup, source: 'src', chunkBytes: CHUNK, files, createdAt: new Date(0), backupTime: new Date(0).toISOString(),
+      }), { pretty: false });
+      await write('n3', [file('a/1', 1), file('a/2', 2)]);
+      await write('n2', [file('b/3', 3), file('b/4', 4)]);
+      await write('n1', [file('c/5', 5)]);
+      await write('n0', [file('d/6', 6)], 'progress');
+      // n2 damaged after its records: its digest no longer matches.
+      const path = join(root, 'n2', '.offsite', 'manifest.json');
+      writeFileSync(path, readFileSync(path, 'utf8').replace('"b/4"', '"b/9"'));
+      const skipped: string[] = [];
+      const index = await buildReuseIndex(driver, ['n3', 'n2', 'n1', 'n0'], { onSkipped: (backup) => skipped.push(backup) });
+      assert.deepEqual(skipped, ['n2']);
+      assert.deepEqual(index.backups, ['n3', 'n1']);
+      assert.deepEqual(index.find(file('x', 1), CHUNK), { backup: 'n3', path: 'a/1' });
+      assert.deepEqual(index.find(file('x', 5), CHUNK), { backup: 'n1', path: 'c/5' }, 'found past the damaged copy');
+      assert.equal(index.find(file('x', 3), CHUNK), undefined, 'nothing of the damaged copy');
+      assert.equal(index.find(file('x', 6), CHUNK), undefined, 'nothing of a copy that is not complete');
+      assert.equal(index.size, 3);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('undo takes out a copy begun last and keeps the others findable', async () => {
+    const index = await createReuseIndex();
+    index.add({ backup: 'n2', chunkBytes: CHUNK, files: Array.from({ length: 300 }, (_, i) => file(`a/${i}`, i)) });
+    const copy = index.begin('n1', CHUNK);
+    for (let i = 200; i < 600; i++) copy.add(file(`b/${i}`, i));
+    copy.undo();
+    assert.deepEqual(index.backups, ['n2']);
+    assert.equal(index.size, 300);
+    for (let i = 0; i < 300; i++) assert.deepEqual(index.find(file('x', i), CHUNK), { backup: 'n2', path: `a/${i}` });
+    assert.equal(index.find(file('x', 450), CHUNK), undefined);
+    index.add({ backup: 'n0', chunkBytes: CHUNK, files: [file('c/1', 1000)] });
+    assert.deepEqual(index.find(file('x', 1000), CHUNK), { backup: 'n0', path: 'c/1' });
+  });
+
   it('keeps at most maxEntries contents, newest copies first', async () => {
     const index = await createReuseIndex({ maxEntries: 2 });
     index.add({ backup: 'new', chunkBytes: CHUNK, files: [file('a', 1), file('b', 2)] });
@@ -86,13 +157,18 @@ describe('reuse index', () => {
     const index = await createReuseIndex();
     let next = files;
     const current = Array.from({ length: files }, (_, i) => i);
-    for (let night = nights; night >= 1; night--) { // newest first
+    // Each night's records made and dropped in a function of their own: a loop's last records may
+    // stay reachable from its frame, and the measure is of the index, not of the test's records.
+    const addNight = (night: number): void => {
       // Every record with a destination fingerprint as S3 makes them (the index keeps it).
       const manifestFiles = current.map((content, i) => ({
         ...file(`binlogs/insert_log/449900000000000001/449900000000000002/${i % 97}/4499000000${String(i).padStart(8, '0')}/101/${content}`, content),
         destinationFingerprint: `etag:${content.toString(16).padStart(32, '0')}:${1000 + content}`,
       }));
       index.add({ backup: `backup_night_${night}`, chunkBytes: CHUNK, files: manifestFiles });
+    };
+    for (let night = nights; night >= 1; night--) { // newest first
+      addNight(night);
       for (let i = night % 10; i < files; i += 10) current[i] = next++; // older nights differ in 10%
     }
     // Buffers the index outgrew are freed, and uncounted, a moment after the collection that finds them.

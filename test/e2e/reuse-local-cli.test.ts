@@ -5,18 +5,22 @@
  * changed files are written; `reuse: off` and `--no-reuse` send everything; every tree is byte
  * for byte the source's. A reused file damaged at the destination is found by the audit (naming
  * where it was copied from) and repaired; with `link` the damage shows in both copies sharing the
- * file, and the repair breaks the link. Prune of night 1 leaves night 2 intact.
+ * file, and the repair breaks the link. Prune of night 1 leaves night 2 intact. A SIGKILL while
+ * files are being reused leaves no copy that a deep verify takes for complete, and the rerun
+ * completes it.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, statSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { flipByte, deriveNight, makeNights, type Nights } from '../helpers/nights.js';
-import { jsonOf, runCli, tempDir, treeDigest, writeConfig } from '../helpers/cli.js';
+import { binPath, jsonOf, runCli, tempDir, treeDigest, writeConfig } from '../helpers/cli.js';
 
 const NIGHT1 = 'backup_2025_11_01_01_00_00';
 const NIGHT2 = 'backup_2025_11_02_01_00_00';
 const NIGHT3 = 'backup_2025_11_03_01_00_00';
+const NIGHT4 = 'backup_2025_11_04_01_00_00';
 const UTC = { TZ: 'UTC' };
 
 interface Action { path: string; action: string; reuseFrom?: string }
@@ -177,5 +181,33 @@ describe('reuse of earlier copies at local destinations (CLI)', () => {
     const verify = await run('--json', 'verify', NIGHT2, '--deep');
     assert.equal(verify.code, 0, verify.stdout + verify.stderr);
     assert.ok(jsonOf<VerifyJson>(verify).results.every((r) => r.status === 'ok'));
+  });
+
+  it('SIGKILL while files are reused: no copy is taken for complete before the rerun completes it', async () => {
+    deriveNight(source(), NIGHT2, NIGHT4, [nights.changed[0] as string]);
+    const args = ['--config', config, '--quiet', 'replicate', NIGHT4, '--to', 'spare', '--concurrency', '2'];
+    let midRun = 0;
+    // Killed as soon as the first file's folder appears (the run is past its lock and copying); a
+    // run that finished first ends the attempts.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const child = spawn(process.execPath, [binPath, ...args], { stdio: 'ignore', env: { ...process.env, ...UTC } });
+      let done = false;
+      const exited = new Promise<void>((resolve) => child.on('close', () => { done = true; resolve(); }));
+      while (!done && !existsSync(at('spare', NIGHT4, 'binlogs'))) await new Promise((resolve) => setTimeout(resolve, 2));
+      if (!done) { child.kill('SIGKILL'); midRun++; }
+      await exited;
+      const verify = await run('--json', 'verify', NIGHT4, '--deep', '--at', 'spare');
+      for (const r of jsonOf<VerifyJson>(verify).results) assert.ok(r.status === 'incomplete' || r.status === 'ok', `after a kill: ${r.destination} ${r.status}`);
+      if (existsSync(at('spare', NIGHT4, '.offsite', 'manifest.json'))) break;
+    }
+    assert.ok(midRun > 0, 'at least one kill landed mid-run');
+    const final = await run('--json', 'replicate', NIGHT4, '--to', 'spare');
+    assert.equal(final.code, 0, final.stdout + final.stderr);
+    const verify = await run('--json', 'verify', NIGHT4, '--deep', '--at', 'spare');
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+    sameTree('spare', NIGHT4);
+    const files = manifest('spare', NIGHT4).files;
+    const reused = files.filter((f) => f.reusedFrom !== undefined).length;
+    assert.ok(reused > 0 && reused < files.length, `the copy mixes reused (${reused}) and sent files`);
   });
 });
