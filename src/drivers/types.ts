@@ -385,7 +385,8 @@ export interface Driver {
    * `KeyError`. After a crash at most a temp file (local, sftp) or an open multipart upload (object
    * stores) is left, which later writes and deletes of `toKey` clean up as usual. Resolves, like
    * `commit`, with the new object's fingerprint when the driver knows it without another request
-   * (the conformance suite checks that it equals `stat`'s).
+   * (the conformance suite checks that it equals `stat`'s). Durable, like a commit, once the
+   * driver's next `sync()` resolves.
    */
   copyWithin?(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<Committed | void>;
   /**

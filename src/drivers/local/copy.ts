@@ -2,8 +2,9 @@
  * Server-side copy of the `local` driver: `copyFile` with `COPYFILE_FICLONE` (a reflink where the
  * file system has them, XFS or Btrfs; an in-kernel `copy_file_range` otherwise), or with `link`
  * a hard link (falling back to the copy where the file system has none), into a fresh temp name
- * next to the target, fsync, size check, rename onto the target, fsync of the folder. The target
- * is never seen half-copied, and a failed copy removes its temp file.
+ * next to the target, size check, rename onto the target. The copy is durable at the driver's next
+ * `sync()` (one `syncfs` for all, as for written files). The target is never seen half-copied,
+ * and a failed copy removes its temp file.
  */
 import { constants, type BigIntStats } from 'node:fs';
 import { copyFile, link, rename, stat, unlink } from 'node:fs/promises';
@@ -12,7 +13,7 @@ import { throwIfAborted } from '../../errors.js';
 import { checkCopySource, copyTempName, notFoundError, sizeMismatchError, splitKey, type ErrorContext } from '../toolkit/index.js';
 import type { Committed, CopyWithinOptions } from '../types.js';
 import { isMissing } from './errors.js';
-import { localEntry, syncFile, syncFolder, type LocalTree } from './tree.js';
+import { localEntry, type LocalTree } from './tree.js';
 
 /**
  * Copies `fromKey` to `toKey` (keys already checked). A missing source (or a folder) rejects
@@ -20,7 +21,7 @@ import { localEntry, syncFile, syncFolder, type LocalTree } from './tree.js';
  * a source not as `options.expect` says with `E_COPY_SOURCE_CHANGED`, before anything is made.
  * Resolves with the copy's fingerprint (from the stat that checks its size; a rename keeps it).
  */
-export async function copyLocal(tree: LocalTree, fromKey: string, toKey: string, options: CopyWithinOptions, context: ErrorContext): Promise<Committed> {
+export async function copyLocal(tree: LocalTree, fromKey: string, toKey: string, options: CopyWithinOptions, context: ErrorContext, onCommitted: (file: string, folder: string) => void): Promise<Committed> {
   const { signal } = options;
   const source = await tree.resolveKey(fromKey, context);
   const info = source === undefined ? undefined : await stat(source, { bigint: true }).catch((err: unknown) => (isMissing(err) ? undefined : Promise.reject(err)));
@@ -32,7 +33,6 @@ export async function copyLocal(tree: LocalTree, fromKey: string, toKey: string,
   let copied: BigIntStats;
   try {
     if (!(options.link === true && (await linked(source, temp)))) await copyFile(source, temp, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
-    await syncFile(temp);
     copied = await stat(temp, { bigint: true });
     if (copied.size !== info.size) throw sizeMismatchError(context, 'the copy', Number(copied.size), Number(info.size));
     throwIfAborted(signal, `${context.driver}: copy ${fromKey}`);
@@ -41,7 +41,9 @@ export async function copyLocal(tree: LocalTree, fromKey: string, toKey: string,
     await unlink(temp).catch(() => undefined);
     throw err;
   }
-  await syncFolder(folder);
+  // Durable at the driver's next sync(), like a written file: an fsync of the file and of its
+  // folder per copy made reusing 20,000 small files take minutes.
+  onCommitted(join(folder, basename), folder);
   return { fingerprint: localEntry(toKey, copied).fingerprint };
 }
 

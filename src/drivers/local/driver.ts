@@ -229,7 +229,10 @@ export class LocalDriver implements Driver {
       checkDriverKey(this.name, fromKey);
       checkDriverKey(this.name, toKey);
       this.#checkOpen(options.signal, context);
-      return await copyLocal(this.#tree, fromKey, toKey, options, context);
+      return await copyLocal(this.#tree, fromKey, toKey, options, context, (file, folder) => {
+        this.#unsynced.files.add(file);
+        this.#unsynced.folders.add(folder);
+      });
     } catch (err) {
       throw classifyFsError(err, context);
     }
