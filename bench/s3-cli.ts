@@ -5,10 +5,10 @@
  *
  *   (a) `offsite replicate NAME --to cloud` (one `s3` destination, local source), once per
  *       setting tried: `--concurrency` x `options.chunkSize` (default 4,8,16 x 8MiB,16MiB);
- *       with `--baseline DIR`, also the offsite of another built checkout (encrypted too with
- *       `--encrypted`) (e.g. the last commit,
- *       `git archive HEAD | tar -x -C DIR`, node_modules linked, `npx tsc`) with the same settings,
- *       so that a change is measured against what it replaces in the same run;
+ *       with `--baseline DIR`, also the offsite of another built checkout (e.g. the last commit,
+ *       `git archive HEAD | tar -x -C DIR`, node_modules linked, `npx tsc`) with the same settings
+ *       (and encrypted too with `--encrypted`), so that a change is measured against what it
+ *       replaces in the same run;
  *   (b) `env -u AWS_CA_BUNDLE rclone copy DIR rgw:BUCKET/NAME`, the remote configured through
  *       RCLONE_CONFIG_RGW_* variables (type s3, provider Ceph, path style), with rclone's
  *       default transfer settings written out explicitly (see RCLONE_SETTINGS) so that the figure
