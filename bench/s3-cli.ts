@@ -6,8 +6,9 @@
  *   (a) `offsite replicate NAME --to cloud` (one `s3` destination, local source), once per
  *       setting tried: `--concurrency` x `options.chunkSize` (default 4,8,16 x 8MiB,16MiB);
  *       with `--baseline DIR`, also the offsite of another built checkout (e.g. the last commit,
- *       `git archive HEAD | tar -x -C DIR`, node_modules linked, `npx tsc`) with the same settings,
- *       so that a change is measured against what it replaces in the same run;
+ *       `git archive HEAD | tar -x -C DIR`, node_modules linked, `npx tsc`) with the same settings
+ *       (and encrypted too with `--encrypted`), so that a change is measured against what it
+ *       replaces in the same run;
  *   (b) `env -u AWS_CA_BUNDLE rclone copy DIR rgw:BUCKET/NAME`, the remote configured through
  *       RCLONE_CONFIG_RGW_* variables (type s3, provider Ceph, path style), with rclone's
  *       default transfer settings written out explicitly (see RCLONE_SETTINGS) so that the figure
@@ -161,7 +162,7 @@ async function main(): Promise<void> {
     for (const chunk of chunkSizes) {
       for (const concurrency of concurrencies) {
         const isDefault = concurrency === DEFAULT_SETTINGS.concurrency && chunk.bytes === DEFAULT_SETTINGS.chunkBytes;
-        for (const [offsiteBin, baseline, encrypted] of [[bin, false, false], ...(opts.encrypted ? [[bin, false, true] as const] : []), ...(baselineBin !== undefined ? [[baselineBin, true, false] as const] : [])] as const) {
+        for (const [offsiteBin, baseline, encrypted] of [[bin, false, false], ...(opts.encrypted ? [[bin, false, true] as const] : []), ...(baselineBin !== undefined ? [[baselineBin, true, false] as const, ...(opts.encrypted ? [[baselineBin, true, true] as const] : [])] : [])] as const) {
           contenders.push({
             label: `${baseline ? 'baseline' : 'offsite'}${encrypted ? ' encrypted' : ''} --concurrency ${concurrency}, chunkSize ${chunk.text}${isDefault && !baseline ? ' (default)' : ''}`,
             kind: 'offsite',
@@ -229,7 +230,7 @@ async function main(): Promise<void> {
       console.log('\nencrypted against plain (same setting, same run; issue 14 target <= 1.10x):');
       for (const [i, contender] of contenders.entries()) {
         if (!contender.encrypted) continue;
-        const plain = contenders.findIndex((c) => !c.encrypted && !c.baseline && c.kind === contender.kind && c.concurrency === contender.concurrency && c.chunk === contender.chunk &&
+        const plain = contenders.findIndex((c) => !c.encrypted && c.baseline === contender.baseline && c.kind === contender.kind && c.concurrency === contender.concurrency && c.chunk === contender.chunk &&
           (c.kind === 'offsite' || c.label.replace('copy', 'crypt') === contender.label));
         console.log(`  ${contender.label}: ${((seconds[i] as number) / (seconds[plain] as number)).toFixed(2)}x the time of ${contenders[plain]?.label}`);
       }

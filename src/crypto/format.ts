@@ -30,6 +30,7 @@
  */
 import { createCipheriv, createDecipheriv, createHmac, timingSafeEqual } from 'node:crypto';
 import { OffsiteError } from '../errors.js';
+import type { Hasher } from '../hash/xxh64.js';
 import { EncryptionKeyError, type DestinationKey } from './keys.js';
 
 const MAGIC = Buffer.from('OFSE', 'latin1');
@@ -148,28 +149,64 @@ export class FileSealer extends FileCipher {
    * chunk (`chunkBytes` long unless `last`). The same input always gives the same bytes.
    */
   seal(index: number, plain: Uint8Array, last: boolean): ChunkResult {
+    const out = Buffer.allocUnsafe(OVERHEAD_BYTES + plain.length);
+    return { bytes: out, mac: this.sealInto(index, plain, last, out, 0) };
+  }
+
+  /** `seal` writing the stored bytes into `out` at `at` (`OVERHEAD_BYTES + plain.length` of them); returns the plaintext MAC. */
+  sealInto(index: number, plain: Uint8Array, last: boolean, out: Buffer, at: number): Buffer {
     if (plain.length > this.chunkBytes || (!last && plain.length !== this.chunkBytes)) {
       throw new RangeError(`${this.fileId}: chunk ${index} has ${plain.length} bytes; only the last chunk may be shorter than ${this.chunkBytes}`);
     }
     const mac = this.chunkMac(index, plain as Buffer, last);
-    const out = Buffer.allocUnsafe(OVERHEAD_BYTES + plain.length);
-    MAGIC.copy(out, 0);
-    out[4] = VERSION;
-    out.fill(0, 5, 8);
-    out.writeUInt32BE(this.chunkBytes, 8);
-    this.check.copy(out, 12);
+    const start = at;
+    MAGIC.copy(out, at);
+    out[at + 4] = VERSION;
+    out.fill(0, at + 5, at + 8);
+    out.writeUInt32BE(this.chunkBytes, at + 8);
+    this.check.copy(out, at + 12);
     const nonce = this.nonceOf(mac);
-    nonce.copy(out, 12 + CHECK_BYTES);
-    const prefix = out.subarray(0, PREFIX_BYTES);
+    nonce.copy(out, at + 12 + CHECK_BYTES);
+    const prefix = out.subarray(start, start + PREFIX_BYTES);
     const cipher = createCipheriv('aes-256-gcm', this.fileKey, nonce);
     cipher.setAAD(this.additionalData(prefix, index, last));
-    let at = PREFIX_BYTES;
+    at += PREFIX_BYTES;
     // In slices: one update of a whole 8 MiB chunk was measured slower (a large output buffer per call).
     for (let from = 0; from < plain.length; from += SLICE_BYTES) at += cipher.update(plain.subarray(from, from + SLICE_BYTES)).copy(out, at);
     at += cipher.final().copy(out, at);
     cipher.getAuthTag().copy(out, at);
-    return { bytes: out, mac };
+    return mac;
   }
+}
+
+/** The stored bytes of one plain part, the XXH64 of each of its sealed chunks and their plaintext MACs (in chunk order). */
+export interface SealedPart {
+  readonly bytes: Uint8Array;
+  readonly hashes: readonly string[];
+  readonly macs: readonly Uint8Array[];
+}
+
+/**
+ * Seals a plain part of whole chunks (the file's last part may end short) whose first chunk is
+ * `firstChunk` of the file's `chunks`, into one buffer of its own (`allocUnsafeSlow`: a worker
+ * thread can hand it over without a copy, src/runtime/cpu-tasks.ts), and hashes each sealed chunk.
+ */
+export function sealPart(sealer: FileSealer, hasher: Hasher, firstChunk: number, chunks: number, plain: Uint8Array): SealedPart {
+  const { chunkBytes } = sealer;
+  const count = Math.max(1, Math.ceil(plain.length / chunkBytes));
+  const out = Buffer.allocUnsafeSlow(count * OVERHEAD_BYTES + plain.length);
+  const hashes: string[] = [];
+  const macs: Buffer[] = [];
+  let at = 0;
+  for (let i = 0; i < count; i++) {
+    const chunk = firstChunk + i;
+    const piece = plain.subarray(i * chunkBytes, (i + 1) * chunkBytes);
+    macs.push(sealer.sealInto(chunk, piece, chunk === chunks - 1, out, at));
+    const end = at + OVERHEAD_BYTES + piece.length;
+    hashes.push(hasher.hash(out.subarray(at, end)));
+    at = end;
+  }
+  return { bytes: out, hashes, macs };
 }
 
 /**

@@ -100,6 +100,15 @@ export class DestinationKey {
     this.#macKey = derive(this.#key, Buffer.alloc(0), LABEL.mac);
   }
 
+  /**
+   * The raw destination key, for the one place that hands it on: the CPU pool, which gives it to
+   * each worker thread once so that parts are sealed off the main thread (src/runtime/cpu-pool.ts).
+   * A copy; never log or serialize it.
+   */
+  secretBytes(): Buffer {
+    return Buffer.from(this.#key);
+  }
+
   /** The AES-256-GCM key of the file stored under `fileId` (its key in the destination, UTF-8). */
   fileKey(fileId: Buffer): Buffer {
     return derive(this.#key, fileId, LABEL.file);

@@ -9,7 +9,8 @@
  *
  * `openObjectWrite` picks one, and for a multipart object finds the open upload to resume.
  * Part bookkeeping (indexes, lengths) is the toolkit's `PartLedger`; refusals have the toolkit's
- * codes and kinds (src/drivers/toolkit/errors.ts).
+ * codes and kinds (src/drivers/toolkit/errors.ts). The MD5 of each part (Content-MD5, ETag checks)
+ * is computed in the CPU pool's worker threads (`partMd5`), off the event loop.
  */
 import { DriverError, throwIfAborted } from '../../errors.js';
 import {
@@ -19,7 +20,7 @@ import type { CommitOptions, Committed, SignalOptions, WriteSession } from '../t
 import { HASH_METADATA, type Bucket } from './bucket.js';
 import { ensureRetention, retentionFor } from './object-lock.js';
 import { S3_LIMITS } from './quirks.js';
-import { md5, multipartEtag, type StoredPart } from './store.js';
+import { multipartEtag, partMd5, type StoredPart } from './store.js';
 
 /** Hashes look like `xxh64:0123456789abcdef`; anything printable and short is stored as is. */
 const HASH_SHAPE = /^[\x21-\x7e]{1,200}$/;
@@ -171,7 +172,7 @@ class SinglePartSession extends Session {
     if (body === undefined) throw missingPartError(this.context('commit'), [0], 1, 'was never written');
     let etag: string | undefined;
     try {
-      const digest = md5(body).base64;
+      const digest = (await partMd5(body, options.signal)).base64;
       etag = await this.bucket.upload(options.signal, `${this.key}: commit`, () => this.bucket.store.put(this.full, body, digest, { [HASH_METADATA]: options.hash }, options.signal, retentionFor(this.bucket, this.full)));
     } catch (err) {
       throw this.bucket.fail(err, 'commit', this.full);
@@ -222,11 +223,11 @@ class MultipartSession extends Session {
     this.#found = found;
   }
 
-  /** Compares the stored part's ETag (its MD5) with the bytes; no IO. */
+  /** Compares the stored part's ETag (its MD5) with the bytes; no IO (the MD5 runs in the CPU pool). */
   async matches(index: number, bytes: Uint8Array, options: SignalOptions = {}): Promise<boolean> {
     const expected = this.checkPart(index, bytes, options.signal, 'matches');
     const stored = this.#found.get(index);
-    if (stored === undefined || bytes.length !== expected || stored.etag !== md5(bytes).hex) {
+    if (stored === undefined || bytes.length !== expected || stored.etag !== (await partMd5(bytes, options.signal)).hex) {
       this.#found.delete(index);
       return false;
     }
@@ -250,7 +251,7 @@ class MultipartSession extends Session {
     this.checkPart(index, bytes, options.signal, 'write');
     try {
       const uploadId = await this.#upload(options.signal);
-      const digest = md5(bytes);
+      const digest = await partMd5(bytes, options.signal);
       this.#confirmed.delete(index);
       const etag = await this.bucket.upload(options.signal, `${this.key}: write part ${index}`,
         () => this.bucket.store.uploadPart(this.temp, uploadId, index + 1, bytes, digest.base64, options.signal));

@@ -16,14 +16,18 @@
  *   prove the stored bytes, and `pull` the plaintext.
  * - No server-side copies: a sealed file is bound to its place (its key), so a copy elsewhere
  *   would not open. The engine does not reuse files at an encrypted destination.
+ * - Sealing a part (its chunks' MACs, AES-256-GCM, the XXH64 of each sealed chunk) runs in the
+ *   CPU pool's worker threads (src/runtime/cpu-pool.ts), which get the key once; only the
+ *   whole-file hash of the stored bytes, taken in part order, stays on the main thread.
  */
 import { Readable } from 'node:stream';
 import {
-  chunkCount, ChunkIntegrityError, ChunkReader, ENCRYPTION_SCHEME, fileMac, FileOpener, FileSealer, OVERHEAD_BYTES, plainSize, storedSize,
+  chunkCount, ChunkIntegrityError, ChunkReader, ENCRYPTION_SCHEME, fileMac, FileOpener, MAX_CHUNK_BYTES, OVERHEAD_BYTES, plainSize, storedSize,
 } from '../../crypto/format.js';
 import { EncryptionKeyError, type DestinationKey } from '../../crypto/keys.js';
 import { DriverError } from '../../errors.js';
 import { getHasher, type Hasher, type StreamingHash } from '../../hash/xxh64.js';
+import { cpuPool } from '../../runtime/cpu-pool.js';
 import { badArgument, missingPartError } from '../toolkit/errors.js';
 import type {
   Capabilities, CommitOptions, Committed, CopyWithinOptions, Driver, DriverEncryption, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession,
@@ -90,6 +94,12 @@ class EncryptingDriver extends ForwardingDriver {
       sign: (bytes) => key.sign(bytes),
       expect: (k, mac) => { expected.set(k, mac); },
     };
+  }
+
+  /** Drops the key from the CPU pool's workers, then closes the driver below. */
+  override close(): Promise<void> {
+    cpuPool().forget(this.#key);
+    return this.inner.close();
   }
 
   override get capabilities(): Capabilities {
@@ -213,7 +223,7 @@ class EncryptingDriver extends ForwardingDriver {
     const innerPartBytes = partBytes % chunkBytes === 0 ? (partBytes / chunkBytes) * (chunkBytes + OVERHEAD_BYTES) : stored;
     const hasher = await getHasher();
     const session = await this.inner.openWrite(key, { ...options, size: stored, partBytes: innerPartBytes });
-    return new EncryptingWriteSession(session, new FileSealer(this.#key, key, chunkBytes), this.#key, { size, partBytes, stored, hasher, context });
+    return new EncryptingWriteSession(session, this.#key, { size, partBytes, chunkBytes, stored, hasher, context });
   }
 
   protected override forwardCopyWithin(_fromKey: string, toKey: string, _options?: CopyWithinOptions): Promise<Committed | void> {
@@ -224,6 +234,7 @@ class EncryptingDriver extends ForwardingDriver {
 interface SessionShape {
   readonly size: number;
   readonly partBytes: number;
+  readonly chunkBytes: number;
   readonly stored: number;
   readonly hasher: Hasher;
   readonly context: { driver: string; action: string; key: string };
@@ -235,7 +246,6 @@ interface SessionShape {
  * stored bytes' hash in order, parts sealed ahead of their turn held until it comes).
  */
 class EncryptingWriteSession extends ForwardingWriteSession {
-  readonly #sealer: FileSealer;
   readonly #key: DestinationKey;
   readonly #shape: SessionShape;
   readonly #chunks: number;
@@ -247,13 +257,13 @@ class EncryptingWriteSession extends ForwardingWriteSession {
   #nextHashed = 0;
   readonly #ahead = new Map<number, Buffer>();
 
-  constructor(inner: WriteSession, sealer: FileSealer, key: DestinationKey, shape: SessionShape) {
+  constructor(inner: WriteSession, key: DestinationKey, shape: SessionShape) {
     super(inner);
-    this.#sealer = sealer;
+    if (!Number.isInteger(shape.chunkBytes) || shape.chunkBytes < 1 || shape.chunkBytes > MAX_CHUNK_BYTES) throw new RangeError(`chunkBytes must be an integer in [1, ${MAX_CHUNK_BYTES}], got ${shape.chunkBytes}`);
     this.#key = key;
     this.#shape = shape;
-    this.#chunks = chunkCount(shape.size, sealer.chunkBytes);
-    this.#chunksPerPart = Math.max(1, Math.ceil(shape.partBytes / sealer.chunkBytes));
+    this.#chunks = chunkCount(shape.size, shape.chunkBytes);
+    this.#chunksPerPart = Math.max(1, Math.ceil(shape.partBytes / shape.chunkBytes));
     this.#whole = shape.hasher.create();
   }
 
@@ -263,29 +273,32 @@ class EncryptingWriteSession extends ForwardingWriteSession {
     return this.#shape.size === 0 ? new Set() : this.inner.resumableParts;
   }
 
-  /** The stored bytes of plain part `index`; records its chunks' hashes and MACs and feeds the whole-file hash. */
-  #seal(index: number, bytes: Uint8Array): Buffer {
-    const { chunkBytes } = this.#sealer;
-    const parts = Math.max(1, Math.ceil(this.#shape.size / this.#shape.partBytes));
-    if (!Number.isInteger(index) || index < 0 || index >= parts || (this.#shape.size === 0 && bytes.length > 0)) {
-      throw badArgument(this.#shape.context, `part ${index} is not one of the ${this.#shape.size === 0 ? 0 : parts} parts of this ${this.#shape.size}-byte object`);
+  /**
+   * The stored bytes of plain part `index`, sealed in the CPU pool; records its chunks' hashes
+   * and MACs and feeds the whole-file hash (in part order: a part sealed ahead of its turn is held
+   * until the parts before it are in). Rejects a part of the wrong index or length before any work.
+   */
+  async #seal(index: number, bytes: Uint8Array, signal: AbortSignal | undefined): Promise<Buffer> {
+    const { chunkBytes, partBytes, size, context } = this.#shape;
+    const parts = Math.max(1, Math.ceil(size / partBytes));
+    if (!Number.isInteger(index) || index < 0 || index >= parts || (size === 0 && bytes.length > 0)) {
+      throw badArgument(context, `part ${index} is not one of the ${size === 0 ? 0 : parts} parts of this ${size}-byte object`);
     }
-    const expected = Math.min(this.#shape.partBytes, this.#shape.size - index * this.#shape.partBytes);
-    if (bytes.length !== expected) throw badArgument(this.#shape.context, `part ${index} has ${bytes.length} bytes, expected ${expected}`);
-    const plain = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const out: Buffer[] = [];
+    const expected = Math.min(partBytes, size - index * partBytes);
+    if (bytes.length !== expected) throw badArgument(context, `part ${index} has ${bytes.length} bytes, expected ${expected}`);
+    const pool = cpuPool();
     const firstChunk = index * this.#chunksPerPart;
-    const count = Math.max(1, Math.ceil(plain.length / chunkBytes));
-    for (let i = 0; i < count; i++) {
-      const chunk = firstChunk + i;
-      const sealed = this.#sealer.seal(chunk, plain.subarray(i * chunkBytes, (i + 1) * chunkBytes), chunk === this.#chunks - 1);
-      if (this.#chunkHashes[chunk] === undefined) {
-        this.#chunkHashes[chunk] = this.#shape.hasher.hash(sealed.bytes);
-        this.#macs[chunk] = sealed.mac;
+    const secret = pool.secret(this.#key, () => this.#key.secretBytes());
+    const sealed = await pool.run('seal', {
+      secret, destination: this.#key.destination, fileId: context.key, chunkBytes, firstChunk, chunks: this.#chunks,
+    }, bytes, { signal, secret });
+    sealed.hashes.forEach((hash, i) => {
+      if (this.#chunkHashes[firstChunk + i] === undefined) {
+        this.#chunkHashes[firstChunk + i] = hash;
+        this.#macs[firstChunk + i] = asBuffer(sealed.macs[i] as Uint8Array);
       }
-      out.push(sealed.bytes);
-    }
-    const stored = out.length === 1 ? out[0] as Buffer : Buffer.concat(out);
+    });
+    const stored = asBuffer(sealed.bytes);
     if (index === this.#nextHashed) {
       this.#whole.update(stored);
       this.#nextHashed++;
@@ -300,26 +313,17 @@ class EncryptingWriteSession extends ForwardingWriteSession {
     return stored;
   }
 
-  override matches(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<boolean> {
-    return this.#withSealed(index, bytes, (stored) => this.inner.matches(index, stored, options));
+  override async matches(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<boolean> {
+    return this.inner.matches(index, await this.#seal(index, bytes, options?.signal), options);
   }
 
-  override write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void> {
-    return this.#withSealed(index, bytes, (stored) => this.inner.write(index, stored, options));
-  }
-
-  /** `then` with the stored bytes of part `index`; a refusal to seal is a rejection, as the contract has it. */
-  #withSealed<T>(index: number, bytes: Uint8Array, then: (stored: Buffer) => Promise<T>): Promise<T> {
-    try {
-      return then(this.#seal(index, bytes));
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  override async write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void> {
+    return this.inner.write(index, await this.#seal(index, bytes, options?.signal), options);
   }
 
   override async commit(options: CommitOptions): Promise<Committed | void> {
     // An empty file is one sealed empty chunk: the engine writes no part for it.
-    if (this.#shape.size === 0 && this.#nextHashed === 0) await this.inner.write(0, this.#seal(0, new Uint8Array(0)), options);
+    if (this.#shape.size === 0 && this.#nextHashed === 0) await this.inner.write(0, await this.#seal(0, new Uint8Array(0), options.signal), options);
     const parts = Math.max(1, Math.ceil(this.#shape.size / this.#shape.partBytes));
     if (this.#nextHashed !== parts) {
       const missing: number[] = [];
@@ -328,7 +332,12 @@ class EncryptingWriteSession extends ForwardingWriteSession {
     }
     const hash = this.#whole.digest();
     const committed = await this.inner.commit({ hash, signal: options.signal });
-    const stored = { size: this.#shape.stored, hash, chunks: [...this.#chunkHashes], mac: fileMac(this.#key, this.#shape.size, this.#sealer.chunkBytes, this.#macs) };
+    const stored = { size: this.#shape.stored, hash, chunks: [...this.#chunkHashes], mac: fileMac(this.#key, this.#shape.size, this.#shape.chunkBytes, this.#macs) };
     return { ...(committed ?? {}), stored };
   }
+}
+
+/** A Buffer over the same bytes (a worker's answer arrives as a plain Uint8Array). */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }

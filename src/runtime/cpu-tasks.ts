@@ -1,0 +1,155 @@
+/**
+ * The tasks the CPU pool (./cpu-pool.ts) runs, and the loop a worker thread runs them in
+ * (`serveTasks`, started by ./cpu-worker.ts). The same functions run inline on the calling thread
+ * for small inputs, so a worker's answer is by construction what the main thread would compute.
+ *
+ * A task gets its parameters (plain data), its input bytes (a view of a buffer the pool reuses:
+ * never keep or return a view of it) and a context (the secrets registered with the pool, and a
+ * cache for what is derived from them, keyed `<secret id>:...` so `forget` can drop it). It returns
+ * `{ result, transfer }`: `transfer` lists ArrayBuffers of the result that a worker hands over
+ * instead of copying (each must be the result's own, not a pooled slab).
+ */
+import { createHash } from 'node:crypto';
+import { parentPort } from 'node:worker_threads';
+import { FileSealer, sealPart, type SealedPart } from '../crypto/format.js';
+import { DestinationKey } from '../crypto/keys.js';
+import type { ErrorKind } from '../errors.js';
+import { getHasher } from '../hash/xxh64.js';
+
+export interface TaskContext {
+  /** The bytes registered under `id` (throws when there are none). */
+  secret(id: number): Buffer;
+  /** What tasks derive from secrets, keyed `<secret id>:...`. */
+  readonly cache: Map<string, unknown>;
+}
+
+export interface TaskOutput<R> {
+  readonly result: R;
+  readonly transfer?: ArrayBuffer[];
+}
+
+/** What `seal` needs besides the plain part. */
+export interface SealParams {
+  /** The destination key's secret id in the pool. */
+  readonly secret: number;
+  /** The destination's name (messages only). */
+  readonly destination: string;
+  /** The file's key in the destination (its identity in every chunk). */
+  readonly fileId: string;
+  readonly chunkBytes: number;
+  /** Index of the part's first chunk in the file. */
+  readonly firstChunk: number;
+  /** Chunks in the whole file. */
+  readonly chunks: number;
+}
+
+/** The `FileSealer` of a file, kept per secret for the file last sealed (parts of one file come in runs). */
+function sealerOf(params: SealParams, context: TaskContext): FileSealer {
+  const name = `${params.secret}:sealer`;
+  const cached = context.cache.get(name) as FileSealer | undefined;
+  if (cached !== undefined && cached.fileId === params.fileId && cached.chunkBytes === params.chunkBytes) return cached;
+  const keyName = `${params.secret}:key`;
+  let key = context.cache.get(keyName) as DestinationKey | undefined;
+  if (key === undefined) {
+    key = new DestinationKey(params.destination, context.secret(params.secret));
+    context.cache.set(keyName, key);
+  }
+  const sealer = new FileSealer(key, params.fileId, params.chunkBytes);
+  context.cache.set(name, sealer);
+  return sealer;
+}
+
+export const CPU_TASKS = {
+  /** MD5 of the input: an S3 part's Content-MD5 (base64) and the ETag it should get (hex). */
+  md5(_params: Record<string, never>, input: Uint8Array): TaskOutput<{ hex: string; base64: string }> {
+    const digest = createHash('md5').update(input).digest();
+    return { result: { hex: digest.toString('hex'), base64: digest.toString('base64') } };
+  },
+
+  /** The stored bytes of one plain part of an encrypted file, with each sealed chunk's XXH64 and plaintext MAC. */
+  async seal(params: SealParams, input: Uint8Array, context: TaskContext): Promise<TaskOutput<SealedPart>> {
+    const part = sealPart(sealerOf(params, context), await getHasher(), params.firstChunk, params.chunks, input);
+    return { result: part, transfer: [part.bytes.buffer as ArrayBuffer] };
+  },
+} as const;
+
+export type CpuTaskName = keyof typeof CPU_TASKS;
+export type CpuTaskParams<K extends CpuTaskName> = Parameters<(typeof CPU_TASKS)[K]>[0];
+export type CpuTaskResult<K extends CpuTaskName> = Awaited<ReturnType<(typeof CPU_TASKS)[K]>>['result'];
+
+/** A task as a worker receives it: the input is `input[0, length)`. */
+export interface TaskRequest {
+  readonly type: 'task';
+  readonly id: number;
+  readonly task: string;
+  readonly params: unknown;
+  readonly input: SharedArrayBuffer;
+  readonly length: number;
+}
+
+/** What a failed task reports: never a stack or the input, only its message and kind. */
+export interface TaskFailure {
+  readonly message: string;
+  readonly code?: string;
+  readonly kind?: ErrorKind;
+}
+
+export type TaskReply = { readonly id: number; readonly ok: true; readonly result: unknown } | { readonly id: number; readonly ok: false; readonly error: TaskFailure };
+
+/** Drops what tasks cached for secret `id`. */
+export function forgetCached(cache: Map<string, unknown>, id: number): void {
+  for (const name of cache.keys()) if (name.startsWith(`${id}:`)) cache.delete(name);
+}
+
+type Message = TaskRequest | { readonly type: 'secret'; readonly id: number; readonly bytes: Uint8Array } | { readonly type: 'forget'; readonly id: number };
+
+type AnyTask = (params: unknown, input: Uint8Array, context: TaskContext) => Promise<TaskOutput<unknown>> | TaskOutput<unknown>;
+
+/**
+ * The worker side: runs each task message with `tasks` and answers it. Messages are handled one
+ * at a time in order (the pool sends a worker its next task only after the answer), so a secret
+ * sent before a task is known when the task runs.
+ */
+export function serveTasks(tasks: Readonly<Record<string, unknown>>): void {
+  const port = parentPort;
+  if (port === null) throw new Error('serveTasks runs in a worker thread');
+  const secrets = new Map<number, Buffer>();
+  const context: TaskContext = {
+    cache: new Map(),
+    secret(id) {
+      const bytes = secrets.get(id);
+      if (bytes === undefined) throw new Error(`secret ${id} was not sent to this worker`);
+      return bytes;
+    },
+  };
+  let chain: Promise<void> = Promise.resolve();
+  port.on('message', (message: Message) => {
+    chain = chain.then(() => handle(message));
+  });
+  async function handle(message: Message): Promise<void> {
+    if (message.type === 'secret') {
+      secrets.set(message.id, Buffer.from(message.bytes));
+      return;
+    }
+    if (message.type === 'forget') {
+      secrets.get(message.id)?.fill(0);
+      secrets.delete(message.id);
+      forgetCached(context.cache, message.id);
+      return;
+    }
+    const run = tasks[message.task] as AnyTask | undefined;
+    try {
+      if (run === undefined) throw new Error(`no task named ${JSON.stringify(message.task)} in this worker`);
+      const output = await run(message.params, new Uint8Array(message.input, 0, message.length), context);
+      (port as NonNullable<typeof port>).postMessage({ id: message.id, ok: true, result: output.result } satisfies TaskReply, output.transfer ?? []);
+    } catch (err) {
+      const e = err as { message?: unknown; code?: unknown; kind?: unknown };
+      const error: TaskFailure = {
+        message: typeof e?.message === 'string' ? e.message : String(err),
+        ...(typeof e?.code === 'string' ? { code: e.code } : {}),
+        ...(typeof e?.kind === 'string' ? { kind: e.kind as ErrorKind } : {}),
+      };
+      (port as NonNullable<typeof port>).postMessage({ id: message.id, ok: false, error } satisfies TaskReply);
+    }
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * The CPU pool (src/runtime/cpu-pool.ts): answers match the inline computation, the caller's
+ * buffer is never detached or changed, a key goes to a worker once, a failing task or a dying
+ * worker rejects (never hangs) and the pool goes on, and a process using it exits by itself.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { FileSealer, OVERHEAD_BYTES, sealBuffer, chunkCount } from '../../src/crypto/format.js';
+import { DestinationKey } from '../../src/crypto/keys.js';
+import { AbortedError } from '../../src/errors.js';
+import { getHasher } from '../../src/hash/xxh64.js';
+import { CpuPool, CpuTaskError, defaultWorkers, MAX_WORKERS } from '../../src/runtime/cpu-pool.js';
+
+const TEST_WORKER = new URL('../helpers/cpu-test-worker.js', import.meta.url);
+const POOL_MODULE = new URL('../../src/runtime/cpu-pool.js', import.meta.url);
+const KEY_BYTES = Buffer.alloc(32, 0x5a);
+
+/** A pool that sends every task to a worker (none inline), with the misbehaving test tasks. */
+function testPool(workers = 1): CpuPool {
+  return new CpuPool({ workers, inlineBelowBytes: 0, workerUrl: TEST_WORKER });
+}
+
+/** `run` for the test worker's extra tasks, which the typed table does not name. */
+function runRaw(pool: CpuPool, task: string, params: unknown, input: Uint8Array = Buffer.alloc(1), signal?: AbortSignal): Promise<unknown> {
+  return (pool.run as unknown as (t: string, p: unknown, i: Uint8Array, o: { signal?: AbortSignal }) => Promise<unknown>)(task, params, input, { signal });
+}
+
+async function rejectsWith(promise: Promise<unknown>, pattern: RegExp, type: new (...args: never[]) => Error = CpuTaskError): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.ok(err instanceof type, `expected ${type.name}, got ${String(err)}`);
+    assert.match((err as Error).message, pattern);
+    return true;
+  });
+}
+
+describe('CPU pool', () => {
+  it('sizes itself from the cores (1..MAX_WORKERS) unless OFFSITE_CPU_THREADS says otherwise', () => {
+    const n = defaultWorkers({});
+    assert.ok(n >= 1 && n <= MAX_WORKERS, `${n} workers`);
+    assert.equal(defaultWorkers({ OFFSITE_CPU_THREADS: '0' }), 0);
+    assert.equal(defaultWorkers({ OFFSITE_CPU_THREADS: '3' }), 3);
+    assert.throws(() => defaultWorkers({ OFFSITE_CPU_THREADS: 'many' }), /OFFSITE_CPU_THREADS must be a whole number/);
+  });
+
+  it('gives the MD5 the main thread computes, for empty, small, odd-sized and large inputs, and leaves the caller buffer as it was', async () => {
+    const pool = testPool(2);
+    try {
+      // A view into a larger buffer, as the fan-out's pooled chunks are: only the view's bytes count.
+      const backing = randomBytes(9 * 1024 * 1024);
+      const inputs = [Buffer.alloc(0), randomBytes(1), randomBytes(300 * 1024 + 7), backing.subarray(1000, 1000 + 8 * 1024 * 1024)];
+      const before = inputs.map((b) => Buffer.from(b));
+      const answers = await Promise.all(inputs.map((b) => pool.run('md5', {}, b)));
+      inputs.forEach((b, i) => {
+        const digest = createHash('md5').update(b).digest();
+        assert.deepEqual(answers[i], { hex: digest.toString('hex'), base64: digest.toString('base64') }, `input ${i}`);
+        assert.equal(b.buffer.byteLength > 0 || b.length === 0, true, `input ${i} not detached`);
+        assert.ok(b.equals(before[i] as Buffer), `input ${i} unchanged`);
+      });
+      assert.equal(backing.buffer.byteLength >= backing.length, true);
+      assert.ok(pool.started >= 1 && pool.started <= 2, `${pool.started} workers started`);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('seals a part exactly as the main thread does (bytes, chunk hashes, MACs) and sends the key to each worker once', async () => {
+    const pool = testPool(1);
+    const chunkBytes = 64 * 1024;
+    const key = new DestinationKey('vault', KEY_BYTES);
+    const hasher = await getHasher();
+    const fileId = 'bk/binlogs/insert_log/1/2/3/100/7';
+    const plain = randomBytes(5 * chunkBytes + 123);
+    const expected = sealBuffer(key, fileId, plain, chunkBytes);
+    const chunks = chunkCount(plain.length, chunkBytes);
+    const sealer = new FileSealer(key, fileId, chunkBytes);
+    try {
+      const secret = pool.secret(key, () => key.secretBytes());
+      assert.equal(pool.secret(key, () => { throw new Error('read twice'); }), secret, 'one id per key');
+      // Parts of 2 chunks: 0-1, 2-3, 4-5 (the last one short).
+      const parts = await Promise.all([0, 1, 2].map((p) => pool.run('seal', {
+        secret, destination: 'vault', fileId, chunkBytes, firstChunk: 2 * p, chunks,
+      }, plain.subarray(2 * p * chunkBytes, (2 * p + 2) * chunkBytes), { secret })));
+      assert.ok(Buffer.concat(parts.map((p) => p.bytes)).equals(expected), 'sealed bytes equal the inline seal');
+      const storedChunk = chunkBytes + OVERHEAD_BYTES;
+      const hashes = parts.flatMap((p) => [...p.hashes]);
+      const macs = parts.flatMap((p) => [...p.macs]);
+      for (let i = 0; i < chunks; i++) {
+        assert.equal(hashes[i], hasher.hash(expected.subarray(i * storedChunk, (i + 1) * storedChunk)), `hash of chunk ${i}`);
+        const inline = sealer.seal(i, plain.subarray(i * chunkBytes, (i + 1) * chunkBytes), i === chunks - 1);
+        assert.ok(Buffer.from(macs[i] as Uint8Array).equals(inline.mac), `MAC of chunk ${i}`);
+      }
+      assert.equal(pool.secretsSent, 1, 'the key went to the worker once, not per task');
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('never shows the key in an error, and refuses a task whose key was forgotten', async () => {
+    const pool = testPool(1);
+    const key = new DestinationKey('vault', KEY_BYTES);
+    try {
+      const secret = pool.secret(key, () => key.secretBytes());
+      // A part that is not whole chunks: the sealer refuses it in the worker.
+      const bad = pool.run('seal', { secret, destination: 'vault', fileId: 'f', chunkBytes: 1024, firstChunk: 0, chunks: 3 }, randomBytes(1500), { secret });
+      await assert.rejects(bad, (err: Error) => {
+        assert.match(err.message, /f: chunk 1 has 476 bytes; only the last chunk may be shorter than 1024/);
+        for (const text of [KEY_BYTES.toString('hex'), KEY_BYTES.toString('base64'), KEY_BYTES.toString('latin1')]) assert.ok(!err.message.includes(text));
+        return true;
+      });
+      pool.forget(key);
+      await rejectsWith(pool.run('seal', { secret, destination: 'vault', fileId: 'f', chunkBytes: 1024, firstChunk: 0, chunks: 1 }, randomBytes(10), { secret }), /no longer registered/);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('rejects a task that throws, with its message, and goes on with the next', async () => {
+    const pool = testPool(1);
+    try {
+      await rejectsWith(runRaw(pool, 'throw', { message: 'bad input 42' }), /CPU task throw failed: bad input 42/);
+      assert.equal(await runRaw(pool, 'block', { ms: 1 }, Buffer.alloc(5)), 5);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('rejects the task of a worker that exits or dies of an uncaught error, and runs the queued tasks on a new worker', async () => {
+    const pool = testPool(1);
+    try {
+      const exiting = runRaw(pool, 'exit', { code: 7 });
+      const queued = pool.run('md5', {}, Buffer.from('after the crash'));
+      await rejectsWith(exiting, /CPU task exit was not done: the worker thread running it stopped \(it exited with code 7\)/);
+      assert.equal((await queued).hex, createHash('md5').update('after the crash').digest('hex'));
+      await rejectsWith(runRaw(pool, 'uncaught', { message: 'boom in a callback' }), /CPU task uncaught was not done: .*boom in a callback/);
+      assert.equal(await runRaw(pool, 'block', { ms: 1 }, Buffer.alloc(3)), 3);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('rejects a queued task whose signal fires, and every task still pending at close', async () => {
+    const pool = testPool(1);
+    const running = runRaw(pool, 'block', { ms: 500 });
+    const controller = new AbortController();
+    const aborted = runRaw(pool, 'block', { ms: 1 }, Buffer.alloc(1), controller.signal);
+    const queued = runRaw(pool, 'block', { ms: 1 });
+    controller.abort();
+    await rejectsWith(aborted, /aborted/, AbortedError);
+    const checked = [rejectsWith(running, /the CPU pool was closed/), rejectsWith(queued, /the CPU pool was closed/)];
+    await pool.close();
+    await Promise.all(checked);
+    await rejectsWith(pool.run('md5', {}, Buffer.alloc(1)), /the CPU pool is closed/);
+  });
+
+  it('does not keep a process alive, and keeps it alive while a task runs', () => {
+    // Neither script closes its pool: the first must wait for its 300 ms task, then both must exit by themselves.
+    const scripts = [
+      `import { CpuPool } from ${JSON.stringify(POOL_MODULE.href)};
+       const pool = new CpuPool({ workers: 1, inlineBelowBytes: 0, workerUrl: new URL(${JSON.stringify(TEST_WORKER.href)}) });
+       console.log('answer', await pool.run('block', { ms: 300 }, Buffer.alloc(10)));`,
+      `import { cpuPool } from ${JSON.stringify(POOL_MODULE.href)};
+       const answer = await cpuPool().run('md5', {}, Buffer.alloc(1024 * 1024));
+       setTimeout(() => console.log('answer', answer.hex), 50);`,
+    ];
+    const expected = ['answer 10', `answer ${createHash('md5').update(Buffer.alloc(1024 * 1024)).digest('hex')}`];
+    scripts.forEach((script, i) => {
+      const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
+      assert.equal(child.signal, null, `script ${i} was killed after 60 s: it hung (stderr: ${child.stderr})`);
+      assert.equal(child.status, 0, `script ${i} exit status (stderr: ${child.stderr})`);
+      assert.equal(child.stdout.trim(), expected[i]);
+    });
+  });
+});
