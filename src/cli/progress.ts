@@ -2,7 +2,8 @@
  * Progress bars (cli-progress) on stderr when it is a TTY: one bar per destination with bytes,
  * rate and ETA. Silent when stderr is not a TTY, or with --quiet / --json.
  */
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
+import type cliProgressModule from 'cli-progress';
 import { formatBytes } from '../config/units.js';
 
 export interface ProgressBars {
@@ -15,6 +16,8 @@ const silent: ProgressBars = { start: () => undefined, add: () => undefined, sto
 
 export function createProgress(enabled: boolean): ProgressBars {
   if (!enabled || !process.stderr.isTTY) return silent;
+  // Loaded here, not at the top: a run without bars (cron, --quiet, --json) never pays for it.
+  const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof cliProgressModule;
   const multi = new cliProgress.MultiBar({
     stream: process.stderr,
     format: ' {name} |{bar}| {percentage}% {doneText}/{totalText} {rateText} ETA {eta_formatted}',
@@ -25,7 +28,7 @@ export function createProgress(enabled: boolean): ProgressBars {
     etaBuffer: 50,
     fps: 5,
   });
-  const bars = new Map<string, { bar: cliProgress.SingleBar; done: number; total: number; started: number }>();
+  const bars = new Map<string, { bar: cliProgressModule.SingleBar; done: number; total: number; started: number }>();
   const payload = (s: { done: number; total: number; started: number }, name: string) => {
     const seconds = Math.max((Date.now() - s.started) / 1000, 0.001);
     return { name, doneText: formatBytes(s.done), totalText: formatBytes(s.total), rateText: `${formatBytes(s.done / seconds)}/s` };
@@ -33,7 +36,7 @@ export function createProgress(enabled: boolean): ProgressBars {
   const width = 12;
   return {
     start(name, totalBytes) {
-      const state = { bar: undefined as unknown as cliProgress.SingleBar, done: 0, total: Math.max(totalBytes, 1), started: Date.now() };
+      const state = { bar: undefined as unknown as cliProgressModule.SingleBar, done: 0, total: Math.max(totalBytes, 1), started: Date.now() };
       state.bar = multi.create(state.total, 0, payload(state, name.padEnd(width)));
       bars.set(name, state);
     },

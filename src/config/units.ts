@@ -37,3 +37,13 @@ export function formatBytes(bytes: number): string {
   while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit++; }
   return unit === 0 ? `${bytes} B` : `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
 }
+
+/** `0.4 s`, `45 s`, `3 min 5 s`, `2 h 10 min`, for humans. */
+export function formatDuration(ms: number): string {
+  if (ms < 9_950) return `${Number((Math.max(0, ms) / 1000).toFixed(1))} s`;
+  const s = Math.round(ms / 1000);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min${s % 60 ? ` ${s % 60} s` : ''}`;
+  const m = Math.floor(s / 60);
+  return `${Math.floor(m / 60)} h${m % 60 ? ` ${m % 60} min` : ''}`;
+}

@@ -5,6 +5,12 @@
 import type { Damage } from '../core/verify.js';
 
 /**
+ * Slices of the automatic read-back rotation: daily runs read everything in a week. Here, not in
+ * ./audit.ts, so that the CLI can show it in --help without loading the audit code.
+ */
+export const DEFAULT_SLICES = 7;
+
+/**
  * The state of one backup copy at one destination after the audit:
  * - `ok`: manifest valid, every file present with its size; the sampled files read back intact;
  * - `repaired`: damage was found and fixed (`--repair`), and the fixed files read back intact;

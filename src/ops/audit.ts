@@ -43,7 +43,7 @@ import { DriverRuntime, manifestPublicKeyOf, type TransferOptions } from '../run
 import { errorMessage, OffsiteError, UsageError } from '../errors.js';
 import type { ManifestSummary } from '../manifest/read.js';
 import { sampleChooser, sliceChooser, type ReadBackChooser } from './audit-select.js';
-import type { AuditCopy, AuditDestination, AuditMode, AuditResult, CopyState } from './audit-result.js';
+import { DEFAULT_SLICES, type AuditCopy, type AuditDestination, type AuditMode, type AuditResult, type CopyState } from './audit-result.js';
 import { checkLockOptions, withLockStates } from './audit-locks.js';
 import { repairCopies, type Finding, type RepairContext } from './audit-repair.js';
 import { listCopies, type CopyListing } from './copies.js';
@@ -51,7 +51,7 @@ import type { RetentionPolicy } from './retention.js';
 import { heldRecord, holdingsAfter, learnHoldings } from './holdings.js';
 import { AUDIT_STATE_KEY, readPruned, readRecord, writeRecord } from './state.js';
 
-export const DEFAULT_SLICES = 7;
+export { DEFAULT_SLICES };
 
 export interface AuditOptions extends TransferOptions {
   /** Destinations to audit; all configured ones when empty. */

@@ -28,6 +28,9 @@ import {
 import type { Driver, Entry } from '../drivers/types.js';
 import { abortableSleep } from '../drivers/wrappers/sleep.js';
 import { BackupError, throwIfAborted } from '../errors.js';
+import { formatDuration } from '../config/units.js';
+
+export { formatDuration };
 
 export const DEFAULT_WAIT_POLL_MS = 5_000;
 export const DEFAULT_WAIT_PROGRESS_MS = 60_000;
@@ -167,12 +170,3 @@ function timedOut(source: Driver, name: string | undefined, inspection: BackupIn
   return new BackupError('E_WAIT_TIMEOUT', `gave up after ${waited} waiting for ${label}: still ${inspection.state} (${inspection.reason ?? 'no reason given'}); wait longer (--wait), or see offsite list and milvus-backup's log`);
 }
 
-/** `0.4 s`, `45 s`, `3 min 5 s`, `2 h 10 min`, for humans. */
-export function formatDuration(ms: number): string {
-  if (ms < 9_950) return `${Number((Math.max(0, ms) / 1000).toFixed(1))} s`;
-  const s = Math.round(ms / 1000);
-  if (s < 60) return `${s} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min${s % 60 ? ` ${s % 60} s` : ''}`;
-  const m = Math.floor(s / 60);
-  return `${Math.floor(m / 60)} h${m % 60 ? ` ${m % 60} min` : ''}`;
-}

@@ -2,12 +2,8 @@
 import { accessSync, constants, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { InvalidArgumentError, Option } from 'commander';
-import { loadConfig } from '../../config/config.js';
 import { formatBytes } from '../../config/units.js';
-import { auditCommand, DEFAULT_SLICES } from '../../ops/audit.js';
-import type { AuditCopy, AuditLock, AuditResult } from '../../ops/audit-result.js';
-import { renderAuditMetrics, writeFileAtomic } from '../../ops/metrics.js';
-import { renderAuditHtml } from '../../ops/report.js';
+import { DEFAULT_SLICES, type AuditCopy, type AuditLock, type AuditResult } from '../../ops/audit-result.js';
 import { errorMessage, OffsiteError, UsageError } from '../../errors.js';
 import { createProgress } from '../progress.js';
 import { addPolicyOptions, policyOf, type PolicyFlags } from './prune.js';
@@ -136,6 +132,9 @@ Examples:
   offsite audit --repair --report /var/www/offsite.html --metrics /var/lib/node_exporter/textfile_collector/offsite.prom`)
     .action(async (opts: { at?: string[]; sample?: number; slice?: { n: number; t: number }; slices?: number; repair?: boolean; report?: string; metrics?: string; extendLocks?: boolean } & TransferFlags & PolicyFlags) => {
       const g = ctx.globals();
+      const [{ loadConfig }, { auditCommand }, { renderAuditMetrics, writeFileAtomic }, { renderAuditHtml }] = await Promise.all([
+        import('../../config/config.js'), import('../../ops/audit.js'), import('../../ops/metrics.js'), import('../../ops/report.js'),
+      ]);
       const config = loadConfig(g.config);
       // Before the audit (which may take hours): a path that cannot be written would only fail after it.
       if (opts.report) checkOutputPath('--report', opts.report);

@@ -1,6 +1,4 @@
 /** `offsite list`. */
-import { listCommand } from '../../commands/list.js';
-import { loadConfig } from '../../config/config.js';
 import { formatBytes } from '../../config/units.js';
 import { ExitCode } from '../exit.js';
 import { out, parseList, printJson, warn, type CommandContext } from '../common.js';
@@ -10,6 +8,7 @@ export function registerList(ctx: CommandContext): void {
     .description('list the backups at the source, their state (complete / incomplete / failed, with the reason) and where complete copies exist; exit 4 when a destination could not be read')
     .option('--at <names>', 'only these destinations (comma-separated)', parseList)
     .action(async (opts: { at?: string[] }) => {
+      const [{ loadConfig }, { listCommand }] = await Promise.all([import('../../config/config.js'), import('../../commands/list.js')]);
       const result = await listCommand(loadConfig(ctx.globals().config), { destinations: opts.at, signal: ctx.signal });
       for (const warning of result.warnings) warn(warning);
       // Copies that could not be looked at: their state is unknown, which cron must notice.

@@ -1,8 +1,7 @@
 /** `offsite prune`: remove copies at destinations by a restic-style retention policy (see src/ops/retention.ts). */
 import { InvalidArgumentError, type Command } from 'commander';
-import { loadConfig } from '../../config/config.js';
 import { formatBytes } from '../../config/units.js';
-import { pruneCommand, type PruneDestinationResult, type PruneResult } from '../../ops/prune.js';
+import type { PruneDestinationResult, PruneResult } from '../../ops/prune.js';
 import { checkPolicy, parseRetentionDuration, type RetentionDuration, type RetentionPolicy } from '../../ops/retention.js';
 import { EXIT_CODE_HELP, ExitCode } from '../exit.js';
 import { out, parseList, parseRetries, printJson, reportRetry, warn, type CommandContext } from '../common.js';
@@ -133,6 +132,7 @@ export function registerPrune(ctx: CommandContext): void {
         keepMonthly: opts.keepMonthly, keepYearly: opts.keepYearly, keepWithin: opts.keepWithin,
       };
       checkPolicy(policy); // before the config: "no policy" is the first thing to say
+      const [{ loadConfig }, { pruneCommand }] = await Promise.all([import('../../config/config.js'), import('../../ops/prune.js')]);
       const config = loadConfig(globals.config);
       const progress = !globals.quiet && !globals.json;
       const result = await pruneCommand(config, {

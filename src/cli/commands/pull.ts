@@ -1,8 +1,5 @@
 /** `offsite pull`: see src/ops/pull.ts. */
-import { loadConfig } from '../../config/config.js';
 import { formatBytes } from '../../config/units.js';
-import { pullCommand } from '../../ops/pull.js';
-import { isValidBackupName } from '../../backup/index.js';
 import { UsageError } from '../../errors.js';
 import { EXIT_CODE_HELP } from '../exit.js';
 import { createProgress } from '../progress.js';
@@ -27,6 +24,7 @@ Examples:
   offsite pull backup_2026_11_20_02_00_00 --from cloud --to source
   offsite pull nightly_3 --from nas --to ./restore`)
     .action(async (name: string, opts: TransferFlags & { from: string; to: string; concurrency?: number }) => {
+      const [{ loadConfig }, { pullCommand }, { isValidBackupName }] = await Promise.all([import('../../config/config.js'), import('../../ops/pull.js'), import('../../backup/index.js')]);
       if (!isValidBackupName(name)) throw new UsageError(`${JSON.stringify(name)} is not a milvus-backup backup name (letters, digits and _, not starting with a digit)`);
       const g = ctx.globals();
       const config = loadConfig(g.config);

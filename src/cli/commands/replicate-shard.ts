@@ -3,11 +3,11 @@
  * `--finish` action, and the lines a shard's run prints. See src/core/shard.ts.
  */
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { finishShardsCommand, type FinishDestination, type FinishShardsResult } from '../../commands/finish-shards.js';
-import { loadConfig } from '../../config/config.js';
+import type { FinishDestination, FinishShardsResult } from '../../commands/finish-shards.js';
 import { formatBytes } from '../../config/units.js';
 import type { DestinationResult } from '../../core/replicate.js';
-import { parseShardSpec, type ShardSetReport, type ShardSpec } from '../../core/shard.js';
+import type { ShardSetReport } from '../../core/shard.js';
+import { parseShardSpec, type ShardSpec } from '../../core/shard-spec.js';
 import { UsageError } from '../../errors.js';
 import { ExitCode, oneLine } from '../exit.js';
 import { out, printJson, transferOptions, type CommandContext, type TransferFlags } from '../common.js';
@@ -77,6 +77,7 @@ export function finishExitCode(destinations: readonly FinishDestination[]): numb
 export async function runFinish(ctx: CommandContext, name: string | undefined, opts: TransferFlags & { latest?: boolean; to?: string[]; dryRun?: boolean; shard?: ShardSpec }): Promise<void> {
   if (!name || opts.latest) throw new UsageError('--finish needs the backup NAME (not --latest)');
   if (opts.dryRun) throw new UsageError('--finish writes nothing unless every shard is recorded; it has no --dry-run (offsite list shows the copies)');
+  const [{ loadConfig }, { finishShardsCommand }] = await Promise.all([import('../../config/config.js'), import('../../commands/finish-shards.js')]);
   const config = loadConfig(ctx.globals().config);
   const result = await finishShardsCommand(config, { backup: name, to: opts.to, count: opts.shard?.count, signal: ctx.signal, ...transferOptions(opts, ctx.globals()) });
   if (ctx.globals().json) printJson(result);

@@ -1,9 +1,8 @@
 /** `offsite replicate`. */
 import { Option } from 'commander';
-import { replicateCommand, type ReplicateCommandResult } from '../../commands/replicate.js';
-import { formatDuration, type WaitEvent } from '../../ops/wait.js';
-import { loadConfig } from '../../config/config.js';
-import { formatBytes } from '../../config/units.js';
+import type { ReplicateCommandResult } from '../../commands/replicate.js';
+import type { WaitEvent } from '../../ops/wait.js';
+import { formatBytes, formatDuration } from '../../config/units.js';
 import type { ReplicateResult } from '../../core/replicate.js';
 import { EXIT_CODE_HELP, ExitCode, INTERRUPTED_MESSAGE, oneLine } from '../exit.js';
 import { createProgress } from '../progress.js';
@@ -82,6 +81,7 @@ export function registerReplicate(ctx: CommandContext): void {
     .addHelpText('after', `\nA backup that is not complete (meta missing, a binlog short, changed within the quiet period) is refused with the reason.\nWith --wait it is polled until complete (quiet period included); a backup that stays failed for a quiet period, or the deadline, ends the wait with exit code 1 and the reason.\n--latest --wait waits for the backup with the newest change, complete or not, so a hook run right after milvus-backup create copies the backup just made.\nEach destination gets NAME/.offsite/manifest.json as soon as every file is there, while slower destinations go on; a destination that falls behind the others reads the source on its own instead of holding them back.\nA file that a destination already holds in another complete copy there (same size, same hashes as read at the source) is created there by a server-side copy instead of being sent (the destination's reuse key: copy, link or off; --no-reuse sends every file).\n${SHARD_HELP}\n\n${EXIT_CODE_HELP}`)
     .action(async (name: string | undefined, opts: TransferFlags & { latest?: boolean; wait?: number; to?: string[]; dryRun?: boolean; reuse?: boolean; concurrency?: number; chunkSize?: number; shard?: ShardSpec; finish?: boolean }) => {
       if (opts.finish) return runFinish(ctx, name, opts);
+      const [{ loadConfig }, { replicateCommand }] = await Promise.all([import('../../config/config.js'), import('../../commands/replicate.js')]);
       const config = loadConfig(ctx.globals().config);
       const bars = createProgress(!ctx.globals().quiet && !ctx.globals().json);
       let result: ReplicateCommandResult;

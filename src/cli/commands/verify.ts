@@ -1,6 +1,4 @@
 /** `offsite verify`. */
-import { verifyCommand } from '../../commands/verify.js';
-import { loadConfig } from '../../config/config.js';
 import { formatBytes } from '../../config/units.js';
 import type { VerifyResult } from '../../core/verify.js';
 import { EXIT_CODE_HELP, ExitCode } from '../exit.js';
@@ -41,6 +39,7 @@ export function registerVerify(ctx: CommandContext): void {
     .option('--deep', 'read every byte back and compare chunk hashes; names the file and chunk that differ'), 'bytes read back by --deep, all destinations together')
     .addHelpText('after', `\n${EXIT_CODE_HELP}`)
     .action(async (name: string, opts: TransferFlags & { at?: string[]; deep?: boolean }) => {
+      const [{ loadConfig }, { verifyCommand }] = await Promise.all([import('../../config/config.js'), import('../../commands/verify.js')]);
       const config = loadConfig(ctx.globals().config);
       const level = opts.deep ? 'deep' : 'quick';
       const bars = createProgress(!ctx.globals().quiet && !ctx.globals().json && level === 'deep');

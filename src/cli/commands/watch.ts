@@ -1,11 +1,8 @@
 /** `offsite watch`: replicate every backup that becomes complete, as it appears. */
 import { Option } from 'commander';
-import { watchCommand } from '../../commands/watch.js';
-import { loadConfig } from '../../config/config.js';
-import { formatBytes } from '../../config/units.js';
+import { formatBytes, formatDuration } from '../../config/units.js';
 import { UsageError } from '../../errors.js';
-import { formatDuration } from '../../ops/wait.js';
-import { DEFAULT_WATCH_INTERVAL_MS, type WatchEvent, type WatchSummary } from '../../ops/watch.js';
+import type { WatchEvent, WatchSummary } from '../../ops/watch.js';
 import { EXIT_CODE_HELP, ExitCode } from '../exit.js';
 import { addTransferOptions, out, parseDurationOption, parseList, parsePositiveInt, parseSizeOption, transferOptions, type CommandContext, type TransferFlags } from '../common.js';
 
@@ -75,6 +72,7 @@ destination or the source is failing at that moment.
 
 ${EXIT_CODE_HELP}`)
     .action(async (opts: TransferFlags & { to?: string[]; interval?: number; once?: boolean; reuse?: boolean; concurrency?: number; chunkSize?: number }) => {
+      const [{ loadConfig }, { watchCommand }, { DEFAULT_WATCH_INTERVAL_MS }] = await Promise.all([import('../../config/config.js'), import('../../commands/watch.js'), import('../../ops/watch.js')]);
       const intervalMs = opts.interval ?? DEFAULT_WATCH_INTERVAL_MS;
       if (intervalMs < 1000) throw new UsageError(`--interval must be at least 1s, got ${intervalMs} ms`);
       const config = loadConfig(ctx.globals().config);
