@@ -37,7 +37,7 @@ import { manifestKey, type ManifestFile } from '../manifest/manifest.js';
 import { writeManifestStreamed } from '../manifest/write-stream.js';
 import { ChunkPool } from './buffers.js';
 import { DestinationRun, FileSink, partBytesFor, problem } from './destination-run.js';
-import { prepareDestination, type PrepareContext } from './destination-state.js';
+import { prepareDestination, type PrepareContext, type PreparedDestination, type ProgressJournal } from './destination-state.js';
 import { DEFAULT_LAG_TOLERANCE_MS, Fanout, sourceChanged } from './fanout.js';
 import type { LockOptions } from './lock.js';
 import { hashObject, type ObjectHashes } from './chunks.js';
@@ -541,14 +541,24 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   };
 
   /**
+   * A destination prepared (./destination-state.ts), without what it holds: its listing as maps,
+   * its manifest and checkpoint parsed whole (several objects per file) are not kept during the
+   * copy; the plan and the records carry what the run needs of them.
+   */
+  const prepareSlim = async (driver: Driver): Promise<Omit<PreparedDestination, 'holdings'> & { readonly journal: ProgressJournal }> => {
+    // No reuse at encrypted destinations: a sealed file is bound to its place, a copy elsewhere would not open.
+    const { plan, reuse, lock, holdings } = await prepareDestination(driver, options.origin || driver.encryption ? undefined : options.reuse?.[driver.name], prepareContext);
+    return { plan, journal: holdings.progressJournal, ...(reuse ? { reuse } : {}), ...(lock ? { lock } : {}) };
+  };
+
+  /**
    * One destination's whole run: prepared on its own (./destination-state.ts), then copied as soon
    * as it is ready, whatever the others are doing. One that cannot be prepared fails alone.
    */
   const runDestination = async (driver: Driver): Promise<DestinationResult> => {
     let prepared;
     try {
-      // No reuse at encrypted destinations: a sealed file is bound to its place, a copy elsewhere would not open.
-      prepared = await prepareDestination(driver, options.origin || driver.encryption ? undefined : options.reuse?.[driver.name], prepareContext);
+      prepared = await prepareSlim(driver);
     } catch (err) {
       if (!dryRun) fanout.withdraw();
       emit({ type: 'destination-failed', destination: driver.name, message: errorMessage(err) });
@@ -562,7 +572,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
     let held = prepared.lock;
     const lock = { release: async () => { const l = held; held = undefined; await l?.release(); } };
     try {
-      const run = new DestinationRun(driver, prepared.plan.destinations[0], context, fanout, prepared.holdings.progressJournal);
+      const run = new DestinationRun(driver, prepared.plan.destinations[0], context, fanout, prepared.journal);
       runs.push(run);
       run.reuse = prepared.reuse;
       for (const m of missing) {
