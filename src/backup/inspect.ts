@@ -47,6 +47,8 @@ import { describePathType } from '../drivers/toolkit/path-types.js';
 import type { Driver, Entry, PathType } from '../drivers/types.js';
 import { readMetaJson } from './json.js';
 import { checkMetaShape, declaredFormat, summarizeFullMeta, type FullMetaSummary } from './meta.js';
+import { readMetaLazily, type LazySpec } from './meta-scan.js';
+import { ownString } from '../strings.js';
 import { CHECK_PROBE_PREFIX, META_DIR, META_FILES, isNoiseInBackup, isValidBackupName } from './names.js';
 
 export type BackupState = 'complete' | 'incomplete' | 'failed';
@@ -108,6 +110,13 @@ export const DEFAULT_QUIET_PERIOD_MS = 60_000;
 
 /** Inspections run concurrently by `listBackups` (each reads a few small meta files). */
 const LIST_CONCURRENCY = 4;
+
+/**
+ * How the big meta files are read (./meta-scan.ts): full_meta's segments one at a time as the
+ * summary visits them; a level file's `infos` checked to be objects, never built.
+ */
+const FULL_META_SPEC: LazySpec = { collection_backups: { partition_backups: { segment_backups: 'parse' }, l0_segments: 'parse' } };
+const LEVEL_SPEC: LazySpec = { infos: 'opaque' };
 
 /** Meta files in milvus-backup's write order, with whether they are `{"infos":[...]}` files. */
 const META_ORDER = [
@@ -178,7 +187,21 @@ export async function listBackups(source: Driver, options: InspectOptions = {}):
  * and be a folder (`requireRoot`): a missing root rejects instead of reading as "no backups".
  */
 export async function listBackupFolders(source: Driver, signal?: AbortSignal, onWarning?: (message: string) => void): Promise<Map<string, Entry[]>> {
+  return backupFolders(source, signal, onWarning, true);
+}
+
+/**
+ * The names `listBackupFolders` gives, without their objects: for callers that list each backup
+ * again when they come to it (`listBackupSummaries`), so that memory never holds every backup's
+ * listing at once.
+ */
+export async function listBackupNames(source: Driver, signal?: AbortSignal, onWarning?: (message: string) => void): Promise<string[]> {
+  return [...(await backupFolders(source, signal, onWarning, false)).keys()].sort(byCodeUnits);
+}
+
+async function backupFolders(source: Driver, signal: AbortSignal | undefined, onWarning: ((message: string) => void) | undefined, keep: boolean): Promise<Map<string, Entry[]>> {
   const groups = new Map<string, Entry[]>();
+  const backupLike = new Set<string>();
   const refused = new Map<string, string>();
   const onRefused = (key: string, error: Error): void => {
     const slash = key.indexOf('/');
@@ -188,14 +211,17 @@ export async function listBackupFolders(source: Driver, signal?: AbortSignal, on
   for await (const entry of source.list('', { signal, requireRoot: true, onRefused, hashes: false })) {
     const slash = entry.key.indexOf('/');
     if (slash <= 0) continue;
-    const name = entry.key.slice(0, slash);
-    if (name.startsWith(CHECK_PROBE_PREFIX)) continue;
-    let group = groups.get(name);
-    if (group === undefined) groups.set(name, group = []);
-    group.push(entry);
+    let group = groups.get(entry.key.slice(0, slash));
+    if (group === undefined) {
+      const name = entry.key.slice(0, slash);
+      if (name.startsWith(CHECK_PROBE_PREFIX)) continue;
+      groups.set(ownString(name), group = []);
+    }
+    if (keep) group.push(entry);
+    if (isBackupContent(entry.key.slice(slash + 1))) backupLike.add(entry.key.slice(0, slash));
   }
-  for (const [name, entries] of groups) {
-    if (!looksLikeBackup(name, entries)) groups.delete(name);
+  for (const name of groups.keys()) {
+    if (!backupLike.has(name)) groups.delete(name);
     else if (!isValidBackupName(name)) {
       groups.delete(name);
       onWarning?.(`skipped the folder ${JSON.stringify(name)} at the source: not a milvus-backup backup name (letters, digits and _, not starting with a digit), so verify, pull, audit and prune could not handle its copies; rename it`);
@@ -215,12 +241,9 @@ function oneLine(text: string): string {
   return text.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
-function looksLikeBackup(name: string, entries: readonly Entry[]): boolean {
-  const prefix = `${name}/`;
-  return entries.some((e) => {
-    const rel = e.key.slice(prefix.length);
-    return rel.startsWith(`${META_DIR}/`) || rel.startsWith('binlogs/') || rel.startsWith('bundle/');
-  });
+/** A path inside a backup folder that only a backup has (`meta/`, `binlogs/`, `bundle/`). */
+function isBackupContent(rel: string): boolean {
+  return rel.startsWith(`${META_DIR}/`) || rel.startsWith('binlogs/') || rel.startsWith('bundle/');
 }
 
 function byCodeUnits(a: string, b: string): number {
@@ -236,33 +259,77 @@ export async function inspectListing(
 ): Promise<BackupInspection> {
   throwIfAborted(options.signal, `inspecting ${name}`);
   const prefix = `${name}/`;
-  const quietPeriodMs = options.quietPeriodMs ?? DEFAULT_QUIET_PERIOD_MS;
   const files: BackupFile[] = [];
-  const sizes = new Map<string, number>();
-  let totalBytes = 0;
-  let lastChangeMs = 0;
+  const seen = new Seen(prefix);
   for (const entry of entries) {
-    if (!entry.key.startsWith(prefix)) continue;
-    const rel = entry.key.slice(prefix.length);
-    if (isNoiseInBackup(rel)) continue;
+    if (!seen.add(entry)) continue;
     // The listing's own entry when it holds nothing more (one object per file, not two).
     files.push(entry.hash === undefined ? entry : { key: entry.key, size: entry.size, mtimeMs: entry.mtimeMs, ...(entry.fingerprint !== undefined ? { fingerprint: entry.fingerprint } : {}) });
-    sizes.set(rel, entry.size);
-    totalBytes += entry.size;
-    if (entry.mtimeMs > lastChangeMs) lastChangeMs = entry.mtimeMs;
   }
   files.sort((a, b) => byCodeUnits(a.key, b.key));
-  const nowMs = options.nowMs ?? Date.now();
-  const base = { name, files, totalBytes, lastChangeMs };
+  const { fileCount: _count, ...judged } = await judgeListing(source, name, seen, options);
+  return { ...judged, files };
+}
 
-  if (files.length === 0) {
+/**
+ * `inspectBackup` without the file list (`fileCount` instead), for callers that need the state
+ * only (`list`, `audit`): the listing of `name/` is consumed as it comes, and what is kept of it
+ * is one size per path relative to `NAME/`, not an entry per file. An entry the driver refuses to
+ * list (a symlink leading outside the root) rejects, as in `inspectBackup`, unless `onRefused`
+ * takes it.
+ */
+export async function inspectBackupState(
+  source: Driver, name: string, options: InspectOptions & { readonly onRefused?: (key: string, error: Error) => void } = {},
+): Promise<Omit<BackupInspection, 'files'> & { readonly fileCount: number }> {
+  throwIfAborted(options.signal, `inspecting ${name}`);
+  const seen = new Seen(`${name}/`, true);
+  for await (const entry of source.list(`${name}/`, { signal: options.signal, requireRoot: true, hashes: false, onRefused: options.onRefused })) seen.add(entry);
+  return judgeListing(source, name, seen, options);
+}
+
+/** What inspection keeps of a backup's listing: a size per relative path, the count, sum and newest change. */
+class Seen {
+  readonly sizes = new Map<string, number>();
+  fileCount = 0;
+  totalBytes = 0;
+  lastChangeMs = 0;
+
+  /** `own`: keep paths as strings of their own (not views keeping each whole key alive). */
+  constructor(readonly prefix: string, private readonly own = false) {}
+
+  /** Counts `entry` when it belongs to the backup (not noise); false otherwise. */
+  add(entry: Entry): boolean {
+    if (!entry.key.startsWith(this.prefix)) return false;
+    const rel = entry.key.slice(this.prefix.length);
+    if (isNoiseInBackup(rel)) return false;
+    this.sizes.set(this.own ? ownString(rel) : rel, entry.size);
+    this.fileCount++;
+    this.totalBytes += entry.size;
+    if (entry.mtimeMs > this.lastChangeMs) this.lastChangeMs = entry.mtimeMs;
+    return true;
+  }
+}
+
+/** The state of the backup `name` from what its listing showed (the rules in the module comment). */
+async function judgeListing(
+  source: Driver, name: string, seen: Seen, options: InspectOptions,
+): Promise<Omit<BackupInspection, 'files'> & { readonly fileCount: number }> {
+  const prefix = `${name}/`;
+  const quietPeriodMs = options.quietPeriodMs ?? DEFAULT_QUIET_PERIOD_MS;
+  const { sizes, fileCount, totalBytes, lastChangeMs } = seen;
+  const nowMs = options.nowMs ?? Date.now();
+  const base = { name, fileCount, totalBytes, lastChangeMs };
+
+  if (fileCount === 0) {
     return { ...base, state: 'failed', reason: `no objects under ${prefix} (no such backup)`, format: 'unknown', binlogCount: 0 };
   }
 
   // 1. Meta: which files exist, and do they parse?
   const problems: string[] = [];
   // Only backup_meta and full_meta are used below: the other meta files are checked and dropped
-  // at once (segment_meta lists every binlog again: tens of MB of parsed JSON at 100,000 files).
+  // at once. The big ones are never built whole (./meta-scan.ts): segment_meta lists every binlog
+  // again, tens of MB of parsed JSON at 100,000 files, and full_meta's segments are summarized one
+  // at a time.
   const parsed = new Map<string, unknown>();
   const present = (file: string): boolean => sizes.has(`${META_DIR}/${file}`);
   for (const { file, level } of META_ORDER) {
@@ -270,7 +337,9 @@ export async function inspectListing(
     throwIfAborted(options.signal, `inspecting ${name}`);
     const label = `${META_DIR}/${file}`;
     try {
-      const value = await readMetaJson(source, `${prefix}${label}`, { label, signal: options.signal });
+      const read = { label, signal: options.signal };
+      const value = file === META_FILES.backup ? await readMetaJson(source, `${prefix}${label}`, read)
+        : await readMetaLazily(source, `${prefix}${label}`, file === META_FILES.full ? FULL_META_SPEC : level ? LEVEL_SPEC : {}, read);
       if (file !== META_FILES.full) checkMetaShape(value, label, level);
       if (file === META_FILES.full || file === META_FILES.backup) parsed.set(file, value);
     } catch (err) {
@@ -313,7 +382,7 @@ export async function inspectListing(
     const anyMeta = META_ORDER.some(({ file }) => present(file));
     problems.unshift(anyMeta || missingMeta.length < missing.length
       ? `${joinNames(missingMeta)} missing`
-      : `${META_DIR}/${META_FILES.full} missing, and no other meta: ${files.length} objects without meta are a failed or abandoned backup`);
+      : `${META_DIR}/${META_FILES.full} missing, and no other meta: ${fileCount} objects without meta are a failed or abandoned backup`);
   }
 
   // 3. Every listed object at its rebuilt path, with its exact size.

@@ -205,7 +205,8 @@ export async function readMetaJson(source: Driver, key: string, options: ReadMet
   return parseLossless(text ?? decodeMeta(await readMetaBytes(source, key, label, options), label), label);
 }
 
-function decodeMeta(bytes: Buffer, label: string): string {
+/** `bytes` as UTF-8 text; not UTF-8 is `E_META_MALFORMED`. */
+export function decodeMeta(bytes: Buffer, label: string): string {
   try {
     return new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes);
   } catch (err) {
@@ -219,7 +220,7 @@ export interface ReadMetaOptions extends SignalOptions {
 }
 
 /** Reads a whole meta object (bounded by MAX_META_BYTES). */
-async function readMetaBytes(source: Driver, key: string, label: string, options: SignalOptions): Promise<Buffer> {
+export async function readMetaBytes(source: Driver, key: string, label: string, options: SignalOptions): Promise<Buffer> {
   throwIfAborted(options.signal, `reading ${key}`);
   let stream;
   try {

@@ -28,6 +28,7 @@
 import { BackupError } from '../errors.js';
 import { flatString } from '../strings.js';
 import { checkKey } from '../drivers/keys.js';
+import { LazyArray } from './meta-scan.js';
 
 export type BinlogKind = 'insert' | 'delta';
 
@@ -85,10 +86,11 @@ class Shape {
     return value as Json;
   }
 
-  /** An optional array (missing/null = empty, as Go omits empty slices). */
-  array(parent: Json, key: string, path: string): unknown[] {
+  /** An optional array (missing/null = empty, as Go omits empty slices); lazy as ./meta-scan.ts reads the big ones. */
+  array(parent: Json, key: string, path: string): readonly unknown[] | LazyArray {
     const value = parent[key];
     if (value === undefined || value === null) return [];
+    if (value instanceof LazyArray) return value;
     if (!Array.isArray(value)) this.fail(`${path}.${key}`, `should be an array, found ${describe(value)}`);
     return value;
   }
