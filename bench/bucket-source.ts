@@ -40,8 +40,8 @@ import { join } from 'node:path';
 import { parseBytes } from '../src/config/units.js';
 import { generateBackup } from '../scripts/gen-backup.js';
 import {
-  baselineBinOf, clean, cpuOf, loadAverage, median, offsiteBin as bin, positiveInteger, positiveIntegers, silenceSdkVersionWarning, sizesUnder, timedAsync,
-  totalSize, treeDifference, type Timed,
+  baselineBinOf, clean, cpuOf, loadAverage, offsiteBin as bin, positiveInteger, positiveIntegers, silenceSdkVersionWarning, sizesUnder, timedAsync,
+  printServerResults, totalSize, treeDifference, type ServerTimed,
 } from './lib.js';
 import { bucketSizes, rcloneRgwEnv, startRgw } from './rgw.js';
 
@@ -70,12 +70,8 @@ const concurrencies: (number | undefined)[] = opts.concurrency === undefined ? [
 const rcloneTransfers = positiveIntegers(opts.rcloneTransfers, '--rclone-transfers');
 const totalBytes = parseBytes(opts.size, '--size');
 
-interface Run extends Timed {
-  /** CPU seconds of radosgw + ceph-osd + ceph-mon during the run. */
-  readonly serverCpuSeconds: number;
-  /** With `--trace`: requests by kind. */
-  readonly requests?: ReadonlyMap<string, number>;
-}
+/** Server CPU = radosgw + ceph-osd + ceph-mon during the run; requests only with `--trace`. */
+type Run = ServerTimed;
 
 interface Contender {
   readonly label: string;
@@ -227,18 +223,7 @@ async function main(): Promise<void> {
       }
     }
 
-    console.log(`\nresults (${(bytes / MiB).toFixed(0)} MiB, median of ${repeat}; CPU = client process tree / ceph daemons, median):`);
-    const seconds = runs.map((r) => median(r.map((t) => t.seconds)));
-    const cpu = runs.map((r) => median(r.map((t) => t.cpuSeconds)));
-    for (const [i, contender] of contenders.entries()) {
-      const s = seconds[i] as number;
-      const list = runs[i] ?? [];
-      console.log(`  ${contender.label.padEnd(40)} ${s.toFixed(2).padStart(6)} s ${(bytes / MiB / s).toFixed(0).padStart(5)} MiB/s  ` +
-        `CPU ${(cpu[i] as number).toFixed(1).padStart(5)} s / ${median(list.map((t) => t.serverCpuSeconds)).toFixed(1).padStart(5)} s  ` +
-        `peak RSS ${Math.max(...list.map((t) => t.maxRssMb)).toFixed(0).padStart(4)} MB  (runs: ${list.map((t) => t.seconds.toFixed(2)).join(', ')} s)`);
-      const requests = list[list.length - 1]?.requests;
-      if (requests && requests.size > 0) console.log(`    requests (last run): ${[...requests].sort((a, b) => b[1] - a[1]).map(([kind, n]) => `${n} ${kind}`).join(', ')}`);
-    }
+    const { seconds, cpu } = printServerResults(bytes, repeat, contenders.map((c) => c.label), runs);
     const reference = Math.max(0, contenders.findIndex((c) => c.kind === 'rclone' && c.label.includes('(default)')));
     const rcloneSeconds = seconds[reference] as number;
     console.log(`\nagainst ${contenders[reference]?.label} (${rcloneSeconds.toFixed(2)} s):`);

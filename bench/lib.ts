@@ -176,3 +176,33 @@ export function treeDifference(expected: ReadonlyMap<string, number>, actual: Re
   }
   return undefined;
 }
+
+/** A run against a server on this machine: the client's figures and the server's CPU. */
+export interface ServerTimed extends Timed {
+  /** CPU seconds the server's processes spent during the run. */
+  readonly serverCpuSeconds: number;
+  /** Requests by kind, where the benchmark traced them. */
+  readonly requests?: ReadonlyMap<string, number>;
+}
+
+/**
+ * Prints one line per contender (median time, throughput, client and server CPU, peak RSS, each
+ * run's time) and returns the median seconds and client CPU by contender, for the ratios.
+ */
+export function printServerResults(bytes: number, repeat: number, labels: readonly string[], runs: readonly (readonly ServerTimed[])[]): { seconds: number[]; cpu: number[] } {
+  const MiB = 1024 * 1024;
+  const width = Math.max(...labels.map((l) => l.length)) + 2;
+  console.log(`\nresults (${(bytes / MiB).toFixed(0)} MiB, median of ${repeat}; CPU = client process tree / server processes, median):`);
+  const seconds = runs.map((r) => median(r.map((t) => t.seconds)));
+  const cpu = runs.map((r) => median(r.map((t) => t.cpuSeconds)));
+  for (const [i, label] of labels.entries()) {
+    const s = seconds[i] as number;
+    const list = runs[i] ?? [];
+    console.log(`  ${label.padEnd(width)} ${s.toFixed(2).padStart(6)} s ${(bytes / MiB / s).toFixed(0).padStart(5)} MiB/s  ` +
+      `CPU ${(cpu[i] as number).toFixed(1).padStart(5)} s / ${median(list.map((t) => t.serverCpuSeconds)).toFixed(1).padStart(5)} s  ` +
+      `peak RSS ${Math.max(...list.map((t) => t.maxRssMb)).toFixed(0).padStart(4)} MB  (runs: ${list.map((t) => t.seconds.toFixed(2)).join(', ')} s)`);
+    const requests = list[list.length - 1]?.requests;
+    if (requests && requests.size > 0) console.log(`    requests (last run): ${[...requests].sort((a, b) => b[1] - a[1]).map(([kind, n]) => `${n} ${kind}`).join(', ')}`);
+  }
+  return { seconds, cpu };
+}

@@ -32,8 +32,8 @@ import { join } from 'node:path';
 import { parseBytes } from '../src/config/units.js';
 import { generateBackup } from '../scripts/gen-backup.js';
 import {
-  baselineBinOf, cpuOf, loadAverage, median, offsiteBin as bin, positiveInteger, silenceSdkVersionWarning, sizesUnder, timed as timedChild,
-  totalSize, treeDifference, type Timed as ChildTimed,
+  baselineBinOf, cpuOf, loadAverage, offsiteBin as bin, positiveInteger, silenceSdkVersionWarning, sizesUnder, timed as timedChild,
+  printServerResults, totalSize, treeDifference, type ServerTimed,
 } from './lib.js';
 import { rcloneRgwEnv, s3ConfigSection, s3SecretsEnv, startRgw } from './rgw.js';
 
@@ -59,10 +59,8 @@ const totalBytes = parseBytes(opts.size, '--size');
 /** rclone 1.60's defaults for an S3 download, passed explicitly: 4 files at once, 8 checkers, no multi-thread download below 250 MiB. */
 const RCLONE_SETTINGS = ['--transfers', '4', '--checkers', '8', '--multi-thread-cutoff', '250Mi', '--multi-thread-streams', '4'];
 
-interface Timed extends ChildTimed {
-  /** CPU seconds of radosgw + ceph-osd + ceph-mon during the run. */
-  readonly serverCpuSeconds: number;
-}
+/** Server CPU = radosgw + ceph-osd + ceph-mon during the run. */
+type Timed = ServerTimed;
 
 interface Contender {
   readonly label: string;
@@ -134,16 +132,7 @@ async function main(): Promise<void> {
       }
     }
 
-    console.log(`\nresults (${(bytes / MiB).toFixed(0)} MiB, median of ${repeat}; CPU = client process tree / ceph daemons, median):`);
-    const seconds = runs.map((r) => median(r.map((t) => t.seconds)));
-    const cpu = runs.map((r) => median(r.map((t) => t.cpuSeconds)));
-    for (const [i, contender] of contenders.entries()) {
-      const s = seconds[i] as number;
-      const list = runs[i] ?? [];
-      console.log(`  ${contender.label.padEnd(28)} ${s.toFixed(2).padStart(6)} s ${(bytes / MiB / s).toFixed(0).padStart(5)} MiB/s  ` +
-        `CPU ${(cpu[i] as number).toFixed(1).padStart(5)} s / ${median(list.map((t) => t.serverCpuSeconds)).toFixed(1).padStart(5)} s  ` +
-        `peak RSS ${Math.max(...list.map((t) => t.maxRssMb)).toFixed(0).padStart(4)} MB  (runs: ${list.map((t) => t.seconds.toFixed(2)).join(', ')} s)`);
-    }
+    const { seconds, cpu } = printServerResults(bytes, repeat, contenders.map((c) => c.label), runs);
     const rcloneSeconds = seconds[0] as number;
     console.log(`\nagainst rclone copy + sync -f (${rcloneSeconds.toFixed(2)} s):`);
     for (let i = 1; i < contenders.length; i++) {

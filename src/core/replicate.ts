@@ -414,8 +414,12 @@ async function backupFiles(source: Driver, backup: string, quietPeriodMs: number
 /** The files an origin manifest lists, matched against what `source` holds. */
 async function originFiles(source: Driver, backup: string, origin: ReplicateOrigin, signal?: AbortSignal): Promise<RunFiles> {
   const present = new Map<string, { size: number; mtimeMs: number; fingerprint?: string }>();
-  // Sizes only: each file is checked against its record's hash as it is read (no HEAD per object for a stored hash).
-  for await (const entry of source.list(`${backup}/`, { signal, hashes: false })) present.set(entry.key.slice(backup.length + 1), entry);
+  // Sizes only when every file is checked against its record's plaintext hash as it is read (no
+  // HEAD per object for a stored hash). An encrypted copy's files are checked by a stat after the
+  // read instead, which must compare like with like: an object store's listing gives mtimes in
+  // milliseconds, its HEAD in whole seconds, so the listing then takes them from HEADs too.
+  const hashes = origin.files.some((f) => f.mac !== undefined);
+  for await (const entry of source.list(`${backup}/`, { signal, hashes })) present.set(entry.key.slice(backup.length + 1), entry);
   const missing: { path: string; error: OffsiteError }[] = [];
   const files = origin.files.map((f) => {
     const there = present.get(f.path);

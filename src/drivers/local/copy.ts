@@ -32,6 +32,8 @@ export async function copyLocal(tree: LocalTree, fromKey: string, toKey: string,
   const temp = join(folder, copyTempName(basename));
   let copied: BigIntStats;
   try {
+    // What a copy killed before its rename left under the same temp name.
+    await unlink(temp).catch((err: unknown) => (isMissing(err) ? undefined : Promise.reject(err)));
     if (!(options.link === true && (await linked(source, temp)))) await copyFile(source, temp, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
     copied = await stat(temp, { bigint: true });
     if (copied.size !== info.size) throw sizeMismatchError(context, 'the copy', Number(copied.size), Number(info.size));

@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { throwIfAborted } from '../../errors.js';
 import {
-  checkDriverKey, checkDriverPrefix, checkReadRange, checkWriteShape, driverClosedError, partialName, pathTypeOf, splitKey, type ErrorContext,
+  checkDriverKey, checkDriverPrefix, checkReadRange, checkWriteShape, copyTempName, driverClosedError, partialName, pathTypeOf, splitKey, type ErrorContext,
 } from '../toolkit/index.js';
 import type {
   Capabilities, Committed, CopyWithinOptions, Driver, Entry, ListOptions, PathType, ReadOptions, SignalOptions, WriteOptions, WriteSession,
@@ -200,7 +200,7 @@ export class LocalDriver implements Driver {
       const folder = await this.#tree.realFolder(folders, realRoot, context);
       if (folder === undefined) return;
       let removed = false;
-      for (const path of [join(folder, basename), join(folder, partialName(basename))]) {
+      for (const path of [join(folder, basename), join(folder, partialName(basename)), join(folder, copyTempName(basename))]) {
         try {
           await unlink(path);
           removed = true;

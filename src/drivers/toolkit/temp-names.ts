@@ -3,7 +3,10 @@
  *
  * An unfinished write of `a/b.bin` lives next to it as `a/.b.bin.offsite-partial`: a
  * deterministic name, so that a later run on any machine finds it and resumes. A server-side
- * copy in progress uses `.b.bin.offsite-copy-<16 hex>` (random: two copies never share one).
+ * copy in progress uses `.b.bin.offsite-copy-<16 hex>`, the hex taken from the name's SHA-256:
+ * deterministic too, so that the next copy onto the same name (or its delete) removes what a
+ * killed copy left (one copy per name at a time: the destination's lock holds one run, and a run
+ * handles each name once).
  * Names whose temp name would be long (a base name over 200 bytes) are shortened to their first
  * code points (at most 60, at most 160 bytes) plus `~` and 16 hex digits of the name's SHA-256,
  * so every temp name stays within the 255 bytes a path component may have on common file
@@ -12,7 +15,7 @@
  * Temp names are never listed, and keys whose last segment looks like one are refused
  * (`checkNotTempName`), so a user's file can never be mistaken for ours.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { keyError } from './errors.js';
 
 /** Suffix of the temp name of an unfinished write. */
@@ -46,9 +49,9 @@ export function partialName(basename: string): string {
   return tempName(basename, PARTIAL_SUFFIX);
 }
 
-/** A fresh temp name for a server-side copy onto the file named `basename` (random). */
+/** The temp name of a server-side copy onto the file named `basename` (deterministic). */
 export function copyTempName(basename: string): string {
-  return tempName(basename, `.offsite-copy-${randomBytes(8).toString('hex')}`);
+  return tempName(basename, `.offsite-copy-${createHash('sha256').update(`copy:${basename}`).digest('hex').slice(0, 16)}`);
 }
 
 /** True for a base name that is one of our temp names (partial write or copy in progress). */
