@@ -1,8 +1,9 @@
 /**
  * Server-side copy of the `local` driver: `copyFile` with `COPYFILE_FICLONE` (a reflink where the
  * file system has them, XFS or Btrfs; an in-kernel `copy_file_range` otherwise), or with `link`
- * a hard link (falling back to the copy where the file system has none), into a fresh temp name
- * next to the target, size check, rename onto the target. The copy is durable at the driver's next
+ * a hard link (falling back to the copy where the file system has none), into the copy's temp
+ * name next to the target (deterministic: what a killed copy left there is removed first), size
+ * check, rename onto the target. The copy is durable at the driver's next
  * `sync()` (one `syncfs` for all, as for written files). The target is never seen half-copied,
  * and a failed copy removes its temp file.
  */

@@ -47,6 +47,11 @@ export class LocalDriver implements Driver {
   #closed = false;
   /** Committed since the last `sync()`: renamed into place but maybe not yet on disk. */
   #unsynced = { files: new Set<string>(), folders: new Set<string>() };
+  /** A file committed (written or copied) under its final name: durable at the next `sync()`. */
+  readonly #committed = (file: string, folder: string): void => {
+    this.#unsynced.files.add(file);
+    this.#unsynced.folders.add(folder);
+  };
 
   constructor(readonly name: string, readonly options: LocalOptions) {
     this.description = `local:${options.root}`;
@@ -175,10 +180,7 @@ export class LocalDriver implements Driver {
       checkDriverKey(this.name, key);
       const { size, partBytes } = checkWriteShape(options, this.capabilities.maxPartBytes, context);
       this.#checkOpen(options.signal, context);
-      return await openLocalWrite(this.#tree, key, size, partBytes, context, (file, folder) => {
-        this.#unsynced.files.add(file);
-        this.#unsynced.folders.add(folder);
-      });
+      return await openLocalWrite(this.#tree, key, size, partBytes, context, this.#committed);
     } catch (err) {
       throw classifyFsError(err, context);
     }
@@ -229,10 +231,7 @@ export class LocalDriver implements Driver {
       checkDriverKey(this.name, fromKey);
       checkDriverKey(this.name, toKey);
       this.#checkOpen(options.signal, context);
-      return await copyLocal(this.#tree, fromKey, toKey, options, context, (file, folder) => {
-        this.#unsynced.files.add(file);
-        this.#unsynced.folders.add(folder);
-      });
+      return await copyLocal(this.#tree, fromKey, toKey, options, context, this.#committed);
     } catch (err) {
       throw classifyFsError(err, context);
     }

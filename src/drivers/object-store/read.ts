@@ -19,6 +19,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { AbortedError, DriverError } from '../../errors.js';
 import { readSourceChangedError, type ErrorContext } from '../toolkit/index.js';
 import type { Bucket } from './bucket.js';
+import type { S3Failure } from './errors.js';
 import type { StoredBody } from './store.js';
 
 /** What `readObject` reads. */
@@ -61,7 +62,7 @@ export async function readObject(bucket: Bucket, full: string, read: ObjectRead)
       first = await store.get(full, offset, firstEnd, signal, etag);
     } catch (err) {
       const failure = store.describeError(err);
-      if (failure.status === 412 || failure.code === 'PreconditionFailed') throw readSourceChangedError(context);
+      if (isPreconditionFailed(failure)) throw readSourceChangedError(context);
       if (failure.code !== 'InvalidRange' && failure.status !== 416) throw err;
       // Past the end (or an empty object): empty when the object exists.
       const head = await store.head(full, signal);
@@ -80,6 +81,11 @@ export async function readObject(bucket: Bucket, full: string, read: ObjectRead)
   }
   if (pieceBytes === undefined || length === undefined) return guard(bucket, first.body, full, signal);
   return new PiecedRead(bucket, full, context, { offset, length, pieceBytes, signal, allocate: read.allocate }, first, etag ?? first.etag);
+}
+
+/** The server's answer to a GET whose `If-Match` ETag the object no longer has. */
+function isPreconditionFailed(failure: S3Failure): boolean {
+  return failure.status === 412 || failure.code === 'PreconditionFailed';
 }
 
 interface PieceSpec {
@@ -142,7 +148,7 @@ class PiecedRead extends Readable {
       return body;
     }, (err: unknown) => {
       const failure = this.bucket.store.describeError(err);
-      if (failure.status === 412 || failure.code === 'PreconditionFailed') throw readSourceChangedError(this.context);
+      if (isPreconditionFailed(failure)) throw readSourceChangedError(this.context);
       // A range wholly past the end: the object is shorter than asked; the read ends there.
       if (failure.code === 'InvalidRange' || failure.status === 416) return undefined;
       throw this.bucket.fail(err, 'read', this.full);
