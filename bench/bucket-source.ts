@@ -33,15 +33,13 @@
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { Command } from 'commander';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseBytes } from '../src/config/units.js';
-import { generateBackup } from '../scripts/gen-backup.js';
 import {
-  baselineBinOf, clean, cpuOf, loadAverage, offsiteBin as bin, positiveInteger, positiveIntegers, silenceSdkVersionWarning, sizesUnder, timedAsync,
-  printServerResults, totalSize, treeDifference, type ServerTimed,
+  baselineBinOf, clean, cpuOf, freshBackup, loadAverage, offsiteBin as bin, positiveInteger, positiveIntegers, printServerResults, type ServerTimed, silenceSdkVersionWarning, sizesUnder, timedAsync, treeDifference,
 } from './lib.js';
 import { bucketSizes, rcloneRgwEnv, startRgw } from './rgw.js';
 
@@ -130,13 +128,7 @@ async function startTracer(targetPort: number): Promise<{ port: number; take: ()
 
 async function main(): Promise<void> {
   const dir = opts.dir;
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  const made = await generateBackup({ root: join(dir, 'source'), name: BACKUP, totalBytes, seed: Number(opts.seed) });
-  const local = join(dir, 'source', BACKUP);
-  const expected = sizesUnder(local);
-  const bytes = totalSize(expected);
-  const largest = Math.max(...expected.values());
+  const { files, local, expected, bytes, largest } = await freshBackup(dir, BACKUP, totalBytes, Number(opts.seed));
 
   const rgw = await startRgw(join(dir, 'rgw'), 2 * totalBytes);
   const { server, client, pids: serverPids } = rgw;
@@ -198,7 +190,7 @@ async function main(): Promise<void> {
     }
 
     console.log(`\nload average before: ${loadAverage()}`);
-    console.log(`${made.files} files, ${(bytes / MiB).toFixed(0)} MiB (largest ${(largest / MiB).toFixed(1)} MiB, ${[...expected.values()].filter((s) => s > 8 * MiB).length} above 8 MiB) ` +
+    console.log(`${files} files, ${(bytes / MiB).toFixed(0)} MiB (largest ${(largest / MiB).toFixed(1)} MiB, ${[...expected.values()].filter((s) => s > 8 * MiB).length} above 8 MiB) ` +
       `in s3://${BUCKET}/${ROOT_PATH}/${BACKUP}/ on Ceph RGW (memstore) at ${server.endpoint}, to one local folder; ` +
       `${contenders.length} contenders, median of ${repeat}, rotating order${tracer ? `; offsite through a request-counting proxy on port ${tracer.port}` : ''}`);
     console.log(`${rcloneVersion}: RCLONE_CONFIG_RGW_TYPE=s3 PROVIDER=Ceph, --s3-force-path-style, its defaults otherwise, then sync -f`);

@@ -5,10 +5,11 @@
  * left (same files, same sizes) and the small option parsers they share.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { generateBackup } from '../scripts/gen-backup.js';
 
 export const projectRoot = resolve(fileURLToPath(new URL('../../', import.meta.url)));
 /** The built CLI of this checkout. */
@@ -205,4 +206,28 @@ export function printServerResults(bytes: number, repeat: number, labels: readon
     if (requests && requests.size > 0) console.log(`    requests (last run): ${[...requests].sort((a, b) => b[1] - a[1]).map(([kind, n]) => `${n} ${kind}`).join(', ')}`);
   }
   return { seconds, cpu };
+}
+
+/** A generated backup in a fresh work folder: where it is and what a copy of it must hold. */
+export interface BenchBackup {
+  /** Number of files. */
+  readonly files: number;
+  /** The backup's folder (`DIR/source/NAME`). */
+  readonly local: string;
+  /** Size of every file, by path inside the backup. */
+  readonly expected: Map<string, number>;
+  /** Their total. */
+  readonly bytes: number;
+  /** The largest file's size. */
+  readonly largest: number;
+}
+
+/** Empties `dir` and generates the realistic backup `name` of about `totalBytes` under `dir/source`. */
+export async function freshBackup(dir: string, name: string, totalBytes: number, seed: number): Promise<BenchBackup> {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const made = await generateBackup({ root: join(dir, 'source'), name, totalBytes, seed });
+  const local = join(dir, 'source', name);
+  const expected = sizesUnder(local);
+  return { files: made.files, local, expected, bytes: totalSize(expected), largest: Math.max(...expected.values()) };
 }

@@ -26,14 +26,12 @@
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { Command } from 'commander';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseBytes } from '../src/config/units.js';
-import { generateBackup } from '../scripts/gen-backup.js';
 import {
-  baselineBinOf, cpuOf, loadAverage, offsiteBin as bin, positiveInteger, silenceSdkVersionWarning, sizesUnder, timed as timedChild,
-  printServerResults, totalSize, treeDifference, type ServerTimed,
+  baselineBinOf, cpuOf, freshBackup, loadAverage, offsiteBin as bin, positiveInteger, printServerResults, type ServerTimed, silenceSdkVersionWarning, sizesUnder, timed as timedChild, treeDifference,
 } from './lib.js';
 import { rcloneRgwEnv, s3ConfigSection, s3SecretsEnv, startRgw } from './rgw.js';
 
@@ -71,14 +69,10 @@ interface Contender {
 
 async function main(): Promise<void> {
   const dir = opts.dir;
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
+  const { files, expected, bytes, largest } = await freshBackup(dir, BACKUP, totalBytes, Number(opts.seed));
   const rgw = await startRgw(join(dir, 'rgw'), 2 * totalBytes);
   const { server, client, pids: serverPids } = rgw;
   try {
-    const made = await generateBackup({ root: join(dir, 'source'), name: BACKUP, totalBytes, seed: Number(opts.seed) });
-    const expected = sizesUnder(join(dir, 'source', BACKUP));
-    const bytes = totalSize(expected);
     await client.send(new CreateBucketCommand({ Bucket: BUCKET }));
     const config = join(dir, 'offsite.yaml');
     writeFileSync(config, [
@@ -112,7 +106,7 @@ async function main(): Promise<void> {
     ];
 
     console.log(`\nload average before: ${loadAverage()}`);
-    console.log(`${made.files} files, ${(bytes / MiB).toFixed(0)} MiB (largest ${(Math.max(...expected.values()) / MiB).toFixed(1)} MiB), from Ceph RGW (memstore) at ${server.endpoint} ` +
+    console.log(`${files} files, ${(bytes / MiB).toFixed(0)} MiB (largest ${(largest / MiB).toFixed(1)} MiB), from Ceph RGW (memstore) at ${server.endpoint} ` +
       `into a fresh local folder; ${contenders.length} contenders, median of ${repeat}, rotating order`);
     console.log(`${rcloneVersion}: ${RCLONE_SETTINGS.join(' ')} (its defaults)`);
     if (baselineBin !== undefined) console.log(`baseline: ${baselineBin}`);

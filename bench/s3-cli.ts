@@ -38,15 +38,13 @@ import { CreateBucketCommand, ListMultipartUploadsCommand } from '@aws-sdk/clien
 import { Command } from 'commander';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_SETTINGS } from '../src/config/config.js';
 import { parseBytes } from '../src/config/units.js';
-import { generateBackup } from '../scripts/gen-backup.js';
 import {
-  baselineBinOf, cpuOf, loadAverage, median, offsiteBin as bin, positiveInteger, positiveIntegers, silenceSdkVersionWarning, sizesUnder, timed as timedChild,
-  totalSize, treeDifference, type Timed as ChildTimed,
+  baselineBinOf, cpuOf, freshBackup, loadAverage, median, offsiteBin as bin, positiveInteger, positiveIntegers, silenceSdkVersionWarning, type Timed as ChildTimed, timed as timedChild, treeDifference,
 } from './lib.js';
 import { storedSize } from '../src/crypto/format.js';
 import { bucketSizes, dropBucket, osdBytesUsed, rcloneRgwEnv, s3ConfigSection, s3SecretsEnv, startRgw, waitForFreedData } from './rgw.js';
@@ -109,13 +107,7 @@ interface Contender {
 
 async function main(): Promise<void> {
   const dir = opts.dir;
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  const made = await generateBackup({ root: join(dir, 'source'), name: BACKUP, totalBytes, seed: Number(opts.seed) });
-  const local = join(dir, 'source', BACKUP);
-  const expected = sizesUnder(local);
-  const bytes = totalSize(expected);
-  const largest = Math.max(...expected.values());
+  const { files, local, expected, bytes, largest } = await freshBackup(dir, BACKUP, totalBytes, Number(opts.seed));
 
   // The gateway holds every object in RAM: room for a run plus what is still being freed.
   const rgw = await startRgw(join(dir, 'rgw'), 3 * totalBytes);
@@ -178,7 +170,7 @@ async function main(): Promise<void> {
     }
 
     console.log(`\nload average before: ${loadAverage()}`);
-    console.log(`${made.files} files, ${(bytes / MiB).toFixed(0)} MiB (largest ${(largest / MiB).toFixed(1)} MiB, ` +
+    console.log(`${files} files, ${(bytes / MiB).toFixed(0)} MiB (largest ${(largest / MiB).toFixed(1)} MiB, ` +
       `${[...expected.values()].filter((s) => s > 8 * MiB).length} above 8 MiB), to Ceph RGW (memstore) at ${server.endpoint}; ` +
       `${contenders.length} contenders, median of ${repeat}, rotating order, a fresh bucket per run`);
     console.log(`${rcloneVersion}: RCLONE_CONFIG_RGW_TYPE=s3 PROVIDER=Ceph, --s3-force-path-style ${RCLONE_SETTINGS.join(' ')} (its defaults), --transfers as labelled`);

@@ -15,12 +15,11 @@
 import { CreateBucketCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseBytes } from '../src/config/units.js';
-import { generateBackup } from '../scripts/gen-backup.js';
-import { cpuOf, offsiteBin as bin, positiveIntegers, sizesUnder, timedAsync, totalSize, treeDifference } from './lib.js';
+import { cpuOf, freshBackup, offsiteBin as bin, positiveIntegers, timedAsync, treeDifference } from './lib.js';
 import { bucketSizes, dropBucket, s3ConfigSection, s3SecretsEnv, startRgw } from './rgw.js';
 
 const program = new Command('bench-shard')
@@ -57,11 +56,7 @@ async function runShard(config: string, index: number, count: number, env: NodeJ
 
 async function main(): Promise<void> {
   const dir = opts.dir;
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  const made = await generateBackup({ root: join(dir, 'source'), name: BACKUP, totalBytes, seed: Number(opts.seed) });
-  const expected = sizesUnder(join(dir, 'source', BACKUP));
-  const bytes = totalSize(expected);
+  const { files, expected, bytes } = await freshBackup(dir, BACKUP, totalBytes, Number(opts.seed));
   // The gateway holds every object in RAM: room for one run plus what is still being freed.
   const rgw = await startRgw(join(dir, 'rgw'), 3 * totalBytes);
   const { server, client, pids: serverPids } = rgw;
@@ -75,7 +70,7 @@ async function main(): Promise<void> {
       'options: { quietPeriod: 0s }',
       '',
     ].join('\n'));
-    console.log(`${made.files} files, ${(bytes / MiB).toFixed(0)} MiB, to Ceph RGW (memstore) at ${server.endpoint}; shard counts ${counts.join(', ')}, every shard a process, all started at once, a fresh bucket per run`);
+    console.log(`${files} files, ${(bytes / MiB).toFixed(0)} MiB, to Ceph RGW (memstore) at ${server.endpoint}; shard counts ${counts.join(', ')}, every shard a process, all started at once, a fresh bucket per run`);
     const rows: string[] = [];
     for (const n of counts) {
       const bucket = `bench-shard-${n}-${randomBytes(4).toString('hex')}`;
