@@ -28,7 +28,8 @@ import type { ReuseSource } from './reuse.js';
 /** What the plan asks of a destination's reuse index (src/core/reuse.ts `ReuseIndex`) before any file is read. */
 export interface ReuseLookup {
   candidate(path: string, size: number): ReuseSource | undefined;
-  mayHold(size: number): boolean;
+  /** False when no indexed file can match one of this size at this path (an encrypted destination matches the same path only). */
+  mayHold(size: number, path: string): boolean;
 }
 
 export interface SourceFile {
@@ -132,7 +133,7 @@ function missingAction(file: SourceFile, reuse: ReuseLookup | undefined): FileAc
     const from = `${candidate.backup}/${candidate.path}`;
     return { path: file.path, size: file.size, action: 'reuse', reuseFrom: from, reason: `missing at destination; ${from} has the same size: reuse it if the bytes are the same, else send` };
   }
-  if (reuse?.mayHold(file.size)) {
+  if (reuse?.mayHold(file.size, file.path)) {
     return { path: file.path, size: file.size, action: 'reuse', reason: 'missing at destination; an earlier copy there has a file of this size: reuse it if the bytes are the same, else send' };
   }
   return { path: file.path, size: file.size, action: 'copy', reason: 'missing at destination' };

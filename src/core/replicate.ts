@@ -233,15 +233,18 @@ function originDamaged(ctx: EngineContext, file: EngineFile, found: string): Off
  * (`storedHash`, S3 metadata) is only a fingerprint: the bytes can be replaced while it stays.
  */
 async function adopt(ctx: EngineContext, run: DestinationRun, file: EngineFile, hashes: ObjectHashes): Promise<boolean> {
-  // An encrypted destination's record is of the stored bytes, which a plaintext read does not give: send the file again.
-  if (run.driver.encryption) return false;
   const key = `${ctx.backup}/${file.path}`;
+  const encryption = run.driver.encryption;
   try {
     // The fingerprint before reading: if the file changes while it is read, the next run sees it.
     const before = await run.driver.stat(key, { signal: ctx.signal });
-    const there = await hashObject(run.driver, key, file.size, ctx.pool, ctx.signal);
+    // At an encrypted destination the one read opens every chunk (its tag checked) and also gives
+    // the record of the stored bytes, which is what the manifest keeps.
+    const inspected = encryption ? await encryption.inspect(key, file.size, { chunkBytes: ctx.chunkBytes, signal: ctx.signal }) : undefined;
+    const there = inspected?.plain ?? await hashObject(run.driver, key, file.size, ctx.pool, ctx.signal);
     const same = there.hash === hashes.hash && there.chunks.length === hashes.chunks.length && there.chunks.every((c, i) => c === hashes.chunks[i]);
-    if (same) run.record(fileRecord(run.driver, file, hashes.hash, hashes.chunks, undefined, file.recordedSource, before?.fingerprint), 'adopted');
+    const done = inspected ? { stored: inspected.stored } : undefined;
+    if (same) run.record(fileRecord(run.driver, file, hashes.hash, hashes.chunks, done, file.recordedSource, before?.fingerprint), 'adopted');
     return same;
   } catch (err) {
     if (errorKind(err) === 'integrity' || errorKind(err) === 'not-found') return false;
@@ -550,8 +553,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
    * copy; the plan and the records carry what the run needs of them.
    */
   const prepareSlim = async (driver: Driver): Promise<Omit<PreparedDestination, 'holdings'> & { readonly journal: ProgressJournal }> => {
-    // No reuse at encrypted destinations: a sealed file is bound to its place, a copy elsewhere would not open.
-    const { plan, reuse, lock, holdings } = await prepareDestination(driver, options.origin || driver.encryption ? undefined : options.reuse?.[driver.name], prepareContext);
+    const { plan, reuse, lock, holdings } = await prepareDestination(driver, options.origin ? undefined : options.reuse?.[driver.name], prepareContext);
     return { plan, journal: holdings.progressJournal, ...(reuse ? { reuse } : {}), ...(lock ? { lock } : {}) };
   };
 

@@ -18,6 +18,12 @@
  * whose hashes differ is never recorded as reused, it is sent. A miss (no match, a candidate gone
  * or changed, a copy the driver refused or found wrong) sends the file: from the kept chunk, or
  * by reading the file again for this destination alone.
+ *
+ * At an encrypted destination the source read also gives the file's keyed plaintext MAC (the
+ * destination's `encryption.plaintextMac`), and the index matches by path, size and MAC
+ * (./reuse.ts): the sealed file of the same path in an earlier copy holds exactly the bytes a
+ * send would store, so the new record takes that copy's stored record (hashes of the stored
+ * bytes, which the copy is checked against as usual) and the MAC.
  */
 import type { ReusePolicy } from '../config/config.js';
 import type { Driver } from '../drivers/types.js';
@@ -87,6 +93,8 @@ export async function tryReuse(ctx: ReuseContext, run: DestinationRun, file: Reu
     held = undefined;
   };
   let end: { readonly hash: string; readonly chunks: readonly string[] } | undefined;
+  const encryption = run.driver.encryption;
+  let mac = encryption?.plaintextMac(file.size);
   try {
     for (;;) {
       const item = await feed.next();
@@ -94,12 +102,14 @@ export async function tryReuse(ctx: ReuseContext, run: DestinationRun, file: Reu
       if (item.type === 'detached') {
         giveBack();
         feed = ctx.fanout.readAlone(run, file);
+        mac = encryption?.plaintextMac(file.size);
         continue;
       }
       if (item.type === 'end') {
         end = item;
         break;
       }
+      mac?.update(item.chunk);
       if (held === undefined && file.size <= ctx.fanout.ctx.pool.smallBytes) held = item.chunk;
       else ctx.fanout.drop(run, item.chunk);
     }
@@ -116,8 +126,9 @@ export async function tryReuse(ctx: ReuseContext, run: DestinationRun, file: Reu
     giveBack();
     return run.dead ? { done: true } : { done: false, hashes };
   }
-  const match = reuse.index.match({ path: file.path, size: file.size, hash: hashes.hash, chunks: hashes.chunks }, ctx.chunkBytes);
-  if (match !== undefined && await copyFrom(ctx, run, reuse, file, match, hashes)) {
+  const plaintextMac = mac?.digest();
+  const match = reuse.index.match({ path: file.path, size: file.size, hash: hashes.hash, chunks: hashes.chunks, ...(plaintextMac !== undefined ? { mac: plaintextMac } : {}) }, ctx.chunkBytes);
+  if (match !== undefined && await copyFrom(ctx, run, reuse, file, match, hashes, plaintextMac)) {
     giveBack();
     return { done: true };
   }
@@ -128,16 +139,19 @@ export async function tryReuse(ctx: ReuseContext, run: DestinationRun, file: Reu
  * Creates the file by copying `match` at the destination. True when handled (recorded, or the
  * destination failed); false when the file must be sent instead.
  */
-async function copyFrom(ctx: ReuseContext, run: DestinationRun, reuse: RunReuse, file: ReuseFile, match: ReuseMatch, hashes: ObjectHashes): Promise<boolean> {
+async function copyFrom(ctx: ReuseContext, run: DestinationRun, reuse: RunReuse, file: ReuseFile, match: ReuseMatch, hashes: ObjectHashes, mac?: string): Promise<boolean> {
   const driver = run.driver;
   if (driver.copyWithin === undefined) return false;
+  // At an encrypted destination: the candidate's stored record, which the copy must match and the new record takes.
+  const stored = driver.encryption ? match.stored : undefined;
+  if (driver.encryption && (stored === undefined || mac === undefined)) return false;
   const fromKey = `${match.backup}/${match.path}`;
   const toKey = `${ctx.backup}/${file.path}`;
   let committed: string | undefined;
   try {
     // The driver makes sure the candidate still is what its manifest recorded (size, stored
     // hash, fingerprint): one changed since (or gone) is not copied from.
-    const expect = { size: file.size, hash: hashes.hash, ...(match.fingerprint !== undefined ? { fingerprint: match.fingerprint } : {}) };
+    const expect = { size: file.size, hash: stored?.hash ?? hashes.hash, ...(match.fingerprint !== undefined ? { fingerprint: match.fingerprint } : {}) };
     committed = (await driver.copyWithin(fromKey, toKey, { link: reuse.link, serverOnly: true, expect, signal: ctx.signal }))?.fingerprint;
   } catch (err) {
     if (err instanceof OffsiteError && err.code === 'E_NO_SERVER_COPY') {
@@ -160,7 +174,8 @@ async function copyFrom(ctx: ReuseContext, run: DestinationRun, reuse: RunReuse,
     }
   }
   const record: ManifestFile = {
-    path: file.path, size: file.size, hash: hashes.hash, chunks: hashes.chunks, reusedFrom: fromKey,
+    path: file.path, size: file.size, reusedFrom: fromKey,
+    ...(stored !== undefined ? { hash: stored.hash, chunks: stored.chunks, storedSize: stored.size, mac } : { hash: hashes.hash, chunks: hashes.chunks }),
     ...(file.recordedSource !== undefined ? { sourceFingerprint: file.recordedSource } : {}),
     ...(committed !== undefined ? { destinationFingerprint: committed } : {}),
   };
@@ -179,11 +194,13 @@ export async function reuseIndexOf(
   driver: Driver, backup: string, policy: ReusePolicy | undefined, emit: (event: ReplicateEvent) => void, signal?: AbortSignal, sourceEtags = false,
 ): Promise<RunReuse | undefined> {
   if (policy === undefined || policy === 'off' || !driver.capabilities.serverSideCopy || driver.copyWithin === undefined) return undefined;
+  const encryption = driver.encryption;
   try {
     const copies = await reusableCopies(driver, backup, { signal });
     if (copies.length === 0) return undefined;
     const index = await buildReuseIndex(driver, copies, {
-      signal, sourceEtags,
+      signal, sourceEtags: sourceEtags && encryption === undefined,
+      ...(encryption ? { encrypted: { scheme: encryption.scheme, publicKey: encryption.publicKey } } : {}),
       onSkipped: (copy, reason) => emit({ type: 'warning', destination: driver.name, message: `not reusing files of ${copy}: ${reason}` }),
     });
     return index.size > 0 ? { index, link: policy === 'link' } : undefined;

@@ -15,6 +15,13 @@
  * - at most `maxEntries` distinct contents are kept (newest copies first); beyond that older
  *   contents are not offered, which only means those files are sent.
  * Measured by test/core/reuse.test.ts (30 copies of 100,000 files).
+ *
+ * At an encrypted destination (`ReuseIndexOptions.encrypted`) the records hold hashes of the stored
+ * (sealed) bytes and a keyed plaintext MAC, never a plaintext hash: files are matched by path,
+ * plain size and MAC (the new file's MAC comes from the one source read), only in copies sealed
+ * in the current format and whose manifests carry a valid signature by this destination's key; a
+ * match gives the candidate's stored record too, which the new record takes (a sealed file opens
+ * only under its own path inside a backup: src/crypto/format.ts).
  */
 import { backupTimeFromName, isValidBackupName } from '../backup/index.js';
 import type { Driver, SignalOptions } from '../drivers/types.js';
@@ -38,10 +45,12 @@ export interface ReuseMatch extends ReuseSource {
    * (`copyWithin`'s `expect`, which an object store turns into a conditional copy).
    */
   readonly fingerprint?: string;
+  /** At an encrypted destination: what its manifest recorded of the stored bytes (the new record's). */
+  readonly stored?: { readonly size: number; readonly hash: string; readonly chunks: string[] };
 }
 
-/** What the new file is (from the source read). */
-export type ReuseQuery = Pick<ManifestFile, 'path' | 'size' | 'hash' | 'chunks'>;
+/** What the new file is (from the source read); at an encrypted destination its `mac` is what matches. */
+export type ReuseQuery = Pick<ManifestFile, 'path' | 'size' | 'hash' | 'chunks' | 'mac'>;
 
 export interface ReuseIndexOptions {
   /** Most distinct contents kept (about 50 bytes + the path each). @default 1,000,000 */
@@ -52,6 +61,12 @@ export interface ReuseIndexOptions {
    * `trustEtags`. About 80 bytes more per such file. @default false
    */
   readonly sourceEtags?: boolean;
+  /**
+   * The destination encrypts (see the file comment): only copies in this `scheme` whose
+   * manifests are signed by `publicKey` are indexed, by path, size and MAC. `sourceEtags` is
+   * then ignored. @default a plain destination
+   */
+  readonly encrypted?: { readonly scheme: string; readonly publicKey: string };
 }
 
 export interface BuildReuseIndexOptions extends ReuseIndexOptions, SignalOptions {
@@ -98,6 +113,9 @@ export class ReuseIndex {
    * fingerprint and chunk hashes (`<fingerprint> <chunk>,<chunk>...`); 0: none kept.
    */
   #sourceLength: Uint32Array | undefined;
+  /** Encrypted: bytes right after the fingerprint in `#paths` holding the stored record (`<size> <hash> <chunk>,<chunk>...`). */
+  #storedLength: Uint32Array | undefined;
+  readonly #encrypted: boolean;
   /** One bit per (hashed) size: a clear bit proves no indexed file has that size. */
   readonly #sizes: Uint32Array;
   #backup = new Uint16Array(1024);
@@ -115,7 +133,9 @@ export class ReuseIndex {
   constructor(hasher: Hasher, options: ReuseIndexOptions = {}) {
     this.#hasher = hasher;
     this.#maxEntries = options.maxEntries ?? 1_000_000;
-    if (options.sourceEtags === true) this.#sourceLength = new Uint32Array(1024);
+    this.#encrypted = options.encrypted !== undefined;
+    if (this.#encrypted) this.#storedLength = new Uint32Array(1024);
+    else if (options.sourceEtags === true) this.#sourceLength = new Uint32Array(1024);
     let capacity = 1024;
     while (capacity < this.#maxEntries * 2) capacity *= 2;
     this.#slots = new Int32Array(capacity).fill(EMPTY);
@@ -230,26 +250,43 @@ export class ReuseIndex {
   }
 
   /** False when no indexed file has `size` (then nothing can match); true means maybe. */
-  mayHold(size: number): boolean {
-    const bit = this.#sizeBit(size);
+  mayHold(size: number, path?: string): boolean {
+    // Encrypted: only the same path can match, so the bit is of (size, path).
+    const bit = this.#sizeBit(size, path);
     return ((this.#sizes[bit >>> 5] as number) & (1 << (bit & 31))) !== 0;
   }
 
   #matchOf(entry: number, path = this.#pathOf(entry)): ReuseMatch {
     const backup = this.#backups[this.#backup[entry] as number] as string;
     const length = this.#fingerprintLength[entry] as number;
-    if (length === 0) return { backup, path };
     const start = (this.#pathStart[entry] as number) + (this.#pathLength[entry] as number);
-    return { backup, path, fingerprint: this.#paths.toString('utf8', start, start + length) };
+    const stored = this.#storedOf(entry, start + length);
+    const found: ReuseMatch = length === 0 ? { backup, path } : { backup, path, fingerprint: this.#paths.toString('utf8', start, start + length) };
+    return stored ? { ...found, stored } : found;
   }
 
-  #sizeBit(size: number): number {
-    let h = Math.imul((size >>> 0) ^ Math.floor(size / 0x100000000), 0x9e3779b1) >>> 0;
+  /** The stored record kept at `at` in `#paths` for an encrypted destination's entry. */
+  #storedOf(entry: number, at: number): ReuseMatch['stored'] {
+    const length = this.#storedLength?.[entry] ?? 0;
+    if (length === 0) return undefined;
+    const [size, hash, chunks] = this.#paths.toString('utf8', at, at + length).split(' ') as [string, string, string];
+    return { size: Number(size), hash, chunks: chunks === '' ? [] : chunks.split(',') };
+  }
+
+  #sizeBit(size: number, path?: string): number {
+    const salt = this.#encrypted && path !== undefined ? Number.parseInt(this.#hasher.hash(Buffer.from(path)).slice(-8), 16) : 0;
+    let h = Math.imul(((size >>> 0) ^ Math.floor(size / 0x100000000)) ^ salt, 0x9e3779b1) >>> 0;
     h = Math.imul(h ^ (h >>> 15), 0x85ebca6b);
     return ((h ^ (h >>> 13)) >>> 0) % (this.#sizes.length * 32);
   }
 
   #key(file: ReuseQuery, chunkBytes: number): { hi: number; lo: number; chi: number; clo: number; size: number } {
+    if (this.#encrypted) {
+      // The MAC covers the chunk size; the path is part of the key (a sealed file opens only there).
+      const [hi, lo] = halves(file.mac ?? '');
+      const [chi, clo] = halves(this.#hasher.hash(Buffer.from(`${file.path}\n${file.mac ?? ''}`)));
+      return { hi, lo, chi, clo, size: file.size };
+    }
     const [hi, lo] = halves(file.hash);
     const [chi, clo] = halves(this.#hasher.hash(Buffer.from(`${chunkBytes}:${file.chunks.join(',')}`)));
     return { hi, lo, chi, clo, size: file.size };
@@ -278,6 +315,8 @@ export class ReuseIndex {
   }
 
   #insert(file: ManifestFile, chunkBytes: number, backupIndex: number): number {
+    // Encrypted: a record without its MAC and stored size cannot be matched or taken over.
+    if (this.#encrypted && (file.mac === undefined || file.storedSize === undefined)) return EMPTY;
     const key = this.#key(file, chunkBytes);
     const mask = this.#slots.length - 1;
     let slot = this.#slotOf(key);
@@ -295,10 +334,11 @@ export class ReuseIndex {
     this.#chunksLo[entry] = key.clo;
     this.#size[entry] = key.size;
     this.#backup[entry] = backupIndex;
-    const bit = this.#sizeBit(key.size);
+    const bit = this.#sizeBit(key.size, file.path);
     this.#sizes[bit >>> 5] = (this.#sizes[bit >>> 5] as number) | (1 << (bit & 31));
     const fingerprint = file.destinationFingerprint ?? '';
-    const source = this.#sourceLength !== undefined && backupIndex === 0 && isContentEtag(file.sourceFingerprint) ? `${file.sourceFingerprint} ${file.hash} ${file.chunks.join(',')}` : '';
+    const source = this.#sourceLength !== undefined && backupIndex === 0 && isContentEtag(file.sourceFingerprint) ? `${file.sourceFingerprint} ${file.hash} ${file.chunks.join(',')}`
+      : this.#storedLength !== undefined ? `${String(file.storedSize)} ${file.hash} ${file.chunks.join(',')}` : '';
     const length = Buffer.byteLength(file.path) + Buffer.byteLength(fingerprint) + Buffer.byteLength(source);
     if (this.#pathBytes + length > this.#paths.length) {
       // By half: with 300,000 paths and fingerprints (~40 MB), doubling would leave up to that much unused.
@@ -309,9 +349,8 @@ export class ReuseIndex {
     this.#pathStart[entry] = this.#pathBytes;
     this.#pathLength[entry] = this.#paths.write(file.path, this.#pathBytes);
     this.#fingerprintLength[entry] = Math.min(0xffff, this.#paths.write(fingerprint, this.#pathBytes + (this.#pathLength[entry] as number)));
-    if (this.#sourceLength !== undefined) {
-      this.#sourceLength[entry] = this.#paths.write(source, this.#pathBytes + (this.#pathLength[entry] as number) + (this.#fingerprintLength[entry] as number));
-    }
+    const extra = this.#sourceLength ?? this.#storedLength;
+    if (extra !== undefined) extra[entry] = this.#paths.write(source, this.#pathBytes + (this.#pathLength[entry] as number) + (this.#fingerprintLength[entry] as number));
     this.#pathBytes += length;
     this.#slots[slot] = entry;
     return entry;
@@ -332,6 +371,7 @@ export class ReuseIndex {
     this.#size = grow(this.#size, (n) => new Float64Array(n));
     this.#fingerprintLength = grow(this.#fingerprintLength, (n) => new Uint16Array(n));
     if (this.#sourceLength !== undefined) this.#sourceLength = grow(this.#sourceLength, (n) => new Uint32Array(n));
+    if (this.#storedLength !== undefined) this.#storedLength = grow(this.#storedLength, (n) => new Uint32Array(n));
     this.#backup = grow(this.#backup, (n) => new Uint16Array(n));
     this.#pathStart = grow(this.#pathStart, (n) => new Uint32Array(n));
     this.#pathLength = grow(this.#pathLength, (n) => new Uint32Array(n));
@@ -365,12 +405,17 @@ export async function buildReuseIndex(driver: Driver, backups: readonly string[]
     /** Records of a manifest whose kind or chunk size come after its file list (never as offsite writes them). */
     let held: ManifestFile[] | undefined;
     let summary: ManifestSummary | undefined;
+    const encrypted = options.encrypted;
+    /** At an encrypted destination: a copy sealed otherwise (plain, another format or key) is not indexed. */
+    let foreign = false;
     try {
       summary = await streamManifestAt(driver, manifestKey(backup), {
         signal: options.signal,
+        ...(encrypted ? { publicKey: encrypted.publicKey } : {}),
         onFile: (file, _, fields) => {
-          if (copy === undefined && held === undefined) {
-            if (fields.kind === 'complete' && typeof fields.chunkBytes === 'number') copy = index.begin(backup, fields.chunkBytes);
+          if (copy === undefined && held === undefined && !foreign) {
+            if (encrypted && (fields.encryption?.scheme !== encrypted.scheme || fields.encryption.publicKey !== encrypted.publicKey)) foreign = true;
+            else if (fields.kind === 'complete' && typeof fields.chunkBytes === 'number') copy = index.begin(backup, fields.chunkBytes);
             else if (fields.kind === undefined || fields.chunkBytes === undefined) held = [];
           }
           if (copy !== undefined) copy.add(file);
@@ -380,10 +425,11 @@ export async function buildReuseIndex(driver: Driver, backups: readonly string[]
     } catch (err) {
       copy?.undo();
       if (errorKind(err) !== 'integrity') throw err;
-      options.onSkipped?.(backup, errorMessage(err));
+      // A copy not sealed for this destination was never going to be used: no warning about its signature.
+      if (!foreign) options.onSkipped?.(backup, errorMessage(err));
       continue;
     }
-    if (summary?.kind !== 'complete') {
+    if (summary?.kind !== 'complete' || foreign || (encrypted && (summary.encryption?.scheme !== encrypted.scheme || summary.encryption.publicKey !== encrypted.publicKey))) {
       copy?.undo();
       continue;
     }

@@ -3,7 +3,7 @@
  *
  *   stored file  = sealed chunk 0 || sealed chunk 1 || ... || sealed chunk n-1
  *   sealed i     = prefix (32 bytes) || AES-256-GCM(plain chunk i) || tag (16 bytes)
- *   prefix       = "OFSE" | version 1 (1 byte) | 3 zero bytes | chunkBytes (u32 BE)
+ *   prefix       = "OFSE" | version 2 (1 byte) | 3 zero bytes | chunkBytes (u32 BE)
  *                  | key check (8 bytes) | nonce (12 bytes)
  *
  * Plain chunk i is bytes [i*chunkBytes, (i+1)*chunkBytes) of the file; an empty file is one empty
@@ -12,7 +12,12 @@
  * object (resume at any part boundary), and any chunk can be located and checked on its own.
  *
  * Keys: each file has its own AES key and nonce key, derived with HKDF from the destination key
- * and the file's identity (its key in the destination, `NAME/path`; src/crypto/keys.ts).
+ * and the file's identity (src/crypto/keys.ts). The identity is the file's path inside its backup
+ * (`binlogs/insert_log/...`, without the backup's name; format version 2): milvus-backup builds
+ * those paths from IDs, so a path names the same binlog in every nightly backup, and a file sealed
+ * in one backup's copy opens under the same path in another's. That is what lets reuse (issue 12)
+ * copy it there server-side (the bytes are exactly those a send would store). Version 1 files
+ * (identity `NAME/path`) are still read, never reused.
  *
  * Nonces are synthetic (as in SIV): nonce i = HMAC(nonce key, MAC i)[:12], where MAC i is the
  * keyed HMAC-SHA256 of (chunkBytes, i, last flag, plain chunk i). Sealing is therefore
@@ -21,20 +26,26 @@
  * repeats only for the very same chunk (the same ciphertext), never for different plaintexts.
  *
  * The additional data is the prefix, the file identity, the index and the last flag. So a chunk
- * that is changed, moved to another index, moved to another file, dropped from the end, or
- * followed by an extra chunk fails its tag, and the error names the chunk. The key check tells a
+ * that is changed, moved to another index, moved to another path, dropped from the end, or
+ * followed by an extra chunk fails its tag, and the error names the chunk. A chunk of the same
+ * path in another backup's copy opens (the price of reuse), but it changes the file's plaintext
+ * MAC, which `pull` checks at the end of every file, and its stored hash, which the signed
+ * manifest records and every audit checks. The key check tells a
  * wrong key apart from damage before any chunk is opened (it is the same for every file of a key).
  *
  * The file's plaintext MAC (`fileMac`) is an HMAC over the size, the chunk size and the chunk
  * MACs: keyed, so the manifest that records it confirms no guessed plaintext to its readers.
  */
-import { createCipheriv, createDecipheriv, createHmac, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, timingSafeEqual, type Hmac } from 'node:crypto';
 import { OffsiteError } from '../errors.js';
 import type { Hasher } from '../hash/xxh64.js';
 import { EncryptionKeyError, type DestinationKey } from './keys.js';
 
 const MAGIC = Buffer.from('OFSE', 'latin1');
-const VERSION = 1;
+/** The format version written: 2 (identity: the path inside the backup). */
+const VERSION = 2;
+/** Version 1 files (identity: `NAME/path`) are read, not written. */
+const READ_VERSIONS: ReadonlySet<number> = new Set([1, 2]);
 const CHECK_BYTES = 8;
 const NONCE_BYTES = 12;
 /** Bytes of the prefix in front of every sealed chunk. */
@@ -48,7 +59,7 @@ export const MAX_CHUNK_BYTES = 0xffff_ffff - OVERHEAD_BYTES;
 /** Bytes handed to the cipher per call. */
 const SLICE_BYTES = 64 * 1024;
 /** Names the format in manifests. */
-export const ENCRYPTION_SCHEME = 'offsite-aes-256-gcm-chunked/v1';
+export const ENCRYPTION_SCHEME = 'offsite-aes-256-gcm-chunked/v2';
 /** Prefix of a file's plaintext MAC as manifests record it. */
 export const MAC_PREFIX = 'hmac-sha256:';
 
@@ -98,10 +109,72 @@ export function fileMac(key: DestinationKey, plainBytes: number, chunkBytes: num
   return MAC_PREFIX + mac.digest('hex');
 }
 
+/**
+ * A file's plaintext MAC (`fileMac`) from its plain bytes in pieces of any size, without sealing
+ * them: what the engine compares with the MACs an encrypted copy's manifest records, to find a
+ * file there that holds the same plaintext (reuse). Equal to the MAC a seal of the same bytes
+ * gives, whatever the file's identity.
+ */
+export class PlaintextMac {
+  readonly #chunks: number;
+  readonly #macs: Buffer[] = [];
+  #current: Hmac | undefined;
+  /** Bytes of the current chunk taken so far. */
+  #filled = 0;
+  #taken = 0;
+
+  constructor(private readonly key: DestinationKey, private readonly size: number, private readonly chunkBytes: number) {
+    this.#chunks = chunkCount(size, chunkBytes);
+  }
+
+  update(bytes: Uint8Array): void {
+    let at = 0;
+    while (at < bytes.length) {
+      const index = this.#macs.length;
+      if (index >= this.#chunks) throw new RangeError(`more than the ${this.size} bytes announced`);
+      this.#current ??= this.key.plaintextMac().update(chunkLabel(this.chunkBytes, index, index === this.#chunks - 1));
+      const wanted = Math.min(this.chunkBytes, this.size - index * this.chunkBytes) - this.#filled;
+      const take = Math.min(wanted, bytes.length - at);
+      this.#current.update(bytes.subarray(at, at + take));
+      at += take;
+      this.#filled += take;
+      this.#taken += take;
+      if (take === wanted) this.#closeChunk();
+    }
+  }
+
+  /** The MAC, `hmac-sha256:<hex>`, once all `size` bytes were given. */
+  digest(): string {
+    if (this.#taken !== this.size) throw new RangeError(`${this.#taken} bytes given, ${this.size} announced`);
+    // An empty file is one empty chunk.
+    if (this.#macs.length < this.#chunks) {
+      this.#current ??= this.key.plaintextMac().update(chunkLabel(this.chunkBytes, 0, true));
+      this.#closeChunk();
+    }
+    return fileMac(this.key, this.size, this.chunkBytes, this.#macs);
+  }
+
+  #closeChunk(): void {
+    this.#macs.push((this.#current as Hmac).digest());
+    this.#current = undefined;
+    this.#filled = 0;
+  }
+}
+
 /** A sealed or opened chunk and its plaintext MAC. */
 export interface ChunkResult {
   readonly bytes: Buffer;
   readonly mac: Buffer;
+}
+
+/**
+ * The identity sealed into a file's chunks: for version 2 its path inside the backup (`key`
+ * without its first segment, the backup's name), for version 1 the whole key.
+ */
+export function sealedIdentity(key: string, version = VERSION): string {
+  if (version === 1) return key;
+  const slash = key.indexOf('/');
+  return slash < 0 ? key : key.slice(slash + 1);
 }
 
 /** What both directions share: the file's keys and identity. */
@@ -111,9 +184,9 @@ abstract class FileCipher {
   protected readonly idBytes: Buffer;
   protected readonly check: Buffer;
 
-  /** `fileId` is the file's key in the destination (`NAME/path`). */
-  protected constructor(protected readonly key: DestinationKey, readonly fileId: string, readonly chunkBytes: number) {
-    this.idBytes = Buffer.from(fileId, 'utf8');
+  /** `fileId` is the file's key in the destination (`NAME/path`); its identity follows `version` (`sealedIdentity`). */
+  protected constructor(protected readonly key: DestinationKey, readonly fileId: string, readonly chunkBytes: number, readonly version: number) {
+    this.idBytes = Buffer.from(sealedIdentity(fileId, version), 'utf8');
     this.fileKey = key.fileKey(this.idBytes);
     this.nonceKey = key.nonceKey(this.idBytes);
     this.check = keyCheck(key);
@@ -141,7 +214,7 @@ abstract class FileCipher {
 export class FileSealer extends FileCipher {
   constructor(key: DestinationKey, fileId: string, chunkBytes: number) {
     if (!Number.isInteger(chunkBytes) || chunkBytes < 1 || chunkBytes > MAX_CHUNK_BYTES) throw new RangeError(`chunkBytes must be an integer in [1, ${MAX_CHUNK_BYTES}], got ${chunkBytes}`);
-    super(key, fileId, chunkBytes);
+    super(key, fileId, chunkBytes, VERSION);
   }
 
   /**
@@ -217,25 +290,27 @@ function keyCheck(key: DestinationKey): Buffer {
   return key.checkValue(Buffer.from('offsite key check', 'latin1')).subarray(0, CHECK_BYTES);
 }
 
-/** Reads the chunk size from a stored chunk's prefix and checks the key against it. */
-function readPrefix(key: DestinationKey, fileId: string, stored: Buffer, index: number, check: Buffer): number {
+/** Reads the format version and chunk size from a stored chunk's prefix and checks the key against it. */
+function readPrefix(key: DestinationKey, fileId: string, stored: Buffer, index: number, check: Buffer): { version: number; chunkBytes: number } {
   if (stored.length < PREFIX_BYTES || !stored.subarray(0, 4).equals(MAGIC)) {
     throw new ChunkIntegrityError(key.destination, fileId, index, 'does not start like a chunk of an offsite encrypted file (is this copy encrypted? is the file cut short?)');
   }
-  if (stored[4] !== VERSION) throw new ChunkIntegrityError(key.destination, fileId, index, `has format version ${stored[4]}, this offsite reads version ${VERSION} (update offsite)`);
+  const version = stored[4] as number;
+  if (!READ_VERSIONS.has(version)) throw new ChunkIntegrityError(key.destination, fileId, index, `has format version ${version}, this offsite reads versions ${[...READ_VERSIONS].join(' and ')} (update offsite)`);
   const chunkBytes = stored.readUInt32BE(8);
   if (chunkBytes === 0 || chunkBytes > MAX_CHUNK_BYTES) throw new ChunkIntegrityError(key.destination, fileId, index, `records the impossible chunk size ${chunkBytes}`);
   if (!timingSafeEqual(check, stored.subarray(12, 12 + CHECK_BYTES))) {
     throw new EncryptionKeyError(`destination "${key.destination}": the encryption key does not open this copy (${fileId} was written with another key): check encryption.key or encryption.keyFile of this destination`);
   }
-  return chunkBytes;
+  return { version, chunkBytes };
 }
 
 /** Decrypts one file chunk by chunk, checking every tag. */
 export class FileOpener extends FileCipher {
   /** Reads the chunk size from the prefix of stored chunk 0; a wrong key is an `EncryptionKeyError`. */
   static open(key: DestinationKey, fileId: string, storedStart: Buffer): FileOpener {
-    return new FileOpener(key, fileId, readPrefix(key, fileId, storedStart, 0, keyCheck(key)));
+    const { version, chunkBytes } = readPrefix(key, fileId, storedStart, 0, keyCheck(key));
+    return new FileOpener(key, fileId, chunkBytes, version);
   }
 
   /** Bytes of stored chunk `index` when it is not the last one. */
@@ -248,8 +323,9 @@ export class FileOpener extends FileCipher {
     if (stored.length < OVERHEAD_BYTES || stored.length > this.storedChunkBytes || (!last && stored.length !== this.storedChunkBytes)) {
       throw new ChunkIntegrityError(this.key.destination, this.fileId, index, `has ${stored.length} bytes, not ${last ? `between ${OVERHEAD_BYTES} and ${this.storedChunkBytes}` : this.storedChunkBytes} (truncated or extended)`);
     }
-    if (readPrefix(this.key, this.fileId, stored, index, this.check) !== this.chunkBytes) {
-      throw new ChunkIntegrityError(this.key.destination, this.fileId, index, 'records another chunk size than chunk 0');
+    const prefixed = readPrefix(this.key, this.fileId, stored, index, this.check);
+    if (prefixed.chunkBytes !== this.chunkBytes || prefixed.version !== this.version) {
+      throw new ChunkIntegrityError(this.key.destination, this.fileId, index, 'records another chunk size or format version than chunk 0');
     }
     const prefix = stored.subarray(0, PREFIX_BYTES);
     const nonce = prefix.subarray(12 + CHECK_BYTES);

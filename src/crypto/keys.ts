@@ -109,7 +109,7 @@ export class DestinationKey {
     return Buffer.from(this.#key);
   }
 
-  /** The AES-256-GCM key of the file stored under `fileId` (its key in the destination, UTF-8). */
+  /** The AES-256-GCM key of the file whose identity is `fileId` (UTF-8; src/crypto/format.ts `sealedIdentity`). */
   fileKey(fileId: Buffer): Buffer {
     return derive(this.#key, fileId, LABEL.file);
   }

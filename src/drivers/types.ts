@@ -274,6 +274,21 @@ export interface DriverEncryption {
    * its manifest records), or the read fails with kind `integrity` at its end.
    */
   expect(key: string, mac: string): void;
+  /**
+   * The keyed plaintext MAC (`StoredRecord.mac`) of a plain file of `size` bytes, from its bytes
+   * in order (pieces of any size), as sealing it here would record it: how the engine finds a
+   * file an earlier copy holds with the same plaintext (reuse), from the one source read.
+   */
+  plaintextMac(size: number): { update(bytes: Uint8Array): void; digest(): string };
+  /**
+   * Reads the stored object under `key` once, opening (and so checking) every chunk: the
+   * XXH64 of its plaintext (whole and per `chunkBytes` chunk, as the engine hashes a source
+   * file) and the record of what is stored. How a file committed but not yet recorded (a run
+   * killed before its checkpoint) is adopted with the same proof as a plain one: its bytes read
+   * and hashed. Rejects with kind `integrity` when a chunk fails its check or the object is not
+   * `size` plain bytes, `not-found` when it is gone.
+   */
+  inspect(key: string, size: number, options: { readonly chunkBytes: number } & SignalOptions): Promise<{ readonly plain: { readonly hash: string; readonly chunks: string[] }; readonly stored: StoredRecord }>;
 }
 
 /**

@@ -143,6 +143,14 @@ describe('encrypted file format', () => {
     failsAt(() => openBuffer(key, PATH, theirs), 0);
   });
 
+  it('the identity is the path inside the backup: the same path in another backup gives the same bytes (reuse), another path fails', () => {
+    const plain = randomBytes(2 * CHUNK + 3);
+    const night1 = sealBuffer(key, `backup_1/${PATH}`, plain, CHUNK);
+    assert.deepEqual(sealBuffer(key, `backup_2/${PATH}`, plain, CHUNK), night1);
+    assert.deepEqual(openBuffer(key, `backup_2/${PATH}`, night1), plain);
+    failsAt(() => openBuffer(key, `backup_2/${PATH}0`, night1), 0, `backup_2/${PATH}0`);
+  });
+
   it('a wrong key is a clear error naming the destination, never garbage and never the key', () => {
     const stored = sealBuffer(key, PATH, randomBytes(CHUNK), CHUNK);
     assert.throws(() => openBuffer(otherKey, PATH, stored), (err: unknown) => {

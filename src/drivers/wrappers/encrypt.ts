@@ -14,23 +14,29 @@
  *   would confirm guesses) and returns the stored record (`Committed.stored`: stored size, hash,
  *   chunk hashes, keyed plaintext MAC) that the manifest keeps, so an auditor without the key can
  *   prove the stored bytes, and `pull` the plaintext.
- * - No server-side copies: a sealed file is bound to its place (its key), so a copy elsewhere
- *   would not open. The engine does not reuse files at an encrypted destination.
+ * - Server-side copies (reuse, issue 12) only to the same path in another backup: a sealed file
+ *   is bound to its path inside the backup (src/crypto/format.ts `sealedIdentity`), so the copy
+ *   holds exactly the bytes a send would store there, and opens; a copy to another path would
+ *   not, and is refused (`E_COPY_ELSEWHERE`, kind `permanent`: the engine sends the file). The
+ *   engine finds such files by their keyed plaintext MAC (`encryption.plaintextMac`).
+ * - Adoption of a file committed but not recorded: `encryption.inspect` reads it once, opening
+ *   every chunk, and gives its plaintext hashes (compared with the source's) and its stored record.
  * - Sealing a part (its chunks' MACs, AES-256-GCM, the XXH64 of each sealed chunk) runs in the
  *   CPU pool's worker threads (src/runtime/cpu-pool.ts), which get the key once; only the
  *   whole-file hash of the stored bytes, taken in part order, stays on the main thread.
  */
 import { Readable } from 'node:stream';
 import {
-  chunkCount, ChunkIntegrityError, ChunkReader, ENCRYPTION_SCHEME, fileMac, FileOpener, MAX_CHUNK_BYTES, OVERHEAD_BYTES, plainSize, storedSize,
+  chunkCount, ChunkIntegrityError, ChunkReader, ENCRYPTION_SCHEME, fileMac, FileOpener, MAX_CHUNK_BYTES, OVERHEAD_BYTES, PlaintextMac, plainSize, sealedIdentity, storedSize,
 } from '../../crypto/format.js';
 import { EncryptionKeyError, type DestinationKey } from '../../crypto/keys.js';
-import { DriverError } from '../../errors.js';
+import { DriverError, throwIfAborted } from '../../errors.js';
 import { getHasher, type Hasher, type StreamingHash } from '../../hash/xxh64.js';
 import { cpuPool } from '../../runtime/cpu-pool.js';
+import { checkDriverKey } from '../toolkit/args.js';
 import { badArgument, missingPartError } from '../toolkit/errors.js';
 import type {
-  Capabilities, CommitOptions, Committed, CopyWithinOptions, Driver, DriverEncryption, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession,
+  Capabilities, CommitOptions, Committed, CopyWithinOptions, Driver, DriverEncryption, Entry, ReadOptions, SignalOptions, StoredRecord, WriteOptions, WriteSession,
 } from '../types.js';
 import { ForwardingDriver, ForwardingWriteSession } from './forwarding.js';
 
@@ -93,6 +99,8 @@ class EncryptingDriver extends ForwardingDriver {
       stored: inner,
       sign: (bytes) => key.sign(bytes),
       expect: (k, mac) => { expected.set(k, mac); },
+      plaintextMac: (size) => new PlaintextMac(key, size, chunkBytes),
+      inspect: (k, size, options) => this.#inspect(k, size, options),
     };
   }
 
@@ -108,7 +116,6 @@ class EncryptingDriver extends ForwardingDriver {
     return {
       ...inner,
       storedHash: false,
-      serverSideCopy: false,
       // Its reads do not pass `ifFingerprint` on: a reader checks with a stat after the read.
       conditionalReads: false,
       maxPartBytes: Math.max(this.#chunkBytes, Math.floor(inner.maxPartBytes / perChunk) * this.#chunkBytes),
@@ -226,8 +233,85 @@ class EncryptingDriver extends ForwardingDriver {
     return new EncryptingWriteSession(session, this.#key, { size, partBytes, chunkBytes, stored, hasher, context });
   }
 
-  protected override forwardCopyWithin(_fromKey: string, toKey: string, _options?: CopyWithinOptions): Promise<Committed | void> {
-    return Promise.reject(new DriverError('E_NO_SERVER_COPY', `${this.name}: ${toKey}: an encrypted destination makes no server-side copies (a sealed file is bound to its place)`, { kind: 'permanent' }));
+  /**
+   * A server-side copy of a sealed file to the same path in another backup (see the file
+   * comment); `expect.size` is the plain size, `expect.hash` the stored hash (the driver below
+   * keeps that one).
+   */
+  protected override async forwardCopyWithin(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<Committed | void> {
+    if (isBookkeepingKey(fromKey) && isBookkeepingKey(toKey)) return super.forwardCopyWithin(fromKey, toKey, options);
+    // What the driver below would refuse first (keys leaving the root, an aborted call) is refused as it would.
+    checkDriverKey(this.name, fromKey);
+    checkDriverKey(this.name, toKey);
+    throwIfAborted(options?.signal, `${this.name}: copy ${fromKey}`);
+    if (isBookkeepingKey(fromKey) || isBookkeepingKey(toKey) || sealedIdentity(fromKey) !== sealedIdentity(toKey)) {
+      throw new DriverError('E_COPY_ELSEWHERE', `${this.name}: ${toKey}: an encrypted file opens only under its own path inside a backup, so it cannot be copied from ${fromKey}: send it`, { kind: 'permanent' });
+    }
+    const expect = options?.expect;
+    return super.forwardCopyWithin(fromKey, toKey, expect ? { ...options, expect: { ...expect, size: storedSize(expect.size, this.#chunkBytes) } } : options);
+  }
+
+  /** `DriverEncryption.inspect`: one read of the stored bytes, hashed as stored and, opened, as plaintext. */
+  async #inspect(key: string, size: number, options: { readonly chunkBytes: number; readonly signal?: AbortSignal }): Promise<{ plain: { hash: string; chunks: string[] }; stored: StoredRecord }> {
+    const { signal } = options;
+    const hasher = await getHasher();
+    const stored = new ChunkedHash(hasher, this.#chunkBytes + OVERHEAD_BYTES);
+    const plain = new ChunkedHash(hasher, options.chunkBytes);
+    const reader = new ChunkReader(this.#key, key);
+    const stream = await this.inner.openRead(key, { signal });
+    try {
+      for await (const piece of stream) {
+        throwIfAborted(signal, `${this.name}: ${key}`);
+        stored.update(piece as Buffer);
+        for (const bytes of reader.push(piece as Buffer)) plain.update(bytes);
+      }
+      for (const bytes of reader.end()) plain.update(bytes);
+    } finally {
+      stream.destroy();
+    }
+    if (plain.bytes !== size) {
+      throw new DriverError('E_SIZE_CHANGED', `${this.name}: ${key}: decrypts to ${plain.bytes} bytes, expected ${size}: it changed while being read`, { kind: 'integrity' });
+    }
+    const storedHashes = stored.digest(true);
+    return { plain: plain.digest(false), stored: { size: stored.bytes, hash: storedHashes.hash, chunks: storedHashes.chunks, mac: reader.fileMac() } };
+  }
+}
+
+/** XXH64 of bytes arriving in pieces: whole, and per chunk of `chunkBytes`. */
+class ChunkedHash {
+  readonly #whole: StreamingHash;
+  #chunk: StreamingHash;
+  #filled = 0;
+  bytes = 0;
+  readonly #chunks: string[] = [];
+
+  constructor(private readonly hasher: Hasher, private readonly chunkBytes: number) {
+    this.#whole = hasher.create();
+    this.#chunk = hasher.create();
+  }
+
+  update(bytes: Buffer): void {
+    this.#whole.update(bytes);
+    this.bytes += bytes.length;
+    for (let at = 0; at < bytes.length;) {
+      const take = Math.min(this.chunkBytes - this.#filled, bytes.length - at);
+      this.#chunk.update(bytes.subarray(at, at + take));
+      at += take;
+      this.#filled += take;
+      if (this.#filled === this.chunkBytes) this.#closeChunk();
+    }
+  }
+
+  /** The whole hash and the chunk hashes; `emptyChunk`: nothing read still makes one (empty) chunk. */
+  digest(emptyChunk: boolean): { hash: string; chunks: string[] } {
+    if (this.#filled > 0 || (emptyChunk && this.#chunks.length === 0)) this.#closeChunk();
+    return { hash: this.#whole.digest(), chunks: [...this.#chunks] };
+  }
+
+  #closeChunk(): void {
+    this.#chunks.push(this.#chunk.digest());
+    this.#chunk = this.hasher.create();
+    this.#filled = 0;
   }
 }
 
