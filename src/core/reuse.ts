@@ -406,7 +406,7 @@ export async function buildReuseIndex(driver: Driver, backups: readonly string[]
     let held: ManifestFile[] | undefined;
     let summary: ManifestSummary | undefined;
     const encrypted = options.encrypted;
-    /** At an encrypted destination: a copy sealed otherwise (plain, another format or key) is not indexed. */
+    /** At an encrypted destination: a copy its manifest says is sealed otherwise (another format or key) is not indexed. */
     let foreign = false;
     try {
       summary = await streamManifestAt(driver, manifestKey(backup), {
@@ -414,7 +414,8 @@ export async function buildReuseIndex(driver: Driver, backups: readonly string[]
         ...(encrypted ? { publicKey: encrypted.publicKey } : {}),
         onFile: (file, _, fields) => {
           if (copy === undefined && held === undefined && !foreign) {
-            if (encrypted && (fields.encryption?.scheme !== encrypted.scheme || fields.encryption.publicKey !== encrypted.publicKey)) foreign = true;
+            // Known here when the manifest states it before its files (as offsite streams them); else checked at the end.
+            if (encrypted && fields.encryption !== undefined && (fields.encryption.scheme !== encrypted.scheme || fields.encryption.publicKey !== encrypted.publicKey)) foreign = true;
             else if (fields.kind === 'complete' && typeof fields.chunkBytes === 'number') copy = index.begin(backup, fields.chunkBytes);
             else if (fields.kind === undefined || fields.chunkBytes === undefined) held = [];
           }
@@ -425,7 +426,7 @@ export async function buildReuseIndex(driver: Driver, backups: readonly string[]
     } catch (err) {
       copy?.undo();
       if (errorKind(err) !== 'integrity') throw err;
-      // A copy not sealed for this destination was never going to be used: no warning about its signature.
+      // A copy known to be sealed otherwise was never going to be used: no warning about its signature.
       if (!foreign) options.onSkipped?.(backup, errorMessage(err));
       continue;
     }
