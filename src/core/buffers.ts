@@ -16,6 +16,10 @@
  * write it), `release` drops one, and at zero the buffer's bytes return to the budget (and a
  * pooled buffer to the pool).
  *
+ * Pooled buffers are shared memory (`SharedArrayBuffer`): the CPU pool's worker threads read a
+ * chunk in place for the MD5 of an S3 part or the sealing of an encrypted one, where a buffer of
+ * its own would be copied (src/runtime/cpu-pool.ts).
+ *
  * `peakBytes` is the most ever charged at once: the fan-out engine keeps it within the budget
  * (see src/core/fanout.ts), and tests assert on it.
  */
@@ -85,12 +89,12 @@ export class ChunkPool {
       const reused = this.smallFree[sizeClass]?.pop();
       if (reused) this.smallFreeBytes -= reused.length;
       // Its own ArrayBuffer: how the pool tells buffers apart.
-      const small = reused ?? Buffer.allocUnsafeSlow(2 ** sizeClass);
+      const small = reused ?? sharedBuffer(2 ** sizeClass);
       this.owned.set(small.buffer, { backing: small, refs: 1, bytes: size, small: true });
       this.charge(size);
       return size === small.length ? small : small.subarray(0, size);
     }
-    const backing = this.free.pop() ?? Buffer.allocUnsafeSlow(this.chunkBytes);
+    const backing = this.free.pop() ?? sharedBuffer(this.chunkBytes);
     this.owned.set(backing.buffer, { backing, refs: 1, bytes: this.chunkBytes, small: false });
     this.charge(this.chunkBytes);
     return size === this.chunkBytes ? backing : backing.subarray(0, size);
@@ -155,4 +159,9 @@ export class ChunkPool {
       });
     }
   }
+}
+
+/** A buffer of `bytes` bytes of its own, in shared memory (see the file comment). */
+function sharedBuffer(bytes: number): Buffer {
+  return Buffer.from(new SharedArrayBuffer(bytes));
 }

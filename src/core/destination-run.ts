@@ -319,11 +319,25 @@ export class FileSink {
         this.run.countBytes(bytes.length, false);
         return;
       }
-      await this.session.write(index, bytes, { signal: this.signal });
+      await this.session.write(index, bytes, { signal: this.signal, hold: () => this.hold(bytes) });
       this.run.countBytes(bytes.length, true);
     } catch (err) {
       this.error ??= err;
     }
+  }
+
+  /**
+   * Keeps `bytes` for a session past its `write` (see `PartWriteOptions.hold`): one more reference
+   * to the pooled chunk, so that the pool does not reuse it until the session gives it back. (A
+   * part this sink assembled from several chunks is its own buffer, reused by nobody.)
+   */
+  private hold(bytes: Buffer): () => void {
+    this.pool.retain(bytes);
+    let held = true;
+    return () => {
+      if (held) this.pool.release(bytes);
+      held = false;
+    };
   }
 
   /** Waits for the parts in flight and commits; throws the first error. */

@@ -118,6 +118,18 @@ export interface SignalOptions {
   readonly signal?: AbortSignal;
 }
 
+/** Options of `WriteSession.write`. */
+export interface PartWriteOptions extends SignalOptions {
+  /**
+   * Lets the session keep `bytes` after `write` settles without copying them: the caller then
+   * leaves them unchanged until the returned function is called (once). A session that needs a
+   * part's bytes later (a single-part S3 object is sent at `commit`, when its hash is known) calls
+   * it; without it, such a session copies the bytes. Wrappers that hand the session other bytes
+   * than the caller's must not pass the caller's `hold` on.
+   */
+  readonly hold?: () => () => void;
+}
+
 /** Options of `copyWithin`. */
 export interface CopyWithinOptions extends SignalOptions {
   /**
@@ -322,9 +334,9 @@ export interface WriteSession {
    * Only when `capabilities.parallelPartWrites` may several `write` calls be in flight.
    * Failure leaves the session usable for another `write` of the same part (a retry).
    * The driver must not keep or touch `bytes` once the returned promise settles (the engine
-   * reuses the buffer); the same holds for `matches`.
+   * reuses the buffer) unless it called `options.hold`; the same holds for `matches`.
    */
-  write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void>;
+  write(index: number, bytes: Uint8Array, options?: PartWriteOptions): Promise<void>;
   /**
    * Makes the object appear under `key`, atomically, with all parts `0..n-1`. Rejects (and
    * leaves no final object) when parts are missing (`E_MISSING_PART`, `fatal`; what was stored

@@ -77,13 +77,14 @@ export type CpuTaskName = keyof typeof CPU_TASKS;
 export type CpuTaskParams<K extends CpuTaskName> = Parameters<(typeof CPU_TASKS)[K]>[0];
 export type CpuTaskResult<K extends CpuTaskName> = Awaited<ReturnType<(typeof CPU_TASKS)[K]>>['result'];
 
-/** A task as a worker receives it: the input is `input[0, length)`. */
+/** A task as a worker receives it: the input is `input[offset, offset + length)`. */
 export interface TaskRequest {
   readonly type: 'task';
   readonly id: number;
   readonly task: string;
   readonly params: unknown;
   readonly input: SharedArrayBuffer;
+  readonly offset: number;
   readonly length: number;
 }
 
@@ -140,7 +141,7 @@ export function serveTasks(tasks: Readonly<Record<string, unknown>>): void {
     const run = tasks[message.task] as AnyTask | undefined;
     try {
       if (run === undefined) throw new Error(`no task named ${JSON.stringify(message.task)} in this worker`);
-      const output = await run(message.params, new Uint8Array(message.input, 0, message.length), context);
+      const output = await run(message.params, new Uint8Array(message.input, message.offset, message.length), context);
       (port as NonNullable<typeof port>).postMessage({ id: message.id, ok: true, result: output.result } satisfies TaskReply, output.transfer ?? []);
     } catch (err) {
       const e = err as { message?: unknown; code?: unknown; kind?: unknown };

@@ -65,6 +65,25 @@ describe('CPU pool', () => {
     }
   });
 
+  it('reads an input in shared memory in place (at its offset), and takes the same MD5 of it as of a copy', async () => {
+    const pool = testPool(1);
+    try {
+      const shared = Buffer.from(new SharedArrayBuffer(3 * 1024 * 1024));
+      randomBytes(shared.length).copy(shared);
+      const view = shared.subarray(12345, 12345 + 2 * 1024 * 1024 + 3);
+      const expected = createHash('md5').update(view).digest('hex');
+      assert.equal((await pool.run('md5', {}, view)).hex, expected);
+      // In place: the worker sees what the buffer holds when the task runs (bytes outside the view do not count).
+      shared.fill(7, 0, 12345);
+      assert.equal((await pool.run('md5', {}, view)).hex, expected);
+      view[0] = (view[0] as number) ^ 1;
+      assert.equal((await pool.run('md5', {}, view)).hex, createHash('md5').update(view).digest('hex'));
+      assert.notEqual(createHash('md5').update(view).digest('hex'), expected);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('seals a part exactly as the main thread does (bytes, chunk hashes, MACs) and sends the key to each worker once', async () => {
     const pool = testPool(1);
     const chunkBytes = 64 * 1024;
@@ -152,6 +171,15 @@ describe('CPU pool', () => {
     await pool.close();
     await Promise.all(checked);
     await rejectsWith(pool.run('md5', {}, Buffer.alloc(1)), /the CPU pool is closed/);
+  });
+
+  it('starts its workers when Node was given flags a worker thread refuses (such as --title, --perf-basic-prof)', () => {
+    const script = `import { cpuPool } from ${JSON.stringify(POOL_MODULE.href)};
+      const answer = await cpuPool().run('md5', {}, Buffer.alloc(1024 * 1024));
+      console.log('answer', answer.hex, cpuPool().started);`;
+    const child = spawnSync(process.execPath, ['--title=offsite-cpu-pool-test', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(child.status, 0, `exit status (stderr: ${child.stderr})`);
+    assert.equal(child.stdout.trim(), `answer ${createHash('md5').update(Buffer.alloc(1024 * 1024)).digest('hex')} 1`);
   });
 
   it('does not keep a process alive, and keeps it alive while a task runs', () => {

@@ -8,7 +8,8 @@
  *   uploads is tested in test/drivers/toolkit.test.ts);
  * - against Ceph RGW: `maxConcurrency` caps the uploads in flight; a single-part session keeps
  *   its bytes across a failed commit, so a retried commit sends them again, and returns its
- *   buffer for reuse once the object is stored.
+ *   buffer for reuse once the object is stored; with the caller's `hold`, it keeps the caller's
+ *   buffer instead of a copy and gives it back exactly once.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -242,6 +243,43 @@ describe('s3 upload path against Ceph RGW', { skip }, () => {
       await next.abort();
       assert.equal(driver.stash.idleBytes, 512 * 1024, 'abort gives it back');
       assert.equal(await driver.stat('two'), undefined);
+    } finally {
+      await driver.close();
+    }
+  });
+
+  it('a single part the caller lets it hold is sent from the caller\'s buffer, without a copy, and given back once, when stored or aborted', async () => {
+    const bucket = await freshBucket(requireServer(), 's3-hold');
+    const { driver, watch } = await watchedDriver(bucket, 4);
+    try {
+      const data = seededBytes(300_000, 6);
+      // Shared memory, as the engine's pooled chunks are: its MD5 is taken in place.
+      const caller = Buffer.from(new SharedArrayBuffer(data.length));
+      data.copy(caller);
+      let holds = 0;
+      let givenBack = 0;
+      const hold = (): (() => void) => { holds++; return () => { givenBack++; }; };
+      const session = await driver.openWrite('held', { size: data.length, partBytes: 5 * MiB });
+      await session.write(0, caller, { hold });
+      assert.equal(holds, 1);
+      assert.equal(driver.stash.idleBytes, 0, 'no stash buffer used');
+      watch.corruptNextPut = true;
+      await rejectsWithKind(() => hashOf(data).then((hash) => session.commit({ hash })), 'integrity', 'PutObject with damaged bytes');
+      assert.equal(givenBack, 0, 'still held for the retry');
+      await session.commit({ hash: await hashOf(data) });
+      assert.equal(givenBack, 1, 'given back once the object is stored');
+      assert.ok((await readKey(driver, 'held')).equals(data));
+      assert.equal(driver.stash.idleBytes, 0, 'nothing went through the stash');
+
+      // Written twice (a retried write): the first hold is given back at once; abort gives back the second.
+      const again = await driver.openWrite('again', { size: 1000, partBytes: 5 * MiB });
+      await again.write(0, seededBytes(1000, 7), { hold });
+      await again.write(0, seededBytes(1000, 7), { hold });
+      assert.deepEqual([holds, givenBack], [3, 2]);
+      await again.abort();
+      await again.abort();
+      assert.deepEqual([holds, givenBack], [3, 3], 'each hold given back exactly once');
+      assert.equal(await driver.stat('again'), undefined);
     } finally {
       await driver.close();
     }

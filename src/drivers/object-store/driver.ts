@@ -15,8 +15,9 @@
  * Writes:
  * - An object of 0 or 1 part is sent at `commit` as one PutObject with `Content-MD5` and the
  *   hash in its metadata. The part is held in memory until then (the hash is only known at
- *   commit, and the engine reuses its buffer once `write` resolves): a copy in a buffer that the
- *   driver reuses (./resources.ts `ByteStash`), one per open single-part session.
+ *   commit): the caller's own buffer when it lets the session hold it (`PartWriteOptions.hold`:
+ *   the engine keeps its pooled chunk for the session), else a copy in a buffer that the driver
+ *   reuses (./resources.ts `ByteStash`); one per open single-part session.
  * - A larger object is a multipart upload of the temp key `<prefix>a/.b.bin.offsite-partial`.
  *   `commit` completes it (under the temp key), checks the size with a HEAD, copies it
  *   server-side onto the final key with the metadata `offsite-hash` (CopyObject, or

@@ -34,7 +34,8 @@ export class ByteStash {
     const capacity = capacityFor(bytes.length);
     const backing = this.#idle.get(capacity)?.pop();
     if (backing !== undefined) this.#idleBytes -= capacity;
-    const view = (backing ?? Buffer.allocUnsafeSlow(capacity)).subarray(0, bytes.length);
+    // Shared memory: the MD5 of the part (src/runtime/cpu-pool.ts) reads it in place, without a copy.
+    const view = (backing ?? Buffer.from(new SharedArrayBuffer(capacity))).subarray(0, bytes.length);
     view.set(bytes);
     return view;
   }

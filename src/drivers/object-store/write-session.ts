@@ -16,7 +16,7 @@ import { DriverError, throwIfAborted } from '../../errors.js';
 import {
   badArgument, etagFingerprint, missingPartError, partialPathOf, PartLedger, sessionClosedError, sizeMismatchError, type ErrorContext,
 } from '../toolkit/index.js';
-import type { CommitOptions, Committed, SignalOptions, WriteSession } from '../types.js';
+import type { CommitOptions, Committed, PartWriteOptions, SignalOptions, WriteSession } from '../types.js';
 import { HASH_METADATA, type Bucket } from './bucket.js';
 import { ensureRetention, retentionFor } from './object-lock.js';
 import { S3_LIMITS } from './quirks.js';
@@ -128,7 +128,7 @@ abstract class Session implements WriteSession {
   }
 
   abstract matches(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<boolean>;
-  abstract write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void>;
+  abstract write(index: number, bytes: Uint8Array, options?: PartWriteOptions): Promise<void>;
   abstract commit(options: CommitOptions): Promise<Committed | void>;
   abstract abort(): Promise<void>;
 
@@ -138,13 +138,16 @@ abstract class Session implements WriteSession {
 }
 
 /**
- * 0 or 1 part: sent with its hash in one PutObject at commit. Nothing to resume. The part is
- * copied at `write` into a buffer of the driver's stash (the engine reuses its buffer once `write`
- * resolves, and the hash is only known at `commit`); the buffer goes back once the object is
- * stored, or at `abort`/`suspend`, and is kept across a failed commit so that a retry can resend it.
+ * 0 or 1 part: sent with its hash in one PutObject at commit. Nothing to resume. The part must
+ * outlive `write` (the hash is only known at `commit`): the session keeps the caller's bytes when
+ * the caller lets it (`hold`: the engine's pooled chunk stays unchanged meanwhile, no copy), else it
+ * copies them into a buffer of the driver's stash. Either goes back once the object is stored, or
+ * at `abort`/`suspend`, and is kept across a failed commit so that a retry can resend it.
  */
 class SinglePartSession extends Session {
   #bytes: Buffer | undefined;
+  /** Gives the caller's held bytes back; undefined when `#bytes` is a stash copy (or nothing). */
+  #giveBack: (() => void) | undefined;
 
   constructor(bucket: Bucket, key: string, full: string, ledger: PartLedger) {
     super(bucket, key, full, ledger, []);
@@ -155,11 +158,16 @@ class SinglePartSession extends Session {
     return this.#bytes !== undefined && this.#bytes.equals(bytes);
   }
 
-  /** Copies the bytes (the caller may reuse its buffer); sent by `commit`. */
-  async write(index: number, bytes: Uint8Array, options: SignalOptions = {}): Promise<void> {
+  /** Holds or copies the bytes (see the class comment); sent by `commit`. */
+  async write(index: number, bytes: Uint8Array, options: PartWriteOptions = {}): Promise<void> {
     this.checkPart(index, bytes, options.signal, 'write');
     this.#release();
-    this.#bytes = this.bucket.stash.copy(bytes);
+    if (options.hold === undefined) {
+      this.#bytes = this.bucket.stash.copy(bytes);
+      return;
+    }
+    this.#giveBack = options.hold();
+    this.#bytes = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
   /**
@@ -184,8 +192,11 @@ class SinglePartSession extends Session {
   }
 
   #release(): void {
-    if (this.#bytes !== undefined) this.bucket.stash.release(this.#bytes);
+    const giveBack = this.#giveBack;
+    if (giveBack !== undefined) giveBack();
+    else if (this.#bytes !== undefined) this.bucket.stash.release(this.#bytes);
     this.#bytes = undefined;
+    this.#giveBack = undefined;
   }
 
   async abort(): Promise<void> {
@@ -246,8 +257,8 @@ class MultipartSession extends Session {
     }
   }
 
-  /** UploadPart with Content-MD5: the server refuses bytes damaged on the way (kind `integrity`). */
-  async write(index: number, bytes: Uint8Array, options: SignalOptions = {}): Promise<void> {
+  /** UploadPart with Content-MD5: the server refuses bytes damaged on the way (kind `integrity`). Done with `bytes` when it settles. */
+  async write(index: number, bytes: Uint8Array, options: PartWriteOptions = {}): Promise<void> {
     this.checkPart(index, bytes, options.signal, 'write');
     try {
       const uploadId = await this.#upload(options.signal);

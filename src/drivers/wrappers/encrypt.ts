@@ -401,13 +401,14 @@ class EncryptingWriteSession extends ForwardingWriteSession {
     return this.inner.matches(index, await this.#seal(index, bytes, options?.signal), options);
   }
 
+  /** The sealed part is a buffer of its own that nothing changes: the session below may keep it (`hold`) at no cost. */
   override async write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void> {
-    return this.inner.write(index, await this.#seal(index, bytes, options?.signal), options);
+    return this.inner.write(index, await this.#seal(index, bytes, options?.signal), { signal: options?.signal, hold: keepSealed });
   }
 
   override async commit(options: CommitOptions): Promise<Committed | void> {
     // An empty file is one sealed empty chunk: the engine writes no part for it.
-    if (this.#shape.size === 0 && this.#nextHashed === 0) await this.inner.write(0, await this.#seal(0, new Uint8Array(0), options.signal), options);
+    if (this.#shape.size === 0 && this.#nextHashed === 0) await this.inner.write(0, await this.#seal(0, new Uint8Array(0), options.signal), { signal: options.signal, hold: keepSealed });
     const parts = Math.max(1, Math.ceil(this.#shape.size / this.#shape.partBytes));
     if (this.#nextHashed !== parts) {
       const missing: number[] = [];
@@ -419,6 +420,11 @@ class EncryptingWriteSession extends ForwardingWriteSession {
     const stored = { size: this.#shape.stored, hash, chunks: [...this.#chunkHashes], mac: fileMac(this.#key, this.#shape.size, this.#shape.chunkBytes, this.#macs) };
     return { ...(committed ?? {}), stored };
   }
+}
+
+/** `hold` of a sealed part: it is never reused, so there is nothing to give back. */
+function keepSealed(): () => void {
+  return () => undefined;
 }
 
 /** A Buffer over the same bytes (a worker's answer arrives as a plain Uint8Array). */
