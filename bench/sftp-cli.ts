@@ -20,6 +20,11 @@
  *   npm run bench:sftp -- --size 256MiB --repeat 5
  *   npm run bench:sftp -- --files 40          # fewer, larger files (per-file costs matter less)
  *   npm run bench:sftp -- --baseline /tmp/old # also another built checkout, same settings, same rounds
+ *   npm run bench:sftp -- --size 100MB --delay 25 # every contender through a WAN-like link (bench/proxy.ts)
+ *
+ * `--delay MS` (and `--rate`) put a proxy in this process between every contender and sshd
+ * that holds every piece MS milliseconds each way (a round trip costs twice that): there the
+ * requests each client keeps in flight, not its CPU, decide the time.
  */
 import { Command } from 'commander';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -27,7 +32,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseBytes } from '../src/config/units.js';
 import { generateBackup } from '../scripts/gen-backup.js';
-import { baselineBinOf, loadAverage, median, offsiteBin as bin, positiveInteger, sizesUnder, timed, totalSize, treeDifference, type Timed } from './lib.js';
+import { baselineBinOf, loadAverage, median, offsiteBin as bin, positiveInteger, sizesUnder, timedAsync, totalSize, treeDifference, type Timed } from './lib.js';
+import { startCountingProxy, type CountingProxy, type LinkOptions } from './proxy.js';
 import { sftpConfigSection, startSshd, writeKnownHosts } from './sshd.js';
 
 const program = new Command('bench-sftp-cli')
@@ -39,18 +45,24 @@ const program = new Command('bench-sftp-cli')
   .option('--rclone-hashcheck', "also time rclone with its default hash check (md5sum on the server per file)")
   .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-sftp-cli'))
   .option('--baseline <dir>', 'another built checkout whose offsite runs too, with the same settings (before/after in one run)')
+  .option('--delay <ms>', 'one-way delay of a proxy every contender goes through, for a WAN-like link (a round trip costs twice this)', '0')
+  .option('--rate <size>', 'with a proxy: most bytes per second each way, all connections together')
   .parse(process.argv);
-const opts = program.opts<{ size: string; repeat: string; files?: string; largest?: string; seed: string; rcloneHashcheck?: boolean; dir: string; baseline?: string }>();
+const opts = program.opts<{ size: string; repeat: string; files?: string; largest?: string; seed: string; rcloneHashcheck?: boolean; dir: string; baseline?: string; delay: string; rate?: string }>();
 const MiB = 1024 * 1024;
 const repeat = positiveInteger(opts.repeat, '--repeat');
 const BACKUP = 'bench_backup';
 const baselineBin = baselineBinOf(opts.baseline);
+const delayMs = Number(opts.delay);
+if (!Number.isFinite(delayMs) || delayMs < 0) throw new Error('--delay must be a number of milliseconds, 0 or more');
+const link: LinkOptions = { delayMs, ...(opts.rate !== undefined ? { bytesPerSecond: parseBytes(opts.rate, '--rate') } : {}) };
+const throughProxy = delayMs > 0 || link.bytesPerSecond !== undefined;
 
 interface Contender {
   readonly label: string;
   /** Where the backup's files land on the server (this machine). */
   readonly uploaded: string;
-  readonly run: () => Timed;
+  readonly run: () => Promise<Timed>;
 }
 
 async function main(): Promise<void> {
@@ -69,8 +81,11 @@ async function main(): Promise<void> {
   const largest = Math.max(...expected.values());
 
   const sshd = await startSshd(join(dir, 'sshd'));
+  let proxy: CountingProxy | undefined;
   try {
     const { server } = sshd;
+    proxy = throughProxy ? await startCountingProxy(server.port, server.host, link) : undefined;
+    const port = proxy?.port ?? server.port;
     const remote = join(server.root, 'bench');
     const target = (name: string): string => join(remote, name);
 
@@ -78,35 +93,36 @@ async function main(): Promise<void> {
     writeFileSync(config, [
       `source: { type: local, root: ${JSON.stringify(join(dir, 'source'))} }`,
       'destinations:',
-      `  nas: ${sftpConfigSection(server, target('offsite'))}`,
+      `  nas: ${sftpConfigSection(server, target('offsite'), port)}`,
       'options: { quietPeriod: 0s }',
       '',
     ].join('\n'));
 
-    const knownHosts = writeKnownHosts(join(dir, 'known_hosts'), server);
+    const knownHosts = writeKnownHosts(join(dir, 'known_hosts'), server, port);
     const batch = join(dir, 'sftp-batch');
     // `-mkdir`: a batch line starting with '-' may fail (the folder may exist) without ending the batch.
     writeFileSync(batch, `-mkdir ${target('openssh')}\nput -r ${local} ${target('openssh')}/${BACKUP}\n`);
     const sshOptions = ['-q', '-i', server.privateKey, '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes'];
 
-    const rclone = (folder: string, extra: readonly string[]): Timed =>
+    const rclone = (folder: string, extra: readonly string[]): Promise<Timed> =>
       // The environment may export AWS_CA_BUNDLE, which breaks only rclone's S3 backend: drop it.
-      timed('env', ['-u', 'AWS_CA_BUNDLE', 'rclone', 'copy', '--config', '/dev/null', local, `:sftp:${target(folder)}/${BACKUP}`,
-        '--sftp-host', server.host, '--sftp-port', String(server.port), '--sftp-user', server.username,
+      timedAsync('env', ['-u', 'AWS_CA_BUNDLE', 'rclone', 'copy', '--config', '/dev/null', local, `:sftp:${target(folder)}/${BACKUP}`,
+        '--sftp-host', server.host, '--sftp-port', String(port), '--sftp-user', server.username,
         '--sftp-key-file', server.privateKey, '--sftp-known-hosts-file', knownHosts, ...extra]);
 
     const contenders: Contender[] = [
-      { label: 'offsite replicate --to nas (sftp)', uploaded: join(target('offsite'), BACKUP), run: () => timed(process.execPath, [bin, '--config', config, '--quiet', 'replicate', BACKUP, '--to', 'nas']) },
-      { label: 'OpenSSH sftp -b (put -r)', uploaded: join(target('openssh'), BACKUP), run: () => timed('sftp', [...sshOptions, '-P', String(server.port), '-b', batch, `${server.username}@${server.host}`]) },
+      { label: 'offsite replicate --to nas (sftp)', uploaded: join(target('offsite'), BACKUP), run: () => timedAsync(process.execPath, [bin, '--config', config, '--quiet', 'replicate', BACKUP, '--to', 'nas']) },
+      { label: 'OpenSSH sftp -b (put -r)', uploaded: join(target('openssh'), BACKUP), run: () => timedAsync('sftp', [...sshOptions, '-P', String(port), '-b', batch, `${server.username}@${server.host}`]) },
       { label: 'rclone copy --sftp-disable-hashcheck', uploaded: join(target('rclone'), BACKUP), run: () => rclone('rclone', ['--sftp-disable-hashcheck']) },
     ];
     if (baselineBin !== undefined) {
-      contenders.push({ label: 'baseline replicate --to nas (sftp)', uploaded: join(target('offsite'), BACKUP), run: () => timed(process.execPath, [baselineBin, '--config', config, '--quiet', 'replicate', BACKUP, '--to', 'nas']) });
+      contenders.push({ label: 'baseline replicate --to nas (sftp)', uploaded: join(target('offsite'), BACKUP), run: () => timedAsync(process.execPath, [baselineBin, '--config', config, '--quiet', 'replicate', BACKUP, '--to', 'nas']) });
     }
     if (opts.rcloneHashcheck) contenders.push({ label: 'rclone copy (md5sum check per file)', uploaded: join(target('rclone-hash'), BACKUP), run: () => rclone('rclone-hash', []) });
 
     console.log(`\nload average before: ${loadAverage()}`);
-    console.log(`${made.files} files, ${(bytes / MiB).toFixed(0)} MiB (largest ${(largest / MiB).toFixed(1)} MiB), to sshd on 127.0.0.1:${server.port}; median of ${repeat}, rotating order`);
+    const through = proxy ? ` through a proxy adding ${delayMs} ms each way${opts.rate !== undefined ? `, ${opts.rate}/s` : ''}` : '';
+    console.log(`${made.files} files, ${(bytes / MiB).toFixed(0)} MiB (largest ${(largest / MiB).toFixed(1)} MiB), to sshd on 127.0.0.1:${server.port}${through}; median of ${repeat}, rotating order`);
     const runs: Timed[][] = contenders.map(() => []);
     for (let round = 0; round < repeat; round++) {
       for (let k = 0; k < contenders.length; k++) {
@@ -114,7 +130,7 @@ async function main(): Promise<void> {
         const contender = contenders[i] as Contender;
         rmSync(remote, { recursive: true, force: true });
         mkdirSync(remote, { recursive: true });
-        const result = contender.run();
+        const result = await contender.run();
         const problem = treeDifference(expected, sizesUnder(contender.uploaded, '.offsite'));
         if (problem) throw new Error(`${contender.label}: the uploaded tree differs from the source: ${problem}`);
         runs[i]?.push(result);
@@ -136,6 +152,7 @@ async function main(): Promise<void> {
     if (baselineBin !== undefined) console.log(`  offsite / baseline (${baselineBin}): time ${(ours / (seconds[3] as number)).toFixed(2)}x`);
     console.log(`load average after: ${loadAverage()}`);
   } finally {
+    await proxy?.close();
     await sshd.stop();
     rmSync(dir, { recursive: true, force: true });
   }

@@ -5,7 +5,7 @@
  * small lazily-filled pool.
  */
 import { readFile } from 'node:fs/promises';
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, type Socket } from 'node:net';
 import SftpClient from 'ssh2-sftp-client';
 import type { ConnectConfig, SFTPWrapper } from 'ssh2';
 import { ConfigError, DriverError, OffsiteError } from '../../errors.js';
@@ -290,6 +290,7 @@ async function handshake(name: string, options: SftpOptions, hooks: SftpHooks, p
   sock.on('error', () => {
     /* reported through ssh2's 'error' event */
   });
+  batchWrites(sock);
   const config: ConnectConfig = {
     sock,
     host: options.host,
@@ -324,6 +325,30 @@ async function handshake(name: string, options: SftpOptions, hooks: SftpHooks, p
     if (verdict && !verdict.trusted && offered) return { refused: { key: offered, verdict } };
     throw rawError ?? err;
   }
+}
+
+/**
+ * ssh2 writes every SSH packet to the socket on its own: with the server's 32 KiB packet size,
+ * one 255 KiB SFTP WRITE is eight `write` system calls, each with the whole TCP send path.
+ * Packets written in one turn of the event loop are gathered instead (the socket is corked at
+ * the first and uncorked on the next tick) and leave in one `writev`. Nothing waits longer than
+ * the current tick, so no request is delayed.
+ */
+function batchWrites(sock: Socket): void {
+  const write = sock.write.bind(sock) as (chunk: unknown, ...rest: unknown[]) => boolean;
+  let corked = false;
+  const uncork = (): void => {
+    corked = false;
+    sock.uncork();
+  };
+  sock.write = ((chunk: unknown, ...rest: unknown[]): boolean => {
+    if (!corked) {
+      corked = true;
+      sock.cork();
+      process.nextTick(uncork);
+    }
+    return write(chunk, ...rest);
+  }) as Socket['write'];
 }
 
 function warnOnStderr(line: string): void {

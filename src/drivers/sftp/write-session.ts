@@ -17,6 +17,7 @@ import { settle, type ConnectionPool, type SftpConnection, type SftpHandle } fro
 import { SFTP_STATUS, sftpStatusOf } from './errors.js';
 import { readRange, type ReadShape, type SftpTransferCounters } from './read.js';
 import { fsyncHandle, replaceFile, tempStats } from './tree.js';
+import { sendWrite } from './write-request.js';
 
 /** Everything a session needs, given by the driver when it opens one. */
 export interface SessionSetup {
@@ -221,7 +222,7 @@ export class SftpWriteSession implements WriteSession {
       }
       const length = Math.min(requestBytes, data.length - offset);
       const sent = handle
-        .call<void>(context, (sftp: SFTPWrapper, raw, done) => sftp.write(raw, data, offset, length, range.start + offset, (err) => done(err)))
+        .call<void>(context, (sftp: SFTPWrapper, raw, done) => sendWrite(sftp, raw, data, offset, length, range.start + offset, done))
         .then(
           () => {
             counters.bytesWritten += length;
