@@ -139,11 +139,12 @@ const benchDir = dirname(fileURLToPath(import.meta.url));
 function printTrace(label: string, trace: TraceSummary, wire: WireBytes): void {
   const kinds = Object.entries(trace.kinds).sort(([, a], [, b]) => b.out + b.in - (a.out + a.in));
   const sftpBytes = kinds.reduce((sum, [, k]) => sum + k.out + k.in, 0);
-  console.log(`    SFTP requests of ${label}, by kind (bytes are SFTP packets, before SSH framing and encryption):`);
+  console.log(`    SFTP requests of ${label}, by kind (bytes are SFTP packets, before SSH framing and encryption; ` +
+    `when the kind's first request went out and its last was answered, from the process start; all requests ${(trace.first / 1000).toFixed(1)}-${(trace.last / 1000).toFixed(1)} s):`);
   for (const [name, k] of kinds) {
     const ops = Object.entries(k.ops).sort(([, a], [, b]) => b - a).map(([op, n]) => `${op} ${n}`).join(', ');
     console.log(`      ${name.padEnd(17)} ${String(k.files).padStart(6)} paths ${String(k.requests).padStart(7)} requests (${(k.requests / k.files).toFixed(1)}/path) ` +
-      `up ${mib(k.out).padStart(10)} down ${mib(k.in).padStart(10)}  ${ops}`);
+      `up ${mib(k.out).padStart(10)} down ${mib(k.in).padStart(10)}  ${(k.first / 1000).toFixed(1)}-${(k.last / 1000).toFixed(1)} s  ${ops}`);
   }
   const ssh = wire.up + wire.down - sftpBytes;
   console.log(`      ${'SSH layer'.padEnd(17)} ${mib(ssh).padStart(10)} (${(100 * ssh / Math.max(1, wire.up + wire.down)).toFixed(1)}% of the wire: handshakes, framing, padding, MACs, window adjusts)`);

@@ -3,7 +3,8 @@
  * (`node --import ./dist/bench/sftp-trace.js`, with `OFFSITE_SFTP_TRACE=<file>`), it reads every
  * SFTP packet ssh2 sends and receives (before encryption: the byte-counting proxy only sees
  * ciphertext) and, when the process exits, writes to that file the requests and bytes by kind:
- * data of sent files, requests of reused files, manifests, checkpoints, listings, folders. The
+ * data of sent files, requests of reused files, manifests, checkpoints, listings, folders, and
+ * when each kind's first request went out and its last was answered (what the time went to). The
  * proxy's total minus these is the SSH layer (handshake, framing, padding, MACs, window
  * adjusts). Bench-only: it patches ssh2's internals (`SFTP.prototype.push`,
  * `Protocol.prototype.channelData`), which are not an API.
@@ -30,6 +31,9 @@ interface Request {
   dir: boolean;
   out: number;
   in: number;
+  /** When it was sent and answered: ms since the process started. */
+  sentAt: number;
+  answeredAt: number;
 }
 
 /** A stream of SFTP packets (length-prefixed) cut into whole packets. */
@@ -100,7 +104,7 @@ class Channel {
       } else first(name.next, EXT_HANDLE_FIRST.has(op));
     }
     if (type === 11) dir = true;
-    const request: Request = { op, path: finalPath(path), dir, out: packet.length, in: 0 };
+    const request: Request = { op, path: finalPath(path), dir, out: packet.length, in: 0, sentAt: performance.now(), answeredAt: 0 };
     if (type === 3 || type === 11) (request as Request & { opened?: boolean }).opened = true;
     this.requests.set(id, request);
   }
@@ -113,6 +117,7 @@ class Channel {
     if (!request) return;
     this.requests.delete(id);
     request.in = packet.length;
+    request.answeredAt = performance.now();
     if (type === 102) this.handles.set(stringAt(packet, 9).value.toString('hex'), { path: request.path, dir: request.dir });
     this.done.push(request);
   }
@@ -146,7 +151,10 @@ if (file !== undefined && file !== '') {
 
 /** What the benchmark prints: per kind, requests and bytes each way, and per op. */
 export interface TraceSummary {
-  readonly kinds: Record<string, { files: number; requests: number; out: number; in: number; ops: Record<string, number> }>;
+  readonly kinds: Record<string, { files: number; requests: number; out: number; in: number; ops: Record<string, number>; first: number; last: number }>;
+  /** When the first request went out and the last was answered (ms since the process started). */
+  readonly first: number;
+  readonly last: number;
 }
 
 /**
@@ -158,7 +166,7 @@ export interface TraceSummary {
 function summarize(requests: readonly Request[]): TraceSummary {
   const byPath = new Map<string, Request[]>();
   for (const r of requests) byPath.set(r.path, [...(byPath.get(r.path) ?? []), r]);
-  const kinds: Record<string, { files: number; requests: number; out: number; in: number; ops: Record<string, number> }> = {};
+  const kinds: TraceSummary['kinds'] = {};
   for (const [path, list] of byPath) {
     const base = path.slice(path.lastIndexOf('/') + 1);
     let kind: string;
@@ -168,14 +176,16 @@ function summarize(requests: readonly Request[]): TraceSummary {
     } else if (list.some((r) => r.op === 'copy-data')) kind = 'reused';
     else if (list.some((r) => r.op === 'WRITE')) kind = 'sent';
     else kind = 'other data paths';
-    const into = (kinds[kind] ??= { files: 0, requests: 0, out: 0, in: 0, ops: {} });
+    const into = (kinds[kind] ??= { files: 0, requests: 0, out: 0, in: 0, ops: {}, first: Infinity, last: 0 });
     into.files++;
     for (const r of list) {
+      into.first = Math.min(into.first, r.sentAt);
+      into.last = Math.max(into.last, r.answeredAt);
       into.requests++;
       into.out += r.out;
       into.in += r.in;
       into.ops[r.op] = (into.ops[r.op] ?? 0) + 1;
     }
   }
-  return { kinds };
+  return { kinds, first: Math.min(...requests.map((r) => r.sentAt)), last: Math.max(...requests.map((r) => r.answeredAt)) };
 }
