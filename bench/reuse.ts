@@ -37,9 +37,10 @@ import { CreateBucketCommand, GetObjectCommand } from '@aws-sdk/client-s3';
 import { Command } from 'commander';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseBytes } from '../src/config/units.js';
 import { parsePercent } from '../scripts/gen-backup.js';
 import { generateChain, type NextNightResult } from '../scripts/gen-nightly.js';
@@ -48,6 +49,7 @@ import {
   type Timed as ChildTimed,
 } from './lib.js';
 import { startCountingProxy, type CountingProxy, type LinkOptions, type WireBytes } from './proxy.js';
+import type { TraceSummary } from './sftp-trace.js';
 import { bucketSizes, dropBucket, rcloneRgwEnv, s3ConfigSection, s3SecretsEnv, startRgw } from './rgw.js';
 import { sftpConfigSection, startSshd, writeKnownHosts } from './sshd.js';
 
@@ -60,8 +62,9 @@ const program = new Command('bench-reuse')
   .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-reuse'))
   .option('--delay <ms>', 'one-way delay the proxy adds each way, for a WAN-like link (a round trip costs twice this)', '0')
   .option('--rate <bytes>', 'most bytes per second the proxy carries each way (e.g. 50MiB), for a WAN-like link')
+  .option('--trace-sftp', 'print offsite\'s SFTP requests and bytes by kind (bench/sftp-trace.ts) after each sftp run')
   .parse(process.argv);
-const opts = program.opts<{ size: string; changed: string; seed: string; repeat: string; only: string; dir: string; delay: string; rate?: string }>();
+const opts = program.opts<{ size: string; changed: string; seed: string; repeat: string; only: string; dir: string; delay: string; rate?: string; traceSftp?: boolean }>();
 silenceSdkVersionWarning();
 
 const MiB = 1024 * 1024;
@@ -128,6 +131,23 @@ function reuseOf(manifest: Buffer | undefined): { files: number; reused: number;
   const files = parsed.files ?? [];
   const reused = files.filter((f) => typeof f.reusedFrom === 'string');
   return { files: files.length, reused: reused.length, reusedBytes: reused.reduce((a, f) => a + f.size, 0) };
+}
+
+const benchDir = dirname(fileURLToPath(import.meta.url));
+
+/** One run's SFTP requests by kind (bench/sftp-trace.ts); the SSH layer is the wire total minus the SFTP packets. */
+function printTrace(label: string, trace: TraceSummary, wire: WireBytes): void {
+  const kinds = Object.entries(trace.kinds).sort(([, a], [, b]) => b.out + b.in - (a.out + a.in));
+  const sftpBytes = kinds.reduce((sum, [, k]) => sum + k.out + k.in, 0);
+  console.log(`    SFTP requests of ${label}, by kind (bytes are SFTP packets, before SSH framing and encryption; ` +
+    `when the kind's first request went out and its last was answered, from the process start; all requests ${(trace.first / 1000).toFixed(1)}-${(trace.last / 1000).toFixed(1)} s):`);
+  for (const [name, k] of kinds) {
+    const ops = Object.entries(k.ops).sort(([, a], [, b]) => b - a).map(([op, n]) => `${op} ${n}`).join(', ');
+    console.log(`      ${name.padEnd(17)} ${String(k.files).padStart(6)} paths ${String(k.requests).padStart(7)} requests (${(k.requests / k.files).toFixed(1)}/path) ` +
+      `up ${mib(k.out).padStart(10)} down ${mib(k.in).padStart(10)}  ${(k.first / 1000).toFixed(1)}-${(k.last / 1000).toFixed(1)} s  ${ops}`);
+  }
+  const ssh = wire.up + wire.down - sftpBytes;
+  console.log(`      ${'SSH layer'.padEnd(17)} ${mib(ssh).padStart(10)} (${(100 * ssh / Math.max(1, wire.up + wire.down)).toFixed(1)}% of the wire: handshakes, framing, padding, MACs, window adjusts)`);
 }
 
 async function main(): Promise<void> {
@@ -217,6 +237,15 @@ async function main(): Promise<void> {
       const folder = (label: string, round: number): string => join(server.root, `bench-${round}`, label);
       const sftpSection = (root: string): string => sftpConfigSection(server, root, proxy.port);
       sections.push((round) => [`  sftp-reuse: ${sftpSection(folder('reuse', round))}`, `  sftp-full: ${sftpSection(folder('full', round))}`]);
+      /** Night 1 goes to `sftp-reuse` untimed and fast: the same destination without the proxy, in a config of its own. */
+      const setupConfig = (round: number): string => {
+        const path = join(dir, `offsite-setup-${round}.yaml`);
+        writeFileSync(path, [
+          `source: { type: local, root: ${JSON.stringify(sourceRoot)} }`, 'destinations:',
+          `  sftp-reuse: ${sftpConfigSection(server, folder('reuse', round))}`, 'options: { quietPeriod: 0s }', '',
+        ].join('\n'));
+        return path;
+      };
       const rcloneEnv = {
         RCLONE_CONFIG_NAS_TYPE: 'sftp', RCLONE_CONFIG_NAS_HOST: '127.0.0.1', RCLONE_CONFIG_NAS_PORT: String(proxy.port),
         RCLONE_CONFIG_NAS_USER: server.username, RCLONE_CONFIG_NAS_KEY_FILE: server.privateKey, RCLONE_CONFIG_NAS_KNOWN_HOSTS_FILE: knownHosts,
@@ -230,15 +259,31 @@ async function main(): Promise<void> {
         tree.set('.offsite/manifest.json', manifest.length);
         return { tree, manifest };
       };
-      const offsite = (round: number, backup: string, to: string, extra: string[] = []): Promise<Timed> =>
-        timed(proxy, process.execPath, [bin, '--config', config(round), '--quiet', 'replicate', backup, '--to', to, ...extra], secretsEnv);
+      const traceFile = join(dir, 'sftp-trace.json');
+      const offsite = async (round: number, backup: string, to: string, extra: string[] = [], configFile = config(round)): Promise<Timed> => {
+        const trace = opts.traceSftp === true && configFile === config(round);
+        const env = trace ? { ...secretsEnv, NODE_OPTIONS: `--import ${join(benchDir, 'sftp-trace.js')}`, OFFSITE_SFTP_TRACE: traceFile } : secretsEnv;
+        const run = await timed(proxy, process.execPath, [bin, '--config', configFile, '--quiet', 'replicate', backup, '--to', to, ...extra], env);
+        if (trace) printTrace(`${to}${extra.length > 0 ? ` ${extra.join(' ')}` : ''}`, JSON.parse(readFileSync(traceFile, 'utf8')) as TraceSummary, run.wire);
+        return run;
+      };
       const made = (path: string): string => { mkdirSync(path, { recursive: true }); return path; };
+      /**
+       * Night 1 put in place without timing or the proxy: the server's folder is on this machine, so
+       * a local copy with the modification times kept is what `rclone copy` would have made there
+       * (rclone sets them), in a moment instead of minutes over a slow link.
+       */
+      const placed = (from: string, to: string): Timed => {
+        const started = process.hrtime.bigint();
+        cpSync(from, made(to), { recursive: true, preserveTimestamps: true });
+        return { seconds: Number(process.hrtime.bigint() - started) / 1e9, cpuSeconds: 0, maxRssMb: 0, wire: { up: 0, down: 0 }, stdout: '' };
+      };
       kindsRun.push({
         name: 'sftp', proxy, description: `OpenSSH sshd 127.0.0.1:${server.port} through a counting proxy on :${proxy.port}${linkDescription}`,
         contenders: [
           {
             label: 'offsite replicate (reuse; night 1 there)', kind: 'offsite',
-            setup: (round) => { made(folder('reuse', round)); return offsite(round, NIGHT1, 'sftp-reuse'); },
+            setup: (round) => { made(folder('reuse', round)); return offsite(round, NIGHT1, 'sftp-reuse', [], setupConfig(round)); },
             run: (round) => offsite(round, NIGHT2, 'sftp-reuse'),
             landed: async (round) => landedIn(folder('reuse', round)),
           },
@@ -249,7 +294,7 @@ async function main(): Promise<void> {
           },
           {
             label: 'rclone copy --copy-dest NIGHT1', kind: 'rclone',
-            setup: (round) => timed(proxy, 'env', [...rcloneBase, 'copy', night1Dir, `nas:${made(folder('rclone', round))}/${NIGHT1}`], rcloneEnv),
+            setup: async (round) => placed(night1Dir, join(folder('rclone', round), NIGHT1)),
             run: async (round) => {
               const to = `nas:${folder('rclone', round)}/${NIGHT2}`;
               try {

@@ -444,12 +444,15 @@ export async function buildReuseIndex(driver: Driver, backups: readonly string[]
  * order: those made before it (by the UTC time in milvus-backup's default names, else by name)
  * newest first, then the later ones oldest first. Only copies with a manifest and not being
  * pruned (`.offsite/pruning.json`); the manifests themselves are checked by `buildReuseIndex`.
- * One listing of the destination, keys only (no stored hashes: on S3 no HEAD per object).
+ * One listing of the destination, keys only (no stored hashes: on S3 no HEAD per object), that
+ * a driver walking folders limits to the copies' `.offsite/` folders.
  */
 export async function reusableCopies(driver: Driver, backup: string, options: SignalOptions = {}): Promise<string[]> {
   const withManifest = new Set<string>();
   const pruning = new Set<string>();
-  for await (const entry of driver.list('', { signal: options.signal, onRefused: () => undefined, hashes: false })) {
+  // Only `NAME/.offsite/` matters: a driver that walks folders (sftp) need not open the rest.
+  const descend = (folder: string): boolean => !folder.includes('/') || (folder.endsWith(`/${OFFSITE_DIR}`) && folder.indexOf('/') === folder.lastIndexOf('/'));
+  for await (const entry of driver.list('', { signal: options.signal, onRefused: () => undefined, hashes: false, descend })) {
     const slash = entry.key.indexOf('/');
     if (slash <= 0) continue;
     const name = entry.key.slice(0, slash);

@@ -188,6 +188,13 @@ export interface ListOptions extends SignalOptions {
    * HEAD each) then leaves it out, and the listing costs its pages only. @default true
    */
   readonly hashes?: boolean;
+  /**
+   * A hint for drivers that walk a folder tree one folder at a time (sftp: round trips per
+   * folder): a folder key (`a/b`, no trailing slash) for which it returns false need not be
+   * walked, because the caller wants nothing under it. Drivers may ignore it (object stores list
+   * flat pages), so the caller still filters what it gets. @default every folder is walked
+   */
+  readonly descend?: (folder: string) => boolean;
 }
 
 export interface ReadOptions extends SignalOptions {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, it } from 'node:test';
 import { parseSftpOptions, SftpDriver } from '../../src/drivers/sftp/index.js';
 import { listAll, putObject, readAll, seededBytes } from '../conformance/suite.js';
-import { describeWithServer, freshRoot, removeFreshRoots, sectionFor, type SftpTestServer } from './server.js';
+import { describeWithServer, freshRoot, recordRequests, removeFreshRoots, sectionFor, type SftpTestServer } from './server.js';
 
 function driverFor(server: SftpTestServer, root: string, overrides: Record<string, unknown> = {}): SftpDriver {
   return new SftpDriver('nas', parseSftpOptions('nas', sectionFor(server, root, overrides)));
@@ -92,6 +92,25 @@ describeWithServer('sftp reads and lists', (server: SftpTestServer) => {
     try {
       await assert.rejects(() => driver.stat('a/.b.offsite-partial'), (err: unknown) => (err as { code?: string }).code === 'E_BAD_KEY');
     } finally {
+      await driver.close();
+    }
+  });
+
+  it('list with descend does not open the folders it turns down', async () => {
+    const root = await freshRoot(server, 'descend');
+    for (const folder of ['b1/.offsite', 'b1/binlogs/seg', 'b2/.offsite', 'b2/binlogs/seg/field']) await mkdir(join(root, folder), { recursive: true });
+    for (const file of ['top', 'b1/.offsite/manifest.json', 'b1/binlogs/seg/f', 'b2/.offsite/manifest.json', 'b2/binlogs/seg/field/f']) await writeFile(join(root, file), 'x');
+    const driver = new SftpDriver('nas', parseSftpOptions('nas', sectionFor(server, root)));
+    const log = recordRequests();
+    try {
+      const descend = (folder: string): boolean => !folder.includes('/') || folder.endsWith('/.offsite');
+      const keys: string[] = [];
+      for await (const entry of driver.list('', { descend })) keys.push(entry.key);
+      assert.deepEqual(keys.sort(), ['b1/.offsite/manifest.json', 'b2/.offsite/manifest.json', 'top']);
+      assert.equal(log.take().sent.filter((name) => name === 'opendir').length, 5, 'the root, b1, b1/.offsite, b2, b2/.offsite');
+      assert.equal((await listAll(driver, '')).length, 5, 'without it, everything');
+    } finally {
+      log.restore();
       await driver.close();
     }
   });

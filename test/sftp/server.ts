@@ -1,5 +1,7 @@
 /**
- * How the SFTP tests find the sshd that scripts/run-tests.mjs started (test/servers/sshd.ts):
+ * How the SFTP tests find the sshd that scripts/run-tests.mjs started (test/servers/sshd.ts),
+ * and a recorder of the requests the driver sends (for tests of what an operation costs).
+ * Where they find it:
  * `OFFSITE_TEST_SFTP` holds its connection facts. When it is missing the tests FAIL with the
  * reason from `OFFSITE_TEST_SSHD_ERROR`; they skip (loudly) only when OFFSITE_TEST_ALLOW_SKIP=1
  * and CI is not set.
@@ -11,6 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import type { SFTPWrapper } from 'ssh2';
+import { SftpConnection } from '../../src/drivers/sftp/connection.js';
 import type { SftpTestServer } from '../servers/sshd.js';
 
 export type { SftpTestServer };
@@ -113,4 +117,54 @@ export async function generateKey(dir: string, name: string, passphrase = ''): P
 /** Runs a program and returns its stdout. */
 export async function runProgram(file: string, args: string[]): Promise<string> {
   return (await run(file, args)).stdout;
+}
+
+/**
+ * Records the SFTP requests every connection sends (by ssh2 method name) and how many round
+ * trips they took: a round trip starts whenever a request goes out while none is in flight.
+ * Requests sent before the last `reset` (a CLOSE sent without waiting) do not count.
+ */
+export function recordRequests(): { reset(): void; take(): { sent: string[]; roundTrips: number }; restore(): void } {
+  const original = SftpConnection.prototype.call;
+  let sent: string[] = [];
+  let roundTrips = 0;
+  let inFlight = 0;
+  let generation = 0;
+  SftpConnection.prototype.call = function call<T>(
+    this: SftpConnection,
+    context: Parameters<SftpConnection['call']>[0],
+    run: (sftp: SFTPWrapper, done: (err: Error | undefined | null, value?: T) => void) => void,
+  ): Promise<T> {
+    return original.call(this, context, (sftp: SFTPWrapper, done: (err: Error | undefined | null, value?: T) => void) => {
+      let counted: number | undefined;
+      const spy = new Proxy(sftp, {
+        get(target, property, receiver) {
+          const value: unknown = Reflect.get(target, property, receiver);
+          if (typeof value !== 'function') return value;
+          return (...args: unknown[]) => {
+            sent.push(String(property));
+            counted = generation;
+            if (inFlight++ === 0) roundTrips++;
+            return (value as (...a: unknown[]) => unknown).apply(target, args);
+          };
+        },
+      });
+      run(spy, (err, value) => {
+        if (counted === generation) inFlight--;
+        done(err, value);
+      });
+    }) as Promise<T>;
+  };
+  return {
+    reset: () => {
+      sent = [];
+      roundTrips = 0;
+      inFlight = 0;
+      generation++;
+    },
+    take: () => ({ sent, roundTrips }),
+    restore: () => {
+      SftpConnection.prototype.call = original;
+    },
+  };
 }

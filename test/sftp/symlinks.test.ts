@@ -10,11 +10,9 @@ import assert from 'node:assert/strict';
 import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, it } from 'node:test';
-import type { SFTPWrapper } from 'ssh2';
 import { parseSftpOptions, SftpDriver } from '../../src/drivers/sftp/index.js';
-import { SftpConnection } from '../../src/drivers/sftp/connection.js';
 import { listAll, putObject, readKey, rejectsWithKind } from '../conformance/suite.js';
-import { describeWithServer, freshRoot, removeFreshRoots, sectionFor, type SftpTestServer } from './server.js';
+import { describeWithServer, freshRoot, recordRequests, removeFreshRoots, sectionFor, type SftpTestServer } from './server.js';
 
 const REFUSED = /^nas: key ".*" refused: a symlink on its path points outside the root \(to .*\)$/;
 
@@ -224,53 +222,3 @@ describeWithServer('sftp symlinks', (server: SftpTestServer) => {
     }
   });
 });
-
-/**
- * Records the SFTP requests every connection sends (by ssh2 method name) and how many round
- * trips they took: a round trip starts whenever a request goes out while none is in flight.
- * Requests sent before the last `reset` (a CLOSE sent without waiting) do not count.
- */
-function recordRequests(): { reset(): void; take(): { sent: string[]; roundTrips: number }; restore(): void } {
-  const original = SftpConnection.prototype.call;
-  let sent: string[] = [];
-  let roundTrips = 0;
-  let inFlight = 0;
-  let generation = 0;
-  SftpConnection.prototype.call = function call<T>(
-    this: SftpConnection,
-    context: Parameters<SftpConnection['call']>[0],
-    run: (sftp: SFTPWrapper, done: (err: Error | undefined | null, value?: T) => void) => void,
-  ): Promise<T> {
-    return original.call(this, context, (sftp: SFTPWrapper, done: (err: Error | undefined | null, value?: T) => void) => {
-      let counted: number | undefined;
-      const spy = new Proxy(sftp, {
-        get(target, property, receiver) {
-          const value: unknown = Reflect.get(target, property, receiver);
-          if (typeof value !== 'function') return value;
-          return (...args: unknown[]) => {
-            sent.push(String(property));
-            counted = generation;
-            if (inFlight++ === 0) roundTrips++;
-            return (value as (...a: unknown[]) => unknown).apply(target, args);
-          };
-        },
-      });
-      run(spy, (err, value) => {
-        if (counted === generation) inFlight--;
-        done(err, value);
-      });
-    }) as Promise<T>;
-  };
-  return {
-    reset: () => {
-      sent = [];
-      roundTrips = 0;
-      inFlight = 0;
-      generation++;
-    },
-    take: () => ({ sent, roundTrips }),
-    restore: () => {
-      SftpConnection.prototype.call = original;
-    },
-  };
-}

@@ -108,8 +108,29 @@ export class SftpConnection {
     });
   }
 
-  /** Opens a file (`open`) or a folder (`opendir`) and wraps its handle; see `SftpHandle`. */
-  async open(context: ErrorContext, path: string, flags: 'r' | 'r+' | 'w' | 'dir'): Promise<SftpHandle> {
+  /**
+   * True when the server announced the SFTP extension `name` (`copy-data`...). ssh2 keeps the
+   * announced extensions in an undocumented field: when it is not there, true, and the request
+   * itself tells (ssh2 refuses to send an extension the server did not announce).
+   */
+  supports(name: string): boolean {
+    const announced = (this.sftp as unknown as { _extensions?: Record<string, unknown> })._extensions;
+    return announced === undefined || typeof announced !== 'object' ? true : name in announced;
+  }
+
+  /**
+   * True when the server is OpenSSH's, whose sftp-server handles one request at a time in the
+   * order they arrive (the protocol lets other servers reorder requests): a request may then be
+   * sent before the answer to one it must follow, when a failure of the first makes the second
+   * harmless. From the server's version string, as ssh2 reads it (it counts dropbear in, which
+   * serves SFTP with OpenSSH's sftp-server).
+   */
+  get runsInOrder(): boolean {
+    return (this.sftp as unknown as { _isOpenSSH?: unknown })._isOpenSSH === true;
+  }
+
+  /** Opens a file (`open`; `wx`: created exclusively) or a folder (`opendir`) and wraps its handle; see `SftpHandle`. */
+  async open(context: ErrorContext, path: string, flags: 'r' | 'r+' | 'w' | 'wx' | 'dir'): Promise<SftpHandle> {
     const raw = await this.call<Buffer>(context, (sftp, done) => (flags === 'dir' ? sftp.opendir(path, done) : sftp.open(path, flags, done)));
     return new SftpHandle(this, raw);
   }

@@ -51,7 +51,10 @@ export class SftpTree {
    * Folder keys (`a/b`) found to be folders whose path stays inside the root (every level a
    * real folder or a symlink leading inside), least recently used first.
    */
-  readonly #checked = new FolderCache<true>(CHECKED_FOLDER_ENTRIES);
+  readonly #checked = new FolderCache<true | 'made'>(CHECKED_FOLDER_ENTRIES);
+  /** LSTATs and MKDIRs of folder levels in flight, shared by the files that need the same level at once. */
+  readonly #looking = new Map<string, Promise<Settled<Stats>>>();
+  readonly #making = new Map<string, Promise<void>>();
   /** The root's real path on the server, fetched when a symlink first needs comparing with it. */
   #realRoot: string | undefined;
 
@@ -75,10 +78,10 @@ export class SftpTree {
    * and names that are not valid keys are skipped; symlinks to files inside the root are listed
    * with the target's size. A symlink under the prefix that leads outside the root rejects with
    * a `KeyError`, as does a prefix whose folder is reached through one. A missing prefix yields
-   * nothing. Every folder walked is remembered as checked. `onRefused` and `requireRoot`: see
-   * `ListOptions`.
+   * nothing. Every folder walked is remembered as checked. `onRefused`, `requireRoot` and
+   * `descend` (folders it turns down are not opened): see `ListOptions`.
    */
-  async *walk(conn: SftpConnection, prefix: string, signal: AbortSignal | undefined, options: Pick<ListOptions, 'onRefused' | 'requireRoot'> = {}): AsyncGenerator<Entry> {
+  async *walk(conn: SftpConnection, prefix: string, signal: AbortSignal | undefined, options: Pick<ListOptions, 'onRefused' | 'requireRoot' | 'descend'> = {}): AsyncGenerator<Entry> {
     const context = (key: string): ErrorContext => ({ driver: this.driver, action: 'list', key });
     if (options.requireRoot) await this.#checkRootFolder(conn);
     const slash = prefix.lastIndexOf('/');
@@ -105,7 +108,7 @@ export class SftpTree {
             // READDIR reports entries as lstat does: a real folder inside a checked one.
             this.#checked.set(key, true);
             const folder = `${key}/`;
-            if (folder.startsWith(prefix) || prefix.startsWith(folder)) pending.push(key);
+            if ((folder.startsWith(prefix) || prefix.startsWith(folder)) && (options.descend?.(key) ?? true)) pending.push(key);
             continue;
           }
           this.#checked.delete(key); // not a folder (any more)
@@ -204,22 +207,31 @@ export class SftpTree {
    * to be folders are remembered. With `create`, missing levels are made one by one below the
    * last existing (checked) one, so nothing is ever created through a symlink leading out, and a
    * file (or a symlink to one, or a dangling one) where a folder must be is an error (`permanent`).
+   * Below a folder this driver made, nothing is there yet (a new backup's tree): the missing
+   * levels are made without an LSTAT first (one that exists after all, made meanwhile by someone
+   * else, fails its MKDIR and is looked at then). Files checking the same level at once share its
+   * LSTAT and MKDIR (a new backup has about one folder per file, and several files at once).
    * @returns `ok` when the folder exists, `missing` when a level is missing or is not a folder
    *   (never with `create`), `created` when levels were made.
    */
   async checkFolder(conn: SftpConnection, segments: readonly string[], context: ErrorContext, create: boolean): Promise<'ok' | 'missing' | 'created'> {
     let known = segments.length;
-    while (known > 0 && this.#checked.get(segments.slice(0, known).join('/')) === undefined) known--;
+    let parent: true | 'made' | undefined;
+    while (known > 0 && (parent = this.#checked.get(segments.slice(0, known).join('/'))) === undefined) known--;
     if (known === segments.length) return 'ok';
     const levels = segments.slice(known).map((_, i) => segments.slice(0, known + i + 1).join('/'));
-    const found = levels.map((level) => settle(conn.call<Stats>(context, (sftp, done) => sftp.lstat(this.join(level), done))));
+    const make = async (missing: readonly string[]): Promise<'created'> => {
+      for (const level of missing) if (this.#checked.get(level) === undefined) await this.#makeOnce(conn, level, context);
+      return 'created';
+    };
+    if (create && parent === 'made') return make(levels);
+    const found = levels.map((level) => this.#lstatOnce(conn, level, context));
     for (const [i, level] of levels.entries()) {
       const result = await (found[i] as Promise<Settled<Stats>>);
       if (!result.ok) {
         if (!isNotFound(result.error)) throw result.error;
         if (!create) return 'missing';
-        for (const missing of levels.slice(i)) await this.#makeFolder(conn, missing, context);
-        return 'created';
+        return make(levels.slice(i));
       }
       if (!(await this.#isFolder(conn, level, result.value, context))) {
         if (create) throw this.#inTheWay(context, level);
@@ -228,6 +240,28 @@ export class SftpTree {
       this.#checked.set(level, true);
     }
     return 'ok';
+  }
+
+  /** The LSTAT of a folder level, shared with any other file looking at it now. */
+  #lstatOnce(conn: SftpConnection, level: string, context: ErrorContext): Promise<Settled<Stats>> {
+    let looking = this.#looking.get(level);
+    if (looking === undefined) {
+      looking = settle(conn.call<Stats>(context, (sftp, done) => sftp.lstat(this.join(level), done)));
+      this.#looking.set(level, looking);
+      void looking.then(() => this.#looking.delete(level));
+    }
+    return looking;
+  }
+
+  /** `#makeFolder`, shared with any other file making the same level now. */
+  #makeOnce(conn: SftpConnection, level: string, context: ErrorContext): Promise<void> {
+    let making = this.#making.get(level);
+    if (making === undefined) {
+      making = this.#makeFolder(conn, level, context);
+      this.#making.set(level, making);
+      void making.finally(() => this.#making.delete(level)).catch(() => undefined);
+    }
+    return making;
   }
 
   /** True for a folder, or a symlink to one inside the root; a `KeyError` for a symlink leading out. */
@@ -243,7 +277,7 @@ export class SftpTree {
   async #makeFolder(conn: SftpConnection, level: string, context: ErrorContext, again = false): Promise<void> {
     try {
       await conn.call<void>(context, (sftp, done) => sftp.mkdir(this.join(level), done));
-      this.#checked.set(level, true);
+      this.#checked.set(level, 'made');
       return;
     } catch (err) {
       if (isNotFound(err) && !again) {
@@ -332,10 +366,11 @@ export class SftpTree {
 
   /**
    * Opens `path` (a temp file of `key`, in the key's folder, checked by the caller) for writing
-   * (create/truncate). When the folder has gone meanwhile, it is checked and made again.
+   * (create/truncate; `wx`: only when nothing has the name). When the folder has gone meanwhile,
+   * it is checked and made again.
    */
-  async openCreating(conn: SftpConnection, key: string, path: string, context: ErrorContext): Promise<SftpHandle> {
-    const open = (): Promise<SftpHandle> => conn.open(context, path, 'w');
+  async openCreating(conn: SftpConnection, key: string, path: string, context: ErrorContext, flags: 'w' | 'wx' = 'w'): Promise<SftpHandle> {
+    const open = (): Promise<SftpHandle> => conn.open(context, path, flags);
     try {
       return await open();
     } catch (err) {
