@@ -208,7 +208,7 @@ export class DestinationRun implements FeedMember {
   private async deleteJournal(all = false): Promise<void> {
     const doomed = this.journal.filter((e) => all || !e.live);
     let next = 0;
-    await Promise.all(Array.from({ length: Math.min(4, doomed.length) }, async () => {
+    await Promise.all(Array.from({ length: Math.min(all ? 16 : 4, doomed.length) }, async () => {
       while (next < doomed.length) {
         const entry = doomed[next++] as { key: string };
         try {
@@ -221,10 +221,12 @@ export class DestinationRun implements FeedMember {
     }));
   }
 
-  /** Removes the checkpoint once the manifest is written: `progress.json`, then its journal. */
+  /**
+   * Removes the checkpoint once the manifest is written: `progress.json` and its journal at once
+   * (with the manifest there, both are leftovers that nothing reads as progress any more).
+   */
   async deleteProgress(signal?: AbortSignal): Promise<void> {
-    await this.driver.delete(this.keys.progress, { signal }).catch(() => undefined);
-    await this.deleteJournal(true);
+    await Promise.all([this.driver.delete(this.keys.progress, { signal }).catch(() => undefined), this.deleteJournal(true)]);
   }
 
   stopCheckpoints(): Promise<void> {

@@ -40,25 +40,29 @@ export async function readDestinationState(driver: Driver, backup: string, signa
   const presentFingerprints = new Map<string, string>();
   const prefix = `${backup}/`;
   const journal: { key: string; sequence: number }[] = [];
-  for await (const entry of driver.list(prefix, { signal })) {
-    const path = entry.key.slice(prefix.length);
-    if (path.startsWith(`${OFFSITE_DIR}/`)) {
-      const sequence = keys.sequenceOf(entry.key);
-      if (sequence !== undefined) journal.push({ key: entry.key, sequence });
-      continue;
+  const listing = async (): Promise<void> => {
+    for await (const entry of driver.list(prefix, { signal })) {
+      const path = entry.key.slice(prefix.length);
+      if (path.startsWith(`${OFFSITE_DIR}/`)) {
+        const sequence = keys.sequenceOf(entry.key);
+        if (sequence !== undefined) journal.push({ key: entry.key, sequence });
+        continue;
+      }
+      present.set(path, entry.size);
+      if (entry.fingerprint !== undefined) presentFingerprints.set(path, entry.fingerprint);
     }
-    present.set(path, entry.size);
-    if (entry.fingerprint !== undefined) presentFingerprints.set(path, entry.fingerprint);
-  }
-  journal.sort((a, b) => a.sequence - b.sequence);
-  let manifest: Manifest | undefined;
+    journal.sort((a, b) => a.sequence - b.sequence);
+  };
   let manifestProblem: string | undefined;
-  try {
-    manifest = await readManifestAt(driver, manifestKey(backup), { signal });
-  } catch (err) {
-    if (errorKind(err) !== 'integrity') throw err;
-    manifestProblem = errorMessage(err);
-  }
+  const readManifest = async (): Promise<Manifest | undefined> => {
+    try {
+      return await readManifestAt(driver, manifestKey(backup), { signal });
+    } catch (err) {
+      if (errorKind(err) !== 'integrity') throw err;
+      manifestProblem = errorMessage(err);
+      return undefined;
+    }
+  };
   // A damaged checkpoint or journal entry only costs re-reading the files it recorded.
   const readQuietly = async (key: string): Promise<Manifest | undefined> => {
     try {
@@ -68,7 +72,10 @@ export async function readDestinationState(driver: Driver, backup: string, signa
       return undefined;
     }
   };
-  const base = await readQuietly(keys.progress);
+  // The listing, the manifest and the checkpoint at once: on a distant object store each is a
+  // round trip or more, and none needs another's answer (only the journal entries need both).
+  // Reads only: one failing leaves the others to finish unobserved.
+  const [, manifest, base] = await Promise.all([listing(), readManifest(), readQuietly(keys.progress)]);
   const through = base?.includesThrough ?? 0;
   const toRead = journal.filter((j) => j.sequence > through);
   const read = new Array<Manifest | undefined>(toRead.length);
@@ -126,8 +133,8 @@ export interface PreparedDestination {
 
 /**
  * Prepares one destination for a run: reads what it holds and plans it; one with work to do
- * builds its reuse index (`reuse` policy), then, unless this is a dry run, takes its lock and is
- * read and planned again (what another run did meanwhile counts). Throws what the destination
+ * builds its reuse index (`reuse` policy) and, meanwhile, unless this is a dry run, takes its lock
+ * and is read again, then planned (what another run did before the lock counts). Throws what the destination
  * throws (the lock is released then); the caller fails this destination alone.
  */
 export async function prepareDestination(driver: Driver, reusePolicy: ReusePolicy | undefined, ctx: PrepareContext): Promise<PreparedDestination> {
@@ -140,21 +147,37 @@ export async function prepareDestination(driver: Driver, reusePolicy: ReusePolic
     const lookups = reuse ? new Map<string, ReuseLookup>([[driver.name, reuse.index]]) : undefined;
     return (shard ? shard.plan([state], chunkBytes, lookups) : planReplication(backup, ctx.files, [state], chunkBytes, lookups)) as PreparedDestination['plan'];
   };
-  let holdings = await read();
-  let plan = planOf(holdings, undefined);
-  if (plan.destinations[0].upToDate) return { plan, holdings };
-  const reuse = await reuseIndexOf(driver, backup, reusePolicy, ctx.emit, signal, ctx.trustSourceEtags === true);
-  if (reuse) plan = planOf(holdings, reuse);
-  if (ctx.dryRun || plan.destinations[0].upToDate) return { plan, holdings, ...(reuse ? { reuse } : {}) };
-  const lock = await acquireLock(driver, backup, { ...ctx.lock, key: shard?.lockKey, signal });
+  const first = await read();
+  const unreused = planOf(first, undefined);
+  if (unreused.destinations[0].upToDate) return { plan: unreused, holdings: first };
+  // The reuse index (a listing, then the earlier copies' manifests) is built while the lock is
+  // taken and the destination read again: neither needs the other, and on a distant store each
+  // is several round trips (the lock also waits to read itself back).
+  const stopIndexing = new AbortController();
+  const indexing = reuseIndexOf(driver, backup, reusePolicy, ctx.emit, signal ? AbortSignal.any([signal, stopIndexing.signal]) : stopIndexing.signal, ctx.trustSourceEtags === true);
+  if (ctx.dryRun) {
+    const reuse = await indexing;
+    return { plan: planOf(first, reuse), holdings: first, ...(reuse ? { reuse } : {}) };
+  }
+  const locked = (async () => {
+    const lock = await acquireLock(driver, backup, { ...ctx.lock, key: shard?.lockKey, signal });
+    try {
+      return { lock, holdings: await read() };
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+  })();
   try {
-    holdings = await read();
-    plan = planOf(holdings, reuse);
+    const [reuse, { lock, holdings }] = await Promise.all([indexing, locked]);
+    return { plan: planOf(holdings, reuse), holdings, lock, ...(reuse ? { reuse } : {}) };
   } catch (err) {
-    await lock.release();
+    // Whichever failed first, the other is ended: the index dropped, a lock taken released.
+    stopIndexing.abort();
+    await indexing.catch(() => undefined);
+    await (await locked.catch(() => undefined))?.lock.release();
     throw err;
   }
-  return { plan, holdings, lock, ...(reuse ? { reuse } : {}) };
 }
 
 /**

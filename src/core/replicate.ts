@@ -500,17 +500,24 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
       const fileConcurrency = options.fileConcurrency ?? 8;
       const queue = new PQueue({ concurrency: fileConcurrency });
       // Reuse waits on the server, not on bytes (a hash of the source, then a copy there): as
-      // many at once as the destination takes operations, beside the files being sent.
-      const reuseQueue = new PQueue({ concurrency: Math.max(fileConcurrency, run.driver.capabilities.maxConcurrency) });
-      for (const file of files) {
-        if (run.dead) break;
-        const action = run.needs(file.path)?.action;
-        // A file the origin lacks can still be found intact in place (adopt); copies of it failed already.
-        if (action === undefined || (unavailable.has(file.path) && action !== 'adopt')) continue;
-        const lane = action === 'reuse' && run.reuse ? reuseQueue : queue;
-        await lane.onSizeLessThan(lane.concurrency);
-        void lane.add(() => copyFile(ctx, run, file));
-      }
+      // many at once as the destination takes server-side copies, beside the files being sent.
+      const caps = run.driver.capabilities;
+      const reuseQueue = new PQueue({ concurrency: Math.max(fileConcurrency, caps.copyConcurrency ?? caps.maxConcurrency) });
+      // One loop per lane, each in the files' order: a lane that is full never holds back the
+      // other (the changed files go over the link while the kept ones are copied there).
+      const dispatch = async (reuseLane: boolean): Promise<void> => {
+        for (const file of files) {
+          if (run.dead) break;
+          const action = run.needs(file.path)?.action;
+          // A file the origin lacks can still be found intact in place (adopt); copies of it failed already.
+          if (action === undefined || (unavailable.has(file.path) && action !== 'adopt') || (action === 'reuse') !== reuseLane) continue;
+          // A destination that stopped reusing (no server-side copy after all) sends the rest in the other lane.
+          const lane = reuseLane && run.reuse ? reuseQueue : queue;
+          await lane.onSizeLessThan(lane.concurrency);
+          void lane.add(() => copyFile(ctx, run, file));
+        }
+      };
+      await Promise.all([dispatch(false), dispatch(true)]);
       await Promise.all([queue.onIdle(), reuseQueue.onIdle()]);
     } finally {
       fanout.done(run);

@@ -100,7 +100,9 @@ function halves(hash: string): [number, number] {
 export class ReuseIndex {
   readonly #hasher: Hasher;
   readonly #maxEntries: number;
-  readonly #slots: Int32Array;
+  /** Open addressing, at most half full: grown with the entries, up to `#maxSlots`. */
+  #slots: Int32Array;
+  readonly #maxSlots: number;
   #hashHi = new Uint32Array(1024);
   #hashLo = new Uint32Array(1024);
   #chunksHi = new Uint32Array(1024);
@@ -117,7 +119,7 @@ export class ReuseIndex {
   #storedLength: Uint32Array | undefined;
   readonly #encrypted: boolean;
   /** One bit per (hashed) size: a clear bit proves no indexed file has that size. */
-  readonly #sizes: Uint32Array;
+  #sizes: Uint32Array;
   #backup = new Uint16Array(1024);
   #pathStart = new Uint32Array(1024);
   #pathLength = new Uint32Array(1024);
@@ -138,8 +140,10 @@ export class ReuseIndex {
     else if (options.sourceEtags === true) this.#sourceLength = new Uint32Array(1024);
     let capacity = 1024;
     while (capacity < this.#maxEntries * 2) capacity *= 2;
-    this.#slots = new Int32Array(capacity).fill(EMPTY);
-    this.#sizes = new Uint32Array(capacity / 8); // 4 bits per slot, 2 slots per entry: ~8 bits per entry
+    this.#maxSlots = capacity;
+    // Grown as entries come: a destination with a few thousand files never pays for a million.
+    this.#slots = new Int32Array(Math.min(capacity, 4096)).fill(EMPTY);
+    this.#sizes = new Uint32Array(this.#slots.length / 8); // 4 bits per slot, 2 slots per entry: ~8 bits per entry
   }
 
   /** Distinct contents indexed. */
@@ -191,13 +195,22 @@ export class ReuseIndex {
     this.#count = count;
     this.#pathBytes = pathBytes;
     // Open addressing cannot simply drop entries: the slots are made again from those kept (rare:
-    // a damaged manifest). Size bits stay set: they only mean "maybe".
-    this.#slots.fill(EMPTY);
-    const mask = this.#slots.length - 1;
-    for (let entry = 0; entry < count; entry++) {
-      let slot = this.#slotOf({ hi: this.#hashHi[entry] as number, lo: this.#hashLo[entry] as number, size: this.#size[entry] as number });
+    // a damaged manifest).
+    this.#rehash(this.#slots.length);
+  }
+
+  /** Makes the slots (`capacity` of them) and size bits again from the entries kept. */
+  #rehash(capacity: number): void {
+    this.#slots = new Int32Array(capacity).fill(EMPTY);
+    this.#sizes = new Uint32Array(capacity / 8);
+    const mask = capacity - 1;
+    for (let entry = 0; entry < this.#count; entry++) {
+      const size = this.#size[entry] as number;
+      let slot = this.#slotOf({ hi: this.#hashHi[entry] as number, lo: this.#hashLo[entry] as number, size });
       while (this.#slots[slot] !== EMPTY) slot = (slot + 1) & mask;
       this.#slots[slot] = entry;
+      const bit = this.#sizeBit(size);
+      this.#sizes[bit >>> 5] = (this.#sizes[bit >>> 5] as number) | (1 << (bit & 31));
     }
   }
 
@@ -318,6 +331,7 @@ export class ReuseIndex {
     // Encrypted: a record without its MAC and stored size cannot be matched or taken over.
     if (this.#encrypted && (file.mac === undefined || file.storedSize === undefined)) return EMPTY;
     const key = this.#key(file, chunkBytes);
+    if ((this.#count + 1) * 2 > this.#slots.length && this.#slots.length < this.#maxSlots) this.#rehash(this.#slots.length * 2);
     const mask = this.#slots.length - 1;
     let slot = this.#slotOf(key);
     for (; ; slot = (slot + 1) & mask) {

@@ -56,6 +56,12 @@ export interface Capabilities {
   /** A sensible number of concurrent operations (files or parts) against this driver. */
   readonly maxConcurrency: number;
   /**
+   * Server-side copies (`copyWithin`) worth running at once, when more than `maxConcurrency`:
+   * an object store's copy moves no bytes through this machine and only waits on the server, so
+   * reusing thousands of files is bound by round trips. @default maxConcurrency
+   */
+  readonly copyConcurrency?: number;
+  /**
    * `openRead` honours `ReadOptions.ifFingerprint`: every byte it delivers comes from the object
    * that had that fingerprint (object stores: `If-Match` with the ETag on every GET), so a caller
    * needs no `stat` after the read to know that the object did not change meanwhile. @default false

@@ -13,6 +13,7 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { Client } from 'minio';
 import type { S3Failure } from '../object-store/errors.js';
+import { socketsFor } from '../object-store/options.js';
 import {
   cleanEtag, copyPartBytes, type ObjectStore, type OpenUpload, type StoredBody, type StoredObject, type StoredPart, type StoredVersion, type VersioningState,
 } from '../object-store/store.js';
@@ -65,7 +66,7 @@ export class MinioStore implements ObjectStore {
     this.#options = options;
     this.bucket = options.bucketName;
     this.endpoint = `${options.useSSL ? 'https' : 'http'}://${options.address.includes(':') ? `[${options.address}]` : options.address}:${options.port}`;
-    const agentOptions = { keepAlive: true, maxSockets: Math.max(options.maxConcurrency * 2, 16) };
+    const agentOptions = { keepAlive: true, maxSockets: socketsFor(options.maxConcurrency) };
     this.#client = new PartsClient({
       endPoint: options.address,
       port: options.port,

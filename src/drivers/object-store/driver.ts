@@ -59,6 +59,7 @@ import { Bucket } from './bucket.js';
 import { isAccessDenied } from './errors.js';
 import { LockControl, type ObjectLockSettings } from './object-lock.js';
 import { copyObject } from './copy.js';
+import { COPIES_PER_UPLOAD_SLOT } from './options.js';
 import { S3_LIMITS } from './quirks.js';
 import { readObject } from './read.js';
 import type { ByteStash } from './resources.js';
@@ -127,6 +128,7 @@ export class ObjectDriver implements Driver {
       maxParts: settings.maxParts,
       parallelPartWrites: true,
       maxConcurrency: settings.maxConcurrency,
+      copyConcurrency: settings.maxConcurrency * COPIES_PER_UPLOAD_SLOT,
       conditionalReads: true,
     };
   }

@@ -20,8 +20,8 @@ export interface ObjectStoreTuning {
   /**
    * Most uploads (PutObject, UploadPart) in flight at once against this destination, whatever
    * the engine's `--concurrency` and part concurrency ask for (the others wait in the driver).
-   * Also the HEADs that `list` runs at once to read stored hashes, and half the sockets kept
-   * open. @default 16
+   * Also the HEADs that `list` runs at once to read stored hashes; server-side copies run
+   * `COPIES_PER_UPLOAD_SLOT` times as many at once. @default 16
    */
   readonly maxConcurrency: number;
   /**
@@ -31,6 +31,22 @@ export interface ObjectStoreTuning {
   readonly listPageSize: number;
   /** Objects above this size are copied with UploadPartCopy instead of one CopyObject. @default 5 GiB */
   readonly multipartCopyThresholdBytes: number;
+}
+
+/**
+ * Server-side copies (`copyWithin`: CopyObject, UploadPartCopy) worth having in flight per upload
+ * slot (`maxConcurrency`): they move no bytes through this machine and only wait on the server,
+ * so a reuse of thousands of kept files is bound by round trips, not by the link
+ * (`capabilities.copyConcurrency`).
+ */
+export const COPIES_PER_UPLOAD_SLOT = 4;
+
+/**
+ * Sockets a client keeps open: two per upload slot (uploads, and the HEADs, listings and reads
+ * beside them), at least 16, plus one per server-side copy in flight.
+ */
+export function socketsFor(maxConcurrency: number): number {
+  return Math.max(maxConcurrency * 2, 16) + maxConcurrency * COPIES_PER_UPLOAD_SLOT;
 }
 
 /** The tuning keys every object-store flavour has (read by src/config/schema.ts). */

@@ -28,6 +28,7 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
 import type { S3Failure } from '../object-store/errors.js';
+import { socketsFor } from '../object-store/options.js';
 import {
   cleanEtag, copyPartBytes, type LockConfiguration, type ObjectStore, type OpenUpload, type Retention, type StoredBody, type StoredObject, type StoredPart, type StoredVersion,
   type VersioningState,
@@ -87,7 +88,7 @@ export class AwsStore implements ObjectStore {
     this.#options = options;
     this.bucket = options.bucket;
     this.endpoint = options.endpoint ?? `AWS S3 (${options.region})`;
-    const agentOptions = { keepAlive: true, maxSockets: Math.max(options.maxConcurrency * 2, 16) };
+    const agentOptions = { keepAlive: true, maxSockets: socketsFor(options.maxConcurrency) };
     this.#client = new S3Client({
       ...(options.endpoint !== undefined ? { endpoint: options.endpoint } : {}),
       region: options.region,
