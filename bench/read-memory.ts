@@ -5,7 +5,8 @@
  *
  *   npm run bench:read                                   # 100,000 files, 3 copies
  *   npm run bench:read -- --files 2000 --copies 2        # a quick smoke run
- *   npm run bench:read -- --compare /tmp/old/bin/offsite.js   # the same commands with another build too
+ *   npm run bench:read -- --baseline /tmp/offsite-head   # the same commands with another built checkout too
+ *   npm run bench:read -- --keep                         # keep the work folder; a later --keep run reuses it
  *
  * The copies: the generated backup is replicated once; the others are hard-linked trees under
  * other backup names (one day apart, so that `prune --keep-daily 1` removes all but the newest),
@@ -15,12 +16,12 @@
  */
 import { Command } from 'commander';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildManifestBody, decodeManifest, encodeManifest, type ManifestBody } from '../src/manifest/manifest.js';
 import { generateBackup } from '../scripts/gen-backup.js';
-import { clean, offsiteBin as bin, timed, type Timed } from './lib.js';
+import { baselineBinOf, clean, offsiteBin as bin, timed, type Timed } from './lib.js';
 
 const TARGET_MB = 200;
 
@@ -28,9 +29,11 @@ const program = new Command('bench:read')
   .option('--files <n>', 'files in the backup', '100000')
   .option('--copies <n>', 'copies of it at the destination', '3')
   .option('--dir <dir>', 'work folder', join(tmpdir(), 'offsite-bench-read'))
-  .option('--compare <bin>', 'also run this offsite launcher (bin/offsite.js of another build)')
+  .option('--baseline <dir>', 'another built checkout whose offsite runs the same commands (before/after in one run)')
+  .option('--keep', 'keep the work folder (and reuse one kept by an earlier run with the same --files and --copies)')
   .parse(process.argv);
-const opts = program.opts<{ files: string; copies: string; dir: string; compare?: string }>();
+const opts = program.opts<{ files: string; copies: string; dir: string; baseline?: string; keep?: boolean }>();
+const baselineBin = baselineBinOf(opts.baseline);
 const files = Number(opts.files);
 const copies = Math.max(1, Number(opts.copies));
 const dir = opts.dir;
@@ -57,17 +60,26 @@ async function linkCopy(root: string, from: string, to: string, backupTime: stri
 }
 
 const config = join(dir, 'offsite.yaml');
-clean(dir);
-mkdirSync(dir, { recursive: true });
-const made = await generateBackup({ root: join(dir, 'source'), name: names[0] as string, files, totalBytes: files * 1024, largestFileBytes: 4096, seed: 13 });
-writeFileSync(config, `source: { type: local, root: ${join(dir, 'source')} }\ndestinations:\n  disk: { type: local, root: ${join(dir, 'disk')} }\noptions: { quietPeriod: 0s }\n`);
-console.log(`read-side memory: ${made.files} files, ${copies} cop${copies === 1 ? 'y' : 'ies'} at one local destination (peak RSS of one run each; target < ${TARGET_MB} MB)`);
-const replicated = timed(process.execPath, [bin, '--config', config, '--quiet', 'replicate', names[0] as string, '--to', 'disk']);
-console.log(`  (setup: replicate ${replicated.seconds.toFixed(1)} s, peak RSS ${replicated.maxRssMb.toFixed(0)} MB)`);
-for (const [i, name] of names.entries()) {
-  if (i === 0) continue;
-  run('cp', ['-al', join(dir, 'source', names[0] as string), join(dir, 'source', name)]);
-  await linkCopy(join(dir, 'disk'), names[0] as string, name, `2026-01-${String(i + 1).padStart(2, '0')}T00:00:00.000Z`);
+/** What a kept work folder was set up with: reused only when it matches. */
+const setupMark = join(dir, 'setup.json');
+const setup = JSON.stringify({ files, copies });
+const reuse = opts.keep === true && existsSync(setupMark) && readFileSync(setupMark, 'utf8') === setup;
+if (!reuse) {
+  clean(dir);
+  mkdirSync(dir, { recursive: true });
+  const made = await generateBackup({ root: join(dir, 'source'), name: names[0] as string, files, totalBytes: files * 1024, largestFileBytes: 4096, seed: 13 });
+  writeFileSync(config, `source: { type: local, root: ${join(dir, 'source')} }\ndestinations:\n  disk: { type: local, root: ${join(dir, 'disk')} }\noptions: { quietPeriod: 0s }\n`);
+  console.log(`read-side memory: ${made.files} files, ${copies} cop${copies === 1 ? 'y' : 'ies'} at one local destination (peak RSS of one run each; target < ${TARGET_MB} MB)`);
+  const replicated = timed(process.execPath, [bin, '--config', config, '--quiet', 'replicate', names[0] as string, '--to', 'disk']);
+  console.log(`  (setup: replicate ${replicated.seconds.toFixed(1)} s, peak RSS ${replicated.maxRssMb.toFixed(0)} MB)`);
+  for (const [i, name] of names.entries()) {
+    if (i === 0) continue;
+    run('cp', ['-al', join(dir, 'source', names[0] as string), join(dir, 'source', name)]);
+    await linkCopy(join(dir, 'disk'), names[0] as string, name, `2026-01-${String(i + 1).padStart(2, '0')}T00:00:00.000Z`);
+  }
+  writeFileSync(setupMark, setup);
+} else {
+  console.log(`read-side memory: ${files} files, ${copies} copies (reusing the kept ${dir}; peak RSS of one run each; target < ${TARGET_MB} MB)`);
 }
 
 interface Step {
@@ -83,7 +95,7 @@ const steps: Step[] = [
   { label: 'prune --keep-daily 1 --dry-run', args: () => ['prune', '--keep-daily', '1', '--dry-run'] },
 ];
 
-const builds: { label: string; launcher: string }[] = [{ label: 'this build', launcher: bin }, ...(opts.compare ? [{ label: '--compare build', launcher: opts.compare }] : [])];
+const builds: { label: string; launcher: string }[] = [{ label: 'this build', launcher: bin }, ...(baselineBin !== undefined ? [{ label: 'baseline', launcher: baselineBin }] : [])];
 const results = new Map<string, Timed>();
 let restores = 0;
 for (const step of steps) {
@@ -96,9 +108,14 @@ for (const step of steps) {
     console.log(`  ${`${step.label}${builds.length > 1 ? ` [${build.label}]` : ''}`.padEnd(66)} peak RSS ${result.maxRssMb.toFixed(0).padStart(5)} MB  ${verdict}   (${result.seconds.toFixed(1)} s)`);
   }
 }
-// Last, as it removes copies: the real prune.
-const pruned = timed(process.execPath, [bin, '--config', config, '--quiet', 'prune', '--keep-daily', '1']);
-console.log(`  ${'prune --keep-daily 1 (removes the older copies)'.padEnd(66)} peak RSS ${pruned.maxRssMb.toFixed(0).padStart(5)} MB  ${pruned.maxRssMb < TARGET_MB ? 'ok' : 'OVER'}   (${pruned.seconds.toFixed(1)} s)`);
-const worst = Math.max(pruned.maxRssMb, ...[...results].filter(([k]) => k.startsWith('this build')).map(([, r]) => r.maxRssMb));
+// Last, as it removes copies: the real prune (not with --keep, which keeps the copies for the next run).
+let worst = Math.max(...[...results].filter(([k]) => k.startsWith('this build')).map(([, r]) => r.maxRssMb));
+if (opts.keep === true) {
+  console.log(`  (prune --keep-daily 1 without --dry-run skipped: --keep keeps the copies in ${dir})`);
+} else {
+  const pruned = timed(process.execPath, [bin, '--config', config, '--quiet', 'prune', '--keep-daily', '1']);
+  console.log(`  ${'prune --keep-daily 1 (removes the older copies)'.padEnd(66)} peak RSS ${pruned.maxRssMb.toFixed(0).padStart(5)} MB  ${pruned.maxRssMb < TARGET_MB ? 'ok' : 'OVER'}   (${pruned.seconds.toFixed(1)} s)`);
+  worst = Math.max(worst, pruned.maxRssMb);
+}
 console.log(`  largest peak RSS of this build: ${worst.toFixed(0)} MB (target < ${TARGET_MB} MB): ${worst < TARGET_MB ? 'met' : 'NOT met'}`);
-clean(dir);
+if (opts.keep !== true) clean(dir);

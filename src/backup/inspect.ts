@@ -46,7 +46,8 @@ import { AbortedError, BackupError, throwIfAborted } from '../errors.js';
 import { describePathType } from '../drivers/toolkit/path-types.js';
 import type { Driver, Entry, PathType } from '../drivers/types.js';
 import { readMetaJson } from './json.js';
-import { checkMetaShape, declaredFormat, summarizeFullMeta, type FullMetaSummary } from './meta.js';
+import { checkMetaShape, declaredFormat, summarizeFullMeta, type ExpectedObject, type FullMetaSummary } from './meta.js';
+import { ListingIndex } from '../listing-index.js';
 import { readMetaLazily, type LazySpec } from './meta-scan.js';
 import { ownString } from '../strings.js';
 import { CHECK_PROBE_PREFIX, META_DIR, META_FILES, isNoiseInBackup, isValidBackupName } from './names.js';
@@ -282,27 +283,29 @@ export async function inspectBackupState(
   source: Driver, name: string, options: InspectOptions & { readonly onRefused?: (key: string, error: Error) => void } = {},
 ): Promise<Omit<BackupInspection, 'files'> & { readonly fileCount: number }> {
   throwIfAborted(options.signal, `inspecting ${name}`);
-  const seen = new Seen(`${name}/`, true);
+  const seen = new Seen(`${name}/`);
   for await (const entry of source.list(`${name}/`, { signal: options.signal, requireRoot: true, hashes: false, onRefused: options.onRefused })) seen.add(entry);
   return judgeListing(source, name, seen, options);
 }
 
-/** What inspection keeps of a backup's listing: a size per relative path, the count, sum and newest change. */
+/**
+ * What inspection keeps of a backup's listing: a size per relative path (in a compact index:
+ * ../listing-index.ts), the count, sum and newest change.
+ */
 class Seen {
-  readonly sizes = new Map<string, number>();
+  readonly sizes = new ListingIndex();
   fileCount = 0;
   totalBytes = 0;
   lastChangeMs = 0;
 
-  /** `own`: keep paths as strings of their own (not views keeping each whole key alive). */
-  constructor(readonly prefix: string, private readonly own = false) {}
+  constructor(readonly prefix: string) {}
 
   /** Counts `entry` when it belongs to the backup (not noise); false otherwise. */
   add(entry: Entry): boolean {
     if (!entry.key.startsWith(this.prefix)) return false;
     const rel = entry.key.slice(this.prefix.length);
     if (isNoiseInBackup(rel)) return false;
-    this.sizes.set(this.own ? ownString(rel) : rel, entry.size);
+    this.sizes.set(rel, entry.size);
     this.fileCount++;
     this.totalBytes += entry.size;
     if (entry.mtimeMs > this.lastChangeMs) this.lastChangeMs = entry.mtimeMs;
@@ -344,7 +347,7 @@ async function judgeListing(
       if (file === META_FILES.full || file === META_FILES.backup) parsed.set(file, value);
     } catch (err) {
       if (!(err instanceof BackupError)) throw err;
-      if (err.code === 'E_META_MISSING') sizes.delete(label); // deleted since the listing
+      if (err.code === 'E_META_MISSING') sizes.remove(label); // deleted since the listing
       else problems.push(err.message);
     }
   }
@@ -353,12 +356,15 @@ async function judgeListing(
   const fullMeta = parsed.get(META_FILES.full);
   const fullFormat = declaredFormat(fullMeta);
   const backupFormat = declaredFormat(parsed.get(META_FILES.backup));
+  // Every object full_meta lists is checked against the listing as the summary finds it (none is kept).
+  let objects = new ObjectProblems();
   if (fullMeta !== undefined) {
     try {
-      summary = summarizeFullMeta(fullMeta, `${META_DIR}/${META_FILES.full}`, backupFormat, { release: true });
+      summary = summarizeFullMeta(fullMeta, `${META_DIR}/${META_FILES.full}`, backupFormat, { release: true, onObject: (object) => objects.check(object, sizes.sizeOf(object.rel)) });
     } catch (err) {
       if (!(err instanceof BackupError)) throw err;
       problems.push(err.message);
+      objects = new ObjectProblems(); // a malformed full_meta is the problem, not what it listed so far
     }
   }
   // Its summary is all that is needed from here on (the walk dropped its binlog lists already).
@@ -367,15 +373,15 @@ async function judgeListing(
   let format: BackupInspection['format'];
   if (summary) format = summary.format;
   else if (fullFormat ?? backupFormat) format = (fullFormat ?? backupFormat) as 'binlog' | 'snapshot';
-  else if (hasPrefix(sizes, 'bundle/')) format = 'snapshot';
-  else if (hasPrefix(sizes, 'binlogs/')) format = 'binlog';
+  else if (sizes.hasPrefix('bundle/')) format = 'snapshot';
+  else if (sizes.hasPrefix('binlogs/')) format = 'binlog';
   else format = present(META_FILES.full) ? 'binlog' : 'unknown';
 
   // 2. Required meta files.
   const required: string[] = [META_FILES.backup, META_FILES.collection, META_FILES.full];
   if (format !== 'snapshot') required.splice(2, 0, META_FILES.partition, META_FILES.segment);
   const missing = required.filter((file) => !present(file)).map((file) => `${META_DIR}/${file}`);
-  const absent = await describeAbsent(source, prefix, sizes, [...missing, ...(summary?.expected ?? []).map((o) => o.rel).filter((rel) => !sizes.has(rel))], options.signal);
+  const absent = await describeAbsent(source, prefix, sizes, [...missing, ...objects.absent.map((o) => o.rel)], options.signal);
   const missingMeta = missing.filter((rel) => !absent.has(rel));
   problems.unshift(...missing.filter((rel) => absent.has(rel)).map((rel) => `${rel} ${absent.get(rel) as string}: replace it with the meta file, or make the backup again`));
   if (missingMeta.length > 0) {
@@ -385,24 +391,24 @@ async function judgeListing(
       : `${META_DIR}/${META_FILES.full} missing, and no other meta: ${fileCount} objects without meta are a failed or abandoned backup`);
   }
 
-  // 3. Every listed object at its rebuilt path, with its exact size.
-  if (summary) {
-    for (const object of summary.expected) {
-      const size = sizes.get(object.rel);
-      const what = object.kind === 'snapshot-metadata' ? 'snapshot metadata' : 'binlog';
-      const metaSays = object.size === undefined ? '' : ` (meta says ${object.size} bytes)`;
-      const inPlace = absent.get(object.rel);
-      if (inPlace !== undefined) {
-        problems.push(`${what} ${object.rel} ${inPlace}${metaSays}: replace it with the ${what} file, or make the backup again`);
-      } else if (size === undefined) {
-        problems.push(`${what} ${object.rel} missing${metaSays}`);
-      } else if (object.size !== undefined && size !== object.size) {
-        problems.push(`${what} ${object.rel} is ${size} bytes, meta says ${object.size}`);
-      }
+  // 3. Every listed object at its rebuilt path, with its exact size (checked above; the first problem is told).
+  const first = objects.first;
+  if (first) {
+    const { object, size } = first;
+    const what = object.kind === 'snapshot-metadata' ? 'snapshot metadata' : 'binlog';
+    const metaSays = object.size === undefined ? '' : ` (meta says ${object.size} bytes)`;
+    const inPlace = absent.get(object.rel);
+    if (inPlace !== undefined) {
+      problems.push(`${what} ${object.rel} ${inPlace}${metaSays}: replace it with the ${what} file, or make the backup again`);
+    } else if (size === undefined) {
+      problems.push(`${what} ${object.rel} missing${metaSays}`);
+    } else {
+      problems.push(`${what} ${object.rel} is ${size} bytes, meta says ${object.size as number}`);
     }
   }
+  const problemCount = problems.length + Math.max(0, objects.count - 1);
 
-  const binlogCount = summary && summary.format === 'binlog' ? summary.expected.length : 0;
+  const binlogCount = summary && summary.format === 'binlog' ? summary.objectCount : 0;
   const layout = guessLayout(summary, parsed.get(META_FILES.backup), present(META_FILES.channelCheckpoint));
   const result = {
     ...base, format, binlogCount,
@@ -410,9 +416,9 @@ async function judgeListing(
     ...(summary ? { collections: summary.collections, segments: summary.segments } : {}),
   };
 
-  const firstProblem = problems.length === 0 ? undefined
-    : problems.length === 1 ? problems[0] as string
-      : `${problems[0] as string} (and ${problems.length - 1} more problem${problems.length === 2 ? '' : 's'})`;
+  const firstProblem = problemCount === 0 ? undefined
+    : problemCount === 1 ? problems[0] as string
+      : `${problems[0] as string} (and ${problemCount - 1} more problem${problemCount === 2 ? '' : 's'})`;
 
   const ageMs = nowMs - lastChangeMs;
   if (ageMs < quietPeriodMs) {
@@ -449,11 +455,11 @@ const DESCRIBED_ABSENT = 3;
  * `whatIsAt` (which never opens the path). A failed look leaves the file "missing".
  */
 async function describeAbsent(
-  source: Driver, prefix: string, sizes: ReadonlyMap<string, number>, rels: readonly string[], signal: AbortSignal | undefined,
+  source: Driver, prefix: string, sizes: ListingIndex, rels: readonly string[], signal: AbortSignal | undefined,
 ): Promise<Map<string, string>> {
   const found = new Map<string, string>();
   for (const rel of rels.slice(0, DESCRIBED_ABSENT)) {
-    let type: PathType | undefined = hasPrefix(sizes, `${rel}/`) ? 'folder' : undefined;
+    let type: PathType | undefined = sizes.hasPrefix(`${rel}/`) ? 'folder' : undefined;
     if (type === undefined && source.whatIsAt !== undefined) {
       try {
         type = await source.whatIsAt(`${prefix}${rel}`, { signal });
@@ -467,9 +473,22 @@ async function describeAbsent(
   return found;
 }
 
-function hasPrefix(sizes: ReadonlyMap<string, number>, prefix: string): boolean {
-  for (const rel of sizes.keys()) if (rel.startsWith(prefix)) return true;
-  return false;
+/**
+ * The objects full_meta lists that the listing lacks or shows with another size: how many, the
+ * first (the one the reason names) and the first few absent ones (`describeAbsent` looks at them).
+ */
+class ObjectProblems {
+  count = 0;
+  first: { readonly object: ExpectedObject; readonly size: number | undefined } | undefined;
+  readonly absent: ExpectedObject[] = [];
+
+  /** `size`: what the listing shows for the object (undefined: not there). */
+  check(object: ExpectedObject, size: number | undefined): void {
+    if (size !== undefined && (object.size === undefined || size === object.size)) return;
+    this.count++;
+    this.first ??= { object, size };
+    if (size === undefined && this.absent.length < DESCRIBED_ABSENT) this.absent.push(object);
+  }
 }
 
 function joinNames(names: string[]): string {

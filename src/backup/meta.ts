@@ -28,6 +28,7 @@
 import { BackupError } from '../errors.js';
 import { flatString } from '../strings.js';
 import { checkKey } from '../drivers/keys.js';
+import { ListingIndex } from '../listing-index.js';
 import { LazyArray } from './meta-scan.js';
 
 export type BinlogKind = 'insert' | 'delta';
@@ -52,6 +53,8 @@ export interface FullMetaSummary {
   readonly segments: number;
   /** Distinct binlogs (binlog format) or snapshot metadata files (snapshot format), in meta order. */
   readonly expected: ExpectedObject[];
+  /** Distinct objects listed (`expected.length`, unless they went to `SummarizeOptions.onObject`). */
+  readonly objectCount: number;
   readonly groupStyle: GroupStyle;
   /** Some binlog entry carries a non-zero `log_id` (milvus-backup 0.5.4+). */
   readonly hasLogId: boolean;
@@ -169,6 +172,13 @@ export interface SummarizeOptions {
    * binlogs, tree and summary together were the largest thing inspection held. @default false
    */
   readonly release?: boolean;
+  /**
+   * Hands each distinct object to this callback, in meta order, instead of keeping them in
+   * `expected` (which is then empty; `objectCount` counts them): what is kept per object is then
+   * its path and size in a compact index for the duplicate check (src/listing-index.ts), not
+   * an object in an array (issue 13: 100,000 binlogs).
+   */
+  readonly onObject?: (object: ExpectedObject) => void;
 }
 
 /**
@@ -181,17 +191,24 @@ export function summarizeFullMeta(meta: unknown, file: string, formatHint?: 'sna
   const shape: Shape = new Shape(file);
   const root = shape.object(meta, '(top level)');
   const format = (declaredFormat(root) ?? formatHint) === 'snapshot' ? 'snapshot' : 'binlog';
-  const expected = new Map<string, ExpectedObject>();
+  const expected: ExpectedObject[] = [];
+  /** Path -> size (NaN: none given) of the objects seen so far, for the duplicate check. */
+  const seen = new ListingIndex();
   let segments = 0;
   let hasLogId = false;
   let storageV2 = false;
   const groupStyles = new Set<GroupStyle>();
 
   const add = (object: ExpectedObject, path: string): void => {
-    const earlier = expected.get(object.rel);
-    if (earlier === undefined) { expected.set(object.rel, object); return; }
-    if (earlier.size !== undefined && object.size !== undefined && earlier.size !== object.size) {
-      shape.fail(path, `lists ${object.rel} again with log_size ${object.size} (earlier ${earlier.size})`);
+    const earlier = seen.sizeOf(object.rel);
+    if (earlier === undefined) {
+      seen.set(object.rel, object.size ?? NaN);
+      if (options.onObject) options.onObject(object);
+      else expected.push(object);
+      return;
+    }
+    if (!Number.isNaN(earlier) && object.size !== undefined && earlier !== object.size) {
+      shape.fail(path, `lists ${object.rel} again with log_size ${object.size} (earlier ${earlier})`);
     }
   };
 
@@ -281,7 +298,7 @@ export function summarizeFullMeta(meta: unknown, file: string, formatHint?: 'sna
   else if (groupStyles.has('none')) groupStyle = 'none';
 
   return {
-    format, collections: collections.length, segments, expected: [...expected.values()],
+    format, collections: collections.length, segments, expected, objectCount: seen.count,
     groupStyle, hasLogId, storageV2,
   };
 }

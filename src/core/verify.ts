@@ -23,6 +23,7 @@ import { manifestKey, OFFSITE_DIR, type ManifestFile } from '../manifest/manifes
 import { streamManifestAt, type ManifestFieldsSoFar, type ManifestSummary } from '../manifest/read.js';
 import { ChunkPool } from './buffers.js';
 import { readChunks } from './chunks.js';
+import { ListingIndex } from '../listing-index.js';
 import { storedDriverOf } from '../drivers/wrappers/encrypt.js';
 
 export type VerifyLevel = 'quick' | 'deep';
@@ -127,7 +128,7 @@ async function deepCheck(driver: Driver, key: string, file: ManifestFile, pool: 
 /**
  * Verifies one destination copy. Never throws for damage; throws only when aborted.
  *
- * Memory: the listing of the copy (one entry per file) and the files in flight; the manifest's
+ * Memory: the listing of the copy (compact: ../listing-index.ts) and the files in flight; the manifest's
  * file list streams by (../manifest/read.ts), each file checked as its record arrives. Nothing
  * counts as checked before the whole manifest was read and its digest matched: a manifest found
  * damaged at its end voids the checks made on its records, and the copy is reported by its
@@ -149,9 +150,11 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
     if (isAbort(err)) throw err;
     return errorKind(err) === 'integrity' ? damagedManifest(err) : failed(err);
   }
-  const present = new Map<string, { size: number; hash?: string; fingerprint?: string }>();
+  // Keys relative to `NAME/`, held compactly (../listing-index.ts): the listing is the one thing kept per file.
+  const present = new ListingIndex();
+  const prefixLength = backup.length + 1;
   try {
-    for await (const entry of driver.list(`${backup}/`, { signal })) present.set(entry.key, { size: entry.size, hash: entry.hash, fingerprint: entry.fingerprint });
+    for await (const entry of driver.list(`${backup}/`, { signal })) present.set(entry.key.slice(prefixLength), entry.size, entry.fingerprint, entry.hash);
   } catch (err) {
     if (isAbort(err)) throw err;
     return failed(err);
@@ -170,7 +173,7 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
   const check = async (file: ManifestFile, readBack: boolean, chunkBytes: number): Promise<void> => {
     if (failure !== undefined || stopped) return;
     const fileKey = `${backup}/${file.path}`;
-    const there = present.get(fileKey);
+    const there = present.get(file.path);
     if (!there) { note(file, { path: file.path, problem: 'missing', message: `${file.path}: missing` }); return; }
     const size = file.storedSize ?? file.size;
     if (there.size !== size) { note(file, { path: file.path, problem: 'size', message: `${file.path}: ${there.size} bytes, manifest says ${size}${file.storedSize !== undefined ? ' (stored, encrypted)' : ''}` }); return; }

@@ -27,7 +27,8 @@ import { DriverRuntime, type TransferOptions } from '../runtime/drivers.js';
 import { refuseOverlappingPlaces } from '../drivers/overlap.js';
 import { placeOf } from '../runtime/overlap.js';
 import { BackupError, ConfigError, OffsiteError, UsageError } from '../errors.js';
-import { manifestKey, OFFSITE_DIR, progressKey, readManifestAt, type Manifest } from '../manifest/manifest.js';
+import { manifestKey, OFFSITE_DIR, progressKey, type ManifestFile } from '../manifest/manifest.js';
+import { streamManifestAt, type ManifestSummary } from '../manifest/read.js';
 import { readRecord, writeRecord } from './state.js';
 
 export interface PullOptions extends TransferOptions {
@@ -97,27 +98,50 @@ function restoreHintFor(target: Driver): string {
 }
 
 /**
- * The manifest of the copy to pull. An encrypted copy (its manifest has `encryption`) needs the
- * destination's key: none configured, or another one, is a `ConfigError` naming the destination,
- * before anything is written; its manifest must carry a valid signature by that key; and every
- * file must decrypt to the plaintext MAC its record keeps (the decrypting driver checks it at the
- * end of each read, on top of every chunk's tag).
+ * What the copy engine needs of a record of the copy being pulled (origin mode of
+ * ../core/replicate.ts): the origin's own fingerprints and reuse notes are of no use at the
+ * target, and at 100,000 files each field kept is 100,000 strings held for the whole pull.
  */
-async function readOriginManifest(origin: Driver, backup: string, configPath: string, signal?: AbortSignal): Promise<Manifest> {
-  const manifest = await readManifestAt(origin, manifestKey(backup), { signal });
+function originRecord(f: ManifestFile): ManifestFile {
+  return {
+    path: f.path, size: f.size, hash: f.hash, chunks: f.chunks,
+    ...(f.sourceFingerprint !== undefined ? { sourceFingerprint: f.sourceFingerprint } : {}),
+    ...(f.storedSize !== undefined ? { storedSize: f.storedSize } : {}),
+    ...(f.mac !== undefined ? { mac: f.mac } : {}),
+  };
+}
+
+/** The manifest at `origin` read as a stream, keeping of its records what `originRecord` keeps. */
+async function readOriginRecords(origin: Driver, backup: string, options: { signal?: AbortSignal; publicKey?: string }): Promise<{ summary: ManifestSummary; files: ManifestFile[] } | undefined> {
+  const files: ManifestFile[] = [];
+  const summary = await streamManifestAt(origin, manifestKey(backup), { ...options, onFile: (f) => { files.push(originRecord(f)); } });
+  return summary && { summary, files };
+}
+
+/**
+ * The manifest of the copy to pull (its records slimmed: `originRecord`). An encrypted copy (its
+ * manifest has `encryption`) needs the destination's key: none configured, or another one, is a
+ * `ConfigError` naming the destination, before anything is written; its manifest must carry a
+ * valid signature by that key; and every file must decrypt to the plaintext MAC its record keeps
+ * (the decrypting driver checks it at the end of each read, on top of every chunk's tag).
+ */
+async function readOriginManifest(origin: Driver, backup: string, configPath: string, signal?: AbortSignal): Promise<{ summary: ManifestSummary; files: ManifestFile[] }> {
+  const manifest = await readOriginRecords(origin, backup, { signal });
   if (!manifest) {
     throw new BackupError('E_NO_COPY', `${origin.name} has no complete copy of ${backup} (no manifest at ${manifestKey(backup)}); see offsite list, or pull from another destination`);
   }
-  if (manifest.encryption === undefined) return manifest;
+  if (manifest.summary.encryption === undefined) return manifest;
   const encryption = origin.encryption;
   if (!encryption) {
     throw new ConfigError(`${configPath}: destination "${origin.name}": its copy of ${backup} is encrypted: give this destination its key (encryption: { key: \${OFFSITE_KEY} } or { keyFile: PATH }) to pull it`);
   }
-  if (manifest.encryption.publicKey !== encryption.publicKey) {
+  if (manifest.summary.encryption.publicKey !== encryption.publicKey) {
     throw new ConfigError(`${configPath}: destination "${origin.name}": the encryption key configured for it does not open its copy of ${backup} (the copy was encrypted with another key): check encryption.key or encryption.keyFile of this destination`);
   }
   // Read again with the signature checked: a manifest forged without the key fails here.
-  const signed = await readManifestAt(origin, manifestKey(backup), { signal, publicKey: encryption.publicKey }) as Manifest;
+  manifest.files.length = 0;
+  const signed = await readOriginRecords(origin, backup, { signal, publicKey: encryption.publicKey });
+  if (!signed) throw new BackupError('E_NO_COPY', `${origin.name}: the manifest of ${backup} disappeared while it was read (another run removed the copy?); pull from another destination`);
   for (const f of signed.files) {
     if (f.mac === undefined) throw new OffsiteError('E_MANIFEST', `${origin.name}: ${manifestKey(backup)}: ${f.path} has no plaintext MAC, though the copy is encrypted: the manifest is damaged; pull from another destination`, { kind: 'integrity' });
     encryption.expect(`${backup}/${f.path}`, f.mac);
@@ -136,7 +160,9 @@ export async function pullCommand(config: OffsiteConfig, options: PullOptions): 
     const to = target.driver;
     // Never write into the copy being read (a folder path or destination that is it, inside it, or around it).
     await refuseOverlappingPlaces([placeOf(origin, 'destination'), placeOf(to, 'target')], { file: config.path, signal });
-    const manifest = await readOriginManifest(origin, backup, config.path, signal);
+    // The records are held until the copy is made; after it only the counts (`fileCount`, `totalBytes`).
+    let manifest: { summary: ManifestSummary; files: ManifestFile[] } | undefined = await readOriginManifest(origin, backup, config.path, signal);
+    const { summary } = manifest;
     // Never overwrite a backup that a pull did not start. Files that are exactly the copy's (the
     // same paths and sizes: a finished earlier pull) are no conflict: the pull goes on as a
     // resumed one, which hashes them in place instead of sending them, and reads them back.
@@ -152,19 +178,26 @@ export async function pullCommand(config: OffsiteConfig, options: PullOptions): 
         if (wanted.get(entry.key.slice(backup.length + 1)) !== entry.size) sameAsCopy = false;
       }
       alreadyThere = existing > 0 && sameAsCopy && existing === wanted.size;
+      wanted.clear();
       if (existing > 0 && !alreadyThere) {
         throw new BackupError('E_TARGET_EXISTS', `${to.description} already has ${existing} file(s) under ${backup}/ that a pull did not put there (and they are not this copy's files); pull never overwrites a backup: remove it first, or pull into another target (e.g. --to ./restore)`);
       }
       await writeRecord(to, pullMarkerKey(backup), { from: origin.description, started: new Date().toISOString() }, signal);
     }
 
-    const result = await replicate({
+    const originFiles = manifest.files;
+    manifest = undefined;
+    // Only the numbers of the engine's result are kept: its plan has an action per file.
+    const copied = await replicate({
       source: origin, backup, destinations: [to],
-      origin: { files: manifest.files, chunkBytes: manifest.chunkBytes, source: manifest.source, ...(manifest.backupTime ? { backupTime: manifest.backupTime } : {}) },
+      origin: { files: originFiles, chunkBytes: summary.chunkBytes, source: summary.source, ...(summary.backupTime ? { backupTime: summary.backupTime } : {}) },
       fileConcurrency: options.concurrency ?? config.settings.concurrency, signal,
       onEvent: (e) => { if (e.type === 'bytes') options.onBytes?.('copy', e.bytes); },
+    }).then((result) => {
+      const { status, errors, bytesWritten, bytesResumed } = result.destinations[0] as DestinationResult;
+      return { status, errors, bytesWritten, bytesResumed };
     });
-    const copied = result.destinations[0] as DestinationResult;
+    originFiles.length = 0;
     if (copied.status !== 'complete' && copied.status !== 'up-to-date') {
       const first = copied.errors[0];
       throw new OffsiteError('E_PULL_FAILED', `pull of ${backup} from ${origin.name} to ${options.to} did not complete: ${first ? `${first.path ? `${first.path}: ` : ''}${first.message}` : 'unknown error'}${copied.errors.length > 1 ? ` (and ${copied.errors.length - 1} more)` : ''}; run the same pull again to resume, or pull from another destination`, { kind: first?.kind ?? 'fatal' });
@@ -183,7 +216,7 @@ export async function pullCommand(config: OffsiteConfig, options: PullOptions): 
     if (!target.isDestination) await to.delete(manifestKey(backup), { signal });
     return {
       backup, from: origin.name, fromDescription: origin.description, to: options.to, toDescription: to.description,
-      files: manifest.fileCount, bytes: manifest.totalBytes, bytesWritten: copied.bytesWritten, bytesResumed: copied.bytesResumed,
+      files: summary.fileCount, bytes: summary.totalBytes, bytesWritten: copied.bytesWritten, bytesResumed: copied.bytesResumed,
       verify, completion: 'complete', keptManifest: target.isDestination, alreadyThere,
       restoreCommand: `milvus-backup restore -n ${backup}`,
       restoreHint: restoreHintFor(to),
