@@ -80,8 +80,12 @@ export class DestinationRun implements FeedMember {
   private checkpointChain: Promise<void> = Promise.resolve();
   private dirty = false;
   private checkpointIntervalMs: number;
-  /** Records since the last checkpoint written, in the order they were made. */
-  private pending: ManifestFile[] = [];
+  /**
+   * The paths of the records made since the last checkpoint written, in order. Paths, not records:
+   * a checkpoint's cost sets the time to the next one (up to tens of seconds under load), and
+   * thousands of records held that long (~200 bytes each) all outlived the young generation.
+   */
+  private pending: string[] = [];
   /** Files in `progress.json` at the destination, `undefined` while there is none. */
   private baseFiles: number | undefined;
   /** Journal entries at the destination: `live` ones are not in `progress.json` yet. */
@@ -156,7 +160,7 @@ export class DestinationRun implements FeedMember {
 
   record(file: ManifestFile, how: 'copied' | 'adopted' | 'reused'): void {
     this.records.set(file);
-    this.pending.push(file);
+    this.pending.push(file.path);
     if (how === 'copied') this.filesCopied++;
     else if (how === 'adopted') this.filesAdopted++;
     else { this.filesReused++; this.bytesReused += file.size; }
@@ -184,12 +188,13 @@ export class DestinationRun implements FeedMember {
       this.dirty = false;
       const started = Date.now();
       // Only files made durable by this sync may be recorded as done: take them before it.
-      const batch = this.pending;
+      const paths = this.pending;
       this.pending = [];
       const live = this.journal.filter((e) => e.live);
-      const journalFiles = live.reduce((sum, e) => sum + e.files, 0) + batch.length;
+      const journalFiles = live.reduce((sum, e) => sum + e.files, 0) + paths.length;
       const rewrite = this.baseFiles === undefined || live.length >= MAX_JOURNAL_ENTRIES || journalFiles > Math.max(this.baseFiles, 1000);
       const all = rewrite ? this.records.sortedPaths() : [];
+      const batch = rewrite ? [] : paths.map((path) => this.records.get(path) as ManifestFile);
       try {
         await this.driver.sync();
         const { backup, source, chunkBytes } = this.context;
@@ -205,12 +210,12 @@ export class DestinationRun implements FeedMember {
           // rewrite of progress.json includes it, and deletes it.
           const sequence = this.nextSequence++;
           const key = this.keys.journal(sequence);
-          this.journal.push({ key, live: true, files: batch.length });
+          this.journal.push({ key, live: true, files: paths.length });
           const body = buildManifestBody({ kind: 'progress', backup, source, chunkBytes, files: batch, sequence });
           await writeManifestAt(this.driver, key, body, { pretty: false });
         }
       } catch {
-        this.pending = batch.concat(this.pending);
+        this.pending = paths.concat(this.pending);
         this.dirty = true;
       }
       // Keep the checkpoints' cost under ~10% of the run.
