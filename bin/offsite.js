@@ -1,8 +1,15 @@
 #!/usr/bin/env node
 // Thin launcher: the compiled CLI lives in dist/ (run `npm run build` first).
+import { setFlagsFromString } from 'node:v8';
 // File IO runs on libuv's thread pool (4 threads by default), which capped a many-file copy;
 // it must be sized before the first asynchronous fs call.
 process.env.UV_THREADPOOL_SIZE ??= '16';
+// V8 lets its heap grow to up to ~4 times what survived the last full collection while collecting
+// is cheap: at 100,000 files a replicate with ~60 MB live peaked at ~380 MB RSS (issue 13). Growing
+// it by 30% instead keeps the peak near the live heap, for a few more full collections (tens of ms
+// each at that size). A complement to holding less per file, not a limit: the heap still grows as
+// far as the work needs, and a user's own `node --heap-growing-percent=N` wins.
+if (!process.execArgv.some((arg) => /^--heap[-_]growing[-_]percent/.test(arg))) setFlagsFromString('--heap-growing-percent=30');
 // The AWS SDK warns on every start under Node 20 that its 2027 releases will need Node 22. offsite
 // supports Node 20 (see README); keep that notice out of users' cron mail and our one-line errors.
 const emitWarning = process.emitWarning.bind(process);

@@ -14,7 +14,7 @@ import { writeManifestStreamed } from '../manifest/write-stream.js';
 import type { ChunkPool } from './buffers.js';
 import { Ledger, type Fanout, type FeedMember } from './fanout.js';
 import { indexOfSorted, isStrictlySorted, RecordStore } from './records.js';
-import type { DestinationPlan, FileAction } from './plan.js';
+import type { DestinationPlan, FileActionKind } from './plan.js';
 import type { ProgressJournal } from './destination-state.js';
 import type { ProblemReport, ReplicateEvent } from './replicate.js';
 import type { ReuseIndex } from './reuse.js';
@@ -42,6 +42,9 @@ export function copyCheckpointKeys(backup: string): CheckpointKeys {
   return { progress: progressKey(backup), journal: (sequence) => progressJournalKey(backup, sequence), sequenceOf: (key) => progressJournalSequence(backup, key) };
 }
 
+/** The action kinds, numbered for `DestinationRun.kinds`. */
+const KINDS: readonly FileActionKind[] = ['copy', 'skip', 'adopt', 'reuse'];
+
 /** Journal entries (files) before `progress.json` is rewritten with every record (see the file comment). */
 const MAX_JOURNAL_ENTRIES = 256;
 
@@ -49,8 +52,15 @@ const MAX_JOURNAL_ENTRIES = 256;
 export class DestinationRun implements FeedMember {
   readonly records: RecordStore;
   readonly errors: ProblemReport[] = [];
-  /** The plan's actions by path, when they are not in the order of `context.paths` (see `action`). */
-  private readonly actionMap: Map<string, FileAction> | undefined;
+  /**
+   * The plan, without its actions unless `keepActions` (a dry run reports them): one object per
+   * file, of which the run needs only the kind, kept in `kinds`.
+   */
+  readonly plan: DestinationPlan;
+  /** The kind of the plan's action for `context.paths[i]` (an index into `KINDS`), when the actions are in that order. */
+  private readonly kinds: Uint8Array | undefined;
+  /** The kinds by path otherwise. */
+  private readonly kindMap: Map<string, FileActionKind> | undefined;
   dead = false;
   filesCopied = 0;
   filesAdopted = 0;
@@ -70,8 +80,12 @@ export class DestinationRun implements FeedMember {
   private checkpointChain: Promise<void> = Promise.resolve();
   private dirty = false;
   private checkpointIntervalMs: number;
-  /** Records since the last checkpoint written, in the order they were made. */
-  private pending: ManifestFile[] = [];
+  /**
+   * The paths of the records made since the last checkpoint written, in order. Paths, not records:
+   * a checkpoint's cost sets the time to the next one (up to tens of seconds under load), and
+   * thousands of records held that long (~200 bytes each) all outlived the young generation.
+   */
+  private pending: string[] = [];
   /** Files in `progress.json` at the destination, `undefined` while there is none. */
   private baseFiles: number | undefined;
   /** Journal entries at the destination: `live` ones are not in `progress.json` yet. */
@@ -81,7 +95,7 @@ export class DestinationRun implements FeedMember {
 
   constructor(
     readonly driver: Driver,
-    readonly plan: DestinationPlan,
+    plan: DestinationPlan,
     private readonly context: {
       backup: string; source: string; chunkBytes: number; checkpointIntervalMs: number; emit: (e: ReplicateEvent) => void; checkpointKeys?: CheckpointKeys;
       /** The run's paths, sorted by code units: the plan's actions are in this order (one per path). */
@@ -89,17 +103,21 @@ export class DestinationRun implements FeedMember {
     },
     fanout: Fanout,
     progressJournal?: ProgressJournal,
+    keepActions = true,
   ) {
     this.ledger = new Ledger(fanout);
     this.checkpointIntervalMs = context.checkpointIntervalMs;
     this.keys = context.checkpointKeys ?? copyCheckpointKeys(context.backup);
     const paths = context.paths ?? [];
     // 100,000 files: a map from path to action, and one to each record's slot, would cost ~100 bytes
-    // per file; the plan's actions and the records are found by binary search in `paths` instead.
+    // per file, the actions themselves ~60 more; a byte per file says what to do, found like the
+    // records by binary search in `paths`.
     const aligned = paths.length === plan.actions.length && isStrictlySorted(paths) && plan.actions.every((a, i) => a.path === paths[i]);
-    this.actionMap = aligned ? undefined : new Map(plan.actions.map((a) => [a.path, a]));
+    this.kinds = aligned ? Uint8Array.from(plan.actions, (a) => KINDS.indexOf(a.action)) : undefined;
+    this.kindMap = aligned ? undefined : new Map(plan.actions.map((a) => [a.path, a.action]));
     this.records = new RecordStore(aligned ? paths : []);
     for (const action of plan.actions) if (action.record) this.records.set(action.record);
+    this.plan = keepActions ? plan : { ...plan, actions: [] };
     this.baseFiles = progressJournal?.baseFiles;
     this.journal = (progressJournal?.entries ?? []).map((e) => ({ key: e.key, live: !e.included, files: e.files }));
     this.nextSequence = 1 + Math.max(0, ...(progressJournal?.entries ?? []).map((e) => e.sequence));
@@ -107,20 +125,21 @@ export class DestinationRun implements FeedMember {
 
   get name(): string { return this.driver.name; }
 
-  /** The plan's action for `path`. */
-  action(path: string): FileAction | undefined {
-    if (this.actionMap) return this.actionMap.get(path);
+  /** The kind of the plan's action for `path`. */
+  action(path: string): FileActionKind | undefined {
+    if (this.kindMap) return this.kindMap.get(path);
     const at = indexOfSorted(this.context.paths ?? [], path);
-    return at < 0 ? undefined : this.plan.actions[at];
+    return at < 0 ? undefined : KINDS[(this.kinds as Uint8Array)[at] as number];
   }
 
-  needs(path: string): FileAction | undefined {
+  /** What the plan asks for `path`, unless that is nothing (`skip`) or this destination failed. */
+  needs(path: string): FileActionKind | undefined {
     const action = this.action(path);
-    return !this.dead && action && action.action !== 'skip' ? action : undefined;
+    return !this.dead && action !== 'skip' ? action : undefined;
   }
 
   wants(path: string): boolean {
-    const action = this.needs(path)?.action;
+    const action = this.needs(path);
     return (action === 'copy' || action === 'reuse') && !this.records.has(path);
   }
 
@@ -141,7 +160,7 @@ export class DestinationRun implements FeedMember {
 
   record(file: ManifestFile, how: 'copied' | 'adopted' | 'reused'): void {
     this.records.set(file);
-    this.pending.push(file);
+    this.pending.push(file.path);
     if (how === 'copied') this.filesCopied++;
     else if (how === 'adopted') this.filesAdopted++;
     else { this.filesReused++; this.bytesReused += file.size; }
@@ -169,12 +188,13 @@ export class DestinationRun implements FeedMember {
       this.dirty = false;
       const started = Date.now();
       // Only files made durable by this sync may be recorded as done: take them before it.
-      const batch = this.pending;
+      const paths = this.pending;
       this.pending = [];
       const live = this.journal.filter((e) => e.live);
-      const journalFiles = live.reduce((sum, e) => sum + e.files, 0) + batch.length;
+      const journalFiles = live.reduce((sum, e) => sum + e.files, 0) + paths.length;
       const rewrite = this.baseFiles === undefined || live.length >= MAX_JOURNAL_ENTRIES || journalFiles > Math.max(this.baseFiles, 1000);
       const all = rewrite ? this.records.sortedPaths() : [];
+      const batch = rewrite ? [] : paths.map((path) => this.records.get(path) as ManifestFile);
       try {
         await this.driver.sync();
         const { backup, source, chunkBytes } = this.context;
@@ -190,12 +210,12 @@ export class DestinationRun implements FeedMember {
           // rewrite of progress.json includes it, and deletes it.
           const sequence = this.nextSequence++;
           const key = this.keys.journal(sequence);
-          this.journal.push({ key, live: true, files: batch.length });
+          this.journal.push({ key, live: true, files: paths.length });
           const body = buildManifestBody({ kind: 'progress', backup, source, chunkBytes, files: batch, sequence });
           await writeManifestAt(this.driver, key, body, { pretty: false });
         }
       } catch {
-        this.pending = batch.concat(this.pending);
+        this.pending = paths.concat(this.pending);
         this.dirty = true;
       }
       // Keep the checkpoints' cost under ~10% of the run.

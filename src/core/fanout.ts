@@ -45,6 +45,7 @@ import { OffsiteError, throwIfAborted } from '../errors.js';
 import { getHasher } from '../hash/xxh64.js';
 import type { ChunkPool } from './buffers.js';
 import { hashObject, readChunks, type ObjectHashes } from './chunks.js';
+import { indexOfSorted, isStrictlySorted } from './records.js';
 
 /**
  * Long enough for a hiccup of a destination as fast as the others (an fsync, a commit), shorter than
@@ -163,6 +164,8 @@ interface FanoutContext {
   readonly lagToleranceMs: number;
   readonly signal?: AbortSignal;
   readonly onDetach?: (member: FeedMember, path: string) => void;
+  /** The run's paths, sorted by code units (no path twice): which files were started is then a bit per file. */
+  readonly paths?: readonly string[];
 }
 
 /** The reads of one run: see the file comment. */
@@ -175,12 +178,15 @@ export class Fanout {
   private expected = 0;
   /** Shared reads with places not taken yet. */
   private readonly reads = new Map<string, FileRead>();
-  /** Files a shared read was started for. */
-  private readonly started = new Set<string>();
+  /** Files a shared read was started for: by their index in `ctx.paths`, or by path for other paths. */
+  private readonly started: Uint8Array;
+  private readonly startedOthers = new Set<string>();
   private readonly sourceHashes = new Map<string, Promise<ObjectHashes>>();
   private waiters: (() => void)[] = [];
 
   constructor(readonly ctx: FanoutContext) {
+    // A set of 100,000 paths costs ~3 MB for the whole run (issue 13); a byte per file, 100 kB.
+    this.started = new Uint8Array(ctx.paths !== undefined && isStrictlySorted(ctx.paths) ? ctx.paths.length : 0);
     ctx.signal?.addEventListener('abort', () => this.notify(), { once: true });
   }
 
@@ -260,11 +266,11 @@ export class Fanout {
     const read = this.reads.get(file.path);
     const place = read?.claim(member);
     if (place) return place;
-    if (!read && !this.started.has(file.path)) {
+    if (!read && !this.markStarted(file.path, false)) {
       const others = this.members.filter((m) => m !== member && m.attached && m.wants(file.path));
       const created = new FileRead(this, file, true);
       this.reads.set(file.path, created);
-      this.started.add(file.path);
+      this.markStarted(file.path, true);
       member.attached = true;
       const own = created.place(member, true);
       for (const m of others) created.place(m, false);
@@ -274,6 +280,15 @@ export class Fanout {
     // The others started this file without it: it fell behind.
     this.detach(member, file.path);
     return this.readAlone(member, file);
+  }
+
+  /** Whether a shared read of `path` was started; `mark`: it is being started now. */
+  private markStarted(path: string, mark: boolean): boolean {
+    const at = this.started.length > 0 ? indexOfSorted(this.ctx.paths as readonly string[], path) : -1;
+    const was = at >= 0 ? this.started[at] === 1 : this.startedOthers.has(path);
+    if (mark && at >= 0) this.started[at] = 1;
+    else if (mark) this.startedOthers.add(path);
+    return was;
   }
 
   /**

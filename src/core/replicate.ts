@@ -168,6 +168,7 @@ export interface DestinationResult {
   readonly bytesReadAlone: number;
   readonly manifestKey?: string;
   readonly errors: readonly ProblemReport[];
+  /** The plan of this destination; its `actions` (one per file) only in a dry run. */
   readonly plan?: DestinationPlan;
   /** With a shard: the set of shards there after this one finished. */
   readonly shardSet?: ShardSetReport;
@@ -293,16 +294,16 @@ async function committedFingerprint(driver: Driver, key: string, signal?: AbortS
  */
 async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFile): Promise<void> {
   const action = run.needs(file.path);
-  if (!action) return;
+  if (action === undefined) return;
   let firstPass: ObjectHashes | undefined;
   /** The only chunk of a one-chunk file kept by a reuse attempt that missed. */
   let kept: Buffer | undefined;
-  if (action.action === 'reuse' && run.reuse) {
+  if (action === 'reuse' && run.reuse) {
     const outcome = await tryReuse(ctx, run, file);
     if (outcome.done) return;
     firstPass = outcome.hashes;
     kept = outcome.held;
-  } else if (action.action === 'adopt') {
+  } else if (action === 'adopt') {
     if (file.expected !== undefined && file.expectedChunks !== undefined) {
       // In origin mode the record is the truth: a file found in place is kept when its bytes hash to
       // it, whatever the origin holds (a repair's origin may lack or have damaged that very file).
@@ -334,7 +335,7 @@ async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFil
   }
   // After a reuse miss the source was read once already: its kept chunk, or a read for this destination alone.
   let feed: Feed = kept ? keptFeed(kept, firstPass as ObjectHashes, (chunk) => ctx.fanout.drop(run, chunk))
-    : action.action === 'reuse' && firstPass ? ctx.fanout.readAlone(run, file) : ctx.fanout.subscribe(run, file);
+    : action === 'reuse' && firstPass ? ctx.fanout.readAlone(run, file) : ctx.fanout.subscribe(run, file);
   /** Hashes of the chunks handed to the writer, in order. */
   const written: string[] = [];
   let index = 0;
@@ -464,7 +465,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   const dryRun = options.dryRun ?? false;
   const pool = new ChunkPool(chunkBytes, Math.max(options.memoryBudgetBytes ?? 64 * 1024 * 1024, 2 * chunkBytes));
   const fanout = new Fanout({
-    source, backup, chunkBytes, pool, signal, lagToleranceMs: options.lagToleranceMs ?? DEFAULT_LAG_TOLERANCE_MS,
+    source, backup, chunkBytes, pool, signal, paths, lagToleranceMs: options.lagToleranceMs ?? DEFAULT_LAG_TOLERANCE_MS,
     onDetach: (member, path) => emit({ type: 'detached', destination: member.name, path }),
   });
   // Every destination still preparing keeps its share of the chunk budget for when it joins.
@@ -508,7 +509,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
       const dispatch = async (reuseLane: boolean): Promise<void> => {
         for (const file of files) {
           if (run.dead) break;
-          const action = run.needs(file.path)?.action;
+          const action = run.needs(file.path);
           // A file the origin lacks can still be found intact in place (adopt); copies of it failed already.
           if (action === undefined || (unavailable.has(file.path) && action !== 'adopt') || (action === 'reuse') !== reuseLane) continue;
           // A destination that stopped reusing (no server-side copy after all) sends the rest in the other lane.
@@ -585,11 +586,13 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
     let held = prepared.lock;
     const lock = { release: async () => { const l = held; held = undefined; await l?.release(); } };
     try {
-      const run = new DestinationRun(driver, prepared.plan.destinations[0], context, fanout, prepared.journal);
+      // Only a dry run reports the plan's actions (one object per file); a run keeps a byte per file.
+      const run = new DestinationRun(driver, prepared.plan.destinations[0], context, fanout, prepared.journal, dryRun);
       runs.push(run);
       run.reuse = prepared.reuse;
+      prepared = undefined;
       for (const m of missing) {
-        const action = run.needs(m.path)?.action;
+        const action = run.needs(m.path);
         if (action !== undefined && action !== 'adopt') run.fail(m.error, m.path);
       }
       return await copyTo(run, lock);

@@ -5,8 +5,8 @@
  * before the first byte is written, held tens of MB at 100,000 files, at the very end of the run.
  *
  * Here the records are produced one at a time: one pass computes the digest (over the canonical
- * encoding) and the written encoding, kept when it fits in one part of 8 MiB; a larger manifest
- * is encoded again and written in parts of at most 8 MiB, hashing as it goes. The bytes are
+ * encoding) and the written encoding, kept when it fits in one part of 1 MiB; a larger manifest
+ * is encoded again and written in parts of 1 MiB, hashing as it goes. The bytes are
  * exactly those of `writeManifestAt` for the same body (./manifest.ts, checked by
  * test/manifest/write-stream.test.ts), so readers see no difference.
  */
@@ -24,8 +24,13 @@ import { manifestEncryptionOf, signManifest } from './signature.js';
 /** Everything of a manifest body but its records (their count and total size included). */
 export type ManifestHead = Omit<ManifestBody, 'files' | 'format' | 'version' | 'hashAlgorithm'>;
 
-/** Bytes per part, as `writeManifestAt` writes them (the driver may need larger ones). */
-const PART_BYTES = 8 * 1024 * 1024;
+/**
+ * Bytes per part (the driver may need larger ones). 1 MiB, not the 8 MiB of `writeManifestAt`:
+ * the manifest of 100,000 files (~30 MB) is written when the run's heap is at its largest, and
+ * the bytes kept for the one-pass case plus the part buffer held ~16 MB more than this (issue 13).
+ * A second pass over the records costs ~1 s of CPU per million records.
+ */
+const PART_BYTES = 1024 * 1024;
 /** Text gathered before it is turned into bytes. */
 const PIECE_CHARS = 65536;
 /** A digest's length in the encoding (`xxh64:` + 16 hex digits). */
@@ -60,9 +65,17 @@ function around(text: string, empty: string): [string, string] {
   return [text.slice(0, at + open), text.slice(at + open)];
 }
 
-/** Hands text on in UTF-8 pieces of ~64 KB. `push` returns a promise only when a piece went out. */
+/**
+ * Hands text on in UTF-8 pieces of ~64 KB. `push` returns a promise only when a piece went out,
+ * and the next piece may be pushed only once it has settled: every piece is encoded into the same
+ * buffer, which `onPiece` must not keep (copy what it keeps). A new buffer per piece made the
+ * ~60 MB of pieces of a 100,000-file manifest's two passes as many native allocations, freed only
+ * when the garbage collector found their handles; with one buffer, the process grew by ~30 MB
+ * instead of ~40 MB while the manifest was written at the end of the run (issue 13, under load).
+ */
 class TextPieces {
   #text = '';
+  #buffer = Buffer.allocUnsafe(3 * PIECE_CHARS);
   constructor(private readonly onPiece: (piece: Buffer) => void | Promise<void>) {}
 
   push(text: string): void | Promise<void> {
@@ -72,9 +85,11 @@ class TextPieces {
 
   flush(): void | Promise<void> {
     if (this.#text === '') return;
-    const piece = Buffer.from(this.#text);
+    const text = this.#text;
     this.#text = '';
-    return this.onPiece(piece);
+    // At most 3 bytes of UTF-8 per UTF-16 code unit.
+    if (3 * text.length > this.#buffer.length) this.#buffer = Buffer.allocUnsafe(3 * text.length);
+    return this.onPiece(this.#buffer.subarray(0, this.#buffer.write(text)));
   }
 }
 
@@ -155,7 +170,7 @@ async function encodeRecords(head: ManifestHead, records: () => Iterable<Manifes
  * `writeManifestAt` would write the same body. Returns its digest.
  *
  * One pass makes the canonical encoding (hashed for the digest) and the one written together;
- * the written bytes are kept while they fit in one part (8 MiB: what one part buffer holds in
+ * the written bytes are kept while they fit in one part (1 MiB: what one part buffer holds in
  * the other case), and written at once. A larger manifest is encoded a second time, part by part,
  * once its size and digest are known (the write session needs the size first).
  */
@@ -187,7 +202,7 @@ export async function writeManifestStreamed(
   const writtenPieces = new TextPieces((piece) => {
     size += piece.length;
     if (size > partBytes) kept = undefined;
-    kept?.push(piece);
+    kept?.push(Buffer.from(piece));
   });
   const count = await encodeRecords(head, records, [{ encoding: canonicalText, pieces: canonicalPieces }, { encoding: written, pieces: writtenPieces }]);
   await canonicalPieces.push(canonicalText.after(DIGEST_PLACEHOLDER, count));

@@ -50,7 +50,7 @@ describe('writeManifestStreamed', () => {
     ['a few files, some of several chunks', Array.from({ length: 50 }, (_, i) => record(i, 1 + (i % 3))), {}],
     ['odd records', odd, {}],
     ['a progress checkpoint', Array.from({ length: 20 }, (_, i) => record(i)), { kind: 'progress', includesThrough: 12, backupTime: undefined }],
-    // Over 8 MiB pretty-printed: written in several parts.
+    // Over 1 MiB pretty-printed: written in several parts.
     ['30,000 files (several parts)', Array.from({ length: 30_000 }, (_, i) => record(i)), {}],
   ];
   for (const [name, files, extra] of cases) {
@@ -64,8 +64,8 @@ describe('writeManifestStreamed', () => {
         const digest = await writeManifestStreamed(driver, 'streamed/m.json', head, () => { passes++; return sorted.values(); }, { pretty });
         assert.equal(digest, expected.digest);
         const streamedBytes = readFileSync(join(dir, 'streamed/m.json')).length;
-        // Records made on demand: once (digest and bytes in one pass), twice when the bytes exceed one part of 8 MiB.
-        assert.equal(passes, streamedBytes > 8 * 1024 * 1024 ? 2 : 1);
+        // Records made on demand: once (digest and bytes in one pass), twice when the bytes exceed one part of 1 MiB.
+        assert.equal(passes, streamedBytes > 1024 * 1024 ? 2 : 1);
         const streamed = readFileSync(join(dir, 'streamed/m.json'));
         assert.equal(streamed.toString(), readFileSync(join(dir, 'plain/m.json')).toString());
         assert.equal((await decodeManifest(streamed, 'test')).fileCount, files.length);
