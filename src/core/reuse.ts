@@ -459,7 +459,8 @@ export async function buildReuseIndex(driver: Driver, backups: readonly string[]
  * newest first, then the later ones oldest first. Only copies with a manifest and not being
  * pruned (`.offsite/pruning.json`); the manifests themselves are checked by `buildReuseIndex`.
  * One listing of the destination, keys only (no stored hashes: on S3 no HEAD per object), that
- * a driver walking folders limits to the copies' `.offsite/` folders.
+ * the drivers walk into the copies' `.offsite/` folders only (sftp by folder, object stores by
+ * level listings), never every key of every copy.
  */
 export async function reusableCopies(driver: Driver, backup: string, options: SignalOptions = {}): Promise<string[]> {
   const withManifest = new Set<string>();

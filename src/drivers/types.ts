@@ -197,8 +197,9 @@ export interface ListOptions extends SignalOptions {
   /**
    * A hint for drivers that walk a folder tree one folder at a time (sftp: round trips per
    * folder): a folder key (`a/b`, no trailing slash) for which it returns false need not be
-   * walked, because the caller wants nothing under it. Drivers may ignore it (object stores list
-   * flat pages), so the caller still filters what it gets. @default every folder is walked
+   * walked, because the caller wants nothing under it. Object stores that can list one level
+   * (`Delimiter: '/'`) walk the wanted folders that way instead of listing every key. Drivers may
+   * ignore it, so the caller still filters what it gets. @default every folder is walked
    */
   readonly descend?: (folder: string) => boolean;
 }

@@ -15,7 +15,7 @@ import { Client } from 'minio';
 import type { S3Failure } from '../object-store/errors.js';
 import { socketsFor } from '../object-store/options.js';
 import {
-  cleanEtag, copyPartBytes, type ObjectStore, type OpenUpload, type StoredBody, type StoredObject, type StoredPart, type StoredVersion, type VersioningState,
+  cleanEtag, copyPartBytes, type ObjectStore, type OpenUpload, type StoredBody, type StoredFolder, type StoredObject, type StoredPart, type StoredVersion, type VersioningState,
 } from '../object-store/store.js';
 import { describeMinioError } from './errors.js';
 import type { MinioOptions } from './options.js';
@@ -138,11 +138,23 @@ export class MinioStore implements ObjectStore {
     return { body: response, ...(typeof etag === 'string' && etag !== '' ? { etag: cleanEtag(etag) } : {}) };
   }
 
-  async *list(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject> {
+  list(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject> {
+    return this.#pages(prefix, pageSize, '', signal) as AsyncIterable<StoredObject>;
+  }
+
+  listLevel(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject | StoredFolder> {
+    return this.#pages(prefix, pageSize, '/', signal);
+  }
+
+  async *#pages(prefix: string, pageSize: number, delimiter: string, signal?: AbortSignal): AsyncIterable<StoredObject | StoredFolder> {
     let token = '';
     for (;;) {
-      const page = await this.#guard(signal, () => this.#client.listObjectsV2Query(this.bucket, prefix, token, '', pageSize, ''));
+      const page = await this.#guard(signal, () => this.#client.listObjectsV2Query(this.bucket, prefix, token, delimiter, pageSize, ''));
       for (const item of page.objects) {
+        if (item.prefix) {
+          yield { folder: item.prefix };
+          continue;
+        }
         if (!item.name) continue;
         yield { key: item.name, size: item.size ?? 0, mtimeMs: item.lastModified ? new Date(item.lastModified).getTime() : 0, ...(item.etag ? { etag: cleanEtag(item.etag) } : {}) };
       }

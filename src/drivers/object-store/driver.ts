@@ -163,7 +163,7 @@ export class ObjectDriver implements Driver {
    * Failure: classified errors (NoSuchBucket is `permanent`); a missing prefix yields nothing.
    */
   async *list(prefix: string, options: ListOptions = {}): AsyncIterable<Entry> {
-    const { prefix: root, store, listPageSize } = this.#bucket;
+    const { prefix: root } = this.#bucket;
     const full = root + prefix;
     try {
       checkDriverPrefix(this.name, prefix);
@@ -171,7 +171,7 @@ export class ObjectDriver implements Driver {
       let batch: StoredObject[] = [];
       const temps = new Map<string, StoredObject>();
       const leftovers: StoredObject[] = [];
-      for await (const object of store.list(full, listPageSize, options.signal)) {
+      for await (const object of this.#listed(full, options)) {
         const key = object.key.slice(root.length);
         if (!object.key.startsWith(root) || key.endsWith('/')) continue;
         if (isTempPath(key)) {
@@ -195,6 +195,33 @@ export class ObjectDriver implements Driver {
       await this.#sweep(leftovers, options.signal);
     } catch (err) {
       throw this.#bucket.fail(err, 'list', full);
+    }
+  }
+
+  /**
+   * The objects `list` looks at: one flat listing, or, when the caller limits the folders it wants
+   * (`descend`) and the store lists by level, a walk one level (one `Delimiter: '/'` listing) at
+   * a time into only the folders it wants. A reuse index over 30 earlier copies of 100,000 files
+   * then costs a page per copy, not 3,000 pages (see `reusableCopies` in src/core/reuse.ts).
+   */
+  async *#listed(full: string, options: ListOptions): AsyncIterable<StoredObject> {
+    const { prefix: root, store, listPageSize } = this.#bucket;
+    if (options.descend === undefined || store.listLevel === undefined) {
+      yield* store.list(full, listPageSize, options.signal);
+      return;
+    }
+    const pending = [full.slice(0, full.lastIndexOf('/') + 1)];
+    for (let level = pending.pop(); level !== undefined; level = pending.pop()) {
+      for await (const item of store.listLevel(level, listPageSize, options.signal)) {
+        if (!('folder' in item)) {
+          if (item.key.startsWith(full)) yield item;
+          continue;
+        }
+        const folder = item.folder;
+        if (!folder.startsWith(root) || folder.length === root.length) continue;
+        const relevant = folder.startsWith(full) || full.startsWith(folder);
+        if (relevant && options.descend(folder.slice(root.length, -1))) pending.push(folder);
+      }
     }
   }
 

@@ -26,6 +26,11 @@ export interface StoredObject {
   readonly metadata?: Readonly<Record<string, string>>;
 }
 
+/** A folder (common prefix) of a level listing: `folder` is the full key prefix, ending with `/`. */
+export interface StoredFolder {
+  readonly folder: string;
+}
+
 /** One version of an object in a versioned bucket (ListObjectVersions), or a delete marker. */
 export interface StoredVersion {
   readonly key: string;
@@ -94,6 +99,13 @@ export interface ObjectStore {
   get(key: string, start: number, end: number | undefined, signal?: AbortSignal, ifMatch?: string): Promise<StoredBody>;
   /** Every object whose key starts with `prefix`, page by page (`pageSize` keys per request). */
   list(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject>;
+  /**
+   * One level under `prefix` (which ends with `/` or is empty): the objects directly there, and
+   * each deeper folder once as `{ folder }` (its full key prefix, ending with `/`), from
+   * ListObjectsV2 with `Delimiter: '/'`. Lets a caller that wants few folders of a large tree
+   * skip the rest (see `ListOptions.descend`); optional, the driver lists flat without it.
+   */
+  listLevel?(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject | StoredFolder>;
   /**
    * One PutObject with `Content-MD5` (base64) so the server rejects corrupted bytes, user
    * `metadata`, and the configured storage class and encryption; with `retention`, the Object Lock

@@ -30,7 +30,7 @@ import { Readable } from 'node:stream';
 import type { S3Failure } from '../object-store/errors.js';
 import { socketsFor } from '../object-store/options.js';
 import {
-  cleanEtag, copyPartBytes, type LockConfiguration, type ObjectStore, type OpenUpload, type Retention, type StoredBody, type StoredObject, type StoredPart, type StoredVersion,
+  cleanEtag, copyPartBytes, type LockConfiguration, type ObjectStore, type OpenUpload, type Retention, type StoredBody, type StoredFolder, type StoredObject, type StoredPart, type StoredVersion,
   type VersioningState,
 } from '../object-store/store.js';
 import { describeAwsError } from './errors.js';
@@ -179,16 +179,25 @@ export class AwsStore implements ObjectStore {
     return { body: Readable.fromWeb((body as { transformToWebStream(): ReadableStream }).transformToWebStream() as never), ...etag };
   }
 
-  async *list(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject> {
+  list(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject> {
+    return this.#pages(prefix, pageSize, undefined, signal) as AsyncIterable<StoredObject>;
+  }
+
+  listLevel(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject | StoredFolder> {
+    return this.#pages(prefix, pageSize, '/', signal);
+  }
+
+  async *#pages(prefix: string, pageSize: number, delimiter: string | undefined, signal?: AbortSignal): AsyncIterable<StoredObject | StoredFolder> {
     let token: string | undefined;
     do {
       const out = await this.#send(new ListObjectsV2Command({
-        Bucket: this.bucket, Prefix: prefix, MaxKeys: pageSize, ...(token ? { ContinuationToken: token } : {}),
+        Bucket: this.bucket, Prefix: prefix, MaxKeys: pageSize, ...(delimiter ? { Delimiter: delimiter } : {}), ...(token ? { ContinuationToken: token } : {}),
       }), signal);
       for (const item of out.Contents ?? []) {
         if (item.Key === undefined) continue;
         yield { key: item.Key, size: item.Size ?? 0, mtimeMs: item.LastModified?.getTime() ?? 0, ...(item.ETag ? { etag: cleanEtag(item.ETag) } : {}) };
       }
+      for (const common of out.CommonPrefixes ?? []) if (common.Prefix) yield { folder: common.Prefix };
       token = out.IsTruncated ? out.NextContinuationToken : undefined;
     } while (token);
   }
