@@ -78,9 +78,11 @@ describeWithServer('sftp copyWithin', (server: SftpTestServer) => {
         await action();
         return log.take();
       };
-      assert.deepEqual(await requests(() => driver.copyWithin('old/seg1/f', 'new/f')), {
-        sent: ['lstat', 'open', 'open', 'ext_copy_data', 'fstat', 'ext_openssh_fsync', 'close', 'close', 'ext_openssh_rename'], roundTrips: 4,
-      }, 'in known folders: the source\'s LSTAT with the temp\'s OPEN (O_EXCL: no LSTAT of it), the source\'s OPEN, copy + FSTAT + fsync, CLOSEs + rename');
+      // The source's OPEN may go out while the temp's OPEN is still unanswered, so the waits can
+      // merge into 3; never more than 4 (it was 6).
+      const known = await requests(() => driver.copyWithin('old/seg1/f', 'new/f'));
+      assert.deepEqual(known.sent, ['lstat', 'open', 'open', 'ext_copy_data', 'fstat', 'ext_openssh_fsync', 'close', 'close', 'ext_openssh_rename'], 'in known folders: the source\'s LSTAT with the temp\'s OPEN (O_EXCL: no LSTAT of it), the source\'s OPEN, copy + FSTAT + fsync, CLOSEs + rename');
+      assert.ok(known.roundTrips >= 3 && known.roundTrips <= 4, `in known folders: 3 or 4 round trips, not ${known.roundTrips}`);
       const fresh = await requests(() => driver.copyWithin('old/seg1/f', 'night/a/b/f'));
       assert.deepEqual(fresh.sent.filter((name) => name === 'lstat' || name === 'mkdir'), ['lstat', 'lstat', 'lstat', 'lstat', 'mkdir', 'mkdir', 'mkdir'], 'new folders under a listed one: looked at once, then made');
       // Below folders this driver made: MKDIR at once, and copies into the same new folder share it.
