@@ -7,9 +7,11 @@
  */
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { after, it } from 'node:test';
 import { parseSftpOptions, SftpDriver } from '../../src/drivers/sftp/index.js';
+import { packetPoolCounters } from '../../src/drivers/sftp/packet-pool.js';
 import { putObject, seededBytes } from '../conformance/suite.js';
 import { describeWithServer, freshRoot, removeFreshRoots, sectionFor, type SftpTestServer } from './server.js';
 
@@ -20,6 +22,7 @@ describeWithServer('sftp writes beyond the SSH window', (server: SftpTestServer)
     const root = await freshRoot(server, 'window');
     const driver = new SftpDriver('nas', parseSftpOptions('nas', sectionFor(server, root, { connections: 1, concurrencyPerFile: 16, requestBytes: 261_120 })));
     try {
+      const reusedBefore = packetPoolCounters.slabsReused;
       // Odd sizes and part sizes: requests that end mid-packet, parts that end mid-request.
       const files = [0, 1, 2, 3].map((n) => ({ key: `w/f${n}.bin`, data: seededBytes(5 * 1024 * 1024 + 777 * n + 1, 40 + n) }));
       await Promise.all(files.map(({ key, data }) => putObject(driver, key, data, 1024 * 1024 + 4097)));
@@ -29,6 +32,13 @@ describeWithServer('sftp writes beyond the SSH window', (server: SftpTestServer)
         assert.ok(stored.equals(data), `${key}: every byte where it belongs`);
       }
       assert.equal(driver.counters.bytesWritten, files.reduce((sum, f) => sum + f.data.length, 0), 'each byte sent once');
+      // Packets went out in recycled buffers (src/drivers/sftp/packet-pool.ts) wherever ssh2 runs
+      // its native cipher binding (it does on this project's machines); the bytes above prove
+      // no buffer was reused before its packet had left.
+      if (createRequire(import.meta.url)('ssh2/lib/protocol/crypto.js').bindingAvailable === true) {
+        assert.ok(packetPoolCounters.ciphersPooled > 0, `the negotiated cipher's packets are pooled (${JSON.stringify(packetPoolCounters)})`);
+        assert.ok(packetPoolCounters.slabsReused > reusedBefore, 'packet buffers are reused');
+      }
     } finally {
       await driver.close();
     }

@@ -13,6 +13,7 @@ import { driverClosedError } from '../toolkit/index.js';
 import { classifySftpError, SFTP_STATUS, sftpStatusOf, where, type ErrorContext } from './errors.js';
 import { fingerprintOf, judgeHostKey, keyTypeOf, parseKnownHosts, preferredHostKeyAlgorithms, withoutKeyTypes, type HostKeyPolicy, type HostKeyVerdict } from './hostkeys.js';
 import type { SftpOptions } from './options.js';
+import { poolPackets, recyclePacketsOnWrite } from './packet-pool.js';
 
 /** Things tests and benchmarks may observe or replace. */
 export interface SftpHooks {
@@ -312,6 +313,7 @@ async function handshake(name: string, options: SftpOptions, hooks: SftpHooks, p
     /* reported through ssh2's 'error' event */
   });
   batchWrites(sock);
+  recyclePacketsOnWrite(sock);
   const config: ConnectConfig = {
     sock,
     host: options.host,
@@ -339,6 +341,7 @@ async function handshake(name: string, options: SftpOptions, hooks: SftpHooks, p
   };
   try {
     const sftp = await client.connect(config);
+    poolPackets((client as unknown as { client?: { _protocol?: unknown } }).client?._protocol);
     return { client, sftp, holder, ...(offered ? { offered } : {}) };
   } catch (err) {
     sock.destroy();

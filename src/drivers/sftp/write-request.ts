@@ -13,6 +13,7 @@
  * unchanged until the request is answered (the write session awaits every answer anyway).
  */
 import type { SFTPWrapper } from 'ssh2';
+import { poolPackets } from './packet-pool.js';
 
 /** The parts of ssh2 1.x's SFTP channel this file uses. */
 interface ChannelInternals {
@@ -54,6 +55,8 @@ export function sendWrite(sftp: SFTPWrapper, handle: Buffer, data: Buffer, offse
     process.nextTick(done);
     return;
   }
+  // A rekey replaces the cipher: the new one is pooled on its first use.
+  poolPackets(chan._protocol);
   const now = Math.min(length, chan._maxWriteLen);
   // uint32 length, byte type, uint32 id, string handle, uint64 offset, uint32 data length (the data follows)
   const header = Buffer.allocUnsafe(4 + 1 + 4 + 4 + handle.length + 8 + 4);
