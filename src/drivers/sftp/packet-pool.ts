@@ -102,8 +102,10 @@ export function poolPackets(protocol: unknown): void {
   packetPoolCounters.ciphersPooled++;
   (cipher as Cipher).allocPacket = (payloadLength: number): Buffer => {
     const { total, padding } = packetShape(payloadLength, layout);
-    if (total > SLAB_BYTES || total < SMALLEST_POOLED) return original.call(cipher, payloadLength);
-    const packet = Buffer.from(takeSlab(), 0, total);
+    if (total > SLAB_BYTES) return original.call(cipher, payloadLength);
+    // Small packets (WRITE headers, replies to the server) come from Node's shared pool; they
+    // still save ssh2's `randomFillSync` per packet.
+    const packet = total < SMALLEST_POOLED ? Buffer.allocUnsafe(total) : Buffer.from(takeSlab(), 0, total);
     packet.writeUInt32BE(total - layout.tag - 4, 0);
     packet[4] = padding;
     fillPadding(packet, 5 + payloadLength, padding);
