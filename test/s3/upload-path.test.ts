@@ -43,7 +43,12 @@ async function fakeEndpoint(): Promise<{ server: Server; endpoint: string; reque
     req.on('end', () => {
       const body = Buffer.concat(chunks);
       requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
-      if (req.method === 'PUT') {
+      if (req.method === 'PUT' && (req.url ?? '').includes('/bad-digest')) {
+        const xml = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>BadDigest</Code><Message>The Content-MD5 you specified did not match what we received.</Message></Error>';
+        res.writeHead(400, { 'Content-Type': 'application/xml', 'Content-Length': String(Buffer.byteLength(xml)) }).end(xml);
+      } else if (req.method === 'PUT' && (req.url ?? '').includes('/forbidden')) {
+        res.writeHead(403, { 'Content-Length': '0' }).end();
+      } else if (req.method === 'PUT') {
         res.writeHead(200, { ETag: `"${createHash('md5').update(body).digest('hex')}"`, 'Content-Length': '0' }).end();
       } else if (req.method === 'POST') {
         const xml = '<?xml version="1.0" encoding="UTF-8"?><CompleteMultipartUploadResult><Bucket>bucket</Bucket><Key>k</Key><ETag>"e-2"</ETag></CompleteMultipartUploadResult>';
@@ -57,9 +62,11 @@ async function fakeEndpoint(): Promise<{ server: Server; endpoint: string; reque
   return { server, endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests };
 }
 
-function fakeStore(endpoint: string): AwsStore {
+/** A store on the fake endpoint; `WHEN_SUPPORTED` checksums send uploads through the SDK's middleware, not src/drivers/s3/direct-upload.ts. */
+function fakeStore(endpoint: string, checksums: 'WHEN_REQUIRED' | 'WHEN_SUPPORTED' = 'WHEN_REQUIRED'): AwsStore {
   return new AwsStore(parseS3Options('fake', {
     type: 's3', endpoint, region: 'us-east-1', bucket: 'bucket', accessKeyId: 'AKIDFAKE', secretAccessKey: 'fake-secret', requestTimeoutMs: 5000,
+    requestChecksumCalculation: checksums,
   }));
 }
 
@@ -81,22 +88,62 @@ describe('s3 upload requests (fake endpoint)', () => {
     fake?.server.close();
   });
 
-  it('PutObject and UploadPart are signed with UNSIGNED-PAYLOAD next to a signed Content-MD5, without Expect: 100-continue', async () => {
-    fake.requests.length = 0;
-    const body = seededBytes(3 * MiB, 1); // above the SDK's 2 MiB threshold for Expect: 100-continue
+  for (const checksums of ['WHEN_REQUIRED', 'WHEN_SUPPORTED'] as const) {
+    const direct = checksums === 'WHEN_REQUIRED';
+    it(`PutObject and UploadPart are signed with UNSIGNED-PAYLOAD next to a signed Content-MD5, without Expect: 100-continue (${direct ? 'sent directly' : 'through the SDK\'s middleware'})`, async () => {
+      const tried = direct ? store : fakeStore(fake.endpoint, checksums);
+      try {
+        fake.requests.length = 0;
+        const body = seededBytes(3 * MiB, 1); // above the SDK's 2 MiB threshold for Expect: 100-continue
+        const md5 = createHash('md5').update(body).digest('base64');
+        const until = Date.UTC(2030, 0, 2, 3, 4, 5);
+        assert.equal(await tried.put('dir/a b+(1).bin', body, md5, { 'offsite-hash': 'xxh64:0123456789abcdef' }, undefined, { mode: 'GOVERNANCE', untilMs: until }),
+          `"${createHash('md5').update(body).digest('hex')}"`, 'put resolves with the ETag the server sent');
+        assert.equal(await tried.uploadPart('k', 'upload/1+=', 2, body, md5), createHash('md5').update(body).digest('hex'), 'uploadPart resolves with the clean ETag');
+        assert.equal(fake.requests.length, 2);
+        for (const request of fake.requests) {
+          assert.equal(request.headers['x-amz-content-sha256'], 'UNSIGNED-PAYLOAD', `${request.url}: x-amz-content-sha256`);
+          assert.equal(request.headers['content-md5'], md5, `${request.url}: Content-MD5`);
+          assert.equal(request.headers['expect'], undefined, `${request.url}: Expect`);
+          assert.equal(request.headers['content-type'], 'application/octet-stream', `${request.url}: Content-Type`);
+          assert.ok(signedHeaders(request).includes('content-md5'), `${request.url}: Content-MD5 is signed: ${signedHeaders(request).join(';')}`);
+          assert.ok(signedHeaders(request).includes('x-amz-content-sha256'), `${request.url}: the payload mode is signed`);
+          assert.ok(request.body.equals(body), `${request.url}: body arrives unchanged`);
+          assert.equal(request.headers['amz-sdk-invocation-id'] === undefined, direct, `${request.url}: ${direct ? 'sent without' : 'sent through'} the SDK's middleware`);
+        }
+        const [put, part] = fake.requests;
+        assert.match(put?.url ?? '', /^\/bucket\/dir\/a%20b%2B%281%29\.bin(\?x-id=PutObject)?$/, 'the key is escaped as the SDK escapes it');
+        assert.equal(put?.headers['x-amz-meta-offsite-hash'], 'xxh64:0123456789abcdef');
+        assert.equal(put?.headers['x-amz-object-lock-mode'], 'GOVERNANCE');
+        assert.equal(put?.headers['x-amz-object-lock-retain-until-date'], '2030-01-02T03:04:05Z');
+        for (const name of ['x-amz-meta-offsite-hash', 'x-amz-object-lock-mode', 'x-amz-object-lock-retain-until-date']) assert.ok(signedHeaders(put as Recorded).includes(name), `${name} is signed`);
+        assert.match(part?.url ?? '', /^\/bucket\/k\?partNumber=2&uploadId=upload%2F1%2B%3D(&x-id=UploadPart)?$/);
+      } finally {
+        if (tried !== store) tried.close();
+      }
+    });
+  }
+
+  it('an error answer to a direct upload is reported as the SDK reports it: the S3 code and the status', async () => {
+    const body = seededBytes(1000, 2);
     const md5 = createHash('md5').update(body).digest('base64');
-    await store.put('k', body, md5, { 'offsite-hash': 'xxh64:0123456789abcdef' });
-    await store.uploadPart('k', 'upload-1', 1, body, md5);
-    assert.equal(fake.requests.length, 2);
-    for (const request of fake.requests) {
-      assert.equal(request.headers['x-amz-content-sha256'], 'UNSIGNED-PAYLOAD', `${request.url}: x-amz-content-sha256`);
-      assert.equal(request.headers['content-md5'], md5, `${request.url}: Content-MD5`);
-      assert.equal(request.headers['expect'], undefined, `${request.url}: Expect`);
-      assert.ok(signedHeaders(request).includes('content-md5'), `${request.url}: Content-MD5 is signed: ${signedHeaders(request).join(';')}`);
-      assert.ok(signedHeaders(request).includes('x-amz-content-sha256'), `${request.url}: the payload mode is signed`);
-      assert.ok(request.body.equals(body), `${request.url}: body arrives unchanged`);
-    }
-    assert.equal(fake.requests[0]?.headers['x-amz-meta-offsite-hash'], 'xxh64:0123456789abcdef');
+    const failure = async (key: string): Promise<ReturnType<AwsStore['describeError']>> => {
+      try {
+        await store.put(key, body, md5, {});
+      } catch (err) {
+        return store.describeError(err);
+      }
+      throw new Error(`put ${key} succeeded`);
+    };
+    const digest = await failure('bad-digest');
+    assert.equal(digest.code, 'BadDigest');
+    assert.equal(digest.status, 400);
+    assert.match(digest.message, /did not match/);
+    const forbidden = await failure('forbidden');
+    assert.equal(forbidden.code, undefined, 'no body, no code');
+    assert.equal(forbidden.status, 403);
+    // The connection is reused after an error answer: the next upload goes through.
+    assert.ok(await store.put('k', body, md5, {}));
   });
 
   it('a body without Content-MD5 (CompleteMultipartUpload) is still signed with its SHA-256', async () => {

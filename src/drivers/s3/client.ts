@@ -9,6 +9,8 @@
  *   still carries `Content-MD5`, which every S3 implementation verifies.
  * - Uploads are not hashed a second time for the signature: a request that carries `Content-MD5`
  *   is signed with `x-amz-content-sha256: UNSIGNED-PAYLOAD` (see `signUploadsUnsigned`).
+ * - PutObject and UploadPart skip the SDK's middleware where the requests are the same
+ *   (a path-style endpoint, checksums `WHEN_REQUIRED`): ./direct-upload.ts signs and sends them.
  * - No `Expect: 100-continue`: with our own agents the SDK sends the body at once anyway
  *   (it only waits for "100 Continue" on agents it made itself), so the header only cost an
  *   interim response per upload.
@@ -18,12 +20,9 @@
  *   uploads: those are completed under a temp key and then copied, and a GLACIER/DEEP_ARCHIVE
  *   temp object could not be copied without a restore.
  */
-import {
-  AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CopyObjectCommand, CreateMultipartUploadCommand, DeleteObjectCommand,
-  GetBucketVersioningCommand, GetObjectCommand, GetObjectLockConfigurationCommand, HeadBucketCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectVersionsCommand, ListObjectsV2Command, ListPartsCommand,
-  PutObjectCommand, PutObjectRetentionCommand, S3Client, UploadPartCommand, UploadPartCopyCommand, type ServerSideEncryption, type StorageClass,
-} from '@aws-sdk/client-s3';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
+import type * as Sdk from '@aws-sdk/client-s3';
+import type * as HttpHandler from '@smithy/node-http-handler';
+import { createRequire } from 'node:module';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { Readable } from 'node:stream';
@@ -33,8 +32,19 @@ import {
   cleanEtag, copyPartBytes, type LockConfiguration, type ObjectStore, type OpenUpload, type Retention, type StoredBody, type StoredFolder, type StoredObject, type StoredPart, type StoredVersion,
   type VersioningState,
 } from '../object-store/store.js';
+import { DirectUploader, directUploadTarget } from './direct-upload.js';
 import { describeAwsError } from './errors.js';
 import type { S3Options } from './options.js';
+
+// Loaded with require(): an ES `import` of these CommonJS packages makes Node scan their sources
+// for export names first (cjs-module-lexer), ~0.1 s of CPU at every start for the SDK's size.
+const load = createRequire(import.meta.url);
+const {
+  AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CopyObjectCommand, CreateMultipartUploadCommand, DeleteObjectCommand,
+  GetBucketVersioningCommand, GetObjectCommand, GetObjectLockConfigurationCommand, HeadBucketCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectVersionsCommand, ListObjectsV2Command, ListPartsCommand,
+  PutObjectCommand, PutObjectRetentionCommand, S3Client, UploadPartCommand, UploadPartCopyCommand,
+} = load('@aws-sdk/client-s3') as typeof Sdk;
+const { NodeHttpHandler } = load('@smithy/node-http-handler') as typeof HttpHandler;
 
 /**
  * Signs requests that carry `Content-MD5` with `x-amz-content-sha256: UNSIGNED-PAYLOAD` instead
@@ -46,7 +56,7 @@ import type { S3Options } from './options.js';
  * XXH64. Requests without Content-MD5 (small XML bodies such as CompleteMultipartUpload) are
  * signed as before, as is a request whose hash header another middleware already set.
  */
-export function signUploadsUnsigned(stack: S3Client['middlewareStack']): void {
+export function signUploadsUnsigned(stack: Sdk.S3Client['middlewareStack']): void {
   type Args = { readonly request?: { headers?: Record<string, string> } };
   const middleware = (next: (args: Args) => Promise<unknown>) => async (args: Args): Promise<unknown> => {
     const headers = args.request?.headers;
@@ -55,7 +65,7 @@ export function signUploadsUnsigned(stack: S3Client['middlewareStack']): void {
     }
     return next(args);
   };
-  stack.addRelativeTo(middleware as unknown as Parameters<S3Client['middlewareStack']['addRelativeTo']>[0], {
+  stack.addRelativeTo(middleware as unknown as Parameters<Sdk.S3Client['middlewareStack']['addRelativeTo']>[0], {
     name: 'offsiteUnsignedPayload', relation: 'before', toMiddleware: 'httpSigningMiddleware', override: true,
   });
 }
@@ -73,22 +83,32 @@ type Handler<I, O> = (args: { readonly input: I }) => Promise<{ readonly output:
 /** What `#send` needs of an SDK command (`Command.resolveMiddleware` is public in @smithy/types). */
 interface Resolvable<I, O> {
   readonly input: I;
-  resolveMiddleware(stack: S3Client['middlewareStack'], config: S3Client['config'], options: { abortSignal: AbortSignal } | undefined): Handler<I, O>;
+  resolveMiddleware(stack: Sdk.S3Client['middlewareStack'], config: Sdk.S3Client['config'], options: { abortSignal: AbortSignal } | undefined): Handler<I, O>;
 }
 
 export class AwsStore implements ObjectStore {
   readonly endpoint: string;
   readonly bucket: string;
-  readonly #client: S3Client;
+  readonly #client: Sdk.S3Client;
   /** Resolved middleware chains by abort signal (or this store, for none), then command class. */
   readonly #handlers = new WeakMap<object, Map<unknown, Handler<object, unknown>>>();
   readonly #options: AwsStoreOptions;
+  /** PutObject and UploadPart without the SDK's middleware, where they are the same requests (./direct-upload.ts). */
+  readonly #direct: DirectUploader | undefined;
 
   constructor(options: AwsStoreOptions) {
     this.#options = options;
     this.bucket = options.bucket;
     this.endpoint = options.endpoint ?? `AWS S3 (${options.region})`;
     const agentOptions = { keepAlive: true, maxSockets: socketsFor(options.maxConcurrency) };
+    const requestHandler = new NodeHttpHandler({
+      connectionTimeout: options.connectTimeoutMs,
+      requestTimeout: options.requestTimeoutMs,
+      socketTimeout: Math.min(options.requestTimeoutMs, 60_000),
+      throwOnRequestTimeout: true,
+      httpAgent: new HttpAgent(agentOptions),
+      httpsAgent: new HttpsAgent(agentOptions),
+    });
     this.#client = new S3Client({
       ...(options.endpoint !== undefined ? { endpoint: options.endpoint } : {}),
       region: options.region,
@@ -98,16 +118,11 @@ export class AwsStore implements ObjectStore {
       responseChecksumValidation: options.responseChecksumValidation,
       maxAttempts: 1,
       expectContinueHeader: false,
-      requestHandler: new NodeHttpHandler({
-        connectionTimeout: options.connectTimeoutMs,
-        requestTimeout: options.requestTimeoutMs,
-        socketTimeout: Math.min(options.requestTimeoutMs, 60_000),
-        throwOnRequestTimeout: true,
-        httpAgent: new HttpAgent(agentOptions),
-        httpsAgent: new HttpsAgent(agentOptions),
-      }),
+      requestHandler,
     });
     signUploadsUnsigned(this.#client.middlewareStack);
+    const target = directUploadTarget(this.#client, options);
+    this.#direct = target === undefined ? undefined : new DirectUploader(this.#client, requestHandler, target);
   }
 
   /**
@@ -130,10 +145,10 @@ export class AwsStore implements ObjectStore {
     return handler(command).then((result) => result.output);
   }
 
-  #encryption(): { ServerSideEncryption?: ServerSideEncryption; SSEKMSKeyId?: string } {
+  #encryption(): { ServerSideEncryption?: Sdk.ServerSideEncryption; SSEKMSKeyId?: string } {
     const { sse, sseKmsKeyId } = this.#options;
     return {
-      ...(sse !== undefined ? { ServerSideEncryption: sse as ServerSideEncryption } : {}),
+      ...(sse !== undefined ? { ServerSideEncryption: sse as Sdk.ServerSideEncryption } : {}),
       ...(sseKmsKeyId !== undefined ? { SSEKMSKeyId: sseKmsKeyId } : {}),
     };
   }
@@ -143,8 +158,23 @@ export class AwsStore implements ObjectStore {
     return retention === undefined ? {} : { ObjectLockMode: retention.mode, ObjectLockRetainUntilDate: new Date(retention.untilMs) };
   }
 
-  #storageClass(): { StorageClass?: StorageClass } {
-    return this.#options.storageClass !== undefined ? { StorageClass: this.#options.storageClass as StorageClass } : {};
+  #storageClass(): { StorageClass?: Sdk.StorageClass } {
+    return this.#options.storageClass !== undefined ? { StorageClass: this.#options.storageClass as Sdk.StorageClass } : {};
+  }
+
+  /** The headers the SDK makes of PutObject's `Metadata`, `StorageClass`, encryption and Object Lock fields, for a direct PutObject. */
+  #directHeaders(metadata: Record<string, string>, retention: Retention | undefined): Record<string, string> {
+    const { storageClass, sse, sseKmsKeyId } = this.#options;
+    const headers: Record<string, string> = {};
+    for (const [name, value] of Object.entries(metadata)) headers[`x-amz-meta-${name.toLowerCase()}`] = value;
+    if (storageClass !== undefined) headers['x-amz-storage-class'] = storageClass;
+    if (sse !== undefined) headers['x-amz-server-side-encryption'] = sse;
+    if (sseKmsKeyId !== undefined) headers['x-amz-server-side-encryption-aws-kms-key-id'] = sseKmsKeyId;
+    if (retention !== undefined) {
+      headers['x-amz-object-lock-mode'] = retention.mode;
+      headers['x-amz-object-lock-retain-until-date'] = new Date(retention.untilMs).toISOString().replace('.000Z', 'Z');
+    }
+    return headers;
   }
 
   async head(key: string, signal?: AbortSignal): Promise<StoredObject | undefined> {
@@ -203,6 +233,10 @@ export class AwsStore implements ObjectStore {
   }
 
   async put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention): Promise<string | undefined> {
+    if (this.#direct !== undefined) {
+      const headers = this.#directHeaders(metadata, retention);
+      return (await this.#direct.put({ key, body, md5Base64, headers }, signal)) || undefined;
+    }
     const out = await this.#send(new PutObjectCommand({
       Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ContentMD5: md5Base64, Metadata: metadata,
       ...this.#storageClass(), ...this.#encryption(), ...this.#lock(retention),
@@ -249,6 +283,9 @@ export class AwsStore implements ObjectStore {
   }
 
   async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, md5Base64: string, signal?: AbortSignal): Promise<string> {
+    if (this.#direct !== undefined) {
+      return cleanEtag(await this.#direct.put({ key, body, md5Base64, query: { partNumber: String(partNumber), uploadId } }, signal));
+    }
     const out = await this.#send(new UploadPartCommand({
       Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length, ContentMD5: md5Base64,
     }), signal);
