@@ -62,7 +62,7 @@ async function fakeEndpoint(): Promise<{ server: Server; endpoint: string; reque
   return { server, endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests };
 }
 
-/** A store on the fake endpoint; `WHEN_SUPPORTED` checksums send uploads through the SDK's middleware, not src/drivers/s3/direct-upload.ts. */
+/** A store on the fake endpoint; `WHEN_SUPPORTED` checksums send uploads through the SDK's middleware, not src/drivers/s3/direct-request.ts. */
 function fakeStore(endpoint: string, checksums: 'WHEN_REQUIRED' | 'WHEN_SUPPORTED' = 'WHEN_REQUIRED'): AwsStore {
   return new AwsStore(parseS3Options('fake', {
     type: 's3', endpoint, region: 'us-east-1', bucket: 'bucket', accessKeyId: 'AKIDFAKE', secretAccessKey: 'fake-secret', requestTimeoutMs: 5000,

@@ -9,8 +9,9 @@
  *   still carries `Content-MD5`, which every S3 implementation verifies.
  * - Uploads are not hashed a second time for the signature: a request that carries `Content-MD5`
  *   is signed with `x-amz-content-sha256: UNSIGNED-PAYLOAD` (see `signUploadsUnsigned`).
- * - PutObject and UploadPart skip the SDK's middleware where the requests are the same
- *   (a path-style endpoint, checksums `WHEN_REQUIRED`): ./direct-upload.ts signs and sends them.
+ * - PutObject, UploadPart and CopyObject (one per reused file) skip the SDK's middleware where
+ *   the requests are the same (a path-style endpoint, checksums `WHEN_REQUIRED`):
+ *   ./direct-request.ts signs them with the SDK's own signer and sends them on its HTTP handler.
  * - No `Expect: 100-continue`: with our own agents the SDK sends the body at once anyway
  *   (it only waits for "100 Continue" on agents it made itself), so the header only cost an
  *   interim response per upload.
@@ -32,7 +33,7 @@ import {
   cleanEtag, copyPartBytes, type LockConfiguration, type ObjectStore, type OpenUpload, type Retention, type StoredBody, type StoredFolder, type StoredObject, type StoredPart, type StoredVersion,
   type VersioningState,
 } from '../object-store/store.js';
-import { DirectUploader, directUploadTarget } from './direct-upload.js';
+import { DirectRequests, directTarget, objectHeaders } from './direct-request.js';
 import { describeAwsError } from './errors.js';
 import type { S3Options } from './options.js';
 
@@ -93,8 +94,8 @@ export class AwsStore implements ObjectStore {
   /** Resolved middleware chains by abort signal (or this store, for none), then command class. */
   readonly #handlers = new WeakMap<object, Map<unknown, Handler<object, unknown>>>();
   readonly #options: AwsStoreOptions;
-  /** PutObject and UploadPart without the SDK's middleware, where they are the same requests (./direct-upload.ts). */
-  readonly #direct: DirectUploader | undefined;
+  /** PutObject, UploadPart and CopyObject without the SDK's middleware, where they are the same requests (./direct-request.ts). */
+  readonly #direct: DirectRequests | undefined;
 
   constructor(options: AwsStoreOptions) {
     this.#options = options;
@@ -121,8 +122,8 @@ export class AwsStore implements ObjectStore {
       requestHandler,
     });
     signUploadsUnsigned(this.#client.middlewareStack);
-    const target = directUploadTarget(this.#client, options);
-    this.#direct = target === undefined ? undefined : new DirectUploader(this.#client, requestHandler, target);
+    const target = directTarget(this.#client, options);
+    this.#direct = target === undefined ? undefined : new DirectRequests(this.#client, requestHandler, target);
   }
 
   /**
@@ -162,19 +163,10 @@ export class AwsStore implements ObjectStore {
     return this.#options.storageClass !== undefined ? { StorageClass: this.#options.storageClass as Sdk.StorageClass } : {};
   }
 
-  /** The headers the SDK makes of PutObject's `Metadata`, `StorageClass`, encryption and Object Lock fields, for a direct PutObject. */
-  #directHeaders(metadata: Record<string, string>, retention: Retention | undefined): Record<string, string> {
+  /** The headers of a new object's fields for a direct request, or `undefined` when it must go through the SDK. */
+  #directHeaders(metadata: Record<string, string>, retention: Retention | undefined): Record<string, string> | undefined {
     const { storageClass, sse, sseKmsKeyId } = this.#options;
-    const headers: Record<string, string> = {};
-    for (const [name, value] of Object.entries(metadata)) headers[`x-amz-meta-${name.toLowerCase()}`] = value;
-    if (storageClass !== undefined) headers['x-amz-storage-class'] = storageClass;
-    if (sse !== undefined) headers['x-amz-server-side-encryption'] = sse;
-    if (sseKmsKeyId !== undefined) headers['x-amz-server-side-encryption-aws-kms-key-id'] = sseKmsKeyId;
-    if (retention !== undefined) {
-      headers['x-amz-object-lock-mode'] = retention.mode;
-      headers['x-amz-object-lock-retain-until-date'] = new Date(retention.untilMs).toISOString().replace('.000Z', 'Z');
-    }
-    return headers;
+    return this.#direct === undefined ? undefined : objectHeaders({ metadata, storageClass, sse, sseKmsKeyId, retention });
   }
 
   async head(key: string, signal?: AbortSignal): Promise<StoredObject | undefined> {
@@ -233,10 +225,8 @@ export class AwsStore implements ObjectStore {
   }
 
   async put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention): Promise<string | undefined> {
-    if (this.#direct !== undefined) {
-      const headers = this.#directHeaders(metadata, retention);
-      return (await this.#direct.put({ key, body, md5Base64, headers }, signal)) || undefined;
-    }
+    const headers = this.#directHeaders(metadata, retention);
+    if (this.#direct !== undefined && headers !== undefined) return (await this.#direct.put({ key, body, md5Base64, headers }, signal)) || undefined;
     const out = await this.#send(new PutObjectCommand({
       Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ContentMD5: md5Base64, Metadata: metadata,
       ...this.#storageClass(), ...this.#encryption(), ...this.#lock(retention),
@@ -312,6 +302,10 @@ export class AwsStore implements ObjectStore {
   async copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention, ifSourceEtag?: string): Promise<string | undefined> {
     const source = `${this.bucket}/${encodeURIComponent(fromKey).replace(/%2F/g, '/')}`;
     const condition = ifSourceEtag !== undefined ? { CopySourceIfMatch: `"${ifSourceEtag}"` } : {};
+    const headers = this.#directHeaders(metadata, retention);
+    if (size <= this.#options.multipartCopyThresholdBytes && this.#direct !== undefined && headers !== undefined) {
+      return cleanEtag(await this.#direct.copy(fromKey, toKey, headers, ifSourceEtag, signal)) || undefined;
+    }
     if (size <= this.#options.multipartCopyThresholdBytes) {
       // The SDK's S3 middleware turns a 200 answer with an <Error> body into a thrown error.
       const out = await this.#send(new CopyObjectCommand({
