@@ -19,6 +19,9 @@
  *
  *   npm run bench:reuse-memory
  *   npm run bench:reuse-memory -- --files 2000 --copies 5 --size 16MiB     # smoke run
+ *
+ * `--keep` leaves the work folder (with its `offsite.yaml`) for runs by hand, a heap snapshot of
+ * night B's replicate say (remove `dest/<night B>` before each).
  */
 import { Command } from 'commander';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -72,8 +75,9 @@ async function main(): Promise<void> {
     .option('--changed <percent>', 'share that changes from one night to the next', '10%')
     .option('--seed <n>', 'generator seed', '7')
     .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-reuse-memory'))
+    .option('--keep', 'leave the work folder (source, destination, offsite.yaml) for runs by hand')
     .parse(process.argv);
-  const opts = program.opts<{ files: string; copies: string; size: string; changed: string; seed: string; dir: string }>();
+  const opts = program.opts<{ files: string; copies: string; size: string; changed: string; seed: string; dir: string; keep?: boolean }>();
   const files = positiveInteger(opts.files, '--files');
   const copies = positiveInteger(opts.copies, '--copies');
   if (files < 10) throw new Error('--files must be an integer >= 10');
@@ -147,7 +151,8 @@ async function main(): Promise<void> {
     console.log(`  target < 200 MB: reuse index ${verdict(index.maxRssMb)}; replicate of night B ${verdict(second.maxRssMb)}` +
       (reused === 0 ? ' (but it reused nothing: this build\'s replicate does not consult the index yet)' : ''));
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    if (opts.keep === true) console.log(`work folder left at ${dir}`);
+    else rmSync(dir, { recursive: true, force: true });
   }
 }
 

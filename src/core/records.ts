@@ -9,13 +9,17 @@
  * (the source's is the string the source listing made, shared with the engine's file list), and
  * no chunk list when it is the usual one (one chunk whose hash is the file's, or none for an empty
  * file). Anything else (several chunks, a hash not written the canonical way, other fields) is
- * kept as it came. `get` and `values` build the `ManifestFile` again, equal field by field.
+ * kept as it came. A reused file's `reusedFrom` (`<copy>/<path>`, issue 12) is the name of the
+ * copy by a small number into a table of names when the path is the record's own (nearly always:
+ * a nightly chain's kept files sit at the same path in the copy before), not a string per file.
+ * `get` and `values` build the `ManifestFile` again, equal field by field.
  *
  * The run knows every path it may record before it starts (its files, sorted): given them, a
  * path's slot is its place in that list, found by binary search, so no map from path to slot is
  * kept either (another ~50 bytes per file). Paths outside the list still get a slot through a map.
  */
 import type { ManifestFile } from '../manifest/manifest.js';
+import { ownString } from '../strings.js';
 
 const HASH_PREFIX = 'xxh64:';
 const CANONICAL_HASH = /^xxh64:[0-9a-f]{16}$/;
@@ -56,11 +60,11 @@ function hex8(value: number): string {
   return (HEX_BYTES[value >>> 24] as string) + (HEX_BYTES[(value >>> 16) & 255] as string) + (HEX_BYTES[(value >>> 8) & 255] as string) + (HEX_BYTES[value & 255] as string);
 }
 
-/** A record with only the fields of `ManifestFile`, each of the expected type. */
+/** A record with only the fields of `ManifestFile` kept in columns, each of the expected type. */
 function isPlain(file: ManifestFile): boolean {
   for (const key in file) {
     if (key === 'path' || key === 'size' || key === 'hash' || key === 'chunks') continue;
-    if ((key === 'sourceFingerprint' || key === 'destinationFingerprint') && typeof file[key] === 'string') continue;
+    if ((key === 'sourceFingerprint' || key === 'destinationFingerprint' || key === 'reusedFrom') && typeof file[key] === 'string') continue;
     return false;
   }
   return typeof file.path === 'string' && typeof file.size === 'number' && typeof file.hash === 'string' && Array.isArray(file.chunks);
@@ -78,6 +82,11 @@ export class RecordStore {
   readonly #sourceFingerprints: (string | undefined)[];
   readonly #destinationFingerprints: (string | undefined)[];
   readonly #odd = new Map<number, ManifestFile>();
+  /** 1 + the index in `#copies` of the copy a slot's file was reused from at the same path; 0: not reused. */
+  #reusedFrom: Uint16Array;
+  /** Names of the copies reused from, each once, and their index there. */
+  readonly #copies: string[] = [];
+  readonly #copyIndex = new Map<string, number>();
   /** Slots handed out: every known path's, then one per other path. */
   #used: number;
   #recorded = 0;
@@ -93,6 +102,7 @@ export class RecordStore {
     this.#hashHigh = new Uint32Array(capacity);
     this.#hashLow = new Uint32Array(capacity);
     this.#kinds = new Uint8Array(capacity);
+    this.#reusedFrom = new Uint16Array(capacity);
     this.#sourceFingerprints = new Array<string | undefined>(capacity);
     this.#destinationFingerprints = new Array<string | undefined>(capacity);
     this.#used = this.#known.length;
@@ -132,7 +142,8 @@ export class RecordStore {
     else this.#odd.delete(slot);
     const plain = isPlain(file) && CANONICAL_HASH.test(file.hash);
     const chunks = file.chunks;
-    const kind = !plain ? ODD
+    const reusedFrom = plain && file.reusedFrom !== undefined ? this.#copyOf(file.reusedFrom, file.path) : 0;
+    const kind = !plain || reusedFrom < 0 ? ODD
       : chunks.length === 0 ? NO_CHUNKS
         : chunks.length === 1 && chunks[0] === file.hash ? ONE_CHUNK : ODD;
     this.#kinds[slot] = kind;
@@ -143,6 +154,7 @@ export class RecordStore {
       return this;
     }
     this.#sizes[slot] = file.size;
+    this.#reusedFrom[slot] = reusedFrom;
     this.#hashHigh[slot] = Number.parseInt(file.hash.slice(6, 14), 16);
     this.#hashLow[slot] = Number.parseInt(file.hash.slice(14, 22), 16);
     this.#sourceFingerprints[slot] = file.sourceFingerprint;
@@ -154,6 +166,26 @@ export class RecordStore {
   *values(): IterableIterator<ManifestFile> {
     for (const [slot, path] of this.#known.entries()) if (this.#kinds[slot] !== EMPTY) yield this.#record(path, slot);
     for (const [path, slot] of this.#slots) yield this.#record(path, slot);
+  }
+
+  /** The records that say where the file was reused from (`reusedFrom`), as `{ path, from }`, without building the records. */
+  *reused(): IterableIterator<{ path: string; from: string }> {
+    for (const [slot, path] of this.#known.entries()) {
+      const from = this.#reusedFromOf(path, slot);
+      if (from !== undefined) yield { path, from };
+    }
+    for (const [path, slot] of this.#slots) {
+      const from = this.#reusedFromOf(path, slot);
+      if (from !== undefined) yield { path, from };
+    }
+  }
+
+  #reusedFromOf(path: string, slot: number): string | undefined {
+    const kind = this.#kinds[slot];
+    if (kind === EMPTY) return undefined;
+    if (kind === ODD) return (this.#odd.get(slot) as ManifestFile).reusedFrom;
+    const copy = this.#reusedFrom[slot] as number;
+    return copy === 0 ? undefined : `${this.#copies[copy - 1] as string}/${path}`;
   }
 
   /** The paths recorded so far, sorted by code units as manifests are: a snapshot for `inOrder`. */
@@ -185,7 +217,31 @@ export class RecordStore {
     return total;
   }
 
+  /**
+   * 1 + the index in `#copies` of the copy named by `reusedFrom` (`<copy>/<path>`, the copy's name
+   * without a slash), added when new; -1 when it names another path (or too many copies).
+   */
+  #copyOf(reusedFrom: string, path: string): number {
+    const cut = reusedFrom.length - path.length - 1;
+    if (cut <= 0 || reusedFrom.charCodeAt(cut) !== 0x2f || !reusedFrom.endsWith(path)) return -1;
+    const copy = reusedFrom.slice(0, cut);
+    if (copy.includes('/')) return -1;
+    const known = this.#copyIndex.get(copy);
+    if (known !== undefined) return known + 1;
+    if (this.#copies.length >= 0xfffe) return -1;
+    const name = ownString(copy);
+    this.#copyIndex.set(name, this.#copies.length);
+    this.#copies.push(name);
+    return this.#copies.length;
+  }
+
   #record(path: string, slot: number): ManifestFile {
+    const record = this.#columns(path, slot);
+    const copy = this.#reusedFrom[slot] as number;
+    return copy === 0 || this.#kinds[slot] === ODD ? record : { ...record, reusedFrom: this.#reusedFromOf(path, slot) as string };
+  }
+
+  #columns(path: string, slot: number): ManifestFile {
     const kind = this.#kinds[slot];
     if (kind === ODD) return this.#odd.get(slot) as ManifestFile;
     const hash = `${HASH_PREFIX}${hex8(this.#hashHigh[slot] as number)}${hex8(this.#hashLow[slot] as number)}`;
@@ -205,7 +261,7 @@ export class RecordStore {
 
   #grow(): void {
     const capacity = this.#sizes.length * 2;
-    const grown = <T extends Float64Array | Uint32Array | Uint8Array>(old: T, make: (n: number) => T): T => {
+    const grown = <T extends Float64Array | Uint32Array | Uint16Array | Uint8Array>(old: T, make: (n: number) => T): T => {
       const next = make(capacity);
       next.set(old);
       return next;
@@ -214,5 +270,6 @@ export class RecordStore {
     this.#hashHigh = grown(this.#hashHigh, (n) => new Uint32Array(n));
     this.#hashLow = grown(this.#hashLow, (n) => new Uint32Array(n));
     this.#kinds = grown(this.#kinds, (n) => new Uint8Array(n));
+    this.#reusedFrom = grown(this.#reusedFrom, (n) => new Uint16Array(n));
   }
 }

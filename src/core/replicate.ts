@@ -36,6 +36,7 @@ import { manifestKey, type ManifestFile } from '../manifest/manifest.js';
 import { writeManifestStreamed } from '../manifest/write-stream.js';
 import { ChunkPool } from './buffers.js';
 import { DestinationRun, FileSink, partBytesFor, problem } from './destination-run.js';
+import type { RecordStore } from './records.js';
 import { prepareDestination, type PrepareContext, type PreparedDestination, type ProgressJournal } from './destination-state.js';
 import { DEFAULT_LAG_TOLERANCE_MS, Fanout, sourceChanged } from './fanout.js';
 import type { LockOptions } from './lock.js';
@@ -371,10 +372,8 @@ async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFil
 }
 
 /** The records made by reuse, sorted by path. */
-function reusedFiles(records: Iterable<ManifestFile>): { path: string; from: string }[] {
-  const reused: { path: string; from: string }[] = [];
-  for (const r of records) if (r.reusedFrom !== undefined) reused.push({ path: r.path, from: r.reusedFrom });
-  return reused.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+function reusedFiles(records: RecordStore): { path: string; from: string }[] {
+  return [...records.reused()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
 
 /** Replicates one complete backup to every destination. See the file comment. */
@@ -415,7 +414,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   const copyTo = async (run: DestinationRun, lock: { release: () => Promise<void> }): Promise<DestinationResult> => {
     const counts = (): Omit<DestinationResult, 'status' | 'errors'> => ({
       name: run.name, description: run.driver.description, plan: run.plan, filesCopied: run.filesCopied, filesAdopted: run.filesAdopted, filesSkipped: run.plan.skipFiles,
-      filesReused: run.filesReused, bytesReused: run.bytesReused, reused: reusedFiles(run.records.values()),
+      filesReused: run.filesReused, bytesReused: run.bytesReused, reused: reusedFiles(run.records),
       bytesWritten: run.bytesWritten, bytesResumed: run.bytesResumed, bytesSkipped: run.plan.skipBytes, detachments: run.detachments, bytesReadAlone: run.bytesReadAlone,
     });
     if (dryRun) return { ...counts(), status: 'planned', errors: [] };

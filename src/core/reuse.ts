@@ -27,7 +27,6 @@ import { backupTimeFromName, isValidBackupName } from '../backup/index.js';
 import type { Driver, SignalOptions } from '../drivers/types.js';
 import { errorKind, errorMessage } from '../errors.js';
 import { getHasher, type Hasher } from '../hash/xxh64.js';
-import { ownString } from '../strings.js';
 import { manifestKey, OFFSITE_DIR, type Manifest, type ManifestFile } from '../manifest/manifest.js';
 import { streamManifestAt, type ManifestSummary } from '../manifest/read.js';
 
@@ -127,8 +126,17 @@ export class ReuseIndex {
   #pathBytes = 0;
   #count = 0;
   readonly #backups: string[] = [];
-  /** The newest copy's files by path -> entry. */
-  readonly #newest = new Map<string, number>();
+  /**
+   * The newest copy's files by path: open addressing over their entries (each of its files has one
+   * of its own, see `#insert`), at most half full, the paths compared as the bytes in `#paths`. A
+   * `Map` from path strings cost ~200 bytes of JavaScript heap per file (issue 12: 100,000 files).
+   */
+  #newestSlots = new Int32Array(4096).fill(EMPTY);
+  #newestCount = 0;
+  /** Entries of the newest copy's files whose contents an earlier entry holds (not counted in `size`). */
+  #duplicates = 0;
+  /** The UTF-8 bytes of a path being looked up. */
+  #scratch = Buffer.alloc(1024);
   /** The chunk size of the newest copy's manifest (its chunk hashes are at that size). */
   #newestChunkBytes = 0;
 
@@ -148,7 +156,7 @@ export class ReuseIndex {
 
   /** Distinct contents indexed. */
   get size(): number {
-    return this.#count;
+    return this.#count - this.#duplicates;
   }
 
   /** Copies indexed, newest first. */
@@ -180,9 +188,7 @@ export class ReuseIndex {
     return {
       add: (file) => {
         const entry = this.#insert(file, chunkBytes, backupIndex);
-        // Its own flat copy: a path built in pieces (a rope) or cut from the manifest's text (a view
-        // of it) would keep those alive for the whole run.
-        if (backupIndex === 0 && entry !== EMPTY) this.#newest.set(ownString(file.path), entry);
+        if (backupIndex === 0 && entry !== EMPTY) this.#addNewest(entry);
       },
       undo: () => this.#undo(backupIndex, count, pathBytes),
     };
@@ -191,7 +197,11 @@ export class ReuseIndex {
   /** Takes out the copy at `backupIndex` (the last one begun) and the entries from `count` on. */
   #undo(backupIndex: number, count: number, pathBytes: number): void {
     this.#backups.length = backupIndex;
-    if (backupIndex === 0) this.#newest.clear();
+    if (backupIndex === 0) {
+      this.#newestSlots.fill(EMPTY);
+      this.#newestCount = 0;
+      this.#duplicates = 0;
+    }
     this.#count = count;
     this.#pathBytes = pathBytes;
     // Open addressing cannot simply drop entries: the slots are made again from those kept (rare:
@@ -206,9 +216,12 @@ export class ReuseIndex {
     const mask = capacity - 1;
     for (let entry = 0; entry < this.#count; entry++) {
       const size = this.#size[entry] as number;
-      let slot = this.#slotOf({ hi: this.#hashHi[entry] as number, lo: this.#hashLo[entry] as number, size });
-      while (this.#slots[slot] !== EMPTY) slot = (slot + 1) & mask;
-      this.#slots[slot] = entry;
+      const key = { hi: this.#hashHi[entry] as number, lo: this.#hashLo[entry] as number, chi: this.#chunksHi[entry] as number, clo: this.#chunksLo[entry] as number, size };
+      let slot = this.#slotOf(key);
+      let taken = false;
+      for (; this.#slots[slot] !== EMPTY; slot = (slot + 1) & mask) taken ||= this.#matches(this.#slots[slot] as number, key);
+      // The newest copy's file with contents that an earlier entry holds is found by path only.
+      if (!taken) this.#slots[slot] = entry;
       const bit = this.#sizeBit(size);
       this.#sizes[bit >>> 5] = (this.#sizes[bit >>> 5] as number) | (1 << (bit & 31));
     }
@@ -227,7 +240,7 @@ export class ReuseIndex {
   /** `find`, with the fingerprint the candidate's manifest recorded (see `ReuseMatch`). */
   match(file: ReuseQuery, chunkBytes: number): ReuseMatch | undefined {
     const key = this.#key(file, chunkBytes);
-    const same = this.#newest.get(file.path);
+    const same = this.#newestEntry(file.path);
     if (same !== undefined && this.#matches(same, key)) return this.#matchOf(same, file.path);
     const entry = this.#lookup(key);
     return entry === EMPTY ? undefined : this.#matchOf(entry);
@@ -238,7 +251,7 @@ export class ReuseIndex {
    * likeliest source of a reuse), else `undefined`.
    */
   candidate(path: string, size: number): ReuseSource | undefined {
-    const entry = this.#newest.get(path);
+    const entry = this.#newestEntry(path);
     return entry !== undefined && this.#size[entry] === size ? { backup: this.#backups[0] as string, path } : undefined;
   }
 
@@ -253,7 +266,7 @@ export class ReuseIndex {
   known(path: string, size: number, sourceFingerprint: string | undefined, chunkBytes: number):
     { readonly same: true; readonly hash: string; readonly chunks: string[] } | { readonly same: false } | undefined {
     if (this.#sourceLength === undefined || !isContentEtag(sourceFingerprint) || chunkBytes !== this.#newestChunkBytes) return undefined;
-    const entry = this.#newest.get(path);
+    const entry = this.#newestEntry(path);
     if (entry === undefined || this.#size[entry] !== size) return undefined;
     const length = this.#sourceLength[entry] as number;
     if (length === 0) return undefined;
@@ -334,11 +347,18 @@ export class ReuseIndex {
     if ((this.#count + 1) * 2 > this.#slots.length && this.#slots.length < this.#maxSlots) this.#rehash(this.#slots.length * 2);
     const mask = this.#slots.length - 1;
     let slot = this.#slotOf(key);
+    let same = EMPTY;
     for (; ; slot = (slot + 1) & mask) {
       const entry = this.#slots[slot] as number;
       if (entry === EMPTY) break;
-      if (this.#matches(entry, key)) return entry;
+      if (this.#matches(entry, key)) {
+        same = entry;
+        break;
+      }
     }
+    // Contents held already are kept once, except that every file of the newest copy gets an entry
+    // of its own: the by-path lookup then gives its own path and fingerprint.
+    if (same !== EMPTY && backupIndex !== 0) return same;
     if (this.#count >= this.#maxEntries) return EMPTY;
     const entry = this.#count++;
     this.#grow(entry);
@@ -366,8 +386,60 @@ export class ReuseIndex {
     const extra = this.#sourceLength ?? this.#storedLength;
     if (extra !== undefined) extra[entry] = this.#paths.write(source, this.#pathBytes + (this.#pathLength[entry] as number) + (this.#fingerprintLength[entry] as number));
     this.#pathBytes += length;
-    this.#slots[slot] = entry;
+    if (same === EMPTY) this.#slots[slot] = entry;
+    else this.#duplicates++;
     return entry;
+  }
+
+  /** FNV-1a of `length` bytes of `bytes` from `start`. */
+  static #pathHash(bytes: Uint8Array, start: number, length: number): number {
+    let h = 0x811c9dc5;
+    for (let i = start; i < start + length; i++) h = Math.imul(h ^ (bytes[i] as number), 0x01000193);
+    // Spread (murmur3's finalizer): the low bits pick the slot.
+    h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+    return (h ^ (h >>> 13)) >>> 0;
+  }
+
+  /** Adds the newest copy's `entry` to the by-path lookup (a path given twice: the last one, as a `Map` would). */
+  #addNewest(entry: number): void {
+    if ((this.#newestCount + 1) * 2 > this.#newestSlots.length) {
+      const old = this.#newestSlots;
+      this.#newestSlots = new Int32Array(old.length * 2).fill(EMPTY);
+      for (const kept of old) if (kept !== EMPTY) this.#placeNewest(kept, false);
+    }
+    if (this.#placeNewest(entry, true)) this.#newestCount++;
+  }
+
+  /** Puts `entry` in the by-path slots; true when its path was not there yet. */
+  #placeNewest(entry: number, replace: boolean): boolean {
+    const start = this.#pathStart[entry] as number;
+    const length = this.#pathLength[entry] as number;
+    const mask = this.#newestSlots.length - 1;
+    for (let slot = ReuseIndex.#pathHash(this.#paths, start, length) & mask; ; slot = (slot + 1) & mask) {
+      const there = this.#newestSlots[slot] as number;
+      if (there === EMPTY) {
+        this.#newestSlots[slot] = entry;
+        return true;
+      }
+      if (replace && this.#pathLength[there] === length && this.#paths.compare(this.#paths, start, start + length, this.#pathStart[there] as number, (this.#pathStart[there] as number) + length) === 0) {
+        this.#newestSlots[slot] = entry;
+        return false;
+      }
+    }
+  }
+
+  /** The newest copy's entry of `path`, or `undefined`. */
+  #newestEntry(path: string): number | undefined {
+    if (this.#newestCount === 0) return undefined;
+    if (path.length * 3 > this.#scratch.length) this.#scratch = Buffer.alloc(path.length * 3);
+    const length = this.#scratch.write(path, 0, 'utf8');
+    const mask = this.#newestSlots.length - 1;
+    for (let slot = ReuseIndex.#pathHash(this.#scratch, 0, length) & mask; ; slot = (slot + 1) & mask) {
+      const entry = this.#newestSlots[slot] as number;
+      if (entry === EMPTY) return undefined;
+      const start = this.#pathStart[entry] as number;
+      if (this.#pathLength[entry] === length && this.#paths.compare(this.#scratch, 0, length, start, start + length) === 0) return entry;
+    }
   }
 
   #grow(entry: number): void {

@@ -133,6 +133,24 @@ describe('RecordStore', () => {
     assert.throws(() => [...store.inOrder([known[0] as string])], /no record of/);
   });
 
+  it('gives back where a reused file came from, from the same path of a copy or from another path', () => {
+    const records = Array.from({ length: 300 }, (_, i) => record(i));
+    const known = records.map((r) => r.path).sort();
+    const store = new RecordStore(known);
+    const reused = records.map((r, i): ManifestFile => (i % 3 === 0 ? r
+      : i % 3 === 1 ? { ...r, reusedFrom: `backup_2026_01_${String(1 + (i % 5)).padStart(2, '0')}_02_00_00/${r.path}` }
+        : { ...r, reusedFrom: `backup_2026_01_01_02_00_00/${i % 2 === 0 ? 'other/' : ''}${r.path.slice(1)}` }));
+    for (const r of reused) store.set(r);
+    for (const r of reused) assert.deepEqual(store.get(r.path), r, r.path);
+    assert.deepEqual([...store.inOrder(known)], known.map((p) => reused.find((r) => r.path === p)));
+    assert.deepEqual([...store.reused()], known.map((p) => reused.find((r) => r.path === p) as ManifestFile)
+      .filter((r) => r.reusedFrom !== undefined).map((r) => ({ path: r.path, from: r.reusedFrom })));
+    // Set again without reuse: the record says nothing of where it came from any more.
+    const plain = records[1] as ManifestFile;
+    store.set(plain);
+    assert.deepEqual(store.get(plain.path), plain);
+  });
+
   it('ignores known paths that are not sorted (every path then goes through the map)', () => {
     const store = new RecordStore(['b', 'a']);
     store.set({ path: 'a', size: 1, hash: hex(1), chunks: [hex(1)] });

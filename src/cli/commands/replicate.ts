@@ -32,7 +32,7 @@ function renderReplicate(result: ReplicateResult, interrupted: boolean): void {
       const p = d.plan;
       const reuse = p.reuseFiles > 0 ? `, reuse up to ${p.reuseFiles} files (${formatBytes(p.reuseBytes)}) from earlier copies there if their bytes are the same (else send them)` : '';
       out(`  ${name}  ${p.upToDate ? 'up to date' : `would copy ${p.copyFiles} files (${formatBytes(p.copyBytes)})${reuse}, check ${p.adoptFiles} present files, skip ${p.skipFiles}`}${p.removeManifestFirst ? ', remove its manifest first' : ''}`);
-      for (const a of p.actions) if (a.action !== 'skip') out(`      ${a.action} ${a.path} (${a.size} bytes): ${a.reason}`);
+      for (const a of p.actions) if (a.action !== 'skip') out(`      ${a.action} ${a.path} (${a.size} bytes): ${a.reason}${a.reuseFrom !== undefined ? ` (${a.reuseFrom})` : ''}`);
     } else if (d.status === 'shard-done') {
       out(`  ${name}  ${shardDoneLine(d, result.shard)}`);
     } else if (d.status === 'up-to-date') {
