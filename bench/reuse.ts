@@ -25,6 +25,13 @@
  * <= 1.1 x its changed bytes + the manifests; wall time <= 0.25 x the full send, and below rclone
  * --copy-dest. Until the engine reuses, (a) sends everything and the report says so.
  *
+ * The floor (s3, unless `--no-floor`): the same server-side copies the reuse makes (night 1's kept
+ * files, put there directly), made through the same link by a minimal client (bench/raw-copy.ts:
+ * one signed request per copy, no SDK) as many at once as offsite makes them, with the gateway's
+ * CPU (radosgw, OSD, monitor) counted meanwhile. No reuse night can be faster than its copies
+ * alone (nor than its changed bytes over the link), so this says how much of the reuse's time the
+ * server sets, and whether the time target is within reach on this machine at all.
+ *
  * Loopback hides what reuse saves most: round trips and bytes on a real link. `--delay` and
  * `--rate` make the proxy a WAN-like link (delay each way, a shared rate each way; see
  * bench/proxy.ts) for every contender alike.
@@ -33,7 +40,7 @@
  *   npm run bench:reuse -- --size 256MiB --changed 5% --only sftp
  *   npm run bench:reuse -- --size 256MiB --only s3 --delay 20 --rate 50MiB
  */
-import { CreateBucketCommand, GetObjectCommand } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { Command } from 'commander';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -45,9 +52,10 @@ import { parseBytes } from '../src/config/units.js';
 import { parsePercent } from '../scripts/gen-backup.js';
 import { generateChain, type NextNightResult } from '../scripts/gen-nightly.js';
 import {
-  loadAverage, median, offsiteBin as bin, positiveInteger, silenceSdkVersionWarning, sizesUnder, timedAsync, totalSize, treeDifference,
+  cpuOf, loadAverage, median, offsiteBin as bin, positiveInteger, silenceSdkVersionWarning, sizesUnder, timedAsync, totalSize, treeDifference,
   type Timed as ChildTimed,
 } from './lib.js';
+import { rawCopyClient } from './raw-copy.js';
 import { startCountingProxy, type CountingProxy, type LinkOptions, type WireBytes } from './proxy.js';
 import type { TraceSummary } from './sftp-trace.js';
 import { bucketSizes, dropBucket, rcloneRgwEnv, s3ConfigSection, s3SecretsEnv, startRgw } from './rgw.js';
@@ -62,9 +70,10 @@ const program = new Command('bench-reuse')
   .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-reuse'))
   .option('--delay <ms>', 'one-way delay the proxy adds each way, for a WAN-like link (a round trip costs twice this)', '0')
   .option('--rate <bytes>', 'most bytes per second the proxy carries each way (e.g. 50MiB), for a WAN-like link')
+  .option('--no-floor', 'skip the floor: night 2\'s server-side copies alone, by a minimal client (s3)')
   .option('--trace-sftp', 'print offsite\'s SFTP requests and bytes by kind (bench/sftp-trace.ts) after each sftp run')
   .parse(process.argv);
-const opts = program.opts<{ size: string; changed: string; seed: string; repeat: string; only: string; dir: string; delay: string; rate?: string; traceSftp?: boolean }>();
+const opts = program.opts<{ size: string; changed: string; seed: string; repeat: string; only: string; dir: string; delay: string; rate?: string; traceSftp?: boolean; floor: boolean }>();
 silenceSdkVersionWarning();
 
 const MiB = 1024 * 1024;
@@ -115,11 +124,37 @@ interface Contender {
   readonly landed: (round: number) => Promise<Landed>;
 }
 
+/** The server-side copies of a reuse night made alone by a minimal client (see the file comment). */
+interface Floor {
+  readonly copies: number;
+  readonly bytes: number;
+  readonly seconds: number;
+  /** CPU of the server's processes during the copies. */
+  readonly serverCpuSeconds: number;
+  /** CPU of this process meanwhile: the minimal client and the proxy. */
+  readonly clientCpuSeconds: number;
+}
+
+/** Copies offsite makes at once at an s3 destination: `maxConcurrency` (16) x COPIES_PER_UPLOAD_SLOT (4). */
+const FLOOR_COPIES_AT_ONCE = 64;
+
+/** Night 2's files that night 1 holds byte for byte under the same path (what a reuse copies), with their sizes. */
+function keptFiles(night1: string, night2: string, files: ReadonlyMap<string, number>): Array<[string, number]> {
+  const kept: Array<[string, number]> = [];
+  for (const [path, size] of files) {
+    const before = join(night1, path);
+    if (existsSync(before) && readFileSync(before).equals(readFileSync(join(night2, path)))) kept.push([path, size]);
+  }
+  return kept;
+}
+
 interface Kind {
   readonly name: 's3' | 'sftp';
   readonly description: string;
   readonly proxy: CountingProxy;
   readonly contenders: Contender[];
+  /** Measures the floor (see the file comment); undefined where it is not measured. */
+  readonly floor?: (round: number) => Promise<Floor>;
   /** Removes what a round left (buckets, folders). */
   readonly clean: (round: number) => Promise<void>;
 }
@@ -201,8 +236,40 @@ async function main(): Promise<void> {
       };
       const offsite = (round: number, backup: string, to: string, extra: string[] = []): Promise<Timed> =>
         timed(proxy, process.execPath, [bin, '--config', config(round), '--quiet', 'replicate', backup, '--to', to, ...extra], secretsEnv);
+      const floor = async (round: number): Promise<Floor> => {
+        const name = await withBucket(bucket('floor', round));
+        const kept = keptFiles(night1Dir, night2Dir, expected);
+        let next = 0;
+        await Promise.all(Array.from({ length: 8 }, async () => {
+          for (let i = next++; i < kept.length; i = next++) {
+            const [path] = kept[i] as [string, number];
+            await client.send(new PutObjectCommand({ Bucket: name, Key: `${NIGHT1}/${path}`, Body: readFileSync(join(night1Dir, path)) }));
+          }
+        }));
+        const raw = rawCopyClient({ endpoint, region: server.region, accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey, sockets: FLOOR_COPIES_AT_ONCE });
+        const serverBefore = cpuOf(rgw.pids);
+        const clientBefore = process.cpuUsage();
+        const started = process.hrtime.bigint();
+        next = 0;
+        try {
+          await Promise.all(Array.from({ length: FLOOR_COPIES_AT_ONCE }, async () => {
+            for (let i = next++; i < kept.length; i = next++) {
+              const [path] = kept[i] as [string, number];
+              await raw.copy(name, `${NIGHT1}/${path}`, `${NIGHT2}/${path}`);
+            }
+          }));
+        } finally {
+          raw.close();
+        }
+        const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+        const used = process.cpuUsage(clientBefore);
+        return {
+          copies: kept.length, bytes: kept.reduce((a, [, size]) => a + size, 0), seconds,
+          serverCpuSeconds: cpuOf(rgw.pids) - serverBefore, clientCpuSeconds: (used.user + used.system) / 1e6,
+        };
+      };
       kindsRun.push({
-        name: 's3', proxy, description: `Ceph RGW (memstore) ${server.endpoint} through a counting proxy on :${proxy.port}${linkDescription}`,
+        name: 's3', proxy, ...(opts.floor ? { floor } : {}), description: `Ceph RGW (memstore) ${server.endpoint} through a counting proxy on :${proxy.port}${linkDescription}`,
         contenders: [
           {
             label: 'offsite replicate (reuse; night 1 there)', kind: 'offsite',
@@ -223,7 +290,7 @@ async function main(): Promise<void> {
           },
         ],
         clean: async (round) => {
-          for (const label of ['reuse', 'full', 'rclone']) await dropBucket(client, bucket(label, round));
+          for (const label of ['reuse', 'full', 'rclone', 'floor']) await dropBucket(client, bucket(label, round));
         },
       });
     }
@@ -323,6 +390,7 @@ async function main(): Promise<void> {
 
     interface Sample { timed: Timed; reuse?: ReturnType<typeof reuseOf>; manifestBytes: number }
     const samples = new Map<string, Sample[]>();
+    const floors = new Map<string, Floor[]>();
     const setups = new Map<string, Timed[]>();
     for (let round = 0; round < repeat; round++) {
       writeConfig(round);
@@ -350,6 +418,15 @@ async function main(): Promise<void> {
           samples.set(key, [...(samples.get(key) ?? []), { timed: result, reuse: reuseOf(landed.manifest), manifestBytes }]);
           console.log(`  round ${round + 1}: ${contender.label.padEnd(44)} ${result.seconds.toFixed(2).padStart(7)} s  wire ${mib(result.wire.up + result.wire.down).padStart(11)}` +
             (result.note ? ` (${result.note})` : ''));
+        }
+        if (kind.floor) {
+          try {
+            const floor = await kind.floor(round);
+            floors.set(kind.name, [...(floors.get(kind.name) ?? []), floor]);
+            console.log(`  round ${round + 1}: ${'floor: the reuse\'s copies alone'.padEnd(44)} ${floor.seconds.toFixed(2).padStart(7)} s  (${floor.copies} copies, server CPU ${floor.serverCpuSeconds.toFixed(2)} s)`);
+          } catch (err) {
+            console.log(`  round ${round + 1}: floor: FAILED: ${(err as Error).message.split('\n')[0]}`);
+          }
         }
         await kind.clean(round);
       }
@@ -394,6 +471,19 @@ async function main(): Promise<void> {
         const rcloneDown = median((samples.get(`${kind.name}:${kind.contenders.find((c) => c.kind === 'rclone')?.label}`) ?? []).map((s) => s.timed.wire.down));
         if (rcloneDown > 0.5 * chain.keptBytes) {
           console.log(`  (rclone read ${mib(rcloneDown)} back from the server: without a server-side copy on this remote, --copy-dest downloads each kept file and uploads it again)`);
+        }
+      }
+      const floor = floors.get(kind.name) ?? [];
+      if (floor.length > 0) {
+        const seconds = median(floor.map((f) => f.seconds));
+        const serverCpu = median(floor.map((f) => f.serverCpuSeconds));
+        const last = floor[floor.length - 1] as Floor;
+        console.log(`  floor: night 1's ${last.copies} kept files (${mib(last.bytes)}) copied server-side alone by a minimal client (no SDK, ${FLOOR_COPIES_AT_ONCE} at once, ` +
+          `same link): ${seconds.toFixed(2)} s, server CPU ${serverCpu.toFixed(2)} s (${(1000 * serverCpu / Math.max(1, last.copies)).toFixed(1)} ms per copy), ` +
+          `this process (client + proxy) ${median(floor.map((f) => f.clientCpuSeconds)).toFixed(2)} s CPU`);
+        if (full) {
+          console.log(`    = ${(seconds / full.seconds).toFixed(2)}x the full send by the copies alone; the reuse took ${(ours.seconds / seconds).toFixed(2)}x the floor` +
+            (seconds > 0.25 * full.seconds ? ' (the server alone is slower than the time target here)' : ''));
         }
       }
       if (ours.reuse && ours.reuse.reused === 0) console.log('  (offsite reused no file: this build sends everything; the figures above are its full cost)');

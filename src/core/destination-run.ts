@@ -61,6 +61,8 @@ export class DestinationRun implements FeedMember {
   private readonly kinds: Uint8Array | undefined;
   /** The kinds by path otherwise. */
   private readonly kindMap: Map<string, FileActionKind> | undefined;
+  /** Files planned as `reuse` that are there already, unrecorded (a run killed after reusing them; few). */
+  private readonly presentForReuse: ReadonlySet<string>;
   dead = false;
   filesCopied = 0;
   filesAdopted = 0;
@@ -115,6 +117,7 @@ export class DestinationRun implements FeedMember {
     const aligned = paths.length === plan.actions.length && isStrictlySorted(paths) && plan.actions.every((a, i) => a.path === paths[i]);
     this.kinds = aligned ? Uint8Array.from(plan.actions, (a) => KINDS.indexOf(a.action)) : undefined;
     this.kindMap = aligned ? undefined : new Map(plan.actions.map((a) => [a.path, a.action]));
+    this.presentForReuse = new Set(plan.actions.filter((a) => a.present === true).map((a) => a.path));
     this.records = new RecordStore(aligned ? paths : []);
     for (const action of plan.actions) if (action.record) this.records.set(action.record);
     this.plan = keepActions ? plan : { ...plan, actions: [] };
@@ -130,6 +133,11 @@ export class DestinationRun implements FeedMember {
     if (this.kindMap) return this.kindMap.get(path);
     const at = indexOfSorted(this.context.paths ?? [], path);
     return at < 0 ? undefined : KINDS[(this.kinds as Uint8Array)[at] as number];
+  }
+
+  /** Whether `path`, planned as `reuse`, is there already: a reuse that misses compares it in place before sending it. */
+  isPresent(path: string): boolean {
+    return this.presentForReuse.has(path);
   }
 
   /** What the plan asks for `path`, unless that is nothing (`skip`) or this destination failed. */
@@ -158,13 +166,20 @@ export class DestinationRun implements FeedMember {
     this.context.emit({ type: 'bytes', destination: this.name, bytes });
   }
 
+  /**
+   * Records a file done. A reused file does not wait for a checkpoint (only a rewrite of
+   * `progress.json` includes it): after a kill it is found present but unrecorded, and the plan
+   * copies it there again server-side (src/core/plan.ts), which costs less than the journal
+   * entries that would record it, hundreds of records a second on a reuse night.
+   */
   record(file: ManifestFile, how: 'copied' | 'adopted' | 'reused'): void {
     this.records.set(file);
-    this.pending.push(file.path);
     if (how === 'copied') this.filesCopied++;
     else if (how === 'adopted') this.filesAdopted++;
     else { this.filesReused++; this.bytesReused += file.size; }
     this.context.emit({ type: 'file-done', destination: this.name, path: file.path, size: file.size, how });
+    if (how === 'reused') return;
+    this.pending.push(file.path);
     this.scheduleCheckpoint();
   }
 

@@ -21,6 +21,10 @@
  * newest copy has the same path with the same size, or some copy has a file of that size. The
  * plan cannot know more before the file is read: the engine reads and hashes it (the one source
  * read), creates it by a server-side copy only when the hashes match, and sends it otherwise.
+ * A file present but not recorded whose path the newest copy holds with the same size (a reuse
+ * that a killed run made after its last checkpoint: checkpoints do not wait for reused files,
+ * ./destination-run.ts) is planned as `reuse` too: a server-side copy over it costs the server a
+ * copy, where `adopt` would read every byte of it back over the link.
  */
 import type { Manifest, ManifestFile } from '../manifest/manifest.js';
 import type { ReuseSource } from './reuse.js';
@@ -70,7 +74,9 @@ export interface DestinationState {
  *   if it differs;
  * - `reuse`: missing, and another complete copy at the destination may hold the same bytes: read
  *   and hash it at the source, then create it by a server-side copy if the hashes match, else
- *   send it (see the file comment).
+ *   send it (see the file comment); or present but not recorded, and the newest copy holds its
+ *   path with its size (`present`): the same, but when the hashes do not match it is adopted
+ *   (compared where it is) before it is sent.
  */
 export type FileActionKind = 'copy' | 'skip' | 'adopt' | 'reuse';
 
@@ -82,6 +88,8 @@ export interface FileAction {
   readonly record?: ManifestFile;
   /** For `reuse`, when known before the read: the likely source, `<backup>/<path>` at the destination. */
   readonly reuseFrom?: string;
+  /** For `reuse`: the file is there already, unrecorded (see `reuse` above). */
+  readonly present?: true;
   /** Why this action, for `--dry-run` and logs. */
   readonly reason: string;
 }
@@ -154,7 +162,10 @@ function planDestination(files: readonly SourceFile[], state: DestinationState, 
     } else if (presentSize !== file.size) {
       action = { path: file.path, size: file.size, action: 'copy', reason: `destination has ${presentSize} bytes, source ${file.size}` };
     } else if (!record || record.size !== file.size) {
-      action = { path: file.path, size: file.size, action: 'adopt', reason: 'present but not recorded: compare hashes' };
+      const candidate = file.size > 0 ? reuse?.candidate(file.path, file.size) : undefined;
+      action = candidate !== undefined
+        ? { path: file.path, size: file.size, action: 'reuse', present: true, reuseFrom: `${candidate.backup}/${candidate.path}`, reason: `present but not recorded; ${candidate.backup}/${candidate.path} has the same size: copy it there again if the bytes are the same (no read-back), else compare hashes` }
+        : { path: file.path, size: file.size, action: 'adopt', reason: 'present but not recorded: compare hashes' };
     } else if (file.hash !== undefined ? record.hash !== file.hash : changed(record.sourceFingerprint, file.fingerprint)) {
       action = { path: file.path, size: file.size, action: 'copy', reason: file.hash !== undefined ? 'recorded with another hash' : 'source rewritten since it was recorded (fingerprint changed)' };
     } else if (changed(record.destinationFingerprint, state.presentFingerprints?.get(file.path))) {

@@ -290,6 +290,13 @@ async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFil
     if (outcome.done) return;
     firstPass = outcome.hashes;
     kept = outcome.held;
+    // Already there but unrecorded, and not the bytes of the copy it was planned from: compared
+    // in place (as `adopt`) before it is sent again.
+    if (firstPass !== undefined && run.isPresent(file.path)) {
+      if (kept) ctx.fanout.drop(run, kept);
+      kept = undefined;
+      if (await adopt(ctx, run, file, firstPass)) return;
+    }
   } else if (action === 'adopt') {
     if (file.expected !== undefined && file.expectedChunks !== undefined) {
       // In origin mode the record is the truth: a file found in place is kept when its bytes hash to

@@ -31,6 +31,13 @@ describe('plan: reuse actions', () => {
       ['there', 'adopt', undefined],
     ]);
     assert.ok(table('sending')?.every(([, action]) => action === 'copy'), 'no lookup: every missing file is sent');
+    // What a run killed between reuses and its next checkpoint leaves: present, unrecorded. The one
+    // the newest copy holds under its path with its size is copied there again, not read back.
+    const resumed = planReplication('night2', files, [{ name: 'resumed', present: new Map([['same', 100], ['moved', 300]]) }], CHUNK, new Map([['resumed', lookup]]));
+    assert.deepEqual(resumed.destinations[0]?.actions.filter((a) => a.path === 'same' || a.path === 'moved').map((a) => [a.path, a.action, a.reuseFrom]), [
+      ['moved', 'adopt', undefined], // no copy holds this path: read back and compared
+      ['same', 'reuse', 'night1/same'],
+    ]);
     const reusing = plan.destinations[0];
     assert.equal(reusing?.reuseFiles, 2);
     assert.equal(reusing?.reuseBytes, 400);

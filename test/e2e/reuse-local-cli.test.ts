@@ -11,7 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { flipByte, deriveNight, makeNights, type Nights } from '../helpers/nights.js';
@@ -115,6 +115,20 @@ describe('reuse of earlier copies at local destinations (CLI)', () => {
     assert.notEqual(statSync(at('linked', NIGHT2, nights.changed[0] as string)).ino, statSync(at('linked', NIGHT1, nights.changed[0] as string)).ino);
     const verify = await run('--json', 'verify', NIGHT2, '--deep', '--at', 'disk,linked,plain');
     assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+  });
+
+  it('files there but unrecorded (reused after the last checkpoint of a killed run) are copied again server-side, not read back', async () => {
+    // What a kill before the next checkpoint leaves (checkpoints do not wait for reused files): every file there, none recorded.
+    rmSync(at('disk', NIGHT2, '.offsite', 'manifest.json'));
+    const rerun = await run('--json', 'replicate', NIGHT2, '--to', 'disk');
+    assert.equal(rerun.code, 0, rerun.stdout + rerun.stderr);
+    const disk = jsonOf<ReplicateJson>(rerun).destinations[0] as DestinationJson & { filesAdopted: number };
+    const shared = nights.files.filter((p) => !nights.changed.includes(p));
+    assert.equal(disk.filesReused, shared.length, 'the files night 1 holds under their path are copied there again');
+    assert.equal(disk.filesAdopted, nights.changed.length, 'the changed ones are compared in place');
+    assert.deepEqual([disk.filesCopied, disk.bytesWritten], [0, 0], 'nothing is sent');
+    sameTree('disk', NIGHT2);
+    assert.ok(manifest('disk', NIGHT2).files.every((f) => f.reusedFrom === (nights.changed.includes(f.path) ? undefined : `${NIGHT1}/${f.path}`)));
   });
 
   it('a file of night 1 changed at the destination since its manifest was written is not copied from: it is sent', async () => {
