@@ -378,6 +378,25 @@ async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFil
   }
 }
 
+/** Longest stretch of files started without letting the event loop turn (see `EventLoopTurns`). */
+const MAX_TURN_MS = 20;
+
+/**
+ * Lets the event loop turn now and then. Where every call of a file is answered at once (small
+ * files on a local disk make their calls synchronously: src/drivers/local/fsops.ts), one file
+ * follows another in microtasks and the loop never turns: timers (checkpoints, progress) and
+ * signals would wait until the last file.
+ */
+class EventLoopTurns {
+  private last = performance.now();
+
+  async maybeTurn(): Promise<void> {
+    if (performance.now() - this.last < MAX_TURN_MS) return;
+    await new Promise((resolve) => setImmediate(resolve));
+    this.last = performance.now();
+  }
+}
+
 /** The records made by reuse, sorted by path. */
 function reusedFiles(records: RecordStore): { path: string; from: string }[] {
   return [...records.reused()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
@@ -440,6 +459,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
         }
       }
       const fileConcurrency = options.fileConcurrency ?? 8;
+      const turns = new EventLoopTurns();
       const queue = new PQueue({ concurrency: fileConcurrency });
       // Reuse waits on the server, not on bytes (a hash of the source, then a copy there): as
       // many at once as the destination takes server-side copies, beside the files being sent.
@@ -456,6 +476,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
           // A destination that stopped reusing (no server-side copy after all) sends the rest in the other lane.
           const lane = reuseLane && run.reuse ? reuseQueue : queue;
           await lane.onSizeLessThan(lane.concurrency);
+          await turns.maybeTurn();
           void lane.add(() => copyFile(ctx, run, file));
         }
       };

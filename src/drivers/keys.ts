@@ -10,9 +10,15 @@ export function checkKey(key: string): string {
   if (key.includes('\0')) throw new KeyError(key, 'contains a NUL byte');
   if (key.includes('\\')) throw new KeyError(key, 'contains a backslash');
   if (key.startsWith('/')) throw new KeyError(key, 'absolute keys would leave the root');
-  for (const segment of key.split('/')) {
-    if (segment === '..') throw new KeyError(key, '".." would leave the root');
-    if (segment === '.' || segment === '') throw new KeyError(key, 'empty or "." path segment');
+  // Segment by segment without splitting: every driver call checks its key (several per copied file).
+  for (let start = 0; start <= key.length;) {
+    const slash = key.indexOf('/', start);
+    const end = slash < 0 ? key.length : slash;
+    const length = end - start;
+    const dots = length <= 2 && key.charCodeAt(start) === 46 && (length === 1 || key.charCodeAt(start + 1) === 46); // '.' or '..'
+    if (dots && length === 2) throw new KeyError(key, '".." would leave the root');
+    if (length === 0 || dots) throw new KeyError(key, 'empty or "." path segment');
+    start = end + 1;
   }
   return key;
 }

@@ -46,7 +46,7 @@ describe('choosing synchronous metadata calls', () => {
     assert.equal(fsTypeOf('/x', ''), undefined);
   });
 
-  it('adaptive calls: synchronous while fast, asynchronous for a second after a slow one', async () => {
+  it('adaptive calls: synchronous while fast, asynchronous for a second after two slow ones close together', async () => {
     // now() is read before and after each synchronous call: `advanceNext` makes the next one "take" that long.
     let clock = 0;
     let advanceNext = 0;
@@ -56,14 +56,24 @@ describe('choosing synchronous metadata calls', () => {
     advanceNext = 5;
     await ops.lstat(tmpdir());
     assert.equal(ops.slowCalls, 1, 'a call over 1 ms is noticed');
+    for (let i = 0; i < 8; i++) await ops.lstat(tmpdir()); // fast ones: still synchronous
+    advanceNext = 5;
+    await ops.lstat(tmpdir());
+    assert.equal(ops.slowCalls, 2, 'a slow call far from the last one (the CPU taken away once) keeps the calls synchronous');
+    advanceNext = 5;
+    await ops.lstat(tmpdir());
+    assert.equal(ops.slowCalls, 3, 'the next slow call right after it is timed too');
     clock += 10;
     advanceNext = 5;
     await ops.lstat(tmpdir()); // within the cool-down: asynchronous, not timed (now() read once)
-    assert.equal(ops.slowCalls, 1);
+    assert.equal(ops.slowCalls, 3);
     clock += 2000;
     advanceNext = 5;
-    await ops.lstat(tmpdir()); // after the cool-down: synchronous again, and slow again
-    assert.equal(ops.slowCalls, 2);
+    await ops.lstat(tmpdir()); // after the cool-down: synchronous again, and slow again (as the last one tried)
+    assert.equal(ops.slowCalls, 4);
+    advanceNext = 5;
+    await ops.lstat(tmpdir()); // so asynchronous at once
+    assert.equal(ops.slowCalls, 4);
     const fast = adaptiveOps();
     assert.equal(await fast.lstat(join(tmpdir(), 'no-such-thing-offsite')), undefined, 'missing is undefined, not an error');
     assert.equal(await fast.readdir(join(tmpdir(), 'no-such-thing-offsite')), undefined);

@@ -13,16 +13,16 @@
  * The choice is made once per driver from /proc/self/mountinfo (`opsFor`); anything unknown,
  * and every platform but Linux, gets the asynchronous calls. Even on a local disk a call can be
  * slow (a cold cache on a spinning disk, a stalled device): `adaptiveOps` times each synchronous
- * call and, after one that took more than 1 ms, makes the asynchronous calls for the next
- * second before it tries again, so the event loop is never held long and slow metadata reads
- * still overlap.
+ * call and, after two close together that took more than 1 ms each, makes the asynchronous calls
+ * for the next second before it tries again, so the event loop is never held long and slow
+ * metadata reads still overlap.
  *
  * Files are plain descriptors (numbers), not `FileHandle`s: a descriptor opened synchronously
  * cannot become one. Each user closes its descriptors exactly once.
  */
 import {
-  close, closeSync, fstat, fstatSync, ftruncate, ftruncateSync, lstat, lstatSync, mkdir, mkdirSync, open, openSync, read,
-  readdir, readdirSync, realpath, realpathSync, rename, renameSync, stat, statSync, write, type BigIntStats, type Dirent, type Stats,
+  close, closeSync, fstat, fstatSync, ftruncate, ftruncateSync, lstat, lstatSync, mkdir, mkdirSync, open, openSync, read, readSync,
+  readdir, readdirSync, realpath, realpathSync, rename, renameSync, stat, statSync, write, writeSync, type BigIntStats, type Dirent, type Stats,
 } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { isMissing } from './errors.js';
@@ -51,7 +51,19 @@ export interface FsOps {
   rename(from: string, to: string): Promise<void>;
   /** The entries of a folder with their types; `undefined` when it is missing. */
   readdir(path: string): Promise<Dirent[] | undefined>;
+  /** Positional read of file data; the number of bytes read. Synchronous only up to `SMALL_DATA_BYTES`. */
+  pread(fd: number, buffer: Uint8Array, offset: number, length: number, position: number): Promise<number>;
+  /** Positional write of file data; the number of bytes written. Synchronous only up to `SMALL_DATA_BYTES`. */
+  pwrite(fd: number, buffer: Uint8Array, offset: number, length: number, position: number): Promise<number>;
 }
+
+/**
+ * Reads and writes of file data up to this many bytes are made like the metadata calls
+ * (synchronously on a local file system): a small file's one read or write from or into the page
+ * cache costs microseconds, less than its two thread hand-offs. Larger ones always go to the
+ * thread pool (they may wait for the disk, and they keep it busy while the event loop goes on).
+ */
+export const SMALL_DATA_BYTES = 64 * 1024;
 
 function call<T>(run: (done: (err: NodeJS.ErrnoException | null, value?: T) => void) => void): Promise<T> {
   return new Promise((resolve, reject) => {
@@ -80,6 +92,8 @@ export const ASYNC_OPS: FsOps = {
   close: (fd) => call<void>((done) => close(fd, done)),
   rename: (from, to) => call<void>((done) => rename(from, to, done)),
   readdir: (path) => call<Dirent[]>((done) => readdir(path, { withFileTypes: true }, done)).catch(missing),
+  pread,
+  pwrite,
 };
 
 /** Metadata calls made synchronously, for local file systems (see the file comment). */
@@ -98,27 +112,42 @@ export const SYNC_OPS: FsOps = {
   close: async (fd) => closeSync(fd),
   rename: async (from, to) => renameSync(from, to),
   readdir: async (path) => { try { return readdirSync(path, { withFileTypes: true }); } catch (err) { return missing(err); } },
+  pread: async (fd, buffer, offset, length, position) => (length <= SMALL_DATA_BYTES ? readSync(fd, buffer, offset, length, position) : pread(fd, buffer, offset, length, position)),
+  pwrite: async (fd, buffer, offset, length, position) => (length <= SMALL_DATA_BYTES ? writeSync(fd, buffer, offset, length, position) : pwrite(fd, buffer, offset, length, position)),
 };
 
-/** A synchronous call slower than this sends the next calls to the thread pool... */
+/** A synchronous call slower than this is slow... */
 const SLOW_CALL_MS = 1;
+/**
+ * ...and when another among this many calls before it was slow too, the next calls go to the
+ * thread pool... A slow disk makes call after call slow. A busy machine makes single calls look
+ * slow: the kernel gave the CPU to another process in the middle of one (under a load of 8 per
+ * core, for tens of ms), which the thread pool would not help with (its threads wait for the CPU
+ * too, once per hand-off): switching at every such call sent almost every call through the thread
+ * pool on a loaded machine, and made a small-file copy several times slower.
+ */
+const SLOW_CALL_WINDOW = 4;
 /** ...for this long. */
 const COOL_DOWN_MS = 1000;
 
 /**
- * Synchronous calls while they are fast, asynchronous ones for a while after a slow one (see the
- * file comment). `now` is injectable for tests.
+ * Synchronous calls while they are fast, asynchronous ones for a while after slow ones (see the
+ * file comment and `SLOW_CALL_WINDOW`). `now` is injectable for tests.
  */
 export function adaptiveOps(now: () => number = () => performance.now()): FsOps & { readonly slowCalls: number } {
   let asyncUntil = -Infinity;
   let slowCalls = 0;
+  /** Synchronous calls since the last slow one. */
+  let sinceSlow = Infinity;
   const pick = <T>(sync: () => Promise<T>, async: () => Promise<T>): Promise<T> => {
     const started = now();
     if (started < asyncUntil) return async();
     const result = sync(); // the system call has run when this returns
+    sinceSlow++;
     if (now() - started > SLOW_CALL_MS) {
       slowCalls++;
-      asyncUntil = now() + COOL_DOWN_MS;
+      if (sinceSlow <= SLOW_CALL_WINDOW) asyncUntil = now() + COOL_DOWN_MS;
+      sinceSlow = 0;
     }
     return result;
   };
@@ -138,6 +167,12 @@ export function adaptiveOps(now: () => number = () => performance.now()): FsOps 
     close: (fd) => pick(() => SYNC_OPS.close(fd), () => ASYNC_OPS.close(fd)),
     rename: (from, to) => pick(() => SYNC_OPS.rename(from, to), () => ASYNC_OPS.rename(from, to)),
     readdir: (path) => pick(() => SYNC_OPS.readdir(path), () => ASYNC_OPS.readdir(path)),
+    pread: (fd, buffer, offset, length, position) => (length <= SMALL_DATA_BYTES
+      ? pick(() => SYNC_OPS.pread(fd, buffer, offset, length, position), () => pread(fd, buffer, offset, length, position))
+      : pread(fd, buffer, offset, length, position)),
+    pwrite: (fd, buffer, offset, length, position) => (length <= SMALL_DATA_BYTES
+      ? pick(() => SYNC_OPS.pwrite(fd, buffer, offset, length, position), () => pwrite(fd, buffer, offset, length, position))
+      : pwrite(fd, buffer, offset, length, position)),
   };
 }
 

@@ -9,7 +9,7 @@ import { AbortedError, throwIfAborted } from '../../errors.js';
 import { notAFileError, notFoundError, pathTypeOf, type ErrorContext } from '../toolkit/index.js';
 import type { ReadOptions } from '../types.js';
 import { classifyFsError, errnoOf, isMissing } from './errors.js';
-import { pread } from './fsops.js';
+import type { FsOps } from './fsops.js';
 import type { LocalTree } from './tree.js';
 
 /**
@@ -68,7 +68,7 @@ export async function openLocalRead(tree: LocalTree, key: string, offset: number
   const end = Math.min(length === undefined ? Infinity : offset + length, Math.max(fileSize, offset));
   const pieceBytes = Math.min(Math.max(options.pieceBytes ?? READ_CHUNK_BYTES, 4096), MAX_READ_PIECE_BYTES);
   const allocate = options.allocate ?? Buffer.allocUnsafe;
-  const stream = Readable.from(readRange(fd, offset, end, pieceBytes, allocate, context), { objectMode: false, highWaterMark: 1 });
+  const stream = Readable.from(readRange(ops, fd, offset, end, pieceBytes, allocate, context), { objectMode: false, highWaterMark: 1 });
   const onAbort = (): void => { stream.destroy(new AbortedError(`${context.driver}: read ${key}`)); };
   signal?.addEventListener('abort', onAbort, { once: true });
   // 'close' comes once, after the generator has finished (a destroyed stream waits for the
@@ -81,13 +81,13 @@ export async function openLocalRead(tree: LocalTree, key: string, offset: number
 }
 
 /** Positional reads of `[start, end)` (to EOF when `end` is Infinity) in bounded chunks. */
-async function* readRange(fd: number, start: number, end: number, pieceBytes: number, allocate: (size: number) => Buffer, context: ErrorContext): AsyncGenerator<Buffer> {
+async function* readRange(ops: FsOps, fd: number, start: number, end: number, pieceBytes: number, allocate: (size: number) => Buffer, context: ErrorContext): AsyncGenerator<Buffer> {
   let position = start;
   while (position < end) {
     const buffer = allocate(Math.min(pieceBytes, end - position));
     let bytesRead: number;
     try {
-      bytesRead = await pread(fd, buffer, 0, buffer.length, position);
+      bytesRead = await ops.pread(fd, buffer, 0, buffer.length, position);
     } catch (err) {
       throw classifyFsError(err, context);
     }

@@ -109,7 +109,7 @@ export class LocalTree {
   async #lookUpFolder(segments: readonly string[], folderKey: string, realRoot: string, context: ErrorContext, create: boolean): Promise<string | undefined> {
     const parent = await this.realFolder(segments.slice(0, -1), realRoot, context, create);
     if (parent === undefined) return undefined;
-    const path = join(parent, segments[segments.length - 1] as string);
+    const path = childPath(parent, segments[segments.length - 1] as string);
     const inTheWay = (cause?: unknown): DriverError =>
       new DriverError('E_FS', `${this.driver}: ${context.key ?? folderKey}: a file is in the way of one of its folders`, { kind: 'permanent', cause });
     const ops = this.#ops;
@@ -144,6 +144,18 @@ export class LocalTree {
     return this.#folders.set(folderKey, real);
   }
 
+  /**
+   * `realFolder` of the folders of `key` (the root for a key without one): a remembered folder is
+   * found by the key's prefix, without splitting the key (done for every file read, stat and write).
+   */
+  keyFolder(key: string, realRoot: string, context: ErrorContext, create = false): Promise<string | undefined> {
+    const slash = key.lastIndexOf('/');
+    if (slash < 0) return Promise.resolve(realRoot);
+    const known = this.#folders.get(key.slice(0, slash));
+    if (known !== undefined) return Promise.resolve(known);
+    return this.realFolder(splitKey(key).folders, realRoot, context, create);
+  }
+
   /** Forgets the remembered folders on the way to `<root>/<segments>`; true when there were some. */
   forget(segments: readonly string[]): boolean {
     return this.#folders.forgetPath(segments);
@@ -162,12 +174,12 @@ export class LocalTree {
   async atKey<T>(key: string, context: ErrorContext, use: (path: string, realRoot: string) => Promise<T | undefined>): Promise<T | undefined> {
     const realRoot = await this.realRoot(context);
     if (realRoot === undefined) return undefined;
-    const { folders, basename } = splitKey(key);
-    const folder = await this.realFolder(folders, realRoot, context);
-    const found = folder === undefined ? undefined : await use(join(folder, basename), realRoot);
-    if (found !== undefined || !this.forget(folders)) return found;
-    const again = await this.realFolder(folders, realRoot, context);
-    return again === undefined || again === folder ? undefined : use(join(again, basename), realRoot);
+    const basename = key.slice(key.lastIndexOf('/') + 1);
+    const folder = await this.keyFolder(key, realRoot, context);
+    const found = folder === undefined ? undefined : await use(childPath(folder, basename), realRoot);
+    if (found !== undefined || !this.forget(splitKey(key).folders)) return found;
+    const again = await this.keyFolder(key, realRoot, context);
+    return again === undefined || again === folder ? undefined : use(childPath(again, basename), realRoot);
   }
 
   /**
@@ -189,11 +201,11 @@ export class LocalTree {
       realRoot = await this.realRoot(context);
       if (realRoot === undefined) throw notFoundError({ ...context, action: `root ${this.root}` });
     }
-    const { folders } = splitKey(key);
     let folder: string | undefined;
     try {
-      folder = await this.realFolder(folders, realRoot, context, true);
+      folder = await this.keyFolder(key, realRoot, context, true);
     } catch (err) {
+      const { folders } = splitKey(key);
       if (!isMissing(err) || !this.forget(folders)) throw err;
       folder = await this.realFolder(folders, realRoot, context, true); // a remembered folder was gone
     }
@@ -254,7 +266,7 @@ export class LocalTree {
         for (const dirent of dirents) {
           if (isTempName(dirent.name)) continue;
           const key = task.key + dirent.name;
-          const path = join(task.path, dirent.name);
+          const path = childPath(task.path, dirent.name);
           if (dirent.isDirectory()) {
             const childKey = `${key}/`;
             if (childKey.startsWith(prefix) || prefix.startsWith(childKey)) tasks.push({ path, key: childKey, kind: 'folder' });
@@ -304,6 +316,16 @@ export class LocalTree {
       stopped = true;
     }
   }
+}
+
+/**
+ * `folder/name`, for the real path of a folder (normalized: from realpath or built by this
+ * function) and one plain name (a segment of a checked key, or a name readdir gave: no `/`, never
+ * `.`, `..` or empty): what `path.join` returns, without its normalizing pass over the whole path,
+ * which made several new strings of every copied file's long path (~9 KB of garbage per file).
+ */
+export function childPath(folder: string, name: string): string {
+  return folder.endsWith(sep) ? folder + name : folder + sep + name;
 }
 
 /** rmdir from `folder` up to (not including) the root, stopping at the first non-empty folder. True when one was removed. */

@@ -9,15 +9,14 @@
  */
 import { constants } from 'node:fs';
 import { unlink } from 'node:fs/promises';
-import { join } from 'node:path';
 import { DriverError, throwIfAborted } from '../../errors.js';
 import {
   localFingerprint, PartLedger, partialName, sessionClosedError, sizeMismatchError, splitKey, type ErrorContext,
 } from '../toolkit/index.js';
 import type { CommitOptions, Committed, SignalOptions, WriteSession } from '../types.js';
 import { classifyFsError, errnoOf, isMissing } from './errors.js';
-import { pread, pwrite, type FsOps } from './fsops.js';
-import type { LocalTree } from './tree.js';
+import type { FsOps } from './fsops.js';
+import { childPath, type LocalTree } from './tree.js';
 
 /** Temp files are opened without following a symlink planted under their name. */
 const TEMP_OPEN_FLAGS = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW;
@@ -54,19 +53,19 @@ export async function openLocalWrite(
   committed: (file: string, folder: string) => void,
 ): Promise<LocalWriteSession> {
   let folder = await tree.prepareFolder(key, context);
-  const { folders, basename } = splitKey(key);
+  const basename = key.slice(key.lastIndexOf('/') + 1);
   const takenError = (cause?: unknown): DriverError =>
     new DriverError('E_FS', `${context.driver}: ${key}: the temp name ${partialName(basename)} is taken by something that is not a file; remove it`, { kind: 'permanent', cause });
   // The temp file is opened (created when missing) here: what an earlier run left in it is resumed.
-  let temp = join(folder, partialName(basename));
+  let temp = childPath(folder, partialName(basename));
   const ops = tree.ops;
   let opened: { fd: number; size: number };
   try {
     opened = await openTemp(ops, temp, takenError);
   } catch (err) {
-    if (errnoOf(err) !== 'ENOENT' || !tree.forget(folders)) throw err;
+    if (errnoOf(err) !== 'ENOENT' || !tree.forget(splitKey(key).folders)) throw err;
     folder = await tree.prepareFolder(key, context); // the remembered folder was gone
-    temp = join(folder, partialName(basename));
+    temp = childPath(folder, partialName(basename));
     opened = await openTemp(ops, temp, takenError);
   }
   const { fd } = opened;
@@ -79,10 +78,10 @@ export async function openLocalWrite(
     throw err;
   }
   return new LocalWriteSession({
-    driver: context.driver, key, folder, temp, final: join(folder, basename), size, partBytes,
+    driver: context.driver, key, folder, temp, final: childPath(folder, basename), size, partBytes,
     resumable: new PartLedger(size, partBytes).partsWithin(found), ops, fd,
     prepareFolder: () => {
-      tree.forget(folders); // the remembered folder is gone: look again
+      tree.forget(splitKey(key).folders); // the remembered folder is gone: look again
       return tree.prepareFolder(key, context);
     },
     committed,
@@ -161,7 +160,7 @@ export class LocalWriteSession implements WriteSession {
       const filled = await this.#use(async (fd) => {
         let done = 0;
         while (done < stored.length) {
-          const bytesRead = await pread(fd, stored, done, stored.length - done, start + done);
+          const bytesRead = await this.#setup.ops.pread(fd, stored, done, stored.length - done, start + done);
           if (bytesRead === 0) break;
           done += bytesRead;
         }
@@ -190,7 +189,7 @@ export class LocalWriteSession implements WriteSession {
       await this.#use(async (fd) => {
         for (let written = 0; written < bytes.byteLength;) {
           throwIfAborted(options.signal, `${context.driver}: ${this.key}: write part ${index}`);
-          written += await pwrite(fd, bytes, written, bytes.byteLength - written, start + written);
+          written += await this.#setup.ops.pwrite(fd, bytes, written, bytes.byteLength - written, start + written);
         }
       });
       this.#parts.record(index);
