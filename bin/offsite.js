@@ -1,6 +1,13 @@
 #!/usr/bin/env node
 // Thin launcher: the compiled CLI lives in dist/ (run `npm run build` first).
+import module from 'node:module';
 import { setFlagsFromString } from 'node:v8';
+// Node 22.1+ keeps V8's compiled code of the modules it loads on disk (in the OS temp folder, or
+// $NODE_COMPILE_CACHE; NODE_DISABLE_COMPILE_CACHE=1 turns it off), so later runs skip compiling
+// them: a short command (a verify, a list) is mostly start-up (issue 13). Node 20 has no such call.
+if (typeof module.enableCompileCache === 'function') {
+  try { module.enableCompileCache(); } catch { /* a cache that cannot be used only costs the compile */ }
+}
 // File IO runs on libuv's thread pool (4 threads by default), which capped a many-file copy;
 // it must be sized before the first asynchronous fs call.
 process.env.UV_THREADPOOL_SIZE ??= '16';

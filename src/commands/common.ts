@@ -1,5 +1,8 @@
 /** What the command functions share: picking the newest backup, checking a backup name. */
-import { isValidBackupName, type BackupInspection } from '../backup/index.js';
+// From names.ts, not ../backup/index.js: verify and prune need only the name rule, not the meta
+// parsing and inspection modules (and their JSON parser) that the index pulls in at start-up.
+import type { BackupInspection } from '../backup/index.js';
+import { isValidBackupName } from '../backup/names.js';
 import { reusePolicyOf, type OffsiteConfig, type ReusePolicy } from '../config/config.js';
 import type { Driver } from '../drivers/types.js';
 import { UsageError } from '../errors.js';

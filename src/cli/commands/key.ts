@@ -1,6 +1,4 @@
 /** `offsite key`: see src/commands/key.ts. */
-import { keyCommand } from '../../commands/key.js';
-import { loadConfig } from '../../config/config.js';
 import { EXIT_CODE_HELP } from '../exit.js';
 import { out, parseList, printJson, type CommandContext } from '../common.js';
 
@@ -27,7 +25,9 @@ ${EXIT_CODE_HELP}
 Examples:
   offsite key
   offsite key --at cloud --json`)
-    .action((opts: { at?: string[] }) => {
+    .action(async (opts: { at?: string[] }) => {
+      // Loaded here, as every command loads its work: the other commands never pay for it.
+      const [{ loadConfig }, { keyCommand }] = await Promise.all([import('../../config/config.js'), import('../../commands/key.js')]);
       const result = keyCommand(loadConfig(ctx.globals().config), { destinations: opts.at });
       if (ctx.globals().json) { printJson({ ok: true, ...result }); return; }
       const width = Math.max(...result.keys.map((k) => k.destination.length));

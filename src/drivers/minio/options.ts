@@ -34,7 +34,8 @@
  * has no separate effect.
  */
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
+import type * as YamlModule from 'yaml';
 import {
   boolean, contextFor, custom, integer, normalizeSection, path, readSection, refuse, secret, sectionError, sectionPrefix, shown, string,
   type KeySpec, type SectionContext,
@@ -145,7 +146,8 @@ function flattenV2(doc: Record<string, unknown>, env: NodeJS.ProcessEnv): Flat {
 export function readMilvusBackupYaml(text: string, source: string, env: NodeJS.ProcessEnv = process.env): Flat {
   let doc: unknown;
   try {
-    doc = parseYaml(text);
+    // Loaded only here: every command reads this schema at start-up, few configs name a backup.yaml.
+    doc = (createRequire(import.meta.url)('yaml') as typeof YamlModule).parse(text);
   } catch (err) {
     throw new ConfigError(`${source}: not valid YAML: ${(err as Error).message.split('\n')[0]}`);
   }
