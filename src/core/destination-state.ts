@@ -92,7 +92,8 @@ export async function readDestinationState(driver: Driver, backup: string, signa
   if (newest !== undefined && newest !== base) {
     const files = new Map<string, ManifestFile>();
     for (const layer of layers) {
-      if (layer.chunkBytes !== newest.chunkBytes) continue;
+      // Records of another chunk size or another encryption format (an earlier offsite's) are not the newest's.
+      if (layer.chunkBytes !== newest.chunkBytes || layer.encryption?.scheme !== newest.encryption?.scheme) continue;
       for (const f of layer.files) files.set(f.path, f);
     }
     let totalBytes = 0;
@@ -184,7 +185,11 @@ export async function prepareDestination(driver: Driver, reusePolicy: ReusePolic
  * What a destination holds, with the records that cannot serve this destination's encryption
  * setting left out: a plain copy's records at a destination that now encrypts (its files are sent
  * again, encrypted; records are left out by marking their manifest's chunk size unusable, so the
- * plan still removes that manifest first). Refused (kind `auth`): an encrypted copy made with
+ * plan still removes that manifest first), and an encrypted copy's records made in another format
+ * (`encryption.scheme`: a copy an earlier offsite started or finished). Their files are read back
+ * and sealed again where they are in another format version (`encryption.inspect` does not adopt
+ * them), so a manifest this offsite writes never lists a file its scheme does not describe, and
+ * reuse, which trusts the scheme, never copies a file to where it does not open. Refused (kind `auth`): an encrypted copy made with
  * another key (mixing keys in one destination would leave copies no single key opens), and an
  * encrypted copy where no key is configured (writing would replace it with plaintext: an audit
  * host's `audit --repair`, or a config that lost its `encryption`).
@@ -199,6 +204,8 @@ export function usableHoldings(driver: Driver, held: DestinationHoldings): Desti
   if (encrypted && publicKey === undefined) {
     throw new EncryptionKeyError(`destination "${driver.name}": its copy of ${encrypted.backup} is encrypted, and no encryption key is configured for it here: give it its key (encryption: { key: ... } or { keyFile: ... }); to replace the copy by a plain one, delete it first (offsite prune)`);
   }
-  const unusable = (m: Manifest | undefined): Manifest | undefined => (m && m.encryption === undefined && publicKey !== undefined ? { ...m, chunkBytes: -1 } : m);
+  const scheme = driver.encryption?.scheme;
+  const unusable = (m: Manifest | undefined): Manifest | undefined =>
+    (m && publicKey !== undefined && (m.encryption === undefined || m.encryption.scheme !== scheme) ? { ...m, chunkBytes: -1 } : m);
   return { ...held, manifest: unusable(held.manifest), progress: unusable(held.progress) };
 }

@@ -44,6 +44,8 @@ import { EncryptionKeyError, type DestinationKey } from './keys.js';
 const MAGIC = Buffer.from('OFSE', 'latin1');
 /** The format version written: 2 (identity: the path inside the backup). */
 const VERSION = 2;
+/** The format version this offsite writes (`ENCRYPTION_SCHEME` names it in manifests). */
+export const FORMAT_VERSION = VERSION;
 /** Version 1 files (identity: `NAME/path`) are read, not written. */
 const READ_VERSIONS: ReadonlySet<number> = new Set([1, 2]);
 const CHECK_BYTES = 8;
@@ -414,6 +416,11 @@ export class ChunkReader {
   *end(): Generator<Buffer> {
     this.#opener ??= FileOpener.open(this.key, this.fileId, this.#peek());
     yield this.#open(this.#take(this.#pendingBytes), true);
+  }
+
+  /** The format version of the file (from its first chunk's prefix), once a chunk was read. */
+  get version(): number | undefined {
+    return this.#opener?.version;
   }
 
   /** The file's plaintext MAC, once `end` has run. */

@@ -27,7 +27,7 @@
  */
 import { Readable } from 'node:stream';
 import {
-  chunkCount, ChunkIntegrityError, ChunkReader, ENCRYPTION_SCHEME, fileMac, FileOpener, MAX_CHUNK_BYTES, OVERHEAD_BYTES, PlaintextMac, plainSize, sealedIdentity, storedSize,
+  chunkCount, ChunkIntegrityError, ChunkReader, ENCRYPTION_SCHEME, fileMac, FileOpener, FORMAT_VERSION, MAX_CHUNK_BYTES, OVERHEAD_BYTES, PlaintextMac, plainSize, sealedIdentity, storedSize,
 } from '../../crypto/format.js';
 import { EncryptionKeyError, type DestinationKey } from '../../crypto/keys.js';
 import { DriverError, throwIfAborted } from '../../errors.js';
@@ -271,6 +271,12 @@ class EncryptingDriver extends ForwardingDriver {
     }
     if (plain.bytes !== size) {
       throw new DriverError('E_SIZE_CHANGED', `${this.name}: ${key}: decrypts to ${plain.bytes} bytes, expected ${size}: it changed while being read`, { kind: 'integrity' });
+    }
+    // A file an earlier offsite sealed in another format version opens, but a copy recording it
+    // under this version's scheme would let reuse copy it to where it does not open (a version 1
+    // file is bound to its backup's name): it is not adopted, and is sealed again.
+    if (reader.version !== FORMAT_VERSION) {
+      throw new DriverError('E_OTHER_FORMAT', `${this.name}: ${key}: sealed in encryption format version ${String(reader.version)}, this offsite writes version ${FORMAT_VERSION}: it is sealed again`, { kind: 'integrity' });
     }
     const storedHashes = stored.digest(true);
     return { plain: plain.digest(false), stored: { size: stored.bytes, hash: storedHashes.hash, chunks: storedHashes.chunks, mac: reader.fileMac() } };
