@@ -280,23 +280,35 @@ export interface SealedPart {
   readonly macs: readonly Uint8Array[];
   /** The MD5 of the stored part, when asked for (an S3 part's Content-MD5 and ETag). */
   readonly md5?: { readonly hex: string; readonly base64: string };
+  /** The XXH64 of the whole stored part, when asked for (the file's stored hash, when the part is the whole file). */
+  readonly hash?: string;
+}
+
+/** What `sealPart` takes besides the chunk hashes, in the same pass. */
+export interface SealPartOptions {
+  /** The MD5 of the stored part. */
+  readonly md5?: boolean;
+  /** The XXH64 of the whole stored part. */
+  readonly hash?: boolean;
 }
 
 /**
  * Seals a plain part of whole chunks (the file's last part may end short) whose first chunk is
- * `firstChunk` of the file's `chunks`, into `out` (at least `storedSize(plain.length)` long: the caller's
- * reused buffer, in shared memory when a worker thread seals, src/runtime/cpu-tasks.ts), in one
- * pass: each piece of a sealed chunk is hashed (the chunk's XXH64, and with `md5` the part's MD5)
- * right after the cipher wrote it. A fresh output buffer per part cost more than the sealing
- * (a page fault per 4 KiB of new memory, and garbage collections for external memory).
+ * `firstChunk` of the file's `chunks`, into `out` (at least `storedSize(plain.length)` long: the
+ * caller's reused buffer, in shared memory when a worker thread seals, src/runtime/cpu-tasks.ts),
+ * in one pass: each piece of a sealed chunk is hashed (the chunk's XXH64, and as `options` ask the
+ * part's MD5 and XXH64) right after the cipher wrote it. A fresh output buffer per part cost more
+ * than the sealing (a page fault per 4 KiB of new memory, and garbage collections for external
+ * memory).
  */
-export function sealPart(sealer: FileSealer, hasher: Hasher, firstChunk: number, chunks: number, plain: Uint8Array, out: Uint8Array, md5 = false): SealedPart {
+export function sealPart(sealer: FileSealer, hasher: Hasher, firstChunk: number, chunks: number, plain: Uint8Array, out: Uint8Array, options: SealPartOptions = {}): SealedPart {
   const { chunkBytes } = sealer;
   const count = Math.max(1, Math.ceil(plain.length / chunkBytes));
   const length = storedSize(plain.length, chunkBytes);
   if (out.length < length) throw new RangeError(`a sealed part of ${length} bytes does not fit the ${out.length}-byte output buffer`);
   const target = Buffer.isBuffer(out) ? out : Buffer.from(out.buffer, out.byteOffset, out.byteLength);
-  const partHash = md5 ? createHash('md5') : undefined;
+  const partMd5 = options.md5 === true ? createHash('md5') : undefined;
+  const partHash = options.hash === true ? hasher.create() : undefined;
   const hashes: string[] = [];
   const macs: Buffer[] = [];
   let at = 0;
@@ -304,13 +316,19 @@ export function sealPart(sealer: FileSealer, hasher: Hasher, firstChunk: number,
     const chunk = firstChunk + i;
     const piece = plain.subarray(i * chunkBytes, (i + 1) * chunkBytes);
     const chunkHash = hasher.create();
-    macs.push(sealer.sealInto(chunk, piece, chunk === chunks - 1, target, at, partHash ? [chunkHash, partHash] : [chunkHash]));
+    const taps: Tap[] = [chunkHash];
+    if (partMd5 !== undefined) taps.push(partMd5);
+    if (partHash !== undefined) taps.push(partHash);
+    macs.push(sealer.sealInto(chunk, piece, chunk === chunks - 1, target, at, taps));
     hashes.push(chunkHash.digest());
     at += OVERHEAD_BYTES + piece.length;
   }
-  if (partHash === undefined) return { length, hashes, macs };
-  const digest = partHash.digest();
-  return { length, hashes, macs, md5: { hex: digest.toString('hex'), base64: digest.toString('base64') } };
+  const digest = partMd5?.digest();
+  return {
+    length, hashes, macs,
+    ...(digest !== undefined ? { md5: { hex: digest.toString('hex'), base64: digest.toString('base64') } } : {}),
+    ...(partHash !== undefined ? { hash: partHash.digest() } : {}),
+  };
 }
 
 /**

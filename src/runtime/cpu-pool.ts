@@ -10,7 +10,8 @@
  * - **Never keeps the process alive.** An idle worker is unref'd; a worker is ref'd only while it
  *   runs a task, so that a run waiting on one does not end early. `close()` terminates them.
  * - **Small inputs inline.** Below `inlineBelowBytes` (256 KiB) the task runs on the calling
- *   thread: the round trip would cost more than the work.
+ *   thread: the round trip would cost more than the work. A task with a large fixed cost per call
+ *   (sealing: a cipher and several MACs set up per file) says so with a lower threshold per call.
  * - **Shared or copied, never transferred.** The fan-out hands the same pooled chunk to several
  *   destinations and reuses it once they are done, so the caller's buffer is never detached. An
  *   input in shared memory (a `SharedArrayBuffer`: the fan-out's pooled chunks, the parts the
@@ -68,6 +69,8 @@ export interface RunOptions {
    * already running, waits for its worker even when `signal` fires).
    */
   readonly output?: Uint8Array;
+  /** Inputs of fewer bytes run on the calling thread. @default the pool's `inlineBelowBytes` */
+  readonly inlineBelowBytes?: number;
 }
 
 /** A task that failed in the pool (it threw, or its worker stopped). */
@@ -200,7 +203,7 @@ export class CpuPool {
     if (signal?.aborted) return Promise.reject(new AbortedError(`CPU task ${task}`));
     if (this.#closed) return Promise.reject(new CpuTaskError(`CPU task ${task}: the CPU pool is closed`));
     const { output } = options;
-    if (this.workers === 0 || input.length < this.inlineBelowBytes) return this.#runInline(task, params, input, output);
+    if (this.workers === 0 || input.length < (options.inlineBelowBytes ?? this.inlineBelowBytes)) return this.#runInline(task, params, input, output);
     if (output !== undefined && !(output.buffer instanceof SharedArrayBuffer)) return Promise.reject(new RangeError(`CPU task ${task}: its output buffer must be shared memory (a SharedArrayBuffer) for a worker thread to write it`));
     return new Promise<CpuTaskResult<K>>((resolve, reject) => {
       const onAbort = (): void => {

@@ -45,6 +45,8 @@ export interface SealParams {
   readonly chunks: number;
   /** Also the MD5 of the sealed part (the S3 part's Content-MD5), taken in the same pass. */
   readonly md5?: boolean;
+  /** Also the XXH64 of the whole sealed part (the file's stored hash when the part is the whole file). */
+  readonly hash?: boolean;
 }
 
 /** The `FileSealer` of a file, kept per secret for the file last sealed (parts of one file come in runs). */
@@ -73,11 +75,11 @@ export const CPU_TASKS = {
   /**
    * The stored bytes of one plain part of an encrypted file, written into `output` (at least
    * `storedSize(input.length)` bytes), with each sealed chunk's XXH64 and plaintext MAC, and the
-   * part's MD5 when `params.md5`.
+   * part's MD5 and XXH64 as `params` ask.
    */
   async seal(params: SealParams, input: Uint8Array, context: TaskContext, output?: Uint8Array): Promise<TaskOutput<SealedPart>> {
     if (output === undefined) throw new Error('seal needs an output buffer (RunOptions.output)');
-    return { result: sealPart(sealerOf(params, context), await getHasher(), params.firstChunk, params.chunks, input, output, params.md5 === true) };
+    return { result: sealPart(sealerOf(params, context), await getHasher(), params.firstChunk, params.chunks, input, output, { md5: params.md5 === true, hash: params.hash === true }) };
   },
 } as const;
 

@@ -21,13 +21,16 @@
  *   engine finds such files by their keyed plaintext MAC (`encryption.plaintextMac`).
  * - Adoption of a file committed but not recorded: `encryption.inspect` reads it once, opening
  *   every chunk, and gives its plaintext hashes (compared with the source's) and its stored record.
- * - Sealing a part (its chunks' MACs, AES-256-GCM, the XXH64 of each sealed chunk and, for a
- *   driver below that sends parts with their MD5, the part's MD5, all in one pass) runs in the CPU
- *   pool's worker threads (src/runtime/cpu-pool.ts), which get the key once; only the whole-file
- *   hash of the stored bytes, taken in part order, stays on the main thread. Sealed parts are
- *   written into reused buffers of shared memory (src/core/buffers.ts `ChunkPool`): a fresh buffer
- *   per part cost a page fault per 4 KiB (a fifth of the worker's time) and garbage collections
- *   for external memory on the main thread.
+ * - Sealing a part (its chunks' MACs, AES-256-GCM, the XXH64 of each sealed chunk, for a driver
+ *   below that sends parts with their MD5 the part's MD5, and for a file of one part its stored
+ *   hash, all in one pass over the sealed bytes) runs in the CPU pool's worker threads
+ *   (src/runtime/cpu-pool.ts), which get the key once, whatever the part's size: the main thread,
+ *   which runs everything else, was the bound of an encrypted run, and sealing even a small file
+ *   there (a cipher and five MACs set up) cost it more than handing it over. Only the whole-file
+ *   hash of a file of several parts, taken in part order, stays on the main thread. Sealed parts
+ *   are written into reused buffers of shared memory (src/core/buffers.ts `ChunkPool`): a fresh
+ *   buffer per part cost a page fault per 4 KiB (a fifth of the worker's time) and garbage
+ *   collections for external memory on the main thread.
  */
 import { Readable } from 'node:stream';
 import { ChunkPool } from '../../core/buffers.js';
@@ -371,6 +374,10 @@ class EncryptingWriteSession extends ForwardingWriteSession {
   #nextHashed = 0;
   /** Parts sealed ahead of their turn for the whole-file hash, each holding a reference to its buffer. */
   readonly #ahead = new Map<number, Buffer>();
+  /** The file is one part: the worker that seals it hashes it whole too (no pass on the main thread). */
+  readonly #onePart: boolean;
+  /** The stored hash of a file of one part, from its worker. */
+  #onePartHash: string | undefined;
 
   constructor(inner: WriteSession, key: DestinationKey, shape: SessionShape) {
     super(inner);
@@ -380,6 +387,7 @@ class EncryptingWriteSession extends ForwardingWriteSession {
     this.#chunks = chunkCount(shape.size, shape.chunkBytes);
     this.#chunksPerPart = Math.max(1, Math.ceil(shape.partBytes / shape.chunkBytes));
     this.#whole = shape.hasher.create();
+    this.#onePart = shape.size <= shape.partBytes;
   }
 
   override get size(): number { return this.#shape.size; }
@@ -409,8 +417,8 @@ class EncryptingWriteSession extends ForwardingWriteSession {
     let sealed: SealedPart;
     try {
       sealed = await pool.run('seal', {
-        secret, destination: this.#key.destination, fileId: context.key, chunkBytes, firstChunk, chunks: this.#chunks, md5: this.#shape.md5,
-      }, bytes, { signal, secret, output: stored });
+        secret, destination: this.#key.destination, fileId: context.key, chunkBytes, firstChunk, chunks: this.#chunks, md5: this.#shape.md5, hash: this.#onePart,
+      }, bytes, { signal, secret, output: stored, inlineBelowBytes: 0 });
     } catch (err) {
       buffers.release(stored);
       throw err;
@@ -421,7 +429,10 @@ class EncryptingWriteSession extends ForwardingWriteSession {
         this.#macs[firstChunk + i] = asBuffer(sealed.macs[i] as Uint8Array);
       }
     });
-    if (index === this.#nextHashed) {
+    if (this.#onePart) {
+      this.#onePartHash ??= sealed.hash;
+      this.#nextHashed = 1;
+    } else if (index === this.#nextHashed) {
       this.#whole.update(stored);
       this.#nextHashed++;
       for (let next = this.#ahead.get(this.#nextHashed); next !== undefined; next = this.#ahead.get(this.#nextHashed)) {
@@ -477,7 +488,7 @@ class EncryptingWriteSession extends ForwardingWriteSession {
       for (let i = this.#nextHashed; i < parts; i++) if (!this.#ahead.has(i)) missing.push(i);
       throw missingPartError(this.#shape.context, missing, parts);
     }
-    const hash = this.#whole.digest();
+    const hash = this.#onePartHash ?? this.#whole.digest();
     const committed = await this.inner.commit({ hash, signal: options.signal });
     const stored = { size: this.#shape.stored, hash, chunks: [...this.#chunkHashes], mac: fileMac(this.#key, this.#shape.size, this.#shape.chunkBytes, this.#macs) };
     return { ...(committed ?? {}), stored };
