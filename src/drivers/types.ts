@@ -67,6 +67,12 @@ export interface Capabilities {
    * needs no `stat` after the read to know that the object did not change meanwhile. @default false
    */
   readonly conditionalReads?: boolean;
+  /**
+   * The driver sends each part with its MD5 (object stores: `Content-MD5`, and the ETag that
+   * `matches` compares), and takes it from `PartWriteOptions.md5` / `PartMatchOptions.md5` when
+   * the caller has it, instead of reading the part again. @default false
+   */
+  readonly partMd5?: boolean;
 }
 
 /** One stored object (a file, never a folder). */
@@ -134,6 +140,25 @@ export interface PartWriteOptions extends SignalOptions {
    * than the caller's must not pass the caller's `hold` on.
    */
   readonly hold?: () => () => void;
+  /**
+   * The MD5 of exactly `bytes`, when the caller took it already (the encryption wrapper, in the
+   * pass that seals the part, ./wrappers/encrypt.ts): a driver with `capabilities.partMd5` sends it
+   * instead of hashing the part again; others ignore it. A wrong one makes the server refuse the
+   * part (kind `integrity`). Wrappers that hand the session other bytes must not pass it on.
+   */
+  readonly md5?: PartMd5;
+}
+
+/** Options of `WriteSession.matches`. */
+export interface PartMatchOptions extends SignalOptions {
+  /** The MD5 of exactly `bytes`, as `PartWriteOptions.md5`: a driver that compares parts by MD5 (`capabilities.partMd5`) uses it. */
+  readonly md5?: PartMd5;
+}
+
+/** The MD5 of a part's bytes: hex (an S3 ETag) and base64 (`Content-MD5`). */
+export interface PartMd5 {
+  readonly hex: string;
+  readonly base64: string;
 }
 
 /** Options of `copyWithin`. */
@@ -342,7 +367,7 @@ export interface WriteSession {
    * back or by a stored checksum such as an S3 part ETag). False when it is missing or
    * differs; a driver may then discard later resumable parts that depend on it.
    */
-  matches(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<boolean>;
+  matches(index: number, bytes: Uint8Array, options?: PartMatchOptions): Promise<boolean>;
   /**
    * Stores part `index`. Writing the same part twice is harmless (the last write wins).
    * Only when `capabilities.parallelPartWrites` may several `write` calls be in flight.

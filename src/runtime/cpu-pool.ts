@@ -10,7 +10,8 @@
  * - **Never keeps the process alive.** An idle worker is unref'd; a worker is ref'd only while it
  *   runs a task, so that a run waiting on one does not end early. `close()` terminates them.
  * - **Small inputs inline.** Below `inlineBelowBytes` (256 KiB) the task runs on the calling
- *   thread: the round trip would cost more than the work.
+ *   thread: the round trip would cost more than the work. A task with a large fixed cost per call
+ *   (sealing: a cipher and several MACs set up per file) says so with a lower threshold per call.
  * - **Shared or copied, never transferred.** The fan-out hands the same pooled chunk to several
  *   destinations and reuses it once they are done, so the caller's buffer is never detached. An
  *   input in shared memory (a `SharedArrayBuffer`: the fan-out's pooled chunks, the parts the
@@ -21,7 +22,11 @@
  *   for copying into memory already mapped). A worker's output is shared or transferred back,
  *   never copied (a sealed part is transferred, not shared: a buffer that a worker also
  *   refers to stays allocated until that worker's next garbage collection, which is rare in a
- *   thread that allocates little). Tasks must not return views of their input.
+ *   thread that allocates little). Tasks must not return views of their input. A task that
+ *   writes bytes (sealing) writes them into the caller's output buffer (`RunOptions.output`, shared
+ *   memory the caller reuses): a fresh buffer per task cost more than the task itself (page
+ *   faults, garbage collections for external memory). A task with an output settles only once its
+ *   worker is done with the output, even when aborted, so the caller may reuse it at once.
  * - **Secrets go to a worker once.** `secret(owner, material)` registers key material under a
  *   number; a task naming it gets it delivered to its worker before the first such task, never
  *   per task. Secrets never appear in messages; they are dropped from the workers by `forget`
@@ -58,6 +63,14 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
   /** The secret the task reads (from `secret()`), delivered to its worker first if it has not got it yet. */
   readonly secret?: number;
+  /**
+   * Where the task writes its bytes: a view of shared memory (`SharedArrayBuffer`; any buffer
+   * when the task runs inline), written in place by the worker. The caller leaves it alone until the promise settles (which, for a task
+   * already running, waits for its worker even when `signal` fires).
+   */
+  readonly output?: Uint8Array;
+  /** Inputs of fewer bytes run on the calling thread. @default the pool's `inlineBelowBytes` */
+  readonly inlineBelowBytes?: number;
 }
 
 /** A task that failed in the pool (it threw, or its worker stopped). */
@@ -82,10 +95,13 @@ interface Pending {
   readonly task: string;
   readonly params: unknown;
   readonly input: Uint8Array;
+  readonly output: Uint8Array | undefined;
   readonly secret: number | undefined;
   readonly resolve: (value: unknown) => void;
   readonly reject: (err: unknown) => void;
   settled: boolean;
+  /** Aborted while its worker ran it (a task with an output): rejects once the worker answers. */
+  abortedRunning: boolean;
   readonly unlisten: () => void;
 }
 
@@ -186,16 +202,20 @@ export class CpuPool {
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(new AbortedError(`CPU task ${task}`));
     if (this.#closed) return Promise.reject(new CpuTaskError(`CPU task ${task}: the CPU pool is closed`));
-    if (this.workers === 0 || input.length < this.inlineBelowBytes) return this.#runInline(task, params, input);
+    const { output } = options;
+    if (this.workers === 0 || input.length < (options.inlineBelowBytes ?? this.inlineBelowBytes)) return this.#runInline(task, params, input, output);
+    if (output !== undefined && !(output.buffer instanceof SharedArrayBuffer)) return Promise.reject(new RangeError(`CPU task ${task}: its output buffer must be shared memory (a SharedArrayBuffer) for a worker thread to write it`));
     return new Promise<CpuTaskResult<K>>((resolve, reject) => {
       const onAbort = (): void => {
         const i = this.#queue.indexOf(pending);
         if (i >= 0) this.#queue.splice(i, 1);
+        // A running task still writes its output: it settles when its worker answers.
+        else if (output !== undefined) return void (pending.abortedRunning = true);
         settle(pending, undefined, new AbortedError(`CPU task ${task}`));
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       const pending: Pending = {
-        task, params, input, secret: options.secret, settled: false,
+        task, params, input, output, secret: options.secret, settled: false, abortedRunning: false,
         resolve: resolve as (value: unknown) => void, reject,
         unlisten: () => signal?.removeEventListener('abort', onAbort),
       };
@@ -204,11 +224,11 @@ export class CpuPool {
     });
   }
 
-  async #runInline<K extends CpuTaskName>(task: K, params: CpuTaskParams<K>, input: Uint8Array): Promise<CpuTaskResult<K>> {
-    const run = CPU_TASKS[task] as unknown as (p: unknown, i: Uint8Array, c: TaskContext) => Promise<{ result: unknown }> | { result: unknown };
+  async #runInline<K extends CpuTaskName>(task: K, params: CpuTaskParams<K>, input: Uint8Array, output: Uint8Array | undefined): Promise<CpuTaskResult<K>> {
+    const run = CPU_TASKS[task] as unknown as (p: unknown, i: Uint8Array, c: TaskContext, o?: Uint8Array) => Promise<{ result: unknown }> | { result: unknown };
     if (run === undefined) throw new CpuTaskError(`CPU task ${task} does not exist`);
     try {
-      return (await run(params, input, this.#inline)).result as CpuTaskResult<K>;
+      return (await run(params, input, this.#inline, output)).result as CpuTaskResult<K>;
     } catch (err) {
       if (err instanceof OffsiteError) throw err;
       throw new CpuTaskError(`CPU task ${task} failed: ${(err as Error).message}`, 'fatal', { cause: err });
@@ -282,7 +302,11 @@ export class CpuPool {
       this.#secretsSent++;
       slot.worker.postMessage({ type: 'secret', id: pending.secret, bytes });
     }
-    const request: TaskRequest = { type: 'task', id: this.#nextTask++, task: pending.task, params: pending.params, input: shared.buffer, offset: shared.offset, length };
+    const { output } = pending;
+    const request: TaskRequest = {
+      type: 'task', id: this.#nextTask++, task: pending.task, params: pending.params, input: shared.buffer, offset: shared.offset, length,
+      ...(output !== undefined ? { output: output.buffer as SharedArrayBuffer, outputOffset: output.byteOffset, outputLength: output.byteLength } : {}),
+    };
     slot.worker.postMessage(request);
     if (slot.scratch !== undefined && slot.scratch.byteLength > KEPT_SCRATCH_BYTES) slot.scratch = undefined;
   }
@@ -291,7 +315,8 @@ export class CpuPool {
     const pending = slot.current;
     this.#finish(slot);
     if (pending !== undefined) {
-      if (reply.ok) settle(pending, reply.result, undefined);
+      if (pending.abortedRunning) settle(pending, undefined, new AbortedError(`CPU task ${pending.task}`));
+      else if (reply.ok) settle(pending, reply.result, undefined);
       else settle(pending, undefined, failureOf(pending.task, reply.error));
     }
     this.#pump();
@@ -323,12 +348,15 @@ export class CpuPool {
     const closed = new CpuTaskError('CPU task not done: the CPU pool was closed');
     for (const pending of this.#queue.splice(0)) settle(pending, undefined, closed);
     const slots = this.#slots.splice(0);
+    const running: Pending[] = [];
     for (const slot of slots) {
       slot.gone = true;
-      if (slot.current) settle(slot.current, undefined, closed);
+      if (slot.current) running.push(slot.current);
       slot.current = undefined;
     }
+    // Once their workers have stopped: a running task may still write its output until then.
     await Promise.all(slots.map((s) => s.worker.terminate().catch(() => undefined)));
+    for (const pending of running) settle(pending, undefined, closed);
     for (const bytes of this.#secrets.values()) bytes.fill(0);
     this.#secrets.clear();
   }

@@ -4,10 +4,12 @@
  * for small inputs, so a worker's answer is by construction what the main thread would compute.
  *
  * A task gets its parameters (plain data), its input bytes (a view of a buffer the pool reuses:
- * never keep or return a view of it) and a context (the secrets registered with the pool, and a
- * cache for what is derived from them, keyed `<secret id>:...` so `forget` can drop it). It returns
- * `{ result, transfer }`: `transfer` lists ArrayBuffers of the result that a worker hands over
- * instead of copying (each must be the result's own, not a pooled slab).
+ * never keep or return a view of it), a context (the secrets registered with the pool, and a
+ * cache for what is derived from them, keyed `<secret id>:...` so `forget` can drop it) and, when
+ * the caller gave one, the output buffer it writes its bytes into (the caller's, in shared memory:
+ * see `RunOptions.output` in ./cpu-pool.ts). It returns `{ result, transfer }`: `transfer` lists
+ * ArrayBuffers of the result that a worker hands over instead of copying (each must be the
+ * result's own, not a pooled slab).
  */
 import { createHash } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
@@ -41,6 +43,10 @@ export interface SealParams {
   readonly firstChunk: number;
   /** Chunks in the whole file. */
   readonly chunks: number;
+  /** Also the MD5 of the sealed part (the S3 part's Content-MD5), taken in the same pass. */
+  readonly md5?: boolean;
+  /** Also the XXH64 of the whole sealed part (the file's stored hash when the part is the whole file). */
+  readonly hash?: boolean;
 }
 
 /** The `FileSealer` of a file, kept per secret for the file last sealed (parts of one file come in runs). */
@@ -66,10 +72,14 @@ export const CPU_TASKS = {
     return { result: { hex: digest.toString('hex'), base64: digest.toString('base64') } };
   },
 
-  /** The stored bytes of one plain part of an encrypted file, with each sealed chunk's XXH64 and plaintext MAC. */
-  async seal(params: SealParams, input: Uint8Array, context: TaskContext): Promise<TaskOutput<SealedPart>> {
-    const part = sealPart(sealerOf(params, context), await getHasher(), params.firstChunk, params.chunks, input);
-    return { result: part, transfer: [part.bytes.buffer as ArrayBuffer] };
+  /**
+   * The stored bytes of one plain part of an encrypted file, written into `output` (at least
+   * `storedSize(input.length)` bytes), with each sealed chunk's XXH64 and plaintext MAC, and the
+   * part's MD5 and XXH64 as `params` ask.
+   */
+  async seal(params: SealParams, input: Uint8Array, context: TaskContext, output?: Uint8Array): Promise<TaskOutput<SealedPart>> {
+    if (output === undefined) throw new Error('seal needs an output buffer (RunOptions.output)');
+    return { result: sealPart(sealerOf(params, context), await getHasher(), params.firstChunk, params.chunks, input, output, { md5: params.md5 === true, hash: params.hash === true }) };
   },
 } as const;
 
@@ -86,6 +96,10 @@ export interface TaskRequest {
   readonly input: SharedArrayBuffer;
   readonly offset: number;
   readonly length: number;
+  /** The output buffer, when the caller gave one: `output[outputOffset, outputOffset + outputLength)`. */
+  readonly output?: SharedArrayBuffer;
+  readonly outputOffset?: number;
+  readonly outputLength?: number;
 }
 
 /** What a failed task reports: never a stack or the input, only its message and kind. */
@@ -104,7 +118,7 @@ export function forgetCached(cache: Map<string, unknown>, id: number): void {
 
 type Message = TaskRequest | { readonly type: 'secret'; readonly id: number; readonly bytes: Uint8Array } | { readonly type: 'forget'; readonly id: number };
 
-type AnyTask = (params: unknown, input: Uint8Array, context: TaskContext) => Promise<TaskOutput<unknown>> | TaskOutput<unknown>;
+type AnyTask = (params: unknown, input: Uint8Array, context: TaskContext, output?: Uint8Array) => Promise<TaskOutput<unknown>> | TaskOutput<unknown>;
 
 /**
  * The worker side: runs each task message with `tasks` and answers it. Messages are handled one
@@ -141,7 +155,8 @@ export function serveTasks(tasks: Readonly<Record<string, unknown>>): void {
     const run = tasks[message.task] as AnyTask | undefined;
     try {
       if (run === undefined) throw new Error(`no task named ${JSON.stringify(message.task)} in this worker`);
-      const output = await run(message.params, new Uint8Array(message.input, message.offset, message.length), context);
+      const target = message.output === undefined ? undefined : new Uint8Array(message.output, message.outputOffset, message.outputLength);
+      const output = await run(message.params, new Uint8Array(message.input, message.offset, message.length), context, target);
       (port as NonNullable<typeof port>).postMessage({ id: message.id, ok: true, result: output.result } satisfies TaskReply, output.transfer ?? []);
     } catch (err) {
       const e = err as { message?: unknown; code?: unknown; kind?: unknown };

@@ -1,6 +1,6 @@
 /** The encrypted file format: round trips, and every tamper is found and names its chunk. */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, hkdfSync, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,6 +32,28 @@ function failsAt(fn: () => unknown, chunk: number, path = PATH): void {
 }
 
 describe('encrypted file format', () => {
+  it('seals a fixed input to the same bytes as ever: what is stored stays readable, resumable and reusable', () => {
+    const fixed = new DestinationKey('vault', Buffer.from('000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f', 'hex'));
+    const plain = Buffer.alloc(2500);
+    for (let i = 0; i < plain.length; i++) plain[i] = (i * 7) & 255;
+    const stored = sealBuffer(fixed, 'bk/binlogs/insert_log/1/2/3/100/7', plain, 1024);
+    assert.equal(stored.length, 2644);
+    // Format version 2 as written since the identity became the path inside the backup.
+    assert.equal(createHash('sha256').update(stored).digest('hex'), '2d8c78d8d5e6ceb0c2d97b541a9ff2c09b9d9fd599d047d54b936fdb3ba808e5');
+    assert.ok(openBuffer(fixed, 'bk/binlogs/insert_log/1/2/3/100/7', stored).equals(plain));
+  });
+
+  it('derives a file\'s keys with HKDF-SHA256 exactly as hkdfSync does', () => {
+    const secret = Buffer.alloc(32, 7);
+    const fixed = new DestinationKey('vault', secret);
+    for (const id of ['', 'binlogs/insert_log/1/2/3/100/4589', 'ünïcödé/'.repeat(20)]) {
+      const salt = Buffer.from(id, 'utf8');
+      const { fileKey, nonceKey } = fixed.fileKeys(salt);
+      assert.ok(fileKey.equals(Buffer.from(hkdfSync('sha256', secret, salt, 'offsite/enc/v1 file key', 32))), `file key of ${JSON.stringify(id)}`);
+      assert.ok(nonceKey.equals(Buffer.from(hkdfSync('sha256', secret, salt, 'offsite/enc/v1 nonce key', 32))), `nonce key of ${JSON.stringify(id)}`);
+    }
+  });
+
   it('round-trips files of 0, 1, a chunk, a chunk + 1 and several chunks, at the predicted sizes', () => {
     for (const size of [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 17]) {
       const plain = randomBytes(size);

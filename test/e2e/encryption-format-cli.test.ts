@@ -29,8 +29,7 @@ const V1_SCHEME = 'offsite-aes-256-gcm-chunked/v1';
  */
 function sealVersion1(key: DestinationKey, fileKey: string, plain: Buffer): Buffer {
   const id = Buffer.from(fileKey, 'utf8');
-  const aesKey = key.fileKey(id);
-  const nonceKey = key.nonceKey(id);
+  const { fileKey: aesKey, nonceKey } = key.fileKeys(id);
   const check = key.checkValue(Buffer.from('offsite key check', 'latin1')).subarray(0, 8);
   const count = Math.max(1, Math.ceil(plain.length / CHUNK));
   const out: Buffer[] = [];

@@ -84,7 +84,7 @@ describe('CPU pool', () => {
     }
   });
 
-  it('seals a part exactly as the main thread does (bytes, chunk hashes, MACs) and sends the key to each worker once', async () => {
+  it('seals a part into the caller\'s shared output exactly as the main thread does (bytes, chunk hashes, MACs, the part\'s MD5 and XXH64) and sends the key to each worker once', async () => {
     const pool = testPool(1);
     const chunkBytes = 64 * 1024;
     const key = new DestinationKey('vault', KEY_BYTES);
@@ -97,11 +97,19 @@ describe('CPU pool', () => {
     try {
       const secret = pool.secret(key, () => key.secretBytes());
       assert.equal(pool.secret(key, () => { throw new Error('read twice'); }), secret, 'one id per key');
-      // Parts of 2 chunks: 0-1, 2-3, 4-5 (the last one short).
+      // Parts of 2 chunks: 0-1, 2-3, 4-5 (the last one short), each into a shared buffer with room to spare.
+      const outputs = [0, 1, 2].map(() => Buffer.from(new SharedArrayBuffer(2 * (chunkBytes + OVERHEAD_BYTES) + 100)).fill(0xee));
       const parts = await Promise.all([0, 1, 2].map((p) => pool.run('seal', {
-        secret, destination: 'vault', fileId, chunkBytes, firstChunk: 2 * p, chunks,
-      }, plain.subarray(2 * p * chunkBytes, (2 * p + 2) * chunkBytes), { secret })));
-      assert.ok(Buffer.concat(parts.map((p) => p.bytes)).equals(expected), 'sealed bytes equal the inline seal');
+        secret, destination: 'vault', fileId, chunkBytes, firstChunk: 2 * p, chunks, md5: p !== 1, hash: p === 1,
+      }, plain.subarray(2 * p * chunkBytes, (2 * p + 2) * chunkBytes), { secret, output: outputs[p] })));
+      const sealed = parts.map((p, i) => (outputs[i] as Buffer).subarray(0, p.length));
+      assert.ok(Buffer.concat(sealed).equals(expected), 'sealed bytes equal the inline seal');
+      assert.ok((outputs[0] as Buffer).subarray(parts[0]?.length).every((b) => b === 0xee), 'nothing written past the sealed part');
+      assert.equal(parts[0]?.md5?.hex, createHash('md5').update(sealed[0] as Buffer).digest('hex'), 'MD5 of part 0');
+      assert.equal(parts[2]?.md5?.base64, createHash('md5').update(sealed[2] as Buffer).digest('base64'), 'MD5 of part 2');
+      assert.equal(parts[1]?.md5, undefined, 'no MD5 unless asked for');
+      assert.equal(parts[1]?.hash, hasher.hash(sealed[1] as Buffer), 'XXH64 of part 1');
+      assert.equal(parts[0]?.hash, undefined, 'no XXH64 of the part unless asked for');
       const storedChunk = chunkBytes + OVERHEAD_BYTES;
       const hashes = parts.flatMap((p) => [...p.hashes]);
       const macs = parts.flatMap((p) => [...p.macs]);
@@ -111,6 +119,21 @@ describe('CPU pool', () => {
         assert.ok(Buffer.from(macs[i] as Uint8Array).equals(inline.mac), `MAC of chunk ${i}`);
       }
       assert.equal(pool.secretsSent, 1, 'the key went to the worker once, not per task');
+      await rejectsWith(pool.run('seal', { secret, destination: 'vault', fileId, chunkBytes, firstChunk: 0, chunks }, plain, { secret, output: Buffer.alloc(plain.length + 1000) }), /must be shared memory/, RangeError);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('settles a running task that writes an output only once its worker is done with it, even when aborted', async () => {
+    const pool = testPool(1);
+    try {
+      const output = Buffer.from(new SharedArrayBuffer(4096));
+      const controller = new AbortController();
+      const late = (pool.run as unknown as (t: string, p: unknown, i: Uint8Array, o: object) => Promise<unknown>)('fillLate', { ms: 300, value: 9 }, Buffer.alloc(1), { signal: controller.signal, output });
+      setTimeout(() => controller.abort(), 50);
+      await rejectsWith(late, /aborted/, AbortedError);
+      assert.ok(output.every((b) => b === 9), 'the worker had written the whole output before the task rejected');
     } finally {
       await pool.close();
     }
@@ -122,14 +145,14 @@ describe('CPU pool', () => {
     try {
       const secret = pool.secret(key, () => key.secretBytes());
       // A part that is not whole chunks: the sealer refuses it in the worker.
-      const bad = pool.run('seal', { secret, destination: 'vault', fileId: 'f', chunkBytes: 1024, firstChunk: 0, chunks: 3 }, randomBytes(1500), { secret });
+      const bad = pool.run('seal', { secret, destination: 'vault', fileId: 'f', chunkBytes: 1024, firstChunk: 0, chunks: 3 }, randomBytes(1500), { secret, output: Buffer.from(new SharedArrayBuffer(4096)) });
       await assert.rejects(bad, (err: Error) => {
         assert.match(err.message, /f: chunk 1 has 476 bytes; only the last chunk may be shorter than 1024/);
         for (const text of [KEY_BYTES.toString('hex'), KEY_BYTES.toString('base64'), KEY_BYTES.toString('latin1')]) assert.ok(!err.message.includes(text));
         return true;
       });
       pool.forget(key);
-      await rejectsWith(pool.run('seal', { secret, destination: 'vault', fileId: 'f', chunkBytes: 1024, firstChunk: 0, chunks: 1 }, randomBytes(10), { secret }), /no longer registered/);
+      await rejectsWith(pool.run('seal', { secret, destination: 'vault', fileId: 'f', chunkBytes: 1024, firstChunk: 0, chunks: 1 }, randomBytes(10), { secret, output: Buffer.from(new SharedArrayBuffer(4096)) }), /no longer registered/);
     } finally {
       await pool.close();
     }

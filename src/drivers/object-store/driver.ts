@@ -130,6 +130,7 @@ export class ObjectDriver implements Driver {
       maxConcurrency: settings.maxConcurrency,
       copyConcurrency: settings.maxConcurrency * COPIES_PER_UPLOAD_SLOT,
       conditionalReads: true,
+      partMd5: true,
     };
   }
 

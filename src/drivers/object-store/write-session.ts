@@ -10,13 +10,14 @@
  * `openObjectWrite` picks one, and for a multipart object finds the open upload to resume.
  * Part bookkeeping (indexes, lengths) is the toolkit's `PartLedger`; refusals have the toolkit's
  * codes and kinds (src/drivers/toolkit/errors.ts). The MD5 of each part (Content-MD5, ETag checks)
- * is computed in the CPU pool's worker threads (`partMd5`), off the event loop.
+ * is computed in the CPU pool's worker threads (`partMd5`), off the event loop, unless the caller
+ * gives it (`PartWriteOptions.md5`: the encryption wrapper takes it while sealing the part).
  */
 import { DriverError, throwIfAborted } from '../../errors.js';
 import {
   badArgument, etagFingerprint, missingPartError, partialPathOf, PartLedger, sessionClosedError, sizeMismatchError, type ErrorContext,
 } from '../toolkit/index.js';
-import type { CommitOptions, Committed, PartWriteOptions, SignalOptions, WriteSession } from '../types.js';
+import type { CommitOptions, Committed, PartMatchOptions, PartMd5, PartWriteOptions, WriteSession } from '../types.js';
 import { HASH_METADATA, type Bucket } from './bucket.js';
 import { ensureRetention, retentionFor } from './object-lock.js';
 import { S3_LIMITS } from './quirks.js';
@@ -127,7 +128,7 @@ abstract class Session implements WriteSession {
     if (typeof options.hash !== 'string' || !HASH_SHAPE.test(options.hash)) throw badArgument(this.context('commit'), `bad hash ${JSON.stringify(options.hash)}`);
   }
 
-  abstract matches(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<boolean>;
+  abstract matches(index: number, bytes: Uint8Array, options?: PartMatchOptions): Promise<boolean>;
   abstract write(index: number, bytes: Uint8Array, options?: PartWriteOptions): Promise<void>;
   abstract commit(options: CommitOptions): Promise<Committed | void>;
   abstract abort(): Promise<void>;
@@ -146,6 +147,8 @@ abstract class Session implements WriteSession {
  */
 class SinglePartSession extends Session {
   #bytes: Buffer | undefined;
+  /** The caller's MD5 of `#bytes` (`PartWriteOptions.md5`), when it gave one. */
+  #md5: PartMd5 | undefined;
   /** Gives the caller's held bytes back; undefined when `#bytes` is a stash copy (or nothing). */
   #giveBack: (() => void) | undefined;
 
@@ -153,7 +156,7 @@ class SinglePartSession extends Session {
     super(bucket, key, full, ledger, []);
   }
 
-  async matches(index: number, bytes: Uint8Array, options: SignalOptions = {}): Promise<boolean> {
+  async matches(index: number, bytes: Uint8Array, options: PartMatchOptions = {}): Promise<boolean> {
     this.checkPart(index, bytes, options.signal, 'matches');
     return this.#bytes !== undefined && this.#bytes.equals(bytes);
   }
@@ -162,6 +165,7 @@ class SinglePartSession extends Session {
   async write(index: number, bytes: Uint8Array, options: PartWriteOptions = {}): Promise<void> {
     this.checkPart(index, bytes, options.signal, 'write');
     this.#release();
+    this.#md5 = options.md5;
     if (options.hold === undefined) {
       this.#bytes = this.bucket.stash.copy(bytes);
       return;
@@ -180,7 +184,7 @@ class SinglePartSession extends Session {
     if (body === undefined) throw missingPartError(this.context('commit'), [0], 1, 'was never written');
     let etag: string | undefined;
     try {
-      const digest = (await partMd5(body, options.signal)).base64;
+      const digest = (this.#md5 ?? await partMd5(body, options.signal)).base64;
       etag = await this.bucket.upload(options.signal, `${this.key}: commit`, () => this.bucket.store.put(this.full, body, digest, { [HASH_METADATA]: options.hash }, options.signal, retentionFor(this.bucket, this.full)));
     } catch (err) {
       throw this.bucket.fail(err, 'commit', this.full);
@@ -196,6 +200,7 @@ class SinglePartSession extends Session {
     if (giveBack !== undefined) giveBack();
     else if (this.#bytes !== undefined) this.bucket.stash.release(this.#bytes);
     this.#bytes = undefined;
+    this.#md5 = undefined;
     this.#giveBack = undefined;
   }
 
@@ -235,10 +240,10 @@ class MultipartSession extends Session {
   }
 
   /** Compares the stored part's ETag (its MD5) with the bytes; no IO (the MD5 runs in the CPU pool). */
-  async matches(index: number, bytes: Uint8Array, options: SignalOptions = {}): Promise<boolean> {
+  async matches(index: number, bytes: Uint8Array, options: PartMatchOptions = {}): Promise<boolean> {
     const expected = this.checkPart(index, bytes, options.signal, 'matches');
     const stored = this.#found.get(index);
-    if (stored === undefined || bytes.length !== expected || stored.etag !== (await partMd5(bytes, options.signal)).hex) {
+    if (stored === undefined || bytes.length !== expected || stored.etag !== (options.md5 ?? await partMd5(bytes, options.signal)).hex) {
       this.#found.delete(index);
       return false;
     }
@@ -262,7 +267,7 @@ class MultipartSession extends Session {
     this.checkPart(index, bytes, options.signal, 'write');
     try {
       const uploadId = await this.#upload(options.signal);
-      const digest = await partMd5(bytes, options.signal);
+      const digest = options.md5 ?? await partMd5(bytes, options.signal);
       this.#confirmed.delete(index);
       const etag = await this.bucket.upload(options.signal, `${this.key}: write part ${index}`,
         () => this.bucket.store.uploadPart(this.temp, uploadId, index + 1, bytes, digest.base64, options.signal));

@@ -21,13 +21,21 @@
  *   engine finds such files by their keyed plaintext MAC (`encryption.plaintextMac`).
  * - Adoption of a file committed but not recorded: `encryption.inspect` reads it once, opening
  *   every chunk, and gives its plaintext hashes (compared with the source's) and its stored record.
- * - Sealing a part (its chunks' MACs, AES-256-GCM, the XXH64 of each sealed chunk) runs in the
- *   CPU pool's worker threads (src/runtime/cpu-pool.ts), which get the key once; only the
- *   whole-file hash of the stored bytes, taken in part order, stays on the main thread.
+ * - Sealing a part (its chunks' MACs, AES-256-GCM, the XXH64 of each sealed chunk, for a driver
+ *   below that sends parts with their MD5 the part's MD5, and for a file of one part its stored
+ *   hash, all in one pass over the sealed bytes) runs in the CPU pool's worker threads
+ *   (src/runtime/cpu-pool.ts), which get the key once, whatever the part's size: the main thread,
+ *   which runs everything else, was the bound of an encrypted run, and sealing even a small file
+ *   there (a cipher and five MACs set up) cost it more than handing it over. Only the whole-file
+ *   hash of a file of several parts, taken in part order, stays on the main thread. Sealed parts
+ *   are written into reused buffers of shared memory (src/core/buffers.ts `ChunkPool`): a fresh
+ *   buffer per part cost a page fault per 4 KiB (a fifth of the worker's time) and garbage
+ *   collections for external memory on the main thread.
  */
 import { Readable } from 'node:stream';
+import { ChunkPool } from '../../core/buffers.js';
 import {
-  chunkCount, ChunkIntegrityError, ChunkReader, ENCRYPTION_SCHEME, fileMac, FileOpener, FORMAT_VERSION, MAX_CHUNK_BYTES, OVERHEAD_BYTES, PlaintextMac, plainSize, sealedIdentity, storedSize,
+  chunkCount, ChunkIntegrityError, ChunkReader, ENCRYPTION_SCHEME, fileMac, FileOpener, FORMAT_VERSION, MAX_CHUNK_BYTES, OVERHEAD_BYTES, PlaintextMac, plainSize, sealedIdentity, storedSize, type SealedPart,
 } from '../../crypto/format.js';
 import { EncryptionKeyError, type DestinationKey } from '../../crypto/keys.js';
 import { DriverError, throwIfAborted } from '../../errors.js';
@@ -36,7 +44,7 @@ import { cpuPool } from '../../runtime/cpu-pool.js';
 import { checkDriverKey } from '../toolkit/args.js';
 import { badArgument, missingPartError } from '../toolkit/errors.js';
 import type {
-  Capabilities, CommitOptions, Committed, CopyWithinOptions, Driver, DriverEncryption, Entry, ReadOptions, SignalOptions, StoredRecord, WriteOptions, WriteSession,
+  Capabilities, CommitOptions, Committed, CopyWithinOptions, Driver, DriverEncryption, Entry, PartMd5, PartWriteOptions, ReadOptions, SignalOptions, StoredRecord, WriteOptions, WriteSession,
 } from '../types.js';
 import { ForwardingDriver, ForwardingWriteSession } from './forwarding.js';
 
@@ -85,6 +93,8 @@ class EncryptingDriver extends ForwardingDriver {
   readonly #key: DestinationKey;
   readonly #chunkBytes: number;
   readonly #expected = new Map<string, string>();
+  /** The buffers sealed parts are written into; one size class at a time (the stored part size). */
+  #sealedParts: ChunkPool | undefined;
 
   constructor(inner: Driver, key: DestinationKey, chunkBytes: number) {
     super(inner);
@@ -118,6 +128,8 @@ class EncryptingDriver extends ForwardingDriver {
       storedHash: false,
       // Its reads do not pass `ifFingerprint` on: a reader checks with a stat after the read.
       conditionalReads: false,
+      // The caller's bytes are not the stored ones: its MD5 would not be theirs.
+      partMd5: false,
       maxPartBytes: Math.max(this.#chunkBytes, Math.floor(inner.maxPartBytes / perChunk) * this.#chunkBytes),
     };
   }
@@ -230,7 +242,18 @@ class EncryptingDriver extends ForwardingDriver {
     const innerPartBytes = partBytes % chunkBytes === 0 ? (partBytes / chunkBytes) * (chunkBytes + OVERHEAD_BYTES) : stored;
     const hasher = await getHasher();
     const session = await this.inner.openWrite(key, { ...options, size: stored, partBytes: innerPartBytes });
-    return new EncryptingWriteSession(session, this.#key, { size, partBytes, chunkBytes, stored, hasher, context });
+    const buffers = this.#sealedPartsOf(Math.ceil(partBytes / chunkBytes) * (chunkBytes + OVERHEAD_BYTES));
+    return new EncryptingWriteSession(session, this.#key, { size, partBytes, chunkBytes, stored, hasher, context, buffers, md5: this.inner.capabilities.partMd5 === true });
+  }
+
+  /**
+   * The pool of buffers for sealed parts of at most `storedPartBytes` bytes. The engine writes
+   * every file in parts of the same size, so this is one pool; a session with larger parts gets a
+   * new one (the old one's buffers go back to it, and it is collected with them).
+   */
+  #sealedPartsOf(storedPartBytes: number): ChunkPool {
+    if (this.#sealedParts === undefined || this.#sealedParts.chunkBytes < storedPartBytes) this.#sealedParts = new ChunkPool(storedPartBytes);
+    return this.#sealedParts;
   }
 
   /**
@@ -328,6 +351,16 @@ interface SessionShape {
   readonly stored: number;
   readonly hasher: Hasher;
   readonly context: { driver: string; action: string; key: string };
+  /** Where sealed parts are written (shared memory, reused). */
+  readonly buffers: ChunkPool;
+  /** The driver below sends parts with their MD5 (`capabilities.partMd5`): take it while sealing. */
+  readonly md5: boolean;
+}
+
+/** A sealed part: a buffer of `SessionShape.buffers` (one reference, the caller's to release) and its MD5 when asked for. */
+interface Sealed {
+  readonly bytes: Buffer;
+  readonly md5: PartMd5 | undefined;
 }
 
 /**
@@ -345,7 +378,12 @@ class EncryptingWriteSession extends ForwardingWriteSession {
   readonly #whole: StreamingHash;
   /** The next stored part whose bytes the whole-file hash takes. */
   #nextHashed = 0;
+  /** Parts sealed ahead of their turn for the whole-file hash, each holding a reference to its buffer. */
   readonly #ahead = new Map<number, Buffer>();
+  /** The file is one part: the worker that seals it hashes it whole too (no pass on the main thread). */
+  readonly #onePart: boolean;
+  /** The stored hash of a file of one part, from its worker. */
+  #onePartHash: string | undefined;
 
   constructor(inner: WriteSession, key: DestinationKey, shape: SessionShape) {
     super(inner);
@@ -355,6 +393,7 @@ class EncryptingWriteSession extends ForwardingWriteSession {
     this.#chunks = chunkCount(shape.size, shape.chunkBytes);
     this.#chunksPerPart = Math.max(1, Math.ceil(shape.partBytes / shape.chunkBytes));
     this.#whole = shape.hasher.create();
+    this.#onePart = shape.size <= shape.partBytes;
   }
 
   override get size(): number { return this.#shape.size; }
@@ -364,12 +403,13 @@ class EncryptingWriteSession extends ForwardingWriteSession {
   }
 
   /**
-   * The stored bytes of plain part `index`, sealed in the CPU pool; records its chunks' hashes
-   * and MACs and feeds the whole-file hash (in part order: a part sealed ahead of its turn is held
-   * until the parts before it are in). Rejects a part of the wrong index or length before any work.
+   * The stored bytes of plain part `index`, sealed in the CPU pool into a buffer of the session's
+   * pool (the caller releases it); records its chunks' hashes and MACs and feeds the whole-file
+   * hash (in part order: a part sealed ahead of its turn keeps its buffer until the parts before it
+   * are in). Rejects a part of the wrong index or length before any work.
    */
-  async #seal(index: number, bytes: Uint8Array, signal: AbortSignal | undefined): Promise<Buffer> {
-    const { chunkBytes, partBytes, size, context } = this.#shape;
+  async #seal(index: number, bytes: Uint8Array, signal: AbortSignal | undefined): Promise<Sealed> {
+    const { chunkBytes, partBytes, size, context, buffers } = this.#shape;
     const parts = Math.max(1, Math.ceil(size / partBytes));
     if (!Number.isInteger(index) || index < 0 || index >= parts || (size === 0 && bytes.length > 0)) {
       throw badArgument(context, `part ${index} is not one of the ${size === 0 ? 0 : parts} parts of this ${size}-byte object`);
@@ -379,58 +419,102 @@ class EncryptingWriteSession extends ForwardingWriteSession {
     const pool = cpuPool();
     const firstChunk = index * this.#chunksPerPart;
     const secret = pool.secret(this.#key, () => this.#key.secretBytes());
-    const sealed = await pool.run('seal', {
-      secret, destination: this.#key.destination, fileId: context.key, chunkBytes, firstChunk, chunks: this.#chunks,
-    }, bytes, { signal, secret });
+    const stored = buffers.allocate(storedSize(bytes.length, chunkBytes));
+    let sealed: SealedPart;
+    try {
+      sealed = await pool.run('seal', {
+        secret, destination: this.#key.destination, fileId: context.key, chunkBytes, firstChunk, chunks: this.#chunks, md5: this.#shape.md5, hash: this.#onePart,
+      }, bytes, { signal, secret, output: stored, inlineBelowBytes: 0 });
+    } catch (err) {
+      buffers.release(stored);
+      throw err;
+    }
     sealed.hashes.forEach((hash, i) => {
       if (this.#chunkHashes[firstChunk + i] === undefined) {
         this.#chunkHashes[firstChunk + i] = hash;
         this.#macs[firstChunk + i] = asBuffer(sealed.macs[i] as Uint8Array);
       }
     });
-    const stored = asBuffer(sealed.bytes);
-    if (index === this.#nextHashed) {
+    if (this.#onePart) {
+      this.#onePartHash ??= sealed.hash;
+      this.#nextHashed = 1;
+    } else if (index === this.#nextHashed) {
       this.#whole.update(stored);
       this.#nextHashed++;
       for (let next = this.#ahead.get(this.#nextHashed); next !== undefined; next = this.#ahead.get(this.#nextHashed)) {
         this.#ahead.delete(this.#nextHashed);
         this.#whole.update(next);
+        buffers.release(next);
         this.#nextHashed++;
       }
     } else if (index > this.#nextHashed && !this.#ahead.has(index)) {
+      buffers.retain(stored);
       this.#ahead.set(index, stored);
     }
-    return stored;
+    return { bytes: stored, md5: sealed.md5 };
   }
 
   override async matches(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<boolean> {
-    return this.inner.matches(index, await this.#seal(index, bytes, options?.signal), options);
+    const sealed = await this.#seal(index, bytes, options?.signal);
+    try {
+      return await this.inner.matches(index, sealed.bytes, { signal: options?.signal, md5: sealed.md5 });
+    } finally {
+      this.#shape.buffers.release(sealed.bytes);
+    }
   }
 
-  /** The sealed part is a buffer of its own that nothing changes: the session below may keep it (`hold`) at no cost. */
+  /** The sealed part is a pooled buffer that nothing changes while referenced: the session below may keep it (`hold`: one more reference). */
   override async write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void> {
-    return this.inner.write(index, await this.#seal(index, bytes, options?.signal), { signal: options?.signal, hold: keepSealed });
+    const sealed = await this.#seal(index, bytes, options?.signal);
+    try {
+      await this.inner.write(index, sealed.bytes, { signal: options?.signal, md5: sealed.md5, hold: this.#holdOf(sealed.bytes) });
+    } finally {
+      this.#shape.buffers.release(sealed.bytes);
+    }
+  }
+
+  #holdOf(bytes: Buffer): NonNullable<PartWriteOptions['hold']> {
+    const { buffers } = this.#shape;
+    return () => {
+      buffers.retain(bytes);
+      let held = true;
+      return () => {
+        if (held) buffers.release(bytes);
+        held = false;
+      };
+    };
   }
 
   override async commit(options: CommitOptions): Promise<Committed | void> {
     // An empty file is one sealed empty chunk: the engine writes no part for it.
-    if (this.#shape.size === 0 && this.#nextHashed === 0) await this.inner.write(0, await this.#seal(0, new Uint8Array(0), options.signal), { signal: options.signal, hold: keepSealed });
+    if (this.#shape.size === 0 && this.#nextHashed === 0) await this.write(0, new Uint8Array(0), { signal: options.signal });
     const parts = Math.max(1, Math.ceil(this.#shape.size / this.#shape.partBytes));
     if (this.#nextHashed !== parts) {
       const missing: number[] = [];
       for (let i = this.#nextHashed; i < parts; i++) if (!this.#ahead.has(i)) missing.push(i);
       throw missingPartError(this.#shape.context, missing, parts);
     }
-    const hash = this.#whole.digest();
+    const hash = this.#onePartHash ?? this.#whole.digest();
     const committed = await this.inner.commit({ hash, signal: options.signal });
     const stored = { size: this.#shape.stored, hash, chunks: [...this.#chunkHashes], mac: fileMac(this.#key, this.#shape.size, this.#shape.chunkBytes, this.#macs) };
     return { ...(committed ?? {}), stored };
   }
-}
 
-/** `hold` of a sealed part: it is never reused, so there is nothing to give back. */
-function keepSealed(): () => void {
-  return () => undefined;
+  override suspend(): Promise<void> {
+    this.#dropAhead();
+    return this.inner.suspend();
+  }
+
+  override abort(): Promise<void> {
+    this.#dropAhead();
+    return this.inner.abort();
+  }
+
+  /** Gives back the buffers of parts sealed ahead of their turn: the session writes no more. */
+  #dropAhead(): void {
+    for (const bytes of this.#ahead.values()) this.#shape.buffers.release(bytes);
+    this.#ahead.clear();
+  }
 }
 
 /** A Buffer over the same bytes (a worker's answer arrives as a plain Uint8Array). */
