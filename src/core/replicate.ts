@@ -554,7 +554,12 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
     }
   };
 
-  const results = await Promise.all(options.destinations.map(runDestination));
+  let results;
+  try {
+    results = await Promise.all(options.destinations.map(runDestination));
+  } finally {
+    fanout.close();
+  }
   return {
     backup, source: source.description, dryRun, files: files.length, bytes: totalBytes,
     bytesRead: fanout.bytesRead, detachments: runs.reduce((sum, r) => sum + r.detachments, 0),
