@@ -7,6 +7,7 @@
  *   npm run bench:read -- --files 2000 --copies 2        # a quick smoke run
  *   npm run bench:read -- --baseline /tmp/offsite-head   # the same commands with another built checkout too
  *   npm run bench:read -- --keep                         # keep the work folder; a later --keep run reuses it
+ *   npm run bench:read -- --keep --only pull --files 50000   # one command only (names: list, verify, deep, audit, pull, prune)
  *
  * The copies: the generated backup is replicated once; the others are hard-linked trees under
  * other backup names (one day apart, so that `prune --keep-daily 1` removes all but the newest),
@@ -31,8 +32,10 @@ const program = new Command('bench:read')
   .option('--dir <dir>', 'work folder', join(tmpdir(), 'offsite-bench-read'))
   .option('--baseline <dir>', 'another built checkout whose offsite runs the same commands (before/after in one run)')
   .option('--keep', 'keep the work folder (and reuse one kept by an earlier run with the same --files and --copies)')
+  .option('--only <commands>', 'run only these commands, comma-separated (list, verify, deep, audit, pull, prune); implies no real prune at the end')
   .parse(process.argv);
-const opts = program.opts<{ files: string; copies: string; dir: string; baseline?: string; keep?: boolean }>();
+const opts = program.opts<{ files: string; copies: string; dir: string; baseline?: string; keep?: boolean; only?: string }>();
+const only = opts.only === undefined ? undefined : new Set(opts.only.split(',').map((c) => c.trim()));
 const baselineBin = baselineBinOf(opts.baseline);
 const files = Number(opts.files);
 const copies = Math.max(1, Number(opts.copies));
@@ -83,17 +86,22 @@ if (!reuse) {
 }
 
 interface Step {
+  /** The name `--only` knows it by. */
+  readonly name: string;
   readonly label: string;
   readonly args: (restore: string) => readonly string[];
 }
-const steps: Step[] = [
-  { label: 'list', args: () => ['list'] },
-  { label: 'verify (quick)', args: () => ['verify', newest, '--at', 'disk'] },
-  { label: 'verify --deep', args: () => ['verify', newest, '--at', 'disk', '--deep'] },
-  { label: `audit (rotation: 1/7 of each of ${copies} copies read back)`, args: () => ['audit'] },
-  { label: 'pull to a folder', args: (restore) => ['pull', newest, '--from', 'disk', '--to', restore] },
-  { label: 'prune --keep-daily 1 --dry-run', args: () => ['prune', '--keep-daily', '1', '--dry-run'] },
+const allSteps: Step[] = [
+  { name: 'list', label: 'list', args: () => ['list'] },
+  { name: 'verify', label: 'verify (quick)', args: () => ['verify', newest, '--at', 'disk'] },
+  { name: 'deep', label: 'verify --deep', args: () => ['verify', newest, '--at', 'disk', '--deep'] },
+  { name: 'audit', label: `audit (rotation: 1/7 of each of ${copies} copies read back)`, args: () => ['audit'] },
+  { name: 'pull', label: 'pull to a folder', args: (restore) => ['pull', newest, '--from', 'disk', '--to', restore] },
+  { name: 'prune', label: 'prune --keep-daily 1 --dry-run', args: () => ['prune', '--keep-daily', '1', '--dry-run'] },
 ];
+const unknown = [...(only ?? [])].filter((name) => !allSteps.some((s) => s.name === name));
+if (unknown.length > 0) throw new Error(`--only: unknown command(s) ${unknown.join(', ')}; known: ${allSteps.map((s) => s.name).join(', ')}`);
+const steps = only ? allSteps.filter((s) => only.has(s.name)) : allSteps;
 
 const builds: { label: string; launcher: string }[] = [{ label: 'this build', launcher: bin }, ...(baselineBin !== undefined ? [{ label: 'baseline', launcher: baselineBin }] : [])];
 const results = new Map<string, Timed>();
@@ -110,8 +118,8 @@ for (const step of steps) {
 }
 // Last, as it removes copies: the real prune (not with --keep, which keeps the copies for the next run).
 let worst = Math.max(...[...results].filter(([k]) => k.startsWith('this build')).map(([, r]) => r.maxRssMb));
-if (opts.keep === true) {
-  console.log(`  (prune --keep-daily 1 without --dry-run skipped: --keep keeps the copies in ${dir})`);
+if (opts.keep === true || only !== undefined) {
+  console.log(`  (prune --keep-daily 1 without --dry-run skipped: ${only !== undefined ? '--only' : `--keep keeps the copies in ${dir}`})`);
 } else {
   const pruned = timed(process.execPath, [bin, '--config', config, '--quiet', 'prune', '--keep-daily', '1']);
   console.log(`  ${'prune --keep-daily 1 (removes the older copies)'.padEnd(66)} peak RSS ${pruned.maxRssMb.toFixed(0).padStart(5)} MB  ${pruned.maxRssMb < TARGET_MB ? 'ok' : 'OVER'}   (${pruned.seconds.toFixed(1)} s)`);

@@ -28,7 +28,7 @@ function hashBytes(bytes: Uint8Array, start: number, end: number): number {
 }
 
 /** Strings appended one after another into one growing buffer, each found by its start and length. */
-class PackedStrings {
+export class PackedStrings {
   private bytes = Buffer.allocUnsafe(64 * 1024);
   private used = 0;
 

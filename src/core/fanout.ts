@@ -183,11 +183,22 @@ export class Fanout {
   private readonly startedOthers = new Set<string>();
   private readonly sourceHashes = new Map<string, Promise<ObjectHashes>>();
   private waiters: (() => void)[] = [];
+  private readonly onAbort = (): void => this.notify();
 
   constructor(readonly ctx: FanoutContext) {
     // A set of 100,000 paths costs ~3 MB for the whole run (issue 13); a byte per file, 100 kB.
     this.started = new Uint8Array(ctx.paths !== undefined && isStrictlySorted(ctx.paths) ? ctx.paths.length : 0);
-    ctx.signal?.addEventListener('abort', () => this.notify(), { once: true });
+    ctx.signal?.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  /**
+   * Stops listening to the run's signal once the run is over. The listener kept this fan-out, and
+   * through it every destination's records, the chunk pool and the file list, alive as long as the
+   * signal: for a command that goes on after the copy (pull reads everything back) that was the
+   * whole copy's memory held through the read-back.
+   */
+  close(): void {
+    this.ctx.signal?.removeEventListener('abort', this.onAbort);
   }
 
   /**

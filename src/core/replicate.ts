@@ -43,6 +43,7 @@ import type { LockOptions } from './lock.js';
 import { hashObject, type ObjectHashes } from './chunks.js';
 import type { DestinationPlan, ReplicationPlan } from './plan.js';
 import { backupFiles, originFiles, type EngineFile } from './run-files.js';
+import type { OriginTable } from './origin-table.js';
 import { keptFeed, tryReuse, type Feed } from './reuse-file.js';
 import type { ReusePolicy } from '../config/config.js';
 import { ShardRun, type FinishOptions, type ShardSetReport, type ShardSpec } from './shard.js';
@@ -113,7 +114,8 @@ export interface ReplicateOptions {
 }
 
 export interface ReplicateOrigin {
-  readonly files: readonly ManifestFile[];
+  /** The origin manifest's records: as read whole (a repair's reference), or already compact (a pull: ./origin-table.ts). */
+  readonly files: readonly ManifestFile[] | OriginTable;
   readonly chunkBytes: number;
   /** The `source` recorded in the origin manifest. */
   readonly source: string;
@@ -528,13 +530,33 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   };
 
   /**
+   * A destination prepared, its plan announced, and its run made from it. A function of its own:
+   * the plan (an action object per file) is then held by no frame during the copy. (A variable
+   * cleared in the caller's frame was not enough: a suspended async function keeps what it
+   * awaited in a register, and held 100,000 actions that way for the whole run.)
+   */
+  const startRun = async (driver: Driver): Promise<{ run: DestinationRun; lock: PreparedDestination['lock'] }> => {
+    const prepared = await prepareSlim(driver);
+    emit({ type: 'plan', plan: prepared.plan });
+    try {
+      // Only a dry run reports the plan's actions (one object per file); a run keeps a byte per file.
+      const run = new DestinationRun(driver, prepared.plan.destinations[0], context, fanout, prepared.journal, dryRun);
+      run.reuse = prepared.reuse;
+      return { run, lock: prepared.lock };
+    } catch (err) {
+      await prepared.lock?.release();
+      throw err;
+    }
+  };
+
+  /**
    * One destination's whole run: prepared on its own (./destination-state.ts), then copied as soon
    * as it is ready, whatever the others are doing. One that cannot be prepared fails alone.
    */
   const runDestination = async (driver: Driver): Promise<DestinationResult> => {
-    let prepared;
+    let started;
     try {
-      prepared = await prepareSlim(driver);
+      started = await startRun(driver);
     } catch (err) {
       if (!dryRun) fanout.withdraw();
       emit({ type: 'destination-failed', destination: driver.name, message: errorMessage(err) });
@@ -544,15 +566,11 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
         bytesWritten: 0, bytesResumed: 0, bytesSkipped: 0, detachments: 0, bytesReadAlone: 0, errors: [problem(err)],
       };
     }
-    emit({ type: 'plan', plan: prepared.plan });
-    let held = prepared.lock;
+    const { run } = started;
+    let held = started.lock;
     const lock = { release: async () => { const l = held; held = undefined; await l?.release(); } };
     try {
-      // Only a dry run reports the plan's actions (one object per file); a run keeps a byte per file.
-      const run = new DestinationRun(driver, prepared.plan.destinations[0], context, fanout, prepared.journal, dryRun);
       runs.push(run);
-      run.reuse = prepared.reuse;
-      prepared = undefined;
       for (const m of missing) {
         const action = run.needs(m.path);
         if (action !== undefined && action !== 'adopt') run.fail(m.error, m.path);
@@ -563,7 +581,12 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
     }
   };
 
-  const results = await Promise.all(options.destinations.map(runDestination));
+  let results;
+  try {
+    results = await Promise.all(options.destinations.map(runDestination));
+  } finally {
+    fanout.close();
+  }
   return {
     backup, source: source.description, dryRun, files: files.length, bytes: totalBytes,
     bytesRead: fanout.bytesRead, detachments: runs.reduce((sum, r) => sum + r.detachments, 0),

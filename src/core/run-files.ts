@@ -7,6 +7,7 @@ import { assertComplete, backupTimeFromName, inspectBackup } from '../backup/ind
 import type { Driver } from '../drivers/types.js';
 import { OffsiteError } from '../errors.js';
 import { ownString } from '../strings.js';
+import { OriginTable } from './origin-table.js';
 import type { SourceFile } from './plan.js';
 import type { ReplicateOrigin } from './replicate.js';
 
@@ -47,29 +48,55 @@ export async function backupFiles(source: Driver, backup: string, quietPeriodMs:
   };
 }
 
+/**
+ * A file of an origin manifest as the engine sees it: every field is read from the table when
+ * asked (./origin-table.ts), so that the run holds one small object per file and no strings of
+ * its own. An encrypted copy's records give no plaintext hash: its reads are checked against the
+ * plaintext MAC instead (src/ops/pull.ts), and `expected`, `expectedChunks` and `hash` are absent.
+ */
+class OriginFile implements EngineFile {
+  readonly #table: OriginTable;
+  readonly #index: number;
+
+  constructor(table: OriginTable, index: number) {
+    this.#table = table;
+    this.#index = index;
+  }
+
+  get path(): string { return this.#table.pathAt(this.#index); }
+  get size(): number { return this.#table.sizeAt(this.#index); }
+  get mtimeMs(): number { return this.#table.listedMtimeAt(this.#index); }
+  get fingerprint(): string | undefined { return this.#table.listedFingerprintAt(this.#index); }
+  get recordedSource(): string | undefined { return this.#table.sourceFingerprintAt(this.#index); }
+  get expected(): string | undefined { return this.#plain ? this.#table.hashAt(this.#index) : undefined; }
+  get hash(): string | undefined { return this.expected; }
+  get expectedChunks(): readonly string[] | undefined { return this.#plain ? this.#table.chunksAt(this.#index) : undefined; }
+
+  get #plain(): boolean { return !this.#table.hasMacAt(this.#index); }
+}
+
 /** The files an origin manifest lists, matched against what `source` holds. */
 export async function originFiles(source: Driver, backup: string, origin: ReplicateOrigin, signal?: AbortSignal): Promise<RunFiles> {
-  const present = new Map<string, { size: number; mtimeMs: number; fingerprint?: string }>();
+  const table = origin.files instanceof OriginTable ? origin.files : OriginTable.of(origin.files, `${backup}: the manifest of the copy`);
   // Sizes only when every file is checked against its record's plaintext hash as it is read (no
   // HEAD per object for a stored hash). An encrypted copy's files are checked by a stat after the
   // read instead, which must compare like with like: an object store's listing gives mtimes in
   // milliseconds, its HEAD in whole seconds, so the listing then takes them from HEADs too.
-  const hashes = origin.files.some((f) => f.mac !== undefined);
-  for await (const entry of source.list(`${backup}/`, { signal, hashes })) present.set(entry.key.slice(backup.length + 1), entry);
+  const prefix = `${backup}/`;
+  for await (const entry of source.list(prefix, { signal, hashes: table.hasMacs })) {
+    const at = table.indexOf(entry.key.slice(prefix.length));
+    if (at >= 0) table.setListed(at, entry.size, entry.mtimeMs, entry.fingerprint);
+  }
   const missing: { path: string; error: OffsiteError }[] = [];
-  const files = origin.files.map((f) => {
-    const there = present.get(f.path);
-    if (!there || there.size !== f.size) {
-      missing.push({ path: f.path, error: new OffsiteError('E_ORIGIN_DAMAGED', `${source.name}: ${backup}/${f.path} is ${there ? `${there.size} bytes, its manifest says ${f.size}` : 'missing'}; take the file from elsewhere`, { kind: 'integrity' }) });
+  const files = new Array<EngineFile>(table.count);
+  for (let i = 0; i < table.count; i++) {
+    const size = table.sizeAt(i);
+    const listed = table.listedSizeAt(i);
+    if (listed !== size) {
+      const path = table.pathAt(i);
+      missing.push({ path, error: new OffsiteError('E_ORIGIN_DAMAGED', `${source.name}: ${backup}/${path} is ${listed !== undefined ? `${listed} bytes, its manifest says ${size}` : 'missing'}; take the file from elsewhere`, { kind: 'integrity' }) });
     }
-    // An encrypted copy records no plaintext hash: its reads are checked against the plaintext MAC instead (src/ops/pull.ts).
-    const plainHash = f.mac === undefined ? f.hash : undefined;
-    return {
-      path: f.path, size: f.size, mtimeMs: there?.mtimeMs ?? 0,
-      ...(plainHash !== undefined ? { expected: plainHash, expectedChunks: f.chunks, hash: plainHash } : {}),
-      ...(there?.fingerprint !== undefined ? { fingerprint: there.fingerprint } : {}),
-      ...(f.sourceFingerprint !== undefined ? { recordedSource: f.sourceFingerprint } : {}),
-    };
-  });
+    files[i] = new OriginFile(table, i);
+  }
   return { files, backupTime: origin.backupTime ?? new Date().toISOString(), sourceDescription: origin.source, missing };
 }

@@ -18,7 +18,7 @@
  * overwrites: a TARGET that already holds files under `NAME/` that a pull did not put there is
  * refused.
  */
-import { inspectBackup } from '../backup/index.js';
+import { inspectBackupState } from '../backup/index.js';
 import type { OffsiteConfig } from '../config/config.js';
 import { replicate, type DestinationResult } from '../core/replicate.js';
 import { verifyCopy, type VerifyResult } from '../core/verify.js';
@@ -27,7 +27,8 @@ import { DriverRuntime, type TransferOptions } from '../runtime/drivers.js';
 import { refuseOverlappingPlaces } from '../drivers/overlap.js';
 import { placeOf } from '../runtime/overlap.js';
 import { BackupError, ConfigError, OffsiteError, UsageError } from '../errors.js';
-import { manifestKey, OFFSITE_DIR, progressKey, type ManifestFile } from '../manifest/manifest.js';
+import { OriginTable } from '../core/origin-table.js';
+import { manifestKey, OFFSITE_DIR, progressKey } from '../manifest/manifest.js';
 import { streamManifestAt, type ManifestSummary } from '../manifest/read.js';
 import { readRecord, writeRecord } from './state.js';
 
@@ -97,36 +98,30 @@ function restoreHintFor(target: Driver): string {
   return `milvus-backup must read backups from ${target.description}: in its backup.yaml, minio.backupBucketName and minio.backupRootPath (v2 schema: backup.storage.bucketName and rootPath)`;
 }
 
-/**
- * What the copy engine needs of a record of the copy being pulled (origin mode of
- * ../core/replicate.ts): the origin's own fingerprints and reuse notes are of no use at the
- * target, and at 100,000 files each field kept is 100,000 strings held for the whole pull.
- */
-function originRecord(f: ManifestFile): ManifestFile {
-  return {
-    path: f.path, size: f.size, hash: f.hash, chunks: f.chunks,
-    ...(f.sourceFingerprint !== undefined ? { sourceFingerprint: f.sourceFingerprint } : {}),
-    ...(f.storedSize !== undefined ? { storedSize: f.storedSize } : {}),
-    ...(f.mac !== undefined ? { mac: f.mac } : {}),
-  };
+/** The manifest of a copy as a pull holds it: its fields, and its records in a compact table (../core/origin-table.ts). */
+interface OriginManifest {
+  readonly summary: ManifestSummary;
+  readonly files: OriginTable;
 }
 
-/** The manifest at `origin` read as a stream, keeping of its records what `originRecord` keeps. */
-async function readOriginRecords(origin: Driver, backup: string, options: { signal?: AbortSignal; publicKey?: string }): Promise<{ summary: ManifestSummary; files: ManifestFile[] } | undefined> {
-  const files: ManifestFile[] = [];
-  const summary = await streamManifestAt(origin, manifestKey(backup), { ...options, onFile: (f) => { files.push(originRecord(f)); } });
-  return summary && { summary, files };
+/** The manifest at `origin` read as a stream into a table, its digest (and signature, with `publicKey`) checked. */
+async function readOriginTable(origin: Driver, backup: string, options: { signal?: AbortSignal; publicKey?: string }): Promise<OriginManifest | undefined> {
+  const files = new OriginTable();
+  const summary = await streamManifestAt(origin, manifestKey(backup), { ...options, onFile: (f) => { files.add(f); } });
+  if (!summary) return undefined;
+  files.seal(`${origin.name}: ${manifestKey(backup)}`);
+  return { summary, files };
 }
 
 /**
- * The manifest of the copy to pull (its records slimmed: `originRecord`). An encrypted copy (its
- * manifest has `encryption`) needs the destination's key: none configured, or another one, is a
- * `ConfigError` naming the destination, before anything is written; its manifest must carry a
- * valid signature by that key; and every file must decrypt to the plaintext MAC its record keeps
- * (the decrypting driver checks it at the end of each read, on top of every chunk's tag).
+ * The manifest of the copy to pull. An encrypted copy (its manifest has `encryption`) needs the
+ * destination's key: none configured, or another one, is a `ConfigError` naming the destination,
+ * before anything is written; its manifest must carry a valid signature by that key; and every
+ * file must decrypt to the plaintext MAC its record keeps (the decrypting driver checks it at the
+ * end of each read, on top of every chunk's tag).
  */
-async function readOriginManifest(origin: Driver, backup: string, configPath: string, signal?: AbortSignal): Promise<{ summary: ManifestSummary; files: ManifestFile[] }> {
-  const manifest = await readOriginRecords(origin, backup, { signal });
+async function readOriginManifest(origin: Driver, backup: string, configPath: string, signal?: AbortSignal): Promise<OriginManifest> {
+  const manifest = await readOriginTable(origin, backup, { signal });
   if (!manifest) {
     throw new BackupError('E_NO_COPY', `${origin.name} has no complete copy of ${backup} (no manifest at ${manifestKey(backup)}); see offsite list, or pull from another destination`);
   }
@@ -139,14 +134,57 @@ async function readOriginManifest(origin: Driver, backup: string, configPath: st
     throw new ConfigError(`${configPath}: destination "${origin.name}": the encryption key configured for it does not open its copy of ${backup} (the copy was encrypted with another key): check encryption.key or encryption.keyFile of this destination`);
   }
   // Read again with the signature checked: a manifest forged without the key fails here.
-  manifest.files.length = 0;
-  const signed = await readOriginRecords(origin, backup, { signal, publicKey: encryption.publicKey });
+  const signed = await readOriginTable(origin, backup, { signal, publicKey: encryption.publicKey });
   if (!signed) throw new BackupError('E_NO_COPY', `${origin.name}: the manifest of ${backup} disappeared while it was read (another run removed the copy?); pull from another destination`);
-  for (const f of signed.files) {
-    if (f.mac === undefined) throw new OffsiteError('E_MANIFEST', `${origin.name}: ${manifestKey(backup)}: ${f.path} has no plaintext MAC, though the copy is encrypted: the manifest is damaged; pull from another destination`, { kind: 'integrity' });
-    encryption.expect(`${backup}/${f.path}`, f.mac);
+  const { files } = signed;
+  for (let i = 0; i < files.count; i++) {
+    const mac = files.macAt(i);
+    if (mac === undefined) throw new OffsiteError('E_MANIFEST', `${origin.name}: ${manifestKey(backup)}: ${files.pathAt(i)} has no plaintext MAC, though the copy is encrypted: the manifest is damaged; pull from another destination`, { kind: 'integrity' });
+    encryption.expect(`${backup}/${files.pathAt(i)}`, mac);
   }
   return signed;
+}
+
+/**
+ * Steps 1 and 2 (see the file comment): reads the copy's manifest, makes sure the target may be
+ * written, and copies. A function of its own so that only the counts outlive the copy: a
+ * suspended async function keeps what it awaited in its registers, so the records read here
+ * would otherwise stay alive through the read-back.
+ */
+async function copyOrigin(config: OffsiteConfig, options: PullOptions, origin: Driver, to: Driver): Promise<{
+  summary: ManifestSummary; alreadyThere: boolean; copied: Pick<DestinationResult, 'status' | 'errors' | 'bytesWritten' | 'bytesResumed'>;
+}> {
+  const { backup, signal } = options;
+  const { summary, files } = await readOriginManifest(origin, backup, config.path, signal);
+  // Never overwrite a backup that a pull did not start. Files that are exactly the copy's (the
+  // same paths and sizes: a finished earlier pull) are no conflict: the pull goes on as a
+  // resumed one, which hashes them in place instead of sending them, and reads them back.
+  const marker = await readRecord<{ from: string }>(to, pullMarkerKey(backup), signal);
+  let alreadyThere = false;
+  if (!marker) {
+    let existing = 0;
+    let sameAsCopy = true;
+    for await (const entry of to.list(`${backup}/`, { signal })) {
+      if (entry.key.startsWith(`${backup}/${OFFSITE_DIR}/`)) continue;
+      existing++;
+      const at = files.indexOf(entry.key.slice(backup.length + 1));
+      if (at < 0 || files.sizeAt(at) !== entry.size) sameAsCopy = false;
+    }
+    alreadyThere = existing > 0 && sameAsCopy && existing === files.count;
+    if (existing > 0 && !alreadyThere) {
+      throw new BackupError('E_TARGET_EXISTS', `${to.description} already has ${existing} file(s) under ${backup}/ that a pull did not put there (and they are not this copy's files); pull never overwrites a backup: remove it first, or pull into another target (e.g. --to ./restore)`);
+    }
+    await writeRecord(to, pullMarkerKey(backup), { from: origin.description, started: new Date().toISOString() }, signal);
+  }
+  // Only the numbers of the engine's result are kept: its plan has an action per file.
+  const result = await replicate({
+    source: origin, backup, destinations: [to],
+    origin: { files, chunkBytes: summary.chunkBytes, source: summary.source, ...(summary.backupTime ? { backupTime: summary.backupTime } : {}) },
+    fileConcurrency: options.concurrency ?? config.settings.concurrency, signal,
+    onEvent: (e) => { if (e.type === 'bytes') options.onBytes?.('copy', e.bytes); },
+  });
+  const { status, errors, bytesWritten, bytesResumed } = result.destinations[0] as DestinationResult;
+  return { summary, alreadyThere, copied: { status, errors, bytesWritten, bytesResumed } };
 }
 
 export async function pullCommand(config: OffsiteConfig, options: PullOptions): Promise<PullResult> {
@@ -160,44 +198,8 @@ export async function pullCommand(config: OffsiteConfig, options: PullOptions): 
     const to = target.driver;
     // Never write into the copy being read (a folder path or destination that is it, inside it, or around it).
     await refuseOverlappingPlaces([placeOf(origin, 'destination'), placeOf(to, 'target')], { file: config.path, signal });
-    // The records are held until the copy is made; after it only the counts (`fileCount`, `totalBytes`).
-    let manifest: { summary: ManifestSummary; files: ManifestFile[] } | undefined = await readOriginManifest(origin, backup, config.path, signal);
-    const { summary } = manifest;
-    // Never overwrite a backup that a pull did not start. Files that are exactly the copy's (the
-    // same paths and sizes: a finished earlier pull) are no conflict: the pull goes on as a
-    // resumed one, which hashes them in place instead of sending them, and reads them back.
-    const marker = await readRecord<{ from: string }>(to, pullMarkerKey(backup), signal);
-    let alreadyThere = false;
-    if (!marker) {
-      const wanted = new Map(manifest.files.map((f) => [f.path, f.size]));
-      let existing = 0;
-      let sameAsCopy = true;
-      for await (const entry of to.list(`${backup}/`, { signal })) {
-        if (entry.key.startsWith(`${backup}/${OFFSITE_DIR}/`)) continue;
-        existing++;
-        if (wanted.get(entry.key.slice(backup.length + 1)) !== entry.size) sameAsCopy = false;
-      }
-      alreadyThere = existing > 0 && sameAsCopy && existing === wanted.size;
-      wanted.clear();
-      if (existing > 0 && !alreadyThere) {
-        throw new BackupError('E_TARGET_EXISTS', `${to.description} already has ${existing} file(s) under ${backup}/ that a pull did not put there (and they are not this copy's files); pull never overwrites a backup: remove it first, or pull into another target (e.g. --to ./restore)`);
-      }
-      await writeRecord(to, pullMarkerKey(backup), { from: origin.description, started: new Date().toISOString() }, signal);
-    }
-
-    const originFiles = manifest.files;
-    manifest = undefined;
-    // Only the numbers of the engine's result are kept: its plan has an action per file.
-    const copied = await replicate({
-      source: origin, backup, destinations: [to],
-      origin: { files: originFiles, chunkBytes: summary.chunkBytes, source: summary.source, ...(summary.backupTime ? { backupTime: summary.backupTime } : {}) },
-      fileConcurrency: options.concurrency ?? config.settings.concurrency, signal,
-      onEvent: (e) => { if (e.type === 'bytes') options.onBytes?.('copy', e.bytes); },
-    }).then((result) => {
-      const { status, errors, bytesWritten, bytesResumed } = result.destinations[0] as DestinationResult;
-      return { status, errors, bytesWritten, bytesResumed };
-    });
-    originFiles.length = 0;
+    // The records are held until the copy is made (by `copyOrigin` alone); after it only the counts (`fileCount`, `totalBytes`).
+    const { summary, alreadyThere, copied } = await copyOrigin(config, options, origin, to);
     if (copied.status !== 'complete' && copied.status !== 'up-to-date') {
       const first = copied.errors[0];
       throw new OffsiteError('E_PULL_FAILED', `pull of ${backup} from ${origin.name} to ${options.to} did not complete: ${first ? `${first.path ? `${first.path}: ` : ''}${first.message}` : 'unknown error'}${copied.errors.length > 1 ? ` (and ${copied.errors.length - 1} more)` : ''}; run the same pull again to resume, or pull from another destination`, { kind: first?.kind ?? 'fatal' });
@@ -207,7 +209,8 @@ export async function pullCommand(config: OffsiteConfig, options: PullOptions): 
     if (verify.status !== 'ok') {
       throw new OffsiteError('E_PULL_VERIFY', `the pulled copy at ${to.description} does not read back intact: ${verify.message ?? verify.damage[0]?.message ?? verify.status}; run the pull again`, { kind: 'integrity' });
     }
-    const inspection = await inspectBackup(to, backup, { quietPeriodMs: 0, signal });
+    // The rule's verdict only: a listing kept compact (not an object per file), meta read as a stream.
+    const inspection = await inspectBackupState(to, backup, { quietPeriodMs: 0, signal });
     if (inspection.state !== 'complete') {
       throw new OffsiteError('E_PULL_INCOMPLETE', `the pulled copy at ${to.description} reads back intact but is not a complete milvus-backup backup: ${inspection.reason ?? inspection.state}. The copy at ${origin.name} was made from an incomplete backup`, { kind: 'integrity' });
     }
