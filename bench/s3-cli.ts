@@ -245,7 +245,8 @@ async function main(): Promise<void> {
     const rss = runs.map((r) => Math.max(...r.map((t) => t.maxRssMb)));
     for (const [i, contender] of contenders.entries()) {
       if (!contender.baseline) continue;
-      const ours = contenders.findIndex((c) => !c.baseline && !c.encrypted && c.kind === 'offsite' && c.concurrency === contender.concurrency && c.chunk === contender.chunk);
+      // The same setting of this build: an encrypted baseline row against this build's encrypted row.
+      const ours = contenders.findIndex((c) => !c.baseline && c.encrypted === contender.encrypted && c.kind === 'offsite' && c.concurrency === contender.concurrency && c.chunk === contender.chunk);
       console.log(`  ${compare(i)}`);
       console.log(`    offsite/baseline: time ${((seconds[ours] as number) / (seconds[i] as number)).toFixed(2)}x, client CPU ${((cpu[ours] as number) / (cpu[i] as number)).toFixed(2)}x, ` +
         `peak RSS ${((rss[ours] as number) / (rss[i] as number)).toFixed(2)}x`);
