@@ -12,7 +12,8 @@ import {
 } from '../manifest/manifest.js';
 import { writeManifestStreamed } from '../manifest/write-stream.js';
 import type { ChunkPool } from './buffers.js';
-import { Ledger, type Fanout, type FeedMember } from './fanout.js';
+import type { Fanout, FeedMember } from './fanout.js';
+import { Ledger } from './ledger.js';
 import { indexOfSorted, isStrictlySorted, RecordStore } from './records.js';
 import type { DestinationPlan, FileActionKind } from './plan.js';
 import type { ProgressJournal } from './destination-state.js';
