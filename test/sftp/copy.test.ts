@@ -73,20 +73,15 @@ describeWithServer('sftp copyWithin', (server: SftpTestServer) => {
     const log = recordRequests();
     try {
       await listAll(driver, '');
-      const requests = async (action: () => Promise<unknown>): Promise<{ sent: string[]; roundTrips: number }> => {
-        log.reset();
-        await action();
-        return log.take();
-      };
       // The source's OPEN may go out while the temp's OPEN is still unanswered, so the waits can
       // merge into 3; never more than 4 (it was 6).
-      const known = await requests(() => driver.copyWithin('old/seg1/f', 'new/f'));
+      const known = await log.during(() => driver.copyWithin('old/seg1/f', 'new/f'));
       assert.deepEqual(known.sent, ['lstat', 'open', 'open', 'ext_copy_data', 'fstat', 'ext_openssh_fsync', 'close', 'close', 'ext_openssh_rename'], 'in known folders: the source\'s LSTAT with the temp\'s OPEN (O_EXCL: no LSTAT of it), the source\'s OPEN, copy + FSTAT + fsync, CLOSEs + rename');
       assert.ok(known.roundTrips >= 3 && known.roundTrips <= 4, `in known folders: 3 or 4 round trips, not ${known.roundTrips}`);
-      const fresh = await requests(() => driver.copyWithin('old/seg1/f', 'night/a/b/f'));
+      const fresh = await log.during(() => driver.copyWithin('old/seg1/f', 'night/a/b/f'));
       assert.deepEqual(fresh.sent.filter((name) => name === 'lstat' || name === 'mkdir'), ['lstat', 'lstat', 'lstat', 'lstat', 'mkdir', 'mkdir', 'mkdir'], 'new folders under a listed one: looked at once, then made');
       // Below folders this driver made: MKDIR at once, and copies into the same new folder share it.
-      const shared = await requests(() => Promise.all([driver.copyWithin('old/seg1/f', 'night/a/c/f1'), driver.copyWithin('old/seg2/f', 'night/a/c/f2')]));
+      const shared = await log.during(() => Promise.all([driver.copyWithin('old/seg1/f', 'night/a/c/f1'), driver.copyWithin('old/seg2/f', 'night/a/c/f2')]));
       assert.deepEqual(shared.sent.filter((name) => name === 'lstat' || name === 'mkdir').sort(), ['lstat', 'lstat', 'mkdir'], 'the sources\' LSTATs and one MKDIR');
       assert.ok(shared.roundTrips <= 4, `the folder made along with the sources' LSTATs: four round trips, not ${shared.roundTrips}`);
       for (const [key, body] of [['new/f', 'one'], ['night/a/b/f', 'one'], ['night/a/c/f1', 'one'], ['night/a/c/f2', 'two']] as const) {

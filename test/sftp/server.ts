@@ -124,7 +124,13 @@ export async function runProgram(file: string, args: string[]): Promise<string> 
  * trips they took: a round trip starts whenever a request goes out while none is in flight.
  * Requests sent before the last `reset` (a CLOSE sent without waiting) do not count.
  */
-export function recordRequests(): { reset(): void; take(): { sent: string[]; roundTrips: number }; restore(): void } {
+export function recordRequests(): {
+  reset(): void;
+  take(): { sent: string[]; roundTrips: number };
+  /** The requests and round trips of `action` alone (`reset`, run it, `take`). */
+  during(action: () => Promise<unknown>): Promise<{ sent: string[]; roundTrips: number }>;
+  restore(): void;
+} {
   const original = SftpConnection.prototype.call;
   let sent: string[] = [];
   let roundTrips = 0;
@@ -155,14 +161,21 @@ export function recordRequests(): { reset(): void; take(): { sent: string[]; rou
       });
     }) as Promise<T>;
   };
+  const reset = (): void => {
+    sent = [];
+    roundTrips = 0;
+    inFlight = 0;
+    generation++;
+  };
+  const take = (): { sent: string[]; roundTrips: number } => ({ sent, roundTrips });
   return {
-    reset: () => {
-      sent = [];
-      roundTrips = 0;
-      inFlight = 0;
-      generation++;
+    reset,
+    take,
+    during: async (action) => {
+      reset();
+      await action();
+      return take();
     },
-    take: () => ({ sent, roundTrips }),
     restore: () => {
       SftpConnection.prototype.call = original;
     },

@@ -197,25 +197,20 @@ describeWithServer('sftp symlinks', (server: SftpTestServer) => {
     const log = recordRequests();
     try {
       await listAll(driver, 'b1/');
-      const requests = async (action: () => Promise<unknown>): Promise<{ sent: string[]; roundTrips: number }> => {
-        log.reset();
-        await action();
-        return log.take();
-      };
-      assert.deepEqual(await requests(() => driver.stat('b1/binlogs/seg1/f')), { sent: ['lstat'], roundTrips: 1 }, 'stat: one LSTAT, as the STAT before');
-      const read = await requests(() => readKey(driver, 'b1/binlogs/seg2/f'));
+      assert.deepEqual(await log.during(() => driver.stat('b1/binlogs/seg1/f')), { sent: ['lstat'], roundTrips: 1 }, 'stat: one LSTAT, as the STAT before');
+      const read = await log.during(() => readKey(driver, 'b1/binlogs/seg2/f'));
       assert.deepEqual(read.sent.slice(0, 3), ['lstat', 'open', 'read'], 'openRead: an LSTAT (the file type: a FIFO is never opened) before the OPEN, no FSTAT after');
       assert.equal(read.sent.filter((name) => ['lstat', 'stat', 'realpath'].includes(name)).length, 1, 'openRead: no folder check');
-      assert.deepEqual(await requests(() => driver.stat('b1/binlogs/seg3/f')), { sent: ['lstat', 'lstat'], roundTrips: 1 }, 'a new folder: its LSTAT goes with the key\'s');
-      const write = await requests(() => putObject(driver, 'b1/binlogs/seg1/g', Buffer.from('g')));
+      assert.deepEqual(await log.during(() => driver.stat('b1/binlogs/seg3/f')), { sent: ['lstat', 'lstat'], roundTrips: 1 }, 'a new folder: its LSTAT goes with the key\'s');
+      const write = await log.during(() => putObject(driver, 'b1/binlogs/seg1/g', Buffer.from('g')));
       assert.deepEqual(write.sent.slice(0, 2), ['lstat', 'open'], 'openWrite in a listed folder: the temp file\'s LSTAT, then OPEN');
-      const fresh = await requests(() => driver.openWrite('b1/new/deep/f', { size: 1, partBytes: 1 }).then((s) => s.abort()));
+      const fresh = await log.during(() => driver.openWrite('b1/new/deep/f', { size: 1, partBytes: 1 }).then((s) => s.abort()));
       assert.deepEqual(fresh.sent.slice(0, 6), ['lstat', 'lstat', 'lstat', 'mkdir', 'mkdir', 'open'], 'openWrite into new folders: LSTATs at once, MKDIRs, OPEN');
-      assert.deepEqual(await requests(() => driver.stat('b1/new/deep/f')), { sent: ['lstat'], roundTrips: 1 }, 'folders the driver made are remembered');
-      assert.deepEqual(await requests(() => driver.delete('b1/binlogs/seg2/f')), { sent: ['unlink', 'unlink'], roundTrips: 2 }, 'delete: no folder check');
+      assert.deepEqual(await log.during(() => driver.stat('b1/new/deep/f')), { sent: ['lstat'], roundTrips: 1 }, 'folders the driver made are remembered');
+      assert.deepEqual(await log.during(() => driver.delete('b1/binlogs/seg2/f')), { sent: ['unlink', 'unlink'], roundTrips: 2 }, 'delete: no folder check');
       await symlink('seg1', join(root, 'b1', 'binlogs', 'link'));
-      assert.deepEqual(await requests(() => driver.stat('b1/binlogs/link/f')), { sent: ['lstat', 'lstat', 'realpath', 'stat', 'realpath'], roundTrips: 3 }, 'a symlink folder: REALPATH + STAT, and the root\'s REALPATH once');
-      assert.deepEqual(await requests(() => driver.stat('b1/binlogs/link/f')), { sent: ['lstat'], roundTrips: 1 }, 'then remembered');
+      assert.deepEqual(await log.during(() => driver.stat('b1/binlogs/link/f')), { sent: ['lstat', 'lstat', 'realpath', 'stat', 'realpath'], roundTrips: 3 }, 'a symlink folder: REALPATH + STAT, and the root\'s REALPATH once');
+      assert.deepEqual(await log.during(() => driver.stat('b1/binlogs/link/f')), { sent: ['lstat'], roundTrips: 1 }, 'then remembered');
     } finally {
       log.restore();
       await driver.close();
