@@ -12,6 +12,7 @@
  * outside the JavaScript heap. Lookups are exact: keys are compared byte for byte, the hash
  * table only narrows where to look.
  */
+import { widened } from './typed-arrays.js';
 
 /** Initial capacity in entries (grows by doubling). */
 const INITIAL_ENTRIES = 1024;
@@ -124,12 +125,11 @@ export class ListingIndex {
 
   private grow(): void {
     const capacity = this.keyStart.length * 2;
-    const widen = <T extends Uint8Array | Uint32Array | Float64Array>(old: T, make: (n: number) => T, n: number): T => { const next = make(n); next.set(old); return next; };
-    this.keyStart = widen(this.keyStart, (n) => new Uint32Array(n), capacity);
-    this.keyLength = widen(this.keyLength, (n) => new Uint32Array(n), capacity);
-    this.sizes = widen(this.sizes, (n) => new Float64Array(n), capacity);
-    this.gone = widen(this.gone, (n) => new Uint8Array(n), capacity);
-    this.extra = widen(this.extra, (n) => new Uint32Array(n), capacity * 4);
+    this.keyStart = widened(this.keyStart, capacity);
+    this.keyLength = widened(this.keyLength, capacity);
+    this.sizes = widened(this.sizes, capacity);
+    this.gone = widened(this.gone, capacity);
+    this.extra = widened(this.extra, capacity * 4);
     const slots = new Int32Array(capacity * 2).fill(EMPTY);
     const mask = slots.length - 1;
     for (let entry = 0; entry < this.entries; entry++) {

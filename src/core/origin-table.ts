@@ -18,6 +18,7 @@ import { OffsiteError } from '../errors.js';
 import { hashHalves, hashOfHalves, isHash } from '../hash/xxh64.js';
 import { PackedStrings } from '../listing-index.js';
 import type { ManifestFile } from '../manifest/manifest.js';
+import { widened } from '../typed-arrays.js';
 
 /** How a record's chunk list is rebuilt: one chunk with the file's hash, none (an empty file), or as it came (`#odd`). */
 const ONE_CHUNK = 0;
@@ -33,12 +34,6 @@ const LISTED_FINGERPRINT = 4;
 const ABSENT = 0xffffffff;
 
 const INITIAL_FILES = 1024;
-
-function grown<T extends Float64Array | Uint32Array | Uint8Array>(old: T, capacity: number, make: (n: number) => T): T {
-  const next = make(capacity);
-  next.set(old);
-  return next;
-}
 
 /**
  * The records of one origin manifest, in its order, found by path; see the file comment. Filled
@@ -219,12 +214,12 @@ export class OriginTable {
 
   #grow(): void {
     const capacity = this.#sizes.length * 2;
-    this.#sizes = grown(this.#sizes, capacity, (n) => new Float64Array(n));
-    this.#hashHigh = grown(this.#hashHigh, capacity, (n) => new Uint32Array(n));
-    this.#hashLow = grown(this.#hashLow, capacity, (n) => new Uint32Array(n));
-    this.#kinds = grown(this.#kinds, capacity, (n) => new Uint8Array(n));
-    this.#textAt = grown(this.#textAt, capacity * TEXTS, (n) => new Uint32Array(n));
-    this.#listedSizes = grown(this.#listedSizes, capacity, (n) => new Float64Array(n));
-    this.#listedMtimes = grown(this.#listedMtimes, capacity, (n) => new Float64Array(n));
+    this.#sizes = widened(this.#sizes, capacity);
+    this.#hashHigh = widened(this.#hashHigh, capacity);
+    this.#hashLow = widened(this.#hashLow, capacity);
+    this.#kinds = widened(this.#kinds, capacity);
+    this.#textAt = widened(this.#textAt, capacity * TEXTS);
+    this.#listedSizes = widened(this.#listedSizes, capacity);
+    this.#listedMtimes = widened(this.#listedMtimes, capacity);
   }
 }

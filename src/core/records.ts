@@ -20,6 +20,7 @@
  */
 import type { ManifestFile } from '../manifest/manifest.js';
 import { ownString } from '../strings.js';
+import { widened } from '../typed-arrays.js';
 
 const HASH_PREFIX = 'xxh64:';
 const CANONICAL_HASH = /^xxh64:[0-9a-f]{16}$/;
@@ -261,15 +262,10 @@ export class RecordStore {
 
   #grow(): void {
     const capacity = this.#sizes.length * 2;
-    const grown = <T extends Float64Array | Uint32Array | Uint16Array | Uint8Array>(old: T, make: (n: number) => T): T => {
-      const next = make(capacity);
-      next.set(old);
-      return next;
-    };
-    this.#sizes = grown(this.#sizes, (n) => new Float64Array(n));
-    this.#hashHigh = grown(this.#hashHigh, (n) => new Uint32Array(n));
-    this.#hashLow = grown(this.#hashLow, (n) => new Uint32Array(n));
-    this.#kinds = grown(this.#kinds, (n) => new Uint8Array(n));
-    this.#reusedFrom = grown(this.#reusedFrom, (n) => new Uint16Array(n));
+    this.#sizes = widened(this.#sizes, capacity);
+    this.#hashHigh = widened(this.#hashHigh, capacity);
+    this.#hashLow = widened(this.#hashLow, capacity);
+    this.#kinds = widened(this.#kinds, capacity);
+    this.#reusedFrom = widened(this.#reusedFrom, capacity);
   }
 }

@@ -29,6 +29,7 @@ import { errorKind, errorMessage } from '../errors.js';
 import { getHasher, type Hasher } from '../hash/xxh64.js';
 import { manifestKey, OFFSITE_DIR, type Manifest, type ManifestFile } from '../manifest/manifest.js';
 import { streamManifestAt, type ManifestSummary } from '../manifest/read.js';
+import { widened } from '../typed-arrays.js';
 
 /** Where a reusable file sits at the destination: backup folder name and path inside it. */
 export interface ReuseSource {
@@ -445,22 +446,17 @@ export class ReuseIndex {
   #grow(entry: number): void {
     if (entry < this.#size.length) return;
     const length = Math.min(this.#size.length * 2, Math.max(this.#maxEntries, entry + 1));
-    const grow = <T extends Uint32Array | Uint16Array | Float64Array>(from: T, make: (n: number) => T): T => {
-      const to = make(length);
-      to.set(from);
-      return to;
-    };
-    this.#hashHi = grow(this.#hashHi, (n) => new Uint32Array(n));
-    this.#hashLo = grow(this.#hashLo, (n) => new Uint32Array(n));
-    this.#chunksHi = grow(this.#chunksHi, (n) => new Uint32Array(n));
-    this.#chunksLo = grow(this.#chunksLo, (n) => new Uint32Array(n));
-    this.#size = grow(this.#size, (n) => new Float64Array(n));
-    this.#fingerprintLength = grow(this.#fingerprintLength, (n) => new Uint16Array(n));
-    if (this.#sourceLength !== undefined) this.#sourceLength = grow(this.#sourceLength, (n) => new Uint32Array(n));
-    if (this.#storedLength !== undefined) this.#storedLength = grow(this.#storedLength, (n) => new Uint32Array(n));
-    this.#backup = grow(this.#backup, (n) => new Uint16Array(n));
-    this.#pathStart = grow(this.#pathStart, (n) => new Uint32Array(n));
-    this.#pathLength = grow(this.#pathLength, (n) => new Uint32Array(n));
+    this.#hashHi = widened(this.#hashHi, length);
+    this.#hashLo = widened(this.#hashLo, length);
+    this.#chunksHi = widened(this.#chunksHi, length);
+    this.#chunksLo = widened(this.#chunksLo, length);
+    this.#size = widened(this.#size, length);
+    this.#fingerprintLength = widened(this.#fingerprintLength, length);
+    if (this.#sourceLength !== undefined) this.#sourceLength = widened(this.#sourceLength, length);
+    if (this.#storedLength !== undefined) this.#storedLength = widened(this.#storedLength, length);
+    this.#backup = widened(this.#backup, length);
+    this.#pathStart = widened(this.#pathStart, length);
+    this.#pathLength = widened(this.#pathLength, length);
   }
 
   #pathOf(entry: number): string {
