@@ -15,7 +15,7 @@ import { Client } from 'minio';
 import type { S3Failure } from '../object-store/errors.js';
 import { socketsFor } from '../object-store/options.js';
 import {
-  cleanEtag, copyPartBytes, type ObjectStore, type OpenUpload, type StoredBody, type StoredFolder, type StoredObject, type StoredPart, type StoredVersion, type VersioningState,
+  cleanEtag, copyPartBytes, encodeKeyPath, encodeRfc3986, type ObjectStore, type OpenUpload, type StoredBody, type StoredFolder, type StoredObject, type StoredPart, type StoredVersion, type VersioningState,
 } from '../object-store/store.js';
 import { describeMinioError } from './errors.js';
 import type { MinioOptions } from './options.js';
@@ -37,11 +37,6 @@ function etagOfCopy(body: string): string | undefined {
   return cleanEtag(/<ETag>([^<]*)<\/ETag>/.exec(body)?.[1]?.replace(/&quot;|&#34;/g, '')) || undefined;
 }
 
-/** A key for `x-amz-copy-source`: percent-encoded like a URI path (`/` kept). */
-function escapeKey(key: string): string {
-  return encodeURIComponent(key).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`).replace(/%2F/g, '/');
-}
-
 /**
  * A list marker as a query value, escaped as SigV4 wants it. With `encoding-type=url` a server may
  * send it back already escaped (AWS does, RGW does not): it is unescaped first.
@@ -53,7 +48,7 @@ function queryEscape(value: string): string {
   } catch {
     // not escaped
   }
-  return encodeURIComponent(raw).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  return encodeRfc3986(raw);
 }
 
 export class MinioStore implements ObjectStore {
@@ -227,7 +222,7 @@ export class MinioStore implements ObjectStore {
    * own copy helpers escape the source with `encodeURI`, which breaks keys with `?`, `#`, `&`...
    */
   async copy(fromKey: string, toKey: string, size: number, metadata: Record<string, string>, signal?: AbortSignal, _retention?: unknown, ifSourceEtag?: string): Promise<string | undefined> {
-    const source = `/${this.bucket}/${escapeKey(fromKey)}`;
+    const source = `/${this.bucket}/${encodeKeyPath(fromKey)}`;
     const condition: Record<string, string> = ifSourceEtag !== undefined ? { 'x-amz-copy-source-if-match': `"${ifSourceEtag}"` } : {};
     const meta: Record<string, string> = {};
     for (const [name, value] of Object.entries(metadata)) meta[`x-amz-meta-${name}`] = value;

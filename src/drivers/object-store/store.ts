@@ -158,6 +158,16 @@ export interface ObjectStore {
   close(): void;
 }
 
+/** RFC 3986 percent-encoding as SigV4 and S3 want it: everything but `A-Za-z0-9-._~` (so also `!'()*`). */
+export function encodeRfc3986(text: string): string {
+  return encodeURIComponent(text).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+
+/** A key as a URL path or an `x-amz-copy-source`: percent-encoded (`encodeRfc3986`), `/` kept. */
+export function encodeKeyPath(key: string): string {
+  return encodeRfc3986(key).replace(/%2F/g, '/');
+}
+
 /** Strips quotes and lower-cases an ETag (`"ABC"` -> `abc`). */
 export function cleanEtag(etag: string | undefined): string {
   return (etag ?? '').replace(/"/g, '').toLowerCase();

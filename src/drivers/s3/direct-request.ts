@@ -34,7 +34,7 @@ import type { NodeHttpHandler } from '@smithy/node-http-handler';
 import type * as Signer from '@smithy/signature-v4';
 import { createRequire } from 'node:module';
 import type { Readable } from 'node:stream';
-import type { Retention } from '../object-store/store.js';
+import { encodeKeyPath, encodeRfc3986, type Retention } from '../object-store/store.js';
 
 // Loaded with require() as ./client.ts loads the SDK (no export scan of CommonJS sources at start).
 const { SignatureV4 } = createRequire(import.meta.url)('@smithy/signature-v4') as typeof Signer;
@@ -70,7 +70,7 @@ export function directTarget(client: S3Client, options: DirectTargetOptions): Di
   try {
     const url = new URL(options.endpoint);
     if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.username !== '' || url.password !== '' || url.search !== '' || (url.pathname !== '/' && url.pathname !== '')) return undefined;
-    const bucketPath = `/${encodeS3(options.bucket)}`;
+    const bucketPath = `/${encodeRfc3986(options.bucket)}`;
     const resolved = client.config.endpointProvider({
       Bucket: options.bucket, Region: options.region, Endpoint: options.endpoint, ForcePathStyle: true,
       UseFIPS: false, UseDualStack: false, Accelerate: false, UseArnRegion: false, DisableMultiRegionAccessPoints: false,
@@ -175,7 +175,7 @@ export class DirectRequests {
   async copy(fromKey: string, toKey: string, headers: Readonly<Record<string, string>>, ifSourceEtag: string | undefined, signal: AbortSignal | undefined): Promise<string | undefined> {
     const answer = await this.#send(toKey, {}, {
       'content-length': '0',
-      'x-amz-copy-source': `${this.target.bucketPath.slice(1)}/${encodeS3(fromKey).replace(/%2F/g, '/')}`,
+      'x-amz-copy-source': `${this.target.bucketPath.slice(1)}/${encodeKeyPath(fromKey)}`,
       'x-amz-metadata-directive': 'REPLACE',
       ...(ifSourceEtag !== undefined ? { 'x-amz-copy-source-if-match': `"${ifSourceEtag}"` } : {}),
       ...headers,
@@ -188,7 +188,7 @@ export class DirectRequests {
   async #send(key: string, query: Readonly<Record<string, string>>, headers: Record<string, string>, body: Buffer | undefined, signal: AbortSignal | undefined): Promise<Answer> {
     const request = {
       protocol: this.target.protocol, hostname: this.target.hostname, port: this.target.port, method: 'PUT',
-      path: `${this.target.bucketPath}/${encodeS3(key).replace(/%2F/g, '/')}`, query: { ...query },
+      path: `${this.target.bucketPath}/${encodeKeyPath(key)}`, query: { ...query },
       headers: { host: this.target.host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD', ...headers },
       ...(body !== undefined ? { body } : {}),
     };
@@ -197,11 +197,6 @@ export class DirectRequests {
     const { response } = await this.handler.handle(signed as never, signal === undefined ? {} : { abortSignal: signal as never });
     return { status: response.statusCode, headers: response.headers, body: response.body as Readable };
   }
-}
-
-/** RFC 3986 encoding as SigV4 and S3 want it: everything but `A-Za-z0-9-._~` (so also `!'()*`). */
-export function encodeS3(text: string): string {
-  return encodeURIComponent(text).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
 /** The body of an answer as text (a few hundred bytes of XML; at most 64 KiB kept). */
