@@ -21,9 +21,10 @@
  * synchronously (see ./fsops.ts); listing and file data always go through libuv's thread pool.
  */
 import { lstat, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { throwIfAborted } from '../../errors.js';
+import { ownString } from '../../strings.js';
 import {
   checkDriverKey, checkDriverPrefix, checkReadRange, checkWriteShape, copyTempName, driverClosedError, partialName, pathTypeOf, splitKey, type ErrorContext,
 } from '../toolkit/index.js';
@@ -45,12 +46,19 @@ export class LocalDriver implements Driver {
   readonly capabilities: Capabilities;
   readonly #tree: LocalTree;
   #closed = false;
-  /** Committed since the last `sync()`: renamed into place but maybe not yet on disk. */
-  #unsynced = { files: new Set<string>(), folders: new Set<string>() };
+  /**
+   * Committed since the last `sync()` (renamed into place but maybe not yet on disk): each folder
+   * with the names of its files. Names, not whole paths: on a night that reuses most files no
+   * checkpoint syncs for minutes, and 100,000 paths built by `join` (ropes and views of longer
+   * strings, ~750 bytes each) were the largest thing a replicate held (issue 12).
+   */
+  #unsynced = new Map<string, string[]>();
   /** A file committed (written or copied) under its final name: durable at the next `sync()`. */
   readonly #committed = (file: string, folder: string): void => {
-    this.#unsynced.files.add(file);
-    this.#unsynced.folders.add(folder);
+    const name = file.startsWith(folder) && file.charAt(folder.length) === sep ? file.slice(folder.length + 1) : file;
+    const names = this.#unsynced.get(folder);
+    if (names === undefined) this.#unsynced.set(folder, [ownString(name)]);
+    else names.push(ownString(name));
   };
 
   constructor(readonly name: string, readonly options: LocalOptions) {
@@ -245,18 +253,22 @@ export class LocalDriver implements Driver {
    */
   async sync(options: SignalOptions = {}): Promise<void> {
     const context: ErrorContext = { driver: this.name, action: 'sync' };
-    const { files, folders } = this.#unsynced;
-    if (files.size === 0) return;
-    this.#unsynced = { files: new Set(), folders: new Set() };
+    const unsynced = this.#unsynced;
+    if (unsynced.size === 0) return;
+    this.#unsynced = new Map();
     try {
       throwIfAborted(options.signal, `${this.name}: sync`);
       const root = await this.#tree.realRoot(context);
       if (root !== undefined && process.platform === 'linux' && await syncFilesystem(root)) return;
-      for (const file of files) await syncFile(file);
-      for (const folder of folders) await syncFolder(folder);
+      // A name that is not in its folder (never made so) is a whole path: `resolve` keeps it as it is.
+      for (const [folder, names] of unsynced) for (const name of names) await syncFile(resolve(folder, name));
+      for (const folder of unsynced.keys()) await syncFolder(folder);
     } catch (err) {
-      for (const file of files) this.#unsynced.files.add(file);
-      for (const folder of folders) this.#unsynced.folders.add(folder);
+      for (const [folder, names] of unsynced) {
+        const now = this.#unsynced.get(folder);
+        if (now === undefined) this.#unsynced.set(folder, names);
+        else for (const name of names) now.push(name);
+      }
       throw classifyFsError(err, context);
     }
   }
