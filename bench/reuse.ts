@@ -39,6 +39,11 @@
  *   npm run bench:reuse
  *   npm run bench:reuse -- --size 256MiB --changed 5% --only sftp
  *   npm run bench:reuse -- --size 256MiB --only s3 --delay 20 --rate 50MiB
+ *   npm run bench:reuse -- --size 256MiB --only s3 --delay 10 --rate 20MiB --trace-s3
+ *
+ * `--trace-s3` prints, for each night-2 run at s3, its requests by kind over time, the copies in
+ * flight, and its CPU before the first request and the first copy (bench/s3-trace.ts): where the
+ * time between the reuse and the floor goes.
  */
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { Command } from 'commander';
@@ -57,6 +62,7 @@ import {
 } from './lib.js';
 import { rawCopyClient } from './raw-copy.js';
 import { startCountingProxy, type CountingProxy, type LinkOptions, type WireBytes } from './proxy.js';
+import type { S3TraceSummary } from './s3-trace.js';
 import type { TraceSummary } from './sftp-trace.js';
 import { bucketSizes, dropBucket, rcloneRgwEnv, s3ConfigSection, s3SecretsEnv, startRgw } from './rgw.js';
 import { sftpConfigSection, startSshd, writeKnownHosts } from './sshd.js';
@@ -72,8 +78,9 @@ const program = new Command('bench-reuse')
   .option('--rate <bytes>', 'most bytes per second the proxy carries each way (e.g. 50MiB), for a WAN-like link')
   .option('--no-floor', 'skip the floor: night 2\'s server-side copies alone, by a minimal client (s3)')
   .option('--trace-sftp', 'print offsite\'s SFTP requests and bytes by kind (bench/sftp-trace.ts) after each sftp run')
+  .option('--trace-s3', 'print offsite\'s S3 requests by kind over time, copies in flight and CPU before the first copy (bench/s3-trace.ts) after each s3 run')
   .parse(process.argv);
-const opts = program.opts<{ size: string; changed: string; seed: string; repeat: string; only: string; dir: string; delay: string; rate?: string; traceSftp?: boolean; floor: boolean }>();
+const opts = program.opts<{ size: string; changed: string; seed: string; repeat: string; only: string; dir: string; delay: string; rate?: string; traceSftp?: boolean; traceS3?: boolean; floor: boolean }>();
 silenceSdkVersionWarning();
 
 const MiB = 1024 * 1024;
@@ -185,6 +192,18 @@ function printTrace(label: string, trace: TraceSummary, wire: WireBytes): void {
   console.log(`      ${'SSH layer'.padEnd(17)} ${mib(ssh).padStart(10)} (${(100 * ssh / Math.max(1, wire.up + wire.down)).toFixed(1)}% of the wire: handshakes, framing, padding, MACs, window adjusts)`);
 }
 
+/** One s3 run's requests by kind over time (bench/s3-trace.ts): what its wall time went to. */
+function printS3Trace(label: string, trace: S3TraceSummary): void {
+  const s = (ms: number): string => (ms / 1000).toFixed(2);
+  console.log(`    S3 requests of ${label} (from the process start: first request ${s(trace.first)} s, last answer ${s(trace.last)} s, exit ${s(trace.exit)} s; ` +
+    `CPU ${trace.cpu.beforeFirstRequest.toFixed(2)} s before the first request, ${trace.cpu.beforeFirstCopy.toFixed(2)} s before the first copy, ${trace.cpu.total.toFixed(2)} s in all; ${trace.connections} connections):`);
+  for (const [name, k] of Object.entries(trace.kinds).sort(([, a], [, b]) => a.first - b.first)) {
+    console.log(`      ${name.padEnd(36)} ${String(k.requests).padStart(6)}  ${s(k.first)}-${s(k.last)} s  in flight ${(k.busy / 1000).toFixed(1)} s added up`);
+  }
+  if (trace.copiesInFlight.some((n) => n > 0)) console.log(`      copies in flight, most in each ${trace.step} ms: ${trace.copiesInFlight.join(' ')}`);
+  if (trace.uploadsInFlight.some((n) => n > 0)) console.log(`      uploads in flight, likewise: ${trace.uploadsInFlight.join(' ')}`);
+}
+
 async function main(): Promise<void> {
   const dir = opts.dir;
   rmSync(dir, { recursive: true, force: true });
@@ -234,8 +253,15 @@ async function main(): Promise<void> {
         const body = await client.send(new GetObjectCommand({ Bucket: name, Key: `${NIGHT2}/.offsite/manifest.json` }));
         return { tree, manifest: Buffer.from(await (body.Body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray()) };
       };
-      const offsite = (round: number, backup: string, to: string, extra: string[] = []): Promise<Timed> =>
-        timed(proxy, process.execPath, [bin, '--config', config(round), '--quiet', 'replicate', backup, '--to', to, ...extra], secretsEnv);
+      const traceFile = join(dir, 's3-trace.json');
+      /** Night 2's runs are traced with `--trace-s3` (night 1, the set-up, is not). */
+      const offsite = async (round: number, backup: string, to: string, extra: string[] = []): Promise<Timed> => {
+        const trace = opts.traceS3 === true && backup === NIGHT2;
+        const args = [...(trace ? ['--import', join(benchDir, 's3-trace.js')] : []), bin, '--config', config(round), '--quiet', 'replicate', backup, '--to', to, ...extra];
+        const run = await timed(proxy, process.execPath, args, trace ? { ...secretsEnv, OFFSITE_S3_TRACE: traceFile } : secretsEnv);
+        if (trace) printS3Trace(`${to}${extra.length > 0 ? ` ${extra.join(' ')}` : ''}`, JSON.parse(readFileSync(traceFile, 'utf8')) as S3TraceSummary);
+        return run;
+      };
       const floor = async (round: number): Promise<Floor> => {
         const name = await withBucket(bucket('floor', round));
         const kept = keptFiles(night1Dir, night2Dir, expected);

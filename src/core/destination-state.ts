@@ -110,8 +110,11 @@ export async function readDestinationState(driver: Driver, backup: string, signa
 /** What a run needs to prepare one destination (see `prepareDestination`). */
 export interface PrepareContext {
   readonly backup: string;
-  /** The files the run copies (a shard's share with `shard`). */
-  readonly files: readonly SourceFile[];
+  /**
+   * The files the run copies (a shard's share with `shard`); may still be coming while the
+   * destination is read (see `prepareDestination`).
+   */
+  readonly files: readonly SourceFile[] | PromiseLike<readonly SourceFile[]>;
   readonly chunkBytes: number;
   readonly shard?: ShardRun;
   /** Plan only: no lock. */
@@ -137,30 +140,52 @@ export interface PreparedDestination {
  * builds its reuse index (`reuse` policy) and, meanwhile, unless this is a dry run, takes its lock
  * and is read again, then planned (what another run did before the lock counts). Throws what the destination
  * throws (the lock is released then); the caller fails this destination alone.
+ *
+ * The source's files (`ctx.files`) may still be being listed: a destination without a manifest of
+ * this backup has work to do whatever they are (a copy is up to date only with one), so its reuse
+ * index (a listing and the earlier copies' manifests: round trips on a distant store) is built
+ * meanwhile (issue 12: a reuse night's start). Its lock waits for the listing: a backup that is
+ * not complete at the source (still being written, a mistyped name) takes no lock anywhere, and
+ * leaves no `NAME/.offsite/` folder behind. With a manifest there the files are awaited first: an
+ * up-to-date copy takes no lock either.
  */
 export async function prepareDestination(driver: Driver, reusePolicy: ReusePolicy | undefined, ctx: PrepareContext): Promise<PreparedDestination> {
   const { backup, shard, chunkBytes, signal } = ctx;
+  let files: readonly SourceFile[] | undefined;
+  const listed = async (): Promise<readonly SourceFile[]> => (files ??= await ctx.files);
   const read = async (): Promise<DestinationHoldings> => {
+    // A shard's reading of the destination checks its records against the shard's files.
+    if (shard) await listed();
     const held = usableHoldings(driver, await readDestinationState(driver, backup, signal, shard?.checkpointKeys));
     return shard ? await shard.holdings(driver, held, chunkBytes, signal) : held;
   };
   const planOf = (state: DestinationState, reuse: RunReuse | undefined): PreparedDestination['plan'] => {
     const lookups = reuse ? new Map<string, ReuseLookup>([[driver.name, reuse.index]]) : undefined;
-    return (shard ? shard.plan([state], chunkBytes, lookups) : planReplication(backup, ctx.files, [state], chunkBytes, lookups)) as PreparedDestination['plan'];
+    return (shard ? shard.plan([state], chunkBytes, lookups) : planReplication(backup, files as readonly SourceFile[], [state], chunkBytes, lookups)) as PreparedDestination['plan'];
   };
   const first = await read();
-  const unreused = planOf(first, undefined);
-  if (unreused.destinations[0].upToDate) return { plan: unreused, holdings: first };
+  if (first.manifest !== undefined) {
+    await listed();
+    const unreused = planOf(first, undefined);
+    if (unreused.destinations[0].upToDate) return { plan: unreused, holdings: first };
+  }
   // The reuse index (a listing, then the earlier copies' manifests) is built while the lock is
   // taken and the destination read again: neither needs the other, and on a distant store each
   // is several round trips (the lock also waits to read itself back).
   const stopIndexing = new AbortController();
   const indexing = reuseIndexOf(driver, backup, reusePolicy, ctx.emit, signal ? AbortSignal.any([signal, stopIndexing.signal]) : stopIndexing.signal, ctx.trustSourceEtags === true);
   if (ctx.dryRun) {
-    const reuse = await indexing;
-    return { plan: planOf(first, reuse), holdings: first, ...(reuse ? { reuse } : {}) };
+    try {
+      const [reuse] = await Promise.all([indexing, listed()]);
+      return { plan: planOf(first, reuse), holdings: first, ...(reuse ? { reuse } : {}) };
+    } catch (err) {
+      stopIndexing.abort();
+      await indexing.catch(() => undefined);
+      throw err;
+    }
   }
   const locked = (async () => {
+    await listed();
     const lock = await acquireLock(driver, backup, { ...ctx.lock, key: shard?.lockKey, signal });
     try {
       return { lock, holdings: await read() };

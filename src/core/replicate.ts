@@ -416,15 +416,49 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   if (options.shard && options.origin) throw new UsageError('a shard copies a share of a backup at the source, not a verified copy (origin)');
   const shard = options.shard ? await ShardRun.open(backup, options.shard, { ...options.shard.finish, lock: options.lock }) : undefined;
 
-  const { files: listed, backupTime, sourceDescription, missing } = options.origin
-    ? await originFiles(source, backup, options.origin, signal)
-    : await backupFiles(source, backup, options.quietPeriodMs, signal);
-  const files = shard ? await shard.select(listed) : listed;
+  const listing = (async () => {
+    const found = options.origin ? await originFiles(source, backup, options.origin, signal) : await backupFiles(source, backup, options.quietPeriodMs, signal);
+    return { ...found, files: shard ? await shard.select(found.files) : found.files };
+  })();
+  const dryRun = options.dryRun ?? false;
+  // Every destination is read (and, with work to do, indexed for reuse and locked) while the source
+  // is listed (./destination-state.ts): its round trips need not wait for the listing.
+  const filesLater = listing.then((l) => l.files);
+  filesLater.catch(() => undefined); // awaited by the preparations; a failed listing is thrown below
+  const stopPreparing = new AbortController();
+  const prepareContext: PrepareContext = {
+    backup, files: filesLater, chunkBytes, shard, dryRun, lock: options.lock, emit, trustSourceEtags: options.trustSourceEtags === true,
+    signal: signal ? AbortSignal.any([signal, stopPreparing.signal]) : stopPreparing.signal,
+  };
+  /**
+   * A destination prepared (./destination-state.ts), without what it holds: its listing as maps,
+   * its manifest and checkpoint parsed whole (several objects per file) are not kept during the
+   * copy; the plan and the records carry what the run needs of them.
+   */
+  const prepareSlim = async (driver: Driver): Promise<Omit<PreparedDestination, 'holdings'> & { readonly journal: ProgressJournal }> => {
+    const { plan, reuse, lock, holdings } = await prepareDestination(driver, options.origin ? undefined : options.reuse?.[driver.name], prepareContext);
+    return { plan, journal: holdings.progressJournal, ...(reuse ? { reuse } : {}), ...(lock ? { lock } : {}) };
+  };
+  /** Each destination's preparation, taken out (`startRun`) when its run starts, so that no array holds its plan during the copy. */
+  const preparing: Array<ReturnType<typeof prepareSlim> | undefined> = options.destinations.map((driver) => {
+    const prepared = prepareSlim(driver);
+    prepared.catch(() => undefined); // a destination that cannot be prepared fails alone (`runDestination`)
+    return prepared;
+  });
+  let listed: Awaited<typeof listing>;
+  try {
+    listed = await listing;
+  } catch (err) {
+    // No run: the destinations' preparations end, and the locks they took are released.
+    stopPreparing.abort();
+    await Promise.all(preparing.map(async (prepared) => (await prepared?.catch(() => undefined))?.lock?.release()));
+    throw err;
+  }
+  const { files, backupTime, sourceDescription, missing } = listed;
   const totalBytes = files.reduce((sum, f) => sum + f.size, 0);
   /** The files' paths in manifest order. */
   const paths = files.map((f) => f.path).sort();
 
-  const dryRun = options.dryRun ?? false;
   const pool = new ChunkPool(chunkBytes, Math.max(options.memoryBudgetBytes ?? 64 * 1024 * 1024, 2 * chunkBytes));
   const fanout = new Fanout({
     source, backup, chunkBytes, pool, signal, paths, lagToleranceMs: options.lagToleranceMs ?? DEFAULT_LAG_TOLERANCE_MS,
@@ -435,7 +469,6 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit, checkpointKeys: shard?.checkpointKeys, paths };
   const unavailable = new Map(missing.map((m) => [m.path, m.error]));
   const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, fanout, signal, emit, unavailable };
-  const prepareContext: PrepareContext = { backup, files, chunkBytes, shard, dryRun, lock: options.lock, emit, signal, trustSourceEtags: options.trustSourceEtags === true };
   const runs: DestinationRun[] = [];
 
   /** One destination's files, then its manifest (or checkpoint), at its own pace. */
@@ -520,23 +553,15 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   };
 
   /**
-   * A destination prepared (./destination-state.ts), without what it holds: its listing as maps,
-   * its manifest and checkpoint parsed whole (several objects per file) are not kept during the
-   * copy; the plan and the records carry what the run needs of them.
-   */
-  const prepareSlim = async (driver: Driver): Promise<Omit<PreparedDestination, 'holdings'> & { readonly journal: ProgressJournal }> => {
-    const { plan, reuse, lock, holdings } = await prepareDestination(driver, options.origin ? undefined : options.reuse?.[driver.name], prepareContext);
-    return { plan, journal: holdings.progressJournal, ...(reuse ? { reuse } : {}), ...(lock ? { lock } : {}) };
-  };
-
-  /**
    * A destination prepared, its plan announced, and its run made from it. A function of its own:
    * the plan (an action object per file) is then held by no frame during the copy. (A variable
    * cleared in the caller's frame was not enough: a suspended async function keeps what it
    * awaited in a register, and held 100,000 actions that way for the whole run.)
    */
-  const startRun = async (driver: Driver): Promise<{ run: DestinationRun; lock: PreparedDestination['lock'] }> => {
-    const prepared = await prepareSlim(driver);
+  const startRun = async (driver: Driver, index: number): Promise<{ run: DestinationRun; lock: PreparedDestination['lock'] }> => {
+    const preparation = preparing[index] ?? prepareSlim(driver);
+    preparing[index] = undefined;
+    const prepared = await preparation;
     emit({ type: 'plan', plan: prepared.plan });
     try {
       // Only a dry run reports the plan's actions (one object per file); a run keeps a byte per file.
@@ -553,10 +578,10 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
    * One destination's whole run: prepared on its own (./destination-state.ts), then copied as soon
    * as it is ready, whatever the others are doing. One that cannot be prepared fails alone.
    */
-  const runDestination = async (driver: Driver): Promise<DestinationResult> => {
+  const runDestination = async (driver: Driver, index: number): Promise<DestinationResult> => {
     let started;
     try {
-      started = await startRun(driver);
+      started = await startRun(driver, index);
     } catch (err) {
       if (!dryRun) fanout.withdraw();
       emit({ type: 'destination-failed', destination: driver.name, message: errorMessage(err) });
