@@ -310,7 +310,8 @@ export function sealPart(sealer: FileSealer, hasher: Hasher, firstChunk: number,
   if (out.length < length) throw new RangeError(`a sealed part of ${length} bytes does not fit the ${out.length}-byte output buffer`);
   const target = Buffer.isBuffer(out) ? out : Buffer.from(out.buffer, out.byteOffset, out.byteLength);
   const partMd5 = options.md5 === true ? createHash('md5') : undefined;
-  const partHash = options.hash === true ? hasher.create() : undefined;
+  // A part of one chunk is that chunk: its hash is the chunk's, not a second pass over the same bytes.
+  const partHash = options.hash === true && count > 1 ? hasher.create() : undefined;
   const hashes: string[] = [];
   const macs: Buffer[] = [];
   let at = 0;
@@ -329,7 +330,7 @@ export function sealPart(sealer: FileSealer, hasher: Hasher, firstChunk: number,
   return {
     length, hashes, macs,
     ...(digest !== undefined ? { md5: { hex: digest.toString('hex'), base64: digest.toString('base64') } } : {}),
-    ...(partHash !== undefined ? { hash: partHash.digest() } : {}),
+    ...(options.hash === true ? { hash: partHash?.digest() ?? (hashes[0] as string) } : {}),
   };
 }
 

@@ -118,6 +118,14 @@ describe('CPU pool', () => {
         const inline = sealer.seal(i, plain.subarray(i * chunkBytes, (i + 1) * chunkBytes), i === chunks - 1);
         assert.ok(Buffer.from(macs[i] as Uint8Array).equals(inline.mac), `MAC of chunk ${i}`);
       }
+      // A whole file of one chunk: its stored hash is the chunk's (taken once, not in a second pass).
+      const small = randomBytes(1000);
+      const smallOut = Buffer.from(new SharedArrayBuffer(small.length + OVERHEAD_BYTES));
+      const one = await pool.run('seal', { secret, destination: 'vault', fileId, chunkBytes, firstChunk: 0, chunks: 1, md5: true, hash: true }, small, { secret, output: smallOut, inlineBelowBytes: 0 });
+      assert.ok(smallOut.equals(sealBuffer(key, fileId, small, chunkBytes)), 'a one-chunk file sealed as inline');
+      assert.equal(one.hash, hasher.hash(smallOut), 'XXH64 of a one-chunk part');
+      assert.deepEqual(one.hashes, [one.hash], 'the chunk hash is the part hash');
+      assert.equal(one.md5?.hex, createHash('md5').update(smallOut).digest('hex'), 'MD5 of a one-chunk part');
       assert.equal(pool.secretsSent, 1, 'the key went to the worker once, not per task');
       await rejectsWith(pool.run('seal', { secret, destination: 'vault', fileId, chunkBytes, firstChunk: 0, chunks }, plain, { secret, output: Buffer.alloc(plain.length + 1000) }), /must be shared memory/, RangeError);
     } finally {
