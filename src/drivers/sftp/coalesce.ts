@@ -76,7 +76,7 @@ export function coalesceSmallPackets(sftp: unknown): boolean {
   };
 
   protocol.channelData = (target: number, data: Buffer | string): void => {
-    if (target !== id || typeof data === 'string' || data.length > SMALL_PAYLOAD_BYTES) {
+    if (target !== id || !Buffer.isBuffer(data) || data.length > SMALL_PAYLOAD_BYTES) {
       flush();
       send(target, data);
       return;
