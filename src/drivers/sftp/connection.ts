@@ -13,6 +13,7 @@ import { driverClosedError } from '../toolkit/index.js';
 import { classifySftpError, SFTP_STATUS, sftpStatusOf, where, type ErrorContext } from './errors.js';
 import { fingerprintOf, judgeHostKey, keyTypeOf, parseKnownHosts, preferredHostKeyAlgorithms, withoutKeyTypes, type HostKeyPolicy, type HostKeyVerdict } from './hostkeys.js';
 import type { SftpOptions } from './options.js';
+import { coalesceSmallPackets } from './coalesce.js';
 import { poolPackets, recyclePacketsOnWrite } from './packet-pool.js';
 
 /** Things tests and benchmarks may observe or replace. */
@@ -342,6 +343,7 @@ async function handshake(name: string, options: SftpOptions, hooks: SftpHooks, p
   try {
     const sftp = await client.connect(config);
     poolPackets((client as unknown as { client?: { _protocol?: unknown } }).client?._protocol);
+    coalesceSmallPackets(sftp);
     return { client, sftp, holder, ...(offered ? { offered } : {}) };
   } catch (err) {
     sock.destroy();

@@ -20,7 +20,7 @@ import type {
 } from '../types.js';
 import { ConnectionPool, type SftpHooks } from './connection.js';
 import { copySftp } from './copy.js';
-import type { SftpOptions } from './options.js';
+import { COPIES_PER_CONNECTION, type SftpOptions } from './options.js';
 import { sftpLocation, type Identity, type Location } from '../location.js';
 import { serverRealRoot } from './identity.js';
 import { openSftpRead, type SftpTransferCounters } from './read.js';
@@ -54,6 +54,7 @@ export class SftpDriver implements Driver {
       maxParts: Infinity,
       parallelPartWrites: options.concurrencyPerFile > 1,
       maxConcurrency: options.maxConcurrency,
+      copyConcurrency: options.connections * COPIES_PER_CONNECTION,
     };
     this.#pool = new ConnectionPool(name, options, hooks);
     this.#tree = new SftpTree(name, options.root);
