@@ -85,31 +85,23 @@ export class SftpWriteSession implements WriteSession {
   }
 
   /**
-   * Checks (and makes) the key's folders, then creates the temp file or finds it. In a folder
-   * just made, nothing can be there: the temp file is created at once. In a folder that exists,
-   * the temp file is created exclusively (O_EXCL: never through a symlink, never over anything),
-   * so a fresh file costs one round trip; only when the name is taken (an earlier run's temp
-   * file to resume, or something in the way) does an LSTAT tell which.
+   * Checks (and makes) the key's folders, then finds or creates the temp file. The temp file's
+   * LSTAT goes out with the folder check: it reads nothing, and is not needed when the folder
+   * was just made.
    */
   async start(): Promise<void> {
     const conn = await this.setup.pool.acquire();
     this.conn = conn;
     try {
       const context = this.context('write');
+      const temp = settle(this.statTemp(conn));
       const folder = await this.setup.prepareFolder(conn, context);
-      if (folder === 'created') {
-        this.handle = await this.setup.createTemp(conn, context, 'w');
-        return;
+      let existing: Stats | undefined;
+      if (folder !== 'created') {
+        const found = await temp;
+        if (!found.ok) throw found.error;
+        existing = found.value;
       }
-      try {
-        this.handle = await this.setup.createTemp(conn, context, 'wx');
-        return;
-      } catch (err) {
-        // The server's answer to a taken name (OpenSSH: FAILURE); anything without a status
-        // (a lost connection) is the error itself.
-        if (sftpStatusOf((err as { cause?: unknown }).cause) === undefined) throw err;
-      }
-      const existing = await this.statTemp(conn);
       if (existing && existing.size <= this.size && existing.size > 0) {
         this.handle = await this.openTemp(conn, 'r+');
         this.existingBytes = existing.size;
