@@ -76,7 +76,7 @@ export async function timedAsync(command: string, args: readonly string[], optio
   return { seconds, ...readStats(statsFile), stdout };
 }
 
-const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100;
+export const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100;
 
 /** CPU seconds used so far by the given processes (utime + stime from /proc; a gone process counts nothing more). */
 export function cpuOf(pids: readonly number[]): number {

@@ -15,7 +15,8 @@
  *       that variant too).
  *
  * Every contender is a child process timed from spawn to exit (connect and authentication
- * included, CPU seconds of the client process from GNU time; sshd's own CPU is not counted), run once per round in a rotating order (the machine's load drifts), into a
+ * included, CPU seconds of the client process from GNU time, and apart from them the CPU seconds
+ * of the sshd processes that served it), run once per round in a rotating order (the machine's load drifts), into a
  * cleaned folder; after every run the uploaded tree is checked (same files, same sizes). Prints
  * the median time, MiB/s and peak RSS of each, and the throughput ratios offsite/OpenSSH (target
  * >= 1.0x, issue #13) and offsite/rclone.
@@ -68,6 +69,11 @@ interface Contender {
   /** Where the backup's files land on the server (this machine). */
   readonly uploaded: string;
   readonly run: () => Promise<Timed>;
+}
+
+/** A run with the CPU seconds sshd spent serving it. */
+interface Run extends Timed {
+  readonly sshdCpuSeconds: number;
 }
 
 async function main(): Promise<void> {
@@ -129,14 +135,16 @@ async function main(): Promise<void> {
     console.log(`\nload average before: ${loadAverage()}`);
     const through = proxy ? ` through a proxy adding ${delayMs} ms each way${opts.rate !== undefined ? `, ${opts.rate}/s` : ''}` : '';
     console.log(`${made.files} files, ${(bytes / MiB).toFixed(0)} MiB (largest ${(largest / MiB).toFixed(1)} MiB), to sshd on 127.0.0.1:${server.port}${through}; median of ${repeat}, rotating order`);
-    const runs: Timed[][] = contenders.map(() => []);
+    const runs: Run[][] = contenders.map(() => []);
     for (let round = 0; round < repeat; round++) {
       for (let k = 0; k < contenders.length; k++) {
         const i = (round + k) % contenders.length;
         const contender = contenders[i] as Contender;
         rmSync(remote, { recursive: true, force: true });
         mkdirSync(remote, { recursive: true });
-        const result = await contender.run();
+        const sshdBefore = await sshd.servedCpuSeconds();
+        const timed = await contender.run();
+        const result: Run = { ...timed, sshdCpuSeconds: (await sshd.servedCpuSeconds()) - sshdBefore };
         const problem = treeDifference(expected, sizesUnder(contender.uploaded, '.offsite'));
         if (problem) throw new Error(`${contender.label}: the uploaded tree differs from the source: ${problem}`);
         runs[i]?.push(result);
@@ -149,7 +157,8 @@ async function main(): Promise<void> {
       const s = seconds[i] as number;
       const rss = Math.max(...(runs[i] ?? []).map((t) => t.maxRssMb));
       const cpu = median((runs[i] ?? []).map((t) => t.cpuSeconds));
-      console.log(`  ${contender.label.padEnd(40)} ${s.toFixed(2).padStart(7)} s  ${(bytes / MiB / s).toFixed(0).padStart(5)} MiB/s  CPU ${cpu.toFixed(1).padStart(5)} s  peak RSS ${rss.toFixed(0).padStart(4)} MB  (runs: ${(runs[i] ?? []).map((t) => t.seconds.toFixed(2)).join(', ')} s)`);
+      const sshdCpu = median((runs[i] ?? []).map((t) => t.sshdCpuSeconds));
+      console.log(`  ${contender.label.padEnd(40)} ${s.toFixed(2).padStart(7)} s  ${(bytes / MiB / s).toFixed(0).padStart(5)} MiB/s  CPU ${cpu.toFixed(1).padStart(5)} s + sshd ${sshdCpu.toFixed(1).padStart(4)} s  peak RSS ${rss.toFixed(0).padStart(4)} MB  (runs: ${(runs[i] ?? []).map((t) => t.seconds.toFixed(2)).join(', ')} s)`);
     }
     const [ours = 1, openssh = 1, rcloneSeconds = 1] = seconds;
     const speedRatio = (theirs: number): string => `${(theirs / ours).toFixed(2)}x`;

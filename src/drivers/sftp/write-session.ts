@@ -35,8 +35,11 @@ export interface SessionSetup {
   readonly counters: SftpTransferCounters;
   /** Checks and makes the key's folders (./tree.ts `checkFolder` with `create`). */
   readonly prepareFolder: (conn: SftpConnection, context: ErrorContext) => Promise<'ok' | 'missing' | 'created'>;
-  /** Opens the temp file for writing, truncated; makes the folders again when they have gone. */
-  readonly createTemp: (conn: SftpConnection, context: ErrorContext) => Promise<SftpHandle>;
+  /**
+   * Opens the temp file for writing, truncated (`w`) or only when nothing has its name (`wx`);
+   * makes the folders again when they have gone.
+   */
+  readonly createTemp: (conn: SftpConnection, context: ErrorContext, flags: 'w' | 'wx') => Promise<SftpHandle>;
 }
 
 /**
@@ -119,7 +122,7 @@ export class SftpWriteSession implements WriteSession {
 
   /** Opens the temp file; `w` also makes the folders again when they have gone. */
   private async openTemp(conn: SftpConnection, flags: 'r+' | 'w'): Promise<SftpHandle> {
-    if (flags === 'w') return this.setup.createTemp(conn, this.context('write'));
+    if (flags === 'w') return this.setup.createTemp(conn, this.context('write'), 'w');
     return conn.open(this.context('write'), this.setup.tempPath, flags);
   }
 
@@ -245,7 +248,9 @@ export class SftpWriteSession implements WriteSession {
    * the temp file) and that the temp file has exactly `size` bytes (else `E_SIZE_MISMATCH`,
    * `integrity`), makes it durable (`fsync@openssh.com` when offered) and renames it onto the
    * key (atomic with `posix-rename@openssh.com`; otherwise the old file is removed first, so the
-   * key is briefly missing but never partial). On failure nothing appears under the key.
+   * key is briefly missing but never partial). On failure nothing appears under the key. Two
+   * round trips where the server runs requests in order (FSTAT + fsync, then CLOSE + rename),
+   * four elsewhere: the rename is never sent before the size check and the fsync have answered.
    */
   async commit(options: CommitOptions): Promise<Committed | void> {
     const what = `${this.setup.driver}: ${this.key}: commit`;
@@ -263,17 +268,31 @@ export class SftpWriteSession implements WriteSession {
     this.parts.requireComplete(this.context('commit'));
     const handle = await this.ready('commit');
     const { conn } = handle;
-    const stats = await handle.call<Stats>(this.context('commit: size check'), (sftp, raw, done) => sftp.fstat(raw, done)).catch((err: unknown) => {
-      throw this.staleHandle(handle, err);
-    });
-    if (stats.size !== this.size) throw sizeMismatchError(this.context('commit'), 'the temp file', stats.size, this.size);
-    await fsyncHandle(handle, this.context('commit: fsync'));
-    // The handle is spent once CLOSE is sent, even if its answer is lost: a retry reopens.
-    this.handle = undefined;
-    await handle.close(this.context('commit: close'), false);
+    // The FSTAT that checks the size and the fsync go out together where the server runs
+    // requests in order (OpenSSH): the fsync is harmless when the size turns out wrong.
+    const checked = settle(handle.call<Stats>(this.context('commit: size check'), (sftp, raw, done) => sftp.fstat(raw, done)));
+    const early = conn.runsInOrder ? settle(fsyncHandle(handle, this.context('commit: fsync'))) : undefined;
+    const found = await checked;
+    if (!found.ok) {
+      await early;
+      throw this.staleHandle(handle, found.error);
+    }
+    const stats = found.value;
+    if (stats.size !== this.size) {
+      await early;
+      throw sizeMismatchError(this.context('commit'), 'the temp file', stats.size, this.size);
+    }
+    const synced = await (early ?? settle(fsyncHandle(handle, this.context('commit: fsync'))));
+    if (!synced.ok) throw synced.error;
     throwIfAborted(options.signal, what);
+    // The handle is spent once CLOSE is sent, even if its answer is lost: a retry reopens. The
+    // rename goes with the CLOSE where requests run in order (else it waits for its answer: a
+    // server may refuse to rename an open file).
+    this.handle = undefined;
+    const closed = handle.close(this.context('commit: close'), false);
+    if (!conn.runsInOrder) await closed;
     this.renameSent = true;
-    await replaceFile(conn, this.setup.tempPath, this.setup.finalPath, this.context('commit: rename'));
+    await Promise.all([replaceFile(conn, this.setup.tempPath, this.setup.finalPath, this.context('commit: rename')), closed]);
     this.state = 'committed';
     this.release();
     // No write follows the size check, and close and rename keep the modification time: this
