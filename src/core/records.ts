@@ -5,8 +5,8 @@
  * Why not a `Map<string, ManifestFile>`: a record object with its hash string, its chunk list and
  * its fingerprints cost ~300 bytes of heap per file and destination, which at 100,000 files was
  * one of the largest things the run held (issue 13). Here a record is a slot in typed arrays: the
- * whole-file hash as two 32-bit halves, the size as a double, the two fingerprints by reference
- * (the source's is the string the source listing made, shared with the engine's file list), and
+ * whole-file hash as two 32-bit halves, the size as a double, the two fingerprints as numbers when
+ * they are local ones (./fingerprint-column.ts; any other kind by reference), and
  * no chunk list when it is the usual one (one chunk whose hash is the file's, or none for an empty
  * file). Anything else (several chunks, a hash not written the canonical way, other fields) is
  * kept as it came. A reused file's `reusedFrom` (`<copy>/<path>`, issue 12) is the name of the
@@ -21,6 +21,7 @@
 import type { ManifestFile } from '../manifest/manifest.js';
 import { ownString } from '../strings.js';
 import { widened } from '../typed-arrays.js';
+import { FingerprintColumn } from './fingerprint-column.js';
 
 const HASH_PREFIX = 'xxh64:';
 const CANONICAL_HASH = /^xxh64:[0-9a-f]{16}$/;
@@ -80,8 +81,9 @@ export class RecordStore {
   #hashHigh: Uint32Array;
   #hashLow: Uint32Array;
   #kinds: Uint8Array;
-  readonly #sourceFingerprints: (string | undefined)[];
-  readonly #destinationFingerprints: (string | undefined)[];
+  /** The two fingerprints, as numbers where they are local ones (./fingerprint-column.ts). */
+  readonly #sourceFingerprints: FingerprintColumn;
+  readonly #destinationFingerprints: FingerprintColumn;
   readonly #odd = new Map<number, ManifestFile>();
   /** 1 + the index in `#copies` of the copy a slot's file was reused from at the same path; 0: not reused. */
   #reusedFrom: Uint16Array;
@@ -104,8 +106,8 @@ export class RecordStore {
     this.#hashLow = new Uint32Array(capacity);
     this.#kinds = new Uint8Array(capacity);
     this.#reusedFrom = new Uint16Array(capacity);
-    this.#sourceFingerprints = new Array<string | undefined>(capacity);
-    this.#destinationFingerprints = new Array<string | undefined>(capacity);
+    this.#sourceFingerprints = new FingerprintColumn(capacity);
+    this.#destinationFingerprints = new FingerprintColumn(capacity);
     this.#used = this.#known.length;
   }
 
@@ -150,16 +152,16 @@ export class RecordStore {
     this.#kinds[slot] = kind;
     if (kind === ODD) {
       this.#odd.set(slot, file);
-      this.#sourceFingerprints[slot] = undefined;
-      this.#destinationFingerprints[slot] = undefined;
+      this.#sourceFingerprints.set(slot, undefined);
+      this.#destinationFingerprints.set(slot, undefined);
       return this;
     }
     this.#sizes[slot] = file.size;
     this.#reusedFrom[slot] = reusedFrom;
     this.#hashHigh[slot] = Number.parseInt(file.hash.slice(6, 14), 16);
     this.#hashLow[slot] = Number.parseInt(file.hash.slice(14, 22), 16);
-    this.#sourceFingerprints[slot] = file.sourceFingerprint;
-    this.#destinationFingerprints[slot] = file.destinationFingerprint;
+    this.#sourceFingerprints.set(slot, file.sourceFingerprint);
+    this.#destinationFingerprints.set(slot, file.destinationFingerprint);
     return this;
   }
 
@@ -246,8 +248,8 @@ export class RecordStore {
     const kind = this.#kinds[slot];
     if (kind === ODD) return this.#odd.get(slot) as ManifestFile;
     const hash = `${HASH_PREFIX}${hex8(this.#hashHigh[slot] as number)}${hex8(this.#hashLow[slot] as number)}`;
-    const source = this.#sourceFingerprints[slot];
-    const destination = this.#destinationFingerprints[slot];
+    const source = this.#sourceFingerprints.get(slot);
+    const destination = this.#destinationFingerprints.get(slot);
     // The key order of the records the engine makes (see fileRecord in ./replicate.ts),
     // one object literal per shape (no spreads: this runs for every record of every checkpoint).
     const size = this.#sizes[slot] as number;
@@ -267,5 +269,7 @@ export class RecordStore {
     this.#hashLow = widened(this.#hashLow, capacity);
     this.#kinds = widened(this.#kinds, capacity);
     this.#reusedFrom = widened(this.#reusedFrom, capacity);
+    this.#sourceFingerprints.grow(capacity);
+    this.#destinationFingerprints.grow(capacity);
   }
 }

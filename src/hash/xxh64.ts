@@ -26,14 +26,31 @@ function format(value: bigint): string {
   return `${HASH_ALGORITHM}:${value.toString(16).padStart(16, '0')}`;
 }
 
+/**
+ * Inputs longer than this are hashed in slices of this size (streaming, same hash). xxhash-wasm
+ * copies its input into the module's memory and then hashes it there: a whole 8 MiB chunk was
+ * copied to memory and read back from memory; a slice is read back from the CPU cache. Measured
+ * 30-40% less time per chunk (the copy out of a `SharedArrayBuffer`, a pooled chunk, is V8's
+ * slow relaxed copy: it costs more than the hashing itself).
+ */
+const SLICE_BYTES = 256 * 1024;
+
 /** The process-wide hasher (the WASM module is instantiated once). */
 export function getHasher(): Promise<Hasher> {
   instance ??= xxhashWasm().then((api) => ({
-    hash: (bytes: Uint8Array) => format(api.h64Raw(bytes)),
+    hash: (bytes: Uint8Array) => {
+      if (bytes.length <= 2 * SLICE_BYTES) return format(api.h64Raw(bytes));
+      const state = api.create64();
+      for (let offset = 0; offset < bytes.length; offset += SLICE_BYTES) state.update(bytes.subarray(offset, offset + SLICE_BYTES));
+      return format(state.digest());
+    },
     create: () => {
       const state = api.create64();
       const stream: StreamingHash = {
-        update(bytes: Uint8Array) { state.update(bytes); return stream; },
+        update(bytes: Uint8Array) {
+          for (let offset = 0; offset < bytes.length; offset += SLICE_BYTES) state.update(bytes.subarray(offset, offset + SLICE_BYTES));
+          return stream;
+        },
         digest: () => format(state.digest()),
       };
       return stream;
