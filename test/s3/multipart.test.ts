@@ -1,7 +1,7 @@
 /**
  * Multipart behaviour of the object driver against Ceph RGW, beyond the conformance suite:
  * resume uploads only the missing parts, ListParts/ListMultipartUploads pagination, stale
- * uploads aborted, Content-MD5 catching corrupted bytes, the stored hash and the temp key.
+ * uploads aborted, the signed SHA-256 or Content-MD5 catching corrupted bytes, the stored hash and the temp key.
  * The driver is built on a store wrapper that counts (and can corrupt) requests.
  */
 import assert from 'node:assert/strict';
@@ -11,7 +11,7 @@ import { AwsStore } from '../../src/drivers/s3/client.js';
 import { ObjectDriver, tempKeyOf } from '../../src/drivers/object-store/driver.js';
 import { parseS3Options } from '../../src/drivers/s3/options.js';
 import { objectStoreLocation } from '../../src/drivers/location.js';
-import type { ObjectStore } from '../../src/drivers/object-store/store.js';
+import { md5, type ObjectStore, type PayloadDigest } from '../../src/drivers/object-store/store.js';
 import type { Driver, WriteSession } from '../../src/drivers/types.js';
 import { hashOf, partOf, readKey, rejectsWithKind, seededBytes } from '../conformance/suite.js';
 import { adminClient, freshBucket, removeFreshBuckets, requireServer, s3Section, testServer } from './server.js';
@@ -24,13 +24,15 @@ interface Counters {
   uploadedBytes: number;
   listPartsCalls: number;
   createUpload: number;
-  /** When set, the next UploadPart/PutObject sends these bytes with the MD5 of the real ones. */
+  /** When set, the next UploadPart/PutObject sends these bytes with the digest of the real ones. */
   corruptNext: boolean;
+  /** The kind of digest every upload carried, in order. */
+  digests: Array<'md5' | 'sha256'>;
   /** The next CompleteMultipartUpload: its answer is lost (it happens), or it never reaches the server. */
   completeFault?: 'lose-answer' | 'not-sent';
 }
 
-/** A store that counts requests and can damage a body after its MD5 was computed. */
+/** A store that counts requests and can damage a body after its digest was computed. */
 function countingStore(inner: ObjectStore, counters: Counters): ObjectStore {
   const damage = (body: Uint8Array): Uint8Array => {
     if (!counters.corruptNext) return body;
@@ -40,12 +42,16 @@ function countingStore(inner: ObjectStore, counters: Counters): ObjectStore {
     return copy;
   };
   const overrides: Partial<ObjectStore> = {
-    uploadPart: (key: string, id: string, n: number, body: Uint8Array, md5: string, signal?: AbortSignal) => {
+    uploadPart: (key: string, id: string, n: number, body: Uint8Array, digest: PayloadDigest, signal?: AbortSignal) => {
       counters.uploadPart++;
       counters.uploadedBytes += body.length;
-      return inner.uploadPart(key, id, n, damage(body), md5, signal);
+      counters.digests.push(digest.md5Base64 !== undefined ? 'md5' : 'sha256');
+      return inner.uploadPart(key, id, n, damage(body), digest, signal);
     },
-    put: (key: string, body: Uint8Array, md5: string, metadata: Record<string, string>, signal?: AbortSignal) => inner.put(key, damage(body), md5, metadata, signal),
+    put: (key: string, body: Uint8Array, digest: PayloadDigest, metadata: Record<string, string>, signal?: AbortSignal) => {
+      counters.digests.push(digest.md5Base64 !== undefined ? 'md5' : 'sha256');
+      return inner.put(key, damage(body), digest, metadata, signal);
+    },
     listParts: (key: string, id: string, pageSize: number, signal?: AbortSignal) => {
       counters.listPartsCalls++;
       return inner.listParts(key, id, pageSize, signal);
@@ -72,7 +78,7 @@ function countingStore(inner: ObjectStore, counters: Counters): ObjectStore {
 async function countedDriver(bucket: string, overrides: Record<string, unknown> = {}): Promise<{ driver: ObjectDriver; counters: Counters; store: AwsStore }> {
   const server = requireServer();
   const options = parseS3Options('cloud', s3Section(server, bucket, overrides));
-  const counters: Counters = { uploadPart: 0, uploadedBytes: 0, listPartsCalls: 0, createUpload: 0, corruptNext: false };
+  const counters: Counters = { uploadPart: 0, uploadedBytes: 0, listPartsCalls: 0, createUpload: 0, corruptNext: false, digests: [] };
   const store = new AwsStore(options);
   const driver = new ObjectDriver('cloud', countingStore(store, counters), {
     prefix: options.prefix, description: 'test', location: objectStoreLocation({ endpoint: options.endpoint, bucket: options.bucket, prefix: options.prefix }), maxConcurrency: 4, maxParts: 10_000, listPageSize: options.listPageSize,
@@ -202,7 +208,7 @@ describe('s3 multipart against Ceph RGW', { skip }, () => {
     admin.destroy();
   });
 
-  it('a part damaged on the way is refused by the server (Content-MD5): kind integrity, and a retry succeeds', async () => {
+  it('a part damaged on the way is refused by the server (signed SHA-256 on RGW): kind integrity, and a retry succeeds', async () => {
     const bucket = await freshBucket(requireServer(), 's3-md5');
     const data = seededBytes(PART * 2 + 1, 6);
     const { driver, counters } = await countedDriver(bucket);
@@ -210,12 +216,13 @@ describe('s3 multipart against Ceph RGW', { skip }, () => {
     const session = await driver.openWrite('damaged', { size: data.length, partBytes: PART });
     counters.corruptNext = true;
     const err = await rejectsWithKind(() => session.write(0, partOf(data, 0, PART)), 'integrity', 'UploadPart with damaged bytes');
-    assert.match(err.message, /^cloud: s3:\/\/[^ ]+\/damaged: write part 0: the server refused the bytes: their MD5 does not match Content-MD5 \(BadDigest\)$/);
+    assert.match(err.message, /^cloud: s3:\/\/[^ ]+\/damaged: write part 0: the server refused the bytes: SHA-256 mismatch \(XAmzContentSHA256Mismatch\)$/);
     await session.write(0, partOf(data, 0, PART)); // the session is still usable
     await session.write(1, partOf(data, 1, PART));
     await session.write(2, partOf(data, 2, PART));
     await session.commit({ hash: await hashOf(data) });
     assert.ok((await readKey(driver, 'damaged')).equals(data));
+    assert.deepEqual([...new Set(counters.digests)], ['sha256'], 'RGW checks signed payloads: no MD5 is computed for it');
 
     const small = await driver.openWrite('small', { size: 100, partBytes: 100 });
     await small.write(0, data.subarray(0, 100));
@@ -223,6 +230,14 @@ describe('s3 multipart against Ceph RGW', { skip }, () => {
     const smallHash = await hashOf(data.subarray(0, 100));
     await rejectsWithKind(() => small.commit({ hash: smallHash }), 'integrity', 'PutObject with damaged bytes');
     assert.equal(await driver.stat('small'), undefined, 'nothing stored');
+
+    // A caller's MD5 (the encryption wrapper takes it while sealing) goes as Content-MD5, which the server checks too.
+    const given = await driver.openWrite('given', { size: data.length, partBytes: PART });
+    counters.corruptNext = true;
+    const part = partOf(data, 0, PART);
+    const md5Err = await rejectsWithKind(() => given.write(0, part, { md5: md5(part) }), 'integrity', 'UploadPart with damaged bytes and the caller\'s MD5');
+    assert.match(md5Err.message, /their MD5 does not match Content-MD5 \(BadDigest\)$/);
+    await given.abort();
   });
 
   it('the hash is stored as x-amz-meta-offsite-hash; no temp object or upload is left after commit; commit tells the fingerprint HEAD shows', async () => {

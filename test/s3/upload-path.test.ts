@@ -97,9 +97,9 @@ describe('s3 upload requests (fake endpoint)', () => {
         const body = seededBytes(3 * MiB, 1); // above the SDK's 2 MiB threshold for Expect: 100-continue
         const md5 = createHash('md5').update(body).digest('base64');
         const until = Date.UTC(2030, 0, 2, 3, 4, 5);
-        assert.equal(await tried.put('dir/a b+(1).bin', body, md5, { 'offsite-hash': 'xxh64:0123456789abcdef' }, undefined, { mode: 'GOVERNANCE', untilMs: until }),
+        assert.equal(await tried.put('dir/a b+(1).bin', body, { md5Base64: md5 }, { 'offsite-hash': 'xxh64:0123456789abcdef' }, undefined, { mode: 'GOVERNANCE', untilMs: until }),
           `"${createHash('md5').update(body).digest('hex')}"`, 'put resolves with the ETag the server sent');
-        assert.equal(await tried.uploadPart('k', 'upload/1+=', 2, body, md5), createHash('md5').update(body).digest('hex'), 'uploadPart resolves with the clean ETag');
+        assert.equal(await tried.uploadPart('k', 'upload/1+=', 2, body, { md5Base64: md5 }), createHash('md5').update(body).digest('hex'), 'uploadPart resolves with the clean ETag');
         assert.equal(fake.requests.length, 2);
         for (const request of fake.requests) {
           assert.equal(request.headers['x-amz-content-sha256'], 'UNSIGNED-PAYLOAD', `${request.url}: x-amz-content-sha256`);
@@ -124,12 +124,32 @@ describe('s3 upload requests (fake endpoint)', () => {
     });
   }
 
+  it('where the server checks signed payloads, a direct upload without an MD5 carries its signed SHA-256 and no Content-MD5', async () => {
+    assert.equal(store.payloadCheck, 'sha256', 'a self-hosted endpoint (Ceph RGW, MinIO): signed payloads');
+    const viaSdk = fakeStore(fake.endpoint, 'WHEN_SUPPORTED');
+    assert.equal(viaSdk.payloadCheck, 'md5', 'uploads through the SDK carry Content-MD5');
+    viaSdk.close();
+    assert.equal(parseS3Options('r2', { type: 's3', endpoint: 'https://account.r2.cloudflarestorage.com', bucket: 'bucket' }).signedPayloads, false, 'a vendor not checked keeps Content-MD5');
+    fake.requests.length = 0;
+    const body = seededBytes(1000, 3);
+    const sha256 = createHash('sha256').update(body).digest('hex');
+    assert.ok(await store.put('k', body, { sha256Hex: sha256 }, { 'offsite-hash': 'xxh64:0123456789abcdef' }));
+    assert.ok(await store.uploadPart('k', 'upload-1', 1, body, { sha256Hex: sha256 }));
+    assert.equal(fake.requests.length, 2);
+    for (const request of fake.requests) {
+      assert.equal(request.headers['x-amz-content-sha256'], sha256, `${request.url}: x-amz-content-sha256`);
+      assert.equal(request.headers['content-md5'], undefined, `${request.url}: no Content-MD5`);
+      assert.ok(signedHeaders(request).includes('x-amz-content-sha256'), `${request.url}: the payload hash is signed`);
+      assert.ok(request.body.equals(body), `${request.url}: body arrives unchanged`);
+    }
+  });
+
   it('an error answer to a direct upload is reported as the SDK reports it: the S3 code and the status', async () => {
     const body = seededBytes(1000, 2);
     const md5 = createHash('md5').update(body).digest('base64');
     const failure = async (key: string): Promise<ReturnType<AwsStore['describeError']>> => {
       try {
-        await store.put(key, body, md5, {});
+        await store.put(key, body, { md5Base64: md5 }, {});
       } catch (err) {
         return store.describeError(err);
       }
@@ -143,7 +163,7 @@ describe('s3 upload requests (fake endpoint)', () => {
     assert.equal(forbidden.code, undefined, 'no body, no code');
     assert.equal(forbidden.status, 403);
     // The connection is reused after an error answer: the next upload goes through.
-    assert.ok(await store.put('k', body, md5, {}));
+    assert.ok(await store.put('k', body, { md5Base64: md5 }, {}));
   });
 
   it('a body without Content-MD5 (CompleteMultipartUpload) is still signed with its SHA-256', async () => {

@@ -15,7 +15,7 @@ import { Client } from 'minio';
 import type { S3Failure } from '../object-store/errors.js';
 import { socketsFor } from '../object-store/options.js';
 import {
-  cleanEtag, copyPartBytes, encodeKeyPath, encodeRfc3986, type ObjectStore, type OpenUpload, type StoredBody, type StoredFolder, type StoredObject, type StoredPart, type StoredVersion, type VersioningState,
+  cleanEtag, copyPartBytes, encodeKeyPath, encodeRfc3986, md5, type ObjectStore, type PayloadDigest, type OpenUpload, type StoredBody, type StoredFolder, type StoredObject, type StoredPart, type StoredVersion, type VersioningState,
 } from '../object-store/store.js';
 import { describeMinioError } from './errors.js';
 import type { MinioOptions } from './options.js';
@@ -51,8 +51,15 @@ function queryEscape(value: string): string {
   return encodeRfc3986(raw);
 }
 
+/** The Content-MD5 of an upload: the caller's (this store's `payloadCheck` is `md5`), else computed here. */
+function md5Of(body: Uint8Array, digest: PayloadDigest): string {
+  return digest.md5Base64 ?? md5(body).base64;
+}
+
 export class MinioStore implements ObjectStore {
   readonly endpoint: string;
+  /** The minio client signs every request's payload as it likes; the server checks Content-MD5. */
+  readonly payloadCheck = 'md5';
   readonly bucket: string;
   readonly #client: PartsClient;
   readonly #options: MinioOptions;
@@ -158,8 +165,8 @@ export class MinioStore implements ObjectStore {
     }
   }
 
-  async put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
-    const headers: Record<string, string> = { 'Content-MD5': md5Base64, 'Content-Length': String(body.length) };
+  async put(key: string, body: Uint8Array, digest: PayloadDigest, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
+    const headers: Record<string, string> = { 'Content-MD5': md5Of(body, digest), 'Content-Length': String(body.length) };
     for (const [name, value] of Object.entries(metadata)) headers[`x-amz-meta-${name}`] = value;
     return this.#guard(signal, async () => {
       const response = await this.#client.makeRequestAsync({ method: 'PUT', bucketName: this.bucket, objectName: key, headers }, Buffer.from(body.buffer, body.byteOffset, body.length), [200]);
@@ -196,9 +203,9 @@ export class MinioStore implements ObjectStore {
     for (const part of parts.sort((a, b) => a.part - b.part)) yield { partNumber: part.part, size: part.size, etag: cleanEtag(part.etag) };
   }
 
-  async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, md5Base64: string, signal?: AbortSignal): Promise<string> {
+  async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, digest: PayloadDigest, signal?: AbortSignal): Promise<string> {
     const out = await this.#guard(signal, () => this.#client.uploadPart({
-      bucketName: this.bucket, objectName: key, uploadID: uploadId, partNumber, headers: { 'Content-MD5': md5Base64, 'Content-Length': String(body.length) },
+      bucketName: this.bucket, objectName: key, uploadID: uploadId, partNumber, headers: { 'Content-MD5': md5Of(body, digest), 'Content-Length': String(body.length) },
     }, Buffer.from(body.buffer, body.byteOffset, body.length)));
     return cleanEtag(out.etag);
   }

@@ -22,19 +22,28 @@ export interface Vendor {
   readonly maxParts: number;
   /** Region to sign with when the config gives none. */
   readonly region?: string;
+  /**
+   * The server checks a signed payload: a request whose `x-amz-content-sha256` is the SHA-256 of
+   * its body is refused (400 XAmzContentSHA256Mismatch) when the body that arrives has another,
+   * as SigV4 says. Ceph RGW (checked by test/s3/multipart.test.ts), MinIO and AWS do. Where
+   * true, uploads sent directly (../s3/direct-request.ts) carry that hash instead of Content-MD5:
+   * the same refusal of damaged bytes for less than half the CPU (SHA-256 runs on the CPU's SHA
+   * instructions, MD5 cannot). Rows we could not check keep Content-MD5.
+   */
+  readonly signedPayloads: boolean;
 }
 
 const S3_MAX_PARTS = 10_000;
 
 export const VENDORS: readonly Vendor[] = [
-  { name: 'AWS', host: /(^|\.)amazonaws\.com(\.cn)?$/i, checksums: 'WHEN_SUPPORTED', forcePathStyle: false, maxParts: S3_MAX_PARTS },
+  { name: 'AWS', host: /(^|\.)amazonaws\.com(\.cn)?$/i, checksums: 'WHEN_SUPPORTED', forcePathStyle: false, maxParts: S3_MAX_PARTS, signedPayloads: true },
   // Scaleway accepts only 1000 parts per upload (tus-node-server #711).
-  { name: 'Scaleway', host: /\.scw\.cloud$/i, checksums: 'WHEN_REQUIRED', forcePathStyle: false, maxParts: 1000 },
-  { name: 'Cloudflare R2', host: /\.r2\.cloudflarestorage\.com$/i, checksums: 'WHEN_REQUIRED', forcePathStyle: true, maxParts: S3_MAX_PARTS, region: 'auto' },
-  { name: 'Backblaze B2', host: /\.backblazeb2\.com$/i, checksums: 'WHEN_REQUIRED', forcePathStyle: false, maxParts: S3_MAX_PARTS },
-  { name: 'Wasabi', host: /\.wasabisys\.com$/i, checksums: 'WHEN_REQUIRED', forcePathStyle: false, maxParts: S3_MAX_PARTS },
+  { name: 'Scaleway', host: /\.scw\.cloud$/i, checksums: 'WHEN_REQUIRED', forcePathStyle: false, maxParts: 1000, signedPayloads: false },
+  { name: 'Cloudflare R2', host: /\.r2\.cloudflarestorage\.com$/i, checksums: 'WHEN_REQUIRED', forcePathStyle: true, maxParts: S3_MAX_PARTS, region: 'auto', signedPayloads: false },
+  { name: 'Backblaze B2', host: /\.backblazeb2\.com$/i, checksums: 'WHEN_REQUIRED', forcePathStyle: false, maxParts: S3_MAX_PARTS, signedPayloads: false },
+  { name: 'Wasabi', host: /\.wasabisys\.com$/i, checksums: 'WHEN_REQUIRED', forcePathStyle: false, maxParts: S3_MAX_PARTS, signedPayloads: false },
   // Anything else (Ceph RGW, MinIO, on-premises appliances): the conservative settings.
-  { name: 'S3-compatible', checksums: 'WHEN_REQUIRED', forcePathStyle: true, maxParts: S3_MAX_PARTS },
+  { name: 'S3-compatible', checksums: 'WHEN_REQUIRED', forcePathStyle: true, maxParts: S3_MAX_PARTS, signedPayloads: true },
 ];
 
 /** The vendor row for an endpoint URL (`undefined` = AWS's own default endpoint). */

@@ -12,6 +12,14 @@ import type { Readable } from 'node:stream';
 import { cpuPool } from '../../runtime/cpu-pool.js';
 import type { S3Failure } from './errors.js';
 
+/**
+ * What an upload carries so that the server refuses bytes damaged on the way: the MD5 of the body
+ * (`Content-MD5`), or its SHA-256 (the signed `x-amz-content-sha256`) where the store's
+ * `payloadCheck` is `sha256`. Taken from the bytes before they go to the store, so that a body
+ * changed after that is refused too.
+ */
+export type PayloadDigest = { readonly md5Base64: string; readonly sha256Hex?: undefined } | { readonly sha256Hex: string; readonly md5Base64?: undefined };
+
 /** An object as listed or HEADed. */
 export interface StoredObject {
   readonly key: string;
@@ -107,20 +115,25 @@ export interface ObjectStore {
    */
   listLevel?(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject | StoredFolder>;
   /**
-   * One PutObject with `Content-MD5` (base64) so the server rejects corrupted bytes, user
-   * `metadata`, and the configured storage class and encryption; with `retention`, the Object Lock
-   * mode and retain-until date (S3 requires Content-MD5 or a checksum on such a request: it has one).
+   * How uploads prove their bytes to the server (see `PayloadDigest`): `md5` (Content-MD5, every
+   * S3), or `sha256` where the store signs payloads and the server checks them.
    */
-  /** Resolves with the ETag the server answered (undefined when it gave none). */
-  put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention): Promise<string | undefined>;
+  readonly payloadCheck: 'md5' | 'sha256';
+  /**
+   * One PutObject with `digest` (so the server rejects corrupted bytes), user `metadata`, and the
+   * configured storage class and encryption; with `retention`, the Object Lock mode and
+   * retain-until date (S3 requires Content-MD5 or a checksum on such a request: give an MD5 then).
+   * Resolves with the ETag the server answered (undefined when it gave none).
+   */
+  put(key: string, body: Uint8Array, digest: PayloadDigest, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention): Promise<string | undefined>;
   /** CreateMultipartUpload with the configured encryption (never a storage class: see driver.ts). */
   createUpload(key: string, signal?: AbortSignal): Promise<string>;
   /** Open multipart uploads whose key starts with `prefix`, all pages. */
   listUploads(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<OpenUpload>;
   /** The parts of one open upload, all pages, in part-number order. */
   listParts(key: string, uploadId: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredPart>;
-  /** UploadPart with `Content-MD5`; returns the part's ETag (unquoted, lower case). */
-  uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, md5Base64: string, signal?: AbortSignal): Promise<string>;
+  /** UploadPart with `digest`; returns the part's ETag (unquoted, lower case). */
+  uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, digest: PayloadDigest, signal?: AbortSignal): Promise<string>;
   completeUpload(key: string, uploadId: string, parts: ReadonlyArray<{ partNumber: number; etag: string }>, signal?: AbortSignal): Promise<void>;
   /** Resolves when the upload is already gone (NoSuchUpload). */
   abortUpload(key: string, uploadId: string, signal?: AbortSignal): Promise<void>;
@@ -188,6 +201,11 @@ export function multipartEtag(partEtags: readonly string[]): string {
 export function md5(bytes: Uint8Array): { hex: string; base64: string } {
   const digest = createHash('md5').update(bytes).digest();
   return { hex: digest.toString('hex'), base64: digest.toString('base64') };
+}
+
+/** SHA-256 of some bytes as hex (`x-amz-content-sha256`), on the calling thread: ~0.7 ms per MiB with the CPU's SHA instructions. */
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
 }
 
 /**

@@ -3,15 +3,17 @@
  * leaves behind):
  *
  * - `SinglePartSession`, 0 or 1 part: the bytes are held until `commit`, then sent with the hash
- *   in one PutObject with `Content-MD5` (and, with `objectLock`, the retention: ./object-lock.ts).
+ *   in one PutObject with its digest (`payloadDigest`) (and, with `objectLock`, the retention: ./object-lock.ts).
  * - `MultipartSession`, several parts: a multipart upload of the temp key, completed, size-checked
  *   and copied onto the final key with the hash at `commit`.
  *
  * `openObjectWrite` picks one, and for a multipart object finds the open upload to resume.
  * Part bookkeeping (indexes, lengths) is the toolkit's `PartLedger`; refusals have the toolkit's
- * codes and kinds (src/drivers/toolkit/errors.ts). The MD5 of each part (Content-MD5, ETag checks)
- * is computed in the CPU pool's worker threads (`partMd5`), off the event loop, unless the caller
- * gives it (`PartWriteOptions.md5`: the encryption wrapper takes it while sealing the part).
+ * codes and kinds (src/drivers/toolkit/errors.ts). Every upload carries a digest the server checks
+ * (`payloadDigest`): the caller's MD5 when it gives one (`PartWriteOptions.md5`: the encryption
+ * wrapper takes it while sealing the part), else the SHA-256 where the store signs payloads
+ * (taken inline: ~0.7 ms per MiB), else an MD5 computed in the CPU pool's worker threads
+ * (`partMd5`, off the event loop). Only a resumed upload's `matches()` needs MD5s (part ETags).
  */
 import { DriverError, throwIfAborted } from '../../errors.js';
 import {
@@ -21,7 +23,7 @@ import type { CommitOptions, Committed, PartMatchOptions, PartMd5, PartWriteOpti
 import { HASH_METADATA, type Bucket } from './bucket.js';
 import { ensureRetention, retentionFor } from './object-lock.js';
 import { S3_LIMITS } from './quirks.js';
-import { multipartEtag, partMd5, type StoredPart } from './store.js';
+import { md5, multipartEtag, partMd5, sha256Hex, type ObjectStore, type PayloadDigest, type StoredPart } from './store.js';
 
 /** Hashes look like `xxh64:0123456789abcdef`; anything printable and short is stored as is. */
 const HASH_SHAPE = /^[\x21-\x7e]{1,200}$/;
@@ -81,6 +83,16 @@ async function partsIfFitting(bucket: Bucket, temp: string, uploadId: string, le
     parts.set(index, part);
   }
   return parts;
+}
+
+/**
+ * The digest an upload of `bytes` carries (see the file comment); `needsMd5` for a PutObject
+ * with Object Lock (S3 wants Content-MD5 there).
+ */
+async function payloadDigest(store: ObjectStore, bytes: Uint8Array, given: PartMd5 | undefined, needsMd5: boolean, signal: AbortSignal | undefined): Promise<PayloadDigest> {
+  if (given !== undefined) return { md5Base64: given.base64 };
+  if (store.payloadCheck === 'sha256' && !needsMd5) return { sha256Hex: sha256Hex(bytes) };
+  return { md5Base64: (await partMd5(bytes, signal)).base64 };
 }
 
 /** Shared checks of both session kinds. */
@@ -175,7 +187,7 @@ class SinglePartSession extends Session {
   }
 
   /**
-   * PutObject with Content-MD5 and the hash as metadata. Rejects (E_MISSING_PART) when the part
+   * PutObject with its digest and the hash as metadata. Rejects (E_MISSING_PART) when the part
    * is missing. Tells the fingerprint from the ETag the server answered (what a HEAD shows).
    */
   async commit(options: CommitOptions): Promise<Committed | void> {
@@ -184,8 +196,9 @@ class SinglePartSession extends Session {
     if (body === undefined) throw missingPartError(this.context('commit'), [0], 1, 'was never written');
     let etag: string | undefined;
     try {
-      const digest = (this.#md5 ?? await partMd5(body, options.signal)).base64;
-      etag = await this.bucket.upload(options.signal, `${this.key}: commit`, () => this.bucket.store.put(this.full, body, digest, { [HASH_METADATA]: options.hash }, options.signal, retentionFor(this.bucket, this.full)));
+      const retention = retentionFor(this.bucket, this.full);
+      const digest = await payloadDigest(this.bucket.store, body, this.#md5, retention !== undefined, options.signal);
+      etag = await this.bucket.upload(options.signal, `${this.key}: commit`, () => this.bucket.store.put(this.full, body, digest, { [HASH_METADATA]: options.hash }, options.signal, retention));
     } catch (err) {
       throw this.bucket.fail(err, 'commit', this.full);
     }
@@ -262,16 +275,20 @@ class MultipartSession extends Session {
     }
   }
 
-  /** UploadPart with Content-MD5: the server refuses bytes damaged on the way (kind `integrity`). Done with `bytes` when it settles. */
+  /**
+   * UploadPart with a digest: the server refuses bytes damaged on the way (kind `integrity`).
+   * Done with `bytes` when it settles. A server that answers without an ETag gets the part's MD5
+   * as its expected ETag (what ListParts will show).
+   */
   async write(index: number, bytes: Uint8Array, options: PartWriteOptions = {}): Promise<void> {
     this.checkPart(index, bytes, options.signal, 'write');
     try {
       const uploadId = await this.#upload(options.signal);
-      const digest = options.md5 ?? await partMd5(bytes, options.signal);
+      const digest = await payloadDigest(this.bucket.store, bytes, options.md5, false, options.signal);
       this.#confirmed.delete(index);
       const etag = await this.bucket.upload(options.signal, `${this.key}: write part ${index}`,
-        () => this.bucket.store.uploadPart(this.temp, uploadId, index + 1, bytes, digest.base64, options.signal));
-      this.#confirmed.set(index, etag === '' ? digest.hex : etag);
+        () => this.bucket.store.uploadPart(this.temp, uploadId, index + 1, bytes, digest, options.signal));
+      this.#confirmed.set(index, etag !== '' ? etag : (options.md5 ?? md5(bytes)).hex);
     } catch (err) {
       throw this.bucket.fail(err, `write part ${index}`, this.full);
     }

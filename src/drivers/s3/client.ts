@@ -6,7 +6,8 @@
  * - Timeouts that really fire: NodeHttpHandler with `throwOnRequestTimeout` (without it a
  *   blackholed request only logs a warning and hangs for about a minute).
  * - Flexible checksums only where the vendor table says the server supports them; every upload
- *   still carries `Content-MD5`, which every S3 implementation verifies.
+ *   still carries a digest the server verifies: `Content-MD5`, or, for a direct upload to a server
+ *   that checks signed payloads, the signed SHA-256 of its body (../object-store/store.ts `PayloadDigest`).
  * - Uploads are not hashed a second time for the signature: a request that carries `Content-MD5`
  *   is signed with `x-amz-content-sha256: UNSIGNED-PAYLOAD` (see `signUploadsUnsigned`).
  * - PutObject, UploadPart and CopyObject (one per reused file) skip the SDK's middleware where
@@ -30,7 +31,7 @@ import { Readable } from 'node:stream';
 import type { S3Failure } from '../object-store/errors.js';
 import { socketsFor } from '../object-store/options.js';
 import {
-  cleanEtag, copyPartBytes, type LockConfiguration, type ObjectStore, type OpenUpload, type Retention, type StoredBody, type StoredFolder, type StoredObject, type StoredPart, type StoredVersion,
+  cleanEtag, copyPartBytes, type LockConfiguration, type ObjectStore, type PayloadDigest, type OpenUpload, type Retention, type StoredBody, type StoredFolder, type StoredObject, type StoredPart, type StoredVersion,
   type VersioningState,
 } from '../object-store/store.js';
 import { DirectRequests, directTarget, objectHeaders } from './direct-request.js';
@@ -71,13 +72,19 @@ export function signUploadsUnsigned(stack: Sdk.S3Client['middlewareStack']): voi
   });
 }
 
+/** `ContentMD5` of an SDK command for an MD5 `digest`; nothing for a SHA-256 one (the SDK then signs the body's own SHA-256). */
+function contentMd5(digest: PayloadDigest): { ContentMD5?: string } {
+  return digest.md5Base64 !== undefined ? { ContentMD5: digest.md5Base64 } : {};
+}
+
 function hasHeader(headers: Record<string, string>, lowerName: string): boolean {
   return Object.keys(headers).some((name) => name.toLowerCase() === lowerName);
 }
 
 /** What an AWS SDK client needs from the options; the `minio` driver builds the same from milvus-backup's keys. */
 export type AwsStoreOptions = Pick<S3Options, 'endpoint' | 'region' | 'bucket' | 'forcePathStyle' | 'credentials' | 'storageClass' | 'sse' | 'sseKmsKeyId'
-  | 'requestChecksumCalculation' | 'responseChecksumValidation' | 'connectTimeoutMs' | 'requestTimeoutMs' | 'maxConcurrency' | 'multipartCopyThresholdBytes' | 'maxParts'>;
+  | 'requestChecksumCalculation' | 'responseChecksumValidation' | 'connectTimeoutMs' | 'requestTimeoutMs' | 'maxConcurrency' | 'multipartCopyThresholdBytes' | 'maxParts'
+  | 'signedPayloads'>;
 
 type Handler<I, O> = (args: { readonly input: I }) => Promise<{ readonly output: O }>;
 
@@ -96,6 +103,8 @@ export class AwsStore implements ObjectStore {
   readonly #options: AwsStoreOptions;
   /** PutObject, UploadPart and CopyObject without the SDK's middleware, where they are the same requests (./direct-request.ts). */
   readonly #direct: DirectRequests | undefined;
+  /** `sha256` when uploads go directly to a server that checks signed payloads (../object-store/quirks.ts). */
+  readonly payloadCheck: 'md5' | 'sha256';
 
   constructor(options: AwsStoreOptions) {
     this.#options = options;
@@ -124,6 +133,7 @@ export class AwsStore implements ObjectStore {
     signUploadsUnsigned(this.#client.middlewareStack);
     const target = directTarget(this.#client, options);
     this.#direct = target === undefined ? undefined : new DirectRequests(this.#client, requestHandler, target);
+    this.payloadCheck = this.#direct !== undefined && options.signedPayloads ? 'sha256' : 'md5';
   }
 
   /**
@@ -224,11 +234,15 @@ export class AwsStore implements ObjectStore {
     } while (token);
   }
 
-  async put(key: string, body: Uint8Array, md5Base64: string, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention): Promise<string | undefined> {
+  /**
+   * Through the SDK, a SHA-256 `digest` is not sent: without Content-MD5 the SDK signs the body's
+   * SHA-256, which it computes itself (a direct request that fell back on the SDK, rare).
+   */
+  async put(key: string, body: Uint8Array, digest: PayloadDigest, metadata: Record<string, string>, signal?: AbortSignal, retention?: Retention): Promise<string | undefined> {
     const headers = this.#directHeaders(metadata, retention);
-    if (this.#direct !== undefined && headers !== undefined) return (await this.#direct.put({ key, body, md5Base64, headers }, signal)) || undefined;
+    if (this.#direct !== undefined && headers !== undefined) return (await this.#direct.put({ key, body, digest, headers }, signal)) || undefined;
     const out = await this.#send(new PutObjectCommand({
-      Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ContentMD5: md5Base64, Metadata: metadata,
+      Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, ...contentMd5(digest), Metadata: metadata,
       ...this.#storageClass(), ...this.#encryption(), ...this.#lock(retention),
     }), signal);
     return out.ETag;
@@ -272,12 +286,12 @@ export class AwsStore implements ObjectStore {
     } while (marker !== undefined);
   }
 
-  async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, md5Base64: string, signal?: AbortSignal): Promise<string> {
+  async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array, digest: PayloadDigest, signal?: AbortSignal): Promise<string> {
     if (this.#direct !== undefined) {
-      return cleanEtag(await this.#direct.put({ key, body, md5Base64, query: { partNumber: String(partNumber), uploadId } }, signal));
+      return cleanEtag(await this.#direct.put({ key, body, digest, query: { partNumber: String(partNumber), uploadId } }, signal));
     }
     const out = await this.#send(new UploadPartCommand({
-      Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length, ContentMD5: md5Base64,
+      Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length, ...contentMd5(digest),
     }), signal);
     return cleanEtag(out.ETag);
   }

@@ -14,8 +14,10 @@
  *
  * The requests are those the SDK sends, header for header: uploads carry `Content-MD5` (the
  * server checks the bytes; S3 requires it with Object Lock) and `x-amz-content-sha256:
- * UNSIGNED-PAYLOAD` (as ./client.ts `signUploadsUnsigned` makes the SDK sign them), a copy has no
- * body and is signed alike; user metadata, storage class, encryption and Object Lock headers as
+ * UNSIGNED-PAYLOAD` (as ./client.ts `signUploadsUnsigned` makes the SDK sign them), or, where the
+ * server checks signed payloads (../object-store/quirks.ts `signedPayloads`), no Content-MD5 and
+ * the body's SHA-256 as `x-amz-content-sha256` (as the SDK signs a body without Content-MD5); a
+ * copy has no body and is signed alike; user metadata, storage class, encryption and Object Lock headers as
  * the SDK makes them of the command's fields. Errors are shaped like the SDK's (`name`/`Code` =
  * the S3 error code, `$metadata.httpStatusCode`; socket errors, timeouts and aborts are the
  * handler's own), so ./errors.ts classifies them alike. A CopyObject answered 200 whose body is
@@ -34,7 +36,7 @@ import type { NodeHttpHandler } from '@smithy/node-http-handler';
 import type * as Signer from '@smithy/signature-v4';
 import { createRequire } from 'node:module';
 import type { Readable } from 'node:stream';
-import { encodeKeyPath, encodeRfc3986, type Retention } from '../object-store/store.js';
+import { encodeKeyPath, encodeRfc3986, type PayloadDigest, type Retention } from '../object-store/store.js';
 
 // Loaded with require() as ./client.ts loads the SDK (no export scan of CommonJS sources at start).
 const { SignatureV4 } = createRequire(import.meta.url)('@smithy/signature-v4') as typeof Signer;
@@ -124,7 +126,8 @@ export function objectHeaders(fields: ObjectFields): Record<string, string> | un
 export interface DirectUpload {
   readonly key: string;
   readonly body: Uint8Array;
-  readonly md5Base64: string;
+  /** Sent as `Content-MD5` (the payload then signed as UNSIGNED-PAYLOAD), or as the signed `x-amz-content-sha256`. */
+  readonly digest: PayloadDigest;
   /** `partNumber` and `uploadId` for UploadPart. */
   readonly query?: Readonly<Record<string, string>>;
   /** Further headers, lower-case names (from `objectHeaders`). */
@@ -155,7 +158,7 @@ export class DirectRequests {
   async put(upload: DirectUpload, signal: AbortSignal | undefined): Promise<string> {
     const answer = await this.#send(upload.key, upload.query ?? {}, {
       'content-length': String(upload.body.byteLength),
-      'content-md5': upload.md5Base64,
+      ...(upload.digest.md5Base64 !== undefined ? { 'content-md5': upload.digest.md5Base64 } : { 'x-amz-content-sha256': upload.digest.sha256Hex }),
       'content-type': 'application/octet-stream',
       ...upload.headers,
     }, Buffer.from(upload.body.buffer, upload.body.byteOffset, upload.body.byteLength), signal);

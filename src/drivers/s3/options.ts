@@ -41,6 +41,8 @@ export interface S3Options extends ObjectStoreTuning {
   readonly responseChecksumValidation: ChecksumMode;
   /** Most parts per upload, from the vendor table (10,000; Scaleway 1,000). */
   readonly maxParts: number;
+  /** The server checks signed payloads (the vendor table's `signedPayloads`): direct uploads then carry their SHA-256 instead of Content-MD5. */
+  readonly signedPayloads: boolean;
   /**
    * S3 Object Lock: every object of a copy is written locked in this mode for `retain` from its
    * write (config `objectLock: { mode: GOVERNANCE | COMPLIANCE, retain: 30d }`); see
@@ -139,6 +141,7 @@ export function parseS3Options(name: string, section: Readonly<Record<string, un
     requestChecksumCalculation: v.requestChecksumCalculation ?? vendor.checksums,
     responseChecksumValidation: v.responseChecksumValidation ?? vendor.checksums,
     maxParts: vendor.maxParts,
+    signedPayloads: vendor.signedPayloads,
     ...(v.objectLock !== undefined ? { objectLock: { mode: v.objectLock.mode, retainMs: parseDuration(v.objectLock.retain, 'objectLock.retain') } } : {}),
     ...tuningOf(v),
   };
