@@ -211,7 +211,7 @@ describe('s3 multipart against Ceph RGW', { skip }, () => {
   it('a part damaged on the way is refused by the server (signed SHA-256 on RGW): kind integrity, and a retry succeeds', async () => {
     const bucket = await freshBucket(requireServer(), 's3-md5');
     const data = seededBytes(PART * 2 + 1, 6);
-    const { driver, counters } = await countedDriver(bucket);
+    const { driver, counters, store } = await countedDriver(bucket);
     drivers.push(driver);
     const session = await driver.openWrite('damaged', { size: data.length, partBytes: PART });
     counters.corruptNext = true;
@@ -223,6 +223,9 @@ describe('s3 multipart against Ceph RGW', { skip }, () => {
     await session.commit({ hash: await hashOf(data) });
     assert.ok((await readKey(driver, 'damaged')).equals(data));
     assert.deepEqual([...new Set(counters.digests)], ['sha256'], 'RGW checks signed payloads: no MD5 is computed for it');
+    const keys: string[] = [];
+    for await (const object of store.list('', 1000)) keys.push(object.key);
+    assert.deepEqual(keys.filter((key) => key.includes('payload-check')), [], 'the probe of the first write left no object');
 
     const small = await driver.openWrite('small', { size: 100, partBytes: 100 });
     await small.write(0, data.subarray(0, 100));

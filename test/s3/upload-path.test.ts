@@ -46,6 +46,10 @@ async function fakeEndpoint(): Promise<{ server: Server; endpoint: string; reque
       if (req.method === 'PUT' && (req.url ?? '').includes('/bad-digest')) {
         const xml = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>BadDigest</Code><Message>The Content-MD5 you specified did not match what we received.</Message></Error>';
         res.writeHead(400, { 'Content-Type': 'application/xml', 'Content-Length': String(Buffer.byteLength(xml)) }).end(xml);
+      } else if (req.method === 'PUT' && (req.url ?? '').includes('/checks-payload/') && /^[0-9a-f]{64}$/.test(String(req.headers['x-amz-content-sha256']))
+        && createHash('sha256').update(body).digest('hex') !== req.headers['x-amz-content-sha256']) {
+        const xml = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>XAmzContentSHA256Mismatch</Code><Message>The provided x-amz-content-sha256 does not match.</Message></Error>';
+        res.writeHead(400, { 'Content-Type': 'application/xml', 'Content-Length': String(Buffer.byteLength(xml)) }).end(xml);
       } else if (req.method === 'PUT' && (req.url ?? '').includes('/forbidden')) {
         res.writeHead(403, { 'Content-Length': '0' }).end();
       } else if (req.method === 'PUT') {
@@ -124,8 +128,30 @@ describe('s3 upload requests (fake endpoint)', () => {
     });
   }
 
+  it('a server outside the vendor table is asked once whether it checks signed payloads; one that takes a wrong hash keeps Content-MD5', async () => {
+    const careless = fakeStore(fake.endpoint);
+    const checking = fakeStore(fake.endpoint);
+    try {
+      assert.equal(careless.payloadCheck, 'md5', 'not known yet: Content-MD5');
+      fake.requests.length = 0;
+      assert.equal(await careless.probeSignedPayloads?.('probe'), true, 'the server took the object: the caller removes it');
+      assert.equal(careless.payloadCheck, 'md5', 'a server that does not check the signed hash keeps Content-MD5');
+      assert.equal(careless.probeSignedPayloads, undefined, 'asked once');
+      const [probe] = fake.requests;
+      assert.equal(fake.requests.length, 1);
+      assert.notEqual(probe?.headers['x-amz-content-sha256'], createHash('sha256').update(probe?.body ?? Buffer.alloc(0)).digest('hex'), 'the probe signs a hash that is not its body\'s');
+      assert.equal(probe?.headers['content-md5'], undefined);
+      assert.equal(await checking.probeSignedPayloads?.('checks-payload/probe'), false, 'refused: nothing to remove');
+      assert.equal(checking.payloadCheck, 'sha256', 'a server that refuses a wrong signed hash: SHA-256 instead of Content-MD5');
+    } finally {
+      careless.close();
+      checking.close();
+    }
+  });
+
   it('where the server checks signed payloads, a direct upload without an MD5 carries its signed SHA-256 and no Content-MD5', async () => {
-    assert.equal(store.payloadCheck, 'sha256', 'a self-hosted endpoint (Ceph RGW, MinIO): signed payloads');
+    await store.probeSignedPayloads?.('checks-payload/probe');
+    assert.equal(store.payloadCheck, 'sha256', 'a self-hosted endpoint that refused a wrong signed hash');
     const viaSdk = fakeStore(fake.endpoint, 'WHEN_SUPPORTED');
     assert.equal(viaSdk.payloadCheck, 'md5', 'uploads through the SDK carry Content-MD5');
     viaSdk.close();

@@ -17,6 +17,7 @@
  * s3:DeleteObject on bucket/prefix*`). A temp object that cannot be removed after its copy is
  * written is a warning, not a failed copy (`dropTemp`); a later `list` removes it (driver.ts).
  */
+import { randomUUID } from 'node:crypto';
 import { DriverError, type OffsiteError } from '../../errors.js';
 import { checkDriverKey, etagFingerprint, Semaphore } from '../toolkit/index.js';
 import { classifyS3Error, isAccessDenied, type S3Failure } from './errors.js';
@@ -60,6 +61,7 @@ export class Bucket {
   readonly #warn: WarnSink;
   #versioning: Promise<VersioningState> | undefined;
   readonly #refusals = new Map<string, Refusals>();
+  #payloadProbe: Promise<void> | undefined;
 
   constructor(
     /** The driver instance's name, first word of every message. */
@@ -75,6 +77,21 @@ export class Bucket {
   ) {
     this.#uploads = new Semaphore(maxConcurrency);
     this.#warn = warn ?? warnOnStderr;
+  }
+
+  /**
+   * Before the first write to a server outside the vendor table: whether it checks signed
+   * payloads (../object-store/store.ts `probeSignedPayloads`), tried once on a key under this
+   * prefix's `.offsite/` (offsite's bookkeeping, never locked), which is removed again when the
+   * server took it. Until then, and when it took it, uploads carry Content-MD5.
+   */
+  checkPayloads(signal: AbortSignal | undefined): Promise<void> {
+    const probe = this.store.probeSignedPayloads?.bind(this.store);
+    if (probe === undefined) return Promise.resolve();
+    return (this.#payloadProbe ??= (async () => {
+      const key = `${this.prefix}.offsite/payload-check-${randomUUID()}`;
+      if (await probe(key, signal)) await this.removeKey(key, signal).catch(() => undefined);
+    })());
   }
 
   /** `bucket/prefix*`: where offsite needs its permissions (for messages). */

@@ -314,6 +314,7 @@ export class ObjectDriver implements Driver {
     const { size, partBytes } = checkWriteShape(options, Number.MAX_SAFE_INTEGER, { driver: this.name, key, action: 'open write' });
     this.#checkOpen(options.signal, 'open write');
     await this.objectLock?.check(options);
+    await this.#bucket.checkPayloads(options.signal);
     return openObjectWrite(this.#bucket, key, full, size, partBytes, this.capabilities.maxParts, options.signal);
   }
 

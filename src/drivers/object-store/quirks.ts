@@ -28,9 +28,12 @@ export interface Vendor {
    * as SigV4 says. Ceph RGW (checked by test/s3/multipart.test.ts), MinIO and AWS do. Where
    * true, uploads sent directly (../s3/direct-request.ts) carry that hash instead of Content-MD5:
    * the same refusal of damaged bytes for less than half the CPU (SHA-256 runs on the CPU's SHA
-   * instructions, MD5 cannot). Rows we could not check keep Content-MD5.
+   * instructions, MD5 cannot). `probe` (any other server): the driver finds out before its first
+   * write by sending one object with a wrong signed hash (./driver.ts, `probeSignedPayloads` in
+   * ./store.ts), since a server that checks the signature but not the body would otherwise let
+   * damaged bytes through. Rows we could not check keep Content-MD5.
    */
-  readonly signedPayloads: boolean;
+  readonly signedPayloads: boolean | 'probe';
 }
 
 const S3_MAX_PARTS = 10_000;
@@ -43,7 +46,7 @@ export const VENDORS: readonly Vendor[] = [
   { name: 'Backblaze B2', host: /\.backblazeb2\.com$/i, checksums: 'WHEN_REQUIRED', forcePathStyle: false, maxParts: S3_MAX_PARTS, signedPayloads: false },
   { name: 'Wasabi', host: /\.wasabisys\.com$/i, checksums: 'WHEN_REQUIRED', forcePathStyle: false, maxParts: S3_MAX_PARTS, signedPayloads: false },
   // Anything else (Ceph RGW, MinIO, on-premises appliances): the conservative settings.
-  { name: 'S3-compatible', checksums: 'WHEN_REQUIRED', forcePathStyle: true, maxParts: S3_MAX_PARTS, signedPayloads: true },
+  { name: 'S3-compatible', checksums: 'WHEN_REQUIRED', forcePathStyle: true, maxParts: S3_MAX_PARTS, signedPayloads: 'probe' },
 ];
 
 /** The vendor row for an endpoint URL (`undefined` = AWS's own default endpoint). */

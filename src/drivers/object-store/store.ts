@@ -116,9 +116,18 @@ export interface ObjectStore {
   listLevel?(prefix: string, pageSize: number, signal?: AbortSignal): AsyncIterable<StoredObject | StoredFolder>;
   /**
    * How uploads prove their bytes to the server (see `PayloadDigest`): `md5` (Content-MD5, every
-   * S3), or `sha256` where the store signs payloads and the server checks them.
+   * S3), or `sha256` where the store signs payloads and the server is known to check them (by
+   * its vendor row, or once `probeSignedPayloads` has seen it refuse a wrong one).
    */
   readonly payloadCheck: 'md5' | 'sha256';
+  /**
+   * Present while it is not known whether the server checks signed payloads (a server outside
+   * the vendor table, ./quirks.ts): sends one small PutObject of `key` whose signed SHA-256 is
+   * not its body's. A refusal (XAmzContentSHA256Mismatch) turns `payloadCheck` to `sha256`;
+   * anything else leaves it at `md5`, and resolves with whether an object may have been written
+   * under `key` (the caller removes it). Never throws.
+   */
+  probeSignedPayloads?(key: string, signal?: AbortSignal): Promise<boolean>;
   /**
    * One PutObject with `digest` (so the server rejects corrupted bytes), user `metadata`, and the
    * configured storage class and encryption; with `retention`, the Object Lock mode and

@@ -31,7 +31,7 @@ import { Readable } from 'node:stream';
 import type { S3Failure } from '../object-store/errors.js';
 import { socketsFor } from '../object-store/options.js';
 import {
-  cleanEtag, copyPartBytes, type LockConfiguration, type ObjectStore, type PayloadDigest, type OpenUpload, type Retention, type StoredBody, type StoredFolder, type StoredObject, type StoredPart, type StoredVersion,
+  cleanEtag, copyPartBytes, sha256Hex, type LockConfiguration, type ObjectStore, type PayloadDigest, type OpenUpload, type Retention, type StoredBody, type StoredFolder, type StoredObject, type StoredPart, type StoredVersion,
   type VersioningState,
 } from '../object-store/store.js';
 import { DirectRequests, directTarget, objectHeaders } from './direct-request.js';
@@ -104,7 +104,8 @@ export class AwsStore implements ObjectStore {
   /** PutObject, UploadPart and CopyObject without the SDK's middleware, where they are the same requests (./direct-request.ts). */
   readonly #direct: DirectRequests | undefined;
   /** `sha256` when uploads go directly to a server that checks signed payloads (../object-store/quirks.ts). */
-  readonly payloadCheck: 'md5' | 'sha256';
+  payloadCheck: 'md5' | 'sha256';
+  probeSignedPayloads?: (key: string, signal?: AbortSignal) => Promise<boolean>;
 
   constructor(options: AwsStoreOptions) {
     this.#options = options;
@@ -133,7 +134,21 @@ export class AwsStore implements ObjectStore {
     signUploadsUnsigned(this.#client.middlewareStack);
     const target = directTarget(this.#client, options);
     this.#direct = target === undefined ? undefined : new DirectRequests(this.#client, requestHandler, target);
-    this.payloadCheck = this.#direct !== undefined && options.signedPayloads ? 'sha256' : 'md5';
+    this.payloadCheck = this.#direct !== undefined && options.signedPayloads === true ? 'sha256' : 'md5';
+    if (this.#direct !== undefined && options.signedPayloads === 'probe') this.probeSignedPayloads = this.#probe.bind(this, this.#direct);
+  }
+
+  /** See ../object-store/store.ts `probeSignedPayloads`. Asked once per store: later calls answer at once. */
+  async #probe(direct: DirectRequests, key: string, signal?: AbortSignal): Promise<boolean> {
+    delete this.probeSignedPayloads;
+    const body = Buffer.from('offsite: does this server check the signed SHA-256 of a body?\n');
+    try {
+      await direct.put({ key, body, digest: { sha256Hex: sha256Hex(Buffer.from('another body')) } }, signal);
+    } catch (err) {
+      if (describeAwsError(err).code === 'XAmzContentSHA256Mismatch') this.payloadCheck = 'sha256';
+      return false;
+    }
+    return true;
   }
 
   /**

@@ -41,8 +41,8 @@ export interface S3Options extends ObjectStoreTuning {
   readonly responseChecksumValidation: ChecksumMode;
   /** Most parts per upload, from the vendor table (10,000; Scaleway 1,000). */
   readonly maxParts: number;
-  /** The server checks signed payloads (the vendor table's `signedPayloads`): direct uploads then carry their SHA-256 instead of Content-MD5. */
-  readonly signedPayloads: boolean;
+  /** The server checks signed payloads (the vendor table's `signedPayloads`; `probe`: found out before the first write): direct uploads then carry their SHA-256 instead of Content-MD5. */
+  readonly signedPayloads: boolean | 'probe';
   /**
    * S3 Object Lock: every object of a copy is written locked in this mode for `retain` from its
    * write (config `objectLock: { mode: GOVERNANCE | COMPLIANCE, retain: 30d }`); see
