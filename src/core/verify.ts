@@ -25,7 +25,6 @@ import { ChunkPool } from './buffers.js';
 import { readChunks } from './chunks.js';
 import { ListingIndex } from '../listing-index.js';
 import { storedDriverOf } from '../drivers/wrappers/encrypt.js';
-import { cpuPool } from '../runtime/cpu-pool.js';
 
 export type VerifyLevel = 'quick' | 'deep';
 
@@ -89,66 +88,33 @@ export interface VerifyOptions {
 /** Thrown (and caught) by `verifyCopy` when a manifest's file list comes before its chunk size. */
 class ChunkSizeAfterFiles extends Error {}
 
-/** Chunk hashes of one file being computed at once (the pool's budget bounds the bytes anyway). */
-const HASHES_IN_FLIGHT = 4;
-
 /**
  * Reads one file back and compares its chunk hashes with the manifest. Every byte read is
  * hashed once: when the manifest lists chunk hashes (every file with bytes), each chunk is
  * compared with its own, and all of them matching is the proof (64 bits per chunk, from the same
  * source read as the whole-file hash); the whole-file hash is computed only for a record without
  * chunk hashes.
- *
- * Chunks are hashed by the CPU pool's worker threads (../runtime/cpu-pool.ts; a chunk in shared
- * memory is read there in place) while the next chunks are read: on the main thread, hashing
- * and the reads' hand-offs took turns, and a deep verify ran at half the speed of `cat` (issue 13).
- * Chunks are compared in order, so the damage reported is the file's first differing chunk.
  */
 async function deepCheck(driver: Driver, key: string, file: ManifestFile, pool: ChunkPool, options: VerifyOptions): Promise<Damage | undefined> {
   const chunkBytes = pool.chunkBytes;
-  const whole = file.chunks.length === 0 ? (await getHasher()).create() : undefined;
-  const cpu = cpuPool();
-  /** Hashes in flight, in chunk order; each resolves to its damage, if any, once its chunk is released. */
-  const inFlight: Promise<Damage | undefined>[] = [];
-  const compare = (index: number, chunk: Buffer): Promise<Damage | undefined> => {
-    const length = chunk.length;
-    return cpu.run('xxh64', {}, chunk, { signal: options.signal }).finally(() => pool.release(chunk)).then((actual): Damage | undefined => {
-      if (actual !== file.chunks[index]) {
-        const offset = index * chunkBytes;
-        return {
-          path: file.path, problem: 'chunk', chunk: index, offset, length,
-          message: `${file.path}: chunk ${index} (bytes ${offset}..${offset + length - 1}) differs: expected ${file.chunks[index]}, found ${actual}`,
-        };
-      }
-      options.onBytes?.(length);
-      return undefined;
-    });
-  };
+  const hasher = await getHasher();
+  const whole = file.chunks.length === 0 ? hasher.create() : undefined;
   let index = 0;
-  try {
-    for await (const chunk of readChunks(driver, key, file.storedSize ?? file.size, pool, `${driver.name}: ${key}`, options.signal)) {
-      if (whole) {
-        whole.update(chunk);
-        options.onBytes?.(chunk.length);
-        pool.release(chunk);
-      } else {
-        const hashed = compare(index, chunk);
-        hashed.catch(() => undefined); // awaited in order below; a failure meanwhile is not unhandled
-        inFlight.push(hashed);
-        if (inFlight.length >= HASHES_IN_FLIGHT) {
-          const found = await inFlight.shift();
-          if (found) return found;
-        }
-      }
-      index++;
+  for await (const chunk of readChunks(driver, key, file.storedSize ?? file.size, pool, `${driver.name}: ${key}`, options.signal)) {
+    const length = chunk.length;
+    let actual: string | undefined;
+    if (whole) whole.update(chunk);
+    else actual = hasher.hash(chunk);
+    pool.release(chunk);
+    if (actual !== undefined && actual !== file.chunks[index]) {
+      const offset = index * chunkBytes;
+      return {
+        path: file.path, problem: 'chunk', chunk: index, offset, length,
+        message: `${file.path}: chunk ${index} (bytes ${offset}..${offset + length - 1}) differs: expected ${file.chunks[index]}, found ${actual}`,
+      };
     }
-    while (inFlight.length > 0) {
-      const found = await inFlight.shift();
-      if (found) return found;
-    }
-  } finally {
-    // A read that failed, or damage found early: the chunks still being hashed are released when their hash is done.
-    await Promise.allSettled(inFlight);
+    options.onBytes?.(length);
+    index++;
   }
   if (whole) {
     const actual = whole.digest();

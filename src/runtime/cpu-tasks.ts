@@ -73,14 +73,6 @@ export const CPU_TASKS = {
   },
 
   /**
-   * XXH64 of the input (`xxh64:<hex>`): a chunk's hash when a copy is read back (deep verify,
-   * audits), so that hashing runs beside the reads instead of after each of them on the main thread.
-   */
-  async xxh64(_params: Record<string, never>, input: Uint8Array): Promise<TaskOutput<string>> {
-    return { result: (await getHasher()).hash(input) };
-  },
-
-  /**
    * The stored bytes of one plain part of an encrypted file, written into `output` (at least
    * `storedSize(input.length)` bytes), with each sealed chunk's XXH64 and plaintext MAC, and the
    * part's MD5 and XXH64 as `params` ask.
