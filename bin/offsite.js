@@ -1,8 +1,7 @@
 #!/usr/bin/env node
 // Thin launcher: the compiled CLI lives in dist/ (run `npm run build` first).
 import module from 'node:module';
-import { PerformanceObserver } from 'node:perf_hooks';
-import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
+import { setFlagsFromString } from 'node:v8';
 // Node 22.1+ keeps V8's compiled code of the modules it loads on disk (in the OS temp folder, or
 // $NODE_COMPILE_CACHE; NODE_DISABLE_COMPILE_CACHE=1 turns it off), so later runs skip compiling
 // them: a short command (a verify, a list) is mostly start-up (issue 13). Node 20 has no such call.
@@ -18,24 +17,6 @@ process.env.UV_THREADPOOL_SIZE ??= '16';
 // each at that size). A complement to holding less per file, not a limit: the heap still grows as
 // far as the work needs, and a user's own `node --heap-growing-percent=N` wins.
 if (!process.execArgv.some((arg) => /^--heap[-_]growing[-_]percent/.test(arg))) setFlagsFromString('--heap-growing-percent=30');
-// V8 doubles its young generation (two semi-spaces) while objects survive, up to 2 x 16 MiB on
-// 64-bit: an S3 upload run (many short requests) reached that, half its heap, ~20 MB of RSS more
-// than `--max-semi-space-size=4` for no measurable CPU (issue 13: RSS < 150 MB). That flag is
-// read only when V8 starts, but the growth factor is read at each growth: the young generation
-// stops growing once it is 2 x 4 MiB (and may grow again to that after V8 shrank it). Checked
-// after each garbage collection (one statistics call); a user's own semi-space flag wins.
-if (![...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((arg) => /^--(max|min)[-_]semi[-_]space[-_]size/.test(arg))) {
-  const youngCapBytes = 8 * 1024 * 1024;
-  let capped = false;
-  new PerformanceObserver(() => {
-    const young = getHeapSpaceStatistics().find((space) => space.space_name === 'new_space');
-    const full = young !== undefined && young.space_size >= youngCapBytes;
-    if (full !== capped) {
-      setFlagsFromString(full ? '--semi-space-growth-factor=1' : '--semi-space-growth-factor=2');
-      capped = full;
-    }
-  }).observe({ entryTypes: ['gc'] });
-}
 // The AWS SDK warns on every start under Node 20 that its 2027 releases will need Node 22. offsite
 // supports Node 20 (see README); keep that notice out of users' cron mail and our one-line errors.
 const emitWarning = process.emitWarning.bind(process);
