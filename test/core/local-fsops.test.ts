@@ -1,21 +1,17 @@
 /**
- * The local driver's ways of making file-system calls (src/drivers/local/fsops.ts, and the
- * file-system thread of src/drivers/local/worker-ops.ts): the whole driver conformance suite with
- * each forced, the thread's calls on their own, and the mount table reading that chooses one.
+ * The local driver's two ways of making metadata calls (src/drivers/local/fsops.ts): the whole
+ * driver conformance suite with each forced, and the mount table reading that chooses one.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { constants } from 'node:fs';
-import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { LocalDriver } from '../../src/drivers/local/index.js';
-import { adaptiveOps, fsTypeOf, opsFor, SYNC_OPS } from '../../src/drivers/local/fsops.js';
-import { workerOps } from '../../src/drivers/local/worker-ops.js';
+import { adaptiveOps, fsTypeOf, opsFor } from '../../src/drivers/local/fsops.js';
 import { runConformance } from '../conformance/suite.js';
 
-for (const metadataCalls of ['sync', 'async', 'worker'] as const) {
+for (const metadataCalls of ['sync', 'async'] as const) {
   const scratch: string[] = [];
   runConformance(`local, ${metadataCalls} metadata calls`, {
     create: async () => {
@@ -28,50 +24,6 @@ for (const metadataCalls of ['sync', 'async', 'worker'] as const) {
     },
   });
 }
-
-describe('calls on the file-system thread', () => {
-  it('answers like the synchronous calls: stats, folder entries, errno errors, data at an offset', async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'offsite-fsops-thread-'));
-    t.after(() => rm(dir, { recursive: true, force: true }));
-    const ops = workerOps();
-    await ops.mkdir(join(dir, 'sub'));
-    await writeFile(join(dir, 'file'), 'hello');
-    await symlink('file', join(dir, 'link'));
-    const [info, big, link] = await Promise.all([ops.stat(join(dir, 'file')), ops.statBig(join(dir, 'file')), ops.lstat(join(dir, 'link'))]);
-    const expected = SYNC_OPS;
-    assert.ok(info?.isFile() && !info.isDirectory());
-    assert.equal(info?.size, 5);
-    assert.deepEqual([big?.size, big?.ino, big?.mtimeNs], await expected.statBig(join(dir, 'file')).then((s) => [s?.size, s?.ino, s?.mtimeNs]));
-    assert.ok(link?.isSymbolicLink());
-    assert.equal(await ops.lstat(join(dir, 'missing')), undefined, 'missing is undefined');
-    assert.equal(await ops.lstat(join(dir, 'file', 'below')), undefined, 'below a file is missing too');
-    assert.equal(await ops.readdir(join(dir, 'missing')), undefined);
-    const entries = (await ops.readdir(dir))?.map((e) => `${e.name}:${e.isFile() ? 'f' : e.isDirectory() ? 'd' : e.isSymbolicLink() ? 'l' : '?'}`).sort();
-    assert.deepEqual(entries, ['file:f', 'link:l', 'sub:d']);
-    await assert.rejects(ops.mkdir(join(dir, 'sub')), (err: NodeJS.ErrnoException) => err.code === 'EEXIST' && err.syscall === 'mkdir' && err.path === join(dir, 'sub'));
-    await assert.rejects(ops.open(join(dir, 'missing', 'x'), 0), (err: NodeJS.ErrnoException) => err.code === 'ENOENT');
-    // A write from the middle of a larger buffer, a read into the middle of another.
-    const fd = await ops.open(join(dir, 'data'), constants.O_RDWR | constants.O_CREAT, 0o644);
-    const source = Buffer.from('xxpayloadxx');
-    assert.equal(await ops.pwrite(fd, source, 2, 7, 3), 7);
-    assert.equal((await ops.fstat(fd)).size, 10);
-    const target = Buffer.alloc(9, '.');
-    assert.equal(await ops.pread(fd, target, 1, 7, 3), 7);
-    assert.equal(target.toString(), '.payload.');
-    assert.equal(source.toString(), 'xxpayloadxx', 'the caller keeps its buffer');
-    await ops.rename(join(dir, 'data'), join(dir, 'renamed'));
-    await ops.close(fd);
-    assert.equal((await ops.lstat(join(dir, 'renamed')))?.size, 10);
-  });
-
-  it('does not keep the process alive', async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'offsite-fsops-exit-'));
-    t.after(() => rm(dir, { recursive: true, force: true }));
-    const module = new URL('../../src/drivers/local/worker-ops.js', import.meta.url).href;
-    await writeFile(join(dir, 'script.mjs'), `const m = await import(${JSON.stringify(module)});\nawait m.workerOps().lstat('/');\nconsole.log('done');\n`);
-    assert.equal(execFileSync(process.execPath, [join(dir, 'script.mjs')], { timeout: 20_000, encoding: 'utf8' }).trim(), 'done');
-  });
-});
 
 describe('choosing synchronous metadata calls', () => {
   const mountinfo = [

@@ -26,40 +26,31 @@ import {
 } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { isMissing } from './errors.js';
-import { workerOps } from './worker-ops.js';
-
-/** What the driver reads of a stat (fs.Stats has it; ./worker-ops.ts builds it from a thread's answer). */
-export type FileInfo = Pick<Stats, 'mode' | 'size' | 'mtimeMs' | 'ino' | FileTypeChecks>;
-/** The same with nanosecond times and exact inode numbers (fs.BigIntStats has it). */
-export type FileInfoBig = Pick<BigIntStats, 'mode' | 'size' | 'mtimeMs' | 'mtimeNs' | 'ino' | FileTypeChecks>;
-/** A folder entry's name and type. */
-export type DirEntry = Pick<Dirent, 'name' | 'isFile' | 'isDirectory' | 'isSymbolicLink'>;
-type FileTypeChecks = 'isFile' | 'isDirectory' | 'isSymbolicLink' | 'isFIFO' | 'isSocket' | 'isBlockDevice' | 'isCharacterDevice';
 
 export interface FsOps {
   /** True for the synchronous flavour. */
   readonly synchronous: boolean;
   /** lstat; `undefined` when the path (or a parent) is missing. */
-  lstat(path: string): Promise<FileInfo | undefined>;
+  lstat(path: string): Promise<Stats | undefined>;
   /** stat (follows symlinks); `undefined` when missing. */
-  stat(path: string): Promise<FileInfo | undefined>;
+  stat(path: string): Promise<Stats | undefined>;
   /** stat with nanosecond times and exact inode numbers (for fingerprints); `undefined` when missing. */
-  statBig(path: string): Promise<FileInfoBig | undefined>;
+  statBig(path: string): Promise<BigIntStats | undefined>;
   /** lstat with nanosecond times and exact inode numbers: of a regular file, what `statBig` gives, in one call; `undefined` when missing. */
-  lstatBig(path: string): Promise<FileInfoBig | undefined>;
+  lstatBig(path: string): Promise<BigIntStats | undefined>;
   /** realpath; `undefined` when missing (a dangling symlink). */
   realpath(path: string): Promise<string | undefined>;
   /** mkdir of one level. */
   mkdir(path: string): Promise<void>;
   open(path: string, flags: number, mode?: number): Promise<number>;
-  fstat(fd: number): Promise<FileInfo>;
+  fstat(fd: number): Promise<Stats>;
   /** fstat with nanosecond times and exact inode numbers (for fingerprints). */
-  fstatBig(fd: number): Promise<FileInfoBig>;
+  fstatBig(fd: number): Promise<BigIntStats>;
   ftruncate(fd: number, length: number): Promise<void>;
   close(fd: number): Promise<void>;
   rename(from: string, to: string): Promise<void>;
   /** The entries of a folder with their types; `undefined` when it is missing. */
-  readdir(path: string): Promise<DirEntry[] | undefined>;
+  readdir(path: string): Promise<Dirent[] | undefined>;
   /** Positional read of file data; the number of bytes read. Synchronous only up to `SMALL_DATA_BYTES`. */
   pread(fd: number, buffer: Uint8Array, offset: number, length: number, position: number): Promise<number>;
   /** Positional write of file data; the number of bytes written. Synchronous only up to `SMALL_DATA_BYTES`. */
@@ -225,25 +216,16 @@ export function fsTypeOf(path: string, mountinfo: string): string | undefined {
   return type;
 }
 
-/** How a driver makes its calls: `auto` chooses, the others force one (tests). */
-export type MetadataCalls = 'auto' | 'sync' | 'async' | 'worker';
-
 /**
- * The calls for a driver whose root is the real path `realRoot`: on a local file system (Linux)
- * `adaptiveOps()`, or with OFFSITE_LOCAL_FS_THREAD=1 those of the shared file-system thread
- * (./worker-ops.ts: not the default until a quiet benchmark shows it faster; on a loaded machine
- * its hand-offs wait for the CPU), else `ASYNC_OPS`. `mode` forces one (`sync`: always
- * synchronous on the main thread; `worker`: the thread, whatever the mount).
+ * The calls for a driver whose root is the real path `realRoot`: `adaptiveOps()` on a local
+ * file system (Linux), else `ASYNC_OPS`. `mode` forces one (`sync`: always synchronous).
  */
-export async function opsFor(realRoot: string, mode: MetadataCalls = 'auto'): Promise<FsOps> {
-  if (mode === 'sync') return SYNC_OPS;
-  if (mode === 'async') return ASYNC_OPS;
-  if (mode === 'worker') return workerOps();
+export async function opsFor(realRoot: string, mode: 'auto' | 'sync' | 'async' = 'auto'): Promise<FsOps> {
+  if (mode !== 'auto') return mode === 'sync' ? SYNC_OPS : ASYNC_OPS;
   if (process.platform !== 'linux') return ASYNC_OPS;
   try {
     const type = fsTypeOf(realRoot, await readFile('/proc/self/mountinfo', 'utf8'));
-    if (type === undefined || !LOCAL_FS_TYPES.has(type)) return ASYNC_OPS;
-    return process.env.OFFSITE_LOCAL_FS_THREAD === '1' ? workerOps() : adaptiveOps();
+    return type !== undefined && LOCAL_FS_TYPES.has(type) ? adaptiveOps() : ASYNC_OPS;
   } catch {
     return ASYNC_OPS;
   }

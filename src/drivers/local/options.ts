@@ -4,7 +4,6 @@
  * declared in `LOCAL_SCHEMA` and read by the config schema reader (src/config/schema.ts).
  */
 import { contextFor, integer, path, readSection, type SectionContext } from '../../config/schema.js';
-import type { MetadataCalls } from './fsops.js';
 import { MAX_NAME_BYTES, overlongName } from '../toolkit/index.js';
 
 export interface LocalOptions {
@@ -20,7 +19,7 @@ export interface LocalOptions {
    * How metadata calls are made (see ./fsops.ts): `auto` chooses synchronous calls on a local
    * file system, `sync`/`async` force one (tests). Not a config key. @default auto
    */
-  readonly metadataCalls?: MetadataCalls;
+  readonly metadataCalls?: 'auto' | 'sync' | 'async';
 }
 
 /** The config keys of `type: local`. */

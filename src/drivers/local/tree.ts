@@ -15,7 +15,7 @@
  * against: the root belongs to offsite.
  */
 import { execFile } from 'node:child_process';
-import { constants } from 'node:fs';
+import { constants, type BigIntStats } from 'node:fs';
 import { mkdir, open, realpath, rmdir, stat } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { DriverError, throwIfAborted } from '../../errors.js';
@@ -23,7 +23,7 @@ import { flatString } from '../../strings.js';
 import { FolderCache, isInside, isTempName, keyError, localFingerprint, notFoundError, splitKey, type ErrorContext } from '../toolkit/index.js';
 import type { Entry, ListOptions } from '../types.js';
 import { classifyFsError, errnoOf, isMissing } from './errors.js';
-import { ASYNC_OPS, opsFor, type FileInfoBig, type FsOps, type MetadataCalls } from './fsops.js';
+import { ASYNC_OPS, opsFor, type FsOps } from './fsops.js';
 
 /** Folders and files a listing reads at once. */
 const LIST_CONCURRENCY = 8;
@@ -42,7 +42,7 @@ export class LocalTree {
   #ops: FsOps = ASYNC_OPS;
 
   /** `metadataCalls`: see `LocalOptions`. */
-  constructor(readonly driver: string, readonly root: string, private readonly metadataCalls?: MetadataCalls) {}
+  constructor(readonly driver: string, readonly root: string, private readonly metadataCalls?: 'auto' | 'sync' | 'async') {}
 
   /** The metadata calls to use (asynchronous until the root has been found). */
   get ops(): FsOps {
@@ -371,7 +371,7 @@ export async function syncFile(path: string): Promise<void> {
 }
 
 /** The contract's entry for a local file, with its fingerprint (size, mtime in ns, inode). */
-export function localEntry(key: string, info: FileInfoBig): Entry {
+export function localEntry(key: string, info: BigIntStats): Entry {
   const size = Number(info.size);
   // The key flat: the listing built it as a rope of its folders' keys and its name (src/strings.ts).
   return { key: flatString(key), size, mtimeMs: Number(info.mtimeMs), fingerprint: localFingerprint(size, info.mtimeNs, info.ino) };
