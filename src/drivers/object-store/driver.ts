@@ -130,7 +130,13 @@ export class ObjectDriver implements Driver {
       maxConcurrency: settings.maxConcurrency,
       copyConcurrency: settings.maxConcurrency * COPIES_PER_UPLOAD_SLOT,
       conditionalReads: true,
-      partMd5: true,
+      // Parts carry Content-MD5 unless the server is known to check signed payloads (./store.ts
+      // `payloadCheck`, settled by the first write): an encrypting wrapper asks at each file
+      // whether to compute the MD5 while it seals (either answer is safe: a given MD5 is sent, a
+      // missing one is computed when needed).
+      get partMd5(): boolean {
+        return store.payloadCheck === 'md5';
+      },
     };
   }
 
