@@ -250,7 +250,7 @@ export class RecordStore {
     const hash = `${HASH_PREFIX}${hex8(this.#hashHigh[slot] as number)}${hex8(this.#hashLow[slot] as number)}`;
     const source = this.#sourceFingerprints.get(slot);
     const destination = this.#destinationFingerprints.get(slot);
-    // The key order of the records the engine makes (see fileRecord in ./replicate.ts),
+    // The key order of the records the engine makes (see fileRecord in ./copy-file.ts),
     // one object literal per shape (no spreads: this runs for every record of every checkpoint).
     const size = this.#sizes[slot] as number;
     const chunks = kind === NO_CHUNKS ? [] : [hash];
