@@ -154,7 +154,7 @@ export class SftpDriver implements Driver {
       requestBytes: this.options.requestBytes,
       counters: this.counters,
       prepareFolder: (conn, context) => tree.checkFolder(conn, foldersOf(key), context, true),
-      createTemp: (conn, context, flags) => tree.openCreating(conn, key, tempPath, context, flags),
+      createTemp: (conn, context) => tree.openCreating(conn, key, tempPath, context),
     });
     await session.start();
     return session;

@@ -35,11 +35,8 @@ export interface SessionSetup {
   readonly counters: SftpTransferCounters;
   /** Checks and makes the key's folders (./tree.ts `checkFolder` with `create`). */
   readonly prepareFolder: (conn: SftpConnection, context: ErrorContext) => Promise<'ok' | 'missing' | 'created'>;
-  /**
-   * Opens the temp file for writing, truncated (`w`) or only when nothing has its name (`wx`);
-   * makes the folders again when they have gone.
-   */
-  readonly createTemp: (conn: SftpConnection, context: ErrorContext, flags: 'w' | 'wx') => Promise<SftpHandle>;
+  /** Opens the temp file for writing, truncated; makes the folders again when they have gone. */
+  readonly createTemp: (conn: SftpConnection, context: ErrorContext) => Promise<SftpHandle>;
 }
 
 /**
@@ -122,7 +119,7 @@ export class SftpWriteSession implements WriteSession {
 
   /** Opens the temp file; `w` also makes the folders again when they have gone. */
   private async openTemp(conn: SftpConnection, flags: 'r+' | 'w'): Promise<SftpHandle> {
-    if (flags === 'w') return this.setup.createTemp(conn, this.context('write'), 'w');
+    if (flags === 'w') return this.setup.createTemp(conn, this.context('write'));
     return conn.open(this.context('write'), this.setup.tempPath, flags);
   }
 
