@@ -42,9 +42,7 @@ export class FingerprintColumn {
     this.#kinds = widened(this.#kinds, capacity);
     this.#sizes = widened(this.#sizes, capacity);
     this.#inodes = widened(this.#inodes, capacity);
-    const mtimes = new BigUint64Array(capacity);
-    mtimes.set(this.#mtimes);
-    this.#mtimes = mtimes;
+    this.#mtimes = widened(this.#mtimes, capacity);
   }
 
   set(slot: number, fingerprint: string | undefined): void {
