@@ -35,22 +35,24 @@ function format(value: bigint): string {
  */
 const SLICE_BYTES = 256 * 1024;
 
+/** Feeds `bytes` to a streaming XXH64 state in `SLICE_BYTES` slices. */
+function updateInSlices(state: { update(bytes: Uint8Array): unknown }, bytes: Uint8Array): void {
+  for (let offset = 0; offset < bytes.length; offset += SLICE_BYTES) state.update(bytes.subarray(offset, offset + SLICE_BYTES));
+}
+
 /** The process-wide hasher (the WASM module is instantiated once). */
 export function getHasher(): Promise<Hasher> {
   instance ??= xxhashWasm().then((api) => ({
     hash: (bytes: Uint8Array) => {
       if (bytes.length <= 2 * SLICE_BYTES) return format(api.h64Raw(bytes));
       const state = api.create64();
-      for (let offset = 0; offset < bytes.length; offset += SLICE_BYTES) state.update(bytes.subarray(offset, offset + SLICE_BYTES));
+      updateInSlices(state, bytes);
       return format(state.digest());
     },
     create: () => {
       const state = api.create64();
       const stream: StreamingHash = {
-        update(bytes: Uint8Array) {
-          for (let offset = 0; offset < bytes.length; offset += SLICE_BYTES) state.update(bytes.subarray(offset, offset + SLICE_BYTES));
-          return stream;
-        },
+        update(bytes: Uint8Array) { updateInSlices(state, bytes); return stream; },
         digest: () => format(state.digest()),
       };
       return stream;
