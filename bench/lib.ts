@@ -76,21 +76,32 @@ export async function timedAsync(command: string, args: readonly string[], optio
   return { seconds, ...readStats(statsFile), stdout };
 }
 
-export const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100;
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100;
+
+/** The fields of `/proc/PID/stat` after the command name: index 0 is proc(5)'s field 3 (state). */
+function statFields(pid: number): string[] {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
 
 /** CPU seconds used so far by the given processes (utime + stime from /proc; a gone process counts nothing more). */
 export function cpuOf(pids: readonly number[]): number {
   let ticks = 0;
   for (const pid of pids) {
     try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const fields = statFields(pid);
       ticks += Number(fields[11]) + Number(fields[12]); // fields 14 and 15 of proc(5)
     } catch {
       // gone
     }
   }
   return ticks / CLOCK_TICKS;
+}
+
+/** CPU seconds of the children `pid` has waited for (cutime + cstime from /proc). */
+export function reapedChildrenCpuOf(pid: number): number {
+  const fields = statFields(pid);
+  return (Number(fields[13]) + Number(fields[14])) / CLOCK_TICKS; // fields 16 and 17 of proc(5)
 }
 
 /** Drops a destination folder between runs. */

@@ -6,7 +6,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sshdServer, type SftpTestServer } from '../test/servers/sshd.js';
-import { CLOCK_TICKS } from './lib.js';
+import { reapedChildrenCpuOf } from './lib.js';
 
 export interface BenchSshd {
   readonly server: SftpTestServer;
@@ -27,9 +27,7 @@ export async function startSshd(dir: string): Promise<BenchSshd> {
   const pid = Number(readFileSync(join(dir, `run-${process.pid}`, 'sshd.child-pid'), 'utf8').trim());
   const servedCpuSeconds = async (): Promise<number> => {
     for (let i = 0; i < 50 && readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim() !== ''; i++) await new Promise((r) => setTimeout(r, 100));
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[13]) + Number(fields[14])) / CLOCK_TICKS; // cutime, cstime: fields 16 and 17 of proc(5)
+    return reapedChildrenCpuOf(pid);
   };
   return { server: JSON.parse(handle.env['OFFSITE_TEST_SFTP'] as string) as SftpTestServer, servedCpuSeconds, stop: () => handle.stop() };
 }
