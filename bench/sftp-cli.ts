@@ -5,6 +5,8 @@
  *
  *   (a) `offsite replicate NAME --to nas` (one sftp destination, default options),
  *   (b) OpenSSH's own client: `sftp -b BATCH` with `put -r` (default buffer and request count),
+ *       and again with `put -r -f`, which fsyncs every file like offsite does (plain `put` leaves
+ *       the data in the server's page cache: faster, and not the same promise),
  *       with the cipher offsite's ssh2 negotiates (aes128-gcm@openssh.com on a CPU with AES
  *       instructions), so that the comparison is about the clients, not the ciphers (OpenSSH's own
  *       first choice is chacha20-poly1305; rclone keeps its own default)
@@ -113,6 +115,8 @@ async function main(): Promise<void> {
     const batch = join(dir, 'sftp-batch');
     // `-mkdir`: a batch line starting with '-' may fail (the folder may exist) without ending the batch.
     writeFileSync(batch, `-mkdir ${target('openssh')}\nput -r ${local} ${target('openssh')}/${BACKUP}\n`);
+    const batchFsync = join(dir, 'sftp-batch-fsync');
+    writeFileSync(batchFsync, `-mkdir ${target('openssh-f')}\nput -r -f ${local} ${target('openssh-f')}/${BACKUP}\n`);
     const sshOptions = ['-q', '-i', server.privateKey, '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes',
       ...(opts.opensshCipher === 'default' ? [] : ['-o', `Ciphers=${opts.opensshCipher}`])];
 
@@ -131,6 +135,7 @@ async function main(): Promise<void> {
       contenders.push({ label: 'baseline replicate --to nas (sftp)', uploaded: join(target('offsite'), BACKUP), run: () => timedAsync(process.execPath, [baselineBin, '--config', config, '--quiet', 'replicate', BACKUP, '--to', 'nas']) });
     }
     if (opts.rcloneHashcheck) contenders.push({ label: 'rclone copy (md5sum check per file)', uploaded: join(target('rclone-hash'), BACKUP), run: () => rclone('rclone-hash', []) });
+    const fsyncIndex = contenders.push({ label: 'OpenSSH sftp -b (put -r -f: fsync each)', uploaded: join(target('openssh-f'), BACKUP), run: () => timedAsync('sftp', [...sshOptions, '-P', String(port), '-b', batchFsync, `${server.username}@${server.host}`]) }) - 1;
 
     console.log(`\nload average before: ${loadAverage()}`);
     const through = proxy ? ` through a proxy adding ${delayMs} ms each way${opts.rate !== undefined ? `, ${opts.rate}/s` : ''}` : '';
@@ -163,7 +168,8 @@ async function main(): Promise<void> {
     const [ours = 1, openssh = 1, rcloneSeconds = 1] = seconds;
     const speedRatio = (theirs: number): string => `${(theirs / ours).toFixed(2)}x`;
     console.log(`  throughput ratio offsite / OpenSSH sftp = ${speedRatio(openssh)} (target >= 1.0x); offsite / rclone = ${speedRatio(rcloneSeconds)}` +
-      (opts.rcloneHashcheck ? `; offsite / rclone with hash check = ${speedRatio(seconds[contenders.length - 1] as number)}` : ''));
+      `; offsite / OpenSSH put -f (fsync each file, as offsite) = ${speedRatio(seconds[fsyncIndex] as number)}` +
+      (opts.rcloneHashcheck ? `; offsite / rclone with hash check = ${speedRatio(seconds[fsyncIndex - 1] as number)}` : ''));
     if (baselineBin !== undefined) console.log(`  offsite / baseline (${baselineBin}): time ${(ours / (seconds[3] as number)).toFixed(2)}x`);
     console.log(`load average after: ${loadAverage()}`);
   } finally {
