@@ -3,8 +3,10 @@
  * `xxh64:<16 lower-case hex digits>` everywhere (manifest, S3 metadata, messages), so that the
  * algorithm is always named next to the value.
  */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import xxhashWasm from 'xxhash-wasm';
-import { XXHASH_WASM_BASE64 } from './xxh64-wasm.js';
 
 export const HASH_ALGORITHM = 'xxh64';
 
@@ -87,7 +89,7 @@ export function hashOfHalves(high: number, low: number): string {
   return `${HASH_ALGORITHM}:${hex8(high)}${hex8(low)}`;
 }
 
-/** The exports of ./xxh64-wasm.ts's module that an arena uses. */
+/** The exports of xxhash-wasm's module (see `xxhashModule`) that an arena uses. */
 interface Xxh64Exports {
   readonly mem: { readonly buffer: ArrayBuffer; grow(pages: number): number };
   init64(state: number, seed: bigint): void;
@@ -102,6 +104,25 @@ interface WebAssemblyApi {
 }
 const wasm = (globalThis as unknown as { WebAssembly: WebAssemblyApi }).WebAssembly;
 let wasmModule: object | undefined;
+
+/**
+ * xxhash-wasm's compiled module, as the package ships it for runtimes that load `.wasm` files
+ * themselves (`workerd/xxhash.wasm`, the same bytes its JavaScript entry embeds): instantiated
+ * here, the module's memory is ours to read files into. Exports `mem`, `init64(state, seed)`,
+ * `update64(state, ptr, len)` and `digest64(state)` (a state is 88 bytes of that memory).
+ */
+function xxhashModule(): object {
+  if (wasmModule !== undefined) return wasmModule;
+  const file = join(dirname(createRequire(import.meta.url).resolve('xxhash-wasm')), '..', 'workerd', 'xxhash.wasm');
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(file);
+  } catch (err) {
+    throw new Error(`cannot load the XXH64 module of the installed xxhash-wasm package (${(err as Error).message}); reinstall the dependencies (npm ci)`, { cause: err });
+  }
+  wasmModule = new wasm.Module(bytes);
+  return wasmModule;
+}
 
 /** Where an arena keeps the hash state being updated (88 bytes), its copy area and its slots. */
 const STATE_AT = 0;
@@ -138,8 +159,7 @@ export class HashArena {
    * @param slotBytes bytes of each
    */
   constructor(readonly slotCount: number, readonly slotBytes: number) {
-    wasmModule ??= new wasm.Module(Buffer.from(XXHASH_WASM_BASE64, 'base64'));
-    this.#exports = new wasm.Instance(wasmModule).exports as unknown as Xxh64Exports;
+    this.#exports = new wasm.Instance(xxhashModule()).exports as unknown as Xxh64Exports;
     const bytes = SLOTS_AT + slotCount * slotBytes;
     const memory = this.#exports.mem;
     if (memory.buffer.byteLength < bytes) memory.grow(Math.ceil((bytes - memory.buffer.byteLength) / WASM_PAGE_BYTES));
