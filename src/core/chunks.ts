@@ -5,7 +5,7 @@
 import type { Readable } from 'node:stream';
 import { OffsiteError, throwIfAborted } from '../errors.js';
 import type { Driver } from '../drivers/types.js';
-import { getHasher } from '../hash/xxh64.js';
+import { getHasher, type HashArena, type StreamingHash } from '../hash/xxh64.js';
 import type { ChunkPool } from './buffers.js';
 
 /**
@@ -95,6 +95,50 @@ export async function* readChunks(driver: Driver, key: string, size: number, poo
   const ahead = new ReadAhead(pool);
   const stream = await driver.openRead(key, { signal, length: size, pieceBytes: pool.chunkBytes, allocate: ahead.allocate, ...(ifFingerprint !== undefined ? { ifFingerprint } : {}) });
   yield* chunksOf(stream, size, pool.chunkBytes, what, pool, signal, ahead);
+}
+
+/**
+ * Reads `key` and yields the XXH64 hash of each chunk of `chunkBytes` (the last one shorter)
+ * without ever gathering a chunk: the driver reads into `arena`'s slots (`ReadOptions.allocate`)
+ * and every piece is hashed where it landed, whatever the pieces' sizes (a piece may end inside a
+ * chunk or hold several). `whole`, when given, is fed every byte too (the file hash). Rejects
+ * with kind `integrity` when the stream ends before `size` bytes or runs past them (as
+ * `chunksOf`). The slots go back to the arena as their bytes are passed on (`ArenaRead`).
+ */
+export async function* readChunkHashes(driver: Driver, key: string, size: number, chunkBytes: number, arena: HashArena, what: string, signal?: AbortSignal, whole?: StreamingHash): AsyncGenerator<string> {
+  const buffers = arena.read();
+  const stream = await driver.openRead(key, { signal, length: size, pieceBytes: arena.slotBytes, allocate: buffers.allocate });
+  let chunk = arena.create();
+  let inChunk = 0;
+  let total = 0;
+  let ended = false;
+  try {
+    for await (const piece of stream as AsyncIterable<Buffer>) {
+      throwIfAborted(signal, what);
+      total += piece.length;
+      if (total > size) throw sizeChanged(what, size, `more than ${size}`);
+      whole?.update(piece);
+      let data: Buffer = piece;
+      while (data.length > 0) {
+        const take = Math.min(chunkBytes - inChunk, data.length);
+        chunk.update(take === data.length ? data : data.subarray(0, take));
+        inChunk += take;
+        data = data.subarray(take);
+        if (inChunk === chunkBytes) {
+          yield chunk.digest();
+          chunk = arena.create();
+          inChunk = 0;
+        }
+      }
+      buffers.passedOn(piece.length);
+    }
+    ended = true;
+  } finally {
+    if (ended) buffers.finish();
+    stream.destroy();
+  }
+  if (total !== size) throw sizeChanged(what, size, String(total));
+  if (inChunk > 0) yield chunk.digest();
 }
 
 function sizeChanged(what: string, expected: number, actual: string): OffsiteError {

@@ -18,11 +18,10 @@
 import PQueue from 'p-queue';
 import type { Driver } from '../drivers/types.js';
 import { errorKind, errorMessage, OffsiteError } from '../errors.js';
-import { getHasher } from '../hash/xxh64.js';
+import { HashArena } from '../hash/xxh64.js';
 import { manifestKey, OFFSITE_DIR, type ManifestFile } from '../manifest/manifest.js';
 import { streamManifestAt, type ManifestFieldsSoFar, type ManifestSummary } from '../manifest/read.js';
-import { ChunkPool } from './buffers.js';
-import { readChunks } from './chunks.js';
+import { readChunkHashes } from './chunks.js';
 import { ListingIndex } from '../listing-index.js';
 import { storedDriverOf } from '../drivers/wrappers/encrypt.js';
 
@@ -85,6 +84,15 @@ export interface VerifyOptions {
   readonly onBytes?: (bytes: number) => void;
 }
 
+/**
+ * Bytes per read of a deep check. Reads land in a `HashArena` and are hashed there; pieces of a
+ * few MB keep several reads in flight per file on the thread pool while the main thread hashes
+ * the ones done, and the arena small (`READ_SLOTS_PER_FILE` of them per file in flight).
+ */
+const READ_PIECE_BYTES = 1024 * 1024;
+/** Slots of the arena per file in flight: the piece being hashed, the one being read, one more read ahead, one spare. */
+const READ_SLOTS_PER_FILE = 4;
+
 /** Thrown (and caught) by `verifyCopy` when a manifest's file list comes before its chunk size. */
 class ChunkSizeAfterFiles extends Error {}
 
@@ -95,25 +103,21 @@ class ChunkSizeAfterFiles extends Error {}
  * source read as the whole-file hash); the whole-file hash is computed only for a record without
  * chunk hashes.
  */
-async function deepCheck(driver: Driver, key: string, file: ManifestFile, pool: ChunkPool, options: VerifyOptions): Promise<Damage | undefined> {
-  const chunkBytes = pool.chunkBytes;
-  const hasher = await getHasher();
-  const whole = file.chunks.length === 0 ? hasher.create() : undefined;
+async function deepCheck(driver: Driver, key: string, file: ManifestFile, chunkBytes: number, arena: HashArena, options: VerifyOptions): Promise<Damage | undefined> {
+  const whole = file.chunks.length === 0 ? arena.create() : undefined;
   let index = 0;
-  for await (const chunk of readChunks(driver, key, file.storedSize ?? file.size, pool, `${driver.name}: ${key}`, options.signal)) {
-    const length = chunk.length;
-    let actual: string | undefined;
-    if (whole) whole.update(chunk);
-    else actual = hasher.hash(chunk);
-    pool.release(chunk);
-    if (actual !== undefined && actual !== file.chunks[index]) {
-      const offset = index * chunkBytes;
+  let offset = 0;
+  const size = file.storedSize ?? file.size;
+  for await (const actual of readChunkHashes(driver, key, size, chunkBytes, arena, `${driver.name}: ${key}`, options.signal, whole)) {
+    const length = Math.min(chunkBytes, size - offset);
+    if (!whole && actual !== file.chunks[index]) {
       return {
         path: file.path, problem: 'chunk', chunk: index, offset, length,
         message: `${file.path}: chunk ${index} (bytes ${offset}..${offset + length - 1}) differs: expected ${file.chunks[index]}, found ${actual}`,
       };
     }
     options.onBytes?.(length);
+    offset += length;
     index++;
   }
   if (whole) {
@@ -160,7 +164,8 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
     return failed(err);
   }
   const damage: Damage[] = [];
-  let pool: ChunkPool | undefined;
+  let arena: HashArena | undefined;
+  const concurrency = options.concurrency ?? 4;
   let filesChecked = 0;
   let bytesChecked = 0;
   let filesRead = 0;
@@ -187,8 +192,8 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
       }
       const touched = file.destinationFingerprint !== undefined && there.fingerprint !== file.destinationFingerprint;
       if (level === 'deep' || touched || readBack) {
-        pool ??= new ChunkPool(chunkBytes);
-        const found = await deepCheck(driver, fileKey, file, pool, options);
+        arena ??= new HashArena(READ_SLOTS_PER_FILE * concurrency, READ_PIECE_BYTES);
+        const found = await deepCheck(driver, fileKey, file, chunkBytes, arena, options);
         filesRead++;
         if (found) note(file, found);
         else bytesChecked += size;
@@ -198,7 +203,7 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
       else failure ??= err;
     }
   };
-  const queue = new PQueue({ concurrency: options.concurrency ?? 4 });
+  const queue = new PQueue({ concurrency });
   /** `chunkBytes` when the manifest gives it only after its file list (never written so by offsite): read it first. */
   const stream = (knownChunkBytes?: number): Promise<ManifestSummary | undefined> => streamManifestAt(driver, key, {
     signal, publicKey: options.publicKey,
