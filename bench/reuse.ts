@@ -114,6 +114,11 @@ function mib(bytes: number): string {
   return `${(bytes / MiB).toFixed(1)} MiB`;
 }
 
+/** Whole KiB, for the per-request figures of a trace. */
+function kib(bytes: number): string {
+  return `${Math.round(bytes / 1024)} KiB`;
+}
+
 /** What a destination holds of night 2 after a run. */
 interface Landed {
   /** Relative path -> size, `.offsite/` included. */
@@ -182,9 +187,10 @@ function printTrace(label: string, trace: TraceSummary, wire: WireBytes): void {
   const kinds = Object.entries(trace.kinds).sort(([, a], [, b]) => b.out + b.in - (a.out + a.in));
   const sftpBytes = kinds.reduce((sum, [, k]) => sum + k.out + k.in, 0);
   console.log(`    SFTP requests of ${label}, by kind (bytes are SFTP packets, before SSH framing and encryption; ` +
-    `when the kind's first request went out and its last was answered, from the process start; all requests ${(trace.first / 1000).toFixed(1)}-${(trace.last / 1000).toFixed(1)} s):`);
+    `when the kind's first request went out and its last was answered, from the process start; per request: count (KiB up/down); all requests ${(trace.first / 1000).toFixed(1)}-${(trace.last / 1000).toFixed(1)} s):`);
   for (const [name, k] of kinds) {
-    const ops = Object.entries(k.ops).sort(([, a], [, b]) => b - a).map(([op, n]) => `${op} ${n}`).join(', ');
+    const ops = Object.entries(k.ops).sort(([, a], [, b]) => b.out + b.in - (a.out + a.in))
+      .map(([op, o]) => `${op} ${o.requests} (${kib(o.out)}/${kib(o.in)})`).join(', ');
     console.log(`      ${name.padEnd(17)} ${String(k.files).padStart(6)} paths ${String(k.requests).padStart(7)} requests (${(k.requests / k.files).toFixed(1)}/path) ` +
       `up ${mib(k.out).padStart(10)} down ${mib(k.in).padStart(10)}  ${(k.first / 1000).toFixed(1)}-${(k.last / 1000).toFixed(1)} s  ${ops}`);
   }
@@ -220,7 +226,8 @@ async function main(): Promise<void> {
 
   const stops: Array<() => Promise<void>> = [];
   const kindsRun: Kind[] = [];
-  const secretsEnv: NodeJS.ProcessEnv = {};
+  /** Every offsite run keeps its manifest cache in the work folder (none from earlier benchmarks). */
+  const secretsEnv: NodeJS.ProcessEnv = { OFFSITE_CACHE_DIR: join(dir, 'cache') };
   /** Destination sections of each kind, for a round (literal buckets and folders; secrets from the environment). */
   const sections: Array<(round: number) => string[]> = [];
   const bucket = (label: string, round: number): string => `bench-${label}-${round}-${runId}`;
@@ -330,12 +337,18 @@ async function main(): Promise<void> {
       const folder = (label: string, round: number): string => join(server.root, `bench-${round}`, label);
       const sftpSection = (root: string): string => sftpConfigSection(server, root, proxy.port);
       sections.push((round) => [`  sftp-reuse: ${sftpSection(folder('reuse', round))}`, `  sftp-full: ${sftpSection(folder('full', round))}`]);
-      /** Night 1 goes to `sftp-reuse` untimed and fast: the same destination without the proxy, in a config of its own. */
+      /**
+       * Night 1 goes to `sftp-reuse` untimed: over a WAN-like link, fast, without the proxy, in a
+       * config of its own; otherwise through the proxy, the same destination as night 2's, as a
+       * nightly chain has it (offsite caches the manifests it writes per destination: night 2 then
+       * reads only night 1's last bytes, src/core/manifest-cache.ts).
+       */
       const setupConfig = (round: number): string => {
         const path = join(dir, `offsite-setup-${round}.yaml`);
+        const shaped = delayMs > 0 || link.bytesPerSecond !== undefined;
         writeFileSync(path, [
           `source: { type: local, root: ${JSON.stringify(sourceRoot)} }`, 'destinations:',
-          `  sftp-reuse: ${sftpConfigSection(server, folder('reuse', round))}`, 'options: { quietPeriod: 0s }', '',
+          `  sftp-reuse: ${shaped ? sftpConfigSection(server, folder('reuse', round)) : sftpSection(folder('reuse', round))}`, 'options: { quietPeriod: 0s }', '',
         ].join('\n'));
         return path;
       };

@@ -146,12 +146,24 @@ if (file !== undefined && file !== '') {
     if (data !== null) channelOf(this._protocol, this.outgoing.id).in.feed(data);
     return push.call(this, data);
   };
-  process.on('exit', () => writeFileSync(file, JSON.stringify(summarize(done))));
+  process.on('exit', () => {
+    writeFileSync(file, JSON.stringify(summarize(done)));
+    // Every request, for a closer look by hand: a folder in OFFSITE_SFTP_TRACE_REQUESTS gets one file per process.
+    const all = process.env.OFFSITE_SFTP_TRACE_REQUESTS;
+    if (all !== undefined && all !== "") writeFileSync(`${all}/requests-${process.pid}.json`, JSON.stringify(done));
+  });
+}
+
+/** One kind of request within a kind of path: how many, and their SFTP bytes each way. */
+export interface OpFigures {
+  requests: number;
+  out: number;
+  in: number;
 }
 
 /** What the benchmark prints: per kind, requests and bytes each way, and per op. */
 export interface TraceSummary {
-  readonly kinds: Record<string, { files: number; requests: number; out: number; in: number; ops: Record<string, number>; first: number; last: number }>;
+  readonly kinds: Record<string, { files: number; requests: number; out: number; in: number; ops: Record<string, OpFigures>; first: number; last: number }>;
   /** When the first request went out and the last was answered (ms since the process started). */
   readonly first: number;
   readonly last: number;
@@ -184,7 +196,10 @@ function summarize(requests: readonly Request[]): TraceSummary {
       into.requests++;
       into.out += r.out;
       into.in += r.in;
-      into.ops[r.op] = (into.ops[r.op] ?? 0) + 1;
+      const op = (into.ops[r.op] ??= { requests: 0, out: 0, in: 0 });
+      op.requests++;
+      op.out += r.out;
+      op.in += r.in;
     }
   }
   return { kinds, first: Math.min(...requests.map((r) => r.sentAt)), last: Math.max(...requests.map((r) => r.answeredAt)) };

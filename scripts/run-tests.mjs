@@ -53,6 +53,11 @@ for (const server of wanted) {
   }
 }
 
+// The CLI caches earlier copies' manifests (src/core/manifest-cache.ts): tests keep theirs here,
+// not in the user's ~/.cache, and start with none.
+const cacheDir = join(outDir, `cache-${process.pid}`);
+env.OFFSITE_CACHE_DIR = cacheDir;
+
 const tapFile = join(outDir, `results-${process.pid}.tap`); // one per runner: runs may overlap in one checkout
 const timesFile = join(outDir, `file-times-${process.pid}.txt`);
 rmSync(tapFile, { force: true });
@@ -66,6 +71,7 @@ const child = spawn(process.execPath, [
 ], { stdio: ['ignore', 'inherit', 'inherit'], env });
 const code = await new Promise((resolveExit) => child.on('exit', (c, sig) => resolveExit(c ?? (sig ? 1 : 0))));
 
+rmSync(cacheDir, { recursive: true, force: true });
 for (const handle of running.reverse()) {
   try { await handle.stop(); } catch (err) { console.log(`# stopping a server failed: ${err.message}`); }
 }

@@ -6,6 +6,7 @@ import { isValidBackupName } from '../backup/names.js';
 import { reusePolicyOf, type OffsiteConfig, type ReusePolicy } from '../config/config.js';
 import type { Driver } from '../drivers/types.js';
 import { UsageError } from '../errors.js';
+import { cacheDirOf } from '../core/manifest-cache.js';
 
 /** The `reuse` policy of each destination (`--no-reuse`: `off` for all), for the engine's `reuse` option. */
 export function reusePolicies(config: OffsiteConfig, destinations: readonly Driver[], enabled: boolean | undefined): Record<string, ReusePolicy> {
@@ -15,6 +16,12 @@ export function reusePolicies(config: OffsiteConfig, destinations: readonly Driv
     policies[d.name] = enabled === false || section === undefined ? 'off' : reusePolicyOf(section);
   }
   return policies;
+}
+
+/** Where earlier copies' manifests are cached for reuse (`OFFSITE_CACHE_DIR`, src/core/manifest-cache.ts `cacheDirOf`). */
+export function manifestCacheDir(env: NodeJS.ProcessEnv = process.env): { manifestCacheDir?: string } {
+  const dir = cacheDirOf(env);
+  return dir === undefined ? {} : { manifestCacheDir: dir };
 }
 
 /** The source's `trustEtags` key (src/core/replicate.ts `ReplicateOptions.trustSourceEtags`). */

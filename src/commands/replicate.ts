@@ -6,7 +6,7 @@ import type { ShardSpec } from '../core/shard.js';
 import { BackupError, UsageError } from '../errors.js';
 import { waitForBackup, type WaitEvent } from '../ops/wait.js';
 import { withRuntime, type TransferOptions } from '../runtime/drivers.js';
-import { checkBackupName, pickLatest, reusePolicies, trustSourceEtags } from './common.js';
+import { checkBackupName, pickLatest, reusePolicies, trustSourceEtags, manifestCacheDir } from './common.js';
 
 export interface ReplicateCommandOptions extends TransferOptions {
   /** A backup name, or undefined with `latest`. */
@@ -70,7 +70,7 @@ export async function replicateCommand(config: OffsiteConfig, options: Replicate
       fileConcurrency: options.concurrency ?? config.settings.concurrency,
       quietPeriodMs: config.settings.quietPeriodMs, memoryBudgetBytes: config.settings.memoryBudgetBytes,
       dryRun: options.dryRun, signal: options.signal, onEvent: options.onEvent, shard: options.shard,
-      reuse: reusePolicies(config, destinations, options.reuse), trustSourceEtags: trustSourceEtags(config),
+      reuse: reusePolicies(config, destinations, options.reuse), trustSourceEtags: trustSourceEtags(config), ...manifestCacheDir(),
     });
     return waitedMs === undefined ? result : { ...result, waitedMs };
   });

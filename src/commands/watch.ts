@@ -2,7 +2,7 @@
 import type { OffsiteConfig } from '../config/config.js';
 import { watchBackups, type WatchOptions, type WatchSummary } from '../ops/watch.js';
 import { withRuntime, type TransferOptions } from '../runtime/drivers.js';
-import { reusePolicies, trustSourceEtags } from './common.js';
+import { reusePolicies, trustSourceEtags, manifestCacheDir } from './common.js';
 
 export interface WatchCommandOptions extends TransferOptions, Omit<WatchOptions, 'source' | 'destinations' | 'reuse'> {
   /** Destination names (default: every configured one). */
@@ -17,7 +17,7 @@ export async function watchCommand(config: OffsiteConfig, options: WatchCommandO
     const source = await runtime.source();
     const destinations = await runtime.destinations(options.to ?? []);
     return watchBackups({
-      ...options, source, destinations, reuse: reusePolicies(config, destinations, options.reuse), trustSourceEtags: trustSourceEtags(config),
+      ...options, source, destinations, reuse: reusePolicies(config, destinations, options.reuse), trustSourceEtags: trustSourceEtags(config), ...manifestCacheDir(),
       quietPeriodMs: options.quietPeriodMs ?? config.settings.quietPeriodMs,
       chunkBytes: options.chunkBytes ?? config.settings.chunkBytes,
       fileConcurrency: options.fileConcurrency ?? config.settings.concurrency,

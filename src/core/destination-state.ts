@@ -15,6 +15,7 @@ import { copyCheckpointKeys, type CheckpointKeys, type RunReuse } from './destin
 import { acquireLock, type HeldLock, type LockOptions } from './lock.js';
 import { planReplication, type DestinationPlan, type ReplicationPlan, type ReuseLookup, type DestinationState, type SourceFile } from './plan.js';
 import type { ReplicateEvent } from './replicate.js';
+import type { ManifestCache } from './manifest-cache.js';
 import { reuseIndexOf } from './reuse-file.js';
 import type { ShardRun } from './shard.js';
 
@@ -124,6 +125,8 @@ export interface PrepareContext {
   readonly signal?: AbortSignal;
   /** The reuse index keeps what `ReuseIndex.known` needs (`ReplicateOptions.trustSourceEtags`). */
   readonly trustSourceEtags?: boolean;
+  /** Earlier copies' manifests are read through this cache (`ReplicateOptions.manifestCacheDir`). */
+  readonly manifestCache?: ManifestCache;
 }
 
 /** A destination ready for a run: its plan (as a one-destination `ReplicationPlan`), what it holds, its reuse index, and its lock unless up to date or a dry run. */
@@ -173,7 +176,7 @@ export async function prepareDestination(driver: Driver, reusePolicy: ReusePolic
   // taken and the destination read again: neither needs the other, and on a distant store each
   // is several round trips (the lock also waits to read itself back).
   const stopIndexing = new AbortController();
-  const indexing = reuseIndexOf(driver, backup, reusePolicy, ctx.emit, signal ? AbortSignal.any([signal, stopIndexing.signal]) : stopIndexing.signal, ctx.trustSourceEtags === true);
+  const indexing = reuseIndexOf(driver, backup, reusePolicy, ctx.emit, signal ? AbortSignal.any([signal, stopIndexing.signal]) : stopIndexing.signal, ctx.trustSourceEtags === true, ctx.manifestCache);
   if (ctx.dryRun) {
     try {
       const [reuse] = await Promise.all([indexing, listed()]);

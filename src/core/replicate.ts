@@ -38,6 +38,7 @@ import { ChunkPool } from './buffers.js';
 import { copyFile, type EngineContext } from './copy-file.js';
 import { DestinationRun, problem } from './destination-run.js';
 import type { RecordStore } from './records.js';
+import { ManifestCache } from './manifest-cache.js';
 import { prepareDestination, type PrepareContext, type PreparedDestination, type ProgressJournal } from './destination-state.js';
 import { DEFAULT_LAG_TOLERANCE_MS, Fanout } from './fanout.js';
 import type { LockOptions } from './lock.js';
@@ -101,6 +102,12 @@ export interface ReplicateOptions {
    * earlier copy is reused there without reading it at the source. @default false
    */
   readonly trustSourceEtags?: boolean;
+  /**
+   * A local folder where the earlier copies' manifests read for reuse are kept, so a later night
+   * reads only their last bytes from the destination (./manifest-cache.ts; the CLI's is
+   * `cacheDirOf()`). @default none: every manifest is read whole from the destination
+   */
+  readonly manifestCacheDir?: string;
   /** The per-destination lock (see ./lock.ts). */
   readonly lock?: Omit<LockOptions, 'signal' | 'key'>;
   /**
@@ -247,6 +254,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   const stopPreparing = new AbortController();
   const prepareContext: PrepareContext = {
     backup, files: filesLater, chunkBytes, shard, dryRun, lock: options.lock, emit, trustSourceEtags: options.trustSourceEtags === true,
+    ...(options.manifestCacheDir !== undefined ? { manifestCache: new ManifestCache(options.manifestCacheDir) } : {}),
     signal: signal ? AbortSignal.any([signal, stopPreparing.signal]) : stopPreparing.signal,
   };
   /**
@@ -354,7 +362,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
         }
         await run.driver.sync({ signal });
         const head = { kind: 'complete' as const, backup, source: sourceDescription, createdAt: new Date().toISOString(), backupTime, chunkBytes, fileCount: files.length, totalBytes };
-        await writeManifestStreamed(run.driver, manifestKey(backup), head, () => run.records.inOrder(paths), { signal });
+        await writeManifestStreamed(prepareContext.manifestCache?.recording(run.driver, manifestKey(backup)) ?? run.driver, manifestKey(backup), head, () => run.records.inOrder(paths), { signal });
         await run.driver.sync({ signal });
         await run.deleteProgress(signal);
         await lock.release();

@@ -26,13 +26,14 @@
  * bytes, which the copy is checked against as usual) and the MAC.
  */
 import type { ReusePolicy } from '../config/config.js';
-import type { Driver } from '../drivers/types.js';
+import type { Driver, Entry } from '../drivers/types.js';
 import { errorKind, errorMessage, OffsiteError } from '../errors.js';
 import type { ManifestFile } from '../manifest/manifest.js';
 import type { ObjectHashes } from './chunks.js';
 import type { DestinationRun, RunReuse } from './destination-run.js';
 import type { Fanout, FeedFile, FeedItem, Subscription } from './fanout.js';
 import type { ReplicateEvent } from './replicate.js';
+import type { ManifestCache } from './manifest-cache.js';
 import { buildReuseIndex, reusableCopies, type ReuseMatch } from './reuse.js';
 
 /** What trying a reuse needs of the run. */
@@ -191,18 +192,20 @@ async function copyFrom(ctx: ReuseContext, run: DestinationRun, reuse: RunReuse,
  * reads one manifest at a time.
  */
 export async function reuseIndexOf(
-  driver: Driver, backup: string, policy: ReusePolicy | undefined, emit: (event: ReplicateEvent) => void, signal?: AbortSignal, sourceEtags = false,
+  driver: Driver, backup: string, policy: ReusePolicy | undefined, emit: (event: ReplicateEvent) => void, signal?: AbortSignal, sourceEtags = false, cache?: ManifestCache,
 ): Promise<RunReuse | undefined> {
   if (policy === undefined || policy === 'off' || !driver.capabilities.serverSideCopy || driver.copyWithin === undefined) return undefined;
   const encryption = driver.encryption;
   try {
-    const copies = await reusableCopies(driver, backup, { signal });
+    const manifests = new Map<string, Entry>();
+    const copies = await reusableCopies(driver, backup, { signal, manifests });
     if (copies.length === 0) return undefined;
     const index = await buildReuseIndex(driver, copies, {
-      signal, sourceEtags: sourceEtags && encryption === undefined,
+      signal, sourceEtags: sourceEtags && encryption === undefined, ...(cache ? { cache: { manifests: cache, listed: manifests } } : {}),
       ...(encryption ? { encrypted: { scheme: encryption.scheme, publicKey: encryption.publicKey } } : {}),
       onSkipped: (copy, reason) => emit({ type: 'warning', destination: driver.name, message: `not reusing files of ${copy}: ${reason}` }),
     });
+    await cache?.tidy(driver);
     return index.size > 0 ? { index, link: policy === 'link' } : undefined;
   } catch (err) {
     if (signal?.aborted) throw err;

@@ -24,12 +24,13 @@
  * only under its own path inside a backup: src/crypto/format.ts).
  */
 import { backupTimeFromName, isValidBackupName } from '../backup/index.js';
-import type { Driver, SignalOptions } from '../drivers/types.js';
+import type { Driver, Entry, SignalOptions } from '../drivers/types.js';
 import { errorKind, errorMessage } from '../errors.js';
 import { getHasher, type Hasher } from '../hash/xxh64.js';
 import { manifestKey, OFFSITE_DIR, type Manifest, type ManifestFile } from '../manifest/manifest.js';
 import { streamManifestAt, type ManifestSummary } from '../manifest/read.js';
 import { widened } from '../typed-arrays.js';
+import type { ManifestCache, ManifestReader } from './manifest-cache.js';
 
 /** Where a reusable file sits at the destination: backup folder name and path inside it. */
 export interface ReuseSource {
@@ -77,6 +78,11 @@ export interface BuildReuseIndexOptions extends ReuseIndexOptions, SignalOptions
   readonly maxCopies?: number;
   /** Told about a copy whose manifest is damaged or unreadable (it is left out, never reused from). */
   readonly onSkipped?: (backup: string, reason: string) => void;
+  /**
+   * Read the manifests through this local cache (./manifest-cache.ts), checked against their
+   * entries in `listed` (`reusableCopies`'s `manifests`). @default every manifest read from the destination
+   */
+  readonly cache?: { readonly manifests: ManifestCache; readonly listed: ReadonlyMap<string, Entry> };
 }
 
 const EMPTY = -1;
@@ -481,44 +487,67 @@ export async function buildReuseIndex(driver: Driver, backups: readonly string[]
   const maxCopies = options.maxCopies ?? 3;
   for (const backup of backups) {
     if (index.backups.length >= maxCopies) break;
-    // Streamed: one record at a time, added as it comes and taken out again when the manifest
-    // proves damaged at its end (or is no complete copy's after all).
-    let copy: ReturnType<ReuseIndex['begin']> | undefined;
-    /** Records of a manifest whose kind or chunk size come after its file list (never as offsite writes them). */
-    let held: ManifestFile[] | undefined;
-    let summary: ManifestSummary | undefined;
-    const encrypted = options.encrypted;
-    /** At an encrypted destination: a copy its manifest says is sealed otherwise (another format or key) is not indexed. */
-    let foreign = false;
-    try {
-      summary = await streamManifestAt(driver, manifestKey(backup), {
-        signal: options.signal,
-        ...(encrypted ? { publicKey: encrypted.publicKey } : {}),
-        onFile: (file, _, fields) => {
-          if (copy === undefined && held === undefined && !foreign) {
-            // Known here when the manifest states it before its files (as offsite streams them); else checked at the end.
-            if (encrypted && fields.encryption !== undefined && (fields.encryption.scheme !== encrypted.scheme || fields.encryption.publicKey !== encrypted.publicKey)) foreign = true;
-            else if (fields.kind === 'complete' && typeof fields.chunkBytes === 'number') copy = index.begin(backup, fields.chunkBytes);
-            else if (fields.kind === undefined || fields.chunkBytes === undefined) held = [];
-          }
-          if (copy !== undefined) copy.add(file);
-          else held?.push(file);
-        },
-      });
-    } catch (err) {
-      copy?.undo();
-      if (errorKind(err) !== 'integrity') throw err;
-      // A copy known to be sealed otherwise was never going to be used: no warning about its signature.
-      if (!foreign) options.onSkipped?.(backup, errorMessage(err));
-      continue;
+    const key = manifestKey(backup);
+    const listed = options.cache?.listed.get(backup);
+    let cached = await options.cache?.manifests.open(driver, key, listed, { signal: options.signal });
+    let read = await indexCopy(index, cached?.reader ?? driver, backup, options);
+    if (cached?.hit === true && read.error !== undefined && errorKind(read.error) === 'integrity') {
+      // The cached copy is what failed (damaged on this machine): dropped, read from the destination.
+      await cached.settle(false);
+      cached = await options.cache?.manifests.open(driver, key, listed, { signal: options.signal });
+      read = await indexCopy(index, cached?.reader ?? driver, backup, options);
     }
-    if (summary?.kind !== 'complete' || foreign || (encrypted && (summary.encryption?.scheme !== encrypted.scheme || summary.encryption.publicKey !== encrypted.publicKey))) {
-      copy?.undo();
-      continue;
-    }
-    if (copy === undefined) index.add({ backup, chunkBytes: summary.chunkBytes, files: held ?? [] });
+    // A manifest read whole and valid is cached (a copy not indexed here may be next time).
+    await cached?.settle(read.valid);
+    if (read.error === undefined) continue;
+    if (errorKind(read.error) !== 'integrity') throw read.error;
+    // A copy known to be sealed otherwise was never going to be used: no warning about its signature.
+    if (!read.foreign) options.onSkipped?.(backup, errorMessage(read.error));
   }
   return index;
+}
+
+/**
+ * Reads the manifest of `backup` through `reader` into `index` (see `buildReuseIndex`): `valid`
+ * when it was there and read whole with a good digest (and signature), `error` when it could
+ * not be read or proved damaged (its records are taken out again), `foreign` when it is sealed
+ * otherwise than this destination. A valid manifest of an incomplete or foreign copy adds nothing.
+ */
+async function indexCopy(index: ReuseIndex, reader: ManifestReader, backup: string, options: BuildReuseIndexOptions): Promise<{ valid: boolean; foreign: boolean; error?: unknown }> {
+  // Streamed: one record at a time, added as it comes and taken out again when the manifest
+  // proves damaged at its end (or is no complete copy's after all).
+  let copy: ReturnType<ReuseIndex['begin']> | undefined;
+  /** Records of a manifest whose kind or chunk size come after its file list (never as offsite writes them). */
+  let held: ManifestFile[] | undefined;
+  let summary: ManifestSummary | undefined;
+  const encrypted = options.encrypted;
+  /** At an encrypted destination: a copy its manifest says is sealed otherwise (another format or key) is not indexed. */
+  let foreign = false;
+  try {
+    summary = await streamManifestAt(reader, manifestKey(backup), {
+      signal: options.signal,
+      ...(encrypted ? { publicKey: encrypted.publicKey } : {}),
+      onFile: (file, _, fields) => {
+        if (copy === undefined && held === undefined && !foreign) {
+          // Known here when the manifest states it before its files (as offsite streams them); else checked at the end.
+          if (encrypted && fields.encryption !== undefined && (fields.encryption.scheme !== encrypted.scheme || fields.encryption.publicKey !== encrypted.publicKey)) foreign = true;
+          else if (fields.kind === 'complete' && typeof fields.chunkBytes === 'number') copy = index.begin(backup, fields.chunkBytes);
+          else if (fields.kind === undefined || fields.chunkBytes === undefined) held = [];
+        }
+        if (copy !== undefined) copy.add(file);
+        else held?.push(file);
+      },
+    });
+  } catch (err) {
+    copy?.undo();
+    return { valid: false, foreign, error: err };
+  }
+  if (summary?.kind !== 'complete' || foreign || (encrypted && (summary.encryption?.scheme !== encrypted.scheme || summary.encryption.publicKey !== encrypted.publicKey))) {
+    copy?.undo();
+    return { valid: summary !== undefined, foreign };
+  }
+  if (copy === undefined) index.add({ backup, chunkBytes: summary.chunkBytes, files: held ?? [] });
+  return { valid: true, foreign };
 }
 
 /**
@@ -530,7 +559,7 @@ export async function buildReuseIndex(driver: Driver, backups: readonly string[]
  * the drivers walk into the copies' `.offsite/` folders only (sftp by folder, object stores by
  * level listings), never every key of every copy.
  */
-export async function reusableCopies(driver: Driver, backup: string, options: SignalOptions = {}): Promise<string[]> {
+export async function reusableCopies(driver: Driver, backup: string, options: SignalOptions & { readonly manifests?: Map<string, Entry> } = {}): Promise<string[]> {
   const withManifest = new Set<string>();
   const pruning = new Set<string>();
   // Only `NAME/.offsite/` matters: a driver that walks folders (sftp) need not open the rest.
@@ -541,7 +570,10 @@ export async function reusableCopies(driver: Driver, backup: string, options: Si
     const name = entry.key.slice(0, slash);
     if (name === backup || !isValidBackupName(name)) continue;
     const rest = entry.key.slice(slash + 1);
-    if (rest === `${OFFSITE_DIR}/manifest.json`) withManifest.add(name);
+    if (rest === `${OFFSITE_DIR}/manifest.json`) {
+      withManifest.add(name);
+      options.manifests?.set(name, entry);
+    }
     else if (rest === `${OFFSITE_DIR}/pruning.json`) pruning.add(name);
   }
   const when = (name: string): number => backupTimeFromName(name)?.getTime() ?? Number.NaN;

@@ -84,7 +84,7 @@ interface PassResult {
  * encoding can be hashed whatever their order in the text. Resolves `undefined` when the key is
  * missing.
  */
-async function readPass(driver: Driver, key: string, where: string, options: StreamManifestOptions, known?: ReadonlyMap<string, unknown>): Promise<PassResult | undefined> {
+async function readPass(driver: Pick<Driver, 'name' | 'openRead'>, key: string, where: string, options: StreamManifestOptions, known?: ReadonlyMap<string, unknown>): Promise<PassResult | undefined> {
   const hasher = await getHasher();
   const raw = hasher.create();
   const canonical = hasher.create();
@@ -172,7 +172,7 @@ async function readPass(driver: Driver, key: string, where: string, options: Str
  * (kind `integrity`) naming what is wrong, as `decodeManifest` does, and with the driver's own
  * error (its kind kept) when the read fails.
  */
-export async function streamManifestAt(driver: Driver, key: string, options: StreamManifestOptions = {}): Promise<ManifestSummary | undefined> {
+export async function streamManifestAt(driver: Pick<Driver, 'name' | 'openRead'>, key: string, options: StreamManifestOptions = {}): Promise<ManifestSummary | undefined> {
   const where = `${driver.name}: ${key}`;
   const first = await readPass(driver, key, where, options);
   if (!first) return undefined;
