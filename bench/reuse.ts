@@ -43,7 +43,8 @@
  *
  * `--trace-s3` prints, for each night-2 run at s3, its requests by kind over time, the copies in
  * flight, and its CPU before the first request and the first copy (bench/s3-trace.ts): where the
- * time between the reuse and the floor goes.
+ * time between the reuse and the floor goes. `--cpu-prof DIR` writes a CPU profile of each night-2
+ * run at s3 there (`s3-reuse-ROUND.cpuprofile`, `s3-full-ROUND.cpuprofile`): where its CPU goes.
  */
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { Command } from 'commander';
@@ -79,8 +80,9 @@ const program = new Command('bench-reuse')
   .option('--no-floor', 'skip the floor: night 2\'s server-side copies alone, by a minimal client (s3)')
   .option('--trace-sftp', 'print offsite\'s SFTP requests and bytes by kind (bench/sftp-trace.ts) after each sftp run')
   .option('--trace-s3', 'print offsite\'s S3 requests by kind over time, copies in flight and CPU before the first copy (bench/s3-trace.ts) after each s3 run')
+  .option('--cpu-prof <dir>', 'write a CPU profile (node --cpu-prof) of each night-2 offsite run at s3 into this folder')
   .parse(process.argv);
-const opts = program.opts<{ size: string; changed: string; seed: string; repeat: string; only: string; dir: string; delay: string; rate?: string; traceSftp?: boolean; traceS3?: boolean; floor: boolean }>();
+const opts = program.opts<{ size: string; changed: string; seed: string; repeat: string; only: string; dir: string; delay: string; rate?: string; traceSftp?: boolean; traceS3?: boolean; cpuProf?: string; floor: boolean }>();
 silenceSdkVersionWarning();
 
 const MiB = 1024 * 1024;
@@ -264,7 +266,8 @@ async function main(): Promise<void> {
       /** Night 2's runs are traced with `--trace-s3` (night 1, the set-up, is not). */
       const offsite = async (round: number, backup: string, to: string, extra: string[] = []): Promise<Timed> => {
         const trace = opts.traceS3 === true && backup === NIGHT2;
-        const args = [...(trace ? ['--import', join(benchDir, 's3-trace.js')] : []), bin, '--config', config(round), '--quiet', 'replicate', backup, '--to', to, ...extra];
+        const profile = opts.cpuProf !== undefined && backup === NIGHT2 ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`, `--cpu-prof-name=${to}-${round}.cpuprofile`] : [];
+        const args = [...profile, ...(trace ? ['--import', join(benchDir, 's3-trace.js')] : []), bin, '--config', config(round), '--quiet', 'replicate', backup, '--to', to, ...extra];
         const run = await timed(proxy, process.execPath, args, trace ? { ...secretsEnv, OFFSITE_S3_TRACE: traceFile } : secretsEnv);
         if (trace) printS3Trace(`${to}${extra.length > 0 ? ` ${extra.join(' ')}` : ''}`, JSON.parse(readFileSync(traceFile, 'utf8')) as S3TraceSummary);
         return run;

@@ -189,9 +189,19 @@ export async function prepareDestination(driver: Driver, reusePolicy: ReusePolic
   }
   const locked = (async () => {
     await listed();
-    const lock = await acquireLock(driver, backup, { ...ctx.lock, key: shard?.lockKey, signal });
+    // The destination is read again as soon as the lock is written, while the lock settles and is
+    // read back: every earlier holder's writes landed before this run's lock did (a holder writes
+    // nothing after its release; a live one refuses this run before it writes), and a racing run
+    // that loses the lock writes nothing but its lock. Lost here: the read is dropped.
+    let reading: Promise<DestinationHoldings> | undefined;
+    const readAgain = (): Promise<DestinationHoldings> => {
+      reading = read();
+      reading.catch(() => undefined); // awaited below, unless the lock was not taken
+      return reading;
+    };
+    const lock = await acquireLock(driver, backup, { ...ctx.lock, key: shard?.lockKey, signal, onWritten: () => { void readAgain(); } });
     try {
-      return { lock, holdings: await read() };
+      return { lock, holdings: await (reading ?? readAgain()) };
     } catch (err) {
       await lock.release();
       throw err;

@@ -42,6 +42,12 @@ export interface LockOptions {
   /** Where the lock lives. @default `NAME/.offsite/lock.json` (`lockKey`); a shard's own lock is in its folder (./shard.ts) */
   readonly key?: string;
   readonly signal?: AbortSignal;
+  /**
+   * Called once this run's lock is written, before the settle delay and the read-back: work that
+   * must see the destination as left by every earlier holder (a run reads it again), started
+   * then, costs no round trip beyond the lock's own. Its result counts only if the lock is taken.
+   */
+  readonly onWritten?: () => void;
 }
 
 export interface HeldLock {
@@ -99,6 +105,7 @@ export async function acquireLock(driver: Driver, backup: string, options: LockO
     if (errorKind(err) !== 'not-found') throw err;
     throw new OffsiteError('E_LOCKED', `${driver.name}: ${backup} is being written by another offsite run that started at the same moment (its lock write replaced this one's); try again later`, { kind: 'permanent', cause: err });
   }
+  options.onWritten?.();
   await new Promise((resolve) => setTimeout(resolve, options.settleMs ?? 200));
   const after = await readLock(driver, key, options.signal);
   if (after?.token !== token) {
