@@ -254,11 +254,11 @@ export class FileSealer extends FileCipher {
     // In slices: one update of a whole 8 MiB chunk was measured slower (a large output buffer per call).
     for (let from = 0; from < plain.length; from += SLICE_BYTES) {
       const piece = cipher.update(plain.subarray(from, from + SLICE_BYTES));
-      at += piece.copy(out, at);
+      at = copyInto(out, piece, at);
       for (const tap of taps) tap.update(piece);
     }
     const final = cipher.final();
-    at += final.copy(out, at);
+    at = copyInto(out, final, at);
     const tag = cipher.getAuthTag();
     tag.copy(out, at);
     for (const tap of taps) {
@@ -267,6 +267,18 @@ export class FileSealer extends FileCipher {
     }
     return mac;
   }
+}
+
+/**
+ * Copies `bytes` into `out` at `at`; returns the offset after them. `out` is usually shared memory
+ * (a sealed part a worker thread writes for the main thread). `fill` with a buffer the size of the
+ * range is one `memcpy` in Node's C++; Node 20's `copy` is a typed array `set`, which V8 does into
+ * shared memory with relaxed atomic stores: in profiles of an encrypted upload's worker (under
+ * load, indicative) `copy` took 1.7x the cipher's time, `fill` 0.7x.
+ */
+function copyInto(out: Buffer, bytes: Buffer, at: number): number {
+  if (bytes.length > 0) out.fill(bytes, at, at + bytes.length);
+  return at + bytes.length;
 }
 
 /** What takes the stored bytes as they are written (a streaming hash). */
