@@ -71,7 +71,9 @@ describeWithServer('manifest cache (sftp)', (server: SftpTestServer) => {
       await writeManifestAt(driver, key, replaced);
       assert.equal((await driver.stat(key))?.size, size, 'the replacement has the same size');
       const missed = await index(driver, new ManifestCache(cacheDir));
-      assert.equal(missed.bytesRead, size, 'the replaced manifest is read whole');
+      // Whole, and first its last bytes when the replacement landed within the same second as the
+      // original (SFTP mtimes have 1-second resolution: same size, same fingerprint, other digest).
+      assert.ok(missed.bytesRead === size || missed.bytesRead === size + 256, `the replaced manifest is read whole (read ${missed.bytesRead} bytes of ${size})`);
       assert.ok(missed.holds(replaced.files[7] as ManifestFile) && !missed.holds(written.files[7] as ManifestFile), 'the index holds what the server says');
       const again = await index(driver, new ManifestCache(cacheDir));
       assert.ok(again.bytesRead <= 256, 'and cached from that read');
