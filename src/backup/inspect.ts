@@ -366,7 +366,7 @@ async function judgeListing(
   let objects = new ObjectProblems();
   if (fullMeta !== undefined) {
     try {
-      summary = summarizeFullMeta(fullMeta, `${META_DIR}/${META_FILES.full}`, backupFormat, { release: true, onObject: (object) => objects.check(object, sizes.sizeOf(object.rel)) });
+      summary = summarizeFullMeta(fullMeta, `${META_DIR}/${META_FILES.full}`, backupFormat, { release: true, expectedObjects: fileCount, onObject: (object) => objects.check(object, sizes.sizeOf(object.rel)) });
     } catch (err) {
       if (!(err instanceof BackupError)) throw err;
       problems.push(err.message);
