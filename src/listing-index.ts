@@ -14,7 +14,7 @@
  */
 import { widened } from './typed-arrays.js';
 
-/** Initial capacity in entries (grows by doubling). */
+/** Initial capacity in entries when no count is expected (grows by half). */
 const INITIAL_ENTRIES = 1024;
 /** Sentinel in the slot table: an empty slot. */
 const EMPTY = -1;
@@ -28,37 +28,69 @@ function hashBytes(bytes: Uint8Array, start: number, end: number): number {
   return h >>> 0;
 }
 
-/** Strings appended one after another into one growing buffer, each found by its start and length. */
-export class PackedStrings {
-  private bytes = Buffer.allocUnsafe(64 * 1024);
-  private used = 0;
+/** Slots of the open-addressing table for `capacity` entries: a power of two, at least twice as many. */
+function slotsFor(capacity: number): number {
+  let slots = 2048;
+  while (slots < capacity * 2) slots *= 2;
+  return slots;
+}
 
-  /** Appends `text` (UTF-8); returns its start offset. */
+/** The first block of `PackedStrings` (later ones double, up to `MAX_BLOCK_BYTES`). */
+const FIRST_BLOCK_BYTES = 64 * 1024;
+/** Blocks of `PackedStrings` grow to this size; a position is `block * MAX_BLOCK_BYTES + offset`. */
+const MAX_BLOCK_BYTES = 1024 * 1024;
+
+/**
+ * Strings appended one after another into blocks of bytes, each found by its start position and
+ * length. Blocks, not one buffer grown by doubling: a doubled buffer copies everything so far,
+ * and every buffer it leaves behind stays allocated until the garbage collector finds it (at
+ * 100,000 keys, ~16 MB of such garbage beside the ~10 MB kept, at the moment a pull hands its copy
+ * over to the read-back: issue 13). A string never straddles two blocks.
+ */
+export class PackedStrings {
+  readonly #blocks: Buffer[] = [];
+  /** The block being filled, and bytes used in it. */
+  #current = Buffer.allocUnsafe(0);
+  #used = 0;
+  #lastLength = 0;
+
+  /** Appends `text` (UTF-8); returns its start position (its length: `lastLength`). */
   append(text: string): number {
-    const most = text.length * 3;
-    if (this.used + most > this.bytes.length) {
-      const larger = Buffer.allocUnsafe(Math.max(this.bytes.length * 2, this.used + most));
-      this.bytes.copy(larger, 0, 0, this.used);
-      this.bytes = larger;
-    }
-    const start = this.used;
-    this.used += this.bytes.write(text, start, 'utf8');
+    if (this.#blocks.length === 0 || (this.#used + text.length * 3 > this.#current.length && this.#used + Buffer.byteLength(text) > this.#current.length)) this.#newBlock(Buffer.byteLength(text));
+    const start = (this.#blocks.length - 1) * MAX_BLOCK_BYTES + this.#used;
+    this.#lastLength = this.#current.write(text, this.#used, 'utf8');
+    this.#used += this.#lastLength;
     return start;
   }
 
-  /** Bytes appended since `start` (the length of what `append` just wrote there). */
-  lengthSince(start: number): number {
-    return this.used - start;
+  /** Bytes of the string `append` wrote last. */
+  get lastLength(): number {
+    return this.#lastLength;
+  }
+
+  /** Starts a block with room for `bytes` (a string longer than a block gets one of its own size). */
+  #newBlock(bytes: number): void {
+    const size = Math.max(Math.min(FIRST_BLOCK_BYTES * 2 ** this.#blocks.length, MAX_BLOCK_BYTES), bytes);
+    this.#current = Buffer.allocUnsafe(size);
+    this.#blocks.push(this.#current);
+    this.#used = 0;
+  }
+
+  /** The block holding position `start`, and the offset of `start` in it. */
+  #at(start: number): [Buffer, number] {
+    const block = Math.floor(start / MAX_BLOCK_BYTES);
+    return [this.#blocks[block] as Buffer, start - block * MAX_BLOCK_BYTES];
   }
 
   text(start: number, length: number): string {
-    return this.bytes.toString('utf8', start, start + length);
+    const [block, offset] = this.#at(start);
+    return block.toString('utf8', offset, offset + length);
   }
 
   /** Whether the bytes at `start` equal `other[0, length)`. */
   equals(start: number, other: Uint8Array, length: number): boolean {
-    const bytes = this.bytes;
-    for (let i = 0; i < length; i++) if (bytes[start + i] !== other[i]) return false;
+    const [block, offset] = this.#at(start);
+    for (let i = 0; i < length; i++) if (block[offset + i] !== other[i]) return false;
     return true;
   }
 
@@ -68,7 +100,8 @@ export class PackedStrings {
   }
 
   hash(start: number, length: number): number {
-    return hashBytes(this.bytes, start, start + length);
+    const [block, offset] = this.#at(start);
+    return hashBytes(block, offset, offset + length);
   }
 }
 
@@ -86,19 +119,34 @@ export interface ListedObject {
 export class ListingIndex {
   private readonly keys = new PackedStrings();
   private readonly extras = new PackedStrings();
-  private keyStart = new Uint32Array(INITIAL_ENTRIES);
-  private keyLength = new Uint32Array(INITIAL_ENTRIES);
-  private sizes = new Float64Array(INITIAL_ENTRIES);
+  private keyStart: Uint32Array;
+  private keyLength: Uint32Array;
+  private sizes: Float64Array;
   /** 1 for an entry `remove`d. */
-  private gone = new Uint8Array(INITIAL_ENTRIES);
+  private gone: Uint8Array;
   /** Start and length of the fingerprint, then of the stored hash, in `extras` (length `ABSENT`: none). */
-  private extra = new Uint32Array(INITIAL_ENTRIES * 4);
+  private extra: Uint32Array;
   /** Open addressing: entry index per slot, `EMPTY` when free. Kept at most half full. */
-  private slots = new Int32Array(INITIAL_ENTRIES * 2).fill(EMPTY);
+  private slots: Int32Array;
   private entries = 0;
   private removed = 0;
   /** Scratch space for the UTF-8 form of a key being looked up. */
   private scratch = Buffer.allocUnsafe(1024);
+
+  /**
+   * @param expectedEntries keys the listing will likely hold (a manifest's file count, say): the
+   *   columns are made that large at once instead of grown, and left behind as garbage, on the way
+   *   (a few more keys than expected only grow them once). @default a small start, grown as needed
+   */
+  constructor(expectedEntries = 0) {
+    const capacity = Math.max(INITIAL_ENTRIES, Math.ceil(expectedEntries * 1.01) + 16);
+    this.keyStart = new Uint32Array(capacity);
+    this.keyLength = new Uint32Array(capacity);
+    this.sizes = new Float64Array(capacity);
+    this.gone = new Uint8Array(capacity);
+    this.extra = new Uint32Array(capacity * 4);
+    this.slots = new Int32Array(slotsFor(capacity)).fill(EMPTY);
+  }
 
   /** Keys present (removed ones not counted). */
   get count(): number {
@@ -124,13 +172,13 @@ export class ListingIndex {
   }
 
   private grow(): void {
-    const capacity = this.keyStart.length * 2;
+    const capacity = Math.ceil(this.keyStart.length * 1.5);
     this.keyStart = widened(this.keyStart, capacity);
     this.keyLength = widened(this.keyLength, capacity);
     this.sizes = widened(this.sizes, capacity);
     this.gone = widened(this.gone, capacity);
     this.extra = widened(this.extra, capacity * 4);
-    const slots = new Int32Array(capacity * 2).fill(EMPTY);
+    const slots = new Int32Array(slotsFor(capacity)).fill(EMPTY);
     const mask = slots.length - 1;
     for (let entry = 0; entry < this.entries; entry++) {
       let slot = this.keys.hash(this.keyStart[entry] as number, this.keyLength[entry] as number) & mask;
@@ -148,7 +196,7 @@ export class ListingIndex {
     }
     const start = this.extras.append(text);
     this.extra[at] = start;
-    this.extra[at + 1] = this.extras.lengthSince(start);
+    this.extra[at + 1] = this.extras.lastLength;
   }
 
   private extraText(at: number): string | undefined {

@@ -280,10 +280,14 @@ export async function inspectListing(
  * takes it.
  */
 export async function inspectBackupState(
-  source: Driver, name: string, options: InspectOptions & { readonly onRefused?: (key: string, error: Error) => void } = {},
+  source: Driver, name: string, options: InspectOptions & {
+    readonly onRefused?: (key: string, error: Error) => void;
+    /** Objects the backup likely holds (a manifest's `fileCount`): the listing's index is sized for them at once. */
+    readonly expectedFiles?: number;
+  } = {},
 ): Promise<Omit<BackupInspection, 'files'> & { readonly fileCount: number }> {
   throwIfAborted(options.signal, `inspecting ${name}`);
-  const seen = new Seen(`${name}/`);
+  const seen = new Seen(`${name}/`, options.expectedFiles);
   for await (const entry of source.list(`${name}/`, { signal: options.signal, requireRoot: true, hashes: false, onRefused: options.onRefused })) seen.add(entry);
   return judgeListing(source, name, seen, options);
 }
@@ -293,12 +297,14 @@ export async function inspectBackupState(
  * ../listing-index.ts), the count, sum and newest change.
  */
 class Seen {
-  readonly sizes = new ListingIndex();
+  readonly sizes: ListingIndex;
   fileCount = 0;
   totalBytes = 0;
   lastChangeMs = 0;
 
-  constructor(readonly prefix: string) {}
+  constructor(readonly prefix: string, expectedFiles?: number) {
+    this.sizes = new ListingIndex(expectedFiles);
+  }
 
   /** Counts `entry` when it belongs to the backup (not noise); false otherwise. */
   add(entry: Entry): boolean {
@@ -340,7 +346,7 @@ async function judgeListing(
     throwIfAborted(options.signal, `inspecting ${name}`);
     const label = `${META_DIR}/${file}`;
     try {
-      const read = { label, signal: options.signal };
+      const read = { label, signal: options.signal, expectedBytes: sizes.sizeOf(label) };
       const value = file === META_FILES.backup ? await readMetaJson(source, `${prefix}${label}`, read)
         : await readMetaLazily(source, `${prefix}${label}`, file === META_FILES.full ? FULL_META_SPEC : level ? LEVEL_SPEC : {}, read);
       if (file !== META_FILES.full) checkMetaShape(value, label, level);
@@ -360,7 +366,7 @@ async function judgeListing(
   let objects = new ObjectProblems();
   if (fullMeta !== undefined) {
     try {
-      summary = summarizeFullMeta(fullMeta, `${META_DIR}/${META_FILES.full}`, backupFormat, { release: true, onObject: (object) => objects.check(object, sizes.sizeOf(object.rel)) });
+      summary = summarizeFullMeta(fullMeta, `${META_DIR}/${META_FILES.full}`, backupFormat, { release: true, expectedObjects: fileCount, onObject: (object) => objects.check(object, sizes.sizeOf(object.rel)) });
     } catch (err) {
       if (!(err instanceof BackupError)) throw err;
       problems.push(err.message);

@@ -179,6 +179,8 @@ export interface SummarizeOptions {
    * an object in an array (issue 13: 100,000 binlogs).
    */
   readonly onObject?: (object: ExpectedObject) => void;
+  /** Objects full_meta likely lists (the backup's listed file count): the duplicate check's index is sized for them at once. */
+  readonly expectedObjects?: number;
 }
 
 /**
@@ -193,7 +195,7 @@ export function summarizeFullMeta(meta: unknown, file: string, formatHint?: 'sna
   const format = (declaredFormat(root) ?? formatHint) === 'snapshot' ? 'snapshot' : 'binlog';
   const expected: ExpectedObject[] = [];
   /** Path -> size (NaN: none given) of the objects seen so far, for the duplicate check. */
-  const seen = new ListingIndex();
+  const seen = new ListingIndex(options.expectedObjects);
   let segments = 0;
   let hasLogId = false;
   let storageV2 = false;

@@ -203,7 +203,7 @@ export class OriginTable {
     }
     const start = this.#texts.append(text);
     this.#textAt[at] = start;
-    this.#textAt[at + 1] = this.#texts.lengthSince(start);
+    this.#textAt[at + 1] = this.#texts.lastLength;
   }
 
   #text(index: number, which: number): string | undefined {

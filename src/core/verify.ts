@@ -80,6 +80,8 @@ export interface VerifyOptions {
    * key or its `encryption.publicKey`): a forged or replaced manifest is then damage.
    */
   readonly publicKey?: string;
+  /** Files the copy likely holds (a manifest's `fileCount` read before): the listing's index is sized for them at once. */
+  readonly expectedFiles?: number;
   readonly signal?: AbortSignal;
   readonly onBytes?: (bytes: number) => void;
 }
@@ -155,7 +157,7 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
     return errorKind(err) === 'integrity' ? damagedManifest(err) : failed(err);
   }
   // Keys relative to `NAME/`, held compactly (../listing-index.ts): the listing is the one thing kept per file.
-  const present = new ListingIndex();
+  const present = new ListingIndex(options.expectedFiles);
   const prefixLength = backup.length + 1;
   try {
     for await (const entry of driver.list(`${backup}/`, { signal })) present.set(entry.key.slice(prefixLength), entry.size, entry.fingerprint, entry.hash);

@@ -205,12 +205,12 @@ export async function pullCommand(config: OffsiteConfig, options: PullOptions): 
       throw new OffsiteError('E_PULL_FAILED', `pull of ${backup} from ${origin.name} to ${options.to} did not complete: ${first ? `${first.path ? `${first.path}: ` : ''}${first.message}` : 'unknown error'}${copied.errors.length > 1 ? ` (and ${copied.errors.length - 1} more)` : ''}; run the same pull again to resume, or pull from another destination`, { kind: first?.kind ?? 'fatal' });
     }
 
-    const verify = await verifyCopy({ driver: to, backup, level: 'deep', concurrency: config.settings.concurrency, signal, onBytes: (n) => options.onBytes?.('verify', n) });
+    const verify = await verifyCopy({ driver: to, backup, level: 'deep', concurrency: config.settings.concurrency, expectedFiles: summary.fileCount, signal, onBytes: (n) => options.onBytes?.('verify', n) });
     if (verify.status !== 'ok') {
       throw new OffsiteError('E_PULL_VERIFY', `the pulled copy at ${to.description} does not read back intact: ${verify.message ?? verify.damage[0]?.message ?? verify.status}; run the pull again`, { kind: 'integrity' });
     }
     // The rule's verdict only: a listing kept compact (not an object per file), meta read as a stream.
-    const inspection = await inspectBackupState(to, backup, { quietPeriodMs: 0, signal });
+    const inspection = await inspectBackupState(to, backup, { quietPeriodMs: 0, expectedFiles: summary.fileCount, signal });
     if (inspection.state !== 'complete') {
       throw new OffsiteError('E_PULL_INCOMPLETE', `the pulled copy at ${to.description} reads back intact but is not a complete milvus-backup backup: ${inspection.reason ?? inspection.state}. The copy at ${origin.name} was made from an incomplete backup`, { kind: 'integrity' });
     }

@@ -82,3 +82,22 @@ describe('readMetaLazily', () => {
     }
   });
 });
+
+describe('readMetaLazily with the size a listing showed', () => {
+  let root: string;
+  let cleanup: () => Promise<void>;
+  before(async () => { ({ root, cleanup } = await tempRoot('meta-expected')); });
+  after(async () => { await cleanup(); });
+
+  it('reads the same value when the file is that size, larger or smaller (it changed since the listing)', async () => {
+    const source = createFsSource(root);
+    const value = { a: Array.from({ length: 50_000 }, (_, i) => ({ name: `n${i}`, tag: 'é€' })) };
+    const text = JSON.stringify(value);
+    await writeFile(join(root, 'meta.json'), text);
+    const size = Buffer.byteLength(text);
+    for (const expectedBytes of [size, size - 1000, 10, size + 5000, undefined]) {
+      const read = await readMetaLazily(source, 'meta.json', {}, { expectedBytes });
+      assert.deepEqual(JSON.parse(JSON.stringify(read)), value, `expectedBytes ${expectedBytes}`);
+    }
+  });
+});

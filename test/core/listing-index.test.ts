@@ -1,7 +1,7 @@
 /** The compact listing index: the same answers as a Map, exact on keys whose hashes collide or that share prefixes. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ListingIndex } from '../../src/listing-index.js';
+import { ListingIndex, PackedStrings } from '../../src/listing-index.js';
 
 describe('ListingIndex', () => {
   it('answers like a Map for many keys (growing past its first capacity), unicode keys included', () => {
@@ -45,5 +45,35 @@ describe('ListingIndex', () => {
     // Any number is a size, NaN included (full_meta's "no size given").
     index.set('n', NaN);
     assert.ok(Number.isNaN(index.sizeOf('n')));
+  });
+});
+
+describe('PackedStrings', () => {
+  it('gives back every string across blocks, with strings longer than a block and empty ones', () => {
+    const strings = new PackedStrings();
+    const texts: string[] = [];
+    for (let i = 0; i < 40_000; i++) texts.push(i % 997 === 0 ? 'é'.repeat(600_000 + i) : i % 13 === 0 ? '' : `binlogs/insert_log/${i}/ü€/${'x'.repeat(i % 300)}`);
+    const at = texts.map((text) => {
+      const start = strings.append(text);
+      assert.equal(strings.lastLength, Buffer.byteLength(text));
+      return start;
+    });
+    for (const [i, text] of texts.entries()) {
+      const bytes = Buffer.from(text);
+      assert.equal(strings.text(at[i] as number, bytes.length), text, `string ${i}`);
+      assert.equal(strings.equals(at[i] as number, bytes, bytes.length), true);
+    }
+  });
+});
+
+describe('ListingIndex sized for an expected count', () => {
+  it('answers the same when the count is exact, too low or far too high', () => {
+    for (const expected of [0, 3000, 100, 1_000_000]) {
+      const index = new ListingIndex(expected);
+      for (let i = 0; i < 3000; i++) index.set(`k/${i}`, i, `f${i}`);
+      assert.equal(index.count, 3000);
+      for (let i = 0; i < 3000; i++) assert.deepEqual(index.get(`k/${i}`), { size: i, fingerprint: `f${i}` });
+      assert.equal(index.has('k/3000'), false);
+    }
   });
 });
