@@ -9,7 +9,7 @@ import { AbortedError, throwIfAborted } from '../../errors.js';
 import { notAFileError, notFoundError, pathTypeOf, type ErrorContext } from '../toolkit/index.js';
 import type { ReadOptions } from '../types.js';
 import { classifyFsError, errnoOf, isMissing } from './errors.js';
-import { SMALL_DATA_BYTES, type FsOps } from './fsops.js';
+import type { FsOps } from './fsops.js';
 import type { LocalTree } from './tree.js';
 
 /**
@@ -68,7 +68,6 @@ export async function openLocalRead(tree: LocalTree, key: string, offset: number
   const end = Math.min(length === undefined ? Infinity : offset + length, Math.max(fileSize, offset));
   const pieceBytes = Math.min(Math.max(options.pieceBytes ?? READ_CHUNK_BYTES, 4096), MAX_READ_PIECE_BYTES);
   const allocate = options.allocate ?? Buffer.allocUnsafe;
-  if (end - offset <= Math.min(pieceBytes, SMALL_DATA_BYTES)) return readSmallRange(ops, fd, offset, end, allocate, context);
   const stream = Readable.from(readRange(ops, fd, offset, end, pieceBytes, allocate, context), { objectMode: false, highWaterMark: 1 });
   const onAbort = (): void => { stream.destroy(new AbortedError(`${context.driver}: read ${key}`)); };
   signal?.addEventListener('abort', onAbort, { once: true });
@@ -79,47 +78,6 @@ export async function openLocalRead(tree: LocalTree, key: string, offset: number
     ops.close(fd).catch(() => undefined);
   });
   return stream;
-}
-
-/**
- * A range of one small piece (most files of a backup of many small files): read at once, the
- * descriptor closed at once, and handed over as a stream that already holds it. Without the
- * generator, the 'close' listener and the abort listener of the streamed path, a small file costs
- * a few objects and no extra turns of the event loop. Takes over `fd`: it is closed whatever happens.
- */
-async function readSmallRange(ops: FsOps, fd: number, start: number, end: number, allocate: (size: number) => Buffer, context: ErrorContext): Promise<Readable> {
-  let piece: Buffer | undefined;
-  let failure: Error | undefined;
-  try {
-    if (end > start) {
-      const buffer = allocate(end - start);
-      let filled = 0;
-      while (filled < buffer.length) {
-        const bytesRead = await ops.pread(fd, buffer, filled, buffer.length - filled, start + filled);
-        if (bytesRead === 0) break;
-        filled += bytesRead;
-      }
-      piece = filled === buffer.length ? buffer : buffer.subarray(0, filled);
-    }
-  } catch (err) {
-    // Told when the stream is read, as a failure mid-way on the streamed path (the reader then
-    // cleans up the buffer it lent): an error emitted now would find no listener yet.
-    failure = classifyFsError(err, context);
-  } finally {
-    await ops.close(fd).catch(() => undefined);
-  }
-  return new Readable({
-    highWaterMark: 1,
-    read() {
-      if (failure !== undefined) {
-        this.destroy(failure);
-        return;
-      }
-      if (piece !== undefined && piece.length > 0) this.push(piece);
-      piece = undefined;
-      this.push(null);
-    },
-  });
 }
 
 /** Positional reads of `[start, end)` (to EOF when `end` is Infinity) in bounded chunks. */
