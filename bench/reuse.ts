@@ -340,21 +340,6 @@ async function main(): Promise<void> {
       const folder = (label: string, round: number): string => join(server.root, `bench-${round}`, label);
       const sftpSection = (root: string): string => sftpConfigSection(server, root, proxy.port);
       sections.push((round) => [`  sftp-reuse: ${sftpSection(folder('reuse', round))}`, `  sftp-full: ${sftpSection(folder('full', round))}`]);
-      /**
-       * Night 1 goes to `sftp-reuse` untimed: over a WAN-like link, fast, without the proxy, in a
-       * config of its own; otherwise through the proxy, the same destination as night 2's, as a
-       * nightly chain has it (offsite caches the manifests it writes per destination: night 2 then
-       * reads only night 1's last bytes, src/core/manifest-cache.ts).
-       */
-      const setupConfig = (round: number): string => {
-        const path = join(dir, `offsite-setup-${round}.yaml`);
-        const shaped = delayMs > 0 || link.bytesPerSecond !== undefined;
-        writeFileSync(path, [
-          `source: { type: local, root: ${JSON.stringify(sourceRoot)} }`, 'destinations:',
-          `  sftp-reuse: ${shaped ? sftpConfigSection(server, folder('reuse', round)) : sftpSection(folder('reuse', round))}`, 'options: { quietPeriod: 0s }', '',
-        ].join('\n'));
-        return path;
-      };
       const rcloneEnv = {
         RCLONE_CONFIG_NAS_TYPE: 'sftp', RCLONE_CONFIG_NAS_HOST: '127.0.0.1', RCLONE_CONFIG_NAS_PORT: String(proxy.port),
         RCLONE_CONFIG_NAS_USER: server.username, RCLONE_CONFIG_NAS_KEY_FILE: server.privateKey, RCLONE_CONFIG_NAS_KNOWN_HOSTS_FILE: knownHosts,
@@ -369,10 +354,10 @@ async function main(): Promise<void> {
         return { tree, manifest };
       };
       const traceFile = join(dir, 'sftp-trace.json');
-      const offsite = async (round: number, backup: string, to: string, extra: string[] = [], configFile = config(round)): Promise<Timed> => {
-        const trace = opts.traceSftp === true && configFile === config(round);
+      const offsite = async (round: number, backup: string, to: string, extra: string[] = []): Promise<Timed> => {
+        const trace = opts.traceSftp === true && backup === NIGHT2;
         const env = trace ? { ...secretsEnv, NODE_OPTIONS: `--import ${join(benchDir, 'sftp-trace.js')}`, OFFSITE_SFTP_TRACE: traceFile } : secretsEnv;
-        const run = await timed(proxy, process.execPath, [bin, '--config', configFile, '--quiet', 'replicate', backup, '--to', to, ...extra], env);
+        const run = await timed(proxy, process.execPath, [bin, '--config', config(round), '--quiet', 'replicate', backup, '--to', to, ...extra], env);
         if (trace) printTrace(`${to}${extra.length > 0 ? ` ${extra.join(' ')}` : ''}`, JSON.parse(readFileSync(traceFile, 'utf8')) as TraceSummary, run.wire);
         return run;
       };
@@ -392,7 +377,10 @@ async function main(): Promise<void> {
         contenders: [
           {
             label: 'offsite replicate (reuse; night 1 there)', kind: 'offsite',
-            setup: (round) => { made(folder('reuse', round)); return offsite(round, NIGHT1, 'sftp-reuse', [], setupConfig(round)); },
+            // Night 1 (untimed) through the proxy to the same destination as night 2, as a nightly
+            // chain has it: offsite caches the manifests it writes per destination, so night 2
+            // reads only night 1's last bytes (src/core/manifest-cache.ts).
+            setup: (round) => { made(folder('reuse', round)); return offsite(round, NIGHT1, 'sftp-reuse'); },
             run: (round) => offsite(round, NIGHT2, 'sftp-reuse'),
             landed: async (round) => landedIn(folder('reuse', round)),
           },
