@@ -33,6 +33,7 @@ import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { CommitOptions, Committed, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../drivers/types.js';
 import { ForwardingDriver, ForwardingWriteSession } from '../drivers/wrappers/forwarding.js';
+import type { ManifestReader } from '../manifest/read.js';
 
 /** Bytes compared at the end of a manifest: its `"digest":"xxh64:..."}` and then some. */
 const TAIL_BYTES = 256;
@@ -50,8 +51,6 @@ export function cacheDirOf(env: NodeJS.ProcessEnv = process.env): string | undef
   return join(env['XDG_CACHE_HOME'] || join(homedir(), '.cache'), 'offsite');
 }
 
-/** What `streamManifestAt` reads a manifest through. */
-export type ManifestReader = Pick<Driver, 'name' | 'openRead'>;
 
 /** One manifest being read: where from, and what to do once its reader said whether it was valid. */
 export interface CachedRead {
@@ -72,8 +71,21 @@ interface Meta {
   readonly tail: string;
 }
 
+/** What an entry's meta records besides the manifest's last bytes. */
+type CacheEntry = Omit<Meta, 'tail' | 'fingerprint'> & { readonly fingerprint: string | undefined };
+
 function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex');
+}
+
+/** Which destination an entry belongs to: a hash of the driver's location. */
+function placeOf(driver: Driver): string {
+  return sha256(JSON.stringify(driver.location));
+}
+
+/** The name of the entry caching `key` at `place` (its files are `ID.json` and `ID.meta`). */
+function entryId(place: string, key: string): string {
+  return sha256(`${place}\n${key}`).slice(0, 40);
 }
 
 /** The manifests of earlier copies, cached under `dir/manifests/`. */
@@ -94,8 +106,8 @@ export class ManifestCache {
   async open(driver: Driver, key: string, listed: Entry | undefined, options: SignalOptions = {}): Promise<CachedRead> {
     const passThrough: CachedRead = { reader: driver, hit: false, settle: async () => undefined };
     if (driver.location.kind === 'filesystem' || listed === undefined) return passThrough;
-    const place = sha256(JSON.stringify(driver.location));
-    const id = sha256(`${place}\n${key}`).slice(0, 40);
+    const place = placeOf(driver);
+    const id = entryId(place, key);
     const data = join(this.#folder, `${id}.json`);
     const metaFile = join(this.#folder, `${id}.meta`);
     let used = this.#used.get(place);
@@ -122,7 +134,6 @@ export class ManifestCache {
     const temp = `${data}.${process.pid}.${Date.now()}.partial`;
     let writing: { out: WriteStream; bytes: number; done: Promise<void> } | undefined;
     let last = Buffer.alloc(0);
-    const drop = (): Promise<void> => rm(temp, { force: true }).catch(() => undefined);
     return {
       hit: false,
       reader: {
@@ -156,15 +167,8 @@ export class ManifestCache {
         if (writing === undefined) return;
         if (!writing.out.writableFinished) writing.out.end();
         await writing.done;
-        const tail = last.toString('latin1');
-        if (!valid || writing.bytes !== listed.size || !tail.includes('"digest":') || (await sizeOf(temp)) !== listed.size) return drop();
-        try {
-          await rename(temp, data);
-          const entry: Meta = { place, key, size: listed.size, ...(listed.fingerprint !== undefined ? { fingerprint: listed.fingerprint } : {}), tail: last.toString('base64') };
-          await writeMeta(metaFile, entry);
-        } catch {
-          await drop();
-        }
+        if (!valid || writing.bytes !== listed.size) return rm(temp, { force: true }).catch(() => undefined);
+        await this.#keep(temp, id, { place, key, size: listed.size, fingerprint: listed.fingerprint }, last);
       },
     };
   }
@@ -176,9 +180,10 @@ export class ManifestCache {
    */
   recording(driver: Driver, key: string): Driver {
     if (driver.location.kind === 'filesystem') return driver;
-    const place = sha256(JSON.stringify(driver.location));
-    const id = sha256(`${place}\n${key}`).slice(0, 40);
+    const place = placeOf(driver);
+    const id = entryId(place, key);
     const folder = this.#folder;
+    const keep = (temp: string, entry: CacheEntry, tail: Buffer): Promise<void> => this.#keep(temp, id, entry, tail);
     class RecordingSession extends ForwardingWriteSession {
       readonly #temp = join(folder, `${id}.json.${process.pid}.${Date.now()}.partial`);
       #file: Promise<FileHandle | undefined> | undefined;
@@ -193,7 +198,7 @@ export class ManifestCache {
       }
       override async commit(options: CommitOptions): Promise<Committed | void> {
         const committed = await super.commit(options);
-        await this.#keep(committed).catch(() => undefined);
+        await this.#written(committed).catch(() => undefined);
         return committed;
       }
       override async abort(): Promise<void> {
@@ -208,18 +213,16 @@ export class ManifestCache {
         await (await this.#opened())?.close().catch(() => undefined);
         await rm(this.#temp, { force: true }).catch(() => undefined);
       }
-      async #keep(committed: Committed | void): Promise<void> {
+      async #written(committed: Committed | void): Promise<void> {
         const file = await this.#opened();
         if (!file) return;
         await file.close();
         const size = this.size;
-        const tail = Buffer.alloc(Math.min(TAIL_BYTES, size));
         if (this.#failed || (await sizeOf(this.#temp)) !== size) return this.#drop();
+        const tail = Buffer.alloc(Math.min(TAIL_BYTES, size));
         const reading = await open(this.#temp, 'r');
         try { await reading.read(tail, 0, tail.length, size - tail.length); } finally { await reading.close(); }
-        if (!tail.toString('latin1').includes('"digest":')) return this.#drop();
-        await rename(this.#temp, join(folder, `${id}.json`));
-        await writeMeta(join(folder, `${id}.meta`), { place, key, size, ...(committed?.fingerprint !== undefined ? { fingerprint: committed.fingerprint } : {}), tail: tail.toString('base64') });
+        await keep(this.#temp, { place, key, size, fingerprint: committed?.fingerprint }, tail);
       }
     }
     class RecordingDriver extends ForwardingDriver {
@@ -232,11 +235,28 @@ export class ManifestCache {
   }
 
   /**
+   * Makes `temp`, a manifest read or written whole, the entry `id`, with its meta written last;
+   * drops it instead when it is not `entry.size` bytes or its `tail` (last bytes) holds no digest
+   * (cut short). Never throws.
+   */
+  async #keep(temp: string, id: string, entry: CacheEntry, tail: Buffer): Promise<void> {
+    try {
+      if ((await sizeOf(temp)) === entry.size && tail.toString('latin1').includes('"digest":')) {
+        await rename(temp, join(this.#folder, `${id}.json`));
+        const { fingerprint, ...rest } = entry;
+        await writeMeta(join(this.#folder, `${id}.meta`), { ...rest, ...(fingerprint !== undefined ? { fingerprint } : {}), tail: tail.toString('base64') });
+        return;
+      }
+    } catch { /* dropped below */ }
+    await rm(temp, { force: true }).catch(() => undefined);
+  }
+
+  /**
    * Removes the entries of `driver`'s place that this process did not use (copies pruned, or no
    * longer among the newest indexed), and any entry unused for `MAX_AGE_MS`. Never throws.
    */
   async tidy(driver: Driver): Promise<void> {
-    const place = sha256(JSON.stringify(driver.location));
+    const place = placeOf(driver);
     const used = this.#used.get(place) ?? new Set<string>();
     const names = await readdir(this.#folder).catch(() => [] as string[]);
     const now = Date.now();

@@ -28,9 +28,9 @@ import type { Driver, Entry, SignalOptions } from '../drivers/types.js';
 import { errorKind, errorMessage } from '../errors.js';
 import { getHasher, type Hasher } from '../hash/xxh64.js';
 import { manifestKey, OFFSITE_DIR, type Manifest, type ManifestFile } from '../manifest/manifest.js';
-import { streamManifestAt, type ManifestSummary } from '../manifest/read.js';
+import { streamManifestAt, type ManifestReader, type ManifestSummary } from '../manifest/read.js';
 import { widened } from '../typed-arrays.js';
-import type { ManifestCache, ManifestReader } from './manifest-cache.js';
+import type { ManifestCache } from './manifest-cache.js';
 
 /** Where a reusable file sits at the destination: backup folder name and path inside it. */
 export interface ReuseSource {

@@ -61,6 +61,9 @@ function isWellFormed(f: Partial<ManifestFile> | null | undefined): f is Manifes
     (f.storedSize === undefined || typeof f.storedSize === 'number') && (f.mac === undefined || typeof f.mac === 'string');
 }
 
+/** What a manifest is read through: a driver, or a local cache of its manifests (src/core/manifest-cache.ts). */
+export type ManifestReader = Pick<Driver, 'name' | 'openRead'>;
+
 /** `{"k":v,...` for the given fields in canonical (sorted) order, without the braces. */
 function canonicalMembers(fields: ReadonlyMap<string, unknown>, keep: (key: string) => boolean): string {
   return [...fields.keys()].filter((k) => keep(k) && fields.get(k) !== undefined).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
@@ -84,7 +87,7 @@ interface PassResult {
  * encoding can be hashed whatever their order in the text. Resolves `undefined` when the key is
  * missing.
  */
-async function readPass(driver: Pick<Driver, 'name' | 'openRead'>, key: string, where: string, options: StreamManifestOptions, known?: ReadonlyMap<string, unknown>): Promise<PassResult | undefined> {
+async function readPass(driver: ManifestReader, key: string, where: string, options: StreamManifestOptions, known?: ReadonlyMap<string, unknown>): Promise<PassResult | undefined> {
   const hasher = await getHasher();
   const raw = hasher.create();
   const canonical = hasher.create();
@@ -172,7 +175,7 @@ async function readPass(driver: Pick<Driver, 'name' | 'openRead'>, key: string, 
  * (kind `integrity`) naming what is wrong, as `decodeManifest` does, and with the driver's own
  * error (its kind kept) when the read fails.
  */
-export async function streamManifestAt(driver: Pick<Driver, 'name' | 'openRead'>, key: string, options: StreamManifestOptions = {}): Promise<ManifestSummary | undefined> {
+export async function streamManifestAt(driver: ManifestReader, key: string, options: StreamManifestOptions = {}): Promise<ManifestSummary | undefined> {
   const where = `${driver.name}: ${key}`;
   const first = await readPass(driver, key, where, options);
   if (!first) return undefined;

@@ -86,12 +86,12 @@ export class Bucket {
    * server took it. Until then, and when it took it, uploads carry Content-MD5.
    */
   checkPayloads(signal: AbortSignal | undefined): Promise<void> {
-    // Asked meanwhile: the first removal needs it, and is otherwise one more round trip in a
-    // row at the end of a run (its checkpoint and lock removed). A failure is asked again then.
-    this.versioning(signal).catch(() => undefined);
-    const probe = this.store.probeSignedPayloads?.bind(this.store);
-    if (probe === undefined) return Promise.resolve();
     return (this.#payloadProbe ??= (async () => {
+      // Asked meanwhile, once: the first removal needs it, and is otherwise one more round trip
+      // in a row at the end of a run (its checkpoint and lock removed). A failure is asked again then.
+      this.versioning(signal).catch(() => undefined);
+      const probe = this.store.probeSignedPayloads?.bind(this.store);
+      if (probe === undefined) return;
       const key = `${this.prefix}.offsite/payload-check-${randomUUID()}`;
       if (await probe(key, signal)) await this.removeKey(key, signal).catch(() => undefined);
     })());
