@@ -89,9 +89,12 @@ export interface VerifyOptions {
 /**
  * Bytes per read of a deep check. Reads land in a `HashArena` and are hashed there; pieces of a
  * few MB keep several reads in flight per file on the thread pool while the main thread hashes
- * the ones done, and the arena small (`READ_SLOTS_PER_FILE` of them per file in flight).
+ * the ones done, and the arena small (`READ_SLOTS_PER_FILE` of them per file in flight). Above
+ * the local driver's synchronous reads (1 MiB, src/drivers/local/fsops.ts `SMALL_READ_BYTES`): a
+ * small file is one read on the main thread, a large one is read by the thread pool while the
+ * main thread hashes.
  */
-const READ_PIECE_BYTES = 1024 * 1024;
+const READ_PIECE_BYTES = 2 * 1024 * 1024;
 /** Slots of the arena per file in flight: the piece being hashed, the one being read, one more read ahead, one spare. */
 const READ_SLOTS_PER_FILE = 4;
 
@@ -135,7 +138,9 @@ async function deepCheck(driver: Driver, key: string, file: ManifestFile, chunkB
  * Verifies one destination copy. Never throws for damage; throws only when aborted.
  *
  * Memory: the listing of the copy (compact: ../listing-index.ts) and the files in flight; the manifest's
- * file list streams by (../manifest/read.ts), each file checked as its record arrives. Nothing
+ * file list streams by (../manifest/read.ts), each file checked as its record arrives, and read
+ * back while the listing is still coming (the records of files read before the listing showed
+ * them are kept, without their chunk hashes, until it has ended). Nothing
  * counts as checked before the whole manifest was read and its digest matched: a manifest found
  * damaged at its end voids the checks made on its records, and the copy is reported by its
  * manifest's damage alone.
@@ -159,12 +164,6 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
   // Keys relative to `NAME/`, held compactly (../listing-index.ts): the listing is the one thing kept per file.
   const present = new ListingIndex(options.expectedFiles);
   const prefixLength = backup.length + 1;
-  try {
-    for await (const entry of driver.list(`${backup}/`, { signal })) present.set(entry.key.slice(prefixLength), entry.size, entry.fingerprint, entry.hash);
-  } catch (err) {
-    if (isAbort(err)) throw err;
-    return failed(err);
-  }
   const damage: Damage[] = [];
   let arena: HashArena | undefined;
   const concurrency = options.concurrency ?? 4;
@@ -177,7 +176,33 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
     damage.push(file.reusedFrom === undefined ? found : { ...found, reusedFrom: file.reusedFrom, message: `${found.message} (created by a server-side copy of ${file.reusedFrom})` });
   };
   let stopped = false;
-  const check = async (file: ManifestFile, readBack: boolean, chunkBytes: number): Promise<void> => {
+  // The listing comes while the manifest streams and files are read (issue 13: before, nothing was
+  // read until the whole copy had been listed). A file is judged (missing, size, stored hash, read)
+  // only once the listing shows it or has ended: see `check`.
+  let listed = false;
+  let listingFailure: unknown;
+  const listing = (async () => {
+    try {
+      for await (const entry of driver.list(`${backup}/`, { signal })) {
+        present.set(entry.key.slice(prefixLength), entry.size, entry.fingerprint, entry.hash);
+        if (stopped) return;
+      }
+      listed = true;
+    } catch (err) {
+      listingFailure = err;
+      stopped = true;
+    }
+  })();
+  /** A deep check's outcome, kept until the file can be judged. */
+  type ReadOutcome = { readonly found?: Damage; readonly error?: unknown };
+  const readBackFile = (file: ManifestFile, chunkBytes: number): Promise<ReadOutcome> => {
+    arena ??= new HashArena(READ_SLOTS_PER_FILE * concurrency, READ_PIECE_BYTES);
+    return deepCheck(driver, `${backup}/${file.path}`, file, chunkBytes, arena, options).then((found) => ({ found }), (error: unknown) => ({ error }));
+  };
+  /** Files read before the listing showed them, judged once it has ended (their chunk hashes dropped: they are read). */
+  const readEarly: { file: ManifestFile; readBack: boolean; chunkBytes: number; outcome: ReadOutcome }[] = [];
+  /** Checks one file against the listing, and reads it back (unless `read` holds its outcome already). */
+  const judge = async (file: ManifestFile, readBack: boolean, chunkBytes: number, read?: ReadOutcome): Promise<void> => {
     if (failure !== undefined || stopped) return;
     const fileKey = `${backup}/${file.path}`;
     const there = present.get(file.path);
@@ -194,16 +219,39 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
       }
       const touched = file.destinationFingerprint !== undefined && there.fingerprint !== file.destinationFingerprint;
       if (level === 'deep' || touched || readBack) {
-        arena ??= new HashArena(READ_SLOTS_PER_FILE * concurrency, READ_PIECE_BYTES);
-        const found = await deepCheck(driver, fileKey, file, chunkBytes, arena, options);
+        const outcome = read ?? await readBackFile(file, chunkBytes);
+        if (outcome.error !== undefined) throw outcome.error;
         filesRead++;
-        if (found) note(file, found);
+        if (outcome.found) note(file, outcome.found);
         else bytesChecked += size;
       }
     } catch (err) {
       if (errorKind(err) === 'integrity' || errorKind(err) === 'not-found') note(file, { path: file.path, problem: 'unreadable', message: `${file.path}: ${errorMessage(err)}` });
       else failure ??= err;
     }
+  };
+  /**
+   * A file the listing has not shown yet: one to be read anyway (deep, or chosen for read-back) is
+   * read now and judged by `judge` once the listing shows it or has ended, with what the read found
+   * (its queue place goes to the next file meanwhile); one only to be checked waits for the listing.
+   * A file is never certified on a read alone: a missing, short or longer file (the listing's size)
+   * or a replaced one (the stored hash) is reported as such whatever its read found.
+   */
+  const check = async (file: ManifestFile, readBack: boolean, chunkBytes: number): Promise<void> => {
+    if (failure !== undefined || stopped) return;
+    if (!listed && !present.has(file.path)) {
+      if (level !== 'deep' && !readBack) {
+        await listing;
+      } else {
+        const outcome = await readBackFile(file, chunkBytes);
+        if (!listed && !present.has(file.path)) {
+          readEarly.push({ file: { ...file, chunks: [] }, readBack, chunkBytes, outcome });
+          return;
+        }
+        return judge(file, readBack, chunkBytes, outcome);
+      }
+    }
+    return judge(file, readBack, chunkBytes);
   };
   const queue = new PQueue({ concurrency });
   /** `chunkBytes` when the manifest gives it only after its file list (never written so by offsite): read it first. */
@@ -233,9 +281,17 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
   } catch (err) {
     stopped = true;
     await queue.onIdle();
+    await listing;
     if (isAbort(err)) throw err;
     return errorKind(err) === 'integrity' ? damagedManifest(err) : failed(err);
   }
+  await queue.onIdle();
+  await listing;
+  if (listingFailure !== undefined) {
+    if (isAbort(listingFailure)) throw listingFailure;
+    return failed(listingFailure);
+  }
+  for (const early of readEarly.splice(0)) void queue.add(() => judge(early.file, early.readBack, early.chunkBytes, early.outcome));
   await queue.onIdle();
   if (!summary) return incomplete; // removed between the stat and the read
   damage.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));

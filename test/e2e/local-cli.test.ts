@@ -3,7 +3,7 @@
  * damage detection, refusal of incomplete backups, bad input, resume, int64 IDs.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it, before } from 'node:test';
 import { generateBackup, type Breakage } from '../../scripts/gen-backup.js';
@@ -102,24 +102,30 @@ describe('replicate and verify on local folders (CLI)', () => {
     writeFileSync(victim, bytes);
   });
 
-  it('a truncated or deleted file is caught by the quick verify', async () => {
+  it('a truncated, lengthened or deleted file is caught by the quick and by the deep verify', async () => {
     const files = filesUnder(join(s.dir, 'disk', NAME)).filter((p) => p.startsWith('binlogs/'));
     const truncated = join(s.dir, 'disk', NAME, files[0] as string);
     const deleted = join(s.dir, 'disk', NAME, files[1] as string);
+    const lengthened = join(s.dir, 'disk', NAME, files[2] as string);
     const original = readFileSync(truncated);
     truncateSync(truncated, Math.max(0, original.length - 1));
     const removed = readFileSync(deleted);
     rmSync(deleted);
-    const run = await runCli(['--config', s.config, '--json', 'verify', NAME, '--at', 'disk']);
-    assert.equal(run.code, 3, run.stdout + run.stderr);
-    const problems = jsonOf<VerifyJson>(run).results[0]?.damage.map((d) => [d.path, d.problem]);
-    assert.deepEqual(problems?.sort(), [[files[0], 'size'], [files[1], 'missing']].sort());
-    // a re-run heals exactly these two files and nothing else
+    // Its manifest size's worth of bytes is intact: only the size tells (a deep read of them alone would pass).
+    const longer = readFileSync(lengthened);
+    appendFileSync(lengthened, 'x');
+    for (const level of [[], ['--deep']]) {
+      const run = await runCli(['--config', s.config, '--json', 'verify', NAME, '--at', 'disk', ...level]);
+      assert.equal(run.code, 3, run.stdout + run.stderr);
+      const problems = jsonOf<VerifyJson>(run).results[0]?.damage.map((d) => [d.path, d.problem]);
+      assert.deepEqual(problems?.sort(), [[files[0], 'size'], [files[1], 'missing'], [files[2], 'size']].sort(), level.join(''));
+    }
+    // a re-run heals exactly these three files and nothing else
     const heal = await runCli(['--config', s.config, '--json', 'replicate', NAME, '--to', 'disk']);
     assert.equal(heal.code, 0, heal.stderr);
     const healed = jsonOf<ReplicateJson>(heal).destinations[0];
-    assert.equal(healed?.filesCopied, 2);
-    assert.equal(healed?.bytesWritten, original.length + removed.length);
+    assert.equal(healed?.filesCopied, 3);
+    assert.equal(healed?.bytesWritten, original.length + removed.length + longer.length);
     const again = await runCli(['--config', s.config, 'verify', NAME, '--at', 'disk', '--deep']);
     assert.equal(again.code, 0, again.stdout);
   });
