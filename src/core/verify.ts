@@ -89,12 +89,9 @@ export interface VerifyOptions {
 /**
  * Bytes per read of a deep check. Reads land in a `HashArena` and are hashed there; pieces of a
  * few MB keep several reads in flight per file on the thread pool while the main thread hashes
- * the ones done, and the arena small (`READ_SLOTS_PER_FILE` of them per file in flight). Above
- * the local driver's synchronous reads (1 MiB, src/drivers/local/fsops.ts `SMALL_READ_BYTES`): a
- * small file is one read on the main thread, a large one is read by the thread pool while the
- * main thread hashes.
+ * the ones done, and the arena small (`READ_SLOTS_PER_FILE` of them per file in flight).
  */
-const READ_PIECE_BYTES = 2 * 1024 * 1024;
+const READ_PIECE_BYTES = 1024 * 1024;
 /** Slots of the arena per file in flight: the piece being hashed, the one being read, one more read ahead, one spare. */
 const READ_SLOTS_PER_FILE = 4;
 

@@ -68,14 +68,14 @@ export const SMALL_DATA_BYTES = 64 * 1024;
 
 /**
  * Reads of file data up to this many bytes are made synchronously too (on a local file system,
- * while calls are fast: `adaptiveOps`). A read is mostly a copy out of the page cache, about 0.1 ms
- * for 1 MiB, less than the two thread hand-offs of an asynchronous one (which, on a busy 2-core
- * machine, also wait for a thread to be scheduled): a deep verify of a 1 GiB copy of ~1,300 files
- * (most under 1 MiB) took about half the time with them (issue 13). A read that waits for the disk
- * takes more than `SLOW_CALL_MS`, and after two such reads the next ones go to the thread pool
- * again. Larger pieces stay asynchronous, so the thread pool copies while the event loop hashes.
+ * while calls are fast: `adaptiveOps`). Such a read is a copy out of the page cache (~130 us per
+ * MiB measured here, ~30 us for 256 KiB), which costs the event loop less than the two thread
+ * hand-offs and the callback of an asynchronous read (issue 13: a deep verify of ~1,300 files, most
+ * of them small). Larger reads stay on the thread pool: their copy then runs beside the event loop
+ * (which hashes the pieces already read) instead of in it. A read that waits for the disk takes
+ * more than `SLOW_CALL_MS`, and after two such reads the next ones go to the thread pool again.
  */
-export const SMALL_READ_BYTES = 1024 * 1024;
+export const SMALL_READ_BYTES = 256 * 1024;
 
 function call<T>(run: (done: (err: NodeJS.ErrnoException | null, value?: T) => void) => void): Promise<T> {
   return new Promise((resolve, reject) => {
