@@ -28,7 +28,7 @@ export interface Settings {
   readonly chunkBytes: number;
   /** Files transferred at once. @default 8 */
   readonly concurrency: number;
-  /** Bytes of chunk buffers in flight, shared equally by the destinations still copying (`options.memoryBudget`). @default 32 MiB per destination, at most 64 MiB */
+  /** Bytes of chunk buffers in flight, shared equally by the destinations still copying (`options.memoryBudget`). @default 64 MiB */
   readonly memoryBudgetBytes?: number;
   /** Quiet period of the completion rule. @default 60 s */
   readonly quietPeriodMs: number;

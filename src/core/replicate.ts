@@ -65,7 +65,7 @@ export interface ReplicateOptions {
   readonly partConcurrency?: number;
   /**
    * Bytes of chunk buffers in flight, all files and destinations together; each destination still
-   * working gets an equal share (at least two chunks). @default 32 MiB per destination, at most 64 MiB
+   * working gets an equal share (at least two chunks). @default 64 MiB
    */
   readonly memoryBudgetBytes?: number;
   /**
@@ -205,17 +205,6 @@ export interface ReplicateResult {
   readonly shard?: ShardSpec;
 }
 
-/**
- * The chunk budget when none is given: 32 MiB per destination, at most 64 MiB. One destination
- * keeps up with 32 MiB (a file's parts being written, the one queued and the one read ahead:
- * four chunks; two such files at once); 64 MiB for it alone let the last files of a backup of
- * small files (full_meta.json and segment_meta.json, ~19 MB each at 100,000 binlogs) be read
- * whole at once, ~45 MB of buffers on top of everything the run holds at its end (issue 13).
- * Several destinations share reads, so each still gets at least 21 MiB.
- */
-export function defaultBudgetBytes(destinations: number): number {
-  return Math.min(64, 32 * Math.max(1, destinations)) * 1024 * 1024;
-}
 
 /** Longest stretch of files started without letting the event loop turn (see `EventLoopTurns`). */
 const MAX_TURN_MS = 20;
@@ -297,7 +286,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   /** The files' paths in manifest order. */
   const paths = files.map((f) => f.path).sort();
 
-  const pool = new ChunkPool(chunkBytes, Math.max(options.memoryBudgetBytes ?? defaultBudgetBytes(options.destinations.length), 2 * chunkBytes));
+  const pool = new ChunkPool(chunkBytes, Math.max(options.memoryBudgetBytes ?? 64 * 1024 * 1024, 2 * chunkBytes));
   const fanout = new Fanout({
     source, backup, chunkBytes, pool, signal, paths, lagToleranceMs: options.lagToleranceMs ?? DEFAULT_LAG_TOLERANCE_MS,
     onDetach: (member, path) => emit({ type: 'detached', destination: member.name, path }),
