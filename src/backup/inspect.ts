@@ -342,7 +342,8 @@ async function judgeListing(
   const parsed = new Map<string, unknown>();
   const present = (file: string): boolean => sizes.has(`${META_DIR}/${file}`);
   // segment_meta is dropped after its check, before full_meta is read: both are read into one buffer.
-  const reuse: ReusableBuffer = {};
+  const bigSizes = [META_FILES.segment, META_FILES.full].map((file) => sizes.sizeOf(`${META_DIR}/${file}`) ?? 0);
+  const reuse: ReusableBuffer = { largestBytes: Math.max(...bigSizes) };
   for (const { file, level } of META_ORDER) {
     if (!present(file)) continue;
     throwIfAborted(options.signal, `inspecting ${name}`);

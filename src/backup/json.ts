@@ -238,6 +238,11 @@ export interface ReadMetaOptions extends SignalOptions {
  */
 export interface ReusableBuffer {
   buffer?: Buffer;
+  /**
+   * The size of the largest file to be read into it (when known, up to `MAX_META_BYTES`): the
+   * first read allocates that much, so a larger file read later does not need a buffer of its own.
+   */
+  readonly largestBytes?: number;
 }
 
 /**
@@ -259,8 +264,14 @@ class ExpectedBytes {
 
   constructor(bytes: number, reuse?: ReusableBuffer) {
     const kept = reuse?.buffer;
-    this.#whole = kept !== undefined && kept.length >= bytes ? kept.subarray(0, bytes) : Buffer.allocUnsafe(bytes);
-    if (reuse !== undefined && this.#whole.buffer !== kept?.buffer) reuse.buffer = this.#whole;
+    if (kept !== undefined && kept.length >= bytes) {
+      this.#whole = kept.subarray(0, bytes);
+    } else {
+      const largest = reuse?.largestBytes;
+      const fresh = Buffer.allocUnsafe(largest !== undefined && largest > bytes && largest <= MAX_META_BYTES ? largest : bytes);
+      if (reuse !== undefined) reuse.buffer = fresh;
+      this.#whole = fresh.subarray(0, bytes);
+    }
   }
 
   readonly allocate = (size: number): Buffer => {

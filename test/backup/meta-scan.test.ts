@@ -115,5 +115,13 @@ describe('readMetaLazily with the size a listing showed', () => {
     assert.equal(reuse.buffer, first, 'a smaller file is read into the same buffer');
     assert.deepEqual(JSON.parse(JSON.stringify(await readMetaLazily(source, 'big.json', {}, { expectedBytes: Buffer.byteLength(JSON.stringify(big)) + 10, reuse }))), big);
     assert.notEqual(reuse.buffer, first, 'a larger one gets a buffer of its own, kept in turn');
+    // Told the largest size first, the smaller file read first leaves room for the larger one.
+    const bigBytes = Buffer.byteLength(JSON.stringify(big));
+    const sized: ReusableBuffer = { largestBytes: bigBytes };
+    assert.deepEqual(JSON.parse(JSON.stringify(await readMetaLazily(source, 'small.json', {}, { expectedBytes: Buffer.byteLength(JSON.stringify(small)), reuse: sized }))), small);
+    const once = sized.buffer;
+    assert.equal(once?.length, bigBytes);
+    assert.deepEqual(JSON.parse(JSON.stringify(await readMetaLazily(source, 'big.json', {}, { expectedBytes: bigBytes, reuse: sized }))), big);
+    assert.equal(sized.buffer, once, 'the larger file is read into the same buffer');
   });
 });
