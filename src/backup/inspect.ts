@@ -45,7 +45,7 @@
 import { AbortedError, BackupError, throwIfAborted } from '../errors.js';
 import { describePathType } from '../drivers/toolkit/path-types.js';
 import type { Driver, Entry, PathType } from '../drivers/types.js';
-import { readMetaJson } from './json.js';
+import { readMetaJson, type ReusableBuffer } from './json.js';
 import { checkMetaShape, declaredFormat, summarizeFullMeta, type ExpectedObject, type FullMetaSummary } from './meta.js';
 import { ListingIndex } from '../listing-index.js';
 import { readMetaLazily, type LazySpec } from './meta-scan.js';
@@ -341,12 +341,16 @@ async function judgeListing(
   // at a time.
   const parsed = new Map<string, unknown>();
   const present = (file: string): boolean => sizes.has(`${META_DIR}/${file}`);
+  // segment_meta is dropped after its check, before full_meta is read: both are read into one buffer.
+  const bigSizes = [META_FILES.segment, META_FILES.full].map((file) => sizes.sizeOf(`${META_DIR}/${file}`) ?? 0);
+  const reuse: ReusableBuffer = { largestBytes: Math.max(...bigSizes) };
   for (const { file, level } of META_ORDER) {
     if (!present(file)) continue;
     throwIfAborted(options.signal, `inspecting ${name}`);
     const label = `${META_DIR}/${file}`;
     try {
-      const read = { label, signal: options.signal, expectedBytes: sizes.sizeOf(label) };
+      const big = file === META_FILES.segment || file === META_FILES.full;
+      const read = { label, signal: options.signal, expectedBytes: sizes.sizeOf(label), ...(big ? { reuse } : {}) };
       const value = file === META_FILES.backup ? await readMetaJson(source, `${prefix}${label}`, read)
         : await readMetaLazily(source, `${prefix}${label}`, file === META_FILES.full ? FULL_META_SPEC : level ? LEVEL_SPEC : {}, read);
       if (file !== META_FILES.full) checkMetaShape(value, label, level);

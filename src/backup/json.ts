@@ -222,6 +222,27 @@ export interface ReadMetaOptions extends SignalOptions {
    * (a file that has grown or shrunk since is still read whole). @default unknown
    */
   readonly expectedBytes?: number;
+  /**
+   * A buffer the bytes may be read into when it is large enough (with `expectedBytes`), and where
+   * a larger buffer read into is left for the next read. Only for reads whose result is no longer
+   * used when the next one with the same holder starts: the bytes are overwritten.
+   */
+  readonly reuse?: ReusableBuffer;
+}
+
+/**
+ * One buffer for meta files read one after another and dropped after their check (segment_meta,
+ * then full_meta, when a backup is inspected): a buffer of their own each held both, since the
+ * first, already garbage, stays allocated until the collector runs (~19 MB each at 100,000
+ * binlogs, issue 13).
+ */
+export interface ReusableBuffer {
+  buffer?: Buffer;
+  /**
+   * The size of the largest file to be read into it (when known, up to `MAX_META_BYTES`): the
+   * first read allocates that much, so a larger file read later does not need a buffer of its own.
+   */
+  readonly largestBytes?: number;
 }
 
 /**
@@ -241,8 +262,16 @@ class ExpectedBytes {
   #filled = 0;
   readonly #beyond: Buffer[] = [];
 
-  constructor(bytes: number) {
-    this.#whole = Buffer.allocUnsafe(bytes);
+  constructor(bytes: number, reuse?: ReusableBuffer) {
+    const kept = reuse?.buffer;
+    if (kept !== undefined && kept.length >= bytes) {
+      this.#whole = kept.subarray(0, bytes);
+    } else {
+      const largest = reuse?.largestBytes;
+      const fresh = Buffer.allocUnsafe(largest !== undefined && largest > bytes && largest <= MAX_META_BYTES ? largest : bytes);
+      if (reuse !== undefined) reuse.buffer = fresh;
+      this.#whole = fresh.subarray(0, bytes);
+    }
   }
 
   readonly allocate = (size: number): Buffer => {
@@ -272,7 +301,7 @@ class ExpectedBytes {
 export async function readMetaBytes(source: Driver, key: string, label: string, options: ReadMetaOptions): Promise<Buffer> {
   throwIfAborted(options.signal, `reading ${key}`);
   const expected = options.expectedBytes;
-  const into = expected !== undefined && Number.isSafeInteger(expected) && expected > 0 && expected <= MAX_META_BYTES ? new ExpectedBytes(expected) : undefined;
+  const into = expected !== undefined && Number.isSafeInteger(expected) && expected > 0 && expected <= MAX_META_BYTES ? new ExpectedBytes(expected, options.reuse) : undefined;
   let stream;
   try {
     stream = await source.openRead(key, { signal: options.signal, ...(into ? { allocate: into.allocate } : {}) });

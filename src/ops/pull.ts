@@ -180,7 +180,7 @@ async function copyOrigin(config: OffsiteConfig, options: PullOptions, origin: D
   const result = await replicate({
     source: origin, backup, destinations: [to],
     origin: { files, chunkBytes: summary.chunkBytes, source: summary.source, ...(summary.backupTime ? { backupTime: summary.backupTime } : {}) },
-    fileConcurrency: options.concurrency ?? config.settings.concurrency, signal,
+    fileConcurrency: options.concurrency ?? config.settings.concurrency, memoryBudgetBytes: config.settings.memoryBudgetBytes, signal,
     onEvent: (e) => { if (e.type === 'bytes') options.onBytes?.('copy', e.bytes); },
   });
   const { status, errors, bytesWritten, bytesResumed } = result.destinations[0] as DestinationResult;

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { parseMetaText } from '../../src/backup/json.js';
+import { parseMetaText, type ReusableBuffer } from '../../src/backup/json.js';
 import { checkMetaShape, summarizeFullMeta } from '../../src/backup/meta.js';
 import { LazyArray, readMetaLazily, type LazySpec } from '../../src/backup/meta-scan.js';
 import { VARIANTS } from '../../scripts/gen-backup.js';
@@ -99,5 +99,29 @@ describe('readMetaLazily with the size a listing showed', () => {
       const read = await readMetaLazily(source, 'meta.json', {}, { expectedBytes });
       assert.deepEqual(JSON.parse(JSON.stringify(read)), value, `expectedBytes ${expectedBytes}`);
     }
+  });
+
+  it('reads files one after another into one reused buffer when it is large enough, each to its own value', async () => {
+    const source = createFsSource(root);
+    const big = { a: Array.from({ length: 20_000 }, (_, i) => ({ name: `big${i}` })) };
+    const small = { b: Array.from({ length: 5_000 }, (_, i) => ({ name: `small${i}` })) };
+    await writeFile(join(root, 'big.json'), JSON.stringify(big));
+    await writeFile(join(root, 'small.json'), JSON.stringify(small));
+    const reuse: ReusableBuffer = {};
+    assert.deepEqual(JSON.parse(JSON.stringify(await readMetaLazily(source, 'big.json', {}, { expectedBytes: Buffer.byteLength(JSON.stringify(big)), reuse }))), big);
+    const first = reuse.buffer;
+    assert.ok(first !== undefined, 'the buffer read into is kept for the next read');
+    assert.deepEqual(JSON.parse(JSON.stringify(await readMetaLazily(source, 'small.json', {}, { expectedBytes: Buffer.byteLength(JSON.stringify(small)), reuse }))), small);
+    assert.equal(reuse.buffer, first, 'a smaller file is read into the same buffer');
+    assert.deepEqual(JSON.parse(JSON.stringify(await readMetaLazily(source, 'big.json', {}, { expectedBytes: Buffer.byteLength(JSON.stringify(big)) + 10, reuse }))), big);
+    assert.notEqual(reuse.buffer, first, 'a larger one gets a buffer of its own, kept in turn');
+    // Told the largest size first, the smaller file read first leaves room for the larger one.
+    const bigBytes = Buffer.byteLength(JSON.stringify(big));
+    const sized: ReusableBuffer = { largestBytes: bigBytes };
+    assert.deepEqual(JSON.parse(JSON.stringify(await readMetaLazily(source, 'small.json', {}, { expectedBytes: Buffer.byteLength(JSON.stringify(small)), reuse: sized }))), small);
+    const once = sized.buffer;
+    assert.equal(once?.length, bigBytes);
+    assert.deepEqual(JSON.parse(JSON.stringify(await readMetaLazily(source, 'big.json', {}, { expectedBytes: bigBytes, reuse: sized }))), big);
+    assert.equal(sized.buffer, once, 'the larger file is read into the same buffer');
   });
 });
