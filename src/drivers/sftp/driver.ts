@@ -20,7 +20,8 @@ import type {
 } from '../types.js';
 import { ConnectionPool, type SftpHooks } from './connection.js';
 import { copySftp } from './copy.js';
-import { COPIES_PER_CONNECTION, type SftpOptions } from './options.js';
+import { COPIES_PER_CHANNEL, COPY_CHANNELS } from './copy-channels.js';
+import type { SftpOptions } from './options.js';
 import { sftpLocation, type Identity, type Location } from '../location.js';
 import { serverRealRoot } from './identity.js';
 import { openSftpRead, type SftpTransferCounters } from './read.js';
@@ -54,7 +55,7 @@ export class SftpDriver implements Driver {
       maxParts: Infinity,
       parallelPartWrites: options.concurrencyPerFile > 1,
       maxConcurrency: options.maxConcurrency,
-      copyConcurrency: options.connections * COPIES_PER_CONNECTION,
+      copyConcurrency: COPY_CHANNELS * COPIES_PER_CHANNEL,
     };
     this.#pool = new ConnectionPool(name, options, hooks);
     this.#tree = new SftpTree(name, options.root);
