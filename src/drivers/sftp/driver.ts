@@ -174,13 +174,14 @@ export class SftpDriver implements Driver {
     const conn = await this.#pool.acquire();
     try {
       if ((await this.#tree.checkFolder(conn, foldersOf(key), context, false)) === 'missing') return;
-      for (const target of [path, partialPathOf(path)]) {
+      // Both at once: neither depends on the other (a round trip less at the end of every run).
+      await Promise.all([path, partialPathOf(path)].map(async (target) => {
         try {
           await conn.call<void>(context, (sftp, done) => sftp.unlink(target, done));
         } catch (err) {
           if (!isNotFound(err)) throw err;
         }
-      }
+      }));
     } finally {
       this.#pool.release(conn);
     }
