@@ -11,26 +11,32 @@ import { after, it } from 'node:test';
 import { SftpConnection } from '../../src/drivers/sftp/connection.js';
 import { copyChannelCounters } from '../../src/drivers/sftp/copy-channels.js';
 import { parseSftpOptions, SftpDriver } from '../../src/drivers/sftp/index.js';
-import { describeWithServer, freshRoot, removeFreshRoots, sectionFor, type SftpTestServer } from './server.js';
+import { describeWithServer, freshRoot, recordRequests, removeFreshRoots, sectionFor, type SftpTestServer } from './server.js';
 
 const FILES = 48;
 
 describeWithServer('sftp copies on channels of their own', (server: SftpTestServer) => {
   after(removeFreshRoots);
 
-  /** `FILES` files under old/, copied to new/ in two waves of copies at once; each checked byte for byte. */
+  /**
+   * `FILES` files under old/, copied to new/ in two waves of copies at once; each checked byte for
+   * byte, and every new folder made once (copies on different channels share a folder's MKDIR).
+   */
   async function copyMany(root: string): Promise<void> {
     for (let i = 0; i < FILES; i++) {
       await mkdir(join(root, 'old', 'segment', String(i)), { recursive: true });
       await writeFile(join(root, 'old', 'segment', String(i), 'log'), `file ${i} `.repeat(i + 1));
     }
     const driver = new SftpDriver('nas', parseSftpOptions('nas', sectionFor(server, root)));
+    const log = recordRequests();
     try {
       const copy = (i: number): Promise<unknown> => driver.copyWithin(`old/segment/${i}/log`, `new/segment/${i}/log`, { serverOnly: true });
       // The first wave starts before any copy channel is up; the second finds them.
       await Promise.all(Array.from({ length: FILES / 2 }, (_, i) => copy(i)));
       await Promise.all(Array.from({ length: FILES / 2 }, (_, i) => copy(FILES / 2 + i)));
+      assert.equal(log.take().sent.filter((name) => name === 'mkdir').length, FILES + 2, 'new, new/segment and a folder per file, each made once');
     } finally {
+      log.restore();
       await driver.close();
     }
     for (let i = 0; i < FILES; i++) {

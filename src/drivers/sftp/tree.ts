@@ -54,7 +54,7 @@ export class SftpTree {
   readonly #checked = new FolderCache<true | 'made'>(CHECKED_FOLDER_ENTRIES);
   /** LSTATs and MKDIRs of folder levels in flight, shared by the files that need the same level at once. */
   readonly #looking = new Map<string, Promise<Settled<Stats>>>();
-  readonly #making = new Map<string, Promise<void>>();
+  readonly #making = new Map<string, { readonly conn: SftpConnection; readonly made: Promise<void> }>();
   /** The root's real path on the server, fetched when a symlink first needs comparing with it. */
   #realRoot: string | undefined;
 
@@ -247,11 +247,18 @@ export class SftpTree {
         return 'created';
       }
       // The server makes them in the order sent, each after its parent: all at once, one round
-      // trip. A level that fails fails the ones below it too; its own error is the one told.
-      const making = missing.map((level) => (this.#checked.get(level) === undefined ? settle(this.#makeOnce(conn, level, context)) : undefined));
+      // trip. A level that fails fails the ones below it too; its own error is the one told. A
+      // parent that another connection is making (another file's) is waited for first: the
+      // order holds only on one connection.
+      const making: Promise<Settled<void>>[] = [];
+      for (const level of missing) {
+        const parent = this.#making.get(level.slice(0, level.lastIndexOf('/')));
+        if (parent !== undefined && parent.conn !== conn) await parent.made.catch(() => undefined);
+        if (this.#checked.get(level) === undefined) making.push(settle(this.#makeOnce(conn, level, context)));
+      }
       for (const made of making) {
         const result = await made;
-        if (result?.ok === false) throw result.error;
+        if (!result.ok) throw result.error;
       }
       return 'created';
     };
@@ -288,11 +295,11 @@ export class SftpTree {
   #makeOnce(conn: SftpConnection, level: string, context: ErrorContext): Promise<void> {
     let making = this.#making.get(level);
     if (making === undefined) {
-      making = this.#makeFolder(conn, level, context);
+      making = { conn, made: this.#makeFolder(conn, level, context) };
       this.#making.set(level, making);
-      void making.finally(() => this.#making.delete(level)).catch(() => undefined);
+      void making.made.finally(() => this.#making.delete(level)).catch(() => undefined);
     }
-    return making;
+    return making.made;
   }
 
   /** True for a folder, or a symlink to one inside the root; a `KeyError` for a symlink leading out. */
