@@ -34,6 +34,8 @@ interface Request {
   /** When it was sent and answered: ms since the process started. */
   sentAt: number;
   answeredAt: number;
+  /** The channel (numbered in the order they were first used): requests on one run in order at OpenSSH. */
+  channel: number;
 }
 
 /** A stream of SFTP packets (length-prefixed) cut into whole packets. */
@@ -74,7 +76,7 @@ class Channel {
   readonly handles = new Map<string, { path: string; dir: boolean }>();
   readonly out = new Framer((packet) => this.sent(packet));
   readonly in = new Framer((packet) => this.received(packet));
-  constructor(private readonly done: Request[]) {}
+  constructor(private readonly done: Request[], readonly number: number) {}
 
   sent(packet: Buffer): void {
     const type = packet[4] as number;
@@ -104,7 +106,7 @@ class Channel {
       } else first(name.next, EXT_HANDLE_FIRST.has(op));
     }
     if (type === 11) dir = true;
-    const request: Request = { op, path: finalPath(path), dir, out: packet.length, in: 0, sentAt: performance.now(), answeredAt: 0 };
+    const request: Request = { op, path: finalPath(path), dir, out: packet.length, in: 0, sentAt: performance.now(), answeredAt: 0, channel: this.number };
     if (type === 3 || type === 11) (request as Request & { opened?: boolean }).opened = true;
     this.requests.set(id, request);
   }
@@ -126,12 +128,13 @@ class Channel {
 const file = process.env.OFFSITE_SFTP_TRACE;
 if (file !== undefined && file !== '') {
   const done: Request[] = [];
+  let numbered = 0;
   const channels = new WeakMap<object, Map<number, Channel>>();
   const channelOf = (protocol: object, id: number): Channel => {
     let byId = channels.get(protocol);
     if (!byId) channels.set(protocol, (byId = new Map()));
     let channel = byId.get(id);
-    if (!channel) byId.set(id, (channel = new Channel(done)));
+    if (!channel) byId.set(id, (channel = new Channel(done, numbered++)));
     return channel;
   };
   const { SFTP } = require('ssh2/lib/protocol/SFTP.js') as { SFTP: { prototype: { push(data: Buffer | null): unknown } } };

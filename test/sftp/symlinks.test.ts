@@ -11,6 +11,7 @@ import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, it } from 'node:test';
 import { parseSftpOptions, SftpDriver } from '../../src/drivers/sftp/index.js';
+import type { WriteSession } from '../../src/drivers/types.js';
 import { listAll, putObject, readKey, rejectsWithKind } from '../conformance/suite.js';
 import { describeWithServer, freshRoot, recordRequests, removeFreshRoots, sectionFor, type SftpTestServer } from './server.js';
 
@@ -196,7 +197,9 @@ describeWithServer('sftp symlinks', (server: SftpTestServer) => {
     const driver = driverFor(server, root);
     const log = recordRequests();
     try {
-      await listAll(driver, 'b1/');
+      const listed = await log.during(() => listAll(driver, 'b1/'));
+      assert.deepEqual(listed.sent.filter((name) => name === 'opendir').length, 4, 'four folders listed');
+      assert.equal(listed.roundTrips, 10, 'the LSTAT of b1, then two round trips a folder: OPENDIR, then READDIRs up to the end at once (its CLOSE goes with the next OPENDIR), and the last CLOSE');
       assert.deepEqual(await log.during(() => driver.stat('b1/binlogs/seg1/f')), { sent: ['lstat'], roundTrips: 1 }, 'stat: one LSTAT, as the STAT before');
       const read = await log.during(() => readKey(driver, 'b1/binlogs/seg2/f'));
       assert.deepEqual(read.sent.slice(0, 3), ['lstat', 'open', 'read'], 'openRead: an LSTAT (the file type: a FIFO is never opened) before the OPEN, no FSTAT after');
@@ -206,8 +209,13 @@ describeWithServer('sftp symlinks', (server: SftpTestServer) => {
       assert.deepEqual(write.sent.slice(0, 2), ['lstat', 'open'], 'openWrite in a listed folder: the temp file\'s LSTAT, then OPEN');
       const fresh = await log.during(() => driver.openWrite('b1/new/deep/f', { size: 1, partBytes: 1 }).then((s) => s.abort()));
       assert.deepEqual(fresh.sent.slice(0, 6), ['lstat', 'lstat', 'lstat', 'mkdir', 'mkdir', 'open'], 'openWrite into new folders: LSTATs at once, MKDIRs, OPEN');
+      let session: WriteSession | undefined;
+      const deeper = await log.during(async () => { session = await driver.openWrite('b1/newer/a/b/c/f', { size: 1, partBytes: 1 }); });
+      assert.deepEqual(deeper.sent, ['lstat', 'lstat', 'lstat', 'lstat', 'lstat', 'mkdir', 'mkdir', 'mkdir', 'mkdir', 'open'], 'four new levels (and the temp file) looked at, then made');
+      assert.equal(deeper.roundTrips, 3, 'the LSTATs at once, the MKDIRs at once (the server makes them in order), the OPEN');
+      await session?.abort();
       assert.deepEqual(await log.during(() => driver.stat('b1/new/deep/f')), { sent: ['lstat'], roundTrips: 1 }, 'folders the driver made are remembered');
-      assert.deepEqual(await log.during(() => driver.delete('b1/binlogs/seg2/f')), { sent: ['unlink', 'unlink'], roundTrips: 2 }, 'delete: no folder check');
+      assert.deepEqual(await log.during(() => driver.delete('b1/binlogs/seg2/f')), { sent: ['unlink', 'unlink'], roundTrips: 1 }, 'delete: no folder check, the key and its temp name at once');
       await symlink('seg1', join(root, 'b1', 'binlogs', 'link'));
       assert.deepEqual(await log.during(() => driver.stat('b1/binlogs/link/f')), { sent: ['lstat', 'lstat', 'realpath', 'stat', 'realpath'], roundTrips: 3 }, 'a symlink folder: REALPATH + STAT, and the root\'s REALPATH once');
       assert.deepEqual(await log.during(() => driver.stat('b1/binlogs/link/f')), { sent: ['lstat'], roundTrips: 1 }, 'then remembered');

@@ -34,15 +34,24 @@ interface ChannelInternals {
   _protocol: ProtocolInternals;
 }
 
-/** Installed per Protocol object, so a second call (a rekey, another channel) changes nothing. */
-const installed = new WeakSet<object>();
+/** What one channel has gathered, not sent yet. */
+interface Gathering {
+  readonly packetSize: number;
+  buffer?: Buffer;
+  used: number;
+}
+
+/** The channels gathering on each Protocol object (one connection), by the server's channel id. */
+const installed = new WeakMap<object, Map<number, Gathering>>();
 
 /** What gathering did in this process, for tests (an ssh2 upgrade must not silently turn it off). */
 export const coalesceCounters = { channelsCoalesced: 0, payloadsGathered: 0, packetsSent: 0 };
 
 /**
  * Makes the SFTP channel `sftp` gather its small payloads into shared SSH packets (see the file
- * comment). Returns false, and changes nothing, when ssh2's internals are not as expected.
+ * comment); every channel of a connection may (a connection's copies run on channels of their
+ * own: ./connection.ts). Returns false, and changes nothing, when ssh2's internals are not as
+ * expected.
  */
 export function coalesceSmallPackets(sftp: unknown): boolean {
   const chan = sftp as Partial<ChannelInternals>;
@@ -50,55 +59,64 @@ export function coalesceSmallPackets(sftp: unknown): boolean {
   const outgoing = chan.outgoing;
   if (protocol === undefined || typeof outgoing?.id !== 'number' || typeof outgoing.packetSize !== 'number' || outgoing.packetSize < SMALL_PAYLOAD_BYTES) return false;
   if (typeof protocol.channelData !== 'function' || typeof protocol.channelEOF !== 'function' || typeof protocol.channelClose !== 'function') return false;
-  if (installed.has(protocol)) return true;
-  installed.add(protocol);
+  let channels = installed.get(protocol);
+  if (channels === undefined) {
+    channels = new Map();
+    installed.set(protocol, channels);
+    install(protocol, channels);
+  }
+  // A channel id the server gives again after a close starts afresh (its close flushed the old one).
+  channels.set(outgoing.id, { packetSize: outgoing.packetSize, used: 0 });
   coalesceCounters.channelsCoalesced++;
+  return true;
+}
 
+/** Replaces the Protocol's channel sends by gathering ones for the channels in `channels`. */
+function install(protocol: ProtocolInternals, channels: Map<number, Gathering>): void {
   const send = protocol.channelData.bind(protocol);
   const eof = protocol.channelEOF.bind(protocol);
   const close = protocol.channelClose.bind(protocol);
-  const id = outgoing.id;
-  let gathered: Buffer | undefined;
-  let used = 0;
   let scheduled = false;
 
-  const flush = (): void => {
-    if (gathered === undefined || used === 0) return;
-    const packet = gathered.subarray(0, used);
-    used = 0;
+  const flush = (id: number, gathering: Gathering | undefined): void => {
+    if (gathering?.buffer === undefined || gathering.used === 0) return;
+    const packet = gathering.buffer.subarray(0, gathering.used);
+    gathering.used = 0;
     coalesceCounters.packetsSent++;
     // ssh2 copies the payload into the packet before it returns: the buffer is free again.
     send(id, packet);
   };
-  const flushLater = (): void => {
+  const flushAll = (): void => {
     scheduled = false;
-    flush();
+    for (const [id, gathering] of channels) flush(id, gathering);
   };
 
   protocol.channelData = (target: number, data: Buffer | string): void => {
-    if (target !== id || !Buffer.isBuffer(data) || data.length > SMALL_PAYLOAD_BYTES) {
-      flush();
+    const gathering = channels.get(target);
+    if (gathering === undefined || !Buffer.isBuffer(data) || data.length > SMALL_PAYLOAD_BYTES) {
+      flush(target, gathering);
       send(target, data);
       return;
     }
-    // Allocated at the first request, when ssh2 knows the channel's packet size.
-    gathered ??= Buffer.allocUnsafe(outgoing.packetSize);
-    if (used + data.length > gathered.length) flush();
-    data.copy(gathered, used);
-    used += data.length;
+    // Allocated at the channel's first request.
+    gathering.buffer ??= Buffer.allocUnsafe(gathering.packetSize);
+    if (gathering.used + data.length > gathering.buffer.length) flush(target, gathering);
+    data.copy(gathering.buffer, gathering.used);
+    gathering.used += data.length;
     coalesceCounters.payloadsGathered++;
     if (!scheduled) {
       scheduled = true;
-      setImmediate(flushLater);
+      setImmediate(flushAll);
     }
   };
   protocol.channelEOF = (target: number): void => {
-    flush();
+    flush(target, channels.get(target));
     eof(target);
   };
   protocol.channelClose = (target: number): void => {
-    flush();
+    const gathering = channels.get(target);
+    flush(target, gathering);
+    if (gathering !== undefined) channels.delete(target);
     close(target);
   };
-  return true;
 }

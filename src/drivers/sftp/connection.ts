@@ -8,12 +8,13 @@ import { readFile } from 'node:fs/promises';
 import { connect as netConnect, type Socket } from 'node:net';
 import SftpClient from 'ssh2-sftp-client';
 import type { ConnectConfig, SFTPWrapper } from 'ssh2';
-import { ConfigError, DriverError, OffsiteError } from '../../errors.js';
+import { ConfigError, DriverError, OffsiteError, throwIfAborted } from '../../errors.js';
 import { driverClosedError } from '../toolkit/index.js';
 import { classifySftpError, SFTP_STATUS, sftpStatusOf, where, type ErrorContext } from './errors.js';
 import { fingerprintOf, judgeHostKey, keyTypeOf, parseKnownHosts, preferredHostKeyAlgorithms, withoutKeyTypes, type HostKeyPolicy, type HostKeyVerdict } from './hostkeys.js';
 import type { SftpOptions } from './options.js';
 import { coalesceSmallPackets } from './coalesce.js';
+import { CopyChannels } from './copy-channels.js';
 import { poolPackets, recyclePacketsOnWrite } from './packet-pool.js';
 
 /** Things tests and benchmarks may observe or replace. */
@@ -24,8 +25,7 @@ export interface SftpHooks {
 
 /** One SSH connection with its SFTP channel. */
 export class SftpConnection {
-  /** False once the connection or its channel closed or failed; then every call rejects. */
-  alive = true;
+  #alive = true;
   /** Sessions, streams and calls using this connection now (the pool balances on it). */
   users = 0;
 
@@ -34,7 +34,49 @@ export class SftpConnection {
     readonly sftp: SFTPWrapper,
     private readonly driverName: string,
     private readonly secrets: readonly (string | undefined)[],
+    /** For a side channel (`openChannel`): the connection it runs on, which it does not own. */
+    private readonly carrier?: SftpConnection,
   ) {}
+
+  /** False once the connection or its channel closed or failed; then every call rejects. */
+  get alive(): boolean {
+    return this.#alive && (this.carrier?.alive ?? true);
+  }
+
+  set alive(value: boolean) {
+    this.#alive = value;
+  }
+
+  /**
+   * True when the connection compresses what it sends (`zlib@openssh.com` negotiated, see
+   * `open`), as ssh2 shows it (an undocumented field: false when it is not there).
+   */
+  get compressed(): boolean {
+    const protocol = (this.client as unknown as { client?: { _protocol?: { _packetRW?: { write?: object } } } }).client?._protocol;
+    return protocol?._packetRW?.write?.constructor.name === 'ZlibPacketWriter';
+  }
+
+  /**
+   * Opens another SFTP channel on this connection: another sftp-server process at the server
+   * (OpenSSH runs one per channel, each one request at a time), at the cost of a channel request
+   * and the SFTP version exchange, no new handshake. It dies with the connection; `close` ends
+   * only the channel. Rejects when the server refuses another session (OpenSSH's `MaxSessions`,
+   * 10 by default) or the connection is gone.
+   */
+  async openChannel(): Promise<SftpConnection> {
+    const context: ErrorContext = { driver: this.driverName, action: 'open another SFTP channel' };
+    const ssh = (this.client as unknown as { client: { sftp(cb: (err: Error | undefined, sftp: SFTPWrapper) => void): void } }).client;
+    const sftp = await this.call<SFTPWrapper>(context, (_sftp, done) => ssh.sftp(done));
+    coalesceSmallPackets(sftp);
+    const channel = new SftpConnection(this.client, sftp, this.driverName, this.secrets, this);
+    sftp.on('close', () => {
+      channel.alive = false;
+    });
+    sftp.on('error', () => {
+      channel.alive = false;
+    });
+    return channel;
+  }
 
   /**
    * Connects, checks the host key, authenticates and opens the SFTP channel. Rejects with kind
@@ -46,8 +88,9 @@ export class SftpConnection {
    * once: the handshake is repeated without the key types already refused, until a key matches
    * the pin (or known_hosts), or the server has no other type left (then the key has CHANGED).
    * Every key accepted matches the pin; the type that matched is offered first from then on.
+   * With `compress`, SSH compression is asked for (used where the server offers it).
    */
-  static async open(name: string, options: SftpOptions, hooks: SftpHooks = {}): Promise<SftpConnection> {
+  static async open(name: string, options: SftpOptions, hooks: SftpHooks = {}, { compress = false }: { readonly compress?: boolean } = {}): Promise<SftpConnection> {
     const context: ErrorContext = { driver: name, action: `connect to ${options.host}:${options.port}` };
     const secrets = [options.password, options.passphrase];
     const policy = await hostKeyPolicy(name, options);
@@ -59,7 +102,7 @@ export class SftpConnection {
     for (;;) {
       let attempt: Handshake;
       try {
-        attempt = await handshake(name, options, hooks, policy, privateKey, algorithms);
+        attempt = await handshake(name, options, hooks, policy, privateKey, algorithms, compress);
       } catch (err) {
         // No key of another type left at the server: the refused keys are all it has.
         if (refused.length > 0 && /no matching host key/i.test(String((err as Error)?.message))) throw hostKeyError(name, options, refused);
@@ -145,9 +188,17 @@ export class SftpConnection {
     return classifySftpError(err, context, this.secrets);
   }
 
-  /** Closes the connection; never throws. */
+  /** Closes the connection (a side channel: the channel only); never throws. */
   async close(): Promise<void> {
     this.alive = false;
+    if (this.carrier !== undefined) {
+      try {
+        this.sftp.end();
+      } catch {
+        /* already gone */
+      }
+      return;
+    }
     try {
       await this.client.end();
     } catch {
@@ -216,13 +267,78 @@ export class SftpHandle {
 export class ConnectionPool {
   private readonly connections: SftpConnection[] = [];
   private readonly opening = new Set<Promise<SftpConnection>>();
+  /** Where server-side copies run (`acquireForCopy`), copies running elsewhere meanwhile, and those waiting. */
+  private readonly copies: CopyChannels;
+  private spilledCopies = 0;
+  private readonly waitingCopies: Array<() => void> = [];
+  /** When a connection opened while others served (`acquire`) last failed: not tried again for a while. */
+  private failedInBackgroundAt = 0;
   private closed = false;
 
   constructor(
     private readonly name: string,
     private readonly options: SftpOptions,
     private readonly hooks: SftpHooks = {},
-  ) {}
+  ) {
+    this.copies = new CopyChannels(() => SftpConnection.open(name, options, hooks, { compress: true }), () => this.#wakeCopies());
+  }
+
+  /**
+   * A channel for one server-side copy: one of the copy channels (./copy-channels.ts). Until one
+   * is up, a few copies at a time (`SPILLED_COPIES_PER_CONNECTION` per connection) run on the
+   * connections files are sent on, and the others wait: a sftp-server runs its requests one at a
+   * time, so dozens of copies there (an fsync each) would hold up the files being sent. Where the
+   * copy connection cannot be opened, every copy runs there. `release` the lease once done.
+   */
+  async acquireForCopy(signal?: AbortSignal): Promise<CopyLease> {
+    for (;;) {
+      this.checkOpen();
+      throwIfAborted(signal, `${this.name}: copy`);
+      const channel = this.copies.pick();
+      if (channel !== undefined) {
+        this.take(channel);
+        return { conn: channel, release: () => this.release(channel) };
+      }
+      if (this.copies.failed || this.spilledCopies < SPILLED_COPIES_PER_CONNECTION * this.options.connections) {
+        this.spilledCopies++;
+        let conn: SftpConnection;
+        try {
+          conn = await this.acquire();
+        } catch (err) {
+          this.#endSpill();
+          throw err;
+        }
+        let released = false;
+        return {
+          conn,
+          release: () => {
+            if (released) return;
+            released = true;
+            this.release(conn);
+            this.#endSpill();
+          },
+        };
+      }
+      await new Promise<void>((resolve) => {
+        const wake = (): void => {
+          signal?.removeEventListener('abort', wake);
+          resolve();
+        };
+        this.waitingCopies.push(wake);
+        signal?.addEventListener('abort', wake, { once: true });
+      });
+    }
+  }
+
+  #endSpill(): void {
+    this.spilledCopies--;
+    this.#wakeCopies();
+  }
+
+  /** Copies waiting for a channel look again (one came up, a spilled copy ended, the copy connection failed, the pool closed). */
+  #wakeCopies(): void {
+    for (const wake of this.waitingCopies.splice(0)) wake();
+  }
 
   /** A live connection with `users` already counted; give it back with `release`. */
   async acquire(): Promise<SftpConnection> {
@@ -232,8 +348,18 @@ export class ConnectionPool {
     }
     const idle = this.connections.find((conn) => conn.users === 0);
     if (idle) return this.take(idle);
-    if (this.connections.length + this.opening.size < this.options.connections) return this.take(await this.openOne());
-    if (this.connections.length > 0) return this.take(this.connections.reduce((a, b) => (b.users < a.users ? b : a)));
+    const mayOpen = this.connections.length + this.opening.size < this.options.connections;
+    if (this.connections.length > 0) {
+      // A busy connection takes more requests at once, at no cost: it serves this caller now,
+      // while the next one connects for later callers (a handshake is several round trips).
+      if (mayOpen && Date.now() - this.failedInBackgroundAt > BACKGROUND_RETRY_MS) {
+        this.openOne().catch(() => {
+          this.failedInBackgroundAt = Date.now();
+        });
+      }
+      return this.take(this.connections.reduce((a, b) => (b.users < a.users ? b : a)));
+    }
+    if (mayOpen) return this.take(await this.openOne());
     // Everything is still connecting: share whichever connection comes up first.
     return this.take(await Promise.race(this.opening));
   }
@@ -271,10 +397,23 @@ export class ConnectionPool {
   /** Closes every connection. Idempotent; never throws. */
   async close(): Promise<void> {
     this.closed = true;
+    this.#wakeCopies();
     const all = this.connections.splice(0);
-    await Promise.all(all.map((conn) => conn.close()));
+    await Promise.all([this.copies.close(), ...all.map((conn) => conn.close())]);
   }
 }
+
+/** A channel of a copy (`ConnectionPool.acquireForCopy`), given back with `release` (once; later calls do nothing). */
+export interface CopyLease {
+  readonly conn: SftpConnection;
+  release(): void;
+}
+
+/** Copies at once on each connection files are sent on, while no copy channel is up. */
+const SPILLED_COPIES_PER_CONNECTION = 4;
+
+/** How long a connection that failed to open while others served is not tried again. */
+const BACKGROUND_RETRY_MS = 10_000;
 
 /** Host key types that matched the pin or known_hosts, per `host:port`, in this process: offered first. */
 const trustedKeyTypes = new Map<string, string>();
@@ -294,7 +433,9 @@ type Handshake =
  * Resolves with the open channel, or with the refusal when the server showed a key the policy
  * does not trust; rejects with ssh2's raw error otherwise (nothing is left open).
  */
-async function handshake(name: string, options: SftpOptions, hooks: SftpHooks, policy: HostKeyPolicy, privateKey: Buffer | undefined, algorithms: readonly string[] | undefined): Promise<Handshake> {
+async function handshake(
+  name: string, options: SftpOptions, hooks: SftpHooks, policy: HostKeyPolicy, privateKey: Buffer | undefined, algorithms: readonly string[] | undefined, compress: boolean,
+): Promise<Handshake> {
   let verdict: HostKeyVerdict | undefined;
   let offered: Buffer | undefined;
   let rawError: unknown;
@@ -323,7 +464,11 @@ async function handshake(name: string, options: SftpOptions, hooks: SftpHooks, p
     readyTimeout: options.readyTimeoutMs,
     keepaliveInterval: 15_000,
     keepaliveCountMax: 4,
-    ...(algorithms ? { algorithms: { serverHostKey: [...algorithms] as NonNullable<ConnectConfig['algorithms']>['serverHostKey'] } } : {}),
+    algorithms: {
+      ...(algorithms ? { serverHostKey: [...algorithms] as NonNullable<ConnectConfig['algorithms']>['serverHostKey'] } : {}),
+      // Compression where the server offers it, else none (./copy-channels.ts says when).
+      ...(compress ? { compress: ['zlib@openssh.com', 'zlib', 'none'] as NonNullable<ConnectConfig['algorithms']>['compress'] } : {}),
+    },
     ...(privateKey ? { privateKey } : {}),
     ...(options.passphrase ? { passphrase: options.passphrase } : {}),
     ...(options.agent ? { agent: options.agent } : {}),

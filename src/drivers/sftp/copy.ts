@@ -51,7 +51,8 @@ export async function copySftp(setup: CopySetup, fromKey: string, toKey: string,
   const what = `${setup.name}: copy ${fromKey} to ${toKey}`;
   const context: ErrorContext = { driver: setup.name, action: `copy from ${fromKey}`, key: toKey };
   const sourceContext: ErrorContext = { driver: setup.name, action: 'copy', key: fromKey };
-  const conn = await pool.acquire();
+  const lease = await pool.acquireForCopy(signal);
+  const conn = lease.conn;
   let done: Committed | undefined;
   try {
     done = await (async (): Promise<Committed | undefined> => {
@@ -97,7 +98,7 @@ export async function copySftp(setup: CopySetup, fromKey: string, toKey: string,
       }
     })();
   } finally {
-    pool.release(conn);
+    lease.release();
   }
   if (done !== undefined) return done;
   if (options.serverOnly === true) {

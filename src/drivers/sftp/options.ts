@@ -62,15 +62,6 @@ export interface SftpOptions {
   readonly serverSideCopy: 'auto' | 'copy' | false;
 }
 
-/**
- * Server-side copies (`copyWithin`) worth having in flight per connection
- * (`capabilities.copyConcurrency`). A copy is a handful of small requests that mostly wait on
- * the link (four round trips: look and create, open, copy + fsync, close + rename) and costs
- * the server about one fsync; OpenSSH's sftp-server runs a connection's requests one at a time,
- * so on a WAN-like link (20 ms round trips, fsyncs of a few ms) about this many keep it busy.
- * More would only queue in front of the files being sent on the same connection.
- */
-export const COPIES_PER_CONNECTION = 16;
 
 /** `SHA256:` + unpadded base64 of a 32-byte digest (43 characters). */
 const FINGERPRINT = /^SHA256:([A-Za-z0-9+/]{43})=?$/;

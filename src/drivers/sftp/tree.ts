@@ -54,7 +54,7 @@ export class SftpTree {
   readonly #checked = new FolderCache<true | 'made'>(CHECKED_FOLDER_ENTRIES);
   /** LSTATs and MKDIRs of folder levels in flight, shared by the files that need the same level at once. */
   readonly #looking = new Map<string, Promise<Settled<Stats>>>();
-  readonly #making = new Map<string, Promise<void>>();
+  readonly #making = new Map<string, { readonly conn: SftpConnection; readonly made: Promise<void> }>();
   /** The root's real path on the server, fetched when a symlink first needs comparing with it. */
   #realRoot: string | undefined;
 
@@ -154,17 +154,38 @@ export class SftpTree {
       if (isNotFound(err)) return;
       throw err;
     }
-    try {
-      while (true) {
-        const batch = await handle.call<{ filename: string; attrs: Stats }[] | false>(context, (sftp, raw, done) =>
+    type Batch = { filename: string; attrs: Stats }[] | false;
+    /** One READDIR; `answer` is set as soon as it has come. */
+    const read = (): { readonly promise: Promise<Settled<Batch>>; answer?: Settled<Batch> } => {
+      const request: { promise: Promise<Settled<Batch>>; answer?: Settled<Batch> } = {
+        promise: settle(handle.call<Batch>(context, (sftp, raw, done) =>
           sftp.readdir(raw, (err, list) => {
             // ssh2 reports the end of a directory as `false` or as an EOF status.
             if (err && sftpStatusOf(err) === SFTP_STATUS.EOF) done(undefined, false);
             else done(err, list);
           }),
-        );
-        if (!batch || batch.length === 0) break;
-        yield batch;
+        )),
+      };
+      void request.promise.then((answer) => { request.answer = answer; });
+      return request;
+    };
+    const isLast = (answer: Settled<Batch> | undefined): boolean => answer !== undefined && (!answer.ok || !answer.value || answer.value.length === 0);
+    try {
+      // Where the server answers in order, the next READDIR goes out with each (unless the one
+      // before has already told the end): the end of a folder, where most fit in one batch, costs
+      // no round trip of its own.
+      let pending = read();
+      let ahead = conn.runsInOrder ? read() : undefined;
+      while (true) {
+        const result = await pending.promise;
+        if (isLast(result)) {
+          await ahead?.promise; // answered with this one: the CLOSE then goes at once
+          if (!result.ok) throw result.error;
+          break;
+        }
+        yield (result as { value: Exclude<Batch, false> }).value;
+        pending = ahead ?? read();
+        ahead = conn.runsInOrder && !isLast(pending.answer) ? read() : undefined;
       }
     } finally {
       void handle.close(context);
@@ -221,7 +242,24 @@ export class SftpTree {
     if (known === segments.length) return 'ok';
     const levels = segments.slice(known).map((_, i) => segments.slice(0, known + i + 1).join('/'));
     const make = async (missing: readonly string[]): Promise<'created'> => {
-      for (const level of missing) if (this.#checked.get(level) === undefined) await this.#makeOnce(conn, level, context);
+      if (!conn.runsInOrder) {
+        for (const level of missing) if (this.#checked.get(level) === undefined) await this.#makeOnce(conn, level, context);
+        return 'created';
+      }
+      // The server makes them in the order sent, each after its parent: all at once, one round
+      // trip. A level that fails fails the ones below it too; its own error is the one told. A
+      // parent that another connection is making (another file's) is waited for first: the
+      // order holds only on one connection.
+      const making: Promise<Settled<void>>[] = [];
+      for (const level of missing) {
+        const parent = this.#making.get(level.slice(0, level.lastIndexOf('/')));
+        if (parent !== undefined && parent.conn !== conn) await parent.made.catch(() => undefined);
+        if (this.#checked.get(level) === undefined) making.push(settle(this.#makeOnce(conn, level, context)));
+      }
+      for (const made of making) {
+        const result = await made;
+        if (!result.ok) throw result.error;
+      }
       return 'created';
     };
     if (create && parent === 'made') return make(levels);
@@ -257,11 +295,11 @@ export class SftpTree {
   #makeOnce(conn: SftpConnection, level: string, context: ErrorContext): Promise<void> {
     let making = this.#making.get(level);
     if (making === undefined) {
-      making = this.#makeFolder(conn, level, context);
+      making = { conn, made: this.#makeFolder(conn, level, context) };
       this.#making.set(level, making);
-      void making.finally(() => this.#making.delete(level)).catch(() => undefined);
+      void making.made.finally(() => this.#making.delete(level)).catch(() => undefined);
     }
-    return making;
+    return making.made;
   }
 
   /** True for a folder, or a symlink to one inside the root; a `KeyError` for a symlink leading out. */
