@@ -6,7 +6,7 @@
  *
  * - **Shared and small.** One pool per process (`cpuPool()`), `availableParallelism() - 1`
  *   threads (at least 1, at most `MAX_WORKERS`; `OFFSITE_CPU_THREADS` overrides, 0 = everything
- *   on the main thread), started lazily on the first task that needs one.
+ *   on the main thread), started lazily on the first task that needs one, or earlier by `warm`.
  * - **Never keeps the process alive.** An idle worker is unref'd; a worker is ref'd only while it
  *   runs a task, so that a run waiting on one does not end early. `close()` terminates them.
  * - **Small inputs inline.** Below `inlineBelowBytes` (256 KiB) the task runs on the calling
