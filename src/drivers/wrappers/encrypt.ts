@@ -25,8 +25,7 @@
  *   below that sends parts with their MD5 the part's MD5, and for a file of one part its stored
  *   hash, all in one pass over the sealed bytes) runs in the CPU pool's worker threads
  *   (src/runtime/cpu-pool.ts), which get the key once and are started at the first write here
- *   (a run's lock), before the first file: the main thread runs everything else. Parts under
- *   `SEAL_INLINE_BELOW_BYTES` are sealed on the main thread (see there). Only the whole-file
+ *   (a run's lock), before the first file: the main thread runs everything else. Only the whole-file
  *   hash of a file of several parts, taken in part order, stays on the main thread. Sealed parts
  *   are written into reused buffers of shared memory (src/core/buffers.ts `ChunkPool`): a fresh
  *   buffer per part cost a page fault per 4 KiB (a fifth of the worker's time) and garbage
@@ -47,16 +46,6 @@ import type {
   Capabilities, CommitOptions, Committed, CopyWithinOptions, Driver, DriverEncryption, Entry, PartMd5, PartWriteOptions, ReadOptions, SignalOptions, StoredRecord, WriteOptions, WriteSession,
 } from '../types.js';
 import { ForwardingDriver, ForwardingWriteSession } from './forwarding.js';
-
-/**
- * Plain parts shorter than this are sealed on the calling (main) thread. Half the files of a
- * backup are binlogs of a few KB to 64 KB; for them the round trip to a worker (a message each
- * way, the worker woken and the main thread woken again, the answer cloned) costs about what
- * the sealing does (~40 us: a cipher and five MACs set up), and on a machine whose cores are all
- * busy each wake-up could take the core from the main thread. On 251 MiB of 672 files (under
- * load, indicative) this moves ~15 ms of CPU to the main thread and takes 332 round trips off it.
- */
-export const SEAL_INLINE_BELOW_BYTES = 64 * 1024;
 
 /** Keys offsite keeps for itself (manifests, checkpoints, locks): stored as they are. */
 export function isBookkeepingKey(key: string): boolean {
@@ -449,7 +438,7 @@ class EncryptingWriteSession extends ForwardingWriteSession {
     try {
       sealed = await pool.run('seal', {
         secret, destination: this.#key.destination, fileId: context.key, chunkBytes, firstChunk, chunks: this.#chunks, md5: this.#shape.md5, hash: this.#onePart,
-      }, bytes, { signal, secret, output: stored, inlineBelowBytes: SEAL_INLINE_BELOW_BYTES });
+      }, bytes, { signal, secret, output: stored, inlineBelowBytes: 0 });
     } catch (err) {
       buffers.release(stored);
       throw err;
