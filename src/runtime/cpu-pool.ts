@@ -6,7 +6,7 @@
  *
  * - **Shared and small.** One pool per process (`cpuPool()`), `availableParallelism() - 1`
  *   threads (at least 1, at most `MAX_WORKERS`; `OFFSITE_CPU_THREADS` overrides, 0 = everything
- *   on the main thread), started lazily on the first task that needs one.
+ *   on the main thread), started lazily on the first task that needs one, or earlier by `warm`.
  * - **Never keeps the process alive.** An idle worker is unref'd; a worker is ref'd only while it
  *   runs a task, so that a run waiting on one does not end early. `close()` terminates them.
  * - **Small inputs inline.** Below `inlineBelowBytes` (256 KiB) the task runs on the calling
@@ -111,6 +111,8 @@ interface Slot {
   scratch: SharedArrayBuffer | undefined;
   current: Pending | undefined;
   gone: boolean;
+  /** Was sent the warm-up message (`warm`). */
+  warmed: boolean;
 }
 
 export class CpuPool {
@@ -171,6 +173,42 @@ export class CpuPool {
       this.#finalizer.register(owner, id, owner);
     }
     return id;
+  }
+
+  /**
+   * Starts the pool's workers now, each loading what its tasks need (`CPU_WARM_UP`) and getting
+   * secret `secret` when given, instead of on the first task: a process about to seal parts
+   * (an encrypted destination being written) has the threads ready while it still lists, plans and
+   * connects, when the cores have time to spare. Idle workers keep the process alive no more than
+   * lazily started ones do. Does nothing when the pool runs everything inline or is closed; a
+   * worker that cannot start is left for the first task to report.
+   */
+  warm(secret?: number): void {
+    if (this.workers === 0 || this.#closed) return;
+    try {
+      while (this.#slots.length < this.workers) this.#start();
+    } catch {
+      return;
+    }
+    for (const slot of this.#slots) {
+      if (slot.gone) continue;
+      if (!slot.warmed) {
+        slot.warmed = true;
+        slot.worker.postMessage({ type: 'warm' });
+      }
+      if (secret !== undefined && slot.current === undefined) this.#sendSecret(slot, secret);
+    }
+  }
+
+  /** Delivers secret `id` to `slot`'s worker unless it has it; false when the secret is no longer registered. */
+  #sendSecret(slot: Slot, id: number): boolean {
+    if (slot.secrets.has(id)) return true;
+    const bytes = this.#secrets.get(id);
+    if (bytes === undefined) return false;
+    slot.secrets.add(id);
+    this.#secretsSent++;
+    slot.worker.postMessage({ type: 'secret', id, bytes });
+    return true;
   }
 
   /** Drops `owner`'s secret from the pool and its workers (a closed encrypted driver). */
@@ -268,7 +306,7 @@ export class CpuPool {
       this.#execArgv = [];
       return this.#start();
     }
-    const slot: Slot = { worker, secrets: new Set(), scratch: undefined, current: undefined, gone: false };
+    const slot: Slot = { worker, secrets: new Set(), scratch: undefined, current: undefined, gone: false, warmed: false };
     worker.unref();
     worker.on('message', (reply: TaskReply) => this.#answer(slot, reply));
     worker.on('error', (err: Error) => this.#lost(slot, `it threw ${err.name}: ${err.message}`, err));
@@ -291,16 +329,10 @@ export class CpuPool {
       new Uint8Array(slot.scratch, 0, length).set(input);
       shared = { buffer: slot.scratch, offset: 0 };
     }
-    if (pending.secret !== undefined && !slot.secrets.has(pending.secret)) {
-      const bytes = this.#secrets.get(pending.secret);
-      if (bytes === undefined) {
-        this.#finish(slot);
-        settle(pending, undefined, new CpuTaskError(`CPU task ${pending.task}: its secret is no longer registered (was its driver closed?)`));
-        return;
-      }
-      slot.secrets.add(pending.secret);
-      this.#secretsSent++;
-      slot.worker.postMessage({ type: 'secret', id: pending.secret, bytes });
+    if (pending.secret !== undefined && !this.#sendSecret(slot, pending.secret)) {
+      this.#finish(slot);
+      settle(pending, undefined, new CpuTaskError(`CPU task ${pending.task}: its secret is no longer registered (was its driver closed?)`));
+      return;
     }
     const { output } = pending;
     const request: TaskRequest = {

@@ -133,6 +133,42 @@ describe('CPU pool', () => {
     }
   });
 
+  it('warms up: starts its workers with the key before the first task, which then needs neither; many MiB sealed in one worker stay exact', async () => {
+    const pool = testPool(2);
+    const key = new DestinationKey('vault', KEY_BYTES);
+    const chunkBytes = 1024 * 1024;
+    const fileId = 'bk/binlogs/insert_log/1/2/3/100/8';
+    try {
+      const secret = pool.secret(key, () => key.secretBytes());
+      assert.equal(pool.started, 0, 'lazy until asked');
+      pool.warm(secret);
+      assert.equal(pool.started, 2, 'both workers started');
+      assert.equal(pool.secretsSent, 2, 'each got the key once');
+      pool.warm(secret);
+      assert.equal(pool.secretsSent, 2, 'warming again sends nothing');
+      // 12 parts of 1 MiB through the workers: past the 4 MiB after which a worker collects its cipher's garbage.
+      const plain = randomBytes(12 * chunkBytes + 5);
+      const chunks = chunkCount(plain.length, chunkBytes);
+      const outputs = Array.from({ length: chunks }, () => Buffer.from(new SharedArrayBuffer(chunkBytes + OVERHEAD_BYTES)));
+      const parts = await Promise.all(outputs.map((output, i) => pool.run('seal', {
+        secret, destination: 'vault', fileId, chunkBytes, firstChunk: i, chunks,
+      }, plain.subarray(i * chunkBytes, (i + 1) * chunkBytes), { secret, output })));
+      const sealed = Buffer.concat(parts.map((p, i) => (outputs[i] as Buffer).subarray(0, p.length)));
+      assert.ok(sealed.equals(sealBuffer(key, fileId, plain, chunkBytes)), 'sealed bytes equal the inline seal');
+      assert.equal(pool.started, 2, 'no other worker started');
+      assert.equal(pool.secretsSent, 2, 'no task sent the key again');
+    } finally {
+      await pool.close();
+    }
+    const closed = testPool(1);
+    await closed.close();
+    closed.warm();
+    assert.equal(closed.started, 0, 'a closed pool starts nothing');
+    const inline = new CpuPool({ workers: 0, workerUrl: TEST_WORKER });
+    inline.warm();
+    assert.equal(inline.started, 0, 'a pool without workers starts nothing');
+  });
+
   it('settles a running task that writes an output only once its worker is done with it, even when aborted', async () => {
     const pool = testPool(1);
     try {

@@ -24,9 +24,8 @@
  * - Sealing a part (its chunks' MACs, AES-256-GCM, the XXH64 of each sealed chunk, for a driver
  *   below that sends parts with their MD5 the part's MD5, and for a file of one part its stored
  *   hash, all in one pass over the sealed bytes) runs in the CPU pool's worker threads
- *   (src/runtime/cpu-pool.ts), which get the key once, whatever the part's size: the main thread,
- *   which runs everything else, was the bound of an encrypted run, and sealing even a small file
- *   there (a cipher and five MACs set up) cost it more than handing it over. Only the whole-file
+ *   (src/runtime/cpu-pool.ts), which get the key once and are started at the first write here
+ *   (a run's lock), before the first file: the main thread runs everything else. Only the whole-file
  *   hash of a file of several parts, taken in part order, stays on the main thread. Sealed parts
  *   are written into reused buffers of shared memory (src/core/buffers.ts `ChunkPool`): a fresh
  *   buffer per part cost a page fault per 4 KiB (a fifth of the worker's time) and garbage
@@ -95,6 +94,8 @@ class EncryptingDriver extends ForwardingDriver {
   readonly #expected = new Map<string, string>();
   /** The buffers sealed parts are written into; one size class at a time (the stored part size). */
   #sealedParts: ChunkPool | undefined;
+  /** The CPU pool was warmed up for this key (`#warmPool`). */
+  #warmed = false;
 
   constructor(inner: Driver, key: DestinationKey, chunkBytes: number) {
     super(inner);
@@ -229,6 +230,7 @@ class EncryptingDriver extends ForwardingDriver {
   }
 
   override async openWrite(key: string, options: WriteOptions): Promise<WriteSession> {
+    this.#warmPool();
     if (isBookkeepingKey(key)) return this.inner.openWrite(key, options);
     const { size, partBytes } = options;
     const chunkBytes = this.#chunkBytes;
@@ -244,6 +246,18 @@ class EncryptingDriver extends ForwardingDriver {
     const session = await this.inner.openWrite(key, { ...options, size: stored, partBytes: innerPartBytes });
     const buffers = this.#sealedPartsOf(Math.ceil(partBytes / chunkBytes) * (chunkBytes + OVERHEAD_BYTES));
     return new EncryptingWriteSession(session, this.#key, { size, partBytes, chunkBytes, stored, hasher, context, buffers, md5: this.inner.capabilities.partMd5 === true });
+  }
+
+  /**
+   * Starts the CPU pool's workers with the key the first time anything is written here (a run's
+   * lock and checkpoint come before its first file): they load and get the key while the run
+   * still reads the destination and plans, instead of at its first file.
+   */
+  #warmPool(): void {
+    if (this.#warmed) return;
+    this.#warmed = true;
+    const pool = cpuPool();
+    pool.warm(pool.secret(this.#key, () => this.#key.secretBytes()));
   }
 
   /**
