@@ -101,13 +101,16 @@ export async function* readChunks(driver: Driver, key: string, size: number, poo
  * Reads `key` and yields the XXH64 hash of each chunk of `chunkBytes` (the last one shorter)
  * without ever gathering a chunk: the driver reads into `arena`'s slots (`ReadOptions.allocate`)
  * and every piece is hashed where it landed, whatever the pieces' sizes (a piece may end inside a
- * chunk or hold several). `whole`, when given, is fed every byte too (the file hash). Rejects
+ * chunk or hold several). `whole`, when given, is fed every byte too (the file hash). With
+ * `ifFingerprint`, as `readChunks`. Rejects
  * with kind `integrity` when the stream ends before `size` bytes or runs past them (as
  * `chunksOf`). The slots go back to the arena as their bytes are passed on (`ArenaRead`).
  */
-export async function* readChunkHashes(driver: Driver, key: string, size: number, chunkBytes: number, arena: HashArena, what: string, signal?: AbortSignal, whole?: StreamingHash): AsyncGenerator<string> {
+export async function* readChunkHashes(
+  driver: Driver, key: string, size: number, chunkBytes: number, arena: HashArena, what: string, signal?: AbortSignal, whole?: StreamingHash, ifFingerprint?: string,
+): AsyncGenerator<string> {
   const buffers = arena.read();
-  const stream = await driver.openRead(key, { signal, length: size, pieceBytes: arena.slotBytes, allocate: buffers.allocate });
+  const stream = await driver.openRead(key, { signal, length: size, pieceBytes: arena.slotBytes, allocate: buffers.allocate, ...(ifFingerprint !== undefined ? { ifFingerprint } : {}) });
   let chunk = arena.create();
   let inChunk = 0;
   let total = 0;

@@ -95,16 +95,17 @@ async function committedFingerprint(driver: Driver, key: string, signal?: AbortS
 
 /**
  * Copies one file to one destination, from a read shared with the others while it keeps up, or
- * from its own (see ./fanout.ts). Never throws: a failure is recorded for this destination.
+ * from its own (see ./fanout.ts). `hashed`: its hashes read ahead for a reuse (./hash-ahead.ts).
+ * Never throws: a failure is recorded for this destination.
  */
-export async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFile): Promise<void> {
+export async function copyFile(ctx: EngineContext, run: DestinationRun, file: EngineFile, hashed?: Promise<ObjectHashes>): Promise<void> {
   const action = run.needs(file.path);
   if (action === undefined) return;
   let firstPass: ObjectHashes | undefined;
   /** The only chunk of a one-chunk file kept by a reuse attempt that missed. */
   let kept: Buffer | undefined;
   if (action === 'reuse' && run.reuse) {
-    const outcome = await tryReuse(ctx, run, file);
+    const outcome = await tryReuse(ctx, run, file, hashed);
     if (outcome.done) return;
     firstPass = outcome.hashes;
     kept = outcome.held;

@@ -12,9 +12,11 @@ import { EncryptionKeyError } from '../crypto/keys.js';
 import { errorKind, errorMessage } from '../errors.js';
 import { manifestKey, OFFSITE_DIR, readManifestAt, type Manifest, type ManifestFile } from '../manifest/manifest.js';
 import { copyCheckpointKeys, type CheckpointKeys, type RunReuse } from './destination-run.js';
+import type { HashAhead, HashCursor } from './hash-ahead.js';
 import { acquireLock, type HeldLock, type LockOptions } from './lock.js';
-import { planReplication, type DestinationPlan, type ReplicationPlan, type ReuseLookup, type DestinationState, type SourceFile } from './plan.js';
+import { planReplication, type DestinationPlan, type ReplicationPlan, type ReuseLookup, type DestinationState } from './plan.js';
 import type { ReplicateEvent } from './replicate.js';
+import type { EngineFile } from './run-files.js';
 import type { ManifestCache } from './manifest-cache.js';
 import { reuseIndexOf } from './reuse-file.js';
 import type { ShardRun } from './shard.js';
@@ -115,7 +117,7 @@ export interface PrepareContext {
    * The files the run copies (a shard's share with `shard`); may still be coming while the
    * destination is read (see `prepareDestination`).
    */
-  readonly files: readonly SourceFile[] | PromiseLike<readonly SourceFile[]>;
+  readonly files: readonly EngineFile[] | PromiseLike<readonly EngineFile[]>;
   readonly chunkBytes: number;
   readonly shard?: ShardRun;
   /** Plan only: no lock. */
@@ -127,6 +129,8 @@ export interface PrepareContext {
   readonly trustSourceEtags?: boolean;
   /** Earlier copies' manifests are read through this cache (`ReplicateOptions.manifestCacheDir`). */
   readonly manifestCache?: ManifestCache;
+  /** Where a destination that may reuse has its likely kept files hashed ahead (./hash-ahead.ts). */
+  readonly hashAhead?: HashAhead;
 }
 
 /** A destination ready for a run: its plan (as a one-destination `ReplicationPlan`), what it holds, its reuse index, and its lock unless up to date or a dry run. */
@@ -136,6 +140,8 @@ export interface PreparedDestination {
   readonly reuse?: RunReuse;
   /** Held from before the second read until the caller releases it. */
   readonly lock?: HeldLock;
+  /** Its likely kept files hashed ahead (./hash-ahead.ts), with the lock; the caller closes it. */
+  readonly hashAhead?: HashCursor;
 }
 
 /**
@@ -154,8 +160,8 @@ export interface PreparedDestination {
  */
 export async function prepareDestination(driver: Driver, reusePolicy: ReusePolicy | undefined, ctx: PrepareContext): Promise<PreparedDestination> {
   const { backup, shard, chunkBytes, signal } = ctx;
-  let files: readonly SourceFile[] | undefined;
-  const listed = async (): Promise<readonly SourceFile[]> => (files ??= await ctx.files);
+  let files: readonly EngineFile[] | undefined;
+  const listed = async (): Promise<readonly EngineFile[]> => (files ??= await ctx.files);
   const read = async (): Promise<DestinationHoldings> => {
     // A shard's reading of the destination checks its records against the shard's files.
     if (shard) await listed();
@@ -164,29 +170,47 @@ export async function prepareDestination(driver: Driver, reusePolicy: ReusePolic
   };
   const planOf = (state: DestinationState, reuse: RunReuse | undefined): PreparedDestination['plan'] => {
     const lookups = reuse ? new Map<string, ReuseLookup>([[driver.name, reuse.index]]) : undefined;
-    return (shard ? shard.plan([state], chunkBytes, lookups) : planReplication(backup, files as readonly SourceFile[], [state], chunkBytes, lookups)) as PreparedDestination['plan'];
+    return (shard ? shard.plan([state], chunkBytes, lookups) : planReplication(backup, files as readonly EngineFile[], [state], chunkBytes, lookups)) as PreparedDestination['plan'];
   };
-  const first = await read();
-  if (first.manifest !== undefined) {
-    await listed();
-    const unreused = planOf(first, undefined);
-    if (unreused.destinations[0].upToDate) return { plan: unreused, holdings: first };
-  }
-  // The reuse index (a listing, then the earlier copies' manifests) is built while the lock is
-  // taken and the destination read again: neither needs the other, and on a distant store each
-  // is several round trips (the lock also waits to read itself back).
+  // The reuse index (a listing, then the earlier copies' manifests) is built while the destination
+  // is read, its lock taken and it is read again: none needs another, and on a distant store each
+  // is several round trips (the lock also waits to read itself back). Dropped when the copy turns
+  // out to be up to date.
   const stopIndexing = new AbortController();
   const indexing = reuseIndexOf(driver, backup, reusePolicy, ctx.emit, signal ? AbortSignal.any([signal, stopIndexing.signal]) : stopIndexing.signal, ctx.trustSourceEtags === true, ctx.manifestCache);
+  indexing.catch(() => undefined); // awaited below, or dropped
+  const dropIndex = async (): Promise<void> => {
+    stopIndexing.abort();
+    await indexing.catch(() => undefined);
+  };
+  let first: DestinationHoldings;
+  try {
+    first = await read();
+    if (first.manifest !== undefined) {
+      await listed();
+      const unreused = planOf(first, undefined);
+      if (unreused.destinations[0].upToDate) {
+        await dropIndex();
+        return { plan: unreused, holdings: first };
+      }
+    }
+  } catch (err) {
+    await dropIndex();
+    throw err;
+  }
   if (ctx.dryRun) {
     try {
       const [reuse] = await Promise.all([indexing, listed()]);
       return { plan: planOf(first, reuse), holdings: first, ...(reuse ? { reuse } : {}) };
     } catch (err) {
-      stopIndexing.abort();
-      await indexing.catch(() => undefined);
+      await dropIndex();
       throw err;
     }
   }
+  // Its likely kept files are hashed ahead from the moment the index and the source listing are
+  // there (./hash-ahead.ts): while the lock settles, and then ahead of its copies.
+  const hashingAhead = hashAheadOf(driver, first, ctx, indexing, listed);
+  hashingAhead.catch(() => undefined); // awaited below
   const locked = (async () => {
     await listed();
     // The destination is read again as soon as the lock is written, while the lock settles and is
@@ -209,14 +233,34 @@ export async function prepareDestination(driver: Driver, reusePolicy: ReusePolic
   })();
   try {
     const [reuse, { lock, holdings }] = await Promise.all([indexing, locked]);
-    return { plan: planOf(holdings, reuse), holdings, lock, ...(reuse ? { reuse } : {}) };
+    const hashAhead = await hashingAhead;
+    return { plan: planOf(holdings, reuse), holdings, lock, ...(reuse ? { reuse } : {}), ...(hashAhead ? { hashAhead } : {}) };
   } catch (err) {
-    // Whichever failed first, the other is ended: the index dropped, a lock taken released.
-    stopIndexing.abort();
-    await indexing.catch(() => undefined);
+    // Whichever failed first, the other is ended: the index dropped, a lock taken released, reads ahead given up.
+    await dropIndex();
+    (await hashingAhead.catch(() => undefined))?.close();
     await (await locked.catch(() => undefined))?.lock.release();
     throw err;
   }
+}
+
+/**
+ * The cursor of a destination that may reuse over its likely kept files (./hash-ahead.ts), once
+ * its index and the source listing are there: the files missing at its first read whose path the
+ * newest earlier copy holds with the same size, except those the record of that copy gives the
+ * hashes of (`ReuseIndex.known`). None for an encrypted destination (its match needs the shared
+ * read, for a MAC of the plaintext).
+ */
+async function hashAheadOf(
+  driver: Driver, first: DestinationHoldings, ctx: PrepareContext, indexing: Promise<RunReuse | undefined>, listed: () => Promise<readonly EngineFile[]>,
+): Promise<HashCursor | undefined> {
+  const ahead = ctx.hashAhead;
+  if (ahead === undefined || driver.encryption !== undefined) return undefined;
+  const [reuse, files] = await Promise.all([indexing, listed()]);
+  if (reuse === undefined) return undefined;
+  const { index } = reuse;
+  return ahead.cursor(files, (file) => file.size > 0 && !first.present.has(file.path) && index.candidate(file.path, file.size) !== undefined &&
+    index.known(file.path, file.size, file.fingerprint, ctx.chunkBytes) === undefined);
 }
 
 /**

@@ -41,9 +41,10 @@ import type { RecordStore } from './records.js';
 import { ManifestCache } from './manifest-cache.js';
 import { prepareDestination, type PrepareContext, type PreparedDestination, type ProgressJournal } from './destination-state.js';
 import { DEFAULT_LAG_TOLERANCE_MS, Fanout } from './fanout.js';
+import { HashAhead, type HashCursor } from './hash-ahead.js';
 import type { LockOptions } from './lock.js';
 import type { DestinationPlan, ReplicationPlan } from './plan.js';
-import { backupFiles, originFiles } from './run-files.js';
+import { backupFiles, originFiles, type EngineFile } from './run-files.js';
 import type { OriginTable } from './origin-table.js';
 import type { ReusePolicy } from '../config/config.js';
 import { ShardRun, type FinishOptions, type ShardSetReport, type ShardSpec } from './shard.js';
@@ -252,9 +253,11 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   const filesLater = listing.then((l) => l.files);
   filesLater.catch(() => undefined); // awaited by the preparations; a failed listing is thrown below
   const stopPreparing = new AbortController();
+  const hashAhead = dryRun ? undefined : new HashAhead({ source, backup, chunkBytes, signal });
   const prepareContext: PrepareContext = {
     backup, files: filesLater, chunkBytes, shard, dryRun, lock: options.lock, emit, trustSourceEtags: options.trustSourceEtags === true,
     ...(options.manifestCacheDir !== undefined ? { manifestCache: new ManifestCache(options.manifestCacheDir) } : {}),
+    ...(hashAhead ? { hashAhead } : {}),
     signal: signal ? AbortSignal.any([signal, stopPreparing.signal]) : stopPreparing.signal,
   };
   /**
@@ -263,8 +266,8 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
    * copy; the plan and the records carry what the run needs of them.
    */
   const prepareSlim = async (driver: Driver): Promise<Omit<PreparedDestination, 'holdings'> & { readonly journal: ProgressJournal }> => {
-    const { plan, reuse, lock, holdings } = await prepareDestination(driver, options.origin ? undefined : options.reuse?.[driver.name], prepareContext);
-    return { plan, journal: holdings.progressJournal, ...(reuse ? { reuse } : {}), ...(lock ? { lock } : {}) };
+    const { plan, reuse, lock, holdings, hashAhead: ahead } = await prepareDestination(driver, options.origin ? undefined : options.reuse?.[driver.name], prepareContext);
+    return { plan, journal: holdings.progressJournal, ...(reuse ? { reuse } : {}), ...(lock ? { lock } : {}), ...(ahead ? { hashAhead: ahead } : {}) };
   };
   /** Each destination's preparation, taken out (`startRun`) when its run starts, so that no array holds its plan during the copy. */
   const preparing: Array<ReturnType<typeof prepareSlim> | undefined> = options.destinations.map((driver) => {
@@ -278,6 +281,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   } catch (err) {
     // No run: the destinations' preparations end, and the locks they took are released.
     stopPreparing.abort();
+    hashAhead?.close();
     await Promise.all(preparing.map(async (prepared) => (await prepared?.catch(() => undefined))?.lock?.release()));
     throw err;
   }
@@ -299,7 +303,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   const runs: DestinationRun[] = [];
 
   /** One destination's files, then its manifest (or checkpoint), at its own pace. */
-  const copyTo = async (run: DestinationRun, lock: { release: () => Promise<void> }): Promise<DestinationResult> => {
+  const copyTo = async (run: DestinationRun, lock: { release: () => Promise<void> }, ahead: HashCursor | undefined): Promise<DestinationResult> => {
     const counts = (): Omit<DestinationResult, 'status' | 'errors'> => ({
       name: run.name, description: run.driver.description, plan: run.plan, filesCopied: run.filesCopied, filesAdopted: run.filesAdopted, filesSkipped: run.plan.skipFiles,
       filesReused: run.filesReused, bytesReused: run.bytesReused, reused: reusedFiles(run.records),
@@ -307,6 +311,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
     });
     if (dryRun) return { ...counts(), status: 'planned', errors: [] };
     if (run.plan.upToDate) {
+      ahead?.close();
       fanout.withdraw();
       return { ...counts(), status: 'up-to-date', manifestKey: manifestKey(backup), errors: [] };
     }
@@ -330,21 +335,28 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
       // One loop per lane, each in the files' order: a lane that is full never holds back the
       // other (the changed files go over the link while the kept ones are copied there).
       const dispatch = async (reuseLane: boolean): Promise<void> => {
-        for (const file of files) {
+        for (let i = 0; i < files.length; i++) {
           if (run.dead) break;
+          const file = files[i] as EngineFile;
           const action = run.needs(file.path);
           // A file the origin lacks can still be found intact in place (adopt); copies of it failed already.
-          if (action === undefined || (unavailable.has(file.path) && action !== 'adopt') || (action === 'reuse') !== reuseLane) continue;
+          const other = action === undefined || (unavailable.has(file.path) && action !== 'adopt') || (action === 'reuse') !== reuseLane;
+          // The reuse lane reaches every file in order: the hashes read ahead for the ones it copies,
+          // and the ones it passes are no longer wanted.
+          const hashed = reuseLane ? ahead?.reach(i, !other) : undefined;
+          if (other) continue;
           // A destination that stopped reusing (no server-side copy after all) sends the rest in the other lane.
           const lane = reuseLane && run.reuse ? reuseQueue : queue;
           await lane.onSizeLessThan(lane.concurrency);
           await turns.maybeTurn();
-          void lane.add(() => copyFile(ctx, run, file));
+          void lane.add(() => copyFile(ctx, run, file, hashed));
         }
+        if (reuseLane) ahead?.close();
       };
       await Promise.all([dispatch(false), dispatch(true)]);
       await Promise.all([queue.onIdle(), reuseQueue.onIdle()]);
     } finally {
+      ahead?.close();
       fanout.done(run);
     }
     await run.stopCheckpoints();
@@ -386,7 +398,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
    * cleared in the caller's frame was not enough: a suspended async function keeps what it
    * awaited in a register, and held 100,000 actions that way for the whole run.)
    */
-  const startRun = async (driver: Driver, index: number): Promise<{ run: DestinationRun; lock: PreparedDestination['lock'] }> => {
+  const startRun = async (driver: Driver, index: number): Promise<{ run: DestinationRun; lock: PreparedDestination['lock']; ahead: HashCursor | undefined }> => {
     const preparation = preparing[index] ?? prepareSlim(driver);
     preparing[index] = undefined;
     const prepared = await preparation;
@@ -395,8 +407,9 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
       // Only a dry run reports the plan's actions (one object per file); a run keeps a byte per file.
       const run = new DestinationRun(driver, prepared.plan.destinations[0], context, fanout, prepared.journal, dryRun);
       run.reuse = prepared.reuse;
-      return { run, lock: prepared.lock };
+      return { run, lock: prepared.lock, ahead: prepared.hashAhead };
     } catch (err) {
+      prepared.hashAhead?.close();
       await prepared.lock?.release();
       throw err;
     }
@@ -428,7 +441,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
         const action = run.needs(m.path);
         if (action !== undefined && action !== 'adopt') run.fail(m.error, m.path);
       }
-      return await copyTo(run, lock);
+      return await copyTo(run, lock, started.ahead);
     } finally {
       await lock.release();
     }
@@ -438,11 +451,12 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   try {
     results = await Promise.all(options.destinations.map(runDestination));
   } finally {
+    hashAhead?.close();
     fanout.close();
   }
   return {
     backup, source: source.description, dryRun, files: files.length, bytes: totalBytes,
-    bytesRead: fanout.bytesRead, detachments: runs.reduce((sum, r) => sum + r.detachments, 0),
+    bytesRead: fanout.bytesRead + (hashAhead?.bytesRead ?? 0), detachments: runs.reduce((sum, r) => sum + r.detachments, 0),
     destinationsReadAlone: runs.filter((r) => r.bytesReadAlone > 0).length, peakBufferBytes: pool.peakBytes,
     durationMs: Date.now() - started, destinations: results, ...(options.shard ? { shard: { index: options.shard.index, count: options.shard.count } } : {}),
   };

@@ -72,8 +72,11 @@ export function keptFeed(chunk: Buffer, hashes: ObjectHashes, giveBack: (chunk: 
   };
 }
 
-/** Reads the file's hashes from the source read, then creates it by a server-side copy when a copy holds the same bytes. Never throws. */
-export async function tryReuse(ctx: ReuseContext, run: DestinationRun, file: ReuseFile): Promise<ReuseOutcome> {
+/**
+ * Reads the file's hashes from the source read (or takes those read ahead, `hashed`: ./hash-ahead.ts),
+ * then creates it by a server-side copy when a copy holds the same bytes. Never throws.
+ */
+export async function tryReuse(ctx: ReuseContext, run: DestinationRun, file: ReuseFile, hashed?: Promise<ObjectHashes>): Promise<ReuseOutcome> {
   const known = run.reuse?.index.known(file.path, file.size, file.fingerprint, ctx.chunkBytes);
   // Source option `trustEtags`: the source's ETag is the MD5 of its bytes, and so was the one the
   // newest copy recorded for this path. Another one: other bytes, sent in one shared read.
@@ -86,6 +89,24 @@ export async function tryReuse(ctx: ReuseContext, run: DestinationRun, file: Reu
     const match = run.reuse.index.match({ path: file.path, size: file.size, ...hashes }, ctx.chunkBytes);
     if (match !== undefined && await copyFrom(ctx, run, run.reuse, file, match, hashes)) return { done: true };
     if (run.dead) return { done: true };
+  }
+  if (hashed !== undefined && known === undefined && run.reuse !== undefined && run.driver.encryption === undefined) {
+    // Hashed ahead: this destination does not take part in a read of it. A miss sends it from a
+    // read of its own, which must give the same hash (./copy-file.ts); a failed read fails the
+    // file here, as a shared read's error does.
+    ctx.fanout.pass(run, file.path);
+    let hashes: ObjectHashes;
+    try {
+      hashes = await hashed;
+    } catch (err) {
+      run.fail(err, file.path);
+      return { done: true };
+    }
+    const reuse = run.reuse as RunReuse | undefined;
+    if (run.dead || reuse === undefined) return run.dead ? { done: true } : { done: false, hashes };
+    const match = reuse.index.match({ path: file.path, size: file.size, hash: hashes.hash, chunks: hashes.chunks }, ctx.chunkBytes);
+    if (match !== undefined && await copyFrom(ctx, run, reuse, file, match, hashes)) return { done: true };
+    return run.dead ? { done: true } : { done: false, hashes };
   }
   let feed: Feed = ctx.fanout.subscribe(run, file);
   let held: Buffer | undefined;
