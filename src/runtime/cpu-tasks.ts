@@ -12,9 +12,7 @@
  * result's own, not a pooled slab).
  */
 import { createHash } from 'node:crypto';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
-import { isMainThread, parentPort } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { FileSealer, sealPart, type SealedPart } from '../crypto/format.js';
 import { DestinationKey } from '../crypto/keys.js';
 import type { ErrorKind } from '../errors.js';
@@ -67,35 +65,6 @@ function sealerOf(params: SealParams, context: TaskContext): FileSealer {
   return sealer;
 }
 
-/** Plaintext bytes a worker seals between two collections of its cipher's garbage (`collectCipherGarbage`). */
-const SEALED_BYTES_PER_COLLECTION = 4 * 1024 * 1024;
-let sealedSinceCollection = 0;
-let collect: ((options: { type: 'minor' }) => void) | undefined;
-
-/**
- * In a worker thread, a minor garbage collection after every `SEALED_BYTES_PER_COLLECTION` bytes
- * sealed. Node's cipher answers every `update` with a fresh buffer outside V8's heap (the sealed
- * bytes are copied out of it at once), and a worker allocates next to nothing else, so V8 collected
- * them only once 64 MB of them were waiting: each run's worker touched 64 MB of fresh memory for
- * them (a page fault per 4 KiB, ~13 us each on a virtual machine), and kept it. Collected every
- * 4 MiB, the same few MB are reused: in a sealing benchmark of 251 MiB (672 files, under load,
- * indicative) the first run's page faults fell from ~20k to ~13k and its CPU time by ~10%. A young
- * generation that small is collected in well under a millisecond. The main thread (small parts
- * sealed inline) is left to V8's own schedule.
- */
-function collectCipherGarbage(sealedBytes: number): void {
-  if (isMainThread) return;
-  sealedSinceCollection += sealedBytes;
-  if (sealedSinceCollection < SEALED_BYTES_PER_COLLECTION) return;
-  sealedSinceCollection = 0;
-  if (collect === undefined) {
-    // The only way a thread can ask for a collection; the flag matters to contexts made from now on.
-    setFlagsFromString('--expose-gc');
-    collect = runInNewContext('gc') as (options: { type: 'minor' }) => void;
-  }
-  collect({ type: 'minor' });
-}
-
 export const CPU_TASKS = {
   /** MD5 of the input: an S3 part's Content-MD5 (base64) and the ETag it should get (hex). */
   md5(_params: Record<string, never>, input: Uint8Array): TaskOutput<{ hex: string; base64: string }> {
@@ -110,9 +79,7 @@ export const CPU_TASKS = {
    */
   async seal(params: SealParams, input: Uint8Array, context: TaskContext, output?: Uint8Array): Promise<TaskOutput<SealedPart>> {
     if (output === undefined) throw new Error('seal needs an output buffer (RunOptions.output)');
-    const result = sealPart(sealerOf(params, context), await getHasher(), params.firstChunk, params.chunks, input, output, { md5: params.md5 === true, hash: params.hash === true });
-    collectCipherGarbage(input.length);
-    return { result };
+    return { result: sealPart(sealerOf(params, context), await getHasher(), params.firstChunk, params.chunks, input, output, { md5: params.md5 === true, hash: params.hash === true }) };
   },
 } as const;
 

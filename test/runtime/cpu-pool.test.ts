@@ -146,7 +146,7 @@ describe('CPU pool', () => {
       assert.equal(pool.secretsSent, 2, 'each got the key once');
       pool.warm(secret);
       assert.equal(pool.secretsSent, 2, 'warming again sends nothing');
-      // 12 parts of 1 MiB through the workers: past the 4 MiB after which a worker collects its cipher's garbage.
+      // 12 parts of 1 MiB through the warmed workers.
       const plain = randomBytes(12 * chunkBytes + 5);
       const chunks = chunkCount(plain.length, chunkBytes);
       const outputs = Array.from({ length: chunks }, () => Buffer.from(new SharedArrayBuffer(chunkBytes + OVERHEAD_BYTES)));
