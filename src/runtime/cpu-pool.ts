@@ -307,11 +307,13 @@ export class CpuPool {
       return this.#start();
     }
     const slot: Slot = { worker, secrets: new Set(), scratch: undefined, current: undefined, gone: false, warmed: false };
-    worker.unref();
     worker.on('message', (reply: TaskReply) => this.#answer(slot, reply));
     worker.on('error', (err: Error) => this.#lost(slot, `it threw ${err.name}: ${err.message}`, err));
     worker.on('messageerror', (err: Error) => this.#lost(slot, `its answer could not be read (${err.message})`, err));
     worker.on('exit', (code: number) => this.#lost(slot, `it exited with code ${code}`, undefined));
+    // After the listeners: adding a 'message' listener refs the worker's port again, and an idle
+    // worker (one only warmed up, `warm`) must not keep the process alive.
+    worker.unref();
     this.#slots.push(slot);
     return slot;
   }

@@ -250,7 +250,7 @@ describe('CPU pool', () => {
   });
 
   it('does not keep a process alive, and keeps it alive while a task runs', () => {
-    // Neither script closes its pool: the first must wait for its 300 ms task, then both must exit by themselves.
+    // No script closes its pool: the first must wait for its 300 ms task, then all must exit by themselves.
     const scripts = [
       `import { CpuPool } from ${JSON.stringify(POOL_MODULE.href)};
        const pool = new CpuPool({ workers: 1, inlineBelowBytes: 0, workerUrl: new URL(${JSON.stringify(TEST_WORKER.href)}) });
@@ -258,8 +258,13 @@ describe('CPU pool', () => {
       `import { cpuPool } from ${JSON.stringify(POOL_MODULE.href)};
        const answer = await cpuPool().run('md5', {}, Buffer.alloc(1024 * 1024));
        setTimeout(() => console.log('answer', answer.hex), 50);`,
+      // Only warmed up, no task ever run: its idle workers must not hold the process either.
+      `import { cpuPool } from ${JSON.stringify(POOL_MODULE.href)};
+       const pool = cpuPool();
+       pool.warm();
+       console.log('warmed', pool.started > 0);`,
     ];
-    const expected = ['answer 10', `answer ${createHash('md5').update(Buffer.alloc(1024 * 1024)).digest('hex')}`];
+    const expected = ['answer 10', `answer ${createHash('md5').update(Buffer.alloc(1024 * 1024)).digest('hex')}`, 'warmed true'];
     scripts.forEach((script, i) => {
       const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
       assert.equal(child.signal, null, `script ${i} was killed after 60 s: it hung (stderr: ${child.stderr})`);
