@@ -501,11 +501,9 @@ class FileRead {
     const fileHash = size > chunkBytes ? hasher.create() : undefined;
     const chunkHashes: string[] = [];
     let offset = 0;
-    // A source that reads conditionally (object stores: If-Match on every GET) delivers only the
-    // object it listed, or fails: no stat after the read is needed to know it did not change.
-    const conditional = source.capabilities.conditionalReads === true && this.file.fingerprint !== undefined;
+    const guard = guardSourceRead(source, backup, this.file);
     try {
-      for await (const chunk of readChunks(source, key, size, pool, `source: ${key}`, signal, conditional ? this.file.fingerprint : undefined)) {
+      for await (const chunk of readChunks(source, key, size, pool, `source: ${key}`, signal, guard.ifFingerprint)) {
         this.delivering = true;
         this.fanout.bytesRead += chunk.length;
         fileHash?.update(chunk);
@@ -529,19 +527,40 @@ class FileRead {
         if (offset < size && !(await this.reserve(charge(offset + chunkBytes), false))) return;
       }
     } catch (err) {
-      if (err instanceof OffsiteError && err.code === 'E_READ_SOURCE_CHANGED') throw sourceChanged(backup, this.file.path);
-      throw err;
+      throw guard.changed(err);
     }
     if (this.live().length === 0) return;
-    // Nothing to stat when the source read conditionally, or when the caller knows the file's hash
-    // (pull and repair read a verified copy: a changed file fails that comparison before any commit).
-    if (!conditional && this.file.expected === undefined) {
-      const after = await source.stat(key, { signal });
-      if (!after || after.size !== size || after.mtimeMs !== this.file.mtimeMs || after.fingerprint !== this.file.fingerprint) throw sourceChanged(backup, this.file.path);
-    }
+    await guard.confirm(signal);
     const hash = fileHash ? fileHash.digest() : chunkHashes[0] ?? hasher.hash(EMPTY);
     for (const s of this.live()) s.deliver({ type: 'end', hash, chunks: chunkHashes });
   }
+}
+
+/**
+ * What makes one read of a source file safe to hash and record (a shared read here, a read ahead
+ * in ./hash-ahead.ts): `ifFingerprint` for the read, `changed` for what it throws, `confirm` once it
+ * has ended. A source that reads conditionally (object stores: If-Match on every GET) delivers only
+ * the object it listed, or fails: no stat after the read is needed to know it did not change.
+ * Nothing to stat either when the caller knows the file's hash (pull and repair read a verified
+ * copy: a changed file fails that comparison before any commit). Otherwise the file must still
+ * show the size, mtime and fingerprint it was listed with.
+ */
+export function guardSourceRead(source: Driver, backup: string, file: FeedFile): {
+  readonly ifFingerprint: string | undefined;
+  changed(err: unknown): unknown;
+  confirm(signal?: AbortSignal): Promise<void>;
+} {
+  const ifFingerprint = source.capabilities.conditionalReads === true ? file.fingerprint : undefined;
+  const key = `${backup}/${file.path}`;
+  return {
+    ifFingerprint,
+    changed: (err) => (err instanceof OffsiteError && err.code === 'E_READ_SOURCE_CHANGED' ? sourceChanged(backup, file.path) : err),
+    async confirm(signal) {
+      if (ifFingerprint !== undefined || file.expected !== undefined) return;
+      const after = await source.stat(key, { signal });
+      if (!after || after.size !== file.size || after.mtimeMs !== file.mtimeMs || after.fingerprint !== file.fingerprint) throw sourceChanged(backup, file.path);
+    },
+  };
 }
 
 /** The error when a re-read of a source file differs from what an earlier read of it delivered. */

@@ -23,10 +23,10 @@
  */
 import { setMaxListeners } from 'node:events';
 import type { Driver } from '../drivers/types.js';
-import { AbortedError, OffsiteError } from '../errors.js';
+import { AbortedError } from '../errors.js';
 import { getHasher, HashArena } from '../hash/xxh64.js';
 import { readChunkHashes, type ObjectHashes } from './chunks.js';
-import { sourceChanged, type FeedFile } from './fanout.js';
+import { guardSourceRead, type FeedFile } from './fanout.js';
 
 /**
  * Files read at once. A kept file is a few hundred KB on average, and each read waits on the
@@ -160,19 +160,15 @@ export class HashAhead {
     const arena = this.#arena;
     // A file of one chunk has the hash of that chunk (as in a shared read).
     const whole = file.size > chunkBytes ? arena.create() : undefined;
-    const conditional = source.capabilities.conditionalReads === true && file.fingerprint !== undefined;
+    const guard = guardSourceRead(source, backup, file);
     const chunks: string[] = [];
     try {
-      for await (const hash of readChunkHashes(source, key, file.size, chunkBytes, arena, `source: ${key}`, signal, whole, conditional ? file.fingerprint : undefined)) chunks.push(hash);
+      for await (const hash of readChunkHashes(source, key, file.size, chunkBytes, arena, `source: ${key}`, signal, whole, guard.ifFingerprint)) chunks.push(hash);
     } catch (err) {
-      if (err instanceof OffsiteError && err.code === 'E_READ_SOURCE_CHANGED') throw sourceChanged(backup, file.path);
-      throw err;
+      throw guard.changed(err);
     }
     this.bytesRead += file.size;
-    if (!conditional && file.expected === undefined) {
-      const after = await source.stat(key, { signal });
-      if (!after || after.size !== file.size || after.mtimeMs !== file.mtimeMs || after.fingerprint !== file.fingerprint) throw sourceChanged(backup, file.path);
-    }
+    await guard.confirm(signal);
     return { hash: whole ? whole.digest() : chunks[0] ?? (await getHasher()).hash(new Uint8Array(0)), chunks };
   }
 }
