@@ -94,6 +94,15 @@ export class DestinationRun implements FeedMember {
   /** Journal entries at the destination: `live` ones are not in `progress.json` yet. */
   private journal: { key: string; live: boolean; files: number }[];
   private nextSequence: number;
+  /**
+   * The number this run's first journal entry takes: after every entry there and every entry
+   * `progress.json` includes (their files may be gone), so that no later reader takes a new entry
+   * for an included one. A run killed while writing its next entry left that write's temp name
+   * under this number (entries are written one at a time; the first checkpoint of a run is
+   * always `progress.json`, so only a run that found one can be in that case): see `deleteProgress`.
+   */
+  private readonly firstSequence: number;
+  private readonly resumed: boolean;
   private readonly keys: CheckpointKeys;
 
   constructor(
@@ -124,7 +133,9 @@ export class DestinationRun implements FeedMember {
     this.plan = keepActions ? plan : { ...plan, actions: [] };
     this.baseFiles = progressJournal?.baseFiles;
     this.journal = (progressJournal?.entries ?? []).map((e) => ({ key: e.key, live: !e.included, files: e.files }));
-    this.nextSequence = 1 + Math.max(0, ...(progressJournal?.entries ?? []).map((e) => e.sequence));
+    this.firstSequence = 1 + Math.max(progressJournal?.includesThrough ?? 0, ...(progressJournal?.entries ?? []).map((e) => e.sequence));
+    this.nextSequence = this.firstSequence;
+    this.resumed = this.baseFiles !== undefined || this.journal.length > 0;
   }
 
   get name(): string { return this.driver.name; }
@@ -259,10 +270,14 @@ export class DestinationRun implements FeedMember {
 
   /**
    * Removes the checkpoint once the manifest is written: `progress.json` and its journal at once
-   * (with the manifest there, both are leftovers that nothing reads as progress any more).
+   * (with the manifest there, both are leftovers that nothing reads as progress any more). A
+   * delete also removes a key's unfinished write, which no listing shows: the one an interrupted
+   * earlier run may have left under `firstSequence` is removed here when this run resumed one and
+   * wrote no entry of that number (had it written one, deleting that entry removes it).
    */
   async deleteProgress(signal?: AbortSignal): Promise<void> {
-    await Promise.all([this.driver.delete(this.keys.progress, { signal }).catch(() => undefined), this.deleteJournal(true)]);
+    const unfinished = this.resumed && this.nextSequence === this.firstSequence ? [this.driver.delete(this.keys.journal(this.firstSequence), { signal }).catch(() => undefined)] : [];
+    await Promise.all([this.driver.delete(this.keys.progress, { signal }).catch(() => undefined), this.deleteJournal(true), ...unfinished]);
   }
 
   stopCheckpoints(): Promise<void> {

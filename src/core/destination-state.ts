@@ -29,6 +29,8 @@ export interface DestinationHoldings extends DestinationState {
 export interface ProgressJournal {
   /** Files in `progress.json` when it is there and valid. */
   readonly baseFiles?: number;
+  /** The newest journal number that `progress.json` includes (0 when it has none or is absent). */
+  readonly includesThrough: number;
   /** The journal entries there, oldest first; `included` when `progress.json` already has their files. */
   readonly entries: readonly { readonly key: string; readonly sequence: number; readonly included: boolean; readonly files: number }[];
 }
@@ -107,7 +109,7 @@ export async function readDestinationState(driver: Driver, backup: string, signa
     const i = toRead.indexOf(j);
     return { ...j, included: j.sequence <= through, files: i < 0 ? 0 : read[i]?.fileCount ?? 0 };
   });
-  return { name: driver.name, manifest, manifestProblem, progress, present, presentFingerprints, progressJournal: { baseFiles: base?.fileCount, entries } };
+  return { name: driver.name, manifest, manifestProblem, progress, present, presentFingerprints, progressJournal: { baseFiles: base?.fileCount, includesThrough: through, entries } };
 }
 
 /** What a run needs to prepare one destination (see `prepareDestination`). */

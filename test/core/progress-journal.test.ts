@@ -106,4 +106,40 @@ describe('progress journal', () => {
     assert.deepEqual(state.progressJournal.entries.map((e) => [e.sequence, e.included]), [[1, true], [2, true], [3, false], [4, false], [5, false], [6, false], [7, false]]);
     assert.equal(state.progressJournal.baseFiles, 2);
   });
+
+  it('a rerun numbers its entries after those progress.json includes, and removes the unfinished entry a killed run left', async () => {
+    const { source, dest } = await setup();
+    const src = await createLocalDriver('source', { type: 'local', root: source });
+    const d1 = await createLocalDriver('d1', { type: 'local', root: dest });
+    // What a killed run leaves: progress.json including entries 1-7 (deleted since), and the temp
+    // file of entry 8, which it was writing at the kill (no listing shows temp files).
+    const offsiteDir = join(dest, NAME, '.offsite');
+    const unfinished = join(offsiteDir, '.progress-00000008.json.offsite-partial');
+    const killed = async () => {
+      await writeManifestAt(d1, progressKey(NAME), buildManifestBody({ kind: 'progress', backup: NAME, source: 's', chunkBytes: 8 << 20, files: [], includesThrough: 7 }));
+      writeFileSync(unfinished, '{"kind":"progress","files":[');
+    };
+    await killed();
+    assert.equal((await readDestinationState(d1, NAME)).progressJournal.includesThrough, 7);
+
+    // A rerun interrupted after some checkpoints: its entries come after 7, or a later reader
+    // would take them for included ones and ignore them.
+    const slowSource = wrap(src, { openRead: async (key: string, options?: ReadOptions) => { await new Promise((r) => setTimeout(r, 3)); return src.openRead(key, options); } });
+    const quickSync = wrap(d1, { sync: async () => undefined });
+    const entries = () => readdirSync(offsiteDir).filter((n) => /^progress-\d{8}\.json$/.test(n));
+    const controller = new AbortController();
+    await replicate({
+      source: slowSource, backup: NAME, destinations: [quickSync], quietPeriodMs: 0, checkpointIntervalMs: 1, fileConcurrency: 2, signal: controller.signal,
+      onEvent: (e) => { if (e.type === 'file-done' && entries().length >= 2) controller.abort(); },
+    }).catch(() => undefined);
+    const written = (await readDestinationState(d1, NAME)).progressJournal.entries.map((e) => e.sequence);
+    assert.ok(written.length >= 2 && written.every((n) => n >= 8), `journal entries written by the rerun: ${written.join(' ')}`);
+
+    // A rerun that writes no journal entry (one quick checkpoint-free run) still removes the temp.
+    rmSync(offsiteDir, { recursive: true });
+    await killed();
+    const result = await replicate({ source: src, backup: NAME, destinations: [d1], quietPeriodMs: 0 });
+    assert.equal(result.destinations[0]?.status, 'complete');
+    assert.deepEqual(readdirSync(offsiteDir), ['manifest.json'], 'checkpoint and the unfinished journal entry removed');
+  });
 });
