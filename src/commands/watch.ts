@@ -21,6 +21,7 @@ export async function watchCommand(config: OffsiteConfig, options: WatchCommandO
       quietPeriodMs: options.quietPeriodMs ?? config.settings.quietPeriodMs,
       chunkBytes: options.chunkBytes ?? config.settings.chunkBytes,
       fileConcurrency: options.fileConcurrency ?? config.settings.concurrency,
+      memoryBudgetBytes: options.memoryBudgetBytes ?? config.settings.memoryBudgetBytes,
     });
   });
 }

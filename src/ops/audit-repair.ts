@@ -44,6 +44,8 @@ export interface RepairContext {
   /** Chunk size when copying from the source without a reference manifest. */
   readonly chunkBytes: number;
   readonly quietPeriodMs: number;
+  /** `ReplicateOptions.memoryBudgetBytes` (`options.memoryBudget`). @default the engine's */
+  readonly memoryBudgetBytes?: number;
   readonly source?: Driver;
   /** Backups complete at the source. */
   readonly atSource: ReadonlySet<string>;
@@ -171,7 +173,7 @@ async function repairCopy(ctx: RepairContext, driver: Driver, backup: string, fo
     try {
       const result = await replicate({
         source: origin, backup, destinations: [driver],
-        chunkBytes: originSpec?.chunkBytes ?? ctx.chunkBytes, fileConcurrency: ctx.concurrency, quietPeriodMs: ctx.quietPeriodMs,
+        chunkBytes: originSpec?.chunkBytes ?? ctx.chunkBytes, fileConcurrency: ctx.concurrency, quietPeriodMs: ctx.quietPeriodMs, memoryBudgetBytes: ctx.memoryBudgetBytes,
         ...(originSpec ? { origin: originSpec } : {}),
         signal,
         onEvent: (e) => {

@@ -202,6 +202,7 @@ export async function auditCommand(config: OffsiteConfig, options: AuditOptions 
       options, mode, now, source, atSource, donors,
       publicKeys: new Map(destinations.flatMap((d) => { const key = manifestPublicKeyOf(config, d.name); return key === undefined ? [] : [[d.name, key] as const]; })),
       concurrency: config.settings.concurrency, chunkBytes: config.settings.chunkBytes, quietPeriodMs: config.settings.quietPeriodMs,
+      memoryBudgetBytes: config.settings.memoryBudgetBytes,
     };
     for (const backup of backups) {
       // Every copy is checked before any is repaired (./audit-repair.ts says why).

@@ -59,6 +59,10 @@ export interface WatchOptions {
   readonly reuse?: Readonly<Record<string, ReusePolicy>>;
   /** `ReplicateOptions.trustSourceEtags` (the source's `trustEtags` key). @default false */
   readonly trustSourceEtags?: boolean;
+  /** `ReplicateOptions.memoryBudgetBytes` (`options.memoryBudget`). @default the engine's */
+  readonly memoryBudgetBytes?: number;
+  /** `ReplicateOptions.manifestCacheDir`. @default none */
+  readonly manifestCacheDir?: string;
   readonly signal?: AbortSignal;
   readonly onEvent?: (event: WatchEvent) => void;
 }
@@ -223,7 +227,8 @@ export async function watchBackups(options: WatchOptions): Promise<WatchSummary>
     try {
       result = await replicate({
         source, backup, destinations: targets, chunkBytes: options.chunkBytes, fileConcurrency: options.fileConcurrency,
-        quietPeriodMs: options.quietPeriodMs, reuse: options.reuse, trustSourceEtags: options.trustSourceEtags, signal,
+        quietPeriodMs: options.quietPeriodMs, reuse: options.reuse, trustSourceEtags: options.trustSourceEtags,
+        memoryBudgetBytes: options.memoryBudgetBytes, manifestCacheDir: options.manifestCacheDir, signal,
       });
     } catch (err) {
       if (signal?.aborted) { interrupted = backup; return; }
