@@ -81,8 +81,9 @@ const program = new Command('bench-reuse')
   .option('--trace-sftp', 'print offsite\'s SFTP requests and bytes by kind (bench/sftp-trace.ts) after each sftp run')
   .option('--trace-s3', 'print offsite\'s S3 requests by kind over time, copies in flight and CPU before the first copy (bench/s3-trace.ts) after each s3 run')
   .option('--cpu-prof <dir>', 'write a CPU profile (node --cpu-prof) of each night-2 offsite run at s3 into this folder')
+  .option('--compare-with <checkout>', 'another built checkout of offsite (e.g. a worktree of main): its reuse night is measured too, in the same rounds, for an A/B in the same minutes')
   .parse(process.argv);
-const opts = program.opts<{ size: string; changed: string; seed: string; repeat: string; only: string; dir: string; delay: string; rate?: string; traceSftp?: boolean; traceS3?: boolean; cpuProf?: string; floor: boolean }>();
+const opts = program.opts<{ size: string; changed: string; seed: string; repeat: string; only: string; dir: string; delay: string; rate?: string; traceSftp?: boolean; traceS3?: boolean; cpuProf?: string; compareWith?: string; floor: boolean }>();
 silenceSdkVersionWarning();
 
 const MiB = 1024 * 1024;
@@ -131,7 +132,7 @@ interface Landed {
 
 interface Contender {
   readonly label: string;
-  readonly kind: 'offsite' | 'offsite-full' | 'rclone';
+  readonly kind: 'offsite' | 'offsite-full' | 'rclone' | 'offsite-compare';
   /** Puts night 1 where this contender reuses from (not measured); undefined when it needs nothing. */
   readonly setup?: (round: number) => Promise<Timed>;
   readonly run: (round: number) => Promise<Timed>;
@@ -183,6 +184,13 @@ function reuseOf(manifest: Buffer | undefined): { files: number; reused: number;
 }
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
+/** `--compare-with`: the other checkout's CLI, run exactly like this one's. */
+const compareBin = opts.compareWith !== undefined ? join(opts.compareWith, 'bin', 'offsite.js') : undefined;
+if (compareBin !== undefined && !existsSync(compareBin)) throw new Error(`--compare-with: ${compareBin} does not exist`);
+/** The reuse contender of `--compare-with`, if any, for the destination kind `prefix` (s3 or sftp). */
+function compareContender(make: (bin: string) => Contender): Contender[] {
+  return compareBin === undefined ? [] : [make(compareBin)];
+}
 
 /** One run's SFTP requests by kind (bench/sftp-trace.ts); the SSH layer is the wire total minus the SFTP packets. */
 function printTrace(label: string, trace: TraceSummary, wire: WireBytes): void {
@@ -210,6 +218,12 @@ function printS3Trace(label: string, trace: S3TraceSummary): void {
   }
   if (trace.copiesInFlight.some((n) => n > 0)) console.log(`      copies in flight, most in each ${trace.step} ms: ${trace.copiesInFlight.join(' ')}`);
   if (trace.uploadsInFlight.some((n) => n > 0)) console.log(`      uploads in flight, likewise: ${trace.uploadsInFlight.join(' ')}`);
+}
+
+/** This checkout's reuse time over the compared one's, round by round (they ran in the same minutes). */
+function pairedRatios(ours: readonly { timed: Timed }[] | undefined, theirs: readonly { timed: Timed }[] | undefined): string {
+  if (ours === undefined || theirs === undefined) return 'none';
+  return ours.slice(0, theirs.length).map((s, i) => (s.timed.seconds / (theirs[i] as { timed: Timed }).timed.seconds).toFixed(2)).join(' ');
 }
 
 async function main(): Promise<void> {
@@ -250,7 +264,9 @@ async function main(): Promise<void> {
       const endpoint = `http://127.0.0.1:${proxy.port}`;
       Object.assign(secretsEnv, s3SecretsEnv(server));
       const s3Section = (name: string): string => s3ConfigSection(server, name, endpoint);
-      sections.push((round) => [`  s3-reuse: ${s3Section(bucket('reuse', round))}`, `  s3-full: ${s3Section(bucket('full', round))}`]);
+      sections.push((round) => [
+        `  s3-reuse: ${s3Section(bucket('reuse', round))}`, `  s3-full: ${s3Section(bucket('full', round))}`, `  s3-compare: ${s3Section(bucket('compare', round))}`,
+      ]);
       const rcloneEnv = rcloneRgwEnv(server, endpoint);
       const withBucket = async (name: string): Promise<string> => {
         await client.send(new CreateBucketCommand({ Bucket: name }));
@@ -264,10 +280,10 @@ async function main(): Promise<void> {
       };
       const traceFile = join(dir, 's3-trace.json');
       /** Night 2's runs are traced with `--trace-s3` (night 1, the set-up, is not). */
-      const offsite = async (round: number, backup: string, to: string, extra: string[] = []): Promise<Timed> => {
+      const offsite = async (round: number, backup: string, to: string, extra: string[] = [], cli = bin): Promise<Timed> => {
         const trace = opts.traceS3 === true && backup === NIGHT2;
         const profile = opts.cpuProf !== undefined && backup === NIGHT2 ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`, `--cpu-prof-name=${to}-${round}.cpuprofile`] : [];
-        const args = [...profile, ...(trace ? ['--import', join(benchDir, 's3-trace.js')] : []), bin, '--config', config(round), '--quiet', 'replicate', backup, '--to', to, ...extra];
+        const args = [...profile, ...(trace ? ['--import', join(benchDir, 's3-trace.js')] : []), cli, '--config', config(round), '--quiet', 'replicate', backup, '--to', to, ...extra];
         const run = await timed(proxy, process.execPath, args, trace ? { ...secretsEnv, OFFSITE_S3_TRACE: traceFile } : secretsEnv);
         if (trace) printS3Trace(`${to}${extra.length > 0 ? ` ${extra.join(' ')}` : ''}`, JSON.parse(readFileSync(traceFile, 'utf8')) as S3TraceSummary);
         return run;
@@ -313,6 +329,12 @@ async function main(): Promise<void> {
             run: (round) => offsite(round, NIGHT2, 's3-reuse'),
             landed: (round) => landedIn(bucket('reuse', round)),
           },
+          ...compareContender((cli) => ({
+            label: 'offsite replicate (reuse), --compare-with', kind: 'offsite-compare',
+            setup: async (round) => { await withBucket(bucket('compare', round)); return offsite(round, NIGHT1, 's3-compare', [], cli); },
+            run: (round) => offsite(round, NIGHT2, 's3-compare', [], cli),
+            landed: (round) => landedIn(bucket('compare', round)),
+          })),
           {
             label: 'offsite replicate --no-reuse (full send)', kind: 'offsite-full',
             run: async (round) => { await withBucket(bucket('full', round)); return offsite(round, NIGHT2, 's3-full', ['--no-reuse']); },
@@ -326,7 +348,7 @@ async function main(): Promise<void> {
           },
         ],
         clean: async (round) => {
-          for (const label of ['reuse', 'full', 'rclone', 'floor']) await dropBucket(client, bucket(label, round));
+          for (const label of ['reuse', 'compare', 'full', 'rclone', 'floor']) await dropBucket(client, bucket(label, round));
         },
       });
     }
@@ -339,7 +361,9 @@ async function main(): Promise<void> {
       const knownHosts = writeKnownHosts(join(dir, 'known_hosts'), server, proxy.port);
       const folder = (label: string, round: number): string => join(server.root, `bench-${round}`, label);
       const sftpSection = (root: string): string => sftpConfigSection(server, root, proxy.port);
-      sections.push((round) => [`  sftp-reuse: ${sftpSection(folder('reuse', round))}`, `  sftp-full: ${sftpSection(folder('full', round))}`]);
+      sections.push((round) => [
+        `  sftp-reuse: ${sftpSection(folder('reuse', round))}`, `  sftp-full: ${sftpSection(folder('full', round))}`, `  sftp-compare: ${sftpSection(folder('compare', round))}`,
+      ]);
       const rcloneEnv = {
         RCLONE_CONFIG_NAS_TYPE: 'sftp', RCLONE_CONFIG_NAS_HOST: '127.0.0.1', RCLONE_CONFIG_NAS_PORT: String(proxy.port),
         RCLONE_CONFIG_NAS_USER: server.username, RCLONE_CONFIG_NAS_KEY_FILE: server.privateKey, RCLONE_CONFIG_NAS_KNOWN_HOSTS_FILE: knownHosts,
@@ -354,10 +378,10 @@ async function main(): Promise<void> {
         return { tree, manifest };
       };
       const traceFile = join(dir, 'sftp-trace.json');
-      const offsite = async (round: number, backup: string, to: string, extra: string[] = []): Promise<Timed> => {
+      const offsite = async (round: number, backup: string, to: string, extra: string[] = [], cli = bin): Promise<Timed> => {
         const trace = opts.traceSftp === true && backup === NIGHT2;
         const env = trace ? { ...secretsEnv, NODE_OPTIONS: `--import ${join(benchDir, 'sftp-trace.js')}`, OFFSITE_SFTP_TRACE: traceFile } : secretsEnv;
-        const run = await timed(proxy, process.execPath, [bin, '--config', config(round), '--quiet', 'replicate', backup, '--to', to, ...extra], env);
+        const run = await timed(proxy, process.execPath, [cli, '--config', config(round), '--quiet', 'replicate', backup, '--to', to, ...extra], env);
         if (trace) printTrace(`${to}${extra.length > 0 ? ` ${extra.join(' ')}` : ''}`, JSON.parse(readFileSync(traceFile, 'utf8')) as TraceSummary, run.wire);
         return run;
       };
@@ -384,6 +408,12 @@ async function main(): Promise<void> {
             run: (round) => offsite(round, NIGHT2, 'sftp-reuse'),
             landed: async (round) => landedIn(folder('reuse', round)),
           },
+          ...compareContender((cli) => ({
+            label: 'offsite replicate (reuse), --compare-with', kind: 'offsite-compare',
+            setup: (round) => { made(folder('compare', round)); return offsite(round, NIGHT1, 'sftp-compare', [], cli); },
+            run: (round) => offsite(round, NIGHT2, 'sftp-compare', [], cli),
+            landed: async (round) => landedIn(folder('compare', round)),
+          })),
           {
             label: 'offsite replicate --no-reuse (full send)', kind: 'offsite-full',
             run: (round) => { made(folder('full', round)); return offsite(round, NIGHT2, 'sftp-full', ['--no-reuse']); },
@@ -495,6 +525,11 @@ async function main(): Promise<void> {
         `${(ours.wire / limit).toFixed(2)}x the limit, ${verdict(ours.wire <= limit)}` +
         (full ? `; the full send moved ${mib(full.wire)} (${(ours.wire / full.wire).toFixed(2)}x of it)` : ''));
       if (full) console.log(`  target time: ${(ours.seconds / full.seconds).toFixed(2)}x the full send (target <= 0.25x), ${verdict(ours.seconds <= 0.25 * full.seconds)}`);
+      const compared = figures.get('offsite-compare');
+      if (compared && full) {
+        console.log(`  --compare-with ${opts.compareWith}: ${(compared.seconds / full.seconds).toFixed(2)}x the full send; this checkout / that one: ${(ours.seconds / compared.seconds).toFixed(2)}x ` +
+          `(per round: ${pairedRatios(samples.get(`${kind.name}:${kind.contenders.find((c) => c.kind === 'offsite')?.label}`), samples.get(`${kind.name}:${kind.contenders.find((c) => c.kind === 'offsite-compare')?.label}`))})`);
+      }
       if (rclone) {
         console.log(`  target time: ${(ours.seconds / rclone.seconds).toFixed(2)}x rclone --copy-dest${rclone.note ? ' (plain rclone copy, see above)' : ''} (target < 1.00x), ${verdict(ours.seconds < rclone.seconds)}; ` +
           `rclone's wire ${mib(rclone.wire)}`);

@@ -209,6 +209,9 @@ export async function prepareDestination(driver: Driver, reusePolicy: ReusePolic
       throw err;
     }
   }
+  // A destination with files to reuse opens what its copies need now, while its lock is taken
+  // (`Driver.prepareCopies`: an SFTP server's copy connection), not at its first copy.
+  indexing.then((reuse) => { if (reuse !== undefined) driver.prepareCopies?.(); }, () => undefined);
   // Its likely kept files are hashed ahead from the moment the index and the source listing are
   // there (./hash-ahead.ts): while the lock settles, and then ahead of its copies.
   const hashingAhead = hashAheadOf(driver, first, ctx, indexing, listed);

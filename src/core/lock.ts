@@ -52,7 +52,15 @@ export interface LockOptions {
 
 export interface HeldLock {
   readonly info: LockInfo;
+  /** Removes the lock if this run still holds it (read back first). Never rejects: a lock that cannot be removed is a warning. */
   release(): Promise<void>;
+  /**
+   * `release` once `work` has ended (either way), its read-back made meanwhile: the lock stays at
+   * the destination until `work` is over, and the end of a run (the manifest written, then the
+   * lock removed) costs one round trip less. The lock is still removed only if this run holds it
+   * as of a read made after its last write of it (refreshes stop at the call). Never rejects.
+   */
+  releaseAfter(work: Promise<unknown>): Promise<void>;
 }
 
 /** Longest time `release` spends on the destination. */
@@ -118,24 +126,32 @@ export async function acquireLock(driver: Driver, backup: string, options: LockO
   }, options.refreshMs ?? 60_000);
   timer.unref();
   heldTokens.add(token);
+  let releasing: Promise<void> | undefined;
+  const release = async (work?: Promise<unknown>): Promise<void> => {
+    clearInterval(timer);
+    stopRefresh.abort();
+    const bound = AbortSignal.timeout(RELEASE_TIMEOUT_MS);
+    await Promise.race([refreshing, new Promise((resolve) => bound.addEventListener('abort', resolve, { once: true }))]);
+    // Read after this run's last write of the lock (refreshes stopped, the one in flight ended).
+    const reading = readLock(driver, key, bound).catch(() => undefined);
+    await work?.catch(() => undefined);
+    // Until now a lock of this token at the destination is this run's (not taken over on this host).
+    heldTokens.delete(token);
+    const current = await reading;
+    if (current?.token !== token) return;
+    try {
+      // Its own bound: `work` may have taken longer than the release's (a large manifest).
+      await driver.delete(key, { signal: work === undefined ? bound : AbortSignal.timeout(RELEASE_TIMEOUT_MS) });
+    } catch (err) {
+      // The run's work is done: a lock that cannot be removed is a warning, with what to do.
+      const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
+      process.stderr.write(`offsite: WARNING: ${driver.name}: could not release the lock ${key}: ${why}; remove ${key} by hand (until then a run from another host waits until it is ${Math.round(staleMs / 1000)} s old; on this host it is taken over once this process has ended)\n`);
+    }
+  };
   return {
     info: info(),
-    async release() {
-      clearInterval(timer);
-      stopRefresh.abort();
-      heldTokens.delete(token);
-      const bound = AbortSignal.timeout(RELEASE_TIMEOUT_MS);
-      await Promise.race([refreshing, new Promise((resolve) => bound.addEventListener('abort', resolve, { once: true }))]);
-      const current = await readLock(driver, key, bound).catch(() => undefined);
-      if (current?.token !== token) return;
-      try {
-        await driver.delete(key, { signal: bound });
-      } catch (err) {
-        // The run's work is done: a lock that cannot be removed is a warning, with what to do.
-        const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
-        process.stderr.write(`offsite: WARNING: ${driver.name}: could not release the lock ${key}: ${why}; remove ${key} by hand (until then a run from another host waits until it is ${Math.round(staleMs / 1000)} s old; on this host it is taken over once this process has ended)\n`);
-      }
-    },
+    release: () => (releasing ??= release()),
+    releaseAfter: (work) => (releasing ??= release(work)),
   };
 }
 

@@ -42,7 +42,7 @@ import { ManifestCache } from './manifest-cache.js';
 import { prepareDestination, type PrepareContext, type PreparedDestination, type ProgressJournal } from './destination-state.js';
 import { DEFAULT_LAG_TOLERANCE_MS, Fanout } from './fanout.js';
 import { HashAhead, type HashCursor } from './hash-ahead.js';
-import type { LockOptions } from './lock.js';
+import type { HeldLock, LockOptions } from './lock.js';
 import type { DestinationPlan, ReplicationPlan } from './plan.js';
 import { backupFiles, originFiles, type EngineFile } from './run-files.js';
 import type { OriginTable } from './origin-table.js';
@@ -303,7 +303,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   const runs: DestinationRun[] = [];
 
   /** One destination's files, then its manifest (or checkpoint), at its own pace. */
-  const copyTo = async (run: DestinationRun, lock: { release: () => Promise<void> }, ahead: HashCursor | undefined): Promise<DestinationResult> => {
+  const copyTo = async (run: DestinationRun, lock: Pick<HeldLock, 'release' | 'releaseAfter'>, ahead: HashCursor | undefined): Promise<DestinationResult> => {
     const counts = (): Omit<DestinationResult, 'status' | 'errors'> => ({
       name: run.name, description: run.driver.description, plan: run.plan, filesCopied: run.filesCopied, filesAdopted: run.filesAdopted, filesSkipped: run.plan.skipFiles,
       filesReused: run.filesReused, bytesReused: run.bytesReused, reused: reusedFiles(run.records),
@@ -374,11 +374,22 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
         }
         await run.driver.sync({ signal });
         const head = { kind: 'complete' as const, backup, source: sourceDescription, createdAt: new Date().toISOString(), backupTime, chunkBytes, fileCount: files.length, totalBytes };
-        await writeManifestStreamed(prepareContext.manifestCache?.recording(run.driver, manifestKey(backup)) ?? run.driver, manifestKey(backup), head, () => run.records.inOrder(paths), { signal });
-        await run.driver.sync({ signal });
-        // The manifest is there: the checkpoint is a leftover and the lock guards nothing more, so
-        // both go at once (on a distant store each is a few round trips, at the end of every run).
-        await Promise.all([run.deleteProgress(signal), lock.release()]);
+        const written = (async () => {
+          await writeManifestStreamed(prepareContext.manifestCache?.recording(run.driver, manifestKey(backup)) ?? run.driver, manifestKey(backup), head, () => run.records.inOrder(paths), { signal });
+          await run.driver.sync({ signal });
+        })();
+        // The lock stays until the manifest is written and synced; its read-back (is it still this
+        // run's?) goes out meanwhile (./lock.ts `releaseAfter`). Once the manifest is there, the
+        // checkpoint is a leftover and the lock guards nothing more, so both go at once (on a
+        // distant store each is a round trip or two, at the end of every run).
+        const released = lock.releaseAfter(written);
+        try {
+          await written;
+        } catch (err) {
+          await released;
+          throw err;
+        }
+        await Promise.all([run.deleteProgress(signal), released]);
         emit({ type: 'destination-done', destination: run.name, status: 'complete' });
         return { ...counts(), status: 'complete', manifestKey: manifestKey(backup), errors: [] };
       } catch (err) {
@@ -434,7 +445,10 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
     }
     const { run } = started;
     let held = started.lock;
-    const lock = { release: async () => { const l = held; held = undefined; await l?.release(); } };
+    const lock = {
+      release: async () => { const l = held; held = undefined; await l?.release(); },
+      releaseAfter: async (work: Promise<unknown>) => { const l = held; held = undefined; await (l ? l.releaseAfter(work) : work.catch(() => undefined)); },
+    };
     try {
       runs.push(run);
       for (const m of missing) {

@@ -456,6 +456,14 @@ export interface Driver {
    */
   copyWithin?(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<Committed | void>;
   /**
+   * A hint: `copyWithin` calls are coming (the engine found files to reuse at this destination),
+   * so open now what they need and is opened on demand otherwise (SFTP: the copy connection and
+   * its channels, src/drivers/sftp/copy-channels.ts), while the run still waits on other things
+   * (its lock). Changes nothing at the storage, never throws, and costs nothing where there is
+   * nothing to open; a driver that opens nothing leaves it out. Idempotent.
+   */
+  prepareCopies?(): void;
+  /**
    * What the storage says the root really is (./location.ts `Identity`): the real path with
    * symlinks resolved, and on local disks the (device, inode) of the root and of the folders
    * above it. Drivers whose location is their identity (object stores) leave it out. Reads only;

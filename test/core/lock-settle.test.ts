@@ -50,3 +50,59 @@ describe('lock onWritten', () => {
     assert.equal((JSON.parse(readFileSync(file, 'utf8')) as { token: string }).token, 'other-run');
   });
 });
+
+describe('lock releaseAfter', () => {
+  /** The local driver, with the lock's reads and deletes seen as they happen. */
+  function watched(driver: LocalDriver): { driver: LocalDriver; seen: string[] } {
+    const seen: string[] = [];
+    const proxy = new Proxy(driver, {
+      get(target, property, receiver) {
+        const value: unknown = Reflect.get(target, property, receiver);
+        if (typeof value !== 'function') return value;
+        if (property === 'openRead' || property === 'delete') {
+          return (key: string, ...rest: unknown[]) => { seen.push(`${property} ${key}`); return (value as (...a: unknown[]) => unknown).call(target, key, ...rest); };
+        }
+        return (value as (...args: unknown[]) => unknown).bind(target);
+      },
+    });
+    return { driver: proxy, seen };
+  }
+
+  it('keeps the lock until the work has ended, reading it back meanwhile, then removes it', async () => {
+    const { dir, driver: local } = destination();
+    const { driver, seen } = watched(local);
+    const key = lockKey('b1');
+    const lock = await acquireLock(driver, 'b1', { settleMs: 10 });
+    seen.length = 0;
+    let finish!: () => void;
+    const work = new Promise<void>((resolve) => { finish = resolve; });
+    const releasing = lock.releaseAfter(work);
+    while (!seen.includes(`openRead ${key}`)) await new Promise((resolve) => setImmediate(resolve));
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(seen, [`openRead ${key}`], 'read back while the work goes on, not deleted');
+    assert.ok(existsSync(join(dir, key)), 'the lock is there until the work has ended');
+    finish();
+    await releasing;
+    assert.deepEqual(seen, [`openRead ${key}`, `delete ${key}`]);
+    assert.ok(!existsSync(join(dir, key)));
+    await lock.release(); // the same release: nothing more
+    assert.equal(seen.length, 2);
+  });
+
+  it('removes the lock when the work fails too, and never rejects', async () => {
+    const { dir, driver } = destination();
+    const lock = await acquireLock(driver, 'b1', { settleMs: 10 });
+    await lock.releaseAfter(Promise.reject(new Error('manifest write failed')));
+    assert.ok(!existsSync(join(dir, lockKey('b1'))));
+  });
+
+  it('leaves a lock that another run holds (taken over before the read-back)', async () => {
+    const { dir, driver } = destination();
+    const file = join(dir, lockKey('b1'));
+    const lock = await acquireLock(driver, 'b1', { settleMs: 10 });
+    const foreign = { token: 'other-run', owner: 'someone', host: 'elsewhere', pid: 1, time: new Date().toISOString() };
+    writeFileSync(file, JSON.stringify(foreign));
+    await lock.releaseAfter(Promise.resolve());
+    assert.equal((JSON.parse(readFileSync(file, 'utf8')) as { token: string }).token, 'other-run');
+  });
+});

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand, UploadPartCommand } from '@aws-sdk/client-s3';
+import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand, PutObjectCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { AwsStore } from '../../src/drivers/s3/client.js';
 import { ObjectDriver, tempKeyOf } from '../../src/drivers/object-store/driver.js';
 import { parseS3Options } from '../../src/drivers/s3/options.js';
@@ -30,6 +30,8 @@ interface Counters {
   digests: Array<'md5' | 'sha256'>;
   /** The next CompleteMultipartUpload: its answer is lost (it happens), or it never reaches the server. */
   completeFault?: 'lose-answer' | 'not-sent';
+  /** When set, the payload probe (`probeSignedPayloads`) waits for it before it goes out. */
+  probeGate?: Promise<void>;
 }
 
 /** A store that counts requests and can damage a body after its digest was computed. */
@@ -67,6 +69,13 @@ function countingStore(inner: ObjectStore, counters: Counters): ObjectStore {
       return inner.createUpload(key, signal);
     },
   };
+  const probe = inner.probeSignedPayloads;
+  if (counters.probeGate !== undefined && probe !== undefined) {
+    overrides.probeSignedPayloads = async (key: string, signal?: AbortSignal) => {
+      await counters.probeGate;
+      return probe.call(inner, key, signal);
+    };
+  }
   return new Proxy(inner, {
     get: (target, name: keyof ObjectStore) => {
       const value = overrides[name] ?? target[name];
@@ -75,10 +84,10 @@ function countingStore(inner: ObjectStore, counters: Counters): ObjectStore {
   });
 }
 
-async function countedDriver(bucket: string, overrides: Record<string, unknown> = {}): Promise<{ driver: ObjectDriver; counters: Counters; store: AwsStore }> {
+async function countedDriver(bucket: string, overrides: Record<string, unknown> = {}, probeGate?: Promise<void>): Promise<{ driver: ObjectDriver; counters: Counters; store: AwsStore }> {
   const server = requireServer();
   const options = parseS3Options('cloud', s3Section(server, bucket, overrides));
-  const counters: Counters = { uploadPart: 0, uploadedBytes: 0, listPartsCalls: 0, createUpload: 0, corruptNext: false, digests: [] };
+  const counters: Counters = { uploadPart: 0, uploadedBytes: 0, listPartsCalls: 0, createUpload: 0, corruptNext: false, digests: [], ...(probeGate ? { probeGate } : {}) };
   const store = new AwsStore(options);
   const driver = new ObjectDriver('cloud', countingStore(store, counters), {
     prefix: options.prefix, description: 'test', location: objectStoreLocation({ endpoint: options.endpoint, bucket: options.bucket, prefix: options.prefix }), maxConcurrency: 4, maxParts: 10_000, listPageSize: options.listPageSize,
@@ -241,6 +250,52 @@ describe('s3 multipart against Ceph RGW', { skip }, () => {
     const md5Err = await rejectsWithKind(() => given.write(0, part, { md5: md5(part) }), 'integrity', 'UploadPart with damaged bytes and the caller\'s MD5');
     assert.match(md5Err.message, /their MD5 does not match Content-MD5 \(BadDigest\)$/);
     await given.abort();
+  });
+
+  it('a small write (a lock) does not wait for the payload probe and carries Content-MD5; a larger one waits for it (then signed SHA-256 on RGW)', async () => {
+    const bucket = await freshBucket(requireServer(), 's3-probe');
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => { open = resolve; });
+    const { driver, counters, store } = await countedDriver(bucket, {}, gate);
+    drivers.push(driver);
+    assert.ok(store.probeSignedPayloads !== undefined, 'RGW is outside the vendor table: the first write probes it');
+    const lockBytes = Buffer.from('{"token":"t"}\n');
+    const small = await driver.openWrite('.offsite/lock.json', { size: lockBytes.length, partBytes: lockBytes.length });
+    await small.write(0, lockBytes);
+    await small.commit({ hash: await hashOf(lockBytes) });
+    assert.deepEqual(counters.digests, ['md5'], 'committed while the probe waits, with Content-MD5');
+    assert.ok((await readKey(driver, '.offsite/lock.json')).equals(lockBytes));
+
+    const data = seededBytes(PART + 1, 9);
+    let opened = false;
+    const opening = driver.openWrite('big.bin', { size: data.length, partBytes: PART }).then((session) => { opened = true; return session; });
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(opened, false, 'a write above SMALL_WRITE_BYTES waits for the probe');
+    open();
+    const big = await opening;
+    await big.write(0, partOf(data, 0, PART));
+    await big.write(1, partOf(data, 1, PART));
+    await big.commit({ hash: await hashOf(data) });
+    assert.deepEqual(counters.digests.slice(1), ['sha256', 'sha256'], 'RGW checks signed payloads: the parts carry no MD5');
+    assert.ok((await readKey(driver, 'big.bin')).equals(data));
+  });
+
+  it('delete removes an open upload of the temp key and a completed temp object, and the object', async () => {
+    const bucket = await freshBucket(requireServer(), 's3-delete-temp');
+    const { driver } = await countedDriver(bucket);
+    drivers.push(driver);
+    const admin = adminClient(requireServer());
+    const data = seededBytes(PART + 1, 10);
+    const session = await driver.openWrite('a/b.bin', { size: data.length, partBytes: PART });
+    await session.write(0, partOf(data, 0, PART));
+    await session.suspend();
+    await admin.send(new PutObjectCommand({ Bucket: bucket, Key: tempKeyOf('a/b.bin'), Body: 'completed temp object' }));
+    await admin.send(new PutObjectCommand({ Bucket: bucket, Key: 'a/b.bin', Body: 'the object' }));
+    await driver.delete('a/b.bin');
+    assert.deepEqual((await admin.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? [], [], 'the open upload was aborted');
+    assert.deepEqual((await admin.send(new ListObjectsV2Command({ Bucket: bucket }))).Contents ?? [], [], 'neither the object nor the temp object is left');
+    await driver.delete('a/b.bin'); // nothing there: succeeds
+    admin.destroy();
   });
 
   it('the hash is stored as x-amz-meta-offsite-hash; no temp object or upload is left after commit; commit tells the fingerprint HEAD shows', async () => {

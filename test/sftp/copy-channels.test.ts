@@ -9,7 +9,7 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, it } from 'node:test';
 import { SftpConnection } from '../../src/drivers/sftp/connection.js';
-import { copyChannelCounters } from '../../src/drivers/sftp/copy-channels.js';
+import { COPY_CHANNELS, copyChannelCounters } from '../../src/drivers/sftp/copy-channels.js';
 import { parseSftpOptions, SftpDriver } from '../../src/drivers/sftp/index.js';
 import { describeWithServer, freshRoot, recordRequests, removeFreshRoots, sectionFor, type SftpTestServer } from './server.js';
 
@@ -51,6 +51,43 @@ describeWithServer('sftp copies on channels of their own', (server: SftpTestServ
     assert.equal(copyChannelCounters.connections - before.connections, 1, 'one copy connection');
     assert.equal(copyChannelCounters.compressed - before.compressed, 1, 'compressed (OpenSSH offers zlib@openssh.com)');
     assert.ok(copyChannelCounters.channels - before.channels > 1, `several channels (${copyChannelCounters.channels - before.channels})`);
+  });
+
+  it('prepareCopies opens the copy connection and its channels before the first copy, once', async () => {
+    const root = await freshRoot(server, 'copy-prepared');
+    await mkdir(join(root, 'old'), { recursive: true });
+    await writeFile(join(root, 'old', 'log'), 'kept bytes');
+    const driver = new SftpDriver('nas', parseSftpOptions('nas', sectionFor(server, root)));
+    const before = { ...copyChannelCounters };
+    try {
+      driver.prepareCopies();
+      driver.prepareCopies();
+      // Opened in the background: waits until they are up (bounded: a failure, not a hang).
+      for (let i = 0; i < 1000 && copyChannelCounters.channels - before.channels < COPY_CHANNELS; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.equal(copyChannelCounters.channels - before.channels, COPY_CHANNELS, 'every copy channel is up before any copy');
+      assert.equal(copyChannelCounters.connections - before.connections, 1, 'on one copy connection');
+      await driver.copyWithin('old/log', 'new/log', { serverOnly: true });
+      assert.equal(await readFile(join(root, 'new', 'log'), 'utf8'), 'kept bytes');
+      assert.equal(copyChannelCounters.channels - before.channels, COPY_CHANNELS, 'the copy opened no channel of its own');
+    } finally {
+      await driver.close();
+    }
+  });
+
+  it('prepareCopies does nothing where server-side copies are off', async () => {
+    const root = await freshRoot(server, 'copy-prepared-off');
+    const driver = new SftpDriver('nas', parseSftpOptions('nas', { ...sectionFor(server, root), serverSideCopy: false }));
+    const open = SftpConnection.open.bind(SftpConnection);
+    let copyConnections = 0;
+    SftpConnection.open = (name, options, hooks, extra) => { if (extra?.compress === true) copyConnections++; return open(name, options, hooks, extra); };
+    try {
+      assert.equal(driver.capabilities.serverSideCopy, false);
+      driver.prepareCopies();
+      assert.equal(copyConnections, 0, 'no copy connection is opened');
+    } finally {
+      SftpConnection.open = open;
+      await driver.close();
+    }
   });
 
   it('a server that refuses more channels: the copies share the one the connection has', async () => {

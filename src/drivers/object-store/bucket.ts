@@ -245,12 +245,22 @@ export class Bucket {
     return { key, size: object.size, mtimeMs: object.mtimeMs, ...(hash !== undefined ? { hash } : {}), ...(fingerprint !== undefined ? { fingerprint } : {}) };
   }
 
-  /** Aborts every open upload of `temp` (and `uploadId`, listed or not) and deletes a completed temp object. */
+  /**
+   * Aborts every open upload of `temp` (and `uploadId`, listed or not) and deletes a completed temp
+   * object. The object is deleted after the aborts, so that no upload completed meanwhile leaves
+   * one behind; when there is no upload to abort (almost always: `delete` of a key written in one
+   * piece, or whose commit went through), its deletion goes out with the listing instead of after
+   * it: one round trip, not two, at the end of every run (checkpoint and lock removed).
+   */
   async removeTemp(temp: string, signal: AbortSignal | undefined, uploadId?: string): Promise<void> {
     const ids = new Set<string>(uploadId !== undefined ? [uploadId] : []);
+    const early = uploadId === undefined ? this.removeKey(temp, signal) : undefined;
+    early?.catch(() => undefined); // awaited below
     for await (const upload of this.store.listUploads(temp, this.listPageSize, signal)) {
       if (upload.key === temp) ids.add(upload.uploadId);
     }
+    await early;
+    if (ids.size === 0) return;
     await Promise.all([...ids].map((id) => this.store.abortUpload(temp, id, signal)));
     await this.removeKey(temp, signal);
   }

@@ -68,6 +68,9 @@ import { openObjectWrite } from './write-session.js';
 
 export { HASH_METADATA } from './bucket.js';
 
+/** Writes up to this size do not wait for the payload probe (see `openWrite`): their Content-MD5 costs next to nothing. */
+export const SMALL_WRITE_BYTES = 64 * 1024;
+
 /** Entries whose stored hash `list` fetches at once (HEAD per object, `maxConcurrency` in flight). */
 const LIST_BATCH = 64;
 
@@ -313,14 +316,22 @@ export class ObjectDriver implements Driver {
   /**
    * Starts or resumes a write (./write-session.ts). Refuses bad sizes and layouts S3 cannot hold
    * (parts below 5 MiB when there are several, above 5 GiB, more than `maxParts`). IO only for
-   * multi-part objects: listing open uploads of the temp key and aborting stale ones.
+   * multi-part objects: listing open uploads of the temp key and aborting stale ones (and, at a
+   * server outside the vendor table, the one probe of ./bucket.ts `checkPayloads`, which writes
+   * up to `SMALL_WRITE_BYTES` do not wait for).
    */
   async openWrite(key: string, options: WriteOptions): Promise<WriteSession> {
     const full = this.#bucket.fullKey(key);
     const { size, partBytes } = checkWriteShape(options, Number.MAX_SAFE_INTEGER, { driver: this.name, key, action: 'open write' });
     this.#checkOpen(options.signal, 'open write');
     await this.objectLock?.check(options);
-    await this.#bucket.checkPayloads(options.signal);
+    // Until it is known whether the server checks signed payloads, uploads carry Content-MD5,
+    // which every S3 checks (./store.ts `payloadCheck`): a small write, whose MD5 costs nothing,
+    // does not wait for the probe (a run's first write is its lock: one round trip less before
+    // its copies start); a larger one does, so that its parts need no MD5 where the server checks
+    // signed payloads. Never rejects.
+    const probing = this.#bucket.checkPayloads(options.signal);
+    if (size > SMALL_WRITE_BYTES) await probing;
     return openObjectWrite(this.#bucket, key, full, size, partBytes, this.capabilities.maxParts, options.signal);
   }
 

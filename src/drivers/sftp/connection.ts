@@ -283,6 +283,11 @@ export class ConnectionPool {
     this.copies = new CopyChannels(() => SftpConnection.open(name, options, hooks, { compress: true }), () => this.#wakeCopies());
   }
 
+  /** Opens the copy connection and its channels ahead of the copies (./copy-channels.ts `warm`). Never throws. */
+  prepareCopies(): void {
+    if (!this.closed) this.copies.warm();
+  }
+
   /**
    * A channel for one server-side copy: one of the copy channels (./copy-channels.ts). Until one
    * is up, a few copies at a time (`SPILLED_COPIES_PER_CONNECTION` per connection) run on the

@@ -16,7 +16,8 @@
  *   is never sent on it: the backups' files are compressed already, and deflating them would
  *   only cost CPU.
  *
- * Channels are opened in the background: until the first is up, and when the server refuses
+ * Channels are opened in the background, when the copies come or ahead of them (`warm`, when the
+ * engine says copies are coming: `Driver.prepareCopies`): until the first is up, and when the server refuses
  * the connection, copies run on the connections files are sent on (`pick` answers `undefined`).
  * A server that refuses another channel (OpenSSH's `MaxSessions`, 10 by default) keeps those
  * there are. A dead connection takes its channels with it; the next copies open new ones.
@@ -70,6 +71,15 @@ export class CopyChannels {
     if (idle) return idle;
     if (this.#channels.length + this.#opening < this.#limit) this.#openOne();
     return this.#channels.length === 0 ? undefined : this.#channels.reduce((a, b) => (b.users < a.users ? b : a));
+  }
+
+  /**
+   * Opens the copy connection and its channels now (up to the limit), ahead of the copies
+   * (`Driver.prepareCopies`): on a distant server the connection takes several round trips and
+   * the channels one or two more, which the first copies would otherwise wait for. Never throws.
+   */
+  warm(): void {
+    while (this.#channels.length + this.#opening < this.#limit && !this.#closed && !this.failed) this.#openOne();
   }
 
   #openOne(): void {

@@ -202,6 +202,14 @@ export class SftpDriver implements Driver {
     return copySftp({ name: this.name, tree: this.#tree, pool: this.#pool, serverSideCopy: this.options.serverSideCopy, driver: this }, fromKey, toKey, options);
   }
 
+  /**
+   * Opens the copy connection and its channels now (`Driver.prepareCopies`), unless server-side
+   * copies are off: the first copies of a reuse night then do not wait for its handshake.
+   */
+  prepareCopies(): void {
+    if (this.capabilities.serverSideCopy) this.#pool.prepareCopies();
+  }
+
   /** Host and port, and the server's real path of the root (./identity.ts). Reads only; needs a connection. */
   async identify(options: SignalOptions = {}): Promise<Identity> {
     throwIfAborted(options.signal, `${this.name}: identify`);

@@ -10,7 +10,8 @@
  *   methods and getters here; the compiler checks that none is missing (`implements`).
  * - Optional members are forwarded exactly when `inner` has them: `copyWithin` exists on the
  *   wrapper only when the inner driver has one (a wrapper changes what it does by overriding
- *   `forwardCopyWithin`); `identify` likewise (`forwardIdentify`).
+ *   `forwardCopyWithin`); `identify` likewise (`forwardIdentify`). The hint `prepareCopies` is
+ *   passed through with the rest (below): a wrapper has nothing to add to it.
  * - Everything else `inner` has (members the contract does not name yet, such as a property a
  *   later change adds to every driver, or a driver's own extras) is passed through too: each is
  *   given to the wrapper at construction as a forwarding function (for methods) or as a getter of
