@@ -23,7 +23,6 @@ import { manifestKey, OFFSITE_DIR, type ManifestFile } from '../manifest/manifes
 import { streamManifestAt, type ManifestFieldsSoFar, type ManifestSummary } from '../manifest/read.js';
 import { readChunkHashes } from './chunks.js';
 import { ListingIndex } from '../listing-index.js';
-import { storedDriverOf } from '../drivers/wrappers/encrypt.js';
 
 export type VerifyLevel = 'quick' | 'deep';
 
@@ -144,8 +143,9 @@ async function deepCheck(driver: Driver, key: string, file: ManifestFile, chunkB
  */
 export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> {
   const { backup, level, signal } = options;
-  // The stored bytes, as an auditor without the key sees them: an encrypted copy's records are of those.
-  const driver = storedDriverOf(options.driver);
+  // The stored bytes, as an auditor without the key sees them: an encrypted copy's records are of
+  // those (the driver below its encryption; src/drivers/types.ts `DriverEncryption.stored`).
+  const driver = options.driver.encryption?.stored ?? options.driver;
   const base = { destination: driver.name, description: driver.description, backup, level };
   const key = manifestKey(backup);
   const damagedManifest = (err: unknown): VerifyResult => ({ ...base, status: 'damaged', filesChecked: 0, bytesChecked: 0, filesRead: 0, damage: [{ path: `${OFFSITE_DIR}/manifest.json`, problem: 'hash', message: errorMessage(err) }] });

@@ -14,7 +14,6 @@
  */
 import { encryptionOf, type EncryptionSettings, type OffsiteConfig } from '../config/config.js';
 import { destinationKeyOf, type DestinationKey } from '../crypto/keys.js';
-import { withEncryption, withoutWrites } from '../drivers/wrappers/encrypt.js';
 import { expandPath } from '../config/paths.js';
 import { parseBytes } from '../config/units.js';
 import { createDriver } from '../drivers/index.js';
@@ -135,6 +134,9 @@ export class DriverRuntime {
     this.#opened.push(driver);
     const encryption = encryptionOf(section);
     if (encryption === undefined) return driver;
+    // Loaded only for an encrypted destination: with it come the cipher format, the CPU pool and
+    // its worker threads, which a run of plain destinations never needs (start-up, issue 13).
+    const { withEncryption, withoutWrites } = await import('../drivers/wrappers/encrypt.js');
     if (encryption.key === undefined && encryption.keyFile === undefined) return withoutWrites(driver, `destination "${name}" is configured with encryption.publicKey only (an audit host): writing backup files to it needs its key (encryption.key or encryption.keyFile)`);
     // Outside retries and limits: a part sent again is the same sealed bytes, and the limits count stored bytes.
     return withEncryption(driver, this.#keyOf(name, encryption), options.chunkBytes ?? config.settings.chunkBytes);

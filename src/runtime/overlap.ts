@@ -5,7 +5,7 @@
  * are compared, never descriptions (src/drivers/overlap.ts, src/drivers/location.ts).
  */
 import type { OffsiteConfig } from '../config/config.js';
-import { createDriver } from '../drivers/index.js';
+import { configuredPlace, createDriver, identifiesItself } from '../drivers/index.js';
 import { refuseOverlappingLocations, refuseOverlappingPlaces, type Place } from '../drivers/overlap.js';
 import type { Driver } from '../drivers/types.js';
 
@@ -25,9 +25,23 @@ export function placeOf(driver: Driver, role: Place['role']): Place {
   };
 }
 
-/** Builds a driver only to read its location and identity (no IO until `identify`); `undefined` when its section is invalid (the command that uses it says why). */
-async function bareDriver(name: string, section: Readonly<Record<string, unknown>> | undefined): Promise<Driver | undefined> {
+/**
+ * The place of a configured section that this command does not open: its location and
+ * description from its options, without building its driver (no SSH or AWS library loaded for
+ * a command that does not use them); `undefined` when the section is invalid (the command that
+ * uses it says why).
+ */
+function configuredOnly(name: string, section: Readonly<Record<string, unknown>> | undefined, role: Place['role']): Place | undefined {
   if (!section) return undefined;
+  try {
+    return { role, name, ...configuredPlace(name, driverSectionOf(section)) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Builds a driver only to read its identity (no IO until `identify`); `undefined` when its section is invalid. */
+async function bareDriver(name: string, section: Readonly<Record<string, unknown>>): Promise<Driver | undefined> {
   try {
     return await createDriver(name, driverSectionOf(section));
   } catch {
@@ -35,31 +49,47 @@ async function bareDriver(name: string, section: Readonly<Record<string, unknown
   }
 }
 
+/** Whether a section's drivers may be identified (local and SFTP folders); false for an invalid section. */
+function identifiable(name: string, section: Readonly<Record<string, unknown>>): boolean {
+  try {
+    return identifiesItself(name, driverSectionOf(section));
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Refuses, with one `OverlapError` (exit 2), a destination that is the source or lies inside it
  * or around it, and two destinations that are one place or nested: every configured destination
- * by location, and `opened` plus the source by identity (real paths, device/inode; the source is
- * built here without retries when `source` is not given). `strict`: a place that cannot be
- * identified is an error too (prune, before it deletes).
+ * by location (from its config: destinations not in `opened` are not built), and `opened` plus
+ * the source by identity (real paths, device/inode; when `source` is not given, a source that can
+ * be identified, a local or SFTP folder, is built here without retries; a bucket is its location).
+ * `strict`: a place that cannot be identified is an error too (prune, before it deletes).
  */
 export async function refuseOverlaps(config: OffsiteConfig, opened: readonly Driver[], options: { source?: Driver; signal?: AbortSignal; strict?: boolean } = {}): Promise<void> {
-  const built: Driver[] = [];
+  let built: Driver | undefined;
   try {
-    const source = options.source ?? await bareDriver('source', config.source);
-    if (source && !options.source) built.push(source);
-    const others: Driver[] = [];
+    let sourcePlace: Place | undefined;
+    if (options.source) sourcePlace = placeOf(options.source, 'source');
+    else if (config.source && identifiable('source', config.source)) {
+      built = await bareDriver('source', config.source);
+      sourcePlace = built && placeOf(built, 'source');
+    } else {
+      sourcePlace = configuredOnly('source', config.source, 'source');
+    }
+    const others: Place[] = [];
     for (const name of Object.keys(config.destinations)) {
       if (opened.some((d) => d.name === name)) continue;
-      const driver = await bareDriver(name, config.destinations[name]);
-      if (driver) { built.push(driver); others.push(driver); }
+      const place = configuredOnly(name, config.destinations[name], 'destination');
+      if (place) others.push(place);
     }
-    const sourcePlace = source ? [placeOf(source, 'source')] : [];
+    const sources = sourcePlace ? [sourcePlace] : [];
     const check = { file: config.path, signal: options.signal, strict: options.strict };
     // Every configured destination by its location (no IO)...
-    refuseOverlappingLocations([...sourcePlace, ...[...opened, ...others].map((d) => placeOf(d, 'destination'))], check);
+    refuseOverlappingLocations([...sources, ...opened.map((d) => placeOf(d, 'destination')), ...others], check);
     // ...and the ones this command uses by identity.
-    await refuseOverlappingPlaces([...sourcePlace, ...opened.map((d) => placeOf(d, 'destination'))], check);
+    await refuseOverlappingPlaces([...sources, ...opened.map((d) => placeOf(d, 'destination'))], check);
   } finally {
-    await Promise.all(built.map((d) => d.close().catch(() => undefined)));
+    await built?.close().catch(() => undefined);
   }
 }

@@ -35,7 +35,7 @@ import { filesystemLocation, type Identity, type Location } from '../location.js
 import { identifyLocalFolder } from './identity.js';
 import { copyLocal } from './copy.js';
 import { classifyFsError, isMissing } from './errors.js';
-import type { LocalOptions } from './options.js';
+import { describeLocal, type LocalOptions } from './options.js';
 import { openLocalRead } from './read.js';
 import { localEntry, LocalTree, removeEmptyFolders, syncFile, syncFilesystem, syncFolder } from './tree.js';
 import { openLocalWrite } from './write-session.js';
@@ -62,7 +62,7 @@ export class LocalDriver implements Driver {
   };
 
   constructor(readonly name: string, readonly options: LocalOptions) {
-    this.description = `local:${options.root}`;
+    this.description = describeLocal(options);
     this.location = filesystemLocation(options.root);
     this.#tree = new LocalTree(name, options.root, options.metadataCalls);
     this.capabilities = {

@@ -43,3 +43,8 @@ export function parseLocalOptions(name: string, section: Readonly<Record<string,
   const values = readSection(LOCAL_SCHEMA, section, contextFor(name, 'local', { ...(baseDir !== undefined ? { baseDir } : {}), ...context }));
   return { root: values.root, maxConcurrency: values.maxConcurrency };
 }
+
+/** `local:/path`: where the driver points. */
+export function describeLocal(options: Pick<LocalOptions, 'root'>): string {
+  return `local:${options.root}`;
+}

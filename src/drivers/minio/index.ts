@@ -7,23 +7,11 @@ import { ObjectDriver } from '../object-store/driver.js';
 import type { DriverFactory } from '../types.js';
 import { MinioStore } from './client.js';
 import { objectStoreLocation } from '../location.js';
-import { parseMinioOptions, type MinioOptions } from './options.js';
+import { describeMinio, minioEndpoint, parseMinioOptions, type MinioOptions } from './options.js';
 
-export { parseMinioOptions, resolveMilvusBackupStorage, readMilvusBackupYaml, type MilvusBackupStorage, type MinioOptions } from './options.js';
+export { describeMinio, parseMinioOptions, resolveMilvusBackupStorage, readMilvusBackupYaml, type MilvusBackupStorage, type MinioOptions } from './options.js';
 export { MinioStore } from './client.js';
 export { describeMinioError } from './errors.js';
-
-/** `minio://bucket/root/ @ http://host:port`: where the driver points, without credentials. */
-export function describeMinio(options: Pick<MinioOptions, 'bucketName' | 'rootPath' | 'address' | 'port' | 'useSSL'>): string {
-  const host = options.address.includes(':') ? `[${options.address}]` : options.address;
-  return `minio://${options.bucketName}/${options.rootPath} @ ${options.useSSL ? 'https' : 'http'}://${host}:${options.port}`;
-}
-
-/** The service URL the `minio` client talks to, as an `s3` driver's `endpoint` would say it. */
-function minioEndpoint(options: Pick<MinioOptions, 'address' | 'port' | 'useSSL'>): string {
-  const host = options.address.includes(':') ? `[${options.address}]` : options.address;
-  return `${options.useSSL ? 'https' : 'http'}://${host}:${options.port}`;
-}
 
 /** Builds a `minio` driver from resolved options. No IO. */
 export function createMinioDriverFromOptions(name: string, options: MinioOptions): ObjectDriver {

@@ -256,3 +256,15 @@ export function parseMinioOptions(name: string, section: Readonly<Record<string,
   const tuning = tuningOf(readSection(MINIO_SCHEMA, section, context));
   return { ...resolveMilvusBackupStorage(section, name, env, contextOverrides), ...tuning };
 }
+
+/** `minio://bucket/root/ @ http://host:port`: where the driver points, without credentials. */
+export function describeMinio(options: Pick<MinioOptions, 'bucketName' | 'rootPath' | 'address' | 'port' | 'useSSL'>): string {
+  const host = options.address.includes(':') ? `[${options.address}]` : options.address;
+  return `minio://${options.bucketName}/${options.rootPath} @ ${options.useSSL ? 'https' : 'http'}://${host}:${options.port}`;
+}
+
+/** The service URL the `minio` client talks to, as an `s3` driver's `endpoint` would say it. */
+export function minioEndpoint(options: Pick<MinioOptions, 'address' | 'port' | 'useSSL'>): string {
+  const host = options.address.includes(':') ? `[${options.address}]` : options.address;
+  return `${options.useSSL ? 'https' : 'http'}://${host}:${options.port}`;
+}

@@ -7,16 +7,11 @@ import { ObjectDriver } from '../object-store/driver.js';
 import type { DriverFactory } from '../types.js';
 import { AwsStore } from './client.js';
 import { objectStoreLocation } from '../location.js';
-import { parseS3Options, type S3Options } from './options.js';
+import { describeS3, parseS3Options, type S3Options } from './options.js';
 
 export { ObjectDriver, HASH_METADATA, tempKeyOf } from '../object-store/driver.js';
-export { parseS3Options, type S3Options } from './options.js';
+export { describeS3, parseS3Options, type S3Options } from './options.js';
 export { AwsStore } from './client.js';
-
-/** `s3://bucket/prefix @ endpoint`: where the driver points, without credentials. */
-export function describeS3(options: Pick<S3Options, 'bucket' | 'prefix' | 'endpoint' | 'region'>): string {
-  return `s3://${options.bucket}/${options.prefix} @ ${options.endpoint ?? `AWS S3 (${options.region})`}`;
-}
 
 /** Builds an `s3` driver from its options. No IO. */
 export function createS3DriverFromOptions(name: string, options: S3Options): ObjectDriver {

@@ -146,3 +146,8 @@ export function parseS3Options(name: string, section: Readonly<Record<string, un
     ...tuningOf(v),
   };
 }
+
+/** `s3://bucket/prefix @ endpoint`: where the driver points, without credentials. */
+export function describeS3(options: Pick<S3Options, 'bucket' | 'prefix' | 'endpoint' | 'region'>): string {
+  return `s3://${options.bucket}/${options.prefix} @ ${options.endpoint ?? `AWS S3 (${options.region})`}`;
+}

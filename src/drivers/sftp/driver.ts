@@ -21,7 +21,7 @@ import type {
 import { ConnectionPool, type SftpHooks } from './connection.js';
 import { copySftp } from './copy.js';
 import { COPIES_PER_CHANNEL, COPY_CHANNELS } from './copy-channels.js';
-import type { SftpOptions } from './options.js';
+import { describeSftp, type SftpOptions } from './options.js';
 import { sftpLocation, type Identity, type Location } from '../location.js';
 import { serverRealRoot } from './identity.js';
 import { openSftpRead, type SftpTransferCounters } from './read.js';
@@ -42,7 +42,7 @@ export class SftpDriver implements Driver {
   /** No IO here: connections are opened by the first call that needs one. */
   constructor(name: string, readonly options: SftpOptions, hooks: SftpHooks = {}) {
     this.name = name;
-    this.description = `sftp://${options.username}@${options.host}${options.port === 22 ? '' : `:${options.port}`}${options.root.startsWith('/') ? '' : '/~/'}${options.root}`;
+    this.description = describeSftp(options);
     this.location = sftpLocation(options);
     this.capabilities = {
       rangeReads: true,

@@ -181,3 +181,8 @@ function normalizeRoot(context: SectionContext, root: string): string {
   if (overlong !== undefined) throw sectionError(context, `"root" has a folder name too long for the server's file system: ${overlong}, at most ${MAX_NAME_BYTES} are allowed; shorten it`);
   return trimmed;
 }
+
+/** `sftp://user@host[:port]/root` (`/~/root` for a root relative to the login folder): where the driver points, without credentials. */
+export function describeSftp(options: Pick<SftpOptions, 'username' | 'host' | 'port' | 'root'>): string {
+  return `sftp://${options.username}@${options.host}${options.port === 22 ? '' : `:${options.port}`}${options.root.startsWith('/') ? '' : '/~/'}${options.root}`;
+}

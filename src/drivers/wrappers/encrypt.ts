@@ -52,11 +52,6 @@ export function isBookkeepingKey(key: string): boolean {
   return key.startsWith('.offsite/') || key.includes('/.offsite/') || key === '.offsite';
 }
 
-/** The driver `driver` stores through: itself, or the driver below its encryption. */
-export function storedDriverOf(driver: Driver): Driver {
-  return driver.encryption?.stored ?? driver;
-}
-
 /** Wraps `inner` so that backup files are stored encrypted with `key` in chunks of `chunkBytes`. */
 export function withEncryption(inner: Driver, key: DestinationKey, chunkBytes: number): Driver {
   return new EncryptingDriver(inner, key, chunkBytes);
