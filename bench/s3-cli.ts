@@ -29,6 +29,8 @@
  * encryption, rclone's defaults), so the cost of encryption is measured against plain in one run
  * (issue 14's target: encrypted <= 1.1x the plain destination's time).
  *
+ * `--cpu-prof DIR` profiles every offsite run (each thread, the CPU pool's workers included).
+ *
  *   npm run bench:s3
  *   npm run bench:s3 -- --size 256MiB --repeat 3 --concurrency 8 --chunk-sizes 8MiB --rclone-transfers 4 --encrypted
  *   npm run bench:s3 -- --size 256MiB --repeat 3 --concurrency 8 --chunk-sizes 8MiB
@@ -59,8 +61,9 @@ const program = new Command('bench-s3-cli')
   .option('--encrypted', 'also run every setting with client-side encryption, and rclone through a crypt remote')
   .option('--baseline <dir>', 'another built checkout whose offsite runs too, with the same settings (before/after in one run)')
   .option('--dir <dir>', 'work folder (removed at the end)', join(tmpdir(), 'offsite-bench-s3-cli'))
+  .option('--cpu-prof <dir>', 'write CPU profiles (node --cpu-prof: main thread and each worker thread) of every offsite run into DIR/<label>/<bucket>/')
   .parse(process.argv);
-const opts = program.opts<{ size: string; repeat: string; seed: string; concurrency: string; chunkSizes: string; rcloneTransfers: string; dir: string; baseline?: string; encrypted?: boolean }>();
+const opts = program.opts<{ size: string; repeat: string; seed: string; concurrency: string; chunkSizes: string; rcloneTransfers: string; dir: string; baseline?: string; encrypted?: boolean; cpuProf?: string }>();
 silenceSdkVersionWarning();
 
 const MiB = 1024 * 1024;
@@ -156,14 +159,17 @@ async function main(): Promise<void> {
       for (const concurrency of concurrencies) {
         const isDefault = concurrency === DEFAULT_SETTINGS.concurrency && chunk.bytes === DEFAULT_SETTINGS.chunkBytes;
         for (const [offsiteBin, baseline, encrypted] of [[bin, false, false], ...(opts.encrypted ? [[bin, false, true] as const] : []), ...(baselineBin !== undefined ? [[baselineBin, true, false] as const, ...(opts.encrypted ? [[baselineBin, true, true] as const] : [])] : [])] as const) {
+          const label = `${baseline ? 'baseline' : 'offsite'}${encrypted ? ' encrypted' : ''} --concurrency ${concurrency}, chunkSize ${chunk.text}`;
+          // Profiles of a run: one per thread, in a folder of their own (the default file names tell the threads apart).
+          const profile = (bucket: string): string[] => opts.cpuProf === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(opts.cpuProf, label.replace(/[^A-Za-z0-9]+/g, '-'), bucket)}`];
           contenders.push({
-            label: `${baseline ? 'baseline' : 'offsite'}${encrypted ? ' encrypted' : ''} --concurrency ${concurrency}, chunkSize ${chunk.text}${isDefault && !baseline ? ' (default)' : ''}`,
+            label: `${label}${isDefault && !baseline ? ' (default)' : ''}`,
             kind: 'offsite',
             baseline,
             encrypted,
             concurrency,
             chunk: chunk.text,
-            run: (bucket) => timed(process.execPath, [offsiteBin, '--config', configs.get(encrypted ? `${chunk.text} encrypted` : chunk.text) as string, '--quiet', 'replicate', BACKUP, '--to', 'cloud',
+            run: (bucket) => timed(process.execPath, [...profile(bucket), offsiteBin, '--config', configs.get(encrypted ? `${chunk.text} encrypted` : chunk.text) as string, '--quiet', 'replicate', BACKUP, '--to', 'cloud',
               '--concurrency', String(concurrency)], { ...secrets, OFFSITE_BENCH_BUCKET: bucket, OFFSITE_BENCH_KEY: encryptionKey }, serverPids),
           });
         }

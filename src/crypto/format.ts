@@ -296,6 +296,8 @@ export interface SealedPart {
   readonly md5?: { readonly hex: string; readonly base64: string };
   /** The XXH64 of the whole stored part, when asked for (the file's stored hash, when the part is the whole file). */
   readonly hash?: string;
+  /** The SHA-256 of the stored part (hex), when asked for (the signed payload hash of its upload). */
+  readonly sha256?: string;
 }
 
 /** What `sealPart` takes besides the chunk hashes, in the same pass. */
@@ -304,6 +306,8 @@ export interface SealPartOptions {
   readonly md5?: boolean;
   /** The XXH64 of the whole stored part. */
   readonly hash?: boolean;
+  /** The SHA-256 of the stored part. */
+  readonly sha256?: boolean;
 }
 
 /**
@@ -311,7 +315,7 @@ export interface SealPartOptions {
  * `firstChunk` of the file's `chunks`, into `out` (at least `storedSize(plain.length)` long: the
  * caller's reused buffer, in shared memory when a worker thread seals, src/runtime/cpu-tasks.ts),
  * in one pass: each piece of a sealed chunk is hashed (the chunk's XXH64, and as `options` ask the
- * part's MD5 and XXH64) right after the cipher wrote it. A fresh output buffer per part cost more
+ * part's MD5, SHA-256 and XXH64) right after the cipher wrote it. A fresh output buffer per part cost more
  * than the sealing (a page fault per 4 KiB of new memory, and garbage collections for external
  * memory).
  */
@@ -322,6 +326,7 @@ export function sealPart(sealer: FileSealer, hasher: Hasher, firstChunk: number,
   if (out.length < length) throw new RangeError(`a sealed part of ${length} bytes does not fit the ${out.length}-byte output buffer`);
   const target = Buffer.isBuffer(out) ? out : Buffer.from(out.buffer, out.byteOffset, out.byteLength);
   const partMd5 = options.md5 === true ? createHash('md5') : undefined;
+  const partSha256 = options.sha256 === true ? createHash('sha256') : undefined;
   // A part of one chunk is that chunk: its hash is the chunk's, not a second pass over the same bytes.
   const partHash = options.hash === true && count > 1 ? hasher.create() : undefined;
   const hashes: string[] = [];
@@ -333,6 +338,7 @@ export function sealPart(sealer: FileSealer, hasher: Hasher, firstChunk: number,
     const chunkHash = hasher.create();
     const taps: Tap[] = [chunkHash];
     if (partMd5 !== undefined) taps.push(partMd5);
+    if (partSha256 !== undefined) taps.push(partSha256);
     if (partHash !== undefined) taps.push(partHash);
     macs.push(sealer.sealInto(chunk, piece, chunk === chunks - 1, target, at, taps));
     hashes.push(chunkHash.digest());
@@ -343,6 +349,7 @@ export function sealPart(sealer: FileSealer, hasher: Hasher, firstChunk: number,
     length, hashes, macs,
     ...(digest !== undefined ? { md5: { hex: digest.toString('hex'), base64: digest.toString('base64') } } : {}),
     ...(options.hash === true ? { hash: partHash?.digest() ?? (hashes[0] as string) } : {}),
+    ...(partSha256 !== undefined ? { sha256: partSha256.digest('hex') } : {}),
   };
 }
 

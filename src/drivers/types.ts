@@ -73,6 +73,14 @@ export interface Capabilities {
    * the caller has it, instead of reading the part again. @default false
    */
   readonly partMd5?: boolean;
+  /**
+   * The driver sends each part with the signed SHA-256 of its bytes (object stores whose server
+   * checks signed payloads: `x-amz-content-sha256`), and takes it from `PartWriteOptions.sha256`
+   * when the caller has it, instead of hashing the part again on the calling thread. May change
+   * during a run (an object store learns it at its first write): a caller asks per file, and
+   * either answer is safe. @default false
+   */
+  readonly partSha256?: boolean;
 }
 
 /** One stored object (a file, never a folder). */
@@ -147,6 +155,14 @@ export interface PartWriteOptions extends SignalOptions {
    * part (kind `integrity`). Wrappers that hand the session other bytes must not pass it on.
    */
   readonly md5?: PartMd5;
+  /**
+   * The SHA-256 of exactly `bytes` (hex), when the caller took it already (the encryption
+   * wrapper, in the pass that seals the part): a driver with `capabilities.partSha256` signs it
+   * as the payload hash instead of hashing the part again; others ignore it. A wrong one makes
+   * the server refuse the upload (kind `integrity`). Wrappers that hand the session other bytes
+   * must not pass it on.
+   */
+  readonly sha256?: string;
 }
 
 /** Options of `WriteSession.matches`. */

@@ -47,6 +47,8 @@ export interface SealParams {
   readonly md5?: boolean;
   /** Also the XXH64 of the whole sealed part (the file's stored hash when the part is the whole file). */
   readonly hash?: boolean;
+  /** Also the SHA-256 of the sealed part (the signed payload hash of its upload), taken in the same pass. */
+  readonly sha256?: boolean;
 }
 
 /** The `FileSealer` of a file, kept per secret for the file last sealed (parts of one file come in runs). */
@@ -75,11 +77,11 @@ export const CPU_TASKS = {
   /**
    * The stored bytes of one plain part of an encrypted file, written into `output` (at least
    * `storedSize(input.length)` bytes), with each sealed chunk's XXH64 and plaintext MAC, and the
-   * part's MD5 and XXH64 as `params` ask.
+   * part's MD5, SHA-256 and XXH64 as `params` ask.
    */
   async seal(params: SealParams, input: Uint8Array, context: TaskContext, output?: Uint8Array): Promise<TaskOutput<SealedPart>> {
     if (output === undefined) throw new Error('seal needs an output buffer (RunOptions.output)');
-    return { result: sealPart(sealerOf(params, context), await getHasher(), params.firstChunk, params.chunks, input, output, { md5: params.md5 === true, hash: params.hash === true }) };
+    return { result: sealPart(sealerOf(params, context), await getHasher(), params.firstChunk, params.chunks, input, output, { md5: params.md5 === true, hash: params.hash === true, sha256: params.sha256 === true }) };
   },
 } as const;
 

@@ -59,7 +59,11 @@ function partialsUnder(dir: string): { path: string; size: number }[] {
   }
   for (const entry of entries) {
     const path = join(dir, entry.name);
-    if (entry.isDirectory()) found.push(...partialsUnder(path));
+    // offsite's bookkeeping (.offsite: checkpoints, progress journals) is stored unsealed by
+    // design, and a kill may leave one of its temp files: only backup files count here.
+    if (entry.isDirectory()) {
+      if (entry.name !== '.offsite') found.push(...partialsUnder(path));
+    }
     else if (entry.name.endsWith('.offsite-partial')) {
       try {
         found.push({ path, size: statSync(path).size });

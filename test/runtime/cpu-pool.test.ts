@@ -84,7 +84,7 @@ describe('CPU pool', () => {
     }
   });
 
-  it('seals a part into the caller\'s shared output exactly as the main thread does (bytes, chunk hashes, MACs, the part\'s MD5 and XXH64) and sends the key to each worker once', async () => {
+  it('seals a part into the caller\'s shared output exactly as the main thread does (bytes, chunk hashes, MACs, the part\'s MD5, SHA-256 and XXH64) and sends the key to each worker once', async () => {
     const pool = testPool(1);
     const chunkBytes = 64 * 1024;
     const key = new DestinationKey('vault', KEY_BYTES);
@@ -100,7 +100,7 @@ describe('CPU pool', () => {
       // Parts of 2 chunks: 0-1, 2-3, 4-5 (the last one short), each into a shared buffer with room to spare.
       const outputs = [0, 1, 2].map(() => Buffer.from(new SharedArrayBuffer(2 * (chunkBytes + OVERHEAD_BYTES) + 100)).fill(0xee));
       const parts = await Promise.all([0, 1, 2].map((p) => pool.run('seal', {
-        secret, destination: 'vault', fileId, chunkBytes, firstChunk: 2 * p, chunks, md5: p !== 1, hash: p === 1,
+        secret, destination: 'vault', fileId, chunkBytes, firstChunk: 2 * p, chunks, md5: p !== 1, hash: p === 1, sha256: p !== 0,
       }, plain.subarray(2 * p * chunkBytes, (2 * p + 2) * chunkBytes), { secret, output: outputs[p] })));
       const sealed = parts.map((p, i) => (outputs[i] as Buffer).subarray(0, p.length));
       assert.ok(Buffer.concat(sealed).equals(expected), 'sealed bytes equal the inline seal');
@@ -108,6 +108,9 @@ describe('CPU pool', () => {
       assert.equal(parts[0]?.md5?.hex, createHash('md5').update(sealed[0] as Buffer).digest('hex'), 'MD5 of part 0');
       assert.equal(parts[2]?.md5?.base64, createHash('md5').update(sealed[2] as Buffer).digest('base64'), 'MD5 of part 2');
       assert.equal(parts[1]?.md5, undefined, 'no MD5 unless asked for');
+      assert.equal(parts[1]?.sha256, createHash('sha256').update(sealed[1] as Buffer).digest('hex'), 'SHA-256 of part 1');
+      assert.equal(parts[2]?.sha256, createHash('sha256').update(sealed[2] as Buffer).digest('hex'), 'SHA-256 of part 2 (the short last one)');
+      assert.equal(parts[0]?.sha256, undefined, 'no SHA-256 unless asked for');
       assert.equal(parts[1]?.hash, hasher.hash(sealed[1] as Buffer), 'XXH64 of part 1');
       assert.equal(parts[0]?.hash, undefined, 'no XXH64 of the part unless asked for');
       const storedChunk = chunkBytes + OVERHEAD_BYTES;
@@ -121,11 +124,12 @@ describe('CPU pool', () => {
       // A whole file of one chunk: its stored hash is the chunk's (taken once, not in a second pass).
       const small = randomBytes(1000);
       const smallOut = Buffer.from(new SharedArrayBuffer(small.length + OVERHEAD_BYTES));
-      const one = await pool.run('seal', { secret, destination: 'vault', fileId, chunkBytes, firstChunk: 0, chunks: 1, md5: true, hash: true }, small, { secret, output: smallOut, inlineBelowBytes: 0 });
+      const one = await pool.run('seal', { secret, destination: 'vault', fileId, chunkBytes, firstChunk: 0, chunks: 1, md5: true, hash: true, sha256: true }, small, { secret, output: smallOut, inlineBelowBytes: 0 });
       assert.ok(smallOut.equals(sealBuffer(key, fileId, small, chunkBytes)), 'a one-chunk file sealed as inline');
       assert.equal(one.hash, hasher.hash(smallOut), 'XXH64 of a one-chunk part');
       assert.deepEqual(one.hashes, [one.hash], 'the chunk hash is the part hash');
       assert.equal(one.md5?.hex, createHash('md5').update(smallOut).digest('hex'), 'MD5 of a one-chunk part');
+      assert.equal(one.sha256, createHash('sha256').update(smallOut).digest('hex'), 'SHA-256 of a one-chunk part (sealed inline)');
       assert.equal(pool.secretsSent, 1, 'the key went to the worker once, not per task');
       await rejectsWith(pool.run('seal', { secret, destination: 'vault', fileId, chunkBytes, firstChunk: 0, chunks }, plain, { secret, output: Buffer.alloc(plain.length + 1000) }), /must be shared memory/, RangeError);
     } finally {

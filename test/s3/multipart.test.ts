@@ -11,7 +11,7 @@ import { AwsStore } from '../../src/drivers/s3/client.js';
 import { ObjectDriver, tempKeyOf } from '../../src/drivers/object-store/driver.js';
 import { parseS3Options } from '../../src/drivers/s3/options.js';
 import { objectStoreLocation } from '../../src/drivers/location.js';
-import { md5, type ObjectStore, type PayloadDigest } from '../../src/drivers/object-store/store.js';
+import { md5, sha256Hex, type ObjectStore, type PayloadDigest } from '../../src/drivers/object-store/store.js';
 import type { Driver, WriteSession } from '../../src/drivers/types.js';
 import { hashOf, partOf, readKey, rejectsWithKind, seededBytes } from '../conformance/suite.js';
 import { adminClient, freshBucket, removeFreshBuckets, requireServer, s3Section, testServer } from './server.js';
@@ -249,7 +249,23 @@ describe('s3 multipart against Ceph RGW', { skip }, () => {
     const part = partOf(data, 0, PART);
     const md5Err = await rejectsWithKind(() => given.write(0, part, { md5: md5(part) }), 'integrity', 'UploadPart with damaged bytes and the caller\'s MD5');
     assert.match(md5Err.message, /their MD5 does not match Content-MD5 \(BadDigest\)$/);
+
+    // A caller's SHA-256 (the encryption wrapper takes it while sealing) is the signed payload
+    // hash as given, not taken again: a wrong one is refused although the bytes are intact.
+    assert.equal(driver.capabilities.partSha256, true, 'RGW checks signed payloads: parts take the caller\'s SHA-256');
+    assert.equal(driver.capabilities.partMd5, false);
+    const other = partOf(data, 1, PART);
+    await rejectsWithKind(() => given.write(1, other, { sha256: sha256Hex(part) }), 'integrity', 'UploadPart with the SHA-256 of other bytes');
+    counters.corruptNext = true;
+    await rejectsWithKind(() => given.write(1, other, { sha256: sha256Hex(other) }), 'integrity', 'UploadPart with damaged bytes and the caller\'s SHA-256');
+    await given.write(1, other, { sha256: sha256Hex(other) });
     await given.abort();
+    const one = await driver.openWrite('given-one', { size: 100, partBytes: 100 });
+    await one.write(0, data.subarray(0, 100), { sha256: sha256Hex(data.subarray(100, 200)) });
+    await rejectsWithKind(() => one.commit({ hash: smallHash }), 'integrity', 'PutObject with the SHA-256 of other bytes');
+    await one.write(0, data.subarray(0, 100), { sha256: sha256Hex(data.subarray(0, 100)) });
+    await one.commit({ hash: smallHash });
+    assert.ok((await readKey(driver, 'given-one')).equals(data.subarray(0, 100)));
   });
 
   it('a small write (a lock) does not wait for the payload probe and carries Content-MD5; a larger one waits for it (then signed SHA-256 on RGW)', async () => {

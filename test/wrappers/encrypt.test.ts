@@ -5,6 +5,7 @@
  * record, and a write interrupted after some parts that resumes by comparing them.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,8 +13,9 @@ import { describe, it } from 'node:test';
 import { OVERHEAD_BYTES, sealBuffer, storedSize } from '../../src/crypto/format.js';
 import { DestinationKey } from '../../src/crypto/keys.js';
 import { createLocalDriver } from '../../src/drivers/local/index.js';
-import type { Driver } from '../../src/drivers/types.js';
+import type { Capabilities, Driver, PartWriteOptions, WriteOptions, WriteSession } from '../../src/drivers/types.js';
 import { withEncryption } from '../../src/drivers/wrappers/encrypt.js';
+import { ForwardingDriver, ForwardingWriteSession } from '../../src/drivers/wrappers/forwarding.js';
 import { getHasher } from '../../src/hash/xxh64.js';
 import { readKey, runConformance, seededBytes } from '../conformance/suite.js';
 
@@ -41,8 +43,51 @@ runConformance('withEncryption(local), 1-byte chunks', { create: async () => wit
 });
 // Not checkKeepsMembers: capabilities and session sizes differ by design (plain sizes above, stored ones below).
 
+/** A driver that says it takes parts' MD5 or SHA-256 from the caller, and records what each part write was given. */
+class DigestTakingDriver extends ForwardingDriver {
+  readonly writes: Array<{ bytes: Buffer; options: PartWriteOptions }> = [];
+
+  constructor(inner: Driver, private readonly takes: Pick<Capabilities, 'partMd5' | 'partSha256'>) {
+    super(inner);
+  }
+
+  override get capabilities(): Capabilities {
+    return { ...this.inner.capabilities, ...this.takes };
+  }
+
+  override async openWrite(key: string, options: WriteOptions): Promise<WriteSession> {
+    const writes = this.writes;
+    return new (class extends ForwardingWriteSession {
+      override write(index: number, bytes: Uint8Array, partOptions: PartWriteOptions = {}): Promise<void> {
+        writes.push({ bytes: Buffer.from(bytes), options: partOptions });
+        return this.inner.write(index, bytes, partOptions);
+      }
+    })(await this.inner.openWrite(key, options));
+  }
+}
+
 describe('encrypting wrapper', () => {
   const CHUNK = 1000;
+
+  it('hands the driver below the SHA-256 or MD5 of each sealed part, taken while sealing, as its capabilities ask', async () => {
+    for (const takes of [{ partSha256: true }, { partMd5: true }, {}] as const) {
+      const below = new DigestTakingDriver(await localDriver(), takes);
+      const driver = withEncryption(below, key, CHUNK);
+      assert.equal(driver.capabilities.partSha256, false, 'the plaintext\'s SHA-256 would not be the stored bytes\'');
+      const data = seededBytes(3 * CHUNK + 10, 9);
+      const session = await driver.openWrite('b/digests', { size: data.length, partBytes: 2 * CHUNK });
+      await session.write(0, data.subarray(0, 2 * CHUNK));
+      await session.write(1, data.subarray(2 * CHUNK));
+      await session.commit({ hash: 'xxh64:0000000000000000' });
+      assert.equal(below.writes.length, 2);
+      for (const { bytes, options } of below.writes) {
+        assert.equal(options.sha256, 'partSha256' in takes ? createHash('sha256').update(bytes).digest('hex') : undefined, `SHA-256 with ${JSON.stringify(takes)}`);
+        assert.equal(options.md5?.hex, 'partMd5' in takes ? createHash('md5').update(bytes).digest('hex') : undefined, `MD5 with ${JSON.stringify(takes)}`);
+      }
+      assert.deepEqual(await readKey(driver, 'b/digests'), data);
+      await driver.close();
+    }
+  });
 
   it('stores sealed chunks, returns the stored record, and reads back the plaintext', async () => {
     const inner = await localDriver();

@@ -140,6 +140,10 @@ export class ObjectDriver implements Driver {
       get partMd5(): boolean {
         return store.payloadCheck === 'md5';
       },
+      // The other answer: parts carry their signed SHA-256, which the same wrapper can take while it seals.
+      get partSha256(): boolean {
+        return store.payloadCheck === 'sha256';
+      },
     };
   }
 

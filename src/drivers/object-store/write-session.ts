@@ -11,8 +11,9 @@
  * Part bookkeeping (indexes, lengths) is the toolkit's `PartLedger`; refusals have the toolkit's
  * codes and kinds (src/drivers/toolkit/errors.ts). Every upload carries a digest the server checks
  * (`payloadDigest`): the caller's MD5 when it gives one (`PartWriteOptions.md5`: the encryption
- * wrapper takes it while sealing the part), else the SHA-256 where the store signs payloads
- * (taken inline: ~0.7 ms per MiB), else an MD5 computed in the CPU pool's worker threads
+ * wrapper takes it while sealing the part), else the SHA-256 where the store signs payloads (the
+ * caller's, `PartWriteOptions.sha256`, taken the same way, or taken inline: ~0.7 ms per MiB),
+ * else an MD5 computed in the CPU pool's worker threads
  * (`partMd5`, off the event loop). Only a resumed upload's `matches()` needs MD5s (part ETags).
  */
 import { DriverError, throwIfAborted } from '../../errors.js';
@@ -85,13 +86,19 @@ async function partsIfFitting(bucket: Bucket, temp: string, uploadId: string, le
   return parts;
 }
 
+/** The digests of a part its caller took already (`PartWriteOptions.md5`, `PartWriteOptions.sha256`). */
+interface GivenDigests {
+  readonly md5?: PartMd5 | undefined;
+  readonly sha256?: string | undefined;
+}
+
 /**
  * The digest an upload of `bytes` carries (see the file comment); `needsMd5` for a PutObject
  * with Object Lock (S3 wants Content-MD5 there).
  */
-async function payloadDigest(store: ObjectStore, bytes: Uint8Array, given: PartMd5 | undefined, needsMd5: boolean, signal: AbortSignal | undefined): Promise<PayloadDigest> {
-  if (given !== undefined) return { md5Base64: given.base64 };
-  if (store.payloadCheck === 'sha256' && !needsMd5) return { sha256Hex: sha256Hex(bytes) };
+async function payloadDigest(store: ObjectStore, bytes: Uint8Array, given: GivenDigests, needsMd5: boolean, signal: AbortSignal | undefined): Promise<PayloadDigest> {
+  if (given.md5 !== undefined) return { md5Base64: given.md5.base64 };
+  if (store.payloadCheck === 'sha256' && !needsMd5) return { sha256Hex: given.sha256 ?? sha256Hex(bytes) };
   return { md5Base64: (await partMd5(bytes, signal)).base64 };
 }
 
@@ -159,8 +166,8 @@ abstract class Session implements WriteSession {
  */
 class SinglePartSession extends Session {
   #bytes: Buffer | undefined;
-  /** The caller's MD5 of `#bytes` (`PartWriteOptions.md5`), when it gave one. */
-  #md5: PartMd5 | undefined;
+  /** The caller's MD5 and SHA-256 of `#bytes` (`PartWriteOptions.md5`, `.sha256`), those it gave. */
+  #given: GivenDigests = {};
   /** Gives the caller's held bytes back; undefined when `#bytes` is a stash copy (or nothing). */
   #giveBack: (() => void) | undefined;
 
@@ -177,7 +184,7 @@ class SinglePartSession extends Session {
   async write(index: number, bytes: Uint8Array, options: PartWriteOptions = {}): Promise<void> {
     this.checkPart(index, bytes, options.signal, 'write');
     this.#release();
-    this.#md5 = options.md5;
+    this.#given = { md5: options.md5, sha256: options.sha256 };
     if (options.hold === undefined) {
       this.#bytes = this.bucket.stash.copy(bytes);
       return;
@@ -197,7 +204,7 @@ class SinglePartSession extends Session {
     let etag: string | undefined;
     try {
       const retention = retentionFor(this.bucket, this.full);
-      const digest = await payloadDigest(this.bucket.store, body, this.#md5, retention !== undefined, options.signal);
+      const digest = await payloadDigest(this.bucket.store, body, this.#given, retention !== undefined, options.signal);
       etag = await this.bucket.upload(options.signal, `${this.key}: commit`, () => this.bucket.store.put(this.full, body, digest, { [HASH_METADATA]: options.hash }, options.signal, retention));
     } catch (err) {
       throw this.bucket.fail(err, 'commit', this.full);
@@ -213,7 +220,7 @@ class SinglePartSession extends Session {
     if (giveBack !== undefined) giveBack();
     else if (this.#bytes !== undefined) this.bucket.stash.release(this.#bytes);
     this.#bytes = undefined;
-    this.#md5 = undefined;
+    this.#given = {};
     this.#giveBack = undefined;
   }
 
@@ -284,7 +291,7 @@ class MultipartSession extends Session {
     this.checkPart(index, bytes, options.signal, 'write');
     try {
       const uploadId = await this.#upload(options.signal);
-      const digest = await payloadDigest(this.bucket.store, bytes, options.md5, false, options.signal);
+      const digest = await payloadDigest(this.bucket.store, bytes, options, false, options.signal);
       this.#confirmed.delete(index);
       const etag = await this.bucket.upload(options.signal, `${this.key}: write part ${index}`,
         () => this.bucket.store.uploadPart(this.temp, uploadId, index + 1, bytes, digest, options.signal));

@@ -22,8 +22,9 @@
  * - Adoption of a file committed but not recorded: `encryption.inspect` reads it once, opening
  *   every chunk, and gives its plaintext hashes (compared with the source's) and its stored record.
  * - Sealing a part (its chunks' MACs, AES-256-GCM, the XXH64 of each sealed chunk, for a driver
- *   below that sends parts with their MD5 the part's MD5, and for a file of one part its stored
- *   hash, all in one pass over the sealed bytes) runs in the CPU pool's worker threads
+ *   below that sends parts with their MD5 the part's MD5, for one that signs their SHA-256
+ *   (`capabilities.partSha256`) that, and for a file of one part its stored hash, all in one pass
+ *   over the sealed bytes) runs in the CPU pool's worker threads
  *   (src/runtime/cpu-pool.ts), which get the key once and are started at the first write here
  *   (a run's lock), before the first file: the main thread runs everything else. Only the whole-file
  *   hash of a file of several parts, taken in part order, stays on the main thread. Sealed parts
@@ -124,8 +125,9 @@ class EncryptingDriver extends ForwardingDriver {
       storedHash: false,
       // Its reads do not pass `ifFingerprint` on: a reader checks with a stat after the read.
       conditionalReads: false,
-      // The caller's bytes are not the stored ones: its MD5 would not be theirs.
+      // The caller's bytes are not the stored ones: its MD5 or SHA-256 would not be theirs.
       partMd5: false,
+      partSha256: false,
       maxPartBytes: Math.max(this.#chunkBytes, Math.floor(inner.maxPartBytes / perChunk) * this.#chunkBytes),
     };
   }
@@ -240,7 +242,8 @@ class EncryptingDriver extends ForwardingDriver {
     const hasher = await getHasher();
     const session = await this.inner.openWrite(key, { ...options, size: stored, partBytes: innerPartBytes });
     const buffers = this.#sealedPartsOf(Math.ceil(partBytes / chunkBytes) * (chunkBytes + OVERHEAD_BYTES));
-    return new EncryptingWriteSession(session, this.#key, { size, partBytes, chunkBytes, stored, hasher, context, buffers, md5: this.inner.capabilities.partMd5 === true });
+    const { partMd5, partSha256 } = this.inner.capabilities;
+    return new EncryptingWriteSession(session, this.#key, { size, partBytes, chunkBytes, stored, hasher, context, buffers, md5: partMd5 === true, sha256: partSha256 === true });
   }
 
   /**
@@ -364,12 +367,15 @@ interface SessionShape {
   readonly buffers: ChunkPool;
   /** The driver below sends parts with their MD5 (`capabilities.partMd5`): take it while sealing. */
   readonly md5: boolean;
+  /** The driver below signs parts with their SHA-256 (`capabilities.partSha256`): take it while sealing. */
+  readonly sha256: boolean;
 }
 
-/** A sealed part: a buffer of `SessionShape.buffers` (one reference, the caller's to release) and its MD5 when asked for. */
+/** A sealed part: a buffer of `SessionShape.buffers` (one reference, the caller's to release) and its MD5 and SHA-256 when asked for. */
 interface Sealed {
   readonly bytes: Buffer;
   readonly md5: PartMd5 | undefined;
+  readonly sha256: string | undefined;
 }
 
 /**
@@ -432,7 +438,7 @@ class EncryptingWriteSession extends ForwardingWriteSession {
     let sealed: SealedPart;
     try {
       sealed = await pool.run('seal', {
-        secret, destination: this.#key.destination, fileId: context.key, chunkBytes, firstChunk, chunks: this.#chunks, md5: this.#shape.md5, hash: this.#onePart,
+        secret, destination: this.#key.destination, fileId: context.key, chunkBytes, firstChunk, chunks: this.#chunks, md5: this.#shape.md5, sha256: this.#shape.sha256, hash: this.#onePart,
       }, bytes, { signal, secret, output: stored, inlineBelowBytes: 0 });
     } catch (err) {
       buffers.release(stored);
@@ -460,7 +466,7 @@ class EncryptingWriteSession extends ForwardingWriteSession {
       buffers.retain(stored);
       this.#ahead.set(index, stored);
     }
-    return { bytes: stored, md5: sealed.md5 };
+    return { bytes: stored, md5: sealed.md5, sha256: sealed.sha256 };
   }
 
   override async matches(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<boolean> {
@@ -476,7 +482,7 @@ class EncryptingWriteSession extends ForwardingWriteSession {
   override async write(index: number, bytes: Uint8Array, options?: SignalOptions): Promise<void> {
     const sealed = await this.#seal(index, bytes, options?.signal);
     try {
-      await this.inner.write(index, sealed.bytes, { signal: options?.signal, md5: sealed.md5, hold: this.#holdOf(sealed.bytes) });
+      await this.inner.write(index, sealed.bytes, { signal: options?.signal, md5: sealed.md5, sha256: sealed.sha256, hold: this.#holdOf(sealed.bytes) });
     } finally {
       this.#shape.buffers.release(sealed.bytes);
     }
