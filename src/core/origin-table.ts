@@ -9,10 +9,10 @@
  * a `Map` of entries while the two were joined. Here a file costs its path (a string the engine
  * holds anyway: its file list is sorted paths), a few typed-array slots (size, hash as two 32-bit
  * halves, the listed size and mtime) and the UTF-8 bytes of its source fingerprint, plaintext MAC
- * and listed fingerprint in one flat buffer. A record with more than the usual one chunk (a file
- * larger than a chunk), or a hash not written the canonical way, keeps its hash and chunk list
- * as they came. The engine's file objects (`OriginFile` in ./run-files.ts) hold only their
- * index here and read the rest on demand.
+ * and listed fingerprint (the listed one only where a read uses it: ./run-files.ts) in one flat
+ * buffer. A record with more than the usual one chunk (a file larger than a chunk), or a hash
+ * not written the canonical way, keeps its hash and chunk list as they came. The engine's file
+ * objects (`OriginFile` in ./run-files.ts) hold only their index here and read the rest on demand.
  */
 import { OffsiteError } from '../errors.js';
 import { hashHalves, hashOfHalves, isHash } from '../hash/xxh64.js';

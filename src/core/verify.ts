@@ -93,6 +93,14 @@ export interface VerifyOptions {
 const READ_PIECE_BYTES = 1024 * 1024;
 /** Slots of the arena per file in flight: the piece being hashed, the one being read, one more read ahead, one spare. */
 const READ_SLOTS_PER_FILE = 4;
+/**
+ * Files read back before the listing showed them whose records are kept until it does (see
+ * `check` in `verifyCopy`). Beyond this many, reads wait for the listing: a listing slower than
+ * the reads (a loaded machine, a slow server) made every record of the manifest pile up here, a
+ * few hundred bytes of heap each (issue 13: `verify --deep` of ~20,000 files ran out of a 24 MB
+ * heap, and pull's read-back peaked with it at 100,000).
+ */
+export const MAX_FILES_READ_BEFORE_LISTED = 1024;
 
 /** Thrown (and caught) by `verifyCopy` when a manifest's file list comes before its chunk size. */
 class ChunkSizeAfterFiles extends Error {}
@@ -230,14 +238,16 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
   /**
    * A file the listing has not shown yet: one to be read anyway (deep, or chosen for read-back) is
    * read now and judged by `judge` once the listing shows it or has ended, with what the read found
-   * (its queue place goes to the next file meanwhile); one only to be checked waits for the listing.
+   * (its queue place goes to the next file meanwhile); one only to be checked waits for the listing,
+   * and so does every file once `MAX_FILES_READ_BEFORE_LISTED` read ones wait for it (their records
+   * are held until then).
    * A file is never certified on a read alone: a missing, short or longer file (the listing's size)
    * or a replaced one (the stored hash) is reported as such whatever its read found.
    */
   const check = async (file: ManifestFile, readBack: boolean, chunkBytes: number): Promise<void> => {
     if (failure !== undefined || stopped) return;
     if (!listed && !present.has(file.path)) {
-      if (level !== 'deep' && !readBack) {
+      if ((level !== 'deep' && !readBack) || readEarly.length >= MAX_FILES_READ_BEFORE_LISTED) {
         await listing;
       } else {
         const outcome = await readBackFile(file, chunkBytes);

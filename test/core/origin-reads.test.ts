@@ -13,7 +13,8 @@ import { generateBackup } from '../../scripts/gen-backup.js';
 import { replicate } from '../../src/core/replicate.js';
 import { verifyCopy } from '../../src/core/verify.js';
 import { LocalDriver } from '../../src/drivers/local/index.js';
-import type { Entry, ListOptions, SignalOptions } from '../../src/drivers/types.js';
+import type { Readable } from 'node:stream';
+import type { Capabilities, Entry, ListOptions, ReadOptions, SignalOptions } from '../../src/drivers/types.js';
 import { manifestKey, readManifestAt, type Manifest } from '../../src/manifest/manifest.js';
 
 const KiB = 1024;
@@ -35,6 +36,25 @@ class CountingDriver extends LocalDriver {
   override list(prefix: string, options?: ListOptions): AsyncIterable<Entry> {
     this.listings.push(options);
     return super.list(prefix, options);
+  }
+}
+
+/**
+ * A local copy that says it reads conditionally (as object stores do, with If-Match), and keeps
+ * the condition each data read was given; the read itself is the local one.
+ */
+class ConditionalDriver extends CountingDriver {
+  readonly conditions = new Map<string, string | undefined>();
+
+  constructor(name: string, options: ConstructorParameters<typeof LocalDriver>[1], conditional: boolean) {
+    super(name, options);
+    (this as { capabilities: Capabilities }).capabilities = { ...this.capabilities, conditionalReads: conditional };
+  }
+
+  override openRead(key: string, options?: ReadOptions): Promise<Readable> {
+    if (!key.includes('/.offsite/')) this.conditions.set(key, options?.ifFingerprint);
+    const { ifFingerprint: _condition, ...rest } = options ?? {};
+    return super.openRead(key, rest);
   }
 }
 
@@ -91,5 +111,22 @@ describe('replication from a verified copy (origin mode)', () => {
     assert.equal(copied?.status, 'failed');
     assert.ok(copied?.errors.some((e) => e.path === largest.path && /E_ORIGIN_DAMAGED|damaged/.test(`${e.code ?? ''} ${e.message}`)), JSON.stringify(copied?.errors));
     assert.equal(await target.stat(`${NAME}/${largest.path}`), undefined, 'the damaged file is not committed under its name');
+  });
+
+  it('a source that reads conditionally reads each file on the fingerprint its listing gave; one that does not is given none (the hash proves the read)', async () => {
+    const { dir, manifest } = await copyWithManifest();
+    for (const conditional of [true, false]) {
+      const origin = new ConditionalDriver('copy', { root: join(dir, 'copy'), maxConcurrency: 8 }, conditional);
+      const target = new LocalDriver('target', { root: join(dir, `target-${conditional}`), maxConcurrency: 8 });
+      const result = await pullFrom(origin, target, manifest);
+      assert.equal(result.destinations[0]?.status, 'complete', JSON.stringify(result.destinations[0]?.errors));
+      const listed = new Map<string, string | undefined>();
+      for await (const entry of origin.list(`${NAME}/`)) if (!entry.key.includes('/.offsite/')) listed.set(entry.key, entry.fingerprint);
+      assert.equal(origin.conditions.size, manifest.files.length, 'every file read once');
+      for (const [key, condition] of origin.conditions) {
+        if (conditional) assert.ok(condition !== undefined && condition === listed.get(key), `${key}: read on ${condition}, listed as ${listed.get(key)}`);
+        else assert.equal(condition, undefined, key);
+      }
+    }
   });
 });
