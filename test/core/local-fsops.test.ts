@@ -46,34 +46,37 @@ describe('choosing synchronous metadata calls', () => {
     assert.equal(fsTypeOf('/x', ''), undefined);
   });
 
-  it('adaptive calls: synchronous while fast, asynchronous for a second after two slow ones close together', async () => {
+  it('adaptive calls: synchronous while fast, asynchronous for a second once three of the last eight were slow', async () => {
     // now() is read before and after each synchronous call: `advanceNext` makes the next one "take" that long.
     let clock = 0;
     let advanceNext = 0;
     const ops = adaptiveOps(() => { const t = clock; clock += advanceNext; advanceNext = 0; return t; });
+    const slowCall = async (): Promise<void> => { advanceNext = 5; await ops.lstat(tmpdir()); };
     assert.ok((await ops.lstat(tmpdir()))?.isDirectory());
     assert.equal(ops.slowCalls, 0);
-    advanceNext = 5;
-    await ops.lstat(tmpdir());
+    await slowCall();
     assert.equal(ops.slowCalls, 1, 'a call over 1 ms is noticed');
     for (let i = 0; i < 8; i++) await ops.lstat(tmpdir()); // fast ones: still synchronous
-    advanceNext = 5;
-    await ops.lstat(tmpdir());
-    assert.equal(ops.slowCalls, 2, 'a slow call far from the last one (the CPU taken away once) keeps the calls synchronous');
-    advanceNext = 5;
-    await ops.lstat(tmpdir());
-    assert.equal(ops.slowCalls, 3, 'the next slow call right after it is timed too');
+    await slowCall();
+    await slowCall();
+    assert.equal(ops.slowCalls, 3, 'two slow calls in a row (the CPU taken away on a busy machine) keep the calls synchronous, and timed');
+    for (let i = 0; i < 5; i++) await ops.lstat(tmpdir()); // both still among the last eight
+    await slowCall();
+    assert.equal(ops.slowCalls, 4, 'the third slow call among the last eight is timed too');
     clock += 10;
     advanceNext = 5;
     await ops.lstat(tmpdir()); // within the cool-down: asynchronous, not timed (now() read once)
-    assert.equal(ops.slowCalls, 3);
+    assert.equal(ops.slowCalls, 4);
     clock += 2000;
+    await slowCall(); // after the cool-down: synchronous again, timed afresh
+    await slowCall();
+    assert.equal(ops.slowCalls, 6);
+    await ops.lstat(tmpdir());
+    await slowCall(); // a disk that stays slow: three of the last eight again
+    assert.equal(ops.slowCalls, 7);
     advanceNext = 5;
-    await ops.lstat(tmpdir()); // after the cool-down: synchronous again, and slow again (as the last one tried)
-    assert.equal(ops.slowCalls, 4);
-    advanceNext = 5;
-    await ops.lstat(tmpdir()); // so asynchronous at once
-    assert.equal(ops.slowCalls, 4);
+    await ops.lstat(tmpdir()); // so asynchronous
+    assert.equal(ops.slowCalls, 7);
     const fast = adaptiveOps();
     assert.equal(await fast.lstat(join(tmpdir(), 'no-such-thing-offsite')), undefined, 'missing is undefined, not an error');
     assert.equal(await fast.readdir(join(tmpdir(), 'no-such-thing-offsite')), undefined);

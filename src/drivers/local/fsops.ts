@@ -14,7 +14,7 @@
  * The choice is made once per driver from /proc/self/mountinfo (`opsFor`); anything unknown,
  * and every platform but Linux, gets the asynchronous calls. Even on a local disk a call can be
  * slow (a cold cache on a spinning disk, a stalled device): `adaptiveOps` times each synchronous
- * call and, after two close together that took more than 1 ms each, makes the asynchronous calls
+ * call and, once three of the last eight took more than 1 ms each, makes the asynchronous calls
  * for the next second before it tries again, so the event loop is never held long and slow
  * metadata reads still overlap.
  *
@@ -73,7 +73,7 @@ export const SMALL_DATA_BYTES = 64 * 1024;
  * hand-offs and the callback of an asynchronous read (issue 13: a deep verify of ~1,300 files, most
  * of them small). Larger reads stay on the thread pool: their copy then runs beside the event loop
  * (which hashes the pieces already read) instead of in it. A read that waits for the disk takes
- * more than `SLOW_CALL_MS`, and after two such reads the next ones go to the thread pool again.
+ * more than `SLOW_CALL_MS`, and after a few such reads the next ones go to the thread pool again.
  */
 export const SMALL_READ_BYTES = 256 * 1024;
 
@@ -131,35 +131,51 @@ export const SYNC_OPS: FsOps = {
 /** A synchronous call slower than this is slow... */
 const SLOW_CALL_MS = 1;
 /**
- * ...and when another among this many calls before it was slow too, the next calls go to the
- * thread pool... A slow disk makes call after call slow. A busy machine makes single calls look
- * slow: the kernel gave the CPU to another process in the middle of one (under a load of 8 per
- * core, for tens of ms), which the thread pool would not help with (its threads wait for the CPU
- * too, once per hand-off): switching at every such call sent almost every call through the thread
- * pool on a loaded machine, and made a small-file copy several times slower.
+ * ...and when this many of the last `SLOW_CALL_WINDOW` synchronous calls were slow, the next calls
+ * go to the thread pool... A slow disk makes call after call slow (a stalled device every one, a
+ * cold cache on a spinning disk one in two or more). A busy machine makes single calls look slow:
+ * the kernel gave the CPU to another process in the middle of one (under a load of 10 per core,
+ * for 4-30 ms), and then gives the process a whole time slice, tens of calls, before it takes the
+ * CPU away again. The thread pool would not help with that (its threads wait for the CPU too, once
+ * per hand-off) and costs much more CPU per call: issue 13 measured a copy of 100,000 small files
+ * under a load of 10-15 per core that switched on two slow calls among four ~100 times, half of
+ * its calls through the thread pool, for ~55% more CPU time (1.2 million context switches against
+ * 0.1 million) than the same copy made synchronously; ~1,200 of its ~1,300 slow calls had no other
+ * slow call among the four before them.
  */
-const SLOW_CALL_WINDOW = 4;
+const SLOW_CALLS_TO_SWITCH = 3;
+const SLOW_CALL_WINDOW = 8;
 /** ...for this long. */
 const COOL_DOWN_MS = 1000;
 
+/** Set bits in the low 8 bits (slow calls among the last eight). */
+function slowIn(recent: number): number {
+  let count = 0;
+  for (let bits = recent & 0xff; bits !== 0; bits &= bits - 1) count++;
+  return count;
+}
+
 /**
  * Synchronous calls while they are fast, asynchronous ones for a while after slow ones (see the
- * file comment and `SLOW_CALL_WINDOW`). `now` is injectable for tests.
+ * file comment and `SLOW_CALLS_TO_SWITCH`). `now` is injectable for tests.
  */
 export function adaptiveOps(now: () => number = () => performance.now()): FsOps & { readonly slowCalls: number } {
   let asyncUntil = -Infinity;
   let slowCalls = 0;
-  /** Synchronous calls since the last slow one. */
-  let sinceSlow = Infinity;
+  /** One bit per synchronous call, the latest lowest: set when it was slow. */
+  let recent = 0;
   const pick = <T>(sync: () => Promise<T>, async: () => Promise<T>): Promise<T> => {
     const started = now();
     if (started < asyncUntil) return async();
     const result = sync(); // the system call has run when this returns
-    sinceSlow++;
-    if (now() - started > SLOW_CALL_MS) {
+    const slow = now() - started > SLOW_CALL_MS;
+    recent = ((recent << 1) | (slow ? 1 : 0)) & ((1 << SLOW_CALL_WINDOW) - 1);
+    if (slow) {
       slowCalls++;
-      if (sinceSlow <= SLOW_CALL_WINDOW) asyncUntil = now() + COOL_DOWN_MS;
-      sinceSlow = 0;
+      if (slowIn(recent) >= SLOW_CALLS_TO_SWITCH) {
+        asyncUntil = now() + COOL_DOWN_MS;
+        recent = 0;
+      }
     }
     return result;
   };
