@@ -10,20 +10,16 @@
  */
 import type { Schema } from '../config/schema.js';
 import { ConfigError } from '../errors.js';
-import { filesystemLocation, objectStoreLocation, sftpLocation, type Location } from './location.js';
-import { describeLocal, LOCAL_SCHEMA, parseLocalOptions } from './local/options.js';
-import { describeMinio, MINIO_SCHEMA, minioEndpoint, parseMinioOptions } from './minio/options.js';
-import { describeS3, parseS3Options, S3_SCHEMA } from './s3/options.js';
-import { describeSftp, parseSftpOptions, SFTP_SCHEMA } from './sftp/options.js';
+import type { ConfiguredPlace } from './location.js';
+import { LOCAL_SCHEMA, localPlace, parseLocalOptions } from './local/options.js';
+import { MINIO_SCHEMA, minioPlace, parseMinioOptions } from './minio/options.js';
+import { parseS3Options, S3_SCHEMA, s3Place } from './s3/options.js';
+import { parseSftpOptions, SFTP_SCHEMA, sftpPlace } from './sftp/options.js';
 import type { Driver, DriverFactory } from './types.js';
 
 type Section = Readonly<Record<string, unknown>>;
 
-/** Where a config section points and how messages name it: a driver's `location` and `description`, without the driver. */
-export interface ConfiguredPlace {
-  readonly description: string;
-  readonly location: Location;
-}
+export type { ConfiguredPlace } from './location.js';
 
 interface DriverType {
   readonly schema: Schema;
@@ -40,25 +36,25 @@ interface DriverType {
 const TYPES: Readonly<Record<string, DriverType>> = {
   local: {
     schema: LOCAL_SCHEMA,
-    place: (name, section) => { const o = parseLocalOptions(name, section); return { description: describeLocal(o), location: filesystemLocation(o.root) }; },
+    place: (name, section) => localPlace(parseLocalOptions(name, section)),
     identifies: true,
     load: async () => (await import('./local/index.js')).createLocalDriver,
   },
   s3: {
     schema: S3_SCHEMA,
-    place: (name, section) => { const o = parseS3Options(name, section); return { description: describeS3(o), location: objectStoreLocation({ endpoint: o.endpoint, bucket: o.bucket, prefix: o.prefix }) }; },
+    place: (name, section) => s3Place(parseS3Options(name, section)),
     identifies: false,
     load: async () => (await import('./s3/index.js')).createS3Driver,
   },
   minio: {
     schema: MINIO_SCHEMA,
-    place: (name, section) => { const o = parseMinioOptions(name, section); return { description: describeMinio(o), location: objectStoreLocation({ endpoint: minioEndpoint(o), bucket: o.bucketName, prefix: o.rootPath }) }; },
+    place: (name, section) => minioPlace(parseMinioOptions(name, section)),
     identifies: false,
     load: async () => (await import('./minio/index.js')).createMinioDriver,
   },
   sftp: {
     schema: SFTP_SCHEMA,
-    place: (name, section) => { const o = parseSftpOptions(name, section); return { description: describeSftp(o), location: sftpLocation(o) }; },
+    place: (name, section) => sftpPlace(parseSftpOptions(name, section)),
     identifies: true,
     load: async () => (await import('./sftp/index.js')).createSftpDriver,
   },

@@ -39,6 +39,16 @@ export interface Location {
 }
 
 /** One file-system node: what a bind mount or a symlink cannot disguise. Decimal strings (64-bit). */
+/**
+ * Where a config section points and how messages name it: a driver's `location` and
+ * `description`, computed from its options alone (each driver's options.ts `*Place`), by the driver
+ * and by the registry (src/drivers/index.ts) without building the driver.
+ */
+export interface ConfiguredPlace {
+  readonly description: string;
+  readonly location: Location;
+}
+
 export interface FileNode {
   readonly dev: string;
   readonly ino: string;

@@ -31,11 +31,11 @@ import {
 import type {
   Capabilities, Committed, CopyWithinOptions, Driver, Entry, ListOptions, PathType, ReadOptions, SignalOptions, WriteOptions, WriteSession,
 } from '../types.js';
-import { filesystemLocation, type Identity, type Location } from '../location.js';
+import type { Identity, Location } from '../location.js';
 import { identifyLocalFolder } from './identity.js';
 import { copyLocal } from './copy.js';
 import { classifyFsError, isMissing } from './errors.js';
-import { describeLocal, type LocalOptions } from './options.js';
+import { localPlace, type LocalOptions } from './options.js';
 import { openLocalRead } from './read.js';
 import { localEntry, LocalTree, removeEmptyFolders, syncFile, syncFilesystem, syncFolder } from './tree.js';
 import { openLocalWrite } from './write-session.js';
@@ -62,8 +62,7 @@ export class LocalDriver implements Driver {
   };
 
   constructor(readonly name: string, readonly options: LocalOptions) {
-    this.description = describeLocal(options);
-    this.location = filesystemLocation(options.root);
+    ({ description: this.description, location: this.location } = localPlace(options));
     this.#tree = new LocalTree(name, options.root, options.metadataCalls);
     this.capabilities = {
       rangeReads: true,

@@ -4,6 +4,7 @@
  * declared in `LOCAL_SCHEMA` and read by the config schema reader (src/config/schema.ts).
  */
 import { contextFor, integer, path, readSection, type SectionContext } from '../../config/schema.js';
+import { filesystemLocation, type ConfiguredPlace } from '../location.js';
 import { MAX_NAME_BYTES, overlongName } from '../toolkit/index.js';
 
 export interface LocalOptions {
@@ -44,7 +45,7 @@ export function parseLocalOptions(name: string, section: Readonly<Record<string,
   return { root: values.root, maxConcurrency: values.maxConcurrency };
 }
 
-/** `local:/path`: where the driver points. */
-export function describeLocal(options: Pick<LocalOptions, 'root'>): string {
-  return `local:${options.root}`;
+/** `local:/path`: where the driver points (../location.ts `ConfiguredPlace`). */
+export function localPlace(options: Pick<LocalOptions, 'root'>): ConfiguredPlace {
+  return { description: `local:${options.root}`, location: filesystemLocation(options.root) };
 }

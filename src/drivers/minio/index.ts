@@ -6,8 +6,7 @@
 import { ObjectDriver } from '../object-store/driver.js';
 import type { DriverFactory } from '../types.js';
 import { MinioStore } from './client.js';
-import { objectStoreLocation } from '../location.js';
-import { describeMinio, minioEndpoint, parseMinioOptions, type MinioOptions } from './options.js';
+import { minioPlace, parseMinioOptions, type MinioOptions } from './options.js';
 
 export { describeMinio, parseMinioOptions, resolveMilvusBackupStorage, readMilvusBackupYaml, type MilvusBackupStorage, type MinioOptions } from './options.js';
 export { MinioStore } from './client.js';
@@ -17,8 +16,7 @@ export { describeMinioError } from './errors.js';
 export function createMinioDriverFromOptions(name: string, options: MinioOptions): ObjectDriver {
   return new ObjectDriver(name, new MinioStore(options), {
     prefix: options.rootPath,
-    description: describeMinio(options),
-    location: objectStoreLocation({ endpoint: minioEndpoint(options), bucket: options.bucketName, prefix: options.rootPath }),
+    ...minioPlace(options),
     maxConcurrency: options.maxConcurrency,
     maxParts: 10_000,
     listPageSize: options.listPageSize,

@@ -41,6 +41,7 @@ import {
   type KeySpec, type SectionContext,
 } from '../../config/schema.js';
 import { ConfigError } from '../../errors.js';
+import { objectStoreLocation, type ConfiguredPlace } from '../location.js';
 import { checkBucketName, normalizePrefix, TUNING_SCHEMA, tuningOf, type ObjectStoreTuning } from '../object-store/options.js';
 
 /** Where milvus-backup's backups are, resolved from its configuration keys. */
@@ -263,8 +264,13 @@ export function describeMinio(options: Pick<MinioOptions, 'bucketName' | 'rootPa
   return `minio://${options.bucketName}/${options.rootPath} @ ${options.useSSL ? 'https' : 'http'}://${host}:${options.port}`;
 }
 
+/** Its description and location (../location.ts `ConfiguredPlace`). */
+export function minioPlace(options: Pick<MinioOptions, 'bucketName' | 'rootPath' | 'address' | 'port' | 'useSSL'>): ConfiguredPlace {
+  return { description: describeMinio(options), location: objectStoreLocation({ endpoint: minioEndpoint(options), bucket: options.bucketName, prefix: options.rootPath }) };
+}
+
 /** The service URL the `minio` client talks to, as an `s3` driver's `endpoint` would say it. */
-export function minioEndpoint(options: Pick<MinioOptions, 'address' | 'port' | 'useSSL'>): string {
+function minioEndpoint(options: Pick<MinioOptions, 'address' | 'port' | 'useSSL'>): string {
   const host = options.address.includes(':') ? `[${options.address}]` : options.address;
   return `${options.useSSL ? 'https' : 'http'}://${host}:${options.port}`;
 }

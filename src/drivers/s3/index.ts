@@ -6,8 +6,7 @@
 import { ObjectDriver } from '../object-store/driver.js';
 import type { DriverFactory } from '../types.js';
 import { AwsStore } from './client.js';
-import { objectStoreLocation } from '../location.js';
-import { describeS3, parseS3Options, type S3Options } from './options.js';
+import { parseS3Options, s3Place, type S3Options } from './options.js';
 
 export { ObjectDriver, HASH_METADATA, tempKeyOf } from '../object-store/driver.js';
 export { describeS3, parseS3Options, type S3Options } from './options.js';
@@ -17,8 +16,7 @@ export { AwsStore } from './client.js';
 export function createS3DriverFromOptions(name: string, options: S3Options): ObjectDriver {
   return new ObjectDriver(name, new AwsStore(options), {
     prefix: options.prefix,
-    description: describeS3(options),
-    location: objectStoreLocation({ endpoint: options.endpoint, bucket: options.bucket, prefix: options.prefix }),
+    ...s3Place(options),
     maxConcurrency: options.maxConcurrency,
     maxParts: options.maxParts,
     listPageSize: options.listPageSize,

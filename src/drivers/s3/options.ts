@@ -10,6 +10,7 @@
  */
 import { boolean, contextFor, custom, oneOf, readSection, refuse, secret, sectionError, string, type SectionContext } from '../../config/schema.js';
 import { parseDuration } from '../../config/units.js';
+import { objectStoreLocation, type ConfiguredPlace } from '../location.js';
 import type { ObjectLockSettings } from '../object-store/object-lock.js';
 import { checkBucketName, normalizePrefix, TUNING_SCHEMA, tuningOf, type ObjectStoreTuning } from '../object-store/options.js';
 import { vendorFor, type ChecksumMode } from '../object-store/quirks.js';
@@ -150,4 +151,9 @@ export function parseS3Options(name: string, section: Readonly<Record<string, un
 /** `s3://bucket/prefix @ endpoint`: where the driver points, without credentials. */
 export function describeS3(options: Pick<S3Options, 'bucket' | 'prefix' | 'endpoint' | 'region'>): string {
   return `s3://${options.bucket}/${options.prefix} @ ${options.endpoint ?? `AWS S3 (${options.region})`}`;
+}
+
+/** Its description and location (../location.ts `ConfiguredPlace`). */
+export function s3Place(options: Pick<S3Options, 'bucket' | 'prefix' | 'endpoint' | 'region'>): ConfiguredPlace {
+  return { description: describeS3(options), location: objectStoreLocation({ endpoint: options.endpoint, bucket: options.bucket, prefix: options.prefix }) };
 }

@@ -21,8 +21,8 @@ import type {
 import { ConnectionPool, type SftpHooks } from './connection.js';
 import { copySftp } from './copy.js';
 import { COPIES_PER_CHANNEL, COPY_CHANNELS } from './copy-channels.js';
-import { describeSftp, type SftpOptions } from './options.js';
-import { sftpLocation, type Identity, type Location } from '../location.js';
+import { sftpPlace, type SftpOptions } from './options.js';
+import type { Identity, Location } from '../location.js';
 import { serverRealRoot } from './identity.js';
 import { openSftpRead, type SftpTransferCounters } from './read.js';
 import { foldersOf, SftpTree } from './tree.js';
@@ -42,8 +42,7 @@ export class SftpDriver implements Driver {
   /** No IO here: connections are opened by the first call that needs one. */
   constructor(name: string, readonly options: SftpOptions, hooks: SftpHooks = {}) {
     this.name = name;
-    this.description = describeSftp(options);
-    this.location = sftpLocation(options);
+    ({ description: this.description, location: this.location } = sftpPlace(options));
     this.capabilities = {
       rangeReads: true,
       resumableWrites: true,

@@ -10,6 +10,7 @@
  */
 import { expandPath } from '../../config/paths.js';
 import { boolean, contextFor, custom, integer, path, readSection, refuse, secret, sectionError, shown, string, type SectionContext } from '../../config/schema.js';
+import { sftpLocation, type ConfiguredPlace } from '../location.js';
 import { MAX_NAME_BYTES, overlongName } from '../toolkit/index.js';
 
 export interface SftpOptions {
@@ -185,4 +186,9 @@ function normalizeRoot(context: SectionContext, root: string): string {
 /** `sftp://user@host[:port]/root` (`/~/root` for a root relative to the login folder): where the driver points, without credentials. */
 export function describeSftp(options: Pick<SftpOptions, 'username' | 'host' | 'port' | 'root'>): string {
   return `sftp://${options.username}@${options.host}${options.port === 22 ? '' : `:${options.port}`}${options.root.startsWith('/') ? '' : '/~/'}${options.root}`;
+}
+
+/** Its description and location (../location.ts `ConfiguredPlace`). */
+export function sftpPlace(options: Pick<SftpOptions, 'username' | 'host' | 'port' | 'root'>): ConfiguredPlace {
+  return { description: describeSftp(options), location: sftpLocation(options) };
 }
