@@ -537,6 +537,15 @@ class FileRead {
 }
 
 /**
+ * Whether `guardSourceRead` uses a file's listed fingerprint: as the condition of a conditional
+ * read, or for the stat after the read of a file whose hash the caller does not know. Where it
+ * does not, the listing's fingerprint need not be kept (./run-files.ts).
+ */
+export function readUsesFingerprint(source: Driver, hashKnown: boolean): boolean {
+  return source.capabilities.conditionalReads === true || !hashKnown;
+}
+
+/**
  * What makes one read of a source file safe to hash and record (a shared read here, a read ahead
  * in ./hash-ahead.ts): `ifFingerprint` for the read, `changed` for what it throws, `confirm` once it
  * has ended. A source that reads conditionally (object stores: If-Match on every GET) delivers only

@@ -7,6 +7,7 @@ import { assertComplete, backupTimeFromName, inspectBackup } from '../backup/ind
 import type { Driver } from '../drivers/types.js';
 import { OffsiteError } from '../errors.js';
 import { ownString } from '../strings.js';
+import { readUsesFingerprint } from './fanout.js';
 import { OriginTable } from './origin-table.js';
 import type { SourceFile } from './plan.js';
 import type { ReplicateOrigin } from './replicate.js';
@@ -82,15 +83,13 @@ export async function originFiles(source: Driver, backup: string, origin: Replic
   // HEAD per object for a stored hash). An encrypted copy's files are checked by a stat after the
   // read instead, which must compare like with like: an object store's listing gives mtimes in
   // milliseconds, its HEAD in whole seconds, so the listing then takes them from HEADs too.
-  // The listed fingerprint is kept only where a read uses it (src/core/fanout.ts, `guardSourceRead`):
-  // as the condition of a conditional read, or for the stat after the read of a file with no
-  // plaintext hash to compare with. A file read against its hash needs neither: at 100,000 local
-  // files their ~40 characters each were ~4 MB held through the whole copy (issue 13).
-  const conditional = source.capabilities.conditionalReads === true;
+  // The listed fingerprint is kept only where a read uses it (./fanout.ts `readUsesFingerprint`;
+  // a file with a MAC has no plaintext hash): at 100,000 local files their ~40 characters each
+  // were ~4 MB held through the whole copy (issue 13).
   const prefix = `${backup}/`;
   for await (const entry of source.list(prefix, { signal, hashes: table.hasMacs })) {
     const at = table.indexOf(entry.key.slice(prefix.length));
-    if (at >= 0) table.setListed(at, entry.size, entry.mtimeMs, conditional || table.hasMacAt(at) ? entry.fingerprint : undefined);
+    if (at >= 0) table.setListed(at, entry.size, entry.mtimeMs, readUsesFingerprint(source, !table.hasMacAt(at)) ? entry.fingerprint : undefined);
   }
   const missing: { path: string; error: OffsiteError }[] = [];
   const files = new Array<EngineFile>(table.count);
