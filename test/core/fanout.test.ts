@@ -165,7 +165,9 @@ describe('a slow destination never holds back the others', () => {
     const source = new LocalDriver('source', { root: join(dir, 'source'), maxConcurrency: 8 });
     const fast = new LocalDriver('fast', { root: join(dir, 'fast'), maxConcurrency: 8 });
     const slowInner = new LocalDriver('slow', { root: join(dir, 'slow'), maxConcurrency: 8 });
-    const slow = withBandwidthLimit(slowInner, [createRateLimiter(2 * MiB)]);
+    // 1 MiB/s: the slow copy takes ~6 s, far longer than the fast one even on a loaded machine (at
+    // 2 MiB/s, load ~25 on 2 cores once made the fast copy as slow as the limited one).
+    const slow = withBandwidthLimit(slowInner, [createRateLimiter(1 * MiB)]);
     const done: string[] = [];
     let slowManifestWhenFastDone: boolean | undefined;
     const result = await replicate({
