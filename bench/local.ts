@@ -69,7 +69,7 @@ function measureAll(measurements: readonly Measurement[]): Map<string, Timed> {
   for (const m of measurements) {
     const timedRuns = runs.get(m.label) ?? [];
     const result = { seconds: median(timedRuns.map((r) => r.seconds)), cpuSeconds: median(timedRuns.map((r) => r.cpuSeconds)), maxRssMb: Math.max(...timedRuns.map((r) => r.maxRssMb)) };
-    console.log(`  ${m.label.padEnd(44)} ${result.seconds.toFixed(2)} s   peak RSS ${result.maxRssMb.toFixed(0)} MB   (runs: ${timedRuns.map((r) => r.seconds.toFixed(1)).join(', ')})`);
+    console.log(`  ${m.label.padEnd(44)} ${result.seconds.toFixed(2)} s   CPU ${result.cpuSeconds.toFixed(2)} s   peak RSS ${result.maxRssMb.toFixed(0)} MB   (runs: ${timedRuns.map((r) => r.seconds.toFixed(1)).join(', ')})`);
     results.set(m.label, result);
   }
   return results;
@@ -114,6 +114,7 @@ async function suite(name: string, generate: () => Promise<{ files: number; byte
     { label: 'offsite replicate, 1 destination', run: (d) => offsite(d, 1) },
     ...(opts.compare ? [{ label: 'offsite (--compare build), 1 destination', run: (d: readonly string[]) => offsite(d, 1, opts.compare) }] : []),
     ...(three ? [{ label: 'offsite replicate, 3 destinations at once', run: (d: readonly string[]) => offsite(d, 3) }] : []),
+    ...(three && opts.compare ? [{ label: 'offsite (--compare build), 3 destinations', run: (d: readonly string[]) => offsite(d, 3, opts.compare) }] : []),
   ];
   const r = measureAll(measurements);
   const get = (label: string): Timed | undefined => r.get(label);
@@ -121,6 +122,7 @@ async function suite(name: string, generate: () => Promise<{ files: number; byte
   const o1 = get('offsite replicate, 1 destination') as Timed;
   const o3 = get('offsite replicate, 3 destinations at once');
   const c1 = get('offsite (--compare build), 1 destination');
+  const c3 = get('offsite (--compare build), 3 destinations');
   const r1 = get('rclone copy, 1 destination');
   const r3 = get('rclone copy x3, one after another');
   const r1s = get('rclone copy + sync, 1 destination');
@@ -128,8 +130,12 @@ async function suite(name: string, generate: () => Promise<{ files: number; byte
   console.log(`  ratios: offsite x1 / cp = ${ratio(o1.seconds, cp.seconds)}` +
     (r1 ? `; offsite x1 / rclone x1 = ${ratio(o1.seconds, r1.seconds)} (target <= 1.00x)` : '; rclone not available') +
     (r3 && o3 ? `; offsite x3 / rclone x3 sequential = ${ratio(o3.seconds, r3.seconds)} (target <= 0.60x)` : '') +
-    (c1 ? `; offsite x1 / --compare build x1 = ${ratio(o1.seconds, c1.seconds)}` : ''));
-  if (r1s) console.log(`  durable ratios (baselines + sync -f): offsite x1 / rclone+sync x1 = ${ratio(o1.seconds, r1s.seconds)}` + (r3s && o3 ? `; offsite x3 / rclone+sync x3 = ${ratio(o3.seconds, r3s.seconds)}` : ''));
+    (c1 ? `; offsite x1 / --compare build x1 = ${ratio(o1.seconds, c1.seconds)}` : '') +
+    (c3 && o3 ? `; offsite x3 / --compare build x3 = ${ratio(o3.seconds, c3.seconds)}` : ''));
+  if (r1s) {
+    console.log(`  durable ratios (baselines + sync -f): offsite x1 / rclone+sync x1 = ${ratio(o1.seconds, r1s.seconds)} (target <= 0.80x)` + (r3s && o3 ? `; offsite x3 / rclone+sync x3 = ${ratio(o3.seconds, r3s.seconds)} (target <= 0.50x)` : '') +
+      (c1 ? `; --compare build x1 / rclone+sync x1 = ${ratio(c1.seconds, r1s.seconds)}` : '') + (r3s && c3 ? `; --compare build x3 / rclone+sync x3 = ${ratio(c3.seconds, r3s.seconds)}` : ''));
+  }
   console.log(`  offsite peak RSS: ${o1.maxRssMb.toFixed(0)} MB (x1)${o3 ? `, ${o3.maxRssMb.toFixed(0)} MB (x3)` : ''}${c1 ? `; --compare build ${c1.maxRssMb.toFixed(0)} MB (x1)` : ''} (target < 200 MB)`);
 }
 
