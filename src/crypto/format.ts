@@ -101,7 +101,7 @@ function chunkLabel(chunkBytes: number, index: number, last: boolean): Buffer {
 }
 
 /** The file's plaintext MAC from its size, chunk size and chunk MACs (in order), `hmac-sha256:<hex>`. */
-export function fileMac(key: DestinationKey, plainBytes: number, chunkBytes: number, chunkMacs: readonly Buffer[]): string {
+export function fileMac(key: DestinationKey, plainBytes: number, chunkBytes: number, chunkMacs: readonly Uint8Array[]): string {
   const head = Buffer.alloc(4 + 8 + 4);
   head.write('file', 0, 'latin1');
   head.writeBigUInt64BE(BigInt(plainBytes), 4);

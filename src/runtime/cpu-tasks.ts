@@ -13,7 +13,7 @@
  */
 import { createHash } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
-import { FileSealer, sealPart, type SealedPart } from '../crypto/format.js';
+import { fileMac, FileSealer, sealPart, type SealedPart } from '../crypto/format.js';
 import { DestinationKey } from '../crypto/keys.js';
 import type { ErrorKind } from '../errors.js';
 import { getHasher } from '../hash/xxh64.js';
@@ -51,20 +51,31 @@ export interface SealParams {
   readonly sha256?: boolean;
 }
 
-/** The `FileSealer` of a file, kept per secret for the file last sealed (parts of one file come in runs). */
-function sealerOf(params: SealParams, context: TaskContext): FileSealer {
-  const name = `${params.secret}:sealer`;
-  const cached = context.cache.get(name) as FileSealer | undefined;
-  if (cached !== undefined && cached.fileId === params.fileId && cached.chunkBytes === params.chunkBytes) return cached;
+/** The destination key of `params.secret`, made once per secret. */
+function keyOf(params: SealParams, context: TaskContext): DestinationKey {
   const keyName = `${params.secret}:key`;
   let key = context.cache.get(keyName) as DestinationKey | undefined;
   if (key === undefined) {
     key = new DestinationKey(params.destination, context.secret(params.secret));
     context.cache.set(keyName, key);
   }
-  const sealer = new FileSealer(key, params.fileId, params.chunkBytes);
+  return key;
+}
+
+/** The `FileSealer` of a file, kept per secret for the file last sealed (parts of one file come in runs). */
+function sealerOf(params: SealParams, context: TaskContext): FileSealer {
+  const name = `${params.secret}:sealer`;
+  const cached = context.cache.get(name) as FileSealer | undefined;
+  if (cached !== undefined && cached.fileId === params.fileId && cached.chunkBytes === params.chunkBytes) return cached;
+  const sealer = new FileSealer(keyOf(params, context), params.fileId, params.chunkBytes);
   context.cache.set(name, sealer);
   return sealer;
+}
+
+/** A sealed part, and the file's plaintext MAC when the part is the whole file. */
+export interface SealResult extends SealedPart {
+  /** `fileMac` of the file, when the part holds all of its chunks (most files of a backup are one part). */
+  readonly fileMac?: string;
 }
 
 export const CPU_TASKS = {
@@ -77,11 +88,14 @@ export const CPU_TASKS = {
   /**
    * The stored bytes of one plain part of an encrypted file, written into `output` (at least
    * `storedSize(input.length)` bytes), with each sealed chunk's XXH64 and plaintext MAC, and the
-   * part's MD5, SHA-256 and XXH64 as `params` ask.
+   * part's MD5, SHA-256 and XXH64 as `params` ask. A part that is the whole file also gets the
+   * file's plaintext MAC: the caller's thread then makes no HMAC of its own for the file.
    */
-  async seal(params: SealParams, input: Uint8Array, context: TaskContext, output?: Uint8Array): Promise<TaskOutput<SealedPart>> {
+  async seal(params: SealParams, input: Uint8Array, context: TaskContext, output?: Uint8Array): Promise<TaskOutput<SealResult>> {
     if (output === undefined) throw new Error('seal needs an output buffer (RunOptions.output)');
-    return { result: sealPart(sealerOf(params, context), await getHasher(), params.firstChunk, params.chunks, input, output, { md5: params.md5 === true, hash: params.hash === true, sha256: params.sha256 === true }) };
+    const sealed = sealPart(sealerOf(params, context), await getHasher(), params.firstChunk, params.chunks, input, output, { md5: params.md5 === true, hash: params.hash === true, sha256: params.sha256 === true });
+    if (params.firstChunk !== 0 || sealed.macs.length !== params.chunks) return { result: sealed };
+    return { result: { ...sealed, fileMac: fileMac(keyOf(params, context), input.length, params.chunkBytes, sealed.macs) } };
   },
 } as const;
 

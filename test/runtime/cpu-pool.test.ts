@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { FileSealer, OVERHEAD_BYTES, sealBuffer, chunkCount } from '../../src/crypto/format.js';
+import { FileSealer, OVERHEAD_BYTES, PlaintextMac, sealBuffer, chunkCount, storedSize } from '../../src/crypto/format.js';
 import { DestinationKey } from '../../src/crypto/keys.js';
 import { AbortedError } from '../../src/errors.js';
 import { getHasher } from '../../src/hash/xxh64.js';
@@ -130,6 +130,17 @@ describe('CPU pool', () => {
       assert.deepEqual(one.hashes, [one.hash], 'the chunk hash is the part hash');
       assert.equal(one.md5?.hex, createHash('md5').update(smallOut).digest('hex'), 'MD5 of a one-chunk part');
       assert.equal(one.sha256, createHash('sha256').update(smallOut).digest('hex'), 'SHA-256 of a one-chunk part (sealed inline)');
+      // The file's plaintext MAC comes with a part that is the whole file, never with one of several parts.
+      assert.ok(parts.every((p) => p.fileMac === undefined), 'no file MAC from a part of a file of several parts');
+      const smallMac = new PlaintextMac(key, small.length, chunkBytes);
+      smallMac.update(small);
+      assert.equal(one.fileMac, smallMac.digest(), 'the file MAC of a one-chunk file');
+      const wholeOut = Buffer.from(new SharedArrayBuffer(storedSize(plain.length, chunkBytes)));
+      const whole = await pool.run('seal', { secret, destination: 'vault', fileId, chunkBytes, firstChunk: 0, chunks }, plain, { secret, output: wholeOut });
+      const wholeMac = new PlaintextMac(key, plain.length, chunkBytes);
+      wholeMac.update(plain);
+      assert.ok(wholeOut.equals(expected), 'a file of several chunks sealed in one part as inline');
+      assert.equal(whole.fileMac, wholeMac.digest(), 'the file MAC of a file of several chunks in one part');
       assert.equal(pool.secretsSent, 1, 'the key went to the worker once, not per task');
       await rejectsWith(pool.run('seal', { secret, destination: 'vault', fileId, chunkBytes, firstChunk: 0, chunks }, plain, { secret, output: Buffer.alloc(plain.length + 1000) }), /must be shared memory/, RangeError);
     } finally {

@@ -24,10 +24,10 @@
  * - Sealing a part (its chunks' MACs, AES-256-GCM, the XXH64 of each sealed chunk, for a driver
  *   below that sends parts with their MD5 the part's MD5, for one that signs their SHA-256
  *   (`capabilities.partSha256`) that, and for a file of one part its stored hash, all in one pass
- *   over the sealed bytes) runs in the CPU pool's worker threads
+ *   over the sealed bytes, and then that file's plaintext MAC) runs in the CPU pool's worker threads
  *   (src/runtime/cpu-pool.ts), which get the key once and are started at the first write here
  *   (a run's lock), before the first file: the main thread runs everything else. Only the whole-file
- *   hash of a file of several parts, taken in part order, stays on the main thread. Sealed parts
+ *   hash and plaintext MAC of a file of several parts, taken in part order, stay on the main thread. Sealed parts
  *   are written into reused buffers of shared memory (src/core/buffers.ts `ChunkPool`): a fresh
  *   buffer per part cost a page fault per 4 KiB (a fifth of the worker's time) and garbage
  *   collections for external memory on the main thread.
@@ -35,12 +35,13 @@
 import { Readable } from 'node:stream';
 import { ChunkPool } from '../../core/buffers.js';
 import {
-  chunkCount, ChunkIntegrityError, ChunkReader, ENCRYPTION_SCHEME, fileMac, FileOpener, FORMAT_VERSION, MAX_CHUNK_BYTES, OVERHEAD_BYTES, PlaintextMac, plainSize, sealedIdentity, storedSize, type SealedPart,
+  chunkCount, ChunkIntegrityError, ChunkReader, ENCRYPTION_SCHEME, fileMac, FileOpener, FORMAT_VERSION, MAX_CHUNK_BYTES, OVERHEAD_BYTES, PlaintextMac, plainSize, sealedIdentity, storedSize,
 } from '../../crypto/format.js';
 import { EncryptionKeyError, type DestinationKey } from '../../crypto/keys.js';
 import { DriverError, throwIfAborted } from '../../errors.js';
 import { getHasher, type Hasher, type StreamingHash } from '../../hash/xxh64.js';
 import { cpuPool } from '../../runtime/cpu-pool.js';
+import type { SealResult } from '../../runtime/cpu-tasks.js';
 import { checkDriverKey } from '../toolkit/args.js';
 import { badArgument, missingPartError } from '../toolkit/errors.js';
 import type {
@@ -390,7 +391,8 @@ class EncryptingWriteSession extends ForwardingWriteSession {
   readonly #chunksPerPart: number;
   readonly #chunkHashes: string[] = [];
   readonly #macs: Buffer[] = [];
-  readonly #whole: StreamingHash;
+  /** The XXH64 of the stored bytes in part order, for a file of several parts (made at its first part). */
+  #wholeHash: StreamingHash | undefined;
   /** The next stored part whose bytes the whole-file hash takes. */
   #nextHashed = 0;
   /** Parts sealed ahead of their turn for the whole-file hash, each holding a reference to its buffer. */
@@ -399,6 +401,8 @@ class EncryptingWriteSession extends ForwardingWriteSession {
   readonly #onePart: boolean;
   /** The stored hash of a file of one part, from its worker. */
   #onePartHash: string | undefined;
+  /** The plaintext MAC of a file of one part, from its worker (`fileMac`). */
+  #onePartMac: string | undefined;
 
   constructor(inner: WriteSession, key: DestinationKey, shape: SessionShape) {
     super(inner);
@@ -407,8 +411,13 @@ class EncryptingWriteSession extends ForwardingWriteSession {
     this.#shape = shape;
     this.#chunks = chunkCount(shape.size, shape.chunkBytes);
     this.#chunksPerPart = Math.max(1, Math.ceil(shape.partBytes / shape.chunkBytes));
-    this.#whole = shape.hasher.create();
     this.#onePart = shape.size <= shape.partBytes;
+  }
+
+  /** The whole-file hash of a file of several parts (a file of one part gets its hash from its worker). */
+  get #whole(): StreamingHash {
+    this.#wholeHash ??= this.#shape.hasher.create();
+    return this.#wholeHash;
   }
 
   override get size(): number { return this.#shape.size; }
@@ -435,7 +444,7 @@ class EncryptingWriteSession extends ForwardingWriteSession {
     const firstChunk = index * this.#chunksPerPart;
     const secret = pool.secret(this.#key, () => this.#key.secretBytes());
     const stored = buffers.allocate(storedSize(bytes.length, chunkBytes));
-    let sealed: SealedPart;
+    let sealed: SealResult;
     try {
       sealed = await pool.run('seal', {
         secret, destination: this.#key.destination, fileId: context.key, chunkBytes, firstChunk, chunks: this.#chunks, md5: this.#shape.md5, sha256: this.#shape.sha256, hash: this.#onePart,
@@ -452,6 +461,7 @@ class EncryptingWriteSession extends ForwardingWriteSession {
     });
     if (this.#onePart) {
       this.#onePartHash ??= sealed.hash;
+      this.#onePartMac ??= sealed.fileMac;
       this.#nextHashed = 1;
     } else if (index === this.#nextHashed) {
       this.#whole.update(stored);
@@ -511,7 +521,7 @@ class EncryptingWriteSession extends ForwardingWriteSession {
     }
     const hash = this.#onePartHash ?? this.#whole.digest();
     const committed = await this.inner.commit({ hash, signal: options.signal });
-    const stored = { size: this.#shape.stored, hash, chunks: [...this.#chunkHashes], mac: fileMac(this.#key, this.#shape.size, this.#shape.chunkBytes, this.#macs) };
+    const stored = { size: this.#shape.stored, hash, chunks: [...this.#chunkHashes], mac: this.#onePartMac ?? fileMac(this.#key, this.#shape.size, this.#shape.chunkBytes, this.#macs) };
     return { ...(committed ?? {}), stored };
   }
 
