@@ -307,7 +307,6 @@ export class LocalDriver implements Driver {
     }
   }
 
-  /** Nothing to release; later calls reject with `E_CLOSED` (`fatal`). Idempotent. */
   /** The root's real path and (device, inode) chain (./identity.ts). Reads only. */
   identify(options: SignalOptions = {}): Promise<Identity> {
     throwIfAborted(options.signal, `${this.name}: identify`);
@@ -316,6 +315,7 @@ export class LocalDriver implements Driver {
     });
   }
 
+  /** Waits for the early flushes still running (their descriptors are then closed); later calls reject with `E_CLOSED` (`fatal`). Idempotent. */
   async close(): Promise<void> {
     this.#closed = true;
     while (this.#flushing > 0) await new Promise<void>((resolve) => this.#flushed.push(resolve));
