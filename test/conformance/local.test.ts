@@ -10,7 +10,6 @@ import { after, describe, it } from 'node:test';
 import { createDriver } from '../../src/drivers/index.js';
 import { classifyFsError } from '../../src/drivers/local/errors.js';
 import { createLocalDriver, LocalDriver, parseLocalOptions } from '../../src/drivers/local/index.js';
-import { EARLY_FLUSH_BYTES } from '../../src/drivers/local/write-session.js';
 import type { Driver } from '../../src/drivers/types.js';
 import { AbortedError, ConfigError, DriverError, KeyError } from '../../src/errors.js';
 import { ESCAPING_KEYS, hashOf, listAll, partOf, putObject, readKey, rejectsWithKind, runConformance, seededBytes } from './suite.js';
@@ -191,22 +190,6 @@ describe('local driver', () => {
         await rejectsWithKind(() => driver.openWrite('obj', { size: 3, partBytes: 3 }), 'permanent', 'openWrite with a symlinked temp name');
         assert.equal(await readFile(join(dir, 'victim'), 'utf8'), 'untouched');
       });
-    });
-  });
-
-  describe('early flush of large files', () => {
-    it('large committed files are whole under their names; close() waits for their flushes and leaves no descriptor open', async () => {
-      const openFds = async (): Promise<number> => (await readdir('/proc/self/fd')).length;
-      const root = join(await scratchDir(), 'root');
-      const driver = await driverAt(root);
-      const before = await openFds();
-      // More files than early flushes may run at once (./src/drivers/local/driver.ts), of at least EARLY_FLUSH_BYTES.
-      const files = [...Array(10).keys()].map((i) => ({ key: `big/f${i}`, data: seededBytes(EARLY_FLUSH_BYTES + i * 4096, 300 + i) }));
-      await Promise.all(files.map(({ key, data }) => putObject(driver, key, data, 512 * 1024)));
-      // close() right after the commits, before any sync(): the early flushes may still be running, and close() waits for them.
-      await driver.close();
-      assert.equal(await openFds(), before, 'every descriptor kept for an early flush is closed by close()');
-      for (const { key, data } of files) assert.ok((await readFile(join(root, key))).equals(data), `${key} is whole under its name`);
     });
   });
 

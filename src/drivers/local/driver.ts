@@ -20,7 +20,6 @@
  * impossible). On a local file system the metadata calls of reads and writes are made
  * synchronously (see ./fsops.ts); listing and file data always go through libuv's thread pool.
  */
-import { close, fdatasync } from 'node:fs';
 import { lstat, unlink } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -41,9 +40,6 @@ import { openLocalRead } from './read.js';
 import { localEntry, LocalTree, removeEmptyFolders, syncFile, syncFilesystem, syncFolder } from './tree.js';
 import { openLocalWrite } from './write-session.js';
 
-/** Early flushes of large files at once (see `LocalDriver.#flushEarly`). */
-const MAX_EARLY_FLUSHES = 4;
-
 export class LocalDriver implements Driver {
   readonly description: string;
   readonly location: Location;
@@ -63,36 +59,6 @@ export class LocalDriver implements Driver {
     const names = this.#unsynced.get(folder);
     if (names === undefined) this.#unsynced.set(folder, [ownString(name)]);
     else names.push(ownString(name));
-  };
-
-  /** Early flushes in flight (see `#flushEarly`), and the first one that failed. */
-  #flushing = 0;
-  #flushed: (() => void)[] = [];
-  #flushError: unknown;
-  /**
-   * Takes the descriptor of a large committed file (./write-session.ts `EARLY_FLUSH_BYTES`):
-   * starts writing its data to the disk (`fdatasync` in the thread pool, not waited for), then
-   * closes it. Durability still comes from `sync()` alone (the folder entry, the small files);
-   * this only makes the disk write while the copy goes on, so that the checkpoint's flush finds
-   * little left. At most `MAX_EARLY_FLUSHES` at once (each holds a thread of the pool); beyond
-   * that a descriptor is just closed. A failed flush makes every later `sync()` fail with its
-   * error (a syncfs reports only errors that happen after it starts).
-   */
-  readonly #flushEarly = (fd: number): void => {
-    if (this.#flushing >= MAX_EARLY_FLUSHES) {
-      close(fd, () => undefined);
-      return;
-    }
-    this.#flushing++;
-    fdatasync(fd, (err) => {
-      if (err && this.#flushError === undefined) this.#flushError = err;
-      close(fd, () => {
-        this.#flushing--;
-        const waiting = this.#flushed;
-        this.#flushed = [];
-        for (const wake of waiting) wake();
-      });
-    });
   };
 
   constructor(readonly name: string, readonly options: LocalOptions) {
@@ -221,7 +187,7 @@ export class LocalDriver implements Driver {
       checkDriverKey(this.name, key);
       const { size, partBytes } = checkWriteShape(options, this.capabilities.maxPartBytes, context);
       this.#checkOpen(options.signal, context);
-      return await openLocalWrite(this.#tree, key, size, partBytes, context, this.#committed, this.#flushEarly);
+      return await openLocalWrite(this.#tree, key, size, partBytes, context, this.#committed);
     } catch (err) {
       throw classifyFsError(err, context);
     }
@@ -291,7 +257,6 @@ export class LocalDriver implements Driver {
     this.#unsynced = new Map();
     try {
       throwIfAborted(options.signal, `${this.name}: sync`);
-      if (this.#flushError !== undefined) throw this.#flushError;
       const root = await this.#tree.realRoot(context);
       if (root !== undefined && process.platform === 'linux' && await syncFilesystem(root)) return;
       // A name that is not in its folder (never made so) is a whole path: `resolve` keeps it as it is.
@@ -315,10 +280,9 @@ export class LocalDriver implements Driver {
     });
   }
 
-  /** Waits for the early flushes still running (their descriptors are then closed); later calls reject with `E_CLOSED` (`fatal`). Idempotent. */
+  /** Nothing to release; later calls reject with `E_CLOSED` (`fatal`). Idempotent. */
   async close(): Promise<void> {
     this.#closed = true;
-    while (this.#flushing > 0) await new Promise<void>((resolve) => this.#flushed.push(resolve));
   }
 
   #checkOpen(signal: AbortSignal | undefined, context: ErrorContext): void {

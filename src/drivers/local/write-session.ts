@@ -40,22 +40,7 @@ export interface SessionSetup {
   readonly prepareFolder: () => Promise<string>;
   /** Called after the rename: the file and its folder still need `sync()` to be durable. */
   readonly committed: (file: string, folder: string) => void;
-  /**
-   * Takes the descriptor of a committed file of at least `EARLY_FLUSH_BYTES` and closes it,
-   * after starting its data on its way to the disk meanwhile if it can (see the driver's
-   * `flushEarly`). Without it, the descriptor is closed at once.
-   */
-  readonly flushEarly?: (fd: number) => void;
 }
-
-/**
- * Files of at least this many bytes have their data flushed (`fdatasync`, in the thread pool,
- * not waited for) as soon as they are committed, while later files are still being copied: the
- * disk then writes during the copy, and the checkpoint's `sync()` finds little left to write
- * (issue 13: rclone + sync copies into the page cache and then waits for one flush of it all).
- * Smaller files are left to `sync()`: a flush each would cost a journal commit per file.
- */
-export const EARLY_FLUSH_BYTES = 1024 * 1024;
 
 /**
  * Prepares writing `key` (arguments already checked): creates the root (one level) and parent
@@ -65,7 +50,7 @@ export const EARLY_FLUSH_BYTES = 1024 * 1024;
  */
 export async function openLocalWrite(
   tree: LocalTree, key: string, size: number, partBytes: number, context: ErrorContext,
-  committed: (file: string, folder: string) => void, flushEarly?: (fd: number) => void,
+  committed: (file: string, folder: string) => void,
 ): Promise<LocalWriteSession> {
   let folder = await tree.prepareFolder(key, context);
   const basename = key.slice(key.lastIndexOf('/') + 1);
@@ -100,7 +85,6 @@ export async function openLocalWrite(
       return tree.prepareFolder(key, context);
     },
     committed,
-    ...(flushEarly !== undefined ? { flushEarly } : {}),
   });
 }
 
@@ -234,20 +218,11 @@ export class LocalWriteSession implements WriteSession {
       const info = await this.#setup.ops.fstatBig(fd);
       const size = Number(info.size);
       if (size !== this.size) throw sizeMismatchError(context, 'cannot commit: the partial file', size, this.size);
-      const { flushEarly } = this.#setup;
-      // A large file keeps its descriptor past the rename, for its early flush.
-      const kept = flushEarly !== undefined && size >= EARLY_FLUSH_BYTES ? await this.#takeHandle() : undefined;
-      if (kept === undefined) await this.#closeHandle();
-      try {
-        throwIfAborted(options.signal, `${context.driver}: ${this.key}: commit`);
-        await this.#setup.ops.rename(this.#setup.temp, this.#setup.final);
-      } catch (err) {
-        if (kept !== undefined) await this.#setup.ops.close(kept).catch(() => undefined);
-        throw err;
-      }
+      await this.#closeHandle();
+      throwIfAborted(options.signal, `${context.driver}: ${this.key}: commit`);
+      await this.#setup.ops.rename(this.#setup.temp, this.#setup.final);
       this.#state = 'committed';
       this.#setup.committed(this.#setup.final, this.#setup.folder);
-      if (kept !== undefined) flushEarly?.(kept);
       return { fingerprint: localFingerprint(info.size, info.mtimeNs, info.ino) };
     } catch (err) {
       throw classifyFsError(err, context);
@@ -323,18 +298,12 @@ export class LocalWriteSession implements WriteSession {
   }
 
   async #closeHandle(): Promise<void> {
-    const fd = await this.#takeHandle();
-    if (fd !== undefined) await this.#setup.ops.close(fd);
-  }
-
-  /** The open descriptor, once no read or write uses it, for the caller to close; the session no longer has one. */
-  async #takeHandle(): Promise<number | undefined> {
     const opening = this.#fd;
     this.#fd = undefined;
-    if (opening === undefined) return undefined;
+    if (opening === undefined) return;
     const fd = await opening.catch(() => undefined);
-    if (fd === undefined) return undefined;
+    if (fd === undefined) return;
     while (this.#busy > 0) await new Promise<void>((resolve) => this.#idle.push(resolve));
-    return fd;
+    await this.#setup.ops.close(fd);
   }
 }
