@@ -38,7 +38,6 @@ export interface Location {
   readonly root: string;
 }
 
-/** One file-system node: what a bind mount or a symlink cannot disguise. Decimal strings (64-bit). */
 /**
  * Where a config section points and how messages name it: a driver's `location` and
  * `description`, computed from its options alone (each driver's options.ts `*Place`), by the driver
@@ -49,6 +48,7 @@ export interface ConfiguredPlace {
   readonly location: Location;
 }
 
+/** One file-system node: what a bind mount or a symlink cannot disguise. Decimal strings (64-bit). */
 export interface FileNode {
   readonly dev: string;
   readonly ino: string;

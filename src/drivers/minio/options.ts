@@ -260,8 +260,7 @@ export function parseMinioOptions(name: string, section: Readonly<Record<string,
 
 /** `minio://bucket/root/ @ http://host:port`: where the driver points, without credentials. */
 export function describeMinio(options: Pick<MinioOptions, 'bucketName' | 'rootPath' | 'address' | 'port' | 'useSSL'>): string {
-  const host = options.address.includes(':') ? `[${options.address}]` : options.address;
-  return `minio://${options.bucketName}/${options.rootPath} @ ${options.useSSL ? 'https' : 'http'}://${host}:${options.port}`;
+  return `minio://${options.bucketName}/${options.rootPath} @ ${minioEndpoint(options)}`;
 }
 
 /** Its description and location (../location.ts `ConfiguredPlace`). */
