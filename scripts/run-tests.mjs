@@ -5,6 +5,11 @@
 // `N passed, N failed, N skipped`, after the test time of each file, slowest first
 // (scripts/file-times.mjs; the full list is kept in .test-output/file-times-PID.txt).
 //
+// Nothing can hang the run: a test fails after 10 minutes unless it sets its own timeout, a file's
+// process is ended a minute after its tests are done even if a handle it left open would keep it
+// alive (scripts/test-leaks.mjs names such handles, and they are listed at the end), and the whole
+// run is stopped, counted as a failure, after OFFSITE_TEST_DEADLINE_MINUTES (65 by default).
+//
 // A server that cannot start does not make its tests pass: the reason is passed to them in
 // OFFSITE_TEST_<NAME>_ERROR and they fail with it (or skip loudly when OFFSITE_TEST_ALLOW_SKIP=1
 // outside CI).
@@ -60,16 +65,32 @@ env.OFFSITE_CACHE_DIR = cacheDir;
 
 const tapFile = join(outDir, `results-${process.pid}.tap`); // one per runner: runs may overlap in one checkout
 const timesFile = join(outDir, `file-times-${process.pid}.txt`);
-rmSync(tapFile, { force: true });
-rmSync(timesFile, { force: true });
+const leaksFile = join(outDir, `leaks-${process.pid}.txt`);
+for (const file of [tapFile, timesFile, leaksFile]) rmSync(file, { force: true });
+env.OFFSITE_TEST_LEAKS_FILE = leaksFile;
+const deadlineMinutes = Number(process.env.OFFSITE_TEST_DEADLINE_MINUTES ?? 65);
+// Its own process group, so that a stop (deadline, Ctrl-C) ends the test files' processes and the
+// CLIs they started too; the servers are stopped below either way.
 const child = spawn(process.execPath, [
-  '--test', '--test-concurrency=1',
+  '--import', join(root, 'scripts', 'test-leaks.mjs'),
+  '--test', '--test-concurrency=1', '--test-timeout=600000',
   '--test-reporter=spec', '--test-reporter-destination=stdout',
   '--test-reporter=tap', `--test-reporter-destination=${tapFile}`,
   `--test-reporter=${join(root, 'scripts', 'file-times.mjs')}`, `--test-reporter-destination=${timesFile}`,
   ...files,
-], { stdio: ['ignore', 'inherit', 'inherit'], env });
+], { stdio: ['ignore', 'inherit', 'inherit'], env, detached: true });
+let stoppedBy;
+const stopTests = (reason) => {
+  if (stoppedBy !== undefined) return;
+  stoppedBy = reason;
+  console.log(`# ${reason}: stopping the tests`);
+  try { process.kill(-child.pid, 'SIGKILL'); } catch { /* already gone */ }
+};
+const deadline = setTimeout(() => stopTests(`the tests did not finish within ${deadlineMinutes} minutes (the file that hung is the one after the last result above)`), deadlineMinutes * 60_000);
+process.on('SIGINT', () => stopTests('interrupted'));
+process.on('SIGTERM', () => stopTests('terminated'));
 const code = await new Promise((resolveExit) => child.on('exit', (c, sig) => resolveExit(c ?? (sig ? 1 : 0))));
+clearTimeout(deadline);
 
 rmSync(cacheDir, { recursive: true, force: true });
 for (const handle of running.reverse()) {
@@ -82,9 +103,16 @@ if (existsSync(timesFile)) {
   for (const line of [...times.slice(0, -1).slice(0, 15), times.at(-1)]) console.log(`# ${line}`);
 }
 
-const tap = readFileSync(tapFile, 'utf8');
+if (existsSync(leaksFile)) {
+  console.log('# files whose process outlived its tests (ended by scripts/test-leaks.mjs):');
+  for (const line of readFileSync(leaksFile, 'utf8').trimEnd().split('\n')) console.log(`#   ${line}`);
+}
+
+const tap = existsSync(tapFile) ? readFileSync(tapFile, 'utf8') : '';
 const count = (name) => Number((tap.match(new RegExp(`^# ${name} (\\d+)$`, 'm')) ?? [])[1] ?? 0);
 const passed = count('pass'), failed = count('fail'), skipped = count('skipped');
 const cancelled = count('cancelled');
-console.log(`${passed} passed, ${failed + cancelled} failed, ${skipped} skipped`);
-process.exit(code !== 0 || failed + cancelled > 0 || passed === 0 ? 1 : 0);
+// A stopped run counts as one more failure: the tests it did not reach are not passes.
+const stopped = stoppedBy === undefined ? 0 : 1;
+console.log(`${passed} passed, ${failed + cancelled + stopped} failed, ${skipped} skipped`);
+process.exit(code !== 0 || failed + cancelled + stopped > 0 || passed === 0 ? 1 : 0);
