@@ -4,6 +4,7 @@
  * one-line message that names what is wrong and what to do. The CLI (src/cli/exit.ts) is the
  * only place that maps them to exit codes.
  */
+import { setMaxListeners } from 'node:events';
 
 /**
  * How the engine reacts to an error:
@@ -77,6 +78,18 @@ export class AbortedError extends OffsiteError {
 /** Throws an AbortedError when the signal has fired. */
 export function throwIfAborted(signal: AbortSignal | undefined, what?: string): void {
   if (signal?.aborted) throw new AbortedError(what);
+}
+
+/**
+ * A signal that fires when `own` or `outer` (the run's, when there is one) does. Like the CLI's
+ * run signal, it takes any number of listeners: every concurrent read, write and sleep of a part
+ * of the run listens on it, far more than node's default of 10 (beyond which it prints a
+ * MaxListenersExceededWarning on stderr, seen in a sharded run under load).
+ */
+export function eitherSignal(own: AbortSignal, outer: AbortSignal | undefined): AbortSignal {
+  const signal = outer === undefined ? own : AbortSignal.any([outer, own]);
+  setMaxListeners(0, signal);
+  return signal;
 }
 
 /** The kind of any thrown value; plain errors count as `fatal` unless they carry a kind. */

@@ -9,7 +9,7 @@
 import type { ReusePolicy } from '../config/config.js';
 import type { Driver } from '../drivers/types.js';
 import { EncryptionKeyError } from '../crypto/keys.js';
-import { errorKind, errorMessage } from '../errors.js';
+import { eitherSignal, errorKind, errorMessage } from '../errors.js';
 import { manifestKey, OFFSITE_DIR, readManifestAt, type Manifest, type ManifestFile } from '../manifest/manifest.js';
 import { copyCheckpointKeys, type CheckpointKeys, type RunReuse } from './destination-run.js';
 import type { HashAhead, HashCursor } from './hash-ahead.js';
@@ -179,7 +179,7 @@ export async function prepareDestination(driver: Driver, reusePolicy: ReusePolic
   // is several round trips (the lock also waits to read itself back). Dropped when the copy turns
   // out to be up to date.
   const stopIndexing = new AbortController();
-  const indexing = reuseIndexOf(driver, backup, reusePolicy, ctx.emit, signal ? AbortSignal.any([signal, stopIndexing.signal]) : stopIndexing.signal, ctx.trustSourceEtags === true, ctx.manifestCache);
+  const indexing = reuseIndexOf(driver, backup, reusePolicy, ctx.emit, eitherSignal(stopIndexing.signal, signal), ctx.trustSourceEtags === true, ctx.manifestCache);
   indexing.catch(() => undefined); // awaited below, or dropped
   const dropIndex = async (): Promise<void> => {
     stopIndexing.abort();

@@ -21,9 +21,8 @@
  * destinations (their match needs a keyed MAC of the plaintext, taken from the shared read) nor
  * for files whose hashes the newest copy's record gives (the source option `trustEtags`).
  */
-import { setMaxListeners } from 'node:events';
 import type { Driver } from '../drivers/types.js';
-import { AbortedError } from '../errors.js';
+import { AbortedError, eitherSignal } from '../errors.js';
 import { getHasher, HashArena } from '../hash/xxh64.js';
 import { readChunkHashes, type ObjectHashes } from './chunks.js';
 import { guardSourceRead, type FeedFile } from './fanout.js';
@@ -78,8 +77,7 @@ export class HashAhead {
   readonly #signal: AbortSignal;
 
   constructor(private readonly options: HashAheadOptions) {
-    this.#signal = options.signal ? AbortSignal.any([options.signal, this.#stop.signal]) : this.#stop.signal;
-    setMaxListeners(0, this.#signal); // every read in flight listens to it
+    this.#signal = eitherSignal(this.#stop.signal, options.signal); // every read in flight listens to it
     // A stopped run starts no more reads: whoever waits for one not started is told at once.
     this.#signal.addEventListener('abort', () => {
       for (let i = this.#head; i < this.#queue.length; i++) (this.#queue[i] as Entry).settle.reject(new AbortedError('replicate: hashing ahead'));

@@ -31,7 +31,7 @@
  */
 import PQueue from 'p-queue';
 import type { Driver } from '../drivers/types.js';
-import { errorMessage, OffsiteError, type ErrorKind, UsageError } from '../errors.js';
+import { eitherSignal, errorMessage, OffsiteError, type ErrorKind, UsageError } from '../errors.js';
 import { manifestKey, type ManifestFile } from '../manifest/manifest.js';
 import { writeManifestStreamed } from '../manifest/write-stream.js';
 import { ChunkPool } from './buffers.js';
@@ -258,7 +258,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
     backup, files: filesLater, chunkBytes, shard, dryRun, lock: options.lock, emit, trustSourceEtags: options.trustSourceEtags === true,
     ...(options.manifestCacheDir !== undefined ? { manifestCache: new ManifestCache(options.manifestCacheDir) } : {}),
     ...(hashAhead ? { hashAhead } : {}),
-    signal: signal ? AbortSignal.any([signal, stopPreparing.signal]) : stopPreparing.signal,
+    signal: eitherSignal(stopPreparing.signal, signal),
   };
   /**
    * A destination prepared (./destination-state.ts), without what it holds: its listing as maps,

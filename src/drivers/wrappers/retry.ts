@@ -25,7 +25,7 @@
  */
 import type { Readable } from 'node:stream';
 import { Readable as ReadableStream } from 'node:stream';
-import { AbortedError, DriverError, errorKind, UsageError } from '../../errors.js';
+import { AbortedError, DriverError, eitherSignal, errorKind, UsageError } from '../../errors.js';
 import type { Identity } from '../location.js';
 import type { CommitOptions, Committed, CopyWithinOptions, Driver, Entry, ListOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
 import { ForwardingDriver, ForwardingWriteSession } from './forwarding.js';
@@ -283,7 +283,7 @@ class ResumingReadStream extends ReadableStream {
         this.#failures++;
         const offset = this.start + this.#delivered;
         this.#stop ??= new AbortController();
-        this.#waitSignal ??= this.signal === undefined ? this.#stop.signal : AbortSignal.any([this.signal, this.#stop.signal]);
+        this.#waitSignal ??= eitherSignal(this.#stop.signal, this.signal);
         this.#failingSince ??= Date.now();
         await this.retrier.backoff(err, this.#failures, { op: 'read', key: this.key, offset }, this.#waitSignal, this.#failingSince);
         if (this.destroyed) return;
