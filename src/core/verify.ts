@@ -16,7 +16,7 @@
  *   (audits: a random sample or a slice of the rotation).
  */
 import PQueue from 'p-queue';
-import type { Driver } from '../drivers/types.js';
+import type { Driver, FileHashes } from '../drivers/types.js';
 import { errorKind, errorMessage, OffsiteError } from '../errors.js';
 import { HashArena } from '../hash/xxh64.js';
 import { manifestKey, OFFSITE_DIR, type ManifestFile } from '../manifest/manifest.js';
@@ -106,13 +106,45 @@ export const MAX_FILES_READ_BEFORE_LISTED = 1024;
 class ChunkSizeAfterFiles extends Error {}
 
 /**
- * Reads one file back and compares its chunk hashes with the manifest. Every byte read is
+ * Reads one file back and compares its chunk hashes with the manifest: hashed by the driver where
+ * it can (`Driver.readHashes`: the local driver reads into the hash module's memory, no stream),
+ * else read through its stream and hashed here. Every byte read is
  * hashed once: when the manifest lists chunk hashes (every file with bytes), each chunk is
  * compared with its own, and all of them matching is the proof (64 bits per chunk, from the same
  * source read as the whole-file hash); the whole-file hash is computed only for a record without
  * chunk hashes.
  */
-async function deepCheck(driver: Driver, key: string, file: ManifestFile, chunkBytes: number, arena: HashArena, options: VerifyOptions): Promise<Damage | undefined> {
+async function deepCheck(driver: Driver, key: string, file: ManifestFile, chunkBytes: number, arena: () => HashArena, options: VerifyOptions): Promise<Damage | undefined> {
+  if (driver.readHashes) return judgeHashes(file, chunkBytes, await driver.readHashes(key, { size: file.storedSize ?? file.size, chunkBytes, whole: file.chunks.length === 0, signal: options.signal, onBytes: options.onBytes }));
+  return deepCheckByStream(driver, key, file, chunkBytes, arena(), options);
+}
+
+/**
+ * `deepCheck` where the driver hashed the file itself (`Driver.readHashes`: every byte read, the
+ * size exact, or it rejected): the same findings as reading the stream, from its hashes.
+ */
+function judgeHashes(file: ManifestFile, chunkBytes: number, found: FileHashes): Damage | undefined {
+  const size = file.storedSize ?? file.size;
+  if (file.chunks.length === 0) {
+    return found.hash === file.hash ? undefined : { path: file.path, problem: 'hash', message: `${file.path}: file hash ${found.hash ?? '(none)'}, manifest says ${file.hash}` };
+  }
+  const count = Math.min(found.chunks.length, file.chunks.length);
+  for (let index = 0; index < count; index++) {
+    const actual = found.chunks[index];
+    if (actual === file.chunks[index]) continue;
+    const offset = index * chunkBytes;
+    const length = Math.min(chunkBytes, size - offset);
+    return {
+      path: file.path, problem: 'chunk', chunk: index, offset, length,
+      message: `${file.path}: chunk ${index} (bytes ${offset}..${offset + length - 1}) differs: expected ${file.chunks[index]}, found ${actual}`,
+    };
+  }
+  if (found.chunks.length !== file.chunks.length) return { path: file.path, problem: 'hash', message: `${file.path}: ${found.chunks.length} chunks read back, the manifest lists ${file.chunks.length}` };
+  return undefined;
+}
+
+/** `deepCheck` through the driver's read stream, hashed here (in `arena`). */
+async function deepCheckByStream(driver: Driver, key: string, file: ManifestFile, chunkBytes: number, arena: HashArena, options: VerifyOptions): Promise<Damage | undefined> {
   const whole = file.chunks.length === 0 ? arena.create() : undefined;
   let index = 0;
   let offset = 0;
@@ -200,10 +232,10 @@ export async function verifyCopy(options: VerifyOptions): Promise<VerifyResult> 
   })();
   /** A deep check's outcome, kept until the file can be judged. */
   type ReadOutcome = { readonly found?: Damage; readonly error?: unknown };
-  const readBackFile = (file: ManifestFile, chunkBytes: number): Promise<ReadOutcome> => {
-    arena ??= new HashArena(READ_SLOTS_PER_FILE * concurrency, READ_PIECE_BYTES);
-    return deepCheck(driver, `${backup}/${file.path}`, file, chunkBytes, arena, options).then((found) => ({ found }), (error: unknown) => ({ error }));
-  };
+  /** The arena of reads through the driver's stream (made at the first; not when the driver hashes itself). */
+  const streamArena = (): HashArena => (arena ??= new HashArena(READ_SLOTS_PER_FILE * concurrency, READ_PIECE_BYTES));
+  const readBackFile = (file: ManifestFile, chunkBytes: number): Promise<ReadOutcome> =>
+    deepCheck(driver, `${backup}/${file.path}`, file, chunkBytes, streamArena, options).then((found) => ({ found }), (error: unknown) => ({ error }));
   /** Files read before the listing showed them, judged once it has ended (their chunk hashes dropped: they are read). */
   const readEarly: { file: ManifestFile; readBack: boolean; chunkBytes: number; outcome: ReadOutcome }[] = [];
   /** Checks one file against the listing, and reads it back (unless `read` holds its outcome already). */

@@ -269,6 +269,30 @@ export interface ReadOptions extends SignalOptions {
   readonly ifFingerprint?: string;
 }
 
+/** Options of `Driver.readHashes`. */
+export interface ReadHashesOptions extends SignalOptions {
+  /**
+   * The bytes the object must hold (the size its record gives). An object of another size, at the
+   * open or at any moment of the read, rejects with `E_SIZE_CHANGED` (kind `integrity`): no hash
+   * is ever given for bytes that were not read, nor for a read that stopped short of the end.
+   */
+  readonly size: number;
+  /** Bytes per chunk hashed on its own (the manifest's chunk size); the last chunk is shorter. */
+  readonly chunkBytes: number;
+  /** Also the XXH64 of the whole object (`FileHashes.hash`). @default false */
+  readonly whole?: boolean;
+  /** Told the bytes read and hashed so far, piece by piece (progress). */
+  readonly onBytes?: (bytes: number) => void;
+}
+
+/** What `Driver.readHashes` read: the hashes the manifest records for a file. */
+export interface FileHashes {
+  /** XXH64 of each chunk of `ReadHashesOptions.chunkBytes`, in order (`xxh64:<hex>`); none for an empty object. */
+  readonly chunks: string[];
+  /** XXH64 of the whole object, when `whole` was asked for. */
+  readonly hash?: string;
+}
+
 export interface WriteOptions extends SignalOptions {
   /** Exact size of the finished object in bytes; `commit` fails when the parts do not add up. */
   readonly size: number;
@@ -443,6 +467,24 @@ export interface Driver {
    * with kind `not-found`. A stream error mid-way carries a `kind` like any other error.
    */
   openRead(key: string, options?: ReadOptions): Promise<Readable>;
+  /**
+   * Reads the whole object under `key` and hashes it as the engine hashes a file (XXH64 of each
+   * chunk, and of the whole with `whole`), without handing its bytes to the caller: a driver that
+   * can read and hash more cheaply than through `openRead`'s stream (local: positional reads into
+   * the hash module's own memory, no stream) has it; the engine's deep checks (verify, audit
+   * read-back) use it when it is there and read the stream otherwise. Opens `key` exactly as
+   * `openRead` does (the same refusals: kind `not-found` for a missing key or a special file,
+   * `KeyError` for a symlink leading outside the root). Rejects with `E_SIZE_CHANGED` (kind
+   * `integrity`) when the object does not hold exactly `size` bytes (see `ReadHashesOptions.size`),
+   * with a classified `DriverError` for a failed read, with `AbortedError` soon after `signal`
+   * fires. Reads only; leaves nothing open behind.
+   *
+   * Wrappers pass it on only when the bytes they would read are the driver's as they are, paced as
+   * the driver reads them: a wrapper that changes the bytes (encryption) or the pace of reads
+   * (bandwidth limit) leaves it out, so the engine reads through its `openRead`
+   * (src/drivers/wrappers/forwarding.ts `forwardsReadHashes`).
+   */
+  readHashes?(key: string, options: ReadHashesOptions): Promise<FileHashes>;
   /** Starts (or resumes) writing `key`. See `WriteSession`. */
   openWrite(key: string, options: WriteOptions): Promise<WriteSession>;
   /** Removes `key`; resolves when it is already gone. Also removes resumable state for it. */

@@ -147,7 +147,7 @@ describe('local driver', () => {
         return { dir, root, driver: await driverAt(root) };
       }
 
-      it('a symlink pointing outside the root is refused for stat, read, list, write, delete and copy', async () => {
+      it('a symlink pointing outside the root is refused for stat, read, readHashes, list, write, delete and copy', async () => {
         const { dir, driver } = await layout();
         const refused = async (what: string, action: () => Promise<unknown>): Promise<void> => {
           const err = await rejectsWithKind(action, 'permanent', what, 'E_BAD_KEY');
@@ -157,6 +157,8 @@ describe('local driver', () => {
         await refused('openRead file-link', () => driver.openRead('bad/file-link'));
         await refused('stat through dir-link', () => driver.stat('bad/dir-link/secret.txt'));
         await refused('openRead through dir-link', () => driver.openRead('bad/dir-link/secret.txt', { offset: 1 }));
+        await refused('readHashes file-link', () => (driver as LocalDriver).readHashes('bad/file-link', { size: 6, chunkBytes: 4 }));
+        await refused('readHashes through dir-link', () => (driver as LocalDriver).readHashes('bad/dir-link/secret.txt', { size: 6, chunkBytes: 4 }));
         await refused('list', () => listAll(driver, ''));
         await refused('list bad/', () => listAll(driver, 'bad/'));
         await refused('list through dir-link', () => listAll(driver, 'bad/dir-link/'));
@@ -174,6 +176,7 @@ describe('local driver', () => {
         assert.equal((await driver.stat('good/file-link'))?.size, 6);
         assert.equal((await readKey(driver, 'good/file-link', 1, 3)).toString(), 'nsi');
         assert.equal((await readKey(driver, 'good-dir-link/real.txt')).toString(), 'inside');
+        assert.deepEqual(await (driver as LocalDriver).readHashes('good/file-link', { size: 6, chunkBytes: 4, whole: true }), await (driver as LocalDriver).readHashes('good/real.txt', { size: 6, chunkBytes: 4, whole: true }), 'readHashes follows it');
         assert.deepEqual((await listAll(driver, 'good/')).map((e) => [e.key, e.size]), [['good/file-link', 6], ['good/real.txt', 6]]);
         assert.deepEqual((await listAll(driver, 'good-dir-link/')).map((e) => e.key), ['good-dir-link/file-link', 'good-dir-link/real.txt'], 'listing from a symlinked prefix');
         await putObject(driver, 'good-dir-link/new', Buffer.from('n'));

@@ -623,6 +623,43 @@ export function runConformance(label: string, target: TargetSource, options: Con
       await assertObject(driver, 'present/file', seededBytes(5, 15));
     });
 
+    test('readHashes gives the hashes of exactly the stored bytes; another size, a missing key, an aborted signal are refused', async (driver, t) => {
+      if (driver.readHashes === undefined) {
+        t.skip(`driver "${driver.name}" has no readHashes (deep checks read its stream)`);
+        return;
+      }
+      const hasher = await getHasher();
+      const chunkBytes = 4 * KiB;
+      const data = seededBytes(3 * chunkBytes + 17, 41);
+      await putObject(driver, 'rh/file', data);
+      await putObject(driver, 'rh/empty', Buffer.alloc(0));
+      const expected = [0, 1, 2, 3].map((i) => hasher.hash(data.subarray(i * chunkBytes, (i + 1) * chunkBytes)));
+      let told = 0;
+      const found = await driver.readHashes('rh/file', { size: data.length, chunkBytes, whole: true, onBytes: (n) => { told += n; } });
+      assert.deepEqual(found.chunks, expected, 'chunk hashes');
+      assert.equal(found.hash, hasher.hash(data), 'whole-file hash');
+      assert.equal(told, data.length, 'onBytes told every byte once');
+      const oneChunk = await driver.readHashes('rh/file', { size: data.length, chunkBytes: 8 * chunkBytes });
+      assert.deepEqual(oneChunk, { chunks: [hasher.hash(data)] }, 'one chunk, no whole-file hash unless asked');
+      assert.deepEqual(await driver.readHashes('rh/empty', { size: 0, chunkBytes, whole: true }), { chunks: [], hash: hasher.hash(new Uint8Array(0)) }, 'an empty object');
+      for (const size of [data.length - 1, data.length + 1, 0]) {
+        await rejectsWithKind(() => driver.readHashes?.('rh/file', { size, chunkBytes, whole: true }) as Promise<unknown>, 'integrity', `readHashes with size ${size} of a ${data.length}-byte object`, 'E_SIZE_CHANGED');
+      }
+      await rejectsWithKind(() => driver.readHashes?.('rh/empty', { size: 1, chunkBytes }) as Promise<unknown>, 'integrity', 'readHashes of an empty object with size 1', 'E_SIZE_CHANGED');
+      for (const key of ['rh/nope', 'no/such/folder/file', 'rh/file/below-a-file']) {
+        await rejectsWithKind(() => driver.readHashes?.(key, { size: 1, chunkBytes }) as Promise<unknown>, 'not-found', `readHashes(${key})`, 'E_NOT_FOUND');
+      }
+      await rejectsWithKind(() => driver.readHashes?.('rh', { size: 1, chunkBytes }) as Promise<unknown>, 'not-found', 'readHashes of a folder-like prefix');
+      for (const key of ESCAPING_KEYS) {
+        await rejectsWithKind(() => driver.readHashes?.(key, { size: 1, chunkBytes }) as Promise<unknown>, 'permanent', `readHashes(${JSON.stringify(key)})`, 'E_BAD_KEY');
+      }
+      await rejectsWithKind(() => driver.readHashes?.('rh/file', { size: data.length, chunkBytes: 0 }) as Promise<unknown>, 'fatal', 'readHashes with chunkBytes 0', 'E_BAD_ARGUMENT');
+      await rejectsAborted(() => driver.readHashes?.('rh/file', { size: data.length, chunkBytes, signal: AbortSignal.abort() }) as Promise<unknown>, 'readHashes with an aborted signal');
+      const stop = new AbortController();
+      await rejectsAborted(() => driver.readHashes?.('rh/file', { size: data.length, chunkBytes: 1024, signal: stop.signal, onBytes: () => stop.abort() }) as Promise<unknown>, 'readHashes aborted after its first piece');
+      assert.deepEqual((await driver.readHashes('rh/file', { size: data.length, chunkBytes })).chunks, expected, 'the driver still hashes after the refusals');
+    });
+
     test('whatIsAt names a file, a folder and a missing key', async (driver, t) => {
       if (driver.whatIsAt === undefined) {
         t.skip(`driver "${driver.name}" has no whatIsAt (its listings show all there is)`);

@@ -14,7 +14,7 @@ import { generateBackup } from '../../scripts/gen-backup.js';
 import { replicate } from '../../src/core/replicate.js';
 import { MAX_FILES_READ_BEFORE_LISTED, verifyCopy } from '../../src/core/verify.js';
 import { LocalDriver } from '../../src/drivers/local/index.js';
-import type { Entry, ListOptions, ReadOptions } from '../../src/drivers/types.js';
+import type { Entry, FileHashes, ListOptions, ReadHashesOptions, ReadOptions } from '../../src/drivers/types.js';
 
 const NAME = 'slow_listing_2025_07_01';
 const CONCURRENCY = 4;
@@ -30,6 +30,12 @@ class SlowListingDriver extends LocalDriver {
   override openRead(key: string, options?: ReadOptions): Promise<Readable> {
     if (!key.includes('/.offsite/')) this.dataReads++;
     return super.openRead(key, options);
+  }
+
+  /** How a deep verify reads a local copy's data files (they are hashed in the driver). */
+  override readHashes(key: string, options: ReadHashesOptions): Promise<FileHashes> {
+    this.dataReads++;
+    return super.readHashes(key, options);
   }
 
   override async *list(prefix: string, options?: ListOptions): AsyncIterable<Entry> {

@@ -38,6 +38,8 @@ for (const metadataCalls of ['sync', 'async'] as const) {
             const err = await rejectsWithKind(() => driver.openRead(key), 'not-found', `openRead(${key})`, 'E_NOT_A_FILE');
             assert.match(err.message, what);
             assert.match(err.message, new RegExp(`^disk: ${key}: read: `));
+            const hashing = await rejectsWithKind(() => driver.readHashes(key, { size: 1, chunkBytes: 4 }), 'not-found', `readHashes(${key})`, 'E_NOT_A_FILE');
+            assert.match(hashing.message, what);
           }
           assert.deepEqual((await listAll(driver, '')).map((e) => e.key), ['b/file']);
           assert.deepEqual(await readKey(driver, 'b/file'), seededBytes(10, 1), 'the driver still reads files');

@@ -109,6 +109,15 @@ describe('encrypting wrapper', () => {
     assert.deepEqual(await readKey(driver, 'b/x', 1500, 1600), data.subarray(1500, 3100), 'a range across chunks');
     assert.equal((await driver.stat('b/x'))?.size, data.length);
     assert.equal((await inner.stat('b/x'))?.size, stored.length);
+    // A read that hashes in the driver below would hash the sealed bytes as if they were the file:
+    // the wrapper offers none; the stored driver's gives what the stored record says (an audit without the key).
+    assert.equal(typeof inner.readHashes, 'function');
+    assert.equal(driver.readHashes, undefined, 'no readHashes through the encryption');
+    assert.equal(driver.encryption?.stored, inner);
+    assert.deepEqual(
+      await inner.readHashes?.('b/x', { size: stored.length, chunkBytes: CHUNK + OVERHEAD_BYTES, whole: true }),
+      { chunks: committed?.stored?.chunks, hash: committed?.stored?.hash },
+    );
     await driver.close();
   });
 

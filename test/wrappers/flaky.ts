@@ -5,10 +5,10 @@
  */
 import { Readable, Transform } from 'node:stream';
 import { DriverError, type ErrorKind } from '../../src/errors.js';
-import type { CommitOptions, Committed, CopyWithinOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../../src/drivers/types.js';
+import type { CommitOptions, Committed, CopyWithinOptions, Driver, Entry, FileHashes, ReadHashesOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../../src/drivers/types.js';
 import { ForwardingDriver, ForwardingWriteSession } from '../../src/drivers/wrappers/forwarding.js';
 
-export type FlakyOp = 'list' | 'stat' | 'openRead' | 'openWrite' | 'delete' | 'copyWithin' | 'matches' | 'write' | 'commit';
+export type FlakyOp = 'list' | 'stat' | 'openRead' | 'readHashes' | 'openWrite' | 'delete' | 'copyWithin' | 'matches' | 'write' | 'commit';
 
 interface Fault {
   times: number;
@@ -49,6 +49,10 @@ export class FlakyDriver extends ForwardingDriver {
 
   protected override forwardCopyWithin(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<Committed | void> {
     return this.#call('copyWithin', `${fromKey} ${toKey}`, () => super.forwardCopyWithin(fromKey, toKey, options));
+  }
+
+  protected override forwardReadHashes(key: string, options: ReadHashesOptions): Promise<FileHashes> {
+    return this.#call('readHashes', key, () => super.forwardReadHashes(key, options));
   }
 
   /** The next `times` calls of `op` fail with `kind`. */

@@ -8,6 +8,8 @@
  *   wrapper, every method must reach the recording driver when called, every data member must
  *   read the same value, and the capabilities must be the same. The same for the write session.
  * - Over the same driver without `copyWithin`: the stack must not invent one.
+ * - Members a stack must withhold (`withheld`: `readHashes` below a bandwidth limit or encryption,
+ *   which must read through their own `openRead`) are absent from it, and every other member passes.
  * - Over a real driver (`realInner`): every member of it, and of a write session it opens, exists
  *   on the wrapper and its session (methods as methods, data with the same value).
  */
@@ -15,7 +17,7 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import type {
-  Capabilities, CommitOptions, Driver, Entry, ReadOptions, SignalOptions, WriteOptions, WriteSession,
+  Capabilities, CommitOptions, Driver, Entry, FileHashes, ReadHashesOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession,
 } from '../../src/drivers/types.js';
 import { filesystemLocation, type Identity, type Location } from '../../src/drivers/location.js';
 import { memberNames } from '../../src/drivers/wrappers/forwarding.js';
@@ -61,6 +63,7 @@ export class RecordingDriver implements Driver {
   async *list(prefix: string, _options?: SignalOptions): AsyncIterable<Entry> { this.log.push(`list ${prefix}`); yield { key: `${prefix}x`, size: 1, mtimeMs: 0 }; }
   async stat(key: string, _options?: SignalOptions): Promise<Entry | undefined> { this.log.push(`stat ${key}`); return undefined; }
   async openRead(key: string, _options?: ReadOptions): Promise<Readable> { this.log.push(`openRead ${key}`); return Readable.from([Buffer.from('x')]); }
+  async readHashes(key: string, _options: ReadHashesOptions): Promise<FileHashes> { this.log.push(`readHashes ${key}`); return { chunks: [] }; }
   async openWrite(key: string, options: WriteOptions): Promise<WriteSession> {
     this.log.push(`openWrite ${key}`);
     const session = new RecordingSession(this.log, key, options.size, options.partBytes);
@@ -79,6 +82,7 @@ const DRIVER_CALLS: Record<string, { args: unknown[]; logged: string }> = {
   list: { args: ['p/', {}], logged: 'list p/' },
   stat: { args: ['k', {}], logged: 'stat k' },
   openRead: { args: ['k', {}], logged: 'openRead k' },
+  readHashes: { args: ['k', { size: 0, chunkBytes: 1 }], logged: 'readHashes k' },
   openWrite: { args: ['w', { size: 3, partBytes: 2 }], logged: 'openWrite w' },
   delete: { args: ['k', {}], logged: 'delete k' },
   sync: { args: [{}], logged: 'sync' },
@@ -108,8 +112,9 @@ async function settle(value: unknown): Promise<unknown> {
 }
 
 /** Checks that every member of `inner` exists on `wrapped` and reaches `inner` (or reads the same) when used. */
-async function assertForwards(what: string, inner: object, wrapped: object, log: string[], calls: Record<string, { args: unknown[]; logged: string }>): Promise<void> {
-  const names = memberNames(inner).filter((n): n is string => typeof n === 'string');
+async function assertForwards(what: string, inner: object, wrapped: object, log: string[], calls: Record<string, { args: unknown[]; logged: string }>, withheld: readonly string[] = []): Promise<void> {
+  const names = memberNames(inner).filter((n): n is string => typeof n === 'string' && !withheld.includes(n));
+  for (const name of withheld) assert.equal(Reflect.get(wrapped, name), undefined, `${what}: ${name} must not pass through this wrapper`);
   for (const name of ['log', 'sessions']) names.splice(names.indexOf(name), names.includes(name) ? 1 : 0); // bookkeeping of the double
   for (const name of names) {
     const innerValue: unknown = Reflect.get(inner, name);
@@ -131,8 +136,10 @@ async function assertForwards(what: string, inner: object, wrapped: object, log:
  * Every function-valued member of `inner` is a function on `wrapped`; every data member is there
  * too, reading the same value when `sameValues` (not for two sessions of different keys).
  */
-function assertExposes(what: string, inner: object, wrapped: object, sameValues: boolean): void {
+function assertExposes(what: string, inner: object, wrapped: object, sameValues: boolean, withheld: readonly string[] = []): void {
+  for (const name of withheld) assert.equal(Reflect.get(wrapped, name), undefined, `${what}: ${name} must not pass through this wrapper`);
   for (const name of memberNames(inner)) {
+    if (typeof name === 'string' && withheld.includes(name)) continue;
     const innerValue: unknown = Reflect.get(inner, name);
     const wrappedValue: unknown = Reflect.get(wrapped, name);
     if (typeof innerValue === 'function') assert.equal(typeof wrappedValue, 'function', `${what}: ${String(name)} is missing on the wrapper`);
@@ -145,6 +152,8 @@ function assertExposes(what: string, inner: object, wrapped: object, sameValues:
 export interface KeepsMembersOptions {
   /** A real driver to wrap as well (closed by the check). */
   readonly realInner?: () => Promise<Driver>;
+  /** Members the stack must not have even though the driver has them (see the module comment). */
+  readonly withheld?: readonly string[];
 }
 
 /** Registers the "keeps every member" cases for the stack `wrap` builds (see the module comment). */
@@ -154,7 +163,7 @@ export function checkKeepsMembers(label: string, wrap: (inner: Driver) => Driver
       const inner = new RecordingDriver();
       const wrapped = await wrap(inner);
       assert.deepEqual({ ...wrapped.capabilities }, { ...inner.capabilities });
-      await assertForwards(label, inner, wrapped, inner.log, DRIVER_CALLS);
+      await assertForwards(label, inner, wrapped, inner.log, DRIVER_CALLS, options.withheld);
       assert.equal(await (wrapped as unknown as RecordingDriver).extraMethod(2), 4, 'results pass through');
     });
 
@@ -181,7 +190,7 @@ export function checkKeepsMembers(label: string, wrap: (inner: Driver) => Driver
         const inner = await realInner();
         const wrapped = await wrap(inner);
         try {
-          assertExposes(label, inner, wrapped, true);
+          assertExposes(label, inner, wrapped, true, options.withheld);
           const direct = await inner.openWrite('members/direct', { size: 1, partBytes: 1 });
           const session = await wrapped.openWrite('members/wrapped', { size: 1, partBytes: 1 });
           assertExposes(`${label} session`, direct, session, false);

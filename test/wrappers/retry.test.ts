@@ -12,6 +12,7 @@ import { createLocalDriver } from '../../src/drivers/local/index.js';
 import type { Driver } from '../../src/drivers/types.js';
 import { backoffDelayMs, withRetry, type RetryInfo, type RetryPolicy } from '../../src/drivers/wrappers/retry.js';
 import { AbortedError, OffsiteError, UsageError, type ErrorKind } from '../../src/errors.js';
+import { getHasher } from '../../src/hash/xxh64.js';
 import { hashOf, listAll, partOf, putObject, readAll, readKey, seededBytes } from '../conformance/suite.js';
 import { FlakyDriver, INJECTED } from './flaky.js';
 
@@ -164,6 +165,26 @@ describe('withRetry', () => {
     assert.equal(flaky.count('copyWithin'), 3);
     assert.equal(flaky.count('delete'), 3);
     assert.deepEqual((await listAll(driver, '')).map((e) => e.key), ['dst']);
+  });
+
+  it('readHashes is retried as a whole call; onBytes is told each byte once; other kinds go through at once', async () => {
+    const { flaky, driver, retries } = await setup();
+    const data = seededBytes(300_000, 5);
+    await putObject(driver, 'h', data);
+    const hasher = await getHasher();
+    // Fails after the call went through: its bytes were told once already.
+    flaky.fail('readHashes', 2, 'retryable', 'after');
+    let told = 0;
+    const found = await driver.readHashes?.('h', { size: data.length, chunkBytes: 100_000, whole: true, onBytes: (n) => { told += n; } });
+    assert.deepEqual(found, { chunks: [0, 1, 2].map((i) => hasher.hash(data.subarray(i * 100_000, (i + 1) * 100_000))), hash: hasher.hash(data) });
+    assert.equal(flaky.count('readHashes'), 3);
+    assert.equal(told, data.length, 'no byte told twice');
+    assert.deepEqual(retries.map((r) => [r.op, r.key]), [['readHashes', 'h'], ['readHashes', 'h']]);
+    flaky.fail('readHashes', 1, 'integrity');
+    assert.equal((await rejection(() => driver.readHashes?.('h', { size: data.length, chunkBytes: 100_000 }) as Promise<unknown>)).kind, 'integrity');
+    assert.equal(flaky.count('readHashes'), 4);
+    assert.equal((await rejection(() => driver.readHashes?.('h', { size: data.length + 1, chunkBytes: 100_000 }) as Promise<unknown>)).code, 'E_SIZE_CHANGED', 'a wrong size is not retried');
+    assert.equal(flaky.count('readHashes'), 5);
   });
 
   describe('openRead', () => {

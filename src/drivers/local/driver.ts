@@ -3,7 +3,7 @@
  * This file holds the `Driver` methods; the jobs behind them live next to it:
  *
  * - ./tree.ts           the confined tree: real root, folders resolved and remembered, symlink checks, listing walk
- * - ./read.ts           the read pipeline (positional reads into the caller's buffers)
+ * - ./read.ts           the read pipeline (positional reads into the caller's buffers; `readHashes` hashing in place)
  * - ./write-session.ts  the partial file and its commit by rename
  * - ./copy.ts           server-side copy (reflink/copy + rename)
  * - ./fsops.ts          synchronous or asynchronous metadata calls, chosen per mount
@@ -24,19 +24,20 @@ import { lstat, unlink } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { throwIfAborted } from '../../errors.js';
+import { HashArena } from '../../hash/xxh64.js';
 import { ownString } from '../../strings.js';
 import {
-  checkDriverKey, checkDriverPrefix, checkReadRange, checkWriteShape, copyTempName, driverClosedError, partialName, pathTypeOf, splitKey, type ErrorContext,
+  badArgument, checkByteCount, checkDriverKey, checkDriverPrefix, checkReadRange, checkWriteShape, copyTempName, driverClosedError, partialName, pathTypeOf, splitKey, type ErrorContext,
 } from '../toolkit/index.js';
 import type {
-  Capabilities, Committed, CopyWithinOptions, Driver, Entry, ListOptions, PathType, ReadOptions, SignalOptions, WriteOptions, WriteSession,
+  Capabilities, Committed, CopyWithinOptions, Driver, Entry, FileHashes, ListOptions, PathType, ReadHashesOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession,
 } from '../types.js';
 import type { Identity, Location } from '../location.js';
 import { identifyLocalFolder } from './identity.js';
 import { copyLocal } from './copy.js';
 import { classifyFsError, isMissing } from './errors.js';
 import { localPlace, type LocalOptions } from './options.js';
-import { openLocalRead } from './read.js';
+import { HASH_ARENA_SLOTS, HASH_PIECE_BYTES, openLocalRead, readLocalHashes } from './read.js';
 import { localEntry, LocalTree, removeEmptyFolders, syncFile, syncFilesystem, syncFolder } from './tree.js';
 import { openLocalWrite } from './write-session.js';
 
@@ -46,6 +47,8 @@ export class LocalDriver implements Driver {
   readonly capabilities: Capabilities;
   readonly #tree: LocalTree;
   #closed = false;
+  /** Where `readHashes` reads and hashes (made at its first call). */
+  #hashArena: HashArena | undefined;
   /**
    * Committed since the last `sync()` (renamed into place but maybe not yet on disk): each folder
    * with the names of its files. Names, not whole paths: on a night that reuses most files no
@@ -168,6 +171,26 @@ export class LocalDriver implements Driver {
       const { offset, length } = checkReadRange(options, context);
       this.#checkOpen(options.signal, context);
       return await openLocalRead(this.#tree, key, offset, length, options, context);
+    } catch (err) {
+      throw classifyFsError(err, context);
+    }
+  }
+
+  /**
+   * Reads the whole file at `key` and hashes it in place (./read.ts `readLocalHashes`): positional
+   * reads into the XXH64 module's memory, no stream. Opens the file as `openRead` does (the same
+   * refusals); `E_SIZE_CHANGED` (`integrity`) when it does not hold exactly `size` bytes from the
+   * open to the end of the read; `E_BAD_ARGUMENT` (`fatal`) for a bad size or chunk size.
+   */
+  async readHashes(key: string, options: ReadHashesOptions): Promise<FileHashes> {
+    const context = { driver: this.name, action: 'read', key };
+    try {
+      checkDriverKey(this.name, key);
+      checkByteCount(options.size, 'size', context);
+      if (checkByteCount(options.chunkBytes, 'chunkBytes', context) < 1) throw badArgument(context, 'chunkBytes must be at least 1, got 0');
+      this.#checkOpen(options.signal, context);
+      this.#hashArena ??= new HashArena(HASH_ARENA_SLOTS, HASH_PIECE_BYTES);
+      return await readLocalHashes(this.#tree, key, options, this.#hashArena, context);
     } catch (err) {
       throw classifyFsError(err, context);
     }

@@ -18,6 +18,9 @@
  * part, and over the run, is the limit. Reads are paced per slice, which also slows the reads
  * from the network through the stream's backpressure.
  *
+ * The driver's `readHashes` (a read that hashes without handing over the bytes) is not offered
+ * through this layer: the engine then reads through `openRead`, paced.
+ *
  * Not charged: `matches` (drivers that read a part back to compare it do so on their own
  * connection; S3 compares ETags), `copyWithin` (server-side), list/stat/delete, and writes opened
  * with `unpaced` (the lock file's few hundred bytes a minute, which must never make a stop wait). Put the retry
@@ -178,6 +181,11 @@ function pacedStream(inner: Readable, limiters: readonly RateLimiter[], what: st
 class BandwidthLimitedDriver extends ForwardingDriver {
   constructor(inner: Driver, readonly limiters: readonly RateLimiter[], readonly limitOptions: BandwidthLimitOptions) {
     super(inner);
+  }
+
+  /** Reads must come through `openRead`, where they are paced: no `readHashes` around it. */
+  protected override get forwardsReadHashes(): boolean {
+    return false;
   }
 
   override async openRead(key: string, options: ReadOptions = {}): Promise<Readable> {

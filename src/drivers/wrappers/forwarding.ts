@@ -10,7 +10,11 @@
  *   methods and getters here; the compiler checks that none is missing (`implements`).
  * - Optional members are forwarded exactly when `inner` has them: `copyWithin` exists on the
  *   wrapper only when the inner driver has one (a wrapper changes what it does by overriding
- *   `forwardCopyWithin`); `identify` likewise (`forwardIdentify`). The hint `prepareCopies` is
+ *   `forwardCopyWithin`); `identify` likewise (`forwardIdentify`). `readHashes` likewise
+ *   (`forwardReadHashes`), unless the wrapper's `forwardsReadHashes` says no: a wrapper that
+ *   changes the bytes read (encryption) or their pace (bandwidth limit) must not let the engine
+ *   read around it, so it has no `readHashes` even when `inner` has one (the engine then reads
+ *   through the wrapper's `openRead`). The hint `prepareCopies` is
  *   passed through with the rest (below): a wrapper has nothing to add to it.
  * - Everything else `inner` has (members the contract does not name yet, such as a property a
  *   later change adds to every driver, or a driver's own extras) is passed through too: each is
@@ -22,12 +26,13 @@
  */
 import type { Readable } from 'node:stream';
 import type {
-  Capabilities, CommitOptions, Committed, CopyWithinOptions, Driver, Entry, ListOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession,
+  Capabilities, CommitOptions, Committed, CopyWithinOptions, Driver, Entry, FileHashes, ListOptions, ReadHashesOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession,
 } from '../types.js';
 import type { Identity, Location } from '../location.js';
 
 type CopyWithin = (fromKey: string, toKey: string, options?: CopyWithinOptions) => Promise<Committed | void>;
 type Identify = (options?: SignalOptions) => Promise<Identity>;
+type ReadHashes = (key: string, options: ReadHashesOptions) => Promise<FileHashes>;
 
 /**
  * The names of every member of `inner` (own and inherited, up to `Object.prototype`), except
@@ -99,6 +104,8 @@ export class ForwardingDriver implements Driver {
   declare readonly copyWithin?: CopyWithin;
   /** Present exactly when `inner.identify` is; calls `forwardIdentify`. */
   declare readonly identify?: Identify;
+  /** Present exactly when `inner.readHashes` is and `forwardsReadHashes` is true; calls `forwardReadHashes`. */
+  declare readonly readHashes?: ReadHashes;
 
   constructor(readonly inner: Driver) {
     if (typeof inner.copyWithin === 'function') {
@@ -113,7 +120,21 @@ export class ForwardingDriver implements Driver {
         writable: true, configurable: true, enumerable: false,
       });
     }
+    if (typeof inner.readHashes === 'function') {
+      // Withheld as an own `undefined`, so that the pass-through below does not add it either.
+      const value = this.forwardsReadHashes ? (((key, options) => this.forwardReadHashes(key, options)) satisfies ReadHashes) : undefined;
+      Object.defineProperty(this, 'readHashes', { value, writable: true, configurable: true, enumerable: false });
+    }
     passThroughRest(this, inner);
+  }
+
+  /**
+   * Whether `inner.readHashes` is offered (see the module comment): true for a wrapper that reads
+   * the driver's bytes as they are, at the driver's pace. A getter of the class, asked in the
+   * constructor: it must not depend on the wrapper's fields.
+   */
+  protected get forwardsReadHashes(): boolean {
+    return true;
   }
 
   get name(): string { return this.inner.name; }
@@ -132,6 +153,11 @@ export class ForwardingDriver implements Driver {
   /** What `copyWithin` does (only called when `inner` has one). Override to change it. */
   protected forwardCopyWithin(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<Committed | void> {
     return (this.inner.copyWithin as CopyWithin).call(this.inner, fromKey, toKey, options);
+  }
+
+  /** What `readHashes` does (only called when `inner` has one and `forwardsReadHashes`). Override to change it. */
+  protected forwardReadHashes(key: string, options: ReadHashesOptions): Promise<FileHashes> {
+    return (this.inner.readHashes as ReadHashes).call(this.inner, key, options);
   }
 
   /** What `identify` does (only called when `inner` has one). Override to change it. */

@@ -5,7 +5,7 @@
  * wrapper around any driver, like restic's retry backend, so no driver repeats this logic.
  *
  * What is retried, and at which granularity:
- * - `stat`, `delete`, `copyWithin`, `openWrite` (the open only): the whole call.
+ * - `stat`, `delete`, `copyWithin`, `openWrite` (the open only), `readHashes`: the whole call.
  * - `WriteSession.matches`, `.write`, `.commit`: each call on its own, so a failed part is sent
  *   again as that part only; the parts already written stay where they are. `suspend` and
  *   `abort` pass through (they never throw, or are the way out).
@@ -27,12 +27,12 @@ import type { Readable } from 'node:stream';
 import { Readable as ReadableStream } from 'node:stream';
 import { AbortedError, DriverError, eitherSignal, errorKind, UsageError } from '../../errors.js';
 import type { Identity } from '../location.js';
-import type { CommitOptions, Committed, CopyWithinOptions, Driver, Entry, ListOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
+import type { CommitOptions, Committed, CopyWithinOptions, Driver, Entry, FileHashes, ListOptions, ReadHashesOptions, ReadOptions, SignalOptions, WriteOptions, WriteSession } from '../types.js';
 import { ForwardingDriver, ForwardingWriteSession } from './forwarding.js';
 import { abortableSleep } from './sleep.js';
 
 /** The operations the retry layer can repeat, as reported to `onRetry`. */
-export type RetryOperation = 'stat' | 'delete' | 'copyWithin' | 'openWrite' | 'matches' | 'write' | 'commit' | 'openRead' | 'read' | 'list' | 'identify';
+export type RetryOperation = 'stat' | 'delete' | 'copyWithin' | 'openWrite' | 'matches' | 'write' | 'commit' | 'openRead' | 'read' | 'list' | 'identify' | 'readHashes';
 
 /** What `onRetry` learns before each backoff sleep. */
 export interface RetryInfo {
@@ -322,6 +322,23 @@ class RetryingDriver extends ForwardingDriver {
 
   protected override forwardCopyWithin(fromKey: string, toKey: string, options?: CopyWithinOptions): Promise<Committed | void> {
     return this.#retrier.run({ op: 'copyWithin', key: fromKey }, options?.signal, () => super.forwardCopyWithin(fromKey, toKey, options));
+  }
+
+  /** The whole call again; bytes a failed attempt told `onBytes` are not told twice. */
+  protected override forwardReadHashes(key: string, options: ReadHashesOptions): Promise<FileHashes> {
+    const tell = options.onBytes;
+    let told = 0;
+    return this.#retrier.run({ op: 'readHashes', key }, options.signal, () => {
+      let read = 0;
+      const onBytes = tell && ((bytes: number): void => {
+        read += bytes;
+        if (read > told) {
+          tell(read - told);
+          told = read;
+        }
+      });
+      return super.forwardReadHashes(key, onBytes ? { ...options, onBytes } : options);
+    });
   }
 
   protected override forwardIdentify(options?: SignalOptions): Promise<Identity> {
