@@ -12,11 +12,14 @@
  * - **Small inputs inline.** Below `inlineBelowBytes` (256 KiB) the task runs on the calling
  *   thread: the round trip would cost more than the work. A task with a large fixed cost per call
  *   (sealing: a cipher and several MACs set up per file) says so with a lower threshold per call.
+ * - **Workers never wait for this thread.** A worker is given its next tasks before it answers
+ *   the one it runs (up to `MAX_TASKS_PER_WORKER`, and about a megabyte of input ahead), so it
+ *   goes on while this thread is busy; the smallest queued task goes first (see `#pump`).
  * - **Shared or copied, never transferred.** The fan-out hands the same pooled chunk to several
  *   destinations and reuses it once they are done, so the caller's buffer is never detached. An
  *   input in shared memory (a `SharedArrayBuffer`: the fan-out's pooled chunks, the parts the
  *   object-store driver holds until `commit`) goes to the worker as it is, without a copy; any other
- *   input is copied when the task starts, into a shared buffer the worker keeps (sized in powers
+ *   input is copied when the task is given to a worker, into a shared buffer kept for the next (sized in powers
  *   of two, so that it is not allocated again for each slightly larger input: fresh memory costs a
  *   page fault per 4 KiB, measured at ~5 ms per MiB on a virtual machine, against ~0.2 ms per MiB
  *   for copying into memory already mapped). A worker's output is shared or transferred back,
@@ -33,8 +36,9 @@
  *   or when the owner object is garbage collected.
  * - **No task is lost.** A task that throws rejects with `CpuTaskError` (its message says which
  *   task failed and why); a worker that dies (crash, `process.exit`, out of memory) rejects the
- *   task it was running and is replaced for the next ones; `close()` rejects what is still queued
- *   or running. Nothing waits forever on a worker that is gone.
+ *   task it was running and is replaced; the tasks it had been given but not started are queued
+ *   again. `close()` rejects what is still queued or running. Nothing waits forever on a worker
+ *   that is gone.
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -47,8 +51,16 @@ export const MAX_WORKERS = 4;
 export const INLINE_BELOW_BYTES = 256 * 1024;
 /** A worker keeps its input buffer up to this size for the next task; a larger one is dropped after use. */
 const KEPT_SCRATCH_BYTES = 64 * 1024 * 1024;
+/** Free input buffers a worker keeps for the next tasks. */
+const KEPT_SCRATCHES = 2;
 /** Smallest input buffer a worker gets (inputs below `inlineBelowBytes` do not need one). */
 const MIN_SCRATCH_BYTES = 1024 * 1024;
+/** Most tasks a worker is given at once: the one it runs and those queued behind it in its thread. */
+export const MAX_TASKS_PER_WORKER = 8;
+/** Input bytes a worker is given behind the task it runs (a few milliseconds of sealing): enough that it never waits for this thread, few enough that a small task queued here later can still go first. */
+const AHEAD_BYTES = 1024 * 1024;
+/** A task queued here this long goes next whatever its size (smaller ones otherwise go first). */
+export const MAX_QUEUED_MS = 100;
 
 export interface CpuPoolOptions {
   /** Worker threads. @default `OFFSITE_CPU_THREADS`, else availableParallelism() - 1 within 1..MAX_WORKERS */
@@ -57,6 +69,8 @@ export interface CpuPoolOptions {
   readonly inlineBelowBytes?: number;
   /** The worker script (tests give one with extra tasks). @default ./cpu-worker.js */
   readonly workerUrl?: URL;
+  /** A task queued this long goes next whatever its size. @default MAX_QUEUED_MS */
+  readonly maxQueuedMs?: number;
 }
 
 export interface RunOptions {
@@ -100,16 +114,26 @@ interface Pending {
   readonly resolve: (value: unknown) => void;
   readonly reject: (err: unknown) => void;
   settled: boolean;
-  /** Aborted while its worker ran it (a task with an output): rejects once the worker answers. */
+  /** Aborted once given to a worker (a task with an output): rejects once the worker answers. */
   abortedRunning: boolean;
   readonly unlisten: () => void;
+  /** The number its worker answers under, once given to one. */
+  id: number;
+  /** The worker's input buffer it was copied into (an input not in shared memory), while given to a worker. */
+  scratch: SharedArrayBuffer | undefined;
+  /** When it was queued (`performance.now()`). */
+  readonly queuedAt: number;
 }
 
 interface Slot {
   readonly worker: Worker;
   readonly secrets: Set<number>;
-  scratch: SharedArrayBuffer | undefined;
-  current: Pending | undefined;
+  /** Input buffers for inputs not in shared memory, free for the next task (one per task given at once at most). */
+  readonly scratches: SharedArrayBuffer[];
+  /** The tasks given to the worker and not answered yet, in the order it runs them (the first one runs). */
+  readonly tasks: Pending[];
+  /** Input bytes of `tasks`. */
+  bytes: number;
   gone: boolean;
   /** Was sent the warm-up message (`warm`). */
   warmed: boolean;
@@ -119,6 +143,7 @@ export class CpuPool {
   readonly workers: number;
   readonly inlineBelowBytes: number;
   readonly #workerUrl: URL;
+  readonly #maxQueuedMs: number;
   readonly #slots: Slot[] = [];
   readonly #queue: Pending[] = [];
   readonly #secrets = new Map<number, Buffer>();
@@ -138,6 +163,7 @@ export class CpuPool {
     this.workers = workers;
     this.inlineBelowBytes = options.inlineBelowBytes ?? INLINE_BELOW_BYTES;
     this.#workerUrl = options.workerUrl ?? new URL('./cpu-worker.js', import.meta.url);
+    this.#maxQueuedMs = options.maxQueuedMs ?? MAX_QUEUED_MS;
     const secrets = this.#secrets;
     this.#inline = {
       cache: new Map(),
@@ -196,7 +222,7 @@ export class CpuPool {
         slot.warmed = true;
         slot.worker.postMessage({ type: 'warm' });
       }
-      if (secret !== undefined && slot.current === undefined) this.#sendSecret(slot, secret);
+      if (secret !== undefined) this.#sendSecret(slot, secret);
     }
   }
 
@@ -247,7 +273,7 @@ export class CpuPool {
       const onAbort = (): void => {
         const i = this.#queue.indexOf(pending);
         if (i >= 0) this.#queue.splice(i, 1);
-        // A running task still writes its output: it settles when its worker answers.
+        // A task given to a worker may still write its output: it settles when its worker answers.
         else if (output !== undefined) return void (pending.abortedRunning = true);
         settle(pending, undefined, new AbortedError(`CPU task ${task}`));
       };
@@ -256,6 +282,7 @@ export class CpuPool {
         task, params, input, output, secret: options.secret, settled: false, abortedRunning: false,
         resolve: resolve as (value: unknown) => void, reject,
         unlisten: () => signal?.removeEventListener('abort', onAbort),
+        id: 0, scratch: undefined, queuedAt: performance.now(),
       };
       this.#queue.push(pending);
       this.#pump();
@@ -273,22 +300,48 @@ export class CpuPool {
     }
   }
 
-  /** Hands queued tasks to idle workers, starting workers up to the pool's size. */
+  /**
+   * Hands queued tasks to workers: to an idle one first, starting workers up to the pool's size,
+   * then to the one with the fewest input bytes given, as long as it has fewer than
+   * `AHEAD_BYTES` waiting behind the task it runs. A worker runs the tasks it was given one after
+   * the other without waiting for this thread: a worker given its next task only once this
+   * thread had read its last answer sat idle while this thread was busy. The smallest queued task
+   * goes first (most are one small file each, whose upload waits for it; a large part's seal
+   * takes tens of milliseconds), unless one has waited `maxQueuedMs`.
+   */
   #pump(): void {
+    let canStart = true;
     while (this.#queue.length > 0) {
-      let slot = this.#slots.find((s) => s.current === undefined && !s.gone);
-      if (slot === undefined) {
-        if (this.#slots.length >= this.workers) return;
+      let slot: Slot | undefined;
+      for (const s of this.#slots) {
+        if (s.gone || s.tasks.length >= MAX_TASKS_PER_WORKER || (s.tasks.length > 0 && s.bytes - (s.tasks[0] as Pending).input.length >= AHEAD_BYTES)) continue;
+        if (slot === undefined || s.bytes < slot.bytes || (s.bytes === slot.bytes && s.tasks.length < slot.tasks.length)) slot = s;
+      }
+      if ((slot === undefined || slot.tasks.length > 0) && canStart && this.#slots.length < this.workers) {
         try {
           slot = this.#start();
         } catch (err) {
-          // Nothing runs the queued tasks: each one rejects rather than waiting for a thread.
-          for (const pending of this.#queue.splice(0)) settle(pending, undefined, err);
-          return;
+          canStart = false;
+          if (this.#slots.every((s) => s.gone)) {
+            // Nothing runs the queued tasks: each one rejects rather than waiting for a thread.
+            for (const pending of this.#queue.splice(0)) settle(pending, undefined, err);
+            return;
+          }
         }
       }
-      this.#dispatch(slot, this.#queue.shift() as Pending);
+      if (slot === undefined) return;
+      this.#dispatch(slot, this.#next());
     }
+  }
+
+  /** Takes the queued task to run next (see `#pump`). */
+  #next(): Pending {
+    const queue = this.#queue;
+    let best = 0;
+    if (performance.now() - (queue[0] as Pending).queuedAt < this.#maxQueuedMs) {
+      for (let i = 1; i < queue.length; i++) if ((queue[i] as Pending).input.length < (queue[best] as Pending).input.length) best = i;
+    }
+    return queue.splice(best, 1)[0] as Pending;
   }
 
   /**
@@ -306,7 +359,7 @@ export class CpuPool {
       this.#execArgv = [];
       return this.#start();
     }
-    const slot: Slot = { worker, secrets: new Set(), scratch: undefined, current: undefined, gone: false, warmed: false };
+    const slot: Slot = { worker, secrets: new Set(), scratches: [], tasks: [], bytes: 0, gone: false, warmed: false };
     worker.on('message', (reply: TaskReply) => this.#answer(slot, reply));
     worker.on('error', (err: Error) => this.#lost(slot, `it threw ${err.name}: ${err.message}`, err));
     worker.on('messageerror', (err: Error) => this.#lost(slot, `its answer could not be read (${err.message})`, err));
@@ -319,61 +372,79 @@ export class CpuPool {
   }
 
   #dispatch(slot: Slot, pending: Pending): void {
-    slot.current = pending;
-    slot.worker.ref();
+    if (pending.secret !== undefined && !this.#sendSecret(slot, pending.secret)) {
+      settle(pending, undefined, new CpuTaskError(`CPU task ${pending.task}: its secret is no longer registered (was its driver closed?)`));
+      return;
+    }
     const { input } = pending;
     const length = input.length;
     let shared: { buffer: SharedArrayBuffer; offset: number };
     if (input.buffer instanceof SharedArrayBuffer) {
       shared = { buffer: input.buffer, offset: input.byteOffset };
     } else {
-      if (slot.scratch === undefined || slot.scratch.byteLength < length) slot.scratch = new SharedArrayBuffer(scratchBytesFor(length));
-      new Uint8Array(slot.scratch, 0, length).set(input);
-      shared = { buffer: slot.scratch, offset: 0 };
+      let scratch = slot.scratches.pop();
+      if (scratch === undefined || scratch.byteLength < length) scratch = new SharedArrayBuffer(scratchBytesFor(length));
+      new Uint8Array(scratch, 0, length).set(input);
+      pending.scratch = scratch;
+      shared = { buffer: scratch, offset: 0 };
     }
-    if (pending.secret !== undefined && !this.#sendSecret(slot, pending.secret)) {
-      this.#finish(slot);
-      settle(pending, undefined, new CpuTaskError(`CPU task ${pending.task}: its secret is no longer registered (was its driver closed?)`));
-      return;
-    }
+    if (slot.tasks.length === 0) slot.worker.ref();
+    pending.id = this.#nextTask++;
+    slot.tasks.push(pending);
+    slot.bytes += length;
     const { output } = pending;
     const request: TaskRequest = {
-      type: 'task', id: this.#nextTask++, task: pending.task, params: pending.params, input: shared.buffer, offset: shared.offset, length,
+      type: 'task', id: pending.id, task: pending.task, params: pending.params, input: shared.buffer, offset: shared.offset, length,
       ...(output !== undefined ? { output: output.buffer as SharedArrayBuffer, outputOffset: output.byteOffset, outputLength: output.byteLength } : {}),
     };
     slot.worker.postMessage(request);
-    if (slot.scratch !== undefined && slot.scratch.byteLength > KEPT_SCRATCH_BYTES) slot.scratch = undefined;
   }
 
   #answer(slot: Slot, reply: TaskReply): void {
-    const pending = slot.current;
-    this.#finish(slot);
-    if (pending !== undefined) {
-      if (pending.abortedRunning) settle(pending, undefined, new AbortedError(`CPU task ${pending.task}`));
-      else if (reply.ok) settle(pending, reply.result, undefined);
-      else settle(pending, undefined, failureOf(pending.task, reply.error));
-    }
+    // A worker answers its tasks in the order it was given them.
+    const i = slot.tasks.findIndex((p) => p.id === reply.id);
+    if (i < 0) return;
+    const pending = slot.tasks.splice(i, 1)[0] as Pending;
+    this.#finish(slot, pending);
+    if (pending.abortedRunning) settle(pending, undefined, new AbortedError(`CPU task ${pending.task}`));
+    else if (reply.ok) settle(pending, reply.result, undefined);
+    else settle(pending, undefined, failureOf(pending.task, reply.error));
     this.#pump();
   }
 
-  /** The worker is gone or unusable: reject its task, terminate it, and let the next task start a new one. */
+  /**
+   * The worker is gone or unusable: reject the task it ran, terminate it, and queue the tasks it
+   * had not started again (at the front, in their order) for the other workers or a new one.
+   */
   #lost(slot: Slot, why: string, cause: Error | undefined): void {
     if (slot.gone) return;
     slot.gone = true;
     const i = this.#slots.indexOf(slot);
     if (i >= 0) this.#slots.splice(i, 1);
-    const pending = slot.current;
-    slot.current = undefined;
-    if (pending !== undefined) {
-      settle(pending, undefined, new CpuTaskError(`CPU task ${pending.task} was not done: the worker thread running it stopped (${why}); the run can be started again`, 'fatal', { cause }));
+    const [running, ...waiting] = slot.tasks.splice(0);
+    slot.bytes = 0;
+    if (running !== undefined) {
+      settle(running, undefined, new CpuTaskError(`CPU task ${running.task} was not done: the worker thread running it stopped (${why}); the run can be started again`, 'fatal', { cause }));
     }
+    const again: Pending[] = [];
+    for (const pending of waiting) {
+      pending.scratch = undefined;
+      // Never started, so its output is untouched: one aborted meanwhile rejects now.
+      if (pending.abortedRunning) settle(pending, undefined, new AbortedError(`CPU task ${pending.task}`));
+      else if (!pending.settled) again.push(pending);
+    }
+    this.#queue.unshift(...again);
     void slot.worker.terminate().catch(() => undefined);
     if (!this.#closed) this.#pump();
   }
 
-  #finish(slot: Slot): void {
-    slot.current = undefined;
-    if (!slot.gone) slot.worker.unref();
+  /** `pending` was answered: its input buffer goes back to the worker's, and an idle worker no longer keeps the process alive. */
+  #finish(slot: Slot, pending: Pending): void {
+    slot.bytes -= pending.input.length;
+    const { scratch } = pending;
+    pending.scratch = undefined;
+    if (scratch !== undefined && scratch.byteLength <= KEPT_SCRATCH_BYTES && slot.scratches.length < KEPT_SCRATCHES) slot.scratches.push(scratch);
+    if (slot.tasks.length === 0 && !slot.gone) slot.worker.unref();
   }
 
   /** Terminates every worker; queued and running tasks reject. The pool cannot be used afterwards. */
@@ -385,8 +456,7 @@ export class CpuPool {
     const running: Pending[] = [];
     for (const slot of slots) {
       slot.gone = true;
-      if (slot.current) running.push(slot.current);
-      slot.current = undefined;
+      running.push(...slot.tasks.splice(0));
     }
     // Once their workers have stopped: a running task may still write its output until then.
     await Promise.all(slots.map((s) => s.worker.terminate().catch(() => undefined)));

@@ -143,8 +143,8 @@ type AnyTask = (params: unknown, input: Uint8Array, context: TaskContext, output
 
 /**
  * The worker side: runs each task message with `tasks` and answers it. Messages are handled one
- * at a time in order (the pool sends a worker its next task only after the answer), so a secret
- * sent before a task is known when the task runs.
+ * at a time in the order sent (the pool may send several tasks before the first is answered), so
+ * a secret sent before a task is known when the task runs.
  */
 export function serveTasks(tasks: Readonly<Record<string, unknown>>, warmUp: () => Promise<void> = CPU_WARM_UP): void {
   const port = parentPort;

@@ -241,6 +241,33 @@ describe('CPU pool', () => {
     }
   });
 
+  it('gives a worker its next tasks before it answers, runs the smallest queued task first, and queues again what a dead worker had not started', async () => {
+    const pool = new CpuPool({ workers: 1, inlineBelowBytes: 0, workerUrl: TEST_WORKER, maxQueuedMs: 60_000 });
+    const MiB = 1024 * 1024;
+    try {
+      const order: string[] = [];
+      const track = (name: string, promise: Promise<unknown>): Promise<unknown> => promise.then((value) => { order.push(name); return value; });
+      // The worker runs the first; the second is given to it at once (nothing ahead of it yet);
+      // the rest wait here, with over a megabyte given ahead.
+      const first = track('first', runRaw(pool, 'block', { ms: 300 }, Buffer.alloc(2 * MiB)));
+      const given = track('given', runRaw(pool, 'block', { ms: 1 }, Buffer.alloc(2 * MiB)));
+      const large = track('large', runRaw(pool, 'block', { ms: 1 }, Buffer.alloc(3 * MiB)));
+      const small = track('small', runRaw(pool, 'block', { ms: 1 }, Buffer.alloc(10)));
+      const middle = track('middle', runRaw(pool, 'block', { ms: 1 }, Buffer.alloc(MiB)));
+      assert.deepEqual(await Promise.all([first, given, large, small, middle]), [2 * MiB, 2 * MiB, 3 * MiB, 10, MiB]);
+      assert.deepEqual(order, ['first', 'given', 'small', 'middle', 'large']);
+      assert.equal(pool.started, 1);
+
+      // Given to the worker behind a task that kills it: run on a new worker, not lost.
+      const exiting = runRaw(pool, 'exit', { code: 3 });
+      const behind = [pool.run('md5', {}, Buffer.from('one')), pool.run('md5', {}, Buffer.from('two'))];
+      await rejectsWith(exiting, /CPU task exit was not done: the worker thread running it stopped \(it exited with code 3\)/);
+      assert.deepEqual((await Promise.all(behind)).map((r) => r.hex), ['one', 'two'].map((t) => createHash('md5').update(t).digest('hex')));
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('rejects a queued task whose signal fires, and every task still pending at close', async () => {
     const pool = testPool(1);
     const running = runRaw(pool, 'block', { ms: 500 });
