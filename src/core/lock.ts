@@ -109,9 +109,12 @@ export async function acquireLock(driver: Driver, backup: string, options: LockO
   try {
     await writeLock(driver, key, info(), options.signal);
   } catch (err) {
-    // Another writer's commit took the temp file this write was committing: that run got there first.
-    if (errorKind(err) !== 'not-found') throw err;
-    throw new OffsiteError('E_LOCKED', `${driver.name}: ${backup} is being written by another offsite run that started at the same moment (its lock write replaced this one's); try again later`, { kind: 'permanent', cause: err });
+    // Runs writing the lock at the same moment share its temp file (a deterministic name, see
+    // src/drivers/toolkit/temp-names.ts): another's commit took it away (not found), or another's
+    // open cut it short under this one's size check (integrity). That run got there first.
+    const kind = errorKind(err);
+    if (kind !== 'not-found' && kind !== 'integrity') throw err;
+    throw new OffsiteError('E_LOCKED', `${driver.name}: ${backup} is being written by another offsite run that started at the same moment (both wrote the lock at once and that one's write won); try again later`, { kind: 'permanent', cause: err });
   }
   options.onWritten?.();
   await new Promise((resolve) => setTimeout(resolve, options.settleMs ?? 200));
