@@ -212,7 +212,9 @@ describeWithServer('sftp symlinks', (server: SftpTestServer) => {
       let session: WriteSession | undefined;
       const deeper = await log.during(async () => { session = await driver.openWrite('b1/newer/a/b/c/f', { size: 1, partBytes: 1 }); });
       assert.deepEqual(deeper.sent, ['lstat', 'lstat', 'lstat', 'lstat', 'lstat', 'mkdir', 'mkdir', 'mkdir', 'mkdir', 'open'], 'four new levels (and the temp file) looked at, then made');
-      assert.equal(deeper.roundTrips, 3, 'the LSTATs at once, the MKDIRs at once (the server makes them in order), the OPEN');
+      // Three round trips at most: the MKDIRs go out as soon as the first LSTAT says its level is
+      // missing, so when the other LSTATs' answers come in a later read they overlap them (two).
+      assert.ok(deeper.roundTrips <= 3, `the LSTATs at once, the MKDIRs at once (the server makes them in order), the OPEN: ${deeper.roundTrips} round trips`);
       await session?.abort();
       assert.deepEqual(await log.during(() => driver.stat('b1/new/deep/f')), { sent: ['lstat'], roundTrips: 1 }, 'folders the driver made are remembered');
       assert.deepEqual(await log.during(() => driver.delete('b1/binlogs/seg2/f')), { sent: ['unlink', 'unlink'], roundTrips: 1 }, 'delete: no folder check, the key and its temp name at once');
