@@ -125,22 +125,31 @@ async function deepCheck(driver: Driver, key: string, file: ManifestFile, chunkB
  */
 function judgeHashes(file: ManifestFile, chunkBytes: number, found: FileHashes): Damage | undefined {
   const size = file.storedSize ?? file.size;
-  if (file.chunks.length === 0) {
-    return found.hash === file.hash ? undefined : { path: file.path, problem: 'hash', message: `${file.path}: file hash ${found.hash ?? '(none)'}, manifest says ${file.hash}` };
-  }
+  if (file.chunks.length === 0) return found.hash === file.hash ? undefined : fileHashDamage(file, found.hash ?? '(none)');
   const count = Math.min(found.chunks.length, file.chunks.length);
   for (let index = 0; index < count; index++) {
-    const actual = found.chunks[index];
-    if (actual === file.chunks[index]) continue;
-    const offset = index * chunkBytes;
-    const length = Math.min(chunkBytes, size - offset);
-    return {
-      path: file.path, problem: 'chunk', chunk: index, offset, length,
-      message: `${file.path}: chunk ${index} (bytes ${offset}..${offset + length - 1}) differs: expected ${file.chunks[index]}, found ${actual}`,
-    };
+    const actual = found.chunks[index] as string;
+    if (actual !== file.chunks[index]) return chunkDamage(file, index, index * chunkBytes, Math.min(chunkBytes, size - index * chunkBytes), actual);
   }
-  if (found.chunks.length !== file.chunks.length) return { path: file.path, problem: 'hash', message: `${file.path}: ${found.chunks.length} chunks read back, the manifest lists ${file.chunks.length}` };
-  return undefined;
+  return found.chunks.length === file.chunks.length ? undefined : chunkCountDamage(file, found.chunks.length);
+}
+
+/** Chunk `index` of `file` (`length` bytes at `offset`) hashed to `actual`, not to its recorded hash. */
+function chunkDamage(file: ManifestFile, index: number, offset: number, length: number, actual: string): Damage {
+  return {
+    path: file.path, problem: 'chunk', chunk: index, offset, length,
+    message: `${file.path}: chunk ${index} (bytes ${offset}..${offset + length - 1}) differs: expected ${file.chunks[index]}, found ${actual}`,
+  };
+}
+
+/** `file` (recorded without chunk hashes) hashed to `actual`, not to its recorded hash. */
+function fileHashDamage(file: ManifestFile, actual: string): Damage {
+  return { path: file.path, problem: 'hash', message: `${file.path}: file hash ${actual}, manifest says ${file.hash}` };
+}
+
+/** `count` chunks of `file` were read back, not as many as it records. */
+function chunkCountDamage(file: ManifestFile, count: number): Damage {
+  return { path: file.path, problem: 'hash', message: `${file.path}: ${count} chunks read back, the manifest lists ${file.chunks.length}` };
 }
 
 /** `deepCheck` through the driver's read stream, hashed here (in `arena`). */
@@ -151,21 +160,16 @@ async function deepCheckByStream(driver: Driver, key: string, file: ManifestFile
   const size = file.storedSize ?? file.size;
   for await (const actual of readChunkHashes(driver, key, size, chunkBytes, arena, `${driver.name}: ${key}`, options.signal, whole)) {
     const length = Math.min(chunkBytes, size - offset);
-    if (!whole && actual !== file.chunks[index]) {
-      return {
-        path: file.path, problem: 'chunk', chunk: index, offset, length,
-        message: `${file.path}: chunk ${index} (bytes ${offset}..${offset + length - 1}) differs: expected ${file.chunks[index]}, found ${actual}`,
-      };
-    }
+    if (!whole && actual !== file.chunks[index]) return chunkDamage(file, index, offset, length, actual);
     options.onBytes?.(length);
     offset += length;
     index++;
   }
   if (whole) {
     const actual = whole.digest();
-    if (actual !== file.hash) return { path: file.path, problem: 'hash', message: `${file.path}: file hash ${actual}, manifest says ${file.hash}` };
+    if (actual !== file.hash) return fileHashDamage(file, actual);
   } else if (index !== file.chunks.length) {
-    return { path: file.path, problem: 'hash', message: `${file.path}: ${index} chunks read back, the manifest lists ${file.chunks.length}` };
+    return chunkCountDamage(file, index);
   }
   return undefined;
 }
