@@ -86,4 +86,27 @@ describe('ChunkPool', () => {
     await waiting;
     assert.equal(resolved, true);
   });
+
+  it('drops its free chunk buffers once none has been taken for a while, and keeps them while in demand', async () => {
+    const pool = new ChunkPool(MiB, 8 * MiB, { idleFreeMs: 1000 });
+    const first = [pool.allocate(MiB), pool.allocate(MiB), pool.allocate(MiB)];
+    for (const b of first) pool.release(b);
+    assert.equal(pool.freeChunks, 3);
+    // Taken again every 40 ms (well under the idle time): still pooled, the same memory.
+    const memory = new Set(first.map((b) => b.buffer));
+    for (let i = 0; i < 8; i++) {
+      await new Promise((r) => setTimeout(r, 40));
+      const b = pool.allocate(MiB);
+      assert.ok(memory.has(b.buffer), `round ${i}: a free chunk is reused while chunks are in demand`);
+      pool.release(b);
+      assert.equal(pool.freeChunks, 3);
+    }
+    const deadline = Date.now() + 5000;
+    while (pool.freeChunks > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(pool.freeChunks, 0, 'idle free chunks are dropped');
+    const later = pool.allocate(MiB);
+    assert.ok(!memory.has(later.buffer), 'a chunk taken after the trim is new memory');
+    pool.release(later);
+    assert.equal(pool.inUseBytes, 0);
+  });
 });
