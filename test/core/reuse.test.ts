@@ -140,6 +140,31 @@ describe('reuse index', () => {
     assert.deepEqual(index.find(file('x', 1000), CHUNK), { backup: 'n0', path: 'c/1' });
   });
 
+  it('gives back every path whole, however paths share their beginnings (front-coded storage)', async () => {
+    const index = await createReuseIndex();
+    // Sorted paths sharing long prefixes, prefixes that end inside a multi-byte character
+    // ('é' and 'ê' share their first UTF-8 byte), paths that are prefixes of others, 1,000 files.
+    const names = ['a', 'a/b', 'a/b/c', 'caf\u00e9/1', 'caf\u00ea/1', '\u65e5\u672c/\u{1f600}', '\u65e5\u672c/\u{1f601}'];
+    const paths = [...names, ...Array.from({ length: 1000 }, (_, i) => `binlogs/insert_log/44990/44991/${Math.floor(i / 7)}/101/${i}`)].sort();
+    index.add({ backup: 'n3', chunkBytes: CHUNK, files: paths.map((p, i) => file(p, i)) });
+    // An older copy: the same paths with other contents, then a few of its own; a copy undone midway.
+    index.add({ backup: 'n2', chunkBytes: CHUNK, files: [...paths.map((p, i) => file(p, 5000 + i)), file('zz/old', 9000)] });
+    const undone = index.begin('n1', CHUNK);
+    for (let i = 0; i < 37; i++) undone.add(file(`q/${i}`, 7000 + i));
+    undone.undo();
+    index.add({ backup: 'n0', chunkBytes: CHUNK, files: [file('zz/older/\u00e9', 9001)] });
+    paths.forEach((p, i) => {
+      assert.deepEqual(index.candidate(p, 1000 + i), { backup: 'n3', path: p }, `by path: ${p}`);
+      assert.deepEqual(index.find(file(p, i), CHUNK), { backup: 'n3', path: p });
+      assert.deepEqual(index.find(file('elsewhere', 5000 + i), CHUNK), { backup: 'n2', path: p }, `by contents in the older copy: ${p}`);
+    });
+    assert.equal(index.candidate('a/b/', 1001), undefined, 'a path that only begins like one held is not it');
+    assert.equal(index.candidate('caf\u00e8/1', 1003), undefined);
+    assert.deepEqual(index.find(file('x', 9000), CHUNK), { backup: 'n2', path: 'zz/old' });
+    assert.deepEqual(index.find(file('x', 9001), CHUNK), { backup: 'n0', path: 'zz/older/\u00e9' });
+    assert.equal(index.find(file('x', 7003), CHUNK), undefined, 'nothing of the undone copy');
+  });
+
   it('keeps at most maxEntries contents, newest copies first', async () => {
     const index = await createReuseIndex({ maxEntries: 2 });
     index.add({ backup: 'new', chunkBytes: CHUNK, files: [file('a', 1), file('b', 2)] });
