@@ -14,7 +14,8 @@ import { writeManifestStreamed } from '../manifest/write-stream.js';
 import type { ChunkPool } from './buffers.js';
 import type { Fanout, FeedMember } from './fanout.js';
 import { Ledger } from './ledger.js';
-import { indexOfSorted, isStrictlySorted, RecordStore } from './records.js';
+import { RecordStore } from './records.js';
+import { asSortedPaths, type SortedPaths } from './sorted-paths.js';
 import type { DestinationPlan, FileActionKind } from './plan.js';
 import type { ProgressJournal } from './destination-state.js';
 import type { ProblemReport, ReplicateEvent } from './replicate.js';
@@ -58,8 +59,10 @@ export class DestinationRun implements FeedMember {
    * file, of which the run needs only the kind, kept in `kinds`.
    */
   readonly plan: DestinationPlan;
-  /** The kind of the plan's action for `context.paths[i]` (an index into `KINDS`), when the actions are in that order. */
+  /** The kind of the plan's action for `context.paths.at(i)` (an index into `KINDS`), when the actions are in that order. */
   private readonly kinds: Uint8Array | undefined;
+  /** The run's paths, when the plan's actions are in their order. */
+  private readonly paths: SortedPaths | undefined;
   /** The kinds by path otherwise. */
   private readonly kindMap: Map<string, FileActionKind> | undefined;
   /** Files planned as `reuse` that are there already, unrecorded (a run killed after reusing them; few). */
@@ -87,8 +90,10 @@ export class DestinationRun implements FeedMember {
    * The paths of the records made since the last checkpoint written, in order. Paths, not records:
    * a checkpoint's cost sets the time to the next one (up to tens of seconds under load), and
    * thousands of records held that long (~200 bytes each) all outlived the young generation.
+   * A known path (the run's, ./records.ts) by its slot: the engine may keep them packed, and the
+   * string it gave `record` would be one of its own, held as long.
    */
-  private pending: string[] = [];
+  private pending: Array<string | number> = [];
   /** Files in `progress.json` at the destination, `undefined` while there is none. */
   private baseFiles: number | undefined;
   /** Journal entries at the destination: `live` ones are not in `progress.json` yet. */
@@ -111,7 +116,7 @@ export class DestinationRun implements FeedMember {
     private readonly context: {
       backup: string; source: string; chunkBytes: number; checkpointIntervalMs: number; emit: (e: ReplicateEvent) => void; checkpointKeys?: CheckpointKeys;
       /** The run's paths, sorted by code units: the plan's actions are in this order (one per path). */
-      paths?: readonly string[];
+      paths?: readonly string[] | SortedPaths;
     },
     fanout: Fanout,
     progressJournal?: ProgressJournal,
@@ -120,11 +125,12 @@ export class DestinationRun implements FeedMember {
     this.ledger = new Ledger(fanout);
     this.checkpointIntervalMs = context.checkpointIntervalMs;
     this.keys = context.checkpointKeys ?? copyCheckpointKeys(context.backup);
-    const paths = context.paths ?? [];
+    const paths = asSortedPaths(context.paths);
     // 100,000 files: a map from path to action, and one to each record's slot, would cost ~100 bytes
     // per file, the actions themselves ~60 more; a byte per file says what to do, found like the
     // records by binary search in `paths`.
-    const aligned = paths.length === plan.actions.length && isStrictlySorted(paths) && plan.actions.every((a, i) => a.path === paths[i]);
+    const aligned = paths !== undefined && paths.length === plan.actions.length && plan.actions.every((a, i) => a.path === paths.at(i));
+    this.paths = aligned ? paths : undefined;
     this.kinds = aligned ? Uint8Array.from(plan.actions, (a) => KINDS.indexOf(a.action)) : undefined;
     this.kindMap = aligned ? undefined : new Map(plan.actions.map((a) => [a.path, a.action]));
     this.presentForReuse = new Set(plan.actions.filter((a) => a.present === true).map((a) => a.path));
@@ -143,7 +149,7 @@ export class DestinationRun implements FeedMember {
   /** The kind of the plan's action for `path`. */
   action(path: string): FileActionKind | undefined {
     if (this.kindMap) return this.kindMap.get(path);
-    const at = indexOfSorted(this.context.paths ?? [], path);
+    const at = (this.paths as SortedPaths).indexOf(path);
     return at < 0 ? undefined : KINDS[(this.kinds as Uint8Array)[at] as number];
   }
 
@@ -191,7 +197,8 @@ export class DestinationRun implements FeedMember {
     else { this.filesReused++; this.bytesReused += file.size; }
     this.context.emit({ type: 'file-done', destination: this.name, path: file.path, size: file.size, how });
     if (how === 'reused') return;
-    this.pending.push(file.path);
+    const slot = this.records.knownSlotOf(file.path);
+    this.pending.push(slot >= 0 ? slot : file.path);
     this.scheduleCheckpoint();
   }
 
@@ -220,12 +227,12 @@ export class DestinationRun implements FeedMember {
       const live = this.journal.filter((e) => e.live);
       const journalFiles = live.reduce((sum, e) => sum + e.files, 0) + paths.length;
       const rewrite = this.baseFiles === undefined || live.length >= MAX_JOURNAL_ENTRIES || journalFiles > Math.max(this.baseFiles, 1000);
-      const all = rewrite ? this.records.sortedPaths() : [];
-      const batch = rewrite ? [] : paths.map((path) => this.records.get(path) as ManifestFile);
+      const all = rewrite ? this.records.recorded() : undefined;
+      const batch = rewrite ? [] : paths.map((path) => (typeof path === 'number' ? this.records.knownRecord(path) : this.records.get(path)) as ManifestFile);
       try {
         await this.driver.sync();
         const { backup, source, chunkBytes } = this.context;
-        if (rewrite) {
+        if (all !== undefined) {
           const includesThrough = this.nextSequence - 1;
           const head = { kind: 'progress' as const, backup, source, chunkBytes, createdAt: new Date().toISOString(), fileCount: all.length, totalBytes: this.records.bytesOf(all), includesThrough };
           await writeManifestStreamed(this.driver, this.keys.progress, head, () => this.records.inOrder(all), { pretty: false });

@@ -245,7 +245,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
 
   const listing = (async () => {
     const found = options.origin ? await originFiles(source, backup, options.origin, signal) : await backupFiles(source, backup, options.quietPeriodMs, signal);
-    return { ...found, files: shard ? await shard.select(found.files) : found.files };
+    return shard ? { ...found, files: await shard.select(found.files), paths: undefined } : found;
   })();
   const dryRun = options.dryRun ?? false;
   // Every destination is read (and, with work to do, indexed for reuse and locked) while the source
@@ -287,8 +287,8 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   }
   const { files, backupTime, sourceDescription, missing } = listed;
   const totalBytes = files.reduce((sum, f) => sum + f.size, 0);
-  /** The files' paths in manifest order. */
-  const paths = files.map((f) => f.path).sort();
+  /** The files' paths in manifest order: the origin's table holds them packed (./sorted-paths.ts), or the files' own strings. */
+  const paths = listed.paths ?? files.map((f) => f.path).sort();
 
   const pool = new ChunkPool(chunkBytes, Math.max(options.memoryBudgetBytes ?? 64 * 1024 * 1024, 2 * chunkBytes));
   const fanout = new Fanout({

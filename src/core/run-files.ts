@@ -11,6 +11,7 @@ import { readUsesFingerprint } from './fanout.js';
 import { OriginTable } from './origin-table.js';
 import type { SourceFile } from './plan.js';
 import type { ReplicateOrigin } from './replicate.js';
+import type { SortedPaths } from './sorted-paths.js';
 
 /** A file to copy: its size, mtime and fingerprint at the source, and in origin mode the hash it must have. */
 export interface EngineFile extends SourceFile {
@@ -32,6 +33,8 @@ export interface RunFiles {
   readonly sourceDescription: string;
   /** Origin files the source does not have (or has with another size): they fail, the rest is copied. */
   readonly missing: readonly { readonly path: string; readonly error: OffsiteError }[];
+  /** The files' paths sorted, when something holds them more compactly than `files` (the origin's table). */
+  readonly paths?: SortedPaths;
 }
 
 /** The files of a complete backup at the source (the completion rule must hold). */
@@ -102,5 +105,5 @@ export async function originFiles(source: Driver, backup: string, origin: Replic
     }
     files[i] = new OriginFile(table, i);
   }
-  return { files, backupTime: origin.backupTime ?? new Date().toISOString(), sourceDescription: origin.source, missing };
+  return { files, backupTime: origin.backupTime ?? new Date().toISOString(), sourceDescription: origin.source, missing, paths: table.sortedPaths() };
 }
