@@ -117,6 +117,8 @@ export class DestinationRun implements FeedMember {
       backup: string; source: string; chunkBytes: number; checkpointIntervalMs: number; emit: (e: ReplicateEvent) => void; checkpointKeys?: CheckpointKeys;
       /** The run's paths, sorted by code units: the plan's actions are in this order (one per path). */
       paths?: readonly string[] | SortedPaths;
+      /** The run's `i`-th file is at `paths.at(i)` (see `needsAt`). */
+      filesInPathOrder?: boolean;
     },
     fanout: Fanout,
     progressJournal?: ProgressJournal,
@@ -162,6 +164,17 @@ export class DestinationRun implements FeedMember {
   needs(path: string): FileActionKind | undefined {
     const action = this.action(path);
     return !this.dead && action !== 'skip' ? action : undefined;
+  }
+
+  /**
+   * `needs` of the run's `index`-th file: found by its index when the run's files are in the order
+   * of its paths, without a lookup of `path()` (the dispatch loops of ./replicate.ts ask for every
+   * file, and a path kept packed is found by a binary search).
+   */
+  needsAt(index: number, path: () => string): FileActionKind | undefined {
+    if (this.dead) return undefined;
+    const action = this.kinds !== undefined && this.context.filesInPathOrder === true ? KINDS[this.kinds[index] as number] : this.action(path());
+    return action !== 'skip' ? action : undefined;
   }
 
   wants(path: string): boolean {

@@ -161,6 +161,12 @@ export class OriginTable {
     return -1;
   }
 
+  /** Whether the records came sorted: the record at `index` is then the `index`-th in `sortedPaths`. */
+  get inPathOrder(): boolean {
+    if (!this.#sealed) throw new Error('OriginTable: order before seal');
+    return this.#order === undefined;
+  }
+
   /** The paths in sorted order (the engine's `paths`, ./replicate.ts), without a string per path. */
   sortedPaths(): SortedPaths {
     if (!this.#sealed) throw new Error('OriginTable: paths before seal');

@@ -193,6 +193,21 @@ function planDestination(files: readonly SourceFile[], state: DestinationState, 
 }
 
 /**
+ * `files` sorted by path: `files` itself when it is already (a run's files come sorted; their
+ * paths may be made when asked, src/core/source-table.ts, so a sort would make ~17 per file), else
+ * a sorted copy.
+ */
+export function sortedByPath<T extends { readonly path: string }>(files: readonly T[]): readonly T[] {
+  let before = files.length > 0 ? (files[0] as T).path : '';
+  for (let i = 1; i < files.length; i++) {
+    const path = (files[i] as T).path;
+    if (!(before < path)) return [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    before = path;
+  }
+  return files;
+}
+
+/**
  * Plans one backup's replication to every destination. Pure. `reuse`: the reuse lookup of each
  * destination that may reuse files of its other copies (by destination name).
  */
@@ -200,7 +215,7 @@ export function planReplication(
   backup: string, files: readonly SourceFile[], destinations: readonly DestinationState[], chunkBytes: number,
   reuse?: ReadonlyMap<string, ReuseLookup>,
 ): ReplicationPlan {
-  const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  const sorted = sortedByPath(files);
   return {
     backup,
     chunkBytes,

@@ -245,7 +245,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
 
   const listing = (async () => {
     const found = options.origin ? await originFiles(source, backup, options.origin, signal) : await backupFiles(source, backup, options.quietPeriodMs, signal);
-    return shard ? { ...found, files: await shard.select(found.files), paths: undefined } : found;
+    return shard ? { ...found, files: await shard.select(found.files), paths: undefined, filesInPathOrder: false } : found;
   })();
   const dryRun = options.dryRun ?? false;
   // Every destination is read (and, with work to do, indexed for reuse and locked) while the source
@@ -297,7 +297,10 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   });
   // Every destination still preparing keeps its share of the chunk budget for when it joins.
   if (!dryRun) fanout.expect(options.destinations.length);
-  const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit, checkpointKeys: shard?.checkpointKeys, paths };
+  const context = {
+    backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit, checkpointKeys: shard?.checkpointKeys, paths,
+    filesInPathOrder: listed.paths !== undefined && listed.filesInPathOrder === true,
+  };
   const unavailable = new Map(missing.map((m) => [m.path, m.error]));
   const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, fanout, signal, emit, unavailable };
   const runs: DestinationRun[] = [];
@@ -338,9 +341,9 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
         for (let i = 0; i < files.length; i++) {
           if (run.dead) break;
           const file = files[i] as EngineFile;
-          const action = run.needs(file.path);
+          const action = run.needsAt(i, () => file.path);
           // A file the origin lacks can still be found intact in place (adopt); copies of it failed already.
-          const other = action === undefined || (unavailable.has(file.path) && action !== 'adopt') || (action === 'reuse') !== reuseLane;
+          const other = action === undefined || (unavailable.size > 0 && unavailable.has(file.path) && action !== 'adopt') || (action === 'reuse') !== reuseLane;
           // The reuse lane reaches every file in order: the hashes read ahead for the ones it copies,
           // and the ones it passes are no longer wanted.
           const hashed = reuseLane ? ahead?.reach(i, !other) : undefined;

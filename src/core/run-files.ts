@@ -9,6 +9,7 @@ import { OffsiteError } from '../errors.js';
 import { ownString } from '../strings.js';
 import { readUsesFingerprint } from './fanout.js';
 import { OriginTable } from './origin-table.js';
+import { SourceTable } from './source-table.js';
 import type { SourceFile } from './plan.js';
 import type { ReplicateOrigin } from './replicate.js';
 import type { SortedPaths } from './sorted-paths.js';
@@ -33,23 +34,67 @@ export interface RunFiles {
   readonly sourceDescription: string;
   /** Origin files the source does not have (or has with another size): they fail, the rest is copied. */
   readonly missing: readonly { readonly path: string; readonly error: OffsiteError }[];
-  /** The files' paths sorted, when something holds them more compactly than `files` (the origin's table). */
+  /** The files' paths sorted, when something holds them more compactly than `files` (the source's or the origin's table). */
   readonly paths?: SortedPaths;
+  /** `files[i].path` is `paths.at(i)` for every `i`. */
+  readonly filesInPathOrder?: boolean;
 }
 
-/** The files of a complete backup at the source (the completion rule must hold). */
+/**
+ * The files of a complete backup at the source (the completion rule must hold): kept in a
+ * `SourceTable` (./source-table.ts), one small view object per file (`SourceFileView`).
+ */
 export async function backupFiles(source: Driver, backup: string, quietPeriodMs: number | undefined, signal?: AbortSignal): Promise<RunFiles> {
   const inspection = await inspectBackup(source, backup, { quietPeriodMs, signal });
   assertComplete(inspection);
   const prefixLength = backup.length + 1;
-  return {
-    // One fixed shape (no spreads): 100,000 of these live for the whole run. The path is a string
-    // of its own, not a view that keeps the listing's whole key alive (src/strings.ts).
-    files: inspection.files.map((f) => ({ path: ownString(f.key.slice(prefixLength)), size: f.size, mtimeMs: f.mtimeMs, fingerprint: f.fingerprint, recordedSource: f.fingerprint })),
-    backupTime: (backupTimeFromName(backup) ?? new Date(inspection.lastChangeMs)).toISOString(),
-    sourceDescription: source.description,
-    missing: [],
-  };
+  const listed = inspection.files;
+  const backupTime = (backupTimeFromName(backup) ?? new Date(inspection.lastChangeMs)).toISOString();
+  const table = new SourceTable();
+  let sorted = true;
+  for (let i = 0; i < listed.length; i++) {
+    const f = listed[i] as (typeof listed)[number];
+    // Every key starts with `backup/`: the paths are in the keys' order.
+    if (i > 0 && !((listed[i - 1] as (typeof listed)[number]).key < f.key)) {
+      sorted = false;
+      break;
+    }
+    table.add({ path: f.key.slice(prefixLength), size: f.size, mtimeMs: f.mtimeMs, fingerprint: f.fingerprint });
+  }
+  table.seal();
+  if (!sorted) {
+    // Not sorted (inspectBackup sorts its listing): the files as objects of their own.
+    return {
+      // One fixed shape (no spreads). The path is a string of its own, not a view that keeps the
+      // listing's whole key alive (src/strings.ts).
+      files: listed.map((f) => ({ path: ownString(f.key.slice(prefixLength)), size: f.size, mtimeMs: f.mtimeMs, fingerprint: f.fingerprint, recordedSource: f.fingerprint })),
+      backupTime, sourceDescription: source.description, missing: [],
+    };
+  }
+  const files = new Array<EngineFile>(table.count);
+  for (let i = 0; i < table.count; i++) files[i] = new SourceFileView(table, i);
+  return { files, backupTime, sourceDescription: source.description, missing: [], paths: table.sortedPaths(), filesInPathOrder: true };
+}
+
+/**
+ * A file of the backup at the source as the engine sees it: every field is read from the table
+ * when asked (./source-table.ts), so that the run holds one small object per file and no strings
+ * of its own. The fingerprint its records keep is the one listed.
+ */
+class SourceFileView implements EngineFile {
+  readonly #table: SourceTable;
+  readonly #index: number;
+
+  constructor(table: SourceTable, index: number) {
+    this.#table = table;
+    this.#index = index;
+  }
+
+  get path(): string { return this.#table.pathAt(this.#index); }
+  get size(): number { return this.#table.sizeAt(this.#index); }
+  get mtimeMs(): number { return this.#table.mtimeAt(this.#index); }
+  get fingerprint(): string | undefined { return this.#table.fingerprintAt(this.#index); }
+  get recordedSource(): string | undefined { return this.#table.fingerprintAt(this.#index); }
 }
 
 /**
@@ -105,5 +150,5 @@ export async function originFiles(source: Driver, backup: string, origin: Replic
     }
     files[i] = new OriginFile(table, i);
   }
-  return { files, backupTime: origin.backupTime ?? new Date().toISOString(), sourceDescription: origin.source, missing, paths: table.sortedPaths() };
+  return { files, backupTime: origin.backupTime ?? new Date().toISOString(), sourceDescription: origin.source, missing, paths: table.sortedPaths(), filesInPathOrder: table.inPathOrder };
 }
