@@ -16,7 +16,7 @@ import type { Fanout, FeedMember } from './fanout.js';
 import { Ledger } from './ledger.js';
 import { RecordStore } from './records.js';
 import { asSortedPaths, type SortedPaths } from './sorted-paths.js';
-import type { DestinationPlan, FileActionKind } from './plan.js';
+import { ACTION_KINDS, type DestinationPlan, type FileActionKind } from './plan.js';
 import type { ProgressJournal } from './destination-state.js';
 import type { ProblemReport, ReplicateEvent } from './replicate.js';
 import type { ReuseIndex } from './reuse.js';
@@ -44,8 +44,6 @@ export function copyCheckpointKeys(backup: string): CheckpointKeys {
   return { progress: progressKey(backup), journal: (sequence) => progressJournalKey(backup, sequence), sequenceOf: (key) => progressJournalSequence(backup, key) };
 }
 
-/** The action kinds, numbered for `DestinationRun.kinds`. */
-const KINDS: readonly FileActionKind[] = ['copy', 'skip', 'adopt', 'reuse'];
 
 /** Journal entries (files) before `progress.json` is rewritten with every record (see the file comment). */
 const MAX_JOURNAL_ENTRIES = 256;
@@ -59,7 +57,7 @@ export class DestinationRun implements FeedMember {
    * file, of which the run needs only the kind, kept in `kinds`.
    */
   readonly plan: DestinationPlan;
-  /** The kind of the plan's action for `context.paths.at(i)` (an index into `KINDS`), when the actions are in that order. */
+  /** The kind of the plan's action for `context.paths.at(i)` (an index into `ACTION_KINDS`), when the actions are in that order. */
   private readonly kinds: Uint8Array | undefined;
   /** The run's paths, when the plan's actions are in their order. */
   private readonly paths: SortedPaths | undefined;
@@ -128,17 +126,32 @@ export class DestinationRun implements FeedMember {
     this.checkpointIntervalMs = context.checkpointIntervalMs;
     this.keys = context.checkpointKeys ?? copyCheckpointKeys(context.backup);
     const paths = asSortedPaths(context.paths);
-    // 100,000 files: a map from path to action, and one to each record's slot, would cost ~100 bytes
-    // per file, the actions themselves ~60 more; a byte per file says what to do, found like the
-    // records by binary search in `paths`.
-    const aligned = paths !== undefined && paths.length === plan.actions.length && plan.actions.every((a, i) => a.path === paths.at(i));
-    this.paths = aligned ? paths : undefined;
-    this.kinds = aligned ? Uint8Array.from(plan.actions, (a) => KINDS.indexOf(a.action)) : undefined;
-    this.kindMap = aligned ? undefined : new Map(plan.actions.map((a) => [a.path, a.action]));
-    this.presentForReuse = new Set(plan.actions.filter((a) => a.present === true).map((a) => a.path));
-    this.records = new RecordStore(aligned ? paths : []);
-    for (const action of plan.actions) if (action.record) this.records.set(action.record);
-    this.plan = keepActions ? plan : { ...plan, actions: [] };
+    const compact = plan.compact;
+    if (compact !== undefined) {
+      // A compact plan (not a dry run) of the run's files: in the order of `paths` when the files are.
+      if (!(paths !== undefined && compact.inGivenOrder && context.filesInPathOrder === true && paths.length === compact.kinds.length)) {
+        throw new Error(`${driver.name}: a compact plan whose files are not in the order of the run's paths`);
+      }
+      this.paths = paths;
+      this.kinds = compact.kinds;
+      this.kindMap = undefined;
+      this.presentForReuse = new Set(compact.present);
+      this.records = new RecordStore(paths);
+      for (const record of compact.records) this.records.set(record);
+    } else {
+      // 100,000 files: a map from path to action, and one to each record's slot, would cost ~100 bytes
+      // per file, the actions themselves ~60 more; a byte per file says what to do, found like the
+      // records by binary search in `paths`.
+      const aligned = paths !== undefined && paths.length === plan.actions.length && plan.actions.every((a, i) => a.path === paths.at(i));
+      this.paths = aligned ? paths : undefined;
+      this.kinds = aligned ? Uint8Array.from(plan.actions, (a) => ACTION_KINDS.indexOf(a.action)) : undefined;
+      this.kindMap = aligned ? undefined : new Map(plan.actions.map((a) => [a.path, a.action]));
+      this.presentForReuse = new Set(plan.actions.filter((a) => a.present === true).map((a) => a.path));
+      this.records = new RecordStore(aligned ? paths : []);
+      for (const action of plan.actions) if (action.record) this.records.set(action.record);
+    }
+    const { compact: _compact, ...rest } = plan;
+    this.plan = keepActions ? rest : { ...rest, actions: [] };
     this.baseFiles = progressJournal?.baseFiles;
     this.journal = (progressJournal?.entries ?? []).map((e) => ({ key: e.key, live: !e.included, files: e.files }));
     this.firstSequence = 1 + Math.max(progressJournal?.includesThrough ?? 0, ...(progressJournal?.entries ?? []).map((e) => e.sequence));
@@ -152,7 +165,7 @@ export class DestinationRun implements FeedMember {
   action(path: string): FileActionKind | undefined {
     if (this.kindMap) return this.kindMap.get(path);
     const at = (this.paths as SortedPaths).indexOf(path);
-    return at < 0 ? undefined : KINDS[(this.kinds as Uint8Array)[at] as number];
+    return at < 0 ? undefined : ACTION_KINDS[(this.kinds as Uint8Array)[at] as number];
   }
 
   /** Whether `path`, planned as `reuse`, is there already: a reuse that misses compares it in place before sending it. */
@@ -173,7 +186,7 @@ export class DestinationRun implements FeedMember {
    */
   needsAt(index: number, path: () => string): FileActionKind | undefined {
     if (this.dead) return undefined;
-    const action = this.kinds !== undefined && this.context.filesInPathOrder === true ? KINDS[this.kinds[index] as number] : this.action(path());
+    const action = this.kinds !== undefined && this.context.filesInPathOrder === true ? ACTION_KINDS[this.kinds[index] as number] : this.action(path());
     return action !== 'skip' ? action : undefined;
   }
 

@@ -254,8 +254,9 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   filesLater.catch(() => undefined); // awaited by the preparations; a failed listing is thrown below
   const stopPreparing = new AbortController();
   const hashAhead = dryRun ? undefined : new HashAhead({ source, backup, chunkBytes, signal });
+  const compactPlans = listing.then((l) => l.paths !== undefined && l.filesInPathOrder === true, () => false);
   const prepareContext: PrepareContext = {
-    backup, files: filesLater, chunkBytes, shard, dryRun, lock: options.lock, emit, trustSourceEtags: options.trustSourceEtags === true,
+    backup, files: filesLater, compactPlans, chunkBytes, shard, dryRun, lock: options.lock, emit, trustSourceEtags: options.trustSourceEtags === true,
     ...(options.manifestCacheDir !== undefined ? { manifestCache: new ManifestCache(options.manifestCacheDir) } : {}),
     ...(hashAhead ? { hashAhead } : {}),
     signal: eitherSignal(stopPreparing.signal, signal),

@@ -3,13 +3,12 @@
  * source, or, in origin mode (pull, repair), those an origin manifest lists, matched against what
  * the source holds, with the hashes each must have.
  */
-import { assertComplete, backupTimeFromName, inspectBackup } from '../backup/index.js';
+import { assertComplete, backupTimeFromName, inspectBackupStreamed } from '../backup/index.js';
 import type { Driver } from '../drivers/types.js';
 import { OffsiteError } from '../errors.js';
-import { ownString } from '../strings.js';
 import { readUsesFingerprint } from './fanout.js';
 import { OriginTable } from './origin-table.js';
-import { SourceTable } from './source-table.js';
+import { SourceTableBuilder, type SourceTable } from './source-table.js';
 import type { SourceFile } from './plan.js';
 import type { ReplicateOrigin } from './replicate.js';
 import type { SortedPaths } from './sorted-paths.js';
@@ -42,38 +41,20 @@ export interface RunFiles {
 
 /**
  * The files of a complete backup at the source (the completion rule must hold): kept in a
- * `SourceTable` (./source-table.ts), one small view object per file (`SourceFileView`).
+ * `SourceTable` (./source-table.ts) as the listing comes, one small view object per file
+ * (`SourceFileView`).
  */
 export async function backupFiles(source: Driver, backup: string, quietPeriodMs: number | undefined, signal?: AbortSignal): Promise<RunFiles> {
-  const inspection = await inspectBackup(source, backup, { quietPeriodMs, signal });
+  const builder = new SourceTableBuilder();
+  const inspection = await inspectBackupStreamed(source, backup, (path, entry) => builder.add({ path, size: entry.size, mtimeMs: entry.mtimeMs, fingerprint: entry.fingerprint }), { quietPeriodMs, signal });
   assertComplete(inspection);
-  const prefixLength = backup.length + 1;
-  const listed = inspection.files;
-  const backupTime = (backupTimeFromName(backup) ?? new Date(inspection.lastChangeMs)).toISOString();
-  const table = new SourceTable();
-  let sorted = true;
-  for (let i = 0; i < listed.length; i++) {
-    const f = listed[i] as (typeof listed)[number];
-    // Every key starts with `backup/`: the paths are in the keys' order.
-    if (i > 0 && !((listed[i - 1] as (typeof listed)[number]).key < f.key)) {
-      sorted = false;
-      break;
-    }
-    table.add({ path: f.key.slice(prefixLength), size: f.size, mtimeMs: f.mtimeMs, fingerprint: f.fingerprint });
-  }
-  table.seal();
-  if (!sorted) {
-    // Not sorted (inspectBackup sorts its listing): the files as objects of their own.
-    return {
-      // One fixed shape (no spreads). The path is a string of its own, not a view that keeps the
-      // listing's whole key alive (src/strings.ts).
-      files: listed.map((f) => ({ path: ownString(f.key.slice(prefixLength)), size: f.size, mtimeMs: f.mtimeMs, fingerprint: f.fingerprint, recordedSource: f.fingerprint })),
-      backupTime, sourceDescription: source.description, missing: [],
-    };
-  }
+  const table = builder.finish(`source: ${backup}`);
   const files = new Array<EngineFile>(table.count);
   for (let i = 0; i < table.count; i++) files[i] = new SourceFileView(table, i);
-  return { files, backupTime, sourceDescription: source.description, missing: [], paths: table.sortedPaths(), filesInPathOrder: true };
+  return {
+    files, backupTime: (backupTimeFromName(backup) ?? new Date(inspection.lastChangeMs)).toISOString(), sourceDescription: source.description, missing: [],
+    paths: table.sortedPaths(), filesInPathOrder: true,
+  };
 }
 
 /**

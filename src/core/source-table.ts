@@ -14,6 +14,8 @@
  * (the size, mtime and fingerprint a source read must still show: ./fanout.ts `guardSourceRead`)
  * compare the same values as before.
  */
+import { OffsiteError } from '../errors.js';
+import { ownString } from '../strings.js';
 import { widened } from '../typed-arrays.js';
 import { FingerprintColumn } from './fingerprint-column.js';
 import { FrontCodedPaths, type SortedPaths } from './sorted-paths.js';
@@ -28,6 +30,64 @@ export interface ListedFile {
   readonly size: number;
   readonly mtimeMs: number;
   readonly fingerprint?: string;
+}
+
+/**
+ * A `SourceTable` made from files in any order, as a listing gives them: straight into the table
+ * while they come sorted (a local walk), else (from the first one out of order) kept with a string
+ * per path until `finish` sorts them.
+ */
+export class SourceTableBuilder {
+  #table: SourceTable | undefined = new SourceTable();
+  #paths: string[] = [];
+  #sizes: number[] = [];
+  #mtimes: number[] = [];
+  #fingerprints = new FingerprintColumn(INITIAL_FILES);
+
+  add(file: ListedFile): void {
+    const table = this.#table;
+    if (table !== undefined) {
+      if (table.follows(file.path)) {
+        table.add(file);
+        return;
+      }
+      // Out of order: what the table holds so far is taken back out of it.
+      this.#table = undefined;
+      for (let i = 0; i < table.count; i++) this.#keep(table.pathAt(i), table.sizeAt(i), table.mtimeAt(i), table.fingerprintAt(i));
+    }
+    this.#keep(ownString(file.path), file.size, file.mtimeMs, file.fingerprint);
+  }
+
+  #keep(path: string, size: number, mtimeMs: number, fingerprint: string | undefined): void {
+    const index = this.#paths.length;
+    this.#fingerprints.grow(Math.max(INITIAL_FILES, 2 ** Math.ceil(Math.log2(index + 1))));
+    this.#paths.push(path);
+    this.#sizes.push(size);
+    this.#mtimes.push(mtimeMs);
+    this.#fingerprints.set(index, fingerprint);
+  }
+
+  /** The table of every file added, sorted by path; throws for a path added twice (`where` names the listing). */
+  finish(where: string): SourceTable {
+    let table = this.#table;
+    if (table === undefined) {
+      const paths = this.#paths;
+      const order = Uint32Array.from(paths.keys());
+      order.sort((a, b) => { const pa = paths[a] as string; const pb = paths[b] as string; return pa < pb ? -1 : pa > pb ? 1 : 0; });
+      table = new SourceTable();
+      for (const i of order) {
+        if (!table.follows(paths[i] as string)) throw new OffsiteError('E_SOURCE_LISTING', `${where}: the source listed ${paths[i] as string} twice; check the source storage`, { kind: 'permanent' });
+        table.add({ path: paths[i] as string, size: this.#sizes[i] as number, mtimeMs: this.#mtimes[i] as number, fingerprint: this.#fingerprints.get(i) });
+      }
+      this.#paths = [];
+      this.#sizes = [];
+      this.#mtimes = [];
+      this.#fingerprints = new FingerprintColumn(0);
+    }
+    this.#table = undefined;
+    table.seal();
+    return table;
+  }
 }
 
 /** The source's files sorted by path, none twice: see the file comment. Filled with `add` in that order. */
@@ -52,9 +112,14 @@ export class SourceTable {
     return this.#totalBytes;
   }
 
-  /** Appends a file; its path must come after the last one's in code-unit order. */
+  /** Whether `path` may be added next (it comes after the last one in code-unit order). */
+  follows(path: string): boolean {
+    return this.#last === undefined || this.#last < path;
+  }
+
+  /** Appends a file; its path must come after the last one's in code-unit order (`follows`). */
   add(file: ListedFile): void {
-    if (this.#last !== undefined && !(this.#last < file.path)) {
+    if (!this.follows(file.path)) {
       throw new Error(`SourceTable: ${JSON.stringify(file.path)} added after ${JSON.stringify(this.#last)} (not sorted, or twice)`);
     }
     const index = this.#paths.length;

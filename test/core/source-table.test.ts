@@ -15,7 +15,7 @@ import { inspectBackup } from '../../src/backup/index.js';
 import { FingerprintColumn } from '../../src/core/fingerprint-column.js';
 import { replicate } from '../../src/core/replicate.js';
 import { backupFiles } from '../../src/core/run-files.js';
-import { SourceTable } from '../../src/core/source-table.js';
+import { SourceTable, SourceTableBuilder } from '../../src/core/source-table.js';
 import { createLocalDriver } from '../../src/drivers/local/index.js';
 
 const NAME = 'backup_2025_12_01_02_00_00';
@@ -72,6 +72,24 @@ describe('SourceTable', () => {
     other.add({ path: 'b', size: 1, mtimeMs: 1 });
     assert.throws(() => other.add({ path: 'a', size: 1, mtimeMs: 1 }), /not sorted, or twice/);
     assert.throws(() => other.add({ path: 'b', size: 1, mtimeMs: 1 }), /not sorted, or twice/);
+  });
+
+  it('sorts files listed out of order (by code units, not UTF-8 bytes), and refuses one listed twice', () => {
+    const listed = ['b/2', 'b/1', 'a-b', 'a/b', '\ue000', '😀', 'a'].map((path, i) => ({ path, size: i, mtimeMs: i * 1.5, fingerprint: `local:${i}:${i}000:${i + 9}` }));
+    const builder = new SourceTableBuilder();
+    for (const f of listed) builder.add(f);
+    const table = builder.finish('test');
+    const sorted = [...listed].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    assert.deepEqual(Array.from({ length: table.count }, (_, i) => ({ path: table.pathAt(i), size: table.sizeAt(i), mtimeMs: table.mtimeAt(i), fingerprint: table.fingerprintAt(i) })), sorted);
+    assert.equal(table.sortedPaths().indexOf('😀'), sorted.findIndex((f) => f.path === '😀'));
+    // Sorted as they come: kept in the table from the start.
+    const inOrder = new SourceTableBuilder();
+    for (const f of sorted) inOrder.add(f);
+    const direct = inOrder.finish('test');
+    assert.deepEqual(Array.from({ length: direct.count }, (_, i) => direct.pathAt(i)), sorted.map((f) => f.path));
+    const twice = new SourceTableBuilder();
+    for (const path of ['a', 'b', 'a']) twice.add({ path, size: 1, mtimeMs: 1 });
+    assert.throws(() => twice.finish('source: x'), (err: Error & { code?: string }) => err.code === 'E_SOURCE_LISTING' && /source: x: the source listed a twice/.test(err.message));
   });
 
   it('a fingerprint with a lone surrogate comes back as it was given', () => {
