@@ -4,7 +4,7 @@
  * local folder, MinIO or S3. See ./inspect.ts for the completion rule and the states.
  */
 export {
-  assertComplete, inspectBackup, inspectBackupState, inspectListing, listBackupFolders, listBackupNames, listBackups, DEFAULT_QUIET_PERIOD_MS,
+  assertComplete, inspectBackup, inspectBackupState, inspectBackupStreamed, inspectListing, listBackupFolders, listBackupNames, listBackups, DEFAULT_QUIET_PERIOD_MS,
   type BackupFile, type BackupInspection, type BackupState, type InspectOptions,
 } from './inspect.js';
 export { listBackupSummaries, type BackupSummary } from './summaries.js';

@@ -145,6 +145,26 @@ export async function inspectBackup(source: Driver, name: string, options: Inspe
 }
 
 /**
+ * `inspectBackup` that hands each file of the backup to `keep` as the listing comes (in the
+ * listing's order, with its path relative to `NAME/`) instead of returning them, for a caller that
+ * keeps them its own way (src/core/run-files.ts: no entry object per file is held while the meta
+ * files are read). `files` in the result is empty; `fileCount` says how many were kept.
+ */
+export async function inspectBackupStreamed(
+  source: Driver, name: string, keep: (path: string, entry: Entry) => void, options: InspectOptions = {},
+): Promise<BackupInspection & { readonly fileCount: number }> {
+  throwIfAborted(options.signal, `inspecting ${name}`);
+  if (!isValidBackupName(name)) {
+    throw new BackupError('E_BACKUP_NAME', `${JSON.stringify(name)} is not a milvus-backup backup name (letters, digits and _, not starting with a digit)`);
+  }
+  const seen = new Seen(`${name}/`);
+  for await (const entry of source.list(`${name}/`, { signal: options.signal, requireRoot: true, hashes: false })) {
+    if (seen.add(entry)) keep(entry.key.slice(name.length + 1), entry);
+  }
+  return { ...(await judgeListing(source, name, seen, options)), files: [] };
+}
+
+/**
  * Every backup at the root of `source`, sorted by name. One listing of the whole root, then
  * one inspection per top-level folder.
  *
@@ -445,9 +465,9 @@ async function judgeListing(
  * `E_BACKUP_FAILED` with "backup NAME is not complete: REASON", or `E_BACKUP_NOT_FOUND`
  * (kind `not-found`) "backup NAME not found: no objects under NAME/" when there is nothing there.
  */
-export function assertComplete(inspection: BackupInspection): void {
+export function assertComplete(inspection: BackupInspection & { readonly fileCount?: number }): void {
   if (inspection.state === 'complete') return;
-  if (inspection.files.length === 0) {
+  if ((inspection.fileCount ?? inspection.files.length) === 0) {
     throw new BackupError('E_BACKUP_NOT_FOUND', `backup ${inspection.name} not found: no objects under ${inspection.name}/`, { kind: 'not-found' });
   }
   const code = inspection.state === 'incomplete' ? 'E_BACKUP_INCOMPLETE' : 'E_BACKUP_FAILED';

@@ -14,8 +14,9 @@ import { writeManifestStreamed } from '../manifest/write-stream.js';
 import type { ChunkPool } from './buffers.js';
 import type { Fanout, FeedMember } from './fanout.js';
 import { Ledger } from './ledger.js';
-import { indexOfSorted, isStrictlySorted, RecordStore } from './records.js';
-import type { DestinationPlan, FileActionKind } from './plan.js';
+import { RecordStore } from './records.js';
+import { asSortedPaths, type SortedPaths } from './sorted-paths.js';
+import { ACTION_KINDS, type DestinationPlan, type FileActionKind } from './plan.js';
 import type { ProgressJournal } from './destination-state.js';
 import type { ProblemReport, ReplicateEvent } from './replicate.js';
 import type { ReuseIndex } from './reuse.js';
@@ -43,8 +44,6 @@ export function copyCheckpointKeys(backup: string): CheckpointKeys {
   return { progress: progressKey(backup), journal: (sequence) => progressJournalKey(backup, sequence), sequenceOf: (key) => progressJournalSequence(backup, key) };
 }
 
-/** The action kinds, numbered for `DestinationRun.kinds`. */
-const KINDS: readonly FileActionKind[] = ['copy', 'skip', 'adopt', 'reuse'];
 
 /** Journal entries (files) before `progress.json` is rewritten with every record (see the file comment). */
 const MAX_JOURNAL_ENTRIES = 256;
@@ -58,8 +57,10 @@ export class DestinationRun implements FeedMember {
    * file, of which the run needs only the kind, kept in `kinds`.
    */
   readonly plan: DestinationPlan;
-  /** The kind of the plan's action for `context.paths[i]` (an index into `KINDS`), when the actions are in that order. */
+  /** The kind of the plan's action for `context.paths.at(i)` (an index into `ACTION_KINDS`), when the actions are in that order. */
   private readonly kinds: Uint8Array | undefined;
+  /** The run's paths, when the plan's actions are in their order. */
+  private readonly paths: SortedPaths | undefined;
   /** The kinds by path otherwise. */
   private readonly kindMap: Map<string, FileActionKind> | undefined;
   /** Files planned as `reuse` that are there already, unrecorded (a run killed after reusing them; few). */
@@ -87,8 +88,10 @@ export class DestinationRun implements FeedMember {
    * The paths of the records made since the last checkpoint written, in order. Paths, not records:
    * a checkpoint's cost sets the time to the next one (up to tens of seconds under load), and
    * thousands of records held that long (~200 bytes each) all outlived the young generation.
+   * A known path (the run's, ./records.ts) by its slot: the engine may keep them packed, and the
+   * string it gave `record` would be one of its own, held as long.
    */
-  private pending: string[] = [];
+  private pending: Array<string | number> = [];
   /** Files in `progress.json` at the destination, `undefined` while there is none. */
   private baseFiles: number | undefined;
   /** Journal entries at the destination: `live` ones are not in `progress.json` yet. */
@@ -111,7 +114,9 @@ export class DestinationRun implements FeedMember {
     private readonly context: {
       backup: string; source: string; chunkBytes: number; checkpointIntervalMs: number; emit: (e: ReplicateEvent) => void; checkpointKeys?: CheckpointKeys;
       /** The run's paths, sorted by code units: the plan's actions are in this order (one per path). */
-      paths?: readonly string[];
+      paths?: readonly string[] | SortedPaths;
+      /** The run's `i`-th file is at `paths.at(i)` (see `needsAt`). */
+      filesInPathOrder?: boolean;
     },
     fanout: Fanout,
     progressJournal?: ProgressJournal,
@@ -120,17 +125,33 @@ export class DestinationRun implements FeedMember {
     this.ledger = new Ledger(fanout);
     this.checkpointIntervalMs = context.checkpointIntervalMs;
     this.keys = context.checkpointKeys ?? copyCheckpointKeys(context.backup);
-    const paths = context.paths ?? [];
-    // 100,000 files: a map from path to action, and one to each record's slot, would cost ~100 bytes
-    // per file, the actions themselves ~60 more; a byte per file says what to do, found like the
-    // records by binary search in `paths`.
-    const aligned = paths.length === plan.actions.length && isStrictlySorted(paths) && plan.actions.every((a, i) => a.path === paths[i]);
-    this.kinds = aligned ? Uint8Array.from(plan.actions, (a) => KINDS.indexOf(a.action)) : undefined;
-    this.kindMap = aligned ? undefined : new Map(plan.actions.map((a) => [a.path, a.action]));
-    this.presentForReuse = new Set(plan.actions.filter((a) => a.present === true).map((a) => a.path));
-    this.records = new RecordStore(aligned ? paths : []);
-    for (const action of plan.actions) if (action.record) this.records.set(action.record);
-    this.plan = keepActions ? plan : { ...plan, actions: [] };
+    const paths = asSortedPaths(context.paths);
+    const compact = plan.compact;
+    if (compact !== undefined) {
+      // A compact plan (not a dry run) of the run's files: in the order of `paths` when the files are.
+      if (!(paths !== undefined && compact.inGivenOrder && context.filesInPathOrder === true && paths.length === compact.kinds.length)) {
+        throw new Error(`${driver.name}: a compact plan whose files are not in the order of the run's paths`);
+      }
+      this.paths = paths;
+      this.kinds = compact.kinds;
+      this.kindMap = undefined;
+      this.presentForReuse = new Set(compact.present);
+      this.records = new RecordStore(paths);
+      for (const record of compact.records) this.records.set(record);
+    } else {
+      // 100,000 files: a map from path to action, and one to each record's slot, would cost ~100 bytes
+      // per file, the actions themselves ~60 more; a byte per file says what to do, found like the
+      // records by binary search in `paths`.
+      const aligned = paths !== undefined && paths.length === plan.actions.length && plan.actions.every((a, i) => a.path === paths.at(i));
+      this.paths = aligned ? paths : undefined;
+      this.kinds = aligned ? Uint8Array.from(plan.actions, (a) => ACTION_KINDS.indexOf(a.action)) : undefined;
+      this.kindMap = aligned ? undefined : new Map(plan.actions.map((a) => [a.path, a.action]));
+      this.presentForReuse = new Set(plan.actions.filter((a) => a.present === true).map((a) => a.path));
+      this.records = new RecordStore(aligned ? paths : []);
+      for (const action of plan.actions) if (action.record) this.records.set(action.record);
+    }
+    const { compact: _compact, ...rest } = plan;
+    this.plan = keepActions ? rest : { ...rest, actions: [] };
     this.baseFiles = progressJournal?.baseFiles;
     this.journal = (progressJournal?.entries ?? []).map((e) => ({ key: e.key, live: !e.included, files: e.files }));
     this.firstSequence = 1 + Math.max(progressJournal?.includesThrough ?? 0, ...(progressJournal?.entries ?? []).map((e) => e.sequence));
@@ -143,8 +164,8 @@ export class DestinationRun implements FeedMember {
   /** The kind of the plan's action for `path`. */
   action(path: string): FileActionKind | undefined {
     if (this.kindMap) return this.kindMap.get(path);
-    const at = indexOfSorted(this.context.paths ?? [], path);
-    return at < 0 ? undefined : KINDS[(this.kinds as Uint8Array)[at] as number];
+    const at = (this.paths as SortedPaths).indexOf(path);
+    return at < 0 ? undefined : ACTION_KINDS[(this.kinds as Uint8Array)[at] as number];
   }
 
   /** Whether `path`, planned as `reuse`, is there already: a reuse that misses compares it in place before sending it. */
@@ -156,6 +177,17 @@ export class DestinationRun implements FeedMember {
   needs(path: string): FileActionKind | undefined {
     const action = this.action(path);
     return !this.dead && action !== 'skip' ? action : undefined;
+  }
+
+  /**
+   * `needs` of the run's `index`-th file: found by its index when the run's files are in the order
+   * of its paths, without a lookup of `path()` (the dispatch loops of ./replicate.ts ask for every
+   * file, and a path kept packed is found by a binary search).
+   */
+  needsAt(index: number, path: () => string): FileActionKind | undefined {
+    if (this.dead) return undefined;
+    const action = this.kinds !== undefined && this.context.filesInPathOrder === true ? ACTION_KINDS[this.kinds[index] as number] : this.action(path());
+    return action !== 'skip' ? action : undefined;
   }
 
   wants(path: string): boolean {
@@ -191,7 +223,8 @@ export class DestinationRun implements FeedMember {
     else { this.filesReused++; this.bytesReused += file.size; }
     this.context.emit({ type: 'file-done', destination: this.name, path: file.path, size: file.size, how });
     if (how === 'reused') return;
-    this.pending.push(file.path);
+    const slot = this.records.knownSlotOf(file.path);
+    this.pending.push(slot >= 0 ? slot : file.path);
     this.scheduleCheckpoint();
   }
 
@@ -220,12 +253,12 @@ export class DestinationRun implements FeedMember {
       const live = this.journal.filter((e) => e.live);
       const journalFiles = live.reduce((sum, e) => sum + e.files, 0) + paths.length;
       const rewrite = this.baseFiles === undefined || live.length >= MAX_JOURNAL_ENTRIES || journalFiles > Math.max(this.baseFiles, 1000);
-      const all = rewrite ? this.records.sortedPaths() : [];
-      const batch = rewrite ? [] : paths.map((path) => this.records.get(path) as ManifestFile);
+      const all = rewrite ? this.records.recorded() : undefined;
+      const batch = rewrite ? [] : paths.map((path) => (typeof path === 'number' ? this.records.knownRecord(path) : this.records.get(path)) as ManifestFile);
       try {
         await this.driver.sync();
         const { backup, source, chunkBytes } = this.context;
-        if (rewrite) {
+        if (all !== undefined) {
           const includesThrough = this.nextSequence - 1;
           const head = { kind: 'progress' as const, backup, source, chunkBytes, createdAt: new Date().toISOString(), fileCount: all.length, totalBytes: this.records.bytesOf(all), includesThrough };
           await writeManifestStreamed(this.driver, this.keys.progress, head, () => this.records.inOrder(all), { pretty: false });

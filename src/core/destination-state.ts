@@ -120,6 +120,11 @@ export interface PrepareContext {
    * destination is read (see `prepareDestination`).
    */
   readonly files: readonly EngineFile[] | PromiseLike<readonly EngineFile[]>;
+  /**
+   * Plans without an object per file (./plan.ts `compact`), once `files` are there: for a run (not
+   * a dry run, not a shard) whose files are in the order of its paths (./destination-run.ts).
+   */
+  readonly compactPlans?: boolean | PromiseLike<boolean>;
   readonly chunkBytes: number;
   readonly shard?: ShardRun;
   /** Plan only: no lock. */
@@ -163,7 +168,15 @@ export interface PreparedDestination {
 export async function prepareDestination(driver: Driver, reusePolicy: ReusePolicy | undefined, ctx: PrepareContext): Promise<PreparedDestination> {
   const { backup, shard, chunkBytes, signal } = ctx;
   let files: readonly EngineFile[] | undefined;
-  const listed = async (): Promise<readonly EngineFile[]> => (files ??= await ctx.files);
+  let compact = false;
+  const listed = async (): Promise<readonly EngineFile[]> => {
+    if (files === undefined) {
+      const all = await ctx.files;
+      compact = !ctx.dryRun && shard === undefined && (await ctx.compactPlans) === true;
+      files = all;
+    }
+    return files;
+  };
   const read = async (): Promise<DestinationHoldings> => {
     // A shard's reading of the destination checks its records against the shard's files.
     if (shard) await listed();
@@ -172,7 +185,7 @@ export async function prepareDestination(driver: Driver, reusePolicy: ReusePolic
   };
   const planOf = (state: DestinationState, reuse: RunReuse | undefined): PreparedDestination['plan'] => {
     const lookups = reuse ? new Map<string, ReuseLookup>([[driver.name, reuse.index]]) : undefined;
-    return (shard ? shard.plan([state], chunkBytes, lookups) : planReplication(backup, files as readonly EngineFile[], [state], chunkBytes, lookups)) as PreparedDestination['plan'];
+    return (shard ? shard.plan([state], chunkBytes, lookups) : planReplication(backup, files as readonly EngineFile[], [state], chunkBytes, lookups, { compact })) as PreparedDestination['plan'];
   };
   // The reuse index (a listing, then the earlier copies' manifests) is built while the destination
   // is read, its lock taken and it is read again: none needs another, and on a distant store each

@@ -46,7 +46,7 @@ import { getHasher } from '../hash/xxh64.js';
 import type { ChunkPool } from './buffers.js';
 import { hashObject, readChunks, type ObjectHashes } from './chunks.js';
 import type { Ledger } from './ledger.js';
-import { indexOfSorted, isStrictlySorted } from './records.js';
+import { asSortedPaths, type SortedPaths } from './sorted-paths.js';
 
 /**
  * Long enough for a hiccup of a destination as fast as the others (an fsync, a commit), shorter than
@@ -105,7 +105,7 @@ interface FanoutContext {
   readonly signal?: AbortSignal;
   readonly onDetach?: (member: FeedMember, path: string) => void;
   /** The run's paths, sorted by code units (no path twice): which files were started is then a bit per file. */
-  readonly paths?: readonly string[];
+  readonly paths?: readonly string[] | SortedPaths;
 }
 
 /** The reads of one run: see the file comment. */
@@ -120,6 +120,7 @@ export class Fanout {
   private readonly reads = new Map<string, FileRead>();
   /** Files a shared read was started for: by their index in `ctx.paths`, or by path for other paths. */
   private readonly started: Uint8Array;
+  private readonly paths: SortedPaths | undefined;
   private readonly startedOthers = new Set<string>();
   private readonly sourceHashes = new Map<string, Promise<ObjectHashes>>();
   private waiters: (() => void)[] = [];
@@ -127,7 +128,8 @@ export class Fanout {
 
   constructor(readonly ctx: FanoutContext) {
     // A set of 100,000 paths costs ~3 MB for the whole run (issue 13); a byte per file, 100 kB.
-    this.started = new Uint8Array(ctx.paths !== undefined && isStrictlySorted(ctx.paths) ? ctx.paths.length : 0);
+    this.paths = asSortedPaths(ctx.paths);
+    this.started = new Uint8Array(this.paths?.length ?? 0);
     ctx.signal?.addEventListener('abort', this.onAbort, { once: true });
   }
 
@@ -235,7 +237,7 @@ export class Fanout {
 
   /** Whether a shared read of `path` was started; `mark`: it is being started now. */
   private markStarted(path: string, mark: boolean): boolean {
-    const at = this.started.length > 0 ? indexOfSorted(this.ctx.paths as readonly string[], path) : -1;
+    const at = this.started.length > 0 ? (this.paths as SortedPaths).indexOf(path) : -1;
     const was = at >= 0 ? this.started[at] === 1 : this.startedOthers.has(path);
     if (mark && at >= 0) this.started[at] = 1;
     else if (mark) this.startedOthers.add(path);

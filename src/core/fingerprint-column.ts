@@ -7,8 +7,10 @@
  * thing a pull held at its peak after the paths themselves. A local fingerprint is three integers:
  * here it is kept as them (25 bytes in typed arrays) and its string is made again when a
  * checkpoint or the manifest asks for it. Any other fingerprint (SFTP, ETag, a local one not
- * written the canonical way) is kept as it came.
+ * written the canonical way) is kept as its UTF-8 bytes, packed one after another (a slot set
+ * again leaves its old bytes unused: a slot is set a few times at most in a run).
  */
+import { PackedStrings } from '../listing-index.js';
 import { flatString } from '../strings.js';
 import { widened } from '../typed-arrays.js';
 
@@ -16,8 +18,11 @@ import { widened } from '../typed-arrays.js';
 const NONE = 0;
 /** A local fingerprint held as its three integers. */
 const LOCAL = 1;
-/** Kept as the string it came as (`#other`). */
+/** Kept as the bytes of the string it came as (`#other`). */
 const OTHER = 2;
+/** Kept as the string itself (`#unpaired`): one with a lone surrogate, which UTF-8 cannot give back. */
+const UNPAIRED = 3;
+const SURROGATE = /[\ud800-\udfff]/;
 
 const LOCAL_FINGERPRINT = /^local:(\d{1,16}):(\d{1,20}):(\d{1,16})$/;
 const MAX_MTIME_NS = 2n ** 64n - 1n;
@@ -27,7 +32,9 @@ export class FingerprintColumn {
   #sizes: Float64Array;
   #inodes: Float64Array;
   #mtimes: BigUint64Array;
-  readonly #other = new Map<number, string>();
+  /** Any other fingerprint: its start in `#other` is kept in `#sizes`, its length in bytes in `#inodes`. */
+  #other: PackedStrings | undefined;
+  readonly #unpaired = new Map<number, string>();
 
   constructor(capacity: number) {
     this.#kinds = new Uint8Array(capacity);
@@ -46,7 +53,7 @@ export class FingerprintColumn {
   }
 
   set(slot: number, fingerprint: string | undefined): void {
-    this.#other.delete(slot);
+    this.#unpaired.delete(slot);
     if (fingerprint === undefined) {
       this.#kinds[slot] = NONE;
       return;
@@ -65,13 +72,21 @@ export class FingerprintColumn {
         return;
       }
     }
+    if (SURROGATE.test(fingerprint)) {
+      this.#kinds[slot] = UNPAIRED;
+      this.#unpaired.set(slot, fingerprint);
+      return;
+    }
     this.#kinds[slot] = OTHER;
-    this.#other.set(slot, fingerprint);
+    this.#other ??= new PackedStrings();
+    this.#sizes[slot] = this.#other.append(fingerprint);
+    this.#inodes[slot] = this.#other.lastLength;
   }
 
   get(slot: number): string | undefined {
     const kind = this.#kinds[slot];
     if (kind === LOCAL) return flatString(`local:${this.#sizes[slot] as number}:${this.#mtimes[slot] as bigint}:${this.#inodes[slot] as number}`);
-    return kind === OTHER ? this.#other.get(slot) : undefined;
+    if (kind === OTHER) return (this.#other as PackedStrings).text(this.#sizes[slot] as number, this.#inodes[slot] as number);
+    return kind === UNPAIRED ? this.#unpaired.get(slot) : undefined;
   }
 }

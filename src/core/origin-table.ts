@@ -6,8 +6,9 @@
  * Why (issue 13): at 50,000 files a pull held ~950 bytes of heap per file while it copied: each
  * record as an object (its hash, chunk list and source fingerprint as strings of their own), the
  * engine's file object made from it beside it, with the listing's fingerprint, and the listing as
- * a `Map` of entries while the two were joined. Here a file costs its path (a string the engine
- * holds anyway: its file list is sorted paths), a few typed-array slots (size, hash as two 32-bit
+ * a `Map` of entries while the two were joined. Here a file costs its path's bytes that the path
+ * before it does not share (front-coded, ./sorted-paths.ts: no string per path is held; the
+ * engine's sorted paths are this table's view, `sortedPaths`), a few typed-array slots (size, hash as two 32-bit
  * halves, the listed size and mtime) and the UTF-8 bytes of its source fingerprint, plaintext MAC
  * and listed fingerprint (the listed one only where a read uses it: ./run-files.ts) in one flat
  * buffer. A record with more than the usual one chunk (a file larger than a chunk), or a hash
@@ -19,6 +20,7 @@ import { hashHalves, hashOfHalves, isHash } from '../hash/xxh64.js';
 import { PackedStrings } from '../listing-index.js';
 import type { ManifestFile } from '../manifest/manifest.js';
 import { widened } from '../typed-arrays.js';
+import { FrontCodedPaths, type SortedPaths } from './sorted-paths.js';
 
 /** How a record's chunk list is rebuilt: one chunk with the file's hash, none (an empty file), or as it came (`#odd`). */
 const ONE_CHUNK = 0;
@@ -34,13 +36,19 @@ const LISTED_FINGERPRINT = 4;
 const ABSENT = 0xffffffff;
 
 const INITIAL_FILES = 1024;
+/** Paths kept as strings after they were asked for (see `pathAt`): a power of two. */
+const RECENT_PATHS = 64;
 
 /**
  * The records of one origin manifest, in its order, found by path; see the file comment. Filled
  * with `add` (as the manifest streams by), then `seal`ed before any lookup.
  */
 export class OriginTable {
-  readonly #paths: string[] = [];
+  /** The paths, front-coded (./sorted-paths.ts): a string is made for a path only when asked. */
+  readonly #paths = new FrontCodedPaths();
+  /** The paths asked for last (`pathAt`), by index modulo `RECENT_PATHS`; `#recentIndex` holds index + 1 (0: none). */
+  readonly #recentIndex = new Float64Array(RECENT_PATHS);
+  readonly #recentPaths = new Array<string | undefined>(RECENT_PATHS).fill(undefined);
   #sizes = new Float64Array(INITIAL_FILES);
   #hashHigh = new Uint32Array(INITIAL_FILES);
   #hashLow = new Uint32Array(INITIAL_FILES);
@@ -101,20 +109,29 @@ export class OriginTable {
    */
   seal(where: string): void {
     this.#sealed = true;
-    const paths = this.#paths;
+    const count = this.#paths.length;
     let sorted = true;
-    for (let i = 1; i < paths.length && sorted; i++) sorted = (paths[i - 1] as string) < (paths[i] as string);
-    if (!sorted) {
-      const order = Uint32Array.from(paths.keys());
-      order.sort((a, b) => { const pa = paths[a] as string; const pb = paths[b] as string; return pa < pb ? -1 : pa > pb ? 1 : 0; });
-      this.#order = order;
-    }
-    for (let i = 1; i < paths.length; i++) {
-      const previous = this.#at(i - 1);
-      if (paths[previous] === paths[this.#at(i)]) {
-        throw new OffsiteError('E_MANIFEST', `${where}: the manifest lists ${paths[previous]} twice: it is damaged; take the copy from elsewhere`, { kind: 'integrity' });
+    let before = count > 0 ? this.#paths.at(0) : '';
+    for (let i = 1; i < count; i++) {
+      const path = this.#paths.at(i);
+      if (!(before < path)) {
+        if (before === path) this.#twice(where, path);
+        sorted = false;
+        break;
       }
+      before = path;
     }
+    if (sorted) return;
+    // Not written by offsite (which sorts): ordered here, with every path as a string for the while.
+    const paths = Array.from({ length: count }, (_, i) => this.#paths.at(i));
+    const order = Uint32Array.from(paths.keys());
+    order.sort((a, b) => { const pa = paths[a] as string; const pb = paths[b] as string; return pa < pb ? -1 : pa > pb ? 1 : 0; });
+    for (let i = 1; i < count; i++) if (paths[order[i - 1] as number] === paths[order[i] as number]) this.#twice(where, paths[order[i] as number] as string);
+    this.#order = order;
+  }
+
+  #twice(where: string, path: string): never {
+    throw new OffsiteError('E_MANIFEST', `${where}: the manifest lists ${path} twice: it is damaged; take the copy from elsewhere`, { kind: 'integrity' });
   }
 
   /** The index of the `rank`-th path in sorted order. */
@@ -124,23 +141,50 @@ export class OriginTable {
 
   /** The index of the record of `path`, or -1. */
   indexOf(path: string): number {
+    const rank = this.#rankOf(path);
+    return rank < 0 ? rank : this.#at(rank);
+  }
+
+  /** The place of `path` in sorted order, or -1. */
+  #rankOf(path: string): number {
     if (!this.#sealed) throw new Error('OriginTable: lookup before seal');
-    const paths = this.#paths;
+    if (this.#order === undefined) return this.#paths.indexOf(path);
     let low = 0;
-    let high = paths.length - 1;
+    let high = this.count - 1;
     while (low <= high) {
       const middle = (low + high) >>> 1;
-      const index = this.#at(middle);
-      const at = paths[index] as string;
-      if (at === path) return index;
+      const at = this.#paths.at(this.#at(middle));
+      if (at === path) return middle;
       if (at < path) low = middle + 1;
       else high = middle - 1;
     }
     return -1;
   }
 
+  /** Whether the records came sorted: the record at `index` is then the `index`-th in `sortedPaths`. */
+  get inPathOrder(): boolean {
+    if (!this.#sealed) throw new Error('OriginTable: order before seal');
+    return this.#order === undefined;
+  }
+
+  /** The paths in sorted order (the engine's `paths`, ./replicate.ts), without a string per path. */
+  sortedPaths(): SortedPaths {
+    if (!this.#sealed) throw new Error('OriginTable: paths before seal');
+    return { length: this.count, at: (rank) => this.pathAt(this.#at(rank)), indexOf: (path) => this.#rankOf(path) };
+  }
+
+  /**
+   * The path of the record at `index`. Made from the packed bytes, except for the last few asked
+   * for: the engine asks for a file's path several times while it copies it (a few files at
+   * once), and the same string each time also makes the lookups that follow it cheaper.
+   */
   pathAt(index: number): string {
-    return this.#paths[index] as string;
+    const slot = index & (RECENT_PATHS - 1);
+    if (this.#recentIndex[slot] === index + 1) return this.#recentPaths[slot] as string;
+    const path = this.#paths.at(index);
+    this.#recentIndex[slot] = index + 1;
+    this.#recentPaths[slot] = path;
+    return path;
   }
 
   sizeAt(index: number): number {

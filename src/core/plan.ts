@@ -94,18 +94,41 @@ export interface FileAction {
   readonly reason: string;
 }
 
+/** The action kinds, numbered for `CompactActions.kinds`. */
+export const ACTION_KINDS: readonly FileActionKind[] = ['copy', 'skip', 'adopt', 'reuse'];
+
+/**
+ * A destination's actions without an object per file, for a run that does not report them (not a
+ * dry run): at 100,000 files the action objects and their paths were the largest thing a run held
+ * while it started (issue 13), then dropped. In the order of the files sorted by path.
+ */
+export interface CompactActions {
+  /** The kind of each file's action (an index into `ACTION_KINDS`). */
+  readonly kinds: Uint8Array;
+  /** Whether the files came sorted: `kinds[i]` is then the action of the `i`-th file given. */
+  readonly inGivenOrder: boolean;
+  /** The records of the files skipped (`FileAction.record`). */
+  readonly records: readonly ManifestFile[];
+  /** The paths of the files planned as `reuse` that are there already (`FileAction.present`). */
+  readonly present: readonly string[];
+}
+
 export interface DestinationPlan {
   readonly destination: string;
   /** Nothing to do: the existing manifest already proves this exact copy. */
   readonly upToDate: boolean;
   /** An existing manifest must be removed before anything is written (it would lie meanwhile). */
   readonly removeManifestFirst: boolean;
+  /** One per file, sorted by path; empty when the plan was made `compact`. */
   readonly actions: readonly FileAction[];
+  /** With `compact`: the actions without an object per file. */
+  readonly compact?: CompactActions;
   readonly copyFiles: number;
   readonly copyBytes: number;
   readonly skipFiles: number;
   readonly skipBytes: number;
   readonly adoptFiles: number;
+  readonly adoptBytes: number;
   /** Files planned as `reuse` (sent after all when no copy holds the same bytes). */
   readonly reuseFiles: number;
   readonly reuseBytes: number;
@@ -149,11 +172,15 @@ function missingAction(file: SourceFile, reuse: ReuseLookup | undefined): FileAc
   return { path: file.path, size: file.size, action: 'copy', reason: 'missing at destination' };
 }
 
-function planDestination(files: readonly SourceFile[], state: DestinationState, chunkBytes: number, reuse: ReuseLookup | undefined): DestinationPlan {
+function planDestination(files: readonly SourceFile[], state: DestinationState, chunkBytes: number, reuse: ReuseLookup | undefined, compact: { inGivenOrder: boolean } | undefined): DestinationPlan {
   const records = recordsOf(state, chunkBytes);
   const actions: FileAction[] = [];
-  let copyFiles = 0, copyBytes = 0, skipFiles = 0, skipBytes = 0, adoptFiles = 0, reuseFiles = 0, reuseBytes = 0;
-  for (const file of files) {
+  const kinds = compact ? new Uint8Array(files.length) : undefined;
+  const skipped: ManifestFile[] = [];
+  const present: string[] = [];
+  let copyFiles = 0, copyBytes = 0, skipFiles = 0, skipBytes = 0, adoptFiles = 0, adoptBytes = 0, reuseFiles = 0, reuseBytes = 0;
+  for (let i = 0; i < files.length; i++) {
+    const file = files[i] as SourceFile;
     const presentSize = state.present.get(file.path);
     const record = records.get(file.path);
     let action: FileAction;
@@ -173,9 +200,15 @@ function planDestination(files: readonly SourceFile[], state: DestinationState, 
     } else {
       action = { path: file.path, size: file.size, action: 'skip', record, reason: 'already whole at destination' };
     }
-    actions.push(action);
+    if (kinds === undefined) actions.push(action);
+    else {
+      // The action object is dropped at once (young garbage), only its kind and record kept.
+      kinds[i] = ACTION_KINDS.indexOf(action.action);
+      if (action.record) skipped.push(action.record);
+      if (action.present === true) present.push(action.path);
+    }
     if (action.action === 'copy') { copyFiles++; copyBytes += file.size; }
-    else if (action.action === 'adopt') adoptFiles++;
+    else if (action.action === 'adopt') { adoptFiles++; adoptBytes += file.size; }
     else if (action.action === 'reuse') { reuseFiles++; reuseBytes += file.size; }
     else { skipFiles++; skipBytes += file.size; }
   }
@@ -188,24 +221,42 @@ function planDestination(files: readonly SourceFile[], state: DestinationState, 
     upToDate,
     removeManifestFirst: !upToDate && (manifest !== undefined || state.manifestProblem !== undefined),
     actions,
-    copyFiles, copyBytes, skipFiles, skipBytes, adoptFiles, reuseFiles, reuseBytes,
+    ...(kinds ? { compact: { kinds, inGivenOrder: (compact as { inGivenOrder: boolean }).inGivenOrder, records: skipped, present } } : {}),
+    copyFiles, copyBytes, skipFiles, skipBytes, adoptFiles, adoptBytes, reuseFiles, reuseBytes,
   };
 }
 
 /**
+ * `files` sorted by path: `files` itself when it is already (a run's files come sorted; their
+ * paths may be made when asked, src/core/source-table.ts, so a sort would make ~17 per file), else
+ * a sorted copy.
+ */
+export function sortedByPath<T extends { readonly path: string }>(files: readonly T[]): readonly T[] {
+  let before = files.length > 0 ? (files[0] as T).path : '';
+  for (let i = 1; i < files.length; i++) {
+    const path = (files[i] as T).path;
+    if (!(before < path)) return [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    before = path;
+  }
+  return files;
+}
+
+/**
  * Plans one backup's replication to every destination. Pure. `reuse`: the reuse lookup of each
- * destination that may reuse files of its other copies (by destination name).
+ * destination that may reuse files of its other copies (by destination name). `compact`: the
+ * plans' actions as `CompactActions` (`actions` empty).
  */
 export function planReplication(
   backup: string, files: readonly SourceFile[], destinations: readonly DestinationState[], chunkBytes: number,
-  reuse?: ReadonlyMap<string, ReuseLookup>,
+  reuse?: ReadonlyMap<string, ReuseLookup>, options: { readonly compact?: boolean } = {},
 ): ReplicationPlan {
-  const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  const sorted = sortedByPath(files);
+  const compact = options.compact === true ? { inGivenOrder: sorted === files } : undefined;
   return {
     backup,
     chunkBytes,
     sourceFiles: sorted.length,
     sourceBytes: sorted.reduce((sum, f) => sum + f.size, 0),
-    destinations: destinations.map((d) => planDestination(sorted, d, chunkBytes, reuse?.get(d.name))),
+    destinations: destinations.map((d) => planDestination(sorted, d, chunkBytes, reuse?.get(d.name), compact)),
   };
 }

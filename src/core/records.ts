@@ -17,11 +17,14 @@
  * The run knows every path it may record before it starts (its files, sorted): given them, a
  * path's slot is its place in that list, found by binary search, so no map from path to slot is
  * kept either (another ~50 bytes per file). Paths outside the list still get a slot through a map.
+ * The list may hold its paths packed (./sorted-paths.ts), so what the store keeps and hands out
+ * for checkpoints refers to known paths by slot (`recorded`), not by string.
  */
 import type { ManifestFile } from '../manifest/manifest.js';
 import { ownString } from '../strings.js';
 import { widened } from '../typed-arrays.js';
 import { FingerprintColumn } from './fingerprint-column.js';
+import { asSortedPaths, type SortedPaths } from './sorted-paths.js';
 
 const HASH_PREFIX = 'xxh64:';
 const CANONICAL_HASH = /^xxh64:[0-9a-f]{16}$/;
@@ -34,25 +37,7 @@ const NO_CHUNKS = 2;
 /** The record is kept whole in `#odd`. */
 const ODD = 3;
 
-/** The index of `key` in `sorted` (sorted by code units, as manifests are), or -1. */
-export function indexOfSorted(sorted: readonly string[], key: string): number {
-  let low = 0;
-  let high = sorted.length - 1;
-  while (low <= high) {
-    const middle = (low + high) >>> 1;
-    const at = sorted[middle] as string;
-    if (at === key) return middle;
-    if (at < key) low = middle + 1;
-    else high = middle - 1;
-  }
-  return -1;
-}
-
-/** True when `paths` is sorted by code units with no path twice. */
-export function isStrictlySorted(paths: readonly string[]): boolean {
-  for (let i = 1; i < paths.length; i++) if (!((paths[i - 1] as string) < (paths[i] as string))) return false;
-  return true;
-}
+export { indexOfSorted, isStrictlySorted } from './sorted-paths.js';
 
 /** Two hex digits of every byte value. */
 const HEX_BYTES = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, '0'));
@@ -72,9 +57,27 @@ function isPlain(file: ManifestFile): boolean {
   return typeof file.path === 'string' && typeof file.size === 'number' && typeof file.hash === 'string' && Array.isArray(file.chunks);
 }
 
+const NO_PATHS: SortedPaths = { length: 0, at: () => { throw new RangeError('no paths'); }, indexOf: () => -1 };
+
+/**
+ * The paths recorded at one moment (`RecordStore.recorded`), for a checkpoint written from them
+ * later: the slots of the known paths, and the other paths (sorted). Not the known paths as
+ * strings: they may be kept packed (./sorted-paths.ts), and 100,000 strings held through a
+ * checkpoint's write would all outlive the young generation.
+ */
+export interface RecordedPaths {
+  readonly length: number;
+  readonly known: Uint32Array;
+  readonly others: readonly string[];
+}
+
+function isRecordedPaths(paths: unknown): paths is RecordedPaths {
+  return typeof paths === 'object' && paths !== null && (paths as RecordedPaths).known instanceof Uint32Array;
+}
+
 export class RecordStore {
-  /** The paths known in advance (sorted): the slot of `known[i]` is `i`. */
-  readonly #known: readonly string[];
+  /** The paths known in advance (sorted): the slot of `known.at(i)` is `i`. */
+  readonly #known: SortedPaths;
   /** Path -> slot, for paths not in `#known`. */
   readonly #slots = new Map<string, number>();
   #sizes: Float64Array;
@@ -98,8 +101,8 @@ export class RecordStore {
    * `known`: the paths that will be recorded, sorted by code units with none twice (checked; if
    * they are not, they are ignored and every path goes through the map).
    */
-  constructor(known: readonly string[] = []) {
-    this.#known = isStrictlySorted(known) ? known : [];
+  constructor(known: readonly string[] | SortedPaths = []) {
+    this.#known = asSortedPaths(known) ?? NO_PATHS;
     const capacity = Math.max(1024, this.#known.length);
     this.#sizes = new Float64Array(capacity);
     this.#hashHigh = new Uint32Array(capacity);
@@ -125,16 +128,26 @@ export class RecordStore {
     return slot === undefined ? undefined : this.#record(path, slot);
   }
 
+  /** The slot of `path` among the known paths, or -1. */
+  knownSlotOf(path: string): number {
+    return this.#known.indexOf(path);
+  }
+
+  /** The record in the slot of a known path (`knownSlotOf`), if any. */
+  knownRecord(slot: number): ManifestFile | undefined {
+    return slot < this.#known.length && this.#kinds[slot] !== EMPTY ? this.#record(this.#known.at(slot), slot) : undefined;
+  }
+
   /** The slot of a recorded path. */
   #slotOf(path: string): number | undefined {
-    const known = indexOfSorted(this.#known, path);
+    const known = this.#known.indexOf(path);
     if (known >= 0) return this.#kinds[known] === EMPTY ? undefined : known;
     return this.#slots.get(path);
   }
 
   /** Records `file` under its path (replacing an earlier record of it). */
   set(file: ManifestFile): this {
-    let slot: number | undefined = indexOfSorted(this.#known, file.path);
+    let slot: number | undefined = this.#known.indexOf(file.path);
     if (slot < 0) slot = this.#slots.get(file.path);
     if (slot === undefined) {
       slot = this.#used++;
@@ -167,13 +180,18 @@ export class RecordStore {
 
   /** Every record: those of the known paths in their order, then the others in the order they were first made. */
   *values(): IterableIterator<ManifestFile> {
-    for (const [slot, path] of this.#known.entries()) if (this.#kinds[slot] !== EMPTY) yield this.#record(path, slot);
+    const known = this.#known;
+    for (let slot = 0; slot < known.length; slot++) if (this.#kinds[slot] !== EMPTY) yield this.#record(known.at(slot), slot);
     for (const [path, slot] of this.#slots) yield this.#record(path, slot);
   }
 
   /** The records that say where the file was reused from (`reusedFrom`), as `{ path, from }`, without building the records. */
   *reused(): IterableIterator<{ path: string; from: string }> {
-    for (const [slot, path] of this.#known.entries()) {
+    const known = this.#known;
+    for (let slot = 0; slot < known.length; slot++) {
+      const kind = this.#kinds[slot];
+      if (kind === EMPTY || (kind !== ODD && this.#reusedFrom[slot] === 0)) continue;
+      const path = known.at(slot);
       const from = this.#reusedFromOf(path, slot);
       if (from !== undefined) yield { path, from };
     }
@@ -193,30 +211,82 @@ export class RecordStore {
 
   /** The paths recorded so far, sorted by code units as manifests are: a snapshot for `inOrder`. */
   sortedPaths(): string[] {
-    const paths: string[] = [];
-    for (const [slot, path] of this.#known.entries()) if (this.#kinds[slot] !== EMPTY) paths.push(path);
-    if (this.#slots.size === 0) return paths;
-    for (const path of this.#slots.keys()) paths.push(path);
-    return paths.sort();
+    const recorded = this.recorded();
+    const paths = Array.from(recorded.known, (slot) => this.#known.at(slot));
+    if (recorded.others.length === 0) return paths;
+    return paths.concat(recorded.others).sort();
   }
 
-  /** The records of `paths` (every one recorded), in that order. */
-  *inOrder(paths: readonly string[]): IterableIterator<ManifestFile> {
-    for (const path of paths) {
+  /** The paths recorded so far, without their strings where they are known ones: a snapshot for `inOrder` and `bytesOf`. */
+  recorded(): RecordedPaths {
+    let count = 0;
+    for (let slot = 0; slot < this.#known.length; slot++) if (this.#kinds[slot] !== EMPTY) count++;
+    const known = new Uint32Array(count);
+    count = 0;
+    for (let slot = 0; slot < this.#known.length; slot++) if (this.#kinds[slot] !== EMPTY) known[count++] = slot;
+    const others = [...this.#slots.keys()].sort();
+    return { length: known.length + others.length, known, others };
+  }
+
+  /** The records of `paths` (every one recorded), in that order (a `RecordedPaths`: sorted by path). */
+  *inOrder(paths: readonly string[] | SortedPaths | RecordedPaths): IterableIterator<ManifestFile> {
+    if (isRecordedPaths(paths)) {
+      yield* this.#inOrderRecorded(paths);
+      return;
+    }
+    const list = paths as readonly string[] | SortedPaths;
+    if (list === this.#known) {
+      // The known paths themselves (the run's manifest): slot by slot, no lookups.
+      for (let slot = 0; slot < list.length; slot++) {
+        if (this.#kinds[slot] === EMPTY) throw new Error(`no record of ${this.#known.at(slot)}`);
+        yield this.#record(this.#known.at(slot), slot);
+      }
+      return;
+    }
+    const at = Array.isArray(list) ? (i: number) => (list as readonly string[])[i] as string : (i: number) => (list as SortedPaths).at(i);
+    for (let i = 0; i < list.length; i++) {
+      const path = at(i);
       const record = this.get(path);
       if (record === undefined) throw new Error(`no record of ${path}`);
       yield record;
     }
   }
 
-  /** Bytes of the files `paths` (every one recorded). */
-  bytesOf(paths: readonly string[]): number {
-    let total = 0;
-    for (const path of paths) {
-      const slot = this.#slotOf(path);
-      if (slot === undefined) throw new Error(`no record of ${path}`);
-      total += this.#kinds[slot] === ODD ? (this.#odd.get(slot) as ManifestFile).size : this.#sizes[slot] as number;
+  /** The records of a snapshot: its known slots and its other paths merged in code-unit order. */
+  *#inOrderRecorded(paths: RecordedPaths): IterableIterator<ManifestFile> {
+    const { known, others } = paths;
+    let k = 0;
+    let o = 0;
+    let knownPath = known.length > 0 ? this.#known.at(known[0] as number) : undefined;
+    while (knownPath !== undefined || o < others.length) {
+      const other = others[o];
+      if (knownPath !== undefined && (other === undefined || knownPath < other)) {
+        const slot = known[k++] as number;
+        if (this.#kinds[slot] === EMPTY) throw new Error(`no record of ${knownPath}`);
+        yield this.#record(knownPath, slot);
+        knownPath = k < known.length ? this.#known.at(known[k] as number) : undefined;
+      } else {
+        o++;
+        const record = this.get(other as string);
+        if (record === undefined) throw new Error(`no record of ${other as string}`);
+        yield record;
+      }
     }
+  }
+
+  /** Bytes of the files `paths` (every one recorded). */
+  bytesOf(paths: readonly string[] | RecordedPaths): number {
+    let total = 0;
+    const add = (slot: number | undefined, path: () => string): void => {
+      if (slot === undefined || this.#kinds[slot] === EMPTY) throw new Error(`no record of ${path()}`);
+      total += this.#kinds[slot] === ODD ? (this.#odd.get(slot) as ManifestFile).size : this.#sizes[slot] as number;
+    };
+    if (isRecordedPaths(paths)) {
+      for (const slot of paths.known) add(slot, () => this.#known.at(slot));
+      for (const path of paths.others) add(this.#slotOf(path), () => path);
+      return total;
+    }
+    for (const path of paths) add(this.#slotOf(path), () => path);
     return total;
   }
 

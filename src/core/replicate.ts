@@ -245,7 +245,7 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
 
   const listing = (async () => {
     const found = options.origin ? await originFiles(source, backup, options.origin, signal) : await backupFiles(source, backup, options.quietPeriodMs, signal);
-    return { ...found, files: shard ? await shard.select(found.files) : found.files };
+    return shard ? { ...found, files: await shard.select(found.files), paths: undefined, filesInPathOrder: false } : found;
   })();
   const dryRun = options.dryRun ?? false;
   // Every destination is read (and, with work to do, indexed for reuse and locked) while the source
@@ -254,8 +254,9 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   filesLater.catch(() => undefined); // awaited by the preparations; a failed listing is thrown below
   const stopPreparing = new AbortController();
   const hashAhead = dryRun ? undefined : new HashAhead({ source, backup, chunkBytes, signal });
+  const compactPlans = listing.then((l) => l.paths !== undefined && l.filesInPathOrder === true, () => false);
   const prepareContext: PrepareContext = {
-    backup, files: filesLater, chunkBytes, shard, dryRun, lock: options.lock, emit, trustSourceEtags: options.trustSourceEtags === true,
+    backup, files: filesLater, compactPlans, chunkBytes, shard, dryRun, lock: options.lock, emit, trustSourceEtags: options.trustSourceEtags === true,
     ...(options.manifestCacheDir !== undefined ? { manifestCache: new ManifestCache(options.manifestCacheDir) } : {}),
     ...(hashAhead ? { hashAhead } : {}),
     signal: eitherSignal(stopPreparing.signal, signal),
@@ -287,8 +288,8 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   }
   const { files, backupTime, sourceDescription, missing } = listed;
   const totalBytes = files.reduce((sum, f) => sum + f.size, 0);
-  /** The files' paths in manifest order. */
-  const paths = files.map((f) => f.path).sort();
+  /** The files' paths in manifest order: the origin's table holds them packed (./sorted-paths.ts), or the files' own strings. */
+  const paths = listed.paths ?? files.map((f) => f.path).sort();
 
   const pool = new ChunkPool(chunkBytes, Math.max(options.memoryBudgetBytes ?? 64 * 1024 * 1024, 2 * chunkBytes));
   const fanout = new Fanout({
@@ -297,7 +298,10 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
   });
   // Every destination still preparing keeps its share of the chunk budget for when it joins.
   if (!dryRun) fanout.expect(options.destinations.length);
-  const context = { backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit, checkpointKeys: shard?.checkpointKeys, paths };
+  const context = {
+    backup, source: sourceDescription, chunkBytes, checkpointIntervalMs: options.checkpointIntervalMs ?? 1000, emit, checkpointKeys: shard?.checkpointKeys, paths,
+    filesInPathOrder: listed.paths !== undefined && listed.filesInPathOrder === true,
+  };
   const unavailable = new Map(missing.map((m) => [m.path, m.error]));
   const ctx: EngineContext = { source, backup, chunkBytes, partConcurrency: options.partConcurrency ?? 2, pool, fanout, signal, emit, unavailable };
   const runs: DestinationRun[] = [];
@@ -338,9 +342,9 @@ export async function replicate(options: ReplicateOptions): Promise<ReplicateRes
         for (let i = 0; i < files.length; i++) {
           if (run.dead) break;
           const file = files[i] as EngineFile;
-          const action = run.needs(file.path);
+          const action = run.needsAt(i, () => file.path);
           // A file the origin lacks can still be found intact in place (adopt); copies of it failed already.
-          const other = action === undefined || (unavailable.has(file.path) && action !== 'adopt') || (action === 'reuse') !== reuseLane;
+          const other = action === undefined || (unavailable.size > 0 && unavailable.has(file.path) && action !== 'adopt') || (action === 'reuse') !== reuseLane;
           // The reuse lane reaches every file in order: the hashes read ahead for the ones it copies,
           // and the ones it passes are no longer wanted.
           const hashed = reuseLane ? ahead?.reach(i, !other) : undefined;

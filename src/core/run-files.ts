@@ -3,14 +3,15 @@
  * source, or, in origin mode (pull, repair), those an origin manifest lists, matched against what
  * the source holds, with the hashes each must have.
  */
-import { assertComplete, backupTimeFromName, inspectBackup } from '../backup/index.js';
+import { assertComplete, backupTimeFromName, inspectBackupStreamed } from '../backup/index.js';
 import type { Driver } from '../drivers/types.js';
 import { OffsiteError } from '../errors.js';
-import { ownString } from '../strings.js';
 import { readUsesFingerprint } from './fanout.js';
 import { OriginTable } from './origin-table.js';
+import { SourceTableBuilder, type SourceTable } from './source-table.js';
 import type { SourceFile } from './plan.js';
 import type { ReplicateOrigin } from './replicate.js';
+import type { SortedPaths } from './sorted-paths.js';
 
 /** A file to copy: its size, mtime and fingerprint at the source, and in origin mode the hash it must have. */
 export interface EngineFile extends SourceFile {
@@ -32,21 +33,49 @@ export interface RunFiles {
   readonly sourceDescription: string;
   /** Origin files the source does not have (or has with another size): they fail, the rest is copied. */
   readonly missing: readonly { readonly path: string; readonly error: OffsiteError }[];
+  /** The files' paths sorted, when something holds them more compactly than `files` (the source's or the origin's table). */
+  readonly paths?: SortedPaths;
+  /** `files[i].path` is `paths.at(i)` for every `i`. */
+  readonly filesInPathOrder?: boolean;
 }
 
-/** The files of a complete backup at the source (the completion rule must hold). */
+/**
+ * The files of a complete backup at the source (the completion rule must hold): kept in a
+ * `SourceTable` (./source-table.ts) as the listing comes, one small view object per file
+ * (`SourceFileView`).
+ */
 export async function backupFiles(source: Driver, backup: string, quietPeriodMs: number | undefined, signal?: AbortSignal): Promise<RunFiles> {
-  const inspection = await inspectBackup(source, backup, { quietPeriodMs, signal });
+  const builder = new SourceTableBuilder();
+  const inspection = await inspectBackupStreamed(source, backup, (path, entry) => builder.add({ path, size: entry.size, mtimeMs: entry.mtimeMs, fingerprint: entry.fingerprint }), { quietPeriodMs, signal });
   assertComplete(inspection);
-  const prefixLength = backup.length + 1;
+  const table = builder.finish(`source: ${backup}`);
+  const files = new Array<EngineFile>(table.count);
+  for (let i = 0; i < table.count; i++) files[i] = new SourceFileView(table, i);
   return {
-    // One fixed shape (no spreads): 100,000 of these live for the whole run. The path is a string
-    // of its own, not a view that keeps the listing's whole key alive (src/strings.ts).
-    files: inspection.files.map((f) => ({ path: ownString(f.key.slice(prefixLength)), size: f.size, mtimeMs: f.mtimeMs, fingerprint: f.fingerprint, recordedSource: f.fingerprint })),
-    backupTime: (backupTimeFromName(backup) ?? new Date(inspection.lastChangeMs)).toISOString(),
-    sourceDescription: source.description,
-    missing: [],
+    files, backupTime: (backupTimeFromName(backup) ?? new Date(inspection.lastChangeMs)).toISOString(), sourceDescription: source.description, missing: [],
+    paths: table.sortedPaths(), filesInPathOrder: true,
   };
+}
+
+/**
+ * A file of the backup at the source as the engine sees it: every field is read from the table
+ * when asked (./source-table.ts), so that the run holds one small object per file and no strings
+ * of its own. The fingerprint its records keep is the one listed.
+ */
+class SourceFileView implements EngineFile {
+  readonly #table: SourceTable;
+  readonly #index: number;
+
+  constructor(table: SourceTable, index: number) {
+    this.#table = table;
+    this.#index = index;
+  }
+
+  get path(): string { return this.#table.pathAt(this.#index); }
+  get size(): number { return this.#table.sizeAt(this.#index); }
+  get mtimeMs(): number { return this.#table.mtimeAt(this.#index); }
+  get fingerprint(): string | undefined { return this.#table.fingerprintAt(this.#index); }
+  get recordedSource(): string | undefined { return this.#table.fingerprintAt(this.#index); }
 }
 
 /**
@@ -102,5 +131,5 @@ export async function originFiles(source: Driver, backup: string, origin: Replic
     }
     files[i] = new OriginFile(table, i);
   }
-  return { files, backupTime: origin.backupTime ?? new Date().toISOString(), sourceDescription: origin.source, missing };
+  return { files, backupTime: origin.backupTime ?? new Date().toISOString(), sourceDescription: origin.source, missing, paths: table.sortedPaths(), filesInPathOrder: table.inPathOrder };
 }

@@ -43,7 +43,7 @@ import {
 } from '../manifest/manifest.js';
 import type { CheckpointKeys } from './destination-run.js';
 import { acquireLock, type HeldLock, type LockOptions } from './lock.js';
-import { planReplication, type DestinationState, type ReplicationPlan, type ReuseLookup, type SourceFile } from './plan.js';
+import { planReplication, sortedByPath, type DestinationState, type ReplicationPlan, type ReuseLookup, type SourceFile } from './plan.js';
 import type { DestinationHoldings } from './destination-state.js';
 import { checkShardSpec, type ShardSpec } from './shard-spec.js';
 
@@ -66,7 +66,7 @@ export function shardOfPath(hasher: Hasher, path: string, count: number): number
  * list (another backup under the same name) are never mixed.
  */
 export async function fileListDigest(files: readonly { readonly path: string; readonly size: number }[]): Promise<string> {
-  const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  const sorted = sortedByPath(files);
   const digest = (await getHasher()).create();
   let text = '';
   for (const f of sorted) {

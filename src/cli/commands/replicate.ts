@@ -91,7 +91,7 @@ export function registerReplicate(ctx: CommandContext): void {
           ...transferOptions(opts, ctx.globals()),
           onEvent: (event) => {
             if (event.type === 'plan' && !opts.dryRun) {
-              for (const d of event.plan.destinations) if (!d.upToDate) bars.start(d.destination, d.copyBytes + d.reuseBytes + d.actions.filter((a) => a.action === 'adopt').reduce((s, a) => s + a.size, 0));
+              for (const d of event.plan.destinations) if (!d.upToDate) bars.start(d.destination, d.copyBytes + d.reuseBytes + d.adoptBytes);
             } else if (event.type === 'bytes') bars.add(event.destination, event.bytes);
             else if (event.type === 'file-done' && event.how === 'reused') bars.add(event.destination, event.size);
             else if (event.type === 'warning' && !ctx.globals().quiet && !ctx.globals().json) warn(`${event.destination}: ${event.message}`);
