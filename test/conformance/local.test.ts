@@ -183,6 +183,19 @@ describe('local driver', () => {
         assert.equal((await readKey(driver, 'good/new')).toString(), 'n');
       });
 
+      it('list with descend does not walk the folders it turns down (an escaping symlink there is never met)', async () => {
+        const { dir, root } = await layout();
+        for (const folder of ['b1/.offsite', 'b1/binlogs/seg', 'b2/.offsite']) await mkdir(join(root, folder), { recursive: true });
+        for (const file of ['b1/.offsite/manifest.json', 'b1/binlogs/seg/f', 'b2/.offsite/manifest.json']) await writeFile(join(root, file), 'x');
+        await symlink(join(dir, 'outside', 'secret.txt'), join(root, 'b1', 'binlogs', 'seg', 'escape'));
+        const driver = await driverAt(root);
+        const descend = (folder: string): boolean => /^b\d$/.test(folder) || folder.endsWith('/.offsite');
+        const keys: string[] = [];
+        for await (const entry of driver.list('', { descend })) keys.push(entry.key);
+        assert.deepEqual(keys.sort(), ['b1/.offsite/manifest.json', 'b2/.offsite/manifest.json'], 'neither bad/ nor good/ nor b1/binlogs/ walked');
+        await assert.rejects(listAll(driver, 'b1/'), KeyError, 'without it, b1/binlogs/ is walked and its escaping symlink met');
+      });
+
       it('a symlink planted under the temp name is not followed', async () => {
         const dir = await scratchDir();
         const root = join(dir, 'root');

@@ -87,7 +87,7 @@ export class LocalDriver implements Driver {
    * neither a file nor a folder. Fails with a `KeyError` (before any IO) for a bad prefix, and
    * when it meets a symlink that points outside the root (unless `onRefused` is given: see
    * `ListOptions`, as for `requireRoot`). A missing prefix yields nothing; a folder that vanishes
-   * mid-walk is skipped.
+   * mid-walk is skipped. Folders that `descend` turns down are not read.
    */
   async *list(prefix: string, options: ListOptions = {}): AsyncIterable<Entry> {
     const context = { driver: this.name, action: 'list', key: prefix };
