@@ -36,8 +36,6 @@ const LISTED_FINGERPRINT = 4;
 const ABSENT = 0xffffffff;
 
 const INITIAL_FILES = 1024;
-/** Paths kept as strings after they were asked for (see `pathAt`): a power of two. */
-const RECENT_PATHS = 64;
 
 /**
  * The records of one origin manifest, in its order, found by path; see the file comment. Filled
@@ -46,9 +44,6 @@ const RECENT_PATHS = 64;
 export class OriginTable {
   /** The paths, front-coded (./sorted-paths.ts): a string is made for a path only when asked. */
   readonly #paths = new FrontCodedPaths();
-  /** The paths asked for last (`pathAt`), by index modulo `RECENT_PATHS`; `#recentIndex` holds index + 1 (0: none). */
-  readonly #recentIndex = new Float64Array(RECENT_PATHS);
-  readonly #recentPaths = new Array<string | undefined>(RECENT_PATHS).fill(undefined);
   #sizes = new Float64Array(INITIAL_FILES);
   #hashHigh = new Uint32Array(INITIAL_FILES);
   #hashLow = new Uint32Array(INITIAL_FILES);
@@ -173,18 +168,9 @@ export class OriginTable {
     return { length: this.count, at: (rank) => this.pathAt(this.#at(rank)), indexOf: (path) => this.#rankOf(path) };
   }
 
-  /**
-   * The path of the record at `index`. Made from the packed bytes, except for the last few asked
-   * for: the engine asks for a file's path several times while it copies it (a few files at
-   * once), and the same string each time also makes the lookups that follow it cheaper.
-   */
+  /** The path of the record at `index` (the last few made are kept: ./sorted-paths.ts `at`). */
   pathAt(index: number): string {
-    const slot = index & (RECENT_PATHS - 1);
-    if (this.#recentIndex[slot] === index + 1) return this.#recentPaths[slot] as string;
-    const path = this.#paths.at(index);
-    this.#recentIndex[slot] = index + 1;
-    this.#recentPaths[slot] = path;
-    return path;
+    return this.#paths.at(index);
   }
 
   sizeAt(index: number): number {

@@ -31,6 +31,7 @@ import { manifestKey, OFFSITE_DIR, type Manifest, type ManifestFile } from '../m
 import { streamManifestAt, type ManifestReader, type ManifestSummary } from '../manifest/read.js';
 import { widened } from '../typed-arrays.js';
 import type { ManifestCache } from './manifest-cache.js';
+import { FrontCodedPaths } from './sorted-paths.js';
 
 /** Where a reusable file sits at the destination: backup folder name and path inside it. */
 export interface ReuseSource {
@@ -86,8 +87,6 @@ export interface BuildReuseIndexOptions extends ReuseIndexOptions, SignalOptions
 }
 
 const EMPTY = -1;
-/** A path is kept whole every this many entries (see `#shared`): rebuilding one copies at most this many pieces. */
-const PATH_RESTART = 16;
 
 /**
  * True for the fingerprint of an object whose ETag is a plain MD5 of its bytes as far as the
@@ -116,52 +115,44 @@ export class ReuseIndex {
   #chunksHi = new Uint32Array(1024);
   #chunksLo = new Uint32Array(1024);
   #size = new Float64Array(1024);
-  /** Bytes of the recorded fingerprint right after the path in `#paths` (0: none recorded). */
+  /** Bytes of the recorded fingerprint at `#recordStart` in `#records` (0: none recorded). */
   #fingerprintLength = new Uint16Array(1024);
   /**
-   * With `sourceEtags`: bytes right after the fingerprint in `#paths` holding the recorded source
+   * With `sourceEtags`: bytes right after the fingerprint in `#records` holding the recorded source
    * fingerprint and chunk hashes (`<fingerprint> <chunk>,<chunk>...`); 0: none kept.
    */
   #sourceLength: Uint32Array | undefined;
-  /** Encrypted: bytes right after the fingerprint in `#paths` holding the stored record (`<size> <hash> <chunk>,<chunk>...`). */
+  /** Encrypted: bytes right after the fingerprint in `#records` holding the stored record (`<size> <hash> <chunk>,<chunk>...`). */
   #storedLength: Uint32Array | undefined;
   readonly #encrypted: boolean;
   /** One bit per (hashed) size: a clear bit proves no indexed file has that size. */
   #sizes: Uint32Array;
   #backup = new Uint16Array(1024);
   /**
-   * Paths are front-coded: an entry keeps the bytes of its path that it does not share with the
-   * entry before it (`#pathStart`, `#pathLength` in `#paths`) and how many it shares (`#shared`),
-   * whole every `PATH_RESTART` entries. Entries come in manifest order (sorted paths), so the long
-   * `binlogs/insert_log/<collection>/<partition>/...` prefixes are held once a run: ~30 bytes a path
-   * instead of ~120 (100,000 files and more per copy, issue 12).
+   * The entries' paths, front-coded (./sorted-paths.ts): entries come in manifest order (sorted
+   * paths), so the long `binlogs/insert_log/<collection>/<partition>/...` prefixes are held about
+   * once: ~30 bytes a path instead of ~120 (100,000 files and more per copy, issue 12).
    */
-  #pathStart = new Uint32Array(1024);
-  #pathLength = new Uint32Array(1024);
-  #shared = new Uint16Array(1024);
+  readonly #pathList = new FrontCodedPaths();
   /** FNV-1a of each entry's whole path (`#pathHash`): the by-path lookup without rebuilding paths. */
   #pathHashes = new Uint32Array(1024);
-  #paths = Buffer.alloc(64 * 1024);
-  /** The whole path of the last entry (`#lastPathLength` bytes), for the next one's shared prefix. */
-  #lastPath = Buffer.alloc(1024);
-  #lastPathLength = 0;
-  /** A path rebuilt by `#rebuild` (`#pathOf`, comparisons). */
-  #rebuilt = Buffer.alloc(1024);
-  #pathBytes = 0;
+  /** Where each entry's recorded fingerprint (and extra record) starts in `#records`. */
+  #recordStart = new Uint32Array(1024);
+  #records = Buffer.alloc(64 * 1024);
+  #recordBytes = 0;
   #count = 0;
   readonly #backups: string[] = [];
   /**
    * The newest copy's files by path: open addressing over their entries (each of its files has one
-   * of its own, see `#insert`), at most half full, the paths compared as the bytes in `#paths`. A
+   * of its own, see `#insert`), at most half full, the paths compared once their hashes (`#pathHashes`) are equal. A
    * `Map` from path strings cost ~200 bytes of JavaScript heap per file (issue 12: 100,000 files).
    */
   #newestSlots = new Int32Array(4096).fill(EMPTY);
   #newestCount = 0;
   /** Entries of the newest copy's files whose contents an earlier entry holds (not counted in `size`). */
   #duplicates = 0;
-  /** The UTF-8 bytes of a path being looked up or added (`#scratchLength` of them). */
+  /** The UTF-8 bytes of a path being looked up or added. */
   #scratch = Buffer.alloc(1024);
-  #scratchLength = 0;
   /** The chunk size of the newest copy's manifest (its chunk hashes are at that size). */
   #newestChunkBytes = 0;
 
@@ -209,7 +200,7 @@ export class ReuseIndex {
     this.#backups.push(backup);
     if (backupIndex === 0) this.#newestChunkBytes = chunkBytes;
     const count = this.#count;
-    const pathBytes = this.#pathBytes;
+    const pathBytes = this.#recordBytes;
     return {
       add: (file) => {
         const entry = this.#insert(file, chunkBytes, backupIndex);
@@ -228,9 +219,8 @@ export class ReuseIndex {
       this.#duplicates = 0;
     }
     this.#count = count;
-    this.#pathBytes = pathBytes;
-    this.#lastPathLength = count === 0 ? 0 : this.#rebuild(count - 1);
-    this.#lastPath = Buffer.from(this.#rebuilt.subarray(0, Math.max(this.#lastPathLength, 1024)));
+    this.#recordBytes = pathBytes;
+    this.#pathList.truncate(count);
     // Open addressing cannot simply drop entries: the slots are made again from those kept (rare:
     // a damaged manifest).
     this.#rehash(this.#slots.length);
@@ -297,8 +287,8 @@ export class ReuseIndex {
     if (entry === undefined || this.#size[entry] !== size) return undefined;
     const length = this.#sourceLength[entry] as number;
     if (length === 0) return undefined;
-    const start = (this.#pathStart[entry] as number) + (this.#pathLength[entry] as number) + (this.#fingerprintLength[entry] as number);
-    const [fingerprint, hash, chunks] = this.#paths.toString('utf8', start, start + length).split(' ') as [string, string, string];
+    const start = (this.#recordStart[entry] as number) + (this.#fingerprintLength[entry] as number);
+    const [fingerprint, hash, chunks] = this.#records.toString('utf8', start, start + length).split(' ') as [string, string, string];
     return fingerprint === sourceFingerprint ? { same: true, hash, chunks: chunks === '' ? [] : chunks.split(',') } : { same: false };
   }
 
@@ -312,17 +302,17 @@ export class ReuseIndex {
   #matchOf(entry: number, path = this.#pathOf(entry)): ReuseMatch {
     const backup = this.#backups[this.#backup[entry] as number] as string;
     const length = this.#fingerprintLength[entry] as number;
-    const start = (this.#pathStart[entry] as number) + (this.#pathLength[entry] as number);
+    const start = this.#recordStart[entry] as number;
     const stored = this.#storedOf(entry, start + length);
-    const found: ReuseMatch = length === 0 ? { backup, path } : { backup, path, fingerprint: this.#paths.toString('utf8', start, start + length) };
+    const found: ReuseMatch = length === 0 ? { backup, path } : { backup, path, fingerprint: this.#records.toString('utf8', start, start + length) };
     return stored ? { ...found, stored } : found;
   }
 
-  /** The stored record kept at `at` in `#paths` for an encrypted destination's entry. */
+  /** The stored record kept at `at` in `#records` for an encrypted destination's entry. */
   #storedOf(entry: number, at: number): ReuseMatch['stored'] {
     const length = this.#storedLength?.[entry] ?? 0;
     if (length === 0) return undefined;
-    const [size, hash, chunks] = this.#paths.toString('utf8', at, at + length).split(' ') as [string, string, string];
+    const [size, hash, chunks] = this.#records.toString('utf8', at, at + length).split(' ') as [string, string, string];
     return { size: Number(size), hash, chunks: chunks === '' ? [] : chunks.split(',') };
   }
 
@@ -400,31 +390,20 @@ export class ReuseIndex {
     const fingerprint = file.destinationFingerprint ?? '';
     const source = this.#sourceLength !== undefined && backupIndex === 0 && isContentEtag(file.sourceFingerprint) ? `${file.sourceFingerprint} ${file.hash} ${file.chunks.join(',')}`
       : this.#storedLength !== undefined ? `${String(file.storedSize)} ${file.hash} ${file.chunks.join(',')}` : '';
-    const pathLength = this.#wholePath(file.path);
-    const whole = this.#scratch;
-    let shared = 0;
-    if (entry % PATH_RESTART !== 0) {
-      const most = Math.min(pathLength, this.#lastPathLength, 0xffff);
-      while (shared < most && whole[shared] === this.#lastPath[shared]) shared++;
-    }
-    const length = pathLength - shared + Buffer.byteLength(fingerprint) + Buffer.byteLength(source);
-    if (this.#pathBytes + length > this.#paths.length) {
+    const length = Buffer.byteLength(fingerprint) + Buffer.byteLength(source);
+    if (this.#recordBytes + length > this.#records.length) {
       // By half: with 300,000 paths and fingerprints (~40 MB), doubling would leave up to that much unused.
-      const bigger = Buffer.alloc(Math.max(Math.ceil(this.#paths.length * 1.5), this.#pathBytes + length));
-      this.#paths.copy(bigger, 0, 0, this.#pathBytes);
-      this.#paths = bigger;
+      const bigger = Buffer.alloc(Math.max(Math.ceil(this.#records.length * 1.5), this.#recordBytes + length));
+      this.#records.copy(bigger, 0, 0, this.#recordBytes);
+      this.#records = bigger;
     }
-    this.#pathStart[entry] = this.#pathBytes;
-    this.#pathLength[entry] = whole.copy(this.#paths, this.#pathBytes, shared, pathLength);
-    this.#shared[entry] = shared;
-    this.#pathHashes[entry] = ReuseIndex.#pathHash(whole, 0, pathLength);
-    if (pathLength > this.#lastPath.length) this.#lastPath = Buffer.alloc(pathLength * 2);
-    whole.copy(this.#lastPath, 0, 0, pathLength);
-    this.#lastPathLength = pathLength;
-    this.#fingerprintLength[entry] = Math.min(0xffff, this.#paths.write(fingerprint, this.#pathBytes + (this.#pathLength[entry] as number)));
+    this.#pathList.push(file.path);
+    this.#pathHashes[entry] = ReuseIndex.#pathHash(this.#scratch, 0, this.#wholePath(file.path));
+    this.#recordStart[entry] = this.#recordBytes;
+    this.#fingerprintLength[entry] = Math.min(0xffff, this.#records.write(fingerprint, this.#recordBytes));
     const extra = this.#sourceLength ?? this.#storedLength;
-    if (extra !== undefined) extra[entry] = this.#paths.write(source, this.#pathBytes + (this.#pathLength[entry] as number) + (this.#fingerprintLength[entry] as number));
-    this.#pathBytes += length;
+    if (extra !== undefined) extra[entry] = this.#records.write(source, this.#recordBytes + (this.#fingerprintLength[entry] as number));
+    this.#recordBytes += length;
     if (same === EMPTY) this.#slots[slot] = entry;
     else this.#duplicates++;
     return entry;
@@ -468,9 +447,7 @@ export class ReuseIndex {
 
   /** Whether entries `a` and `b` have the same path. */
   #samePath(a: number, b: number): boolean {
-    this.#wholePathOf(b);
-    const length = this.#rebuild(a);
-    return this.#rebuilt.compare(this.#scratch, 0, this.#scratchLength, 0, length) === 0;
+    return this.#pathList.at(a) === this.#pathList.at(b);
   }
 
   /** The newest copy's entry of `path`, or `undefined`. */
@@ -483,42 +460,14 @@ export class ReuseIndex {
       const entry = this.#newestSlots[slot] as number;
       if (entry === EMPTY) return undefined;
       if (this.#pathHashes[entry] !== hash) continue;
-      const found = this.#rebuild(entry);
-      if (found === length && this.#rebuilt.compare(this.#scratch, 0, length, 0, length) === 0) return entry;
+      if (this.#pathList.at(entry) === path) return entry;
     }
   }
 
   /** `path` as UTF-8 in `#scratch`; its length in bytes. */
   #wholePath(path: string): number {
     if (path.length * 3 > this.#scratch.length) this.#scratch = Buffer.alloc(path.length * 3);
-    this.#scratchLength = this.#scratch.write(path, 0, 'utf8');
-    return this.#scratchLength;
-  }
-
-  /** Entry `entry`'s whole path in `#scratch` (for comparing with `#rebuilt`). */
-  #wholePathOf(entry: number): void {
-    const length = this.#rebuild(entry);
-    if (length > this.#scratch.length) this.#scratch = Buffer.alloc(length * 2);
-    this.#rebuilt.copy(this.#scratch, 0, 0, length);
-    this.#scratchLength = length;
-  }
-
-  /** Rebuilds entry `entry`'s whole path in `#rebuilt` (from the last restart on); its length in bytes. */
-  #rebuild(entry: number): number {
-    let length = 0;
-    for (let at = entry - (entry % PATH_RESTART); at <= entry; at++) {
-      const shared = this.#shared[at] as number;
-      const start = this.#pathStart[at] as number;
-      const suffix = this.#pathLength[at] as number;
-      if (shared + suffix > this.#rebuilt.length) {
-        const bigger = Buffer.alloc((shared + suffix) * 2);
-        this.#rebuilt.copy(bigger, 0, 0, length);
-        this.#rebuilt = bigger;
-      }
-      this.#paths.copy(this.#rebuilt, shared, start, start + suffix);
-      length = shared + suffix;
-    }
-    return length;
+    return this.#scratch.write(path, 0, 'utf8');
   }
 
   #grow(entry: number): void {
@@ -533,14 +482,12 @@ export class ReuseIndex {
     if (this.#sourceLength !== undefined) this.#sourceLength = widened(this.#sourceLength, length);
     if (this.#storedLength !== undefined) this.#storedLength = widened(this.#storedLength, length);
     this.#backup = widened(this.#backup, length);
-    this.#pathStart = widened(this.#pathStart, length);
-    this.#pathLength = widened(this.#pathLength, length);
-    this.#shared = widened(this.#shared, length);
+    this.#recordStart = widened(this.#recordStart, length);
     this.#pathHashes = widened(this.#pathHashes, length);
   }
 
   #pathOf(entry: number): string {
-    return this.#rebuilt.toString('utf8', 0, this.#rebuild(entry));
+    return this.#pathList.at(entry);
   }
 }
 

@@ -55,6 +55,8 @@ const RESTART = 16;
 const INITIAL_PATHS = 1024;
 /** Lookups remembered (see `#recent`). */
 const RECENT_LOOKUPS = 64;
+/** Paths kept as strings after `at` made them (see `#recentPaths`): a power of two. */
+const RECENT_PATHS = 64;
 /** Shared prefixes are counted up to this (a longer one is stored as this much shared, the rest as suffix). */
 const MAX_SHARED = 0xffff;
 /** Code units from which UTF-8 byte order may differ from code-unit order (surrogates, U+E000 and up). */
@@ -87,6 +89,13 @@ export class FrontCodedPaths {
    * time with the same string (./origin-table.ts `pathAt`).
    */
   readonly #recent = new Map<string, number>();
+  /**
+   * The paths `at` made last, by index modulo `RECENT_PATHS` (`#recentAt` holds index + 1; 0:
+   * none): the engine asks for a file's path several times while it plans and copies it, and the
+   * same string each time also makes the lookups that follow cheaper (`#recent`).
+   */
+  readonly #recentAt = new Float64Array(RECENT_PATHS);
+  readonly #recentPaths = new Array<string | undefined>(RECENT_PATHS).fill(undefined);
   /** No path has a code unit from U+D800 up: byte order is code-unit order, and lookups compare bytes. */
   #bytewise = true;
 
@@ -138,8 +147,25 @@ export class FrontCodedPaths {
 
   at(index: number): string {
     if (!(index >= 0 && index < this.#count)) throw new RangeError(`FrontCodedPaths: no path ${index} (${this.#count} held)`);
-    const length = this.#rebuild(index);
-    return this.#scratch.toString('utf8', 0, length);
+    const slot = index & (RECENT_PATHS - 1);
+    if (this.#recentAt[slot] === index + 1) return this.#recentPaths[slot] as string;
+    const path = this.#scratch.toString('utf8', 0, this.#rebuild(index));
+    this.#recentAt[slot] = index + 1;
+    this.#recentPaths[slot] = path;
+    return path;
+  }
+
+  /** Keeps the first `count` paths: those appended after them are forgotten. */
+  truncate(count: number): void {
+    if (!(count >= 0 && count < this.#count)) return;
+    this.#used = this.#suffixAt[count] as number;
+    this.#count = count;
+    this.#recent.clear();
+    this.#recentAt.fill(0);
+    this.#scratchIndex = -1;
+    this.#lastLength = count === 0 ? 0 : this.#rebuild(count - 1);
+    if (this.#lastLength > this.#last.length) this.#last = Buffer.allocUnsafe(this.#lastLength);
+    this.#scratch.copy(this.#last, 0, 0, this.#lastLength);
   }
 
   /**

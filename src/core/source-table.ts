@@ -21,8 +21,6 @@ import { FingerprintColumn } from './fingerprint-column.js';
 import { FrontCodedPaths, type SortedPaths } from './sorted-paths.js';
 
 const INITIAL_FILES = 1024;
-/** Paths kept as strings after they were asked for (see `pathAt`): a power of two. */
-const RECENT_PATHS = 64;
 
 /** One listed file, as `SourceTable.add` takes it. */
 export interface ListedFile {
@@ -93,9 +91,6 @@ export class SourceTableBuilder {
 /** The source's files sorted by path, none twice: see the file comment. Filled with `add` in that order. */
 export class SourceTable {
   readonly #paths = new FrontCodedPaths();
-  /** The paths asked for last (`pathAt`), by index modulo `RECENT_PATHS`; `#recentIndex` holds index + 1 (0: none). */
-  readonly #recentIndex = new Float64Array(RECENT_PATHS);
-  readonly #recentPaths = new Array<string | undefined>(RECENT_PATHS).fill(undefined);
   #sizes = new Float64Array(INITIAL_FILES);
   #mtimes = new Float64Array(INITIAL_FILES);
   readonly #fingerprints = new FingerprintColumn(INITIAL_FILES);
@@ -147,19 +142,9 @@ export class SourceTable {
     return { length: this.count, at: (index) => this.pathAt(index), indexOf: (path) => this.#paths.indexOf(path) };
   }
 
-  /**
-   * The path of the file at `index`. Made from the packed bytes, except for the last few asked for:
-   * the engine asks for a file's path several times while it plans and copies it, and the same
-   * string each time also makes the lookups that follow cheaper (./sorted-paths.ts remembers
-   * lookups by string).
-   */
+  /** The path of the file at `index` (the last few made are kept: ./sorted-paths.ts `at`). */
   pathAt(index: number): string {
-    const slot = index & (RECENT_PATHS - 1);
-    if (this.#recentIndex[slot] === index + 1) return this.#recentPaths[slot] as string;
-    const path = this.#paths.at(index);
-    this.#recentIndex[slot] = index + 1;
-    this.#recentPaths[slot] = path;
-    return path;
+    return this.#paths.at(index);
   }
 
   sizeAt(index: number): number {
