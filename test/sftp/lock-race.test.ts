@@ -51,6 +51,15 @@ async function race(drivers: readonly Driver[]): Promise<{ won: number; lost: nu
   return { won, lost };
 }
 
+/**
+ * Every driver takes and releases the lock in turn: the race left nothing that stops a later run.
+ * (A round may end with every racer told E_LOCKED, each having seen another's write: under load
+ * on sftp all 12 rounds once did. That is safe; shard finishers wait with jitter and try again.)
+ */
+async function takeInTurn(drivers: readonly Driver[]): Promise<void> {
+  for (const d of drivers) await (await acquireLock(d, 'b1', { settleMs: 50 })).release();
+}
+
 describeWithServer('the destination lock taken by several runs at once (real sshd)', (server) => {
   it('sftp: each loser is told E_LOCKED, at most one holds it', async () => {
     const root = await freshRoot(server, 'lock-race');
@@ -58,7 +67,7 @@ describeWithServer('the destination lock taken by several runs at once (real ssh
     opened.push(...drivers);
     const { won, lost } = await race(drivers);
     assert.equal(won + lost, RACERS * ROUNDS);
-    assert.ok(won >= 1, 'the lock was taken at least once');
+    await takeInTurn(drivers);
   });
 });
 
@@ -69,5 +78,5 @@ it('local: each loser is told E_LOCKED, at most one holds it', async () => {
   opened.push(...drivers);
   const { won, lost } = await race(drivers);
   assert.equal(won + lost, RACERS * ROUNDS);
-  assert.ok(won >= 1, 'the lock was taken at least once');
+  await takeInTurn(drivers);
 });
