@@ -12,7 +12,7 @@
  * - night B is night A's next night (scripts/gen-nightly.ts, 10% changed).
  *
  * Measured, each in a child process under GNU time (peak RSS):
- * - building the reuse index of the destination from the 30 manifests (src/core/reuse.ts,
+ * - building the reuse index of the destination from the 30 manifests (src/core/reuse-copies.ts,
  *   `buildReuseIndex`), next to the same child that only loads the modules;
  * - `offsite replicate B` to that destination (which, once the engine reuses, builds the index
  *   and creates night A's kept files server-side); its manifest says how many were reused.
@@ -29,7 +29,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseBytes } from '../src/config/units.js';
-import { buildReuseIndex } from '../src/core/reuse.js';
+import { buildReuseIndex } from '../src/core/reuse-copies.js';
 import { createDriver } from '../src/drivers/index.js';
 import type { Driver } from '../src/drivers/types.js';
 import { buildManifestBody, manifestKey, readManifestAt, writeManifestAt, type ManifestFile } from '../src/manifest/manifest.js';

@@ -1,6 +1,6 @@
 /**
  * Columns of the compact per-file tables (src/core/records.ts, src/core/origin-table.ts,
- * src/core/reuse.ts, src/listing-index.ts, src/core/fingerprint-column.ts): one typed array per
+ * src/core/reuse-index.ts, src/listing-index.ts, src/core/fingerprint-column.ts): one typed array per
  * field, grown as files come.
  */
 export type Column = Uint8Array | Uint16Array | Uint32Array | Float64Array | BigUint64Array;

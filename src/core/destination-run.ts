@@ -19,7 +19,7 @@ import { asSortedPaths, type SortedPaths } from './sorted-paths.js';
 import { ACTION_KINDS, type DestinationPlan, type FileActionKind } from './plan.js';
 import type { ProgressJournal } from './destination-state.js';
 import type { ProblemReport, ReplicateEvent } from './replicate.js';
-import type { ReuseIndex } from './reuse.js';
+import type { ReuseIndex } from './reuse-index.js';
 
 /** What a destination may reuse from: the index of its other complete copies, and whether to hard-link (`reuse: link`). */
 export interface RunReuse {

@@ -1,6 +1,6 @@
 /**
  * A local cache of the earlier copies' manifests that a reuse night reads at a destination
- * (issue 12): each night the index of the earlier copies (./reuse.ts) read their manifests whole,
+ * (issue 12): each night the index of the earlier copies (./reuse-copies.ts) read their manifests whole,
  * over the wire (~0.5 KB per file: ~170 KB for 500 files, tens of MB for 100,000), although a
  * complete copy's manifest never changes once written.
  *

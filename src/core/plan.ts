@@ -17,7 +17,7 @@
  * found by the driver when the engine opens the file for writing, and resumed there.
  *
  * Reuse (issue 12): a file missing at a destination that has a reuse lookup (its other complete
- * copies, src/core/reuse.ts) is planned as `reuse` when one of them may hold the same bytes: the
+ * copies, src/core/reuse-index.ts) is planned as `reuse` when one of them may hold the same bytes: the
  * newest copy has the same path with the same size, or some copy has a file of that size. The
  * plan cannot know more before the file is read: the engine reads and hashes it (the one source
  * read), creates it by a server-side copy only when the hashes match, and sends it otherwise.
@@ -27,9 +27,9 @@
  * copy, where `adopt` would read every byte of it back over the link.
  */
 import type { Manifest, ManifestFile } from '../manifest/manifest.js';
-import type { ReuseSource } from './reuse.js';
+import type { ReuseSource } from './reuse-index.js';
 
-/** What the plan asks of a destination's reuse index (src/core/reuse.ts `ReuseIndex`) before any file is read. */
+/** What the plan asks of a destination's reuse index (src/core/reuse-index.ts `ReuseIndex`) before any file is read. */
 export interface ReuseLookup {
   candidate(path: string, size: number): ReuseSource | undefined;
   /** False when no indexed file can match one of this size at this path (an encrypted destination matches the same path only). */

@@ -37,8 +37,6 @@ const NO_CHUNKS = 2;
 /** The record is kept whole in `#odd`. */
 const ODD = 3;
 
-export { indexOfSorted, isStrictlySorted } from './sorted-paths.js';
-
 /** Two hex digits of every byte value. */
 const HEX_BYTES = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, '0'));
 

@@ -8,7 +8,7 @@
  * chunk of a small file, which it keeps so that a miss costs no second read; a larger one would
  * hold a whole chunk of the budget while the copy waits on the server, and so limit how many
  * copies run at once). Once the whole
- * file and chunk hashes are known, the destination's index (./reuse.ts) is asked for a copy with
+ * file and chunk hashes are known, the destination's index (./reuse-index.ts) is asked for a copy with
  * the same size, whole-file hash and chunk hashes. The candidate is used only while it still is
  * what its manifest recorded (same size, same stored hash where the driver keeps one, same
  * fingerprint: `copyWithin`'s `expect`, which the driver checks on the look at the source it takes
@@ -21,7 +21,7 @@
  *
  * At an encrypted destination the source read also gives the file's keyed plaintext MAC (the
  * destination's `encryption.plaintextMac`), and the index matches by path, size and MAC
- * (./reuse.ts): the sealed file of the same path in an earlier copy holds exactly the bytes a
+ * (./reuse-index.ts): the sealed file of the same path in an earlier copy holds exactly the bytes a
  * send would store, so the new record takes that copy's stored record (hashes of the stored
  * bytes, which the copy is checked against as usual) and the MAC.
  */
@@ -34,7 +34,8 @@ import type { DestinationRun, RunReuse } from './destination-run.js';
 import type { Fanout, FeedFile, FeedItem, Subscription } from './fanout.js';
 import type { ReplicateEvent } from './replicate.js';
 import type { ManifestCache } from './manifest-cache.js';
-import { buildReuseIndex, reusableCopies, type ReuseMatch } from './reuse.js';
+import { buildReuseIndex, reusableCopies } from './reuse-copies.js';
+import type { ReuseMatch } from './reuse-index.js';
 
 /** What trying a reuse needs of the run. */
 export interface ReuseContext {

@@ -54,7 +54,7 @@ export interface ManifestFile {
   readonly destinationFingerprint?: string;
   /**
    * Set when the file was not sent but created at the destination by a server-side copy of the
-   * same bytes held by another complete copy there (src/core/reuse.ts): that copy's key,
+   * same bytes held by another complete copy there (src/core/reuse-index.ts): that copy's key,
    * `<backup>/<path>`. For reports only: the record is checked like any other.
    */
   readonly reusedFrom?: string;

@@ -1,5 +1,5 @@
 /**
- * The reuse index of an encrypted destination (src/core/reuse.ts, `encrypted`): files match by
+ * The reuse index of an encrypted destination (src/core/reuse-index.ts, `encrypted`): files match by
  * path, plain size and keyed plaintext MAC only, a match gives the stored record its new record
  * takes, and only copies signed by the destination's key in the current format are indexed.
  */
@@ -8,7 +8,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { buildReuseIndex, createReuseIndex } from '../../src/core/reuse.js';
+import { buildReuseIndex } from '../../src/core/reuse-copies.js';
+import { createReuseIndex } from '../../src/core/reuse-index.js';
 import { ENCRYPTION_SCHEME, OVERHEAD_BYTES } from '../../src/crypto/format.js';
 import { DestinationKey } from '../../src/crypto/keys.js';
 import { createDriver } from '../../src/drivers/index.js';

@@ -1,5 +1,5 @@
 /**
- * The reuse index (src/core/reuse.ts): lookup order, what must match, and bounded memory with
+ * The reuse index (src/core/reuse-index.ts, src/core/reuse-copies.ts): lookup order, what must match, and bounded memory with
  * 30 earlier copies of 100,000 files each (generated manifests, heap measured).
  */
 import assert from 'node:assert/strict';
@@ -9,7 +9,8 @@ import { runInNewContext } from 'node:vm';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildReuseIndex, createReuseIndex, isContentEtag } from '../../src/core/reuse.js';
+import { buildReuseIndex } from '../../src/core/reuse-copies.js';
+import { createReuseIndex, isContentEtag } from '../../src/core/reuse-index.js';
 import { createDriver } from '../../src/drivers/index.js';
 import { buildManifestBody, manifestKey, writeManifestAt } from '../../src/manifest/manifest.js';
 import type { ManifestFile } from '../../src/manifest/manifest.js';

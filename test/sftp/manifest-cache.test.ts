@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, it } from 'node:test';
 import { ManifestCache } from '../../src/core/manifest-cache.js';
-import { buildReuseIndex, reusableCopies } from '../../src/core/reuse.js';
+import { buildReuseIndex, reusableCopies } from '../../src/core/reuse-copies.js';
 import { parseSftpOptions, SftpDriver } from '../../src/drivers/sftp/index.js';
 import type { Entry } from '../../src/drivers/types.js';
 import { buildManifestBody, manifestKey, writeManifestAt, type ManifestFile } from '../../src/manifest/manifest.js';

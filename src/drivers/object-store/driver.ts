@@ -216,7 +216,7 @@ export class ObjectDriver implements Driver {
    * The objects `list` looks at: one flat listing, or, when the caller limits the folders it wants
    * (`descend`) and the store lists by level, a walk one level (one `Delimiter: '/'` listing) at
    * a time into only the folders it wants. A reuse index over 30 earlier copies of 100,000 files
-   * then costs a page per copy, not 3,000 pages (see `reusableCopies` in src/core/reuse.ts).
+   * then costs a page per copy, not 3,000 pages (see `reusableCopies` in src/core/reuse-copies.ts).
    */
   async *#listed(full: string, options: ListOptions): AsyncIterable<StoredObject> {
     const { prefix: root, store, listPageSize } = this.#bucket;
