@@ -134,14 +134,19 @@ const META_ORDER = [
  * Lists `name/` once, reads only its meta files.
  */
 export async function inspectBackup(source: Driver, name: string, options: InspectOptions = {}): Promise<BackupInspection> {
+  const entries: Entry[] = [];
+  for await (const entry of listBackup(source, name, options)) entries.push(entry);
+  return inspectListing(source, name, entries, options);
+}
+
+/** The listing of `name/` at `source` (a valid backup name checked first). */
+async function* listBackup(source: Driver, name: string, options: InspectOptions): AsyncGenerator<Entry> {
   throwIfAborted(options.signal, `inspecting ${name}`);
   if (!isValidBackupName(name)) {
     throw new BackupError('E_BACKUP_NAME', `${JSON.stringify(name)} is not a milvus-backup backup name (letters, digits and _, not starting with a digit)`);
   }
-  const entries: Entry[] = [];
   // Keys, sizes, mtimes and fingerprints are all it needs: no stored hashes (a HEAD per object on object stores).
-  for await (const entry of source.list(`${name}/`, { signal: options.signal, requireRoot: true, hashes: false })) entries.push(entry);
-  return inspectListing(source, name, entries, options);
+  yield* source.list(`${name}/`, { signal: options.signal, requireRoot: true, hashes: false });
 }
 
 /**
@@ -153,12 +158,8 @@ export async function inspectBackup(source: Driver, name: string, options: Inspe
 export async function inspectBackupStreamed(
   source: Driver, name: string, keep: (path: string, entry: Entry) => void, options: InspectOptions = {},
 ): Promise<BackupInspection & { readonly fileCount: number }> {
-  throwIfAborted(options.signal, `inspecting ${name}`);
-  if (!isValidBackupName(name)) {
-    throw new BackupError('E_BACKUP_NAME', `${JSON.stringify(name)} is not a milvus-backup backup name (letters, digits and _, not starting with a digit)`);
-  }
   const seen = new Seen(`${name}/`);
-  for await (const entry of source.list(`${name}/`, { signal: options.signal, requireRoot: true, hashes: false })) {
+  for await (const entry of listBackup(source, name, options)) {
     if (seen.add(entry)) keep(entry.key.slice(name.length + 1), entry);
   }
   return { ...(await judgeListing(source, name, seen, options)), files: [] };

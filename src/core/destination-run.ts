@@ -44,7 +44,6 @@ export function copyCheckpointKeys(backup: string): CheckpointKeys {
   return { progress: progressKey(backup), journal: (sequence) => progressJournalKey(backup, sequence), sequenceOf: (key) => progressJournalSequence(backup, key) };
 }
 
-
 /** Journal entries (files) before `progress.json` is rewritten with every record (see the file comment). */
 const MAX_JOURNAL_ENTRIES = 256;
 
