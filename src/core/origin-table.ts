@@ -20,7 +20,7 @@ import { hashHalves, hashOfHalves, isHash } from '../hash/xxh64.js';
 import { PackedStrings } from '../listing-index.js';
 import type { ManifestFile } from '../manifest/manifest.js';
 import { widened } from '../typed-arrays.js';
-import { FrontCodedPaths, type SortedPaths } from './sorted-paths.js';
+import { codeUnitOrder, FrontCodedPaths, type SortedPaths } from './sorted-paths.js';
 
 /** How a record's chunk list is rebuilt: one chunk with the file's hash, none (an empty file), or as it came (`#odd`). */
 const ONE_CHUNK = 0;
@@ -119,8 +119,7 @@ export class OriginTable {
     if (sorted) return;
     // Not written by offsite (which sorts): ordered here, with every path as a string for the while.
     const paths = Array.from({ length: count }, (_, i) => this.#paths.at(i));
-    const order = Uint32Array.from(paths.keys());
-    order.sort((a, b) => { const pa = paths[a] as string; const pb = paths[b] as string; return pa < pb ? -1 : pa > pb ? 1 : 0; });
+    const order = codeUnitOrder(paths);
     for (let i = 1; i < count; i++) if (paths[order[i - 1] as number] === paths[order[i] as number]) this.#twice(where, paths[order[i] as number] as string);
     this.#order = order;
   }

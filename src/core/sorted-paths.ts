@@ -35,6 +35,15 @@ export function indexOfSorted(sorted: readonly string[], key: string): number {
   return -1;
 }
 
+/** The indices of `paths` in the code-unit order of the paths (for paths that did not come sorted). */
+export function codeUnitOrder(paths: readonly string[]): Uint32Array {
+  return Uint32Array.from(paths.keys()).sort((a, b) => {
+    const pa = paths[a] as string;
+    const pb = paths[b] as string;
+    return pa < pb ? -1 : pa > pb ? 1 : 0;
+  });
+}
+
 /** True when `paths` is sorted by code units with no path twice. */
 export function isStrictlySorted(paths: readonly string[]): boolean {
   for (let i = 1; i < paths.length; i++) if (!((paths[i - 1] as string) < (paths[i] as string))) return false;

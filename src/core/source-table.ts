@@ -18,7 +18,7 @@ import { OffsiteError } from '../errors.js';
 import { ownString } from '../strings.js';
 import { widened } from '../typed-arrays.js';
 import { FingerprintColumn } from './fingerprint-column.js';
-import { FrontCodedPaths, type SortedPaths } from './sorted-paths.js';
+import { codeUnitOrder, FrontCodedPaths, type SortedPaths } from './sorted-paths.js';
 
 const INITIAL_FILES = 1024;
 
@@ -70,10 +70,8 @@ export class SourceTableBuilder {
     let table = this.#table;
     if (table === undefined) {
       const paths = this.#paths;
-      const order = Uint32Array.from(paths.keys());
-      order.sort((a, b) => { const pa = paths[a] as string; const pb = paths[b] as string; return pa < pb ? -1 : pa > pb ? 1 : 0; });
       table = new SourceTable();
-      for (const i of order) {
+      for (const i of codeUnitOrder(paths)) {
         if (!table.follows(paths[i] as string)) throw new OffsiteError('E_SOURCE_LISTING', `${where}: the source listed ${paths[i] as string} twice; check the source storage`, { kind: 'permanent' });
         table.add({ path: paths[i] as string, size: this.#sizes[i] as number, mtimeMs: this.#mtimes[i] as number, fingerprint: this.#fingerprints.get(i) });
       }
